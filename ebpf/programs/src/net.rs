@@ -1,0 +1,213 @@
+//! Network decisions: connect and sendmsg, IPv4 and IPv6.
+//!
+//! These programs are attached to agent cgroups only (the daemon attaches them
+//! when it registers an agent), so every invocation is an agent's action.
+//! Internal errors therefore fail closed: the action is denied.
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    },
+    macros::cgroup_sock_addr,
+    maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
+use warden_common::{
+    agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, Method,
+    Net4Key, Net6Key, NetEvent, NetRules, SLOT_PREFIX_BITS,
+};
+
+use crate::{count, AGENTS, EVENTS, NET4_RULES, NET6_RULES};
+
+/// Return values of cgroup sock_addr programs.
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[cgroup_sock_addr(connect4)]
+pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, EventKind::Connect4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, EventKind::Connect6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn warden_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, EventKind::Sendmsg4)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn warden_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, EventKind::Sendmsg6)
+}
+
+/// The destination of the action, as the kernel was given it.
+struct Dest {
+    family: u16,
+    port: u16,
+    proto: u8,
+    addr: [u8; 16],
+}
+
+/// Reads one context field with a single load at its fixed offset. The
+/// verifier only accepts context loads at constant offsets from the context
+/// pointer itself; a volatile read stops LLVM from merging the IPv4 and IPv6
+/// field loads behind pointer arithmetic ("dereference of modified ctx ptr").
+macro_rules! ctx_field {
+    ($sa:expr, $($field:tt)+) => {
+        // SAFETY: the kernel's bpf_sock_addr is valid for the program's run.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$sa).$($field)+)) }
+    };
+}
+
+impl Dest {
+    /// Inlined into each program, so `kind` is a constant there and only the
+    /// fields valid for that attach type are read (the verifier rejects
+    /// user_ip6 in a connect4 program and user_ip4 in a connect6 one).
+    #[inline(always)]
+    fn read(sa: *const bpf_sock_addr, kind: EventKind) -> Self {
+        // user_port holds the port in network byte order in its low 16 bits.
+        let port = u16::from_be(ctx_field!(sa, user_port) as u16);
+        let proto = ctx_field!(sa, protocol) as u8;
+        let mut addr = [0u8; 16];
+        match kind {
+            EventKind::Connect4 | EventKind::Sendmsg4 => {
+                let ip4: u32 = ctx_field!(sa, user_ip4);
+                addr[..4].copy_from_slice(&ip4.to_ne_bytes());
+                Dest { family: AF_INET, port, proto, addr }
+            }
+            EventKind::Connect6 | EventKind::Sendmsg6 => {
+                // One 4-byte load per word: the verifier rejects wider
+                // context reads of user_ip6.
+                let w: [u32; 4] = [
+                    ctx_field!(sa, user_ip6[0]),
+                    ctx_field!(sa, user_ip6[1]),
+                    ctx_field!(sa, user_ip6[2]),
+                    ctx_field!(sa, user_ip6[3]),
+                ];
+                addr[0..4].copy_from_slice(&w[0].to_ne_bytes());
+                addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
+                addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
+                addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
+                Dest { family: AF_INET6, port, proto, addr }
+            }
+        }
+    }
+
+    /// `::ffff:a.b.c.d` is an IPv4 destination and follows the IPv4 rules.
+    fn v4_mapped(&self) -> Option<[u8; 4]> {
+        let a = &self.addr;
+        let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+        (self.family == AF_INET6 && mapped).then(|| [a[12], a[13], a[14], a[15]])
+    }
+}
+
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
+    let dest = Dest::read(ctx.sock_addr, kind);
+    // SAFETY: a plain helper call with no arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+
+    // SAFETY: AGENTS values are plain data replaced whole by the daemon; a
+    // concurrent update yields either the old or the new value.
+    let agent = unsafe { AGENTS.get(&cgroup_id) }.copied();
+    let (decision, rule_idx, agent) = match agent {
+        // Attached to an agent cgroup but not registered: a cgroup created
+        // below an agent's that the daemon has not seen yet. Fail closed.
+        None => (Decision::Deny, rule::UNKNOWN_CGROUP, AgentInfo {
+            agent_id: 0,
+            policy_gen: 0,
+            slot: 0,
+            flags: 0,
+        }),
+        Some(a) if a.flags & agent_flags::REVOKED != 0 => (Decision::Deny, rule::REVOKED, a),
+        Some(a) => {
+            let (d, r) = match_rules(&dest, a.slot);
+            (d, r, a)
+        }
+    };
+
+    // No action without a record: reserve the event before allowing. If the
+    // ring buffer is full the action is refused and the drop is counted.
+    let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+        count(counter::DROPPED);
+        count(counter::DENIED);
+        return DENY;
+    };
+    let allowed = decision == Decision::Allow;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    entry.write(NetEvent {
+        header: EventHeader {
+            kind: kind as u32,
+            decision: decision as u32,
+            method: if allowed { Method::Allow } else { Method::CgroupDeny } as u32,
+            rule_idx,
+            agent_id: agent.agent_id,
+            policy_gen: agent.policy_gen,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            cgroup_id,
+            // SAFETY: a plain helper call with no arguments.
+            boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        },
+        family: dest.family,
+        port: dest.port,
+        proto: dest.proto,
+        _pad: [0; 3],
+        addr: dest.addr,
+    });
+    entry.submit(0);
+    count(counter::EVENTS);
+
+    if allowed {
+        count(counter::ALLOWED);
+        ALLOW
+    } else {
+        // Hold is not implemented in the kernel yet: it denies (fail-closed).
+        count(counter::DENIED);
+        DENY
+    }
+}
+
+/// Looks the destination up in the agent's rules: longest CIDR match, then
+/// the first port rule that matches. No match is the default: deny.
+fn match_rules(dest: &Dest, slot: u32) -> (Decision, u32) {
+    let rules: Option<&NetRules> = match dest.v4_mapped() {
+        Some(v4) => NET4_RULES.get(Key::new(SLOT_PREFIX_BITS + 32, Net4Key { slot, addr: v4 })),
+        None if dest.family == AF_INET => {
+            let addr = [dest.addr[0], dest.addr[1], dest.addr[2], dest.addr[3]];
+            NET4_RULES.get(Key::new(SLOT_PREFIX_BITS + 32, Net4Key { slot, addr }))
+        }
+        None => NET6_RULES.get(Key::new(SLOT_PREFIX_BITS + 128, Net6Key { slot, addr: dest.addr })),
+    };
+    let Some(rules) = rules else {
+        return (Decision::Deny, rule::DEFAULT);
+    };
+    for i in 0..limits::MAX_PORT_RULES {
+        if i as u32 >= rules.count {
+            break;
+        }
+        let r = &rules.rules[i];
+        let proto_ok = r.proto == 0 || r.proto == dest.proto;
+        if proto_ok && dest.port >= r.port_lo && dest.port <= r.port_hi {
+            let decision = match r.decision {
+                1 => Decision::Allow,
+                3 => Decision::Hold,
+                _ => Decision::Deny,
+            };
+            return (decision, r.rule_idx);
+        }
+    }
+    (Decision::Deny, rule::DEFAULT)
+}
