@@ -1,0 +1,680 @@
+//! Evidence entries and their canonical encoding.
+//!
+//! # Canonical encoding, version 1
+//!
+//! Every entry is hashed over a canonical byte string so that an auditor can
+//! recompute the chain with any JSON-capable language. The rules:
+//!
+//! 1. Build one JSON object with these keys, each exactly once, and no others:
+//!    `action`, `agent`, `decision`, `details`, `exe`, `kind`, `login_user`,
+//!    `loginuid`, `method`, `owner`, `pid`, `policy_snapshot`, `prev_hash`,
+//!    `rule_id`, `seq`, `target`, `ts_ns`, `uid`, `user`, `v`.
+//!    That is every field of the entry except `hash`, plus `"v": 1`.
+//! 2. `seq`, `ts_ns`, `uid`, `loginuid`, `pid` and `v` are JSON integers in
+//!    plain decimal (`-` for negatives, no leading zeros, no exponent, no
+//!    fraction). All other fields except `details` are JSON strings.
+//! 3. `details` is a JSON object. Inside it only strings, integers, booleans
+//!    (`true`/`false`), arrays and objects may appear; floats and `null` are
+//!    rejected. Its objects are canonical too (rules 4-6), at every depth.
+//! 4. Object keys are sorted by the bytes of their UTF-8 encoding (unescaped),
+//!    ascending. Array order is kept as is.
+//! 5. No whitespace anywhere: `{"a":1,"b":[true,"x"]}`.
+//! 6. Strings are UTF-8 and escaped exactly as follows: `"` as `\"`, `\` as
+//!    `\\`, U+0008 as `\b`, U+000C as `\f`, U+000A as `\n`, U+000D as `\r`,
+//!    U+0009 as `\t`, every other character below U+0020 as `\u00XX` with
+//!    lowercase hex digits. Everything else, including `/`, U+007F and all
+//!    non-ASCII characters, is written as its raw UTF-8 bytes.
+//!
+//! For such objects this is exactly Python's `json.dumps(obj, sort_keys=True,
+//! separators=(",", ":"), ensure_ascii=False).encode()`.
+//!
+//! The entry hash is `SHA-256("warden/entry/v1" || 0x00 || canonical_bytes)`
+//! written as 64 lowercase hex digits. `prev_hash` of entry `seq = 1` is 64
+//! `0` characters; every later entry's `prev_hash` is the previous entry's
+//! `hash`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Domain separation prefix for entry hashes.
+pub const DOMAIN_ENTRY: &[u8] = b"warden/entry/v1\0";
+/// Domain separation prefix for checkpoint hashes (not used yet).
+pub const DOMAIN_CHECKPOINT: &[u8] = b"warden/checkpoint/v1\0";
+/// Value of the `v` key in the canonical encoding.
+pub const ENCODING_VERSION: u32 = 1;
+/// `prev_hash` of the first entry.
+pub const GENESIS_PREV_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+/// Value of `uid`/`loginuid` meaning "unset", as in the kernel.
+pub const UNSET_ID: u32 = u32::MAX;
+/// `policy_snapshot` of entries that are not governed by a policy.
+pub const NO_POLICY: &str = "none";
+
+/// Accepted values of `kind`.
+pub const KINDS: &[&str] = &[
+    "decision",
+    "policy_load",
+    "agent_register",
+    "agent_remove",
+    "run",
+    "daemon_start",
+    "daemon_stop",
+    "kill",
+    "revive",
+    "hold",
+    "approval",
+    "gap",
+    "restart",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("seal evidence entry: field `{field}` is empty")]
+    EmptyField { field: &'static str },
+    #[error("seal evidence entry: unknown kind {kind:?}")]
+    UnknownKind { kind: String },
+    #[error("seal evidence entry: policy_snapshot {value:?} is neither \"none\" nor a lowercase hex sha256")]
+    BadPolicySnapshot { value: String },
+    #[error("seal evidence entry: seq must start at 1, got 0")]
+    ZeroSeq,
+    #[error("seal evidence entry {seq}: prev_hash {prev_hash:?} is not 64 lowercase hex digits")]
+    BadPrevHash { seq: u64, prev_hash: String },
+    #[error("encode evidence entry: details key {key:?} holds {found}; only strings, integers, booleans, arrays and objects are allowed")]
+    UnsupportedDetail { key: String, found: &'static str },
+    #[error("encode evidence entry as canonical JSON")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// An entry as callers append it; the store assigns `seq` and the hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEntry {
+    /// Unix time in nanoseconds.
+    pub ts_ns: i64,
+    /// One of [`KINDS`].
+    pub kind: String,
+    pub agent: String,
+    /// The agent's accountable human, e.g. an email address.
+    pub owner: String,
+    /// Of the process that acted; [`UNSET_ID`] means unset.
+    pub uid: u32,
+    pub loginuid: u32,
+    /// Name of `uid` when recorded, or "uid:N".
+    pub user: String,
+    /// Name of `loginuid`, or "unset".
+    pub login_user: String,
+    pub pid: u32,
+    pub exe: String,
+    pub action: String,
+    pub target: String,
+    pub decision: String,
+    pub rule_id: String,
+    /// Hex sha256 of the agent's compiled policy, or [`NO_POLICY`].
+    pub policy_snapshot: String,
+    /// How the decision was enforced, e.g. "cgroup-deny" or "n/a".
+    pub method: String,
+    pub details: Map<String, Value>,
+}
+
+/// An entry as stored: a [`NewEntry`] plus its place in the hash chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub ts_ns: i64,
+    pub kind: String,
+    pub agent: String,
+    pub owner: String,
+    pub uid: u32,
+    pub loginuid: u32,
+    pub user: String,
+    pub login_user: String,
+    pub pid: u32,
+    pub exe: String,
+    pub action: String,
+    pub target: String,
+    pub decision: String,
+    pub rule_id: String,
+    pub policy_snapshot: String,
+    pub method: String,
+    pub details: Map<String, Value>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl NewEntry {
+    fn validate(&self) -> Result<(), RecordError> {
+        let required = [
+            ("kind", &self.kind),
+            ("agent", &self.agent),
+            ("owner", &self.owner),
+            ("user", &self.user),
+            ("login_user", &self.login_user),
+            ("exe", &self.exe),
+            ("action", &self.action),
+            ("target", &self.target),
+            ("decision", &self.decision),
+            ("rule_id", &self.rule_id),
+            ("policy_snapshot", &self.policy_snapshot),
+            ("method", &self.method),
+        ];
+        if let Some((field, _)) = required.iter().find(|(_, value)| value.is_empty()) {
+            return Err(RecordError::EmptyField { field });
+        }
+        if !KINDS.contains(&self.kind.as_str()) {
+            return Err(RecordError::UnknownKind {
+                kind: self.kind.clone(),
+            });
+        }
+        if self.policy_snapshot != NO_POLICY && !is_sha256_hex(&self.policy_snapshot) {
+            return Err(RecordError::BadPolicySnapshot {
+                value: self.policy_snapshot.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Entry {
+    /// Validates `new` and links it after an entry whose hash is `prev_hash`.
+    pub fn seal(seq: u64, prev_hash: String, new: NewEntry) -> Result<Entry, RecordError> {
+        Self::seal_with(&mut EntryHasher::new(), seq, prev_hash, new)
+    }
+
+    pub(super) fn seal_with(
+        hasher: &mut EntryHasher,
+        seq: u64,
+        prev_hash: String,
+        new: NewEntry,
+    ) -> Result<Entry, RecordError> {
+        new.validate()?;
+        if seq == 0 {
+            return Err(RecordError::ZeroSeq);
+        }
+        if !is_sha256_hex(&prev_hash) {
+            return Err(RecordError::BadPrevHash { seq, prev_hash });
+        }
+        let NewEntry {
+            ts_ns,
+            kind,
+            agent,
+            owner,
+            uid,
+            loginuid,
+            user,
+            login_user,
+            pid,
+            exe,
+            action,
+            target,
+            decision,
+            rule_id,
+            policy_snapshot,
+            method,
+            details,
+        } = new;
+        let mut entry = Entry {
+            seq,
+            ts_ns,
+            kind,
+            agent,
+            owner,
+            uid,
+            loginuid,
+            user,
+            login_user,
+            pid,
+            exe,
+            action,
+            target,
+            decision,
+            rule_id,
+            policy_snapshot,
+            method,
+            details,
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = hex::encode(hasher.digest(&entry)?);
+        Ok(entry)
+    }
+
+    /// An all-empty entry, used as a reusable read buffer; never valid.
+    pub(super) fn blank() -> Entry {
+        Entry {
+            seq: 0,
+            ts_ns: 0,
+            kind: String::new(),
+            agent: String::new(),
+            owner: String::new(),
+            uid: 0,
+            loginuid: 0,
+            user: String::new(),
+            login_user: String::new(),
+            pid: 0,
+            exe: String::new(),
+            action: String::new(),
+            target: String::new(),
+            decision: String::new(),
+            rule_id: String::new(),
+            policy_snapshot: String::new(),
+            method: String::new(),
+            details: Map::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// The canonical encoding of `entry` (see the module documentation).
+pub fn canonical_bytes(entry: &Entry) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::with_capacity(512);
+    write_canonical(entry, &mut out)?;
+    Ok(out)
+}
+
+/// The hash `entry` should carry, as lowercase hex. Ignores `entry.hash`.
+pub fn compute_hash(entry: &Entry) -> Result<String, RecordError> {
+    Ok(hex::encode(EntryHasher::new().digest(entry)?))
+}
+
+/// Appends the canonical encoding of a `details` object to `out`.
+pub fn write_canonical_details(
+    details: &Map<String, Value>,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
+    write_object(details, out).map_err(|e| match e {
+        ValueError::Unsupported { key, found } => RecordError::UnsupportedDetail { key, found },
+        ValueError::Json(e) => RecordError::Encode(e),
+    })
+}
+
+/// Hashes many entries without allocating per entry: the encoding buffer is
+/// reused and the domain prefix is absorbed once.
+pub struct EntryHasher {
+    buf: Vec<u8>,
+    prefixed: Sha256,
+}
+
+impl Default for EntryHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EntryHasher {
+    pub fn new() -> Self {
+        let mut prefixed = Sha256::new();
+        prefixed.update(DOMAIN_ENTRY);
+        EntryHasher {
+            buf: Vec::with_capacity(1024),
+            prefixed,
+        }
+    }
+
+    /// The raw SHA-256 `entry` should carry. Ignores `entry.hash`.
+    pub fn digest(&mut self, entry: &Entry) -> Result<[u8; 32], RecordError> {
+        self.buf.clear();
+        write_canonical(entry, &mut self.buf)?;
+        let mut hasher = self.prefixed.clone();
+        hasher.update(&self.buf);
+        Ok(hasher.finalize().into())
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Writes `{"key":value,...}`; keys must be given in canonical order.
+struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    last_key: Option<&'static str>,
+}
+
+impl<'a> ObjectWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        ObjectWriter {
+            out,
+            last_key: None,
+        }
+    }
+
+    fn key(&mut self, key: &'static str) {
+        // Keys are literals below; this catches a field added out of order.
+        debug_assert!(
+            self.last_key.is_none_or(|last| last < key),
+            "{key} out of order"
+        );
+        if self.last_key.is_some() {
+            self.out.push(b',');
+        }
+        self.last_key = Some(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), RecordError> {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, value)?;
+        Ok(())
+    }
+
+    fn finish(self) {
+        self.out.push(b'}');
+    }
+}
+
+fn write_canonical(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
+    let mut w = ObjectWriter::new(out);
+    w.field("action", &e.action)?;
+    w.field("agent", &e.agent)?;
+    w.field("decision", &e.decision)?;
+    w.key("details");
+    write_canonical_details(&e.details, w.out)?;
+    w.field("exe", &e.exe)?;
+    w.field("kind", &e.kind)?;
+    w.field("login_user", &e.login_user)?;
+    w.field("loginuid", &e.loginuid)?;
+    w.field("method", &e.method)?;
+    w.field("owner", &e.owner)?;
+    w.field("pid", &e.pid)?;
+    w.field("policy_snapshot", &e.policy_snapshot)?;
+    w.field("prev_hash", &e.prev_hash)?;
+    w.field("rule_id", &e.rule_id)?;
+    w.field("seq", &e.seq)?;
+    w.field("target", &e.target)?;
+    w.field("ts_ns", &e.ts_ns)?;
+    w.field("uid", &e.uid)?;
+    w.field("user", &e.user)?;
+    w.field("v", &ENCODING_VERSION)?;
+    w.finish();
+    Ok(())
+}
+
+enum ValueError {
+    /// `key` is filled in by the top-level object, where it is most useful.
+    Unsupported {
+        key: String,
+        found: &'static str,
+    },
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for ValueError {
+    fn from(e: serde_json::Error) -> Self {
+        ValueError::Json(e)
+    }
+}
+
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    out.push(b'{');
+    // serde_json's Map is already sorted unless some crate in the build turns
+    // on its `preserve_order` feature; only sort when needed.
+    if map.keys().is_sorted() {
+        write_members(map.iter(), out)?;
+    } else {
+        let mut members: Vec<(&String, &Value)> = map.iter().collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        write_members(members.into_iter(), out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_members<'m>(
+    members: impl Iterator<Item = (&'m String, &'m Value)>,
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
+    for (i, (key, value)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        write_value(value, out).map_err(|e| match e {
+            ValueError::Unsupported { key: _, found } => ValueError::Unsupported {
+                key: key.clone(),
+                found,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    let unsupported = |found| ValueError::Unsupported {
+        key: String::new(),
+        found,
+    };
+    match value {
+        Value::Null => return Err(unsupported("null")),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                serde_json::to_writer(&mut *out, &i)?;
+            } else if let Some(u) = n.as_u64() {
+                serde_json::to_writer(&mut *out, &u)?;
+            } else {
+                return Err(unsupported("a float"));
+            }
+        }
+        Value::String(s) => serde_json::to_writer(&mut *out, s)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => write_object(map, out)?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A valid entry for tests; `n` varies a few fields.
+    pub(in super::super) fn sample(n: u64) -> NewEntry {
+        let details = json!({
+            "proto": "tcp",
+            "port": 8080 + n,
+            "cgroup_id": 4242,
+            "args": ["curl", "-s", "http://127.0.0.1:8080/"],
+            "flags": {"hold": false, "dry_run": n.is_multiple_of(2)},
+        });
+        NewEntry {
+            ts_ns: 1_767_225_600_000_000_000 + n as i64 * 1_000,
+            kind: "decision".into(),
+            agent: "coder-1".into(),
+            owner: "alice@example.com".into(),
+            uid: 1000,
+            loginuid: 1000,
+            user: "alice".into(),
+            login_user: "alice".into(),
+            pid: 31337 + n as u32,
+            exe: "/usr/bin/curl".into(),
+            action: "connect4".into(),
+            target: format!("127.0.0.1:{}/tcp", 8080 + n),
+            decision: if n.is_multiple_of(3) { "deny" } else { "allow" }.into(),
+            rule_id: "net.allow.localhost".into(),
+            policy_snapshot: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                .into(),
+            method: "cgroup-deny".into(),
+            details: match details {
+                Value::Object(m) => m,
+                _ => unreachable!(),
+            },
+        }
+    }
+
+    fn golden_entry() -> Entry {
+        let mut new = sample(0);
+        new.uid = UNSET_ID;
+        new.login_user = "unset".into();
+        new.target = "caf\u{e9}/\"q\"\n\u{1}\u{7f}".into();
+        Entry::seal(1, GENESIS_PREV_HASH.to_string(), new).expect("seal golden entry")
+    }
+
+    #[test]
+    fn golden_encoding_and_hash() {
+        let entry = golden_entry();
+        let canonical = String::from_utf8(canonical_bytes(&entry).expect("encode")).expect("utf8");
+        let expected = concat!(
+            r#"{"action":"connect4","agent":"coder-1","decision":"deny","#,
+            r#""details":{"args":["curl","-s","http://127.0.0.1:8080/"],"cgroup_id":4242,"#,
+            r#""flags":{"dry_run":true,"hold":false},"port":8080,"proto":"tcp"},"#,
+            r#""exe":"/usr/bin/curl","kind":"decision","login_user":"unset","loginuid":1000,"#,
+            r#""method":"cgroup-deny","owner":"alice@example.com","pid":31337,"#,
+            r#""policy_snapshot":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","#,
+            r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+            r#""rule_id":"net.allow.localhost","seq":1,"#,
+            "\"target\":\"caf\u{e9}/\\\"q\\\"\\n\\u0001\u{7f}\",",
+            r#""ts_ns":1767225600000000000,"uid":4294967295,"user":"alice","v":1}"#,
+        );
+        assert_eq!(canonical, expected);
+        assert_eq!(
+            entry.hash,
+            "84fd56e6b03f13fc925c95138952ac8fc6c7feff2bf835d97762685f4eedf009"
+        );
+        assert_eq!(compute_hash(&entry).expect("hash"), entry.hash);
+    }
+
+    #[test]
+    fn details_key_order_does_not_matter() {
+        let a: Map<String, Value> =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,{"q":1,"p":2}],"x":true}}"#).expect("json");
+        let b: Map<String, Value> =
+            serde_json::from_str(r#"{"a":{"x":true,"y":[1,{"p":2,"q":1}]},"b":1}"#).expect("json");
+        let mut out_a = Vec::new();
+        let mut out_b = Vec::new();
+        write_canonical_details(&a, &mut out_a).expect("encode a");
+        write_canonical_details(&b, &mut out_b).expect("encode b");
+        assert_eq!(out_a, out_b);
+        assert_eq!(out_a, br#"{"a":{"x":true,"y":[1,{"p":2,"q":1}]},"b":1}"#);
+
+        let mut new_a = sample(1);
+        new_a.details = a;
+        let mut new_b = sample(1);
+        new_b.details = b;
+        let ea = Entry::seal(1, GENESIS_PREV_HASH.into(), new_a).expect("seal a");
+        let eb = Entry::seal(1, GENESIS_PREV_HASH.into(), new_b).expect("seal b");
+        assert_eq!(ea.hash, eb.hash);
+    }
+
+    #[test]
+    fn floats_and_nulls_are_rejected() {
+        for bad in [json!({"x": {"deep": [1, 1.5]}}), json!({"x": null})] {
+            let mut new = sample(1);
+            new.details = bad.as_object().expect("object").clone();
+            let err = Entry::seal(1, GENESIS_PREV_HASH.into(), new).expect_err("must reject");
+            assert!(
+                matches!(&err, RecordError::UnsupportedDetail { key, .. } if key == "x"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn big_integers_are_kept_exactly() {
+        let mut details = Map::new();
+        details.insert("max".into(), json!(u64::MAX));
+        details.insert("min".into(), json!(i64::MIN));
+        let mut out = Vec::new();
+        write_canonical_details(&details, &mut out).expect("encode");
+        assert_eq!(
+            out,
+            br#"{"max":18446744073709551615,"min":-9223372036854775808}"#
+        );
+    }
+
+    #[test]
+    fn empty_required_fields_are_rejected() {
+        type FieldOf = fn(&mut NewEntry) -> &mut String;
+        let fields: [(&str, FieldOf); 12] = [
+            ("kind", |e| &mut e.kind),
+            ("agent", |e| &mut e.agent),
+            ("owner", |e| &mut e.owner),
+            ("user", |e| &mut e.user),
+            ("login_user", |e| &mut e.login_user),
+            ("exe", |e| &mut e.exe),
+            ("action", |e| &mut e.action),
+            ("target", |e| &mut e.target),
+            ("decision", |e| &mut e.decision),
+            ("rule_id", |e| &mut e.rule_id),
+            ("policy_snapshot", |e| &mut e.policy_snapshot),
+            ("method", |e| &mut e.method),
+        ];
+        for (name, field) in fields {
+            let mut new = sample(1);
+            field(&mut new).clear();
+            let err = Entry::seal(1, GENESIS_PREV_HASH.into(), new).expect_err(name);
+            assert!(
+                matches!(err, RecordError::EmptyField { field } if field == name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_kind_snapshot_seq_and_prev_hash_are_rejected() {
+        let mut new = sample(1);
+        new.kind = "decisions".into();
+        let err = Entry::seal(1, GENESIS_PREV_HASH.into(), new).expect_err("kind");
+        assert!(matches!(err, RecordError::UnknownKind { .. }));
+
+        let mut new = sample(1);
+        new.policy_snapshot = "sha256:abc".into();
+        let err = Entry::seal(1, GENESIS_PREV_HASH.into(), new).expect_err("snapshot");
+        assert!(matches!(err, RecordError::BadPolicySnapshot { .. }));
+
+        let mut new = sample(1);
+        new.policy_snapshot = NO_POLICY.into();
+        Entry::seal(1, GENESIS_PREV_HASH.into(), new).expect("\"none\" is a valid snapshot");
+
+        let err = Entry::seal(0, GENESIS_PREV_HASH.into(), sample(1)).expect_err("seq 0");
+        assert!(matches!(err, RecordError::ZeroSeq));
+
+        let err = Entry::seal(
+            2,
+            GENESIS_PREV_HASH.to_uppercase().replace('0', "A"),
+            sample(1),
+        )
+        .expect_err("prev hash");
+        assert!(matches!(err, RecordError::BadPrevHash { seq: 2, .. }));
+    }
+
+    #[test]
+    fn canonical_bytes_are_compact_valid_json() {
+        let entry = golden_entry();
+        let bytes = canonical_bytes(&entry).expect("encode");
+        let parsed: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+        let obj = parsed.as_object().expect("object");
+        assert_eq!(obj.len(), 20);
+        assert!(!obj.contains_key("hash"));
+        assert_eq!(obj["v"], json!(1));
+        assert!(!bytes.contains(&b' '));
+    }
+
+    #[test]
+    fn hash_ignores_stored_hash_and_covers_every_field() {
+        let entry = golden_entry();
+        let mut other = entry.clone();
+        other.hash = "f".repeat(64);
+        assert_eq!(compute_hash(&other).expect("hash"), entry.hash);
+        other.pid += 1;
+        assert_ne!(compute_hash(&other).expect("hash"), entry.hash);
+    }
+}

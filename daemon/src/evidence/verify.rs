@@ -1,0 +1,474 @@
+//! Offline verification of the evidence hash chain.
+//!
+//! Every row is re-encoded and re-hashed; stored hashes are only compared,
+//! never trusted. Rows removed from the end of the log cannot be detected
+//! from the chain alone; that needs checkpoints.
+
+use std::fmt;
+use std::ops::ControlFlow;
+
+use super::record::{Entry, EntryHasher, GENESIS_PREV_HASH};
+use super::store::{EvidenceStore, StoreError};
+
+/// What is wrong with the first bad row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TamperKind {
+    /// The seq is not the previous seq + 1: rows were deleted.
+    Gap,
+    /// `prev_hash` is not the previous row's hash: rows were inserted,
+    /// reordered, or the previous row was replaced and re-hashed.
+    PrevHashMismatch,
+    /// The row does not hash to its stored hash: it was edited.
+    HashMismatch,
+    /// The row cannot be decoded or canonically encoded.
+    Malformed,
+}
+
+impl fmt::Display for TamperKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TamperKind::Gap => "row is missing (deleted)",
+            TamperKind::PrevHashMismatch => {
+                "row does not link to the previous row (inserted, reordered or replaced)"
+            }
+            TamperKind::HashMismatch => "row content does not match its hash (edited)",
+            TamperKind::Malformed => "row is malformed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("evidence chain broken at seq {seq}: {kind}; {detail}")]
+pub struct ChainError {
+    /// The first sequence number at which the chain is wrong.
+    pub seq: u64,
+    pub kind: TamperKind,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("verify evidence chain")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    /// 0 for an empty log.
+    pub head_seq: u64,
+    /// The genesis hash (64 zeros) for an empty log.
+    pub head_hash: String,
+}
+
+/// Checks entries fed in stored order. Stop at the first error: the state
+/// after an error is not meaningful.
+pub struct ChainVerifier {
+    hasher: EntryHasher,
+    entries: u64,
+    head_seq: u64,
+    head_hash: String,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        ChainVerifier {
+            hasher: EntryHasher::new(),
+            entries: 0,
+            head_seq: 0,
+            head_hash: GENESIS_PREV_HASH.to_string(),
+        }
+    }
+
+    pub fn push(&mut self, entry: &Entry) -> Result<(), ChainError> {
+        let expected = self.head_seq + 1;
+        if entry.seq != expected {
+            return Err(ChainError {
+                seq: expected,
+                kind: TamperKind::Gap,
+                detail: format!(
+                    "expected seq {expected}, next stored row is seq {}",
+                    entry.seq
+                ),
+            });
+        }
+        if entry.prev_hash != self.head_hash {
+            return Err(ChainError {
+                seq: entry.seq,
+                kind: TamperKind::PrevHashMismatch,
+                detail: format!(
+                    "prev_hash {} but the previous row's hash is {}",
+                    entry.prev_hash, self.head_hash
+                ),
+            });
+        }
+        let digest = self.hasher.digest(entry).map_err(|e| ChainError {
+            seq: entry.seq,
+            kind: TamperKind::Malformed,
+            detail: e.to_string(),
+        })?;
+        let mut computed = [0u8; 64];
+        hex::encode_to_slice(digest, &mut computed).expect("32 bytes are 64 hex digits");
+        if computed != entry.hash.as_bytes() {
+            return Err(ChainError {
+                seq: entry.seq,
+                kind: TamperKind::HashMismatch,
+                detail: format!(
+                    "stored hash {} but the content hashes to {}",
+                    entry.hash,
+                    String::from_utf8_lossy(&computed)
+                ),
+            });
+        }
+        self.entries += 1;
+        self.head_seq = entry.seq;
+        self.head_hash.clear();
+        self.head_hash.push_str(&entry.hash);
+        Ok(())
+    }
+
+    pub fn finish(self) -> VerifyReport {
+        VerifyReport {
+            entries: self.entries,
+            head_seq: self.head_seq,
+            head_hash: self.head_hash,
+        }
+    }
+
+    /// The error for a row the store could not decode. A gap before it is
+    /// reported instead, being the earlier problem.
+    fn undecodable(&self, raw_seq: i64, detail: String) -> ChainError {
+        let expected = self.head_seq + 1;
+        match u64::try_from(raw_seq) {
+            Ok(seq) if seq > expected => ChainError {
+                seq: expected,
+                kind: TamperKind::Gap,
+                detail: format!("expected seq {expected}, next stored row is seq {seq}"),
+            },
+            seq => ChainError {
+                seq: seq.unwrap_or(0),
+                kind: TamperKind::Malformed,
+                detail,
+            },
+        }
+    }
+}
+
+/// Verifies the whole chain in `store`, streaming row by row.
+pub fn verify_store(store: &EvidenceStore) -> Result<VerifyReport, VerifyError> {
+    let mut verifier = ChainVerifier::new();
+    let flow = store.for_each_entry(|entry| match verifier.push(entry) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => ControlFlow::Break(e),
+    });
+    match flow {
+        Ok(ControlFlow::Continue(())) => Ok(verifier.finish()),
+        Ok(ControlFlow::Break(e)) => Err(e.into()),
+        Err(StoreError::MalformedColumn {
+            seq,
+            column,
+            source,
+            ..
+        }) => Err(verifier
+            .undecodable(
+                seq,
+                format!("stored row seq {seq}: column {column}: {source}"),
+            )
+            .into()),
+        Err(StoreError::MalformedDetails { seq, source, .. }) => Err(verifier
+            .undecodable(
+                seq,
+                format!("stored row seq {seq}: details is not a JSON object: {source}"),
+            )
+            .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::tests::sample;
+    use super::super::record::{compute_hash, write_canonical_details};
+    use super::super::store::{Durability, COLUMNS};
+    use super::*;
+    use rusqlite::{params, Connection};
+    use std::path::{Path, PathBuf};
+
+    /// A store holding 20 entries, and a second connection for tampering.
+    fn chain() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warden.db");
+        let mut store = EvidenceStore::open(&path).expect("open");
+        let entries: Vec<_> = (0..20).map(sample).collect();
+        store
+            .append(&entries[..5], Durability::Batched)
+            .expect("append");
+        store
+            .append(&entries[5..], Durability::Fsync)
+            .expect("append");
+        (dir, path, store)
+    }
+
+    /// Plain SQL, as an attacker with write access would use it.
+    fn tamper(path: &Path, sql: &str) -> Connection {
+        let conn = Connection::open(path).expect("attacker connection");
+        conn.execute_batch(
+            "DROP TRIGGER IF EXISTS evidence_no_update;
+             DROP TRIGGER IF EXISTS evidence_no_delete;
+             PRAGMA ignore_check_constraints = ON;",
+        )
+        .expect("disarm");
+        conn.execute_batch(sql).expect("tamper");
+        conn
+    }
+
+    fn insert_row(conn: &Connection, e: &Entry) {
+        let mut details = Vec::new();
+        write_canonical_details(&e.details, &mut details).expect("details");
+        let details = String::from_utf8(details).expect("utf8");
+        conn.execute(
+            &format!(
+                "INSERT INTO evidence ({COLUMNS}) VALUES \
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
+            ),
+            params![
+                e.seq,
+                e.ts_ns,
+                e.kind,
+                e.agent,
+                e.owner,
+                e.uid,
+                e.loginuid,
+                e.user,
+                e.login_user,
+                e.pid,
+                e.exe,
+                e.action,
+                e.target,
+                e.decision,
+                e.rule_id,
+                e.policy_snapshot,
+                e.method,
+                details,
+                e.prev_hash,
+                e.hash
+            ],
+        )
+        .expect("insert forged row");
+    }
+
+    fn row(store: &EvidenceStore, seq: u64) -> Entry {
+        store.read_range(seq, seq).expect("read").remove(0)
+    }
+
+    fn broken_at(store: &EvidenceStore) -> (u64, TamperKind) {
+        match verify_store(store) {
+            Err(VerifyError::Chain(e)) => (e.seq, e.kind),
+            other => panic!("expected a broken chain, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn untouched_chain_verifies() {
+        let (_dir, _path, store) = chain();
+        let report = verify_store(&store).expect("intact");
+        let (head_seq, head_hash) = store.head().expect("head").expect("non-empty");
+        assert_eq!(
+            report,
+            VerifyReport {
+                entries: 20,
+                head_seq,
+                head_hash
+            }
+        );
+        assert_eq!(report.head_seq, 20);
+    }
+
+    #[test]
+    fn empty_chain_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EvidenceStore::open(&dir.path().join("e.db")).expect("open");
+        let report = verify_store(&store).expect("empty is intact");
+        assert_eq!(report.entries, 0);
+        assert_eq!(report.head_seq, 0);
+        assert_eq!(report.head_hash, GENESIS_PREV_HASH);
+    }
+
+    #[test]
+    fn edited_row_is_a_hash_mismatch() {
+        let (_dir, path, store) = chain();
+        tamper(
+            &path,
+            "UPDATE evidence SET decision = 'allow' WHERE seq = 7",
+        );
+        assert_eq!(broken_at(&store), (7, TamperKind::HashMismatch));
+    }
+
+    #[test]
+    fn deleted_row_is_a_gap() {
+        let (_dir, path, store) = chain();
+        tamper(&path, "DELETE FROM evidence WHERE seq = 7");
+        assert_eq!(broken_at(&store), (7, TamperKind::Gap));
+        tamper(&path, "DELETE FROM evidence WHERE seq <= 3");
+        assert_eq!(broken_at(&store), (1, TamperKind::Gap));
+    }
+
+    #[test]
+    fn swapped_rows_break_the_link() {
+        let (_dir, path, store) = chain();
+        let cols = COLUMNS.trim_start_matches("seq, ");
+        tamper(
+            &path,
+            &format!(
+                "CREATE TEMP TABLE swap AS SELECT * FROM evidence WHERE seq IN (7, 8);
+                 UPDATE evidence SET ({cols}) =
+                     (SELECT {cols} FROM swap WHERE swap.seq = 15 - evidence.seq)
+                 WHERE seq IN (7, 8);"
+            ),
+        );
+        assert_eq!(row(&store, 7).pid, sample(7).pid, "rows really swapped");
+        assert_eq!(broken_at(&store), (7, TamperKind::PrevHashMismatch));
+    }
+
+    #[test]
+    fn inserted_row_breaks_the_link() {
+        const SHIFT: &str = "UPDATE evidence SET seq = seq + 1000000 WHERE seq > 7;
+                             UPDATE evidence SET seq = seq - 999999 WHERE seq > 1000000;";
+        // A forged row with a valid hash of its own but linked to nothing.
+        let (_dir, path, store) = chain();
+        let forged = Entry::seal(8, "ab".repeat(32), sample(99)).expect("forge");
+        insert_row(&tamper(&path, SHIFT), &forged);
+        assert_eq!(broken_at(&store), (8, TamperKind::PrevHashMismatch));
+
+        // Linked correctly after row 7: the displaced old row 8 no longer links.
+        let (_dir, path, store) = chain();
+        let forged = Entry::seal(8, row(&store, 7).hash, sample(99)).expect("forge");
+        insert_row(&tamper(&path, SHIFT), &forged);
+        assert_eq!(broken_at(&store), (9, TamperKind::PrevHashMismatch));
+    }
+
+    #[test]
+    fn edited_and_rehashed_row_is_caught_at_the_next_link() {
+        let (_dir, path, store) = chain();
+        let mut edited = row(&store, 7);
+        edited.decision = "allow".into();
+        edited.hash = compute_hash(&edited).expect("rehash");
+        tamper(&path, "")
+            .execute(
+                "UPDATE evidence SET decision = ?1, hash = ?2 WHERE seq = 7",
+                params![edited.decision, edited.hash],
+            )
+            .expect("update");
+        assert_eq!(broken_at(&store), (8, TamperKind::PrevHashMismatch));
+    }
+
+    #[test]
+    fn undecodable_rows_are_malformed() {
+        for sql in [
+            "UPDATE evidence SET details = 'not json' WHERE seq = 7",
+            "UPDATE evidence SET details = '{\"rtt\":1.5}' WHERE seq = 7",
+            "UPDATE evidence SET details = '[]' WHERE seq = 7",
+            "UPDATE evidence SET uid = -1 WHERE seq = 7",
+            "UPDATE evidence SET pid = 4294967296 WHERE seq = 7",
+        ] {
+            let (_dir, path, store) = chain();
+            tamper(&path, sql);
+            assert_eq!(broken_at(&store), (7, TamperKind::Malformed), "{sql}");
+        }
+        // The earlier problem wins: a gap before an undecodable row.
+        let (_dir, path, store) = chain();
+        tamper(
+            &path,
+            "DELETE FROM evidence WHERE seq = 6;
+             UPDATE evidence SET details = 'not json' WHERE seq = 7",
+        );
+        assert_eq!(broken_at(&store), (6, TamperKind::Gap));
+    }
+
+    #[test]
+    fn error_message_names_seq_and_cause() {
+        let (_dir, path, store) = chain();
+        tamper(
+            &path,
+            "UPDATE evidence SET target = '10.0.0.1:443/tcp' WHERE seq = 17",
+        );
+        let msg = verify_store(&store).expect_err("broken").to_string();
+        assert!(
+            msg.starts_with(
+                "evidence chain broken at seq 17: row content does not match its hash (edited); stored hash "
+            ),
+            "{msg}"
+        );
+    }
+
+    /// CPU time of this thread; wall time is meaningless on a busy machine.
+    fn thread_cpu() -> std::time::Duration {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        let ns = stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or(0);
+        std::time::Duration::from_nanos(ns)
+    }
+
+    /// cargo test --release -- --ignored --nocapture append_and_verify_rates
+    #[test]
+    #[ignore]
+    fn append_and_verify_rates() {
+        use std::time::{Duration, Instant};
+        const TOTAL: u64 = 200_000;
+        const BATCH: u64 = 1_000;
+        let timed = |f: &mut dyn FnMut()| -> (Duration, Duration) {
+            let (wall, cpu) = (Instant::now(), thread_cpu());
+            f();
+            (wall.elapsed(), thread_cpu() - cpu)
+        };
+        let rate = |d: Duration| TOTAL as f64 / d.as_secs_f64();
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bench.db");
+        let mut store = EvidenceStore::open(&path).expect("open");
+        let batches: Vec<Vec<_>> = (0..TOTAL / BATCH)
+            .map(|b| (b * BATCH..(b + 1) * BATCH).map(sample).collect())
+            .collect();
+
+        let (wall, cpu) = timed(&mut || {
+            for batch in &batches {
+                store.append(batch, Durability::Batched).expect("append");
+            }
+        });
+        println!(
+            "append {TOTAL} in batches of {BATCH}: wall {wall:.2?} = {:.0}/s, cpu {cpu:.2?} = {:.0}/s",
+            rate(wall),
+            rate(cpu)
+        );
+        drop(store);
+
+        let mut store = None;
+        let (wall, _) = timed(&mut || store = Some(EvidenceStore::open(&path).expect("reopen")));
+        let store = store.expect("opened");
+        let size = std::fs::metadata(&path).expect("stat").len();
+        println!(
+            "reopen (quick_check) of {:.1} MB: wall {wall:.2?}",
+            size as f64 / 1e6
+        );
+
+        let mut report = None;
+        let (wall, cpu) = timed(&mut || report = Some(verify_store(&store).expect("intact")));
+        assert_eq!(report.expect("verified").entries, TOTAL);
+        println!(
+            "verify {TOTAL}: wall {wall:.2?} = {:.0}/s, cpu {cpu:.2?} = {:.0}/s",
+            rate(wall),
+            rate(cpu)
+        );
+    }
+}
