@@ -1,0 +1,159 @@
+//! Attribution: who did it. Turns a kernel decision into an evidence entry
+//! naming the agent, its accountable owner, the process, the user it ran as
+//! and the human whose login session started it (the audit login uid, which
+//! survives `sudo` and `su`), and the exact policy version that decided.
+
+use std::{collections::HashMap, fs};
+
+use serde_json::json;
+
+use crate::{decode::KernelEvent, evidence::NewEntry};
+
+/// `loginuid` value of a process that no login session started.
+pub const LOGINUID_UNSET: u32 = u32::MAX;
+
+/// What the daemon knows about an agent at the time of a decision.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    pub name: String,
+    pub owner: String,
+}
+
+/// One loaded policy version: its snapshot hash and its rule ids by index.
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    pub snapshot: String,
+    pub rule_ids: Vec<String>,
+}
+
+impl PolicyView {
+    pub fn rule_id(&self, idx: u32) -> String {
+        match idx {
+            warden_common::rule::DEFAULT => "default-deny".into(),
+            warden_common::rule::REVOKED => "revoked".into(),
+            warden_common::rule::NO_EVIDENCE => "no-evidence".into(),
+            warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
+            i => self
+                .rule_ids
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("rule#{i}")),
+        }
+    }
+}
+
+/// Facts about the acting process, read from /proc while it is still alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub exe: String,
+    pub loginuid: u32,
+}
+
+impl ProcessFacts {
+    /// Reads /proc/PID. A process that is already gone is described by its
+    /// kernel command name, marked as such, rather than left blank.
+    pub fn read(pid: u32, comm: &str) -> Self {
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| format!("[exited:{comm}]"));
+        let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(LOGINUID_UNSET);
+        Self { exe, loginuid }
+    }
+}
+
+/// uid -> user name, cached (names are resolved at record time and written
+/// into the entry, so later renames do not change history).
+#[derive(Default)]
+pub struct UserNames {
+    cache: HashMap<u32, String>,
+}
+
+impl UserNames {
+    pub fn name(&mut self, uid: u32) -> String {
+        if uid == LOGINUID_UNSET {
+            return "unset".into();
+        }
+        self.cache
+            .entry(uid)
+            .or_insert_with(|| match nix::unistd::User::from_uid(uid.into()) {
+                Ok(Some(user)) => user.name,
+                _ => format!("uid:{uid}"),
+            })
+            .clone()
+    }
+}
+
+/// The evidence entry for one kernel decision.
+pub fn decision_entry(
+    ev: &KernelEvent,
+    ts_ns: i64,
+    agent: &AgentView,
+    policy: &PolicyView,
+    process: &ProcessFacts,
+    users: &mut UserNames,
+) -> NewEntry {
+    let decision = match ev.decision {
+        warden_common::Decision::Allow => "allow",
+        warden_common::Decision::Deny => "deny",
+        warden_common::Decision::Hold => "hold",
+    };
+    let method = match ev.method {
+        warden_common::Method::Allow => "allow",
+        warden_common::Method::CgroupDeny => "cgroup-deny",
+    };
+    let mut details = serde_json::Map::new();
+    details.insert("tid".into(), json!(ev.tid));
+    details.insert("gid".into(), json!(ev.gid));
+    details.insert("comm".into(), json!(ev.comm));
+    details.insert("cgroup_id".into(), json!(ev.cgroup_id));
+    details.insert("policy_version".into(), json!(ev.policy_gen));
+    details.insert("boot_ns".into(), json!(ev.boot_ns));
+    NewEntry {
+        ts_ns,
+        kind: "decision".into(),
+        agent: agent.name.clone(),
+        owner: agent.owner.clone(),
+        uid: ev.uid,
+        loginuid: process.loginuid,
+        user: users.name(ev.uid),
+        login_user: users.name(process.loginuid),
+        pid: ev.pid,
+        exe: process.exe.clone(),
+        action: ev.action_name().into(),
+        target: ev.target(),
+        decision: decision.into(),
+        rule_id: policy.rule_id(ev.rule_idx),
+        policy_snapshot: policy.snapshot.clone(),
+        method: method.into(),
+        details,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_rule_indexes_have_names() {
+        let p = PolicyView {
+            snapshot: "s".into(),
+            rule_ids: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(p.rule_id(1), "b");
+        assert_eq!(p.rule_id(warden_common::rule::DEFAULT), "default-deny");
+        assert_eq!(p.rule_id(warden_common::rule::REVOKED), "revoked");
+        assert_eq!(p.rule_id(7), "rule#7");
+    }
+
+    #[test]
+    fn own_process_facts_are_read() {
+        let me = ProcessFacts::read(std::process::id(), "x");
+        assert!(me.exe.starts_with('/'), "{me:?}");
+        let gone = ProcessFacts::read(u32::MAX - 5, "ghost");
+        assert_eq!(gone.exe, "[exited:ghost]");
+        assert_eq!(gone.loginuid, LOGINUID_UNSET);
+    }
+}

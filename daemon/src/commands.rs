@@ -1,0 +1,463 @@
+//! The CLI verbs other than `daemon`. Each is one function that does the
+//! work and returns what to print; `main.rs` parses arguments and maps
+//! errors to exit codes.
+//!
+//! Verbs that change the registry write SQLite directly (so they work with
+//! the daemon stopped) and then ask a running daemon to reconcile.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::json;
+
+use crate::{
+    actor::{Actor, Recorded},
+    cgroup, clock,
+    config::Paths,
+    control::{self, ControlError, Request, Response},
+    evidence::{self, Durability, EvidenceStore, NewEntry},
+    policy,
+    registry::{Agent, NewAgent, Registry},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0} needs root (it manages cgroups and Warden's database); run it with sudo")]
+    NotRoot(&'static str),
+    #[error("policy file {file} is not in the policy directory {dir}")]
+    PolicyOutsideDir { file: PathBuf, dir: PathBuf },
+    #[error("read policy file {file}: {source}")]
+    ReadPolicy {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Evidence(#[from] evidence::StoreError),
+    #[error(transparent)]
+    Verify(#[from] evidence::VerifyError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the daemon refused: {0}")]
+    Daemon(String),
+    #[error("agent '{agent}' is not enforced by the running daemon ({why}); refusing to start an unenforced agent")]
+    NotEnforced { agent: String, why: String },
+    #[error("agent '{0}' is revoked (kill switch); `warden revive` lifts it")]
+    Revoked(String),
+    #[error("agent '{agent}' still has processes in {cgroup}: {pids:?}; stop them first")]
+    Busy {
+        agent: String,
+        cgroup: String,
+        pids: Vec<u32>,
+    },
+    #[error("unknown user '{0}'")]
+    UnknownUser(String),
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("start {cmd}: {source}")]
+    Exec {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = CommandError> = std::result::Result<T, E>;
+
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn require_root(verb: &'static str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(CommandError::NotRoot(verb))
+    }
+}
+
+fn open_registry(paths: &Paths) -> Result<Registry> {
+    std::fs::create_dir_all(&paths.state_dir).map_err(|source| CommandError::StateDir {
+        path: paths.state_dir.clone(),
+        source,
+    })?;
+    Ok(Registry::open(&paths.database())?)
+}
+
+fn open_store(paths: &Paths) -> Result<EvidenceStore> {
+    Ok(EvidenceStore::open(&paths.database())?)
+}
+
+fn record_durably(paths: &Paths, entry: NewEntry) -> Result<()> {
+    open_store(paths)?.append(&[entry], Durability::Fsync)?;
+    Ok(())
+}
+
+/// Resolves `--policy FILE` to its name inside the policy directory and
+/// checks that it parses and compiles.
+pub fn resolve_policy(paths: &Paths, file: &Path) -> Result<(String, policy::Policy)> {
+    let full = if file.components().count() == 1 {
+        paths.policy_dir.join(file)
+    } else {
+        file.to_path_buf()
+    };
+    let read_err = |source| CommandError::ReadPolicy {
+        file: full.clone(),
+        source,
+    };
+    let canonical = full.canonicalize().map_err(read_err)?;
+    let dir = paths
+        .policy_dir
+        .canonicalize()
+        .map_err(|source| CommandError::ReadPolicy {
+            file: paths.policy_dir.clone(),
+            source,
+        })?;
+    let name = match canonical.strip_prefix(&dir) {
+        Ok(rel) if rel.components().count() == 1 => rel.to_string_lossy().into_owned(),
+        _ => {
+            return Err(CommandError::PolicyOutsideDir {
+                file: full,
+                dir: paths.policy_dir.clone(),
+            })
+        }
+    };
+    let parsed = policy::load_policy_file(&full)?;
+    policy::compile_network(&parsed)?;
+    Ok((name, parsed))
+}
+
+/// Asks a running daemon to reconcile. `Ok(false)` when no daemon runs.
+fn notify_daemon(paths: &Paths) -> Result<bool> {
+    match control::call(&paths.socket, &Request::Reload, DAEMON_TIMEOUT) {
+        Ok(Response::Ok { .. }) => Ok(true),
+        Ok(Response::Error { message }) => Err(CommandError::Daemon(message)),
+        Ok(other) => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        Err(ControlError::NotRunning { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub struct AddAgent<'a> {
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub policy: &'a Path,
+    pub adopt: Option<&'a Path>,
+}
+
+/// `warden agent add`: registers an agent, creating (or adopting) its cgroup.
+/// On any error nothing is left behind.
+pub fn agent_add(paths: &Paths, req: &AddAgent<'_>) -> Result<(Agent, String)> {
+    require_root("warden agent add")?;
+    if !crate::registry::valid_agent_name(req.name) {
+        return Err(crate::registry::RegistryError::BadName(req.name.to_string()).into());
+    }
+    let (policy_name, parsed) = resolve_policy(paths, req.policy)?;
+    let mount = cgroup::cgroup2_mount()?;
+    let mut registry = open_registry(paths)?;
+    if registry.get(req.name).is_ok() {
+        return Err(crate::registry::RegistryError::Exists(req.name.to_string()).into());
+    }
+    let (cgroup_path, adopted) = match req.adopt {
+        Some(path) => {
+            cgroup::check_adoptable(&mount, path)?;
+            (path.to_path_buf(), true)
+        }
+        None => (paths.agent_cgroup(&mount, req.name), false),
+    };
+    let created = !adopted && !cgroup_path.exists();
+    if !adopted {
+        cgroup::create(&cgroup_path)?;
+    }
+    let actor = Actor::current();
+    let undo = |e: CommandError| {
+        if created {
+            let _ = cgroup::remove(&cgroup_path);
+        }
+        e
+    };
+    let agent = registry
+        .add(&NewAgent {
+            name: req.name,
+            owner: req.owner,
+            policy: &policy_name,
+            cgroup: &cgroup_path,
+            adopted,
+            created_at_ns: clock::now_ns(),
+            created_by: &actor.describe(),
+        })
+        .map_err(|e| undo(e.into()))?;
+    let mut details = serde_json::Map::new();
+    details.insert("cgroup".into(), json!(cgroup_path.display().to_string()));
+    details.insert("adopted".into(), json!(adopted));
+    details.insert("agent_id".into(), json!(agent.id));
+    let entry = actor.entry(Recorded {
+        kind: "agent_register",
+        agent: &agent.name,
+        owner: &agent.owner,
+        action: "agent.register",
+        target: &policy_name,
+        decision: "registered",
+        policy_snapshot: &parsed.snapshot(),
+        details,
+    });
+    if let Err(e) = record_durably(paths, entry) {
+        let _ = registry.remove(&agent.name);
+        return Err(undo(e));
+    }
+    let note = match notify_daemon(paths)? {
+        true => "enforced by the running daemon".to_string(),
+        false => "the daemon is not running; it enforces this agent when it starts".to_string(),
+    };
+    Ok((agent, note))
+}
+
+/// `warden agent remove`: unregisters an agent whose cgroup is empty, and
+/// removes the cgroup if Warden created it.
+pub fn agent_remove(paths: &Paths, name: &str) -> Result<Agent> {
+    require_root("warden agent remove")?;
+    let mut registry = open_registry(paths)?;
+    let agent = registry.get(name)?;
+    if agent.cgroup.exists() {
+        let pids = cgroup::procs(&agent.cgroup)?;
+        if !pids.is_empty() {
+            return Err(CommandError::Busy {
+                agent: name.into(),
+                cgroup: agent.cgroup.display().to_string(),
+                pids,
+            });
+        }
+    }
+    let entry = Actor::current().entry(Recorded {
+        kind: "agent_remove",
+        agent: &agent.name,
+        owner: &agent.owner,
+        action: "agent.remove",
+        target: &agent.cgroup.display().to_string(),
+        decision: "removed",
+        policy_snapshot: "none",
+        details: serde_json::Map::new(),
+    });
+    record_durably(paths, entry)?;
+    registry.remove(name)?;
+    notify_daemon(paths)?;
+    if !agent.adopted {
+        cgroup::remove(&agent.cgroup)?;
+    }
+    Ok(agent)
+}
+
+pub fn agent_list(paths: &Paths) -> Result<Vec<Agent>> {
+    Ok(open_registry(paths)?.list()?)
+}
+
+pub fn agent_show(paths: &Paths, name: &str) -> Result<Agent> {
+    Ok(open_registry(paths)?.get(name)?)
+}
+
+fn shell_words(cmd: &[String]) -> String {
+    cmd.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `warden run`: starts CMD as the agent. Returns only on error; on success
+/// this process becomes CMD (so its exit status is CMD's).
+pub fn run(
+    paths: &Paths,
+    agent_name: &str,
+    user: Option<&str>,
+    cmd: &[String],
+) -> Result<std::convert::Infallible> {
+    use std::os::unix::process::CommandExt;
+
+    require_root("warden run")?;
+    let agent = open_registry(paths)?.get(agent_name)?;
+    let state = match control::call(
+        &paths.socket,
+        &Request::AgentState {
+            agent: agent_name.into(),
+        },
+        DAEMON_TIMEOUT,
+    ) {
+        Ok(Response::AgentState(s)) => s,
+        Ok(Response::Error { message }) => return Err(CommandError::Daemon(message)),
+        Ok(other) => return Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        Err(e @ ControlError::NotRunning { .. }) => {
+            return Err(CommandError::NotEnforced {
+                agent: agent_name.into(),
+                why: e.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if state.revoked {
+        return Err(CommandError::Revoked(agent_name.into()));
+    }
+    if !state.enforced {
+        return Err(CommandError::NotEnforced {
+            agent: agent_name.into(),
+            why: "its programs are not attached; see `warden status`".into(),
+        });
+    }
+    let target_user = match user {
+        None => None,
+        Some(u) => Some(
+            nix::unistd::User::from_name(u)
+                .map_err(|source| CommandError::Sys {
+                    op: format!("look up user {u}"),
+                    source,
+                })?
+                .ok_or_else(|| CommandError::UnknownUser(u.into()))?,
+        ),
+    };
+    let mut details = serde_json::Map::new();
+    details.insert("argv".into(), json!(cmd));
+    details.insert("run_as".into(), json!(user.unwrap_or("(caller)")));
+    details.insert("cgroup".into(), json!(state.cgroup));
+    let entry = Actor::current().entry(Recorded {
+        kind: "run",
+        agent: &agent.name,
+        owner: &agent.owner,
+        action: "run",
+        target: &shell_words(cmd),
+        decision: "started",
+        policy_snapshot: &state.policy_snapshot,
+        details,
+    });
+    record_durably(paths, entry)?;
+    cgroup::move_process(&agent.cgroup, 0)?;
+
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some(u) = target_user {
+        let name = std::ffi::CString::new(u.name.clone())
+            .map_err(|_| CommandError::UnknownUser(u.name.clone()))?;
+        nix::unistd::initgroups(&name, u.gid).map_err(|source| CommandError::Sys {
+            op: format!("initgroups for {}", u.name),
+            source,
+        })?;
+        nix::unistd::setgid(u.gid).map_err(|source| CommandError::Sys {
+            op: "setgid".into(),
+            source,
+        })?;
+        nix::unistd::setuid(u.uid).map_err(|source| CommandError::Sys {
+            op: "setuid".into(),
+            source,
+        })?;
+        command
+            .env("HOME", &u.dir)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    let source = command.exec();
+    Err(CommandError::Exec {
+        cmd: cmd[0].clone(),
+        source,
+    })
+}
+
+/// `warden policy check FILE...`: parses and compiles each file.
+pub fn policy_check(file: &Path) -> Result<policy::Policy> {
+    let parsed = policy::load_policy_file(file)?;
+    policy::compile_network(&parsed)?;
+    Ok(parsed)
+}
+
+/// `warden policy reload`.
+pub fn policy_reload(paths: &Paths) -> Result<()> {
+    match control::call(&paths.socket, &Request::Reload, DAEMON_TIMEOUT)? {
+        Response::Ok { .. } => Ok(()),
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+    }
+}
+
+pub fn policy_history(
+    paths: &Paths,
+    agent: Option<&str>,
+) -> Result<Vec<crate::registry::PolicyVersion>> {
+    Ok(open_registry(paths)?.policy_versions(agent)?)
+}
+
+pub fn log(paths: &Paths, filter: &evidence::Filter) -> Result<Vec<evidence::Entry>> {
+    Ok(open_store(paths)?.query(filter)?)
+}
+
+pub fn log_verify(paths: &Paths) -> Result<evidence::VerifyReport> {
+    let store = open_store(paths)?;
+    Ok(evidence::verify_store(&store)?)
+}
+
+pub fn status(paths: &Paths) -> Result<control::StatusReport> {
+    match control::call(&paths.socket, &Request::Status, DAEMON_TIMEOUT)? {
+        Response::Status(s) => Ok(*s),
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Table row for `warden log`.
+pub fn format_entry(e: &evidence::Entry) -> String {
+    format!(
+        "{:>6}  {}  {:<14} {:<18} {:>7}  {:<14} {:<26} {:<9} {}",
+        e.seq,
+        clock::format_ns(e.ts_ns),
+        e.agent,
+        if e.login_user == "unset" || e.login_user == e.user {
+            e.user.clone()
+        } else {
+            format!("{}({})", e.user, e.login_user)
+        },
+        e.pid,
+        e.action,
+        e.target,
+        e.decision,
+        e.rule_id
+    )
+}
+
+pub const LOG_HEADER: &str =
+    "   seq  time                      agent          user                   pid  action         target                     decision  rule";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_quotes_only_when_needed() {
+        let cmd = vec![
+            "curl".to_string(),
+            "-s".into(),
+            "http://x/a b".into(),
+            "it's".into(),
+        ];
+        assert_eq!(shell_words(&cmd), r"curl -s 'http://x/a b' 'it'\''s'");
+    }
+}

@@ -1,0 +1,34 @@
+//! Where Warden keeps things. Every path can be set per invocation (flag or
+//! environment variable), so tests and the demo run beside a real install
+//! without touching it.
+
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/warden";
+pub const DEFAULT_POLICY_DIR: &str = "/etc/warden/policies";
+pub const DEFAULT_SOCKET: &str = "/run/warden/warden.sock";
+/// Agent cgroups are created under this directory of the cgroup2 hierarchy.
+pub const DEFAULT_CGROUP_PARENT: &str = "warden";
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Database (`warden.db`: registry and evidence) and keys.
+    pub state_dir: PathBuf,
+    /// Policy files that agents reference by name.
+    pub policy_dir: PathBuf,
+    /// The daemon's control socket.
+    pub socket: PathBuf,
+    /// Parent of created agent cgroups, relative to the cgroup2 mount.
+    pub cgroup_parent: PathBuf,
+}
+
+impl Paths {
+    pub fn database(&self) -> PathBuf {
+        self.state_dir.join("warden.db")
+    }
+
+    /// The cgroup a new (not adopted) agent gets.
+    pub fn agent_cgroup(&self, cgroup2_mount: &Path, agent: &str) -> PathBuf {
+        cgroup2_mount.join(&self.cgroup_parent).join(agent)
+    }
+}

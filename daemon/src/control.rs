@@ -1,0 +1,144 @@
+//! The control socket: a Unix stream socket carrying one JSON request and one
+//! JSON response per connection. The daemon identifies callers by the
+//! socket's peer credentials (SO_PEERCRED), never by anything they send.
+
+use std::{
+    io::{self, BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::Counters;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Re-read the registry and every agent's policy file.
+    Reload,
+    /// Is this agent enforced right now?
+    AgentState {
+        agent: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok { message: String },
+    Status(Box<StatusReport>),
+    AgentState(AgentState),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentState {
+    pub agent: String,
+    pub enforced: bool,
+    pub cgroup: String,
+    pub policy_snapshot: String,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusReport {
+    pub pid: u32,
+    pub started_at_ns: i64,
+    pub cgroup2: String,
+    /// Which kernel mechanism enforces each action class.
+    pub mechanisms: Vec<Mechanism>,
+    pub agents: Vec<AgentState>,
+    pub kernel: Counters,
+    /// Ring buffer records the daemon received and could not decode.
+    pub decode_errors: u64,
+    /// Decisions appended to the evidence log by this daemon.
+    pub recorded: u64,
+    pub policy_errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mechanism {
+    pub action: String,
+    pub mechanism: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "the warden daemon is not running (no answer on {socket}): start it with `warden daemon`"
+    )]
+    NotRunning {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("talk to the warden daemon on {socket}: {source}")]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the warden daemon sent a malformed answer: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// Sends one request and waits for the answer (blocking; used by the CLI).
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    let io = |source| ControlError::Io {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ControlError::NotRunning {
+            socket: socket.to_path_buf(),
+            source,
+        },
+        _ => ControlError::Io {
+            socket: socket.to_path_buf(),
+            source,
+        },
+    })?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(request).map_err(ControlError::Malformed)?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(ControlError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_tagged_json() {
+        let req = Request::AgentState {
+            agent: "bot".into(),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(text, r#"{"op":"agent_state","agent":"bot"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        let resp = Response::Error {
+            message: "no".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"result":"error","message":"no"}"#
+        );
+    }
+
+    #[test]
+    fn missing_socket_means_not_running() {
+        let err = call(
+            Path::new("/nonexistent/warden.sock"),
+            &Request::Status,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
+    }
+}

@@ -1,0 +1,873 @@
+//! The daemon: keeps the kernel's maps in step with the registry and the
+//! policy files, and writes down every decision the kernel reports.
+//!
+//! Three owners, each on its own thread or task, talking over channels:
+//! - the enforcer thread owns the `Kernel` (eBPF handle) and the registry;
+//!   it takes `Command`s (reconcile, status, agent state) with replies;
+//! - the event reader task drains the ring buffer, decodes and attributes
+//!   each decision, and hands batches to the writer;
+//! - the evidence writer thread owns the evidence store and appends batches
+//!   in one transaction each (group commit), fsyncing when a caller needs
+//!   the entry durable before it answers.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc, RwLock,
+    },
+};
+
+use aya::maps::{MapData, RingBuf};
+use serde_json::json;
+use tokio::{
+    io::unix::AsyncFd,
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::oneshot,
+};
+
+use crate::{
+    actor::{Actor, Recorded},
+    attribution::{self, AgentView, PolicyView, ProcessFacts, UserNames},
+    cgroup,
+    clock::{self, BootClock},
+    config::Paths,
+    control::{AgentState, Mechanism, Request, Response, StatusReport},
+    decode,
+    evidence::{Durability, EvidenceStore, NewEntry},
+    kernel::{Kernel, KernelError},
+    policy::{self, CompiledNet},
+    registry::{Agent, AgentStatus, Registry, RegistryError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("warden daemon must run as root (it loads eBPF programs and manages cgroups); running as uid {0}")]
+    NotRoot(u32),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::StoreError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another warden daemon is already serving {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("write evidence: {0}")]
+    Write(String),
+}
+
+/// What the kernel enforces with, per action class (shown by `warden status`
+/// and recorded in the daemon_start entry).
+fn mechanisms() -> Vec<Mechanism> {
+    vec![
+        Mechanism {
+            action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
+            mechanism: "cgroup sock_addr programs attached to each agent cgroup (deny = EPERM)"
+                .into(),
+        },
+        Mechanism {
+            action: "exec".into(),
+            mechanism: "none loaded".into(),
+        },
+        Mechanism {
+            action: "file open".into(),
+            mechanism: "none loaded".into(),
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Evidence writer
+
+pub struct WriteJob {
+    entries: Vec<NewEntry>,
+    durability: Durability,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+#[derive(Clone)]
+pub struct EvidenceWriter {
+    tx: mpsc::Sender<WriteJob>,
+}
+
+impl EvidenceWriter {
+    fn spawn(store: EvidenceStore, stats: Arc<Stats>) -> (Self, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("evidence-writer".into())
+            .spawn(move || write_loop(store, rx, stats))
+            .expect("spawn evidence writer thread");
+        (Self { tx }, handle)
+    }
+
+    /// Queues entries for the next group commit.
+    fn queue(&self, entries: Vec<NewEntry>) {
+        let job = WriteJob {
+            entries,
+            durability: Durability::Batched,
+            done: None,
+        };
+        if self.tx.send(job).is_err() {
+            tracing::error!("evidence writer is gone; entries lost");
+        }
+    }
+
+    /// Appends entries and returns once they are durably on disk.
+    fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), DaemonError> {
+        let (done, wait) = oneshot::channel();
+        let job = WriteJob {
+            entries,
+            durability: Durability::Fsync,
+            done: Some(done),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?;
+        wait.blocking_recv()
+            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?
+            .map_err(DaemonError::Write)
+    }
+}
+
+fn write_loop(mut store: EvidenceStore, rx: mpsc::Receiver<WriteJob>, stats: Arc<Stats>) {
+    while let Ok(first) = rx.recv() {
+        // Group commit: everything already queued goes in one transaction.
+        let mut jobs = vec![first];
+        while jobs.len() < 256 {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let durability = if jobs
+            .iter()
+            .any(|j| matches!(j.durability, Durability::Fsync))
+        {
+            Durability::Fsync
+        } else {
+            Durability::Batched
+        };
+        let all: Vec<NewEntry> = jobs
+            .iter()
+            .flat_map(|j| j.entries.iter().cloned())
+            .collect();
+        match store.append(&all, durability) {
+            Ok(written) => {
+                stats
+                    .recorded
+                    .fetch_add(written.len() as u64, Ordering::Relaxed);
+                for job in jobs {
+                    if let Some(done) = job.done {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+            }
+            // One bad entry must not cost the others their record: retry
+            // job by job and report failures to whoever waits.
+            Err(e) => {
+                tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
+                for job in jobs {
+                    let result = store
+                        .append(&job.entries, durability)
+                        .map(|w| {
+                            stats.recorded.fetch_add(w.len() as u64, Ordering::Relaxed);
+                        })
+                        .map_err(|e| crate::error_chain(&e));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, entries = job.entries.len(), "evidence lost");
+                    }
+                    if let Some(done) = job.done {
+                        let _ = done.send(result);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared views for attribution
+
+#[derive(Default)]
+pub struct Views {
+    agents: HashMap<u32, AgentView>,
+    policies: HashMap<u32, Arc<PolicyView>>,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    recorded: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+// ---------------------------------------------------------------------------
+// Enforcer
+
+enum Command {
+    Reconcile {
+        actor: Actor,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    AgentState {
+        agent: String,
+        reply: oneshot::Sender<Result<AgentState, String>>,
+    },
+    Stop {
+        actor: Actor,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Enforced {
+    cgroup_id: u64,
+    cgroup: PathBuf,
+    snapshot: String,
+    revoked: bool,
+}
+
+struct Enforcer {
+    kernel: Kernel,
+    registry: Registry,
+    paths: Paths,
+    views: Arc<RwLock<Views>>,
+    writer: EvidenceWriter,
+    stats: Arc<Stats>,
+    enforced: HashMap<String, Enforced>,
+    policy_errors: Vec<String>,
+    started_at_ns: i64,
+    cgroup2: PathBuf,
+}
+
+impl Enforcer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Reconcile { actor, reply } => {
+                    let errors = self.reconcile(&actor);
+                    let _ = reply.send(errors);
+                }
+                Command::Status { reply } => {
+                    let _ = reply.send(self.status());
+                }
+                Command::AgentState { agent, reply } => {
+                    let _ = reply.send(self.agent_state(&agent));
+                }
+                Command::Stop { actor, reply } => {
+                    self.stop(&actor);
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Brings the kernel in line with the registry and the policy files.
+    /// Returns the errors (a policy that fails to load leaves the running
+    /// one in force; an agent with no valid policy yet denies everything).
+    fn reconcile(&mut self, actor: &Actor) -> Vec<String> {
+        let mut errors = Vec::new();
+        let agents = match self.registry.list() {
+            Ok(a) => a,
+            Err(e) => return vec![e.to_string()],
+        };
+        // Agents removed from the registry.
+        let gone: Vec<String> = self
+            .enforced
+            .keys()
+            .filter(|name| !agents.iter().any(|a| &a.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = self.enforced.remove(&name) {
+                if let Err(e) = self.kernel.remove(old.cgroup_id) {
+                    errors.push(format!("agent '{name}': {}", crate::error_chain(&e)));
+                }
+            }
+        }
+        for agent in &agents {
+            if let Err(e) = self.reconcile_agent(agent, actor) {
+                errors.push(format!("agent '{}': {e}", agent.name));
+            }
+        }
+        for e in &errors {
+            tracing::error!(error = %e, "reconcile");
+        }
+        self.policy_errors = errors.clone();
+        errors
+    }
+
+    fn reconcile_agent(&mut self, agent: &Agent, actor: &Actor) -> Result<(), String> {
+        let cgroup_id = cgroup::cgroup_id(&agent.cgroup).map_err(|e| crate::error_chain(&e))?;
+        let revoked = agent.status == AgentStatus::Revoked;
+        if let Some(old) = self.enforced.get(&agent.name) {
+            if old.cgroup_id != cgroup_id {
+                // The cgroup was recreated: enforce on the new one.
+                let old_id = old.cgroup_id;
+                self.enforced.remove(&agent.name);
+                self.kernel
+                    .remove(old_id)
+                    .map_err(|e| crate::error_chain(&e))?;
+            }
+        }
+        self.views.write().expect("views lock").agents.insert(
+            agent.id,
+            AgentView {
+                name: agent.name.clone(),
+                owner: agent.owner.clone(),
+            },
+        );
+
+        let file = self.paths.policy_dir.join(&agent.policy);
+        let loaded = std::fs::read_to_string(&file)
+            .map_err(|e| format!("read policy {}: {e}", file.display()))
+            .and_then(|text| {
+                let name = file.display().to_string();
+                let parsed =
+                    policy::parse_policy(&name, &text).map_err(|e| crate::error_chain(&e))?;
+                check_supported(&parsed, &name)?;
+                let net = policy::compile_network(&parsed).map_err(|e| crate::error_chain(&e))?;
+                Ok((text, parsed, net))
+            });
+        let (text, parsed, net) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.record_policy_rejected(agent, actor, &e);
+                if !self.kernel.is_attached(cgroup_id) {
+                    // Never leave an agent unenforced: with no valid policy
+                    // it gets none, so the default (deny) applies to all.
+                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), revoked)?;
+                    self.enforced.insert(
+                        agent.name.clone(),
+                        Enforced {
+                            cgroup_id,
+                            cgroup: agent.cgroup.clone(),
+                            snapshot: "none".into(),
+                            revoked,
+                        },
+                    );
+                } else if let Some(old) = self.enforced.get_mut(&agent.name) {
+                    if old.revoked != revoked {
+                        self.kernel
+                            .set_revoked(cgroup_id, revoked)
+                            .map_err(|e| crate::error_chain(&e))?;
+                        old.revoked = revoked;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let snapshot = parsed.snapshot();
+        if let Some(old) = self.enforced.get_mut(&agent.name) {
+            if old.snapshot == snapshot {
+                if old.revoked != revoked {
+                    self.kernel
+                        .set_revoked(cgroup_id, revoked)
+                        .map_err(|e| crate::error_chain(&e))?;
+                    old.revoked = revoked;
+                }
+                return Ok(());
+            }
+        }
+        let previous = self
+            .enforced
+            .get(&agent.name)
+            .map_or_else(|| "none".to_string(), |o| o.snapshot.clone());
+        let (version, _new) = self
+            .registry
+            .record_policy_version(
+                &agent.name,
+                &agent.policy,
+                &snapshot,
+                &text,
+                clock::now_ns(),
+                &actor.describe(),
+            )
+            .map_err(|e| crate::error_chain(&e))?;
+        self.views.write().expect("views lock").policies.insert(
+            version,
+            Arc::new(PolicyView {
+                snapshot: snapshot.clone(),
+                rule_ids: parsed.rule_ids(),
+            }),
+        );
+        self.install(agent, cgroup_id, version, &net, revoked)?;
+        self.enforced.insert(
+            agent.name.clone(),
+            Enforced {
+                cgroup_id,
+                cgroup: agent.cgroup.clone(),
+                snapshot: snapshot.clone(),
+                revoked,
+            },
+        );
+        let mut details = serde_json::Map::new();
+        details.insert("policy_version".into(), json!(version));
+        details.insert("previous_snapshot".into(), json!(previous));
+        details.insert("file".into(), json!(file.display().to_string()));
+        let entry = actor.entry(Recorded {
+            kind: "policy_load",
+            agent: &agent.name,
+            owner: &agent.owner,
+            action: "policy.load",
+            target: &agent.policy,
+            decision: "loaded",
+            policy_snapshot: &snapshot,
+            details,
+        });
+        self.writer
+            .write_durable(vec![entry])
+            .map_err(|e| crate::error_chain(&e))?;
+        tracing::info!(agent = %agent.name, policy = %agent.policy, snapshot = %snapshot, version, "policy loaded");
+        Ok(())
+    }
+
+    fn install(
+        &mut self,
+        agent: &Agent,
+        cgroup_id: u64,
+        version: u32,
+        net: &CompiledNet,
+        revoked: bool,
+    ) -> Result<(), String> {
+        // Rules and the agent entry first, then attach: the programs never
+        // run for this cgroup without its rules in place.
+        self.kernel
+            .install(cgroup_id, agent.id, version, net, revoked)
+            .map_err(|e| crate::error_chain(&e))?;
+        self.kernel
+            .attach(&agent.cgroup, cgroup_id)
+            .map_err(|e| crate::error_chain(&e))
+    }
+
+    fn record_policy_rejected(&self, agent: &Agent, actor: &Actor, error: &str) {
+        let running = self
+            .enforced
+            .get(&agent.name)
+            .map_or("none", |e| e.snapshot.as_str());
+        let mut details = serde_json::Map::new();
+        details.insert("error".into(), json!(error));
+        let entry = actor.entry(Recorded {
+            kind: "policy_load",
+            agent: &agent.name,
+            owner: &agent.owner,
+            action: "policy.load",
+            target: &agent.policy,
+            decision: "rejected",
+            policy_snapshot: running,
+            details,
+        });
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "record rejected policy");
+        }
+    }
+
+    fn agent_state(&self, name: &str) -> Result<AgentState, String> {
+        let agent = self
+            .registry
+            .get(name)
+            .map_err(|e| crate::error_chain(&e))?;
+        let enforced = self.enforced.get(name);
+        Ok(AgentState {
+            agent: name.to_string(),
+            enforced: enforced.is_some_and(|e| self.kernel.is_attached(e.cgroup_id)),
+            cgroup: agent.cgroup.display().to_string(),
+            policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
+            revoked: agent.status == AgentStatus::Revoked,
+        })
+    }
+
+    fn status(&self) -> StatusReport {
+        let mut agents: Vec<AgentState> = self
+            .enforced
+            .iter()
+            .map(|(name, e)| AgentState {
+                agent: name.clone(),
+                enforced: self.kernel.is_attached(e.cgroup_id),
+                cgroup: e.cgroup.display().to_string(),
+                policy_snapshot: e.snapshot.clone(),
+                revoked: e.revoked,
+            })
+            .collect();
+        agents.sort_by(|a, b| a.agent.cmp(&b.agent));
+        StatusReport {
+            pid: std::process::id(),
+            started_at_ns: self.started_at_ns,
+            cgroup2: self.cgroup2.display().to_string(),
+            mechanisms: mechanisms(),
+            agents,
+            kernel: self.kernel.counters().unwrap_or_default(),
+            decode_errors: self.stats.decode_errors.load(Ordering::Relaxed),
+            recorded: self.stats.recorded.load(Ordering::Relaxed),
+            policy_errors: self.policy_errors.clone(),
+        }
+    }
+
+    fn stop(&mut self, actor: &Actor) {
+        let counters = self.kernel.counters().unwrap_or_default();
+        let mut details = serde_json::Map::new();
+        details.insert("kernel_counters".into(), json!(counters));
+        let entry = actor.entry(Recorded {
+            kind: "daemon_stop",
+            agent: "warden",
+            owner: "system",
+            action: "daemon.stop",
+            target: &self.paths.socket.display().to_string(),
+            decision: "recorded",
+            policy_snapshot: "none",
+            details,
+        });
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "record daemon stop");
+        }
+    }
+}
+
+/// Refuses policies that need a mechanism this daemon does not have, rather
+/// than silently allowing what it cannot see.
+fn check_supported(p: &policy::Policy, file: &str) -> Result<(), String> {
+    let needs = policy::policy_needs(p);
+    let mut missing = Vec::new();
+    if needs.exec {
+        missing.push("exec");
+    }
+    if needs.file {
+        missing.push("file");
+    }
+    if needs.hold {
+        missing.push("hold");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{file}: rules of kind {} need kernel mechanisms this daemon does not provide yet; refusing the policy",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Sends a command to the enforcer and waits for its reply.
+async fn ask<T>(
+    tx: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (reply, wait) = oneshot::channel();
+    tx.send(make(reply)).ok()?;
+    wait.await.ok()
+}
+
+// ---------------------------------------------------------------------------
+// Event reader
+
+async fn read_events(
+    ring: RingBuf<MapData>,
+    views: Arc<RwLock<Views>>,
+    writer: EvidenceWriter,
+    stats: Arc<Stats>,
+) -> std::io::Result<()> {
+    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
+    // as long as the AsyncFd (which owns the RingBuf) exists.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)? };
+    let mut users = UserNames::default();
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let batch = drain(guard.get_inner_mut(), &views, &stats, &mut users);
+        guard.clear_ready();
+        if !batch.is_empty() {
+            writer.queue(batch);
+        }
+    }
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    views: &RwLock<Views>,
+    stats: &Stats,
+    users: &mut UserNames,
+) -> Vec<NewEntry> {
+    let boot = BootClock::now();
+    let mut batch = Vec::new();
+    while let Some(item) = ring.next() {
+        let ev = match decode::decode(&item) {
+            Ok(ev) => ev,
+            Err(e) => {
+                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "undecodable event");
+                continue;
+            }
+        };
+        drop(item);
+        let views = views.read().expect("views lock");
+        let agent = views
+            .agents
+            .get(&ev.agent_id)
+            .cloned()
+            .unwrap_or_else(|| AgentView {
+                name: format!("unregistered-cgroup:{}", ev.cgroup_id),
+                owner: "unknown".into(),
+            });
+        let policy = views
+            .policies
+            .get(&ev.policy_gen)
+            .cloned()
+            .unwrap_or_else(|| {
+                Arc::new(PolicyView {
+                    snapshot: "none".into(),
+                    rule_ids: Vec::new(),
+                })
+            });
+        drop(views);
+        let facts = ProcessFacts::read(ev.pid, &ev.comm);
+        let entry = attribution::decision_entry(
+            &ev,
+            boot.to_unix_ns(ev.boot_ns),
+            &agent,
+            &policy,
+            &facts,
+            users,
+        );
+        tracing::debug!(agent = %entry.agent, pid = ev.pid, rule = %entry.rule_id, decision = %entry.decision, target = %entry.target, "decision");
+        batch.push(entry);
+    }
+    batch
+}
+
+// ---------------------------------------------------------------------------
+// Control socket
+
+async fn serve_control(listener: UnixListener, enforcer: mpsc::Sender<Command>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept");
+                continue;
+            }
+        };
+        let enforcer = enforcer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_client(stream, enforcer).await {
+                tracing::warn!(error = %e, "control client");
+            }
+        });
+    }
+}
+
+async fn handle_client(stream: UnixStream, enforcer: mpsc::Sender<Command>) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Error {
+            message: format!("malformed request: {e}"),
+        },
+        Ok(req) => {
+            let peer_pid = cred.pid().unwrap_or(0) as u32;
+            dispatch(req, cred.uid(), peer_pid, &enforcer).await
+        }
+    };
+    let mut text = serde_json::to_string(&response)
+        .unwrap_or_else(|e| format!(r#"{{"result":"error","message":"serialise response: {e}"}}"#));
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+async fn dispatch(req: Request, uid: u32, pid: u32, enforcer: &mpsc::Sender<Command>) -> Response {
+    let gone = || Response::Error {
+        message: "daemon is shutting down".into(),
+    };
+    match req {
+        Request::Status => match ask(enforcer, |reply| Command::Status { reply }).await {
+            Some(s) => Response::Status(Box::new(s)),
+            None => gone(),
+        },
+        Request::AgentState { agent } => {
+            match ask(enforcer, |reply| Command::AgentState { agent, reply }).await {
+                Some(Ok(s)) => Response::AgentState(s),
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
+        Request::Reload => {
+            if uid != 0 {
+                return Response::Error {
+                    message: format!("reload needs root; caller is uid {uid}"),
+                };
+            }
+            let actor = Actor::of(uid, pid);
+            match ask(enforcer, |reply| Command::Reconcile { actor, reply }).await {
+                Some(errors) if errors.is_empty() => Response::Ok {
+                    message: "registry and policies reloaded".into(),
+                },
+                Some(errors) => Response::Error {
+                    message: errors.join("\n"),
+                },
+                None => gone(),
+            }
+        }
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    let io = |op, source| DaemonError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("create socket directory", e))?;
+    }
+    if path.exists() {
+        // A live daemon answers; a stale socket file from a crash does not.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(|e| io("remove stale socket", e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io("bind control socket", e))?;
+    // Anyone may connect; each request is authorised by the caller's
+    // credentials (SO_PEERCRED).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| io("set permissions of", e))?;
+    Ok(listener)
+}
+
+// ---------------------------------------------------------------------------
+// Start and stop
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let uid = nix::unistd::geteuid().as_raw();
+    if uid != 0 {
+        return Err(DaemonError::NotRoot(uid));
+    }
+    let cgroup2 = cgroup::cgroup2_mount()?;
+    std::fs::create_dir_all(&paths.state_dir).map_err(|source| DaemonError::Io {
+        op: "create state directory",
+        path: paths.state_dir.clone(),
+        source,
+    })?;
+    let store = EvidenceStore::open(&paths.database())?;
+    let registry = Registry::open(&paths.database())?;
+    let mut kernel = Kernel::load()?;
+    let ring = kernel.take_events()?;
+    let listener = bind_socket(&paths.socket)?;
+
+    let stats = Arc::new(Stats::default());
+    let (writer, writer_thread) = EvidenceWriter::spawn(store, stats.clone());
+    let views = Arc::new(RwLock::new(Views::default()));
+    let actor = Actor::current();
+
+    let mut details = serde_json::Map::new();
+    details.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    details.insert("mechanisms".into(), json!(mechanisms()));
+    details.insert("cgroup2".into(), json!(cgroup2.display().to_string()));
+    details.insert(
+        "policy_dir".into(),
+        json!(paths.policy_dir.display().to_string()),
+    );
+    let start = actor.entry(Recorded {
+        kind: "daemon_start",
+        agent: "warden",
+        owner: "system",
+        action: "daemon.start",
+        target: &paths.socket.display().to_string(),
+        decision: "recorded",
+        policy_snapshot: "none",
+        details,
+    });
+    let w = writer.clone();
+    tokio::task::spawn_blocking(move || w.write_durable(vec![start]))
+        .await
+        .map_err(|e| DaemonError::Write(e.to_string()))??;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let enforcer = Enforcer {
+        kernel,
+        registry,
+        paths: paths.clone(),
+        views: views.clone(),
+        writer: writer.clone(),
+        stats: stats.clone(),
+        enforced: HashMap::new(),
+        policy_errors: Vec::new(),
+        started_at_ns: clock::now_ns(),
+        cgroup2,
+    };
+    let enforcer_thread = std::thread::Builder::new()
+        .name("enforcer".into())
+        .spawn(move || enforcer.run(cmd_rx))
+        .map_err(|source| DaemonError::Io {
+            op: "spawn enforcer thread",
+            path: PathBuf::new(),
+            source,
+        })?;
+
+    let errors = ask(&cmd_tx, |reply| Command::Reconcile {
+        actor: actor.clone(),
+        reply,
+    })
+    .await
+    .unwrap_or_default();
+    for e in errors {
+        tracing::error!(error = %e, "agent not enforced as configured");
+    }
+
+    let reader = tokio::spawn(read_events(ring, views, writer.clone(), stats.clone()));
+    let server = tokio::spawn(serve_control(listener, cmd_tx.clone()));
+    tracing::info!(socket = %paths.socket.display(), "warden daemon ready");
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|source| DaemonError::Io {
+            op: "install SIGHUP handler",
+            path: PathBuf::new(),
+            source,
+        })?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading registry and policies");
+                let mut a = Actor::current();
+                a.exe = format!("{} (SIGHUP)", a.exe);
+                let errors = ask(&cmd_tx, |reply| Command::Reconcile { actor: a, reply }).await.unwrap_or_default();
+                for e in errors {
+                    tracing::error!(error = %e, "reload: running policy kept");
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    server.abort();
+    reader.abort();
+    let _ = ask(&cmd_tx, |reply| Command::Stop {
+        actor: actor.clone(),
+        reply,
+    })
+    .await;
+    let _ = enforcer_thread.join();
+    drop(cmd_tx);
+    drop(writer);
+    let _ = writer_thread.join();
+    let _ = std::fs::remove_file(&paths.socket);
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Decoding ring buffer records into typed kernel events (pure).
+//!
+//! The record layouts are the `#[repr(C)]` types in `warden_common`; every
+//! record starts with an `EventHeader` whose `kind` says which type follows.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use warden_common::{Decision, EventHeader, EventKind, Method, NetEvent};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring buffer record of {len} bytes is shorter than the {need}-byte {what}")]
+    Short {
+        len: usize,
+        need: usize,
+        what: &'static str,
+    },
+    #[error("ring buffer record has unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("ring buffer record has unknown {field} {value}")]
+    UnknownValue { field: &'static str, value: u32 },
+}
+
+/// A decision the kernel made, with the fields common to every action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEvent {
+    pub kind: EventKind,
+    pub decision: Decision,
+    pub method: Method,
+    pub rule_idx: u32,
+    pub agent_id: u32,
+    pub policy_gen: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub boot_ns: u64,
+    pub comm: String,
+    pub action: Action,
+}
+
+/// What the agent tried to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Net { addr: IpAddr, port: u16, proto: u8 },
+}
+
+impl KernelEvent {
+    /// The action's name in evidence ("connect4", "sendmsg6", ...).
+    pub fn action_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Connect4 => "connect4",
+            EventKind::Connect6 => "connect6",
+            EventKind::Sendmsg4 => "sendmsg4",
+            EventKind::Sendmsg6 => "sendmsg6",
+        }
+    }
+
+    /// The action's target in evidence ("127.0.0.1:8080/tcp", "[::1]:53/udp").
+    pub fn target(&self) -> String {
+        match &self.action {
+            Action::Net { addr, port, proto } => {
+                let proto = match *proto {
+                    6 => "tcp".to_string(),
+                    17 => "udp".to_string(),
+                    p => format!("proto{p}"),
+                };
+                match addr {
+                    IpAddr::V4(a) => format!("{a}:{port}/{proto}"),
+                    IpAddr::V6(a) => format!("[{a}]:{port}/{proto}"),
+                }
+            }
+        }
+    }
+}
+
+/// Reads a `T` from the start of `bytes` (records are not necessarily
+/// aligned for `T` in the ring buffer, so this copies).
+fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+            what,
+        });
+    }
+    // SAFETY: the length was checked, `T` is one of the plain-data ABI types
+    // (integers and byte arrays, any bit pattern valid), and
+    // read_unaligned tolerates any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let header: EventHeader = read(bytes, "event header")?;
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let decision = Decision::from_u32(header.decision).ok_or(DecodeError::UnknownValue {
+        field: "decision",
+        value: header.decision,
+    })?;
+    let method = Method::from_u32(header.method).ok_or(DecodeError::UnknownValue {
+        field: "method",
+        value: header.method,
+    })?;
+    let action = match kind {
+        EventKind::Connect4 | EventKind::Connect6 | EventKind::Sendmsg4 | EventKind::Sendmsg6 => {
+            let ev: NetEvent = read(bytes, "network event")?;
+            let addr = if ev.family == 2 {
+                IpAddr::V4(Ipv4Addr::new(
+                    ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+                ))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(ev.addr))
+            };
+            Action::Net {
+                addr,
+                port: ev.port,
+                proto: ev.proto,
+            }
+        }
+    };
+    let comm_len = header
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(header.comm.len());
+    Ok(KernelEvent {
+        kind,
+        decision,
+        method,
+        rule_idx: header.rule_idx,
+        agent_id: header.agent_id,
+        policy_gen: header.policy_gen,
+        pid: header.pid,
+        tid: header.tid,
+        uid: header.uid,
+        gid: header.gid,
+        cgroup_id: header.cgroup_id,
+        boot_ns: header.boot_ns,
+        comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: EventKind, family: u16, addr: [u8; 16]) -> NetEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        NetEvent {
+            header: EventHeader {
+                kind: kind as u32,
+                decision: Decision::Deny as u32,
+                method: Method::CgroupDeny as u32,
+                rule_idx: 3,
+                agent_id: 7,
+                policy_gen: 42,
+                pid: 1234,
+                tid: 1235,
+                uid: 1000,
+                gid: 1000,
+                cgroup_id: 99,
+                boot_ns: 5,
+                comm,
+            },
+            family,
+            port: 8080,
+            proto: 6,
+            _pad: [0; 3],
+            addr,
+        }
+    }
+
+    fn bytes_of(ev: &NetEvent) -> Vec<u8> {
+        // SAFETY: NetEvent is repr(C) plain data without padding.
+        unsafe {
+            std::slice::from_raw_parts((ev as *const NetEvent).cast::<u8>(), size_of::<NetEvent>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn round_trip_ipv4_connect() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let ev = decode(&bytes_of(&sample(EventKind::Connect4, 2, addr))).unwrap();
+        assert_eq!(ev.kind, EventKind::Connect4);
+        assert_eq!(ev.decision, Decision::Deny);
+        assert_eq!(ev.method, Method::CgroupDeny);
+        assert_eq!((ev.rule_idx, ev.agent_id, ev.policy_gen), (3, 7, 42));
+        assert_eq!(
+            (ev.pid, ev.tid, ev.uid, ev.cgroup_id),
+            (1234, 1235, 1000, 99)
+        );
+        assert_eq!(ev.comm, "curl");
+        assert_eq!(ev.target(), "127.0.0.1:8080/tcp");
+        assert_eq!(ev.action_name(), "connect4");
+    }
+
+    #[test]
+    fn round_trip_ipv6_sendmsg() {
+        let addr = Ipv6Addr::LOCALHOST.octets();
+        let mut raw = sample(EventKind::Sendmsg6, 10, addr);
+        raw.proto = 17;
+        let ev = decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(ev.target(), "[::1]:8080/udp");
+        assert_eq!(ev.action_name(), "sendmsg6");
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Short { .. })));
+        let mut raw = bytes_of(&sample(EventKind::Connect4, 2, [0; 16]));
+        raw[0] = 200;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(200)));
+        let raw = bytes_of(&sample(EventKind::Connect4, 2, [0; 16]));
+        assert!(matches!(decode(&raw[..80]), Err(DecodeError::Short { .. })));
+    }
+}

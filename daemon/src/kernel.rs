@@ -1,0 +1,385 @@
+//! The kernel side: loading the eBPF object, attaching it to agent cgroups,
+//! and writing compiled policy into its maps.
+//!
+//! One owner: the daemon's enforcement task holds the only `Kernel`, and other
+//! tasks ask it for changes (see `daemon.rs`). Policy swaps are atomic per
+//! agent: rules are written under the agent's idle slot, then the agent's
+//! `AGENTS` entry is replaced in one map update, then the old slot is cleared.
+
+use std::{collections::HashMap, fs::File, path::Path};
+
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+    },
+    programs::{cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr},
+    Ebpf, EbpfLoader,
+};
+use warden_common::{
+    agent_flags, counter, names, AgentInfo, Net4Key, Net6Key, NetRules, SLOT_PREFIX_BITS,
+};
+
+use crate::policy::CompiledNet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("load the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no {what} named {name}")]
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
+    #[error("load program {name} into the kernel: {source}")]
+    ProgramLoad {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attach {name} to cgroup {cgroup}: {source}")]
+    Attach {
+        name: &'static str,
+        cgroup: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("open cgroup {cgroup}: {source}")]
+    OpenCgroup {
+        cgroup: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} map {map}: {source}")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { op, map, source }
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub events: u64,
+    pub dropped: u64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// The rules an agent has in the kernel right now.
+struct Installed {
+    info: AgentInfo,
+    v4: Vec<Key<Net4Key>>,
+    v6: Vec<Key<Net6Key>>,
+}
+
+pub struct Kernel {
+    bpf: Ebpf,
+    links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    installed: HashMap<u64, Installed>,
+}
+
+/// The object built by `build.rs`; embedded so the binary and its kernel
+/// programs can never disagree about the ABI.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden-ebpf.o"));
+
+impl Kernel {
+    /// Loads maps and programs (nothing is attached yet).
+    pub fn load() -> Result<Self, KernelError> {
+        let mut bpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
+        for name in names::CGROUP_NET_PROGRAMS {
+            let prog: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(KernelError::Missing {
+                what: "cgroup sock_addr program",
+                name,
+            })?;
+            prog.load()
+                .map_err(|source| KernelError::ProgramLoad { name, source })?;
+        }
+        for name in [
+            names::AGENTS,
+            names::NET4_RULES,
+            names::NET6_RULES,
+            names::COUNTERS,
+        ] {
+            if bpf.map(name).is_none() {
+                return Err(KernelError::Missing { what: "map", name });
+            }
+        }
+        Ok(Self {
+            bpf,
+            links: HashMap::new(),
+            installed: HashMap::new(),
+        })
+    }
+
+    /// Hands the ring buffer to the event reader.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
+        let map = self
+            .bpf
+            .take_map(names::EVENTS)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::EVENTS,
+            })?;
+        RingBuf::try_from(map).map_err(map_err("open", names::EVENTS))
+    }
+
+    /// Attaches the network programs to an agent's cgroup. Idempotent.
+    pub fn attach(&mut self, cgroup: &Path, cgroup_id: u64) -> Result<(), KernelError> {
+        if self.links.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        let file = File::open(cgroup).map_err(|source| KernelError::OpenCgroup {
+            cgroup: cgroup.display().to_string(),
+            source,
+        })?;
+        let mut links = Vec::new();
+        for name in names::CGROUP_NET_PROGRAMS {
+            let prog = self.sock_addr(name)?;
+            // aya attaches through a bpf_link when the kernel has them, and
+            // the kernel refuses link flags: links always coexist with other
+            // programs on the cgroup, so "Single" (no flags) is what we want.
+            match prog.attach(&file, CgroupAttachMode::Single) {
+                Ok(id) => links.push((name, id)),
+                Err(source) => {
+                    // Leave nothing half-attached.
+                    self.detach_links(links);
+                    return Err(KernelError::Attach {
+                        name,
+                        cgroup: cgroup.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.links.insert(cgroup_id, links);
+        Ok(())
+    }
+
+    fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, KernelError> {
+        self.bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                what: "cgroup sock_addr program",
+                name,
+            })
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, CgroupSockAddrLinkId)>) {
+        for (name, id) in links {
+            if let Ok(prog) = self.sock_addr(name) {
+                if let Err(e) = prog.detach(id) {
+                    tracing::warn!(program = name, error = %e, "detach failed");
+                }
+            }
+        }
+    }
+
+    /// Installs an agent's compiled policy, replacing the previous one
+    /// atomically (see the module comment).
+    pub fn install(
+        &mut self,
+        cgroup_id: u64,
+        agent_id: u32,
+        policy_gen: u32,
+        net: &CompiledNet,
+        revoked: bool,
+    ) -> Result<(), KernelError> {
+        let old = self.installed.remove(&cgroup_id);
+        let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
+        let slot = AgentInfo::slot_for(agent_id, half);
+        let flags = if revoked { agent_flags::REVOKED } else { 0 };
+        let info = AgentInfo {
+            agent_id,
+            policy_gen,
+            slot,
+            flags,
+        };
+
+        let mut new = Installed {
+            info,
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        let result = self.write_rules(slot, net, &mut new).and_then(|()| {
+            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+            agents
+                .insert(cgroup_id, info, 0)
+                .map_err(map_err("update", names::AGENTS))
+        });
+        match result {
+            Ok(()) => {
+                if let Some(old) = old {
+                    if old.info.slot != slot {
+                        self.clear_rules(&old);
+                    }
+                }
+                self.installed.insert(cgroup_id, new);
+                Ok(())
+            }
+            Err(e) => {
+                // The old policy stays in force; drop what we half-wrote.
+                self.clear_rules(&new);
+                if let Some(old) = old {
+                    self.installed.insert(cgroup_id, old);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets or clears the kill-switch flag without touching the rules.
+    pub fn set_revoked(&mut self, cgroup_id: u64, revoked: bool) -> Result<(), KernelError> {
+        let Some(inst) = self.installed.get_mut(&cgroup_id) else {
+            return Ok(());
+        };
+        let mut info = inst.info;
+        info.flags = if revoked {
+            info.flags | agent_flags::REVOKED
+        } else {
+            info.flags & !agent_flags::REVOKED
+        };
+        let mut agents: BpfHashMap<_, u64, AgentInfo> = BpfHashMap::try_from(
+            self.bpf
+                .map_mut(names::AGENTS)
+                .ok_or(KernelError::Missing {
+                    what: "map",
+                    name: names::AGENTS,
+                })?,
+        )
+        .map_err(map_err("open", names::AGENTS))?;
+        agents
+            .insert(cgroup_id, info, 0)
+            .map_err(map_err("update", names::AGENTS))?;
+        inst.info = info;
+        Ok(())
+    }
+
+    /// Detaches an agent's programs and removes its maps entries.
+    pub fn remove(&mut self, cgroup_id: u64) -> Result<(), KernelError> {
+        if let Some(links) = self.links.remove(&cgroup_id) {
+            self.detach_links(links);
+        }
+        if let Some(old) = self.installed.remove(&cgroup_id) {
+            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+            match agents.remove(&cgroup_id) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err("delete from", names::AGENTS)(e)),
+            }
+            self.clear_rules(&old);
+        }
+        Ok(())
+    }
+
+    /// Cgroup ids of the agents the kernel currently enforces.
+    pub fn enforced(&self) -> impl Iterator<Item = (&u64, &AgentInfo)> {
+        self.installed.iter().map(|(id, inst)| (id, &inst.info))
+    }
+
+    pub fn is_attached(&self, cgroup_id: u64) -> bool {
+        self.links.contains_key(&cgroup_id) && self.installed.contains_key(&cgroup_id)
+    }
+
+    pub fn counters(&self) -> Result<Counters, KernelError> {
+        let map = self.bpf.map(names::COUNTERS).ok_or(KernelError::Missing {
+            what: "map",
+            name: names::COUNTERS,
+        })?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("open", names::COUNTERS))?;
+        let sum = |index: u32| -> Result<u64, KernelError> {
+            let values = array
+                .get(&index, 0)
+                .map_err(map_err("read", names::COUNTERS))?;
+            Ok(values.iter().sum())
+        };
+        Ok(Counters {
+            events: sum(counter::EVENTS)?,
+            dropped: sum(counter::DROPPED)?,
+            allowed: sum(counter::ALLOWED)?,
+            denied: sum(counter::DENIED)?,
+        })
+    }
+
+    fn map_mut<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&mut MapData, K, V>, KernelError> {
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        BpfHashMap::try_from(map).map_err(map_err("open", name))
+    }
+
+    fn write_rules(
+        &mut self,
+        slot: u32,
+        net: &CompiledNet,
+        into: &mut Installed,
+    ) -> Result<(), KernelError> {
+        let map = self
+            .bpf
+            .map_mut(names::NET4_RULES)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::NET4_RULES,
+            })?;
+        let mut v4: LpmTrie<_, Net4Key, NetRules> =
+            LpmTrie::try_from(map).map_err(map_err("open", names::NET4_RULES))?;
+        for (prefix, addr, rules) in &net.v4 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net4Key { slot, addr: *addr });
+            v4.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET4_RULES))?;
+            into.v4.push(key);
+        }
+        let map = self
+            .bpf
+            .map_mut(names::NET6_RULES)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::NET6_RULES,
+            })?;
+        let mut v6: LpmTrie<_, Net6Key, NetRules> =
+            LpmTrie::try_from(map).map_err(map_err("open", names::NET6_RULES))?;
+        for (prefix, addr, rules) in &net.v6 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net6Key { slot, addr: *addr });
+            v6.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET6_RULES))?;
+            into.v6.push(key);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a stale entry under an unused slot is never looked up.
+    fn clear_rules(&mut self, inst: &Installed) {
+        if let Some(Ok(mut v4)) = self
+            .bpf
+            .map_mut(names::NET4_RULES)
+            .map(LpmTrie::<_, Net4Key, NetRules>::try_from)
+        {
+            for key in &inst.v4 {
+                let _ = v4.remove(key);
+            }
+        }
+        if let Some(Ok(mut v6)) = self
+            .bpf
+            .map_mut(names::NET6_RULES)
+            .map(LpmTrie::<_, Net6Key, NetRules>::try_from)
+        {
+            for key in &inst.v6 {
+                let _ = v6.remove(key);
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Warden: kernel-enforced policy and evidence for AI agents on Linux.
+//!
+//! An agent is a cgroup v2 with an accountable owner and a policy. Follow one
+//! action from the kernel to the auditor through the modules, in order:
+//!
+//! - `policy`: the YAML policy language, validated and compiled to map entries.
+//! - `kernel`: loads the eBPF programs (`ebpf/programs`), attaches them to
+//!   agent cgroups and writes compiled policy into their maps. The kernel
+//!   decides; nothing here is on the decision path.
+//! - `decode`: ring buffer records -> typed events.
+//! - `attribution`: events -> evidence entries naming agent, owner, process,
+//!   user, login user and the policy snapshot in force.
+//! - `evidence`: the hash-chained SQLite log and its verification.
+//! - `daemon`: the long-running process tying these together.
+//! - `registry`, `cgroup`, `actor`, `control`, `commands`: agents, their
+//!   cgroups, who did what, the control socket and the CLI verbs.
+
+pub mod actor;
+pub mod attribution;
+pub mod cgroup;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod decode;
+pub mod evidence;
+pub mod kernel;
+pub mod policy;
+pub mod registry;
+
+/// An error and all its sources, "outer: inner: innermost", for messages
+/// that cross a process boundary as text (control socket, evidence).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}

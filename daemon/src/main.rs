@@ -1,0 +1,374 @@
+//! `warden`: the command line. Each verb parses its arguments, calls one
+//! library function and maps the result to an exit code (0 success, 1
+//! failure, 2 usage; `warden run` exits with the command's own status).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use warden::{
+    commands::{self, AddAgent},
+    config::{self, Paths},
+    evidence,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Kernel-enforced policy and evidence for AI agents"
+)]
+struct Cli {
+    #[command(flatten)]
+    paths: PathArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct PathArgs {
+    /// Database and keys.
+    #[arg(long, global = true, env = "WARDEN_STATE_DIR", default_value = config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Policy files agents refer to.
+    #[arg(long, global = true, env = "WARDEN_POLICY_DIR", default_value = config::DEFAULT_POLICY_DIR)]
+    policy_dir: PathBuf,
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "WARDEN_SOCKET", default_value = config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Parent of created agent cgroups, relative to the cgroup2 mount.
+    #[arg(long, global = true, env = "WARDEN_CGROUP_PARENT", default_value = config::DEFAULT_CGROUP_PARENT)]
+    cgroup_parent: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon (loads the kernel programs, enforces, records).
+    Daemon,
+    /// Register, list and inspect agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Run a command as an agent (inside its cgroup); exits with its status.
+    Run {
+        #[arg(long)]
+        agent: String,
+        /// Run as this user instead of the caller.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Check, reload and list policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Show the evidence log, or verify its hash chain.
+    Log(LogArgs),
+    /// What the daemon enforces, with which mechanisms, and its counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Register an agent: creates its cgroup (or adopts one with --cgroup).
+    Add {
+        name: String,
+        /// The accountable human (e.g. an email address).
+        #[arg(long)]
+        owner: String,
+        /// Policy file in the policy directory.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Adopt this existing cgroup (e.g. a systemd service's) instead.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unregister an agent whose processes have ended.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Parse and compile policy files; report errors with file, line and rule.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Ask the daemon to reload every agent's policy (same as SIGHUP).
+    Reload,
+    /// Every policy version loaded, with its hash, author and time.
+    History {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct LogArgs {
+    #[command(subcommand)]
+    cmd: Option<LogCmd>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    decision: Option<String>,
+    /// Show at most this many (the newest).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Recompute the hash chain; exit 0 only if it is intact.
+    Verify,
+}
+
+fn paths(p: &PathArgs) -> Paths {
+    Paths {
+        state_dir: p.state_dir.clone(),
+        policy_dir: p.policy_dir.clone(),
+        socket: p.socket.clone(),
+        cgroup_parent: p.cgroup_parent.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.cmd, Cmd::Daemon);
+    let default_level = if daemon { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = paths(&cli.paths);
+    match cli.cmd {
+        Cmd::Daemon => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
+            runtime.block_on(async {
+                let shutdown = async {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("install SIGTERM handler");
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                warden::daemon::run(paths, shutdown).await
+            })?;
+        }
+        Cmd::Agent(AgentCmd::Add {
+            name,
+            owner,
+            policy,
+            cgroup,
+        }) => {
+            let (agent, note) = commands::agent_add(
+                &paths,
+                &AddAgent {
+                    name: &name,
+                    owner: &owner,
+                    policy: &policy,
+                    adopt: cgroup.as_deref(),
+                },
+            )?;
+            println!(
+                "registered agent '{}' (owner {}, cgroup {}): {note}",
+                agent.name,
+                agent.owner,
+                agent.cgroup.display()
+            );
+        }
+        Cmd::Agent(AgentCmd::List { json }) => {
+            let agents = commands::agent_list(&paths)?;
+            if json {
+                print_json(&agents)?;
+            } else {
+                println!(
+                    "{:<20} {:<28} {:<22} {:<8} cgroup",
+                    "agent", "owner", "policy", "status"
+                );
+                for a in agents {
+                    println!(
+                        "{:<20} {:<28} {:<22} {:<8} {}",
+                        a.name,
+                        a.owner,
+                        a.policy,
+                        format!("{:?}", a.status).to_lowercase(),
+                        a.cgroup.display()
+                    );
+                }
+            }
+        }
+        Cmd::Agent(AgentCmd::Show { name, json }) => {
+            let a = commands::agent_show(&paths, &name)?;
+            if json {
+                print_json(&a)?;
+            } else {
+                println!("agent:      {}\nowner:      {}\npolicy:     {}\ncgroup:     {}{}\nstatus:     {:?}\nregistered: {} by {}",
+                    a.name, a.owner, a.policy, a.cgroup.display(), if a.adopted { " (adopted)" } else { "" },
+                    a.status, warden::clock::format_ns(a.created_at_ns), a.created_by);
+            }
+        }
+        Cmd::Agent(AgentCmd::Remove { name }) => {
+            let a = commands::agent_remove(&paths, &name)?;
+            println!("removed agent '{}'", a.name);
+        }
+        Cmd::Run { agent, user, cmd } => {
+            commands::run(&paths, &agent, user.as_deref(), &cmd)?;
+        }
+        Cmd::Policy(PolicyCmd::Check { files }) => {
+            let mut failed = false;
+            for file in files {
+                match commands::policy_check(&file) {
+                    Ok(p) => println!(
+                        "{}: ok ({} rules, snapshot {})",
+                        file.display(),
+                        p.rules.len(),
+                        p.snapshot()
+                    ),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Policy(PolicyCmd::Reload) => {
+            commands::policy_reload(&paths)?;
+            println!("policies reloaded");
+        }
+        Cmd::Policy(PolicyCmd::History { agent, json }) => {
+            let versions = commands::policy_history(&paths, agent.as_deref())?;
+            if json {
+                print_json(&versions)?;
+            } else {
+                for v in versions {
+                    println!(
+                        "{:>4}  {}  {:<18} {:<22} {}  by {}",
+                        v.id,
+                        warden::clock::format_ns(v.loaded_at_ns),
+                        v.agent,
+                        v.file,
+                        v.sha256,
+                        v.loaded_by
+                    );
+                }
+            }
+        }
+        Cmd::Log(args) => match args.cmd {
+            Some(LogCmd::Verify) => {
+                let report = commands::log_verify(&paths)?;
+                println!(
+                    "evidence chain intact: {} entries, head seq {} hash {}",
+                    report.entries, report.head_seq, report.head_hash
+                );
+            }
+            None => {
+                let filter = evidence::Filter {
+                    agent: args.agent,
+                    kind: args.kind,
+                    decision: args.decision,
+                    limit: args.limit,
+                    ..Default::default()
+                };
+                let entries = commands::log(&paths, &filter)?;
+                if args.json {
+                    for e in entries {
+                        println!("{}", serde_json::to_string(&e)?);
+                    }
+                } else {
+                    println!("{}", commands::LOG_HEADER);
+                    for e in &entries {
+                        println!("{}", commands::format_entry(e));
+                    }
+                }
+            }
+        },
+        Cmd::Status { json } => {
+            let s = commands::status(&paths)?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!(
+                    "daemon:   running (pid {}, since {})",
+                    s.pid,
+                    warden::clock::format_ns(s.started_at_ns)
+                );
+                println!("cgroup2:  {}", s.cgroup2);
+                println!("enforcement:");
+                for m in &s.mechanisms {
+                    println!("  {:<44} {}", m.action, m.mechanism);
+                }
+                println!("agents:");
+                for a in &s.agents {
+                    let state = if a.revoked {
+                        "REVOKED"
+                    } else if a.enforced {
+                        "enforced"
+                    } else {
+                        "NOT ENFORCED"
+                    };
+                    println!(
+                        "  {:<20} {:<12} policy {}  {}",
+                        a.agent, state, a.policy_snapshot, a.cgroup
+                    );
+                }
+                println!(
+                    "kernel:   {} events, {} allowed, {} denied, {} dropped (ring buffer full)",
+                    s.kernel.events, s.kernel.allowed, s.kernel.denied, s.kernel.dropped
+                );
+                println!(
+                    "daemon:   {} decisions recorded, {} undecodable",
+                    s.recorded, s.decode_errors
+                );
+                for e in &s.policy_errors {
+                    println!("policy error: {e}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,326 @@
+//! Harness for Warden's root integration tests and benchmarks.
+//!
+//! Each `TestEnv` has its own state directory, policy directory, control
+//! socket and cgroup parent (`warden-test-<pid>-<name>` under the cgroup2
+//! mount), so tests never touch a real installation or each other. On drop
+//! it stops the daemon it started (by PID), ends the processes left in its
+//! own cgroups (`cgroup.kill`: they can only be processes the test started)
+//! and removes those cgroups.
+//!
+//! These tests need root and a kernel that loads the programs. Outside CI a
+//! test without root prints why and returns; under `CI=true` it fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// True under CI, where nothing may be skipped.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns false (after saying why) when the test cannot run here; panics
+/// instead under CI.
+pub fn can_run(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!ci(), "{test}: needs root, and CI=true forbids skipping");
+    eprintln!("{test}: SKIPPED (needs root)");
+    false
+}
+
+/// The warden binary: `$WARDEN_BIN` (set by `cargo xtask test`) or the
+/// workspace's debug build.
+pub fn warden_bin() -> PathBuf {
+    std::env::var_os("WARDEN_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/warden"),
+        PathBuf::from,
+    )
+}
+
+/// The probe binary built with these tests.
+pub fn probe_bin() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    // Test binaries live in target/<profile>/deps; bins one level up.
+    let profile_dir = me.parent().and_then(|d| {
+        if d.ends_with("deps") {
+            d.parent()
+        } else {
+            Some(d)
+        }
+    });
+    profile_dir.expect("target dir").join("warden-probe")
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub cgroup_parent: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("warden-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
+        let mount = warden::cgroup::cgroup2_mount().expect("cgroup2 mount");
+        let parent = format!("warden-test-{}-{name}", std::process::id());
+        Self {
+            dir,
+            name: name.into(),
+            cgroup_parent: mount.join(parent),
+            daemon: None,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("warden.sock")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.state_dir().join("warden.db")
+    }
+    pub fn agent_cgroup(&self, agent: &str) -> PathBuf {
+        self.cgroup_parent.join(agent)
+    }
+
+    pub fn write_policy(&self, file: &str, yaml: &str) {
+        std::fs::write(self.policy_dir().join(file), yaml).expect("write policy");
+    }
+
+    /// A `warden` command wired to this environment.
+    pub fn warden(&self) -> Command {
+        let mut cmd = Command::new(warden_bin());
+        let parent = self.cgroup_parent.file_name().expect("parent name");
+        cmd.env("WARDEN_STATE_DIR", self.state_dir())
+            .env("WARDEN_POLICY_DIR", self.policy_dir())
+            .env("WARDEN_SOCKET", self.socket())
+            .env("WARDEN_CGROUP_PARENT", parent)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `warden ARGS` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.warden().args(args).output().expect("run warden")
+    }
+
+    /// Runs `warden ARGS`, panicking with its stderr unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "warden {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already started");
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("daemon log");
+        let mut child = self
+            .warden()
+            .arg("daemon")
+            .env("WARDEN_LOG", "debug")
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "daemon exited during start-up ({status}):\n{}",
+                    self.daemon_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.daemon_log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.daemon = Some(child);
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// Stops the daemon with `signal` (by the PID this test started) and
+    /// waits for it to exit.
+    pub fn stop_daemon_with(&mut self, signal: i32) {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill(2) on our own, not yet reaped, child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "daemon ignored signal {signal} for 15 s:\n{}",
+                self.daemon_log()
+            );
+        }
+    }
+
+    pub fn stop_daemon(&mut self) {
+        self.stop_daemon_with(libc::SIGTERM);
+    }
+
+    pub fn add_agent(&self, agent: &str, policy: &str) {
+        self.ok(&[
+            "agent",
+            "add",
+            agent,
+            "--owner",
+            &format!("{agent}-owner@example.com"),
+            "--policy",
+            policy,
+        ]);
+    }
+
+    /// Runs the probe as `agent` with the given arguments.
+    pub fn probe_as(&self, agent: &str, args: &[&str]) -> Output {
+        let probe = probe_bin();
+        let mut all = vec![
+            "run",
+            "--agent",
+            agent,
+            "--",
+            probe.to_str().expect("utf-8 path"),
+        ];
+        all.extend_from_slice(args);
+        self.cli(&all)
+    }
+
+    /// The evidence log as JSON objects, oldest first.
+    pub fn evidence(&self) -> Vec<serde_json::Value> {
+        let out = self.ok(&["log", "--json"]);
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("evidence line is JSON"))
+            .collect()
+    }
+
+    /// Waits until the evidence log has an entry matching `pred`.
+    pub fn wait_for_evidence(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.evidence().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no evidence entry for {what}:\n{:#?}\ndaemon log:\n{}",
+                self.evidence(),
+                self.daemon_log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Removes a cgroup tree we created, ending its processes first.
+fn remove_cgroup_tree(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::write(path.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(path).is_err() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        remove_cgroup_tree(&self.cgroup_parent);
+    }
+}
+
+/// Loopback TCP listeners that accept and drop connections in the
+/// background, on ports the kernel picks.
+pub struct Listener {
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn tcp4() -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = l.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            for c in l.incoming() {
+                drop(c);
+            }
+        });
+        Self { port }
+    }
+
+    pub fn tcp6() -> Self {
+        let l = std::net::TcpListener::bind("[::1]:0").expect("bind ::1");
+        let port = l.local_addr().expect("addr").port();
+        thread::spawn(move || {
+            for c in l.incoming() {
+                drop(c);
+            }
+        });
+        Self { port }
+    }
+}
+
+/// stdout of an output, trimmed.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
