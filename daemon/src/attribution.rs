@@ -19,11 +19,14 @@ pub struct AgentView {
     pub owner: String,
 }
 
-/// One loaded policy version: its snapshot hash and its rule ids by index.
+/// One loaded policy version: its snapshot hash, its rule ids by index, and
+/// what holds under it need (who approves, how long they wait).
 #[derive(Debug, Clone)]
 pub struct PolicyView {
     pub snapshot: String,
     pub rule_ids: Vec<String>,
+    pub approvers: crate::policy::Approvers,
+    pub hold_timeout: std::time::Duration,
 }
 
 impl PolicyView {
@@ -46,6 +49,8 @@ impl PolicyView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessFacts {
     pub exe: String,
+    /// Identity of the executable file, "dev:ino" ("unknown" once gone).
+    pub binary: String,
     pub loginuid: u32,
 }
 
@@ -56,11 +61,17 @@ impl ProcessFacts {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| format!("[exited:{comm}]"));
+        let binary = fs::metadata(format!("/proc/{pid}/exe"))
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                format!("{}:{}", m.dev(), m.ino())
+            })
+            .unwrap_or_else(|_| "unknown".into());
         let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(LOGINUID_UNSET);
-        Self { exe, loginuid }
+        Self { exe, binary, loginuid }
     }
 }
 
@@ -86,6 +97,17 @@ impl UserNames {
     }
 }
 
+/// How a decision was carried out, as evidence names it.
+pub fn method_name(m: warden_common::Method) -> &'static str {
+    match m {
+        warden_common::Method::Allow => "allow",
+        warden_common::Method::CgroupDeny => "cgroup-deny",
+        warden_common::Method::Held => "held",
+        warden_common::Method::Approved => "approved",
+        warden_common::Method::Rejected => "rejected",
+    }
+}
+
 /// The evidence entry for one kernel decision.
 pub fn decision_entry(
     ev: &KernelEvent,
@@ -100,10 +122,7 @@ pub fn decision_entry(
         warden_common::Decision::Deny => "deny",
         warden_common::Decision::Hold => "hold",
     };
-    let method = match ev.method {
-        warden_common::Method::Allow => "allow",
-        warden_common::Method::CgroupDeny => "cgroup-deny",
-    };
+    let method = method_name(ev.method);
     let mut details = serde_json::Map::new();
     details.insert("tid".into(), json!(ev.tid));
     details.insert("gid".into(), json!(ev.gid));
@@ -141,6 +160,8 @@ mod tests {
         let p = PolicyView {
             snapshot: "s".into(),
             rule_ids: vec!["a".into(), "b".into()],
+            approvers: Default::default(),
+            hold_timeout: std::time::Duration::from_secs(1),
         };
         assert_eq!(p.rule_id(1), "b");
         assert_eq!(p.rule_id(warden_common::rule::DEFAULT), "default-deny");

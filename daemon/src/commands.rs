@@ -415,6 +415,26 @@ pub fn log_verify(paths: &Paths) -> Result<evidence::VerifyReport> {
     Ok(evidence::verify_store(&store)?)
 }
 
+/// `warden approvals`: holds awaiting a decision (or all with `all`).
+pub fn approvals(paths: &Paths, all: bool) -> Result<Vec<crate::approvals::Approval>> {
+    match control::call(&paths.socket, &Request::Approvals { all }, DAEMON_TIMEOUT)? {
+        Response::Approvals { approvals } => Ok(approvals),
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// `warden approve|reject ID`: the daemon identifies the approver from this
+/// process's credentials on the socket.
+pub fn decide(paths: &Paths, id: u64, approve: bool, reason: Option<&str>) -> Result<String> {
+    let request = Request::Decide { id, approve, reason: reason.map(str::to_string) };
+    match control::call(&paths.socket, &request, DAEMON_TIMEOUT)? {
+        Response::Ok { message } => Ok(message),
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+    }
+}
+
 pub fn status(paths: &Paths) -> Result<control::StatusReport> {
     match control::call(&paths.socket, &Request::Status, DAEMON_TIMEOUT)? {
         Response::Status(s) => Ok(*s),

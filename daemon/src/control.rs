@@ -23,6 +23,16 @@ pub enum Request {
     AgentState {
         agent: String,
     },
+    /// Holds awaiting a decision (`all`: every hold ever).
+    Approvals {
+        all: bool,
+    },
+    /// Approve or reject a hold. The approver is the socket's peer.
+    Decide {
+        id: u64,
+        approve: bool,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,6 +41,7 @@ pub enum Response {
     Ok { message: String },
     Status(Box<StatusReport>),
     AgentState(AgentState),
+    Approvals { approvals: Vec<crate::approvals::Approval> },
     Error { message: String },
 }
 

@@ -32,13 +32,15 @@ use tokio::{
 
 use crate::{
     actor::{Actor, Recorded},
+    approvals::Approvals,
     attribution::{self, AgentView, PolicyView, ProcessFacts, UserNames},
     cgroup,
     clock::{self, BootClock},
     config::Paths,
     control::{AgentState, Mechanism, Request, Response, StatusReport},
-    decode,
+    decode::{self, KernelEvent},
     evidence::{Durability, EvidenceStore, NewEntry},
+    holds::{Caller, Holds, Verdict},
     kernel::{Kernel, KernelError},
     policy::{self, CompiledNet},
     registry::{Agent, AgentStatus, Registry, RegistryError},
@@ -67,6 +69,8 @@ pub enum DaemonError {
     AlreadyRunning(PathBuf),
     #[error("write evidence: {0}")]
     Write(String),
+    #[error(transparent)]
+    Approvals(#[from] crate::approvals::ApprovalError),
 }
 
 /// What the kernel enforces with, per action class (shown by `warden status`
@@ -77,6 +81,10 @@ fn mechanisms() -> Vec<Mechanism> {
             action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
             mechanism: "cgroup sock_addr programs attached to each agent cgroup (deny = EPERM)"
                 .into(),
+        },
+        Mechanism {
+            action: "hold (network)".into(),
+            mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached once a policy holds)".into(),
         },
         Mechanism {
             action: "exec".into(),
@@ -232,6 +240,31 @@ enum Command {
         actor: Actor,
         reply: oneshot::Sender<()>,
     },
+    /// The kernel held an action (from the event reader).
+    Held {
+        ev: KernelEvent,
+        entry: NewEntry,
+        agent: AgentView,
+        policy: Arc<PolicyView>,
+        facts: ProcessFacts,
+    },
+    /// The kernel applied a decision on a held action.
+    Outcome { ev: KernelEvent, entry: NewEntry },
+    Decide {
+        id: u64,
+        verdict: Verdict,
+        reason: Option<String>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Approvals {
+        all: bool,
+        uid: u32,
+        reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
+    },
+    ExpireHolds,
+    /// Apply decisions recorded but not applied before a restart.
+    Replay { reply: oneshot::Sender<()> },
 }
 
 struct Enforced {
@@ -243,6 +276,7 @@ struct Enforced {
 
 struct Enforcer {
     kernel: Kernel,
+    holds: Holds,
     registry: Registry,
     paths: Paths,
     views: Arc<RwLock<Views>>,
@@ -268,6 +302,42 @@ impl Enforcer {
                 Command::AgentState { agent, reply } => {
                     let _ = reply.send(self.agent_state(&agent));
                 }
+                Command::Held { ev, entry, agent, policy, facts } => {
+                    match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
+                        Ok(Some(entry)) => self.record(entry),
+                        Ok(None) => tracing::debug!(tid = ev.tid, "held action re-entered while pending"),
+                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
+                    }
+                }
+                Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
+                    Ok(entry) => self.record(entry),
+                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold outcome"),
+                },
+                Command::Decide { id, verdict, reason, caller, reply } => {
+                    let _ = reply.send(self.decide(id, verdict, reason.as_deref(), &caller));
+                }
+                Command::Approvals { all, uid, reply } => {
+                    let _ = reply.send(self.approvals(all, uid));
+                }
+                Command::ExpireHolds => {
+                    let writer = &self.writer;
+                    let mut record =
+                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+                    if let Err(e) = self.holds.expire(&mut self.kernel, &mut record) {
+                        tracing::error!(error = %crate::error_chain(&e), "expire holds");
+                    }
+                }
+                Command::Replay { reply } => {
+                    let writer = &self.writer;
+                    let mut record =
+                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+                    match self.holds.replay(&mut self.kernel, &mut record) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "replayed decisions recorded before a restart"),
+                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "replay decisions"),
+                    }
+                    let _ = reply.send(());
+                }
                 Command::Stop { actor, reply } => {
                     self.stop(&actor);
                     let _ = reply.send(());
@@ -281,6 +351,73 @@ impl Enforcer {
     /// Returns the errors (a policy that fails to load leaves the running
     /// one in force; an agent with no valid policy yet denies everything).
     fn reconcile(&mut self, actor: &Actor) -> Vec<String> {
+        self.reconcile_all(actor)
+    }
+
+    /// Writes an entry durably, logging (not failing) if it cannot.
+    fn record(&self, entry: NewEntry) {
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "evidence write failed");
+        }
+    }
+
+    fn policy_by_snapshot(&self, snapshot: &str) -> Option<Arc<PolicyView>> {
+        let views = self.views.read().expect("views lock");
+        views.policies.values().find(|p| p.snapshot == snapshot).cloned()
+    }
+
+    fn decide(
+        &mut self,
+        id: u64,
+        verdict: Verdict,
+        reason: Option<&str>,
+        caller: &Caller,
+    ) -> Result<String, String> {
+        let approval = self.holds.get(id).map_err(|e| crate::error_chain(&e))?;
+        let current = self.enforced.get(&approval.job.agent).map(|e| e.snapshot.clone());
+        let policy = self.policy_by_snapshot(&approval.policy_snapshot);
+        let cgroups: Vec<PathBuf> = self.enforced.values().map(|e| e.cgroup.clone()).collect();
+        let writer = &self.writer;
+        let mut record = |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+        self.holds.decide(
+            &mut self.kernel,
+            id,
+            verdict,
+            reason,
+            caller,
+            current.as_deref(),
+            policy.as_deref(),
+            &cgroups,
+            &mut record,
+        )
+    }
+
+    /// Holds the caller may see: all for root, otherwise those it may decide.
+    fn approvals(&self, all: bool, uid: u32) -> Vec<crate::approvals::Approval> {
+        let list = match self.holds.list(all) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "list approvals");
+                return Vec::new();
+            }
+        };
+        if uid == 0 {
+            return list;
+        }
+        let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) else {
+            return Vec::new();
+        };
+        let groups = crate::approvals::groups_of(&user);
+        list.into_iter()
+            .filter(|a| {
+                self.policy_by_snapshot(&a.policy_snapshot).is_some_and(|p| {
+                    crate::approvals::approver_role(&p.approvers, &user.name, &groups).is_some()
+                })
+            })
+            .collect()
+    }
+
+    fn reconcile_all(&mut self, actor: &Actor) -> Vec<String> {
         let mut errors = Vec::new();
         let agents = match self.registry.list() {
             Ok(a) => a,
@@ -404,8 +541,13 @@ impl Enforcer {
             Arc::new(PolicyView {
                 snapshot: snapshot.clone(),
                 rule_ids: parsed.rule_ids(),
+                approvers: parsed.approvers.clone(),
+                hold_timeout: parsed.hold_timeout,
             }),
         );
+        if policy::policy_needs(&parsed).hold {
+            self.kernel.enable_holds().map_err(|e| crate::error_chain(&e))?;
+        }
         self.install(agent, cgroup_id, version, &net, revoked)?;
         self.enforced.insert(
             agent.name.clone(),
@@ -549,9 +691,6 @@ fn check_supported(p: &policy::Policy, file: &str) -> Result<(), String> {
     if needs.file {
         missing.push("file");
     }
-    if needs.hold {
-        missing.push("hold");
-    }
     if missing.is_empty() {
         Ok(())
     } else {
@@ -579,6 +718,7 @@ async fn read_events(
     ring: RingBuf<MapData>,
     views: Arc<RwLock<Views>>,
     writer: EvidenceWriter,
+    enforcer: mpsc::Sender<Command>,
     stats: Arc<Stats>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
@@ -587,7 +727,7 @@ async fn read_events(
     let mut users = UserNames::default();
     loop {
         let mut guard = fd.readable_mut().await?;
-        let batch = drain(guard.get_inner_mut(), &views, &stats, &mut users);
+        let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users);
         guard.clear_ready();
         if !batch.is_empty() {
             writer.queue(batch);
@@ -598,6 +738,7 @@ async fn read_events(
 fn drain(
     ring: &mut RingBuf<MapData>,
     views: &RwLock<Views>,
+    enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
 ) -> Vec<NewEntry> {
@@ -630,6 +771,8 @@ fn drain(
                 Arc::new(PolicyView {
                     snapshot: "none".into(),
                     rule_ids: Vec::new(),
+                    approvers: Default::default(),
+                    hold_timeout: std::time::Duration::from_secs(1),
                 })
             });
         drop(views);
@@ -643,7 +786,23 @@ fn drain(
             users,
         );
         tracing::debug!(agent = %entry.agent, pid = ev.pid, rule = %entry.rule_id, decision = %entry.decision, target = %entry.target, "decision");
-        batch.push(entry);
+        // Holds and their outcomes go to the enforcer, which owns the
+        // approvals and the kernel's grants.
+        let routed = match ev.method {
+            warden_common::Method::Held => enforcer
+                .send(Command::Held { ev, entry, agent, policy, facts })
+                .map_err(drop),
+            warden_common::Method::Approved | warden_common::Method::Rejected => {
+                enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
+            }
+            _ => {
+                batch.push(entry);
+                Ok(())
+            }
+        };
+        if routed.is_err() {
+            tracing::error!("enforcer is gone; hold event not recorded");
+        }
     }
     batch
 }
@@ -701,6 +860,21 @@ async fn dispatch(req: Request, uid: u32, pid: u32, enforcer: &mpsc::Sender<Comm
         Request::AgentState { agent } => {
             match ask(enforcer, |reply| Command::AgentState { agent, reply }).await {
                 Some(Ok(s)) => Response::AgentState(s),
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
+        Request::Approvals { all } => {
+            match ask(enforcer, |reply| Command::Approvals { all, uid, reply }).await {
+                Some(approvals) => Response::Approvals { approvals },
+                None => gone(),
+            }
+        }
+        Request::Decide { id, approve, reason } => {
+            let verdict = if approve { Verdict::Approve } else { Verdict::Reject };
+            let caller = Caller { uid, pid };
+            match ask(enforcer, |reply| Command::Decide { id, verdict, reason, caller, reply }).await {
+                Some(Ok(message)) => Response::Ok { message },
                 Some(Err(message)) => Response::Error { message },
                 None => gone(),
             }
@@ -766,6 +940,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     })?;
     let store = EvidenceStore::open(&paths.database())?;
     let registry = Registry::open(&paths.database())?;
+    let holds = Holds::new(Approvals::open(&paths.database())?);
     let mut kernel = Kernel::load()?;
     let ring = kernel.take_events()?;
     let listener = bind_socket(&paths.socket)?;
@@ -801,6 +976,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let enforcer = Enforcer {
         kernel,
+        holds,
         registry,
         paths: paths.clone(),
         views: views.clone(),
@@ -830,7 +1006,25 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         tracing::error!(error = %e, "agent not enforced as configured");
     }
 
-    let reader = tokio::spawn(read_events(ring, views, writer.clone(), stats.clone()));
+    let _ = ask(&cmd_tx, |reply| Command::Replay { reply }).await;
+
+    let reader = tokio::spawn(read_events(
+        ring,
+        views,
+        writer.clone(),
+        cmd_tx.clone(),
+        stats.clone(),
+    ));
+    let expiry_tx = cmd_tx.clone();
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if expiry_tx.send(Command::ExpireHolds).is_err() {
+                return;
+            }
+        }
+    });
     let server = tokio::spawn(serve_control(listener, cmd_tx.clone()));
     tracing::info!(socket = %paths.socket.display(), "warden daemon ready");
 
@@ -858,7 +1052,11 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     tracing::info!("shutting down");
     server.abort();
+    let _ = server.await;
+    expiry.abort();
+    let _ = expiry.await;
     reader.abort();
+    let _ = reader.await;
     let _ = ask(&cmd_tx, |reply| Command::Stop {
         actor: actor.clone(),
         reply,

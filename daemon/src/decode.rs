@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use warden_common::{Decision, EventHeader, EventKind, Method, NetEvent};
+use warden_common::{Decision, EventHeader, EventKind, HoldKey, Method, NetEvent};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -54,6 +54,29 @@ impl KernelEvent {
             EventKind::Connect6 => "connect6",
             EventKind::Sendmsg4 => "sendmsg4",
             EventKind::Sendmsg6 => "sendmsg6",
+        }
+    }
+
+    /// The kernel's key for this exact action (thread and destination), as
+    /// the hook builds it for holds and grants.
+    pub fn hold_key(&self) -> HoldKey {
+        let Action::Net { addr, port, proto } = &self.action;
+        let (family, bytes) = match addr {
+            IpAddr::V4(a) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&a.octets());
+                (2, b)
+            }
+            IpAddr::V6(a) => (10, a.octets()),
+        };
+        HoldKey {
+            cgroup_id: self.cgroup_id,
+            tid: self.tid,
+            family,
+            port: *port,
+            proto: *proto,
+            _pad: [0; 7],
+            addr: bytes,
         }
     }
 

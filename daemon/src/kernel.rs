@@ -13,11 +13,15 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
-    programs::{cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, CgroupSockAddr},
-    Ebpf, EbpfLoader,
+    programs::{
+        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, BtfTracePoint,
+        CgroupSockAddr,
+    },
+    Btf, Ebpf, EbpfLoader,
 };
 use warden_common::{
-    agent_flags, counter, names, AgentInfo, Net4Key, Net6Key, NetRules, SLOT_PREFIX_BITS,
+    agent_flags, counter, names, AgentInfo, Decision, HoldKey, Net4Key, Net6Key, NetRules,
+    SLOT_PREFIX_BITS,
 };
 
 use crate::policy::CompiledNet;
@@ -44,6 +48,8 @@ pub enum KernelError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("read the kernel's BTF (/sys/kernel/btf/vmlinux), needed for tp_btf programs: {0}")]
+    Btf(#[source] aya::BtfError),
     #[error("open cgroup {cgroup}: {source}")]
     OpenCgroup {
         cgroup: String,
@@ -70,6 +76,8 @@ pub struct Counters {
     pub dropped: u64,
     pub allowed: u64,
     pub denied: u64,
+    pub held: u64,
+    pub hold_failed: u64,
 }
 
 /// The rules an agent has in the kernel right now.
@@ -83,6 +91,8 @@ pub struct Kernel {
     bpf: Ebpf,
     links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
     installed: HashMap<u64, Installed>,
+    /// The sys_exit program that stops held threads is attached.
+    holds_enabled: bool,
 }
 
 /// The object built by `build.rs`; embedded so the binary and its kernel
@@ -104,21 +114,57 @@ impl Kernel {
             prog.load()
                 .map_err(|source| KernelError::ProgramLoad { name, source })?;
         }
+        let btf = Btf::from_sys_fs().map_err(KernelError::Btf)?;
+        let name = names::PROG_SYS_EXIT;
+        let sys_exit: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing { what: "tp_btf program", name })?;
+        sys_exit
+            .load(names::SYS_EXIT_TRACEPOINT, &btf)
+            .map_err(|source| KernelError::ProgramLoad { name, source })?;
         for name in [
             names::AGENTS,
             names::NET4_RULES,
             names::NET6_RULES,
             names::COUNTERS,
+            names::HELD,
+            names::GRANTS,
         ] {
             if bpf.map(name).is_none() {
                 return Err(KernelError::Missing { what: "map", name });
             }
         }
-        Ok(Self {
-            bpf,
-            links: HashMap::new(),
-            installed: HashMap::new(),
-        })
+        Ok(Self { bpf, links: HashMap::new(), installed: HashMap::new(), holds_enabled: false })
+    }
+
+    /// Attaches the program that stops held threads. It runs at every
+    /// syscall exit on the machine, so it is attached only once a policy
+    /// uses `hold`, and then stays attached.
+    pub fn enable_holds(&mut self) -> Result<(), KernelError> {
+        if self.holds_enabled {
+            return Ok(());
+        }
+        let name = names::PROG_SYS_EXIT;
+        let prog: &mut BtfTracePoint = self
+            .bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing { what: "tp_btf program", name })?;
+        prog.attach().map_err(|source| KernelError::Attach {
+            name,
+            cgroup: "(global tracepoint)".into(),
+            source,
+        })?;
+        self.holds_enabled = true;
+        Ok(())
+    }
+
+    /// Records a human decision on one held action, for the hook to apply
+    /// when the thread's syscall restarts (and consume: it opens one action).
+    pub fn grant(&mut self, key: &HoldKey, decision: Decision) -> Result<(), KernelError> {
+        let mut grants: BpfHashMap<_, HoldKey, u32> = self.map_mut(names::GRANTS)?;
+        grants.insert(*key, decision as u8 as u32, 0).map_err(map_err("update", names::GRANTS))
     }
 
     /// Hands the ring buffer to the event reader.
@@ -240,7 +286,7 @@ impl Kernel {
 
     /// Sets or clears the kill-switch flag without touching the rules.
     pub fn set_revoked(&mut self, cgroup_id: u64, revoked: bool) -> Result<(), KernelError> {
-        let Some(inst) = self.installed.get_mut(&cgroup_id) else {
+        let Some(inst) = self.installed.get(&cgroup_id) else {
             return Ok(());
         };
         let mut info = inst.info;
@@ -249,19 +295,11 @@ impl Kernel {
         } else {
             info.flags & !agent_flags::REVOKED
         };
-        let mut agents: BpfHashMap<_, u64, AgentInfo> = BpfHashMap::try_from(
-            self.bpf
-                .map_mut(names::AGENTS)
-                .ok_or(KernelError::Missing {
-                    what: "map",
-                    name: names::AGENTS,
-                })?,
-        )
-        .map_err(map_err("open", names::AGENTS))?;
-        agents
-            .insert(cgroup_id, info, 0)
-            .map_err(map_err("update", names::AGENTS))?;
-        inst.info = info;
+        let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+        agents.insert(cgroup_id, info, 0).map_err(map_err("update", names::AGENTS))?;
+        if let Some(inst) = self.installed.get_mut(&cgroup_id) {
+            inst.info = info;
+        }
         Ok(())
     }
 
@@ -308,6 +346,8 @@ impl Kernel {
             dropped: sum(counter::DROPPED)?,
             allowed: sum(counter::ALLOWED)?,
             denied: sum(counter::DENIED)?,
+            held: sum(counter::HELD)?,
+            hold_failed: sum(counter::HOLD_FAILED)?,
         })
     }
 

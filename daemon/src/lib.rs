@@ -11,11 +11,13 @@
 //! - `attribution`: events -> evidence entries naming agent, owner, process,
 //!   user, login user and the policy snapshot in force.
 //! - `evidence`: the hash-chained SQLite log and its verification.
+//! - `holds`, `approvals`: actions paused for a human, and the decisions.
 //! - `daemon`: the long-running process tying these together.
 //! - `registry`, `cgroup`, `actor`, `control`, `commands`: agents, their
 //!   cgroups, who did what, the control socket and the CLI verbs.
 
 pub mod actor;
+pub mod approvals;
 pub mod attribution;
 pub mod cgroup;
 pub mod clock;
@@ -25,6 +27,7 @@ pub mod control;
 pub mod daemon;
 pub mod decode;
 pub mod evidence;
+pub mod holds;
 pub mod kernel;
 pub mod policy;
 pub mod registry;

@@ -63,6 +63,26 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Show the evidence log, or verify its hash chain.
     Log(LogArgs),
+    /// Actions held for approval.
+    Approvals {
+        /// Every hold, decided or not.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held action (you are identified by your credentials).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a held action: it fails with EPERM.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// What the daemon enforces, with which mechanisms, and its counters.
     Status {
         #[arg(long)]
@@ -327,6 +347,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        Cmd::Approvals { all, json } => {
+            let list = commands::approvals(&paths, all)?;
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} job_hash", "id", "status", "agent", "target", "held at", "by");
+                for a in list {
+                    println!(
+                        "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} {}",
+                        a.id,
+                        a.status.as_str(),
+                        a.job.agent,
+                        a.job.target,
+                        warden::clock::format_ns(a.created_at_ns),
+                        a.decided_by.as_deref().unwrap_or("-"),
+                        &a.job_hash[..16]
+                    );
+                }
+            }
+        }
+        Cmd::Approve { id, reason } => {
+            println!("{}", commands::decide(&paths, id, true, reason.as_deref())?);
+        }
+        Cmd::Reject { id, reason } => {
+            println!("{}", commands::decide(&paths, id, false, reason.as_deref())?);
+        }
         Cmd::Status { json } => {
             let s = commands::status(&paths)?;
             if json {

@@ -157,9 +157,11 @@ impl Registry {
         if !valid_agent_name(agent.name) {
             return Err(RegistryError::BadName(agent.name.to_string()));
         }
+        // IMMEDIATE: take the write lock before reading, so a concurrent
+        // writer makes us wait (busy timeout) instead of failing the upgrade.
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(sql("begin agent registration"))?;
         let existing: Option<String> = tx
             .query_row(

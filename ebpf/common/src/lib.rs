@@ -21,11 +21,17 @@ pub mod names {
     pub const NET6_RULES: &str = "NET6_RULES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const HELD: &str = "HELD";
+    pub const GRANTS: &str = "GRANTS";
 
     pub const PROG_CONNECT4: &str = "warden_connect4";
     pub const PROG_CONNECT6: &str = "warden_connect6";
     pub const PROG_SENDMSG4: &str = "warden_sendmsg4";
     pub const PROG_SENDMSG6: &str = "warden_sendmsg6";
+
+    /// `tp_btf/sys_exit`: stops a thread whose syscall a cgroup hook held.
+    pub const PROG_SYS_EXIT: &str = "warden_sys_exit";
+    pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 
     /// The cgroup sock_addr programs, attached to every agent cgroup.
     pub const CGROUP_NET_PROGRAMS: [&str; 4] =
@@ -41,6 +47,9 @@ pub mod limits {
     pub const MAX_NET_ENTRIES: u32 = 65536;
     /// Port rules that can apply to one CIDR entry after flattening.
     pub const MAX_PORT_RULES: usize = 16;
+    /// Threads that can be held (stopped awaiting approval) at once, and
+    /// approval decisions waiting to be picked up by a resumed thread.
+    pub const MAX_HOLDS: u32 = 4096;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 22;
 }
@@ -51,7 +60,8 @@ pub mod limits {
 pub enum Decision {
     Allow = 1,
     Deny = 2,
-    /// Pause for human approval (not enforced yet: the kernel denies).
+    /// Pause for human approval: the thread stops at the syscall until a
+    /// human decides (see `HoldKey`).
     Hold = 3,
 }
 
@@ -74,6 +84,12 @@ pub enum Method {
     Allow = 1,
     /// A cgroup hook refused the syscall with EPERM.
     CgroupDeny = 2,
+    /// The thread was stopped at the syscall, which restarts when it resumes.
+    Held = 3,
+    /// A held action went ahead because a human approved it.
+    Approved = 4,
+    /// A held action was refused (EPERM) because it was rejected or expired.
+    Rejected = 5,
 }
 
 impl Method {
@@ -81,6 +97,9 @@ impl Method {
         match v {
             1 => Some(Self::Allow),
             2 => Some(Self::CgroupDeny),
+            3 => Some(Self::Held),
+            4 => Some(Self::Approved),
+            5 => Some(Self::Rejected),
             _ => None,
         }
     }
@@ -218,6 +237,31 @@ impl Default for NetRules {
     }
 }
 
+/// A held action, exactly: the thread and the destination tuple. Key of the
+/// `GRANTS` map, where the daemon writes a human's decision (a `Decision` as
+/// `u32`) before resuming the thread. The hook consumes the entry when the
+/// restarted syscall comes back, so a grant opens this one action only; if
+/// the thread retries with another destination, the key does not match and
+/// the action is held again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HoldKey {
+    pub cgroup_id: u64,
+    pub tid: u32,
+    pub family: u16,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 7],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<HoldKey>() == 40);
+
+/// The syscall return value that makes the kernel restart the syscall after
+/// the thread is stopped and continued (ERESTARTNOINTR), never seen by user
+/// space as long as a signal is pending when the syscall returns.
+pub const ERESTARTNOINTR: i32 = -513;
+pub const SIGSTOP: u32 = 19;
+
 /// Header of every ring buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +309,12 @@ pub mod counter {
     pub const DROPPED: u32 = 1;
     pub const ALLOWED: u32 = 2;
     pub const DENIED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Syscalls paused for approval (each restart that finds no decision
+    /// yet counts again).
+    pub const HELD: u32 = 4;
+    /// The stop signal could not be sent; the hold became a denial.
+    pub const HOLD_FAILED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(feature = "user")]
@@ -279,4 +328,5 @@ mod pod {
     unsafe impl aya::Pod for NetRules {}
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for NetEvent {}
+    unsafe impl aya::Pod for HoldKey {}
 }

@@ -3,18 +3,21 @@
 //! Every program here decides from maps the daemon fills (policy is data, see
 //! `warden_common`); nothing about any particular agent is compiled in.
 //!
-//! Network: cgroup sock_addr programs attached to each agent's cgroup, so
-//! processes outside agent cgroups never run them.
+//! - `net`: cgroup sock_addr programs attached to each agent's cgroup, so
+//!   processes outside agent cgroups never run them.
+//! - `hold`: the `sys_exit` program that stops a thread whose syscall a hook
+//!   held for human approval.
 #![no_std]
 #![no_main]
 
+mod hold;
 mod net;
 
 use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use warden_common::{limits, AgentInfo, Net4Key, Net6Key, NetRules};
+use warden_common::{limits, AgentInfo, HoldKey, Net4Key, Net6Key, NetRules};
 
 #[map]
 static AGENTS: HashMap<u64, AgentInfo> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
@@ -29,6 +32,15 @@ static NET6_RULES: LpmTrie<Net6Key, NetRules> =
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENTS_BYTES, 0);
+
+/// Threads a hook has just held: `sys_exit` stops them (tid -> 1).
+#[map]
+static HELD: HashMap<u32, u32> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
+
+/// Human decisions on held actions, written by the daemon before it resumes
+/// the thread, consumed by the hook when the syscall restarts.
+#[map]
+static GRANTS: HashMap<HoldKey, u32> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> =

@@ -8,18 +8,18 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated::bpf_set_retval,
     },
     macros::cgroup_sock_addr,
     maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use warden_common::{
-    agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, Method,
-    Net4Key, Net6Key, NetEvent, NetRules, SLOT_PREFIX_BITS,
+    agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, HoldKey,
+    Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
 };
 
-use crate::{count, AGENTS, EVENTS, NET4_RULES, NET6_RULES};
+use crate::{count, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
 
 /// Return values of cgroup sock_addr programs.
 const ALLOW: i32 = 1;
@@ -141,19 +141,24 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
-    let allowed = decision == Decision::Allow;
     let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let (decision, method) = match decision {
+        Decision::Allow => (Decision::Allow, Method::Allow),
+        Decision::Deny => (Decision::Deny, Method::CgroupDeny),
+        Decision::Hold => hold(cgroup_id, tid, &dest),
+    };
     let uid_gid = bpf_get_current_uid_gid();
     entry.write(NetEvent {
         header: EventHeader {
             kind: kind as u32,
             decision: decision as u32,
-            method: if allowed { Method::Allow } else { Method::CgroupDeny } as u32,
+            method: method as u32,
             rule_idx,
             agent_id: agent.agent_id,
             policy_gen: agent.policy_gen,
             pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
+            tid,
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
             cgroup_id,
@@ -170,13 +175,56 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     entry.submit(0);
     count(counter::EVENTS);
 
-    if allowed {
-        count(counter::ALLOWED);
-        ALLOW
-    } else {
-        // Hold is not implemented in the kernel yet: it denies (fail-closed).
-        count(counter::DENIED);
-        DENY
+    match method {
+        Method::Allow | Method::Approved => {
+            count(counter::ALLOWED);
+            ALLOW
+        }
+        Method::Held => {
+            // Fail the syscall with "restart me"; sys_exit stops the thread
+            // before it returns to user space, and the syscall restarts (and
+            // this hook decides again) when the thread is continued.
+            // SAFETY: a plain helper call.
+            unsafe { bpf_set_retval(ERESTARTNOINTR) };
+            count(counter::HELD);
+            DENY
+        }
+        Method::CgroupDeny | Method::Rejected => {
+            count(counter::DENIED);
+            DENY
+        }
+    }
+}
+
+/// A hold rule matched. If a human has decided on exactly this action
+/// (thread and destination), apply the decision once; otherwise hold.
+#[inline(always)]
+fn hold(cgroup_id: u64, tid: u32, dest: &Dest) -> (Decision, Method) {
+    let key = HoldKey {
+        cgroup_id,
+        tid,
+        family: dest.family,
+        port: dest.port,
+        proto: dest.proto,
+        _pad: [0; 7],
+        addr: dest.addr,
+    };
+    // SAFETY: plain data; a concurrent update yields the old or new value.
+    match unsafe { GRANTS.get(&key) }.copied() {
+        Some(granted) => {
+            // Consume it: a grant opens one action, once.
+            let _ = GRANTS.remove(&key);
+            if granted == Decision::Allow as u32 {
+                (Decision::Allow, Method::Approved)
+            } else {
+                (Decision::Deny, Method::Rejected)
+            }
+        }
+        None => match HELD.insert(&tid, &1, 0) {
+            Ok(()) => (Decision::Hold, Method::Held),
+            // Cannot arrange the stop: refuse rather than let it through.
+            Err(_) => (Decision::Deny, Method::CgroupDeny),
+        },
     }
 }
 

@@ -1,0 +1,352 @@
+//! The hold lifecycle, owned by the enforcer (which owns the kernel maps):
+//! held -> approved | rejected | expired | conflict -> applied -> outcome.
+//!
+//! Ordering is what makes the record trustworthy: a decision is written
+//! durably (approvals table and evidence) before it is applied to the kernel
+//! and the thread resumed, so a daemon that dies in between replays it on
+//! restart; and the action's outcome is recorded when the kernel reports it.
+
+use std::time::Duration;
+
+use serde_json::json;
+use warden_common::{Decision, HoldKey};
+
+use crate::{
+    actor::{Actor, Recorded},
+    approvals::{self, Approval, ApprovalError, Approvals, Decided, Job, Status},
+    attribution::{AgentView, PolicyView, ProcessFacts},
+    clock,
+    decode::KernelEvent,
+    evidence::NewEntry,
+    kernel::Kernel,
+};
+
+/// `HoldKey` as stored in the approvals table (hex of its bytes).
+pub fn key_to_hex(key: &HoldKey) -> String {
+    // SAFETY: HoldKey is repr(C) plain data without padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((key as *const HoldKey).cast::<u8>(), size_of::<HoldKey>())
+    };
+    hex::encode(bytes)
+}
+
+pub fn key_from_hex(text: &str) -> Option<HoldKey> {
+    let bytes = hex::decode(text).ok()?;
+    (bytes.len() == size_of::<HoldKey>()).then(|| {
+        // SAFETY: length checked; any bit pattern is a valid HoldKey.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<HoldKey>()) }
+    })
+}
+
+/// Resumes a held thread. The stop is a group stop, so this continues the
+/// whole process; the held syscall then restarts and the hook decides again.
+fn resume(pid: u32, tid: u32) {
+    // SAFETY: tgkill with a signal that only continues a stopped thread; the
+    // pid/tid pair guards against a recycled tid in another process.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::c_int, tid as libc::c_int, libc::SIGCONT) };
+    if rc != 0 {
+        tracing::warn!(pid, tid, error = %std::io::Error::last_os_error(), "resume held thread");
+    }
+}
+
+/// Who asked for a decision, from the control socket's peer credentials.
+pub struct Caller {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+pub struct Holds {
+    store: Approvals,
+}
+
+impl Holds {
+    pub fn new(store: Approvals) -> Self {
+        Self { store }
+    }
+
+    pub fn list(&self, all: bool) -> Result<Vec<Approval>, ApprovalError> {
+        self.store.list(all)
+    }
+
+    pub fn get(&self, id: u64) -> Result<Approval, ApprovalError> {
+        self.store.get(id)
+    }
+
+    /// The kernel held an action. Returns the evidence entry for a new hold;
+    /// `None` when this is the same held action coming back (a spurious
+    /// SIGCONT restarted the syscall and the hook held it again).
+    pub fn on_held(
+        &mut self,
+        ev: &KernelEvent,
+        mut entry: NewEntry,
+        agent: &AgentView,
+        policy: &PolicyView,
+        facts: &ProcessFacts,
+    ) -> Result<Option<NewEntry>, ApprovalError> {
+        let key = key_to_hex(&ev.hold_key());
+        if self.store.pending_for_key(&key)?.is_some() {
+            return Ok(None);
+        }
+        let job = Job {
+            agent: agent.name.clone(),
+            action: ev.action_name().into(),
+            target: ev.target(),
+            exe: facts.exe.clone(),
+            binary: facts.binary.clone(),
+            pid: ev.pid,
+            tid: ev.tid,
+            uid: ev.uid,
+            cgroup_id: ev.cgroup_id,
+        };
+        let created = entry.ts_ns;
+        let timeout = i64::try_from(policy.hold_timeout.as_nanos()).unwrap_or(i64::MAX);
+        let expires = created.saturating_add(timeout.max(1));
+        let id = self.store.create(
+            &agent.owner,
+            &job,
+            &entry.rule_id,
+            &policy.snapshot,
+            &key,
+            created,
+            expires,
+        )?;
+        entry.kind = "hold".into();
+        entry.details.insert("approval_id".into(), json!(id));
+        entry.details.insert("job_hash".into(), json!(job.hash()));
+        entry.details.insert("approval_required".into(), json!(true));
+        entry.details.insert("expires_at_ns".into(), json!(expires));
+        entry.details.insert("binary".into(), json!(job.binary));
+        tracing::info!(agent = %agent.name, id, target = %job.target, "action held for approval");
+        Ok(Some(entry))
+    }
+
+    /// The kernel applied a decision on a held action: record the outcome.
+    pub fn on_outcome(&mut self, ev: &KernelEvent, mut entry: NewEntry) -> Result<NewEntry, ApprovalError> {
+        let key = key_to_hex(&ev.hold_key());
+        if let Some(a) = self.store.awaiting_outcome(&key)? {
+            let outcome = if ev.decision == Decision::Allow { "executed" } else { "refused" };
+            self.store.set_final_status(a.id, outcome)?;
+            entry.details.insert("approval_id".into(), json!(a.id));
+            entry.details.insert("job_hash".into(), json!(a.job_hash));
+            entry.details.insert("final_status".into(), json!(outcome));
+        }
+        Ok(entry)
+    }
+
+    /// A human decides. `current_snapshot` is the agent's policy snapshot
+    /// now; `policy` the policy the action was held under; `agent_cgroups`
+    /// every registered agent's cgroup (an approver inside one is refused).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        kernel: &mut Kernel,
+        id: u64,
+        verdict: Verdict,
+        reason: Option<&str>,
+        caller: &Caller,
+        current_snapshot: Option<&str>,
+        policy: Option<&PolicyView>,
+        agent_cgroups: &[std::path::PathBuf],
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) -> Result<String, String> {
+        let a = self.store.get(id).map_err(|e| crate::error_chain(&e))?;
+
+        // Agents never approve, whatever user they run as.
+        if let Ok(mount) = crate::cgroup::cgroup2_mount() {
+            if let Ok(cg) = crate::cgroup::cgroup_of(&mount, caller.pid) {
+                if let Some(agent_cg) = agent_cgroups.iter().find(|c| cg.starts_with(c)) {
+                    return Err(format!(
+                        "refused: the caller (pid {}) runs inside agent cgroup {}; agents cannot approve",
+                        caller.pid,
+                        agent_cg.display()
+                    ));
+                }
+            }
+        }
+        let user = nix::unistd::User::from_uid(caller.uid.into()).ok().flatten();
+        let user_name = user.as_ref().map_or_else(|| format!("uid:{}", caller.uid), |u| u.name.clone());
+        let groups = user.as_ref().map(approvals::groups_of).unwrap_or_default();
+        let approvers = policy.map(|p| p.approvers.clone()).unwrap_or_default();
+        let Some(role) = approvals::approver_role(&approvers, &user_name, &groups) else {
+            return Err(format!(
+                "refused: {user_name} is not an approver for agent '{}' (its policy names users {:?}, groups {:?})",
+                a.job.agent, approvers.users, approvers.groups
+            ));
+        };
+
+        let actor = Actor::of(caller.uid, caller.pid);
+        let now = clock::now_ns();
+        if a.status != Status::Pending {
+            let d = Decided { status: a.status, by: &user_name, role: &role, at_ns: now, reason };
+            self.store.decide(id, &d).map_err(|e| crate::error_chain(&e))?;
+            return match (a.status, verdict) {
+                (Status::Approved, Verdict::Approve) => Ok(format!("hold {id}: already approved")),
+                (Status::Rejected, Verdict::Reject) => Ok(format!("hold {id}: already rejected")),
+                (s, _) => Err(format!("hold {id} is already {}; nothing changed", s.as_str())),
+            };
+        }
+
+        let drifted = current_snapshot != Some(a.policy_snapshot.as_str());
+        let status = match (drifted, verdict) {
+            (true, _) => Status::Conflict,
+            (false, Verdict::Approve) => Status::Approved,
+            (false, Verdict::Reject) => Status::Rejected,
+        };
+        let conflict_reason;
+        let reason = if drifted {
+            conflict_reason = format!(
+                "policy changed since the hold (held under {}, now {})",
+                a.policy_snapshot,
+                current_snapshot.unwrap_or("none")
+            );
+            Some(conflict_reason.as_str())
+        } else {
+            reason
+        };
+        let d = Decided { status, by: &user_name, role: &role, at_ns: now, reason };
+        if !self.store.decide(id, &d).map_err(|e| crate::error_chain(&e))? {
+            return Err(format!("hold {id} was decided by someone else just now"));
+        }
+        record(approval_entry(&actor, &a, &d))?;
+        self.apply(kernel, &a, status);
+        Ok(match status {
+            Status::Approved => format!("hold {id}: approved; the action proceeds"),
+            Status::Rejected => format!("hold {id}: rejected; the action is refused"),
+            _ => format!(
+                "hold {id}: conflict: {}; the action is decided again under the current policy",
+                reason.unwrap_or_default()
+            ),
+        })
+    }
+
+    /// Writes the decision to the kernel and resumes the thread.
+    fn apply(&mut self, kernel: &mut Kernel, a: &Approval, status: Status) {
+        let decision = match status {
+            Status::Approved => Some(Decision::Allow),
+            Status::Rejected | Status::Expired => Some(Decision::Deny),
+            // The hook decides again under the policy now in force.
+            Status::Conflict | Status::Pending => None,
+        };
+        if let (Some(decision), Some(key)) = (decision, key_from_hex(&a.hold_key)) {
+            if let Err(e) = kernel.grant(&key, decision) {
+                // The thread stays stopped (still held); it can be decided
+                // again or expire. Never resume it without its decision.
+                tracing::error!(id = a.id, error = %crate::error_chain(&e), "write decision to kernel");
+                return;
+            }
+        }
+        resume(a.job.pid, a.job.tid);
+        if let Err(e) = self.store.mark_applied(a.id) {
+            tracing::error!(id = a.id, error = %crate::error_chain(&e), "mark approval applied");
+        }
+    }
+
+    /// Rejects holds whose time is up.
+    pub fn expire(
+        &mut self,
+        kernel: &mut Kernel,
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) -> Result<(), ApprovalError> {
+        let now = clock::now_ns();
+        for a in self.store.expired(now)? {
+            let waited = Duration::from_nanos((a.expires_at_ns - a.created_at_ns).max(0) as u64);
+            let reason = format!("no decision within {} s", waited.as_secs());
+            let d = Decided { status: Status::Expired, by: "warden", role: "expiry", at_ns: now, reason: Some(&reason) };
+            if self.store.decide(a.id, &d)? {
+                if let Err(e) = record(approval_entry(&Actor::current(), &a, &d)) {
+                    tracing::error!(id = a.id, error = %e, "record expiry");
+                }
+                self.apply(kernel, &a, Status::Expired);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies decisions that were recorded but not applied when a previous
+    /// daemon stopped.
+    pub fn replay(
+        &mut self,
+        kernel: &mut Kernel,
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) -> Result<usize, ApprovalError> {
+        let pending = self.store.unapplied()?;
+        for a in &pending {
+            let mut details = serde_json::Map::new();
+            details.insert("approval_id".into(), json!(a.id));
+            details.insert("job_hash".into(), json!(a.job_hash));
+            details.insert("status".into(), json!(a.status.as_str()));
+            details.insert("replay_reason".into(), json!("decision recorded but not applied before the daemon stopped"));
+            let mut entry = Actor::current().entry(Recorded {
+                kind: "approval",
+                agent: &a.job.agent,
+                owner: &a.owner,
+                action: &a.job.action,
+                target: &a.job.target,
+                decision: "replayed",
+                policy_snapshot: &a.policy_snapshot,
+                details,
+            });
+            entry.rule_id = a.rule_id.clone();
+            if let Err(e) = record(entry) {
+                tracing::error!(id = a.id, error = %e, "record replay");
+            }
+            self.apply(kernel, a, a.status);
+        }
+        Ok(pending.len())
+    }
+}
+
+/// The evidence entry for a decision on a hold: the fields an auditor
+/// samples for every approval-gated action.
+fn approval_entry(actor: &Actor, a: &Approval, d: &Decided<'_>) -> NewEntry {
+    let mut details = serde_json::Map::new();
+    details.insert("approval_id".into(), json!(a.id));
+    details.insert("approval_required".into(), json!(true));
+    details.insert("job_hash".into(), json!(a.job_hash));
+    details.insert("approved_by".into(), json!(d.by));
+    details.insert("approved_role".into(), json!(d.role));
+    details.insert("approved_at_ns".into(), json!(d.at_ns));
+    details.insert("status".into(), json!(d.status.as_str()));
+    if let Some(r) = d.reason {
+        details.insert("reason".into(), json!(r));
+    }
+    let mut entry = actor.entry(Recorded {
+        kind: "approval",
+        agent: &a.job.agent,
+        owner: &a.owner,
+        action: &a.job.action,
+        target: &a.job.target,
+        decision: d.status.as_str(),
+        policy_snapshot: &a.policy_snapshot,
+        details,
+    });
+    entry.rule_id = a.rule_id.clone();
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_key_hex_round_trips() {
+        let key = HoldKey {
+            cgroup_id: 42,
+            tid: 7,
+            family: 2,
+            port: 18082,
+            proto: 6,
+            _pad: [0; 7],
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let text = key_to_hex(&key);
+        assert_eq!(text.len(), 80);
+        assert_eq!(key_from_hex(&text), Some(key));
+        assert_eq!(key_from_hex("abcd"), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! Stopping held threads.
+//!
+//! cgroup hooks cannot send signals, so a hook that holds an action marks
+//! the thread in `HELD` and fails the syscall with ERESTARTNOINTR; this
+//! program, at the same syscall's exit, sends the thread SIGSTOP. The signal
+//! is pending before the return to user space, so the thread stops there and
+//! the kernel restarts the syscall when it is continued.
+//!
+//! It runs at every syscall exit of every process while attached (the daemon
+//! attaches it only once a policy uses `hold`); the common path is one hash
+//! lookup that misses.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal_thread},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use warden_common::{counter, SIGSTOP};
+
+use crate::{count, HELD};
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn warden_sys_exit(_ctx: BtfTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: plain data, only tested for presence.
+    if unsafe { HELD.get(&tid) }.is_none() {
+        return 0;
+    }
+    let _ = HELD.remove(&tid);
+    // SAFETY: a plain helper call. It fails for kernel threads, PID 1 and
+    // exiting tasks, none of which can be agents' held threads in practice;
+    // count it so it shows in `warden status`.
+    if unsafe { bpf_send_signal_thread(SIGSTOP) } != 0 {
+        count(counter::HOLD_FAILED);
+    }
+    0
+}

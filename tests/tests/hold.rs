@@ -1,0 +1,248 @@
+//! Holds on this kernel: the agent's thread stops at the connect() syscall
+//! until a human decides; approval lets the same syscall succeed, rejection
+//! makes it fail with EPERM.
+
+use std::{
+    os::unix::process::CommandExt,
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use warden_tests::{can_run, probe_bin, stderr, stdout, Listener, TestEnv};
+
+fn hold_policy(port: u16, timeout: &str, decision: &str) -> String {
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+hold_timeout: {timeout}
+rules:
+  - id: payments-api
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: tcp }}
+    decision: {decision}
+"
+    )
+}
+
+/// Starts the probe as `agent` without waiting for it.
+fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
+    let probe = probe_bin();
+    env.warden()
+        .args(["run", "--agent", agent, "--", probe.to_str().unwrap(), "connect", target])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warden run")
+}
+
+/// The scheduler state letter of a process ('T' = stopped).
+fn state_of(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn approvals(env: &TestEnv, all: bool) -> Vec<Value> {
+    let mut args = vec!["approvals", "--json"];
+    if all {
+        args.push("--all");
+    }
+    serde_json::from_str(&env.ok(&args)).expect("approvals JSON")
+}
+
+/// Waits for the held action to be pending and the thread to be stopped.
+fn wait_held(env: &TestEnv, child: &Child) -> Value {
+    let mut pending = Vec::new();
+    wait_until("the connect is held", || {
+        pending = approvals(env, false);
+        !pending.is_empty() && state_of(child.id()) == 'T'
+    });
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    pending.remove(0)
+}
+
+fn finish(child: Child) -> (String, Option<i32>) {
+    let out = child.wait_with_output().expect("wait probe");
+    (stdout(&out), out.status.code())
+}
+
+fn setup(name: &str, timeout: &str) -> (TestEnv, Listener, String) {
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new(name);
+    env.write_policy("hold.yaml", &hold_policy(l.port, timeout, "hold"));
+    env.start_daemon();
+    env.add_agent("payer", "hold.yaml");
+    let target = format!("127.0.0.1:{}", l.port);
+    (env, l, target)
+}
+
+#[test]
+fn approved_hold_resumes_the_syscall_which_succeeds() {
+    if !can_run("hold_approve") {
+        return;
+    }
+    let (env, _l, target) = setup("holdok", "5m");
+    let child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], format!("{target}/tcp"));
+    assert_eq!(pending["job"]["pid"], child.id());
+    assert_eq!(pending["job_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(pending["status"], "pending");
+    let id = pending["id"].as_u64().unwrap().to_string();
+
+    let said = env.ok(&["approve", &id, "--reason", "invoice 42 checked"]);
+    assert!(said.contains("approved"), "{said}");
+    let (out, code) = finish(child);
+    assert_eq!(out, "ok", "the held connect() returned 0 after approval (no EINTR)");
+    assert_eq!(code, Some(0));
+
+    // Idempotent: a second approve is answered and counted, not applied.
+    let again = env.ok(&["approve", &id]);
+    assert!(again.contains("already approved"), "{again}");
+    let all = approvals(&env, true);
+    assert_eq!(all[0]["repeated_decisions"], 1);
+    assert_eq!(all[0]["final_status"], "executed");
+    assert_eq!(all[0]["decided_by"], "root");
+
+    // Evidence: the hold, the approval and the outcome, each complete.
+    let hold = env.wait_for_evidence("hold", |e| e["kind"] == "hold");
+    assert_eq!(hold["details"]["approval_required"], true);
+    assert_eq!(hold["details"]["job_hash"], pending["job_hash"]);
+    assert_eq!(hold["rule_id"], "payments-api");
+    let approval = env.wait_for_evidence("approval", |e| e["kind"] == "approval");
+    assert_eq!(approval["decision"], "approved");
+    assert_eq!(approval["details"]["approved_by"], "root");
+    assert_eq!(approval["details"]["approved_role"], "user:root");
+    assert!(approval["details"]["approved_at_ns"].as_i64().unwrap() > 0);
+    assert_eq!(approval["details"]["reason"], "invoice 42 checked");
+    assert_eq!(approval["policy_snapshot"], hold["policy_snapshot"]);
+    let outcome = env.wait_for_evidence("outcome", |e| e["kind"] == "decision" && e["method"] == "approved");
+    assert_eq!(outcome["decision"], "allow");
+    assert_eq!(outcome["details"]["final_status"], "executed");
+    assert_eq!(outcome["details"]["job_hash"], pending["job_hash"]);
+    env.ok(&["log", "verify"]);
+}
+
+#[test]
+fn rejected_hold_fails_with_eperm_and_sigcont_never_lets_it_through() {
+    if !can_run("hold_reject") {
+        return;
+    }
+    let (env, _l, target) = setup("holdno", "5m");
+    let child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+
+    // A SIGCONT from anyone just re-enters the hook: it is held again.
+    // SAFETY: kill(2) on the probe this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    thread::sleep(Duration::from_millis(300));
+    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    assert_eq!(approvals(&env, false).len(), 1, "re-entry does not create a second hold");
+
+    let id = pending["id"].as_u64().unwrap().to_string();
+    let said = env.ok(&["reject", &id]);
+    assert!(said.contains("rejected"), "{said}");
+    let (out, code) = finish(child);
+    assert_eq!(out, format!("errno={}", libc::EPERM));
+    assert_eq!(code, Some(1));
+    let out = env.cli(&["approve", &id]);
+    assert!(!out.status.success(), "approve after reject must fail");
+    assert!(stderr(&out).contains("already rejected"), "{}", stderr(&out));
+    env.wait_for_evidence("refused outcome", |e| e["method"] == "rejected" && e["details"]["final_status"] == "refused");
+}
+
+#[test]
+fn approval_after_a_policy_change_is_a_conflict_and_the_new_policy_decides() {
+    if !can_run("hold_conflict") {
+        return;
+    }
+    let (env, l, target) = setup("holdconf", "5m");
+    let child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+    env.write_policy("hold.yaml", &hold_policy(l.port, "5m", "deny"));
+    env.ok(&["policy", "reload"]);
+
+    let id = pending["id"].as_u64().unwrap().to_string();
+    let said = env.ok(&["approve", &id]);
+    assert!(said.contains("conflict"), "{said}");
+    let (out, _) = finish(child);
+    assert_eq!(out, format!("errno={}", libc::EPERM), "decided again under the new policy (deny)");
+    let all = approvals(&env, true);
+    assert_eq!(all[0]["status"], "conflict");
+    env.wait_for_evidence("conflict", |e| e["kind"] == "approval" && e["decision"] == "conflict");
+}
+
+#[test]
+fn holds_expire_and_are_rejected() {
+    if !can_run("hold_expiry") {
+        return;
+    }
+    let (env, _l, target) = setup("holdexp", "2s");
+    let child = spawn_probe(&env, "payer", &target);
+    wait_held(&env, &child);
+    let (out, _) = finish(child);
+    assert_eq!(out, format!("errno={}", libc::EPERM));
+    let all = approvals(&env, true);
+    assert_eq!(all[0]["status"], "expired");
+    assert_eq!(all[0]["decided_by"], "warden");
+    env.wait_for_evidence("expiry", |e| e["kind"] == "approval" && e["decision"] == "expired");
+}
+
+#[test]
+fn only_named_approvers_outside_agents_may_decide() {
+    if !can_run("hold_authz") {
+        return;
+    }
+    let (env, _l, target) = setup("holdauth", "5m");
+    // Let an unprivileged user reach the socket; the daemon authorises.
+    std::fs::set_permissions(env.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+
+    // A user the policy does not name.
+    let out = env.warden().args(["approve", &id]).uid(65534).gid(65534).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not an approver"), "{}", stderr(&out));
+
+    // Root, but from inside an agent cgroup: agents never approve.
+    let warden = warden_tests::warden_bin();
+    let out = env.cli(&["run", "--agent", "payer", "--", warden.to_str().unwrap(), "approve", &id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("agents cannot approve"), "{}", stderr(&out));
+
+    assert_eq!(approvals(&env, false).len(), 1, "still pending");
+    assert_eq!(state_of(child.id()), 'T');
+    env.ok(&["reject", &id]);
+    finish(child);
+}
+
+#[test]
+fn a_hold_survives_a_daemon_killed_with_sigkill() {
+    if !can_run("hold_restart") {
+        return;
+    }
+    let (mut env, _l, target) = setup("holdkill", "5m");
+    let child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+    env.stop_daemon_with(libc::SIGKILL);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(state_of(child.id()), 'T', "still stopped while the daemon is down");
+
+    env.start_daemon();
+    let again = approvals(&env, false);
+    assert_eq!(again.len(), 1, "the pending hold was reloaded");
+    assert_eq!(again[0]["id"], pending["id"]);
+    env.ok(&["approve", &pending["id"].as_u64().unwrap().to_string()]);
+    let (out, code) = finish(child);
+    assert_eq!((out.as_str(), code), ("ok", Some(0)));
+}
