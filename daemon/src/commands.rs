@@ -443,6 +443,18 @@ pub fn status(paths: &Paths) -> Result<control::StatusReport> {
     }
 }
 
+/// `s`, shortened to `width` characters with an ellipsis (tables only; the
+/// JSON output and the evidence keep every byte).
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(width - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
 /// Table row for `warden log`.
 pub fn format_entry(e: &evidence::Entry) -> String {
     format!(
@@ -457,7 +469,7 @@ pub fn format_entry(e: &evidence::Entry) -> String {
         },
         e.pid,
         e.action,
-        e.target,
+        clip(&e.target, 26),
         e.decision,
         e.rule_id
     )

@@ -18,6 +18,7 @@ use crate::{setup, workspace};
 const AGENT: &str = "demo-agent";
 const ALLOWED_PORT: u16 = 18080;
 const DENIED_PORT: u16 = 18081;
+const HELD_PORT: u16 = 18082;
 
 /// A running daemon, stopped (by its PID) when dropped.
 struct Daemon(Child);
@@ -56,7 +57,11 @@ impl Env {
 
     /// Runs a warden verb, echoing it like a terminal session would.
     fn show(&self, args: &[&str]) -> Result<bool> {
-        println!("\n$ warden {}", args.join(" "));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| if a.contains([' ', '\'', '&', '<', '>']) { format!("'{a}'") } else { a.to_string() })
+            .collect();
+        println!("\n$ warden {}", shown.join(" "));
         let status = self.warden().args(args).status().context("run warden")?;
         Ok(status.success())
     }
@@ -90,6 +95,30 @@ fn wait_for_socket(path: &Path, daemon: &mut Child) -> Result<()> {
         thread::sleep(Duration::from_millis(50));
     }
     bail!("the daemon did not open {} within 30 s", path.display())
+}
+
+/// The scheduler state of a process ('T' = stopped), for the narration.
+fn process_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+}
+
+/// Waits for the daemon to report a pending hold; returns its id.
+fn wait_for_hold(env: &Env) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let out = env.warden().args(["approvals", "--json"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `"id": N` of the first pending hold, without a JSON dependency.
+        if let Some(rest) = text.split("\"id\":").nth(1) {
+            let id: String = rest.trim().chars().take_while(char::is_ascii_digit).collect();
+            if !id.is_empty() {
+                return Ok(id);
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the held connect did not show up in `warden approvals` within 15 s")
 }
 
 pub fn run() -> Result<i32> {
@@ -133,6 +162,7 @@ pub fn run() -> Result<i32> {
 
     listen(ALLOWED_PORT)?;
     listen(DENIED_PORT)?;
+    listen(HELD_PORT)?;
     let connect = |port: u16| {
         format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo 'connected to 127.0.0.1:{port}'")
     };
@@ -163,9 +193,7 @@ pub fn run() -> Result<i32> {
         &connect(DENIED_PORT),
     ])?;
 
-    step(&format!(
-        "The same connect from outside the agent is not affected"
-    ));
+    step("The same connect from outside the agent is not affected");
     let outside = Command::new("bash")
         .args(["-c", &connect(DENIED_PORT)])
         .status()?
@@ -174,6 +202,22 @@ pub fn run() -> Result<i32> {
         "(a process outside any agent cgroup: {})",
         if outside { "connected" } else { "FAILED" }
     );
+
+    step(&format!(
+        "The agent connects to 127.0.0.1:{HELD_PORT}: its policy holds it for a human"
+    ));
+    println!("\n$ warden run --agent {AGENT} -- bash -c '...connect 127.0.0.1:{HELD_PORT}...' &");
+    let mut held = env
+        .warden()
+        .args(["run", "--agent", AGENT, "--", "bash", "-c", &connect(HELD_PORT)])
+        .spawn()
+        .context("start the held connect")?;
+    let id = wait_for_hold(&env)?;
+    println!("(the agent's process {} is stopped inside connect(): state {})", held.id(), process_state(held.id()));
+    env.show(&["approvals"])?;
+    step("A human approves it; the same connect() call returns successfully");
+    env.show(&["approve", &id, "--reason", "demo: expected call"])?;
+    let held_ok = held.wait()?.success();
 
     // Give the reader a moment to append the kernel's last decisions.
     thread::sleep(Duration::from_millis(500));
@@ -187,13 +231,16 @@ pub fn run() -> Result<i32> {
     env.show(&["agent", "remove", AGENT])?;
 
     println!();
-    let ok = allowed && denied && outside && verified;
+    let ok = allowed && denied && outside && held_ok && verified;
     if ok {
-        println!("demo: allowed connect succeeded, denied connect was refused with EPERM, evidence verified");
+        println!("demo: allowed connect succeeded, denied connect was refused with EPERM,");
+        println!("      held connect completed after approval, evidence chain verified");
         println!("(state kept in {} for inspection)", dir.display());
         Ok(0)
     } else {
-        println!("demo: FAILED (allowed={allowed} denied={denied} outside={outside} verified={verified})");
+        println!(
+            "demo: FAILED (allowed={allowed} denied={denied} outside={outside} held={held_ok} verified={verified})"
+        );
         Ok(1)
     }
 }

@@ -94,8 +94,8 @@ mod tests {
             needs,
             Needs {
                 network: true,
-                exec: true,
-                file: true,
+                exec: false,
+                file: false,
                 hold: true
             }
         );
