@@ -6,8 +6,9 @@
 //! it, runs the command and hands back its exit status. The choices below are forced by what
 //! was measured on this machine kind (see `/work/shared/kernel-facts.md`):
 //!
-//! * No KVM (nested virtualisation rejects a stock kernel), so QEMU runs with `-accel tcg`.
-//!   Boot to the command takes about 3 s, a `true` round trip about 5 s.
+//! * No KVM (nested virtualisation rejects a stock kernel), so QEMU runs with `-accel tcg`,
+//!   single-threaded (`thread=single`): multi-threaded TCG with 2 vCPUs crashed ~4% of boots
+//!   in the kernel's code patching. A `true` round trip takes about 4 s on an idle machine.
 //! * Guest kernel: Debian's generic `linux-image-6.12.*-amd64-unsigned` (the `cloud-amd64` flavour
 //!   has no 9p). Fetched with `apt-get download` because only package registries are reachable.
 //!   Its modules ship as `.ko.xz` without `modules.dep`, so the five we need (netfs, 9pnet,
@@ -27,7 +28,9 @@
 //!   timeout; the timeout kills the QEMU process we started, by its PID.
 //!
 //! Nothing is written on the host outside the cache directory and one temporary directory
-//! (plus whatever the command writes into `rw_dir`).
+//! (plus whatever the command writes into `rw_dir`). The serial console carries about 90 KB/s
+//! under TCG: write bulky results into `rw_dir`, not to stdout. `WARDEN_VM_KERNEL_PKG` pins
+//! another kernel package for a fresh cache.
 //!
 //! Cache layout (`$WARDEN_CACHE/vm`, default `$HOME/.cache/warden/vm`):
 //! ```text
@@ -64,6 +67,10 @@ const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 /// Everything `run_in_vm` needs, all inside the cache directory (or the host, for firmware if
 /// the host already has qemu-system-x86 installed).
+#[allow(
+    dead_code,
+    reason = "library API for the guest tests; the CLI does not read it"
+)]
 #[derive(Debug, Clone)]
 pub struct VmAssets {
     pub dir: PathBuf,
@@ -112,6 +119,10 @@ impl Default for VmOptions {
     }
 }
 
+#[allow(
+    dead_code,
+    reason = "library API for the guest tests; the CLI does not read it"
+)]
 #[derive(Debug, Clone)]
 pub struct VmOutcome {
     /// The command's exit status as the guest shell saw it (128+N when killed by signal N;
@@ -137,6 +148,10 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Convenience for tests: default cache, then `run_in_vm`.
+#[allow(
+    dead_code,
+    reason = "library API for the guest tests; the CLI does not read it"
+)]
 pub fn run(cmd: &[String], opts: &VmOptions) -> Result<VmOutcome> {
     let assets = ensure_assets(&default_cache_dir())?;
     run_in_vm(&assets, cmd, opts)
@@ -312,7 +327,12 @@ fn build(cache: &Path, kernel_pkg: &str, qemu_pkgs: &[String]) -> Result<()> {
     .into_iter()
     .next()
     .ok_or_else(|| anyhow!("no boot/vmlinuz-* in {}", kdeb.display()))?;
-    let release = vmlinuz.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .ok_or_else(|| anyhow!("odd kernel image name {}", vmlinuz.display()))?
+        .to_string();
     let builtin = find_files(&kdir, &|p| {
         p.file_name().is_some_and(|n| n == "modules.builtin")
     })
@@ -509,7 +529,7 @@ fn extract_from_deb(deb: &Path, dest: &Path, patterns: &[String]) -> Result<()> 
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start dpkg-deb")?;
-    let stdout = dpkg.stdout.take().unwrap();
+    let stdout = dpkg.stdout.take().context("dpkg-deb stdout")?;
     let mut tar = Command::new("tar");
     tar.arg("-x")
         .arg("-C")
@@ -739,7 +759,7 @@ impl Newc {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -782,7 +802,7 @@ done
 R=/newroot
 # cache=loose: the root is read-only and nobody changes it during a run; page-cached reads make
 # exec of large host binaries several times faster.
-$B mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose hostroot $R \
+$B mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot $R \
     || die "cannot mount the host root over 9p"
 # Writable layers live in RAM only: the guest never writes to the host outside rw_dir.
 $B mount -t tmpfs -o mode=0755 ovl /ovl || die "tmpfs for overlays"
@@ -808,7 +828,7 @@ $B mount -t tracefs tracefs $R/sys/kernel/tracing || die "tracefs"
 $B mount -t debugfs debugfs $R/sys/kernel/debug
 if [ -n "$WARDEN_RW" ]; then
     # cache=mmap: coherent with the host and still allows shared writable mmap (SQLite WAL).
-    $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=mmap wardenrw "$R$WARDEN_RW" \
+    $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=mmap wardenrw "$R$WARDEN_RW" \
         || die "cannot mount the rw dir $WARDEN_RW"
 fi
 $B mkdir -p $R/run/warden
@@ -984,43 +1004,51 @@ pub fn run_in_vm(assets: &VmAssets, cmd: &[String], opts: &VmOptions) -> Result<
     for d in &assets.firmware_dirs {
         qemu.arg("-L").arg(d);
     }
-    let accel = std::env::var("XX_ACCEL").unwrap_or("tcg".into());
-    let cpu = std::env::var("XX_CPU").unwrap_or("max".into());
-    let machine = std::env::var("XX_MACHINE").unwrap_or("pc".into());
-    qemu.args(["-accel", &accel, "-cpu", &cpu, "-machine", &machine])
-        .args([
-            "-smp",
-            &opts.cpus.max(1).to_string(),
-            "-m",
-            &format!("{}M", opts.memory_mib.max(256)),
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-vga",
-            "none",
-        ])
-        .args(["-monitor", "none", "-parallel", "none", "-no-reboot"])
-        .args([
-            "-chardev",
-            &format!("file,id=con,path={}", qemu_escape(&console_path)),
-        ])
-        .args(["-serial", "chardev:con"])
-        .arg("-kernel")
-        .arg(&assets.kernel)
-        .arg("-initrd")
-        .arg(&initrd_path)
-        .args(["-append", &append])
-        // security_model=none: files keep the host's owners and modes, and chown failures from
-        // an unprivileged host user are ignored. multidevs=remap: / spans several host
-        // filesystems whose inode numbers would otherwise collide in the guest.
-        .args([
-            "-fsdev",
-            "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
-        ])
-        .args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"]);
+    // thread=single: with multi-threaded TCG and 2 vCPUs, about 1 boot in 25 died of
+    // "Oops: int3" while the kernel live-patched a static key (cross-CPU code modification
+    // racing QEMU's translation cache). One host thread for all vCPUs never did (0 in 30)
+    // and costs nothing measurable: a boot is mostly one busy vCPU anyway.
+    qemu.args([
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-machine",
+        "pc",
+    ])
+    .args([
+        "-smp",
+        &opts.cpus.max(1).to_string(),
+        "-m",
+        &format!("{}M", opts.memory_mib.max(256)),
+    ])
+    .args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+    ])
+    .args(["-monitor", "none", "-parallel", "none", "-no-reboot"])
+    .args([
+        "-chardev",
+        &format!("file,id=con,path={}", qemu_escape(&console_path)),
+    ])
+    .args(["-serial", "chardev:con"])
+    .arg("-kernel")
+    .arg(&assets.kernel)
+    .arg("-initrd")
+    .arg(&initrd_path)
+    .args(["-append", &append])
+    // security_model=none: files keep the host's owners and modes, and chown failures from
+    // an unprivileged host user are ignored. multidevs=remap: / spans several host
+    // filesystems whose inode numbers would otherwise collide in the guest.
+    .args([
+        "-fsdev",
+        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+    ])
+    .args(["-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"]);
     if let Some(d) = &rw {
         qemu.args([
             "-fsdev",
@@ -1035,10 +1063,13 @@ pub fn run_in_vm(assets: &VmAssets, cmd: &[String], opts: &VmOptions) -> Result<
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&stderr_path)?);
-    let mut child = qemu
+    let child = qemu
         .spawn()
         .with_context(|| format!("cannot start {}", assets.qemu.display()))?;
     let pid = child.id();
+    // However this function is left (error, panic), the QEMU we started does not outlive it.
+    let mut guard = KillOnDrop(child);
+    let child = &mut guard.0;
 
     let mut reader = ConsoleReader::new(&nonce, opts.quiet, opts.stream);
     let mut console = fs::File::open(&console_path)?;
@@ -1096,8 +1127,22 @@ pub fn run_in_vm(assets: &VmAssets, cmd: &[String], opts: &VmOptions) -> Result<
     })
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
+    let lines: Vec<&str> = s
+        .lines()
+        .filter(|l| !l.starts_with("WARDEN_VM_BEGIN_"))
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -1249,8 +1294,13 @@ struct Cli {
     /// Asset cache (default: $WARDEN_CACHE/vm or ~/.cache/warden/vm).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Command and arguments to run in the guest.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// Command and arguments to run in the guest (after `--`, or after the last option).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
     cmd: Vec<String>,
 }
 
@@ -1258,7 +1308,8 @@ struct Cli {
 /// program and subcommand names. Returns the guest command's exit code.
 pub fn main(args: Vec<String>) -> Result<i32> {
     use clap::Parser;
-    let cli = match Cli::try_parse_from(std::iter::once("vm".to_string()).chain(args)) {
+    let argv = std::iter::once("cargo xtask vm".to_string()).chain(args);
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
