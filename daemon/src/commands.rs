@@ -46,6 +46,12 @@ pub enum CommandError {
     Verify(#[from] evidence::VerifyError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("read checkpoint anchor {file}: {source}")]
+    Anchor {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the daemon refused: {0}")]
     Daemon(String),
     #[error("agent '{agent}' is not enforced by the running daemon ({why}); refusing to start an unenforced agent")]
@@ -410,9 +416,57 @@ pub fn log(paths: &Paths, filter: &evidence::Filter) -> Result<Vec<evidence::Ent
     Ok(open_store(paths)?.query(filter)?)
 }
 
-pub fn log_verify(paths: &Paths) -> Result<evidence::VerifyReport> {
+/// `warden log checkpoints`.
+pub fn checkpoints(paths: &Paths) -> Result<Vec<evidence::checkpoint::Checkpoint>> {
     let store = open_store(paths)?;
-    Ok(evidence::verify_store(&store)?)
+    evidence::checkpoint::read_all(store.connection())
+        .map_err(|e| CommandError::Verify(evidence::VerifyError::from(e)))
+}
+
+/// What `warden log verify` established.
+pub struct Verified {
+    pub chain: evidence::VerifyReport,
+    /// None when this host has no signing key yet (no daemon has run).
+    pub checkpoints: Option<evidence::checkpoint::CheckpointReport>,
+    pub anchors: usize,
+}
+
+/// `warden log verify [--anchor FILE...]`: the chain, every checkpoint
+/// (with the host's public key), and checkpoints kept elsewhere.
+pub fn log_verify(paths: &Paths, anchor_files: &[PathBuf]) -> Result<Verified> {
+    use evidence::checkpoint::{self, Checkpoint};
+    let store = open_store(paths)?;
+    let mut anchors = Vec::new();
+    for file in anchor_files {
+        let text = std::fs::read_to_string(file).map_err(|source| CommandError::ReadPolicy {
+            file: file.clone(),
+            source,
+        })?;
+        // A file may hold one checkpoint or a list (checkpoints.json of an export).
+        let parsed: Result<Vec<Checkpoint>, _> = serde_json::from_str::<Vec<Checkpoint>>(&text)
+            .or_else(|_| serde_json::from_str::<Checkpoint>(&text).map(|c| vec![c]));
+        anchors.extend(parsed.map_err(|e| CommandError::Anchor {
+            file: file.clone(),
+            source: e,
+        })?);
+    }
+    let key = match checkpoint::load_public_key(&paths.state_dir) {
+        Ok(key) => key,
+        Err(_) if anchors.is_empty() => {
+            return Ok(Verified {
+                chain: evidence::verify_store(&store)?,
+                checkpoints: None,
+                anchors: 0,
+            })
+        }
+        Err(e) => return Err(evidence::VerifyError::from(e).into()),
+    };
+    let (chain, signed) = evidence::verify_store_signed(&store, &key, &anchors)?;
+    Ok(Verified {
+        chain,
+        checkpoints: Some(signed),
+        anchors: anchors.len(),
+    })
 }
 
 /// `warden approvals`: holds awaiting a decision (or all with `all`).
@@ -427,7 +481,11 @@ pub fn approvals(paths: &Paths, all: bool) -> Result<Vec<crate::approvals::Appro
 /// `warden approve|reject ID`: the daemon identifies the approver from this
 /// process's credentials on the socket.
 pub fn decide(paths: &Paths, id: u64, approve: bool, reason: Option<&str>) -> Result<String> {
-    let request = Request::Decide { id, approve, reason: reason.map(str::to_string) };
+    let request = Request::Decide {
+        id,
+        approve,
+        reason: reason.map(str::to_string),
+    };
     match control::call(&paths.socket, &request, DAEMON_TIMEOUT)? {
         Response::Ok { message } => Ok(message),
         Response::Error { message } => Err(CommandError::Daemon(message)),

@@ -38,11 +38,17 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Ok { message: String },
+    Ok {
+        message: String,
+    },
     Status(Box<StatusReport>),
     AgentState(AgentState),
-    Approvals { approvals: Vec<crate::approvals::Approval> },
-    Error { message: String },
+    Approvals {
+        approvals: Vec<crate::approvals::Approval>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,6 +74,9 @@ pub struct StatusReport {
     /// Decisions appended to the evidence log by this daemon.
     pub recorded: u64,
     pub policy_errors: Vec<String>,
+    /// The Ed25519 public key that signs evidence checkpoints (hex).
+    pub public_key: String,
+    pub key_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

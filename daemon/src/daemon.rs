@@ -39,7 +39,10 @@ use crate::{
     config::Paths,
     control::{AgentState, Mechanism, Request, Response, StatusReport},
     decode::{self, KernelEvent},
-    evidence::{Durability, EvidenceStore, NewEntry},
+    evidence::{
+        checkpoint::{self, HostKey},
+        Durability, EvidenceStore, NewEntry,
+    },
     holds::{Caller, Holds, Verdict},
     kernel::{Kernel, KernelError},
     policy::{self, CompiledNet},
@@ -71,6 +74,8 @@ pub enum DaemonError {
     Write(String),
     #[error(transparent)]
     Approvals(#[from] crate::approvals::ApprovalError),
+    #[error(transparent)]
+    HostKey(#[from] checkpoint::CheckpointError),
 }
 
 /// What the kernel enforces with, per action class (shown by `warden status`
@@ -112,11 +117,16 @@ pub struct EvidenceWriter {
 }
 
 impl EvidenceWriter {
-    fn spawn(store: EvidenceStore, stats: Arc<Stats>) -> (Self, std::thread::JoinHandle<()>) {
+    fn spawn(
+        store: EvidenceStore,
+        stats: Arc<Stats>,
+        key: HostKey,
+        checkpoints: CheckpointPolicy,
+    ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("evidence-writer".into())
-            .spawn(move || write_loop(store, rx, stats))
+            .spawn(move || write_loop(store, rx, stats, key, checkpoints))
             .expect("spawn evidence writer thread");
         (Self { tx }, handle)
     }
@@ -150,58 +160,161 @@ impl EvidenceWriter {
     }
 }
 
-fn write_loop(mut store: EvidenceStore, rx: mpsc::Receiver<WriteJob>, stats: Arc<Stats>) {
-    while let Ok(first) = rx.recv() {
-        // Group commit: everything already queued goes in one transaction.
-        let mut jobs = vec![first];
-        while jobs.len() < 256 {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let durability = if jobs
-            .iter()
-            .any(|j| matches!(j.durability, Durability::Fsync))
-        {
-            Durability::Fsync
-        } else {
-            Durability::Batched
+/// When the writer signs a checkpoint: every `entries` appended entries or
+/// every `period`, whichever comes first, and when it stops.
+#[derive(Clone, Copy)]
+pub struct CheckpointPolicy {
+    pub entries: u64,
+    pub period: std::time::Duration,
+}
+
+impl CheckpointPolicy {
+    /// Defaults: 1000 entries or 60 s; `WARDEN_CHECKPOINT_ENTRIES` and
+    /// `WARDEN_CHECKPOINT_SECS` override them (tests use short periods).
+    pub fn from_env() -> Self {
+        let num = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
         };
-        let all: Vec<NewEntry> = jobs
-            .iter()
-            .flat_map(|j| j.entries.iter().cloned())
-            .collect();
-        match store.append(&all, durability) {
-            Ok(written) => {
-                stats
-                    .recorded
-                    .fetch_add(written.len() as u64, Ordering::Relaxed);
-                for job in jobs {
-                    if let Some(done) = job.done {
-                        let _ = done.send(Ok(()));
-                    }
+        Self {
+            entries: num("WARDEN_CHECKPOINT_ENTRIES", 1000),
+            period: std::time::Duration::from_secs(num("WARDEN_CHECKPOINT_SECS", 60)),
+        }
+    }
+}
+
+fn write_loop(
+    mut store: EvidenceStore,
+    rx: mpsc::Receiver<WriteJob>,
+    stats: Arc<Stats>,
+    key: HostKey,
+    policy: CheckpointPolicy,
+) {
+    let mut unsigned = 0u64;
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        let wait = policy.period.saturating_sub(last_checkpoint.elapsed());
+        match rx.recv_timeout(wait.max(std::time::Duration::from_millis(10))) {
+            Ok(first) => unsigned += append_jobs(&mut store, first, &rx, &stats),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let due = unsigned >= policy.entries || last_checkpoint.elapsed() >= policy.period;
+        if due && unsigned > 0 {
+            sign_checkpoint(&mut store, &key, &stats);
+            unsigned = 0;
+        }
+        if due {
+            last_checkpoint = std::time::Instant::now();
+        }
+    }
+    if unsigned > 0 {
+        sign_checkpoint(&mut store, &key, &stats);
+    }
+}
+
+/// Signs the current head and records the checkpoint in the chain too, so
+/// copies of the log elsewhere carry it.
+fn sign_checkpoint(store: &mut EvidenceStore, key: &HostKey, stats: &Stats) {
+    let result = (|| -> Result<(), String> {
+        let Some((size, head)) = store.head().map_err(|e| crate::error_chain(&e))? else {
+            return Ok(());
+        };
+        let cp = checkpoint::write(store.connection(), key, size, &head, clock::now_ns())
+            .map_err(|e| crate::error_chain(&e))?;
+        let mut details = serde_json::Map::new();
+        details.insert("checkpoint_id".into(), json!(cp.id));
+        details.insert("size".into(), json!(cp.size));
+        details.insert("head_hash".into(), json!(cp.head_hash));
+        details.insert("signed_at_ns".into(), json!(cp.ts_ns));
+        details.insert("prev".into(), json!(cp.prev));
+        details.insert("key_id".into(), json!(cp.key_id));
+        details.insert("signature".into(), json!(cp.signature));
+        let entry = Actor::current().entry(Recorded {
+            kind: "checkpoint",
+            agent: "warden",
+            owner: "system",
+            action: "evidence.checkpoint",
+            target: &format!("seq 1..{size}"),
+            decision: "signed",
+            policy_snapshot: "none",
+            details,
+        });
+        let written = store
+            .append(&[entry], Durability::Fsync)
+            .map_err(|e| crate::error_chain(&e))?;
+        stats
+            .recorded
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        tracing::debug!(id = cp.id, size, "checkpoint signed");
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(error = %e, "sign checkpoint");
+    }
+}
+
+/// Appends `first` and whatever else is queued in one transaction (group
+/// commit). Returns how many entries were written.
+fn append_jobs(
+    store: &mut EvidenceStore,
+    first: WriteJob,
+    rx: &mpsc::Receiver<WriteJob>,
+    stats: &Stats,
+) -> u64 {
+    let mut jobs = vec![first];
+    while jobs.len() < 256 {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    let durability = if jobs
+        .iter()
+        .any(|j| matches!(j.durability, Durability::Fsync))
+    {
+        Durability::Fsync
+    } else {
+        Durability::Batched
+    };
+    let all: Vec<NewEntry> = jobs
+        .iter()
+        .flat_map(|j| j.entries.iter().cloned())
+        .collect();
+    match store.append(&all, durability) {
+        Ok(written) => {
+            stats
+                .recorded
+                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            for job in jobs {
+                if let Some(done) = job.done {
+                    let _ = done.send(Ok(()));
                 }
             }
-            // One bad entry must not cost the others their record: retry
-            // job by job and report failures to whoever waits.
-            Err(e) => {
-                tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
-                for job in jobs {
-                    let result = store
-                        .append(&job.entries, durability)
-                        .map(|w| {
-                            stats.recorded.fetch_add(w.len() as u64, Ordering::Relaxed);
-                        })
-                        .map_err(|e| crate::error_chain(&e));
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, entries = job.entries.len(), "evidence lost");
-                    }
-                    if let Some(done) = job.done {
-                        let _ = done.send(result);
-                    }
+            written.len() as u64
+        }
+        // One bad entry must not cost the others their record: retry job by
+        // job and report failures to whoever waits.
+        Err(e) => {
+            tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
+            let mut count = 0;
+            for job in jobs {
+                let result = store
+                    .append(&job.entries, durability)
+                    .map(|w| count += w.len() as u64)
+                    .map_err(|e| crate::error_chain(&e));
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, entries = job.entries.len(), "evidence lost");
+                }
+                if let Some(done) = job.done {
+                    let _ = done.send(result);
                 }
             }
+            stats.recorded.fetch_add(count, Ordering::Relaxed);
+            count
         }
     }
 }
@@ -249,7 +362,10 @@ enum Command {
         facts: ProcessFacts,
     },
     /// The kernel applied a decision on a held action.
-    Outcome { ev: KernelEvent, entry: NewEntry },
+    Outcome {
+        ev: KernelEvent,
+        entry: NewEntry,
+    },
     Decide {
         id: u64,
         verdict: Verdict,
@@ -264,7 +380,9 @@ enum Command {
     },
     ExpireHolds,
     /// Apply decisions recorded but not applied before a restart.
-    Replay { reply: oneshot::Sender<()> },
+    Replay {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct Enforced {
@@ -286,6 +404,9 @@ struct Enforcer {
     policy_errors: Vec<String>,
     started_at_ns: i64,
     cgroup2: PathBuf,
+    /// Hex of the Ed25519 key that signs checkpoints, and its short id.
+    public_key: String,
+    key_id: String,
 }
 
 impl Enforcer {
@@ -302,18 +423,32 @@ impl Enforcer {
                 Command::AgentState { agent, reply } => {
                     let _ = reply.send(self.agent_state(&agent));
                 }
-                Command::Held { ev, entry, agent, policy, facts } => {
-                    match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
-                        Ok(Some(entry)) => self.record(entry),
-                        Ok(None) => tracing::debug!(tid = ev.tid, "held action re-entered while pending"),
-                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
+                Command::Held {
+                    ev,
+                    entry,
+                    agent,
+                    policy,
+                    facts,
+                } => match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
+                    Ok(Some(entry)) => self.record(entry),
+                    Ok(None) => {
+                        tracing::debug!(tid = ev.tid, "held action re-entered while pending")
                     }
-                }
+                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
+                },
                 Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
                     Ok(entry) => self.record(entry),
-                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold outcome"),
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "record hold outcome")
+                    }
                 },
-                Command::Decide { id, verdict, reason, caller, reply } => {
+                Command::Decide {
+                    id,
+                    verdict,
+                    reason,
+                    caller,
+                    reply,
+                } => {
                     let _ = reply.send(self.decide(id, verdict, reason.as_deref(), &caller));
                 }
                 Command::Approvals { all, uid, reply } => {
@@ -333,8 +468,13 @@ impl Enforcer {
                         |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
                     match self.holds.replay(&mut self.kernel, &mut record) {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(count = n, "replayed decisions recorded before a restart"),
-                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "replay decisions"),
+                        Ok(n) => tracing::info!(
+                            count = n,
+                            "replayed decisions recorded before a restart"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %crate::error_chain(&e), "replay decisions")
+                        }
                     }
                     let _ = reply.send(());
                 }
@@ -363,7 +503,11 @@ impl Enforcer {
 
     fn policy_by_snapshot(&self, snapshot: &str) -> Option<Arc<PolicyView>> {
         let views = self.views.read().expect("views lock");
-        views.policies.values().find(|p| p.snapshot == snapshot).cloned()
+        views
+            .policies
+            .values()
+            .find(|p| p.snapshot == snapshot)
+            .cloned()
     }
 
     fn decide(
@@ -374,7 +518,10 @@ impl Enforcer {
         caller: &Caller,
     ) -> Result<String, String> {
         let approval = self.holds.get(id).map_err(|e| crate::error_chain(&e))?;
-        let current = self.enforced.get(&approval.job.agent).map(|e| e.snapshot.clone());
+        let current = self
+            .enforced
+            .get(&approval.job.agent)
+            .map(|e| e.snapshot.clone());
         let policy = self.policy_by_snapshot(&approval.policy_snapshot);
         let cgroups: Vec<PathBuf> = self.enforced.values().map(|e| e.cgroup.clone()).collect();
         let writer = &self.writer;
@@ -410,9 +557,10 @@ impl Enforcer {
         let groups = crate::approvals::groups_of(&user);
         list.into_iter()
             .filter(|a| {
-                self.policy_by_snapshot(&a.policy_snapshot).is_some_and(|p| {
-                    crate::approvals::approver_role(&p.approvers, &user.name, &groups).is_some()
-                })
+                self.policy_by_snapshot(&a.policy_snapshot)
+                    .is_some_and(|p| {
+                        crate::approvals::approver_role(&p.approvers, &user.name, &groups).is_some()
+                    })
             })
             .collect()
     }
@@ -546,7 +694,9 @@ impl Enforcer {
             }),
         );
         if policy::policy_needs(&parsed).hold {
-            self.kernel.enable_holds().map_err(|e| crate::error_chain(&e))?;
+            self.kernel
+                .enable_holds()
+                .map_err(|e| crate::error_chain(&e))?;
         }
         self.install(agent, cgroup_id, version, &net, revoked)?;
         self.enforced.insert(
@@ -657,6 +807,8 @@ impl Enforcer {
             decode_errors: self.stats.decode_errors.load(Ordering::Relaxed),
             recorded: self.stats.recorded.load(Ordering::Relaxed),
             policy_errors: self.policy_errors.clone(),
+            public_key: self.public_key.clone(),
+            key_id: self.key_id.clone(),
         }
     }
 
@@ -790,7 +942,13 @@ fn drain(
         // approvals and the kernel's grants.
         let routed = match ev.method {
             warden_common::Method::Held => enforcer
-                .send(Command::Held { ev, entry, agent, policy, facts })
+                .send(Command::Held {
+                    ev,
+                    entry,
+                    agent,
+                    policy,
+                    facts,
+                })
                 .map_err(drop),
             warden_common::Method::Approved | warden_common::Method::Rejected => {
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
@@ -870,10 +1028,26 @@ async fn dispatch(req: Request, uid: u32, pid: u32, enforcer: &mpsc::Sender<Comm
                 None => gone(),
             }
         }
-        Request::Decide { id, approve, reason } => {
-            let verdict = if approve { Verdict::Approve } else { Verdict::Reject };
+        Request::Decide {
+            id,
+            approve,
+            reason,
+        } => {
+            let verdict = if approve {
+                Verdict::Approve
+            } else {
+                Verdict::Reject
+            };
             let caller = Caller { uid, pid };
-            match ask(enforcer, |reply| Command::Decide { id, verdict, reason, caller, reply }).await {
+            match ask(enforcer, |reply| Command::Decide {
+                id,
+                verdict,
+                reason,
+                caller,
+                reply,
+            })
+            .await
+            {
                 Some(Ok(message)) => Response::Ok { message },
                 Some(Err(message)) => Response::Error { message },
                 None => gone(),
@@ -946,7 +1120,11 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let listener = bind_socket(&paths.socket)?;
 
     let stats = Arc::new(Stats::default());
-    let (writer, writer_thread) = EvidenceWriter::spawn(store, stats.clone());
+    let key = HostKey::load_or_create(&paths.state_dir)?;
+    let public_key = hex::encode(key.verifying_key().as_bytes());
+    let key_id = checkpoint::key_id(&key.verifying_key());
+    let (writer, writer_thread) =
+        EvidenceWriter::spawn(store, stats.clone(), key, CheckpointPolicy::from_env());
     let views = Arc::new(RwLock::new(Views::default()));
     let actor = Actor::current();
 
@@ -986,6 +1164,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         policy_errors: Vec::new(),
         started_at_ns: clock::now_ns(),
         cgroup2,
+        public_key,
+        key_id,
     };
     let enforcer_thread = std::thread::Builder::new()
         .name("enforcer".into())

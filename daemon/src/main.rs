@@ -156,8 +156,17 @@ struct LogArgs {
 
 #[derive(Subcommand)]
 enum LogCmd {
-    /// Recompute the hash chain; exit 0 only if it is intact.
-    Verify,
+    /// Recompute the hash chain and check every signed checkpoint; exit 0
+    /// only if all hold.
+    Verify {
+        /// A checkpoint (or a list, e.g. an export's checkpoints.json) kept
+        /// elsewhere, that this log must still contain.
+        #[arg(long)]
+        anchor: Vec<PathBuf>,
+    },
+    /// The signed checkpoints, as JSON (keep a copy elsewhere: it is what
+    /// `verify --anchor` checks this log against later).
+    Checkpoints,
 }
 
 fn paths(p: &PathArgs) -> Paths {
@@ -320,12 +329,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Log(args) => match args.cmd {
-            Some(LogCmd::Verify) => {
-                let report = commands::log_verify(&paths)?;
+            Some(LogCmd::Checkpoints) => {
+                print_json(&commands::checkpoints(&paths)?)?;
+            }
+            Some(LogCmd::Verify { anchor }) => {
+                let v = commands::log_verify(&paths, &anchor)?;
                 println!(
                     "evidence chain intact: {} entries, head seq {} hash {}",
-                    report.entries, report.head_seq, report.head_hash
+                    v.chain.entries, v.chain.head_seq, v.chain.head_hash
                 );
+                match v.checkpoints {
+                    Some(c) => println!(
+                        "checkpoints valid: {} signed by key {}, newest covers {} of {} entries",
+                        c.checkpoints, c.key_id, c.signed_size, v.chain.entries
+                    ),
+                    None => println!(
+                        "no checkpoints: this host has no signing key yet (no daemon has run)"
+                    ),
+                }
+                if v.anchors > 0 {
+                    println!(
+                        "anchors valid: {} checkpoint(s) kept elsewhere match this log",
+                        v.anchors
+                    );
+                }
             }
             None => {
                 let filter = evidence::Filter {
@@ -353,7 +380,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&list)?;
             } else {
-                println!("{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} job_hash", "id", "status", "agent", "target", "held at", "by");
+                println!(
+                    "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} job_hash",
+                    "id", "status", "agent", "target", "held at", "by"
+                );
                 for a in list {
                     println!(
                         "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} {}",
@@ -372,7 +402,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", commands::decide(&paths, id, true, reason.as_deref())?);
         }
         Cmd::Reject { id, reason } => {
-            println!("{}", commands::decide(&paths, id, false, reason.as_deref())?);
+            println!(
+                "{}",
+                commands::decide(&paths, id, false, reason.as_deref())?
+            );
         }
         Cmd::Status { json } => {
             let s = commands::status(&paths)?;
@@ -385,6 +418,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     warden::clock::format_ns(s.started_at_ns)
                 );
                 println!("cgroup2:  {}", s.cgroup2);
+                println!(
+                    "evidence: checkpoints signed by Ed25519 key {} ({})",
+                    s.key_id, s.public_key
+                );
                 println!("enforcement:");
                 for m in &s.mechanisms {
                     println!("  {:<44} {}", m.action, m.mechanism);

@@ -4,10 +4,14 @@
 //! The canonical entry encoding that the hashes cover is specified in
 //! [`record`]'s module documentation.
 
+pub mod checkpoint;
 pub mod record;
 pub mod store;
 pub mod verify;
 
 pub use record::{Entry, NewEntry, RecordError, KINDS};
 pub use store::{Durability, EvidenceStore, Filter, StoreError};
-pub use verify::{verify_store, ChainError, ChainVerifier, TamperKind, VerifyError, VerifyReport};
+pub use verify::{
+    verify_store, verify_store_signed, ChainError, ChainVerifier, TamperKind, VerifyError,
+    VerifyReport,
+};

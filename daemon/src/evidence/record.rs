@@ -66,6 +66,7 @@ pub const KINDS: &[&str] = &[
     "approval",
     "gap",
     "restart",
+    "checkpoint",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -212,6 +212,11 @@ impl EvidenceStore {
         })
     }
 
+    /// The connection, for tables that live beside the chain (checkpoints).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

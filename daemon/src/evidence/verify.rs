@@ -52,6 +52,8 @@ pub enum VerifyError {
     Chain(#[from] ChainError),
     #[error("verify evidence chain")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,9 +166,47 @@ impl ChainVerifier {
 
 /// Verifies the whole chain in `store`, streaming row by row.
 pub fn verify_store(store: &EvidenceStore) -> Result<VerifyReport, VerifyError> {
+    verify_streaming(store, &mut |_| {})
+}
+
+/// Verifies the chain, then every checkpoint stored beside it against the
+/// host's public key, then any `anchors` (checkpoints kept elsewhere, e.g.
+/// from an earlier export or a SIEM) against the chain.
+pub fn verify_store_signed(
+    store: &EvidenceStore,
+    key: &ed25519_dalek::VerifyingKey,
+    anchors: &[super::checkpoint::Checkpoint],
+) -> Result<(VerifyReport, super::checkpoint::CheckpointReport), VerifyError> {
+    use super::checkpoint;
+    let checkpoints = checkpoint::read_all(store.connection())?;
+    // Remember the chain's hash at every size a checkpoint signed.
+    let wanted: std::collections::HashSet<u64> =
+        checkpoints.iter().chain(anchors).map(|c| c.size).collect();
+    let mut hashes = std::collections::HashMap::new();
+    let report = verify_streaming(store, &mut |entry| {
+        if wanted.contains(&entry.seq) {
+            hashes.insert(entry.seq, entry.hash.clone());
+        }
+    })?;
+    let hash_at = |seq: u64| hashes.get(&seq).cloned();
+    let signed = checkpoint::verify_all(&checkpoints, key, report.entries, &hash_at)?;
+    for anchor in anchors {
+        anchor.verify_signature(key)?;
+        checkpoint::verify_against_chain(anchor, report.entries, &hash_at)?;
+    }
+    Ok((report, signed))
+}
+
+fn verify_streaming(
+    store: &EvidenceStore,
+    observe: &mut dyn FnMut(&Entry),
+) -> Result<VerifyReport, VerifyError> {
     let mut verifier = ChainVerifier::new();
     let flow = store.for_each_entry(|entry| match verifier.push(entry) {
-        Ok(()) => ControlFlow::Continue(()),
+        Ok(()) => {
+            observe(entry);
+            ControlFlow::Continue(())
+        }
         Err(e) => ControlFlow::Break(e),
     });
     match flow {

@@ -1,0 +1,172 @@
+//! The evidence log against an attacker with write access to the database
+//! file but not the host's signing key.
+
+use rusqlite::{params, Connection};
+use warden::evidence::{Entry, EvidenceStore, Filter};
+use warden_tests::{can_run, stderr, Listener, TestEnv};
+
+/// A daemon that signs a checkpoint every 3 entries, some agent activity,
+/// then a clean stop (which signs a final checkpoint).
+fn log_with_checkpoints(name: &str) -> TestEnv {
+    let l = Listener::tcp4();
+    // Inherited by the daemon this test starts (tests run one at a time).
+    std::env::set_var("WARDEN_CHECKPOINT_ENTRIES", "3");
+    let mut env = TestEnv::new(name);
+    env.write_policy(
+        "p.yaml",
+        &format!("version: 1\nrules:\n  - id: api\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: allow\n", l.port),
+    );
+    env.start_daemon();
+    env.add_agent("signed", "p.yaml");
+    for _ in 0..4 {
+        env.probe_as("signed", &["connect", &format!("127.0.0.1:{}", l.port)]);
+    }
+    env.wait_for_evidence("4 decisions", |_| {
+        env.evidence()
+            .iter()
+            .filter(|e| e["kind"] == "decision")
+            .count()
+            >= 4
+    });
+    env.stop_daemon();
+    std::env::remove_var("WARDEN_CHECKPOINT_ENTRIES");
+    env
+}
+
+fn open(env: &TestEnv) -> Connection {
+    let conn = Connection::open(env.database()).unwrap();
+    // The guard triggers stop accidents, not an attacker.
+    conn.execute_batch(
+        "DROP TRIGGER IF EXISTS evidence_no_update; DROP TRIGGER IF EXISTS evidence_no_delete;",
+    )
+    .unwrap();
+    conn
+}
+
+fn verify_fails(env: &TestEnv, args: &[&str], expect: &str) {
+    let mut all = vec!["log", "verify"];
+    all.extend_from_slice(args);
+    let out = env.cli(&all);
+    assert!(!out.status.success(), "verify must fail ({expect})");
+    assert!(
+        stderr(&out).contains(expect),
+        "expected {expect:?} in: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_intact_log_verifies_with_its_checkpoints() {
+    if !can_run("evidence_intact") {
+        return;
+    }
+    let env = log_with_checkpoints("evok");
+    let out = env.ok(&["log", "verify"]);
+    assert!(
+        out.contains("chain intact") && out.contains("checkpoints valid"),
+        "{out}"
+    );
+    let cps: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["log", "checkpoints"])).unwrap();
+    assert!(
+        cps.len() >= 3,
+        "a checkpoint every 3 entries and at shutdown: {cps:#?}"
+    );
+    // Every checkpoint is also in the chain, for copies kept elsewhere.
+    let in_chain = env
+        .evidence()
+        .iter()
+        .filter(|e| e["kind"] == "checkpoint")
+        .count();
+    assert_eq!(in_chain, cps.len());
+}
+
+#[test]
+fn truncating_the_tail_is_caught() {
+    if !can_run("evidence_truncate") {
+        return;
+    }
+    let env = log_with_checkpoints("evtrunc");
+    let conn = open(&env);
+    // Drop the newest entries, but not far enough to lose the checkpoint.
+    let cp_size: i64 = conn
+        .query_row("SELECT max(size) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM evidence WHERE seq >= ?1", [cp_size - 1])
+        .unwrap();
+    drop(conn);
+    verify_fails(&env, &[], "truncated");
+}
+
+#[test]
+fn rewriting_history_with_recomputed_hashes_is_caught() {
+    if !can_run("evidence_rewrite") {
+        return;
+    }
+    let env = log_with_checkpoints("evrewrite");
+    // Change a denial's verdict and re-seal every entry from there on, so
+    // the hash chain itself is perfect again.
+    let entries: Vec<Entry> = EvidenceStore::open(&env.database())
+        .unwrap()
+        .query(&Filter::default())
+        .unwrap();
+    let victim = entries.iter().position(|e| e.kind == "decision").unwrap();
+    let conn = open(&env);
+    let mut prev = entries[victim - 1].hash.clone();
+    for (i, e) in entries.iter().enumerate().skip(victim) {
+        let mut new = e.clone();
+        if i == victim {
+            new.target = "10.9.9.9:443/tcp".into();
+        }
+        let fields: warden::evidence::NewEntry =
+            serde_json::from_value(serde_json::to_value(&new).unwrap()).unwrap();
+        let sealed = Entry::seal(e.seq, prev.clone(), fields).unwrap();
+        conn.execute(
+            "UPDATE evidence SET target = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+            params![sealed.seq, sealed.target, sealed.prev_hash, sealed.hash],
+        )
+        .unwrap();
+        prev = sealed.hash;
+    }
+    drop(conn);
+    verify_fails(&env, &[], "history was rewritten");
+}
+
+#[test]
+fn a_consistent_rollback_is_caught_by_an_anchor_kept_elsewhere() {
+    if !can_run("evidence_anchor") {
+        return;
+    }
+    let env = log_with_checkpoints("evanchor");
+    // The auditor (or a SIEM) kept the checkpoints from an earlier look.
+    let saved = env.dir.path().join("anchor.json");
+    std::fs::write(&saved, env.ok(&["log", "checkpoints"])).unwrap();
+
+    // The attacker rolls everything back to the first checkpoint: entries,
+    // checkpoints, all consistent. Locally this cannot be told apart...
+    let conn = open(&env);
+    let (first_size,): (i64,) = conn
+        .query_row("SELECT size FROM checkpoints WHERE id = 1", [], |r| {
+            Ok((r.get(0)?,))
+        })
+        .unwrap();
+    conn.execute("DELETE FROM checkpoints WHERE id > 1", [])
+        .unwrap();
+    conn.execute("DELETE FROM evidence WHERE seq > ?1", [first_size])
+        .unwrap();
+    drop(conn);
+    env.ok(&["log", "verify"]);
+    // ...but not against the anchor.
+    verify_fails(&env, &["--anchor", saved.to_str().unwrap()], "truncated");
+
+    // And a forged anchor is rejected, not trusted.
+    let mut forged: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    forged[0]["size"] = serde_json::json!(1);
+    std::fs::write(&saved, serde_json::to_string(&forged).unwrap()).unwrap();
+    verify_fails(
+        &env,
+        &["--anchor", saved.to_str().unwrap()],
+        "signature does not verify",
+    );
+}
