@@ -172,12 +172,18 @@ pub struct Decided<'a> {
 
 impl Approvals {
     pub fn open(path: &Path) -> Result<Self, ApprovalError> {
-        let open = |source| ApprovalError::Open { path: path.to_path_buf(), source };
+        let open = |source| ApprovalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open)?;
         // Decisions must survive a crash before they are acted on.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
         Ok(Self { conn })
     }
@@ -228,7 +234,9 @@ impl Approvals {
     pub fn pending_for_key(&self, hold_key: &str) -> Result<Option<Approval>, ApprovalError> {
         self.conn
             .query_row(
-                &format!("{SELECT} WHERE status = 'pending' AND hold_key = ?1 ORDER BY id DESC LIMIT 1"),
+                &format!(
+                    "{SELECT} WHERE status = 'pending' AND hold_key = ?1 ORDER BY id DESC LIMIT 1"
+                ),
                 [hold_key],
                 row,
             )
@@ -254,20 +262,28 @@ impl Approvals {
 
     pub fn list(&self, all: bool) -> Result<Vec<Approval>, ApprovalError> {
         let filter = if all { "" } else { "WHERE status = 'pending'" };
-        let mut stmt =
-            self.conn.prepare(&format!("{SELECT} {filter} ORDER BY id")).map_err(sql("list approvals"))?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT} {filter} ORDER BY id"))
+            .map_err(sql("list approvals"))?;
         let rows = stmt.query_map([], row).map_err(sql("list approvals"))?;
-        rows.collect::<Result<_, _>>().map_err(sql("list approvals"))
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list approvals"))
     }
 
     /// Pending holds whose time is up.
     pub fn expired(&self, now_ns: i64) -> Result<Vec<Approval>, ApprovalError> {
         let mut stmt = self
             .conn
-            .prepare(&format!("{SELECT} WHERE status = 'pending' AND expires_at_ns <= ?1 ORDER BY id"))
+            .prepare(&format!(
+                "{SELECT} WHERE status = 'pending' AND expires_at_ns <= ?1 ORDER BY id"
+            ))
             .map_err(sql("list expired approvals"))?;
-        let rows = stmt.query_map([now_ns], row).map_err(sql("list expired approvals"))?;
-        rows.collect::<Result<_, _>>().map_err(sql("list expired approvals"))
+        let rows = stmt
+            .query_map([now_ns], row)
+            .map_err(sql("list expired approvals"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list expired approvals"))
     }
 
     /// Decided (approved or rejected) but not yet written to the kernel:
@@ -275,10 +291,15 @@ impl Approvals {
     pub fn unapplied(&self) -> Result<Vec<Approval>, ApprovalError> {
         let mut stmt = self
             .conn
-            .prepare(&format!("{SELECT} WHERE status <> 'pending' AND applied = 0 ORDER BY id"))
+            .prepare(&format!(
+                "{SELECT} WHERE status <> 'pending' AND applied = 0 ORDER BY id"
+            ))
             .map_err(sql("list unapplied approvals"))?;
-        let rows = stmt.query_map([], row).map_err(sql("list unapplied approvals"))?;
-        rows.collect::<Result<_, _>>().map_err(sql("list unapplied approvals"))
+        let rows = stmt
+            .query_map([], row)
+            .map_err(sql("list unapplied approvals"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list unapplied approvals"))
     }
 
     /// Records the first decision on a pending hold. Returns false (and
@@ -311,13 +332,17 @@ impl Approvals {
 
     pub fn set_final_status(&mut self, id: u64, status: &str) -> Result<(), ApprovalError> {
         self.conn
-            .execute("UPDATE approvals SET final_status = ?2 WHERE id = ?1 AND final_status IS NULL", params![id, status])
+            .execute(
+                "UPDATE approvals SET final_status = ?2 WHERE id = ?1 AND final_status IS NULL",
+                params![id, status],
+            )
             .map_err(sql("record final status"))?;
         Ok(())
     }
 }
 
-const SELECT: &str = "SELECT id, owner, job, job_hash, rule_id, policy_snapshot, hold_key, created_at_ns,
+const SELECT: &str =
+    "SELECT id, owner, job, job_hash, rule_id, policy_snapshot, hold_key, created_at_ns,
     expires_at_ns, status, decided_by, decided_role, decided_at_ns, reason, applied, final_status,
     repeated_decisions FROM approvals";
 
@@ -353,7 +378,10 @@ pub fn approver_role(list: &Approvers, user: &str, groups: &[String]) -> Option<
     if list.users.iter().any(|u| u == user) {
         return Some(format!("user:{user}"));
     }
-    list.groups.iter().find(|g| groups.contains(g)).map(|g| format!("group:{g}"))
+    list.groups
+        .iter()
+        .find(|g| groups.contains(g))
+        .map(|g| format!("group:{g}"))
 }
 
 /// The names of the groups `uid` belongs to (primary and supplementary).
@@ -412,9 +440,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Approvals::open(&dir.path().join("w.db")).unwrap();
         let snap = "a".repeat(64);
-        let id = a.create("o@x", &job(), "hold-it", &snap, "k1", 1, 100).unwrap();
+        let id = a
+            .create("o@x", &job(), "hold-it", &snap, "k1", 1, 100)
+            .unwrap();
         assert_eq!(a.pending_for_key("k1").unwrap().unwrap().id, id);
-        let d = Decided { status: Status::Approved, by: "alice", role: "user:alice", at_ns: 5, reason: None };
+        let d = Decided {
+            status: Status::Approved,
+            by: "alice",
+            role: "user:alice",
+            at_ns: 5,
+            reason: None,
+        };
         assert!(a.decide(id, &d).unwrap());
         assert!(!a.decide(id, &d).unwrap(), "second decision is not applied");
         let got = a.get(id).unwrap();
@@ -432,9 +468,17 @@ mod tests {
     fn schema_refuses_a_decision_without_approver() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Approvals::open(&dir.path().join("w.db")).unwrap();
-        let id = a.create("o@x", &job(), "r", &"b".repeat(64), "k", 1, 100).unwrap();
-        let err = a.conn.execute("UPDATE approvals SET status = 'approved' WHERE id = ?1", [id]);
-        assert!(err.is_err(), "an approved row without approver must be impossible");
+        let id = a
+            .create("o@x", &job(), "r", &"b".repeat(64), "k", 1, 100)
+            .unwrap();
+        let err = a.conn.execute(
+            "UPDATE approvals SET status = 'approved' WHERE id = ?1",
+            [id],
+        );
+        assert!(
+            err.is_err(),
+            "an approved row without approver must be impossible"
+        );
     }
 
     #[test]
@@ -449,9 +493,18 @@ mod tests {
 
     #[test]
     fn roles_come_from_users_then_groups() {
-        let list = Approvers { users: vec!["alice".into()], groups: vec!["finance".into()] };
-        assert_eq!(approver_role(&list, "alice", &[]), Some("user:alice".into()));
-        assert_eq!(approver_role(&list, "bob", &["finance".into()]), Some("group:finance".into()));
+        let list = Approvers {
+            users: vec!["alice".into()],
+            groups: vec!["finance".into()],
+        };
+        assert_eq!(
+            approver_role(&list, "alice", &[]),
+            Some("user:alice".into())
+        );
+        assert_eq!(
+            approver_role(&list, "bob", &["finance".into()]),
+            Some("group:finance".into())
+        );
         assert_eq!(approver_role(&list, "eve", &["staff".into()]), None);
     }
 }

@@ -71,7 +71,11 @@ impl ProcessFacts {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(LOGINUID_UNSET);
-        Self { exe, binary, loginuid }
+        Self {
+            exe,
+            binary,
+            loginuid,
+        }
     }
 }
 

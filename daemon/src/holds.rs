@@ -43,7 +43,14 @@ pub fn key_from_hex(text: &str) -> Option<HoldKey> {
 fn resume(pid: u32, tid: u32) {
     // SAFETY: tgkill with a signal that only continues a stopped thread; the
     // pid/tid pair guards against a recycled tid in another process.
-    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid as libc::c_int, tid as libc::c_int, libc::SIGCONT) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            pid as libc::c_int,
+            tid as libc::c_int,
+            libc::SIGCONT,
+        )
+    };
     if rc != 0 {
         tracing::warn!(pid, tid, error = %std::io::Error::last_os_error(), "resume held thread");
     }
@@ -118,7 +125,9 @@ impl Holds {
         entry.kind = "hold".into();
         entry.details.insert("approval_id".into(), json!(id));
         entry.details.insert("job_hash".into(), json!(job.hash()));
-        entry.details.insert("approval_required".into(), json!(true));
+        entry
+            .details
+            .insert("approval_required".into(), json!(true));
         entry.details.insert("expires_at_ns".into(), json!(expires));
         entry.details.insert("binary".into(), json!(job.binary));
         tracing::info!(agent = %agent.name, id, target = %job.target, "action held for approval");
@@ -126,10 +135,18 @@ impl Holds {
     }
 
     /// The kernel applied a decision on a held action: record the outcome.
-    pub fn on_outcome(&mut self, ev: &KernelEvent, mut entry: NewEntry) -> Result<NewEntry, ApprovalError> {
+    pub fn on_outcome(
+        &mut self,
+        ev: &KernelEvent,
+        mut entry: NewEntry,
+    ) -> Result<NewEntry, ApprovalError> {
         let key = key_to_hex(&ev.hold_key());
         if let Some(a) = self.store.awaiting_outcome(&key)? {
-            let outcome = if ev.decision == Decision::Allow { "executed" } else { "refused" };
+            let outcome = if ev.decision == Decision::Allow {
+                "executed"
+            } else {
+                "refused"
+            };
             self.store.set_final_status(a.id, outcome)?;
             entry.details.insert("approval_id".into(), json!(a.id));
             entry.details.insert("job_hash".into(), json!(a.job_hash));
@@ -168,8 +185,12 @@ impl Holds {
                 }
             }
         }
-        let user = nix::unistd::User::from_uid(caller.uid.into()).ok().flatten();
-        let user_name = user.as_ref().map_or_else(|| format!("uid:{}", caller.uid), |u| u.name.clone());
+        let user = nix::unistd::User::from_uid(caller.uid.into())
+            .ok()
+            .flatten();
+        let user_name = user
+            .as_ref()
+            .map_or_else(|| format!("uid:{}", caller.uid), |u| u.name.clone());
         let groups = user.as_ref().map(approvals::groups_of).unwrap_or_default();
         let approvers = policy.map(|p| p.approvers.clone()).unwrap_or_default();
         let Some(role) = approvals::approver_role(&approvers, &user_name, &groups) else {
@@ -182,12 +203,23 @@ impl Holds {
         let actor = Actor::of(caller.uid, caller.pid);
         let now = clock::now_ns();
         if a.status != Status::Pending {
-            let d = Decided { status: a.status, by: &user_name, role: &role, at_ns: now, reason };
-            self.store.decide(id, &d).map_err(|e| crate::error_chain(&e))?;
+            let d = Decided {
+                status: a.status,
+                by: &user_name,
+                role: &role,
+                at_ns: now,
+                reason,
+            };
+            self.store
+                .decide(id, &d)
+                .map_err(|e| crate::error_chain(&e))?;
             return match (a.status, verdict) {
                 (Status::Approved, Verdict::Approve) => Ok(format!("hold {id}: already approved")),
                 (Status::Rejected, Verdict::Reject) => Ok(format!("hold {id}: already rejected")),
-                (s, _) => Err(format!("hold {id} is already {}; nothing changed", s.as_str())),
+                (s, _) => Err(format!(
+                    "hold {id} is already {}; nothing changed",
+                    s.as_str()
+                )),
             };
         }
 
@@ -208,8 +240,18 @@ impl Holds {
         } else {
             reason
         };
-        let d = Decided { status, by: &user_name, role: &role, at_ns: now, reason };
-        if !self.store.decide(id, &d).map_err(|e| crate::error_chain(&e))? {
+        let d = Decided {
+            status,
+            by: &user_name,
+            role: &role,
+            at_ns: now,
+            reason,
+        };
+        if !self
+            .store
+            .decide(id, &d)
+            .map_err(|e| crate::error_chain(&e))?
+        {
             return Err(format!("hold {id} was decided by someone else just now"));
         }
         record(approval_entry(&actor, &a, &d))?;
@@ -256,7 +298,13 @@ impl Holds {
         for a in self.store.expired(now)? {
             let waited = Duration::from_nanos((a.expires_at_ns - a.created_at_ns).max(0) as u64);
             let reason = format!("no decision within {} s", waited.as_secs());
-            let d = Decided { status: Status::Expired, by: "warden", role: "expiry", at_ns: now, reason: Some(&reason) };
+            let d = Decided {
+                status: Status::Expired,
+                by: "warden",
+                role: "expiry",
+                at_ns: now,
+                reason: Some(&reason),
+            };
             if self.store.decide(a.id, &d)? {
                 if let Err(e) = record(approval_entry(&Actor::current(), &a, &d)) {
                     tracing::error!(id = a.id, error = %e, "record expiry");
@@ -280,7 +328,10 @@ impl Holds {
             details.insert("approval_id".into(), json!(a.id));
             details.insert("job_hash".into(), json!(a.job_hash));
             details.insert("status".into(), json!(a.status.as_str()));
-            details.insert("replay_reason".into(), json!("decision recorded but not applied before the daemon stopped"));
+            details.insert(
+                "replay_reason".into(),
+                json!("decision recorded but not applied before the daemon stopped"),
+            );
             let mut entry = Actor::current().entry(Recorded {
                 kind: "approval",
                 agent: &a.job.agent,

@@ -119,7 +119,10 @@ impl Kernel {
         let sys_exit: &mut BtfTracePoint = bpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing { what: "tp_btf program", name })?;
+            .ok_or(KernelError::Missing {
+                what: "tp_btf program",
+                name,
+            })?;
         sys_exit
             .load(names::SYS_EXIT_TRACEPOINT, &btf)
             .map_err(|source| KernelError::ProgramLoad { name, source })?;
@@ -135,7 +138,12 @@ impl Kernel {
                 return Err(KernelError::Missing { what: "map", name });
             }
         }
-        Ok(Self { bpf, links: HashMap::new(), installed: HashMap::new(), holds_enabled: false })
+        Ok(Self {
+            bpf,
+            links: HashMap::new(),
+            installed: HashMap::new(),
+            holds_enabled: false,
+        })
     }
 
     /// Attaches the program that stops held threads. It runs at every
@@ -150,7 +158,10 @@ impl Kernel {
             .bpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing { what: "tp_btf program", name })?;
+            .ok_or(KernelError::Missing {
+            what: "tp_btf program",
+            name,
+        })?;
         prog.attach().map_err(|source| KernelError::Attach {
             name,
             cgroup: "(global tracepoint)".into(),
@@ -164,7 +175,9 @@ impl Kernel {
     /// when the thread's syscall restarts (and consume: it opens one action).
     pub fn grant(&mut self, key: &HoldKey, decision: Decision) -> Result<(), KernelError> {
         let mut grants: BpfHashMap<_, HoldKey, u32> = self.map_mut(names::GRANTS)?;
-        grants.insert(*key, decision as u8 as u32, 0).map_err(map_err("update", names::GRANTS))
+        grants
+            .insert(*key, decision as u8 as u32, 0)
+            .map_err(map_err("update", names::GRANTS))
     }
 
     /// Hands the ring buffer to the event reader.
@@ -296,7 +309,9 @@ impl Kernel {
             info.flags & !agent_flags::REVOKED
         };
         let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
-        agents.insert(cgroup_id, info, 0).map_err(map_err("update", names::AGENTS))?;
+        agents
+            .insert(cgroup_id, info, 0)
+            .map_err(map_err("update", names::AGENTS))?;
         if let Some(inst) = self.installed.get_mut(&cgroup_id) {
             inst.info = info;
         }

@@ -30,7 +30,15 @@ rules:
 fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
     let probe = probe_bin();
     env.warden()
-        .args(["run", "--agent", agent, "--", probe.to_str().unwrap(), "connect", target])
+        .args([
+            "run",
+            "--agent",
+            agent,
+            "--",
+            probe.to_str().unwrap(),
+            "connect",
+            target,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -40,7 +48,10 @@ fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
 /// The scheduler state letter of a process ('T' = stopped).
 fn state_of(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.trim().chars().next())
+        .unwrap_or('?')
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -102,7 +113,10 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     let said = env.ok(&["approve", &id, "--reason", "invoice 42 checked"]);
     assert!(said.contains("approved"), "{said}");
     let (out, code) = finish(child);
-    assert_eq!(out, "ok", "the held connect() returned 0 after approval (no EINTR)");
+    assert_eq!(
+        out, "ok",
+        "the held connect() returned 0 after approval (no EINTR)"
+    );
     assert_eq!(code, Some(0));
 
     // Idempotent: a second approve is answered and counted, not applied.
@@ -125,7 +139,9 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     assert!(approval["details"]["approved_at_ns"].as_i64().unwrap() > 0);
     assert_eq!(approval["details"]["reason"], "invoice 42 checked");
     assert_eq!(approval["policy_snapshot"], hold["policy_snapshot"]);
-    let outcome = env.wait_for_evidence("outcome", |e| e["kind"] == "decision" && e["method"] == "approved");
+    let outcome = env.wait_for_evidence("outcome", |e| {
+        e["kind"] == "decision" && e["method"] == "approved"
+    });
     assert_eq!(outcome["decision"], "allow");
     assert_eq!(outcome["details"]["final_status"], "executed");
     assert_eq!(outcome["details"]["job_hash"], pending["job_hash"]);
@@ -146,7 +162,11 @@ fn rejected_hold_fails_with_eperm_and_sigcont_never_lets_it_through() {
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
     thread::sleep(Duration::from_millis(300));
     wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
-    assert_eq!(approvals(&env, false).len(), 1, "re-entry does not create a second hold");
+    assert_eq!(
+        approvals(&env, false).len(),
+        1,
+        "re-entry does not create a second hold"
+    );
 
     let id = pending["id"].as_u64().unwrap().to_string();
     let said = env.ok(&["reject", &id]);
@@ -156,8 +176,14 @@ fn rejected_hold_fails_with_eperm_and_sigcont_never_lets_it_through() {
     assert_eq!(code, Some(1));
     let out = env.cli(&["approve", &id]);
     assert!(!out.status.success(), "approve after reject must fail");
-    assert!(stderr(&out).contains("already rejected"), "{}", stderr(&out));
-    env.wait_for_evidence("refused outcome", |e| e["method"] == "rejected" && e["details"]["final_status"] == "refused");
+    assert!(
+        stderr(&out).contains("already rejected"),
+        "{}",
+        stderr(&out)
+    );
+    env.wait_for_evidence("refused outcome", |e| {
+        e["method"] == "rejected" && e["details"]["final_status"] == "refused"
+    });
 }
 
 #[test]
@@ -175,10 +201,16 @@ fn approval_after_a_policy_change_is_a_conflict_and_the_new_policy_decides() {
     let said = env.ok(&["approve", &id]);
     assert!(said.contains("conflict"), "{said}");
     let (out, _) = finish(child);
-    assert_eq!(out, format!("errno={}", libc::EPERM), "decided again under the new policy (deny)");
+    assert_eq!(
+        out,
+        format!("errno={}", libc::EPERM),
+        "decided again under the new policy (deny)"
+    );
     let all = approvals(&env, true);
     assert_eq!(all[0]["status"], "conflict");
-    env.wait_for_evidence("conflict", |e| e["kind"] == "approval" && e["decision"] == "conflict");
+    env.wait_for_evidence("conflict", |e| {
+        e["kind"] == "approval" && e["decision"] == "conflict"
+    });
 }
 
 #[test]
@@ -194,7 +226,9 @@ fn holds_expire_and_are_rejected() {
     let all = approvals(&env, true);
     assert_eq!(all[0]["status"], "expired");
     assert_eq!(all[0]["decided_by"], "warden");
-    env.wait_for_evidence("expiry", |e| e["kind"] == "approval" && e["decision"] == "expired");
+    env.wait_for_evidence("expiry", |e| {
+        e["kind"] == "approval" && e["decision"] == "expired"
+    });
 }
 
 #[test]
@@ -204,21 +238,43 @@ fn only_named_approvers_outside_agents_may_decide() {
     }
     let (env, _l, target) = setup("holdauth", "5m");
     // Let an unprivileged user reach the socket; the daemon authorises.
-    std::fs::set_permissions(env.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let child = spawn_probe(&env, "payer", &target);
     let pending = wait_held(&env, &child);
     let id = pending["id"].as_u64().unwrap().to_string();
 
     // A user the policy does not name.
-    let out = env.warden().args(["approve", &id]).uid(65534).gid(65534).output().unwrap();
+    let out = env
+        .warden()
+        .args(["approve", &id])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not an approver"), "{}", stderr(&out));
 
     // Root, but from inside an agent cgroup: agents never approve.
     let warden = warden_tests::warden_bin();
-    let out = env.cli(&["run", "--agent", "payer", "--", warden.to_str().unwrap(), "approve", &id]);
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "payer",
+        "--",
+        warden.to_str().unwrap(),
+        "approve",
+        &id,
+    ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("agents cannot approve"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("agents cannot approve"),
+        "{}",
+        stderr(&out)
+    );
 
     assert_eq!(approvals(&env, false).len(), 1, "still pending");
     assert_eq!(state_of(child.id()), 'T');
@@ -236,7 +292,11 @@ fn a_hold_survives_a_daemon_killed_with_sigkill() {
     let pending = wait_held(&env, &child);
     env.stop_daemon_with(libc::SIGKILL);
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(state_of(child.id()), 'T', "still stopped while the daemon is down");
+    assert_eq!(
+        state_of(child.id()),
+        'T',
+        "still stopped while the daemon is down"
+    );
 
     env.start_daemon();
     let again = approvals(&env, false);

@@ -59,7 +59,13 @@ impl Env {
     fn show(&self, args: &[&str]) -> Result<bool> {
         let shown: Vec<String> = args
             .iter()
-            .map(|a| if a.contains([' ', '\'', '&', '<', '>']) { format!("'{a}'") } else { a.to_string() })
+            .map(|a| {
+                if a.contains([' ', '\'', '&', '<', '>']) {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                }
+            })
             .collect();
         println!("\n$ warden {}", shown.join(" "));
         let status = self.warden().args(args).status().context("run warden")?;
@@ -100,7 +106,10 @@ fn wait_for_socket(path: &Path, daemon: &mut Child) -> Result<()> {
 /// The scheduler state of a process ('T' = stopped), for the narration.
 fn process_state(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.trim().chars().next())
+        .unwrap_or('?')
 }
 
 /// Waits for the daemon to report a pending hold; returns its id.
@@ -111,7 +120,11 @@ fn wait_for_hold(env: &Env) -> Result<String> {
         let text = String::from_utf8_lossy(&out.stdout);
         // `"id": N` of the first pending hold, without a JSON dependency.
         if let Some(rest) = text.split("\"id\":").nth(1) {
-            let id: String = rest.trim().chars().take_while(char::is_ascii_digit).collect();
+            let id: String = rest
+                .trim()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             if !id.is_empty() {
                 return Ok(id);
             }
@@ -209,11 +222,23 @@ pub fn run() -> Result<i32> {
     println!("\n$ warden run --agent {AGENT} -- bash -c '...connect 127.0.0.1:{HELD_PORT}...' &");
     let mut held = env
         .warden()
-        .args(["run", "--agent", AGENT, "--", "bash", "-c", &connect(HELD_PORT)])
+        .args([
+            "run",
+            "--agent",
+            AGENT,
+            "--",
+            "bash",
+            "-c",
+            &connect(HELD_PORT),
+        ])
         .spawn()
         .context("start the held connect")?;
     let id = wait_for_hold(&env)?;
-    println!("(the agent's process {} is stopped inside connect(): state {})", held.id(), process_state(held.id()));
+    println!(
+        "(the agent's process {} is stopped inside connect(): state {})",
+        held.id(),
+        process_state(held.id())
+    );
     env.show(&["approvals"])?;
     step("A human approves it; the same connect() call returns successfully");
     env.show(&["approve", &id, "--reason", "demo: expected call"])?;
