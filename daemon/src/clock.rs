@@ -46,6 +46,41 @@ pub fn format_ns(unix_ns: i64) -> String {
     )
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("invalid time {0:?}: use RFC 3339 UTC (2026-11-01T00:00:00Z) or unix seconds")]
+pub struct TimeError(String);
+
+/// Parses `2026-11-01T00:00:00Z` (UTC, optional fraction) or unix seconds
+/// into unix nanoseconds.
+pub fn parse_time(s: &str) -> Result<i64, TimeError> {
+    let bad = || TimeError(s.to_string());
+    if let Ok(secs) = s.parse::<i64>() {
+        return secs.checked_mul(1_000_000_000).ok_or_else(bad);
+    }
+    let t = s.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, time) = t.split_once('T').ok_or_else(bad)?;
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let (clock, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let c: Vec<i64> = clock.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    if d.len() != 3 || c.len() != 3 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) {
+        return Err(bad());
+    }
+    let nanos: i64 = format!("{frac:0<9}")[..9].parse().map_err(|_| bad())?;
+    let days = days_from_civil(d[0], d[1] as u32, d[2] as u32);
+    Ok((days * 86_400 + c[0] * 3600 + c[1] * 60 + c[2]) * 1_000_000_000 + nanos)
+}
+
+/// (year, month, day) to days since 1970-01-01 (inverse of civil_from_days).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -64,6 +99,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ns in [0, 1_775_037_723_000_000_000, 951_782_400_500_000_000] {
+            assert_eq!(parse_time(&format_ns(ns)).unwrap(), ns);
+        }
+        assert_eq!(parse_time("60").unwrap(), 60_000_000_000);
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
 
     #[test]
     fn formats_known_instants() {

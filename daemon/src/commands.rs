@@ -416,6 +416,38 @@ pub fn log(paths: &Paths, filter: &evidence::Filter) -> Result<Vec<evidence::Ent
     Ok(open_store(paths)?.query(filter)?)
 }
 
+/// `warden log tail`: calls `emit` for every entry after `after` (default:
+/// the head now), then, with `follow`, for each new one as it is appended.
+/// Stops when `emit` returns false.
+pub fn tail(
+    paths: &Paths,
+    after: Option<u64>,
+    follow: bool,
+    emit: &mut dyn FnMut(&evidence::Entry) -> bool,
+) -> Result<()> {
+    let store = open_store(paths)?;
+    let mut next = match after {
+        Some(seq) => seq + 1,
+        None => store.head()?.map_or(1, |(seq, _)| seq + 1),
+    };
+    loop {
+        let head = store.head()?.map_or(0, |(seq, _)| seq);
+        while next <= head {
+            let to = head.min(next + 999);
+            for e in store.read_range(next, to)? {
+                if !emit(&e) {
+                    return Ok(());
+                }
+            }
+            next = to + 1;
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `warden log checkpoints`.
 pub fn checkpoints(paths: &Paths) -> Result<Vec<evidence::checkpoint::Checkpoint>> {
     let store = open_store(paths)?;

@@ -6,11 +6,13 @@
 //! - `policy`: the YAML policy language, validated and compiled to map entries.
 //! - `kernel`: loads the eBPF programs (`ebpf/programs`), attaches them to
 //!   agent cgroups and writes compiled policy into their maps. The kernel
-//!   decides; nothing here is on the decision path.
+//!   decides; nothing here is on the decision path. `btf` reads the kernel
+//!   struct offsets the exec and file-open programs need.
 //! - `decode`: ring buffer records -> typed events.
 //! - `attribution`: events -> evidence entries naming agent, owner, process,
 //!   user, login user and the policy snapshot in force.
-//! - `evidence`: the hash-chained SQLite log and its verification.
+//! - `evidence`: the hash-chained SQLite log, signed checkpoints, verification.
+//! - `export`: bundles an auditor verifies offline, control map, HTML report.
 //! - `holds`, `approvals`: actions paused for a human, and the decisions.
 //! - `daemon`: the long-running process tying these together.
 //! - `registry`, `cgroup`, `actor`, `control`, `commands`: agents, their
@@ -19,6 +21,7 @@
 pub mod actor;
 pub mod approvals;
 pub mod attribution;
+pub mod btf;
 pub mod cgroup;
 pub mod clock;
 pub mod commands;
@@ -27,6 +30,7 @@ pub mod control;
 pub mod daemon;
 pub mod decode;
 pub mod evidence;
+pub mod export;
 pub mod holds;
 pub mod kernel;
 pub mod policy;

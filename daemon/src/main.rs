@@ -63,6 +63,9 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Show the evidence log, or verify its hash chain.
     Log(LogArgs),
+    /// Export a bundle an auditor verifies elsewhere, or verify one.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
     /// Actions held for approval.
     Approvals {
         /// Every hold, decided or not.
@@ -155,6 +158,32 @@ struct LogArgs {
 }
 
 #[derive(Subcommand)]
+enum EvidenceCmd {
+    /// Write the bundle: entries (JSON Lines, CSV), checkpoints, public key,
+    /// inventory, capability matrix, policy history, approvals, control map,
+    /// verification report and report.html.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// Report from this time (RFC 3339 UTC, e.g. 2026-11-01T00:00:00Z, or unix seconds).
+        #[arg(long)]
+        from: Option<String>,
+        /// Report until this time (exclusive); the bundle ends there.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Verify a bundle with nothing but its files; exit 0 only if it holds.
+    Verify {
+        dir: PathBuf,
+        /// The host's public key (hex, from `warden status`) the bundle must be signed with.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum LogCmd {
     /// Recompute the hash chain and check every signed checkpoint; exit 0
     /// only if all hold.
@@ -167,6 +196,24 @@ enum LogCmd {
     /// The signed checkpoints, as JSON (keep a copy elsewhere: it is what
     /// `verify --anchor` checks this log against later).
     Checkpoints,
+    /// Print entries as they are appended, checkpoints included (for a
+    /// SIEM): one JSON object per line, Warden's own or OCSF 1.1.
+    Tail {
+        #[arg(long, value_enum, default_value = "json")]
+        format: TailFormat,
+        /// Start after this sequence number (default: the current head).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Print what is there and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TailFormat {
+    Json,
+    Ocsf,
 }
 
 fn paths(p: &PathArgs) -> Paths {
@@ -329,6 +376,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Log(args) => match args.cmd {
+            Some(LogCmd::Tail { format, after, no_follow }) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                commands::tail(&paths, after, !no_follow, &mut |e| {
+                    let line = match format {
+                        TailFormat::Json => serde_json::to_string(e),
+                        TailFormat::Ocsf => serde_json::to_string(&warden::export::ocsf::to_ocsf(e)),
+                    }
+                    .unwrap_or_default();
+                    // A closed pipe (the SIEM shipper went away) ends the tail.
+                    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+                })?;
+            }
             Some(LogCmd::Checkpoints) => {
                 print_json(&commands::checkpoints(&paths)?)?;
             }
@@ -375,6 +435,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        Cmd::Evidence(EvidenceCmd::Export { out, from, to, agent }) => {
+            let window = warden::export::Window {
+                from_ns: from.as_deref().map(warden::clock::parse_time).transpose()?,
+                to_ns: to.as_deref().map(warden::clock::parse_time).transpose()?,
+                agent,
+            };
+            let m = warden::export::export(&paths, &out, &window)?;
+            println!(
+                "exported {} entries (head {}) signed by key {} to {}",
+                m.entries,
+                m.head_hash,
+                m.key_id,
+                out.display()
+            );
+        }
+        Cmd::Evidence(EvidenceCmd::Verify { dir, key }) => {
+            let r = warden::export::verify(&dir, key.as_deref())?;
+            if r.is_valid() {
+                println!(
+                    "bundle valid: {} entries, head {}, {} checkpoints (newest covers {}), key {}",
+                    r.entries, r.head_hash, r.checkpoints, r.signed_size, r.key_id
+                );
+            } else {
+                for p in &r.problems {
+                    eprintln!("warden: bundle: {p}");
+                }
+                eprintln!("warden: error: bundle {} is NOT valid ({} problems)", dir.display(), r.problems.len());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Approvals { all, json } => {
             let list = commands::approvals(&paths, all)?;
             if json {

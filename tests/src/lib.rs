@@ -324,3 +324,27 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }
+
+/// The scheduler state letter of a process ('T' = stopped).
+pub fn state_of(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+}
+
+/// Polls `f` until it holds, failing the test after 15 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `warden approvals --json [--all]`.
+pub fn approvals(env: &TestEnv, all: bool) -> Vec<serde_json::Value> {
+    let mut args = vec!["approvals", "--json"];
+    if all {
+        args.push("--all");
+    }
+    serde_json::from_str(&env.ok(&args)).expect("approvals JSON")
+}

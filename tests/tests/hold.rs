@@ -6,11 +6,11 @@ use std::{
     os::unix::process::CommandExt,
     process::{Child, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
-use warden_tests::{can_run, probe_bin, stderr, stdout, Listener, TestEnv};
+use warden_tests::{approvals, can_run, probe_bin, state_of, stderr, stdout, wait_until, Listener, TestEnv};
 
 fn hold_policy(port: u16, timeout: &str, decision: &str) -> String {
     format!(
@@ -43,31 +43,6 @@ fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn warden run")
-}
-
-/// The scheduler state letter of a process ('T' = stopped).
-fn state_of(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')')
-        .next()
-        .and_then(|r| r.trim().chars().next())
-        .unwrap_or('?')
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn approvals(env: &TestEnv, all: bool) -> Vec<Value> {
-    let mut args = vec!["approvals", "--json"];
-    if all {
-        args.push("--all");
-    }
-    serde_json::from_str(&env.ok(&args)).expect("approvals JSON")
 }
 
 /// Waits for the held action to be pending and the thread to be stopped.

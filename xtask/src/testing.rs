@@ -39,6 +39,8 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
         println!("SKIPPED: not root (run `sudo cargo xtask test`)");
         return Ok(0);
     }
+    // The evidence report test renders report.html in a real browser.
+    setup::ensure_apt(&["chromium"])?;
     let mut integration = Command::new(setup::cargo());
     integration
         .current_dir(&root)

@@ -151,6 +151,23 @@ impl HostKey {
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing.verifying_key()
     }
+
+    /// Signs `domain || message`; returns the signature as hex.
+    pub fn sign(&self, domain: &[u8], message: &[u8]) -> String {
+        let mut bytes = domain.to_vec();
+        bytes.extend_from_slice(message);
+        hex::encode(self.signing.sign(&bytes).to_bytes())
+    }
+}
+
+/// Checks a signature made by [`HostKey::sign`].
+pub fn verify_detached(key: &VerifyingKey, domain: &[u8], message: &[u8], signature_hex: &str) -> bool {
+    let Some(sig) = hex::decode(signature_hex.trim()).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+        return false;
+    };
+    let mut bytes = domain.to_vec();
+    bytes.extend_from_slice(message);
+    key.verify(&bytes, &Signature::from_bytes(&sig)).is_ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

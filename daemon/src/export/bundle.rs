@@ -1,0 +1,474 @@
+//! The evidence bundle: everything an auditor needs to check this host's
+//! record on another machine, without the daemon or the database.
+//!
+//! Layout (format `warden-evidence-bundle/v1`):
+//! - `entries.jsonl`, `entries.csv`: the chain from seq 1 to the end of the
+//!   window (the chain can only be verified from its start);
+//! - `checkpoints.json`, `host.pub`: signed checkpoints within those entries;
+//! - `agents.json`, `capabilities.json`, `policy_versions.json`,
+//!   `approvals.json`, `kill_switch.json`: inventory, role/approver ->
+//!   capability matrix, policy history, approvals, revocations;
+//! - `verification.json`: the host's own verification at export time;
+//! - `control_map.json`, `report.html`: controls to records, and a report;
+//! - `manifest.json` (sha256 of every file, the chain head) and
+//!   `manifest.sig`: Ed25519 over `"warden/bundle/v1" || 0x00 || manifest`.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{control_map::CONTROL_MAP, report};
+use crate::{
+    approvals::{Approval, Approvals},
+    clock,
+    config::Paths,
+    evidence::{
+        checkpoint::{self, Checkpoint, HostKey},
+        ChainVerifier, Entry, EvidenceStore, Filter,
+    },
+    policy,
+    registry::{Agent, PolicyVersion, Registry},
+};
+
+pub const FORMAT: &str = "warden-evidence-bundle/v1";
+pub const DOMAIN_BUNDLE: &[u8] = b"warden/bundle/v1\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("export: {0}")]
+    Source(String),
+    #[error("{0} is not a directory of a Warden evidence bundle (no manifest.json)")]
+    NotABundle(PathBuf),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BundleError + 'a {
+    move |source| BundleError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Which part of the record to report on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Window {
+    /// Unix ns, inclusive; entries before it are included for the chain
+    /// but not reported on.
+    pub from_ns: Option<i64>,
+    /// Unix ns, exclusive; the bundle ends at the last entry before it.
+    pub to_ns: Option<i64>,
+    pub agent: Option<String>,
+}
+
+impl Window {
+    pub fn contains(&self, e: &Entry) -> bool {
+        self.from_ns.is_none_or(|f| e.ts_ns >= f)
+            && self.to_ns.is_none_or(|t| e.ts_ns < t)
+            && self.agent.as_ref().is_none_or(|a| &e.agent == a)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub created_at_ns: i64,
+    pub host: String,
+    pub key_id: String,
+    pub entries: u64,
+    pub head_hash: String,
+    pub window: Window,
+    /// File name -> lowercase hex sha256.
+    pub files: BTreeMap<String, String>,
+}
+
+/// What `warden evidence verify` established. `problems` empty = valid.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleReport {
+    pub entries: u64,
+    pub head_hash: String,
+    pub checkpoints: u64,
+    pub signed_size: u64,
+    pub key_id: String,
+    pub problems: Vec<String>,
+}
+
+impl BundleReport {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The data a bundle is made of (also what the HTML report shows).
+pub struct Contents {
+    pub manifest_window: Window,
+    pub host: String,
+    pub created_at_ns: i64,
+    pub key_id: String,
+    pub entries: Vec<Entry>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub agents: Vec<Agent>,
+    pub versions: Vec<PolicyVersion>,
+    pub approvals: Vec<Approval>,
+    pub capabilities: Vec<Capability>,
+    pub verification: Result<String, String>,
+}
+
+/// One row of the role/approver -> capability matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capability {
+    /// "agent:NAME" or the approver ("user:alice", "group:finance").
+    pub subject: String,
+    pub agent: String,
+    /// "connect 127.0.0.1/32 ports 8443 tcp", "approve holds", ...
+    pub capability: String,
+    pub decision: String,
+    pub rule_id: String,
+    pub policy_snapshot: String,
+}
+
+fn capabilities(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<Capability> {
+    let mut rows = Vec::new();
+    for agent in agents {
+        let Some(v) = versions.iter().rev().find(|v| v.agent == agent.name) else { continue };
+        let Ok(p) = policy::parse_policy(&v.file, &v.content) else { continue };
+        for rule in &p.rules {
+            let decision = format!("{:?}", rule.decision).to_lowercase();
+            rows.push(Capability {
+                subject: format!("agent:{}", agent.name),
+                agent: agent.name.clone(),
+                capability: describe_selector(&rule.selector),
+                decision,
+                rule_id: rule.id.clone(),
+                policy_snapshot: v.sha256.clone(),
+            });
+        }
+        let held: Vec<&str> = p
+            .rules
+            .iter()
+            .filter(|r| r.decision == policy::Decision::Hold)
+            .map(|r| r.id.as_str())
+            .collect();
+        if !held.is_empty() {
+            let subjects = p
+                .approvers
+                .users
+                .iter()
+                .map(|u| format!("user:{u}"))
+                .chain(p.approvers.groups.iter().map(|g| format!("group:{g}")));
+            for subject in subjects {
+                rows.push(Capability {
+                    subject,
+                    agent: agent.name.clone(),
+                    capability: "approve or reject held actions".into(),
+                    decision: "approve".into(),
+                    rule_id: held.join(","),
+                    policy_snapshot: v.sha256.clone(),
+                });
+            }
+        }
+        rows.push(Capability {
+            subject: format!("agent:{}", agent.name),
+            agent: agent.name.clone(),
+            capability: "anything not listed".into(),
+            decision: "deny".into(),
+            rule_id: "default-deny".into(),
+            policy_snapshot: v.sha256.clone(),
+        });
+    }
+    rows
+}
+
+fn describe_selector(s: &policy::Selector) -> String {
+    match s {
+        policy::Selector::Connect { cidr, ports, protocol } => {
+            let ports = if ports.is_empty() {
+                "all ports".to_string()
+            } else {
+                let list: Vec<String> = ports
+                    .iter()
+                    .map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+                    .collect();
+                format!("ports {}", list.join(","))
+            };
+            format!("connect {cidr} {ports} {}", format!("{protocol:?}").to_lowercase())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleError> {
+    let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
+    let store = EvidenceStore::open(&paths.database()).map_err(|e| src(&e))?;
+    let key = HostKey::load_or_create(&paths.state_dir).map_err(|e| src(&e))?;
+    let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[]) {
+        Ok((chain, signed)) => Ok(format!(
+            "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
+            chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
+        )),
+        Err(e) => Err(crate::error_chain(&e)),
+    };
+    let mut entries = store.query(&Filter::default()).map_err(|e| src(&e))?;
+    if let Some(to) = window.to_ns {
+        // The chain from its start up to the last entry of the window.
+        let end = entries.iter().rposition(|e| e.ts_ns < to).map_or(0, |i| i + 1);
+        entries.truncate(end);
+    }
+    let n = entries.len() as u64;
+    let checkpoints = checkpoint::read_all(store.connection())
+        .map_err(|e| src(&e))?
+        .into_iter()
+        .filter(|c| c.size <= n)
+        .collect();
+    let registry = Registry::open(&paths.database()).map_err(|e| src(&e))?;
+    let mut agents = registry.list().map_err(|e| src(&e))?;
+    let mut versions = registry.policy_versions(None).map_err(|e| src(&e))?;
+    let mut approvals = Approvals::open(&paths.database()).and_then(|a| a.list(true)).map_err(|e| src(&e))?;
+    if let Some(a) = &window.agent {
+        agents.retain(|x| &x.name == a);
+        versions.retain(|x| &x.agent == a);
+        approvals.retain(|x| &x.job.agent == a);
+    }
+    let capabilities = capabilities(&agents, &versions);
+    let contents = Contents {
+        manifest_window: window.clone(),
+        host: fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+        created_at_ns: clock::now_ns(),
+        key_id: checkpoint::key_id(&key.verifying_key()),
+        entries,
+        checkpoints,
+        agents,
+        versions,
+        approvals,
+        capabilities,
+        verification,
+    };
+    Ok((contents, key))
+}
+
+fn write_json<T: Serialize + ?Sized>(dir: &Path, name: &str, value: &T) -> Result<(), BundleError> {
+    let path = dir.join(name);
+    let text = serde_json::to_string_pretty(value).map_err(|source| BundleError::Json { path: path.clone(), source })?;
+    fs::write(&path, text).map_err(io_err("write", &path))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+const CSV_COLUMNS: &str = "seq,ts_ns,time,kind,agent,owner,uid,user,loginuid,login_user,pid,exe,action,target,decision,rule_id,policy_snapshot,method,details,prev_hash,hash";
+
+fn csv_row(e: &Entry) -> String {
+    let details = serde_json::to_string(&e.details).unwrap_or_default();
+    [
+        e.seq.to_string(),
+        e.ts_ns.to_string(),
+        clock::format_ns(e.ts_ns),
+        e.kind.clone(),
+        e.agent.clone(),
+        e.owner.clone(),
+        e.uid.to_string(),
+        e.user.clone(),
+        e.loginuid.to_string(),
+        e.login_user.clone(),
+        e.pid.to_string(),
+        e.exe.clone(),
+        e.action.clone(),
+        e.target.clone(),
+        e.decision.clone(),
+        e.rule_id.clone(),
+        e.policy_snapshot.clone(),
+        e.method.clone(),
+        details,
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ]
+    .iter()
+    .map(|f| csv_field(f))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// `warden evidence export --out DIR`: writes the bundle; returns its manifest.
+pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, BundleError> {
+    let (c, key) = gather(paths, window)?;
+    fs::create_dir_all(out).map_err(io_err("create", out))?;
+
+    let path = out.join("entries.jsonl");
+    let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io_err("create", &path))?);
+    let mut csv = std::io::BufWriter::new(
+        fs::File::create(out.join("entries.csv")).map_err(io_err("create", &out.join("entries.csv")))?,
+    );
+    writeln!(csv, "{CSV_COLUMNS}").map_err(io_err("write", &out.join("entries.csv")))?;
+    for e in &c.entries {
+        let line = serde_json::to_string(e).map_err(|source| BundleError::Json { path: path.clone(), source })?;
+        writeln!(file, "{line}").map_err(io_err("write", &path))?;
+        writeln!(csv, "{}", csv_row(e)).map_err(io_err("write", &out.join("entries.csv")))?;
+    }
+    file.flush().map_err(io_err("write", &path))?;
+    csv.flush().map_err(io_err("write", &out.join("entries.csv")))?;
+
+    write_json(out, "checkpoints.json", &c.checkpoints)?;
+    let public = out.join(checkpoint::PUBLIC_KEY_FILE);
+    fs::write(&public, hex::encode(key.verifying_key().as_bytes())).map_err(io_err("write", &public))?;
+    write_json(out, "agents.json", &c.agents)?;
+    write_json(out, "capabilities.json", &c.capabilities)?;
+    write_json(out, "policy_versions.json", &c.versions)?;
+    write_json(out, "approvals.json", &c.approvals)?;
+    let kills: Vec<&Entry> = c.entries.iter().filter(|e| e.kind == "kill" || e.kind == "revive").collect();
+    write_json(out, "kill_switch.json", &kills)?;
+    let verification = match &c.verification {
+        Ok(summary) => serde_json::json!({ "valid": true, "summary": summary }),
+        Err(problem) => serde_json::json!({ "valid": false, "problem": problem }),
+    };
+    write_json(out, "verification.json", &verification)?;
+    write_json(out, "control_map.json", CONTROL_MAP)?;
+    let html = out.join("report.html");
+    fs::write(&html, report::render(&c)).map_err(io_err("write", &html))?;
+
+    let mut files = BTreeMap::new();
+    for name in [
+        "entries.jsonl",
+        "entries.csv",
+        "checkpoints.json",
+        checkpoint::PUBLIC_KEY_FILE,
+        "agents.json",
+        "capabilities.json",
+        "policy_versions.json",
+        "approvals.json",
+        "kill_switch.json",
+        "verification.json",
+        "control_map.json",
+        "report.html",
+    ] {
+        files.insert(name.to_string(), sha256_file(&out.join(name))?);
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        created_at_ns: c.created_at_ns,
+        host: c.host.clone(),
+        key_id: c.key_id.clone(),
+        entries: c.entries.len() as u64,
+        head_hash: c.entries.last().map_or_else(|| crate::evidence::record::GENESIS_PREV_HASH.into(), |e| e.hash.clone()),
+        window: window.clone(),
+        files,
+    };
+    let text = serde_json::to_vec_pretty(&manifest)
+        .map_err(|source| BundleError::Json { path: out.join("manifest.json"), source })?;
+    fs::write(out.join("manifest.json"), &text).map_err(io_err("write", &out.join("manifest.json")))?;
+    let sig = key.sign(DOMAIN_BUNDLE, &text);
+    fs::write(out.join("manifest.sig"), sig).map_err(io_err("write", &out.join("manifest.sig")))?;
+    Ok(manifest)
+}
+
+/// `warden evidence verify DIR`: checks a bundle with nothing but its files.
+/// `expected_key` (hex) pins the host key the auditor obtained out of band.
+pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, BundleError> {
+    let manifest_path = dir.join("manifest.json");
+    if !manifest_path.exists() {
+        return Err(BundleError::NotABundle(dir.to_path_buf()));
+    }
+    let mut problems = Vec::new();
+    let manifest_bytes = fs::read(&manifest_path).map_err(io_err("read", &manifest_path))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|source| BundleError::Json { path: manifest_path.clone(), source })?;
+    let key = checkpoint::load_public_key(dir).map_err(|e| BundleError::Source(crate::error_chain(&e)))?;
+    let key_id = checkpoint::key_id(&key);
+    if let Some(expected) = expected_key {
+        if !hex::encode(key.as_bytes()).eq_ignore_ascii_case(expected.trim()) {
+            problems.push(format!("host.pub is not the expected key (bundle key id {key_id})"));
+        }
+    }
+
+    // The chain first: its problems name the first bad sequence number.
+    let entries_path = dir.join("entries.jsonl");
+    let file = fs::File::open(&entries_path).map_err(io_err("open", &entries_path))?;
+    let mut verifier = ChainVerifier::new();
+    let mut hashes = std::collections::HashMap::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io_err("read", &entries_path))?;
+        let entry: Entry = match serde_json::from_str(&line) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("entries.jsonl line {}: not an entry: {e}", n + 1));
+                break;
+            }
+        };
+        if let Err(e) = verifier.push(&entry) {
+            problems.push(e.to_string());
+            break;
+        }
+        hashes.insert(entry.seq, entry.hash);
+    }
+    let chain = verifier.finish();
+    let checkpoints_path = dir.join("checkpoints.json");
+    let checkpoints: Vec<Checkpoint> = fs::read(&checkpoints_path)
+        .map_err(io_err("read", &checkpoints_path))
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|source| BundleError::Json { path: checkpoints_path.clone(), source })
+        })?;
+    let signed = if problems.is_empty() {
+        match checkpoint::verify_all(&checkpoints, &key, chain.entries, &|seq| hashes.get(&seq).cloned()) {
+            Ok(r) => r.signed_size,
+            Err(e) => {
+                problems.push(e.to_string());
+                0
+            }
+        }
+    } else {
+        0
+    };
+
+    // Then the manifest: its signature, and every file against it.
+    let sig = fs::read_to_string(dir.join("manifest.sig")).unwrap_or_default();
+    if !checkpoint::verify_detached(&key, DOMAIN_BUNDLE, &manifest_bytes, &sig) {
+        problems.push("manifest.sig does not verify: the manifest was altered or signed by another key".into());
+    }
+    if manifest.format != FORMAT {
+        problems.push(format!("unknown bundle format {:?}", manifest.format));
+    }
+    for (name, expected) in &manifest.files {
+        match sha256_file(&dir.join(name)) {
+            Ok(actual) if &actual == expected => {}
+            Ok(_) => problems.push(format!("{name} does not match its sha256 in the manifest (altered)")),
+            Err(_) => problems.push(format!("{name} is missing")),
+        }
+    }
+    if problems.is_empty() && (manifest.entries != chain.entries || manifest.head_hash != chain.head_hash) {
+        problems.push(format!(
+            "manifest says {} entries ending in {}, entries.jsonl has {} ending in {}",
+            manifest.entries, manifest.head_hash, chain.entries, chain.head_hash
+        ));
+    }
+    Ok(BundleReport {
+        entries: chain.entries,
+        head_hash: chain.head_hash,
+        checkpoints: checkpoints.len() as u64,
+        signed_size: signed,
+        key_id,
+        problems,
+    })
+}

@@ -1,0 +1,9 @@
+//! Export: evidence bundles an auditor verifies on another machine, the
+//! control map, and the HTML report.
+
+pub mod bundle;
+pub mod control_map;
+pub mod ocsf;
+pub mod report;
+
+pub use bundle::{export, verify, BundleError, BundleReport, Manifest, Window};

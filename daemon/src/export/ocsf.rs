@@ -1,0 +1,133 @@
+//! Evidence entries as OCSF events (Open Cybersecurity Schema Framework,
+//! 1.1), the schema SIEMs ingest. Network decisions map to Network Activity
+//! (4001), exec to Process Activity (1007), file opens to File System
+//! Activity (1001); everything else (approvals, policy loads, checkpoints)
+//! to Base Event (0). The Warden fields an auditor needs to re-check the
+//! chain (seq, prev_hash, hash, policy_snapshot, ...) ride in `unmapped`,
+//! so the SIEM's copy can be verified against the host's chain.
+
+use serde_json::{json, Map, Value};
+
+use crate::evidence::Entry;
+
+const OCSF_VERSION: &str = "1.1.0";
+
+/// (category_uid, class_uid, activity_id) for an entry.
+fn class_of(e: &Entry) -> (u32, u32, u32) {
+    match e.action.as_str() {
+        // Network Activity: 1 Open (connect), 6 Traffic (sendmsg).
+        a if a.starts_with("connect") => (4, 4001, 1),
+        a if a.starts_with("sendmsg") => (4, 4001, 6),
+        // Process Activity: 1 Launch.
+        "exec" => (1, 1007, 1),
+        // File System Activity: 14 Open.
+        "open" => (1, 1001, 14),
+        _ => (0, 0, 0),
+    }
+}
+
+/// OCSF disposition_id: 1 Allowed, 2 Blocked, 99 Other.
+fn disposition(decision: &str) -> (u32, &'static str) {
+    match decision {
+        "allow" | "approved" => (1, "Allowed"),
+        "deny" | "rejected" | "expired" => (2, "Blocked"),
+        "hold" => (99, "Held for approval"),
+        _ => (99, "Recorded"),
+    }
+}
+
+pub fn to_ocsf(e: &Entry) -> Value {
+    let (category, class, activity) = class_of(e);
+    let (disposition_id, disposition_name) = disposition(&e.decision);
+    let mut event = Map::new();
+    event.insert("category_uid".into(), json!(category));
+    event.insert("class_uid".into(), json!(class));
+    event.insert("activity_id".into(), json!(activity));
+    event.insert("type_uid".into(), json!(class * 100 + activity));
+    event.insert("time".into(), json!(e.ts_ns / 1_000_000));
+    event.insert("severity_id".into(), json!(if disposition_id == 2 { 3 } else { 1 }));
+    event.insert("disposition_id".into(), json!(disposition_id));
+    event.insert("disposition".into(), json!(disposition_name));
+    event.insert("message".into(), json!(format!("{} {} {}: {}", e.agent, e.action, e.target, e.decision)));
+    event.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "product": { "name": "Warden", "vendor_name": "Warden" },
+            "uid": e.hash,
+            "sequence": e.seq,
+            "log_name": "warden-evidence",
+        }),
+    );
+    event.insert(
+        "actor".into(),
+        json!({
+            "user": { "name": e.user, "uid": e.uid.to_string() },
+            "process": { "pid": e.pid, "file": { "path": e.exe } },
+            "session": { "uid": e.loginuid.to_string(), "issuer": e.login_user },
+        }),
+    );
+    if class == 4001 {
+        if let Some((host, port)) = split_target(&e.target) {
+            event.insert("dst_endpoint".into(), json!({ "ip": host, "port": port }));
+        }
+    }
+    event.insert(
+        "unmapped".into(),
+        json!({
+            "warden": {
+                "kind": e.kind, "agent": e.agent, "owner": e.owner, "rule_id": e.rule_id,
+                "policy_snapshot": e.policy_snapshot, "method": e.method, "target": e.target,
+                "details": e.details, "seq": e.seq, "ts_ns": e.ts_ns,
+                "prev_hash": e.prev_hash, "hash": e.hash,
+            }
+        }),
+    );
+    Value::Object(event)
+}
+
+/// "127.0.0.1:80/tcp" or "[::1]:53/udp" -> (host, port).
+fn split_target(t: &str) -> Option<(String, u16)> {
+    let addr = t.split('/').next()?;
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str, decision: &str, target: &str) -> Entry {
+        serde_json::from_value(json!({
+            "seq": 7, "ts_ns": 1_775_037_723_000_000_000i64, "kind": "decision", "agent": "bot",
+            "owner": "alice@example.com", "uid": 1000, "loginuid": 1000, "user": "alice",
+            "login_user": "alice", "pid": 42, "exe": "/usr/bin/curl", "action": action,
+            "target": target, "decision": decision, "rule_id": "r", "policy_snapshot": "none",
+            "method": "cgroup-deny", "details": {}, "prev_hash": "0".repeat(64), "hash": "a".repeat(64)
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_denied_connect_is_blocked_network_activity() {
+        let v = to_ocsf(&entry("connect4", "deny", "127.0.0.1:8080/tcp"));
+        assert_eq!(v["class_uid"], 4001);
+        assert_eq!(v["type_uid"], 400101);
+        assert_eq!(v["disposition_id"], 2);
+        assert_eq!(v["time"], 1_775_037_723_000i64);
+        assert_eq!(v["dst_endpoint"]["ip"], "127.0.0.1");
+        assert_eq!(v["dst_endpoint"]["port"], 8080);
+        assert_eq!(v["metadata"]["sequence"], 7);
+        assert_eq!(v["unmapped"]["warden"]["prev_hash"], "0".repeat(64));
+    }
+
+    #[test]
+    fn ipv6_targets_and_other_kinds() {
+        let v = to_ocsf(&entry("sendmsg6", "allow", "[::1]:53/udp"));
+        assert_eq!(v["dst_endpoint"]["ip"], "::1");
+        assert_eq!(v["activity_id"], 6);
+        let v = to_ocsf(&entry("policy.load", "loaded", "p.yaml"));
+        assert_eq!(v["class_uid"], 0);
+        assert!(v.get("dst_endpoint").is_none());
+    }
+}
