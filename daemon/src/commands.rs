@@ -448,6 +448,19 @@ pub fn tail(
     }
 }
 
+/// `warden log verify --completeness`: approval-gated entries missing a
+/// required field.
+pub fn completeness(paths: &Paths) -> Result<evidence::completeness::Completeness> {
+    let store = open_store(paths)?;
+    let mut check = evidence::completeness::Completeness::default();
+    // The closure never breaks, so the flow is always Continue.
+    let _ = store.for_each_entry(|e| {
+        check.push(e);
+        std::ops::ControlFlow::<()>::Continue(())
+    })?;
+    Ok(check)
+}
+
 /// `warden log checkpoints`.
 pub fn checkpoints(paths: &Paths) -> Result<Vec<evidence::checkpoint::Checkpoint>> {
     let store = open_store(paths)?;

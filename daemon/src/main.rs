@@ -192,6 +192,10 @@ enum LogCmd {
         /// elsewhere, that this log must still contain.
         #[arg(long)]
         anchor: Vec<PathBuf>,
+        /// Also list approval-gated entries (holds, approvals, their
+        /// outcomes) missing a required field.
+        #[arg(long)]
+        completeness: bool,
     },
     /// The signed checkpoints, as JSON (keep a copy elsewhere: it is what
     /// `verify --anchor` checks this log against later).
@@ -392,7 +396,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(LogCmd::Checkpoints) => {
                 print_json(&commands::checkpoints(&paths)?)?;
             }
-            Some(LogCmd::Verify { anchor }) => {
+            Some(LogCmd::Verify {
+                anchor,
+                completeness,
+            }) => {
                 let v = commands::log_verify(&paths, &anchor)?;
                 println!(
                     "evidence chain intact: {} entries, head seq {} hash {}",
@@ -411,6 +418,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!(
                         "anchors valid: {} checkpoint(s) kept elsewhere match this log",
                         v.anchors
+                    );
+                }
+                if completeness {
+                    let c = commands::completeness(&paths)?;
+                    for (seq, missing) in &c.incomplete {
+                        eprintln!("warden: incomplete: seq {seq} lacks {}", missing.join(", "));
+                    }
+                    if !c.incomplete.is_empty() {
+                        eprintln!(
+                            "warden: error: {} of {} approval-gated entries are incomplete",
+                            c.incomplete.len(),
+                            c.gated
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    println!(
+                        "completeness: {} approval-gated entries, every required field present",
+                        c.gated
                     );
                 }
             }

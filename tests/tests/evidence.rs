@@ -170,3 +170,42 @@ fn a_consistent_rollback_is_caught_by_an_anchor_kept_elsewhere() {
         "signature does not verify",
     );
 }
+
+#[test]
+fn the_log_streams_to_a_siem_as_ocsf_and_follows_new_entries() {
+    if !can_run("evidence_tail") {
+        return;
+    }
+    let env = log_with_checkpoints("evtail");
+    let all = env.evidence();
+    let out = env.ok(&["log", "tail", "--after", "0", "--no-follow", "--format", "ocsf"]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), all.len(), "one OCSF event per entry");
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(ev["metadata"]["sequence"], i as u64 + 1);
+        assert_eq!(ev["unmapped"]["warden"]["hash"], all[i]["hash"], "the SIEM copy carries the chain");
+    }
+    let connect = events.iter().find(|e| e["unmapped"]["warden"]["action"] == "connect4" || e["class_uid"] == 4001).unwrap();
+    assert_eq!(connect["class_uid"], 4001);
+    assert_eq!(connect["disposition"], "Allowed");
+    assert!(events.iter().any(|e| e["unmapped"]["warden"]["kind"] == "checkpoint"), "checkpoints are streamed too");
+
+    // Following: a new entry appears on the stream as it is appended.
+    let mut tail = env
+        .warden()
+        .args(["log", "tail", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    env.write_policy("q.yaml", "version: 1\nrules: []\n");
+    env.ok(&["agent", "add", "late", "--owner", "late@example.com", "--policy", "q.yaml"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(tail.stdout.take().unwrap()), &mut line).unwrap();
+    // SAFETY: kill(2) on the tail process this test started.
+    unsafe { libc::kill(tail.id() as i32, libc::SIGTERM) };
+    let _ = tail.wait();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["kind"], "agent_register");
+    assert_eq!(entry["agent"], "late");
+}

@@ -120,7 +120,11 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     assert_eq!(outcome["decision"], "allow");
     assert_eq!(outcome["details"]["final_status"], "executed");
     assert_eq!(outcome["details"]["job_hash"], pending["job_hash"]);
-    env.ok(&["log", "verify"]);
+    let checked = env.ok(&["log", "verify", "--completeness"]);
+    assert!(
+        checked.contains("3 approval-gated entries, every required field present"),
+        "{checked}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! [`record`]'s module documentation.
 
 pub mod checkpoint;
+pub mod completeness;
 pub mod record;
 pub mod store;
 pub mod verify;
