@@ -21,7 +21,6 @@
 pub mod actor;
 pub mod approvals;
 pub mod attribution;
-pub mod btf;
 pub mod cgroup;
 pub mod clock;
 pub mod commands;
@@ -31,6 +30,7 @@ pub mod daemon;
 pub mod decode;
 pub mod evidence;
 pub mod export;
+pub mod gaps;
 pub mod holds;
 pub mod kernel;
 pub mod policy;
