@@ -1,6 +1,8 @@
 //! The evidence log against an attacker with write access to the database
 //! file but not the host's signing key.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+
 use rusqlite::{params, Connection};
 use warden::evidence::{Entry, EvidenceStore, Filter};
 use warden_tests::{can_run, stderr, Listener, TestEnv};

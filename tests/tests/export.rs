@@ -1,6 +1,8 @@
 //! Evidence bundles: exported on this host, verified elsewhere with nothing
 //! but the files, and every kind of tampering caught.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},

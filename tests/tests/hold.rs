@@ -2,6 +2,8 @@
 //! until a human decides; approval lets the same syscall succeed, rejection
 //! makes it fail with EPERM.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+
 use std::{
     os::unix::process::CommandExt,
     process::{Child, Stdio},
