@@ -7,7 +7,10 @@ use std::{collections::HashMap, fs};
 
 use serde_json::json;
 
-use crate::{decode::KernelEvent, evidence::NewEntry};
+use crate::{
+    decode::{access_name, path_flag_names, Action, KernelEvent},
+    evidence::NewEntry,
+};
 
 /// `loginuid` value of a process that no login session started.
 pub const LOGINUID_UNSET: u32 = u32::MAX;
@@ -36,6 +39,7 @@ impl PolicyView {
             warden_common::rule::REVOKED => "revoked".into(),
             warden_common::rule::NO_EVIDENCE => "no-evidence".into(),
             warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
+            warden_common::rule::UNRESOLVED => "unresolved-path".into(),
             i => self
                 .rule_ids
                 .get(i as usize)
@@ -109,6 +113,7 @@ pub fn method_name(m: warden_common::Method) -> &'static str {
         warden_common::Method::Held => "held",
         warden_common::Method::Approved => "approved",
         warden_common::Method::Rejected => "rejected",
+        warden_common::Method::Kill => "kill",
     }
 }
 
@@ -134,6 +139,54 @@ pub fn decision_entry(
     details.insert("cgroup_id".into(), json!(ev.cgroup_id));
     details.insert("policy_version".into(), json!(ev.policy_gen));
     details.insert("boot_ns".into(), json!(ev.boot_ns));
+    let mut exe = process.exe.clone();
+    match &ev.action {
+        Action::Net { .. } => {}
+        Action::Exec {
+            path,
+            filename,
+            file,
+            flags,
+        } => {
+            // The identity of the binary the kernel executed, and the name
+            // the caller used for it.
+            details.insert("binary".into(), json!(file.to_string()));
+            details.insert("filename".into(), json!(filename));
+            details.insert("path_flags".into(), json!(path_flag_names(*flags)));
+            // The process's executable is the new image (a killed process is
+            // gone before /proc can be read).
+            exe = path.clone();
+        }
+        Action::Open {
+            file,
+            access,
+            syscall,
+            compat,
+            read_rule,
+            write_rule,
+            flags,
+            ..
+        } => {
+            details.insert("file".into(), json!(file.to_string()));
+            details.insert("access".into(), json!(access_name(*access)));
+            if access & warden_common::access::READ != 0 {
+                details.insert("read_rule".into(), json!(policy.rule_id(*read_rule)));
+            }
+            if access & warden_common::access::WRITE != 0 {
+                details.insert("write_rule".into(), json!(policy.rule_id(*write_rule)));
+            }
+            details.insert("syscall".into(), json!(syscall));
+            if *compat {
+                details.insert("syscall_table".into(), json!("ia32"));
+            }
+            details.insert("path_flags".into(), json!(path_flag_names(*flags)));
+            // The opening process's executable, when it was still there to
+            // be read (a killed process is not).
+            if process.binary != "unknown" {
+                details.insert("binary".into(), json!(process.binary));
+            }
+        }
+    }
     NewEntry {
         ts_ns,
         kind: "decision".into(),
@@ -144,7 +197,7 @@ pub fn decision_entry(
         user: users.name(ev.uid),
         login_user: users.name(process.loginuid),
         pid: ev.pid,
-        exe: process.exe.clone(),
+        exe,
         action: ev.action_name().into(),
         target: ev.target(),
         decision: decision.into(),

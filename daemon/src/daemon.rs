@@ -29,6 +29,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::oneshot,
 };
+use warden_common::sys_exit_mode;
 
 use crate::{
     actor::{Actor, Recorded},
@@ -45,7 +46,7 @@ use crate::{
     },
     holds::{Caller, Holds, Verdict},
     kernel::{Kernel, KernelError},
-    policy::{self, CompiledNet},
+    policy::{self, CompiledNet, CompiledPaths},
     registry::{Agent, AgentStatus, Registry, RegistryError},
 };
 
@@ -79,8 +80,16 @@ pub enum DaemonError {
 }
 
 /// What the kernel enforces with, per action class (shown by `warden status`
-/// and recorded in the daemon_start entry).
-fn mechanisms() -> Vec<Mechanism> {
+/// and recorded in the daemon_start entry). Exec and file open say which
+/// mechanism this kernel gave us, or why there is none (then policies that
+/// need it are refused, never silently allowed).
+fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
+    let or_unavailable = |why: Option<&str>, mechanism: &str| match why {
+        None => mechanism.to_string(),
+        Some(why) => {
+            format!("unavailable on this kernel ({why}): policies with these rules are refused")
+        }
+    };
     vec![
         Mechanism {
             action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
@@ -89,15 +98,21 @@ fn mechanisms() -> Vec<Mechanism> {
         },
         Mechanism {
             action: "hold (network)".into(),
-            mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached once a policy holds)".into(),
+            mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
         },
         Mechanism {
             action: "exec".into(),
-            mechanism: "none loaded".into(),
+            mechanism: or_unavailable(
+                kernel.exec_unavailable(),
+                "tp_btf/sched_process_exec, deny = SIGKILL before the first instruction (hold is enforced as deny)",
+            ),
         },
         Mechanism {
             action: "file open".into(),
-            mechanism: "none loaded".into(),
+            mechanism: or_unavailable(
+                kernel.file_unavailable(),
+                "tp_btf/sys_exit after open, deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first; hold is enforced as deny)",
+            ),
         },
     ]
 }
@@ -390,6 +405,11 @@ struct Enforced {
     cgroup: PathBuf,
     snapshot: String,
     revoked: bool,
+    /// The policy in force has file rules (the `sys_exit` program decides
+    /// the agent's opens).
+    needs_file: bool,
+    /// The policy in force holds network actions (`sys_exit` stops them).
+    needs_hold: bool,
 }
 
 struct Enforcer {
@@ -460,6 +480,15 @@ impl Enforcer {
                         |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
                     if let Err(e) = self.holds.expire(&mut self.kernel, &mut record) {
                         tracing::error!(error = %crate::error_chain(&e), "expire holds");
+                    }
+                    // Holds kept sys_exit attached after the last policy
+                    // that holds went away: detach once they are done.
+                    let stale = self.kernel.sys_exit_mode() & sys_exit_mode::HOLDS != 0
+                        && !self.enforced.values().any(|e| e.needs_hold);
+                    if stale {
+                        if let Err(e) = self.update_sys_exit() {
+                            tracing::error!(error = %e, "update sys_exit");
+                        }
                     }
                 }
                 Command::Replay { reply } => {
@@ -590,11 +619,40 @@ impl Enforcer {
                 errors.push(format!("agent '{}': {e}", agent.name));
             }
         }
+        if let Err(e) = self.update_sys_exit() {
+            errors.push(e);
+        }
         for e in &errors {
             tracing::error!(error = %e, "reconcile");
         }
         self.policy_errors = errors.clone();
         errors
+    }
+
+    /// Attaches the `sys_exit` program while some agent needs it and
+    /// detaches it when none does: file rules in force, network holds in a
+    /// policy, a hold awaiting a decision, or a thread a hook marked and
+    /// `sys_exit` has not stopped yet. (A hook that read an agent's old
+    /// policy just before a reload that drops its last hold rule could
+    /// still mark a thread after this check; the window is one map update.)
+    fn update_sys_exit(&mut self) -> Result<(), String> {
+        let files = self.enforced.values().any(|e| e.needs_file);
+        let holds = self.enforced.values().any(|e| e.needs_hold)
+            || self.kernel.marked_threads() > 0
+            || self
+                .holds
+                .list(false)
+                .map_or(true, |pending| !pending.is_empty());
+        let mut mode = 0;
+        if holds {
+            mode |= sys_exit_mode::HOLDS;
+        }
+        if files {
+            mode |= sys_exit_mode::FILES;
+        }
+        self.kernel
+            .set_sys_exit_mode(mode)
+            .map_err(|e| format!("tp_btf/sys_exit: {}", crate::error_chain(&e)))
     }
 
     fn reconcile_agent(&mut self, agent: &Agent, actor: &Actor) -> Result<(), String> {
@@ -625,18 +683,36 @@ impl Enforcer {
                 let name = file.display().to_string();
                 let parsed =
                     policy::parse_policy(&name, &text).map_err(|e| crate::error_chain(&e))?;
-                check_supported(&parsed, &name)?;
+                check_supported(
+                    &parsed,
+                    &name,
+                    self.kernel.exec_unavailable(),
+                    self.kernel.file_unavailable(),
+                )?;
                 let net = policy::compile_network(&parsed).map_err(|e| crate::error_chain(&e))?;
-                Ok((text, parsed, net))
+                let paths = policy::compile_paths(&parsed).map_err(|e| crate::error_chain(&e))?;
+                Ok((text, parsed, net, paths))
             });
-        let (text, parsed, net) = match loaded {
+        let (text, parsed, net, paths) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 self.record_policy_rejected(agent, actor, &e);
                 if !self.kernel.is_attached(cgroup_id) {
                     // Never leave an agent unenforced: with no valid policy
-                    // it gets none, so the default (deny) applies to all.
-                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), revoked)?;
+                    // it gets none, so the default (deny) applies to all it
+                    // does that this kernel lets us decide.
+                    let none = CompiledPaths {
+                        exec_governed: self.kernel.exec_unavailable().is_none(),
+                        file_governed: self.kernel.file_unavailable().is_none(),
+                        ..CompiledPaths::default()
+                    };
+                    if none.file_governed {
+                        let mode = self.kernel.sys_exit_mode() | sys_exit_mode::FILES;
+                        self.kernel
+                            .set_sys_exit_mode(mode)
+                            .map_err(|e| crate::error_chain(&e))?;
+                    }
+                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), &none, revoked)?;
                     self.enforced.insert(
                         agent.name.clone(),
                         Enforced {
@@ -644,6 +720,8 @@ impl Enforcer {
                             cgroup: agent.cgroup.clone(),
                             snapshot: "none".into(),
                             revoked,
+                            needs_file: none.file_governed,
+                            needs_hold: false,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -693,12 +771,21 @@ impl Enforcer {
                 hold_timeout: parsed.hold_timeout,
             }),
         );
-        if policy::policy_needs(&parsed).hold {
-            self.kernel
-                .enable_holds()
-                .map_err(|e| crate::error_chain(&e))?;
+        // The sys_exit program must run before the agent's flags ask for
+        // it: attach (or widen its mode) first, narrow it after the install
+        // (`update_sys_exit`).
+        let needs_hold = network_holds(&parsed);
+        let mut mode = self.kernel.sys_exit_mode();
+        if needs_hold {
+            mode |= sys_exit_mode::HOLDS;
         }
-        self.install(agent, cgroup_id, version, &net, revoked)?;
+        if paths.file_governed {
+            mode |= sys_exit_mode::FILES;
+        }
+        self.kernel
+            .set_sys_exit_mode(mode)
+            .map_err(|e| crate::error_chain(&e))?;
+        self.install(agent, cgroup_id, version, &net, &paths, revoked)?;
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -706,6 +793,8 @@ impl Enforcer {
                 cgroup: agent.cgroup.clone(),
                 snapshot: snapshot.clone(),
                 revoked,
+                needs_file: paths.file_governed,
+                needs_hold,
             },
         );
         let mut details = serde_json::Map::new();
@@ -735,12 +824,13 @@ impl Enforcer {
         cgroup_id: u64,
         version: u32,
         net: &CompiledNet,
+        paths: &CompiledPaths,
         revoked: bool,
     ) -> Result<(), String> {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel
-            .install(cgroup_id, agent.id, version, net, revoked)
+            .install(cgroup_id, agent.id, version, net, paths, revoked)
             .map_err(|e| crate::error_chain(&e))?;
         self.kernel
             .attach(&agent.cgroup, cgroup_id)
@@ -801,7 +891,7 @@ impl Enforcer {
             pid: std::process::id(),
             started_at_ns: self.started_at_ns,
             cgroup2: self.cgroup2.display().to_string(),
-            mechanisms: mechanisms(),
+            mechanisms: mechanisms(&self.kernel),
             agents,
             kernel: self.kernel.counters().unwrap_or_default(),
             decode_errors: self.stats.decode_errors.load(Ordering::Relaxed),
@@ -832,25 +922,39 @@ impl Enforcer {
     }
 }
 
-/// Refuses policies that need a mechanism this daemon does not have, rather
-/// than silently allowing what it cannot see.
-fn check_supported(p: &policy::Policy, file: &str) -> Result<(), String> {
+/// Refuses policies that need a mechanism this kernel did not give us,
+/// rather than silently allowing what it cannot see.
+fn check_supported(
+    p: &policy::Policy,
+    file: &str,
+    exec_unavailable: Option<&str>,
+    file_unavailable: Option<&str>,
+) -> Result<(), String> {
     let needs = policy::policy_needs(p);
     let mut missing = Vec::new();
-    if needs.exec {
-        missing.push("exec");
+    if let (true, Some(why)) = (needs.exec, exec_unavailable) {
+        missing.push(format!("exec rules need tp_btf/sched_process_exec: {why}"));
     }
-    if needs.file {
-        missing.push("file");
+    if let (true, Some(why)) = (needs.file, file_unavailable) {
+        missing.push(format!("file rules need tp_btf/sys_exit: {why}"));
     }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "{file}: rules of kind {} need kernel mechanisms this daemon does not provide yet; refusing the policy",
-            missing.join(", ")
+            "{file}: {}; refusing the policy",
+            missing.join("; ")
         ))
     }
+}
+
+/// Whether a policy holds network actions (exec and file `hold` rules are
+/// enforced as deny and need no stop).
+fn network_holds(p: &policy::Policy) -> bool {
+    p.rules.iter().any(|r| {
+        r.decision == policy::Decision::Hold
+            && matches!(r.selector, policy::Selector::Connect { .. })
+    })
 }
 
 /// Sends a command to the enforcer and waits for its reply.
@@ -877,10 +981,23 @@ async fn read_events(
     // as long as the AsyncFd (which owns the RingBuf) exists.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)? };
     let mut users = UserNames::default();
+    // The exec and open programs submit allowed decisions without waking
+    // us (a wake-up is a self-IPI, ~10 us per event in a VM): they are
+    // collected on this tick, or with the next event that does wake us.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(
+        warden_common::limits::EVENTS_POLL_MS,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = fd.readable_mut().await?;
-        let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users);
-        guard.clear_ready();
+        let batch = tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users);
+                guard.clear_ready();
+                batch
+            }
+            _ = tick.tick() => drain(fd.get_mut(), &views, &enforcer, &stats, &mut users),
+        };
         if !batch.is_empty() {
             writer.queue(batch);
         }
@@ -1130,7 +1247,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     let mut details = serde_json::Map::new();
     details.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-    details.insert("mechanisms".into(), json!(mechanisms()));
+    details.insert("mechanisms".into(), json!(mechanisms(&kernel)));
     details.insert("cgroup2".into(), json!(cgroup2.display().to_string()));
     details.insert(
         "policy_dir".into(),
@@ -1248,4 +1365,56 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let _ = writer_thread.join();
     let _ = std::fs::remove_file(&paths.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> policy::Policy {
+        policy::parse_policy("p.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn policies_needing_a_missing_mechanism_are_refused_with_the_reason() {
+        let net = parse(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n",
+        );
+        let both = parse(
+            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: allow\n  \
+             - id: b\n    file: { prefix: /etc/, access: [read] }\n    decision: allow\n",
+        );
+        assert_eq!(
+            check_supported(&net, "p.yaml", Some("no BTF"), Some("no BTF")),
+            Ok(())
+        );
+        assert_eq!(check_supported(&both, "p.yaml", None, None), Ok(()));
+        assert_eq!(
+            check_supported(&both, "p.yaml", Some("no BTF"), None),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: no BTF; refusing the policy"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check_supported(&both, "p.yaml", Some("x"), Some("y")),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: x; file rules need \
+                 tp_btf/sys_exit: y; refusing the policy"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn only_network_holds_need_the_stop() {
+        let exec_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: hold\n",
+        );
+        let net_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: hold\n",
+        );
+        assert!(!network_holds(&exec_hold));
+        assert!(network_holds(&net_hold));
+    }
 }

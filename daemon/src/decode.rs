@@ -5,7 +5,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use warden_common::{Decision, EventHeader, EventKind, HoldKey, Method, NetEvent};
+use warden_common::{
+    access, path_flags, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method, NetEvent,
+    OpenEvent,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -43,7 +46,102 @@ pub struct KernelEvent {
 /// What the agent tried to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Net { addr: IpAddr, port: u16, proto: u8 },
+    Net {
+        addr: IpAddr,
+        port: u16,
+        proto: u8,
+    },
+    /// An exec, decided on the file the kernel executes.
+    Exec {
+        /// The executed file's path as the kernel resolved it (for a `#!`
+        /// script, the interpreter's).
+        path: String,
+        /// The path as the caller passed it (`bprm->filename`).
+        filename: String,
+        file: FileId,
+        /// `path_flags` bits.
+        flags: u32,
+    },
+    /// A file open, decided on the file the kernel opened.
+    Open {
+        path: String,
+        file: FileId,
+        /// `access` bits the open requested.
+        access: u32,
+        syscall: u32,
+        /// The syscall came through the ia32 table.
+        compat: bool,
+        /// The rule that decided each requested access.
+        read_rule: u32,
+        write_rule: u32,
+        flags: u32,
+    },
+}
+
+/// A file's identity: device (as `stat()` encodes `st_dev`) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// From the kernel's `sb->s_dev` (`major << 20 | minor`).
+    pub fn from_kernel(kdev: u32, ino: u64) -> Self {
+        let major = kdev >> 20;
+        let minor = kdev & 0xf_ffff;
+        Self {
+            dev: libc::makedev(major, minor),
+            ino,
+        }
+    }
+}
+
+impl std::fmt::Display for FileId {
+    /// `dev:ino`, as `ProcessFacts::binary` writes an executable's identity.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.dev, self.ino)
+    }
+}
+
+/// Names of `path_flags` bits, for evidence.
+pub fn path_flag_names(flags: u32) -> Vec<&'static str> {
+    [
+        (path_flags::TRUNCATED, "truncated"),
+        (path_flags::INCOMPLETE, "incomplete"),
+        (path_flags::READ_ERROR, "read_error"),
+        (path_flags::CROSSED_MOUNT, "crossed_mount"),
+        (path_flags::KILL_FAILED, "kill_failed"),
+        (path_flags::SCRATCH_RACE, "scratch_race"),
+        (path_flags::NO_OFFSETS, "no_offsets"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+/// `access` bits as evidence names them: "read", "write" or "read,write".
+pub fn access_name(bits: u32) -> String {
+    let mut names = Vec::new();
+    if bits & access::READ != 0 {
+        names.push("read");
+    }
+    if bits & access::WRITE != 0 {
+        names.push("write");
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
+/// evidence is UTF-8, so invalid sequences become U+FFFD.
+fn c_text(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
 impl KernelEvent {
@@ -54,13 +152,19 @@ impl KernelEvent {
             EventKind::Connect6 => "connect6",
             EventKind::Sendmsg4 => "sendmsg4",
             EventKind::Sendmsg6 => "sendmsg6",
+            EventKind::Exec => "exec",
+            EventKind::Open => "open",
         }
     }
 
     /// The kernel's key for this exact action (thread and destination), as
     /// the hook builds it for holds and grants.
     pub fn hold_key(&self) -> HoldKey {
-        let Action::Net { addr, port, proto } = &self.action;
+        let (addr, port, proto) = match &self.action {
+            Action::Net { addr, port, proto } => (addr, port, proto),
+            // Exec and opens are never held (hold is enforced as deny).
+            _ => (&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &0, &0),
+        };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
                 let mut b = [0u8; 16];
@@ -94,6 +198,7 @@ impl KernelEvent {
                     IpAddr::V6(a) => format!("[{a}]:{port}/{proto}"),
                 }
             }
+            Action::Exec { path, .. } | Action::Open { path, .. } => path.clone(),
         }
     }
 }
@@ -140,6 +245,28 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 addr,
                 port: ev.port,
                 proto: ev.proto,
+            }
+        }
+        EventKind::Exec => {
+            let ev: ExecEvent = read(bytes, "exec event")?;
+            Action::Exec {
+                path: c_text(&ev.path),
+                filename: c_text(&ev.filename),
+                file: FileId::from_kernel(ev.dev, ev.ino),
+                flags: ev.flags,
+            }
+        }
+        EventKind::Open => {
+            let ev: OpenEvent = read(bytes, "open event")?;
+            Action::Open {
+                path: c_text(&ev.path),
+                file: FileId::from_kernel(ev.dev, ev.ino),
+                access: ev.access,
+                syscall: ev.syscall,
+                compat: ev.syscall_compat != 0,
+                read_rule: ev.read_rule,
+                write_rule: ev.write_rule,
+                flags: ev.flags,
             }
         }
     };
@@ -231,6 +358,95 @@ mod tests {
         let ev = decode(&bytes_of(&raw)).unwrap();
         assert_eq!(ev.target(), "[::1]:8080/udp");
         assert_eq!(ev.action_name(), "sendmsg6");
+    }
+
+    fn header(kind: EventKind, decision: Decision, method: Method) -> EventHeader {
+        let mut h = sample(EventKind::Connect4, 2, [0; 16]).header;
+        h.kind = kind as u32;
+        h.decision = decision as u32;
+        h.method = method as u32;
+        h
+    }
+
+    fn raw<T>(ev: &T) -> Vec<u8> {
+        // SAFETY: the ABI types are repr(C) plain data without padding.
+        unsafe { std::slice::from_raw_parts((ev as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn path_field(s: &str) -> [u8; warden_common::EVENT_PATH_BYTES] {
+        let mut out = [0u8; warden_common::EVENT_PATH_BYTES];
+        out[..s.len()].copy_from_slice(s.as_bytes());
+        out
+    }
+
+    #[test]
+    fn round_trip_exec_kill() {
+        let ev = ExecEvent {
+            header: header(EventKind::Exec, Decision::Deny, Method::Kill),
+            // /dev/vda1: major 254, minor 1, in the kernel's encoding.
+            dev: (254 << 20) | 1,
+            flags: path_flags::CROSSED_MOUNT,
+            ino: 4242,
+            path_len: 14,
+            _pad: 0,
+            path: path_field("/usr/bin/touch"),
+            filename: path_field("touch"),
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.kind, EventKind::Exec);
+        assert_eq!(got.method, Method::Kill);
+        assert_eq!(got.action_name(), "exec");
+        assert_eq!(got.target(), "/usr/bin/touch");
+        let Action::Exec {
+            filename,
+            file,
+            flags,
+            ..
+        } = &got.action
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(filename, "touch");
+        assert_eq!(file.to_string(), format!("{}:4242", libc::makedev(254, 1)));
+        assert_eq!(path_flag_names(*flags), vec!["crossed_mount"]);
+        assert!(matches!(
+            decode(&raw(&ev)[..300]),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn round_trip_open_allow() {
+        let ev = OpenEvent {
+            header: header(EventKind::Open, Decision::Allow, Method::Allow),
+            dev: 7,
+            flags: 0,
+            ino: 9,
+            path_len: 10,
+            access: access::READ | access::WRITE,
+            syscall: 257,
+            syscall_compat: 0,
+            read_rule: 2,
+            write_rule: 3,
+            path: path_field("/srv/a.txt"),
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.action_name(), "open");
+        assert_eq!(got.target(), "/srv/a.txt");
+        let Action::Open {
+            access: bits,
+            read_rule,
+            write_rule,
+            compat,
+            ..
+        } = got.action
+        else {
+            panic!()
+        };
+        assert_eq!(access_name(bits), "read,write");
+        assert_eq!((read_rule, write_rule, compat), (2, 3, false));
+        assert_eq!(access_name(0), "none");
     }
 
     #[test]

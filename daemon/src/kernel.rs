@@ -5,6 +5,15 @@
 //! tasks ask it for changes (see `daemon.rs`). Policy swaps are atomic per
 //! agent: rules are written under the agent's idle slot, then the agent's
 //! `AGENTS` entry is replaced in one map update, then the old slot is cleared.
+//!
+//! Exec and file opens (the fallback for kernels without BPF LSM) are
+//! decided by global tracepoint programs: `sched_process_exec`, attached at
+//! load, and the one `sys_exit` program, attached only while some agent
+//! needs it (file rules or holds; see `set_sys_exit_mode`). Both need kernel
+//! struct offsets from the kernel's BTF (`btf.rs`); where they or the
+//! programs cannot load, the daemon still enforces the network and refuses
+//! policies that need the missing mechanism (`exec_unavailable`,
+//! `file_unavailable`).
 
 use std::{collections::HashMap, fs::File, path::Path};
 
@@ -14,17 +23,17 @@ use aya::{
         HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
     programs::{
-        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode, BtfTracePoint,
-        CgroupSockAddr,
+        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode,
+        tp_btf::BtfTracePointLinkId, BtfTracePoint, CgroupSockAddr,
     },
     Btf, Ebpf, EbpfLoader,
 };
 use warden_common::{
-    agent_flags, counter, names, AgentInfo, Decision, HoldKey, Net4Key, Net6Key, NetRules,
-    SLOT_PREFIX_BITS,
+    agent_flags, counter, names, AgentInfo, Decision, FileRule, HoldKey, KernelOffsets, Net4Key,
+    Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
 };
 
-use crate::policy::CompiledNet;
+use crate::policy::{CompiledNet, CompiledPaths};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -78,6 +87,9 @@ pub struct Counters {
     pub denied: u64,
     pub held: u64,
     pub hold_failed: u64,
+    /// Denials whose SIGKILL could not be sent (exec and file opens).
+    #[serde(default)]
+    pub kill_failed: u64,
 }
 
 /// The rules an agent has in the kernel right now.
@@ -85,14 +97,37 @@ struct Installed {
     info: AgentInfo,
     v4: Vec<Key<Net4Key>>,
     v6: Vec<Key<Net6Key>>,
+    exec: Vec<Key<PathKey>>,
+    file: Vec<Key<PathKey>>,
 }
 
 pub struct Kernel {
     bpf: Ebpf,
     links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
     installed: HashMap<u64, Installed>,
-    /// The sys_exit program that stops held threads is attached.
-    holds_enabled: bool,
+    /// The `sys_exit` link while attached, and the `sys_exit_mode` bits in
+    /// force.
+    sys_exit: Option<BtfTracePointLinkId>,
+    sys_exit_mode: u32,
+    /// Why exec rules cannot be enforced on this kernel, if they cannot.
+    exec_unavailable: Option<String>,
+    /// Why file rules cannot be enforced on this kernel, if they cannot.
+    file_unavailable: Option<String>,
+}
+
+/// Comma-separated mechanisms (`exec`, `file`) the daemon must not load.
+pub const DISABLE_VAR: &str = "WARDEN_DISABLE_MECHANISMS";
+
+/// Logs how many instructions the verifier went through for a program (the
+/// path walk is bounded; this shows how close it is to the 1M limit).
+fn log_verified(prog: &BtfTracePoint, name: &str) {
+    if let Ok(info) = prog.info() {
+        tracing::info!(
+            program = name,
+            verified_insns = info.verified_instruction_count(),
+            "loaded"
+        );
+    }
 }
 
 /// The object built by `build.rs`; embedded so the binary and its kernel
@@ -100,9 +135,29 @@ pub struct Kernel {
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden-ebpf.o"));
 
 impl Kernel {
-    /// Loads maps and programs (nothing is attached yet).
+    /// Loads maps and programs and attaches the exec program (the network
+    /// programs are attached per agent, `sys_exit` on demand). A kernel
+    /// that cannot run the exec or open programs still gets network
+    /// enforcement; `exec_unavailable`/`file_unavailable` say why not.
     pub fn load() -> Result<Self, KernelError> {
-        let mut bpf = EbpfLoader::new().load(OBJECT).map_err(KernelError::Load)?;
+        // Offsets for the exec and open programs. Without them those
+        // programs refuse every decision (valid = 0) and the daemon refuses
+        // policies that need them.
+        let (offsets, offsets_error) =
+            match crate::btf::Btf::from_sys_fs().and_then(|b| b.kernel_offsets()) {
+                Ok(o) => (o, None),
+                Err(e) => (
+                    KernelOffsets::default(),
+                    Some(format!(
+                        "kernel struct offsets from {}: {e}",
+                        crate::btf::VMLINUX_BTF
+                    )),
+                ),
+            };
+        let mut bpf = EbpfLoader::new()
+            .override_global(names::KERNEL_OFFSETS, &offsets, true)
+            .load(OBJECT)
+            .map_err(KernelError::Load)?;
         for name in names::CGROUP_NET_PROGRAMS {
             let prog: &mut CgroupSockAddr = bpf
                 .program_mut(name)
@@ -133,42 +188,159 @@ impl Kernel {
             names::COUNTERS,
             names::HELD,
             names::GRANTS,
+            names::EXEC_RULES,
+            names::FILE_RULES,
+            names::SYS_EXIT_MODE,
         ] {
             if bpf.map(name).is_none() {
                 return Err(KernelError::Missing { what: "map", name });
             }
         }
+
+        // An operator can keep the global tracepoint programs off a host
+        // (policies that need them are then refused, like on a kernel that
+        // cannot load them).
+        let disabled = std::env::var(DISABLE_VAR).unwrap_or_default();
+        let disabled = |what: &str| {
+            disabled
+                .split(',')
+                .any(|d| d.trim() == what)
+                .then(|| format!("disabled by {DISABLE_VAR}={what}"))
+        };
+        if offsets_error.is_none() {
+            tracing::debug!(?offsets, "kernel struct offsets from BTF");
+        }
+
+        // Exec: load and attach now. It runs at every exec on the machine
+        // and returns after one lookup for processes outside agents.
+        let exec_unavailable = disabled("exec")
+            .or_else(|| offsets_error.clone())
+            .or_else(|| {
+                let name = names::PROG_EXEC;
+                let prog: Option<&mut BtfTracePoint> =
+                    bpf.program_mut(name).and_then(|p| p.try_into().ok());
+                let Some(prog) = prog else {
+                    return Some(format!("the eBPF object has no tp_btf program {name}"));
+                };
+                let tp = names::EXEC_TRACEPOINT;
+                prog.load(tp, &btf)
+                    .map_err(|e| format!("load tp_btf/{tp} ({name}): {}", crate::error_chain(&e)))
+                    .map(|()| log_verified(prog, name))
+                    .and_then(|()| {
+                        prog.attach()
+                            .map(drop)
+                            .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))
+                    })
+                    .err()
+            });
+        if let Some(why) = &exec_unavailable {
+            tracing::warn!(reason = %why, "exec rules cannot be enforced on this kernel");
+        }
+        // Opens: the sys_exit program loaded above; check once that it can
+        // attach here, so that a policy with file rules is refused up front
+        // rather than when its agent is installed.
+        let file_unavailable = disabled("file").or(offsets_error).or_else(|| {
+            let name = names::PROG_SYS_EXIT;
+            let prog: &mut BtfTracePoint = bpf.program_mut(name).and_then(|p| p.try_into().ok())?;
+            log_verified(prog, name);
+            match prog.attach() {
+                Ok(link) => prog
+                    .detach(link)
+                    .err()
+                    .map(|e| format!("detach tp_btf/sys_exit: {e}")),
+                Err(e) => Some(format!(
+                    "attach tp_btf/sys_exit: {}",
+                    crate::error_chain(&e)
+                )),
+            }
+        });
+        if let Some(why) = &file_unavailable {
+            tracing::warn!(reason = %why, "file rules cannot be enforced on this kernel");
+        }
         Ok(Self {
             bpf,
             links: HashMap::new(),
             installed: HashMap::new(),
-            holds_enabled: false,
+            sys_exit: None,
+            sys_exit_mode: 0,
+            exec_unavailable,
+            file_unavailable,
         })
     }
 
-    /// Attaches the program that stops held threads. It runs at every
-    /// syscall exit on the machine, so it is attached only once a policy
-    /// uses `hold`, and then stays attached.
-    pub fn enable_holds(&mut self) -> Result<(), KernelError> {
-        if self.holds_enabled {
+    /// Why exec rules cannot be enforced here (`None`: they can).
+    pub fn exec_unavailable(&self) -> Option<&str> {
+        self.exec_unavailable.as_deref()
+    }
+
+    /// Why file rules cannot be enforced here (`None`: they can).
+    pub fn file_unavailable(&self) -> Option<&str> {
+        self.file_unavailable.as_deref()
+    }
+
+    /// The `sys_exit_mode` bits in force (0: the program is detached).
+    pub fn sys_exit_mode(&self) -> u32 {
+        self.sys_exit_mode
+    }
+
+    /// Sets what the `sys_exit` program does, attaching it when some bit is
+    /// set and detaching it when none is: it runs at every syscall exit on
+    /// the machine, so it is attached only while some agent needs it. The
+    /// mode is written before the attach and after the detach, so the
+    /// program never runs with a stale mode.
+    pub fn set_sys_exit_mode(&mut self, mode: u32) -> Result<(), KernelError> {
+        if mode == self.sys_exit_mode && (mode != 0) == self.sys_exit.is_some() {
             return Ok(());
         }
         let name = names::PROG_SYS_EXIT;
-        let prog: &mut BtfTracePoint = self
-            .bpf
+        let attach_err = |source| KernelError::Attach {
+            name,
+            cgroup: "(global tracepoint sys_exit)".into(),
+            source,
+        };
+        if mode != 0 {
+            self.write_sys_exit_mode(mode)?;
+            if self.sys_exit.is_none() {
+                let link = self.sys_exit_prog()?.attach().map_err(attach_err)?;
+                self.sys_exit = Some(link);
+            }
+        } else if let Some(link) = self.sys_exit.take() {
+            self.sys_exit_prog()?.detach(link).map_err(attach_err)?;
+            self.write_sys_exit_mode(0)?;
+        }
+        self.sys_exit_mode = mode;
+        tracing::info!(mode, attached = self.sys_exit.is_some(), "tp_btf/sys_exit");
+        Ok(())
+    }
+
+    fn sys_exit_prog(&mut self) -> Result<&mut BtfTracePoint, KernelError> {
+        let name = names::PROG_SYS_EXIT;
+        self.bpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing {
-            what: "tp_btf program",
-            name,
-        })?;
-        prog.attach().map_err(|source| KernelError::Attach {
-            name,
-            cgroup: "(global tracepoint)".into(),
-            source,
-        })?;
-        self.holds_enabled = true;
-        Ok(())
+                what: "tp_btf program",
+                name,
+            })
+    }
+
+    fn write_sys_exit_mode(&mut self, mode: u32) -> Result<(), KernelError> {
+        let name = names::SYS_EXIT_MODE;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut array: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(map).map_err(map_err("open", name))?;
+        array.set(0, mode, 0).map_err(map_err("update", name))
+    }
+
+    /// Threads a hook marked for a stop that `sys_exit` has not sent yet.
+    pub fn marked_threads(&self) -> usize {
+        self.bpf
+            .map(names::HELD)
+            .and_then(|m| BpfHashMap::<_, u32, u32>::try_from(m).ok())
+            .map_or(0, |held| held.keys().count())
     }
 
     /// Records a human decision on one held action, for the hook to apply
@@ -252,12 +424,19 @@ impl Kernel {
         agent_id: u32,
         policy_gen: u32,
         net: &CompiledNet,
+        paths: &CompiledPaths,
         revoked: bool,
     ) -> Result<(), KernelError> {
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
         let slot = AgentInfo::slot_for(agent_id, half);
-        let flags = if revoked { agent_flags::REVOKED } else { 0 };
+        let mut flags = if revoked { agent_flags::REVOKED } else { 0 };
+        if paths.exec_governed {
+            flags |= agent_flags::EXEC;
+        }
+        if paths.file_governed {
+            flags |= agent_flags::FILE;
+        }
         let info = AgentInfo {
             agent_id,
             policy_gen,
@@ -269,8 +448,10 @@ impl Kernel {
             info,
             v4: Vec::new(),
             v6: Vec::new(),
+            exec: Vec::new(),
+            file: Vec::new(),
         };
-        let result = self.write_rules(slot, net, &mut new).and_then(|()| {
+        let result = self.write_rules(slot, net, paths, &mut new).and_then(|()| {
             let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
             agents
                 .insert(cgroup_id, info, 0)
@@ -363,6 +544,7 @@ impl Kernel {
             denied: sum(counter::DENIED)?,
             held: sum(counter::HELD)?,
             hold_failed: sum(counter::HOLD_FAILED)?,
+            kill_failed: sum(counter::KILL_FAILED)?,
         })
     }
 
@@ -381,6 +563,7 @@ impl Kernel {
         &mut self,
         slot: u32,
         net: &CompiledNet,
+        paths: &CompiledPaths,
         into: &mut Installed,
     ) -> Result<(), KernelError> {
         let map = self
@@ -413,6 +596,34 @@ impl Kernel {
                 .map_err(map_err("update", names::NET6_RULES))?;
             into.v6.push(key);
         }
+        let name = names::EXEC_RULES;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut exec: LpmTrie<_, PathKey, PathRule> =
+            LpmTrie::try_from(map).map_err(map_err("open", name))?;
+        for entry in &paths.exec {
+            let (bits, data) = entry.key(slot);
+            let key = Key::new(bits, data);
+            exec.insert(&key, entry.value, 0)
+                .map_err(map_err("update", name))?;
+            into.exec.push(key);
+        }
+        let name = names::FILE_RULES;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut file: LpmTrie<_, PathKey, FileRule> =
+            LpmTrie::try_from(map).map_err(map_err("open", name))?;
+        for entry in &paths.file {
+            let (bits, data) = entry.key(slot);
+            let key = Key::new(bits, data);
+            file.insert(&key, entry.value, 0)
+                .map_err(map_err("update", name))?;
+            into.file.push(key);
+        }
         Ok(())
     }
 
@@ -434,6 +645,24 @@ impl Kernel {
         {
             for key in &inst.v6 {
                 let _ = v6.remove(key);
+            }
+        }
+        if let Some(Ok(mut exec)) = self
+            .bpf
+            .map_mut(names::EXEC_RULES)
+            .map(LpmTrie::<_, PathKey, PathRule>::try_from)
+        {
+            for key in &inst.exec {
+                let _ = exec.remove(key);
+            }
+        }
+        if let Some(Ok(mut file)) = self
+            .bpf
+            .map_mut(names::FILE_RULES)
+            .map(LpmTrie::<_, PathKey, FileRule>::try_from)
+        {
+            for key in &inst.file {
+                let _ = file.remove(key);
             }
         }
     }

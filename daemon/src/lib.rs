@@ -21,6 +21,7 @@
 pub mod actor;
 pub mod approvals;
 pub mod attribution;
+pub mod btf;
 pub mod cgroup;
 pub mod clock;
 pub mod commands;

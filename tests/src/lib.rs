@@ -135,12 +135,18 @@ impl TestEnv {
     }
 
     pub fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_daemon_with(&mut self, vars: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already started");
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("daemon log");
         let mut child = self
             .warden()
             .arg("daemon")
             .env("WARDEN_LOG", "debug")
+            .envs(vars.iter().copied())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()

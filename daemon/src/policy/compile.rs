@@ -1,4 +1,4 @@
-//! Policy to kernel network rule tables.
+//! Policy to kernel rule tables: network (below) and exec/file (after it).
 //!
 //! The kernel does a longest-prefix match of the destination address in the
 //! agent's LPM trie, then walks that one entry's `PortRule`s and takes the
@@ -18,10 +18,12 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use warden_common::limits::MAX_PORT_RULES;
-use warden_common::{NetRules, PortRule};
+use warden_common::limits::{MAX_PATH_ENTRIES, MAX_PORT_RULES};
+use warden_common::{
+    FileRule, NetRules, PathKey, PathRule, PortRule, PATH_KEY_BYTES, SLOT_PREFIX_BITS,
+};
 
-use super::model::{Cidr, Decision, Policy, Protocol, Selector};
+use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Selector};
 use super::parse::{rule_error, PolicyError, PolicyErrorKind};
 
 /// One LPM entry: (prefix length of the CIDR itself, without the slot bits;
@@ -136,6 +138,211 @@ fn entry_rules(
     }
     out.count = count as u32;
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Exec and file rules
+
+/// One entry of an exec or file LPM trie: the key's path bytes (an exact
+/// rule's path followed by a NUL, or a prefix ending in '/'; the kernel key
+/// puts the slot in front and counts `8 * bytes.len()` more prefix bits)
+/// and the value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathEntry<V> {
+    pub bytes: Vec<u8>,
+    pub value: V,
+}
+
+impl<V> PathEntry<V> {
+    /// The `PathKey` of this entry under `slot`, and its prefix length in
+    /// bits (slot included), as the kernel's trie takes them.
+    pub fn key(&self, slot: u32) -> (u32, PathKey) {
+        let mut path = [0u8; PATH_KEY_BYTES];
+        // The parser refuses longer paths, so this never cuts.
+        let n = self.bytes.len().min(PATH_KEY_BYTES);
+        path[..n].copy_from_slice(&self.bytes[..n]);
+        (SLOT_PREFIX_BITS + 8 * n as u32, PathKey { slot, path })
+    }
+}
+
+/// The exec and file rule tables of one policy, ready to be written under a
+/// slot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledPaths {
+    /// The policy has exec rules: the kernel decides every exec of the
+    /// agent (default deny). Without, the agent's execs are not governed.
+    pub exec_governed: bool,
+    /// The policy has file rules: the kernel decides every open.
+    pub file_governed: bool,
+    pub exec: Vec<PathEntry<PathRule>>,
+    pub file: Vec<PathEntry<FileRule>>,
+}
+
+/// What the kernel's lookup does with a path: the longest entry that is a
+/// prefix of `path + NUL` wins. So a rule's key is `path + NUL` for an exact
+/// rule and the directory for a prefix rule, and the longest match is the
+/// most specific rule (exact, then the longest prefix).
+fn key_bytes(target: &PathMatch) -> Vec<u8> {
+    match target {
+        PathMatch::Exact(p) => {
+            let mut b = p.as_bytes().to_vec();
+            b.push(0);
+            b
+        }
+        PathMatch::Prefix(p) => p.as_bytes().to_vec(),
+    }
+}
+
+/// Whether `rule` matches every path `entry` matches.
+fn covers(rule: &PathMatch, entry: &PathMatch) -> bool {
+    match (rule, entry) {
+        (PathMatch::Exact(r), PathMatch::Exact(e)) => r == e,
+        (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+        (PathMatch::Prefix(r), PathMatch::Exact(e) | PathMatch::Prefix(e)) => {
+            e.starts_with(r.as_str())
+        }
+    }
+}
+
+/// How specific a match is: an exact path beats any prefix, a longer prefix
+/// a shorter one.
+fn specificity(target: &PathMatch) -> (bool, usize) {
+    match target {
+        PathMatch::Exact(p) => (true, p.len()),
+        PathMatch::Prefix(p) => (false, p.len()),
+    }
+}
+
+/// The kernel value of one rule's decision. `hold` is not implemented for
+/// exec and file opens yet: it is enforced as `deny` (see policies/README.md).
+fn path_rule(index: usize, decision: Decision) -> PathRule {
+    let decision = match decision {
+        Decision::Allow => warden_common::Decision::Allow,
+        Decision::Deny | Decision::Hold => warden_common::Decision::Deny,
+    };
+    PathRule {
+        decision: decision as u8,
+        _pad: [0; 3],
+        // Rule counts are bounded by the file size (see PortRule).
+        rule_idx: index as u32,
+    }
+}
+
+/// Builds the exec and file LPM entries of a policy.
+///
+/// Exec: one entry per distinct path or prefix, holding the first rule in
+/// the file that names it. File: one entry per distinct path or prefix,
+/// holding for each access (read, write) the most specific rule covering
+/// the entry that lists the access (ties: the first in the file), or the
+/// default (deny) when none does. The kernel's longest-prefix lookup then
+/// finds, for any path, the most specific rule per access, as
+/// policies/README.md specifies.
+pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
+    let max = (MAX_PATH_ENTRIES / 2) as usize;
+    let mut out = CompiledPaths::default();
+
+    let mut seen = HashSet::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let Selector::Exec { target } = &rule.selector else {
+            continue;
+        };
+        out.exec_governed = true;
+        if !seen.insert(target.clone()) {
+            continue; // an earlier rule names the same path: it decides
+        }
+        if out.exec.len() == max {
+            let needed = count_distinct(policy, |s| matches!(s, Selector::Exec { .. }));
+            return Err(rule_error(
+                policy,
+                index,
+                PolicyErrorKind::TooManyPaths {
+                    kind: "exec",
+                    needed,
+                    max,
+                },
+            ));
+        }
+        out.exec.push(PathEntry {
+            bytes: key_bytes(target),
+            value: path_rule(index, rule.decision),
+        });
+    }
+
+    struct FileSel<'a> {
+        index: usize,
+        target: &'a PathMatch,
+        read: bool,
+        write: bool,
+        decision: Decision,
+    }
+    let files: Vec<FileSel<'_>> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| match &rule.selector {
+            Selector::File {
+                target,
+                read,
+                write,
+            } => Some(FileSel {
+                index,
+                target,
+                read: *read,
+                write: *write,
+                decision: rule.decision,
+            }),
+            _ => None,
+        })
+        .collect();
+    out.file_governed = !files.is_empty();
+    let mut seen = HashSet::new();
+    for f in &files {
+        if !seen.insert(f.target) {
+            continue;
+        }
+        if out.file.len() == max {
+            let needed = count_distinct(policy, |s| matches!(s, Selector::File { .. }));
+            return Err(rule_error(
+                policy,
+                f.index,
+                PolicyErrorKind::TooManyPaths {
+                    kind: "file",
+                    needed,
+                    max,
+                },
+            ));
+        }
+        // The most specific covering rule listing the access; `max_by_key`
+        // keeps the last maximum, so iterate in reverse for the first.
+        let best = |wants: fn(&FileSel<'_>) -> bool| -> PathRule {
+            files
+                .iter()
+                .rev()
+                .filter(|r| wants(r) && covers(r.target, f.target))
+                .max_by_key(|r| specificity(r.target))
+                .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision))
+        };
+        out.file.push(PathEntry {
+            bytes: key_bytes(f.target),
+            value: FileRule {
+                read: best(|r| r.read),
+                write: best(|r| r.write),
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn count_distinct(policy: &Policy, kind: fn(&Selector) -> bool) -> usize {
+    let mut seen = HashSet::new();
+    for rule in &policy.rules {
+        if kind(&rule.selector) {
+            if let Selector::Exec { target } | Selector::File { target, .. } = &rule.selector {
+                seen.insert(target.clone());
+            }
+        }
+    }
+    seen.len()
 }
 
 #[cfg(test)]
@@ -438,5 +645,241 @@ rules:
         let yaml = yaml.replace(", 7000]", "]");
         let net = compile(&yaml);
         assert_eq!(net.v4[0].2.count, 16);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod path_tests {
+    use super::super::parse::parse_policy;
+    use super::*;
+    use warden_common::rule;
+
+    /// What the kernel's LPM lookup returns for a resolved path: the key is
+    /// the path and its NUL, cut to `PATH_KEY_BYTES` (then without the NUL,
+    /// so only prefix entries can match); the longest entry whose bytes
+    /// start the key wins.
+    pub(in super::super) fn lookup<'a, V>(
+        entries: &'a [PathEntry<V>],
+        path: &str,
+    ) -> Option<&'a V> {
+        let mut key = path.as_bytes().to_vec();
+        key.push(0);
+        key.truncate(PATH_KEY_BYTES);
+        entries
+            .iter()
+            .filter(|e| key.starts_with(&e.bytes))
+            .max_by_key(|e| e.bytes.len())
+            .map(|e| &e.value)
+    }
+
+    const ALLOW: u8 = warden_common::Decision::Allow as u8;
+    const DENY: u8 = warden_common::Decision::Deny as u8;
+
+    /// (decision, rule index) for an exec, as the kernel decides it.
+    pub(in super::super) fn exec(paths: &CompiledPaths, path: &str) -> (u8, u32) {
+        let r = lookup(&paths.exec, path)
+            .copied()
+            .unwrap_or(PathRule::DEFAULT);
+        (r.decision, r.rule_idx)
+    }
+
+    /// (read, write) as (decision, rule index) each, for an open.
+    pub(in super::super) fn open(paths: &CompiledPaths, path: &str) -> ((u8, u32), (u8, u32)) {
+        let r = lookup(&paths.file, path).copied().unwrap_or(FileRule {
+            read: PathRule::DEFAULT,
+            write: PathRule::DEFAULT,
+        });
+        (
+            (r.read.decision, r.read.rule_idx),
+            (r.write.decision, r.write.rule_idx),
+        )
+    }
+
+    fn compile(yaml: &str) -> CompiledPaths {
+        compile_paths(&parse_policy("test.yaml", yaml).unwrap()).unwrap()
+    }
+
+    const DEF: (u8, u32) = (DENY, rule::DEFAULT);
+
+    #[test]
+    fn exec_most_specific_rule_wins() {
+        let p = compile(
+            "version: 1
+rules:
+  - id: usr-bin
+    exec: { prefix: /usr/bin/ }
+    decision: allow
+  - id: no-touch
+    exec: { path: /usr/bin/touch }
+    decision: deny
+  - id: no-sbin-ish
+    exec: { prefix: /usr/bin/sbin/ }
+    decision: deny
+  - id: local
+    exec: { prefix: /usr/bin/sbin/local/ }
+    decision: allow
+  - id: touch-again
+    exec: { path: /usr/bin/touch }
+    decision: allow
+  - id: held
+    exec: { path: /opt/held }
+    decision: hold
+",
+        );
+        assert!(p.exec_governed);
+        assert!(!p.file_governed);
+        assert_eq!(p.exec.len(), 5, "the repeated path is one entry");
+        assert_eq!(exec(&p, "/usr/bin/ls"), (ALLOW, 0));
+        // Exact beats prefix, whatever the order in the file.
+        assert_eq!(exec(&p, "/usr/bin/touch"), (DENY, 1));
+        // An exact rule is the whole name, NUL included.
+        assert_eq!(exec(&p, "/usr/bin/touch2"), (ALLOW, 0));
+        assert_eq!(exec(&p, "/usr/bin/touc"), (ALLOW, 0));
+        // Longer prefix beats shorter.
+        assert_eq!(exec(&p, "/usr/bin/sbin/x"), (DENY, 2));
+        assert_eq!(exec(&p, "/usr/bin/sbin/local/x"), (ALLOW, 3));
+        // A prefix ends with '/': /usr/bin/ does not match /usr/binx.
+        assert_eq!(exec(&p, "/usr/binx"), DEF);
+        assert_eq!(exec(&p, "/usr/bin"), DEF);
+        assert_eq!(exec(&p, "/bin/sh"), DEF);
+        // hold is enforced as deny for exec.
+        assert_eq!(exec(&p, "/opt/held"), (DENY, 5));
+        // The kernel key: slot, then the bytes; prefix bits count both.
+        let (bits, key) = p.exec[1].key(7);
+        assert_eq!(key.slot, 7);
+        assert_eq!(bits, 32 + 8 * ("/usr/bin/touch".len() as u32 + 1));
+        assert_eq!(&key.path[..15], b"/usr/bin/touch\0");
+    }
+
+    #[test]
+    fn file_access_is_decided_per_access() {
+        let p = compile(
+            "version: 1
+rules:
+  - id: srv-rw
+    file: { prefix: /srv/, access: [read, write] }
+    decision: allow
+  - id: secret-no-read
+    file: { path: /srv/secret, access: [read] }
+    decision: deny
+  - id: logs-write-only
+    file: { prefix: /srv/logs/, access: [write] }
+    decision: deny
+  - id: etc-read
+    file: { prefix: /etc/, access: [read] }
+    decision: allow
+  - id: passwd-read-again
+    file: { path: /etc/passwd, access: [read] }
+    decision: deny
+  - id: passwd-read-first-wins
+    file: { path: /etc/passwd, access: [read, write] }
+    decision: allow
+",
+        );
+        assert!(p.file_governed && !p.exec_governed);
+        assert_eq!(open(&p, "/srv/a"), ((ALLOW, 0), (ALLOW, 0)));
+        // Read of the secret is denied by the exact rule; its write falls
+        // back to the prefix rule, which the exact rule does not mention.
+        assert_eq!(open(&p, "/srv/secret"), ((DENY, 1), (ALLOW, 0)));
+        // A deeper prefix that lists only write leaves read to /srv/.
+        assert_eq!(open(&p, "/srv/logs/today"), ((ALLOW, 0), (DENY, 2)));
+        assert_eq!(open(&p, "/etc/hosts"), ((ALLOW, 3), DEF));
+        // Same path twice, same access: the first in the file decides; the
+        // second rule still gives the write.
+        assert_eq!(open(&p, "/etc/passwd"), ((DENY, 4), (ALLOW, 5)));
+        assert_eq!(open(&p, "/srvx"), (DEF, DEF));
+        assert_eq!(open(&p, "/tmp/x"), (DEF, DEF));
+    }
+
+    #[test]
+    fn long_paths_match_prefix_rules_only() {
+        let dir = format!("/data/{}/", "d".repeat(200));
+        let p = compile(&format!(
+            "version: 1
+rules:
+  - id: data
+    file: {{ prefix: {dir}, access: [read] }}
+    decision: allow
+"
+        ));
+        let long = format!("{dir}{}", "f".repeat(100));
+        assert!(long.len() > PATH_KEY_BYTES);
+        assert_eq!(open(&p, &long).0, (ALLOW, 0));
+    }
+
+    #[test]
+    fn example_policies_decide_as_documented() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let load = |name: &str| {
+            let policy = super::super::parse::load_policy_file(&dir.join(name)).unwrap();
+            (compile_paths(&policy).unwrap(), policy.rule_ids())
+        };
+        let name = |ids: &[String], (d, i): (u8, u32)| {
+            let id = ids.get(i as usize).map_or("default", String::as_str);
+            format!("{} {id}", if d == ALLOW { "allow" } else { "deny" })
+        };
+        let (p, ids) = load("payments-bot.yaml");
+        assert_eq!(
+            name(&ids, open(&p, "/etc/payments/signing.key").0),
+            "deny no-signing-key"
+        );
+        assert_eq!(
+            name(&ids, open(&p, "/etc/payments/app.conf").0),
+            "allow read-config"
+        );
+        assert_eq!(
+            name(&ids, open(&p, "/etc/payments/app.conf").1),
+            "deny default"
+        );
+        assert_eq!(
+            name(&ids, open(&p, "/var/lib/payments-bot/db").1),
+            "allow state"
+        );
+        assert_eq!(name(&ids, exec(&p, "/usr/bin/python3")), "allow run-python");
+        assert_eq!(name(&ids, exec(&p, "/usr/bin/python3.11")), "deny default");
+        let (p, ids) = load("research-agent.yaml");
+        assert_eq!(
+            name(&ids, exec(&p, "/opt/research-agent/bin/fetch")),
+            "allow run-agent-tools"
+        );
+        assert_eq!(
+            name(&ids, open(&p, "/srv/research/reports/r.md").1),
+            "allow write-reports"
+        );
+        assert_eq!(
+            name(&ids, open(&p, "/srv/research/corpus/a.txt").1),
+            "deny default"
+        );
+    }
+
+    #[test]
+    fn too_many_paths_names_the_first_rule_that_does_not_fit() {
+        let max = (MAX_PATH_ENTRIES / 2) as usize;
+        let mut yaml = String::from("version: 1\nrules:\n");
+        for i in 0..=max {
+            yaml.push_str(&format!(
+                "  - id: r{i}\n    exec: {{ path: /opt/bin/tool{i} }}\n    decision: allow\n"
+            ));
+        }
+        let policy = parse_policy("policies/huge.yaml", &yaml).unwrap();
+        let err = compile_paths(&policy).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "policies/huge.yaml:{}:5: rule 'r{max}': the policy's exec rules need {} distinct \
+                 paths in the kernel; one policy may use at most {max} (half the map, so a reload \
+                 can fill the idle half)",
+                3 + 3 * max,
+                max + 1
+            )
+        );
+    }
+
+    #[test]
+    fn no_path_rules_no_entries() {
+        let p = compile(
+            "version: 1\nrules:\n  - id: x\n    connect: { to: 127.0.0.1 }\n    decision: allow\n",
+        );
+        assert_eq!(p, CompiledPaths::default());
     }
 }

@@ -4,7 +4,8 @@
 //! - `model`: the normalised policy and its snapshot hash.
 //! - `parse`: YAML to `Policy`, with `file:line:column: rule 'id': message`
 //!   errors.
-//! - `compile`: `Policy` to the LPM entries of the network hooks.
+//! - `compile`: `Policy` to the LPM entries of the network hooks and of the
+//!   exec and file-open hooks.
 //!
 //! The file format is documented in `policies/README.md`.
 
@@ -12,14 +13,16 @@ mod compile;
 mod model;
 mod parse;
 
-pub use compile::{compile_network, CompiledNet, Net4Entry, Net6Entry};
+pub use compile::{
+    compile_network, compile_paths, CompiledNet, CompiledPaths, Net4Entry, Net6Entry, PathEntry,
+};
 pub use model::{
     policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Needs, PathMatch, Policy,
     Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,
-    DEFAULT_HOLD_TIMEOUT, MAX_PATH_BYTES, MAX_RULE_ID_BYTES, POLICY_VERSION,
+    DEFAULT_HOLD_TIMEOUT, MAX_PATH_BYTES, MAX_PREFIX_BYTES, MAX_RULE_ID_BYTES, POLICY_VERSION,
 };
 
 #[cfg(test)]
@@ -89,13 +92,21 @@ mod tests {
         assert_eq!(d(18082), "Hold demo-held-service");
         assert_eq!(d(18083), "Deny default");
         assert_eq!(decide(&policy, "127.0.0.2", 18080, TCP), "Deny default");
+        let paths = compile_paths(&policy).unwrap();
+        let allow = warden_common::Decision::Allow as u8;
+        assert_eq!(compile::path_tests::exec(&paths, "/usr/bin/bash").0, allow);
+        assert_ne!(compile::path_tests::exec(&paths, "/usr/bin/curl").0, allow);
+        let (read, write) =
+            compile::path_tests::open(&paths, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!((read.0 == allow, write.0 == allow), (true, false));
+        assert_ne!(compile::path_tests::open(&paths, "/etc/shadow").0 .0, allow);
         let needs = policy_needs(&policy);
         assert_eq!(
             needs,
             Needs {
                 network: true,
-                exec: false,
-                file: false,
+                exec: true,
+                file: true,
                 hold: true
             }
         );

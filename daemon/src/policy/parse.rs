@@ -31,8 +31,11 @@ use super::model::{
 
 /// The only policy format version this code reads.
 pub const POLICY_VERSION: u32 = 1;
-/// Longest path the kernel side can compare (bytes, without the NUL).
-pub const MAX_PATH_BYTES: usize = 255;
+/// Longest `path:` the kernel side can compare (bytes, without the NUL: an
+/// exact rule's key holds the path and its NUL after the 4-byte slot).
+pub const MAX_PATH_BYTES: usize = warden_common::PATH_KEY_BYTES - 1;
+/// Longest `prefix:` (it needs no NUL).
+pub const MAX_PREFIX_BYTES: usize = warden_common::PATH_KEY_BYTES;
 /// Longest rule id (bytes).
 pub const MAX_RULE_ID_BYTES: usize = 64;
 /// Default of `hold_timeout`.
@@ -117,6 +120,15 @@ pub enum PolicyErrorKind {
     )]
     TooManyPortRules {
         cidr: Cidr,
+        needed: usize,
+        max: usize,
+    },
+    #[error(
+        "the policy's {kind} rules need {needed} distinct paths in the kernel; one policy may \
+         use at most {max} (half the map, so a reload can fill the idle half)"
+    )]
+    TooManyPaths {
+        kind: &'static str,
         needed: usize,
         max: usize,
     },
@@ -793,7 +805,8 @@ pub(super) fn check_rule_id(s: &str) -> Result<(), String> {
     }
 }
 
-/// Absolute, normalised, at most 255 bytes; a prefix ends in '/', an exact
+/// Absolute, normalised, at most 251 bytes (a prefix 252: the kernel's rule
+/// key); a prefix ends in '/', an exact
 /// path does not. No attempt is made to normalise: the kernel compares the
 /// path it resolved byte-wise, so a rule written `/usr/./bin` would never
 /// match and is refused instead.
@@ -804,9 +817,15 @@ fn check_path(s: &str, is_prefix: bool) -> Result<(), String> {
             "{kind} '{s}' is not absolute; it must start with '/'"
         ));
     }
-    if s.len() > MAX_PATH_BYTES {
+    let max = if is_prefix {
+        MAX_PREFIX_BYTES
+    } else {
+        MAX_PATH_BYTES
+    };
+    if s.len() > max {
         return Err(format!(
-            "{kind} '{s}' is {} bytes; the kernel compares at most {MAX_PATH_BYTES}",
+            "{kind} '{s}' is {} bytes; the kernel compares at most {MAX_PATH_BYTES} for a path, \
+             {MAX_PREFIX_BYTES} for a prefix",
             s.len()
         ));
     }
@@ -1165,15 +1184,15 @@ mod tests {
             "policies/payments.yaml:5:19: rule 'payments-api': path 'bin/sh' is not absolute; it \
              must start with '/'"
         );
-        let long = format!("/{}", "a".repeat(255));
+        let long = format!("/{}", "a".repeat(251));
         assert_eq!(
             exec(&format!("{{ path: {long} }}")),
             format!(
-                "policies/payments.yaml:5:19: rule 'payments-api': path '{long}' is 256 bytes; the \
-                 kernel compares at most 255"
+                "policies/payments.yaml:5:19: rule 'payments-api': path '{long}' is 252 bytes; the \
+                 kernel compares at most 251 for a path, 252 for a prefix"
             )
         );
-        let fits = format!("/{}", "a".repeat(254));
+        let fits = format!("/{}", "a".repeat(250));
         assert!(parse_policy(
             FILE,
             &one_rule(&format!(

@@ -36,6 +36,21 @@ pub mod names {
     /// The cgroup sock_addr programs, attached to every agent cgroup.
     pub const CGROUP_NET_PROGRAMS: [&str; 4] =
         [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6];
+
+    /// Exec rules: LPM trie keyed by `PathKey`, values `PathRule`.
+    pub const EXEC_RULES: &str = "EXEC_RULES";
+    /// File rules: LPM trie keyed by `PathKey`, values `FileRule`.
+    pub const FILE_RULES: &str = "FILE_RULES";
+    /// Per-CPU scratch space of the path walk (kernel only).
+    pub const PATH_SCRATCH: &str = "PATH_SCRATCH";
+    /// One `u32` of `sys_exit_mode` bits: what the `sys_exit` program does.
+    pub const SYS_EXIT_MODE: &str = "SYS_EXIT_MODE";
+    /// Read-only global (`.rodata`) holding `KernelOffsets`, set at load.
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+
+    /// `tp_btf/sched_process_exec`: decides every exec of an agent.
+    pub const PROG_EXEC: &str = "warden_exec";
+    pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
 }
 
 /// Capacity of the maps. The daemon validates policies against these, so a
@@ -52,6 +67,14 @@ pub mod limits {
     pub const MAX_HOLDS: u32 = 4096;
     /// Ring buffer size in bytes (power of two, multiple of the page size).
     pub const EVENTS_BYTES: u32 = 1 << 22;
+    /// Distinct (slot, path) entries across all agents and both slots, per
+    /// rule kind (exec, file).
+    pub const MAX_PATH_ENTRIES: u32 = 16384;
+    /// Exec and open programs submit allowed decisions without waking the
+    /// daemon until this much is waiting in the ring buffer; the daemon
+    /// also drains it every `EVENTS_POLL_MS`.
+    pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
+    pub const EVENTS_POLL_MS: u64 = 20;
 }
 
 /// What the kernel decided. Stored as `u8` in rules, `u32` in events.
@@ -90,6 +113,10 @@ pub enum Method {
     Approved = 4,
     /// A held action was refused (EPERM) because it was rejected or expired.
     Rejected = 5,
+    /// The process was killed (SIGKILL) at the hook: the fallback's way to
+    /// deny an action whose syscall cannot be failed (exec after the point
+    /// of no return, open after it succeeded).
+    Kill = 6,
 }
 
 impl Method {
@@ -100,6 +127,7 @@ impl Method {
             3 => Some(Self::Held),
             4 => Some(Self::Approved),
             5 => Some(Self::Rejected),
+            6 => Some(Self::Kill),
             _ => None,
         }
     }
@@ -113,6 +141,10 @@ pub enum EventKind {
     Connect6 = 2,
     Sendmsg4 = 3,
     Sendmsg6 = 4,
+    /// An exec (`ExecEvent`).
+    Exec = 10,
+    /// A file open (`OpenEvent`).
+    Open = 11,
 }
 
 impl EventKind {
@@ -122,6 +154,8 @@ impl EventKind {
             2 => Some(Self::Connect6),
             3 => Some(Self::Sendmsg4),
             4 => Some(Self::Sendmsg6),
+            10 => Some(Self::Exec),
+            11 => Some(Self::Open),
             _ => None,
         }
     }
@@ -139,12 +173,21 @@ pub mod rule {
     /// The process is in a cgroup below an agent's that the daemon has not
     /// registered yet: refused (fail-closed).
     pub const UNKNOWN_CGROUP: u32 = u32::MAX - 3;
+    /// The kernel could not resolve the path of the file being executed or
+    /// opened (too deep, a failed read): refused (fail-closed).
+    pub const UNRESOLVED: u32 = u32::MAX - 4;
 }
 
 /// `AgentInfo::flags` bits.
 pub mod agent_flags {
     /// Kill switch: every hook denies.
     pub const REVOKED: u32 = 1 << 0;
+    /// The agent's policy has exec rules: every exec is decided (default
+    /// deny). Without it the exec hook lets the agent's execs pass.
+    pub const EXEC: u32 = 1 << 1;
+    /// The agent's policy has file rules: every open is decided (default
+    /// deny). Without it the open hook lets the agent's opens pass.
+    pub const FILE: u32 = 1 << 2;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of
@@ -314,7 +357,9 @@ pub mod counter {
     pub const HELD: u32 = 4;
     /// The stop signal could not be sent; the hold became a denial.
     pub const HOLD_FAILED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// A denial's SIGKILL could not be sent (the event says which).
+    pub const KILL_FAILED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 #[cfg(feature = "user")]
@@ -329,4 +374,208 @@ mod pod {
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for NetEvent {}
     unsafe impl aya::Pod for HoldKey {}
+    unsafe impl aya::Pod for PathKey {}
+    unsafe impl aya::Pod for PathRule {}
+    unsafe impl aya::Pod for FileRule {}
+    unsafe impl aya::Pod for ExecEvent {}
+    unsafe impl aya::Pod for OpenEvent {}
+    unsafe impl aya::Pod for KernelOffsets {}
 }
+
+// ---------------------------------------------------------------------------
+// Exec and file open (the fallback path: tp_btf programs, deny = SIGKILL)
+
+/// Bytes of path in a `PathKey` (the kernel's LPM_DATA_SIZE_MAX is 256, and
+/// the slot takes 4). An exact rule holds its path and a NUL, so exact rules
+/// name paths of at most 251 bytes; prefix rules at most 252.
+pub const PATH_KEY_BYTES: usize = 252;
+/// Bytes of path an event carries (NUL-terminated unless truncated).
+pub const EVENT_PATH_BYTES: usize = 256;
+/// Steps of the kernel's path walk (components and mount crossings). A path
+/// deeper than this cannot be resolved, and its action is refused.
+pub const MAX_PATH_DEPTH: usize = 128;
+
+/// LPM trie key data for exec and file rules. The prefix length given to
+/// the trie counts the 32 bits of `slot` plus 8 per path byte: an exact
+/// rule is `path` + NUL, a prefix rule is the directory ending in '/'. The
+/// kernel looks up the resolved path with its NUL, so the longest match is
+/// the most specific rule: an exact rule before any prefix, a longer prefix
+/// before a shorter one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub slot: u32,
+    pub path: [u8; PATH_KEY_BYTES],
+}
+const _: () = assert!(size_of::<PathKey>() == 256);
+
+/// The decision of one exec rule, or of one access of a file entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathRule {
+    /// A `Decision` as `u8`.
+    pub decision: u8,
+    pub _pad: [u8; 3],
+    pub rule_idx: u32,
+}
+const _: () = assert!(size_of::<PathRule>() == 8);
+
+impl PathRule {
+    /// No rule covers this: the default, deny.
+    pub const DEFAULT: Self = Self {
+        decision: Decision::Deny as u8,
+        _pad: [0; 3],
+        rule_idx: rule::DEFAULT,
+    };
+}
+
+/// Value of `FILE_RULES`: for each access, the most specific rule covering
+/// the entry that lists the access (the daemon flattens covering rules into
+/// each entry, so the kernel's one lookup sees them all), else `DEFAULT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRule {
+    pub read: PathRule,
+    pub write: PathRule,
+}
+const _: () = assert!(size_of::<FileRule>() == 16);
+
+/// Access bits of an open (the kernel's FMODE_READ and FMODE_WRITE).
+pub mod access {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+}
+
+/// Bits of `SYS_EXIT_MODE[0]`, set by the daemon. The program is attached
+/// only while one of them is set.
+pub mod sys_exit_mode {
+    /// Stop threads a hook held (look the thread up in `HELD`).
+    pub const HOLDS: u32 = 1 << 0;
+    /// Decide opens of agents with file rules.
+    pub const FILES: u32 = 1 << 1;
+}
+
+/// `flags` of exec and open events: how the path was resolved.
+pub mod path_flags {
+    /// The path did not fit in the event (its tail is cut); only prefix
+    /// rules can match it.
+    pub const TRUNCATED: u32 = 1 << 0;
+    /// The walk hit `MAX_PATH_DEPTH` before the root: refused.
+    pub const INCOMPLETE: u32 = 1 << 1;
+    /// A kernel read failed (no file behind the fd, ...): refused.
+    pub const READ_ERROR: u32 = 1 << 2;
+    /// The path crosses at least one mount point.
+    pub const CROSSED_MOUNT: u32 = 1 << 3;
+    /// The SIGKILL of a denial could not be sent.
+    pub const KILL_FAILED: u32 = 1 << 4;
+    /// Another program run reused this CPU's scratch space mid-walk (a
+    /// preempted program): the path cannot be trusted, refused.
+    pub const SCRATCH_RACE: u32 = 1 << 5;
+    /// The path-walk offsets are missing (the daemon could not read the
+    /// kernel's BTF): refused.
+    pub const NO_OFFSETS: u32 = 1 << 6;
+}
+
+/// An exec, seen at `sched_process_exec`: after the point of no return,
+/// before the new image's first instruction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// `sb->s_dev` of the executed file: the kernel's encoding
+    /// (`major << 20 | minor`), not `stat()`'s.
+    pub dev: u32,
+    pub flags: u32,
+    pub ino: u64,
+    /// Bytes of `path`, without the NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The executed file's path, resolved by the kernel from `bprm->file`
+    /// (for a `#!` script: the interpreter's).
+    pub path: [u8; EVENT_PATH_BYTES],
+    /// `bprm->filename`: the path as the caller passed it (the kernel's
+    /// copy; may be relative or a symlink).
+    pub filename: [u8; EVENT_PATH_BYTES],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 72 + 24 + 2 * EVENT_PATH_BYTES);
+
+/// A file open, seen at the syscall's exit: the file is open, its fd
+/// installed, and user space has not run yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// As in `ExecEvent`.
+    pub dev: u32,
+    pub flags: u32,
+    pub ino: u64,
+    pub path_len: u32,
+    /// `access` bits the open requested (from the file's `f_mode`).
+    pub access: u32,
+    /// The syscall number (`syscall_compat` says which table).
+    pub syscall: u32,
+    /// 1 for an ia32 syscall (int 0x80 / sysenter), else 0.
+    pub syscall_compat: u32,
+    /// The rule that decided each access (`rule::DEFAULT` if none), or
+    /// `rule::DEFAULT` for an access not requested.
+    pub read_rule: u32,
+    pub write_rule: u32,
+    pub path: [u8; EVENT_PATH_BYTES],
+}
+const _: () = assert!(size_of::<OpenEvent>() == 72 + 40 + EVENT_PATH_BYTES);
+
+/// Byte offsets of the kernel struct fields the exec and open programs
+/// read, taken from the running kernel's BTF by the daemon and passed in
+/// `.rodata` (aya-ebpf has no CO-RE relocations). `valid` is 0 until the
+/// daemon fills the struct; the programs refuse every decision they would
+/// need a path for while it is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub bprm_file: u32,
+    pub bprm_filename: u32,
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    pub file_f_path_dentry: u32,
+    pub file_f_path_mnt: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub dentry_d_name_len: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub pt_regs_orig_ax: u32,
+    /// `task_struct.thread_info.status` (x86: TS_COMPAT during an ia32
+    /// syscall).
+    pub task_ti_status: u32,
+    pub valid: u32,
+}
+const _: () = assert!(size_of::<KernelOffsets>() == 23 * 4);
+
+/// Syscall numbers that open a file descriptor on a path (x86-64).
+pub mod syscalls {
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 85;
+    pub const OPENAT: u32 = 257;
+    pub const OPEN_BY_HANDLE_AT: u32 = 304;
+    pub const OPENAT2: u32 = 437;
+    /// The ia32 table (int 0x80 works from 64-bit code too, and the numbers
+    /// mean other syscalls in the 64-bit table: 5 is fstat there).
+    pub const IA32_OPEN: u32 = 5;
+    pub const IA32_CREAT: u32 = 8;
+    pub const IA32_OPENAT: u32 = 295;
+    pub const IA32_OPEN_BY_HANDLE_AT: u32 = 342;
+    pub const IA32_OPENAT2: u32 = 437;
+    /// Set in x32 syscall numbers.
+    pub const X32_BIT: u32 = 0x4000_0000;
+}
+
+pub const SIGKILL: u32 = 9;

@@ -83,7 +83,9 @@ impl Dest {
                 addr[..4].copy_from_slice(&ip4.to_ne_bytes());
                 Dest { family: AF_INET, port, proto, addr }
             }
-            EventKind::Connect6 | EventKind::Sendmsg6 => {
+            // Connect6 and Sendmsg6: the network programs are never given
+            // another kind.
+            _ => {
                 // One 4-byte load per word: the verifier rejects wider
                 // context reads of user_ip6.
                 let w: [u32; 4] = [
@@ -189,7 +191,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::HELD);
             DENY
         }
-        Method::CgroupDeny | Method::Rejected => {
+        Method::CgroupDeny | Method::Rejected | Method::Kill => {
             count(counter::DENIED);
             DENY
         }

@@ -4,11 +4,30 @@
 //!   warden-probe connect ADDR:PORT        TCP connect
 //!   warden-probe udp ADDR:PORT            UDP sendto (unconnected)
 //!   warden-probe sleep SECS               stay alive (for kill tests)
+//!
+//! File opens (exec_file.rs). Each prints `ok` and what it read, or `errno=N`:
+//!   warden-probe read PATH                open O_RDONLY, print the content
+//!   warden-probe append PATH TEXT         open O_WRONLY|O_APPEND, write TEXT
+//!   warden-probe openat2 PATH             openat2(2), print the content
+//!   warden-probe open32 PATH              ia32 open (int 0x80) from 64-bit code
+//!   warden-probe race-open OK SECRET N    a sibling thread flips the path
+//!                                         buffer between OK and SECRET (same
+//!                                         length) while the main thread opens
+//!                                         and reads it N times; prints LEAK if
+//!                                         it ever reads SECRET's content
+//!   warden-probe race-read SECRET         a sibling thread spins on read() of
+//!                                         the fd number the open will get and
+//!                                         prints what it reads at once
+//!   warden-probe race-exec A B ARG        a sibling thread flips the path
+//!                                         buffer between A and B (same length)
+//!                                         while the main thread execs it
 
 use std::{
-    io,
+    ffi::CString,
+    io::{self, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
     process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -59,9 +78,266 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_secs(secs));
             ExitCode::SUCCESS
         }
+        Some("read") => report_read(open_read(&arg(&args, 1), libc::O_RDONLY)),
+        Some("append") => report(append(&arg(&args, 1), &arg(&args, 2))),
+        Some("openat2") => report_read(openat2_read(&arg(&args, 1))),
+        Some("open32") => report_read(open32_read(&arg(&args, 1))),
+        Some("race-open") => {
+            let n = arg(&args, 3).parse().unwrap_or(100_000);
+            race_open(&arg(&args, 1), &arg(&args, 2), n)
+        }
+        Some("race-read") => race_read(&arg(&args, 1)),
+        Some("race-exec") => race_exec(&arg(&args, 1), &arg(&args, 2), &arg(&args, 3)),
         _ => {
-            eprintln!("usage: warden-probe connect|udp ADDR:PORT | sleep SECS");
+            eprintln!(
+                "usage: warden-probe connect|udp ADDR:PORT | sleep SECS | read|openat2|open32 PATH \
+                 | append PATH TEXT | race-open OK SECRET N | race-read SECRET | race-exec A B ARG"
+            );
             ExitCode::from(2)
+        }
+    }
+}
+
+fn arg(args: &[String], i: usize) -> String {
+    args.get(i).cloned().unwrap_or_else(|| {
+        eprintln!("warden-probe: missing argument {i}");
+        std::process::exit(2)
+    })
+}
+
+fn cstring(s: &str) -> CString {
+    CString::new(s).unwrap_or_else(|_| {
+        eprintln!("warden-probe: NUL in {s:?}");
+        std::process::exit(2)
+    })
+}
+
+/// Prints `ok` and the bytes read on one line, or `errno=N`.
+fn report_read(result: io::Result<Vec<u8>>) -> ExitCode {
+    match result {
+        Ok(bytes) => {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(b"ok ");
+            let _ = out.write_all(&bytes);
+            let _ = out.write_all(b"\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("errno={}", e.raw_os_error().unwrap_or(-1));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads up to 4 KiB from `fd`, then closes it.
+fn read_fd(fd: libc::c_int) -> io::Result<Vec<u8>> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: fd is ours; buf is valid for its length.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn open_read(path: &str, flags: libc::c_int) -> io::Result<Vec<u8>> {
+    let c = cstring(path);
+    // SAFETY: a valid C string.
+    read_fd(unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), flags) })
+}
+
+fn append(path: &str, text: &str) -> io::Result<()> {
+    let c = cstring(path);
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_WRONLY | libc::O_APPEND) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours; text is valid for its length.
+    let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn openat2_read(path: &str) -> io::Result<Vec<u8>> {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let c = cstring(path);
+    let how = OpenHow {
+        flags: libc::O_RDONLY as u64,
+        mode: 0,
+        resolve: 0,
+    };
+    // SAFETY: valid pointers and the struct's size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            size_of::<OpenHow>(),
+        )
+    };
+    read_fd(fd as libc::c_int)
+}
+
+/// open() through the ia32 syscall table (`int 0x80`) from 64-bit code:
+/// number 5, which is fstat in the 64-bit table. A hook that only knows
+/// 64-bit numbers misses it.
+fn open32_read(path: &str) -> io::Result<Vec<u8>> {
+    // The path must be addressable with 32 bits.
+    // SAFETY: an anonymous private mapping.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED || path.len() >= 4096 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is 4 KiB, zeroed, and the path shorter.
+    unsafe { std::ptr::copy_nonoverlapping(path.as_ptr(), page.cast::<u8>(), path.len()) };
+    let ret: i32;
+    // SAFETY: ia32 open(path, O_RDONLY, 0); int 0x80 clobbers r8-r11. LLVM
+    // reserves rbx, so the argument is swapped in and out of it.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, rsi",
+            "int 0x80",
+            "xchg rbx, rsi",
+            inlateout("eax") 5i32 => ret,
+            inout("rsi") page as u64 => _,
+            in("ecx") 0u32,
+            in("edx") 0u32,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    read_fd(ret)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Starts a thread that rewrites the NUL-terminated path in `buf` between
+/// `a` and `b` (same length) as fast as it can.
+fn flipper(buf: &'static mut [u8; 512], a: &str, b: &str) -> std::thread::JoinHandle<()> {
+    assert_eq!(a.len(), b.len(), "race paths must have the same length");
+    assert!(a.len() < buf.len());
+    buf[..a.len()].copy_from_slice(a.as_bytes());
+    let at = buf.as_mut_ptr() as usize;
+    let (a, b) = (a.as_bytes().to_vec(), b.as_bytes().to_vec());
+    std::thread::spawn(move || {
+        let p = at as *mut u8;
+        while !STOP.load(Ordering::Relaxed) {
+            for src in [&a, &b] {
+                for (i, &c) in src.iter().enumerate() {
+                    // SAFETY: racy on purpose: that is the test.
+                    unsafe { std::ptr::write_volatile(p.add(i), c) };
+                }
+            }
+        }
+    })
+}
+
+/// The main thread opens the flipping path and reads it, `n` times. Exits 0
+/// with `no leak` if it never read SECRET's content; the hook kills it if
+/// the kernel ever opened the secret (so it prints nothing more).
+fn race_open(ok: &str, secret: &str, n: u64) -> ExitCode {
+    let secret_content = std::fs::read(secret).unwrap_or_default();
+    let buf: &'static mut [u8; 512] = Box::leak(Box::new([0u8; 512]));
+    let at = buf.as_ptr() as usize;
+    let flip = flipper(buf, ok, secret);
+    let mut opened = 0u64;
+    for _ in 0..n {
+        // SAFETY: buf stays valid (leaked); its contents race on purpose.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, at as *const libc::c_char, libc::O_RDONLY) };
+        let Ok(bytes) = read_fd(fd) else { continue };
+        opened += 1;
+        if !secret_content.is_empty() && bytes == secret_content {
+            println!("LEAK after {opened} opens");
+            STOP.store(true, Ordering::Relaxed);
+            let _ = flip.join();
+            return ExitCode::FAILURE;
+        }
+    }
+    STOP.store(true, Ordering::Relaxed);
+    let _ = flip.join();
+    println!("no leak, {opened} opens");
+    ExitCode::SUCCESS
+}
+
+/// A sibling thread spins on pread() of the fd number the main thread's
+/// open will return and writes what it reads to stdout at once: the window
+/// between the kernel installing the fd and the exit hook killing us.
+fn race_read(secret: &str) -> ExitCode {
+    // The lowest free fd is the one open() will return.
+    // SAFETY: dup and close of our own fds.
+    let guess = unsafe {
+        let g = libc::dup(0);
+        libc::close(g);
+        g
+    };
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: pread on a maybe-not-yet-open fd: EBADF until it is.
+            let r = unsafe { libc::pread(guess, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r > 0 {
+                // SAFETY: writes what was read to stdout, unbuffered.
+                unsafe { libc::write(1, buf.as_ptr().cast(), r as usize) };
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(2));
+    let c = cstring(secret);
+    // SAFETY: a valid C string.
+    unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY) };
+    let _ = reader.join();
+    ExitCode::SUCCESS
+}
+
+/// Execs the flipping path with argv [path, ARG]: which of A and B runs is
+/// up to the race; the exec hook judges the file the kernel opened.
+fn race_exec(a: &str, b: &str, arg1: &str) -> ExitCode {
+    let buf: &'static mut [u8; 512] = Box::leak(Box::new([0u8; 512]));
+    let at = buf.as_ptr() as usize;
+    let _flip = flipper(buf, a, b);
+    std::thread::sleep(Duration::from_micros(200));
+    let arg1 = cstring(arg1);
+    let argv = [at as *const libc::c_char, arg1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    loop {
+        // SAFETY: valid, NUL-terminated argv and envp; the path races on
+        // purpose. It returns only on failure.
+        unsafe { libc::execve(at as *const libc::c_char, argv.as_ptr(), envp.as_ptr()) };
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+        // The kernel copied a half-rewritten path (a mix of A and B that
+        // names no file): try again.
+        if errno != libc::ENOENT {
+            println!("errno={errno}");
+            return ExitCode::FAILURE;
         }
     }
 }

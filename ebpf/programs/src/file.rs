@@ -1,0 +1,273 @@
+//! File-open decisions on kernels without BPF LSM, at `sys_exit` of the
+//! open syscalls (called from `sys_exit.rs`).
+//!
+//! At the exit of open/openat/openat2/creat/open_by_handle_at (and their
+//! ia32 numbers: `int 0x80` works from 64-bit code) the new fd is
+//! installed and user space has not run yet. The program resolves the fd to
+//! the kernel's `struct file`, takes the access from `f_mode` and the path
+//! from the walk, and kills the process with SIGKILL on a denial, before
+//! the syscall returns. This is detect-and-kill, not a barrier: the open's
+//! own side effects (O_CREAT, O_TRUNC) have happened, and a sibling thread
+//! of a multi-threaded process can use the fd in the moment between
+//! `fd_install` and this hook.
+//!
+//! Cost order matters: this runs at every syscall exit of every process
+//! while attached. The syscall number and table are checked first with
+//! direct loads (no helper call), then the agent cgroup; everything else
+//! returns.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
+};
+use warden_common::{
+    access, agent_flags, counter, path_flags, rule, syscalls, Decision, EventHeader, EventKind,
+    FileRule, Method, OpenEvent, PathRule, SIGKILL,
+};
+
+use crate::{
+    count,
+    path::{self, off, Carry, UNRESOLVED_FLAGS},
+    submit_flags, AGENTS, EVENTS, FILE_RULES,
+};
+
+/// `thread_info.status` bit set during an ia32 syscall (x86).
+const TS_COMPAT: u32 = 0x0002;
+
+/// Any number that is an open in either table (the table is checked after).
+#[inline(always)]
+fn maybe_open(nr: u32) -> bool {
+    let native = nr & !syscalls::X32_BIT;
+    matches!(
+        native,
+        syscalls::OPENAT
+            | syscalls::OPEN
+            | syscalls::OPENAT2
+            | syscalls::CREAT
+            | syscalls::OPEN_BY_HANDLE_AT
+    ) || matches!(
+        nr,
+        syscalls::IA32_OPEN
+            | syscalls::IA32_CREAT
+            | syscalls::IA32_OPENAT
+            | syscalls::IA32_OPEN_BY_HANDLE_AT
+    )
+}
+
+/// Decides the open (if this syscall is one) whose exit this is.
+/// `regs` is the tracepoint's `struct pt_regs *`, `ret` the syscall's
+/// return value (the new fd).
+#[inline(always)]
+pub fn decide(regs: *const u8, ret: i64) {
+    if ret < 0 || !path::offsets_valid() {
+        // Without offsets the daemon never sets FILE on an agent.
+        return;
+    }
+    // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *` and the
+    // offset is a frozen constant, so this is a direct load the verifier
+    // checks against the kernel's BTF (no helper call on the hot path).
+    let orig_ax = off!(pt_regs_orig_ax) as usize;
+    let nr = unsafe { read_volatile(regs.add(orig_ax).cast::<u64>()) } as u32;
+    if !maybe_open(nr) {
+        return;
+    }
+    // Which table the number is from: a 64-bit process can make ia32
+    // syscalls, where 5 is open (fstat in the 64-bit table). Checked
+    // before the cgroup lookup (a direct load, no helper), so a 64-bit
+    // fstat or lseek outside agents stops here.
+    // SAFETY: as above, a direct load from the typed current task.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: a direct, BTF-checked load at a frozen offset.
+    let ti_status = off!(task_ti_status) as usize;
+    let status = unsafe { read_volatile(task.add(ti_status).cast::<u32>()) };
+    let compat = status & TS_COMPAT != 0;
+    let is_open = if compat {
+        matches!(
+            nr,
+            syscalls::IA32_OPEN
+                | syscalls::IA32_CREAT
+                | syscalls::IA32_OPENAT
+                | syscalls::IA32_OPEN_BY_HANDLE_AT
+                | syscalls::IA32_OPENAT2
+        )
+    } else {
+        matches!(
+            nr & !syscalls::X32_BIT,
+            syscalls::OPENAT
+                | syscalls::OPEN
+                | syscalls::OPENAT2
+                | syscalls::CREAT
+                | syscalls::OPEN_BY_HANDLE_AT
+        )
+    };
+    if !is_open {
+        return;
+    }
+    // SAFETY: a plain helper call with no arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: AGENTS values are plain data replaced whole by the daemon.
+    let Some(agent) = (unsafe { AGENTS.get(&cgroup_id) }).copied() else {
+        return;
+    };
+    if agent.flags & (agent_flags::FILE | agent_flags::REVOKED) == 0 {
+        return;
+    }
+
+    // fd -> struct file, through current->files->fdt.
+    let task = task as u64;
+    let files: u64 = path::read(task, off!(task_files));
+    let fdt: u64 = path::read(files, off!(files_fdt));
+    let max_fds: u32 = path::read(fdt, off!(fdtable_max_fds));
+    let fd_array: u64 = path::read(fdt, off!(fdtable_fd));
+    let fd = ret as u64;
+    let file: u64 = if fd < u64::from(max_fds) {
+        path::read(fd_array, fd * 8)
+    } else {
+        0
+    };
+    let f_mode: u32 = path::read(file, off!(file_f_mode));
+    let requested = f_mode & (access::READ | access::WRITE);
+    let revoked = agent.flags & agent_flags::REVOKED != 0;
+    if requested == 0 && file != 0 && !revoked {
+        // O_PATH and the like: neither reads nor writes (as stat()).
+        return;
+    }
+
+    let Some(s) = path::scratch() else {
+        kill_unrecorded();
+        return;
+    };
+    let facts = path::file_facts(file);
+    path::park(
+        s,
+        Carry {
+            cgroup_id,
+            ino: facts.ino,
+            filename: 0,
+            agent_id: agent.agent_id,
+            policy_gen: agent.policy_gen,
+            slot: agent.slot,
+            agent_flags: agent.flags,
+            dev: facts.dev,
+            flags: facts.flags,
+            access: requested,
+            syscall: nr,
+            compat: compat as u32,
+            _pad: 0,
+        },
+    );
+    let built = path::build(s, facts.dentry, facts.vfsmount);
+    let c = path::unpark(s);
+    let mut flags = c.flags | built.flags;
+    let requested = c.access;
+
+    let mut read_rule = rule::DEFAULT;
+    let mut write_rule = rule::DEFAULT;
+    let (decision, rule_idx) = if c.agent_flags & agent_flags::REVOKED != 0 {
+        (Decision::Deny, rule::REVOKED)
+    } else if flags & UNRESOLVED_FLAGS != 0 {
+        // A path we could not build (too deep, or the fd no longer holds a
+        // file: a sibling thread closed it) is not allowed.
+        (Decision::Deny, rule::UNRESOLVED)
+    } else {
+        let rules: FileRule = match FILE_RULES.get(path::key(s, c.slot, &built)) {
+            Some(r) => *r,
+            None => FileRule {
+                read: PathRule::DEFAULT,
+                write: PathRule::DEFAULT,
+            },
+        };
+        // Each requested access is decided on its own; the open is denied
+        // if any is. Only `allow` allows (`hold` is compiled to deny).
+        let allow = Decision::Allow as u8;
+        let mut out = (Decision::Allow, rule::DEFAULT);
+        if requested & access::READ != 0 {
+            read_rule = rules.read.rule_idx;
+            out = if rules.read.decision == allow {
+                (Decision::Allow, read_rule)
+            } else {
+                (Decision::Deny, read_rule)
+            };
+        }
+        if requested & access::WRITE != 0 {
+            write_rule = rules.write.rule_idx;
+            if out.0 == Decision::Allow {
+                // The write decides when it is requested: it is the riskier.
+                out = if rules.write.decision == allow {
+                    (Decision::Allow, write_rule)
+                } else {
+                    (Decision::Deny, write_rule)
+                };
+            }
+        }
+        out
+    };
+
+    // No open without a record: reserve the event before allowing.
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count(counter::DROPPED);
+        kill_unrecorded();
+        return;
+    };
+    let method = if decision == Decision::Allow {
+        count(counter::ALLOWED);
+        Method::Allow
+    } else {
+        count(counter::DENIED);
+        // SAFETY: a plain helper call; signals the current process (all its
+        // threads) before the syscall returns to user space.
+        if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
+            count(counter::KILL_FAILED);
+            flags |= path_flags::KILL_FAILED;
+        }
+        Method::Kill
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved OpenEvent; every field is written.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EventKind::Open as u32,
+            decision: decision as u32,
+            method: method as u32,
+            rule_idx,
+            agent_id: c.agent_id,
+            policy_gen: c.policy_gen,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            cgroup_id: c.cgroup_id,
+            boot_ns: bpf_ktime_get_boot_ns(),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        (*ev).dev = c.dev;
+        (*ev).flags = flags;
+        (*ev).ino = c.ino;
+        (*ev).path_len = built.len;
+        (*ev).access = requested;
+        (*ev).syscall = c.syscall;
+        (*ev).syscall_compat = c.compat;
+        (*ev).read_rule = read_rule;
+        (*ev).write_rule = write_rule;
+        path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
+    }
+    entry.submit(submit_flags(
+        decision == Decision::Allow,
+        core::mem::size_of::<OpenEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+}
+
+/// Fail closed without a record (the ring buffer is full): kill.
+#[inline(always)]
+fn kill_unrecorded() {
+    count(counter::DENIED);
+    // SAFETY: a plain helper call; signals the current process.
+    if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
+        count(counter::KILL_FAILED);
+    }
+}
