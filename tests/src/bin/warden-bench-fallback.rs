@@ -1,0 +1,378 @@
+//! `warden-bench-fallback` (as root): what the exec and file-open fallback
+//! (tracepoints + SIGKILL) costs, measured side by side in one run.
+//!
+//! - exec: fork + exec + wait of `/usr/bin/true`, per exec;
+//! - open: `openat(O_RDONLY)` + `close` of one file, per open;
+//!
+//! each from a plain cgroup with Warden not loaded ("baseline") and from an
+//! agent cgroup whose policy allows them ("agent": the exec hook, the
+//! loader's and the loop's opens decided and recorded), and
+//!
+//! - getppid: a tight `getppid()` loop outside any agent, per call, with
+//!   Warden not loaded, with the `sys_exit` program attached for file rules
+//!   (mode FILES), and attached for file rules and holds (FILES + HOLDS).
+//!
+//! Sides are interleaved round by round (the daemon is started and stopped
+//! each round) so that machine noise lands on all of them alike. Each
+//! measurement is a fresh child of this binary that moves itself into its
+//! cgroup (its pid into `cgroup.procs`, as `warden run` does), warms up,
+//! then times each operation.
+//!
+//!   warden-bench-fallback [--rounds R] [--execs N] [--opens N]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use warden_tests::{is_root, TestEnv};
+
+const AGENT: &str = "fallback-bench";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("child") => child(&args[1..]),
+        _ => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden-bench-fallback: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The measuring child: `child CGROUP MODE N [FILE]`, prints the sorted
+// samples (ns) on one line.
+
+fn child(args: &[String]) -> Result<()> {
+    let [cgroup, mode, n, rest @ ..] = args else {
+        bail!("usage: child CGROUP MODE N [FILE]");
+    };
+    let n: usize = n.parse()?;
+    std::fs::write(Path::new(cgroup).join("cgroup.procs"), "0")
+        .with_context(|| format!("move into {cgroup}"))?;
+    let mut samples = match mode.as_str() {
+        "exec" => {
+            let once = || -> Result<u64> {
+                let t = Instant::now();
+                let status = Command::new("/usr/bin/true").status()?;
+                ensure!(status.success(), "/usr/bin/true: {status}");
+                Ok(t.elapsed().as_nanos() as u64)
+            };
+            for _ in 0..20 {
+                once()?;
+            }
+            (0..n).map(|_| once()).collect::<Result<Vec<u64>>>()?
+        }
+        "open" => {
+            let file = std::ffi::CString::new(rest.first().context("open needs FILE")?.as_str())?;
+            let once = || -> Result<u64> {
+                let t = Instant::now();
+                // SAFETY: a valid C string; the fd is closed at once.
+                let fd = unsafe { libc::openat(libc::AT_FDCWD, file.as_ptr(), libc::O_RDONLY) };
+                ensure!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+                Ok(t.elapsed().as_nanos() as u64)
+            };
+            for _ in 0..200 {
+                once()?;
+            }
+            (0..n).map(|_| once()).collect::<Result<Vec<u64>>>()?
+        }
+        "getppid" => {
+            // Per-call time of batches (one call is below the clock's reach).
+            const BATCH: u64 = 10_000;
+            let batch = || {
+                let t = Instant::now();
+                for _ in 0..BATCH {
+                    // SAFETY: no arguments, no side effects.
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+                t.elapsed().as_nanos() as u64 / BATCH
+            };
+            for _ in 0..5 {
+                batch();
+            }
+            (0..n).map(|_| batch()).collect()
+        }
+        other => bail!("unknown mode {other}"),
+    };
+    samples.sort_unstable();
+    let text: Vec<String> = samples.iter().map(u64::to_string).collect();
+    println!("{}", text.join(" "));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+
+struct Config {
+    rounds: usize,
+    execs: usize,
+    opens: usize,
+}
+
+fn parse(args: &[String]) -> Result<Config> {
+    let mut c = Config {
+        rounds: 6,
+        execs: 300,
+        opens: 5000,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let slot = match flag.as_str() {
+            "--rounds" => &mut c.rounds,
+            "--execs" => &mut c.execs,
+            "--opens" => &mut c.opens,
+            other => bail!("unknown argument {other:?}"),
+        };
+        *slot = it.next().context("a number")?.parse()?;
+    }
+    Ok(c)
+}
+
+/// Samples per side, in ns.
+#[derive(Default)]
+struct Side(Vec<u64>);
+
+impl Side {
+    fn percentile(&self, p: f64) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        v[((v.len() - 1) as f64 * p).round() as usize] as f64
+    }
+}
+
+fn measure(cgroup: &Path, mode: &str, n: usize, file: Option<&Path>) -> Result<Vec<u64>> {
+    let me = std::env::current_exe()?;
+    let mut cmd = Command::new(me);
+    cmd.arg("child").arg(cgroup).arg(mode).arg(n.to_string());
+    if let Some(f) = file {
+        cmd.arg(f);
+    }
+    let out = cmd.output()?;
+    ensure!(
+        out.status.success(),
+        "{mode} child in {}: {} {}",
+        cgroup.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|s| s.parse().context("sample"))
+        .collect()
+}
+
+fn policy(file: &Path, holds: bool) -> String {
+    let hold = if holds {
+        "  - id: held-port\n    connect: { to: 127.0.0.1, ports: [9] }\n    decision: hold\n"
+    } else {
+        ""
+    };
+    format!(
+        "version: 1
+rules:
+  - id: run-true
+    exec: {{ path: /usr/bin/true }}
+    decision: allow
+  - id: loader-cache
+    file: {{ path: /etc/ld.so.cache, access: [read] }}
+    decision: allow
+  - id: system-libraries
+    file: {{ prefix: /usr/lib/, access: [read] }}
+    decision: allow
+  - id: bench-file
+    file: {{ path: {} , access: [read] }}
+    decision: allow
+{hold}",
+        file.display()
+    )
+}
+
+/// Kernel-side run time of the daemon's tracepoint programs, from its fds'
+/// fdinfo (needs `kernel.bpf_stats_enabled`): tp_name -> (runs, ns).
+fn program_stats(pid: u32) -> std::collections::HashMap<String, (u64, u64)> {
+    let field = |info: &str, key: &str| -> Option<String> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+    };
+    let infos: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for link in &infos {
+        let (Some(tp), Some(id)) = (field(link, "tp_name:"), field(link, "prog_id:")) else {
+            continue;
+        };
+        for prog in &infos {
+            if field(prog, "prog_id:").as_deref() == Some(id.as_str()) && prog.contains("run_cnt:")
+            {
+                let n = |k| field(prog, k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+                out.insert(tp.clone(), (n("run_cnt:"), n("run_time_ns:")));
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the daemon has recorded what the kernel sent, so that one
+/// side's evidence writing does not land on the next side.
+fn settle(env: &TestEnv) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"]))?;
+        let events = status["kernel"]["events"].as_u64().unwrap_or(0);
+        let dropped = status["kernel"]["dropped"].as_u64().unwrap_or(0);
+        ensure!(
+            dropped == 0,
+            "the ring buffer overflowed: {dropped} events dropped"
+        );
+        // `recorded` also counts the daemon's own entries: close enough.
+        let recorded = status["recorded"].as_u64().unwrap_or(0);
+        if recorded >= events || Instant::now() > deadline {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    ensure!(
+        is_root(),
+        "run as root (it loads eBPF programs and creates cgroups)"
+    );
+    let c = parse(args)?;
+    let mut env = TestEnv::new("benchfb");
+    std::fs::create_dir_all(&env.cgroup_parent)?;
+    let plain = env.cgroup_parent.join("bench-plain");
+    std::fs::create_dir_all(&plain)?;
+    let file: PathBuf = env.dir.path().canonicalize()?.join("bench-file.txt");
+    std::fs::write(&file, "x")?;
+    env.write_policy("p.yaml", &policy(&file, false));
+    env.start_daemon();
+    env.add_agent(AGENT, "p.yaml");
+    env.stop_daemon();
+    let agent = env.agent_cgroup(AGENT);
+
+    let names = [
+        "exec baseline",
+        "exec agent",
+        "open baseline",
+        "open agent",
+        "getppid not loaded",
+        "getppid sys_exit FILES",
+        "getppid sys_exit FILES+HOLDS",
+    ];
+    let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
+    let getppid_batches = 40;
+    // Program run time, from bpf_stats: (runs, ns) per tracepoint, summed
+    // over the agent's exec and open loops.
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
+    let mut kernel_exec = (0u64, 0u64);
+    let mut kernel_open = (0u64, 0u64);
+    for round in 0..c.rounds {
+        let t = Instant::now();
+        // Warden not loaded.
+        sides[0].0.extend(measure(&plain, "exec", c.execs, None)?);
+        sides[2]
+            .0
+            .extend(measure(&plain, "open", c.opens, Some(&file))?);
+        sides[4]
+            .0
+            .extend(measure(&plain, "getppid", getppid_batches, None)?);
+        // Warden running; the agent's policy allows the loops.
+        env.write_policy("p.yaml", &policy(&file, false));
+        env.start_daemon();
+        thread::sleep(Duration::from_millis(300));
+        let pid = env.daemon_pid().context("daemon pid")?;
+        std::fs::write(stats_path, "1")?;
+        let s0 = program_stats(pid);
+        sides[1].0.extend(measure(&agent, "exec", c.execs, None)?);
+        let s1 = program_stats(pid);
+        settle(&env)?;
+        let s2 = program_stats(pid);
+        sides[3]
+            .0
+            .extend(measure(&agent, "open", c.opens, Some(&file))?);
+        let s3 = program_stats(pid);
+        std::fs::write(stats_path, stats_before.trim())?;
+        let delta = |a: &std::collections::HashMap<String, (u64, u64)>,
+                     b: &std::collections::HashMap<String, (u64, u64)>,
+                     tp: &str| {
+            let (r0, t0) = a.get(tp).copied().unwrap_or_default();
+            let (r1, t1) = b.get(tp).copied().unwrap_or_default();
+            (r1.saturating_sub(r0), t1.saturating_sub(t0))
+        };
+        let e = delta(&s0, &s1, "sched_process_exec");
+        kernel_exec = (kernel_exec.0 + e.0, kernel_exec.1 + e.1);
+        let o = delta(&s2, &s3, "sys_exit");
+        kernel_open = (kernel_open.0 + o.0, kernel_open.1 + o.1);
+        settle(&env)?;
+        sides[5]
+            .0
+            .extend(measure(&plain, "getppid", getppid_batches, None)?);
+        env.write_policy("p.yaml", &policy(&file, true));
+        env.ok(&["policy", "reload"]);
+        sides[6]
+            .0
+            .extend(measure(&plain, "getppid", getppid_batches, None)?);
+        env.stop_daemon();
+        eprintln!(
+            "round {}/{} done in {:.1} s",
+            round + 1,
+            c.rounds,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "{:<32} {:>10} {:>10} {:>8}",
+        "side", "p50 ns", "p99 ns", "samples"
+    );
+    for (name, side) in names.iter().zip(&sides) {
+        println!(
+            "{name:<32} {:>10.0} {:>10.0} {:>8}",
+            side.percentile(0.5),
+            side.percentile(0.99),
+            side.0.len()
+        );
+    }
+    let avg = |(runs, ns): (u64, u64)| ns as f64 / runs.max(1) as f64;
+    println!(
+        "\nkernel (bpf_stats, includes ~45 ns of stats bookkeeping per run):\n  \
+         sched_process_exec program: {:.0} ns per agent exec ({} runs)\n  \
+         sys_exit program during the agent's open loop: {:.0} ns per run ({} runs: every \
+         syscall exit on the machine, the loop's opens and closes among them)",
+        avg(kernel_exec),
+        kernel_exec.0,
+        avg(kernel_open),
+        kernel_open.0
+    );
+    let ratio = |a: usize, b: usize| sides[b].percentile(0.5) - sides[a].percentile(0.5);
+    println!("\nexec: agent p50 - baseline p50 = {:+.0} ns", ratio(0, 1));
+    println!("open: agent p50 - baseline p50 = {:+.0} ns", ratio(2, 3));
+    println!(
+        "getppid (non-agent): FILES - not loaded = {:+.1} ns/call",
+        ratio(4, 5)
+    );
+    println!(
+        "getppid (non-agent): FILES+HOLDS - not loaded = {:+.1} ns/call",
+        ratio(4, 6)
+    );
+    Ok(())
+}
