@@ -84,7 +84,7 @@ fn count(index: u32) {
     }
 }
 
-/// `bpf_ringbuf_submit` flags for an exec or open decision of `size`
+/// `bpf_ringbuf_submit` flags for a decision of `size`
 /// bytes. Waking the daemon is a self-IPI (measured ~10 us per event at
 /// exec in this VM: more than the decision itself), and the kernel's
 /// default wakes it for every event while it is idle. So allowed decisions

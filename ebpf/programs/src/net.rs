@@ -19,7 +19,7 @@ use warden_common::{
     Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
 };
 
-use crate::{count, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
+use crate::{count, submit_flags, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
 
 /// Return values of cgroup sock_addr programs.
 const ALLOW: i32 = 1;
@@ -174,7 +174,10 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         _pad: [0; 3],
         addr: dest.addr,
     });
-    entry.submit(0);
+    // Allowed decisions do not wake the daemon (see `submit_flags`); holds
+    // and denials do, a hold so that its approval record appears at once.
+    let quiet = matches!(method, Method::Allow | Method::Approved);
+    entry.submit(submit_flags(quiet, core::mem::size_of::<NetEvent>() as u64));
     count(counter::EVENTS);
 
     match method {
