@@ -9,6 +9,8 @@ pub const DEFAULT_POLICY_DIR: &str = "/etc/warden/policies";
 pub const DEFAULT_SOCKET: &str = "/run/warden/warden.sock";
 /// Agent cgroups are created under this directory of the cgroup2 hierarchy.
 pub const DEFAULT_CGROUP_PARENT: &str = "warden";
+/// Pinned maps and links, on bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/warden";
 
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -20,6 +22,8 @@ pub struct Paths {
     pub socket: PathBuf,
     /// Parent of created agent cgroups, relative to the cgroup2 mount.
     pub cgroup_parent: PathBuf,
+    /// Pinned maps (`maps/`) and links (`links/`), on bpffs.
+    pub pin_dir: PathBuf,
 }
 
 impl Paths {

@@ -44,6 +44,7 @@ use crate::{
         checkpoint::{self, HostKey},
         Durability, EvidenceStore, NewEntry,
     },
+    gaps::{self, DropWatch},
     holds::{Caller, Holds, Verdict},
     kernel::{Kernel, KernelError},
     policy::{self, CompiledNet, CompiledPaths},
@@ -415,6 +416,7 @@ struct Enforced {
 struct Enforcer {
     kernel: Kernel,
     holds: Holds,
+    drops: DropWatch,
     registry: Registry,
     paths: Paths,
     views: Arc<RwLock<Views>>,
@@ -475,6 +477,12 @@ impl Enforcer {
                     let _ = reply.send(self.approvals(all, uid));
                 }
                 Command::ExpireHolds => {
+                    if let Ok(counters) = self.kernel.counters() {
+                        if let Some(gap) = self.drops.check(&counters, &Actor::current()) {
+                            tracing::warn!(lost = %gap.details["lost"], "actions refused: ring buffer full");
+                            self.record(gap);
+                        }
+                    }
                     let writer = &self.writer;
                     let mut record =
                         |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
@@ -492,6 +500,12 @@ impl Enforcer {
                     }
                 }
                 Command::Replay { reply } => {
+                    // The first reconcile has attached this daemon's links:
+                    // the previous daemon's can go now.
+                    let stale = self.kernel.drop_stale_links();
+                    if stale > 0 {
+                        tracing::info!(links = stale, "unpinned the previous daemon's links");
+                    }
                     let writer = &self.writer;
                     let mut record =
                         |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
@@ -967,6 +981,55 @@ async fn ask<T>(
     wait.await.ok()
 }
 
+/// What the log says about the previous daemon: its last entry and whether
+/// it recorded its stop, and the ring-buffer losses it last recorded.
+fn previous_run(store: &EvidenceStore) -> (Option<(crate::evidence::Entry, bool)>, u64) {
+    use crate::evidence::Filter;
+    let newest = |kind: &str| {
+        store
+            .query(&Filter { kind: Some(kind.into()), limit: Some(1), ..Default::default() })
+            .ok()
+            .and_then(|mut v| v.pop())
+    };
+    let last = store
+        .head()
+        .ok()
+        .flatten()
+        .and_then(|(seq, _)| store.read_range(seq, seq).ok())
+        .and_then(|mut v| v.pop());
+    let started = newest("daemon_start").map_or(0, |e| e.seq);
+    let stop = newest("daemon_stop");
+    let stopped = stop.as_ref().is_some_and(|e| e.seq > started);
+    let from_stop = stop
+        .and_then(|e| e.details.get("kernel_counters").and_then(|c| c.get("dropped")).and_then(|d| d.as_u64()))
+        .unwrap_or(0);
+    let from_gap = newest("gap")
+        .and_then(|e| e.details.get("lost_total").and_then(|d| d.as_u64()))
+        .unwrap_or(0);
+    (last.map(|l| (l, stopped)), from_stop.max(from_gap))
+}
+
+/// Loads every policy version the registry knows into the views.
+fn prefill_views(registry: &Registry, views: &RwLock<Views>) {
+    let mut v = views.write().expect("views lock");
+    for agent in registry.list().unwrap_or_default() {
+        v.agents.insert(agent.id, AgentView { name: agent.name.clone(), owner: agent.owner.clone() });
+    }
+    for version in registry.policy_versions(None).unwrap_or_default() {
+        if let Ok(p) = policy::parse_policy(&version.file, &version.content) {
+            v.policies.insert(
+                version.id,
+                Arc::new(PolicyView {
+                    snapshot: version.sha256.clone(),
+                    rule_ids: p.rule_ids(),
+                    approvers: p.approvers.clone(),
+                    hold_timeout: p.hold_timeout,
+                }),
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Event reader
 
@@ -1231,8 +1294,9 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     })?;
     let store = EvidenceStore::open(&paths.database())?;
     let registry = Registry::open(&paths.database())?;
+    let (downtime, dropped_recorded) = previous_run(&store);
     let holds = Holds::new(Approvals::open(&paths.database())?);
-    let mut kernel = Kernel::load()?;
+    let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
     let listener = bind_socket(&paths.socket)?;
 
@@ -1243,7 +1307,20 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let (writer, writer_thread) =
         EvidenceWriter::spawn(store, stats.clone(), key, CheckpointPolicy::from_env());
     let views = Arc::new(RwLock::new(Views::default()));
+    // Decisions queued while no daemon ran name policy versions loaded by
+    // an earlier daemon: know them all before the reader starts.
+    prefill_views(&registry, &views);
     let actor = Actor::current();
+    // Counters live in pinned maps: losses while no daemon read events show
+    // in the first check (min: after an uninstall they start from zero).
+    let dropped_now = kernel.counters().map_or(0, |c| c.dropped);
+    let drops = DropWatch::new(dropped_recorded.min(dropped_now));
+    if let Some(gap) = downtime.and_then(|(last, stopped)| gaps::downtime(Some(&last), stopped, clock::now_ns(), &actor)) {
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || w.write_durable(vec![gap]))
+            .await
+            .map_err(|e| DaemonError::Write(e.to_string()))??;
+    }
 
     let mut details = serde_json::Map::new();
     details.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -1272,6 +1349,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let enforcer = Enforcer {
         kernel,
         holds,
+        drops,
         registry,
         paths: paths.clone(),
         views: views.clone(),

@@ -45,7 +45,7 @@ pub fn downtime(last: Option<&Entry>, stopped: bool, now_ns: i64, actor: &Actor)
     );
     details.insert(
         "during_gap".into(),
-        json!("no daemon was reading kernel decisions; agents' programs are detached when the daemon ends"),
+        json!("no daemon was reading: agents stayed enforced by the pinned programs, their decisions queued in the ring buffer (recorded after this entry); actions refused because it was full are counted in the next evidence.lost entry"),
     );
     Some(gap_entry(actor, "monitoring.gap", "daemon", "not-monitored", details))
 }

@@ -14,8 +14,19 @@
 //! programs cannot load, the daemon still enforces the network and refuses
 //! policies that need the missing mechanism (`exec_unavailable`,
 //! `file_unavailable`).
+//!
+//! Persistence: the stateful maps are pinned under `<pin dir>/maps/` and
+//! every link under `<pin dir>/links/`, so agents stay enforced while the
+//! daemon is stopped or restarting (their decisions queue in the pinned ring
+//! buffer; once it is full, actions are refused and counted). A new daemon
+//! reuses the pinned maps (agents never lose their entry), attaches its own
+//! links, then unpins its predecessor's (`drop_stale_links`).
 
-use std::{collections::HashMap, fs::File, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{
@@ -23,8 +34,8 @@ use aya::{
         HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
     programs::{
-        cgroup_sock_addr::CgroupSockAddrLinkId, links::CgroupAttachMode,
-        tp_btf::BtfTracePointLinkId, BtfTracePoint, CgroupSockAddr,
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        BtfTracePoint, CgroupSockAddr,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -59,6 +70,10 @@ pub enum KernelError {
     },
     #[error("read the kernel's BTF (/sys/kernel/btf/vmlinux), needed for tp_btf programs: {0}")]
     Btf(#[source] aya::BtfError),
+    #[error("pin {what}: {detail}")]
+    Pin { what: String, detail: String },
+    #[error("bpffs: {0}")]
+    Bpffs(String),
     #[error("open cgroup {cgroup}: {source}")]
     OpenCgroup {
         cgroup: String,
@@ -101,13 +116,83 @@ struct Installed {
     file: Vec<Key<PathKey>>,
 }
 
+/// Rule keys carry the agent slot they belong to.
+trait Slotted: aya::Pod {
+    fn slot(&self) -> u32;
+}
+
+impl Slotted for Net4Key {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+impl Slotted for Net6Key {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+impl Slotted for PathKey {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+/// The keys of an LPM trie that belong to `slot`.
+fn keys_in_slot<K: Slotted, V: aya::Pod>(bpf: &Ebpf, name: &str, slot: u32) -> Vec<Key<K>> {
+    bpf.map(name)
+        .and_then(|m| LpmTrie::<_, K, V>::try_from(m).ok())
+        .map(|t| t.keys().filter_map(Result::ok).filter(|k| k.data().slot() == slot).collect())
+        .unwrap_or_default()
+}
+
+/// Mounts bpffs at /sys/fs/bpf if `pins` is below it and nothing is
+/// mounted there yet (fresh machines of this kind have it unmounted).
+fn ensure_bpffs(pins: &Path) -> Result<(), KernelError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mut probe = pins.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let on_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+    };
+    if on_bpffs(&probe) {
+        return Ok(());
+    }
+    let root = Path::new("/sys/fs/bpf");
+    if pins.starts_with(root) && root.exists() && !on_bpffs(root) {
+        nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|e| KernelError::Bpffs(format!("mount bpffs at {}: {e}", root.display())))?;
+        tracing::info!("mounted bpffs at /sys/fs/bpf");
+        return Ok(());
+    }
+    Err(KernelError::Bpffs(format!(
+        "{} is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose --pin-dir below it",
+        pins.display()
+    )))
+}
+
+/// A link pinned by this daemon, and where.
+struct Pinned {
+    path: PathBuf,
+    link: PinnedLink,
+}
+
 pub struct Kernel {
     bpf: Ebpf,
-    links: HashMap<u64, Vec<(&'static str, CgroupSockAddrLinkId)>>,
+    /// `<pin dir>`: maps/ and links/ below it.
+    pins: PathBuf,
+    /// Pins this daemon created (the rest in links/ are a predecessor's).
+    owned: HashSet<PathBuf>,
+    links: HashMap<u64, Vec<Pinned>>,
     installed: HashMap<u64, Installed>,
     /// The `sys_exit` link while attached, and the `sys_exit_mode` bits in
     /// force.
-    sys_exit: Option<BtfTracePointLinkId>,
+    sys_exit: Option<Pinned>,
     sys_exit_mode: u32,
     /// Why exec rules cannot be enforced on this kernel, if they cannot.
     exec_unavailable: Option<String>,
@@ -139,7 +224,17 @@ impl Kernel {
     /// programs are attached per agent, `sys_exit` on demand). A kernel
     /// that cannot run the exec or open programs still gets network
     /// enforcement; `exec_unavailable`/`file_unavailable` say why not.
-    pub fn load() -> Result<Self, KernelError> {
+    /// Loads the programs, reusing the maps pinned under `pins` if a
+    /// previous daemon left them (agents stay enforced across restarts).
+    pub fn load(pins: &Path) -> Result<Self, KernelError> {
+        ensure_bpffs(pins)?;
+        for sub in ["maps", "links"] {
+            let dir = pins.join(sub);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| KernelError::Bpffs(format!("create {}: {e}", dir.display())))?;
+        }
+        let map_pins: Vec<(&str, PathBuf)> =
+            names::PINNED_MAPS.iter().map(|n| (*n, pins.join("maps").join(n))).collect();
         // Offsets for the exec and open programs. Without them those
         // programs refuse every decision (valid = 0) and the daemon refuses
         // policies that need them.
@@ -154,10 +249,12 @@ impl Kernel {
                     )),
                 ),
             };
-        let mut bpf = EbpfLoader::new()
-            .override_global(names::KERNEL_OFFSETS, &offsets, true)
-            .load(OBJECT)
-            .map_err(KernelError::Load)?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::KERNEL_OFFSETS, &offsets, true);
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader.load(OBJECT).map_err(KernelError::Load)?;
         for name in names::CGROUP_NET_PROGRAMS {
             let prog: &mut CgroupSockAddr = bpf
                 .program_mut(name)
@@ -213,6 +310,7 @@ impl Kernel {
 
         // Exec: load and attach now. It runs at every exec on the machine
         // and returns after one lookup for processes outside agents.
+        let mut exec_link = None;
         let exec_unavailable = disabled("exec")
             .or_else(|| offsets_error.clone())
             .or_else(|| {
@@ -227,9 +325,12 @@ impl Kernel {
                     .map_err(|e| format!("load tp_btf/{tp} ({name}): {}", crate::error_chain(&e)))
                     .map(|()| log_verified(prog, name))
                     .and_then(|()| {
-                        prog.attach()
-                            .map(drop)
-                            .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))
+                        let id = prog
+                            .attach()
+                            .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))?;
+                        let link = prog.take_link(id).map_err(|e| format!("take tp_btf/{tp} link: {e}"))?;
+                        exec_link = Some(FdLink::from(link));
+                        Ok(())
                     })
                     .err()
             });
@@ -257,15 +358,56 @@ impl Kernel {
         if let Some(why) = &file_unavailable {
             tracing::warn!(reason = %why, "file rules cannot be enforced on this kernel");
         }
-        Ok(Self {
+        let mut kernel = Self {
             bpf,
+            pins: pins.to_path_buf(),
+            owned: HashSet::new(),
             links: HashMap::new(),
             installed: HashMap::new(),
             sys_exit: None,
             sys_exit_mode: 0,
             exec_unavailable,
             file_unavailable,
-        })
+        };
+        if let Some(link) = exec_link {
+            let pinned = kernel.pin_link(link, "exec")?;
+            // Owned by `owned`; the pin keeps it attached for the daemon's life
+            // and after.
+            drop(pinned);
+        }
+        kernel.adopt_installed()?;
+        Ok(kernel)
+    }
+
+    /// After a restart the pinned maps still hold every agent's entry and
+    /// rules: index them, so the next install swaps halves and clears the
+    /// old one as usual.
+    fn adopt_installed(&mut self) -> Result<(), KernelError> {
+        let agents: Vec<(u64, AgentInfo)> = {
+            let name = names::AGENTS;
+            let map = self.bpf.map(name).ok_or(KernelError::Missing { what: "map", name })?;
+            let agents: BpfHashMap<_, u64, AgentInfo> =
+                BpfHashMap::try_from(map).map_err(map_err("open", name))?;
+            agents.iter().filter_map(Result::ok).collect()
+        };
+        if agents.is_empty() {
+            return Ok(());
+        }
+        for (cgroup_id, info) in agents {
+            let slot = info.slot;
+            self.installed.insert(
+                cgroup_id,
+                Installed {
+                    info,
+                    v4: keys_in_slot::<Net4Key, NetRules>(&self.bpf, names::NET4_RULES, slot),
+                    v6: keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, slot),
+                    exec: keys_in_slot::<PathKey, PathRule>(&self.bpf, names::EXEC_RULES, slot),
+                    file: keys_in_slot::<PathKey, FileRule>(&self.bpf, names::FILE_RULES, slot),
+                },
+            );
+        }
+        tracing::info!(agents = self.installed.len(), "adopted agents from pinned maps");
+        Ok(())
     }
 
     /// Why exec rules cannot be enforced here (`None`: they can).
@@ -301,11 +443,13 @@ impl Kernel {
         if mode != 0 {
             self.write_sys_exit_mode(mode)?;
             if self.sys_exit.is_none() {
-                let link = self.sys_exit_prog()?.attach().map_err(attach_err)?;
-                self.sys_exit = Some(link);
+                let prog = self.sys_exit_prog()?;
+                let id = prog.attach().map_err(attach_err)?;
+                let link = FdLink::from(prog.take_link(id).map_err(attach_err)?);
+                self.sys_exit = Some(self.pin_link(link, "sys_exit")?);
             }
-        } else if let Some(link) = self.sys_exit.take() {
-            self.sys_exit_prog()?.detach(link).map_err(attach_err)?;
+        } else if let Some(pinned) = self.sys_exit.take() {
+            self.detach_links(vec![pinned]);
             self.write_sys_exit_mode(0)?;
         }
         self.sys_exit_mode = mode;
@@ -364,7 +508,8 @@ impl Kernel {
         RingBuf::try_from(map).map_err(map_err("open", names::EVENTS))
     }
 
-    /// Attaches the network programs to an agent's cgroup. Idempotent.
+    /// Attaches the network programs to an agent's cgroup and pins the
+    /// links, so they keep enforcing while no daemon runs. Idempotent.
     pub fn attach(&mut self, cgroup: &Path, cgroup_id: u64) -> Result<(), KernelError> {
         if self.links.contains_key(&cgroup_id) {
             return Ok(());
@@ -375,25 +520,70 @@ impl Kernel {
         })?;
         let mut links = Vec::new();
         for name in names::CGROUP_NET_PROGRAMS {
-            let prog = self.sock_addr(name)?;
             // aya attaches through a bpf_link when the kernel has them, and
             // the kernel refuses link flags: links always coexist with other
             // programs on the cgroup, so "Single" (no flags) is what we want.
-            match prog.attach(&file, CgroupAttachMode::Single) {
-                Ok(id) => links.push((name, id)),
-                Err(source) => {
+            let attached = self.sock_addr(name).and_then(|prog| {
+                let id = prog.attach(&file, CgroupAttachMode::Single).map_err(|source| {
+                    KernelError::Attach { name, cgroup: cgroup.display().to_string(), source }
+                })?;
+                let link = prog.take_link(id).map_err(|source| KernelError::Attach {
+                    name,
+                    cgroup: cgroup.display().to_string(),
+                    source,
+                })?;
+                FdLink::try_from(link).map_err(|e| KernelError::Pin {
+                    what: format!("{name} link on {}", cgroup.display()),
+                    detail: e.to_string(),
+                })
+            });
+            match attached.and_then(|link| self.pin_link(link, &format!("cg-{cgroup_id}-{name}"))) {
+                Ok(pinned) => links.push(pinned),
+                Err(e) => {
                     // Leave nothing half-attached.
                     self.detach_links(links);
-                    return Err(KernelError::Attach {
-                        name,
-                        cgroup: cgroup.display().to_string(),
-                        source,
-                    });
+                    return Err(e);
                 }
             }
         }
         self.links.insert(cgroup_id, links);
         Ok(())
+    }
+
+    /// Pins `link` as `<pin dir>/links/<name>-<daemon pid>`: unique per
+    /// daemon, so a restarted daemon can tell its links from its
+    /// predecessor's (see `drop_stale_links`).
+    fn pin_link(&mut self, link: FdLink, name: &str) -> Result<Pinned, KernelError> {
+        let path = self.pins.join("links").join(format!("{name}-{}", std::process::id()));
+        let link = link.pin(&path).map_err(|e| KernelError::Pin {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        self.owned.insert(path.clone());
+        Ok(Pinned { path, link })
+    }
+
+    /// Unpins links this daemon does not own: its predecessor's, which kept
+    /// enforcing until this daemon attached its own. Called once the first
+    /// reconcile is done, so there is never a moment without either.
+    pub fn drop_stale_links(&mut self) -> usize {
+        let Ok(dir) = std::fs::read_dir(self.pins.join("links")) else { return 0 };
+        let mut dropped = 0;
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if self.owned.contains(&path) {
+                continue;
+            }
+            match PinnedLink::from_pin(&path).map_err(|e| e.to_string()).and_then(|l| l.unpin().map_err(|e| e.to_string())) {
+                // Dropping the last reference detaches it.
+                Ok(fd_link) => {
+                    drop(fd_link);
+                    dropped += 1;
+                }
+                Err(e) => tracing::warn!(pin = %path.display(), error = %e, "unpin stale link"),
+            }
+        }
+        dropped
     }
 
     fn sock_addr(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, KernelError> {
@@ -406,12 +596,12 @@ impl Kernel {
             })
     }
 
-    fn detach_links(&mut self, links: Vec<(&'static str, CgroupSockAddrLinkId)>) {
-        for (name, id) in links {
-            if let Ok(prog) = self.sock_addr(name) {
-                if let Err(e) = prog.detach(id) {
-                    tracing::warn!(program = name, error = %e, "detach failed");
-                }
+    fn detach_links(&mut self, links: Vec<Pinned>) {
+        for pinned in links {
+            self.owned.remove(&pinned.path);
+            match pinned.link.unpin() {
+                Ok(link) => drop(link),
+                Err(e) => tracing::warn!(pin = %pinned.path.display(), error = %e, "unpin failed"),
             }
         }
     }
@@ -430,7 +620,11 @@ impl Kernel {
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
         let slot = AgentInfo::slot_for(agent_id, half);
-        let mut flags = if revoked { agent_flags::REVOKED } else { 0 };
+        // `warden kill` sets REVOKED in the pinned map directly (it works
+        // with no daemon); a reinstall racing it must not clear it. Lifting
+        // it is `set_revoked(false)`'s job alone.
+        let killed = self.current_flags(cgroup_id) & agent_flags::REVOKED;
+        let mut flags = if revoked { agent_flags::REVOKED } else { killed };
         if paths.exec_governed {
             flags |= agent_flags::EXEC;
         }
@@ -476,6 +670,15 @@ impl Kernel {
                 Err(e)
             }
         }
+    }
+
+    /// The flags of an agent's entry in the kernel map now (0 if none).
+    fn current_flags(&self, cgroup_id: u64) -> u32 {
+        self.bpf
+            .map(names::AGENTS)
+            .and_then(|m| BpfHashMap::<_, u64, AgentInfo>::try_from(m).ok())
+            .and_then(|agents| agents.get(&cgroup_id, 0).ok())
+            .map_or(0, |info| info.flags)
     }
 
     /// Sets or clears the kill-switch flag without touching the rules.
@@ -666,4 +869,73 @@ impl Kernel {
             }
         }
     }
+}
+
+/// What the kill switch did in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The flag is set (or cleared) in the pinned `AGENTS` map: every hook
+    /// refuses (or decides normally) from the next action on.
+    Applied,
+    /// No pinned maps at the pin directory: no Warden programs are loaded,
+    /// so there is nothing in the kernel to revoke.
+    NoPins,
+}
+
+/// Sets or clears an agent's kill-switch flag directly in the pinned
+/// `AGENTS` map: no daemon needed. An agent with no entry yet gets one
+/// (with no rules), so the global exec/open hooks refuse it too.
+pub fn set_revoked_pinned(
+    pins: &Path,
+    cgroup_id: u64,
+    agent_id: u32,
+    revoked: bool,
+) -> Result<Revocation, KernelError> {
+    let path = pins.join("maps").join(names::AGENTS);
+    if !path.exists() {
+        return Ok(Revocation::NoPins);
+    }
+    let name = names::AGENTS;
+    let data = MapData::from_pin(&path).map_err(map_err("open pinned", name))?;
+    let mut agents: BpfHashMap<_, u64, AgentInfo> =
+        BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err("open", name))?;
+    let mut info = match agents.get(&cgroup_id, 0) {
+        Ok(info) => info,
+        Err(aya::maps::MapError::KeyNotFound) if !revoked => return Ok(Revocation::Applied),
+        Err(aya::maps::MapError::KeyNotFound) => AgentInfo {
+            agent_id,
+            policy_gen: 0,
+            slot: AgentInfo::slot_for(agent_id, 0),
+            flags: 0,
+        },
+        Err(e) => return Err(map_err("read", name)(e)),
+    };
+    if revoked {
+        info.flags |= agent_flags::REVOKED;
+    } else {
+        info.flags &= !agent_flags::REVOKED;
+    }
+    agents.insert(cgroup_id, info, 0).map_err(map_err("update", name))?;
+    Ok(Revocation::Applied)
+}
+
+/// Unpins every link and map under `pins` (detaching the programs) and
+/// removes the directories. Returns how many pins were removed.
+pub fn uninstall(pins: &Path) -> Result<usize, KernelError> {
+    let mut removed = 0;
+    // Links first: once they are gone no program runs, then the maps.
+    for sub in ["links", "maps"] {
+        let dir = pins.join(sub);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| KernelError::Bpffs(format!("unpin {}: {e}", entry.path().display())))?;
+            removed += 1;
+        }
+        std::fs::remove_dir(&dir).map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", dir.display())))?;
+    }
+    if pins.exists() {
+        std::fs::remove_dir(pins).map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", pins.display())))?;
+    }
+    Ok(removed)
 }

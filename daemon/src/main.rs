@@ -39,6 +39,10 @@ struct PathArgs {
     /// Parent of created agent cgroups, relative to the cgroup2 mount.
     #[arg(long, global = true, env = "WARDEN_CGROUP_PARENT", default_value = config::DEFAULT_CGROUP_PARENT)]
     cgroup_parent: PathBuf,
+    /// Where programs and maps are pinned (on bpffs) so enforcement
+    /// outlives the daemon.
+    #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = config::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +70,24 @@ enum Cmd {
     /// Export a bundle an auditor verifies elsewhere, or verify one.
     #[command(subcommand)]
     Evidence(EvidenceCmd),
+    /// Kill switch: revoke an agent everywhere in one action (works with the
+    /// daemon stopped). Its processes are killed, or frozen with --freeze.
+    Kill {
+        name: String,
+        #[arg(long)]
+        reason: String,
+        /// Freeze the processes (cgroup.freeze) for forensics instead.
+        #[arg(long)]
+        freeze: bool,
+    },
+    /// Lift the kill switch.
+    Revive {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Detach and unpin every program and map Warden attached (daemon stopped).
+    Uninstall,
     /// Actions held for approval.
     Approvals {
         /// Every hold, decided or not.
@@ -226,6 +248,7 @@ fn paths(p: &PathArgs) -> Paths {
         policy_dir: p.policy_dir.clone(),
         socket: p.socket.clone(),
         cgroup_parent: p.cgroup_parent.clone(),
+        pin_dir: p.pin_dir.clone(),
     }
 }
 
@@ -489,6 +512,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("warden: error: bundle {} is NOT valid ({} problems)", dir.display(), r.problems.len());
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Cmd::Kill { name, reason, freeze } => {
+            let r = commands::kill(&paths, &name, &reason, freeze)?;
+            let kernel = match r.kernel {
+                warden::kernel::Revocation::Applied => "every hook now refuses it",
+                warden::kernel::Revocation::NoPins => "no Warden programs are loaded",
+            };
+            println!(
+                "agent '{}' revoked in {:.1} ms ({kernel}); {} process(es) {}{}",
+                r.agent.name,
+                r.to_kernel.as_secs_f64() * 1000.0,
+                r.processes.len(),
+                if r.frozen { "frozen" } else { "killed" },
+                if r.daemon_notified { "" } else { "; the daemon is not running and picks this up when it starts" }
+            );
+        }
+        Cmd::Revive { name, reason } => {
+            let a = commands::revive(&paths, &name, &reason)?;
+            println!("agent '{}' active again", a.name);
+        }
+        Cmd::Uninstall => {
+            let n = commands::uninstall(&paths)?;
+            println!("removed {n} pinned programs and maps under {}", paths.pin_dir.display());
         }
         Cmd::Approvals { all, json } => {
             let list = commands::approvals(&paths, all)?;

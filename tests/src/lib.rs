@@ -97,6 +97,11 @@ impl TestEnv {
     pub fn database(&self) -> PathBuf {
         self.state_dir().join("warden.db")
     }
+    /// This environment's bpffs pin directory (unpinned on drop).
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf").join(self.cgroup_parent.file_name().expect("parent name"))
+    }
+
     pub fn agent_cgroup(&self, agent: &str) -> PathBuf {
         self.cgroup_parent.join(agent)
     }
@@ -113,6 +118,7 @@ impl TestEnv {
             .env("WARDEN_POLICY_DIR", self.policy_dir())
             .env("WARDEN_SOCKET", self.socket())
             .env("WARDEN_CGROUP_PARENT", parent)
+            .env("WARDEN_PIN_DIR", self.pin_dir())
             .stdin(Stdio::null());
         cmd
     }
@@ -288,6 +294,9 @@ impl Drop for TestEnv {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let _ = child.wait();
         }
+        // Unpin what this environment's daemons pinned (links first, which
+        // detaches the programs), then end what is left in its cgroups.
+        let _ = warden::kernel::uninstall(&self.pin_dir());
         remove_cgroup_tree(&self.cgroup_parent);
     }
 }

@@ -211,3 +211,38 @@ fn the_log_streams_to_a_siem_as_ocsf_and_follows_new_entries() {
     assert_eq!(entry["kind"], "agent_register");
     assert_eq!(entry["agent"], "late");
 }
+
+#[test]
+fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
+    if !can_run("evidence_overflow") {
+        return;
+    }
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let mut env = TestEnv::new("evoverflow");
+    env.write_policy(
+        "p.yaml",
+        &format!("version: 1\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
+    );
+    env.start_daemon();
+    env.add_agent("flood", "p.yaml");
+    let pid = env.daemon_pid().unwrap() as i32;
+    // Stop the reader: nothing drains the ring buffer (4 MiB) any more.
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let out = std::process::Command::new(warden_tests::probe_bin())
+        .args(["join", env.agent_cgroup("flood").to_str().unwrap(), "udp-flood", &format!("127.0.0.1:{port}"), "80000"])
+        .output()
+        .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let eperm: u64 = said.split("eperm=").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let sent: u64 = said.split("sent=").nth(1).and_then(|n| n.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(eperm > 0, "fail-closed: allowed sends were refused once nothing could record them ({said})");
+    assert!(sent > 30_000, "the buffer held tens of thousands first ({said})");
+    let gap = env.wait_for_evidence("lost-events gap", |e| e["kind"] == "gap" && e["action"] == "evidence.lost");
+    assert_eq!(gap["details"]["lost"], eperm, "the gap counts exactly the refused actions: {gap}");
+    let recorded = env.evidence().iter().filter(|e| e["kind"] == "decision" && e["decision"] == "allow").count() as u64;
+    assert_eq!(recorded, sent, "every allowed send is in the log");
+}

@@ -579,15 +579,13 @@ fn policies_needing_a_missing_mechanism_are_refused() {
     }
 }
 
-/// Links the daemon holds on `tp_name`, from its fds' fdinfo.
-fn tracepoint_links(pid: u32, tp_name: &str) -> usize {
-    let want = format!("tp_name:\t{tp_name}\n");
-    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+/// Tracepoint links pinned for this environment (`exec-*`, `sys_exit-*`):
+/// links are pinned while attached and unpinned when detached.
+fn tracepoint_links(env: &TestEnv, name: &str) -> usize {
+    std::fs::read_dir(env.pin_dir().join("links"))
         .map(|dir| {
             dir.flatten()
-                .filter(|fd| {
-                    std::fs::read_to_string(fd.path()).is_ok_and(|info| info.contains(&want))
-                })
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
                 .count()
         })
         .unwrap_or(0)
@@ -606,23 +604,22 @@ fn sys_exit_is_attached_only_while_an_agent_needs_it() {
     let hold = "version: 1\nrules:\n  - id: n\n    connect: { to: 127.0.0.1, ports: [1] }\n    decision: hold\n";
     env.write_policy("p.yaml", net);
     env.start_daemon();
-    let pid = env.daemon_pid().unwrap();
     assert_eq!(
-        tracepoint_links(pid, "sched_process_exec"),
+        tracepoint_links(&env, "exec"),
         1,
         "the exec hook is always on"
     );
-    assert_eq!(tracepoint_links(pid, "sys_exit"), 0);
+    assert_eq!(tracepoint_links(&env, "sys_exit"), 0);
     env.add_agent("a", "p.yaml");
     assert_eq!(
-        tracepoint_links(pid, "sys_exit"),
+        tracepoint_links(&env, "sys_exit"),
         0,
         "network rules need no sys_exit"
     );
     for (yaml, attached) in [(file.as_str(), 1), (net, 0), (hold, 1), (net, 0)] {
         env.write_policy("p.yaml", yaml);
         env.ok(&["policy", "reload"]);
-        assert_eq!(tracepoint_links(pid, "sys_exit"), attached, "{yaml}");
+        assert_eq!(tracepoint_links(&env, "sys_exit"), attached, "{yaml}");
     }
 }
 

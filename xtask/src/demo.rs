@@ -4,6 +4,7 @@
 //! inside the agent, prints the evidence and verifies its hash chain.
 
 use std::{
+    os::unix::process::ExitStatusExt,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -51,7 +52,8 @@ impl Env {
         cmd.env("WARDEN_STATE_DIR", &self.state)
             .env("WARDEN_POLICY_DIR", workspace().join("policies"))
             .env("WARDEN_SOCKET", &self.socket)
-            .env("WARDEN_CGROUP_PARENT", "warden-demo");
+            .env("WARDEN_CGROUP_PARENT", "warden-demo")
+            .env("WARDEN_PIN_DIR", "/sys/fs/bpf/warden-demo");
         cmd
     }
 
@@ -246,25 +248,42 @@ pub fn run() -> Result<i32> {
 
     // Give the reader a moment to append the kernel's last decisions.
     thread::sleep(Duration::from_millis(500));
+    step("Kill switch: revoke the agent everywhere in one action");
+    let mut sleeper = env
+        .warden()
+        .args(["run", "--agent", AGENT, "--", "sleep", "600"])
+        .spawn()
+        .context("start a long-running agent command")?;
+    thread::sleep(Duration::from_millis(300));
+    // Alive until the kill: the kill switch, not a policy denial, ends it.
+    let alive = sleeper.try_wait()?.is_none();
+    let killed = env.show(&["kill", AGENT, "--reason", "demo: incident drill"])?;
+    let sleeper_gone = alive && sleeper.wait()?.signal() == Some(libc::SIGKILL);
+    println!("(the agent's running command was ended: {sleeper_gone})");
+    let refused = !env.show(&["run", "--agent", AGENT, "--", "true"])?;
+    env.show(&["revive", AGENT, "--reason", "demo: drill over"])?;
+
     step("The evidence: every decision, attributed to the agent, its owner and the human");
     env.show(&["log"])?;
     step("Verify the hash chain (offline: reads only the database file)");
     let verified = env.show(&["log", "verify"])?;
 
-    step("Stop the daemon and remove the demo agent");
+    step("Stop the daemon, remove the demo agent, unpin everything");
     drop(daemon);
     env.show(&["agent", "remove", AGENT])?;
+    env.show(&["uninstall"])?;
 
     println!();
-    let ok = allowed && denied && outside && held_ok && verified;
+    let ok = allowed && denied && outside && held_ok && killed && sleeper_gone && refused && verified;
     if ok {
         println!("demo: allowed connect succeeded, denied connect was refused with EPERM,");
-        println!("      held connect completed after approval, evidence chain verified");
+        println!("      held connect completed after approval, kill switch ended the agent,");
+        println!("      evidence chain and checkpoints verified");
         println!("(state kept in {} for inspection)", dir.display());
         Ok(0)
     } else {
         println!(
-            "demo: FAILED (allowed={allowed} denied={denied} outside={outside} held={held_ok} verified={verified})"
+            "demo: FAILED (allowed={allowed} denied={denied} outside={outside} held={held_ok} killed={killed}/{sleeper_gone}/{refused} verified={verified})"
         );
         Ok(1)
     }

@@ -67,6 +67,7 @@ pub const KINDS: &[&str] = &[
     "gap",
     "restart",
     "checkpoint",
+    "uninstall",
 ];
 
 #[derive(Debug, thiserror::Error)]

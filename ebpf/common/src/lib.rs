@@ -21,6 +21,14 @@ pub mod names {
     pub const NET6_RULES: &str = "NET6_RULES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+
+    /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
+    /// so agents stay enforced (and their actions counted and queued) while
+    /// no daemon runs. Scratch maps are not state and are not pinned.
+    pub const PINNED_MAPS: [&str; 10] = [
+        AGENTS, NET4_RULES, NET6_RULES, EVENTS, COUNTERS, HELD, GRANTS, EXEC_RULES, FILE_RULES,
+        SYS_EXIT_MODE,
+    ];
     pub const HELD: &str = "HELD";
     pub const GRANTS: &str = "GRANTS";
 

@@ -4,6 +4,11 @@
 //!   warden-probe connect ADDR:PORT        TCP connect
 //!   warden-probe udp ADDR:PORT            UDP sendto (unconnected)
 //!   warden-probe sleep SECS               stay alive (for kill tests)
+//!   warden-probe join CGROUP SUBCOMMAND...
+//!                                         move into CGROUP, then run the
+//!                                         subcommand (no exec in between)
+//!   warden-probe udp-flood ADDR:PORT N    N unconnected UDP sends; prints
+//!                                         `sent=S eperm=E`
 //!
 //! File opens (exec_file.rs). Each prints `ok` and what it read, or `errno=N`:
 //!   warden-probe read PATH                open O_RDONLY, print the content
@@ -53,6 +58,10 @@ fn addr(arg: Option<&String>) -> SocketAddr {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    run(&args)
+}
+
+fn run(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         Some("connect") => {
             let to = addr(args.get(1));
@@ -72,6 +81,35 @@ fn main() -> ExitCode {
                     .and_then(|s| s.send_to(b"probe", to))
                     .map(drop),
             )
+        }
+        Some("join") => {
+            let Some(cgroup) = args.get(1) else {
+                eprintln!("usage: warden-probe join CGROUP SUBCOMMAND...");
+                return ExitCode::from(2);
+            };
+            if let Err(e) = std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string()) {
+                eprintln!("join {cgroup}: {e}");
+                return ExitCode::from(2);
+            }
+            run(&args[2..])
+        }
+        Some("udp-flood") => {
+            let to = addr(args.get(1));
+            let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
+                eprintln!("bind a UDP socket");
+                return ExitCode::from(2);
+            };
+            let (mut sent, mut eperm) = (0u64, 0u64);
+            for _ in 0..n {
+                match sock.send_to(b"x", to) {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.raw_os_error() == Some(1) => eperm += 1,
+                    Err(_) => {}
+                }
+            }
+            println!("sent={sent} eperm={eperm}");
+            ExitCode::SUCCESS
         }
         Some("sleep") => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
