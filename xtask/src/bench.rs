@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: side-by-side measurements, with and without Warden,
 //! in one run. Implemented in the tests crate (`warden-tests`, bins
 //! `warden-bench` for connect and `warden-bench-fallback` for exec, file
-//! opens and the global `sys_exit` cost) so they share the test harness;
+//! opens and the global `sys_exit` cost, `warden-bench-control` for
+//! evidence rates, hold and kill latency) so they share the test harness;
 //! this only builds and runs them.
 
 use std::process::Command;
@@ -18,7 +19,7 @@ pub fn run() -> Result<i32> {
     let bin = setup::build(true)?;
     // The network path (connect), then the exec and file-open fallback.
     let mut code = 0;
-    for bench in ["warden-bench", "warden-bench-fallback"] {
+    for bench in ["warden-bench", "warden-bench-fallback", "warden-bench-control"] {
         let status = Command::new(setup::cargo())
             .current_dir(workspace())
             .args([

@@ -7,6 +7,9 @@
 //!   warden-probe join CGROUP SUBCOMMAND...
 //!                                         move into CGROUP, then run the
 //!                                         subcommand (no exec in between)
+//!   warden-probe connect-timed ADDR:PORT  connect; prints `ok T` or
+//!                                         `errno=N T`, T = CLOCK_MONOTONIC
+//!                                         ns when connect() returned
 //!   warden-probe udp-flood ADDR:PORT N    N unconnected UDP sends; prints
 //!                                         `sent=S eperm=E`
 //!
@@ -92,6 +95,19 @@ fn run(args: &[String]) -> ExitCode {
                 return ExitCode::from(2);
             }
             run(&args[2..])
+        }
+        Some("connect-timed") => {
+            let to = addr(args.get(1));
+            let result = TcpStream::connect_timeout(&to, Duration::from_secs(600)).map(drop);
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes into the timespec we own.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+            match result {
+                Ok(()) => println!("ok {ns}"),
+                Err(e) => println!("errno={} {ns}", e.raw_os_error().unwrap_or(-1)),
+            }
+            ExitCode::SUCCESS
         }
         Some("udp-flood") => {
             let to = addr(args.get(1));
