@@ -54,6 +54,8 @@ pub enum CommandError {
     },
     #[error(transparent)]
     Kernel(#[from] crate::kernel::KernelError),
+    #[error("confine the agent: {0}")]
+    Confine(#[from] crate::confine::ConfineError),
     #[error("the warden daemon is running (it answers on {0}); stop it before uninstalling")]
     DaemonRunning(PathBuf),
     #[error("the daemon refused: {0}")]
@@ -158,7 +160,7 @@ fn notify_daemon(paths: &Paths) -> Result<bool> {
     match control::call(&paths.socket, &Request::Reload, DAEMON_TIMEOUT) {
         Ok(Response::Ok { .. }) => Ok(true),
         Ok(Response::Error { message }) => Err(CommandError::Daemon(message)),
-        Ok(other) => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        Ok(other) => Err(unexpected(other)),
         Err(ControlError::NotRunning { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
@@ -351,6 +353,10 @@ pub fn run(
     details.insert("argv".into(), json!(cmd));
     details.insert("run_as".into(), json!(user.unwrap_or("(caller)")));
     details.insert("cgroup".into(), json!(state.cgroup));
+    // Built now, while root and before the record (which it must appear in
+    // and which it would forbid); applied last before exec.
+    let confinement = crate::confine::prepare(paths)?;
+    details.insert("confinement".into(), confinement.describe());
     let entry = Actor::current().entry(Recorded {
         kind: "run",
         agent: &agent.name,
@@ -386,6 +392,7 @@ pub fn run(
             .env("USER", &u.name)
             .env("LOGNAME", &u.name);
     }
+    confinement.apply()?;
     let source = command.exec();
     Err(CommandError::Exec {
         cmd: cmd[0].clone(),
@@ -526,12 +533,24 @@ pub fn policy_check(file: &Path) -> Result<policy::Policy> {
     Ok(parsed)
 }
 
+/// Asks the running daemon; its refusals become errors, any other answer
+/// is returned for the caller to match.
+fn ask(paths: &Paths, request: &Request) -> Result<Response> {
+    match control::call(&paths.socket, request, DAEMON_TIMEOUT)? {
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        answer => Ok(answer),
+    }
+}
+
+fn unexpected(answer: Response) -> CommandError {
+    CommandError::Daemon(format!("unexpected answer {answer:?}"))
+}
+
 /// `warden policy reload`.
 pub fn policy_reload(paths: &Paths) -> Result<()> {
-    match control::call(&paths.socket, &Request::Reload, DAEMON_TIMEOUT)? {
+    match ask(paths, &Request::Reload)? {
         Response::Ok { .. } => Ok(()),
-        Response::Error { message } => Err(CommandError::Daemon(message)),
-        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -646,10 +665,9 @@ pub fn log_verify(paths: &Paths, anchor_files: &[PathBuf]) -> Result<Verified> {
 
 /// `warden approvals`: holds awaiting a decision (or all with `all`).
 pub fn approvals(paths: &Paths, all: bool) -> Result<Vec<crate::approvals::Approval>> {
-    match control::call(&paths.socket, &Request::Approvals { all }, DAEMON_TIMEOUT)? {
+    match ask(paths, &Request::Approvals { all })? {
         Response::Approvals { approvals } => Ok(approvals),
-        Response::Error { message } => Err(CommandError::Daemon(message)),
-        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -661,18 +679,16 @@ pub fn decide(paths: &Paths, id: u64, approve: bool, reason: Option<&str>) -> Re
         approve,
         reason: reason.map(str::to_string),
     };
-    match control::call(&paths.socket, &request, DAEMON_TIMEOUT)? {
+    match ask(paths, &request)? {
         Response::Ok { message } => Ok(message),
-        Response::Error { message } => Err(CommandError::Daemon(message)),
-        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }
 
 pub fn status(paths: &Paths) -> Result<control::StatusReport> {
-    match control::call(&paths.socket, &Request::Status, DAEMON_TIMEOUT)? {
+    match ask(paths, &Request::Status)? {
         Response::Status(s) => Ok(*s),
-        Response::Error { message } => Err(CommandError::Daemon(message)),
-        other => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        other => Err(unexpected(other)),
     }
 }
 

@@ -107,6 +107,16 @@ pub enum ControlError {
 
 /// Sends one request and waits for the answer (blocking; used by the CLI).
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    call_with_peer(socket, request, timeout).map(|(response, _)| response)
+}
+
+/// [`call`], also returning the pid of the process that answered: the
+/// socket's peer credentials, the kernel's word rather than the daemon's.
+pub fn call_with_peer(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Response, u32), ControlError> {
     let io = |source| ControlError::Io {
         socket: socket.to_path_buf(),
         source,
@@ -122,12 +132,15 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
         },
     })?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| io(e.into()))?;
     let mut line = serde_json::to_string(request).map_err(ControlError::Malformed)?;
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(ControlError::Malformed)
+    let response = serde_json::from_str(&answer).map_err(ControlError::Malformed)?;
+    Ok((response, peer.pid() as u32))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod daemon;
 pub mod decode;

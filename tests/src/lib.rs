@@ -70,9 +70,16 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(name: &str) -> Self {
+        Self::new_in(name, &std::env::temp_dir())
+    }
+
+    /// An environment whose directory is created under `parent` (a test
+    /// that needs the agent to create files directly in /tmp keeps Warden's
+    /// paths out of it).
+    pub fn new_in(name: &str, parent: &Path) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("warden-{name}-"))
-            .tempdir()
+            .tempdir_in(parent)
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
         let mount = warden::cgroup::cgroup2_mount().expect("cgroup2 mount");

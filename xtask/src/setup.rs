@@ -9,13 +9,15 @@ use anyhow::{bail, Context, Result};
 use crate::{ebpf, workspace};
 
 // sqlite3: the integration tests tamper with the database the way an attacker
-// with file access would.
+// with file access would. libseccomp-dev: the daemon links libseccomp
+// (daemon/src/confine.rs).
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
     "llvm-22-dev",
     "sqlite3",
+    "libseccomp-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,0 +1,236 @@
+//! `warden-probe` subcommands that try to tamper with Warden from inside an
+//! agent (tests/tests/self_protection.rs). Each prints `ok` or `errno=N`
+//! and undoes what it did if it succeeded, so a failed protection shows up
+//! as a test failure, not as damage:
+//!
+//!   warden-probe kill PID SIG             kill(2)
+//!   warden-probe ptrace PID               PTRACE_ATTACH (detached at once)
+//!   warden-probe bpf map|prog             BPF_MAP_CREATE / BPF_PROG_LOAD
+//!   warden-probe open-write PATH          open O_WRONLY (writes nothing)
+//!   warden-probe create PATH              O_CREAT|O_EXCL (then unlinked)
+//!   warden-probe unlink PATH              unlink(2)
+//!   warden-probe mkdir PATH               mkdir(2) (then removed)
+//!   warden-probe enter CGROUP             write our pid to CGROUP/cgroup.procs
+//!   warden-probe finit-module             finit_module(2) of an empty file
+//!   warden-probe io-uring                 io_uring_setup(2)
+//!   warden-probe perf PID                 perf_event_open(2) on PID
+//!   warden-probe fds                      the targets of our open fds
+
+use std::{ffi::CString, io, process::ExitCode};
+
+/// Runs `args` if it names a subcommand of this module.
+pub fn run(args: &[String]) -> Option<ExitCode> {
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let code = match args.first().map(String::as_str)? {
+        "kill" => report(kill(&arg(1), &arg(2))),
+        "ptrace" => report(ptrace(&arg(1))),
+        "bpf" => report(bpf(&arg(1))),
+        "open-write" => report(open_write(&arg(1))),
+        "create" => report(create(&arg(1))),
+        // SAFETY: a valid C string.
+        "unlink" => report(check(unsafe { libc::unlink(c(&arg(1)).as_ptr()) } as i64)),
+        "mkdir" => report(mkdir(&arg(1))),
+        "enter" => report(std::fs::write(
+            format!("{}/cgroup.procs", arg(1)),
+            std::process::id().to_string(),
+        )),
+        "finit-module" => report(finit_module()),
+        "io-uring" => report(io_uring()),
+        "perf" => report(perf(&arg(1))),
+        "fds" => fds(),
+        _ => return None,
+    };
+    Some(code)
+}
+
+fn report(result: io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("errno={}", e.raw_os_error().unwrap_or(-1));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+fn check(ret: i64) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn close(fd: i64) {
+    // SAFETY: fd is a descriptor this process just got.
+    unsafe { libc::close(fd as i32) };
+}
+
+fn kill(pid: &str, sig: &str) -> io::Result<()> {
+    let (pid, sig): (i32, i32) = (pid.parse().unwrap_or(i32::MAX), sig.parse().unwrap_or(0));
+    // SAFETY: kill(2) has no memory arguments.
+    check(unsafe { libc::kill(pid, sig) }.into())
+}
+
+fn ptrace(pid: &str) -> io::Result<()> {
+    let pid: i32 = pid.parse().unwrap_or(i32::MAX);
+    // SAFETY: PTRACE_ATTACH takes no memory arguments.
+    check(unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) })?;
+    // It worked (it must not): let the process go again at once.
+    // SAFETY: waitpid and PTRACE_DETACH on the tracee we just attached.
+    unsafe {
+        libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
+/// The leading fields of `union bpf_attr` for the two commands used.
+#[repr(C)]
+#[derive(Default)]
+struct BpfAttr {
+    // BPF_MAP_CREATE: map_type, key_size, value_size, max_entries.
+    // BPF_PROG_LOAD: prog_type, insn_cnt, insns (u64), license (u64).
+    a: u32,
+    b: u32,
+    c: u64,
+    d: u64,
+    pad: [u64; 16],
+}
+
+fn bpf(what: &str) -> io::Result<()> {
+    // BPF_PROG_LOAD needs a program: `r0 = 0; exit`.
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = c("GPL");
+    let (cmd, attr) = if what == "map" {
+        // BPF_MAP_CREATE of an array: 4-byte keys and values, 1 entry.
+        (
+            0,
+            BpfAttr {
+                a: 2,
+                b: 4,
+                c: 4 | (1 << 32),
+                ..Default::default()
+            },
+        )
+    } else {
+        // BPF_PROG_LOAD of a socket filter.
+        (
+            5,
+            BpfAttr {
+                a: 1,
+                b: 2,
+                c: insns.as_ptr() as u64,
+                d: license.as_ptr() as u64,
+                ..Default::default()
+            },
+        )
+    };
+    // SAFETY: attr is valid for its size; the pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &attr as *const BpfAttr,
+            std::mem::size_of::<BpfAttr>(),
+        )
+    };
+    check(fd)?;
+    close(fd);
+    Ok(())
+}
+
+fn open_write(path: &str) -> io::Result<()> {
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::open(c(path).as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    check(fd.into())?;
+    close(fd.into());
+    Ok(())
+}
+
+fn create(path: &str) -> io::Result<()> {
+    let p = c(path);
+    // SAFETY: a valid C string.
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    check(fd.into())?;
+    // SAFETY: fd is ours; the text is valid for its length.
+    let n = unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    close(fd.into());
+    // SAFETY: a valid C string.
+    unsafe { libc::unlink(p.as_ptr()) };
+    check(n as i64)
+}
+
+fn mkdir(path: &str) -> io::Result<()> {
+    let p = c(path);
+    // SAFETY: a valid C string.
+    check(unsafe { libc::mkdir(p.as_ptr(), 0o700) }.into())?;
+    // SAFETY: a valid C string.
+    unsafe { libc::rmdir(p.as_ptr()) };
+    Ok(())
+}
+
+fn finit_module() -> io::Result<()> {
+    // An empty file is no module: without a filter the kernel refuses it
+    // for what it is (ENOEXEC, EINVAL, ...), never EPERM.
+    let file = std::fs::File::open("/dev/null")?;
+    let params = c("");
+    // SAFETY: a valid fd and C string.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            params.as_ptr(),
+            0,
+        )
+    };
+    check(r)
+}
+
+fn io_uring() -> io::Result<()> {
+    let mut params = [0u8; 120]; // struct io_uring_params
+                                 // SAFETY: params is valid for the size the kernel reads and writes.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    check(fd)?;
+    close(fd);
+    Ok(())
+}
+
+fn perf(pid: &str) -> io::Result<()> {
+    let pid: i32 = pid.parse().unwrap_or(i32::MAX);
+    // struct perf_event_attr for PERF_TYPE_SOFTWARE / PERF_COUNT_SW_TASK_CLOCK.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // type
+    attr[4..8].copy_from_slice(&128u32.to_ne_bytes()); // size
+    attr[8..16].copy_from_slice(&1u64.to_ne_bytes()); // config
+                                                      // SAFETY: attr is valid for the size it declares.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), pid, -1, -1, 0) };
+    check(fd)?;
+    close(fd);
+    Ok(())
+}
+
+fn fds() -> ExitCode {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return report(Err(io::Error::last_os_error()));
+    };
+    for entry in dir.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            println!("{}", target.display());
+        }
+    }
+    ExitCode::SUCCESS
+}
