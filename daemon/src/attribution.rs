@@ -114,6 +114,7 @@ pub fn method_name(m: warden_common::Method) -> &'static str {
         warden_common::Method::Approved => "approved",
         warden_common::Method::Rejected => "rejected",
         warden_common::Method::Kill => "kill",
+        warden_common::Method::LsmDeny => "lsm-deny",
     }
 }
 
@@ -175,7 +176,13 @@ pub fn decision_entry(
             if access & warden_common::access::WRITE != 0 {
                 details.insert("write_rule".into(), json!(policy.rule_id(*write_rule)));
             }
-            details.insert("syscall".into(), json!(syscall));
+            if *syscall == warden_common::syscalls::LSM_HOOK {
+                // Decided at lsm/file_open, whichever syscall (or io_uring,
+                // or the kernel on the process's behalf) opened it.
+                details.insert("hook".into(), json!("lsm/file_open"));
+            } else {
+                details.insert("syscall".into(), json!(syscall));
+            }
             if *compat {
                 details.insert("syscall_table".into(), json!("ia32"));
             }

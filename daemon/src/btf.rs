@@ -332,6 +332,7 @@ impl Btf {
             pt_regs_orig_ax: self.offset("pt_regs", "orig_ax", 8)?,
             task_ti_status: self.offset("task_struct", "thread_info.status", 4)?,
             valid: 1,
+            file_f_flags: self.offset("file", "f_flags", 4)?,
         })
     }
 }

@@ -102,17 +102,29 @@ fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
             mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
         },
         Mechanism {
+            action: "BPF LSM".into(),
+            mechanism: crate::lsm::status(kernel.lsm()),
+        },
+        Mechanism {
             action: "exec".into(),
             mechanism: or_unavailable(
                 kernel.exec_unavailable(),
-                "tp_btf/sched_process_exec, deny = SIGKILL before the first instruction (hold is enforced as deny)",
+                if kernel.lsm().exec {
+                    crate::lsm::EXEC_MECHANISM
+                } else {
+                    "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction (hold is enforced as deny)"
+                },
             ),
         },
         Mechanism {
             action: "file open".into(),
             mechanism: or_unavailable(
                 kernel.file_unavailable(),
-                "tp_btf/sys_exit after open, deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first; hold is enforced as deny)",
+                if kernel.lsm().file {
+                    crate::lsm::FILE_MECHANISM
+                } else {
+                    "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first; hold is enforced as deny)"
+                },
             ),
         },
     ]

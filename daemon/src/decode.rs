@@ -97,6 +97,15 @@ impl FileId {
     }
 }
 
+impl FileId {
+    /// Back to the kernel's (`sb->s_dev`, inode), as hooks key holds.
+    pub fn to_kernel(self) -> (u32, u64) {
+        let major = libc::major(self.dev);
+        let minor = libc::minor(self.dev);
+        ((major << 20) | (minor & 0xf_ffff), self.ino)
+    }
+}
+
 impl std::fmt::Display for FileId {
     /// `dev:ino`, as `ProcessFacts::binary` writes an executable's identity.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,8 +171,13 @@ impl KernelEvent {
     pub fn hold_key(&self) -> HoldKey {
         let (addr, port, proto) = match &self.action {
             Action::Net { addr, port, proto } => (addr, port, proto),
-            // Exec and opens are never held (hold is enforced as deny).
-            _ => (&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &0, &0),
+            // Held at lsm/bprm_check_security: bound to the binary.
+            Action::Exec { file, .. } => {
+                let (dev, ino) = file.to_kernel();
+                return HoldKey::exec(self.cgroup_id, self.tid, dev, ino);
+            }
+            // Opens are never held (hold is enforced as deny).
+            Action::Open { .. } => (&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &0, &0),
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -378,6 +392,40 @@ mod tests {
         let mut out = [0u8; warden_common::EVENT_PATH_BYTES];
         out[..s.len()].copy_from_slice(s.as_bytes());
         out
+    }
+
+    /// A held exec's key, rebuilt from its event, is the one the LSM hook
+    /// built in the kernel: the grant the daemon writes must match it.
+    #[test]
+    fn held_exec_key_is_the_kernels() {
+        let kdev = (259 << 20) | 3;
+        let ev = ExecEvent {
+            header: header(EventKind::Exec, Decision::Hold, Method::Held),
+            dev: kdev,
+            flags: 0,
+            ino: 0x1_0000_0042,
+            path_len: 9,
+            _pad: 0,
+            path: path_field("/bin/true"),
+            filename: path_field("true"),
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.method, Method::Held);
+        let key = got.hold_key();
+        assert_eq!(
+            key,
+            HoldKey::exec(ev.header.cgroup_id, ev.header.tid, kdev, 0x1_0000_0042)
+        );
+        assert_eq!(key.family, warden_common::HOLD_FAMILY_EXEC);
+        assert_eq!(
+            decode(&raw(&ExecEvent {
+                header: header(EventKind::Exec, Decision::Deny, Method::LsmDeny),
+                ..ev
+            }))
+            .unwrap()
+            .method,
+            Method::LsmDeny
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! struct offsets from the kernel's BTF (`btf.rs`); where they or the
 //! programs cannot load, the daemon still enforces the network and refuses
 //! policies that need the missing mechanism (`exec_unavailable`,
-//! `file_unavailable`).
+//! `file_unavailable`). Where the kernel runs BPF LSM, `lsm/bprm_check_security`
+//! and `lsm/file_open` decide them instead (probed at load, `lsm.rs`).
 //!
 //! Persistence: the stateful maps are pinned under `<pin dir>/maps/` and
 //! every link under `<pin dir>/links/`, so agents stay enforced while the
@@ -198,9 +199,15 @@ pub struct Kernel {
     exec_unavailable: Option<String>,
     /// Why file rules cannot be enforced on this kernel, if they cannot.
     file_unavailable: Option<String>,
+    /// Which classes BPF LSM decides (then the tracepoint fallback does
+    /// not: `sched_process_exec` stays detached, `sys_exit` never decides
+    /// opens).
+    lsm: crate::lsm::LsmState,
 }
 
-/// Comma-separated mechanisms (`exec`, `file`) the daemon must not load.
+/// Comma-separated mechanisms the daemon must not load: `exec`, `file`
+/// (the class, by any mechanism), `lsm` (BPF LSM: the tracepoint fallback
+/// decides exec and file opens instead).
 pub const DISABLE_VAR: &str = "WARDEN_DISABLE_MECHANISMS";
 
 /// Logs how many instructions the verifier went through for a program (the
@@ -308,12 +315,25 @@ impl Kernel {
             tracing::debug!(?offsets, "kernel struct offsets from BTF");
         }
 
+        // BPF LSM first: where it runs, it decides execs and opens instead
+        // of the tracepoints below (see lsm.rs).
+        let (lsm, lsm_links) = crate::lsm::probe(
+            &mut bpf,
+            &btf,
+            disabled("lsm"),
+            disabled("exec").is_none() && offsets_error.is_none(),
+            disabled("file").is_none() && offsets_error.is_none(),
+        );
+
         // Exec: load and attach now. It runs at every exec on the machine
         // and returns after one lookup for processes outside agents.
         let mut exec_link = None;
         let exec_unavailable = disabled("exec")
             .or_else(|| offsets_error.clone())
             .or_else(|| {
+                if lsm.exec {
+                    return None;
+                }
                 let name = names::PROG_EXEC;
                 let prog: Option<&mut BtfTracePoint> =
                     bpf.program_mut(name).and_then(|p| p.try_into().ok());
@@ -341,6 +361,9 @@ impl Kernel {
         // attach here, so that a policy with file rules is refused up front
         // rather than when its agent is installed.
         let file_unavailable = disabled("file").or(offsets_error).or_else(|| {
+            if lsm.file {
+                return None;
+            }
             let name = names::PROG_SYS_EXIT;
             let prog: &mut BtfTracePoint = bpf.program_mut(name).and_then(|p| p.try_into().ok())?;
             log_verified(prog, name);
@@ -368,7 +391,12 @@ impl Kernel {
             sys_exit_mode: 0,
             exec_unavailable,
             file_unavailable,
+            lsm,
         };
+        for (name, link) in lsm_links {
+            // Kept attached by the pin, like the exec link below.
+            drop(kernel.pin_link(link, name)?);
+        }
         if let Some(link) = exec_link {
             let pinned = kernel.pin_link(link, "exec")?;
             // Owned by `owned`; the pin keeps it attached for the daemon's life
@@ -420,6 +448,11 @@ impl Kernel {
         self.file_unavailable.as_deref()
     }
 
+    /// Which classes BPF LSM decides here, or why none.
+    pub fn lsm(&self) -> &crate::lsm::LsmState {
+        &self.lsm
+    }
+
     /// The `sys_exit_mode` bits in force (0: the program is detached).
     pub fn sys_exit_mode(&self) -> u32 {
         self.sys_exit_mode
@@ -431,6 +464,12 @@ impl Kernel {
     /// mode is written before the attach and after the detach, so the
     /// program never runs with a stale mode.
     pub fn set_sys_exit_mode(&mut self, mode: u32) -> Result<(), KernelError> {
+        // Opens are lsm/file_open's where BPF LSM decides them.
+        let mode = if self.lsm.file {
+            mode & !warden_common::sys_exit_mode::FILES
+        } else {
+            mode
+        };
         if mode == self.sys_exit_mode && (mode != 0) == self.sys_exit.is_some() {
             return Ok(());
         }

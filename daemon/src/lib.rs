@@ -7,7 +7,8 @@
 //! - `kernel`: loads the eBPF programs (`ebpf/programs`), attaches them to
 //!   agent cgroups and writes compiled policy into their maps. The kernel
 //!   decides; nothing here is on the decision path. `btf` reads the kernel
-//!   struct offsets the exec and file-open programs need.
+//!   struct offsets the exec and file-open programs need; `lsm` probes for
+//!   BPF LSM, which decides execs and opens where the kernel runs it.
 //! - `decode`: ring buffer records -> typed events.
 //! - `attribution`: events -> evidence entries naming agent, owner, process,
 //!   user, login user and the policy snapshot in force.
@@ -17,6 +18,8 @@
 //! - `daemon`: the long-running process tying these together.
 //! - `registry`, `cgroup`, `actor`, `control`, `commands`: agents, their
 //!   cgroups, who did what, the control socket and the CLI verbs.
+//! - `confine`: what a process `warden run` starts may not do to Warden
+//!   (Landlock and seccomp, applied just before exec).
 
 pub mod actor;
 pub mod approvals;
@@ -25,8 +28,8 @@ pub mod btf;
 pub mod cgroup;
 pub mod clock;
 pub mod commands;
-pub mod config;
 pub mod confine;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod decode;
@@ -35,6 +38,7 @@ pub mod export;
 pub mod gaps;
 pub mod holds;
 pub mod kernel;
+pub mod lsm;
 pub mod policy;
 pub mod registry;
 

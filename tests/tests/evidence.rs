@@ -70,10 +70,11 @@ fn an_intact_log_verifies_with_its_checkpoints() {
     );
     let cps: Vec<serde_json::Value> =
         serde_json::from_str(&env.ok(&["log", "checkpoints"])).unwrap();
-    assert!(
-        cps.len() >= 3,
-        "a checkpoint every 3 entries and at shutdown: {cps:#?}"
-    );
+    // Signed after every group commit that brings 3 or more unsigned
+    // entries, and at shutdown: the last one covers the daemon's stop.
+    assert!(cps.len() >= 2, "periodic and shutdown checkpoints: {cps:#?}");
+    let stop = env.evidence().into_iter().rfind(|e| e["kind"] == "daemon_stop").unwrap();
+    assert!(cps.last().unwrap()["size"].as_u64() >= stop["seq"].as_u64(), "{cps:#?}");
     // Every checkpoint is also in the chain, for copies kept elsewhere.
     let in_chain = env
         .evidence()

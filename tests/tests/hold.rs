@@ -99,9 +99,11 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     // Idempotent: a second approve is answered and counted, not applied.
     let again = env.ok(&["approve", &id]);
     assert!(again.contains("already approved"), "{again}");
+    // The outcome is recorded when the kernel's event reaches the daemon,
+    // just after the syscall returned.
+    wait_until("the outcome is recorded", || approvals(&env, true)[0]["final_status"] == "executed");
     let all = approvals(&env, true);
     assert_eq!(all[0]["repeated_decisions"], 1);
-    assert_eq!(all[0]["final_status"], "executed");
     assert_eq!(all[0]["decided_by"], "root");
 
     // Evidence: the hold, the approval and the outcome, each complete.

@@ -2,16 +2,22 @@
 //! 1. Unit tests (no privileges): `cargo test` on the workspace.
 //! 2. Root integration tests (`tests/`): real cgroups, processes, loopback
 //!    sockets and BPF programs on this kernel, one at a time.
-//! 3. QEMU guest tests: the BPF LSM paths this kernel refuses.
+//! 3. QEMU guest tests (`tests/tests/lsm.rs`): the BPF LSM paths this
+//!    kernel refuses, in a guest whose kernel runs them (`vm.rs`).
 //!
-//! Under `CI=true` a tier that cannot run (not root, no BPF) fails the run
-//! instead of being skipped.
+//! Under `CI=true` a tier that cannot run (not root, no BPF, no VM) fails
+//! the run instead of being skipped.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command, time::Duration};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
-use crate::{setup, workspace};
+use crate::{setup, vm, workspace};
+
+/// The guest-only integration tests (a `[[test]]` of warden-tests).
+const VM_TESTS: &str = "lsm";
+/// The whole guest run, boot included; it takes about a minute under TCG.
+const VM_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -42,14 +48,94 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     // The evidence report test renders report.html in a real browser.
     setup::ensure_apt(&["chromium"])?;
     let mut integration = Command::new(setup::cargo());
+    integration.current_dir(&root).args(["test", "--package", "warden-tests", "--lib", "--bins"]);
+    // Every test file but the guest's: on this kernel those tests could only
+    // return early, and a test that checks nothing must not count as passed.
+    let mut files: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(String::from))
+        .filter(|name| name != VM_TESTS)
+        .collect();
+    files.sort();
+    for file in &files {
+        integration.args(["--test", file]);
+    }
     integration
-        .current_dir(&root)
-        .args(["test", "--package", "warden-tests", "--"])
-        .args(["--test-threads=1"])
+        .args(["--", "--test-threads=1"])
         .env("WARDEN_BIN", &bin);
     if let Some(f) = filter {
         integration.arg(f);
     }
     setup::run(&mut integration)?;
+
+    println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs)");
+    vm_tier(&bin, filter)?;
     Ok(0)
+}
+
+/// Builds the guest tests on the host and runs them inside the guest. The
+/// guest sees the host's / read-only (so the binaries run in place) with
+/// tmpfs on /tmp, where the tests keep their state; its cgroup2 and bpffs
+/// are its own.
+fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
+    let tests = test_executable(VM_TESTS)?;
+    let mut cmd = vec![tests.display().to_string(), "--test-threads=1".to_string()];
+    if let Some(f) = filter {
+        cmd.push(f.to_string());
+    }
+    let opts = vm::VmOptions {
+        timeout: VM_TIMEOUT,
+        env: vec![
+            "CI".into(),
+            "WARDEN_IN_VM=1".into(),
+            format!("WARDEN_BIN={}", warden.display()),
+            "RUST_BACKTRACE".into(),
+        ],
+        ..vm::VmOptions::default()
+    };
+    let outcome = match vm::run(&cmd, &opts) {
+        Ok(o) => o,
+        Err(e) if ci() => {
+            return Err(e.context(
+                "CI=true and the QEMU guest cannot run: the BPF LSM tests cannot be skipped",
+            ));
+        }
+        Err(e) => {
+            println!("SKIPPED: the QEMU guest cannot run here: {e:#}");
+            return Ok(());
+        }
+    };
+    println!(
+        "guest tests: exit {} after {:.1} s",
+        outcome.exit_code,
+        outcome.elapsed.as_secs_f64()
+    );
+    if outcome.exit_code != 0 {
+        bail!(
+            "the BPF LSM tests failed in the QEMU guest (exit {})",
+            outcome.exit_code
+        );
+    }
+    Ok(())
+}
+
+/// Builds an integration test of warden-tests without running it and
+/// returns its executable (cargo's JSON messages name it).
+fn test_executable(name: &str) -> Result<PathBuf> {
+    let out = Command::new(setup::cargo())
+        .current_dir(workspace())
+        .args(["test", "--package", "warden-tests", "--test", name])
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the {name} tests failed ({})", out.status);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| anyhow!("cargo built no test executable named {name}"))
 }

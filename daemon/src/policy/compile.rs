@@ -213,11 +213,14 @@ fn specificity(target: &PathMatch) -> (bool, usize) {
     }
 }
 
-/// The kernel value of one rule's decision. `hold` is not implemented for
-/// exec and file opens yet: it is enforced as `deny` (see policies/README.md).
-fn path_rule(index: usize, decision: Decision) -> PathRule {
+/// The kernel value of one rule's decision. `hold` is kept for exec: the
+/// BPF LSM exec hook pauses the exec, the tracepoint fallback (which
+/// cannot) treats it as deny. File opens cannot be held yet: `hold` is
+/// compiled to `deny` there (see policies/README.md).
+fn path_rule(index: usize, decision: Decision, holdable: bool) -> PathRule {
     let decision = match decision {
         Decision::Allow => warden_common::Decision::Allow,
+        Decision::Hold if holdable => warden_common::Decision::Hold,
         Decision::Deny | Decision::Hold => warden_common::Decision::Deny,
     };
     PathRule {
@@ -264,7 +267,7 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
         }
         out.exec.push(PathEntry {
             bytes: key_bytes(target),
-            value: path_rule(index, rule.decision),
+            value: path_rule(index, rule.decision, true),
         });
     }
 
@@ -320,7 +323,7 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
                 .rev()
                 .filter(|r| wants(r) && covers(r.target, f.target))
                 .max_by_key(|r| specificity(r.target))
-                .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision))
+                .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision, false))
         };
         out.file.push(PathEntry {
             bytes: key_bytes(f.target),
@@ -674,6 +677,7 @@ pub(super) mod path_tests {
 
     const ALLOW: u8 = warden_common::Decision::Allow as u8;
     const DENY: u8 = warden_common::Decision::Deny as u8;
+    const HOLD: u8 = warden_common::Decision::Hold as u8;
 
     /// (decision, rule index) for an exec, as the kernel decides it.
     pub(in super::super) fn exec(paths: &CompiledPaths, path: &str) -> (u8, u32) {
@@ -742,8 +746,9 @@ rules:
         assert_eq!(exec(&p, "/usr/binx"), DEF);
         assert_eq!(exec(&p, "/usr/bin"), DEF);
         assert_eq!(exec(&p, "/bin/sh"), DEF);
-        // hold is enforced as deny for exec.
-        assert_eq!(exec(&p, "/opt/held"), (DENY, 5));
+        // hold stays hold for exec (the LSM hook pauses it; the fallback
+        // treats anything but allow as deny).
+        assert_eq!(exec(&p, "/opt/held"), (HOLD, 5));
         // The kernel key: slot, then the bytes; prefix bits count both.
         let (bits, key) = p.exec[1].key(7);
         assert_eq!(key.slot, 7);

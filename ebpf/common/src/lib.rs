@@ -59,6 +59,14 @@ pub mod names {
     /// `tp_btf/sched_process_exec`: decides every exec of an agent.
     pub const PROG_EXEC: &str = "warden_exec";
     pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
+
+    /// BPF LSM (used instead of the two tracepoint fallbacks where the
+    /// kernel runs them): `lsm/bprm_check_security` decides execs,
+    /// `lsm/file_open` decides opens; both fail the syscall with EPERM.
+    pub const PROG_LSM_EXEC: &str = "warden_lsm_exec";
+    pub const LSM_EXEC_HOOK: &str = "bprm_check_security";
+    pub const PROG_LSM_OPEN: &str = "warden_lsm_open";
+    pub const LSM_OPEN_HOOK: &str = "file_open";
 }
 
 /// Capacity of the maps. The daemon validates policies against these, so a
@@ -125,6 +133,10 @@ pub enum Method {
     /// deny an action whose syscall cannot be failed (exec after the point
     /// of no return, open after it succeeded).
     Kill = 6,
+    /// A BPF LSM hook refused the action: the syscall failed with EPERM
+    /// before it took effect (the exec never reached its point of no
+    /// return, the file was never opened). The process lives on.
+    LsmDeny = 7,
 }
 
 impl Method {
@@ -136,6 +148,7 @@ impl Method {
             4 => Some(Self::Approved),
             5 => Some(Self::Rejected),
             6 => Some(Self::Kill),
+            7 => Some(Self::LsmDeny),
             _ => None,
         }
     }
@@ -306,6 +319,32 @@ pub struct HoldKey {
     pub addr: [u8; 16],
 }
 const _: () = assert!(size_of::<HoldKey>() == 40);
+
+/// `HoldKey::family` of a held exec (not an address family).
+pub const HOLD_FAMILY_EXEC: u16 = 0xe8ec;
+
+impl HoldKey {
+    /// The key of a held exec: the thread and the identity of the file it
+    /// executes (`sb->s_dev` as the kernel encodes it, and the inode), so
+    /// an approval opens that binary only. The LSM exec hook and the daemon
+    /// both build it here.
+    pub const fn exec(cgroup_id: u64, tid: u32, dev: u32, ino: u64) -> Self {
+        let d = dev.to_le_bytes();
+        let i = ino.to_le_bytes();
+        Self {
+            cgroup_id,
+            tid,
+            family: HOLD_FAMILY_EXEC,
+            port: 0,
+            proto: 0,
+            _pad: [0; 7],
+            addr: [
+                d[0], d[1], d[2], d[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, 0,
+                0,
+            ],
+        }
+    }
+}
 
 /// The syscall return value that makes the kernel restart the syscall after
 /// the thread is stopped and continued (ERESTARTNOINTR), never seen by user
@@ -565,8 +604,25 @@ pub struct KernelOffsets {
     /// syscall).
     pub task_ti_status: u32,
     pub valid: u32,
+    /// `file.f_flags` (the LSM open hook tells exec's own opens by
+    /// `FLAG_FMODE_EXEC` there).
+    pub file_f_flags: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 23 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 24 * 4);
+
+/// `__FMODE_EXEC` in `file.f_flags`: set for the opens exec makes itself
+/// (the binary, an ELF interpreter); open(2) flags can never carry it.
+pub const FLAG_FMODE_EXEC: u32 = 0x20;
+
+/// `FMODE_NOACCOUNT` in `file.f_mode` (0x20000000 on every kernel with BPF
+/// LSM, 5.7 to 6.18): files the kernel opens for itself, with no file
+/// descriptor. In an agent's context these are overlayfs' opens of the
+/// real file below the overlay file the agent opened (backing files, 6.6+;
+/// fake-path files before), and copy-up. The LSM open hook lets them
+/// through: the agent's own open of the overlay file was decided, by the
+/// path the agent used, a moment before. (`FMODE_BACKING` would say it
+/// more precisely but moved from bit 25 to bit 24 during 6.12.)
+pub const FMODE_NOACCOUNT: u32 = 1 << 29;
 
 /// Syscall numbers that open a file descriptor on a path (x86-64).
 pub mod syscalls {
@@ -584,6 +640,12 @@ pub mod syscalls {
     pub const IA32_OPENAT2: u32 = 437;
     /// Set in x32 syscall numbers.
     pub const X32_BIT: u32 = 0x4000_0000;
+    /// `OpenEvent::syscall` of an open decided at `lsm/file_open`, which
+    /// sees every open (any syscall, io_uring, the kernel's on the
+    /// process's behalf) and not which syscall made it.
+    pub const LSM_HOOK: u32 = u32::MAX;
 }
 
 pub const SIGKILL: u32 = 9;
+/// The errno LSM hooks deny with (returned negated).
+pub const EPERM: i32 = 1;

@@ -10,11 +10,14 @@
 //! This is a global tracepoint: every exec on the machine runs it. The first
 //! thing it does is the agent cgroup lookup, and everything else returns.
 //! For an agent, internal errors fail closed: the exec is killed.
+//!
+//! `judge` and `fill_event` are shared with the BPF LSM exec hook
+//! (`lsm.rs`), which decides from the same rules and fails the exec instead.
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, generated,
     },
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
@@ -25,23 +28,16 @@ use warden_common::{
 };
 
 use crate::{
-    count,
-    path::{self, off, Carry, UNRESOLVED_FLAGS},
-    submit_flags, AGENTS, EVENTS, EXEC_RULES,
+    count, governing_agent,
+    path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
+    submit_flags, EVENTS, EXEC_RULES,
 };
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn warden_exec(ctx: BtfTracePointContext) -> i32 {
-    // SAFETY: a plain helper call with no arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: AGENTS values are plain data replaced whole by the daemon.
-    let Some(agent) = (unsafe { AGENTS.get(&cgroup_id) }).copied() else {
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::EXEC) else {
         return 0;
     };
-    if agent.flags & (agent_flags::EXEC | agent_flags::REVOKED) == 0 {
-        // The agent's policy does not govern exec.
-        return 0;
-    }
     // sched_process_exec(struct task_struct *p, pid_t old_pid,
     //                    struct linux_binprm *bprm)
     let bprm: u64 = ctx.arg(2);
@@ -49,13 +45,24 @@ pub fn warden_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// What the policy says about an exec, before anyone carries it out.
+pub struct Judged {
+    /// The rule's decision as written (`Hold` included: each hook decides
+    /// what it can do with it).
+    pub decision: Decision,
+    pub rule_idx: u32,
+    /// `path_flags` of the resolution.
+    pub flags: u32,
+    /// Bytes of the resolved path (it is in the scratch space).
+    pub len: u32,
+    pub carry: Carry,
+}
+
+/// Resolves the file the kernel executes (`bprm->file`) into the scratch
+/// space and looks it up in the agent's exec rules. Shared by the
+/// tracepoint fallback and the LSM hook, so both decide the same way.
 #[inline(always)]
-fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
-    let Some(s) = path::scratch() else {
-        // Cannot happen (a one-entry per-CPU array); fail closed all the same.
-        kill_unrecorded();
-        return;
-    };
+pub fn judge(s: &mut Scratch, cgroup_id: u64, agent: &AgentInfo, bprm: u64) -> Judged {
     let mut flags = 0;
     let (file, filename) = if path::offsets_valid() {
         (
@@ -87,7 +94,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     );
     let built = path::build(s, facts.dentry, facts.vfsmount);
     let c = path::unpark(s);
-    let mut flags = c.flags | built.flags;
+    let flags = c.flags | built.flags;
 
     let (decision, rule_idx) = if c.agent_flags & agent_flags::REVOKED != 0 {
         (Decision::Deny, rule::REVOKED)
@@ -95,13 +102,87 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         (Decision::Deny, rule::UNRESOLVED)
     } else {
         match EXEC_RULES.get(path::key(s, c.slot, &built)) {
-            // Only `allow` lets the exec go on: `hold` is not implemented
-            // for exec yet and the daemon compiles it to deny, but any other
-            // value is a denial here too.
             Some(r) if r.decision == Decision::Allow as u8 => (Decision::Allow, r.rule_idx),
+            Some(r) if r.decision == Decision::Hold as u8 => (Decision::Hold, r.rule_idx),
+            // Any other value is a denial.
             Some(r) => (Decision::Deny, r.rule_idx),
             None => (Decision::Deny, rule::DEFAULT),
         }
+    };
+    Judged {
+        decision,
+        rule_idx,
+        flags,
+        len: built.len,
+        carry: c,
+    }
+}
+
+/// Fills a reserved exec event: the header, the resolved path (from the
+/// scratch space) and the caller's name for the file (`bprm->filename`).
+#[inline(always)]
+pub fn fill_event(
+    ev: *mut ExecEvent,
+    j: &Judged,
+    decision: Decision,
+    method: Method,
+    flags: u32,
+    s: &Scratch,
+) {
+    let c = &j.carry;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `ev` points at a reserved ExecEvent in the ring buffer; every
+    // field is written before submit.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EventKind::Exec as u32,
+            decision: decision as u32,
+            method: method as u32,
+            rule_idx: j.rule_idx,
+            agent_id: c.agent_id,
+            policy_gen: c.policy_gen,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            cgroup_id: c.cgroup_id,
+            boot_ns: bpf_ktime_get_boot_ns(),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        (*ev).dev = c.dev;
+        (*ev).flags = flags;
+        (*ev).ino = c.ino;
+        (*ev).path_len = j.len;
+        (*ev)._pad = 0;
+        path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
+        let filename_dst = core::ptr::addr_of_mut!((*ev).filename);
+        if generated::bpf_probe_read_kernel_str(
+            filename_dst.cast(),
+            EVENT_PATH_BYTES as u32,
+            c.filename as *const _,
+        ) < 0
+        {
+            (*filename_dst)[0] = 0;
+        }
+    }
+}
+
+#[inline(always)]
+fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
+    let Some(s) = path::scratch() else {
+        // Cannot happen (a one-entry per-CPU array); fail closed all the same.
+        kill_unrecorded();
+        return;
+    };
+    let j = judge(s, cgroup_id, agent, bprm);
+    let mut flags = j.flags;
+    // Only `allow` lets the exec go on: this hook cannot pause an exec
+    // (`hold` needs the LSM hook), so a hold rule is a denial here.
+    let decision = if j.decision == Decision::Allow {
+        Decision::Allow
+    } else {
+        Decision::Deny
     };
 
     // No exec without a record: reserve the event before allowing.
@@ -122,43 +203,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         }
         Method::Kill
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ExecEvent in the ring buffer; every
-    // field is written before submit.
-    unsafe {
-        (*ev).header = EventHeader {
-            kind: EventKind::Exec as u32,
-            decision: decision as u32,
-            method: method as u32,
-            rule_idx,
-            agent_id: c.agent_id,
-            policy_gen: c.policy_gen,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            cgroup_id: c.cgroup_id,
-            boot_ns: bpf_ktime_get_boot_ns(),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
-        (*ev).dev = c.dev;
-        (*ev).flags = flags;
-        (*ev).ino = c.ino;
-        (*ev).path_len = built.len;
-        (*ev)._pad = 0;
-        path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
-        let filename_dst = core::ptr::addr_of_mut!((*ev).filename);
-        if generated::bpf_probe_read_kernel_str(
-            filename_dst.cast(),
-            EVENT_PATH_BYTES as u32,
-            c.filename as *const _,
-        ) < 0
-        {
-            (*filename_dst)[0] = 0;
-        }
-    }
+    fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
     entry.submit(submit_flags(
         decision == Decision::Allow,
         core::mem::size_of::<ExecEvent>() as u64,

@@ -15,22 +15,25 @@
 //! while attached. The syscall number and table are checked first with
 //! direct loads (no helper call), then the agent cgroup; everything else
 //! returns.
+//!
+//! `judge` and `fill_event` are shared with the BPF LSM open hook
+//! (`lsm.rs`), which decides from the same rules and fails the open instead.
 
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
 };
 use warden_common::{
-    access, agent_flags, counter, path_flags, rule, syscalls, Decision, EventHeader, EventKind,
-    FileRule, Method, OpenEvent, PathRule, SIGKILL,
+    access, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision, EventHeader,
+    EventKind, FileRule, Method, OpenEvent, PathRule, SIGKILL,
 };
 
 use crate::{
-    count,
-    path::{self, off, Carry, UNRESOLVED_FLAGS},
-    submit_flags, AGENTS, EVENTS, FILE_RULES,
+    count, governing_agent,
+    path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
+    submit_flags, EVENTS, FILE_RULES,
 };
 
 /// `thread_info.status` bit set during an ia32 syscall (x86).
@@ -105,15 +108,9 @@ pub fn decide(regs: *const u8, ret: i64) {
     if !is_open {
         return;
     }
-    // SAFETY: a plain helper call with no arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: AGENTS values are plain data replaced whole by the daemon.
-    let Some(agent) = (unsafe { AGENTS.get(&cgroup_id) }).copied() else {
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
         return;
     };
-    if agent.flags & (agent_flags::FILE | agent_flags::REVOKED) == 0 {
-        return;
-    }
 
     // fd -> struct file, through current->files->fdt.
     let task = task as u64;
@@ -139,6 +136,73 @@ pub fn decide(regs: *const u8, ret: i64) {
         kill_unrecorded();
         return;
     };
+    let j = judge(s, cgroup_id, &agent, file, requested, nr, compat as u32);
+    let mut flags = j.flags;
+    // Only `allow` allows: this hook cannot pause an open, so `hold` (which
+    // the daemon compiles to deny for files) is a denial too.
+    let decision = if j.decision == Decision::Allow {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    };
+
+    // No open without a record: reserve the event before allowing.
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count(counter::DROPPED);
+        kill_unrecorded();
+        return;
+    };
+    let method = if decision == Decision::Allow {
+        count(counter::ALLOWED);
+        Method::Allow
+    } else {
+        count(counter::DENIED);
+        // SAFETY: a plain helper call; signals the current process (all its
+        // threads) before the syscall returns to user space.
+        if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
+            count(counter::KILL_FAILED);
+            flags |= path_flags::KILL_FAILED;
+        }
+        Method::Kill
+    };
+    fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
+    entry.submit(submit_flags(
+        decision == Decision::Allow,
+        core::mem::size_of::<OpenEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+}
+
+/// What the policy says about an open, before anyone carries it out.
+pub struct Judged {
+    pub decision: Decision,
+    pub rule_idx: u32,
+    /// The rule that decided each requested access (`rule::DEFAULT` for
+    /// one not requested).
+    pub read_rule: u32,
+    pub write_rule: u32,
+    /// `path_flags` of the resolution.
+    pub flags: u32,
+    /// Bytes of the resolved path (it is in the scratch space).
+    pub len: u32,
+    pub carry: Carry,
+}
+
+/// Resolves an opened `struct file` into the scratch space and decides
+/// each requested access (`access` bits) from the agent's file rules: the
+/// open is denied if any access is. Shared by the `sys_exit` fallback and
+/// the LSM hook, so both decide the same way. `syscall`/`compat` only go
+/// into the event.
+#[inline(always)]
+pub fn judge(
+    s: &mut Scratch,
+    cgroup_id: u64,
+    agent: &AgentInfo,
+    file: u64,
+    requested: u32,
+    syscall: u32,
+    compat: u32,
+) -> Judged {
     let facts = path::file_facts(file);
     path::park(
         s,
@@ -153,14 +217,14 @@ pub fn decide(regs: *const u8, ret: i64) {
             dev: facts.dev,
             flags: facts.flags,
             access: requested,
-            syscall: nr,
-            compat: compat as u32,
+            syscall,
+            compat,
             _pad: 0,
         },
     );
     let built = path::build(s, facts.dentry, facts.vfsmount);
     let c = path::unpark(s);
-    let mut flags = c.flags | built.flags;
+    let flags = c.flags | built.flags;
     let requested = c.access;
 
     let mut read_rule = rule::DEFAULT;
@@ -204,36 +268,37 @@ pub fn decide(regs: *const u8, ret: i64) {
         }
         out
     };
+    Judged {
+        decision,
+        rule_idx,
+        read_rule,
+        write_rule,
+        flags,
+        len: built.len,
+        carry: c,
+    }
+}
 
-    // No open without a record: reserve the event before allowing.
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        count(counter::DROPPED);
-        kill_unrecorded();
-        return;
-    };
-    let method = if decision == Decision::Allow {
-        count(counter::ALLOWED);
-        Method::Allow
-    } else {
-        count(counter::DENIED);
-        // SAFETY: a plain helper call; signals the current process (all its
-        // threads) before the syscall returns to user space.
-        if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-            count(counter::KILL_FAILED);
-            flags |= path_flags::KILL_FAILED;
-        }
-        Method::Kill
-    };
+/// Fills a reserved open event.
+#[inline(always)]
+pub fn fill_event(
+    ev: *mut OpenEvent,
+    j: &Judged,
+    decision: Decision,
+    method: Method,
+    flags: u32,
+    s: &Scratch,
+) {
+    let c = &j.carry;
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved OpenEvent; every field is written.
     unsafe {
         (*ev).header = EventHeader {
             kind: EventKind::Open as u32,
             decision: decision as u32,
             method: method as u32,
-            rule_idx,
+            rule_idx: j.rule_idx,
             agent_id: c.agent_id,
             policy_gen: c.policy_gen,
             pid: (pid_tgid >> 32) as u32,
@@ -247,19 +312,14 @@ pub fn decide(regs: *const u8, ret: i64) {
         (*ev).dev = c.dev;
         (*ev).flags = flags;
         (*ev).ino = c.ino;
-        (*ev).path_len = built.len;
-        (*ev).access = requested;
+        (*ev).path_len = j.len;
+        (*ev).access = c.access;
         (*ev).syscall = c.syscall;
         (*ev).syscall_compat = c.compat;
-        (*ev).read_rule = read_rule;
-        (*ev).write_rule = write_rule;
+        (*ev).read_rule = j.read_rule;
+        (*ev).write_rule = j.write_rule;
         path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
     }
-    entry.submit(submit_flags(
-        decision == Decision::Allow,
-        core::mem::size_of::<OpenEvent>() as u64,
-    ));
-    count(counter::EVENTS);
 }
 
 /// Fail closed without a record (the ring buffer is full): kill.

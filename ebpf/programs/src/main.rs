@@ -10,6 +10,11 @@
 //! - `sys_exit`: the one `tp_btf/sys_exit` program. It stops threads whose
 //!   syscall a hook held for human approval (`hold`) and decides agents'
 //!   file opens after the open syscalls (`file`; deny = SIGKILL).
+//! - `lsm`: BPF LSM hooks (`bprm_check_security`, `file_open`), used
+//!   instead of `exec` and the open part of `sys_exit` where the kernel
+//!   runs BPF LSM: they decide from the same maps with the same judges
+//!   (`exec::judge`, `file::judge`) and deny by failing the syscall with
+//!   EPERM; exec `hold` stops the thread inside execve.
 //! - `path`: the bounded dentry walk that resolves a file's path.
 #![no_std]
 #![no_main]
@@ -17,6 +22,7 @@
 mod exec;
 mod file;
 mod hold;
+mod lsm;
 mod net;
 mod path;
 mod sys_exit;
@@ -25,8 +31,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
+use aya_ebpf::helpers::bpf_get_current_cgroup_id;
 use warden_common::{
-    limits, AgentInfo, FileRule, HoldKey, Net4Key, Net6Key, NetRules, PathKey, PathRule,
+    agent_flags, limits, AgentInfo, FileRule, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
+    PathRule,
 };
 
 #[map]
@@ -82,6 +90,23 @@ fn count(index: u32) {
         // the duration of the program; nothing else writes it concurrently.
         unsafe { *slot += 1 };
     }
+}
+
+/// The calling process's cgroup id and agent entry, if it runs in an agent
+/// cgroup whose policy governs `class` (an `agent_flags` bit: `EXEC`,
+/// `FILE`) or that is revoked. The global programs call this first, and
+/// every other process returns here after one hash lookup.
+#[inline(always)]
+fn governing_agent(class: u32) -> Option<(u64, AgentInfo)> {
+    // SAFETY: a plain helper call with no arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: AGENTS values are plain data replaced whole by the daemon.
+    let agent = (unsafe { AGENTS.get(&cgroup_id) }).copied()?;
+    if agent.flags & (class | agent_flags::REVOKED) == 0 {
+        // The agent's policy does not govern this class of action.
+        return None;
+    }
+    Some((cgroup_id, agent))
 }
 
 /// `bpf_ringbuf_submit` flags for a decision of `size`

@@ -174,9 +174,10 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         _pad: [0; 3],
         addr: dest.addr,
     });
-    // Allowed decisions do not wake the daemon (see `submit_flags`); holds
-    // and denials do, a hold so that its approval record appears at once.
-    let quiet = matches!(method, Method::Allow | Method::Approved);
+    // Allowed decisions do not wake the daemon (see `submit_flags`); holds,
+    // their outcomes and denials do, so that approval records and the held
+    // action's final status appear at once.
+    let quiet = matches!(method, Method::Allow);
     entry.submit(submit_flags(quiet, core::mem::size_of::<NetEvent>() as u64));
     count(counter::EVENTS);
 
@@ -194,7 +195,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::HELD);
             DENY
         }
-        Method::CgroupDeny | Method::Rejected | Method::Kill => {
+        Method::CgroupDeny | Method::Rejected | Method::Kill | Method::LsmDeny => {
             count(counter::DENIED);
             DENY
         }

@@ -49,6 +49,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     pt_regs_orig_ax: 0,
     task_ti_status: 0,
     valid: 0,
+    file_f_flags: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero

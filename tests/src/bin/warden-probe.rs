@@ -29,6 +29,19 @@
 //!   warden-probe race-exec A B ARG        a sibling thread flips the path
 //!                                         buffer between A and B (same length)
 //!                                         while the main thread execs it
+//!
+//! Tampering with Warden (self_protection.rs): kill, ptrace, bpf,
+//! open-write, create, unlink, mkdir, enter, finit-module, io-uring, perf,
+//! fds; see tests/src/probe_tamper.rs.
+//!
+//! BPF LSM (lsm.rs), where a denial is an error, not a kill:
+//!   warden-probe exec PATH ARG...         execv(PATH, [PATH, ARG...]); on
+//!                                         failure prints `errno=N`, exits 1
+//!   warden-probe truncate PATH            open O_WRONLY|O_TRUNC, then close
+
+// Attempts on Warden itself (self_protection.rs); see that file's list.
+#[path = "../probe_tamper.rs"]
+mod tamper;
 
 use std::{
     ffi::CString,
@@ -65,6 +78,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> ExitCode {
+    if let Some(code) = tamper::run(args) {
+        return code;
+    }
     match args.first().map(String::as_str) {
         Some("connect") => {
             let to = addr(args.get(1));
@@ -142,10 +158,13 @@ fn run(args: &[String]) -> ExitCode {
         }
         Some("race-read") => race_read(&arg(&args, 1)),
         Some("race-exec") => race_exec(&arg(&args, 1), &arg(&args, 2), &arg(&args, 3)),
+        Some("exec") => exec(&arg(&args, 1), &args[2..]),
+        Some("truncate") => report(truncate(&arg(&args, 1))),
         _ => {
             eprintln!(
                 "usage: warden-probe connect|udp ADDR:PORT | sleep SECS | read|openat2|open32 PATH \
-                 | append PATH TEXT | race-open OK SECRET N | race-read SECRET | race-exec A B ARG"
+                 | append PATH TEXT | race-open OK SECRET N | race-read SECRET | race-exec A B ARG \
+                 | exec PATH ARG... | truncate PATH"
             );
             ExitCode::from(2)
         }
@@ -394,4 +413,29 @@ fn race_exec(a: &str, b: &str, arg1: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+}
+
+/// Replaces this process with PATH. Returns only if the exec failed: a
+/// BPF LSM denial is an error here, and this process lives to report it.
+fn exec(path: &str, rest: &[String]) -> ExitCode {
+    let path_c = cstring(path);
+    let args: Vec<CString> = rest.iter().map(|a| cstring(a)).collect();
+    let mut argv: Vec<*const libc::c_char> = vec![path_c.as_ptr()];
+    argv.extend(args.iter().map(|a| a.as_ptr()));
+    argv.push(std::ptr::null());
+    // SAFETY: NUL-terminated path and argv; returns only on failure.
+    unsafe { libc::execv(path_c.as_ptr(), argv.as_ptr()) };
+    report(Err(io::Error::last_os_error()))
+}
+
+fn truncate(path: &str) -> io::Result<()> {
+    let c = cstring(path);
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_WRONLY | libc::O_TRUNC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    Ok(())
 }

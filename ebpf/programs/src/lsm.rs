@@ -1,0 +1,182 @@
+//! Exec and file-open decisions through BPF LSM, on kernels that run it
+//! (`bpf` in `/sys/kernel/security/lsm`). The daemon attaches these instead
+//! of the tracepoint fallback (`exec.rs`, the open part of `sys_exit`).
+//!
+//! An LSM hook runs before the action takes effect and can fail it, so a
+//! denial is an error return, not a kill: `execve` fails with EPERM before
+//! its point of no return (the old program goes on), `open` fails with
+//! EPERM before a file descriptor exists (no O_TRUNC, no fd to race for).
+//! The judges are the fallback's (`exec::judge`, `file::judge`): the same
+//! maps, the same path walk on the kernel's own objects (`bprm->file`, the
+//! `struct file` being opened), never user memory.
+//!
+//! Return values: the verifier accepts only [-4095, 0] from these programs.
+//! A non-zero `ret` (the previous LSM program's verdict on this hook) is
+//! passed through untouched: another LSM already refused the action.
+//!
+//! These are global hooks: every exec and every open on the machine runs
+//! them. The agent cgroup lookup comes first (`governing_agent`), and
+//! everything else returns 0 after it. For an agent, internal errors fail
+//! closed: EPERM.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal_thread},
+    macros::lsm,
+    programs::LsmContext,
+};
+use warden_common::{
+    access, agent_flags, counter, syscalls, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
+    ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
+};
+
+use crate::{count, exec, file, governing_agent, path, path::off, submit_flags, EVENTS, GRANTS};
+
+const ALLOW: i32 = 0;
+const DENY: i32 = -EPERM;
+
+// LSM_HOOK(int, 0, bprm_check_security, struct linux_binprm *bprm)
+#[lsm(hook = "bprm_check_security")]
+pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::EXEC) else {
+        return ALLOW;
+    };
+    // Called once per binary handler round: for a `#!` script with the
+    // script, then with its interpreter. Both must be allowed.
+    let bprm: u64 = ctx.arg(0);
+    let Some(s) = path::scratch() else {
+        count(counter::DENIED);
+        return DENY;
+    };
+    let j = exec::judge(s, cgroup_id, &agent, bprm);
+
+    // No exec without a record: reserve the event before allowing.
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(counter::DROPPED);
+        count(counter::DENIED);
+        return DENY;
+    };
+    let (decision, method, ret) = match j.decision {
+        Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
+        Decision::Hold => hold_exec(&j),
+        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
+    };
+    exec::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
+    // Allowed execs do not wake the daemon (see `submit_flags`).
+    let quiet = matches!(method, Method::Allow | Method::Approved);
+    entry.submit(submit_flags(
+        quiet,
+        core::mem::size_of::<ExecEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+    count(match method {
+        Method::Allow | Method::Approved => counter::ALLOWED,
+        Method::Held => counter::HELD,
+        _ => counter::DENIED,
+    });
+    ret
+}
+
+/// A hold rule matched the exec. If a human has decided on exactly this
+/// exec (this thread, this binary: `HoldKey::exec`), apply the decision
+/// once; otherwise stop the thread inside execve: SIGSTOP is pending when
+/// the syscall returns ERESTARTNOINTR, so the thread stops before user
+/// space and execve restarts (and this hook decides again) when it is
+/// continued. Nothing of the exec has happened yet.
+#[inline(always)]
+fn hold_exec(j: &exec::Judged) -> (Decision, Method, i32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let key = HoldKey::exec(j.carry.cgroup_id, tid, j.carry.dev, j.carry.ino);
+    // SAFETY: plain data; a concurrent update yields the old or new value.
+    match unsafe { GRANTS.get(&key) }.copied() {
+        Some(granted) => {
+            // Consume it: a grant opens one exec, once.
+            let _ = GRANTS.remove(&key);
+            if granted == Decision::Allow as u32 {
+                (Decision::Allow, Method::Approved, ALLOW)
+            } else {
+                (Decision::Deny, Method::Rejected, DENY)
+            }
+        }
+        None => {
+            // SAFETY: a plain helper call on the current thread. It fails
+            // for PID 1, kernel threads and exiting tasks: then errno 513
+            // would leak to user space, so refuse instead.
+            if unsafe { bpf_send_signal_thread(SIGSTOP) } == 0 {
+                (Decision::Hold, Method::Held, ERESTARTNOINTR)
+            } else {
+                count(counter::HOLD_FAILED);
+                (Decision::Deny, Method::LsmDeny, DENY)
+            }
+        }
+    }
+}
+
+// LSM_HOOK(int, 0, file_open, struct file *file)
+#[lsm(hook = "file_open")]
+pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
+        return ALLOW;
+    };
+    if !path::offsets_valid() {
+        // The daemon attaches this only with offsets; fail closed anyway.
+        count(counter::DENIED);
+        return DENY;
+    }
+    let file: u64 = ctx.arg(0);
+    let f_flags: u32 = path::read(file, off!(file_f_flags));
+    if f_flags & FLAG_FMODE_EXEC != 0 {
+        // execve's own open of the binary (or of its ELF interpreter):
+        // the exec rules decide it at bprm_check_security, as the
+        // fallback does; open(2) cannot set this flag.
+        return ALLOW;
+    }
+    let f_mode: u32 = path::read(file, off!(file_f_mode));
+    if f_mode & FMODE_NOACCOUNT != 0 {
+        // The kernel's own open of the real file below an overlay file
+        // the agent opened: that one was decided a moment ago, by the
+        // path the agent used; this one's path is overlayfs' internal one.
+        return ALLOW;
+    }
+    let requested = f_mode & (access::READ | access::WRITE);
+    if requested == 0 && agent.flags & agent_flags::REVOKED == 0 {
+        // Neither reads nor writes (as stat()).
+        return ALLOW;
+    }
+    let Some(s) = path::scratch() else {
+        count(counter::DENIED);
+        return DENY;
+    };
+    let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
+
+    // No open without a record: reserve the event before allowing.
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        count(counter::DROPPED);
+        count(counter::DENIED);
+        return DENY;
+    };
+    // `hold` on files is compiled to deny, and anything else than allow
+    // is a denial.
+    let allowed = j.decision == Decision::Allow;
+    let (decision, method, ret) = if allowed {
+        count(counter::ALLOWED);
+        (Decision::Allow, Method::Allow, ALLOW)
+    } else {
+        count(counter::DENIED);
+        (Decision::Deny, Method::LsmDeny, DENY)
+    };
+    file::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
+    entry.submit(submit_flags(
+        allowed,
+        core::mem::size_of::<OpenEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+    ret
+}

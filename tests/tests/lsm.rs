@@ -1,0 +1,472 @@
+//! Exec and file-open enforcement through BPF LSM, end to end, in the QEMU
+//! guest (`cargo xtask test` runs this file there; see xtask/src/testing.rs).
+//!
+//! The host kernel refuses BPF LSM programs, so outside the guest every
+//! test here returns at once with a message. In the guest (BPF LSM active
+//! and `WARDEN_IN_VM=1`), a real daemon attaches `lsm/bprm_check_security`
+//! and `lsm/file_open` instead of the tracepoint fallback, and a denial is
+//! an error the process sees (EPERM), not a kill: a denied exec returns
+//! from execve and the old program goes on; a denied open returns -1.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+};
+
+use serde_json::Value;
+use warden_tests::{approvals, probe_bin, state_of, stdout, wait_until, TestEnv};
+
+/// True only inside the guest: BPF LSM active and the xtask's marker set.
+/// Everything here needs both; elsewhere the tests say so and return.
+fn in_vm(test: &str) -> bool {
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let bpf_lsm = lsm.trim().split(',').any(|l| l == "bpf");
+    let marked = std::env::var("WARDEN_IN_VM").is_ok_and(|v| v == "1");
+    if bpf_lsm && marked {
+        assert!(
+            warden_tests::is_root(),
+            "{test}: the guest runs tests as root"
+        );
+        return true;
+    }
+    eprintln!(
+        "{test}: SKIPPED here (BPF LSM tests run in the QEMU guest: `cargo xtask test`; \
+         bpf in the LSM list: {bpf_lsm}, WARDEN_IN_VM=1: {marked})"
+    );
+    false
+}
+
+/// Test binaries and files under the test's directory, by canonical path.
+struct Files {
+    root: PathBuf,
+}
+
+impl Files {
+    fn new(env: &TestEnv) -> Self {
+        std::fs::create_dir_all(env.dir.path().join("files")).unwrap();
+        let root = env.dir.path().join("files").canonicalize().unwrap();
+        for d in ["bin", "public", "work", "markers"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        Self { root }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root.join(rel).to_str().unwrap().to_string()
+    }
+
+    fn binary(&self, name: &str, from: &str) -> String {
+        let to = self.root.join("bin").join(name);
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to.to_str().unwrap().to_string()
+    }
+
+    fn write(&self, rel: &str, content: &str) -> String {
+        std::fs::write(self.root.join(rel), content).unwrap();
+        self.path(rel)
+    }
+
+    fn marker(&self, name: &str) -> String {
+        self.path(&format!("markers/{name}"))
+    }
+}
+
+fn probe() -> String {
+    probe_bin()
+        .canonicalize()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What every dynamically linked program needs to start (see exec_file.rs).
+const RUNTIME_FILES: &str = "
+  - id: loader-cache
+    file: { path: /etc/ld.so.cache, access: [read] }
+    decision: allow
+  - id: system-libraries
+    file: { prefix: /usr/lib/, access: [read] }
+    decision: allow
+  - id: proc
+    file: { prefix: /proc/, access: [read] }
+    decision: allow
+";
+
+/// The decision entries for `action` on `target`.
+fn decision_for(env: &TestEnv, action: &str, target: &str) -> Value {
+    env.wait_for_evidence(&format!("{action} {target}"), |e| {
+        e["kind"] == "decision" && e["action"] == action && e["target"] == target
+    })
+}
+
+fn not_killed(out: &Output) {
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "BPF LSM fails the syscall; it never kills: {out:?}"
+    );
+}
+
+#[test]
+fn status_and_daemon_start_name_the_lsm_mechanisms() {
+    if !in_vm("lsm_status") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmstatus");
+    env.start_daemon();
+    let text = env.ok(&["status"]);
+    assert!(text.contains("in use for exec and file opens"), "{text}");
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let mech = |action: &str| -> String {
+        status["mechanisms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} row: {status}"))["mechanism"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        mech("exec").starts_with("lsm/bprm_check_security"),
+        "{status}"
+    );
+    assert!(mech("file open").starts_with("lsm/file_open"), "{status}");
+    assert_eq!(mech("BPF LSM"), "in use for exec and file opens");
+    let start = env.wait_for_evidence("daemon_start", |e| e["kind"] == "daemon_start");
+    let recorded = start["details"]["mechanisms"].to_string();
+    assert!(recorded.contains("lsm/bprm_check_security"), "{start}");
+    assert!(recorded.contains("lsm/file_open"), "{start}");
+    // The daemon log says it too.
+    assert!(env
+        .daemon_log()
+        .contains("BPF LSM decides exec and file opens"));
+}
+
+#[test]
+fn denied_exec_fails_with_eperm_and_never_runs_allowed_runs_outsiders_untouched() {
+    if !in_vm("lsm_exec") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmexec");
+    let f = Files::new(&env);
+    let ok_touch = f.binary("ok-touch", "/usr/bin/touch");
+    let no_touch = f.binary("no-touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: tools
+    exec: {{ prefix: {bin}/ }}
+    decision: allow
+  - id: no-touch
+    exec: {{ path: {no_touch} }}
+    decision: deny
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+            bin = f.path("bin"),
+            probe = probe(),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("exec-agent", "exec.yaml");
+
+    // Allowed: runs and leaves its marker.
+    let out = env.probe_as("exec-agent", &["exec", &ok_touch, &f.marker("ok")]);
+    assert!(out.status.success(), "allowed exec: {out:?}");
+    assert!(Path::new(&f.marker("ok")).exists());
+    let e = decision_for(&env, "exec", &ok_touch);
+    assert_eq!(
+        (e["decision"].as_str(), e["method"].as_str()),
+        (Some("allow"), Some("allow")),
+        "{e}"
+    );
+
+    // Denied by rule, and by default: execve returns EPERM to the probe,
+    // which lives on to say so; the binary never ran.
+    for (bin, name, rule) in [
+        (no_touch.as_str(), "denied", "no-touch"),
+        ("/usr/bin/mkdir", "unlisted", "default-deny"),
+    ] {
+        let out = env.probe_as("exec-agent", &["exec", bin, &f.marker(name)]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{bin}: {out:?}"
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!Path::new(&f.marker(name)).exists(), "{bin} ran");
+        let e = decision_for(&env, "exec", bin);
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["method"], "lsm-deny", "{e}");
+        assert_eq!(e["rule_id"], rule, "{e}");
+        assert_eq!(e["agent"], "exec-agent", "{e}");
+        assert_eq!(e["details"]["filename"], bin, "{e}");
+    }
+
+    // `warden run` of a denied binary: its own execve fails with EPERM.
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "exec-agent",
+        "--",
+        &no_touch,
+        &f.marker("run"),
+    ]);
+    assert!(!out.status.success());
+    not_killed(&out);
+    assert!(!Path::new(&f.marker("run")).exists());
+
+    // Outside any agent cgroup the same binaries run.
+    let out = Command::new(&no_touch)
+        .arg(f.marker("outside"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && Path::new(&f.marker("outside")).exists(),
+        "{out:?}"
+    );
+    let outside: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["target"] == no_touch.as_str() && e["decision"] == "allow")
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "outsiders are not decided: {outside:#?}"
+    );
+}
+
+#[test]
+fn denied_open_fails_with_eperm_reads_and_writes_per_policy() {
+    if !in_vm("lsm_file") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmfile");
+    let f = Files::new(&env);
+    let public = f.write("public/readme", "public words");
+    let secret = f.write("secret", "the secret");
+    let notes = f.write("work/notes", "draft");
+    let ro = f.write("public/ro", "keep me");
+    env.write_policy(
+        "file.yaml",
+        &format!(
+            "version: 1
+rules:{RUNTIME_FILES}
+  - id: public-read
+    file: {{ prefix: {public}/, access: [read] }}
+    decision: allow
+  - id: work-write
+    file: {{ prefix: {work}/, access: [write] }}
+    decision: allow
+",
+            public = f.path("public"),
+            work = f.path("work"),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("file-agent", "file.yaml");
+
+    // Read allowed.
+    let out = env.probe_as("file-agent", &["read", &public]);
+    assert_eq!(stdout(&out), "ok public words", "{out:?}");
+
+    // Read denied by default: open() returns -1 EPERM, the probe lives on.
+    let out = env.probe_as("file-agent", &["read", &secret]);
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    let e = decision_for(&env, "open", &secret);
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], "lsm-deny", "{e}");
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+    assert_eq!(e["details"]["access"], "read", "{e}");
+    assert_eq!(e["details"]["hook"], "lsm/file_open", "{e}");
+
+    // Writes: allowed under work/ (write-only: reading it is denied) ...
+    let out = env.probe_as("file-agent", &["append", &notes, "+more"]);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "draft+more");
+    let out = env.probe_as("file-agent", &["read", &notes]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    // ... and denied under public/ (read-only), before anything happens:
+    // an O_TRUNC open that is refused truncates nothing (the fallback's
+    // detect-and-kill cannot promise that).
+    let out = env.probe_as("file-agent", &["append", &ro, "x"]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    let out = env.probe_as("file-agent", &["truncate", &ro]);
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&ro).unwrap(), "keep me");
+    let e = env.wait_for_evidence("denied write", |e| {
+        e["kind"] == "decision" && e["target"] == ro.as_str() && e["details"]["access"] == "write"
+    });
+    assert_eq!(e["method"], "lsm-deny", "{e}");
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+
+    // A process outside the agent reads the secret.
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "the secret");
+    let outsider: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["target"] == secret.as_str())
+        .collect();
+    assert_eq!(
+        outsider.len(),
+        1,
+        "only the agent's open is decided: {outsider:#?}"
+    );
+
+    // One decision per open, by the LSM hook: the fallback's sys_exit
+    // program does not decide opens as well.
+    let reads: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["target"] == public.as_str())
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert_eq!(reads[0]["details"]["hook"], "lsm/file_open", "{reads:#?}");
+}
+
+#[test]
+fn disabling_lsm_falls_back_to_the_tracepoints() {
+    if !in_vm("lsm_disabled") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmoff");
+    let f = Files::new(&env);
+    let no_touch = f.binary("no-touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+            probe = probe()
+        ),
+    );
+    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "lsm")]);
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("not used (disabled by WARDEN_DISABLE_MECHANISMS=lsm)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tp_btf/sched_process_exec (fallback"),
+        "{text}"
+    );
+    env.add_agent("fallback-agent", "exec.yaml");
+    // The fallback (on this guest kernel's BTF offsets) kills the exec.
+    let out = env.probe_as("fallback-agent", &["exec", &no_touch, &f.marker("fb")]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    assert!(!Path::new(&f.marker("fb")).exists());
+    let e = decision_for(&env, "exec", &no_touch);
+    assert_eq!(e["method"], "kill", "{e}");
+}
+
+/// Starts `probe exec BIN MARKER` as `agent` without waiting for it.
+fn spawn_exec(env: &TestEnv, agent: &str, bin: &str, marker: &str) -> Child {
+    env.warden()
+        .args(["run", "--agent", agent, "--", &probe(), "exec", bin, marker])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_held(env: &TestEnv, child: &Child) -> Value {
+    let mut pending = Vec::new();
+    wait_until("the exec is held", || {
+        pending = approvals(env, false);
+        !pending.is_empty() && state_of(child.id()) == 'T'
+    });
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    pending.remove(0)
+}
+
+#[test]
+fn held_exec_runs_when_approved_and_fails_with_eperm_when_rejected() {
+    if !in_vm("lsm_hold") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmhold");
+    let f = Files::new(&env);
+    let held = f.binary("held-touch", "/usr/bin/touch");
+    env.write_policy(
+        "hold.yaml",
+        &format!(
+            "version: 1
+approvers:
+  users: [root]
+hold_timeout: 5m
+rules:
+  - id: held-touch
+    exec: {{ path: {held} }}
+    decision: hold
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+            probe = probe()
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("hold-agent", "hold.yaml");
+
+    // Approved: the stopped execve restarts and the binary runs.
+    let child = spawn_exec(&env, "hold-agent", &held, &f.marker("approved"));
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["action"], "exec", "{pending}");
+    assert_eq!(pending["job"]["target"], held.as_str(), "{pending}");
+    assert!(
+        !Path::new(&f.marker("approved")).exists(),
+        "nothing ran while held"
+    );
+    let id = pending["id"].as_u64().unwrap().to_string();
+    let said = env.ok(&["approve", &id, "--reason", "checked"]);
+    assert!(said.contains("approved"), "{said}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "approved exec: {out:?}");
+    assert!(Path::new(&f.marker("approved")).exists());
+    let outcome = env.wait_for_evidence("approved exec", |e| {
+        e["kind"] == "decision" && e["action"] == "exec" && e["method"] == "approved"
+    });
+    assert_eq!(outcome["decision"], "allow", "{outcome}");
+    assert_eq!(outcome["details"]["final_status"], "executed", "{outcome}");
+    let hold = env.wait_for_evidence("hold", |e| e["kind"] == "hold");
+    assert_eq!(hold["rule_id"], "held-touch", "{hold}");
+    assert_eq!(hold["details"]["job_hash"], pending["job_hash"], "{hold}");
+
+    // Rejected: the restarted execve fails with EPERM; the probe reports it.
+    let child = spawn_exec(&env, "hold-agent", &held, &f.marker("rejected"));
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+    let said = env.ok(&["reject", &id]);
+    assert!(said.contains("rejected"), "{said}");
+    let out = child.wait_with_output().unwrap();
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    assert!(!Path::new(&f.marker("rejected")).exists());
+    let refused = env.wait_for_evidence("rejected exec", |e| {
+        e["kind"] == "decision" && e["action"] == "exec" && e["method"] == "rejected"
+    });
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(refused["details"]["final_status"], "refused", "{refused}");
+    let checked = env.ok(&["log", "verify"]);
+    assert!(!checked.is_empty());
+}
