@@ -271,6 +271,11 @@ pub fn agent_remove(paths: &Paths, name: &str) -> Result<Agent> {
     notify_daemon(paths)?;
     if !agent.adopted {
         cgroup::remove(&agent.cgroup)?;
+        // The parent Warden created goes too once its last agent has: rmdir
+        // refuses a cgroup with children or processes, so others keep it.
+        if let Some(parent) = agent.cgroup.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     Ok(agent)
 }
