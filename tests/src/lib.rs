@@ -76,10 +76,13 @@ impl TestEnv {
     /// An environment whose directory is created under `parent` (a test
     /// that needs the agent to create files directly in /tmp keeps Warden's
     /// paths out of it).
+    /// `WARDEN_TEST_TMPDIR` overrides `parent` (the QEMU guest sets it: its
+    /// view of the host's target/ is read-only and cannot hold sockets).
     pub fn new_in(name: &str, parent: &Path) -> Self {
+        let parent = std::env::var_os("WARDEN_TEST_TMPDIR").map_or_else(|| parent.to_path_buf(), PathBuf::from);
         let dir = tempfile::Builder::new()
             .prefix(&format!("warden-{name}-"))
-            .tempdir_in(parent)
+            .tempdir_in(&parent)
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
         let mount = warden::cgroup::cgroup2_mount().expect("cgroup2 mount");

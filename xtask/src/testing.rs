@@ -16,6 +16,8 @@ use crate::{setup, vm, workspace};
 
 /// The guest-only integration tests (a `[[test]]` of warden-tests).
 const VM_TESTS: &str = "lsm";
+/// Host tests that also run in the guest, against the BPF LSM mechanism.
+const GUEST_TOO: &str = "self_protection";
 /// The whole guest run, boot included; it takes about a minute under TCG.
 const VM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -68,7 +70,7 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     }
     setup::run(&mut integration)?;
 
-    println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs)");
+    println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs and {GUEST_TOO}.rs)");
     vm_tier(&bin, filter)?;
     Ok(0)
 }
@@ -78,16 +80,22 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
 /// tmpfs on /tmp, where the tests keep their state; its cgroup2 and bpffs
 /// are its own.
 fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
-    let tests = test_executable(VM_TESTS)?;
-    let mut cmd = vec![tests.display().to_string(), "--test-threads=1".to_string()];
-    if let Some(f) = filter {
-        cmd.push(f.to_string());
+    // The BPF LSM tests, then self-protection again on a kernel where BPF
+    // LSM is the exec/file mechanism; one boot, the first failure ends it.
+    let filter_arg = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
+    let mut script = String::from("set -e");
+    for name in [VM_TESTS, GUEST_TOO] {
+        let exe = test_executable(name)?;
+        script.push_str(&format!("; echo '== guest: {name}'; '{}' --test-threads=1{filter_arg}", exe.display()));
     }
+    let cmd = vec!["/bin/sh".to_string(), "-c".to_string(), script];
     let opts = vm::VmOptions {
         timeout: VM_TIMEOUT,
         env: vec![
             "CI".into(),
             "WARDEN_IN_VM=1".into(),
+            // The guest's view of target/ is read-only and holds no sockets.
+            "WARDEN_TEST_TMPDIR=/tmp".into(),
             format!("WARDEN_BIN={}", warden.display()),
             "RUST_BACKTRACE".into(),
         ],
