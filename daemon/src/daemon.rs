@@ -489,9 +489,24 @@ impl Enforcer {
                     let _ = reply.send(self.approvals(all, uid));
                 }
                 Command::ExpireHolds => {
-                    if let Ok(counters) = self.kernel.counters() {
-                        if let Some(gap) = self.drops.check(&counters, &Actor::current()) {
-                            tracing::warn!(lost = %gap.details["lost"], "actions refused: ring buffer full");
+                    if let (Ok(counters), Ok(per_agent)) =
+                        (self.kernel.counters(), self.kernel.agent_counters())
+                    {
+                        let views = self.views.clone();
+                        let name_of = |id: u32| {
+                            let v = views.read().expect("views lock");
+                            v.agents.get(&id).map_or_else(
+                                || gaps::AgentName { name: "unknown".into(), owner: "system".into() },
+                                |a| gaps::AgentName { name: a.name.clone(), owner: a.owner.clone() },
+                            )
+                        };
+                        for gap in self.drops.check(&per_agent, &counters, name_of, &Actor::current()) {
+                            tracing::warn!(
+                                agent = %gap.agent,
+                                lost = %gap.details["lost"],
+                                allowed_unrecorded = %gap.details["allowed_unrecorded"],
+                                "actions not recorded: ring buffer full"
+                            );
                             self.record(gap);
                         }
                     }
@@ -738,7 +753,7 @@ impl Enforcer {
                             .set_sys_exit_mode(mode)
                             .map_err(|e| crate::error_chain(&e))?;
                     }
-                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), &none, revoked)?;
+                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), &none, revoked, false)?;
                     self.enforced.insert(
                         agent.name.clone(),
                         Enforced {
@@ -811,7 +826,8 @@ impl Enforcer {
         self.kernel
             .set_sys_exit_mode(mode)
             .map_err(|e| crate::error_chain(&e))?;
-        self.install(agent, cgroup_id, version, &net, &paths, revoked)?;
+        let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
+        self.install(agent, cgroup_id, version, &net, &paths, revoked, fail_open)?;
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -852,11 +868,12 @@ impl Enforcer {
         net: &CompiledNet,
         paths: &CompiledPaths,
         revoked: bool,
+        fail_open: bool,
     ) -> Result<(), String> {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel
-            .install(cgroup_id, agent.id, version, net, paths, revoked)
+            .install(cgroup_id, agent.id, version, net, paths, revoked, fail_open)
             .map_err(|e| crate::error_chain(&e))?;
         self.kernel
             .attach(&agent.cgroup, cgroup_id)
@@ -994,8 +1011,11 @@ async fn ask<T>(
 }
 
 /// What the log says about the previous daemon: its last entry and whether
-/// it recorded its stop, and the ring-buffer losses it last recorded.
-fn previous_run(store: &EvidenceStore) -> (Option<(crate::evidence::Entry, bool)>, u64) {
+/// it recorded its stop, and per agent id the totals of unrecorded actions
+/// its last `evidence.lost` entry for that agent recorded.
+fn previous_run(
+    store: &EvidenceStore,
+) -> (Option<(crate::evidence::Entry, bool)>, HashMap<u32, warden_common::AgentCounters>) {
     use crate::evidence::Filter;
     let newest = |kind: &str| {
         store
@@ -1012,13 +1032,28 @@ fn previous_run(store: &EvidenceStore) -> (Option<(crate::evidence::Entry, bool)
     let started = newest("daemon_start").map_or(0, |e| e.seq);
     let stop = newest("daemon_stop");
     let stopped = stop.as_ref().is_some_and(|e| e.seq > started);
-    let from_stop = stop
-        .and_then(|e| e.details.get("kernel_counters").and_then(|c| c.get("dropped")).and_then(|d| d.as_u64()))
-        .unwrap_or(0);
-    let from_gap = newest("gap")
-        .and_then(|e| e.details.get("lost_total").and_then(|d| d.as_u64()))
-        .unwrap_or(0);
-    (last.map(|l| (l, stopped)), from_stop.max(from_gap))
+    let mut recorded: HashMap<u32, (u64, warden_common::AgentCounters)> = HashMap::new();
+    let gaps = store
+        .query(&Filter { kind: Some("gap".into()), limit: Some(10_000), ..Default::default() })
+        .unwrap_or_default();
+    for e in gaps.iter().filter(|e| e.action == "evidence.lost") {
+        let d = &e.details;
+        let Some(id) = d.get("agent_id").and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+        else {
+            continue;
+        };
+        let total = |k: &str| d.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let counts = warden_common::AgentCounters {
+            decisions: 0,
+            dropped: total("lost_total"),
+            allowed_unrecorded: total("allowed_unrecorded_total"),
+        };
+        let newer = recorded.get(&id).is_none_or(|(seq, _)| e.seq > *seq);
+        if newer {
+            recorded.insert(id, (e.seq, counts));
+        }
+    }
+    (last.map(|l| (l, stopped)), recorded.into_iter().map(|(id, (_, c))| (id, c)).collect())
 }
 
 /// Loads every policy version the registry knows into the views.
@@ -1325,8 +1360,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let actor = Actor::current();
     // Counters live in pinned maps: losses while no daemon read events show
     // in the first check (min: after an uninstall they start from zero).
-    let dropped_now = kernel.counters().map_or(0, |c| c.dropped);
-    let drops = DropWatch::new(dropped_recorded.min(dropped_now));
+    let drops = DropWatch::resume(&dropped_recorded, &kernel.agent_counters().unwrap_or_default());
     if let Some(gap) = downtime.and_then(|(last, stopped)| gaps::downtime(Some(&last), stopped, clock::now_ns(), &actor)) {
         let w = writer.clone();
         tokio::task::spawn_blocking(move || w.write_durable(vec![gap]))

@@ -5,11 +5,15 @@
 //! - downtime: at start, the daemon records the period since the previous
 //!   daemon's last entry, and whether that daemon stopped cleanly (a
 //!   `daemon_stop` entry) or died;
-//! - lost events: the kernel counts actions it could not record because the
-//!   ring buffer was full (it refused them: fail-closed); every increase of
-//!   that counter becomes an entry with the counts.
+//! - lost events: the kernel counts, per agent, actions it could not record
+//!   because the ring buffer was full: refused (fail-closed, the default)
+//!   or allowed unrecorded (`on_evidence_loss: allow`); every increase of
+//!   an agent's counts becomes an entry naming the agent, with the counts.
+
+use std::collections::HashMap;
 
 use serde_json::json;
+use warden_common::AgentCounters;
 
 use crate::{
     actor::{Actor, Recorded},
@@ -50,30 +54,101 @@ pub fn downtime(last: Option<&Entry>, stopped: bool, now_ns: i64, actor: &Actor)
     Some(gap_entry(actor, "monitoring.gap", "daemon", "not-monitored", details))
 }
 
-/// Watches the kernel's count of actions refused because they could not be
-/// recorded.
+/// Which agent an entry is about: name and owner.
+pub struct AgentName {
+    pub name: String,
+    pub owner: String,
+}
+
+/// Watches the kernel's per-agent counts of actions whose event could not
+/// be recorded (`AGENT_COUNTERS`): refused (fail-closed), or allowed
+/// unrecorded (`on_evidence_loss: allow`).
 pub struct DropWatch {
-    seen: u64,
+    /// Per agent id: the totals already recorded.
+    seen: HashMap<u32, AgentCounters>,
 }
 
 impl DropWatch {
-    pub fn new(seen: u64) -> Self {
+    /// `seen`: per agent id, the totals the log already accounts for.
+    pub fn new(seen: HashMap<u32, AgentCounters>) -> Self {
         Self { seen }
     }
 
-    /// An entry if the kernel refused unrecordable actions since last time.
-    pub fn check(&mut self, counters: &Counters, actor: &Actor) -> Option<NewEntry> {
-        let dropped = counters.dropped;
-        if dropped <= self.seen {
-            return None;
+    /// Where to start after a restart: per agent, the totals of its last
+    /// `evidence.lost` entry (`recorded`), but never more than the kernel
+    /// counts now (after an uninstall the counts start from zero again).
+    pub fn resume(recorded: &HashMap<u32, AgentCounters>, now: &[(u32, AgentCounters)]) -> Self {
+        let seen = now
+            .iter()
+            .map(|(id, c)| {
+                let r = recorded.get(id).copied().unwrap_or_default();
+                (*id, AgentCounters {
+                    decisions: 0,
+                    dropped: r.dropped.min(c.dropped),
+                    allowed_unrecorded: r.allowed_unrecorded.min(c.allowed_unrecorded),
+                })
+            })
+            .collect();
+        Self::new(seen)
+    }
+
+    /// One entry per agent whose kernel counts of unrecorded actions rose
+    /// since last time.
+    pub fn check(
+        &mut self,
+        per_agent: &[(u32, AgentCounters)],
+        counters: &Counters,
+        name_of: impl Fn(u32) -> AgentName,
+        actor: &Actor,
+    ) -> Vec<NewEntry> {
+        let mut out = Vec::new();
+        for (id, now) in per_agent {
+            let seen = self.seen.entry(*id).or_default();
+            // Counts that went down: the map was recreated; start over.
+            if now.dropped < seen.dropped || now.allowed_unrecorded < seen.allowed_unrecorded {
+                *seen = AgentCounters::default();
+            }
+            let lost = now.dropped - seen.dropped;
+            let allowed = now.allowed_unrecorded - seen.allowed_unrecorded;
+            if lost == 0 && allowed == 0 {
+                continue;
+            }
+            *seen = *now;
+            let who = name_of(*id);
+            let mut details = serde_json::Map::new();
+            details.insert("agent_id".into(), json!(id));
+            details.insert("lost".into(), json!(lost));
+            details.insert("allowed_unrecorded".into(), json!(allowed));
+            details.insert("lost_total".into(), json!(now.dropped));
+            details.insert("allowed_unrecorded_total".into(), json!(now.allowed_unrecorded));
+            details.insert("agent_decisions_total".into(), json!(now.decisions));
+            details.insert("kernel_events_total".into(), json!(counters.events));
+            details.insert("kernel_dropped_total".into(), json!(counters.dropped));
+            let mut modes = Vec::new();
+            if lost > 0 {
+                modes.push("closed: each action that could not be recorded was refused (EPERM or SIGKILL)");
+            }
+            if allowed > 0 {
+                modes.push("open (on_evidence_loss: allow): actions the policy allowed went ahead unrecorded; only this count records them");
+            }
+            details.insert("fail_mode".into(), json!(modes.join("; ")));
+            let decision = match (lost > 0, allowed > 0) {
+                (true, false) => "denied",
+                (false, true) => "allowed-unrecorded",
+                _ => "denied-and-allowed-unrecorded",
+            };
+            out.push(actor.entry(Recorded {
+                kind: "gap",
+                agent: &who.name,
+                owner: &who.owner,
+                action: "evidence.lost",
+                target: "ring buffer",
+                decision,
+                policy_snapshot: "none",
+                details,
+            }));
         }
-        let mut details = serde_json::Map::new();
-        details.insert("lost".into(), json!(dropped - self.seen));
-        details.insert("lost_total".into(), json!(dropped));
-        details.insert("kernel_events_total".into(), json!(counters.events));
-        details.insert("fail_mode".into(), json!("closed: each action that could not be recorded was refused (EPERM)"));
-        self.seen = dropped;
-        Some(gap_entry(actor, "evidence.lost", "ring buffer", "denied", details))
+        out
     }
 }
 
@@ -86,15 +161,31 @@ mod tests {
     }
 
     #[test]
-    fn drops_are_reported_once_with_the_difference() {
-        let mut w = DropWatch::new(0);
-        let c = |dropped| Counters { dropped, events: 10, ..Default::default() };
-        assert!(w.check(&c(0), &actor()).is_none());
-        let e = w.check(&c(7), &actor()).unwrap();
-        assert_eq!(e.kind, "gap");
-        assert_eq!(e.details["lost"], 7);
-        assert!(w.check(&c(7), &actor()).is_none());
-        assert_eq!(w.check(&c(9), &actor()).unwrap().details["lost"], 2);
+    fn drops_are_reported_once_per_agent_with_the_difference() {
+        let mut w = DropWatch::new(HashMap::new());
+        let c = Counters { events: 10, ..Default::default() };
+        let name = |id: u32| AgentName { name: format!("a{id}"), owner: "o".into() };
+        let k = |dropped, allowed_unrecorded| AgentCounters { decisions: 20, dropped, allowed_unrecorded };
+        assert!(w.check(&[(1, k(0, 0))], &c, name, &actor()).is_empty());
+        let e = w.check(&[(1, k(7, 0)), (2, k(0, 3))], &c, name, &actor());
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].kind, "gap");
+        assert_eq!(e[0].agent, "a1");
+        assert_eq!(e[0].details["lost"], 7);
+        assert_eq!(e[1].agent, "a2");
+        assert_eq!(e[1].details["allowed_unrecorded"], 3);
+        assert!(w.check(&[(1, k(7, 0)), (2, k(0, 3))], &c, name, &actor()).is_empty());
+        assert_eq!(w.check(&[(1, k(9, 0))], &c, name, &actor())[0].details["lost"], 2);
+    }
+
+    #[test]
+    fn resume_starts_from_what_the_log_recorded() {
+        let recorded = HashMap::from([(1, AgentCounters { decisions: 0, dropped: 5, allowed_unrecorded: 0 })]);
+        let now = [(1, AgentCounters { decisions: 9, dropped: 8, allowed_unrecorded: 0 })];
+        let mut w = DropWatch::resume(&recorded, &now);
+        let name = |_| AgentName { name: "a".into(), owner: "o".into() };
+        let e = w.check(&now, &Counters::default(), name, &actor());
+        assert_eq!(e[0].details["lost"], 3);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+        HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
     },
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
@@ -41,7 +41,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use warden_common::{
-    agent_flags, counter, names, AgentInfo, Decision, FileRule, HoldKey, KernelOffsets, Net4Key,
+    agent_flags, counter, names, AgentCounters, AgentInfo, Decision, FileRule, HoldKey, KernelOffsets, Net4Key,
     Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
 };
 
@@ -290,6 +290,7 @@ impl Kernel {
             names::NET4_RULES,
             names::NET6_RULES,
             names::COUNTERS,
+            names::AGENT_COUNTERS,
             names::HELD,
             names::GRANTS,
             names::EXEC_RULES,
@@ -655,6 +656,7 @@ impl Kernel {
         net: &CompiledNet,
         paths: &CompiledPaths,
         revoked: bool,
+        fail_open: bool,
     ) -> Result<(), KernelError> {
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -669,6 +671,9 @@ impl Kernel {
         }
         if paths.file_governed {
             flags |= agent_flags::FILE;
+        }
+        if fail_open {
+            flags |= agent_flags::FAIL_OPEN;
         }
         let info = AgentInfo {
             agent_id,
@@ -788,6 +793,28 @@ impl Kernel {
             hold_failed: sum(counter::HOLD_FAILED)?,
             kill_failed: sum(counter::KILL_FAILED)?,
         })
+    }
+
+    /// The kernel's per-agent counts (`AGENT_COUNTERS`), summed over CPUs.
+    pub fn agent_counters(&self) -> Result<Vec<(u32, AgentCounters)>, KernelError> {
+        let map = self.bpf.map(names::AGENT_COUNTERS).ok_or(KernelError::Missing {
+            what: "map",
+            name: names::AGENT_COUNTERS,
+        })?;
+        let hash: PerCpuHashMap<_, u32, AgentCounters> =
+            PerCpuHashMap::try_from(map).map_err(map_err("open", names::AGENT_COUNTERS))?;
+        let mut out = Vec::new();
+        for item in hash.iter() {
+            let (agent_id, values) = item.map_err(map_err("read", names::AGENT_COUNTERS))?;
+            let mut sum = AgentCounters::default();
+            for v in values.iter() {
+                sum.decisions += v.decisions;
+                sum.dropped += v.dropped;
+                sum.allowed_unrecorded += v.allowed_unrecorded;
+            }
+            out.push((agent_id, sum));
+        }
+        Ok(out)
     }
 
     fn map_mut<K: aya::Pod, V: aya::Pod>(

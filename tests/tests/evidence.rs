@@ -244,6 +244,62 @@ fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
     assert!(sent > 30_000, "the buffer held tens of thousands first ({said})");
     let gap = env.wait_for_evidence("lost-events gap", |e| e["kind"] == "gap" && e["action"] == "evidence.lost");
     assert_eq!(gap["details"]["lost"], eperm, "the gap counts exactly the refused actions: {gap}");
-    let recorded = env.evidence().iter().filter(|e| e["kind"] == "decision" && e["decision"] == "allow").count() as u64;
-    assert_eq!(recorded, sent, "every allowed send is in the log");
+    assert_eq!(gap["agent"], "flood", "the gap names the agent: {gap}");
+    assert_ne!(gap["owner"], "system", "the gap names the agent's owner: {gap}");
+    // The gap may be written before the reader has drained the backlog.
+    let recorded = || env.evidence().iter().filter(|e| e["kind"] == "decision" && e["decision"] == "allow").count() as u64;
+    wait_until(|| recorded() >= sent);
+    assert_eq!(recorded(), sent, "every allowed send is in the log");
+}
+
+#[test]
+fn on_evidence_loss_allow_lets_allowed_actions_through_and_counts_them() {
+    if !can_run("evidence_overflow_open") {
+        return;
+    }
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    let mut env = TestEnv::new("evfailopen");
+    env.write_policy(
+        "p.yaml",
+        &format!("version: 1\non_evidence_loss: allow\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
+    );
+    env.start_daemon();
+    env.add_agent("openflood", "p.yaml");
+    let pid = env.daemon_pid().unwrap() as i32;
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let out = std::process::Command::new(warden_tests::probe_bin())
+        .args(["join", env.agent_cgroup("openflood").to_str().unwrap(), "udp-flood", &format!("127.0.0.1:{port}"), "80000"])
+        .output()
+        .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let eperm: u64 = said.split("eperm=").nth(1).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
+    let sent: u64 = said.split("sent=").nth(1).and_then(|n| n.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert_eq!(eperm, 0, "fail-open: no send was refused ({said})");
+    assert!(sent > 30_000, "the sends went ahead ({said})");
+    let gap = env.wait_for_evidence("allowed-unrecorded gap", |e| {
+        e["kind"] == "gap" && e["action"] == "evidence.lost" && e["agent"] == "openflood"
+    });
+    assert_eq!(gap["details"]["lost"], 0, "nothing was refused: {gap}");
+    let unrecorded = gap["details"]["allowed_unrecorded"].as_u64().unwrap();
+    assert!(unrecorded > 0, "the ring buffer overflowed: {gap}");
+    let recorded = || {
+        env.evidence()
+            .iter()
+            .filter(|e| e["kind"] == "decision" && e["agent"] == "openflood")
+            .count() as u64
+    };
+    wait_until(|| recorded() + unrecorded >= sent);
+    assert_eq!(recorded() + unrecorded, sent, "the gap counts exactly the unrecorded sends: {gap}");
+}
+
+/// Polls `done` for up to 10 s (the reader may still be draining a backlog).
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

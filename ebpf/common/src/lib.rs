@@ -21,13 +21,15 @@ pub mod names {
     pub const NET6_RULES: &str = "NET6_RULES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU hash of `AgentCounters`, keyed by agent id (`u32`).
+    pub const AGENT_COUNTERS: &str = "AGENT_COUNTERS";
 
     /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
     /// so agents stay enforced (and their actions counted and queued) while
     /// no daemon runs. Scratch maps are not state and are not pinned.
-    pub const PINNED_MAPS: [&str; 10] = [
+    pub const PINNED_MAPS: [&str; 11] = [
         AGENTS, NET4_RULES, NET6_RULES, EVENTS, COUNTERS, HELD, GRANTS, EXEC_RULES, FILE_RULES,
-        SYS_EXIT_MODE,
+        SYS_EXIT_MODE, AGENT_COUNTERS,
     ];
     pub const HELD: &str = "HELD";
     pub const GRANTS: &str = "GRANTS";
@@ -209,6 +211,10 @@ pub mod agent_flags {
     /// The agent's policy has file rules: every open is decided (default
     /// deny). Without it the open hook lets the agent's opens pass.
     pub const FILE: u32 = 1 << 2;
+    /// The policy says `on_evidence_loss: allow`: when the ring buffer is
+    /// full, an action the policy allows goes ahead unrecorded (counted in
+    /// `AgentCounters::allowed_unrecorded`) instead of being refused.
+    pub const FAIL_OPEN: u32 = 1 << 3;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of
@@ -409,6 +415,29 @@ pub mod counter {
     pub const COUNT: u32 = 7;
 }
 
+/// Value of the per-CPU `AGENT_COUNTERS` hash, keyed by agent id: what
+/// the kernel decided for one agent (agent id 0: processes in cgroups not
+/// registered yet). The daemon compares it with what reached the log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounters {
+    /// Decisions made (recorded or not).
+    pub decisions: u64,
+    /// Actions refused because their event could not be reserved.
+    pub dropped: u64,
+    /// Actions allowed although their event could not be reserved
+    /// (`agent_flags::FAIL_OPEN`).
+    pub allowed_unrecorded: u64,
+}
+const _: () = assert!(size_of::<AgentCounters>() == 24);
+
+/// Which field of `AgentCounters` to count.
+pub mod agent_counter {
+    pub const DECISIONS: u32 = 0;
+    pub const DROPPED: u32 = 1;
+    pub const ALLOWED_UNRECORDED: u32 = 2;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -427,6 +456,7 @@ mod pod {
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for AgentCounters {}
 }
 
 // ---------------------------------------------------------------------------

@@ -23,12 +23,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use warden_common::{
-    agent_flags, counter, path_flags, rule, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
+    agent_counter, agent_flags, counter, path_flags, rule, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
     Method, EVENT_PATH_BYTES, SIGKILL,
 };
 
 use crate::{
-    count, governing_agent,
+    count, count_agent, governing_agent, unrecorded,
     path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
     submit_flags, EVENTS, EXEC_RULES,
 };
@@ -186,9 +186,13 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     };
 
     // No exec without a record: reserve the event before allowing.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(counter::DROPPED);
-        kill_unrecorded();
+        if unrecorded(agent, decision == Decision::Allow) {
+            count(counter::ALLOWED);
+        } else {
+            kill_unrecorded();
+        }
         return;
     };
     let method = if decision == Decision::Allow {

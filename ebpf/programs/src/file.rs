@@ -26,12 +26,12 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
 };
 use warden_common::{
-    access, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision, EventHeader,
+    access, agent_counter, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision, EventHeader,
     EventKind, FileRule, Method, OpenEvent, PathRule, SIGKILL,
 };
 
 use crate::{
-    count, governing_agent,
+    count, count_agent, governing_agent, unrecorded,
     path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
     submit_flags, EVENTS, FILE_RULES,
 };
@@ -147,9 +147,13 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
 
     // No open without a record: reserve the event before allowing.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        count(counter::DROPPED);
-        kill_unrecorded();
+        if unrecorded(&agent, decision == Decision::Allow) {
+            count(counter::ALLOWED);
+        } else {
+            kill_unrecorded();
+        }
         return;
     };
     let method = if decision == Decision::Allow {

@@ -25,11 +25,11 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_flags, counter, syscalls, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
+    access, agent_counter, agent_flags, counter, syscalls, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
     ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
 };
 
-use crate::{count, exec, file, governing_agent, path, path::off, submit_flags, EVENTS, GRANTS};
+use crate::{count, count_agent, exec, file, governing_agent, path, path::off, submit_flags, unrecorded, EVENTS, GRANTS};
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EPERM;
@@ -54,8 +54,12 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
     let j = exec::judge(s, cgroup_id, &agent, bprm);
 
     // No exec without a record: reserve the event before allowing.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(counter::DROPPED);
+        if unrecorded(&agent, j.decision == Decision::Allow) {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
         count(counter::DENIED);
         return DENY;
     };
@@ -157,8 +161,12 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
     let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
 
     // No open without a record: reserve the event before allowing.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        count(counter::DROPPED);
+        if unrecorded(&agent, j.decision == Decision::Allow) {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
         count(counter::DENIED);
         return DENY;
     };

@@ -29,11 +29,11 @@ mod sys_exit;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use aya_ebpf::helpers::bpf_get_current_cgroup_id;
 use warden_common::{
-    agent_flags, limits, AgentInfo, FileRule, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
+    agent_counter, agent_flags, limits, AgentCounters, AgentInfo, FileRule, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
     PathRule,
 };
 
@@ -90,6 +90,55 @@ fn count(index: u32) {
         // the duration of the program; nothing else writes it concurrently.
         unsafe { *slot += 1 };
     }
+}
+
+/// What the kernel decided per agent (agent id -> counts), so the daemon
+/// can name the agent whose actions went unrecorded.
+#[map]
+static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
+    PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
+
+/// Adds one to a field (`agent_counter`) of this CPU's `AgentCounters` of
+/// `agent_id`, creating the entry on first use.
+#[inline(always)]
+fn count_agent(agent_id: u32, field: u32) {
+    let slot = match AGENT_COUNTERS.get_ptr_mut(agent_id) {
+        Some(p) => p,
+        None => {
+            // BPF_NOEXIST: another CPU may have created it meanwhile.
+            let _ = AGENT_COUNTERS.insert(agent_id, AgentCounters::default(), 1);
+            match AGENT_COUNTERS.get_ptr_mut(agent_id) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: the pointer is to this CPU's copy of a map value, valid for
+    // the duration of the program; nothing else writes it concurrently.
+    unsafe {
+        match field {
+            agent_counter::DECISIONS => (*slot).decisions += 1,
+            agent_counter::DROPPED => (*slot).dropped += 1,
+            _ => (*slot).allowed_unrecorded += 1,
+        }
+    }
+}
+
+/// An event for a decision of `agent_id` could not be reserved (the ring
+/// buffer is full). Counts it, and says whether the action may go ahead
+/// unrecorded: only if the policy allowed it and the agent's policy says
+/// `on_evidence_loss: allow`. Otherwise it is refused (fail-closed).
+#[inline(always)]
+fn unrecorded(agent: &AgentInfo, policy_allows: bool) -> bool {
+    let open = policy_allows && agent.flags & agent_flags::FAIL_OPEN != 0;
+    if !open {
+        count(warden_common::counter::DROPPED);
+    }
+    count_agent(
+        agent.agent_id,
+        if open { agent_counter::ALLOWED_UNRECORDED } else { agent_counter::DROPPED },
+    );
+    open
 }
 
 /// The calling process's cgroup id and agent entry, if it runs in an agent

@@ -15,11 +15,11 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use warden_common::{
-    agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, HoldKey,
+    agent_counter, agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, HoldKey,
     Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
 };
 
-use crate::{count, submit_flags, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
+use crate::{count, count_agent, submit_flags, unrecorded, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
 
 /// Return values of cgroup sock_addr programs.
 const ALLOW: i32 = 1;
@@ -138,8 +138,12 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
 
     // No action without a record: reserve the event before allowing. If the
     // ring buffer is full the action is refused and the drop is counted.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
-        count(counter::DROPPED);
+        if unrecorded(&agent, decision == Decision::Allow) {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
         count(counter::DENIED);
         return DENY;
     };
