@@ -59,9 +59,15 @@ pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     }
     let t = s.strip_suffix('Z').ok_or_else(bad)?;
     let (date, time) = t.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     let (clock, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let c: Vec<i64> = clock.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let c: Vec<i64> = clock
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     if d.len() != 3 || c.len() != 3 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) {
         return Err(bad());
     }

@@ -452,13 +452,17 @@ pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<Kil
     details.insert("mode".into(), json!(if freeze { "freeze" } else { "kill" }));
     details.insert(
         "processes".into(),
-        json!(processes.iter().map(|(pid, exe)| json!({"pid": pid, "exe": exe})).collect::<Vec<_>>()),
+        json!(processes
+            .iter()
+            .map(|(pid, exe)| json!({"pid": pid, "exe": exe}))
+            .collect::<Vec<_>>()),
     );
     details.insert(
         "kernel".into(),
         json!(match kernel {
             crate::kernel::Revocation::Applied => "revoked flag set in the pinned AGENTS map",
-            crate::kernel::Revocation::NoPins => "no Warden programs loaded: nothing to revoke in the kernel",
+            crate::kernel::Revocation::NoPins =>
+                "no Warden programs loaded: nothing to revoke in the kernel",
         }),
     );
     details.insert("to_kernel_us".into(), json!(to_kernel.as_micros() as u64));
@@ -474,7 +478,14 @@ pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<Kil
     });
     record_durably(paths, entry)?;
     let daemon_notified = notify_daemon(paths).unwrap_or(false);
-    Ok(KillReport { agent, processes, kernel, frozen: freeze, to_kernel, daemon_notified })
+    Ok(KillReport {
+        agent,
+        processes,
+        kernel,
+        frozen: freeze,
+        to_kernel,
+        daemon_notified,
+    })
 }
 
 /// `warden revive NAME --reason TEXT`: lifts the kill switch (thaws a

@@ -46,7 +46,7 @@ use crate::{
     },
     gaps::{self, DropWatch},
     holds::{Caller, Holds, Verdict},
-    kernel::{Kernel, KernelError},
+    kernel::{AgentRules, Kernel, KernelError},
     policy::{self, CompiledNet, CompiledPaths},
     registry::{Agent, AgentStatus, Registry, RegistryError},
 };
@@ -496,11 +496,20 @@ impl Enforcer {
                         let name_of = |id: u32| {
                             let v = views.read().expect("views lock");
                             v.agents.get(&id).map_or_else(
-                                || gaps::AgentName { name: "unknown".into(), owner: "system".into() },
-                                |a| gaps::AgentName { name: a.name.clone(), owner: a.owner.clone() },
+                                || gaps::AgentName {
+                                    name: "unknown".into(),
+                                    owner: "system".into(),
+                                },
+                                |a| gaps::AgentName {
+                                    name: a.name.clone(),
+                                    owner: a.owner.clone(),
+                                },
                             )
                         };
-                        for gap in self.drops.check(&per_agent, &counters, name_of, &Actor::current()) {
+                        for gap in
+                            self.drops
+                                .check(&per_agent, &counters, name_of, &Actor::current())
+                        {
                             tracing::warn!(
                                 agent = %gap.agent,
                                 lost = %gap.details["lost"],
@@ -753,7 +762,15 @@ impl Enforcer {
                             .set_sys_exit_mode(mode)
                             .map_err(|e| crate::error_chain(&e))?;
                     }
-                    self.install(agent, cgroup_id, 0, &CompiledNet::default(), &none, revoked, false)?;
+                    let rules = AgentRules {
+                        agent_id: agent.id,
+                        policy_gen: 0,
+                        net: &CompiledNet::default(),
+                        paths: &none,
+                        revoked,
+                        fail_open: false,
+                    };
+                    self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
                         agent.name.clone(),
                         Enforced {
@@ -827,7 +844,15 @@ impl Enforcer {
             .set_sys_exit_mode(mode)
             .map_err(|e| crate::error_chain(&e))?;
         let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
-        self.install(agent, cgroup_id, version, &net, &paths, revoked, fail_open)?;
+        let rules = AgentRules {
+            agent_id: agent.id,
+            policy_gen: version,
+            net: &net,
+            paths: &paths,
+            revoked,
+            fail_open,
+        };
+        self.install(agent, cgroup_id, &rules)?;
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -864,16 +889,12 @@ impl Enforcer {
         &mut self,
         agent: &Agent,
         cgroup_id: u64,
-        version: u32,
-        net: &CompiledNet,
-        paths: &CompiledPaths,
-        revoked: bool,
-        fail_open: bool,
+        rules: &AgentRules<'_>,
     ) -> Result<(), String> {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel
-            .install(cgroup_id, agent.id, version, net, paths, revoked, fail_open)
+            .install(cgroup_id, rules)
             .map_err(|e| crate::error_chain(&e))?;
         self.kernel
             .attach(&agent.cgroup, cgroup_id)
@@ -1015,11 +1036,18 @@ async fn ask<T>(
 /// its last `evidence.lost` entry for that agent recorded.
 fn previous_run(
     store: &EvidenceStore,
-) -> (Option<(crate::evidence::Entry, bool)>, HashMap<u32, warden_common::AgentCounters>) {
+) -> (
+    Option<(crate::evidence::Entry, bool)>,
+    HashMap<u32, warden_common::AgentCounters>,
+) {
     use crate::evidence::Filter;
     let newest = |kind: &str| {
         store
-            .query(&Filter { kind: Some(kind.into()), limit: Some(1), ..Default::default() })
+            .query(&Filter {
+                kind: Some(kind.into()),
+                limit: Some(1),
+                ..Default::default()
+            })
             .ok()
             .and_then(|mut v| v.pop())
     };
@@ -1034,11 +1062,18 @@ fn previous_run(
     let stopped = stop.as_ref().is_some_and(|e| e.seq > started);
     let mut recorded: HashMap<u32, (u64, warden_common::AgentCounters)> = HashMap::new();
     let gaps = store
-        .query(&Filter { kind: Some("gap".into()), limit: Some(10_000), ..Default::default() })
+        .query(&Filter {
+            kind: Some("gap".into()),
+            limit: Some(10_000),
+            ..Default::default()
+        })
         .unwrap_or_default();
     for e in gaps.iter().filter(|e| e.action == "evidence.lost") {
         let d = &e.details;
-        let Some(id) = d.get("agent_id").and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+        let Some(id) = d
+            .get("agent_id")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
         else {
             continue;
         };
@@ -1053,14 +1088,23 @@ fn previous_run(
             recorded.insert(id, (e.seq, counts));
         }
     }
-    (last.map(|l| (l, stopped)), recorded.into_iter().map(|(id, (_, c))| (id, c)).collect())
+    (
+        last.map(|l| (l, stopped)),
+        recorded.into_iter().map(|(id, (_, c))| (id, c)).collect(),
+    )
 }
 
 /// Loads every policy version the registry knows into the views.
 fn prefill_views(registry: &Registry, views: &RwLock<Views>) {
     let mut v = views.write().expect("views lock");
     for agent in registry.list().unwrap_or_default() {
-        v.agents.insert(agent.id, AgentView { name: agent.name.clone(), owner: agent.owner.clone() });
+        v.agents.insert(
+            agent.id,
+            AgentView {
+                name: agent.name.clone(),
+                owner: agent.owner.clone(),
+            },
+        );
     }
     for version in registry.policy_versions(None).unwrap_or_default() {
         if let Ok(p) = policy::parse_policy(&version.file, &version.content) {
@@ -1360,8 +1404,13 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let actor = Actor::current();
     // Counters live in pinned maps: losses while no daemon read events show
     // in the first check (min: after an uninstall they start from zero).
-    let drops = DropWatch::resume(&dropped_recorded, &kernel.agent_counters().unwrap_or_default());
-    if let Some(gap) = downtime.and_then(|(last, stopped)| gaps::downtime(Some(&last), stopped, clock::now_ns(), &actor)) {
+    let drops = DropWatch::resume(
+        &dropped_recorded,
+        &kernel.agent_counters().unwrap_or_default(),
+    );
+    if let Some(gap) = downtime
+        .and_then(|(last, stopped)| gaps::downtime(Some(&last), stopped, clock::now_ns(), &actor))
+    {
         let w = writer.clone();
         tokio::task::spawn_blocking(move || w.write_durable(vec![gap]))
             .await

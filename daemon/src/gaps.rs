@@ -21,7 +21,13 @@ use crate::{
     kernel::Counters,
 };
 
-fn gap_entry(actor: &Actor, action: &str, target: &str, decision: &str, details: serde_json::Map<String, serde_json::Value>) -> NewEntry {
+fn gap_entry(
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    decision: &str,
+    details: serde_json::Map<String, serde_json::Value>,
+) -> NewEntry {
     actor.entry(Recorded {
         kind: "gap",
         agent: "warden",
@@ -36,22 +42,40 @@ fn gap_entry(actor: &Actor, action: &str, target: &str, decision: &str, details:
 
 /// The gap before this daemon started. `last` is the newest entry, `stopped`
 /// whether the previous daemon recorded its stop after it last started.
-pub fn downtime(last: Option<&Entry>, stopped: bool, now_ns: i64, actor: &Actor) -> Option<NewEntry> {
+pub fn downtime(
+    last: Option<&Entry>,
+    stopped: bool,
+    now_ns: i64,
+    actor: &Actor,
+) -> Option<NewEntry> {
     let last = last?;
     let mut details = serde_json::Map::new();
     details.insert("from_ns".into(), json!(last.ts_ns));
     details.insert("to_ns".into(), json!(now_ns));
-    details.insert("seconds".into(), json!((now_ns - last.ts_ns).max(0) / 1_000_000_000));
+    details.insert(
+        "seconds".into(),
+        json!((now_ns - last.ts_ns).max(0) / 1_000_000_000),
+    );
     details.insert("last_seq".into(), json!(last.seq));
     details.insert(
         "previous_daemon".into(),
-        json!(if stopped { "stopped cleanly" } else { "ended without recording its stop (killed or crashed)" }),
+        json!(if stopped {
+            "stopped cleanly"
+        } else {
+            "ended without recording its stop (killed or crashed)"
+        }),
     );
     details.insert(
         "during_gap".into(),
         json!("no daemon was reading: agents stayed enforced by the pinned programs, their decisions queued in the ring buffer (recorded after this entry); actions refused because it was full are counted in the next evidence.lost entry"),
     );
-    Some(gap_entry(actor, "monitoring.gap", "daemon", "not-monitored", details))
+    Some(gap_entry(
+        actor,
+        "monitoring.gap",
+        "daemon",
+        "not-monitored",
+        details,
+    ))
 }
 
 /// Which agent an entry is about: name and owner.
@@ -82,11 +106,14 @@ impl DropWatch {
             .iter()
             .map(|(id, c)| {
                 let r = recorded.get(id).copied().unwrap_or_default();
-                (*id, AgentCounters {
-                    decisions: 0,
-                    dropped: r.dropped.min(c.dropped),
-                    allowed_unrecorded: r.allowed_unrecorded.min(c.allowed_unrecorded),
-                })
+                (
+                    *id,
+                    AgentCounters {
+                        decisions: 0,
+                        dropped: r.dropped.min(c.dropped),
+                        allowed_unrecorded: r.allowed_unrecorded.min(c.allowed_unrecorded),
+                    },
+                )
             })
             .collect();
         Self::new(seen)
@@ -120,13 +147,18 @@ impl DropWatch {
             details.insert("lost".into(), json!(lost));
             details.insert("allowed_unrecorded".into(), json!(allowed));
             details.insert("lost_total".into(), json!(now.dropped));
-            details.insert("allowed_unrecorded_total".into(), json!(now.allowed_unrecorded));
+            details.insert(
+                "allowed_unrecorded_total".into(),
+                json!(now.allowed_unrecorded),
+            );
             details.insert("agent_decisions_total".into(), json!(now.decisions));
             details.insert("kernel_events_total".into(), json!(counters.events));
             details.insert("kernel_dropped_total".into(), json!(counters.dropped));
             let mut modes = Vec::new();
             if lost > 0 {
-                modes.push("closed: each action that could not be recorded was refused (EPERM or SIGKILL)");
+                modes.push(
+                    "closed: each action that could not be recorded was refused (EPERM or SIGKILL)",
+                );
             }
             if allowed > 0 {
                 modes.push("open (on_evidence_loss: allow): actions the policy allowed went ahead unrecorded; only this count records them");
@@ -163,9 +195,19 @@ mod tests {
     #[test]
     fn drops_are_reported_once_per_agent_with_the_difference() {
         let mut w = DropWatch::new(HashMap::new());
-        let c = Counters { events: 10, ..Default::default() };
-        let name = |id: u32| AgentName { name: format!("a{id}"), owner: "o".into() };
-        let k = |dropped, allowed_unrecorded| AgentCounters { decisions: 20, dropped, allowed_unrecorded };
+        let c = Counters {
+            events: 10,
+            ..Default::default()
+        };
+        let name = |id: u32| AgentName {
+            name: format!("a{id}"),
+            owner: "o".into(),
+        };
+        let k = |dropped, allowed_unrecorded| AgentCounters {
+            decisions: 20,
+            dropped,
+            allowed_unrecorded,
+        };
         assert!(w.check(&[(1, k(0, 0))], &c, name, &actor()).is_empty());
         let e = w.check(&[(1, k(7, 0)), (2, k(0, 3))], &c, name, &actor());
         assert_eq!(e.len(), 2);
@@ -174,16 +216,38 @@ mod tests {
         assert_eq!(e[0].details["lost"], 7);
         assert_eq!(e[1].agent, "a2");
         assert_eq!(e[1].details["allowed_unrecorded"], 3);
-        assert!(w.check(&[(1, k(7, 0)), (2, k(0, 3))], &c, name, &actor()).is_empty());
-        assert_eq!(w.check(&[(1, k(9, 0))], &c, name, &actor())[0].details["lost"], 2);
+        assert!(w
+            .check(&[(1, k(7, 0)), (2, k(0, 3))], &c, name, &actor())
+            .is_empty());
+        assert_eq!(
+            w.check(&[(1, k(9, 0))], &c, name, &actor())[0].details["lost"],
+            2
+        );
     }
 
     #[test]
     fn resume_starts_from_what_the_log_recorded() {
-        let recorded = HashMap::from([(1, AgentCounters { decisions: 0, dropped: 5, allowed_unrecorded: 0 })]);
-        let now = [(1, AgentCounters { decisions: 9, dropped: 8, allowed_unrecorded: 0 })];
+        let recorded = HashMap::from([(
+            1,
+            AgentCounters {
+                decisions: 0,
+                dropped: 5,
+                allowed_unrecorded: 0,
+            },
+        )]);
+        let now = [(
+            1,
+            AgentCounters {
+                decisions: 9,
+                dropped: 8,
+                allowed_unrecorded: 0,
+            },
+        )];
         let mut w = DropWatch::resume(&recorded, &now);
-        let name = |_| AgentName { name: "a".into(), owner: "o".into() };
+        let name = |_| AgentName {
+            name: "a".into(),
+            owner: "o".into(),
+        };
         let e = w.check(&now, &Counters::default(), name, &actor());
         assert_eq!(e[0].details["lost"], 3);
     }
@@ -201,6 +265,9 @@ mod tests {
         .unwrap();
         let e = downtime(Some(&last), false, 61_000_000_000, &actor()).unwrap();
         assert_eq!(e.details["seconds"], 60);
-        assert!(e.details["previous_daemon"].as_str().unwrap().contains("killed"));
+        assert!(e.details["previous_daemon"]
+            .as_str()
+            .unwrap()
+            .contains("killed"));
     }
 }

@@ -41,8 +41,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use warden_common::{
-    agent_flags, counter, names, AgentCounters, AgentInfo, Decision, FileRule, HoldKey, KernelOffsets, Net4Key,
-    Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
+    agent_flags, counter, names, AgentCounters, AgentInfo, Decision, FileRule, HoldKey,
+    KernelOffsets, Net4Key, Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
 };
 
 use crate::policy::{CompiledNet, CompiledPaths};
@@ -144,7 +144,12 @@ impl Slotted for PathKey {
 fn keys_in_slot<K: Slotted, V: aya::Pod>(bpf: &Ebpf, name: &str, slot: u32) -> Vec<Key<K>> {
     bpf.map(name)
         .and_then(|m| LpmTrie::<_, K, V>::try_from(m).ok())
-        .map(|t| t.keys().filter_map(Result::ok).filter(|k| k.data().slot() == slot).collect())
+        .map(|t| {
+            t.keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data().slot() == slot)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -158,16 +163,21 @@ fn ensure_bpffs(pins: &Path) -> Result<(), KernelError> {
             break;
         }
     }
-    let on_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
-    };
+    let on_bpffs =
+        |p: &Path| nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
     if on_bpffs(&probe) {
         return Ok(());
     }
     let root = Path::new("/sys/fs/bpf");
     if pins.starts_with(root) && root.exists() && !on_bpffs(root) {
-        nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-            .map_err(|e| KernelError::Bpffs(format!("mount bpffs at {}: {e}", root.display())))?;
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| KernelError::Bpffs(format!("mount bpffs at {}: {e}", root.display())))?;
         tracing::info!("mounted bpffs at /sys/fs/bpf");
         return Ok(());
     }
@@ -175,6 +185,20 @@ fn ensure_bpffs(pins: &Path) -> Result<(), KernelError> {
         "{} is not on a bpf filesystem; mount one (mount -t bpf bpf /sys/fs/bpf) or choose --pin-dir below it",
         pins.display()
     )))
+}
+
+/// What one agent should have in the kernel.
+#[derive(Clone, Copy)]
+pub struct AgentRules<'a> {
+    pub agent_id: u32,
+    /// The policy version's id (0: no valid policy yet, so nothing allowed).
+    pub policy_gen: u32,
+    pub net: &'a CompiledNet,
+    pub paths: &'a CompiledPaths,
+    /// Kill switch engaged.
+    pub revoked: bool,
+    /// `on_evidence_loss: allow`.
+    pub fail_open: bool,
 }
 
 /// A link pinned by this daemon, and where.
@@ -240,8 +264,10 @@ impl Kernel {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| KernelError::Bpffs(format!("create {}: {e}", dir.display())))?;
         }
-        let map_pins: Vec<(&str, PathBuf)> =
-            names::PINNED_MAPS.iter().map(|n| (*n, pins.join("maps").join(n))).collect();
+        let map_pins: Vec<(&str, PathBuf)> = names::PINNED_MAPS
+            .iter()
+            .map(|n| (*n, pins.join("maps").join(n)))
+            .collect();
         // Offsets for the exec and open programs. Without them those
         // programs refuse every decision (valid = 0) and the daemon refuses
         // policies that need them.
@@ -346,10 +372,12 @@ impl Kernel {
                     .map_err(|e| format!("load tp_btf/{tp} ({name}): {}", crate::error_chain(&e)))
                     .map(|()| log_verified(prog, name))
                     .and_then(|()| {
-                        let id = prog
-                            .attach()
-                            .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))?;
-                        let link = prog.take_link(id).map_err(|e| format!("take tp_btf/{tp} link: {e}"))?;
+                        let id = prog.attach().map_err(|e| {
+                            format!("attach tp_btf/{tp}: {}", crate::error_chain(&e))
+                        })?;
+                        let link = prog
+                            .take_link(id)
+                            .map_err(|e| format!("take tp_btf/{tp} link: {e}"))?;
                         exec_link = Some(FdLink::from(link));
                         Ok(())
                     })
@@ -414,7 +442,10 @@ impl Kernel {
     fn adopt_installed(&mut self) -> Result<(), KernelError> {
         let agents: Vec<(u64, AgentInfo)> = {
             let name = names::AGENTS;
-            let map = self.bpf.map(name).ok_or(KernelError::Missing { what: "map", name })?;
+            let map = self
+                .bpf
+                .map(name)
+                .ok_or(KernelError::Missing { what: "map", name })?;
             let agents: BpfHashMap<_, u64, AgentInfo> =
                 BpfHashMap::try_from(map).map_err(map_err("open", name))?;
             agents.iter().filter_map(Result::ok).collect()
@@ -435,7 +466,10 @@ impl Kernel {
                 },
             );
         }
-        tracing::info!(agents = self.installed.len(), "adopted agents from pinned maps");
+        tracing::info!(
+            agents = self.installed.len(),
+            "adopted agents from pinned maps"
+        );
         Ok(())
     }
 
@@ -564,9 +598,13 @@ impl Kernel {
             // the kernel refuses link flags: links always coexist with other
             // programs on the cgroup, so "Single" (no flags) is what we want.
             let attached = self.sock_addr(name).and_then(|prog| {
-                let id = prog.attach(&file, CgroupAttachMode::Single).map_err(|source| {
-                    KernelError::Attach { name, cgroup: cgroup.display().to_string(), source }
-                })?;
+                let id = prog
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(|source| KernelError::Attach {
+                        name,
+                        cgroup: cgroup.display().to_string(),
+                        source,
+                    })?;
                 let link = prog.take_link(id).map_err(|source| KernelError::Attach {
                     name,
                     cgroup: cgroup.display().to_string(),
@@ -594,7 +632,10 @@ impl Kernel {
     /// daemon, so a restarted daemon can tell its links from its
     /// predecessor's (see `drop_stale_links`).
     fn pin_link(&mut self, link: FdLink, name: &str) -> Result<Pinned, KernelError> {
-        let path = self.pins.join("links").join(format!("{name}-{}", std::process::id()));
+        let path = self
+            .pins
+            .join("links")
+            .join(format!("{name}-{}", std::process::id()));
         let link = link.pin(&path).map_err(|e| KernelError::Pin {
             what: path.display().to_string(),
             detail: e.to_string(),
@@ -607,14 +648,19 @@ impl Kernel {
     /// enforcing until this daemon attached its own. Called once the first
     /// reconcile is done, so there is never a moment without either.
     pub fn drop_stale_links(&mut self) -> usize {
-        let Ok(dir) = std::fs::read_dir(self.pins.join("links")) else { return 0 };
+        let Ok(dir) = std::fs::read_dir(self.pins.join("links")) else {
+            return 0;
+        };
         let mut dropped = 0;
         for entry in dir.flatten() {
             let path = entry.path();
             if self.owned.contains(&path) {
                 continue;
             }
-            match PinnedLink::from_pin(&path).map_err(|e| e.to_string()).and_then(|l| l.unpin().map_err(|e| e.to_string())) {
+            match PinnedLink::from_pin(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|l| l.unpin().map_err(|e| e.to_string()))
+            {
                 // Dropping the last reference detaches it.
                 Ok(fd_link) => {
                     drop(fd_link);
@@ -648,16 +694,15 @@ impl Kernel {
 
     /// Installs an agent's compiled policy, replacing the previous one
     /// atomically (see the module comment).
-    pub fn install(
-        &mut self,
-        cgroup_id: u64,
-        agent_id: u32,
-        policy_gen: u32,
-        net: &CompiledNet,
-        paths: &CompiledPaths,
-        revoked: bool,
-        fail_open: bool,
-    ) -> Result<(), KernelError> {
+    pub fn install(&mut self, cgroup_id: u64, rules: &AgentRules<'_>) -> Result<(), KernelError> {
+        let AgentRules {
+            agent_id,
+            policy_gen,
+            net,
+            paths,
+            revoked,
+            fail_open,
+        } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
         let slot = AgentInfo::slot_for(agent_id, half);
@@ -665,7 +710,11 @@ impl Kernel {
         // with no daemon); a reinstall racing it must not clear it. Lifting
         // it is `set_revoked(false)`'s job alone.
         let killed = self.current_flags(cgroup_id) & agent_flags::REVOKED;
-        let mut flags = if revoked { agent_flags::REVOKED } else { killed };
+        let mut flags = if revoked {
+            agent_flags::REVOKED
+        } else {
+            killed
+        };
         if paths.exec_governed {
             flags |= agent_flags::EXEC;
         }
@@ -797,10 +846,13 @@ impl Kernel {
 
     /// The kernel's per-agent counts (`AGENT_COUNTERS`), summed over CPUs.
     pub fn agent_counters(&self) -> Result<Vec<(u32, AgentCounters)>, KernelError> {
-        let map = self.bpf.map(names::AGENT_COUNTERS).ok_or(KernelError::Missing {
-            what: "map",
-            name: names::AGENT_COUNTERS,
-        })?;
+        let map = self
+            .bpf
+            .map(names::AGENT_COUNTERS)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::AGENT_COUNTERS,
+            })?;
         let hash: PerCpuHashMap<_, u32, AgentCounters> =
             PerCpuHashMap::try_from(map).map_err(map_err("open", names::AGENT_COUNTERS))?;
         let mut out = Vec::new();
@@ -981,7 +1033,9 @@ pub fn set_revoked_pinned(
     } else {
         info.flags &= !agent_flags::REVOKED;
     }
-    agents.insert(cgroup_id, info, 0).map_err(map_err("update", name))?;
+    agents
+        .insert(cgroup_id, info, 0)
+        .map_err(map_err("update", name))?;
     Ok(Revocation::Applied)
 }
 
@@ -992,16 +1046,21 @@ pub fn uninstall(pins: &Path) -> Result<usize, KernelError> {
     // Links first: once they are gone no program runs, then the maps.
     for sub in ["links", "maps"] {
         let dir = pins.join(sub);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| KernelError::Bpffs(format!("unpin {}: {e}", entry.path().display())))?;
+            std::fs::remove_file(entry.path()).map_err(|e| {
+                KernelError::Bpffs(format!("unpin {}: {e}", entry.path().display()))
+            })?;
             removed += 1;
         }
-        std::fs::remove_dir(&dir).map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", dir.display())))?;
+        std::fs::remove_dir(&dir)
+            .map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", dir.display())))?;
     }
     if pins.exists() {
-        std::fs::remove_dir(pins).map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", pins.display())))?;
+        std::fs::remove_dir(pins)
+            .map_err(|e| KernelError::Bpffs(format!("remove {}: {e}", pins.display())))?;
     }
     Ok(removed)
 }

@@ -403,13 +403,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Log(args) => match args.cmd {
-            Some(LogCmd::Tail { format, after, no_follow }) => {
+            Some(LogCmd::Tail {
+                format,
+                after,
+                no_follow,
+            }) => {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
                 commands::tail(&paths, after, !no_follow, &mut |e| {
                     let line = match format {
                         TailFormat::Json => serde_json::to_string(e),
-                        TailFormat::Ocsf => serde_json::to_string(&warden::export::ocsf::to_ocsf(e)),
+                        TailFormat::Ocsf => {
+                            serde_json::to_string(&warden::export::ocsf::to_ocsf(e))
+                        }
                     }
                     .unwrap_or_default();
                     // A closed pipe (the SIEM shipper went away) ends the tail.
@@ -483,7 +489,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
-        Cmd::Evidence(EvidenceCmd::Export { out, from, to, agent }) => {
+        Cmd::Evidence(EvidenceCmd::Export {
+            out,
+            from,
+            to,
+            agent,
+        }) => {
             let window = warden::export::Window {
                 from_ns: from.as_deref().map(warden::clock::parse_time).transpose()?,
                 to_ns: to.as_deref().map(warden::clock::parse_time).transpose()?,
@@ -509,11 +520,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 for p in &r.problems {
                     eprintln!("warden: bundle: {p}");
                 }
-                eprintln!("warden: error: bundle {} is NOT valid ({} problems)", dir.display(), r.problems.len());
+                eprintln!(
+                    "warden: error: bundle {} is NOT valid ({} problems)",
+                    dir.display(),
+                    r.problems.len()
+                );
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Cmd::Kill { name, reason, freeze } => {
+        Cmd::Kill {
+            name,
+            reason,
+            freeze,
+        } => {
             let r = commands::kill(&paths, &name, &reason, freeze)?;
             let kernel = match r.kernel {
                 warden::kernel::Revocation::Applied => "every hook now refuses it",
@@ -525,7 +544,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.to_kernel.as_secs_f64() * 1000.0,
                 r.processes.len(),
                 if r.frozen { "frozen" } else { "killed" },
-                if r.daemon_notified { "" } else { "; the daemon is not running and picks this up when it starts" }
+                if r.daemon_notified {
+                    ""
+                } else {
+                    "; the daemon is not running and picks this up when it starts"
+                }
             );
         }
         Cmd::Revive { name, reason } => {
@@ -534,7 +557,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Uninstall => {
             let n = commands::uninstall(&paths)?;
-            println!("removed {n} pinned programs and maps under {}", paths.pin_dir.display());
+            println!(
+                "removed {n} pinned programs and maps under {}",
+                paths.pin_dir.display()
+            );
         }
         Cmd::Approvals { all, json } => {
             let list = commands::approvals(&paths, all)?;

@@ -79,7 +79,8 @@ impl TestEnv {
     /// `WARDEN_TEST_TMPDIR` overrides `parent` (the QEMU guest sets it: its
     /// view of the host's target/ is read-only and cannot hold sockets).
     pub fn new_in(name: &str, parent: &Path) -> Self {
-        let parent = std::env::var_os("WARDEN_TEST_TMPDIR").map_or_else(|| parent.to_path_buf(), PathBuf::from);
+        let parent = std::env::var_os("WARDEN_TEST_TMPDIR")
+            .map_or_else(|| parent.to_path_buf(), PathBuf::from);
         let dir = tempfile::Builder::new()
             .prefix(&format!("warden-{name}-"))
             .tempdir_in(&parent)
@@ -353,7 +354,10 @@ pub fn stderr(out: &Output) -> String {
 /// The scheduler state letter of a process ('T' = stopped).
 pub fn state_of(pid: u32) -> char {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')').next().and_then(|r| r.trim().chars().next()).unwrap_or('?')
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.trim().chars().next())
+        .unwrap_or('?')
 }
 
 /// Polls `f` until it holds, failing the test after 15 s.

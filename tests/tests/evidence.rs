@@ -1,7 +1,10 @@
 //! The evidence log against an attacker with write access to the database
 //! file but not the host's signing key.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use rusqlite::{params, Connection};
 use warden::evidence::{Entry, EvidenceStore, Filter};
@@ -72,9 +75,19 @@ fn an_intact_log_verifies_with_its_checkpoints() {
         serde_json::from_str(&env.ok(&["log", "checkpoints"])).unwrap();
     // Signed after every group commit that brings 3 or more unsigned
     // entries, and at shutdown: the last one covers the daemon's stop.
-    assert!(cps.len() >= 2, "periodic and shutdown checkpoints: {cps:#?}");
-    let stop = env.evidence().into_iter().rfind(|e| e["kind"] == "daemon_stop").unwrap();
-    assert!(cps.last().unwrap()["size"].as_u64() >= stop["seq"].as_u64(), "{cps:#?}");
+    assert!(
+        cps.len() >= 2,
+        "periodic and shutdown checkpoints: {cps:#?}"
+    );
+    let stop = env
+        .evidence()
+        .into_iter()
+        .rfind(|e| e["kind"] == "daemon_stop")
+        .unwrap();
+    assert!(
+        cps.last().unwrap()["size"].as_u64() >= stop["seq"].as_u64(),
+        "{cps:#?}"
+    );
     // Every checkpoint is also in the chain, for copies kept elsewhere.
     let in_chain = env
         .evidence()
@@ -181,17 +194,39 @@ fn the_log_streams_to_a_siem_as_ocsf_and_follows_new_entries() {
     }
     let env = log_with_checkpoints("evtail");
     let all = env.evidence();
-    let out = env.ok(&["log", "tail", "--after", "0", "--no-follow", "--format", "ocsf"]);
-    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = env.ok(&[
+        "log",
+        "tail",
+        "--after",
+        "0",
+        "--no-follow",
+        "--format",
+        "ocsf",
+    ]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), all.len(), "one OCSF event per entry");
     for (i, ev) in events.iter().enumerate() {
         assert_eq!(ev["metadata"]["sequence"], i as u64 + 1);
-        assert_eq!(ev["unmapped"]["warden"]["hash"], all[i]["hash"], "the SIEM copy carries the chain");
+        assert_eq!(
+            ev["unmapped"]["warden"]["hash"], all[i]["hash"],
+            "the SIEM copy carries the chain"
+        );
     }
-    let connect = events.iter().find(|e| e["unmapped"]["warden"]["action"] == "connect4" || e["class_uid"] == 4001).unwrap();
+    let connect = events
+        .iter()
+        .find(|e| e["unmapped"]["warden"]["action"] == "connect4" || e["class_uid"] == 4001)
+        .unwrap();
     assert_eq!(connect["class_uid"], 4001);
     assert_eq!(connect["disposition"], "Allowed");
-    assert!(events.iter().any(|e| e["unmapped"]["warden"]["kind"] == "checkpoint"), "checkpoints are streamed too");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["unmapped"]["warden"]["kind"] == "checkpoint"),
+        "checkpoints are streamed too"
+    );
 
     // Following: a new entry appears on the stream as it is appended.
     let mut tail = env
@@ -202,9 +237,21 @@ fn the_log_streams_to_a_siem_as_ocsf_and_follows_new_entries() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     env.write_policy("q.yaml", "version: 1\nrules: []\n");
-    env.ok(&["agent", "add", "late", "--owner", "late@example.com", "--policy", "q.yaml"]);
+    env.ok(&[
+        "agent",
+        "add",
+        "late",
+        "--owner",
+        "late@example.com",
+        "--policy",
+        "q.yaml",
+    ]);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(tail.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tail.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     // SAFETY: kill(2) on the tail process this test started.
     unsafe { libc::kill(tail.id() as i32, libc::SIGTERM) };
     let _ = tail.wait();
@@ -232,22 +279,55 @@ fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let out = std::process::Command::new(warden_tests::probe_bin())
-        .args(["join", env.agent_cgroup("flood").to_str().unwrap(), "udp-flood", &format!("127.0.0.1:{port}"), "80000"])
+        .args([
+            "join",
+            env.agent_cgroup("flood").to_str().unwrap(),
+            "udp-flood",
+            &format!("127.0.0.1:{port}"),
+            "80000",
+        ])
         .output()
         .unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let eperm: u64 = said.split("eperm=").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-    let sent: u64 = said.split("sent=").nth(1).and_then(|n| n.split(' ').next()?.parse().ok()).unwrap_or(0);
-    assert!(eperm > 0, "fail-closed: allowed sends were refused once nothing could record them ({said})");
-    assert!(sent > 30_000, "the buffer held tens of thousands first ({said})");
-    let gap = env.wait_for_evidence("lost-events gap", |e| e["kind"] == "gap" && e["action"] == "evidence.lost");
-    assert_eq!(gap["details"]["lost"], eperm, "the gap counts exactly the refused actions: {gap}");
+    let eperm: u64 = said
+        .split("eperm=")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let sent: u64 = said
+        .split("sent=")
+        .nth(1)
+        .and_then(|n| n.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        eperm > 0,
+        "fail-closed: allowed sends were refused once nothing could record them ({said})"
+    );
+    assert!(
+        sent > 30_000,
+        "the buffer held tens of thousands first ({said})"
+    );
+    let gap = env.wait_for_evidence("lost-events gap", |e| {
+        e["kind"] == "gap" && e["action"] == "evidence.lost"
+    });
+    assert_eq!(
+        gap["details"]["lost"], eperm,
+        "the gap counts exactly the refused actions: {gap}"
+    );
     assert_eq!(gap["agent"], "flood", "the gap names the agent: {gap}");
-    assert_ne!(gap["owner"], "system", "the gap names the agent's owner: {gap}");
+    assert_ne!(
+        gap["owner"], "system",
+        "the gap names the agent's owner: {gap}"
+    );
     // The gap may be written before the reader has drained the backlog.
-    let recorded = || env.evidence().iter().filter(|e| e["kind"] == "decision" && e["decision"] == "allow").count() as u64;
+    let recorded = || {
+        env.evidence()
+            .iter()
+            .filter(|e| e["kind"] == "decision" && e["decision"] == "allow")
+            .count() as u64
+    };
     wait_until(|| recorded() >= sent);
     assert_eq!(recorded(), sent, "every allowed send is in the log");
 }
@@ -270,14 +350,28 @@ fn on_evidence_loss_allow_lets_allowed_actions_through_and_counts_them() {
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let out = std::process::Command::new(warden_tests::probe_bin())
-        .args(["join", env.agent_cgroup("openflood").to_str().unwrap(), "udp-flood", &format!("127.0.0.1:{port}"), "80000"])
+        .args([
+            "join",
+            env.agent_cgroup("openflood").to_str().unwrap(),
+            "udp-flood",
+            &format!("127.0.0.1:{port}"),
+            "80000",
+        ])
         .output()
         .unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let eperm: u64 = said.split("eperm=").nth(1).and_then(|n| n.parse().ok()).unwrap_or(u64::MAX);
-    let sent: u64 = said.split("sent=").nth(1).and_then(|n| n.split(' ').next()?.parse().ok()).unwrap_or(0);
+    let eperm: u64 = said
+        .split("eperm=")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    let sent: u64 = said
+        .split("sent=")
+        .nth(1)
+        .and_then(|n| n.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
     assert_eq!(eperm, 0, "fail-open: no send was refused ({said})");
     assert!(sent > 30_000, "the sends went ahead ({said})");
     let gap = env.wait_for_evidence("allowed-unrecorded gap", |e| {
@@ -293,7 +387,11 @@ fn on_evidence_loss_allow_lets_allowed_actions_through_and_counts_them() {
             .count() as u64
     };
     wait_until(|| recorded() + unrecorded >= sent);
-    assert_eq!(recorded() + unrecorded, sent, "the gap counts exactly the unrecorded sends: {gap}");
+    assert_eq!(
+        recorded() + unrecorded,
+        sent,
+        "the gap counts exactly the unrecorded sends: {gap}"
+    );
 }
 
 /// Polls `done` for up to 10 s (the reader may still be draining a backlog).

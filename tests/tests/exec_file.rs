@@ -585,7 +585,11 @@ fn tracepoint_links(env: &TestEnv, name: &str) -> usize {
     std::fs::read_dir(env.pin_dir().join("links"))
         .map(|dir| {
             dir.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}-")))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{name}-"))
+                })
                 .count()
         })
         .unwrap_or(0)

@@ -1,7 +1,10 @@
 //! Evidence bundles: exported on this host, verified elsewhere with nothing
 //! but the files, and every kind of tampering caught.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::{
     path::{Path, PathBuf},
@@ -32,7 +35,14 @@ fn exported(name: &str) -> (TestEnv, PathBuf) {
     let probe = probe_bin();
     let child = env
         .warden()
-        .args(["run", "--agent", "exporter", "--", probe.to_str().unwrap(), "connect"])
+        .args([
+            "run",
+            "--agent",
+            "exporter",
+            "--",
+            probe.to_str().unwrap(),
+            "connect",
+        ])
         .arg(format!("127.0.0.1:{}", held.port))
         .stdout(Stdio::null())
         .spawn()
@@ -84,41 +94,73 @@ fn a_bundle_verifies_on_a_copy_with_the_database_deleted() {
     let out = verify(&env, &copy, &["--key", &key]);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("bundle valid") && said.contains("checkpoints"), "{said}");
+    assert!(
+        said.contains("bundle valid") && said.contains("checkpoints"),
+        "{said}"
+    );
 
     // Everything the auditor asked for is in it.
     for file in [
-        "entries.jsonl", "entries.csv", "checkpoints.json", "host.pub", "agents.json",
-        "capabilities.json", "policy_versions.json", "approvals.json", "kill_switch.json",
-        "verification.json", "control_map.json", "report.html", "manifest.json", "manifest.sig",
+        "entries.jsonl",
+        "entries.csv",
+        "checkpoints.json",
+        "host.pub",
+        "agents.json",
+        "capabilities.json",
+        "policy_versions.json",
+        "approvals.json",
+        "kill_switch.json",
+        "verification.json",
+        "control_map.json",
+        "report.html",
+        "manifest.json",
+        "manifest.sig",
     ] {
         assert!(copy.join(file).exists(), "{file} missing");
     }
-    let agents: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(copy.join("agents.json")).unwrap()).unwrap();
+    let agents: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("agents.json")).unwrap()).unwrap();
     assert_eq!(agents[0]["owner"], "exporter-owner@example.com");
-    let approvals: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(copy.join("approvals.json")).unwrap()).unwrap();
+    let approvals: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("approvals.json")).unwrap())
+            .unwrap();
     assert_eq!(approvals[0]["decided_by"], "root");
     assert_eq!(approvals[0]["final_status"], "executed");
     let caps = std::fs::read_to_string(copy.join("capabilities.json")).unwrap();
-    assert!(caps.contains("user:root") && caps.contains("approve or reject held actions"), "{caps}");
+    assert!(
+        caps.contains("user:root") && caps.contains("approve or reject held actions"),
+        "{caps}"
+    );
     let map = std::fs::read_to_string(copy.join("control_map.json")).unwrap();
     for control in ["CC6.1", "CC7.2", "CC8.1", "A.5.15", "A.8.15", "MANAGE"] {
         assert!(map.contains(control), "control map lacks {control}");
     }
     let csv = std::fs::read_to_string(copy.join("entries.csv")).unwrap();
     let jsonl = std::fs::read_to_string(copy.join("entries.jsonl")).unwrap();
-    assert_eq!(csv.lines().count(), jsonl.lines().count() + 1, "one CSV row per entry plus a header");
+    assert_eq!(
+        csv.lines().count(),
+        jsonl.lines().count() + 1,
+        "one CSV row per entry plus a header"
+    );
 
     // Pinned to another key: refused.
     let out = verify(&env, &copy, &["--key", &"ab".repeat(32)]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not the expected key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the expected key"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Rewrites entries.jsonl with `f` applied to its lines.
 fn tamper_lines(dir: &Path, f: impl FnOnce(&mut Vec<String>)) {
     let path = dir.join("entries.jsonl");
-    let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     f(&mut lines);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
 }
@@ -126,7 +168,11 @@ fn tamper_lines(dir: &Path, f: impl FnOnce(&mut Vec<String>)) {
 fn expect_problem(env: &TestEnv, dir: &Path, what: &str, expect: &str) {
     let out = verify(env, dir, &[]);
     assert!(!out.status.success(), "{what}: verify must fail");
-    assert!(stderr(&out).contains(expect), "{what}: expected {expect:?} in:\n{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(expect),
+        "{what}: expected {expect:?} in:\n{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -142,7 +188,11 @@ fn every_kind_of_tampering_with_a_bundle_is_caught() {
     };
 
     let d = case("edit");
-    tamper_lines(&d, |l| l[5] = l[5].replace("\"decision\":\"deny\"", "\"decision\":\"allow\"").replace("\"pid\":", "\"pid\":1"));
+    tamper_lines(&d, |l| {
+        l[5] = l[5]
+            .replace("\"decision\":\"deny\"", "\"decision\":\"allow\"")
+            .replace("\"pid\":", "\"pid\":1")
+    });
     expect_problem(&env, &d, "edit", "seq 6");
 
     let d = case("delete");
@@ -173,24 +223,30 @@ fn every_kind_of_tampering_with_a_bundle_is_caught() {
     // perfect, the checkpoints signed over the old head are not.
     let d = case("rehash");
     tamper_lines(&d, |l| {
-        let mut entries: Vec<warden::evidence::Entry> = l.iter().map(|x| serde_json::from_str(x).unwrap()).collect();
+        let mut entries: Vec<warden::evidence::Entry> =
+            l.iter().map(|x| serde_json::from_str(x).unwrap()).collect();
         let mut prev = entries[1].hash.clone();
         for (i, e) in entries.iter_mut().enumerate().skip(2) {
-            let mut fields: warden::evidence::NewEntry = serde_json::from_value(serde_json::to_value(&*e).unwrap()).unwrap();
+            let mut fields: warden::evidence::NewEntry =
+                serde_json::from_value(serde_json::to_value(&*e).unwrap()).unwrap();
             if i == 2 {
                 fields.owner = "nobody@example.com".into();
             }
             *e = warden::evidence::Entry::seal(e.seq, prev.clone(), fields).unwrap();
             prev = e.hash.clone();
         }
-        *l = entries.iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+        *l = entries
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
     });
     expect_problem(&env, &d, "rehash", "history was rewritten");
 
     // An old checkpoint swapped in for the newest.
     let d = case("oldcheckpoint");
     let path = d.join("checkpoints.json");
-    let mut cps: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cps: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert!(cps.len() >= 2, "need two checkpoints: {cps:#?}");
     let last = cps.len() - 1;
     cps[last] = cps[0].clone();
@@ -199,7 +255,11 @@ fn every_kind_of_tampering_with_a_bundle_is_caught() {
 
     // And the same tampering in the live database is caught by log verify.
     let out = env.cli(&["log", "verify"]);
-    assert!(out.status.success(), "the host's own log is intact: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "the host's own log is intact: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -209,30 +269,60 @@ fn the_html_report_renders_in_a_browser() {
     }
     let (env, bundle) = exported("exhtml");
     let html = std::fs::read_to_string(bundle.join("report.html")).unwrap();
-    for want in ["Warden evidence report", "exporter-owner@example.com", "Verified on the host", "<svg", "Holds and approvals", "CC6.1"] {
+    for want in [
+        "Warden evidence report",
+        "exporter-owner@example.com",
+        "Verified on the host",
+        "<svg",
+        "Holds and approvals",
+        "CC6.1",
+    ] {
         assert!(html.contains(want), "report lacks {want:?}");
     }
     let shot = env.dir.path().join("report.png");
-    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| Command::new(c).arg("--version").output().is_ok());
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok());
     let Some(chromium) = chromium else {
-        assert!(!warden_tests::ci(), "chromium is not installed (cargo xtask test installs it)");
+        assert!(
+            !warden_tests::ci(),
+            "chromium is not installed (cargo xtask test installs it)"
+        );
         eprintln!("export_report: SKIPPED screenshot (no chromium)");
         return;
     };
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg("--window-size=1280,2400")
         .arg(format!("file://{}", bundle.join("report.html").display()))
         .output()
         .unwrap();
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    assert!(png.len() > 20_000, "a rendered page, not a blank one ({} bytes)", png.len());
+    assert!(
+        png.len() > 20_000,
+        "a rendered page, not a blank one ({} bytes)",
+        png.len()
+    );
     let keep = std::env::var_os("WARDEN_KEEP_SCREENSHOT");
     if let Some(dest) = keep {
         std::fs::copy(&shot, dest).unwrap();

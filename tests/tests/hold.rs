@@ -2,7 +2,10 @@
 //! until a human decides; approval lets the same syscall succeed, rejection
 //! makes it fail with EPERM.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::{
     os::unix::process::CommandExt,
@@ -12,7 +15,9 @@ use std::{
 };
 
 use serde_json::Value;
-use warden_tests::{approvals, can_run, probe_bin, state_of, stderr, stdout, wait_until, Listener, TestEnv};
+use warden_tests::{
+    approvals, can_run, probe_bin, state_of, stderr, stdout, wait_until, Listener, TestEnv,
+};
 
 fn hold_policy(port: u16, timeout: &str, decision: &str) -> String {
     format!(
@@ -101,7 +106,9 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     assert!(again.contains("already approved"), "{again}");
     // The outcome is recorded when the kernel's event reaches the daemon,
     // just after the syscall returned.
-    wait_until("the outcome is recorded", || approvals(&env, true)[0]["final_status"] == "executed");
+    wait_until("the outcome is recorded", || {
+        approvals(&env, true)[0]["final_status"] == "executed"
+    });
     let all = approvals(&env, true);
     assert_eq!(all[0]["repeated_decisions"], 1);
     assert_eq!(all[0]["decided_by"], "root");

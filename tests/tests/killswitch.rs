@@ -1,7 +1,10 @@
 //! The kill switch, and enforcement that outlives the daemon (pinned maps
 //! and links).
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
 
 use std::{
     path::Path,
@@ -22,19 +25,40 @@ fn policy(allowed: u16) -> String {
 /// exec in between: the kernel alone decides, as for a process the agent
 /// forks or a service restarted into the cgroup (not `warden run`).
 fn probe_in_cgroup(cgroup: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(probe_bin()).arg("join").arg(cgroup).args(args).output().unwrap()
+    Command::new(probe_bin())
+        .arg("join")
+        .arg(cgroup)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Execs the probe inside `cgroup` (moved there by a shell first).
 fn exec_in_cgroup(cgroup: &Path) -> std::process::ExitStatus {
-    let script = format!("echo $$ > {}/cgroup.procs && exec \"$0\" sleep 0", cgroup.display());
-    Command::new("sh").arg("-c").arg(script).arg(probe_bin()).status().unwrap()
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec \"$0\" sleep 0",
+        cgroup.display()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(probe_bin())
+        .status()
+        .unwrap()
 }
 
 fn long_running(env: &TestEnv, agent: &str) -> Child {
     let probe = probe_bin();
     env.warden()
-        .args(["run", "--agent", agent, "--", probe.to_str().unwrap(), "sleep", "120"])
+        .args([
+            "run",
+            "--agent",
+            agent,
+            "--",
+            probe.to_str().unwrap(),
+            "sleep",
+            "120",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
@@ -57,14 +81,26 @@ fn kill_revokes_in_the_kernel_and_ends_the_agents_processes() {
     }
     let (env, _l, addr) = setup("kill");
     let cg = env.agent_cgroup("bot");
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), "ok", "allowed before");
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", &addr])),
+        "ok",
+        "allowed before"
+    );
     let mut running = long_running(&env, "bot");
-    wait_until("the agent runs", || warden::cgroup::procs(&cg).unwrap().len() == 1);
+    wait_until("the agent runs", || {
+        warden::cgroup::procs(&cg).unwrap().len() == 1
+    });
 
     let out = env.ok(&["kill", "bot", "--reason", "suspected prompt injection"]);
-    assert!(out.contains("every hook now refuses it") && out.contains("1 process(es) killed"), "{out}");
+    assert!(
+        out.contains("every hook now refuses it") && out.contains("1 process(es) killed"),
+        "{out}"
+    );
     // Gone by the time kill returned.
-    assert!(running.try_wait().unwrap().is_some(), "the agent's process is gone");
+    assert!(
+        running.try_wait().unwrap().is_some(),
+        "the agent's process is gone"
+    );
     assert!(warden::cgroup::procs(&cg).unwrap().is_empty());
 
     // The kernel refuses the next action, even from a process that did not
@@ -73,8 +109,14 @@ fn kill_revokes_in_the_kernel_and_ends_the_agents_processes() {
     assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
     // And nothing new runs: an exec in the cgroup is killed at the exec.
     let status = exec_in_cgroup(&cg);
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status:?}");
-    env.wait_for_evidence("revoked decision", |e| e["kind"] == "decision" && e["rule_id"] == "revoked");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{status:?}"
+    );
+    env.wait_for_evidence("revoked decision", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "revoked"
+    });
     let out = env.cli(&["run", "--agent", "bot", "--", "true"]);
     assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
 
@@ -85,7 +127,11 @@ fn kill_revokes_in_the_kernel_and_ends_the_agents_processes() {
     assert_eq!(kill["owner"], "bot-owner@example.com");
 
     env.ok(&["revive", "bot", "--reason", "cleared"]);
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), "ok", "allowed again after revive");
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", &addr])),
+        "ok",
+        "allowed again after revive"
+    );
     env.wait_for_evidence("revive entry", |e| e["kind"] == "revive");
 }
 
@@ -97,7 +143,9 @@ fn kill_with_freeze_keeps_the_processes_for_forensics() {
     let (env, _l, _addr) = setup("freeze");
     let cg = env.agent_cgroup("bot");
     let mut running = long_running(&env, "bot");
-    wait_until("the agent runs", || warden::cgroup::procs(&cg).unwrap().len() == 1);
+    wait_until("the agent runs", || {
+        warden::cgroup::procs(&cg).unwrap().len() == 1
+    });
     env.ok(&["kill", "bot", "--reason", "forensics", "--freeze"]);
     let events = std::fs::read_to_string(cg.join("cgroup.events")).unwrap();
     assert!(events.contains("frozen 1"), "{events}");
@@ -120,16 +168,29 @@ fn kill_works_with_the_daemon_stopped_and_the_daemon_picks_it_up() {
     env.stop_daemon();
     // The pinned programs still enforce with no daemon.
     assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), "ok");
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])), format!("errno={}", libc::EPERM));
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])),
+        format!("errno={}", libc::EPERM)
+    );
 
     let out = env.ok(&["kill", "bot", "--reason", "daemon down drill"]);
-    assert!(out.contains("every hook now refuses it") && out.contains("the daemon is not running"), "{out}");
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), format!("errno={}", libc::EPERM));
+    assert!(
+        out.contains("every hook now refuses it") && out.contains("the daemon is not running"),
+        "{out}"
+    );
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", &addr])),
+        format!("errno={}", libc::EPERM)
+    );
 
     env.start_daemon();
     let status = env.ok(&["status"]);
     assert!(status.contains("REVOKED"), "{status}");
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), format!("errno={}", libc::EPERM), "still revoked after restart");
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", &addr])),
+        format!("errno={}", libc::EPERM),
+        "still revoked after restart"
+    );
     env.ok(&["log", "verify"]);
 }
 
@@ -144,15 +205,28 @@ fn a_daemon_killed_under_load_leaves_enforcement_on_and_the_record_explains_the_
 
     // While no daemon runs: deny rules hold, allow rules allow, and each
     // decision waits in the pinned ring buffer.
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])), format!("errno={}", libc::EPERM));
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])),
+        format!("errno={}", libc::EPERM)
+    );
     assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", &addr])), "ok");
 
     env.start_daemon();
-    let gap = env.wait_for_evidence("downtime gap", |e| e["kind"] == "gap" && e["action"] == "monitoring.gap");
-    assert!(gap["details"]["previous_daemon"].as_str().unwrap().contains("killed"), "{gap}");
+    let gap = env.wait_for_evidence("downtime gap", |e| {
+        e["kind"] == "gap" && e["action"] == "monitoring.gap"
+    });
+    assert!(
+        gap["details"]["previous_daemon"]
+            .as_str()
+            .unwrap()
+            .contains("killed"),
+        "{gap}"
+    );
     // The decisions made while it was down reach the log, with their rules.
     env.wait_for_evidence("queued deny", |e| {
-        e["kind"] == "decision" && e["target"] == "127.0.0.1:9/tcp" && e["rule_id"] == "default-deny"
+        e["kind"] == "decision"
+            && e["target"] == "127.0.0.1:9/tcp"
+            && e["rule_id"] == "default-deny"
     });
     env.wait_for_evidence("queued allow", |e| {
         e["kind"] == "decision" && e["target"] == format!("{addr}/tcp") && e["rule_id"] == "api"
@@ -165,9 +239,15 @@ fn a_daemon_killed_under_load_leaves_enforcement_on_and_the_record_explains_the_
         .collect();
     let pid = env.daemon_pid().unwrap();
     assert_eq!(links.len(), 4, "{links:?}");
-    assert!(links.iter().all(|n| n.ends_with(&format!("-{pid}"))), "{links:?}");
+    assert!(
+        links.iter().all(|n| n.ends_with(&format!("-{pid}"))),
+        "{links:?}"
+    );
     // And exactly one decision per action: no double enforcement.
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])), format!("errno={}", libc::EPERM));
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])),
+        format!("errno={}", libc::EPERM)
+    );
     thread::sleep(Duration::from_millis(300));
     let denies = env
         .evidence()
@@ -186,13 +266,24 @@ fn uninstall_detaches_everything_and_refuses_while_the_daemon_runs() {
     let (mut env, _l, _addr) = setup("uninstall");
     let cg = env.agent_cgroup("bot");
     let out = env.cli(&["uninstall"]);
-    assert!(stderr(&out).contains("stop it before uninstalling"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stop it before uninstalling"),
+        "{}",
+        stderr(&out)
+    );
     env.stop_daemon();
-    assert_eq!(stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])), format!("errno={}", libc::EPERM));
+    assert_eq!(
+        stdout(&probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"])),
+        format!("errno={}", libc::EPERM)
+    );
     let out = env.ok(&["uninstall"]);
     assert!(out.contains("removed"), "{out}");
     assert!(!env.pin_dir().exists(), "pin directory removed");
     // Nothing enforces any more: the programs are detached.
     let out = probe_in_cgroup(&cg, &["connect", "127.0.0.1:9"]);
-    assert_eq!(stdout(&out), format!("errno={}", libc::ECONNREFUSED), "no Warden program left attached");
+    assert_eq!(
+        stdout(&out),
+        format!("errno={}", libc::ECONNREFUSED),
+        "no Warden program left attached"
+    );
 }

@@ -230,13 +230,22 @@ fn agents_cannot_touch_wardens_files_or_leave_their_cgroup() {
     // of Warden's paths (e.g. /tmp when the checkout is under /tmp) gets no
     // new files directly in it (README, Self-protection): pick one that
     // does not.
-    let protected = [env.state_dir(), env.policy_dir(), env.socket(), warden_tests::warden_bin()];
+    let protected = [
+        env.state_dir(),
+        env.policy_dir(),
+        env.socket(),
+        warden_tests::warden_bin(),
+    ];
     let scratch = ["/tmp", "/var/tmp", "/dev/shm"]
         .into_iter()
         .map(Path::new)
         .find(|d| d.is_dir() && !protected.iter().any(|p| p.starts_with(d)))
         .expect("a scratch directory outside Warden's paths");
-    let tmp = format!("{}/warden-selfprot-{}", scratch.display(), std::process::id());
+    let tmp = format!(
+        "{}/warden-selfprot-{}",
+        scratch.display(),
+        std::process::id()
+    );
     let script = format!(
         "echo hello > {tmp} && cat {tmp} && rm {tmp} && mkdir {tmp}.d && rmdir {tmp}.d \
          && echo x > /dev/null && ls / > /dev/null && id -u"

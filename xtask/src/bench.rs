@@ -19,7 +19,11 @@ pub fn run() -> Result<i32> {
     let bin = setup::build(true)?;
     // The network path (connect), then the exec and file-open fallback.
     let mut code = 0;
-    for bench in ["warden-bench", "warden-bench-fallback", "warden-bench-control"] {
+    for bench in [
+        "warden-bench",
+        "warden-bench-fallback",
+        "warden-bench-control",
+    ] {
         let status = Command::new(setup::cargo())
             .current_dir(workspace())
             .args([

@@ -4,8 +4,8 @@
 //! inside the agent, prints the evidence and verifies its hash chain.
 
 use std::{
-    os::unix::process::ExitStatusExt,
     net::TcpListener,
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -274,7 +274,8 @@ pub fn run() -> Result<i32> {
     env.show(&["uninstall"])?;
 
     println!();
-    let ok = allowed && denied && outside && held_ok && killed && sleeper_gone && refused && verified;
+    let ok =
+        allowed && denied && outside && held_ok && killed && sleeper_gone && refused && verified;
     if ok {
         println!("demo: allowed connect succeeded, denied connect was refused with EPERM,");
         println!("      held connect completed after approval, kill switch ended the agent,");

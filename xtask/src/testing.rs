@@ -50,12 +50,19 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     // The evidence report test renders report.html in a real browser.
     setup::ensure_apt(&["chromium"])?;
     let mut integration = Command::new(setup::cargo());
-    integration.current_dir(&root).args(["test", "--package", "warden-tests", "--lib", "--bins"]);
+    integration
+        .current_dir(&root)
+        .args(["test", "--package", "warden-tests", "--lib", "--bins"]);
     // Every test file but the guest's: on this kernel those tests could only
     // return early, and a test that checks nothing must not count as passed.
     let mut files: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".rs")
+                .map(String::from)
+        })
         .filter(|name| name != VM_TESTS)
         .collect();
     files.sort();
@@ -86,7 +93,10 @@ fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
     let mut script = String::from("set -e");
     for name in [VM_TESTS, GUEST_TOO] {
         let exe = test_executable(name)?;
-        script.push_str(&format!("; echo '== guest: {name}'; '{}' --test-threads=1{filter_arg}", exe.display()));
+        script.push_str(&format!(
+            "; echo '== guest: {name}'; '{}' --test-threads=1{filter_arg}",
+            exe.display()
+        ));
     }
     let cmd = vec!["/bin/sh".to_string(), "-c".to_string(), script];
     let opts = vm::VmOptions {

@@ -161,8 +161,16 @@ impl HostKey {
 }
 
 /// Checks a signature made by [`HostKey::sign`].
-pub fn verify_detached(key: &VerifyingKey, domain: &[u8], message: &[u8], signature_hex: &str) -> bool {
-    let Some(sig) = hex::decode(signature_hex.trim()).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+pub fn verify_detached(
+    key: &VerifyingKey,
+    domain: &[u8],
+    message: &[u8],
+    signature_hex: &str,
+) -> bool {
+    let Some(sig) = hex::decode(signature_hex.trim())
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
         return false;
     };
     let mut bytes = domain.to_vec();

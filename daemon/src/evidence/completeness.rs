@@ -11,8 +11,15 @@ use super::record::Entry;
 /// Fields each approval-gated entry must carry in `details`.
 fn required(e: &Entry) -> Option<&'static [&'static str]> {
     match (e.kind.as_str(), e.method.as_str()) {
-        ("hold", _) => Some(&["approval_id", "approval_required", "job_hash", "expires_at_ns"]),
-        ("approval", _) if e.decision == "replayed" => Some(&["approval_id", "job_hash", "status", "replay_reason"]),
+        ("hold", _) => Some(&[
+            "approval_id",
+            "approval_required",
+            "job_hash",
+            "expires_at_ns",
+        ]),
+        ("approval", _) if e.decision == "replayed" => {
+            Some(&["approval_id", "job_hash", "status", "replay_reason"])
+        }
         ("approval", _) => Some(&[
             "approval_id",
             "approval_required",
@@ -38,12 +45,18 @@ fn present(v: Option<&Value>) -> bool {
 /// The required fields `e` lacks; `None` if it is not approval-gated.
 pub fn missing_fields(e: &Entry) -> Option<Vec<&'static str>> {
     let fields = required(e)?;
-    let mut missing: Vec<&'static str> =
-        fields.iter().copied().filter(|f| !present(e.details.get(*f))).collect();
+    let mut missing: Vec<&'static str> = fields
+        .iter()
+        .copied()
+        .filter(|f| !present(e.details.get(*f)))
+        .collect();
     if e.policy_snapshot == "none" || e.policy_snapshot.is_empty() {
         missing.push("policy_snapshot");
     }
-    if e.kind == "hold" && e.details.get("approval_required") != Some(&Value::Bool(true)) && !missing.contains(&"approval_required") {
+    if e.kind == "hold"
+        && e.details.get("approval_required") != Some(&Value::Bool(true))
+        && !missing.contains(&"approval_required")
+    {
         missing.push("approval_required");
     }
     Some(missing)
@@ -88,7 +101,10 @@ mod tests {
     fn complete_approval_passes_and_gaps_are_named() {
         let full = json!({"approval_id": 1, "approval_required": true, "job_hash": "h",
             "approved_by": "alice", "approved_role": "user:alice", "approved_at_ns": 5, "status": "approved"});
-        assert_eq!(missing_fields(&entry("approval", "n/a", full)), Some(vec![]));
+        assert_eq!(
+            missing_fields(&entry("approval", "n/a", full)),
+            Some(vec![])
+        );
         let partial = json!({"approval_id": 1, "approval_required": true, "job_hash": "h", "status": "approved"});
         assert_eq!(
             missing_fields(&entry("approval", "n/a", partial)),

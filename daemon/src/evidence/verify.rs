@@ -188,13 +188,19 @@ fn verify_chain(
 /// matching hash proves the stored bytes are exactly what was sealed, so
 /// this never accepts what the slow path would reject; on any mismatch or
 /// odd row it gives up (None) and the slow path names the problem.
-fn verify_raw(conn: &rusqlite::Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<VerifyReport> {
+fn verify_raw(
+    conn: &rusqlite::Connection,
+    observe: &mut dyn FnMut(u64, &str),
+) -> Option<VerifyReport> {
     use rusqlite::types::ValueRef;
     use sha2::{Digest, Sha256};
 
     // Reading through mmap saves a copy per page on a full scan.
     let _ = conn.pragma_update(None, "mmap_size", 1i64 << 32);
-    let sql = format!("SELECT {} FROM evidence ORDER BY seq", super::store::COLUMNS);
+    let sql = format!(
+        "SELECT {} FROM evidence ORDER BY seq",
+        super::store::COLUMNS
+    );
     let mut stmt = conn.prepare(&sql).ok()?;
     let mut rows = stmt.query([]).ok()?;
     let mut prefixed = Sha256::new();
@@ -362,12 +368,18 @@ mod tests {
         let mut seen = Vec::new();
         let fast = verify_raw(store.connection(), &mut |seq, _| seen.push(seq))
             .expect("an intact chain takes the fast path");
-        assert_eq!(fast, verify_streaming(&store, &mut |_| {}).expect("slow path"));
+        assert_eq!(
+            fast,
+            verify_streaming(&store, &mut |_| {}).expect("slow path")
+        );
         assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
         let _attacker = tamper(&path, "UPDATE evidence SET target = 'x' WHERE seq = 7");
         assert!(verify_raw(store.connection(), &mut |_, _| {}).is_none());
         let err = verify_store(&store).expect_err("tampered");
-        assert!(matches!(err, VerifyError::Chain(ChainError { seq: 7, .. })), "{err}");
+        assert!(
+            matches!(err, VerifyError::Chain(ChainError { seq: 7, .. })),
+            "{err}"
+        );
     }
 
     /// Plain SQL, as an attacker with write access would use it.

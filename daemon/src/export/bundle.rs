@@ -61,7 +61,11 @@ pub enum BundleError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BundleError + 'a {
-    move |source| BundleError::Io { op, path: path.to_path_buf(), source }
+    move |source| BundleError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Which part of the record to report on.
@@ -144,8 +148,12 @@ pub struct Capability {
 fn capabilities(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<Capability> {
     let mut rows = Vec::new();
     for agent in agents {
-        let Some(v) = versions.iter().rev().find(|v| v.agent == agent.name) else { continue };
-        let Ok(p) = policy::parse_policy(&v.file, &v.content) else { continue };
+        let Some(v) = versions.iter().rev().find(|v| v.agent == agent.name) else {
+            continue;
+        };
+        let Ok(p) = policy::parse_policy(&v.file, &v.content) else {
+            continue;
+        };
         for rule in &p.rules {
             let decision = format!("{:?}", rule.decision).to_lowercase();
             rows.push(Capability {
@@ -195,17 +203,30 @@ fn capabilities(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<Capability>
 
 fn describe_selector(s: &policy::Selector) -> String {
     match s {
-        policy::Selector::Connect { cidr, ports, protocol } => {
+        policy::Selector::Connect {
+            cidr,
+            ports,
+            protocol,
+        } => {
             let ports = if ports.is_empty() {
                 "all ports".to_string()
             } else {
                 let list: Vec<String> = ports
                     .iter()
-                    .map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+                    .map(|(lo, hi)| {
+                        if lo == hi {
+                            lo.to_string()
+                        } else {
+                            format!("{lo}-{hi}")
+                        }
+                    })
                     .collect();
                 format!("ports {}", list.join(","))
             };
-            format!("connect {cidr} {ports} {}", format!("{protocol:?}").to_lowercase())
+            format!(
+                "connect {cidr} {ports} {}",
+                format!("{protocol:?}").to_lowercase()
+            )
         }
         other => format!("{other:?}"),
     }
@@ -215,7 +236,8 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
     let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
     let store = EvidenceStore::open(&paths.database()).map_err(|e| src(&e))?;
     let key = HostKey::load_or_create(&paths.state_dir).map_err(|e| src(&e))?;
-    let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[]) {
+    let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[])
+    {
         Ok((chain, signed)) => Ok(format!(
             "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
             chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
@@ -225,7 +247,10 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
     let mut entries = store.query(&Filter::default()).map_err(|e| src(&e))?;
     if let Some(to) = window.to_ns {
         // The chain from its start up to the last entry of the window.
-        let end = entries.iter().rposition(|e| e.ts_ns < to).map_or(0, |i| i + 1);
+        let end = entries
+            .iter()
+            .rposition(|e| e.ts_ns < to)
+            .map_or(0, |i| i + 1);
         entries.truncate(end);
     }
     let n = entries.len() as u64;
@@ -237,7 +262,9 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
     let registry = Registry::open(&paths.database()).map_err(|e| src(&e))?;
     let mut agents = registry.list().map_err(|e| src(&e))?;
     let mut versions = registry.policy_versions(None).map_err(|e| src(&e))?;
-    let mut approvals = Approvals::open(&paths.database()).and_then(|a| a.list(true)).map_err(|e| src(&e))?;
+    let mut approvals = Approvals::open(&paths.database())
+        .and_then(|a| a.list(true))
+        .map_err(|e| src(&e))?;
     if let Some(a) = &window.agent {
         agents.retain(|x| &x.name == a);
         versions.retain(|x| &x.agent == a);
@@ -246,7 +273,10 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
     let capabilities = capabilities(&agents, &versions);
     let contents = Contents {
         manifest_window: window.clone(),
-        host: fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+        host: fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         created_at_ns: clock::now_ns(),
         key_id: checkpoint::key_id(&key.verifying_key()),
         entries,
@@ -262,7 +292,10 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
 
 fn write_json<T: Serialize + ?Sized>(dir: &Path, name: &str, value: &T) -> Result<(), BundleError> {
     let path = dir.join(name);
-    let text = serde_json::to_string_pretty(value).map_err(|source| BundleError::Json { path: path.clone(), source })?;
+    let text = serde_json::to_string_pretty(value).map_err(|source| BundleError::Json {
+        path: path.clone(),
+        source,
+    })?;
     fs::write(&path, text).map_err(io_err("write", &path))
 }
 
@@ -318,27 +351,38 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
     fs::create_dir_all(out).map_err(io_err("create", out))?;
 
     let path = out.join("entries.jsonl");
-    let mut file = std::io::BufWriter::new(fs::File::create(&path).map_err(io_err("create", &path))?);
+    let mut file =
+        std::io::BufWriter::new(fs::File::create(&path).map_err(io_err("create", &path))?);
     let mut csv = std::io::BufWriter::new(
-        fs::File::create(out.join("entries.csv")).map_err(io_err("create", &out.join("entries.csv")))?,
+        fs::File::create(out.join("entries.csv"))
+            .map_err(io_err("create", &out.join("entries.csv")))?,
     );
     writeln!(csv, "{CSV_COLUMNS}").map_err(io_err("write", &out.join("entries.csv")))?;
     for e in &c.entries {
-        let line = serde_json::to_string(e).map_err(|source| BundleError::Json { path: path.clone(), source })?;
+        let line = serde_json::to_string(e).map_err(|source| BundleError::Json {
+            path: path.clone(),
+            source,
+        })?;
         writeln!(file, "{line}").map_err(io_err("write", &path))?;
         writeln!(csv, "{}", csv_row(e)).map_err(io_err("write", &out.join("entries.csv")))?;
     }
     file.flush().map_err(io_err("write", &path))?;
-    csv.flush().map_err(io_err("write", &out.join("entries.csv")))?;
+    csv.flush()
+        .map_err(io_err("write", &out.join("entries.csv")))?;
 
     write_json(out, "checkpoints.json", &c.checkpoints)?;
     let public = out.join(checkpoint::PUBLIC_KEY_FILE);
-    fs::write(&public, hex::encode(key.verifying_key().as_bytes())).map_err(io_err("write", &public))?;
+    fs::write(&public, hex::encode(key.verifying_key().as_bytes()))
+        .map_err(io_err("write", &public))?;
     write_json(out, "agents.json", &c.agents)?;
     write_json(out, "capabilities.json", &c.capabilities)?;
     write_json(out, "policy_versions.json", &c.versions)?;
     write_json(out, "approvals.json", &c.approvals)?;
-    let kills: Vec<&Entry> = c.entries.iter().filter(|e| e.kind == "kill" || e.kind == "revive").collect();
+    let kills: Vec<&Entry> = c
+        .entries
+        .iter()
+        .filter(|e| e.kind == "kill" || e.kind == "revive")
+        .collect();
     write_json(out, "kill_switch.json", &kills)?;
     let verification = match &c.verification {
         Ok(summary) => serde_json::json!({ "valid": true, "summary": summary }),
@@ -372,13 +416,19 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
         host: c.host.clone(),
         key_id: c.key_id.clone(),
         entries: c.entries.len() as u64,
-        head_hash: c.entries.last().map_or_else(|| crate::evidence::record::GENESIS_PREV_HASH.into(), |e| e.hash.clone()),
+        head_hash: c.entries.last().map_or_else(
+            || crate::evidence::record::GENESIS_PREV_HASH.into(),
+            |e| e.hash.clone(),
+        ),
         window: window.clone(),
         files,
     };
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|source| BundleError::Json { path: out.join("manifest.json"), source })?;
-    fs::write(out.join("manifest.json"), &text).map_err(io_err("write", &out.join("manifest.json")))?;
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|source| BundleError::Json {
+        path: out.join("manifest.json"),
+        source,
+    })?;
+    fs::write(out.join("manifest.json"), &text)
+        .map_err(io_err("write", &out.join("manifest.json")))?;
     let sig = key.sign(DOMAIN_BUNDLE, &text);
     fs::write(out.join("manifest.sig"), sig).map_err(io_err("write", &out.join("manifest.sig")))?;
     Ok(manifest)
@@ -393,13 +443,19 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     }
     let mut problems = Vec::new();
     let manifest_bytes = fs::read(&manifest_path).map_err(io_err("read", &manifest_path))?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|source| BundleError::Json { path: manifest_path.clone(), source })?;
-    let key = checkpoint::load_public_key(dir).map_err(|e| BundleError::Source(crate::error_chain(&e)))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|source| BundleError::Json {
+            path: manifest_path.clone(),
+            source,
+        })?;
+    let key = checkpoint::load_public_key(dir)
+        .map_err(|e| BundleError::Source(crate::error_chain(&e)))?;
     let key_id = checkpoint::key_id(&key);
     if let Some(expected) = expected_key {
         if !hex::encode(key.as_bytes()).eq_ignore_ascii_case(expected.trim()) {
-            problems.push(format!("host.pub is not the expected key (bundle key id {key_id})"));
+            problems.push(format!(
+                "host.pub is not the expected key (bundle key id {key_id})"
+            ));
         }
     }
 
@@ -428,10 +484,15 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     let checkpoints: Vec<Checkpoint> = fs::read(&checkpoints_path)
         .map_err(io_err("read", &checkpoints_path))
         .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|source| BundleError::Json { path: checkpoints_path.clone(), source })
+            serde_json::from_slice(&b).map_err(|source| BundleError::Json {
+                path: checkpoints_path.clone(),
+                source,
+            })
         })?;
     let signed = if problems.is_empty() {
-        match checkpoint::verify_all(&checkpoints, &key, chain.entries, &|seq| hashes.get(&seq).cloned()) {
+        match checkpoint::verify_all(&checkpoints, &key, chain.entries, &|seq| {
+            hashes.get(&seq).cloned()
+        }) {
             Ok(r) => r.signed_size,
             Err(e) => {
                 problems.push(e.to_string());
@@ -445,7 +506,10 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     // Then the manifest: its signature, and every file against it.
     let sig = fs::read_to_string(dir.join("manifest.sig")).unwrap_or_default();
     if !checkpoint::verify_detached(&key, DOMAIN_BUNDLE, &manifest_bytes, &sig) {
-        problems.push("manifest.sig does not verify: the manifest was altered or signed by another key".into());
+        problems.push(
+            "manifest.sig does not verify: the manifest was altered or signed by another key"
+                .into(),
+        );
     }
     if manifest.format != FORMAT {
         problems.push(format!("unknown bundle format {:?}", manifest.format));
@@ -453,11 +517,15 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     for (name, expected) in &manifest.files {
         match sha256_file(&dir.join(name)) {
             Ok(actual) if &actual == expected => {}
-            Ok(_) => problems.push(format!("{name} does not match its sha256 in the manifest (altered)")),
+            Ok(_) => problems.push(format!(
+                "{name} does not match its sha256 in the manifest (altered)"
+            )),
             Err(_) => problems.push(format!("{name} is missing")),
         }
     }
-    if problems.is_empty() && (manifest.entries != chain.entries || manifest.head_hash != chain.head_hash) {
+    if problems.is_empty()
+        && (manifest.entries != chain.entries || manifest.head_hash != chain.head_hash)
+    {
         problems.push(format!(
             "manifest says {} entries ending in {}, entries.jsonl has {} ending in {}",
             manifest.entries, manifest.head_hash, chain.entries, chain.head_hash

@@ -45,10 +45,19 @@ pub fn to_ocsf(e: &Entry) -> Value {
     event.insert("activity_id".into(), json!(activity));
     event.insert("type_uid".into(), json!(class * 100 + activity));
     event.insert("time".into(), json!(e.ts_ns / 1_000_000));
-    event.insert("severity_id".into(), json!(if disposition_id == 2 { 3 } else { 1 }));
+    event.insert(
+        "severity_id".into(),
+        json!(if disposition_id == 2 { 3 } else { 1 }),
+    );
     event.insert("disposition_id".into(), json!(disposition_id));
     event.insert("disposition".into(), json!(disposition_name));
-    event.insert("message".into(), json!(format!("{} {} {}: {}", e.agent, e.action, e.target, e.decision)));
+    event.insert(
+        "message".into(),
+        json!(format!(
+            "{} {} {}: {}",
+            e.agent, e.action, e.target, e.decision
+        )),
+    );
     event.insert(
         "metadata".into(),
         json!({
@@ -90,7 +99,12 @@ pub fn to_ocsf(e: &Entry) -> Value {
 fn split_target(t: &str) -> Option<(String, u16)> {
     let addr = t.split('/').next()?;
     let (host, port) = addr.rsplit_once(':')?;
-    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port.parse().ok()?,
+    ))
 }
 
 #[cfg(test)]

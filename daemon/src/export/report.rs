@@ -67,7 +67,12 @@ fn chart(c: &Contents, decisions: &[&Entry]) -> String {
             _ => buckets[i][1] += 1,
         }
     }
-    let max = buckets.iter().map(|b| b.iter().sum::<u64>()).max().unwrap_or(1).max(1);
+    let max = buckets
+        .iter()
+        .map(|b| b.iter().sum::<u64>())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let (w, h, bar) = (960.0, 180.0, 960.0 / BUCKETS as f64);
     let mut svg = format!(
         "<svg role=img aria-label='decisions over time' width='{w}' height='{}' viewBox='0 0 {w} {}' xmlns='http://www.w3.org/2000/svg'>",
@@ -106,8 +111,11 @@ fn chart(c: &Contents, decisions: &[&Entry]) -> String {
 pub fn render(c: &Contents) -> String {
     let window: Vec<&Entry> = c.entries.iter().filter(|e| in_window(c, e)).collect();
     // Kernel decisions, and holds (recorded as their own kind).
-    let decisions: Vec<&Entry> =
-        window.iter().copied().filter(|e| e.kind == "decision" || e.kind == "hold").collect();
+    let decisions: Vec<&Entry> = window
+        .iter()
+        .copied()
+        .filter(|e| e.kind == "decision" || e.kind == "hold")
+        .collect();
     let mut per_agent: BTreeMap<&str, Counts> = BTreeMap::new();
     for e in &window {
         let counts = per_agent.entry(&e.agent).or_default();
@@ -138,10 +146,18 @@ pub fn render(c: &Contents) -> String {
     );
     match &c.verification {
         Ok(summary) => {
-            let _ = write!(h, "<p class=ok><b>Verified on the host at export:</b> {}</p>", esc(summary));
+            let _ = write!(
+                h,
+                "<p class=ok><b>Verified on the host at export:</b> {}</p>",
+                esc(summary)
+            );
         }
         Err(problem) => {
-            let _ = write!(h, "<p class=bad><b>Verification FAILED on the host at export:</b> {}</p>", esc(problem));
+            let _ = write!(
+                h,
+                "<p class=bad><b>Verification FAILED on the host at export:</b> {}</p>",
+                esc(problem)
+            );
         }
     }
     h.push_str("<p class=meta>Re-check independently with <code>warden evidence verify DIR</code> (no daemon or database needed); compare the key id with the one the host's <code>warden status</code> prints.</p>");
@@ -269,6 +285,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -28,8 +28,17 @@ pub mod names {
     /// so agents stay enforced (and their actions counted and queued) while
     /// no daemon runs. Scratch maps are not state and are not pinned.
     pub const PINNED_MAPS: [&str; 11] = [
-        AGENTS, NET4_RULES, NET6_RULES, EVENTS, COUNTERS, HELD, GRANTS, EXEC_RULES, FILE_RULES,
-        SYS_EXIT_MODE, AGENT_COUNTERS,
+        AGENTS,
+        NET4_RULES,
+        NET6_RULES,
+        EVENTS,
+        COUNTERS,
+        HELD,
+        GRANTS,
+        EXEC_RULES,
+        FILE_RULES,
+        SYS_EXIT_MODE,
+        AGENT_COUNTERS,
     ];
     pub const HELD: &str = "HELD";
     pub const GRANTS: &str = "GRANTS";
@@ -345,8 +354,7 @@ impl HoldKey {
             proto: 0,
             _pad: [0; 7],
             addr: [
-                d[0], d[1], d[2], d[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, 0,
-                0,
+                d[0], d[1], d[2], d[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, 0, 0,
             ],
         }
     }

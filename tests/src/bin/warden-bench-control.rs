@@ -34,10 +34,13 @@ fn mark(ok: bool) -> &'static str {
 }
 
 fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 fn sample_entry(i: u64) -> NewEntry {
@@ -71,8 +74,9 @@ fn evidence() {
     const BATCH: u64 = 1_000;
     let dir = tempfile::tempdir().unwrap();
     let mut store = EvidenceStore::open(&dir.path().join("bench.db")).unwrap();
-    let batches: Vec<Vec<NewEntry>> =
-        (0..N / BATCH).map(|b| (0..BATCH).map(|i| sample_entry(b * BATCH + i)).collect()).collect();
+    let batches: Vec<Vec<NewEntry>> = (0..N / BATCH)
+        .map(|b| (0..BATCH).map(|i| sample_entry(b * BATCH + i)).collect())
+        .collect();
     let t = Instant::now();
     for batch in &batches {
         store.append(batch, Durability::Batched).unwrap();
@@ -82,9 +86,18 @@ fn evidence() {
     let report = warden::evidence::verify_store(&store).unwrap();
     let verify = report.entries as f64 / t.elapsed().as_secs_f64();
     let size = std::fs::metadata(dir.path().join("bench.db")).map_or(0, |m| m.len());
-    println!("evidence ({N} decision entries, {} bytes per entry on disk)", size / N);
-    println!("  append, group commit of {BATCH}  {append:>10.0} entries/s   (target >= 50000: {})", mark(append >= 50_000.0));
-    println!("  verify full chain, one core  {verify:>10.0} entries/s   (target >= 1000000: {})", mark(verify >= 1_000_000.0));
+    println!(
+        "evidence ({N} decision entries, {} bytes per entry on disk)",
+        size / N
+    );
+    println!(
+        "  append, group commit of {BATCH}  {append:>10.0} entries/s   (target >= 50000: {})",
+        mark(append >= 50_000.0)
+    );
+    println!(
+        "  verify full chain, one core  {verify:>10.0} entries/s   (target >= 1000000: {})",
+        mark(verify >= 1_000_000.0)
+    );
 }
 
 fn hold(rounds: usize) {
@@ -100,7 +113,12 @@ fn hold(rounds: usize) {
     let (mut from_start, mut from_return) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let child = Command::new(probe_bin())
-            .args(["join", cg.to_str().unwrap(), "connect-timed", &format!("127.0.0.1:{}", l.port)])
+            .args([
+                "join",
+                cg.to_str().unwrap(),
+                "connect-timed",
+                &format!("127.0.0.1:{}", l.port),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -147,18 +165,31 @@ fn kill(rounds: usize) {
     let cg = env.agent_cgroup("victim");
     let addr = format!("127.0.0.1:{}", l.port);
     let probe = |args: &[&str]| {
-        let out = Command::new(probe_bin()).arg("join").arg(&cg).args(args).output().unwrap();
+        let out = Command::new(probe_bin())
+            .arg("join")
+            .arg(&cg)
+            .args(args)
+            .output()
+            .unwrap();
         stdout(&out)
     };
     let (mut to_kernel, mut wall) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        assert!(probe(&["connect", &addr]).starts_with("ok"), "allowed before the kill");
+        assert!(
+            probe(&["connect", &addr]).starts_with("ok"),
+            "allowed before the kill"
+        );
         let t = Instant::now();
         let said = env.ok(&["kill", "victim", "--reason", "bench"]);
         let elapsed = t.elapsed();
         // The flag is in: the next action is refused.
         assert_eq!(probe(&["connect", &addr]), format!("errno={}", libc::EPERM));
-        let ms: f64 = said.split(" in ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+        let ms: f64 = said
+            .split(" in ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
         to_kernel.push(ms);
         wall.push(elapsed.as_secs_f64() * 1e3);
         env.ok(&["revive", "victim", "--reason", "bench"]);

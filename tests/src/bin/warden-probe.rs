@@ -106,7 +106,10 @@ fn run(args: &[String]) -> ExitCode {
                 eprintln!("usage: warden-probe join CGROUP SUBCOMMAND...");
                 return ExitCode::from(2);
             };
-            if let Err(e) = std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string()) {
+            if let Err(e) = std::fs::write(
+                format!("{cgroup}/cgroup.procs"),
+                std::process::id().to_string(),
+            ) {
                 eprintln!("join {cgroup}: {e}");
                 return ExitCode::from(2);
             }
@@ -115,10 +118,13 @@ fn run(args: &[String]) -> ExitCode {
         Some("connect-timed") => {
             let to = addr(args.get(1));
             let result = TcpStream::connect_timeout(&to, Duration::from_secs(600)).map(drop);
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: clock_gettime writes into the timespec we own.
             unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-            let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+            let ns = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
             match result {
                 Ok(()) => println!("ok {ns}"),
                 Err(e) => println!("errno={} {ns}", e.raw_os_error().unwrap_or(-1)),
@@ -148,18 +154,18 @@ fn run(args: &[String]) -> ExitCode {
             std::thread::sleep(Duration::from_secs(secs));
             ExitCode::SUCCESS
         }
-        Some("read") => report_read(open_read(&arg(&args, 1), libc::O_RDONLY)),
-        Some("append") => report(append(&arg(&args, 1), &arg(&args, 2))),
-        Some("openat2") => report_read(openat2_read(&arg(&args, 1))),
-        Some("open32") => report_read(open32_read(&arg(&args, 1))),
+        Some("read") => report_read(open_read(&arg(args, 1), libc::O_RDONLY)),
+        Some("append") => report(append(&arg(args, 1), &arg(args, 2))),
+        Some("openat2") => report_read(openat2_read(&arg(args, 1))),
+        Some("open32") => report_read(open32_read(&arg(args, 1))),
         Some("race-open") => {
-            let n = arg(&args, 3).parse().unwrap_or(100_000);
-            race_open(&arg(&args, 1), &arg(&args, 2), n)
+            let n = arg(args, 3).parse().unwrap_or(100_000);
+            race_open(&arg(args, 1), &arg(args, 2), n)
         }
-        Some("race-read") => race_read(&arg(&args, 1)),
-        Some("race-exec") => race_exec(&arg(&args, 1), &arg(&args, 2), &arg(&args, 3)),
-        Some("exec") => exec(&arg(&args, 1), &args[2..]),
-        Some("truncate") => report(truncate(&arg(&args, 1))),
+        Some("race-read") => race_read(&arg(args, 1)),
+        Some("race-exec") => race_exec(&arg(args, 1), &arg(args, 2), &arg(args, 3)),
+        Some("exec") => exec(&arg(args, 1), &args[2..]),
+        Some("truncate") => report(truncate(&arg(args, 1))),
         _ => {
             eprintln!(
                 "usage: warden-probe connect|udp ADDR:PORT | sleep SECS | read|openat2|open32 PATH \
