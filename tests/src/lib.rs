@@ -377,3 +377,62 @@ pub fn approvals(env: &TestEnv, all: bool) -> Vec<serde_json::Value> {
     }
     serde_json::from_str(&env.ok(&args)).expect("approvals JSON")
 }
+
+/// The probe binary by canonical path (what exec rules and evidence see).
+pub fn probe_path() -> String {
+    probe_bin()
+        .canonicalize()
+        .expect("probe binary")
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
+}
+
+/// Test binaries and files under the test's directory, by canonical path
+/// (exec and file rules match the path the kernel resolves).
+pub struct Files {
+    root: PathBuf,
+}
+
+impl Files {
+    pub fn new(env: &TestEnv) -> Self {
+        std::fs::create_dir_all(env.dir.path().join("files")).expect("files dir");
+        let root = env
+            .dir
+            .path()
+            .join("files")
+            .canonicalize()
+            .expect("files dir");
+        for d in ["bin", "public", "work", "other", "markers"] {
+            std::fs::create_dir_all(root.join(d)).expect("files subdir");
+        }
+        Self { root }
+    }
+
+    pub fn path(&self, rel: &str) -> String {
+        self.root
+            .join(rel)
+            .to_str()
+            .expect("utf-8 path")
+            .to_string()
+    }
+
+    /// A copy of a system binary under bin/.
+    pub fn binary(&self, name: &str, from: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let to = self.root.join("bin").join(name);
+        std::fs::copy(from, &to).expect("copy binary");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        to.to_str().expect("utf-8 path").to_string()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> String {
+        std::fs::write(self.root.join(rel), content).expect("write test file");
+        self.path(rel)
+    }
+
+    /// Where a test binary would leave a marker if it ran.
+    pub fn marker(&self, name: &str) -> String {
+        self.path(&format!("markers/{name}"))
+    }
+}

@@ -8,7 +8,7 @@
 
 use rusqlite::{params, Connection};
 use warden::evidence::{Entry, EvidenceStore, Filter};
-use warden_tests::{can_run, stderr, Listener, TestEnv};
+use warden_tests::{can_run, stderr, wait_until, Listener, TestEnv};
 
 /// A daemon that signs a checkpoint every 3 entries, some agent activity,
 /// then a clean stop (which signs a final checkpoint).
@@ -260,28 +260,30 @@ fn the_log_streams_to_a_siem_as_ocsf_and_follows_new_entries() {
     assert_eq!(entry["agent"], "late");
 }
 
-#[test]
-fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
-    if !can_run("evidence_overflow") {
-        return;
-    }
+/// An agent allowed to send UDP to a local port, whose 80,000 sends hit a
+/// ring buffer nobody drains (the daemon is SIGSTOPped meanwhile). Returns
+/// the environment and what the probe saw: (sent, refused with EPERM).
+fn flood_with_the_daemon_stopped(
+    name: &str,
+    agent: &str,
+    on_evidence_loss: &str,
+) -> (TestEnv, u64, u64) {
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sink.local_addr().unwrap().port();
-    let mut env = TestEnv::new("evoverflow");
+    let mut env = TestEnv::new(name);
     env.write_policy(
         "p.yaml",
-        &format!("version: 1\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
+        &format!("version: 1\non_evidence_loss: {on_evidence_loss}\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
     );
     env.start_daemon();
-    env.add_agent("flood", "p.yaml");
+    env.add_agent(agent, "p.yaml");
     let pid = env.daemon_pid().unwrap() as i32;
-    // Stop the reader: nothing drains the ring buffer (4 MiB) any more.
     // SAFETY: kill(2) on the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let out = std::process::Command::new(warden_tests::probe_bin())
         .args([
             "join",
-            env.agent_cgroup("flood").to_str().unwrap(),
+            env.agent_cgroup(agent).to_str().unwrap(),
             "udp-flood",
             &format!("127.0.0.1:{port}"),
             "80000",
@@ -291,23 +293,41 @@ fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let eperm: u64 = said
-        .split("eperm=")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let sent: u64 = said
-        .split("sent=")
-        .nth(1)
-        .and_then(|n| n.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
+    let field = |name: &str| -> u64 {
+        said.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|n| n.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("probe output lacks {name}: {said}"))
+    };
+    (env, field("sent"), field("eperm"))
+}
+
+/// Decisions the log holds for `agent`, once the reader has caught up with
+/// `expected` of them (the backlog drains after the gap entry is written).
+fn recorded_decisions(env: &TestEnv, agent: &str, expected: u64) -> u64 {
+    let count = || {
+        env.evidence()
+            .iter()
+            .filter(|e| e["kind"] == "decision" && e["agent"] == agent)
+            .count() as u64
+    };
+    wait_until("the reader drains the backlog", || count() >= expected);
+    count()
+}
+
+#[test]
+fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
+    if !can_run("evidence_overflow") {
+        return;
+    }
+    let (env, sent, eperm) = flood_with_the_daemon_stopped("evoverflow", "flood", "deny");
     assert!(
         eperm > 0,
-        "fail-closed: allowed sends were refused once nothing could record them ({said})"
+        "fail-closed: allowed sends were refused once nothing could record them"
     );
     assert!(
         sent > 30_000,
-        "the buffer held tens of thousands first ({said})"
+        "the buffer held tens of thousands first ({sent})"
     );
     let gap = env.wait_for_evidence("lost-events gap", |e| {
         e["kind"] == "gap" && e["action"] == "evidence.lost"
@@ -321,15 +341,11 @@ fn a_full_ring_buffer_refuses_actions_and_the_log_counts_them() {
         gap["owner"], "system",
         "the gap names the agent's owner: {gap}"
     );
-    // The gap may be written before the reader has drained the backlog.
-    let recorded = || {
-        env.evidence()
-            .iter()
-            .filter(|e| e["kind"] == "decision" && e["decision"] == "allow")
-            .count() as u64
-    };
-    wait_until(|| recorded() >= sent);
-    assert_eq!(recorded(), sent, "every allowed send is in the log");
+    assert_eq!(
+        recorded_decisions(&env, "flood", sent),
+        sent,
+        "every allowed send is in the log"
+    );
 }
 
 #[test]
@@ -337,67 +353,18 @@ fn on_evidence_loss_allow_lets_allowed_actions_through_and_counts_them() {
     if !can_run("evidence_overflow_open") {
         return;
     }
-    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = sink.local_addr().unwrap().port();
-    let mut env = TestEnv::new("evfailopen");
-    env.write_policy(
-        "p.yaml",
-        &format!("version: 1\non_evidence_loss: allow\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
-    );
-    env.start_daemon();
-    env.add_agent("openflood", "p.yaml");
-    let pid = env.daemon_pid().unwrap() as i32;
-    // SAFETY: kill(2) on the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let out = std::process::Command::new(warden_tests::probe_bin())
-        .args([
-            "join",
-            env.agent_cgroup("openflood").to_str().unwrap(),
-            "udp-flood",
-            &format!("127.0.0.1:{port}"),
-            "80000",
-        ])
-        .output()
-        .unwrap();
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let eperm: u64 = said
-        .split("eperm=")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u64::MAX);
-    let sent: u64 = said
-        .split("sent=")
-        .nth(1)
-        .and_then(|n| n.split(' ').next()?.parse().ok())
-        .unwrap_or(0);
-    assert_eq!(eperm, 0, "fail-open: no send was refused ({said})");
-    assert!(sent > 30_000, "the sends went ahead ({said})");
+    let (env, sent, eperm) = flood_with_the_daemon_stopped("evfailopen", "openflood", "allow");
+    assert_eq!(eperm, 0, "fail-open: no send was refused");
+    assert!(sent > 30_000, "the sends went ahead ({sent})");
     let gap = env.wait_for_evidence("allowed-unrecorded gap", |e| {
         e["kind"] == "gap" && e["action"] == "evidence.lost" && e["agent"] == "openflood"
     });
     assert_eq!(gap["details"]["lost"], 0, "nothing was refused: {gap}");
     let unrecorded = gap["details"]["allowed_unrecorded"].as_u64().unwrap();
     assert!(unrecorded > 0, "the ring buffer overflowed: {gap}");
-    let recorded = || {
-        env.evidence()
-            .iter()
-            .filter(|e| e["kind"] == "decision" && e["agent"] == "openflood")
-            .count() as u64
-    };
-    wait_until(|| recorded() + unrecorded >= sent);
     assert_eq!(
-        recorded() + unrecorded,
+        recorded_decisions(&env, "openflood", sent - unrecorded) + unrecorded,
         sent,
         "the gap counts exactly the unrecorded sends: {gap}"
     );
-}
-
-/// Polls `done` for up to 10 s (the reader may still be draining a backlog).
-fn wait_until(done: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !done() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }

@@ -14,59 +14,13 @@
 )]
 
 use std::{
-    os::unix::{
-        fs::{MetadataExt, PermissionsExt},
-        process::ExitStatusExt,
-    },
+    os::unix::{fs::MetadataExt, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
 use serde_json::Value;
-use warden_tests::{can_run, probe_bin, stderr, stdout, wait_until, TestEnv};
-
-/// A directory of test binaries and files, by canonical path (the kernel
-/// matches resolved paths).
-struct Files {
-    root: PathBuf,
-}
-
-impl Files {
-    fn new(env: &TestEnv) -> Self {
-        std::fs::create_dir_all(env.dir.path().join("files")).unwrap();
-        let root = env.dir.path().join("files").canonicalize().unwrap();
-        for d in ["bin", "public", "work", "other", "markers"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        Self { root }
-    }
-
-    fn path(&self, rel: &str) -> String {
-        self.root.join(rel).to_str().unwrap().to_string()
-    }
-
-    /// A copy of a system binary under bin/.
-    fn binary(&self, name: &str, from: &str) -> String {
-        let to = self.root.join("bin").join(name);
-        std::fs::copy(from, &to).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-        to.to_str().unwrap().to_string()
-    }
-
-    fn write(&self, rel: &str, content: &str) -> String {
-        std::fs::write(self.root.join(rel), content).unwrap();
-        self.path(rel)
-    }
-}
-
-fn probe() -> String {
-    probe_bin()
-        .canonicalize()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use warden_tests::{can_run, probe_bin, probe_path, stderr, stdout, wait_until, Files, TestEnv};
 
 /// `dev:ino` as `stat()` reports them, as evidence records identities.
 fn identity(path: &str) -> String {
@@ -135,7 +89,7 @@ rules:
     decision: allow
 ",
             bin = f.path("bin"),
-            probe = probe(),
+            probe = probe_path(),
         ),
     );
     env.start_daemon();
@@ -472,7 +426,7 @@ rules:
     exec: {{ path: {ok} }}
     decision: allow
 ",
-            probe = probe()
+            probe = probe_path()
         ),
     );
     env.start_daemon();

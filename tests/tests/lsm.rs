@@ -14,13 +14,13 @@
 )]
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
-    path::{Path, PathBuf},
+    os::unix::process::ExitStatusExt,
+    path::Path,
     process::{Child, Command, Output, Stdio},
 };
 
 use serde_json::Value;
-use warden_tests::{approvals, probe_bin, state_of, stdout, wait_until, TestEnv};
+use warden_tests::{approvals, probe_path, state_of, stdout, wait_until, Files, TestEnv};
 
 /// True only inside the guest: BPF LSM active and the xtask's marker set.
 /// Everything here needs both; elsewhere the tests say so and return.
@@ -40,51 +40,6 @@ fn in_vm(test: &str) -> bool {
          bpf in the LSM list: {bpf_lsm}, WARDEN_IN_VM=1: {marked})"
     );
     false
-}
-
-/// Test binaries and files under the test's directory, by canonical path.
-struct Files {
-    root: PathBuf,
-}
-
-impl Files {
-    fn new(env: &TestEnv) -> Self {
-        std::fs::create_dir_all(env.dir.path().join("files")).unwrap();
-        let root = env.dir.path().join("files").canonicalize().unwrap();
-        for d in ["bin", "public", "work", "markers"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        Self { root }
-    }
-
-    fn path(&self, rel: &str) -> String {
-        self.root.join(rel).to_str().unwrap().to_string()
-    }
-
-    fn binary(&self, name: &str, from: &str) -> String {
-        let to = self.root.join("bin").join(name);
-        std::fs::copy(from, &to).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-        to.to_str().unwrap().to_string()
-    }
-
-    fn write(&self, rel: &str, content: &str) -> String {
-        std::fs::write(self.root.join(rel), content).unwrap();
-        self.path(rel)
-    }
-
-    fn marker(&self, name: &str) -> String {
-        self.path(&format!("markers/{name}"))
-    }
-}
-
-fn probe() -> String {
-    probe_bin()
-        .canonicalize()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// What every dynamically linked program needs to start (see exec_file.rs).
@@ -177,7 +132,7 @@ rules:
     decision: allow
 ",
             bin = f.path("bin"),
-            probe = probe(),
+            probe = probe_path(),
         ),
     );
     env.start_daemon();
@@ -357,7 +312,7 @@ rules:
     exec: {{ path: {probe} }}
     decision: allow
 ",
-            probe = probe()
+            probe = probe_path()
         ),
     );
     env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "lsm")]);
@@ -382,7 +337,16 @@ rules:
 /// Starts `probe exec BIN MARKER` as `agent` without waiting for it.
 fn spawn_exec(env: &TestEnv, agent: &str, bin: &str, marker: &str) -> Child {
     env.warden()
-        .args(["run", "--agent", agent, "--", &probe(), "exec", bin, marker])
+        .args([
+            "run",
+            "--agent",
+            agent,
+            "--",
+            &probe_path(),
+            "exec",
+            bin,
+            marker,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -422,7 +386,7 @@ rules:
     exec: {{ path: {probe} }}
     decision: allow
 ",
-            probe = probe()
+            probe = probe_path()
         ),
     );
     env.start_daemon();
