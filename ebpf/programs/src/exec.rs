@@ -15,15 +15,12 @@
 //! (`lsm.rs`), which decides from the same rules and fails the exec instead.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, generated,
-    },
+    helpers::generated,
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, path_flags, rule, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
+    agent_counter, agent_flags, counter, path_flags, rule, AgentInfo, Decision, EventKind, ExecEvent,
     Method, EVENT_PATH_BYTES, SIGKILL,
 };
 
@@ -130,26 +127,18 @@ pub fn fill_event(
     s: &Scratch,
 ) {
     let c = &j.carry;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: `ev` points at a reserved ExecEvent in the ring buffer; every
     // field is written before submit.
     unsafe {
-        (*ev).header = EventHeader {
-            kind: EventKind::Exec as u32,
-            decision: decision as u32,
-            method: method as u32,
-            rule_idx: j.rule_idx,
-            agent_id: c.agent_id,
-            policy_gen: c.policy_gen,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            cgroup_id: c.cgroup_id,
-            boot_ns: bpf_ktime_get_boot_ns(),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
+        (*ev).header = crate::event_header(
+            EventKind::Exec,
+            decision,
+            method,
+            j.rule_idx,
+            c.agent_id,
+            c.policy_gen,
+            c.cgroup_id,
+        );
         (*ev).dev = c.dev;
         (*ev).flags = flags;
         (*ev).ino = c.ino;

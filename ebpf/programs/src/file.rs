@@ -22,11 +22,10 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated,
+    bpf_get_current_task_btf, generated,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision, EventHeader,
+    access, agent_counter, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision,
     EventKind, FileRule, Method, OpenEvent, PathRule, SIGKILL,
 };
 
@@ -294,25 +293,17 @@ pub fn fill_event(
     s: &Scratch,
 ) {
     let c = &j.carry;
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: `ev` points at a reserved OpenEvent; every field is written.
     unsafe {
-        (*ev).header = EventHeader {
-            kind: EventKind::Open as u32,
-            decision: decision as u32,
-            method: method as u32,
-            rule_idx: j.rule_idx,
-            agent_id: c.agent_id,
-            policy_gen: c.policy_gen,
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            cgroup_id: c.cgroup_id,
-            boot_ns: bpf_ktime_get_boot_ns(),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
+        (*ev).header = crate::event_header(
+            EventKind::Open,
+            decision,
+            method,
+            j.rule_idx,
+            c.agent_id,
+            c.policy_gen,
+            c.cgroup_id,
+        );
         (*ev).dev = c.dev;
         (*ev).flags = flags;
         (*ev).ino = c.ino;

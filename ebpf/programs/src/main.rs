@@ -31,10 +31,13 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use aya_ebpf::helpers::bpf_get_current_cgroup_id;
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+};
 use warden_common::{
-    agent_counter, agent_flags, limits, AgentCounters, AgentInfo, FileRule, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule,
+    agent_counter, agent_flags, limits, AgentCounters, AgentInfo, Decision, EventHeader, EventKind,
+    FileRule, HoldKey, Method, Net4Key, Net6Key, NetRules, PathKey, PathRule,
 };
 
 #[map]
@@ -156,6 +159,39 @@ fn governing_agent(class: u32) -> Option<(u64, AgentInfo)> {
         return None;
     }
     Some((cgroup_id, agent))
+}
+
+/// The header every event starts with: what was decided, under which
+/// policy version, and who the kernel says was calling.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn event_header(
+    kind: EventKind,
+    decision: Decision,
+    method: Method,
+    rule_idx: u32,
+    agent_id: u32,
+    policy_gen: u32,
+    cgroup_id: u64,
+) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    EventHeader {
+        kind: kind as u32,
+        decision: decision as u32,
+        method: method as u32,
+        rule_idx,
+        agent_id,
+        policy_gen,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        cgroup_id,
+        // SAFETY: a plain helper call with no arguments.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
 }
 
 /// `bpf_ringbuf_submit` flags for a decision of `size`

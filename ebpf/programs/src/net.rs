@@ -7,15 +7,14 @@
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, generated::bpf_set_retval,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval,
     },
     macros::cgroup_sock_addr,
     maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, limits, rule, AgentInfo, Decision, EventHeader, EventKind, HoldKey,
+    agent_counter, agent_flags, counter, limits, rule, AgentInfo, Decision, EventKind, HoldKey,
     Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
 };
 
@@ -154,24 +153,16 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         Decision::Deny => (Decision::Deny, Method::CgroupDeny),
         Decision::Hold => hold(cgroup_id, tid, &dest),
     };
-    let uid_gid = bpf_get_current_uid_gid();
     entry.write(NetEvent {
-        header: EventHeader {
-            kind: kind as u32,
-            decision: decision as u32,
-            method: method as u32,
+        header: crate::event_header(
+            kind,
+            decision,
+            method,
             rule_idx,
-            agent_id: agent.agent_id,
-            policy_gen: agent.policy_gen,
-            pid: (pid_tgid >> 32) as u32,
-            tid,
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
+            agent.agent_id,
+            agent.policy_gen,
             cgroup_id,
-            // SAFETY: a plain helper call with no arguments.
-            boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        },
+        ),
         family: dest.family,
         port: dest.port,
         proto: dest.proto,
