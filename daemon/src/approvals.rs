@@ -176,11 +176,7 @@ impl Approvals {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open)?;
+        let conn = crate::registry::open_database(path).map_err(open)?;
         // Decisions must survive a crash before they are acted on.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open)?;

@@ -134,6 +134,15 @@ pub fn valid_agent_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
 }
 
+/// Opens the shared database file the way every writer must: WAL, and a
+/// busy timeout so concurrent writers (daemon, CLI) wait for each other.
+pub(crate) fn open_database(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    Ok(conn)
+}
+
 pub struct Registry {
     conn: Connection,
 }
@@ -144,11 +153,7 @@ impl Registry {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open)?;
+        let conn = open_database(path).map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
         Ok(Self { conn })
     }
