@@ -333,6 +333,7 @@ impl Btf {
             task_ti_status: self.offset("task_struct", "thread_info.status", 4)?,
             valid: 1,
             file_f_flags: self.offset("file", "f_flags", 4)?,
+            task_start_time: self.offset("task_struct", "start_time", 8)?,
         })
     }
 }

@@ -421,8 +421,13 @@ struct Enforced {
     /// The policy in force has file rules (the `sys_exit` program decides
     /// the agent's opens).
     needs_file: bool,
-    /// The policy in force holds network actions (`sys_exit` stops them).
+    /// The policy in force holds actions that need `sys_exit`: network
+    /// holds (it stops them), and the fallback's paused execs and opens
+    /// (it guards them).
     needs_hold: bool,
+    /// The policy in force holds execs on the fallback (the page-fault
+    /// guard runs).
+    needs_fault_guard: bool,
 }
 
 struct Enforcer {
@@ -463,13 +468,18 @@ impl Enforcer {
                     agent,
                     policy,
                     facts,
-                } => match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
-                    Ok(Some(entry)) => self.record(entry),
-                    Ok(None) => {
-                        tracing::debug!(tid = ev.tid, "held action re-entered while pending")
+                } => {
+                    // First, before anything is written: the window in
+                    // which a SIGCONT could continue a paused thread.
+                    self.holds.seize_if_paused(&self.kernel, ev.pid, ev.tid);
+                    match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
+                        Ok(Some(entry)) => self.record(entry),
+                        Ok(None) => {
+                            tracing::debug!(tid = ev.tid, "held action re-entered while pending")
+                        }
+                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
                     }
-                    Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
-                },
+                }
                 Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
                     Ok(entry) => self.record(entry),
                     Err(e) => {
@@ -525,6 +535,9 @@ impl Enforcer {
                     if let Err(e) = self.holds.expire(&mut self.kernel, &mut record) {
                         tracing::error!(error = %crate::error_chain(&e), "expire holds");
                     }
+                    if let Err(e) = self.holds.reap(&mut self.kernel, &mut record) {
+                        tracing::error!(error = %crate::error_chain(&e), "finish ended holds");
+                    }
                     // Holds kept sys_exit attached after the last policy
                     // that holds went away: detach once they are done.
                     let stale = self.kernel.sys_exit_mode() & sys_exit_mode::HOLDS != 0
@@ -545,6 +558,9 @@ impl Enforcer {
                     let writer = &self.writer;
                     let mut record =
                         |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+                    if let Err(e) = self.holds.reseize(&self.kernel) {
+                        tracing::error!(error = %crate::error_chain(&e), "seize paused threads");
+                    }
                     match self.holds.replay(&mut self.kernel, &mut record) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(
@@ -685,14 +701,21 @@ impl Enforcer {
     /// `sys_exit` has not stopped yet. (A hook that read an agent's old
     /// policy just before a reload that drops its last hold rule could
     /// still mark a thread after this check; the window is one map update.)
+    /// The page-fault guard likewise, while some policy holds execs on
+    /// the fallback or a thread is in `HELD`.
     fn update_sys_exit(&mut self) -> Result<(), String> {
         let files = self.enforced.values().any(|e| e.needs_file);
+        let marked = self.kernel.marked_threads() > 0;
         let holds = self.enforced.values().any(|e| e.needs_hold)
-            || self.kernel.marked_threads() > 0
+            || marked
             || self
                 .holds
                 .list(false)
                 .map_or(true, |pending| !pending.is_empty());
+        let guard = marked || self.enforced.values().any(|e| e.needs_fault_guard);
+        self.kernel
+            .set_fault_guard(guard)
+            .map_err(|e| format!("tp_btf/page_fault_user: {}", crate::error_chain(&e)))?;
         let mut mode = 0;
         if holds {
             mode |= sys_exit_mode::HOLDS;
@@ -780,6 +803,7 @@ impl Enforcer {
                             revoked,
                             needs_file: none.file_governed,
                             needs_hold: false,
+                            needs_fault_guard: false,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -832,7 +856,12 @@ impl Enforcer {
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
         // (`update_sys_exit`).
-        let needs_hold = network_holds(&parsed);
+        let (needs_hold, needs_fault_guard) = hold_needs(&parsed, self.kernel.lsm());
+        if needs_fault_guard {
+            self.kernel
+                .set_fault_guard(true)
+                .map_err(|e| crate::error_chain(&e))?;
+        }
         let mut mode = self.kernel.sys_exit_mode();
         if needs_hold {
             mode |= sys_exit_mode::HOLDS;
@@ -862,6 +891,7 @@ impl Enforcer {
                 revoked,
                 needs_file: paths.file_governed,
                 needs_hold,
+                needs_fault_guard,
             },
         );
         let mut details = serde_json::Map::new();
@@ -1014,11 +1044,20 @@ fn check_supported(
 
 /// Whether a policy holds network actions (exec and file `hold` rules are
 /// enforced as deny and need no stop).
-fn network_holds(p: &policy::Policy) -> bool {
-    p.rules.iter().any(|r| {
-        r.decision == policy::Decision::Hold
-            && matches!(r.selector, policy::Selector::Connect { .. })
-    })
+/// What a policy's holds need of the global programs: (`sys_exit`, the
+/// page-fault guard). `sys_exit` stops network holds and guards the
+/// fallback's paused execs and opens; the page-fault guard is for paused
+/// execs. BPF LSM holds need neither.
+fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (bool, bool) {
+    let holds = |f: fn(&policy::Selector) -> bool| {
+        p.rules
+            .iter()
+            .any(|r| r.decision == policy::Decision::Hold && f(&r.selector))
+    };
+    let net = holds(|s| matches!(s, policy::Selector::Connect { .. }));
+    let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
+    let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
+    (net || exec || file, exec)
 }
 
 /// Sends a command to the enforcer and waits for its reply.
@@ -1580,14 +1619,27 @@ mod tests {
     }
 
     #[test]
-    fn only_network_holds_need_the_stop() {
+    fn holds_need_sys_exit_except_under_bpf_lsm() {
         let exec_hold = parse(
             "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: hold\n",
+        );
+        let file_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    file: { path: /etc/x, access: [read] }\n    decision: hold\n",
         );
         let net_hold = parse(
             "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: hold\n",
         );
-        assert!(!network_holds(&exec_hold));
-        assert!(network_holds(&net_hold));
+        let fallback = crate::lsm::LsmState::default();
+        let lsm = crate::lsm::LsmState {
+            exec: true,
+            file: true,
+            unavailable: None,
+        };
+        assert_eq!(hold_needs(&exec_hold, &fallback), (true, true));
+        assert_eq!(hold_needs(&file_hold, &fallback), (true, false));
+        assert_eq!(hold_needs(&net_hold, &fallback), (true, false));
+        assert_eq!(hold_needs(&exec_hold, &lsm), (false, false));
+        assert_eq!(hold_needs(&file_hold, &lsm), (false, false));
+        assert_eq!(hold_needs(&net_hold, &lsm), (true, false));
     }
 }

@@ -171,13 +171,16 @@ impl KernelEvent {
     pub fn hold_key(&self) -> HoldKey {
         let (addr, port, proto) = match &self.action {
             Action::Net { addr, port, proto } => (addr, port, proto),
-            // Held at lsm/bprm_check_security: bound to the binary.
+            // Held execs are bound to the binary.
             Action::Exec { file, .. } => {
                 let (dev, ino) = file.to_kernel();
                 return HoldKey::exec(self.cgroup_id, self.tid, dev, ino);
             }
-            // Opens are never held (hold is enforced as deny).
-            Action::Open { .. } => (&IpAddr::V4(Ipv4Addr::UNSPECIFIED), &0, &0),
+            // Held opens: to the file and the access.
+            Action::Open { file, access, .. } => {
+                let (dev, ino) = file.to_kernel();
+                return HoldKey::file(self.cgroup_id, self.tid, dev, ino, *access);
+            }
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {

@@ -5,11 +5,30 @@
 //! durably (approvals table and evidence) before it is applied to the kernel
 //! and the thread resumed, so a daemon that dies in between replays it on
 //! restart; and the action's outcome is recorded when the kernel reports it.
+//!
+//! Two kinds of hold. Where the hook can fail its syscall (cgroup network
+//! hooks, BPF LSM), the held thread is stopped inside the syscall, which
+//! restarts when it is continued, and the hook applies the decision
+//! written to `GRANTS`. The fallback's exec and open hooks run after the
+//! action took effect, so they *pause* the thread instead (`HELD` says
+//! `PAUSED`): the enforcer ptrace-seizes it at once, which makes the stop
+//! immune to SIGCONT (only the tracer can continue a traced thread), and
+//! carries out the decision itself: approval continues the thread,
+//! anything else kills it. The kernel kills a paused thread that runs
+//! again without a grant (a SIGCONT before the seize; see
+//! `ebpf/programs/src/hold.rs`).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
+use nix::{
+    sys::{
+        ptrace,
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    },
+    unistd::Pid,
+};
 use serde_json::json;
-use warden_common::{Decision, HoldKey};
+use warden_common::{held_state, Decision, HoldKey, HOLD_FAMILY_FILE};
 
 use crate::{
     actor::{Actor, Recorded},
@@ -69,11 +88,161 @@ pub enum Verdict {
 
 pub struct Holds {
     store: Approvals,
+    /// Paused threads this enforcer thread ptrace-seized: tid -> pid. Only
+    /// this thread may continue, detach or reap them.
+    seized: HashMap<u32, u32>,
+    /// `WARDEN_DISABLE_MECHANISMS=ptrace`: paused threads are not seized
+    /// (the kernel's guard alone keeps them from going on).
+    no_ptrace: bool,
+}
+
+/// A thread the fallback paused after its action took effect.
+fn is_paused(kernel: &Kernel, tid: u32) -> bool {
+    kernel
+        .held(tid)
+        .is_some_and(|h| matches!(h.state, held_state::PAUSED | held_state::EXEC_STOPPING))
+}
+
+/// The thread exists and has not exited.
+fn thread_alive(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        !matches!(state, Some('Z' | 'X') | None)
+    })
 }
 
 impl Holds {
     pub fn new(store: Approvals) -> Self {
-        Self { store }
+        let no_ptrace = std::env::var(crate::kernel::DISABLE_VAR)
+            .unwrap_or_default()
+            .split(',')
+            .any(|d| d.trim() == "ptrace");
+        Self {
+            store,
+            seized: HashMap::new(),
+            no_ptrace,
+        }
+    }
+
+    /// Called first for every hold event, before anything is written: if
+    /// the fallback paused the thread, seize it so that a SIGCONT can no
+    /// longer continue it. Seizing a thread that is stopped, or about to
+    /// stop, turns its stop into a ptrace stop.
+    pub fn seize_if_paused(&mut self, kernel: &Kernel, pid: u32, tid: u32) {
+        if self.no_ptrace || self.seized.contains_key(&tid) || !is_paused(kernel, tid) {
+            return;
+        }
+        match ptrace::seize(Pid::from_raw(tid as i32), ptrace::Options::empty()) {
+            Ok(()) => {
+                self.seized.insert(tid, pid);
+            }
+            Err(e) => tracing::warn!(
+                tid,
+                error = %e,
+                "cannot ptrace the paused thread: a SIGCONT before the decision gets it killed"
+            ),
+        }
+    }
+
+    /// Detaches a seized thread, leaving it stopped (or continued, if a
+    /// SIGCONT arrived meanwhile: the kernel's guard decides then).
+    fn release(&mut self, tid: u32) {
+        if self.seized.remove(&tid).is_some() {
+            if let Err(e) = ptrace::detach(Pid::from_raw(tid as i32), None) {
+                tracing::warn!(tid, error = %e, "ptrace detach");
+            }
+        }
+    }
+
+    /// Kills a paused thread's process and, if this thread traces it,
+    /// reaps the trace so the parent sees the exit.
+    fn kill_paused(&mut self, kernel: &mut Kernel, pid: u32, tid: u32) {
+        // SAFETY: tgkill; the pid/tid pair guards against a recycled tid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                pid as libc::c_int,
+                tid as libc::c_int,
+                libc::SIGKILL,
+            )
+        };
+        if self.seized.remove(&tid).is_some() {
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+            for _ in 0..1000 {
+                match waitpid(Pid::from_raw(tid as i32), Some(flags)) {
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
+                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
+                    Ok(_) => {}
+                }
+            }
+        }
+        kernel.forget_held(tid);
+    }
+
+    /// Paused threads that ended without a decision (killed by their
+    /// agent, by `warden kill`, or by the kernel's guard): their holds are
+    /// finished and recorded. Run on the enforcer's tick.
+    pub fn reap(
+        &mut self,
+        kernel: &mut Kernel,
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) -> Result<(), ApprovalError> {
+        // Collect the trace notifications of seized threads (stops are
+        // ignored; exits leave the thread for the check below).
+        let seized: Vec<u32> = self.seized.keys().copied().collect();
+        for tid in seized {
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+            loop {
+                match waitpid(Pid::from_raw(tid as i32), Some(flags)) {
+                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => {
+                        self.seized.remove(&tid);
+                        break;
+                    }
+                    Ok(WaitStatus::StillAlive) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        for a in self.store.list(false)? {
+            let paused = kernel
+                .held(a.job.tid)
+                .is_some_and(|h| h.state != held_state::STOP_AT_EXIT);
+            if !paused || thread_alive(a.job.pid, a.job.tid) {
+                continue;
+            }
+            let d = Decided {
+                status: Status::Rejected,
+                by: "warden",
+                role: "process-exit",
+                at_ns: clock::now_ns(),
+                reason: Some("the held process ended before a decision"),
+            };
+            if self.store.decide(a.id, &d)? {
+                self.seized.remove(&a.job.tid);
+                kernel.forget_held(a.job.tid);
+                self.store.mark_applied(a.id)?;
+                self.store.set_final_status(a.id, "ended")?;
+                let ended = paused_outcome(&a, false, "ended", "the process ended while held");
+                for entry in [approval_entry(&Actor::current(), &a, &d), ended] {
+                    if let Err(e) = record(entry) {
+                        tracing::error!(id = a.id, error = %e, "record the end of a hold");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses are re-seized after a restart (the previous daemon's trace
+    /// ended with it).
+    pub fn reseize(&mut self, kernel: &Kernel) -> Result<(), ApprovalError> {
+        for a in self.store.list(false)? {
+            self.seize_if_paused(kernel, a.job.pid, a.job.tid);
+        }
+        Ok(())
     }
 
     pub fn list(&self, all: bool) -> Result<Vec<Approval>, ApprovalError> {
@@ -255,7 +424,7 @@ impl Holds {
             return Err(format!("hold {id} was decided by someone else just now"));
         }
         record(approval_entry(&actor, &a, &d))?;
-        self.apply(kernel, &a, status);
+        self.apply(kernel, &a, status, record);
         Ok(match status {
             Status::Approved => format!("hold {id}: approved; the action proceeds"),
             Status::Rejected => format!("hold {id}: rejected; the action is refused"),
@@ -267,7 +436,17 @@ impl Holds {
     }
 
     /// Writes the decision to the kernel and resumes the thread.
-    fn apply(&mut self, kernel: &mut Kernel, a: &Approval, status: Status) {
+    fn apply(
+        &mut self,
+        kernel: &mut Kernel,
+        a: &Approval,
+        status: Status,
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) {
+        if is_paused(kernel, a.job.tid) {
+            self.apply_paused(kernel, a, status, record);
+            return;
+        }
         let decision = match status {
             Status::Approved => Some(Decision::Allow),
             Status::Rejected | Status::Expired => Some(Decision::Deny),
@@ -309,7 +488,7 @@ impl Holds {
                 if let Err(e) = record(approval_entry(&Actor::current(), &a, &d)) {
                     tracing::error!(id = a.id, error = %e, "record expiry");
                 }
-                self.apply(kernel, &a, Status::Expired);
+                self.apply(kernel, &a, Status::Expired, record);
             }
         }
         Ok(())
@@ -346,10 +525,106 @@ impl Holds {
             if let Err(e) = record(entry) {
                 tracing::error!(id = a.id, error = %e, "record replay");
             }
-            self.apply(kernel, a, a.status);
+            self.apply(kernel, a, a.status, record);
         }
         Ok(pending.len())
     }
+}
+
+impl Holds {
+    /// Carries out a decision on a paused thread (its action already took
+    /// effect): continue it, or kill it. A conflict is decided again here,
+    /// from the agent's rules in force now, by the kernel's own lookup; a
+    /// rule that holds again refuses it (the agent's retry is then held
+    /// under the new policy).
+    fn apply_paused(
+        &mut self,
+        kernel: &mut Kernel,
+        a: &Approval,
+        status: Status,
+        record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
+    ) {
+        let (pid, tid) = (a.job.pid, a.job.tid);
+        let (go, how) = match status {
+            Status::Pending => return,
+            Status::Approved => (true, "approved: the thread was continued".to_string()),
+            Status::Rejected | Status::Expired => (
+                false,
+                format!("{}: the process was killed", status.as_str()),
+            ),
+            Status::Conflict => {
+                let key = key_from_hex(&a.hold_key);
+                let access = key
+                    .filter(|k| k.family == HOLD_FAMILY_FILE)
+                    .map(|k| u32::from(k.port));
+                let now =
+                    key.and_then(|k| kernel.decide_path_now(k.cgroup_id, access, &a.job.target));
+                let go = now == Some(Decision::Allow);
+                let said = match now {
+                    Some(Decision::Allow) => "allow: the thread was continued",
+                    Some(Decision::Hold) => "hold again: refused, the process was killed (a retry is held under the new policy)",
+                    _ => "deny: the process was killed",
+                };
+                (
+                    go,
+                    format!("decided again under the policy in force: {said}"),
+                )
+            }
+        };
+        let final_status = if go { "executed" } else { "refused" };
+        // Before the kill: the entry reads the process's facts.
+        let outcome = paused_outcome(a, go, final_status, &how);
+        if go {
+            if let Err(e) = kernel.grant_paused(tid) {
+                // Still paused; it can be decided again or expire.
+                tracing::error!(id = a.id, error = %crate::error_chain(&e), "write grant to kernel");
+                return;
+            }
+            self.release(tid);
+            resume(pid, tid);
+        } else {
+            self.kill_paused(kernel, pid, tid);
+        }
+        if let Err(e) = self
+            .store
+            .mark_applied(a.id)
+            .and_then(|()| self.store.set_final_status(a.id, final_status))
+        {
+            tracing::error!(id = a.id, error = %crate::error_chain(&e), "mark approval applied");
+        }
+        if let Err(e) = record(outcome) {
+            tracing::error!(id = a.id, error = %e, "record hold outcome");
+        }
+    }
+}
+
+/// The outcome entry of a paused hold, attributed to the held process as
+/// the kernel's outcome entries are.
+fn paused_outcome(a: &Approval, allowed: bool, final_status: &str, how: &str) -> NewEntry {
+    let mut details = serde_json::Map::new();
+    details.insert("approval_id".into(), json!(a.id));
+    details.insert("job_hash".into(), json!(a.job_hash));
+    details.insert("final_status".into(), json!(final_status));
+    details.insert("outcome".into(), json!(how));
+    details.insert(
+        "hold_mechanism".into(),
+        json!(
+            "paused after the action took effect (no BPF LSM); continued or killed by the daemon"
+        ),
+    );
+    let mut entry = Actor::of(a.job.uid, a.job.pid).entry(Recorded {
+        kind: "decision",
+        agent: &a.job.agent,
+        owner: &a.owner,
+        action: &a.job.action,
+        target: &a.job.target,
+        decision: if allowed { "allow" } else { "deny" },
+        policy_snapshot: &a.policy_snapshot,
+        details,
+    });
+    entry.rule_id = a.rule_id.clone();
+    entry.method = if allowed { "approved" } else { "rejected" }.into();
+    entry
 }
 
 /// The evidence entry for a decision on a hold: the fields an auditor

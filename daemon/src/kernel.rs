@@ -41,8 +41,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use warden_common::{
-    agent_flags, counter, names, AgentCounters, AgentInfo, Decision, FileRule, HoldKey,
-    KernelOffsets, Net4Key, Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
+    agent_flags, counter, held_state, names, AgentCounters, AgentInfo, Decision, FileRule, Held,
+    HoldKey, KernelOffsets, Net4Key, Net6Key, NetRules, PathKey, PathRule, SLOT_PREFIX_BITS,
 };
 
 use crate::policy::{CompiledNet, CompiledPaths};
@@ -103,6 +103,9 @@ pub struct Counters {
     pub denied: u64,
     pub held: u64,
     pub hold_failed: u64,
+    /// Threads a fallback hold stopped that ran again without a grant and
+    /// were killed.
+    pub hold_breach: u64,
     /// Denials whose SIGKILL could not be sent (exec and file opens).
     #[serde(default)]
     pub kill_failed: u64,
@@ -219,6 +222,10 @@ pub struct Kernel {
     /// force.
     sys_exit: Option<Pinned>,
     sys_exit_mode: u32,
+    /// The page-fault guard of held execs (`hold.rs`), loaded with the
+    /// exec fallback, and its link while attached.
+    fault_guard_loaded: bool,
+    fault_guard: Option<Pinned>,
     /// Why exec rules cannot be enforced on this kernel, if they cannot.
     exec_unavailable: Option<String>,
     /// Why file rules cannot be enforced on this kernel, if they cannot.
@@ -386,6 +393,23 @@ impl Kernel {
         if let Some(why) = &exec_unavailable {
             tracing::warn!(reason = %why, "exec rules cannot be enforced on this kernel");
         }
+        // The guard of execs the fallback holds: loaded with it, attached
+        // only while some policy holds execs (it runs at every user page
+        // fault on the machine).
+        let fault_guard_loaded = exec_link.is_some()
+            && {
+                let name = names::PROG_FAULT_GUARD;
+                let prog: Option<&mut BtfTracePoint> =
+                    bpf.program_mut(name).and_then(|p| p.try_into().ok());
+                match prog.map(|p| p.load(names::FAULT_TRACEPOINT, &btf)) {
+                    Some(Ok(())) => true,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %crate::error_chain(&e), "tp_btf/page_fault_user: held execs are guarded at sys_exit only");
+                        false
+                    }
+                    None => false,
+                }
+            };
         // Opens: the sys_exit program loaded above; check once that it can
         // attach here, so that a policy with file rules is refused up front
         // rather than when its agent is installed.
@@ -418,6 +442,8 @@ impl Kernel {
             installed: HashMap::new(),
             sys_exit: None,
             sys_exit_mode: 0,
+            fault_guard_loaded,
+            fault_guard: None,
             exec_unavailable,
             file_unavailable,
             lsm,
@@ -553,12 +579,129 @@ impl Kernel {
         array.set(0, mode, 0).map_err(map_err("update", name))
     }
 
-    /// Threads a hook marked for a stop that `sys_exit` has not sent yet.
+    /// Attaches the page-fault guard of held execs while `on` (some
+    /// policy holds execs on the fallback), detaches it otherwise.
+    pub fn set_fault_guard(&mut self, on: bool) -> Result<(), KernelError> {
+        if !self.fault_guard_loaded || on == self.fault_guard.is_some() {
+            return Ok(());
+        }
+        if let Some(pinned) = self.fault_guard.take() {
+            self.detach_links(vec![pinned]);
+        } else {
+            let name = names::PROG_FAULT_GUARD;
+            let attach_err = |source| KernelError::Attach {
+                name,
+                cgroup: "(global tracepoint page_fault_user)".into(),
+                source,
+            };
+            let prog: &mut BtfTracePoint = self
+                .bpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(KernelError::Missing {
+                    what: "tp_btf program",
+                    name,
+                })?;
+            let id = prog.attach().map_err(attach_err)?;
+            let link = FdLink::from(prog.take_link(id).map_err(attach_err)?);
+            self.fault_guard = Some(self.pin_link(link, "fault_guard")?);
+        }
+        tracing::info!(attached = on, "tp_btf/page_fault_user");
+        Ok(())
+    }
+
+    /// Threads in `HELD`: marked for a stop, or stopped by a fallback hold.
     pub fn marked_threads(&self) -> usize {
         self.bpf
             .map(names::HELD)
-            .and_then(|m| BpfHashMap::<_, u32, u32>::try_from(m).ok())
+            .and_then(|m| BpfHashMap::<_, u32, Held>::try_from(m).ok())
             .map_or(0, |held| held.keys().count())
+    }
+
+    /// The `HELD` entry of a thread, if it has one.
+    pub fn held(&self, tid: u32) -> Option<Held> {
+        let map = self.bpf.map(names::HELD)?;
+        let held = BpfHashMap::<_, u32, Held>::try_from(map).ok()?;
+        held.get(&tid, 0).ok()
+    }
+
+    /// Lets a thread a fallback hold stopped run again (it was approved):
+    /// the guards forget it when they next see it.
+    pub fn grant_paused(&mut self, tid: u32) -> Result<(), KernelError> {
+        let mut held: BpfHashMap<_, u32, Held> = self.map_mut(names::HELD)?;
+        let mut entry = held.get(&tid, 0).map_err(map_err("read", names::HELD))?;
+        entry.state = held_state::GRANTED;
+        held.insert(tid, entry, 0)
+            .map_err(map_err("update", names::HELD))
+    }
+
+    /// What an agent's rules in force say now about a path: an exec
+    /// (`access` None) or an open with `access` bits, the strictest access
+    /// deciding, as the kernel programs do (`exec::judge`, `file::judge`),
+    /// by the same longest-prefix lookup. For a hold the kernel cannot
+    /// decide again itself (see `holds.rs`). None: not an agent.
+    pub fn decide_path_now(
+        &self,
+        cgroup_id: u64,
+        access: Option<u32>,
+        path: &str,
+    ) -> Option<Decision> {
+        let agents: BpfHashMap<_, u64, AgentInfo> =
+            BpfHashMap::try_from(self.bpf.map(names::AGENTS)?).ok()?;
+        let info = agents.get(&cgroup_id, 0).ok()?;
+        if info.flags & agent_flags::REVOKED != 0 {
+            return Some(Decision::Deny);
+        }
+        // The key as the kernel builds it: the path and its NUL, cut to
+        // the key size.
+        let mut bytes = path.as_bytes().to_vec();
+        bytes.push(0);
+        bytes.truncate(warden_common::PATH_KEY_BYTES);
+        let mut key = PathKey {
+            slot: info.slot,
+            path: [0; warden_common::PATH_KEY_BYTES],
+        };
+        key.path[..bytes.len()].copy_from_slice(&bytes);
+        let key = Key::new(SLOT_PREFIX_BITS + 8 * bytes.len() as u32, key);
+        let decision = |stored: u8| Decision::from_u32(stored.into()).unwrap_or(Decision::Deny);
+        let strictness = |d: Decision| match d {
+            Decision::Allow => 0,
+            Decision::Hold => 1,
+            Decision::Deny => 2,
+        };
+        Some(match access {
+            None => {
+                let rules: LpmTrie<_, PathKey, PathRule> =
+                    LpmTrie::try_from(self.bpf.map(names::EXEC_RULES)?).ok()?;
+                rules
+                    .get(&key, 0)
+                    .map_or(Decision::Deny, |r| decision(r.decision))
+            }
+            Some(access) => {
+                let rules: LpmTrie<_, PathKey, FileRule> =
+                    LpmTrie::try_from(self.bpf.map(names::FILE_RULES)?).ok()?;
+                let Ok(r) = rules.get(&key, 0) else {
+                    return Some(Decision::Deny);
+                };
+                let mut out = Decision::Allow;
+                for (bit, rule) in [
+                    (warden_common::access::READ, r.read),
+                    (warden_common::access::WRITE, r.write),
+                ] {
+                    if access & bit != 0 && strictness(decision(rule.decision)) > strictness(out) {
+                        out = decision(rule.decision);
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// Forgets a thread's `HELD` entry (it was killed, or is gone).
+    pub fn forget_held(&mut self, tid: u32) {
+        if let Ok(mut held) = self.map_mut::<u32, Held>(names::HELD) {
+            let _ = held.remove(&tid);
+        }
     }
 
     /// Records a human decision on one held action, for the hook to apply
@@ -840,6 +983,7 @@ impl Kernel {
             denied: sum(counter::DENIED)?,
             held: sum(counter::HELD)?,
             hold_failed: sum(counter::HOLD_FAILED)?,
+            hold_breach: sum(counter::HOLD_BREACH)?,
             kill_failed: sum(counter::KILL_FAILED)?,
         })
     }

@@ -437,3 +437,25 @@ impl Files {
         self.path(&format!("markers/{name}"))
     }
 }
+
+/// The rules every dynamically linked program (the probe, coreutils) needs
+/// to start: the loader reads its cache and the libraries, and Rust's
+/// runtime reads /proc/self/maps. A policy with file rules governs every
+/// open, so tests' file policies start with these.
+pub const RUNTIME_FILES: &str = "
+  - id: loader-cache
+    file: { path: /etc/ld.so.cache, access: [read] }
+    decision: allow
+  - id: system-libraries
+    file: { prefix: /usr/lib/, access: [read] }
+    decision: allow
+  - id: proc
+    file: { prefix: /proc/, access: [read] }
+    decision: allow
+";
+
+/// The process was ended by SIGKILL (how the fallback refuses).
+pub fn killed(out: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(libc::SIGKILL)
+}

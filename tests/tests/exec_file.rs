@@ -14,22 +14,21 @@
 )]
 
 use std::{
-    os::unix::{fs::MetadataExt, process::ExitStatusExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use serde_json::Value;
-use warden_tests::{can_run, probe_bin, probe_path, stderr, stdout, wait_until, Files, TestEnv};
+use warden_tests::{
+    can_run, killed, probe_bin, probe_path, stderr, stdout, wait_until, Files, TestEnv,
+    RUNTIME_FILES,
+};
 
 /// `dev:ino` as `stat()` reports them, as evidence records identities.
 fn identity(path: &str) -> String {
     let m = std::fs::metadata(path).unwrap();
     format!("{}:{}", m.dev(), m.ino())
-}
-
-fn killed(out: &Output) -> bool {
-    out.status.signal() == Some(libc::SIGKILL)
 }
 
 /// The decision entries for `action` on `target`.
@@ -40,21 +39,6 @@ fn decisions(env: &TestEnv, action: &str, target: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The rules every dynamically linked program (the probe, coreutils) needs to
-/// start: the loader reads its cache and the libraries, and Rust's runtime
-/// reads /proc/self/maps.
-const RUNTIME_FILES: &str = "
-  - id: loader-cache
-    file: { path: /etc/ld.so.cache, access: [read] }
-    decision: allow
-  - id: system-libraries
-    file: { prefix: /usr/lib/, access: [read] }
-    decision: allow
-  - id: proc
-    file: { prefix: /proc/, access: [read] }
-    decision: allow
-";
-
 #[test]
 fn denied_exec_never_runs_allowed_exec_runs_outsiders_unaffected() {
     if !can_run("exec") {
@@ -64,7 +48,6 @@ fn denied_exec_never_runs_allowed_exec_runs_outsiders_unaffected() {
     let f = Files::new(&env);
     let ok_touch = f.binary("ok-touch", "/usr/bin/touch");
     let no_touch = f.binary("no-touch", "/usr/bin/touch");
-    let held_touch = f.binary("held-touch", "/usr/bin/touch");
     let link = f.path("bin/link-to-no-touch");
     std::os::unix::fs::symlink(&no_touch, &link).unwrap();
     env.write_policy(
@@ -81,9 +64,6 @@ rules:
   - id: no-system-touch
     exec: {{ path: /usr/bin/touch }}
     decision: deny
-  - id: held-touch
-    exec: {{ path: {held_touch} }}
-    decision: hold
   - id: probe
     exec: {{ path: {probe} }}
     decision: allow
@@ -112,8 +92,6 @@ rules:
         (link.as_str(), "link", "no-touch"),
         // Not named by any rule: the default, deny.
         ("/usr/bin/mkdir", "unlisted", "default-deny"),
-        // hold is enforced as deny for exec (not implemented yet).
-        (held_touch.as_str(), "held", "held-touch"),
     ] {
         let out = run(bin, name);
         assert!(killed(&out), "{bin} ({rule}) must be killed: {out:?}");
@@ -171,7 +149,7 @@ rules:
         .into_iter()
         .filter(|e| e["kind"] == "decision" && e["action"] == "exec")
         .collect();
-    assert_eq!(execs.len(), 6, "{execs:#?}");
+    assert_eq!(execs.len(), 5, "{execs:#?}");
     assert!(env.ok(&["log", "verify"]).contains("intact"));
 }
 
@@ -550,7 +528,8 @@ fn tracepoint_links(env: &TestEnv, name: &str) -> usize {
 }
 
 /// The sys_exit program runs at every syscall exit on the machine, so it is
-/// attached only while some agent needs it: file rules, or network holds.
+/// attached only while some agent needs it: file rules, or holds. The
+/// page-fault guard of held execs likewise, only while a policy holds execs.
 #[test]
 fn sys_exit_is_attached_only_while_an_agent_needs_it() {
     if !can_run("sys_exit_on_demand") {
@@ -574,10 +553,20 @@ fn sys_exit_is_attached_only_while_an_agent_needs_it() {
         0,
         "network rules need no sys_exit"
     );
-    for (yaml, attached) in [(file.as_str(), 1), (net, 0), (hold, 1), (net, 0)] {
+    let exec_hold =
+        "version: 1\nrules:\n  - id: n\n    exec: { path: /bin/false }\n    decision: hold\n";
+    for (yaml, attached, guard) in [
+        (file.as_str(), 1, 0),
+        (net, 0, 0),
+        (hold, 1, 0),
+        (net, 0, 0),
+        (exec_hold, 1, 1),
+        (net, 0, 0),
+    ] {
         env.write_policy("p.yaml", yaml);
         env.ok(&["policy", "reload"]);
         assert_eq!(tracepoint_links(&env, "sys_exit"), attached, "{yaml}");
+        assert_eq!(tracepoint_links(&env, "fault_guard"), guard, "{yaml}");
     }
 }
 

@@ -20,7 +20,9 @@ use std::{
 };
 
 use serde_json::Value;
-use warden_tests::{approvals, probe_path, state_of, stdout, wait_until, Files, TestEnv};
+use warden_tests::{
+    approvals, probe_path, state_of, stdout, wait_until, Files, TestEnv, RUNTIME_FILES,
+};
 
 /// True only inside the guest: BPF LSM active and the xtask's marker set.
 /// Everything here needs both; elsewhere the tests say so and return.
@@ -41,19 +43,6 @@ fn in_vm(test: &str) -> bool {
     );
     false
 }
-
-/// What every dynamically linked program needs to start (see exec_file.rs).
-const RUNTIME_FILES: &str = "
-  - id: loader-cache
-    file: { path: /etc/ld.so.cache, access: [read] }
-    decision: allow
-  - id: system-libraries
-    file: { prefix: /usr/lib/, access: [read] }
-    decision: allow
-  - id: proc
-    file: { prefix: /proc/, access: [read] }
-    decision: allow
-";
 
 /// The decision entries for `action` on `target`.
 fn decision_for(env: &TestEnv, action: &str, target: &str) -> Value {

@@ -213,18 +213,10 @@ fn specificity(target: &PathMatch) -> (bool, usize) {
     }
 }
 
-/// The kernel value of one rule's decision. `hold` is kept for exec: the
-/// BPF LSM exec hook pauses the exec, the tracepoint fallback (which
-/// cannot) treats it as deny. File opens cannot be held yet: `hold` is
-/// compiled to `deny` there (see policies/README.md).
-fn path_rule(index: usize, decision: Decision, holdable: bool) -> PathRule {
-    let decision = match decision {
-        Decision::Allow => warden_common::Decision::Allow,
-        Decision::Hold if holdable => warden_common::Decision::Hold,
-        Decision::Deny | Decision::Hold => warden_common::Decision::Deny,
-    };
+/// The kernel value of one rule's decision.
+fn path_rule(index: usize, decision: Decision) -> PathRule {
     PathRule {
-        decision: decision as u8,
+        decision: decision.to_kernel() as u8,
         _pad: [0; 3],
         // Rule counts are bounded by the file size (see PortRule).
         rule_idx: index as u32,
@@ -267,7 +259,7 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
         }
         out.exec.push(PathEntry {
             bytes: key_bytes(target),
-            value: path_rule(index, rule.decision, true),
+            value: path_rule(index, rule.decision),
         });
     }
 
@@ -323,7 +315,7 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
                 .rev()
                 .filter(|r| wants(r) && covers(r.target, f.target))
                 .max_by_key(|r| specificity(r.target))
-                .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision, false))
+                .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision))
         };
         out.file.push(PathEntry {
             bytes: key_bytes(f.target),
@@ -746,8 +738,7 @@ rules:
         assert_eq!(exec(&p, "/usr/binx"), DEF);
         assert_eq!(exec(&p, "/usr/bin"), DEF);
         assert_eq!(exec(&p, "/bin/sh"), DEF);
-        // hold stays hold for exec (the LSM hook pauses it; the fallback
-        // treats anything but allow as deny).
+        // hold stays hold.
         assert_eq!(exec(&p, "/opt/held"), (HOLD, 5));
         // The kernel key: slot, then the bytes; prefix bits count both.
         let (bits, key) = p.exec[1].key(7);

@@ -71,6 +71,12 @@ pub mod names {
     pub const PROG_EXEC: &str = "warden_exec";
     pub const EXEC_TRACEPOINT: &str = "sched_process_exec";
 
+    /// `tp_btf/page_fault_user`: kills a thread that a fallback hold
+    /// stopped if it runs again without a grant (see `Held`). Attached
+    /// only while some agent's policy holds execs on the fallback.
+    pub const PROG_FAULT_GUARD: &str = "warden_fault_guard";
+    pub const FAULT_TRACEPOINT: &str = "page_fault_user";
+
     /// BPF LSM (used instead of the two tracepoint fallbacks where the
     /// kernel runs them): `lsm/bprm_check_security` decides execs,
     /// `lsm/file_open` decides opens; both fail the syscall with EPERM.
@@ -337,6 +343,8 @@ const _: () = assert!(size_of::<HoldKey>() == 40);
 
 /// `HoldKey::family` of a held exec (not an address family).
 pub const HOLD_FAMILY_EXEC: u16 = 0xe8ec;
+/// `HoldKey::family` of a held open (not an address family).
+pub const HOLD_FAMILY_FILE: u16 = 0xf11e;
 
 impl HoldKey {
     /// The key of a held exec: the thread and the identity of the file it
@@ -358,6 +366,52 @@ impl HoldKey {
             ],
         }
     }
+
+    /// The key of a held open: the thread, the file's identity and the
+    /// access asked for (`access` bits, in `port`), so an approval opens
+    /// that file, that way, only.
+    pub const fn file(cgroup_id: u64, tid: u32, dev: u32, ino: u64, access: u32) -> Self {
+        let mut key = Self::exec(cgroup_id, tid, dev, ino);
+        key.family = HOLD_FAMILY_FILE;
+        key.port = access as u16;
+        key
+    }
+}
+
+/// Value of `HELD`, keyed by thread id: a thread a hold stopped or is about
+/// to stop, and what the `sys_exit` and page-fault programs do when they
+/// see it run (`held_state`).
+///
+/// Where a hook can fail its syscall (cgroup hooks, BPF LSM), a held thread
+/// is harmless when continued: the syscall restarts and the hook decides
+/// again. The fallback's exec and open hooks run after the action took
+/// effect, so there the stop itself is the barrier: the daemon makes it
+/// immune to SIGCONT (ptrace), and these programs kill a thread that runs
+/// again without a grant before its next instruction or syscall returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub state: u32,
+    pub _pad: u32,
+    /// `task_struct.start_time` of the thread (0 for `STOP_AT_EXIT`): a
+    /// recycled thread id is never mistaken for the held thread.
+    pub start_time: u64,
+}
+const _: () = assert!(size_of::<Held>() == 16);
+
+/// `Held::state`.
+pub mod held_state {
+    /// A cgroup hook failed the syscall with ERESTARTNOINTR: send SIGSTOP
+    /// at this syscall's exit, then forget the thread.
+    pub const STOP_AT_EXIT: u32 = 1;
+    /// The fallback exec hook held a committed exec and sent SIGSTOP; the
+    /// execve's own exit is still to come (then `PAUSED`).
+    pub const EXEC_STOPPING: u32 = 2;
+    /// Stopped after its action took effect: running again without a
+    /// grant is a breach, and the thread is killed.
+    pub const PAUSED: u32 = 3;
+    /// Approved: the programs forget the thread when it runs.
+    pub const GRANTED: u32 = 4;
 }
 
 /// The syscall return value that makes the kernel restart the syscall after
@@ -420,7 +474,10 @@ pub mod counter {
     pub const HOLD_FAILED: u32 = 5;
     /// A denial's SIGKILL could not be sent (the event says which).
     pub const KILL_FAILED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// A thread a fallback hold stopped ran again without a grant (a
+    /// SIGCONT before the daemon made the stop immune) and was killed.
+    pub const HOLD_BREACH: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Value of the per-CPU `AGENT_COUNTERS` hash, keyed by agent id: what
@@ -458,6 +515,7 @@ mod pod {
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for NetEvent {}
     unsafe impl aya::Pod for HoldKey {}
+    unsafe impl aya::Pod for Held {}
     unsafe impl aya::Pod for PathKey {}
     unsafe impl aya::Pod for PathRule {}
     unsafe impl aya::Pod for FileRule {}
@@ -645,8 +703,10 @@ pub struct KernelOffsets {
     /// `file.f_flags` (the LSM open hook tells exec's own opens by
     /// `FLAG_FMODE_EXEC` there).
     pub file_f_flags: u32,
+    /// `task_struct.start_time` (the fallback holds' guard, `Held`).
+    pub task_start_time: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 24 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 25 * 4);
 
 /// `__FMODE_EXEC` in `file.f_flags`: set for the opens exec makes itself
 /// (the binary, an ELF interpreter); open(2) flags can never carry it.

@@ -7,6 +7,10 @@
 //! the file the kernel is executing (`bprm->file`, resolved to a path by
 //! the walk in `path.rs`), never on the path the caller passed.
 //!
+//! A hold stops the process there instead (SIGSTOP, `hold::pause`): the new
+//! program has not run when a human decides; approval continues it,
+//! rejection kills it.
+//!
 //! This is a global tracepoint: every exec on the machine runs it. The first
 //! thing it does is the agent cgroup lookup, and everything else returns.
 //! For an agent, internal errors fail closed: the exec is killed.
@@ -20,12 +24,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, path_flags, rule, AgentInfo, Decision, EventKind, ExecEvent,
+    agent_counter, agent_flags, counter, held_state, path_flags, rule, AgentInfo, Decision, EventKind, ExecEvent,
     Method, EVENT_PATH_BYTES, SIGKILL,
 };
 
 use crate::{
-    count, count_agent, governing_agent, unrecorded,
+    count, count_agent, governing_agent, hold, unrecorded,
     path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
     submit_flags, EVENTS, EXEC_RULES,
 };
@@ -166,13 +170,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     };
     let j = judge(s, cgroup_id, agent, bprm);
     let mut flags = j.flags;
-    // Only `allow` lets the exec go on: this hook cannot pause an exec
-    // (`hold` needs the LSM hook), so a hold rule is a denial here.
-    let decision = if j.decision == Decision::Allow {
-        Decision::Allow
-    } else {
-        Decision::Deny
-    };
+    let decision = j.decision;
 
     // No exec without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
@@ -184,17 +182,24 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         }
         return;
     };
-    let method = if decision == Decision::Allow {
-        count(counter::ALLOWED);
-        Method::Allow
-    } else {
-        count(counter::DENIED);
-        // SAFETY: a plain helper call; signals the current process.
-        if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-            count(counter::KILL_FAILED);
-            flags |= path_flags::KILL_FAILED;
+    let (decision, method) = match decision {
+        Decision::Allow => {
+            count(counter::ALLOWED);
+            (Decision::Allow, Method::Allow)
         }
-        Method::Kill
+        Decision::Hold if hold::pause(held_state::EXEC_STOPPING) => {
+            count(counter::HELD);
+            (Decision::Hold, Method::Held)
+        }
+        _ => {
+            count(counter::DENIED);
+            // SAFETY: a plain helper call; signals the current process.
+            if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
+                count(counter::KILL_FAILED);
+                flags |= path_flags::KILL_FAILED;
+            }
+            (Decision::Deny, Method::Kill)
+        }
     };
     fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
     entry.submit(submit_flags(

@@ -9,7 +9,9 @@
 //! the syscall returns. This is detect-and-kill, not a barrier: the open's
 //! own side effects (O_CREAT, O_TRUNC) have happened, and a sibling thread
 //! of a multi-threaded process can use the fd in the moment between
-//! `fd_install` and this hook.
+//! `fd_install` and this hook. A hold stops the thread here (SIGSTOP,
+//! `hold::pause`) with the fd installed but unseen by user space; approval
+//! continues it, rejection kills it.
 //!
 //! Cost order matters: this runs at every syscall exit of every process
 //! while attached. The syscall number and table are checked first with
@@ -25,12 +27,12 @@ use aya_ebpf::helpers::{
     bpf_get_current_task_btf, generated,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, path_flags, rule, syscalls, AgentInfo, Decision,
+    access, agent_counter, agent_flags, counter, held_state, path_flags, rule, syscalls, AgentInfo, Decision,
     EventKind, FileRule, Method, OpenEvent, PathRule, SIGKILL,
 };
 
 use crate::{
-    count, count_agent, governing_agent, unrecorded,
+    count, count_agent, governing_agent, hold, unrecorded,
     path::{self, off, Carry, Scratch, UNRESOLVED_FLAGS},
     submit_flags, EVENTS, FILE_RULES,
 };
@@ -137,13 +139,7 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
     let j = judge(s, cgroup_id, &agent, file, requested, nr, compat as u32);
     let mut flags = j.flags;
-    // Only `allow` allows: this hook cannot pause an open, so `hold` (which
-    // the daemon compiles to deny for files) is a denial too.
-    let decision = if j.decision == Decision::Allow {
-        Decision::Allow
-    } else {
-        Decision::Deny
-    };
+    let decision = j.decision;
 
     // No open without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
@@ -155,18 +151,27 @@ pub fn decide(regs: *const u8, ret: i64) {
         }
         return;
     };
-    let method = if decision == Decision::Allow {
-        count(counter::ALLOWED);
-        Method::Allow
-    } else {
-        count(counter::DENIED);
-        // SAFETY: a plain helper call; signals the current process (all its
-        // threads) before the syscall returns to user space.
-        if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-            count(counter::KILL_FAILED);
-            flags |= path_flags::KILL_FAILED;
+    let (decision, method) = match decision {
+        Decision::Allow => {
+            count(counter::ALLOWED);
+            (Decision::Allow, Method::Allow)
         }
-        Method::Kill
+        // Stopped with the fd in hand, before user space sees it: a human
+        // decides whether it gets it (continue) or not (kill).
+        Decision::Hold if hold::pause(held_state::PAUSED) => {
+            count(counter::HELD);
+            (Decision::Hold, Method::Held)
+        }
+        _ => {
+            count(counter::DENIED);
+            // SAFETY: a plain helper call; signals the current process (all
+            // its threads) before the syscall returns to user space.
+            if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
+                count(counter::KILL_FAILED);
+                flags |= path_flags::KILL_FAILED;
+            }
+            (Decision::Deny, Method::Kill)
+        }
     };
     fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
     entry.submit(submit_flags(
@@ -246,27 +251,19 @@ pub fn judge(
                 write: PathRule::DEFAULT,
             },
         };
-        // Each requested access is decided on its own; the open is denied
-        // if any is. Only `allow` allows (`hold` is compiled to deny).
-        let allow = Decision::Allow as u8;
+        // Each requested access is decided on its own; the strictest
+        // decides the open (deny, then hold, then allow), and on a tie the
+        // write, the riskier.
         let mut out = (Decision::Allow, rule::DEFAULT);
         if requested & access::READ != 0 {
             read_rule = rules.read.rule_idx;
-            out = if rules.read.decision == allow {
-                (Decision::Allow, read_rule)
-            } else {
-                (Decision::Deny, read_rule)
-            };
+            out = (kernel_decision(rules.read.decision), read_rule);
         }
         if requested & access::WRITE != 0 {
             write_rule = rules.write.rule_idx;
-            if out.0 == Decision::Allow {
-                // The write decides when it is requested: it is the riskier.
-                out = if rules.write.decision == allow {
-                    (Decision::Allow, write_rule)
-                } else {
-                    (Decision::Deny, write_rule)
-                };
+            let write = (kernel_decision(rules.write.decision), write_rule);
+            if strictness(write.0) >= strictness(out.0) {
+                out = write;
             }
         }
         out
@@ -279,6 +276,25 @@ pub fn judge(
         flags,
         len: built.len,
         carry: c,
+    }
+}
+
+/// A rule's stored decision; anything but allow or hold is a denial.
+#[inline(always)]
+fn kernel_decision(stored: u8) -> Decision {
+    match stored {
+        1 => Decision::Allow,
+        3 => Decision::Hold,
+        _ => Decision::Deny,
+    }
+}
+
+#[inline(always)]
+fn strictness(d: Decision) -> u8 {
+    match d {
+        Decision::Allow => 0,
+        Decision::Hold => 1,
+        _ => 2,
     }
 }
 

@@ -65,7 +65,11 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
     };
     let (decision, method, ret) = match j.decision {
         Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
-        Decision::Hold => hold_exec(&j),
+        Decision::Hold => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let c = &j.carry;
+            hold(&HoldKey::exec(c.cgroup_id, tid, c.dev, c.ino))
+        }
         Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
     };
     exec::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
@@ -84,21 +88,20 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
     ret
 }
 
-/// A hold rule matched the exec. If a human has decided on exactly this
-/// exec (this thread, this binary: `HoldKey::exec`), apply the decision
-/// once; otherwise stop the thread inside execve: SIGSTOP is pending when
-/// the syscall returns ERESTARTNOINTR, so the thread stops before user
-/// space and execve restarts (and this hook decides again) when it is
-/// continued. Nothing of the exec has happened yet.
+/// A hold rule matched. If a human has decided on exactly this action
+/// (`key`: this thread, this binary or file and access), apply the
+/// decision once; otherwise stop the thread inside the syscall: SIGSTOP is
+/// pending when it returns ERESTARTNOINTR, so the thread stops before user
+/// space and the syscall restarts (and the hook decides again) when it is
+/// continued. Nothing of the exec or open has happened yet, so a SIGCONT
+/// only brings the thread back here.
 #[inline(always)]
-fn hold_exec(j: &exec::Judged) -> (Decision, Method, i32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let key = HoldKey::exec(j.carry.cgroup_id, tid, j.carry.dev, j.carry.ino);
+fn hold(key: &HoldKey) -> (Decision, Method, i32) {
     // SAFETY: plain data; a concurrent update yields the old or new value.
-    match unsafe { GRANTS.get(&key) }.copied() {
+    match unsafe { GRANTS.get(key) }.copied() {
         Some(granted) => {
-            // Consume it: a grant opens one exec, once.
-            let _ = GRANTS.remove(&key);
+            // Consume it: a grant opens one action, once.
+            let _ = GRANTS.remove(key);
             if granted == Decision::Allow as u32 {
                 (Decision::Allow, Method::Approved, ALLOW)
             } else {
@@ -170,21 +173,26 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
-    // `hold` on files is compiled to deny, and anything else than allow
-    // is a denial.
-    let allowed = j.decision == Decision::Allow;
-    let (decision, method, ret) = if allowed {
-        count(counter::ALLOWED);
-        (Decision::Allow, Method::Allow, ALLOW)
-    } else {
-        count(counter::DENIED);
-        (Decision::Deny, Method::LsmDeny, DENY)
+    let (decision, method, ret) = match j.decision {
+        Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
+        Decision::Hold => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let c = &j.carry;
+            hold(&HoldKey::file(c.cgroup_id, tid, c.dev, c.ino, c.access))
+        }
+        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
     };
     file::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
+    let quiet = matches!(method, Method::Allow | Method::Approved);
     entry.submit(submit_flags(
-        allowed,
+        quiet,
         core::mem::size_of::<OpenEvent>() as u64,
     ));
     count(counter::EVENTS);
+    count(match method {
+        Method::Allow | Method::Approved => counter::ALLOWED,
+        Method::Held => counter::HELD,
+        _ => counter::DENIED,
+    });
     ret
 }

@@ -6,15 +6,19 @@
 //! - `net`: cgroup sock_addr programs attached to each agent's cgroup, so
 //!   processes outside agent cgroups never run them.
 //! - `exec`: `tp_btf/sched_process_exec`, a global tracepoint filtered on
-//!   agent cgroups first; denies by SIGKILL before the first instruction.
+//!   agent cgroups first; denies by SIGKILL before the first instruction,
+//!   holds by SIGSTOP there.
 //! - `sys_exit`: the one `tp_btf/sys_exit` program. It stops threads whose
-//!   syscall a hook held for human approval (`hold`) and decides agents'
-//!   file opens after the open syscalls (`file`; deny = SIGKILL).
+//!   syscall a hook held for human approval, guards threads a fallback
+//!   hold stopped (`hold`), and decides agents' file opens after the open
+//!   syscalls (`file`; deny = SIGKILL, hold = SIGSTOP).
+//! - `hold::warden_fault_guard`: `tp_btf/page_fault_user`, attached only
+//!   while some policy holds execs on the fallback.
 //! - `lsm`: BPF LSM hooks (`bprm_check_security`, `file_open`), used
 //!   instead of `exec` and the open part of `sys_exit` where the kernel
 //!   runs BPF LSM: they decide from the same maps with the same judges
 //!   (`exec::judge`, `file::judge`) and deny by failing the syscall with
-//!   EPERM; exec `hold` stops the thread inside execve.
+//!   EPERM; `hold` stops the thread inside execve or open, which restart.
 //! - `path`: the bounded dentry walk that resolves a file's path.
 #![no_std]
 #![no_main]
@@ -37,7 +41,7 @@ use aya_ebpf::helpers::{
 };
 use warden_common::{
     agent_counter, agent_flags, limits, AgentCounters, AgentInfo, Decision, EventHeader, EventKind,
-    FileRule, HoldKey, Method, Net4Key, Net6Key, NetRules, PathKey, PathRule,
+    FileRule, Held, HoldKey, Method, Net4Key, Net6Key, NetRules, PathKey, PathRule,
 };
 
 #[map]
@@ -54,9 +58,9 @@ static NET6_RULES: LpmTrie<Net6Key, NetRules> =
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENTS_BYTES, 0);
 
-/// Threads a hook has just held: `sys_exit` stops them (tid -> 1).
+/// Threads a hold stopped or is about to stop, by thread id (see `Held`).
 #[map]
-static HELD: HashMap<u32, u32> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
+static HELD: HashMap<u32, Held> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
 
 /// Human decisions on held actions, written by the daemon before it resumes
 /// the thread, consumed by the hook when the syscall restarts.

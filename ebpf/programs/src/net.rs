@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, limits, rule, AgentInfo, Decision, EventKind, HoldKey,
+    agent_counter, agent_flags, counter, held_state, limits, rule, AgentInfo, Decision, EventKind, Held, HoldKey,
     Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
 };
 
@@ -221,7 +221,15 @@ fn hold(cgroup_id: u64, tid: u32, dest: &Dest) -> (Decision, Method) {
                 (Decision::Deny, Method::Rejected)
             }
         }
-        None => match HELD.insert(&tid, &1, 0) {
+        None => match HELD.insert(
+            &tid,
+            &Held {
+                state: held_state::STOP_AT_EXIT,
+                _pad: 0,
+                start_time: 0,
+            },
+            0,
+        ) {
             Ok(()) => (Decision::Hold, Method::Held),
             // Cannot arrange the stop: refuse rather than let it through.
             Err(_) => (Decision::Deny, Method::CgroupDeny),

@@ -50,6 +50,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_ti_status: 0,
     valid: 0,
     file_f_flags: 0,
+    task_start_time: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero

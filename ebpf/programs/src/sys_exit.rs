@@ -1,5 +1,6 @@
-//! The one `tp_btf/sys_exit` program: it stops threads a network hook held
-//! (`hold.rs`) and decides agents' file opens (`file.rs`).
+//! The one `tp_btf/sys_exit` program: it stops threads a network hook held,
+//! guards threads a fallback hold stopped (`hold.rs`), and decides agents'
+//! file opens (`file.rs`).
 //!
 //! One attachment rather than two: every program attached to `sys_exit`
 //! costs every syscall on the machine its dispatch (measured here: about
@@ -20,7 +21,7 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     // An array lookup the verifier inlines: no helper call.
     let mode = SYS_EXIT_MODE.get(0).copied().unwrap_or(0);
     if mode & sys_exit_mode::HOLDS != 0 {
-        hold::stop_if_held();
+        hold::at_sys_exit();
     }
     if mode & sys_exit_mode::FILES != 0 {
         // sys_exit(struct pt_regs *regs, long ret)
