@@ -423,3 +423,72 @@ rules:
     let checked = env.ok(&["log", "verify"]);
     assert!(!checked.is_empty());
 }
+
+#[test]
+fn held_open_succeeds_when_approved_and_fails_with_eperm_when_rejected() {
+    if !in_vm("lsm_hold_open") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmholdopen");
+    let f = Files::new(&env);
+    let held = f.write("work/held.txt", "HELD-CONTENT");
+    env.write_policy(
+        "hold.yaml",
+        &format!(
+            "version: 1
+approvers:
+  users: [root]
+hold_timeout: 5m
+rules:{RUNTIME_FILES}
+  - id: customer-data
+    file: {{ path: {held}, access: [read] }}
+    decision: hold
+"
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("hold-agent", "hold.yaml");
+    let spawn = || {
+        env.warden()
+            .args([
+                "run",
+                "--agent",
+                "hold-agent",
+                "--",
+                &probe_path(),
+                "read",
+                &held,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Approved: the stopped open restarts and returns the descriptor.
+    let child = spawn();
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["action"], "open", "{pending}");
+    assert_eq!(pending["job"]["target"], held.as_str(), "{pending}");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    assert!(env.ok(&["approve", &id]).contains("approved"));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok HELD-CONTENT", "{out:?}");
+    let outcome = env.wait_for_evidence("approved open", |e| {
+        e["kind"] == "decision" && e["action"] == "open" && e["method"] == "approved"
+    });
+    assert_eq!(outcome["details"]["final_status"], "executed", "{outcome}");
+
+    // Rejected: the restarted open fails with EPERM; no descriptor, no kill.
+    let child = spawn();
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+    assert!(env.ok(&["reject", &id]).contains("rejected"));
+    let out = child.wait_with_output().unwrap();
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    let refused = env.wait_for_evidence("rejected open", |e| {
+        e["kind"] == "decision" && e["action"] == "open" && e["method"] == "rejected"
+    });
+    assert_eq!(refused["details"]["final_status"], "refused", "{refused}");
+}
