@@ -112,7 +112,7 @@ fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
                 if kernel.lsm().exec {
                     crate::lsm::EXEC_MECHANISM
                 } else {
-                    "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction (hold is enforced as deny)"
+                    "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction; hold = the process stops there (ptrace-seized, SIGCONT cannot continue it), approval continues it, rejection kills it"
                 },
             ),
         },
@@ -123,7 +123,7 @@ fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
                 if kernel.lsm().file {
                     crate::lsm::FILE_MECHANISM
                 } else {
-                    "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first; hold is enforced as deny)"
+                    "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
                 },
             ),
         },

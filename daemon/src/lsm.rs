@@ -35,7 +35,7 @@ pub struct LsmState {
 
 /// What the LSM path does, for `warden status` and the daemon_start entry.
 pub const EXEC_MECHANISM: &str = "lsm/bprm_check_security (BPF LSM), deny = execve fails with EPERM before the point of no return (the old program goes on); hold stops the thread inside execve until a human decides";
-pub const FILE_MECHANISM: &str = "lsm/file_open (BPF LSM), deny = the open fails with EPERM before a file descriptor exists (no O_CREAT/O_TRUNC side effects on the opened file, nothing to race for); hold is enforced as deny";
+pub const FILE_MECHANISM: &str = "lsm/file_open (BPF LSM), deny = the open fails with EPERM before a file descriptor exists (no O_CREAT/O_TRUNC side effects on the opened file, nothing to race for); hold stops the thread inside the open until a human decides";
 
 /// Whether `bpf` is in a kernel LSM list (`/sys/kernel/security/lsm`:
 /// comma-separated, e.g. `lockdown,capability,landlock,yama,bpf`).
