@@ -538,6 +538,9 @@ impl Enforcer {
                     if let Err(e) = self.holds.reap(&mut self.kernel, &mut record) {
                         tracing::error!(error = %crate::error_chain(&e), "finish ended holds");
                     }
+                    if let Err(e) = self.kernel.settle_paused_flag() {
+                        tracing::error!(error = %crate::error_chain(&e), "paused flag");
+                    }
                     // Holds kept sys_exit attached after the last policy
                     // that holds went away: detach once they are done.
                     let stale = self.kernel.sys_exit_mode() & sys_exit_mode::HOLDS != 0

@@ -179,7 +179,9 @@ impl Holds {
                 }
             }
         }
-        kernel.forget_held(tid);
+        if let Err(e) = kernel.forget_held(tid) {
+            tracing::warn!(tid, error = %crate::error_chain(&e), "forget the killed thread");
+        }
     }
 
     /// Paused threads that ended without a decision (killed by their
@@ -222,7 +224,7 @@ impl Holds {
             };
             if self.store.decide(a.id, &d)? {
                 self.seized.remove(&a.job.tid);
-                kernel.forget_held(a.job.tid);
+                let _ = kernel.forget_held(a.job.tid);
                 self.store.mark_applied(a.id)?;
                 self.store.set_final_status(a.id, "ended")?;
                 let ended = paused_outcome(&a, false, "ended", "the process ended while held");
@@ -575,9 +577,10 @@ impl Holds {
         // Before the kill: the entry reads the process's facts.
         let outcome = paused_outcome(a, go, final_status, &how);
         if go {
-            if let Err(e) = kernel.grant_paused(tid) {
+            // Out of `HELD` first, so the guards let it be.
+            if let Err(e) = kernel.forget_held(tid) {
                 // Still paused; it can be decided again or expire.
-                tracing::error!(id = a.id, error = %crate::error_chain(&e), "write grant to kernel");
+                tracing::error!(id = a.id, error = %crate::error_chain(&e), "release the paused thread in the kernel");
                 return;
             }
             self.release(tid);

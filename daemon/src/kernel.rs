@@ -625,16 +625,6 @@ impl Kernel {
         held.get(&tid, 0).ok()
     }
 
-    /// Lets a thread a fallback hold stopped run again (it was approved):
-    /// the guards forget it when they next see it.
-    pub fn grant_paused(&mut self, tid: u32) -> Result<(), KernelError> {
-        let mut held: BpfHashMap<_, u32, Held> = self.map_mut(names::HELD)?;
-        let mut entry = held.get(&tid, 0).map_err(map_err("read", names::HELD))?;
-        entry.state = held_state::GRANTED;
-        held.insert(tid, entry, 0)
-            .map_err(map_err("update", names::HELD))
-    }
-
     /// What an agent's rules in force say now about a path: an exec
     /// (`access` None) or an open with `access` bits, the strictest access
     /// deciding, as the kernel programs do (`exec::judge`, `file::judge`),
@@ -697,11 +687,63 @@ impl Kernel {
         })
     }
 
-    /// Forgets a thread's `HELD` entry (it was killed, or is gone).
-    pub fn forget_held(&mut self, tid: u32) {
-        if let Ok(mut held) = self.map_mut::<u32, Held>(names::HELD) {
-            let _ = held.remove(&tid);
+    /// Removes a thread's `HELD` entry: before an approved paused thread
+    /// is continued (the guards then let it be), or once it is gone.
+    pub fn forget_held(&mut self, tid: u32) -> Result<(), KernelError> {
+        let mut held = self.map_mut::<u32, Held>(names::HELD)?;
+        match held.remove(&tid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("delete", names::HELD)(e)),
         }
+    }
+
+    /// Clears the flag that makes `sys_exit` look up every syscall exit
+    /// in `HELD` once no thread there is paused. Clear, then look again:
+    /// a thread paused in between sets the flag itself, and if its store
+    /// came before the clear, the second look sees its entry and sets the
+    /// flag back. (A paused thread continued by a SIGCONT in the few
+    /// microseconds between the clear and the second look would pass one
+    /// syscall exit unguarded; the daemon has seized it by then unless it
+    /// was paused at that very moment.)
+    pub fn settle_paused_flag(&mut self) -> Result<(), KernelError> {
+        let name = names::SYS_EXIT_MODE;
+        let paused = |k: &Self| {
+            k.bpf
+                .map(names::HELD)
+                .and_then(|m| BpfHashMap::<_, u32, Held>::try_from(m).ok())
+                .is_some_and(|held| {
+                    held.iter()
+                        .flatten()
+                        .any(|(_, h)| h.state != held_state::STOP_AT_EXIT)
+                })
+        };
+        if self
+            .sys_exit_array()?
+            .get(&1, 0)
+            .map_err(map_err("read", name))?
+            == 0
+            || paused(self)
+        {
+            return Ok(());
+        }
+        self.sys_exit_array()?
+            .set(1, 0, 0)
+            .map_err(map_err("update", name))?;
+        if paused(self) {
+            self.sys_exit_array()?
+                .set(1, 1, 0)
+                .map_err(map_err("update", name))?;
+        }
+        Ok(())
+    }
+
+    fn sys_exit_array(&mut self) -> Result<aya::maps::Array<&mut MapData, u32>, KernelError> {
+        let name = names::SYS_EXIT_MODE;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        aya::maps::Array::try_from(map).map_err(map_err("open", name))
     }
 
     /// Records a human decision on one held action, for the hook to apply

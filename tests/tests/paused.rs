@@ -227,7 +227,8 @@ fn without_ptrace_a_continued_paused_exec_is_killed_before_it_runs() {
     if !can_run("paused_guard") {
         return;
     }
-    let (env, f, held_touch, _) = setup("pguard", &[("WARDEN_DISABLE_MECHANISMS", "ptrace")]);
+    let (env, f, held_touch, held_file) =
+        setup("pguard", &[("WARDEN_DISABLE_MECHANISMS", "ptrace")]);
     let marker = f.marker("continued");
     let child = spawn(&env, &[&held_touch, &marker]);
     let pending = wait_paused(&env, &child, false);
@@ -241,4 +242,14 @@ fn without_ptrace_a_continued_paused_exec_is_killed_before_it_runs() {
     let all = approvals(&env, true);
     assert_eq!(all[0]["status"], "rejected");
     assert_eq!(all[0]["decided_role"], "process-exit");
+
+    // A held open continued the same way is killed at its next syscall's
+    // exit (the read), before it returns to the program: no byte printed.
+    let child = spawn(&env, &[&probe_path(), "read", &held_file]);
+    let pending = wait_paused(&env, &child, false);
+    sigcont(&child);
+    let out = finish(child);
+    assert!(killed(&out), "continued without approval: killed: {out:?}");
+    assert_eq!(stdout(&out), "", "not one byte of a held open");
+    assert_eq!(outcome(&env, &pending)["details"]["final_status"], "ended");
 }

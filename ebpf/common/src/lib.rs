@@ -387,7 +387,7 @@ impl HoldKey {
 /// again. The fallback's exec and open hooks run after the action took
 /// effect, so there the stop itself is the barrier: the daemon makes it
 /// immune to SIGCONT (ptrace), and these programs kill a thread that runs
-/// again without a grant before its next instruction or syscall returns.
+/// again without approval before its next instruction or syscall returns.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -407,11 +407,10 @@ pub mod held_state {
     /// The fallback exec hook held a committed exec and sent SIGSTOP; the
     /// execve's own exit is still to come (then `PAUSED`).
     pub const EXEC_STOPPING: u32 = 2;
-    /// Stopped after its action took effect: running again without a
-    /// grant is a breach, and the thread is killed.
+    /// Stopped after its action took effect: running again while still in
+    /// `HELD` is a breach, and the thread is killed. Approval removes the
+    /// entry before it continues the thread.
     pub const PAUSED: u32 = 3;
-    /// Approved: the programs forget the thread when it runs.
-    pub const GRANTED: u32 = 4;
 }
 
 /// The syscall return value that makes the kernel restart the syscall after

@@ -27,7 +27,7 @@ use aya_ebpf::{
 };
 use warden_common::{counter, held_state, Held, SIGKILL, SIGSTOP};
 
-use crate::{count, path, path::off, HELD};
+use crate::{count, path, path::off, HELD, SYS_EXIT_MODE};
 
 /// `task_struct.start_time` of the current thread (0 without offsets).
 #[inline(always)]
@@ -53,6 +53,12 @@ pub fn pause(state: u32) -> bool {
     };
     if HELD.insert(&tid, &entry, 0).is_err() {
         return false;
+    }
+    // `sys_exit` looks paused threads up only while this is set.
+    if let Some(flag) = SYS_EXIT_MODE.get_ptr_mut(1) {
+        // SAFETY: a pointer to a map value, valid for this program run; a
+        // plain store of a flag (the daemon clears it, see `kernel.rs`).
+        unsafe { *flag = 1 };
     }
     // SAFETY: a plain helper call on the current thread. It fails for
     // PID 1, kernel threads and exiting tasks.
@@ -102,9 +108,6 @@ fn guard(at_exit: bool) {
                 count(counter::KILL_FAILED);
             }
         }
-        held_state::GRANTED => {
-            let _ = HELD.remove(&tid);
-        }
         _ => {}
     }
 }
@@ -121,6 +124,10 @@ pub fn at_sys_exit() {
 /// continued is killed here before it runs one instruction.
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn warden_fault_guard(_ctx: BtfTracePointContext) -> i32 {
-    guard(false);
+    // Every user page fault on the machine comes here while attached: a
+    // direct load says whether any thread is paused at all.
+    if SYS_EXIT_MODE.get(1).copied().unwrap_or(1) != 0 {
+        guard(false);
+    }
     0
 }

@@ -77,9 +77,12 @@ static EXEC_RULES: LpmTrie<PathKey, PathRule> =
 static FILE_RULES: LpmTrie<PathKey, FileRule> =
     LpmTrie::with_max_entries(limits::MAX_PATH_ENTRIES, 0);
 
-/// What the `sys_exit` program does (`sys_exit_mode` bits), set by the daemon.
+/// `[0]`: what the `sys_exit` program does (`sys_exit_mode` bits), set by
+/// the daemon. `[1]`: non-zero while a fallback hold may have paused a
+/// thread (set by `hold::pause`, cleared by the daemon when `HELD` has no
+/// paused thread).
 #[map]
-static SYS_EXIT_MODE: Array<u32> = Array::with_max_entries(1, 0);
+static SYS_EXIT_MODE: Array<u32> = Array::with_max_entries(2, 0);
 
 /// Scratch space of the path walk, one per CPU (too big for the stack).
 #[map]

@@ -9,10 +9,11 @@
 //! with file rules or holds, or a hold still pending) and says which parts
 //! to run in `SYS_EXIT_MODE`, so a machine with file rules and no holds
 //! never pays for the `HELD` lookup, and one with holds only never looks at
-//! opens.
+//! opens. With holds, the lookup is made only where a hold can be: a
+//! syscall failed with ERESTARTNOINTR, or while a thread is paused.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use warden_common::sys_exit_mode;
+use warden_common::{sys_exit_mode, ERESTARTNOINTR};
 
 use crate::{file, hold, SYS_EXIT_MODE};
 
@@ -20,12 +21,20 @@ use crate::{file, hold, SYS_EXIT_MODE};
 pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     // An array lookup the verifier inlines: no helper call.
     let mode = SYS_EXIT_MODE.get(0).copied().unwrap_or(0);
+    // sys_exit(struct pt_regs *regs, long ret)
+    let ret: i64 = ctx.arg(1);
     if mode & sys_exit_mode::HOLDS != 0 {
-        hold::at_sys_exit();
+        // A network hook's mark is only ever for a syscall it failed with
+        // ERESTARTNOINTR, and paused threads are flagged: every other
+        // syscall exit skips the `HELD` lookup (a register compare and a
+        // direct load).
+        let paused = SYS_EXIT_MODE.get(1).copied().unwrap_or(1) != 0;
+        if ret == i64::from(ERESTARTNOINTR) || paused {
+            hold::at_sys_exit();
+        }
     }
     if mode & sys_exit_mode::FILES != 0 {
-        // sys_exit(struct pt_regs *regs, long ret)
-        file::decide(ctx.arg(0), ctx.arg(1));
+        file::decide(ctx.arg(0), ret);
     }
     0
 }

@@ -10,7 +10,10 @@
 //!
 //! - getppid: a tight `getppid()` loop outside any agent, per call, with
 //!   Warden not loaded, with the `sys_exit` program attached for file rules
-//!   (mode FILES), and attached for file rules and holds (FILES + HOLDS).
+//!   (mode FILES), and attached for file rules and holds (FILES + HOLDS);
+//! - page fault: touching fresh anonymous pages outside any agent, per
+//!   fault, with Warden running on a policy without holds and on one that
+//!   holds execs (the page-fault guard of paused execs attached).
 //!
 //! Sides are interleaved round by round (the daemon is started and stopped
 //! each round) so that machine noise lands on all of them alike. Each
@@ -103,6 +106,38 @@ fn child(args: &[String]) -> Result<()> {
             }
             (0..n).map(|_| batch()).collect()
         }
+        "fault" => {
+            // Per-fault time: map fresh anonymous pages and touch each.
+            const PAGES: usize = 512;
+            let batch = || {
+                // SAFETY: a private anonymous mapping of our own, written
+                // one byte per page, then unmapped.
+                unsafe {
+                    let len = PAGES * 4096;
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                    .cast::<u8>();
+                    assert!(p.cast::<libc::c_void>() != libc::MAP_FAILED, "mmap");
+                    let t = Instant::now();
+                    for i in 0..PAGES {
+                        p.add(i * 4096).write_volatile(1);
+                    }
+                    let ns = t.elapsed().as_nanos() as u64 / PAGES as u64;
+                    libc::munmap(p.cast(), len);
+                    ns
+                }
+            };
+            for _ in 0..5 {
+                batch();
+            }
+            (0..n).map(|_| batch()).collect()
+        }
         other => bail!("unknown mode {other}"),
     };
     samples.sort_unstable();
@@ -176,7 +211,8 @@ fn measure(cgroup: &Path, mode: &str, n: usize, file: Option<&Path>) -> Result<V
 
 fn policy(file: &Path, holds: bool) -> String {
     let hold = if holds {
-        "  - id: held-port\n    connect: { to: 127.0.0.1, ports: [9] }\n    decision: hold\n"
+        "  - id: held-port\n    connect: { to: 127.0.0.1, ports: [9] }\n    decision: hold\n  \
+         - id: held-exec\n    exec: { path: /usr/bin/false }\n    decision: hold\n"
     } else {
         ""
     };
@@ -277,6 +313,8 @@ fn run(args: &[String]) -> Result<()> {
         "getppid not loaded",
         "getppid sys_exit FILES",
         "getppid sys_exit FILES+HOLDS",
+        "page fault, no holds",
+        "page fault, exec holds",
     ];
     let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
     let getppid_batches = 40;
@@ -327,11 +365,18 @@ fn run(args: &[String]) -> Result<()> {
         sides[5]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
+        sides[7]
+            .0
+            .extend(measure(&plain, "fault", getppid_batches, None)?);
         env.write_policy("p.yaml", &policy(&file, true));
         env.ok(&["policy", "reload"]);
         sides[6]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
+        // Exec holds attach the page-fault guard of paused execs.
+        sides[8]
+            .0
+            .extend(measure(&plain, "fault", getppid_batches, None)?);
         env.stop_daemon();
         eprintln!(
             "round {}/{} done in {:.1} s",
@@ -373,6 +418,10 @@ fn run(args: &[String]) -> Result<()> {
     println!(
         "getppid (non-agent): FILES+HOLDS - not loaded = {:+.1} ns/call",
         ratio(4, 6)
+    );
+    println!(
+        "page fault (non-agent): exec holds (guard attached) - no holds = {:+.1} ns/fault",
+        ratio(7, 8)
     );
     Ok(())
 }
