@@ -4,14 +4,15 @@
 //! never trusted. Rows removed from the end of the log cannot be detected
 //! from the chain alone; that needs checkpoints.
 
+use std::ffi::CString;
 use std::fmt;
 use std::ops::ControlFlow;
 
-use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use super::record::{write_json_str, Entry, EntryHasher, DOMAIN_ENTRY, GENESIS_PREV_HASH};
+use super::scan::Scan;
 use super::store::{EvidenceStore, StoreError, COLUMNS};
 
 /// What is wrong with the first bad row.
@@ -201,17 +202,15 @@ fn verify_chain(
 fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<VerifyReport> {
     // Reading through mmap saves a copy per page on a full scan.
     let _ = conn.pragma_update(None, "mmap_size", 1i64 << 32);
-    let sql = format!("SELECT {COLUMNS} FROM evidence ORDER BY seq");
-    let mut stmt = conn.prepare(&sql).ok()?;
-    let mut rows = stmt.query([]).ok()?;
+    let sql = CString::new(format!("SELECT {COLUMNS} FROM evidence ORDER BY seq")).ok()?;
+    let mut scan = Scan::new(conn, &sql).ok()?;
     let mut prefixed = Sha256::new();
     prefixed.update(DOMAIN_ENTRY);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut digits = itoa::Buffer::new();
     let mut head_hash = [b'0'; 64];
     let mut head_seq = 0u64;
-    while let Some(row) = rows.next().ok()? {
-        let mut row = RawRow(row);
+    while let Some(mut row) = scan.next().ok()? {
         let seq = row.int(0)?;
         if u64::try_from(seq).ok()? != head_seq + 1 || row.text(18)? != head_hash {
             return None;
@@ -256,25 +255,6 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
         head_seq,
         head_hash: String::from_utf8(head_hash.to_vec()).ok()?,
     })
-}
-
-/// Typed access to a row's borrowed column values.
-struct RawRow<'r, 's>(&'r rusqlite::Row<'s>);
-
-impl RawRow<'_, '_> {
-    fn int(&mut self, col: usize) -> Option<i64> {
-        match self.0.get_ref(col).ok()? {
-            ValueRef::Integer(n) => Some(n),
-            _ => None,
-        }
-    }
-
-    fn text(&mut self, col: usize) -> Option<&[u8]> {
-        match self.0.get_ref(col).ok()? {
-            ValueRef::Text(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 fn put_str(buf: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) -> Option<()> {
