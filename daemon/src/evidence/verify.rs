@@ -232,7 +232,10 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
         put_str(b, b",\"owner\":", row.text(4))?;
         put_int(b, &mut digits, b",\"pid\":", row.int(9))?;
         put_str(b, b",\"policy_snapshot\":", row.text(15))?;
-        put_str(b, b",\"prev_hash\":", row.text(18))?;
+        // Checked above to be the previous row's hash: hex, nothing to escape.
+        b.extend_from_slice(b",\"prev_hash\":\"");
+        b.extend_from_slice(&head_hash);
+        b.push(b'"');
         put_str(b, b",\"rule_id\":", row.text(14))?;
         put_int(b, &mut digits, b",\"seq\":", Some(seq))?;
         put_str(b, b",\"target\":", row.text(12))?;
