@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod completeness;
 pub mod record;
+mod scan;
 pub mod store;
 pub mod verify;
 

@@ -323,6 +323,25 @@ impl EntryHasher {
     }
 }
 
+/// Appends `s` as a JSON string escaped as rule 6 says, byte for byte what
+/// `serde_json::to_writer` writes for it; `None` if `s` is not UTF-8.
+/// Stored strings are nearly always printable ASCII without `"` or `\`,
+/// which is written as is, so those skip serde_json and UTF-8 validation.
+pub(super) fn write_json_str(out: &mut Vec<u8>, s: &[u8]) -> Option<()> {
+    // A fold rather than `any`: without the early exit it is vectorised.
+    let special = s.iter().fold(false, |special, &b| {
+        special | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
+    });
+    if special {
+        return serde_json::to_writer(&mut *out, std::str::from_utf8(s).ok()?).ok();
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+    Some(())
+}
+
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -668,6 +687,46 @@ pub(super) mod tests {
         assert!(!obj.contains_key("hash"));
         assert_eq!(obj["v"], json!(1));
         assert!(!bytes.contains(&b' '));
+    }
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        let mut cases: Vec<String> = [
+            "",
+            "plain ascii 127.0.0.1:8443/tcp",
+            "quote \" inside",
+            "\"",
+            "back\\slash",
+            "\\",
+            "/usr/bin/\u{7f}",
+            "caf\u{e9}",
+            "\u{1F600} emoji",
+            "tab\tnew\nline\r",
+            "a\u{0}b",
+            "ends with control\u{1f}",
+            "\u{2028}\u{2029}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cases.extend((0u8..0x80).map(|b| format!("x{}y", char::from(b))));
+        // Every position of a special byte in and around vector-sized blocks.
+        for special in ["\"", "\\", "\u{1}", "\u{e9}"] {
+            cases.extend(
+                (0..70).map(|at| format!("{}{special}{}", "a".repeat(at), "b".repeat(69 - at))),
+            );
+        }
+        cases.push("a".repeat(1000) + "\"");
+        for case in &cases {
+            let mut ours = b"prefix".to_vec();
+            write_json_str(&mut ours, case.as_bytes()).expect("valid UTF-8");
+            let mut theirs = b"prefix".to_vec();
+            serde_json::to_writer(&mut theirs, case).expect("serde_json");
+            assert_eq!(ours, theirs, "{case:?}");
+        }
+        for bad in [&b"\xff"[..], b"ok\xc3", b"\xed\xa0\x80", b"\"\xfe"] {
+            assert!(write_json_str(&mut Vec::new(), bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
