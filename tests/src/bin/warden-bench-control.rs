@@ -1,6 +1,7 @@
 //! Benchmarks of the control and evidence paths, for `cargo xtask bench`:
 //! - evidence: batched appends per second and full-chain verification per
-//!   second on one core (the library, on a temporary database);
+//!   second on one core (the library, on a temporary database; the best of
+//!   five verification passes, with their range and CPU time);
 //! - hold: from `warden approve` starting/returning to the held connect()
 //!   returning in the agent;
 //! - kill switch: from `warden kill` starting to the kernel refusing the
@@ -82,9 +83,20 @@ fn evidence() {
         store.append(batch, Durability::Batched).unwrap();
     }
     let append = N as f64 / t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let report = warden::evidence::verify_store(&store).unwrap();
-    let verify = report.entries as f64 / t.elapsed().as_secs_f64();
+    // One pass takes a fraction of a second, so other work on the machine
+    // moves a single figure a lot: report the best of a few passes, their
+    // range, and the CPU time the verifying thread itself used.
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..VERIFY_PASSES {
+        let (t, c) = (Instant::now(), thread_cpu_ns());
+        let report = warden::evidence::verify_store(&store).unwrap();
+        assert_eq!(report.entries, N);
+        wall.push(N as f64 / t.elapsed().as_secs_f64());
+        cpu.push(N as f64 * 1e9 / (thread_cpu_ns() - c) as f64);
+    }
+    wall.sort_by(|a, b| a.total_cmp(b));
+    cpu.sort_by(|a, b| a.total_cmp(b));
+    let verify = wall[wall.len() - 1];
     let size = std::fs::metadata(dir.path().join("bench.db")).map_or(0, |m| m.len());
     println!(
         "evidence ({N} decision entries, {} bytes per entry on disk)",
@@ -98,6 +110,21 @@ fn evidence() {
         "  verify full chain, one core  {verify:>10.0} entries/s   (target >= 1000000: {})",
         mark(verify >= 1_000_000.0)
     );
+    println!(
+        "    best of {VERIFY_PASSES} passes; wall {:.0}-{:.0}/s, CPU time of the verifying thread {:.0}-{:.0}/s",
+        wall[0],
+        verify,
+        cpu[0],
+        cpu[cpu.len() - 1]
+    );
+}
+
+const VERIFY_PASSES: usize = 5;
+
+/// CPU time this thread has run, from /proc/thread-self/schedstat.
+fn thread_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    stat.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn hold(rounds: usize) {
