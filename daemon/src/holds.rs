@@ -103,6 +103,25 @@ fn is_paused(kernel: &Kernel, tid: u32) -> bool {
         .is_some_and(|h| matches!(h.state, held_state::PAUSED | held_state::EXEC_STOPPING))
 }
 
+/// Collects a seized thread's trace notifications (stops are ignored),
+/// waiting up to `patience_ms` for its exit; true once it has exited (or
+/// is no longer this thread's to wait for).
+fn collect_exit(tid: u32, patience_ms: u32) -> bool {
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    let mut waited = 0;
+    loop {
+        match waitpid(Pid::from_raw(tid as i32), Some(flags)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return true,
+            Ok(WaitStatus::StillAlive) if waited < patience_ms => {
+                std::thread::sleep(Duration::from_millis(1));
+                waited += 1;
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// The thread exists and has not exited.
 fn thread_alive(pid: u32, tid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).is_ok_and(|stat| {
@@ -116,10 +135,7 @@ fn thread_alive(pid: u32, tid: u32) -> bool {
 
 impl Holds {
     pub fn new(store: Approvals) -> Self {
-        let no_ptrace = std::env::var(crate::kernel::DISABLE_VAR)
-            .unwrap_or_default()
-            .split(',')
-            .any(|d| d.trim() == "ptrace");
+        let no_ptrace = crate::kernel::disabled("ptrace").is_some();
         Self {
             store,
             seized: HashMap::new(),
@@ -170,14 +186,7 @@ impl Holds {
             )
         };
         if self.seized.remove(&tid).is_some() {
-            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
-            for _ in 0..1000 {
-                match waitpid(Pid::from_raw(tid as i32), Some(flags)) {
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
-                    Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-                    Ok(_) => {}
-                }
-            }
+            collect_exit(tid, 1000);
         }
         if let Err(e) = kernel.forget_held(tid) {
             tracing::warn!(tid, error = %crate::error_chain(&e), "forget the killed thread");
@@ -194,25 +203,9 @@ impl Holds {
     ) -> Result<(), ApprovalError> {
         // Collect the trace notifications of seized threads (stops are
         // ignored; exits leave the thread for the check below).
-        let seized: Vec<u32> = self.seized.keys().copied().collect();
-        for tid in seized {
-            let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
-            loop {
-                match waitpid(Pid::from_raw(tid as i32), Some(flags)) {
-                    Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => {
-                        self.seized.remove(&tid);
-                        break;
-                    }
-                    Ok(WaitStatus::StillAlive) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
+        self.seized.retain(|&tid, _| !collect_exit(tid, 0));
         for a in self.store.list(false)? {
-            let paused = kernel
-                .held(a.job.tid)
-                .is_some_and(|h| h.state != held_state::STOP_AT_EXIT);
-            if !paused || thread_alive(a.job.pid, a.job.tid) {
+            if !is_paused(kernel, a.job.tid) || thread_alive(a.job.pid, a.job.tid) {
                 continue;
             }
             let d = Decided {

@@ -241,6 +241,15 @@ pub struct Kernel {
 /// decides exec and file opens instead).
 pub const DISABLE_VAR: &str = "WARDEN_DISABLE_MECHANISMS";
 
+/// Why `what` is off, if `WARDEN_DISABLE_MECHANISMS` lists it (also
+/// `ptrace`: the holds' seize of paused threads, `holds.rs`).
+pub fn disabled(what: &str) -> Option<String> {
+    let list = std::env::var(DISABLE_VAR).unwrap_or_default();
+    list.split(',')
+        .any(|d| d.trim() == what)
+        .then(|| format!("disabled by {DISABLE_VAR}={what}"))
+}
+
 /// Logs how many instructions the verifier went through for a program (the
 /// path walk is bounded; this shows how close it is to the 1M limit).
 fn log_verified(prog: &BtfTracePoint, name: &str) {
@@ -338,13 +347,6 @@ impl Kernel {
         // An operator can keep the global tracepoint programs off a host
         // (policies that need them are then refused, like on a kernel that
         // cannot load them).
-        let disabled = std::env::var(DISABLE_VAR).unwrap_or_default();
-        let disabled = |what: &str| {
-            disabled
-                .split(',')
-                .any(|d| d.trim() == what)
-                .then(|| format!("disabled by {DISABLE_VAR}={what}"))
-        };
         if offsets_error.is_none() {
             tracing::debug!(?offsets, "kernel struct offsets from BTF");
         }

@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     agent_counter, agent_flags, counter, held_state, path_flags, rule, AgentInfo, Decision, EventKind, ExecEvent,
-    Method, EVENT_PATH_BYTES, SIGKILL,
+    Method, EVENT_PATH_BYTES,
 };
 
 use crate::{
@@ -165,11 +165,10 @@ pub fn fill_event(
 fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     let Some(s) = path::scratch() else {
         // Cannot happen (a one-entry per-CPU array); fail closed all the same.
-        kill_unrecorded();
+        hold::kill_unrecorded();
         return;
     };
     let j = judge(s, cgroup_id, agent, bprm);
-    let mut flags = j.flags;
     let decision = j.decision;
 
     // No exec without a record: reserve the event before allowing.
@@ -178,43 +177,15 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         if unrecorded(agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
-            kill_unrecorded();
+            hold::kill_unrecorded();
         }
         return;
     };
-    let (decision, method) = match decision {
-        Decision::Allow => {
-            count(counter::ALLOWED);
-            (Decision::Allow, Method::Allow)
-        }
-        Decision::Hold if hold::pause(held_state::EXEC_STOPPING) => {
-            count(counter::HELD);
-            (Decision::Hold, Method::Held)
-        }
-        _ => {
-            count(counter::DENIED);
-            // SAFETY: a plain helper call; signals the current process.
-            if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-                count(counter::KILL_FAILED);
-                flags |= path_flags::KILL_FAILED;
-            }
-            (Decision::Deny, Method::Kill)
-        }
-    };
-    fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
+    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::EXEC_STOPPING);
+    fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags | kill_failed, s);
     entry.submit(submit_flags(
         decision == Decision::Allow,
         core::mem::size_of::<ExecEvent>() as u64,
     ));
     count(counter::EVENTS);
-}
-
-/// Fail closed without a record (the ring buffer is full): kill.
-#[inline(always)]
-fn kill_unrecorded() {
-    count(counter::DENIED);
-    // SAFETY: a plain helper call; signals the current process.
-    if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-        count(counter::KILL_FAILED);
-    }
 }

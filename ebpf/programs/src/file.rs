@@ -23,12 +23,10 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_task_btf, generated,
-};
+use aya_ebpf::helpers::bpf_get_current_task_btf;
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, path_flags, rule, syscalls, AgentInfo, Decision,
-    EventKind, FileRule, Method, OpenEvent, PathRule, SIGKILL,
+    access, agent_counter, agent_flags, counter, held_state, rule, syscalls, AgentInfo, Decision,
+    EventKind, FileRule, Method, OpenEvent, PathRule,
 };
 
 use crate::{
@@ -134,11 +132,10 @@ pub fn decide(regs: *const u8, ret: i64) {
     }
 
     let Some(s) = path::scratch() else {
-        kill_unrecorded();
+        hold::kill_unrecorded();
         return;
     };
     let j = judge(s, cgroup_id, &agent, file, requested, nr, compat as u32);
-    let mut flags = j.flags;
     let decision = j.decision;
 
     // No open without a record: reserve the event before allowing.
@@ -147,33 +144,14 @@ pub fn decide(regs: *const u8, ret: i64) {
         if unrecorded(&agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
-            kill_unrecorded();
+            hold::kill_unrecorded();
         }
         return;
     };
-    let (decision, method) = match decision {
-        Decision::Allow => {
-            count(counter::ALLOWED);
-            (Decision::Allow, Method::Allow)
-        }
-        // Stopped with the fd in hand, before user space sees it: a human
-        // decides whether it gets it (continue) or not (kill).
-        Decision::Hold if hold::pause(held_state::PAUSED) => {
-            count(counter::HELD);
-            (Decision::Hold, Method::Held)
-        }
-        _ => {
-            count(counter::DENIED);
-            // SAFETY: a plain helper call; signals the current process (all
-            // its threads) before the syscall returns to user space.
-            if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-                count(counter::KILL_FAILED);
-                flags |= path_flags::KILL_FAILED;
-            }
-            (Decision::Deny, Method::Kill)
-        }
-    };
-    fill_event(entry.as_mut_ptr(), &j, decision, method, flags, s);
+    // A hold stops the thread with the fd in hand, before user space sees
+    // it: a human decides whether it gets it (continue) or not (kill).
+    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
+    fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags | kill_failed, s);
     entry.submit(submit_flags(
         decision == Decision::Allow,
         core::mem::size_of::<OpenEvent>() as u64,
@@ -330,15 +308,5 @@ pub fn fill_event(
         (*ev).read_rule = j.read_rule;
         (*ev).write_rule = j.write_rule;
         path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
-    }
-}
-
-/// Fail closed without a record (the ring buffer is full): kill.
-#[inline(always)]
-fn kill_unrecorded() {
-    count(counter::DENIED);
-    // SAFETY: a plain helper call; signals the current process.
-    if unsafe { generated::bpf_send_signal(SIGKILL) } != 0 {
-        count(counter::KILL_FAILED);
     }
 }

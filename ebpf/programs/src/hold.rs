@@ -25,7 +25,7 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use warden_common::{counter, held_state, Held, SIGKILL, SIGSTOP};
+use warden_common::{counter, held_state, path_flags, Decision, Held, Method, SIGKILL, SIGSTOP};
 
 use crate::{count, path, path::off, HELD, SYS_EXIT_MODE};
 
@@ -68,6 +68,47 @@ pub fn pause(state: u32) -> bool {
         return false;
     }
     true
+}
+
+/// Carries out a fallback hook's decision on an action that already took
+/// effect (`exec.rs`, `file.rs`): allow; hold, by pausing the thread in
+/// `pause_state`; or anything else, by killing the process before it
+/// returns to user space. Returns what to record, and
+/// `path_flags::KILL_FAILED` if the SIGKILL could not be sent.
+#[inline(always)]
+pub fn carry_out(decision: Decision, pause_state: u32) -> (Decision, Method, u32) {
+    match decision {
+        Decision::Allow => {
+            count(counter::ALLOWED);
+            (Decision::Allow, Method::Allow, 0)
+        }
+        Decision::Hold if pause(pause_state) => {
+            count(counter::HELD);
+            (Decision::Hold, Method::Held, 0)
+        }
+        _ => {
+            count(counter::DENIED);
+            // SAFETY: a plain helper call; signals the current process (all
+            // its threads) before the syscall returns to user space.
+            let failed = unsafe { bpf_send_signal(SIGKILL) } != 0;
+            if failed {
+                count(counter::KILL_FAILED);
+            }
+            let flags = if failed { path_flags::KILL_FAILED } else { 0 };
+            (Decision::Deny, Method::Kill, flags)
+        }
+    }
+}
+
+/// A fallback hook fails closed without a record (the ring buffer is
+/// full): kill.
+#[inline(always)]
+pub fn kill_unrecorded() {
+    count(counter::DENIED);
+    // SAFETY: a plain helper call; signals the current process.
+    if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+        count(counter::KILL_FAILED);
+    }
 }
 
 /// What a guard does with the current thread's `HELD` entry.

@@ -73,19 +73,27 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
     };
     exec::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
-    // Allowed execs do not wake the daemon (see `submit_flags`).
-    let quiet = matches!(method, Method::Allow | Method::Approved);
+    let allowed = count_outcome(method);
     entry.submit(submit_flags(
-        quiet,
+        allowed,
         core::mem::size_of::<ExecEvent>() as u64,
     ));
+    ret
+}
+
+/// Counts a recorded LSM decision by how it was carried out, and says
+/// whether it let the action go ahead (allowed events do not wake the
+/// daemon, see `submit_flags`).
+#[inline(always)]
+fn count_outcome(method: Method) -> bool {
     count(counter::EVENTS);
+    let allowed = matches!(method, Method::Allow | Method::Approved);
     count(match method {
-        Method::Allow | Method::Approved => counter::ALLOWED,
+        _ if allowed => counter::ALLOWED,
         Method::Held => counter::HELD,
         _ => counter::DENIED,
     });
-    ret
+    allowed
 }
 
 /// A hold rule matched. If a human has decided on exactly this action
@@ -183,16 +191,10 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
     };
     file::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
-    let quiet = matches!(method, Method::Allow | Method::Approved);
+    let allowed = count_outcome(method);
     entry.submit(submit_flags(
-        quiet,
+        allowed,
         core::mem::size_of::<OpenEvent>() as u64,
     ));
-    count(counter::EVENTS);
-    count(match method {
-        Method::Allow | Method::Approved => counter::ALLOWED,
-        Method::Held => counter::HELD,
-        _ => counter::DENIED,
-    });
     ret
 }
