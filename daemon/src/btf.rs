@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use warden_common::KernelOffsets;
+use warden_common::{KernelOffsets, DENTRY_SPAN_BYTES};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -36,6 +36,8 @@ pub enum BtfError {
     NoField { strukt: String, field: String },
     #[error("struct {strukt} field {field} is a bitfield; the programs cannot read it")]
     Bitfield { strukt: String, field: String },
+    #[error("struct dentry lays out d_parent at {parent}, d_name.len at {len} and d_name.name at {name}; the path walk reads them as one {DENTRY_SPAN_BYTES}-byte span from d_parent")]
+    DentryLayout { parent: u32, len: u32, name: u32 },
     #[error("struct {strukt} field {field} is {got} bytes wide; the programs read {want}")]
     Width {
         strukt: String,
@@ -307,7 +309,7 @@ impl Btf {
 
     /// Every offset the exec and open programs need.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
-        Ok(KernelOffsets {
+        let offsets = KernelOffsets {
             bprm_file: self.offset("linux_binprm", "file", 8)?,
             bprm_filename: self.offset("linux_binprm", "filename", 8)?,
             file_f_inode: self.offset("file", "f_inode", 8)?,
@@ -334,7 +336,27 @@ impl Btf {
             valid: 1,
             file_f_flags: self.offset("file", "f_flags", 4)?,
             task_start_time: self.offset("task_struct", "start_time", 8)?,
-        })
+        };
+        check_dentry_span(&offsets)?;
+        Ok(offsets)
+    }
+}
+
+/// The walk's one read per step (`DENTRY_SPAN_BYTES` from `d_parent`) must
+/// cover `d_name.name` (8 bytes, 8-aligned from `d_parent`) and
+/// `d_name.len` (4 bytes, 4-aligned). True of every kernel since 2.6: `d_name`
+/// follows `d_parent`.
+fn check_dentry_span(o: &KernelOffsets) -> Result<(), BtfError> {
+    let (parent, name, len) = (o.dentry_d_parent, o.dentry_d_name_name, o.dentry_d_name_len);
+    let within = |field: u32, width: u32| {
+        field
+            .checked_sub(parent)
+            .is_some_and(|rel| rel >= 8 && rel % width == 0 && rel + width <= DENTRY_SPAN_BYTES)
+    };
+    if within(name, 8) && within(len, 4) {
+        Ok(())
+    } else {
+        Err(BtfError::DentryLayout { parent, len, name })
     }
 }
 
@@ -539,5 +561,26 @@ mod tests {
         let o = btf.kernel_offsets().unwrap();
         assert_eq!(o.valid, 1);
         assert_ne!(o.dentry_d_name_name, o.dentry_d_name_len);
+    }
+
+    /// The walk's single read per step needs `d_name` right after `d_parent`.
+    #[test]
+    fn a_dentry_layout_the_walk_cannot_read_in_one_span_is_refused() {
+        // 6.x: d_parent 24, d_name.len 36, d_name.name 40.
+        let mut o = KernelOffsets {
+            dentry_d_parent: 24,
+            dentry_d_name_len: 36,
+            dentry_d_name_name: 40,
+            ..KernelOffsets::default()
+        };
+        check_dentry_span(&o).unwrap();
+        o.dentry_d_name_name = 56; // beyond the span
+        assert!(matches!(
+            check_dentry_span(&o),
+            Err(BtfError::DentryLayout { name: 56, .. })
+        ));
+        o.dentry_d_name_name = 40;
+        o.dentry_d_name_len = 16; // before d_parent
+        assert!(check_dentry_span(&o).is_err());
     }
 }

@@ -666,6 +666,11 @@ pub struct OpenEvent {
 }
 const _: () = assert!(size_of::<OpenEvent>() == 72 + 40 + EVENT_PATH_BYTES);
 
+/// The path walk reads `dentry.d_parent` and `dentry.d_name` (its `len`
+/// and `name`) with one read of this many bytes from `d_parent`; the daemon
+/// refuses a kernel whose `struct dentry` does not fit that.
+pub const DENTRY_SPAN_BYTES: u32 = 32;
+
 /// Byte offsets of the kernel struct fields the exec and open programs
 /// read, taken from the running kernel's BTF by the daemon and passed in
 /// `.rodata` (aya-ebpf has no CO-RE relocations). `valid` is 0 until the

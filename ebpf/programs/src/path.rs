@@ -16,7 +16,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::helpers::generated;
 use warden_common::{
-    path_flags, KernelOffsets, PathKey, EVENT_PATH_BYTES, MAX_PATH_DEPTH, PATH_KEY_BYTES,
+    path_flags, KernelOffsets, PathKey, DENTRY_SPAN_BYTES, EVENT_PATH_BYTES, MAX_PATH_DEPTH, PATH_KEY_BYTES,
     SLOT_PREFIX_BITS,
 };
 
@@ -207,9 +207,14 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
     let generation = get!(s.generation).wrapping_add(1);
     set!(s.generation, generation);
 
+    // One read per step covers d_parent and d_name (`DENTRY_SPAN_BYTES`;
+    // the daemon checked the layout): the 8-byte words of `name` and `len`
+    // in that span, and where `len` sits in its word.
     let o_parent = off!(dentry_d_parent);
-    let o_name = off!(dentry_d_name_name);
-    let o_len = off!(dentry_d_name_len);
+    let name_word = (off!(dentry_d_name_name) - o_parent) / 8;
+    let len_rel = off!(dentry_d_name_len) - o_parent;
+    let len_word = len_rel / 8;
+    let len_shift = (len_rel % 8) * 8;
     let o_root = off!(vfsmount_mnt_root);
     let o_mnt = off!(mount_mnt);
     let o_mparent = off!(mount_mnt_parent);
@@ -223,7 +228,8 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
     set!(s.end, MAX_PATH_DEPTH as u32);
     for i in 0..MAX_PATH_DEPTH {
         let d = get!(s.cur_dentry);
-        let parent = read::<u64>(d, o_parent);
+        let span = read::<[u64; DENTRY_SPAN_WORDS]>(d, o_parent);
+        let parent = span[0];
         if parent == 0 {
             // Every dentry has a parent (the root is its own): a failed read.
             set!(s.flags, get!(s.flags) | path_flags::READ_ERROR);
@@ -249,8 +255,8 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
             set!(s.lens[i], 0);
             continue;
         }
-        set!(s.names[i], read::<u64>(d, o_name));
-        set!(s.lens[i], read::<u32>(d, o_len));
+        set!(s.names[i], word(&span, name_word));
+        set!(s.lens[i], (word(&span, len_word) >> (len_shift & 63)) as u32);
         set!(s.cur_dentry, parent);
     }
 
@@ -313,6 +319,20 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
     Built {
         len: len as u32,
         flags,
+    }
+}
+
+const DENTRY_SPAN_WORDS: usize = DENTRY_SPAN_BYTES as usize / 8;
+
+/// Word `i` of a span, with constant indices only (no variable stack
+/// offset for the verifier).
+#[inline(always)]
+fn word(span: &[u64; DENTRY_SPAN_WORDS], i: u64) -> u64 {
+    match i {
+        0 => span[0],
+        1 => span[1],
+        2 => span[2],
+        _ => span[3],
     }
 }
 

@@ -134,7 +134,7 @@ fn hold(rounds: usize) {
         "p.yaml",
         &format!("version: 1\napprovers:\n  users: [root]\nrules:\n  - id: pay\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: hold\n", l.port),
     );
-    env.start_daemon();
+    env.start_daemon_quiet();
     env.add_agent("held", "p.yaml");
     let cg = env.agent_cgroup("held");
     let (mut from_start, mut from_return) = (Vec::new(), Vec::new());
@@ -187,7 +187,7 @@ fn kill(rounds: usize) {
         "p.yaml",
         &format!("version: 1\nrules:\n  - id: api\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: allow\n", l.port),
     );
-    env.start_daemon();
+    env.start_daemon_quiet();
     env.add_agent("victim", "p.yaml");
     let cg = env.agent_cgroup("victim");
     let addr = format!("127.0.0.1:{}", l.port);

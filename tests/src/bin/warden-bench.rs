@@ -512,7 +512,7 @@ fn checkpoints(env: &TestEnv) -> Result<u64> {
 
 /// Starts the daemon and waits until it has attached the agent's programs.
 fn start_warden(env: &mut TestEnv, pin: Option<Pin>) -> Result<()> {
-    env.start_daemon();
+    env.start_daemon_quiet();
     wait_enforced(env)?;
     if let Some(p) = pin {
         pin_daemon(env, p.daemon_cpu)?;
@@ -799,7 +799,7 @@ fn bench(c: &Config) -> Result<()> {
     // (ending the loops in them) however we leave.
     let mut env = TestEnv::new("bench");
     env.write_policy("bench.yaml", &policy(target.port));
-    env.start_daemon();
+    env.start_daemon_quiet();
     env.add_agent(AGENT, "bench.yaml"); // creates the agent's cgroup
     wait_enforced(&env)?;
     if let Some(p) = pin {
