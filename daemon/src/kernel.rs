@@ -156,6 +156,15 @@ fn keys_in_slot<K: Slotted, V: aya::Pod>(bpf: &Ebpf, name: &str, slot: u32) -> V
         .unwrap_or_default()
 }
 
+/// Removes `keys` from an LPM trie, best effort (see `clear_rules`).
+fn remove_keys<K: aya::Pod, V: aya::Pod>(bpf: &mut Ebpf, name: &str, keys: &[Key<K>]) {
+    if let Some(Ok(mut trie)) = bpf.map_mut(name).map(LpmTrie::<_, K, V>::try_from) {
+        for key in keys {
+            let _ = trie.remove(key);
+        }
+    }
+}
+
 /// Mounts bpffs at /sys/fs/bpf if `pins` is below it and nothing is
 /// mounted there yet (fresh machines of this kind have it unmounted).
 fn ensure_bpffs(pins: &Path) -> Result<(), KernelError> {
@@ -1138,42 +1147,10 @@ impl Kernel {
 
     /// Best effort: a stale entry under an unused slot is never looked up.
     fn clear_rules(&mut self, inst: &Installed) {
-        if let Some(Ok(mut v4)) = self
-            .bpf
-            .map_mut(names::NET4_RULES)
-            .map(LpmTrie::<_, Net4Key, NetRules>::try_from)
-        {
-            for key in &inst.v4 {
-                let _ = v4.remove(key);
-            }
-        }
-        if let Some(Ok(mut v6)) = self
-            .bpf
-            .map_mut(names::NET6_RULES)
-            .map(LpmTrie::<_, Net6Key, NetRules>::try_from)
-        {
-            for key in &inst.v6 {
-                let _ = v6.remove(key);
-            }
-        }
-        if let Some(Ok(mut exec)) = self
-            .bpf
-            .map_mut(names::EXEC_RULES)
-            .map(LpmTrie::<_, PathKey, PathRule>::try_from)
-        {
-            for key in &inst.exec {
-                let _ = exec.remove(key);
-            }
-        }
-        if let Some(Ok(mut file)) = self
-            .bpf
-            .map_mut(names::FILE_RULES)
-            .map(LpmTrie::<_, PathKey, FileRule>::try_from)
-        {
-            for key in &inst.file {
-                let _ = file.remove(key);
-            }
-        }
+        remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &inst.v4);
+        remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &inst.v6);
+        remove_keys::<PathKey, PathRule>(&mut self.bpf, names::EXEC_RULES, &inst.exec);
+        remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &inst.file);
     }
 }
 
