@@ -86,8 +86,9 @@ impl TestEnv {
             .tempdir_in(&parent)
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("policies")).expect("policy dir");
+        sweep_stale_test_state();
         let mount = warden::cgroup::cgroup2_mount().expect("cgroup2 mount");
-        let parent = format!("warden-test-{}-{name}", std::process::id());
+        let parent = format!("{ENV_PREFIX}{}-{name}", std::process::id());
         Self {
             dir,
             name: name.into(),
@@ -110,7 +111,7 @@ impl TestEnv {
     }
     /// This environment's bpffs pin directory (unpinned on drop).
     pub fn pin_dir(&self) -> PathBuf {
-        PathBuf::from("/sys/fs/bpf").join(self.cgroup_parent.file_name().expect("parent name"))
+        Path::new(PIN_BASE).join(self.cgroup_parent.file_name().expect("parent name"))
     }
 
     pub fn agent_cgroup(&self, agent: &str) -> PathBuf {
@@ -288,6 +289,73 @@ impl TestEnv {
 }
 
 /// Removes a cgroup tree we created, ending its processes first.
+/// Every environment's cgroup parent and pin directory is named
+/// `warden-test-<pid>-<name>`, under the cgroup2 mount and `PIN_BASE`.
+const ENV_PREFIX: &str = "warden-test-";
+const PIN_BASE: &str = "/sys/fs/bpf";
+
+/// Removes, once per test process, what test processes that no longer run
+/// left behind: their pin directories (unpinned, which detaches their
+/// programs) and their cgroup trees (removed if empty; one with processes
+/// in it is reported and left). A test binary ended by SIGKILL never runs
+/// `Drop`; nothing of a live process is touched.
+fn sweep_stale_test_state() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for pins in dead_env_dirs(Path::new(PIN_BASE)) {
+            eprintln!(
+                "removing pins a finished test process left: {}",
+                pins.display()
+            );
+            if let Err(e) = warden::kernel::uninstall(&pins) {
+                panic!("unpin {}: {e}", pins.display());
+            }
+        }
+        let Ok(mount) = warden::cgroup::cgroup2_mount() else {
+            return;
+        };
+        for tree in dead_env_dirs(&mount) {
+            eprintln!(
+                "removing cgroups a finished test process left: {}",
+                tree.display()
+            );
+            if let Err(e) = remove_empty_tree(&tree) {
+                eprintln!("  left in place ({e}): processes still run in it");
+            }
+        }
+    });
+}
+
+/// Environment directories under `base` whose test process no longer runs.
+fn dead_env_dirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(ENV_PREFIX))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+/// rmdir of a cgroup tree, children first; fails on a populated cgroup.
+fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type()?.is_dir() {
+            remove_empty_tree(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
 fn remove_cgroup_tree(path: &Path) {
     if !path.exists() {
         return;

@@ -47,7 +47,6 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
         println!("SKIPPED: not root (run `sudo cargo xtask test`)");
         return Ok(0);
     }
-    sweep_stale_test_state(&bin)?;
     // The evidence report test renders report.html in a real browser.
     setup::ensure_apt(&["chromium"])?;
     let mut integration = Command::new(setup::cargo());
@@ -81,82 +80,6 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs and {GUEST_TOO}.rs)");
     vm_tier(&bin, filter)?;
     Ok(0)
-}
-
-/// Removes what a test process that no longer runs left behind: its pin
-/// directory (`/sys/fs/bpf/warden-test-<pid>-<name>`, unpinned with `warden
-/// uninstall`, which detaches its programs) and its cgroup tree (removed if
-/// empty; one with processes in it is reported and left). A test binary
-/// ended by SIGKILL never runs its cleanup; nothing of a live process is
-/// touched.
-fn sweep_stale_test_state(warden: &std::path::Path) -> Result<()> {
-    let dead_test_dirs = |base: &std::path::Path| -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(base) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let pid = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("warden-test-"))
-                    .and_then(|rest| rest.split('-').next())
-                    .and_then(|pid| pid.parse::<u32>().ok());
-                pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            })
-            .map(|e| e.path())
-            .collect()
-    };
-    for pins in dead_test_dirs(std::path::Path::new("/sys/fs/bpf")) {
-        println!(
-            "removing pins a finished test process left: {}",
-            pins.display()
-        );
-        let status = Command::new(warden)
-            .arg("uninstall")
-            .arg("--pin-dir")
-            .arg(&pins)
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "warden uninstall --pin-dir {}: {status}",
-            pins.display()
-        );
-    }
-    if let Some(mount) = cgroup2_mount() {
-        for tree in dead_test_dirs(&mount) {
-            println!(
-                "removing cgroups a finished test process left: {}",
-                tree.display()
-            );
-            if let Err(e) = remove_empty_tree(&tree) {
-                println!("  left in place ({e}): processes still run in it");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The cgroup2 mount point, from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2")
-            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
-
-/// rmdir of a cgroup tree, children first; fails on a populated cgroup.
-fn remove_empty_tree(dir: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        if entry.file_type()?.is_dir() {
-            remove_empty_tree(&entry.path())?;
-        }
-    }
-    std::fs::remove_dir(dir)
 }
 
 /// Builds the guest tests on the host and runs them inside the guest. The

@@ -16,8 +16,8 @@ use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::helpers::generated;
 use warden_common::{
-    path_flags, KernelOffsets, PathKey, DENTRY_SPAN_BYTES, EVENT_PATH_BYTES, MAX_PATH_DEPTH, PATH_KEY_BYTES,
-    SLOT_PREFIX_BITS,
+    path_flags, KernelOffsets, PathKey, DENTRY_SPAN_BYTES, EVENT_PATH_BYTES, MAX_PATH_DEPTH,
+    PATH_KEY_BYTES, SLOT_PREFIX_BITS,
 };
 
 use crate::PATH_SCRATCH;
