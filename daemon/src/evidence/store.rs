@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 use super::record::{self, Entry, EntryHasher, NewEntry, RecordError, GENESIS_PREV_HASH};
 
 /// Version of the `evidence` table layout, kept in `evidence_meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the `v` column (each entry's encoding version); `open`
+/// migrates a version 1 database in place.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,7 +41,8 @@ CREATE TABLE IF NOT EXISTS evidence (
     method          TEXT    NOT NULL CHECK (method <> ''),
     details         TEXT    NOT NULL CHECK (json_valid(details)),
     prev_hash       TEXT    NOT NULL CHECK (length(prev_hash) = 64),
-    hash            TEXT    NOT NULL CHECK (length(hash) = 64)
+    hash            TEXT    NOT NULL CHECK (length(hash) = 64),
+    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))
 ) STRICT;
 
 -- Guards against bugs in code sharing this database, not against attackers:
@@ -53,19 +56,47 @@ CREATE TABLE IF NOT EXISTS evidence_meta (
     key   TEXT PRIMARY KEY,
     value ANY  NOT NULL
 ) STRICT;
-INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 1);
-INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('entry_encoding', 'warden/entry/v1');
+INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 2);
+INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('entry_encoding', 'warden/entry/v2');
 ";
+
+/// Schema version 1 to 2, in one transaction: every existing entry was
+/// sealed in encoding version 1, which the new column's default records.
+/// No entry is rewritten. The CHECK is tested against the existing rows.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE evidence ADD COLUMN v INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2));
+UPDATE evidence_meta SET value = 2 WHERE key = 'schema_version';
+UPDATE evidence_meta SET value = 'warden/entry/v2' WHERE key = 'entry_encoding';
+";
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT value FROM evidence_meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Migrates a version 1 database to version 2 in one transaction; on any
+/// error nothing of it stays.
+fn migrate_1_to_2(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated it while this one waited.
+    if schema_version(&tx)? == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    tx.commit()
+}
 
 /// Column order shared by every SELECT and by `read_row`.
 pub(super) const COLUMNS: &str = "seq, ts_ns, kind, agent, owner, uid, loginuid, user, \
     login_user, pid, exe, action, target, decision, rule_id, policy_snapshot, method, details, \
-    prev_hash, hash";
+    prev_hash, hash, v";
 
 const INSERT: &str = "INSERT INTO evidence (seq, ts_ns, kind, agent, owner, uid, loginuid, \
     user, login_user, pid, exe, action, target, decision, rule_id, policy_snapshot, method, \
-    details, prev_hash, hash) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    details, prev_hash, hash, v) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,6 +116,12 @@ pub enum StoreError {
     SchemaVersion { path: PathBuf, found: i64 },
     #[error("create evidence schema")]
     Schema(#[source] rusqlite::Error),
+    #[error("open evidence database {path}: migrate evidence schema 1 to 2 (add each entry's encoding version); the file is unchanged")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("{op} in evidence database {path}")]
     Sqlite {
         op: &'static str,
@@ -163,7 +200,7 @@ impl EvidenceStore {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
 
         let problems = quick_check(&conn).map_err(|source| match source.sqlite_error_code() {
@@ -193,13 +230,14 @@ impl EvidenceStore {
             .map_err(open_err)?;
         create_schema(&conn)?;
 
-        let found: i64 = conn
-            .query_row(
-                "SELECT value FROM evidence_meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(open_err)?;
+        let mut found = schema_version(&conn).map_err(open_err)?;
+        if found == 1 {
+            migrate_1_to_2(&mut conn).map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            found = schema_version(&conn).map_err(open_err)?;
+        }
         if found != SCHEMA_VERSION {
             return Err(StoreError::SchemaVersion {
                 path: path.to_path_buf(),
@@ -303,6 +341,7 @@ impl EvidenceStore {
                         details_text,
                         entry.prev_hash,
                         entry.hash,
+                        entry.v,
                     ])
                     .map_err(sql("append evidence"))?;
                 prev_hash = entry.hash.clone();
@@ -425,6 +464,7 @@ impl EvidenceStore {
         e.details = cols.details(17)?;
         cols.text(18, "prev_hash", &mut e.prev_hash)?;
         cols.text(19, "hash", &mut e.hash)?;
+        e.v = cols.int(20, "v")?;
         Ok(())
     }
 
@@ -512,9 +552,126 @@ impl Columns<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::record::tests::sample;
     use super::*;
+
+    /// A database at `path` as schema version 1 left it: no `v` column, and
+    /// `n` entries sealed in encoding version 1.
+    pub(in super::super) fn v1_database(path: &Path, n: u64) -> Vec<Entry> {
+        let conn = Connection::open(path).expect("open");
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .expect("wal");
+        assert_eq!(mode, "wal");
+        let schema = SCHEMA
+            .replace(
+                ",\n    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))",
+                "",
+            )
+            .replace("('schema_version', 2)", "('schema_version', 1)")
+            .replace("warden/entry/v2", "warden/entry/v1");
+        assert!(!schema.contains("CHECK (v IN"), "schema 1 has no v column");
+        conn.execute_batch(&schema).expect("schema 1");
+        let columns = COLUMNS.trim_end_matches(", v");
+        let mut prev = GENESIS_PREV_HASH.to_string();
+        let mut entries = Vec::new();
+        for new in batch(0, n) {
+            let mut e = Entry::seal(entries.len() as u64 + 1, prev, new).expect("seal");
+            e.v = 1;
+            e.hash = record::compute_hash(&e).expect("hash");
+            let mut details = Vec::new();
+            record::write_canonical_details(&e.details, &mut details).expect("details");
+            conn.execute(
+                &format!(
+                    "INSERT INTO evidence ({columns}) VALUES \
+                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
+                ),
+                params![
+                    e.seq,
+                    e.ts_ns,
+                    e.kind,
+                    e.agent,
+                    e.owner,
+                    e.uid,
+                    e.loginuid,
+                    e.user,
+                    e.login_user,
+                    e.pid,
+                    e.exe,
+                    e.action,
+                    e.target,
+                    e.decision,
+                    e.rule_id,
+                    e.policy_snapshot,
+                    e.method,
+                    String::from_utf8(details).expect("utf8"),
+                    e.prev_hash,
+                    e.hash
+                ],
+            )
+            .expect("insert a version 1 row");
+            prev = e.hash.clone();
+            entries.push(e);
+        }
+        entries
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let old = v1_database(&path, 5);
+        let mut store = EvidenceStore::open(&path).expect("open migrates");
+        assert_eq!(
+            schema_version(&store.conn).expect("version"),
+            SCHEMA_VERSION
+        );
+        assert_eq!(
+            store.read_range(1, 5).expect("read"),
+            old,
+            "entries unchanged"
+        );
+        let new = store
+            .append(&batch(5, 3), Durability::Batched)
+            .expect("append after migration");
+        assert!(new.iter().all(|e| e.v == record::ENCODING_VERSION));
+        assert_eq!(new[0].prev_hash, old[4].hash, "the chain goes on");
+        let report = super::super::verify::verify_store(&store).expect("mixed chain verifies");
+        assert_eq!(report.entries, 8);
+        drop(store);
+        let store = EvidenceStore::open(&path).expect("reopen: already migrated");
+        assert_eq!(store.count().expect("count"), 8);
+        let encoding: String = store
+            .conn
+            .query_row(
+                "SELECT value FROM evidence_meta WHERE key = 'entry_encoding'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("encoding");
+        assert_eq!(encoding, "warden/entry/v2");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_without_touching_the_file() {
+        let (_dir, path, store) = new_store();
+        store
+            .conn
+            .execute(
+                "UPDATE evidence_meta SET value = 3 WHERE key = 'schema_version'",
+                [],
+            )
+            .expect("bump");
+        drop(store);
+        let before = std::fs::read(&path).expect("read");
+        let err = EvidenceStore::open(&path).err().expect("refused");
+        assert!(
+            matches!(err, StoreError::SchemaVersion { found: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+    }
 
     fn new_store() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -722,7 +879,7 @@ mod tests {
                 &format!(
                     "INSERT INTO evidence ({COLUMNS}) SELECT seq + 1, ts_ns, kind, '', owner, \
                     uid, loginuid, user, login_user, pid, exe, action, target, decision, rule_id, \
-                    policy_snapshot, method, details, prev_hash, hash FROM evidence"
+                    policy_snapshot, method, details, prev_hash, hash, v FROM evidence"
                 ),
                 [],
             )

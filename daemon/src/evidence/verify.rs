@@ -11,8 +11,11 @@ use std::ops::ControlFlow;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
-use super::record::{write_json_str, Entry, EntryHasher, DOMAIN_ENTRY, GENESIS_PREV_HASH};
-use super::scan::Scan;
+use super::record::{
+    put_v2_bytes, write_json_str, Entry, EntryHasher, DOMAIN_ENTRY_V1, DOMAIN_ENTRY_V2,
+    GENESIS_PREV_HASH,
+};
+use super::scan::{Scan, ScanRow};
 use super::store::{EvidenceStore, StoreError, COLUMNS};
 
 /// What is wrong with the first bad row.
@@ -188,17 +191,20 @@ fn verify_chain(
 }
 
 /// Verification on the rows' own bytes, without building entries: each
-/// row's canonical encoding is written straight from SQLite's column values,
-/// splicing the stored `details` text (stored canonical). On any mismatch or
-/// odd row it gives up (None) and the slow path names the problem.
+/// row's canonical encoding (in its version `v`) is written straight from
+/// SQLite's column values, splicing the stored `details` text (stored
+/// canonical). On any mismatch or odd row it gives up (None) and the slow
+/// path names the problem.
 ///
 /// It never accepts what the slow path rejects: a row passes only if the
 /// bytes written for it hash to its stored hash, so (barring a SHA-256
 /// collision) they are the canonical bytes of the entry that was sealed.
-/// Every piece written is a literal or a self-delimiting JSON token (an
-/// integer, an escaped string, the details text, which must then be the
-/// sealed entry's canonical details object), so equal bytes mean every column
-/// holds what the slow path decodes to that same entry.
+/// Both encodings are unambiguous: every piece written is a literal, a
+/// fixed-width integer, a length-prefixed string (version 2) or a
+/// self-delimiting JSON token (version 1: an integer, an escaped string),
+/// and the details text must then be the sealed entry's canonical details
+/// object. So equal bytes mean every column holds what the slow path decodes
+/// to that same entry. Integers are range-checked, never truncated.
 fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<VerifyReport> {
     // No mmap_size: on the benchmark's database stepping through mmap cost
     // ~100 ns a row more than SQLite's ordinary page reads.
@@ -207,94 +213,133 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
     let mut hasher = PrefixCachedHasher::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut digits = itoa::Buffer::new();
-    let mut head_hash = [b'0'; 64];
+    let mut head = [0u8; 32];
+    let mut head_hex = [b'0'; 64];
     let mut head_seq = 0u64;
     while let Some(mut row) = scan.next().ok()? {
         let seq = row.int(0)?;
-        if u64::try_from(seq).ok()? != head_seq + 1 || row.text(18)? != head_hash {
+        if u64::try_from(seq).ok()? != head_seq + 1 || row.text(18)? != head_hex {
             return None;
         }
-        let b = &mut buf;
-        b.clear();
-        b.push(b'{');
-        // Keys in byte order; the same fields as `record::write_canonical`.
-        put_str(b, b"\"action\":", row.text(11))?;
-        put_str(b, b",\"agent\":", row.text(3))?;
-        put_str(b, b",\"decision\":", row.text(13))?;
-        b.extend_from_slice(b",\"details\":");
-        b.extend_from_slice(row.text(17)?);
-        put_str(b, b",\"exe\":", row.text(10))?;
-        put_str(b, b",\"kind\":", row.text(2))?;
-        put_str(b, b",\"login_user\":", row.text(8))?;
-        put_int(b, &mut digits, b",\"loginuid\":", row.int(6))?;
-        put_str(b, b",\"method\":", row.text(16))?;
-        put_str(b, b",\"owner\":", row.text(4))?;
-        put_int(b, &mut digits, b",\"pid\":", row.int(9))?;
-        put_str(b, b",\"policy_snapshot\":", row.text(15))?;
-        // Checked above to be the previous row's hash: hex, nothing to escape.
-        b.extend_from_slice(b",\"prev_hash\":\"");
-        b.extend_from_slice(&head_hash);
-        b.push(b'"');
-        put_str(b, b",\"rule_id\":", row.text(14))?;
-        put_int(b, &mut digits, b",\"seq\":", Some(seq))?;
-        put_str(b, b",\"target\":", row.text(12))?;
-        put_int(b, &mut digits, b",\"ts_ns\":", row.int(1))?;
-        put_int(b, &mut digits, b",\"uid\":", row.int(5))?;
-        put_str(b, b",\"user\":", row.text(7))?;
-        b.extend_from_slice(b",\"v\":1}");
-        let hash = hex_lower(&hasher.digest(&buf));
-        if row.text(19)? != hash {
+        buf.clear();
+        match row.int(20)? {
+            1 => {
+                buf.extend_from_slice(DOMAIN_ENTRY_V1);
+                write_row_v1(&mut buf, &mut row, &mut digits, &head_hex)?;
+            }
+            2 => {
+                buf.extend_from_slice(DOMAIN_ENTRY_V2);
+                write_row_v2(&mut buf, &mut row, &head)?;
+            }
+            _ => return None,
+        }
+        head = hasher.digest(&buf);
+        head_hex = hex_lower(&head);
+        if row.text(19)? != head_hex {
             return None;
         }
-        head_hash = hash;
         head_seq += 1;
-        observe(head_seq, std::str::from_utf8(&head_hash).ok()?);
+        observe(head_seq, std::str::from_utf8(&head_hex).ok()?);
     }
     Some(VerifyReport {
         entries: head_seq,
         head_seq,
-        head_hash: String::from_utf8(head_hash.to_vec()).ok()?,
+        head_hash: String::from_utf8(head_hex.to_vec()).ok()?,
     })
 }
 
-/// `SHA-256(DOMAIN_ENTRY || canonical)`, reusing the states after the
-/// first [`CACHED_BLOCKS`] 64-byte blocks while consecutive rows share them.
-/// The first block is the domain prefix and 48 canonical bytes,
-/// `{"action":"...","agent":"...`; the second goes on to the decision and
-/// the start of `details`: runs of one agent's actions share both (on the
-/// benchmark's rows, two compressions of nine). A block is reused only if
-/// its bytes equal the previous row's in full.
+/// Version 2 of a row whose `prev_hash` is `prev`: the same fields, in the
+/// same order, as `record::write_canonical_v2`.
+fn write_row_v2(b: &mut Vec<u8>, row: &mut ScanRow<'_>, prev: &[u8; 32]) -> Option<()> {
+    let u32_col = |row: &mut ScanRow<'_>, col| u32::try_from(row.int(col)?).ok();
+    for col in [2, 3, 4, 7, 8] {
+        put_v2_bytes(b, row.text(col)?);
+    }
+    b.extend_from_slice(&u32_col(row, 5)?.to_be_bytes());
+    b.extend_from_slice(&u32_col(row, 6)?.to_be_bytes());
+    for col in [10, 15, 16, 14, 11, 13] {
+        put_v2_bytes(b, row.text(col)?);
+    }
+    b.extend_from_slice(&u32_col(row, 9)?.to_be_bytes());
+    put_v2_bytes(b, row.text(12)?);
+    put_v2_bytes(b, row.text(17)?);
+    b.extend_from_slice(&row.int(1)?.to_be_bytes());
+    b.extend_from_slice(&row.int(0)?.to_be_bytes());
+    b.extend_from_slice(prev);
+    Some(())
+}
+
+/// Version 1 of a row whose `prev_hash` is `prev_hex`: the same fields as
+/// `record::write_canonical_v1`, keys in byte order.
+fn write_row_v1(
+    b: &mut Vec<u8>,
+    row: &mut ScanRow<'_>,
+    digits: &mut itoa::Buffer,
+    prev_hex: &[u8; 64],
+) -> Option<()> {
+    b.push(b'{');
+    put_str(b, b"\"action\":", row.text(11))?;
+    put_str(b, b",\"agent\":", row.text(3))?;
+    put_str(b, b",\"decision\":", row.text(13))?;
+    b.extend_from_slice(b",\"details\":");
+    b.extend_from_slice(row.text(17)?);
+    put_str(b, b",\"exe\":", row.text(10))?;
+    put_str(b, b",\"kind\":", row.text(2))?;
+    put_str(b, b",\"login_user\":", row.text(8))?;
+    put_int(b, digits, b",\"loginuid\":", row.int(6))?;
+    put_str(b, b",\"method\":", row.text(16))?;
+    put_str(b, b",\"owner\":", row.text(4))?;
+    put_int(b, digits, b",\"pid\":", row.int(9))?;
+    put_str(b, b",\"policy_snapshot\":", row.text(15))?;
+    // Checked by the caller to be the previous row's hash: hex, nothing to
+    // escape.
+    b.extend_from_slice(b",\"prev_hash\":\"");
+    b.extend_from_slice(prev_hex);
+    b.push(b'"');
+    put_str(b, b",\"rule_id\":", row.text(14))?;
+    put_int(b, digits, b",\"seq\":", row.int(0))?;
+    put_str(b, b",\"target\":", row.text(12))?;
+    put_int(b, digits, b",\"ts_ns\":", row.int(1))?;
+    put_int(b, digits, b",\"uid\":", row.int(5))?;
+    put_str(b, b",\"user\":", row.text(7))?;
+    b.extend_from_slice(b",\"v\":1}");
+    Some(())
+}
+
+/// SHA-256 of a message (domain prefix and canonical bytes), reusing the
+/// states after the first [`CACHED_BLOCKS`] 64-byte blocks while consecutive
+/// messages share them. In version 2 the first two blocks hold the fields
+/// that usually repeat (kind, agent, owner, users, ids, exe, the start of
+/// the policy snapshot), so runs of one agent's actions share both (on the
+/// benchmark's rows, two compressions of six). A block is reused only if its
+/// bytes equal the previous message's in full.
 #[derive(Default)]
 struct PrefixCachedHasher {
-    /// The canonical bytes the cached blocks cover, and the state after
-    /// each block.
+    /// The message bytes the cached blocks cover, and the state after each
+    /// block.
     prefix: Vec<u8>,
     states: Vec<Sha256>,
 }
 
 const CACHED_BLOCKS: usize = 2;
-/// Canonical bytes in the first block, after the domain prefix.
-const HEAD: usize = 64 - DOMAIN_ENTRY.len();
+const BLOCK: usize = 64;
 
 impl PrefixCachedHasher {
-    fn digest(&mut self, canonical: &[u8]) -> [u8; 32] {
-        // Canonical bytes up to the end of block `i`.
-        let end = |i: usize| HEAD + 64 * i;
+    fn digest(&mut self, message: &[u8]) -> [u8; 32] {
+        // Message bytes up to the end of block `i`.
+        let end = |i: usize| BLOCK * (i + 1);
         let mut shared = 0;
         while shared < self.states.len()
-            && canonical.get(..end(shared)) == self.prefix.get(..end(shared))
+            && message.get(..end(shared)) == self.prefix.get(..end(shared))
         {
             shared += 1;
         }
         self.states.truncate(shared);
         let mut done = shared.checked_sub(1).map_or(0, end);
         self.prefix.truncate(done);
-        let mut hasher = match self.states.last() {
-            Some(state) => state.clone(),
-            None => Sha256::new().chain_update(DOMAIN_ENTRY),
-        };
+        let mut hasher = self.states.last().cloned().unwrap_or_default();
         while self.states.len() < CACHED_BLOCKS {
-            let Some(block) = canonical.get(done..end(self.states.len())) else {
+            let Some(block) = message.get(done..end(self.states.len())) else {
                 break;
             };
             hasher.update(block);
@@ -302,7 +347,7 @@ impl PrefixCachedHasher {
             self.states.push(hasher.clone());
             done += block.len();
         }
-        hasher.update(&canonical[done..]);
+        hasher.update(&message[done..]);
         hasher.finalize().into()
     }
 }
@@ -397,6 +442,7 @@ fn verify_streaming(
 mod tests {
     use super::super::record::tests::sample;
     use super::super::record::{compute_hash, write_canonical_details};
+    use super::super::store::tests::v1_database;
     use super::super::store::Durability;
     use super::*;
     use rusqlite::params;
@@ -460,7 +506,8 @@ mod tests {
             m[at] ^= 1;
             m
         };
-        let second_block_end = HEAD + 64;
+        const HEAD: usize = BLOCK;
+        let second_block_end = HEAD + BLOCK;
         let messages: Vec<Vec<u8>> = vec![
             base.clone(),
             base.clone(),
@@ -485,11 +532,7 @@ mod tests {
         ];
         let mut hasher = PrefixCachedHasher::default();
         for (i, m) in messages.iter().enumerate() {
-            let expected: [u8; 32] = Sha256::new()
-                .chain_update(DOMAIN_ENTRY)
-                .chain_update(m)
-                .finalize()
-                .into();
+            let expected: [u8; 32] = Sha256::digest(m).into();
             assert_eq!(hasher.digest(m), expected, "message {i}");
         }
     }
@@ -514,7 +557,7 @@ mod tests {
         conn.execute(
             &format!(
                 "INSERT INTO evidence ({COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
+                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"
             ),
             params![
                 e.seq,
@@ -536,7 +579,8 @@ mod tests {
                 e.method,
                 details,
                 e.prev_hash,
-                e.hash
+                e.hash,
+                e.v
             ],
         )
         .expect("insert forged row");
@@ -648,6 +692,41 @@ mod tests {
     }
 
     #[test]
+    fn mixed_version_chains_take_the_fast_path_and_a_changed_version_is_caught() {
+        let build = || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("warden.db");
+            v1_database(&path, 5);
+            let mut store = EvidenceStore::open(&path).expect("open migrates");
+            let new: Vec<_> = (5..10).map(sample).collect();
+            store.append(&new, Durability::Batched).expect("append");
+            (dir, path, store)
+        };
+        let (_dir, _path, store) = build();
+        let fast = verify_raw(store.connection(), &mut |_, _| {})
+            .expect("a mixed chain takes the fast path");
+        assert_eq!(
+            fast,
+            verify_streaming(&store, &mut |_| {}).expect("slow path")
+        );
+        assert_eq!(fast.entries, 10);
+        for (seq, v, kind) in [
+            (3, 2, TamperKind::HashMismatch),
+            (7, 1, TamperKind::HashMismatch),
+            (7, 3, TamperKind::Malformed),
+        ] {
+            let (_dir, path, store) = build();
+            let sql = format!("UPDATE evidence SET v = {v} WHERE seq = {seq}");
+            tamper(&path, &sql);
+            assert!(
+                verify_raw(store.connection(), &mut |_, _| {}).is_none(),
+                "{sql}"
+            );
+            assert_eq!(broken_at(&store), (seq, kind), "{sql}");
+        }
+    }
+
+    #[test]
     fn undecodable_rows_are_malformed() {
         for sql in [
             "UPDATE evidence SET details = 'not json' WHERE seq = 7",
@@ -655,6 +734,8 @@ mod tests {
             "UPDATE evidence SET details = '[]' WHERE seq = 7",
             "UPDATE evidence SET uid = -1 WHERE seq = 7",
             "UPDATE evidence SET pid = 4294967296 WHERE seq = 7",
+            // 2^32 + 1000: the same bytes as 1000 if it were truncated.
+            "UPDATE evidence SET uid = 4294968296 WHERE seq = 7",
         ] {
             let (_dir, path, store) = chain();
             tamper(&path, sql);

@@ -307,7 +307,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-const CSV_COLUMNS: &str = "seq,ts_ns,time,kind,agent,owner,uid,user,loginuid,login_user,pid,exe,action,target,decision,rule_id,policy_snapshot,method,details,prev_hash,hash";
+const CSV_COLUMNS: &str = "seq,ts_ns,time,kind,agent,owner,uid,user,loginuid,login_user,pid,exe,action,target,decision,rule_id,policy_snapshot,method,details,prev_hash,hash,v";
 
 fn csv_row(e: &Entry) -> String {
     let details = serde_json::to_string(&e.details).unwrap_or_default();
@@ -333,6 +333,7 @@ fn csv_row(e: &Entry) -> String {
         details,
         e.prev_hash.clone(),
         e.hash.clone(),
+        e.v.to_string(),
     ]
     .iter()
     .map(|f| csv_field(f))
