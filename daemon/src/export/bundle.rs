@@ -1,7 +1,8 @@
 //! The evidence bundle: everything an auditor needs to check this host's
 //! record on another machine, without the daemon or the database.
 //!
-//! Layout (format `warden-evidence-bundle/v1`):
+//! Layout (format `warden-evidence-bundle/v2`; v1 bundles, whose entries
+//! carry no `v` and are all encoding version 1, still verify):
 //! - `entries.jsonl`, `entries.csv`: the chain from seq 1 to the end of the
 //!   window (the chain can only be verified from its start);
 //! - `checkpoints.json`, `host.pub`: signed checkpoints within those entries;
@@ -36,7 +37,12 @@ use crate::{
     registry::{Agent, PolicyVersion, Registry},
 };
 
-pub const FORMAT: &str = "warden-evidence-bundle/v1";
+/// The format written. v2 entries carry their encoding version `v`; a
+/// verifier that predates it refuses the format instead of reporting every
+/// version 2 entry as tampered.
+pub const FORMAT: &str = "warden-evidence-bundle/v2";
+/// The formats `verify` accepts.
+pub const FORMATS: [&str; 2] = ["warden-evidence-bundle/v1", FORMAT];
 pub const DOMAIN_BUNDLE: &[u8] = b"warden/bundle/v1\0";
 
 #[derive(Debug, thiserror::Error)]
@@ -512,7 +518,7 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
                 .into(),
         );
     }
-    if manifest.format != FORMAT {
+    if !FORMATS.contains(&manifest.format.as_str()) {
         problems.push(format!("unknown bundle format {:?}", manifest.format));
     }
     for (name, expected) in &manifest.files {
