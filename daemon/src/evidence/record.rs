@@ -460,6 +460,7 @@ fn write_canonical(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
 }
 
 /// Appends `bytes` as a version 2 string: varint length, then the bytes.
+#[inline]
 pub(super) fn put_v2_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut n = bytes.len() as u64;
     while n >= 0x80 {
