@@ -328,3 +328,39 @@ fn the_html_report_renders_in_a_browser() {
         std::fs::copy(&shot, dest).unwrap();
     }
 }
+
+/// The README's Python implementation of encoding version 2 is what an
+/// auditor would use without our code: it must recompute the hash of every
+/// entry of a real bundle (and so the chain), with nothing of ours running.
+#[test]
+fn the_readme_python_recomputes_every_entry_hash() {
+    let (env, bundle) = exported("readmepy");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let (_, rest) = readme
+        .split_once("```python\n")
+        .expect("the README has a python block");
+    let (snippet, _) = rest.split_once("```").expect("the python block ends");
+    let script = format!(
+        "{snippet}\nimport sys\nn = 0\nprev = '0' * 64\n\
+         for line in open(sys.argv[1]):\n    e = json.loads(line)\n    \
+         assert e['v'] == 2, e['seq']\n    assert e['prev_hash'] == prev, e['seq']\n    \
+         assert entry_hash_v2(e) == e['hash'], e['seq']\n    prev = e['hash']\n    n += 1\n\
+         print(n)\n"
+    );
+    let path = env.dir.path().join("readme_v2.py");
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .arg(bundle.join("entries.jsonl"))
+        .output()
+        .expect("run python3 (cargo xtask setup installs it)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let checked: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let lines = std::fs::read_to_string(bundle.join("entries.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(checked > 5, "a real chain: {checked} entries");
+    assert_eq!(checked, lines, "every entry recomputed");
+}

@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "sqlite3",
     "libseccomp-dev",
+    // The export test runs the README's Python verifier of the encoding.
+    "python3",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
