@@ -307,44 +307,78 @@ fn write_row_v1(
 }
 
 /// SHA-256 of a message (domain prefix and canonical bytes), reusing the
-/// states after the first [`CACHED_BLOCKS`] 64-byte blocks while consecutive
-/// messages share them. In version 2 the first two blocks hold the fields
-/// that usually repeat (kind, agent, owner, users, ids, exe, the start of
-/// the policy snapshot), so runs of one agent's actions share both (on the
-/// benchmark's rows, two compressions of six). A block is reused only if its
-/// bytes equal the previous message's in full.
+/// states after the first [`CACHED_BLOCKS`] 64-byte blocks of recent
+/// messages that share them. In version 2 the first two blocks hold the
+/// fields that usually repeat (kind, agent, owner, users, ids, exe, the start
+/// of the policy snapshot), so one agent's entries share both (on the
+/// benchmark's rows, two compressions of five). The last [`PREFIXES`]
+/// distinct prefixes are kept, so entries of a few agents taking turns
+/// share them too. A block is reused only if its bytes equal the cached
+/// message's in full.
 #[derive(Default)]
 struct PrefixCachedHasher {
-    /// The message bytes the cached blocks cover, and the state after each
-    /// block.
-    prefix: Vec<u8>,
+    /// Most recently used first.
+    prefixes: Vec<CachedPrefix>,
+}
+
+/// The message bytes the cached blocks cover, and the state after each.
+#[derive(Default)]
+struct CachedPrefix {
+    bytes: Vec<u8>,
     states: Vec<Sha256>,
 }
 
 const CACHED_BLOCKS: usize = 2;
+const PREFIXES: usize = 8;
 const BLOCK: usize = 64;
+
+impl CachedPrefix {
+    /// How many of the cached blocks `message` starts with.
+    fn shared(&self, message: &[u8]) -> usize {
+        let end = |i: usize| BLOCK * (i + 1);
+        (0..self.states.len())
+            .take_while(|&i| message.get(..end(i)) == self.bytes.get(..end(i)))
+            .count()
+    }
+}
 
 impl PrefixCachedHasher {
     fn digest(&mut self, message: &[u8]) -> [u8; 32] {
         // Message bytes up to the end of block `i`.
         let end = |i: usize| BLOCK * (i + 1);
-        let mut shared = 0;
-        while shared < self.states.len()
-            && message.get(..end(shared)) == self.prefix.get(..end(shared))
-        {
-            shared += 1;
+        // The most recent prefix sharing most; a new one (or the least
+        // recently used, replaced) if none shares a block.
+        let mut best = (0, 0);
+        for (i, prefix) in self.prefixes.iter().enumerate() {
+            let shared = prefix.shared(message);
+            if shared > best.1 {
+                best = (i, shared);
+            }
+            if shared == CACHED_BLOCKS {
+                break;
+            }
         }
-        self.states.truncate(shared);
+        let (index, shared) = if best.1 > 0 {
+            best
+        } else {
+            if self.prefixes.len() < PREFIXES {
+                self.prefixes.push(CachedPrefix::default());
+            }
+            (self.prefixes.len() - 1, 0)
+        };
+        self.prefixes[..=index].rotate_right(1);
+        let cached = &mut self.prefixes[0];
+        cached.states.truncate(shared);
         let mut done = shared.checked_sub(1).map_or(0, end);
-        self.prefix.truncate(done);
-        let mut hasher = self.states.last().cloned().unwrap_or_default();
-        while self.states.len() < CACHED_BLOCKS {
-            let Some(block) = message.get(done..end(self.states.len())) else {
+        cached.bytes.truncate(done);
+        let mut hasher = cached.states.last().cloned().unwrap_or_default();
+        while cached.states.len() < CACHED_BLOCKS {
+            let Some(block) = message.get(done..end(cached.states.len())) else {
                 break;
             };
             hasher.update(block);
-            self.prefix.extend_from_slice(block);
-            self.states.push(hasher.clone());
+            cached.bytes.extend_from_slice(block);
+            cached.states.push(hasher.clone());
             done += block.len();
         }
         hasher.update(&message[done..]);
@@ -534,6 +568,37 @@ mod tests {
         for (i, m) in messages.iter().enumerate() {
             let expected: [u8; 32] = Sha256::digest(m).into();
             assert_eq!(hasher.digest(m), expected, "message {i}");
+        }
+    }
+
+    /// Messages from more distinct prefixes than are cached, in an order
+    /// that reuses, partly shares, evicts and comes back to them.
+    #[test]
+    fn the_prefix_cached_hasher_hashes_like_sha256_across_many_prefixes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut hasher = PrefixCachedHasher::default();
+        for i in 0..5000 {
+            let first = next(PREFIXES as u64 + 4) as u8;
+            let second = next(3) as u8;
+            let tail = next(200) as usize;
+            let mut m = vec![first; BLOCK];
+            m.extend(std::iter::repeat_n(second, BLOCK));
+            m.extend((0..tail).map(|b| b as u8 ^ first));
+            // Some messages end inside the cached blocks.
+            m.truncate(if next(10) == 0 {
+                next(2 * BLOCK as u64) as usize
+            } else {
+                m.len()
+            });
+            let expected: [u8; 32] = Sha256::digest(&m).into();
+            assert_eq!(hasher.digest(&m), expected, "message {i}");
+            assert!(hasher.prefixes.len() <= PREFIXES);
         }
     }
 
