@@ -454,6 +454,19 @@ pub fn approvals(env: &TestEnv, all: bool) -> Vec<serde_json::Value> {
     serde_json::from_str(&env.ok(&args)).expect("approvals JSON")
 }
 
+/// Waits until exactly one approval is pending and process `pid` is in one
+/// of the scheduler `states` ('T' stopped, 't' in a ptrace stop); returns
+/// the approval.
+pub fn wait_held(env: &TestEnv, pid: u32, states: &[char], what: &str) -> serde_json::Value {
+    let mut pending = Vec::new();
+    wait_until(what, || {
+        pending = approvals(env, false);
+        !pending.is_empty() && states.contains(&state_of(pid))
+    });
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    pending.remove(0)
+}
+
 /// The probe binary by canonical path (what exec rules and evidence see).
 pub fn probe_path() -> String {
     probe_bin()

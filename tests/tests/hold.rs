@@ -52,15 +52,9 @@ fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
         .expect("spawn warden run")
 }
 
-/// Waits for the held action to be pending and the thread to be stopped.
+/// Waits for the held connect to be pending and the thread to be stopped.
 fn wait_held(env: &TestEnv, child: &Child) -> Value {
-    let mut pending = Vec::new();
-    wait_until("the connect is held", || {
-        pending = approvals(env, false);
-        !pending.is_empty() && state_of(child.id()) == 'T'
-    });
-    assert_eq!(pending.len(), 1, "{pending:#?}");
-    pending.remove(0)
+    warden_tests::wait_held(env, child.id(), &['T'], "the connect is held")
 }
 
 fn finish(child: Child) -> (String, Option<i32>) {

@@ -20,9 +20,7 @@ use std::{
 };
 
 use serde_json::Value;
-use warden_tests::{
-    approvals, probe_path, state_of, stdout, wait_until, Files, TestEnv, RUNTIME_FILES,
-};
+use warden_tests::{probe_path, stdout, Files, TestEnv, RUNTIME_FILES};
 
 /// True only inside the guest: BPF LSM active and the xtask's marker set.
 /// Everything here needs both; elsewhere the tests say so and return.
@@ -343,13 +341,7 @@ fn spawn_exec(env: &TestEnv, agent: &str, bin: &str, marker: &str) -> Child {
 }
 
 fn wait_held(env: &TestEnv, child: &Child) -> Value {
-    let mut pending = Vec::new();
-    wait_until("the exec is held", || {
-        pending = approvals(env, false);
-        !pending.is_empty() && state_of(child.id()) == 'T'
-    });
-    assert_eq!(pending.len(), 1, "{pending:#?}");
-    pending.remove(0)
+    warden_tests::wait_held(env, child.id(), &['T'], "the exec is held")
 }
 
 #[test]

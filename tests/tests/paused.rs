@@ -78,15 +78,10 @@ fn spawn(env: &TestEnv, cmd: &[&str]) -> Child {
 /// Waits until the action is pending and the process is stopped ('T') or
 /// in a ptrace stop ('t'); returns the pending approval.
 fn wait_paused(env: &TestEnv, child: &Child, traced: bool) -> Value {
-    let mut pending = Vec::new();
-    wait_until("the action is held", || {
-        pending = approvals(env, false);
-        let state = state_of(child.id());
-        !pending.is_empty() && (state == 't' || (!traced && state == 'T'))
-    });
-    assert_eq!(pending.len(), 1, "{pending:#?}");
-    assert_eq!(pending[0]["job"]["pid"], child.id());
-    pending.remove(0)
+    let states: &[char] = if traced { &['t'] } else { &['t', 'T'] };
+    let pending = warden_tests::wait_held(env, child.id(), states, "the action is held");
+    assert_eq!(pending["job"]["pid"], child.id());
+    pending
 }
 
 /// SIGCONT, several times, to the process this test started.
