@@ -62,18 +62,22 @@ impl ProcessFacts {
     /// Reads /proc/PID. A process that is already gone is described by its
     /// kernel command name, marked as such, rather than left blank.
     pub fn read(pid: u32, comm: &str) -> Self {
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        let process = i32::try_from(pid)
+            .ok()
+            .and_then(|pid| procfs::process::Process::new(pid).ok());
+        let exe = process
+            .as_ref()
+            .and_then(|p| p.exe().ok())
             .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| format!("[exited:{comm}]"));
+            .unwrap_or_else(|| format!("[exited:{comm}]"));
         let binary = fs::metadata(format!("/proc/{pid}/exe"))
             .map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 format!("{}:{}", m.dev(), m.ino())
             })
             .unwrap_or_else(|_| "unknown".into());
-        let loginuid = fs::read_to_string(format!("/proc/{pid}/loginuid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        let loginuid = process
+            .and_then(|p| p.loginuid().ok())
             .unwrap_or(LOGINUID_UNSET);
         Self {
             exe,

@@ -21,6 +21,12 @@ pub enum CgroupError {
     Missing { path: PathBuf },
     #[error("{path} is not inside the cgroup2 hierarchy mounted at {mount}")]
     OutsideHierarchy { path: PathBuf, mount: PathBuf },
+    #[error("read /proc/{pid}/cgroup: {source}")]
+    Proc {
+        pid: u32,
+        #[source]
+        source: procfs::ProcError,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -40,6 +46,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Cgr
 
 /// The cgroup2 mount point, from /proc/self/mountinfo (never hard-coded: it
 /// is /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones).
+/// Parsed here rather than with procfs, whose `MountInfo` (0.17) keeps the
+/// kernel's octal escapes (`\040` for a space) in mount points.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let text = fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
     find_cgroup2_mount(&text).ok_or(CgroupError::NoCgroup2)
@@ -166,13 +174,20 @@ pub fn freeze(path: &Path, frozen: bool) -> Result<(), CgroupError> {
 /// The cgroup of process `pid`, as a path below `mount` (from the `0::` line
 /// of /proc/PID/cgroup).
 pub fn cgroup_of(mount: &Path, pid: u32) -> Result<PathBuf, CgroupError> {
-    let file = PathBuf::from(format!("/proc/{pid}/cgroup"));
-    let text = fs::read_to_string(&file).map_err(io_err("read", &file))?;
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
+    let proc_err = |source| CgroupError::Proc { pid, source };
+    let pid_i32 = i32::try_from(pid).map_err(|_| {
+        proc_err(procfs::ProcError::NotFound(Some(
+            format!("/proc/{pid}").into(),
+        )))
+    })?;
+    let groups = procfs::process::Process::new(pid_i32)
+        .and_then(|p| p.cgroups())
+        .map_err(proc_err)?;
+    let v2 = groups
+        .into_iter()
+        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
         .ok_or(CgroupError::NoCgroup2)?;
-    Ok(mount.join(rel.trim_start_matches('/')))
+    Ok(mount.join(v2.pathname.trim_start_matches('/')))
 }
 
 #[cfg(test)]

@@ -513,9 +513,10 @@ fn find_daemon(socket: &Path) -> Result<DaemonProcess, ConfineError> {
         .map_err(ConfineError::Daemon)?;
     let pid = pid as i32;
     let task = PathBuf::from(format!("/proc/{pid}/task"));
-    let mut tids: Vec<i32> = std::fs::read_dir(&task)
-        .map_err(io_err("list", &task))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    let mut tids: Vec<i32> = procfs::process::Process::new(pid)
+        .and_then(|p| p.tasks())
+        .map_err(|e| io_err("list", &task)(std::io::Error::other(e)))?
+        .filter_map(|t| Some(t.ok()?.tid))
         .collect();
     tids.sort_unstable();
     let nix_pid = nix::unistd::Pid::from_raw(pid);
