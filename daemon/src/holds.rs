@@ -124,13 +124,15 @@ fn collect_exit(tid: u32, patience_ms: u32) -> bool {
 
 /// The thread exists and has not exited.
 fn thread_alive(pid: u32, tid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).is_ok_and(|stat| {
-        // The state follows the parenthesised command name.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        !matches!(state, Some('Z' | 'X') | None)
-    })
+    use procfs::process::{ProcState, Process};
+    let (Ok(pid), Ok(tid)) = (i32::try_from(pid), i32::try_from(tid)) else {
+        return false;
+    };
+    let state = Process::new(pid)
+        .and_then(|p| p.task_from_tid(tid))
+        .and_then(|t| t.stat())
+        .and_then(|s| s.state());
+    !matches!(state, Ok(ProcState::Zombie | ProcState::Dead) | Err(_))
 }
 
 impl Holds {
@@ -337,17 +339,23 @@ impl Holds {
     ) -> Result<String, String> {
         let a = self.store.get(id).map_err(|e| crate::error_chain(&e))?;
 
-        // Agents never approve, whatever user they run as.
-        if let Ok(mount) = crate::cgroup::cgroup2_mount() {
-            if let Ok(cg) = crate::cgroup::cgroup_of(&mount, caller.pid) {
-                if let Some(agent_cg) = agent_cgroups.iter().find(|c| cg.starts_with(c)) {
-                    return Err(format!(
-                        "refused: the caller (pid {}) runs inside agent cgroup {}; agents cannot approve",
-                        caller.pid,
-                        agent_cg.display()
-                    ));
-                }
-            }
+        // Agents never approve, whatever user they run as. A caller whose
+        // cgroup cannot be read (it exited after asking) is refused too.
+        let cg = crate::cgroup::cgroup2_mount()
+            .and_then(|mount| crate::cgroup::cgroup_of(&mount, caller.pid))
+            .map_err(|e| {
+                format!(
+                    "refused: cannot tell whether the caller (pid {}) runs inside an agent cgroup: {}",
+                    caller.pid,
+                    crate::error_chain(&e)
+                )
+            })?;
+        if let Some(agent_cg) = agent_cgroups.iter().find(|c| cg.starts_with(c)) {
+            return Err(format!(
+                "refused: the caller (pid {}) runs inside agent cgroup {}; agents cannot approve",
+                caller.pid,
+                agent_cg.display()
+            ));
         }
         let user = nix::unistd::User::from_uid(caller.uid.into())
             .ok()
