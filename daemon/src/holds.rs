@@ -18,7 +18,7 @@
 //! again without a grant (a SIGCONT before the seize; see
 //! `ebpf/programs/src/hold.rs`).
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use nix::{
     sys::{
@@ -119,6 +119,28 @@ fn collect_exit(tid: u32, patience_ms: u32) -> bool {
             Ok(WaitStatus::StillAlive) => return false,
             Ok(_) => {}
         }
+    }
+}
+
+/// Agents never approve, whatever user they run as. A caller whose cgroup
+/// cannot be read (it exited after asking) is refused too.
+fn refuse_agent_caller(caller: &Caller, agent_cgroups: &[PathBuf]) -> Result<(), String> {
+    let cg = crate::cgroup::cgroup2_mount()
+        .and_then(|mount| crate::cgroup::cgroup_of(&mount, caller.pid))
+        .map_err(|e| {
+            format!(
+                "refused: cannot tell whether the caller (pid {}) runs inside an agent cgroup: {}",
+                caller.pid,
+                crate::error_chain(&e)
+            )
+        })?;
+    match agent_cgroups.iter().find(|c| cg.starts_with(c)) {
+        Some(agent_cg) => Err(format!(
+            "refused: the caller (pid {}) runs inside agent cgroup {}; agents cannot approve",
+            caller.pid,
+            agent_cg.display()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -334,29 +356,11 @@ impl Holds {
         caller: &Caller,
         current_snapshot: Option<&str>,
         policy: Option<&PolicyView>,
-        agent_cgroups: &[std::path::PathBuf],
+        agent_cgroups: &[PathBuf],
         record: &mut dyn FnMut(NewEntry) -> Result<(), String>,
     ) -> Result<String, String> {
         let a = self.store.get(id).map_err(|e| crate::error_chain(&e))?;
-
-        // Agents never approve, whatever user they run as. A caller whose
-        // cgroup cannot be read (it exited after asking) is refused too.
-        let cg = crate::cgroup::cgroup2_mount()
-            .and_then(|mount| crate::cgroup::cgroup_of(&mount, caller.pid))
-            .map_err(|e| {
-                format!(
-                    "refused: cannot tell whether the caller (pid {}) runs inside an agent cgroup: {}",
-                    caller.pid,
-                    crate::error_chain(&e)
-                )
-            })?;
-        if let Some(agent_cg) = agent_cgroups.iter().find(|c| cg.starts_with(c)) {
-            return Err(format!(
-                "refused: the caller (pid {}) runs inside agent cgroup {}; agents cannot approve",
-                caller.pid,
-                agent_cg.display()
-            ));
-        }
+        refuse_agent_caller(caller, agent_cgroups)?;
         let user = nix::unistd::User::from_uid(caller.uid.into())
             .ok()
             .flatten();
@@ -662,6 +666,26 @@ fn approval_entry(actor: &Actor, a: &Approval, d: &Decided<'_>) -> NewEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callers_in_agent_cgroups_or_of_unknown_cgroup_are_refused() {
+        let me = Caller {
+            uid: 0,
+            pid: std::process::id(),
+        };
+        let mount = crate::cgroup::cgroup2_mount().expect("cgroup2 mounted");
+        let mine = crate::cgroup::cgroup_of(&mount, me.pid).expect("own cgroup");
+        refuse_agent_caller(&me, &[mount.join("warden-no-such-agent")]).expect("not an agent");
+        let err = refuse_agent_caller(&me, &[mine]).expect_err("inside an agent cgroup");
+        assert!(err.contains("agents cannot approve"), "{err}");
+        // A process that has exited: its pid, reaped, names no cgroup.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let gone = child.id();
+        child.wait().expect("reap");
+        let caller = Caller { uid: 0, pid: gone };
+        let err = refuse_agent_caller(&caller, &[]).expect_err("unknown cgroup");
+        assert!(err.contains("cannot tell"), "{err}");
+    }
 
     #[test]
     fn hold_key_hex_round_trips() {
