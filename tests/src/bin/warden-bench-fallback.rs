@@ -239,34 +239,28 @@ rules:
     )
 }
 
-/// Kernel-side run time of the daemon's tracepoint programs, from its fds'
-/// fdinfo (needs `kernel.bpf_stats_enabled`): tp_name -> (runs, ns).
-fn program_stats(pid: u32) -> std::collections::HashMap<String, (u64, u64)> {
-    let field = |info: &str, key: &str| -> Option<String> {
-        info.lines()
-            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-    };
-    let infos: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+/// Run count and run time (ns) of the programs behind the links pinned in
+/// `pin_dir`, by program name. Read through the pins, not the daemon's file
+/// descriptors: it closes a link's fd once the link is pinned.
+fn program_stats(pin_dir: &Path) -> std::collections::HashMap<String, (u64, u64)> {
+    use aya::programs::{links::FdLink, links::PinnedLink, loaded_programs};
+    let ids: Vec<u32> = std::fs::read_dir(pin_dir.join("links"))
         .map(|d| {
             d.flatten()
-                .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+                .filter_map(|f| PinnedLink::from_pin(f.path()).ok())
+                .filter_map(|link| FdLink::from(link).info().ok())
+                .map(|info| info.program_id())
                 .collect()
         })
         .unwrap_or_default();
-    let mut out = std::collections::HashMap::new();
-    for link in &infos {
-        let (Some(tp), Some(id)) = (field(link, "tp_name:"), field(link, "prog_id:")) else {
-            continue;
-        };
-        for prog in &infos {
-            if field(prog, "prog_id:").as_deref() == Some(id.as_str()) && prog.contains("run_cnt:")
-            {
-                let n = |k| field(prog, k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-                out.insert(tp.clone(), (n("run_cnt:"), n("run_time_ns:")));
-            }
-        }
-    }
-    out
+    loaded_programs()
+        .flatten()
+        .filter(|p| ids.contains(&p.id()))
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            Some((name, (p.run_count(), p.run_time().as_nanos() as u64)))
+        })
+        .collect()
 }
 
 /// The kernel's event count (pinned: it runs on across daemons) and what
@@ -354,18 +348,18 @@ fn run(args: &[String]) -> Result<()> {
         env.write_policy("p.yaml", &policy(&file, false));
         env.start_daemon_quiet();
         thread::sleep(Duration::from_millis(300));
-        let pid = env.daemon_pid().context("daemon pid")?;
+        let pins = env.pin_dir();
         let start = event_counts(&env)?;
         std::fs::write(stats_path, "1")?;
-        let s0 = program_stats(pid);
+        let s0 = program_stats(&pins);
         sides[1].0.extend(measure(&agent, "exec", c.execs, None)?);
-        let s1 = program_stats(pid);
+        let s1 = program_stats(&pins);
         settle(&env, start)?;
-        let s2 = program_stats(pid);
+        let s2 = program_stats(&pins);
         sides[3]
             .0
             .extend(measure(&agent, "open", c.opens, Some(&file))?);
-        let s3 = program_stats(pid);
+        let s3 = program_stats(&pins);
         std::fs::write(stats_path, stats_before.trim())?;
         let delta = |a: &std::collections::HashMap<String, (u64, u64)>,
                      b: &std::collections::HashMap<String, (u64, u64)>,
@@ -374,9 +368,9 @@ fn run(args: &[String]) -> Result<()> {
             let (r1, t1) = b.get(tp).copied().unwrap_or_default();
             (r1.saturating_sub(r0), t1.saturating_sub(t0))
         };
-        let e = delta(&s0, &s1, "sched_process_exec");
+        let e = delta(&s0, &s1, "warden_exec");
         kernel_exec = (kernel_exec.0 + e.0, kernel_exec.1 + e.1);
-        let o = delta(&s2, &s3, "sys_exit");
+        let o = delta(&s2, &s3, "warden_sys_exit");
         kernel_open = (kernel_open.0 + o.0, kernel_open.1 + o.1);
         settle(&env, start)?;
         sides[5]
@@ -415,10 +409,8 @@ fn run(args: &[String]) -> Result<()> {
         );
     }
     let avg = |(runs, ns): (u64, u64)| ns as f64 / runs.max(1) as f64;
-    // The exec hook's link is pinned and its fd closed, so the daemon's
-    // fdinfo shows it only on some starts.
     let exec_line = if kernel_exec.0 == 0 {
-        "sched_process_exec program: not seen in the daemon's fds".to_string()
+        "sched_process_exec program: no runs seen".to_string()
     } else {
         format!(
             "sched_process_exec program: {:.0} ns per agent exec ({} runs)",
