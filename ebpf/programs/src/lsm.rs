@@ -22,10 +22,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal_thread},
     macros::lsm,
+    maps::ring_buf::RingBufEntry,
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, syscalls, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
+    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
     ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
 };
 
@@ -52,33 +53,59 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-
-    // No exec without a record: reserve the event before allowing.
-    count_agent(agent.agent_id, agent_counter::DECISIONS);
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        if unrecorded(&agent, j.decision == Decision::Allow) {
-            count(counter::ALLOWED);
-            return ALLOW;
-        }
-        count(counter::DENIED);
-        return DENY;
+    let mut entry = match reserve::<ExecEvent>(&agent, j.decision) {
+        Ok(entry) => entry,
+        Err(ret) => return ret,
     };
-    let (decision, method, ret) = match j.decision {
-        Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
-        Decision::Hold => {
-            let tid = bpf_get_current_pid_tgid() as u32;
-            let c = &j.carry;
-            hold(&HoldKey::exec(c.cgroup_id, tid, c.dev, c.ino))
-        }
-        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
-    };
+    let (decision, method, ret) = carry_out(j.decision, || {
+        let c = &j.carry;
+        HoldKey::exec(c.cgroup_id, current_tid(), c.dev, c.ino)
+    });
     exec::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
-    let allowed = count_outcome(method);
-    entry.submit(submit_flags(
-        allowed,
-        core::mem::size_of::<ExecEvent>() as u64,
-    ));
+    submit(entry, method);
     ret
+}
+
+/// No action without a record: reserves the event before anything is
+/// allowed. Without room, the action is refused, or allowed and counted
+/// where the agent's policy says so (`Err`: what the hook returns).
+#[inline(always)]
+fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i32> {
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
+    match EVENTS.reserve::<T>(0) {
+        Some(entry) => Ok(entry),
+        None if unrecorded(agent, judged == Decision::Allow) => {
+            count(counter::ALLOWED);
+            Err(ALLOW)
+        }
+        None => {
+            count(counter::DENIED);
+            Err(DENY)
+        }
+    }
+}
+
+/// Carries out a judged decision: (decision, method, the hook's return).
+/// A hold is on the action `key` names.
+#[inline(always)]
+fn carry_out(judged: Decision, key: impl FnOnce() -> HoldKey) -> (Decision, Method, i32) {
+    match judged {
+        Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
+        Decision::Hold => hold(&key()),
+        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
+    }
+}
+
+/// Counts the filled record's outcome and submits it.
+#[inline(always)]
+fn submit<T>(entry: RingBufEntry<T>, method: Method) {
+    let allowed = count_outcome(method);
+    entry.submit(submit_flags(allowed, core::mem::size_of::<T>() as u64));
+}
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
 }
 
 /// Counts a recorded LSM decision by how it was carried out, and says
@@ -170,31 +197,15 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
-
-    // No open without a record: reserve the event before allowing.
-    count_agent(agent.agent_id, agent_counter::DECISIONS);
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        if unrecorded(&agent, j.decision == Decision::Allow) {
-            count(counter::ALLOWED);
-            return ALLOW;
-        }
-        count(counter::DENIED);
-        return DENY;
+    let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
+        Ok(entry) => entry,
+        Err(ret) => return ret,
     };
-    let (decision, method, ret) = match j.decision {
-        Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
-        Decision::Hold => {
-            let tid = bpf_get_current_pid_tgid() as u32;
-            let c = &j.carry;
-            hold(&HoldKey::file(c.cgroup_id, tid, c.dev, c.ino, c.access))
-        }
-        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
-    };
+    let (decision, method, ret) = carry_out(j.decision, || {
+        let c = &j.carry;
+        HoldKey::file(c.cgroup_id, current_tid(), c.dev, c.ino, c.access)
+    });
     file::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
-    let allowed = count_outcome(method);
-    entry.submit(submit_flags(
-        allowed,
-        core::mem::size_of::<OpenEvent>() as u64,
-    ));
+    submit(entry, method);
     ret
 }
