@@ -556,6 +556,48 @@ pub(super) mod tests {
     use super::super::record::tests::sample;
     use super::*;
 
+    /// Inserts `e` as a row, bypassing `append` (no sealing or linking);
+    /// without `v` as schema version 1 had it.
+    pub(in super::super) fn insert_raw(conn: &Connection, e: &Entry, with_v: bool) {
+        let mut details = Vec::new();
+        record::write_canonical_details(&e.details, &mut details).expect("details");
+        let details = String::from_utf8(details).expect("utf8");
+        let (columns, v) = match with_v {
+            true => (COLUMNS, ",?21"),
+            false => (COLUMNS.trim_end_matches(", v"), ""),
+        };
+        let sql = format!(
+            "INSERT INTO evidence ({columns}) VALUES \
+             (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20{v})"
+        );
+        let mut stmt = conn.prepare(&sql).expect("prepare insert");
+        let base = params![
+            e.seq,
+            e.ts_ns,
+            e.kind,
+            e.agent,
+            e.owner,
+            e.uid,
+            e.loginuid,
+            e.user,
+            e.login_user,
+            e.pid,
+            e.exe,
+            e.action,
+            e.target,
+            e.decision,
+            e.rule_id,
+            e.policy_snapshot,
+            e.method,
+            details,
+            e.prev_hash,
+            e.hash,
+            e.v
+        ];
+        let n = if with_v { 21 } else { 20 };
+        stmt.execute(&base[..n]).expect("insert row");
+    }
+
     /// A database at `path` as schema version 1 left it: no `v` column, and
     /// `n` entries sealed in encoding version 1.
     pub(in super::super) fn v1_database(path: &Path, n: u64) -> Vec<Entry> {
@@ -573,44 +615,13 @@ pub(super) mod tests {
             .replace("warden/entry/v2", "warden/entry/v1");
         assert!(!schema.contains("CHECK (v IN"), "schema 1 has no v column");
         conn.execute_batch(&schema).expect("schema 1");
-        let columns = COLUMNS.trim_end_matches(", v");
         let mut prev = GENESIS_PREV_HASH.to_string();
         let mut entries = Vec::new();
         for new in batch(0, n) {
             let mut e = Entry::seal(entries.len() as u64 + 1, prev, new).expect("seal");
             e.v = 1;
             e.hash = record::compute_hash(&e).expect("hash");
-            let mut details = Vec::new();
-            record::write_canonical_details(&e.details, &mut details).expect("details");
-            conn.execute(
-                &format!(
-                    "INSERT INTO evidence ({columns}) VALUES \
-                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"
-                ),
-                params![
-                    e.seq,
-                    e.ts_ns,
-                    e.kind,
-                    e.agent,
-                    e.owner,
-                    e.uid,
-                    e.loginuid,
-                    e.user,
-                    e.login_user,
-                    e.pid,
-                    e.exe,
-                    e.action,
-                    e.target,
-                    e.decision,
-                    e.rule_id,
-                    e.policy_snapshot,
-                    e.method,
-                    String::from_utf8(details).expect("utf8"),
-                    e.prev_hash,
-                    e.hash
-                ],
-            )
-            .expect("insert a version 1 row");
+            insert_raw(&conn, &e, false);
             prev = e.hash.clone();
             entries.push(e);
         }

@@ -474,9 +474,9 @@ fn verify_streaming(
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::compute_hash;
     use super::super::record::tests::sample;
-    use super::super::record::{compute_hash, write_canonical_details};
-    use super::super::store::tests::v1_database;
+    use super::super::store::tests::{insert_raw, v1_database};
     use super::super::store::Durability;
     use super::*;
     use rusqlite::params;
@@ -616,39 +616,7 @@ mod tests {
     }
 
     fn insert_row(conn: &Connection, e: &Entry) {
-        let mut details = Vec::new();
-        write_canonical_details(&e.details, &mut details).expect("details");
-        let details = String::from_utf8(details).expect("utf8");
-        conn.execute(
-            &format!(
-                "INSERT INTO evidence ({COLUMNS}) VALUES \
-                 (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"
-            ),
-            params![
-                e.seq,
-                e.ts_ns,
-                e.kind,
-                e.agent,
-                e.owner,
-                e.uid,
-                e.loginuid,
-                e.user,
-                e.login_user,
-                e.pid,
-                e.exe,
-                e.action,
-                e.target,
-                e.decision,
-                e.rule_id,
-                e.policy_snapshot,
-                e.method,
-                details,
-                e.prev_hash,
-                e.hash,
-                e.v
-            ],
-        )
-        .expect("insert forged row");
+        insert_raw(conn, e, true);
     }
 
     fn row(store: &EvidenceStore, seq: u64) -> Entry {
