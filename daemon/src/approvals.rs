@@ -282,6 +282,23 @@ impl Approvals {
             .map_err(sql("list expired approvals"))
     }
 
+    /// Decisions written to the kernel for its hook to apply (approved,
+    /// rejected, expired) whose outcome it has not reported.
+    pub fn granted_without_outcome(&self) -> Result<Vec<Approval>, ApprovalError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "{SELECT} WHERE status IN ('approved', 'rejected', 'expired') AND applied = 1
+                 AND final_status IS NULL ORDER BY id"
+            ))
+            .map_err(sql("list decisions awaiting their outcome"))?;
+        let rows = stmt
+            .query_map([], row)
+            .map_err(sql("list decisions awaiting their outcome"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list decisions awaiting their outcome"))
+    }
+
     /// Decided (approved or rejected) but not yet written to the kernel:
     /// the daemon died between recording and applying.
     pub fn unapplied(&self) -> Result<Vec<Approval>, ApprovalError> {

@@ -252,6 +252,32 @@ impl Holds {
                 }
             }
         }
+        // Decisions the hook never applied because the thread did not come
+        // back to it: it exited, or (with BPF LSM) the restarted syscall
+        // failed before the hook, as an exclusive create does on the file
+        // it created before it was held. The grant is withdrawn, so that a
+        // later thread given the same id cannot use it, and the hold ends.
+        for a in self.store.granted_without_outcome()? {
+            if thread_alive(a.job.pid, a.job.tid) {
+                continue;
+            }
+            let Some(key) = key_from_hex(&a.hold_key) else {
+                continue;
+            };
+            match kernel.withdraw_grant(&key) {
+                Ok(true) => {}
+                // Consumed: the hook's outcome event records it.
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(id = a.id, error = %crate::error_chain(&e), "withdraw an unused grant");
+                    continue;
+                }
+            }
+            self.store.set_final_status(a.id, "ended")?;
+            if let Err(e) = record(unused_grant_outcome(&a)) {
+                tracing::error!(id = a.id, error = %e, "record an unused grant");
+            }
+        }
         Ok(())
     }
 
@@ -632,6 +658,33 @@ fn paused_outcome(a: &Approval, allowed: bool, final_status: &str, how: &str) ->
     });
     entry.rule_id = a.rule_id.clone();
     entry.method = if allowed { "approved" } else { "rejected" }.into();
+    entry
+}
+
+/// A decision on a hold that never took effect: the thread ended before its
+/// syscall came back to the hook, and the grant was withdrawn.
+fn unused_grant_outcome(a: &Approval) -> NewEntry {
+    let mut details = serde_json::Map::new();
+    details.insert("approval_id".into(), json!(a.id));
+    details.insert("job_hash".into(), json!(a.job_hash));
+    details.insert("status".into(), json!(a.status.as_str()));
+    details.insert("final_status".into(), json!("ended"));
+    details.insert(
+        "outcome".into(),
+        json!("the action did not run: the thread ended before its syscall came back to the hook, and the decision was withdrawn"),
+    );
+    let mut entry = Actor::of(a.job.uid, a.job.pid).entry(Recorded {
+        kind: "decision",
+        agent: &a.job.agent,
+        owner: &a.owner,
+        action: &a.job.action,
+        target: &a.job.target,
+        decision: "not_executed",
+        policy_snapshot: &a.policy_snapshot,
+        details,
+    });
+    entry.rule_id = a.rule_id.clone();
+    entry.method = "grant-withdrawn".into();
     entry
 }
 

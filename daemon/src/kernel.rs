@@ -766,6 +766,21 @@ impl Kernel {
             .map_err(map_err("update", names::GRANTS))
     }
 
+    /// Withdraws a decision the hook has not consumed. Returns whether it
+    /// was still there (false: the hook took it, its outcome is on its way).
+    pub fn withdraw_grant(&mut self, key: &HoldKey) -> Result<bool, KernelError> {
+        let mut grants: BpfHashMap<_, HoldKey, u32> = self.map_mut(names::GRANTS)?;
+        match grants.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err("delete from", names::GRANTS)(e)),
+        }
+    }
+
     /// Hands the ring buffer to the event reader.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, KernelError> {
         let map = self

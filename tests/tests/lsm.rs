@@ -484,3 +484,68 @@ rules:{RUNTIME_FILES}
     });
     assert_eq!(refused["details"]["final_status"], "refused", "{refused}");
 }
+
+/// With BPF LSM a held open restarts after approval, and what the open did
+/// before `file_open` stays done: an exclusive create has created the file
+/// when it is held, so the approved restart fails with EEXIST before the
+/// hook (the README's Known gaps). The approval never takes effect: once the
+/// thread is gone the daemon withdraws it from the kernel and records that
+/// the action did not run.
+#[test]
+fn a_held_exclusive_create_restarts_into_eexist() {
+    if !in_vm("lsm_hold_excl") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmholdexcl");
+    let f = Files::new(&env);
+    let dir = f.path("work");
+    env.write_policy(
+        "hold.yaml",
+        &format!(
+            "version: 1
+approvers:
+  users: [root]
+hold_timeout: 5m
+rules:{RUNTIME_FILES}
+  - id: new-files
+    file: {{ prefix: {dir}/, access: [write] }}
+    decision: hold
+"
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("hold-agent", "hold.yaml");
+    let created = f.path("work/new.txt");
+    let child = env
+        .warden()
+        .args(["run", "--agent", "hold-agent", "--"])
+        .args([probe_path().as_str(), "create-excl", created.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], created.as_str(), "{pending}");
+    assert!(
+        std::path::Path::new(&created).exists(),
+        "the create happened before file_open held it"
+    );
+    let id = pending["id"].as_u64().unwrap().to_string();
+    assert!(env.ok(&["approve", &id]).contains("approved"));
+    let out = child.wait_with_output().unwrap();
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EEXIST), "{out:?}");
+    let ended = env.wait_for_evidence("the unused approval's end", |e| {
+        e["kind"] == "decision" && e["details"]["approval_id"] == pending["id"]
+    });
+    assert_eq!(ended["decision"], "not_executed", "{ended}");
+    assert_eq!(ended["method"], "grant-withdrawn", "{ended}");
+    assert_eq!(ended["details"]["final_status"], "ended", "{ended}");
+    assert_eq!(ended["details"]["status"], "approved", "{ended}");
+    let all = warden_tests::approvals(&env, true);
+    let hold = all
+        .iter()
+        .find(|a| a["id"] == pending["id"])
+        .expect("the hold");
+    assert_eq!(hold["final_status"], "ended", "{hold}");
+}

@@ -38,6 +38,8 @@
 //!   warden-probe exec PATH ARG...         execv(PATH, [PATH, ARG...]); on
 //!                                         failure prints `errno=N`, exits 1
 //!   warden-probe truncate PATH            open O_WRONLY|O_TRUNC, then close
+//!   warden-probe create-excl PATH         open O_WRONLY|O_CREAT|O_EXCL, then
+//!                                         close (held creates, both paths)
 
 // Attempts on Warden itself (self_protection.rs); see that file's list.
 #[path = "../probe_tamper.rs"]
@@ -166,11 +168,12 @@ fn run(args: &[String]) -> ExitCode {
         Some("race-exec") => race_exec(&arg(args, 1), &arg(args, 2), &arg(args, 3)),
         Some("exec") => exec(&arg(args, 1), &args[2..]),
         Some("truncate") => report(truncate(&arg(args, 1))),
+        Some("create-excl") => report(create_excl(&arg(args, 1))),
         _ => {
             eprintln!(
                 "usage: warden-probe connect|udp ADDR:PORT | sleep SECS | read|openat2|open32 PATH \
                  | append PATH TEXT | race-open OK SECRET N | race-read SECRET | race-exec A B ARG \
-                 | exec PATH ARG... | truncate PATH"
+                 | exec PATH ARG... | truncate PATH | create-excl PATH"
             );
             ExitCode::from(2)
         }
@@ -432,6 +435,19 @@ fn exec(path: &str, rest: &[String]) -> ExitCode {
     // SAFETY: NUL-terminated path and argv; returns only on failure.
     unsafe { libc::execv(path_c.as_ptr(), argv.as_ptr()) };
     report(Err(io::Error::last_os_error()))
+}
+
+fn create_excl(path: &str) -> io::Result<()> {
+    let c = cstring(path);
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    // SAFETY: a valid C string.
+    let fd = unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    Ok(())
 }
 
 fn truncate(path: &str) -> io::Result<()> {
