@@ -54,11 +54,16 @@ rules:
   - id: customer-data
     file: {{ path: {held_file}, access: [read] }}
     decision: hold
+  - id: new-files
+    file: {{ prefix: {new}/, access: [write] }}
+    decision: hold
 ",
             probe = probe_path(),
             markers = f.path("markers"),
+            new = f.path("work/new"),
         ),
     );
+    std::fs::create_dir_all(f.path("work/new")).unwrap();
     env.start_daemon_with(vars);
     env.add_agent("paused", "paused.yaml");
     (env, f, held_touch, held_file)
@@ -187,6 +192,32 @@ fn held_open_gets_its_bytes_only_when_approved() {
     assert_eq!(
         outcome(&env, &pending)["details"]["final_status"],
         "refused"
+    );
+}
+
+/// On the fallback a held exclusive create is paused after it succeeded,
+/// so approval hands the new file's descriptor over (with BPF LSM the
+/// restart fails with EEXIST instead: lsm.rs).
+#[test]
+fn a_held_exclusive_create_gets_its_file_when_approved() {
+    if !can_run("paused_excl") {
+        return;
+    }
+    let (env, f, _, _) = setup("pexcl", &[]);
+    let created = f.path("work/new/report.txt");
+    let child = spawn(&env, &[&probe_path(), "create-excl", &created]);
+    let pending = wait_paused(&env, &child, true);
+    assert_eq!(pending["job"]["target"], created.as_str());
+    assert!(
+        Path::new(&created).exists(),
+        "created before the hook paused it"
+    );
+    assert!(decide(&env, "approve", &pending).contains("approved"));
+    let out = finish(child);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert_eq!(
+        outcome(&env, &pending)["details"]["final_status"],
+        "executed"
     );
 }
 
