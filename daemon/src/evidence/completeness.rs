@@ -29,7 +29,9 @@ fn required(e: &Entry) -> Option<&'static [&'static str]> {
             "approved_at_ns",
             "status",
         ]),
-        ("decision", "approved" | "rejected") => Some(&["approval_id", "job_hash", "final_status"]),
+        ("decision", "approved" | "rejected" | "grant-withdrawn") => {
+            Some(&["approval_id", "job_hash", "final_status"])
+        }
         _ => None,
     }
 }
@@ -117,6 +119,14 @@ mod tests {
         assert_eq!(missing_fields(&entry("decision", "allow", json!({}))), None);
         assert_eq!(
             missing_fields(&entry("decision", "approved", json!({"approval_id": 1}))),
+            Some(vec!["job_hash", "final_status"])
+        );
+        assert_eq!(
+            missing_fields(&entry(
+                "decision",
+                "grant-withdrawn",
+                json!({"approval_id": 1})
+            )),
             Some(vec!["job_hash", "final_status"])
         );
         let mut c = Completeness::default();
