@@ -32,6 +32,7 @@ fn disposition(decision: &str) -> (u32, &'static str) {
         "allow" | "approved" => (1, "Allowed"),
         "deny" | "rejected" | "expired" => (2, "Blocked"),
         "hold" => (99, "Held for approval"),
+        "not_executed" => (99, "Decided, not executed"),
         _ => (99, "Recorded"),
     }
 }
