@@ -498,6 +498,13 @@ impl Holds {
         if let Err(e) = self.store.mark_applied(a.id) {
             tracing::error!(id = a.id, error = %crate::error_chain(&e), "mark approval applied");
         }
+        // No grant: the hook decides the restarted action afresh, recorded
+        // as an ordinary decision (or a new hold). This hold is finished.
+        if status == Status::Conflict {
+            if let Err(e) = self.store.set_final_status(a.id, "redecided") {
+                tracing::error!(id = a.id, error = %crate::error_chain(&e), "record final status");
+            }
+        }
     }
 
     /// Rejects holds whose time is up.

@@ -192,6 +192,7 @@ fn approval_after_a_policy_change_is_a_conflict_and_the_new_policy_decides() {
     );
     let all = approvals(&env, true);
     assert_eq!(all[0]["status"], "conflict");
+    assert_eq!(all[0]["final_status"], "redecided", "the hold is finished");
     env.wait_for_evidence("conflict", |e| {
         e["kind"] == "approval" && e["decision"] == "conflict"
     });
