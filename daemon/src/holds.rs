@@ -544,24 +544,12 @@ impl Holds {
         let pending = self.store.unapplied()?;
         for a in &pending {
             let mut details = serde_json::Map::new();
-            details.insert("approval_id".into(), json!(a.id));
-            details.insert("job_hash".into(), json!(a.job_hash));
             details.insert("status".into(), json!(a.status.as_str()));
             details.insert(
                 "replay_reason".into(),
                 json!("decision recorded but not applied before the daemon stopped"),
             );
-            let mut entry = Actor::current().entry(Recorded {
-                kind: "approval",
-                agent: &a.job.agent,
-                owner: &a.owner,
-                action: &a.job.action,
-                target: &a.job.target,
-                decision: "replayed",
-                policy_snapshot: &a.policy_snapshot,
-                details,
-            });
-            entry.rule_id = a.rule_id.clone();
+            let entry = hold_entry(&Actor::current(), a, "approval", "replayed", details);
             if let Err(e) = record(entry) {
                 tracing::error!(id = a.id, error = %e, "record replay");
             }
@@ -643,8 +631,6 @@ impl Holds {
 /// the kernel's outcome entries are.
 fn paused_outcome(a: &Approval, allowed: bool, final_status: &str, how: &str) -> NewEntry {
     let mut details = serde_json::Map::new();
-    details.insert("approval_id".into(), json!(a.id));
-    details.insert("job_hash".into(), json!(a.job_hash));
     details.insert("final_status".into(), json!(final_status));
     details.insert("outcome".into(), json!(how));
     details.insert(
@@ -653,17 +639,9 @@ fn paused_outcome(a: &Approval, allowed: bool, final_status: &str, how: &str) ->
             "paused after the action took effect (no BPF LSM); continued or killed by the daemon"
         ),
     );
-    let mut entry = Actor::of(a.job.uid, a.job.pid).entry(Recorded {
-        kind: "decision",
-        agent: &a.job.agent,
-        owner: &a.owner,
-        action: &a.job.action,
-        target: &a.job.target,
-        decision: if allowed { "allow" } else { "deny" },
-        policy_snapshot: &a.policy_snapshot,
-        details,
-    });
-    entry.rule_id = a.rule_id.clone();
+    let decision = if allowed { "allow" } else { "deny" };
+    let actor = Actor::of(a.job.uid, a.job.pid);
+    let mut entry = hold_entry(&actor, a, "decision", decision, details);
     entry.method = if allowed { "approved" } else { "rejected" }.into();
     entry
 }
@@ -672,25 +650,14 @@ fn paused_outcome(a: &Approval, allowed: bool, final_status: &str, how: &str) ->
 /// syscall came back to the hook, and the grant was withdrawn.
 fn unused_grant_outcome(a: &Approval) -> NewEntry {
     let mut details = serde_json::Map::new();
-    details.insert("approval_id".into(), json!(a.id));
-    details.insert("job_hash".into(), json!(a.job_hash));
     details.insert("status".into(), json!(a.status.as_str()));
     details.insert("final_status".into(), json!("ended"));
     details.insert(
         "outcome".into(),
         json!("the action did not run: the thread ended before its syscall came back to the hook, and the decision was withdrawn"),
     );
-    let mut entry = Actor::of(a.job.uid, a.job.pid).entry(Recorded {
-        kind: "decision",
-        agent: &a.job.agent,
-        owner: &a.owner,
-        action: &a.job.action,
-        target: &a.job.target,
-        decision: "not_executed",
-        policy_snapshot: &a.policy_snapshot,
-        details,
-    });
-    entry.rule_id = a.rule_id.clone();
+    let actor = Actor::of(a.job.uid, a.job.pid);
+    let mut entry = hold_entry(&actor, a, "decision", "not_executed", details);
     entry.method = "grant-withdrawn".into();
     entry
 }
@@ -699,9 +666,7 @@ fn unused_grant_outcome(a: &Approval) -> NewEntry {
 /// samples for every approval-gated action.
 fn approval_entry(actor: &Actor, a: &Approval, d: &Decided<'_>) -> NewEntry {
     let mut details = serde_json::Map::new();
-    details.insert("approval_id".into(), json!(a.id));
     details.insert("approval_required".into(), json!(true));
-    details.insert("job_hash".into(), json!(a.job_hash));
     details.insert("approved_by".into(), json!(d.by));
     details.insert("approved_role".into(), json!(d.role));
     details.insert("approved_at_ns".into(), json!(d.at_ns));
@@ -709,13 +674,27 @@ fn approval_entry(actor: &Actor, a: &Approval, d: &Decided<'_>) -> NewEntry {
     if let Some(r) = d.reason {
         details.insert("reason".into(), json!(r));
     }
+    hold_entry(actor, a, "approval", d.status.as_str(), details)
+}
+
+/// An evidence entry about hold `a`, by `actor`: its agent, owner, action,
+/// policy and rule, and `approval_id` and `job_hash` beside `details`.
+fn hold_entry(
+    actor: &Actor,
+    a: &Approval,
+    kind: &str,
+    decision: &str,
+    mut details: serde_json::Map<String, serde_json::Value>,
+) -> NewEntry {
+    details.insert("approval_id".into(), json!(a.id));
+    details.insert("job_hash".into(), json!(a.job_hash));
     let mut entry = actor.entry(Recorded {
-        kind: "approval",
+        kind,
         agent: &a.job.agent,
         owner: &a.owner,
         action: &a.job.action,
         target: &a.job.target,
-        decision: d.status.as_str(),
+        decision,
         policy_snapshot: &a.policy_snapshot,
         details,
     });
