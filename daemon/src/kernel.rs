@@ -545,19 +545,11 @@ impl Kernel {
         if mode == self.sys_exit_mode && (mode != 0) == self.sys_exit.is_some() {
             return Ok(());
         }
-        let name = names::PROG_SYS_EXIT;
-        let attach_err = |source| KernelError::Attach {
-            name,
-            cgroup: "(global tracepoint sys_exit)".into(),
-            source,
-        };
         if mode != 0 {
             self.write_sys_exit_mode(mode)?;
             if self.sys_exit.is_none() {
-                let prog = self.sys_exit_prog()?;
-                let id = prog.attach().map_err(attach_err)?;
-                let link = FdLink::from(prog.take_link(id).map_err(attach_err)?);
-                self.sys_exit = Some(self.pin_link(link, "sys_exit")?);
+                let pinned = self.attach_global(names::PROG_SYS_EXIT, "sys_exit", "sys_exit")?;
+                self.sys_exit = Some(pinned);
             }
         } else if let Some(pinned) = self.sys_exit.take() {
             self.detach_links(vec![pinned]);
@@ -568,15 +560,30 @@ impl Kernel {
         Ok(())
     }
 
-    fn sys_exit_prog(&mut self) -> Result<&mut BtfTracePoint, KernelError> {
-        let name = names::PROG_SYS_EXIT;
-        self.bpf
+    /// Attaches the loaded global `tp_btf` program `name` (on
+    /// `tracepoint`) and pins its link under `pin`.
+    fn attach_global(
+        &mut self,
+        name: &'static str,
+        tracepoint: &str,
+        pin: &str,
+    ) -> Result<Pinned, KernelError> {
+        let attach_err = |source| KernelError::Attach {
+            name,
+            cgroup: format!("(global tracepoint {tracepoint})"),
+            source,
+        };
+        let prog: &mut BtfTracePoint = self
+            .bpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
             .ok_or(KernelError::Missing {
-                what: "tp_btf program",
-                name,
-            })
+            what: "tp_btf program",
+            name,
+        })?;
+        let id = prog.attach().map_err(attach_err)?;
+        let link = FdLink::from(prog.take_link(id).map_err(attach_err)?);
+        self.pin_link(link, pin)
     }
 
     fn write_sys_exit_mode(&mut self, mode: u32) -> Result<(), KernelError> {
@@ -599,23 +606,12 @@ impl Kernel {
         if let Some(pinned) = self.fault_guard.take() {
             self.detach_links(vec![pinned]);
         } else {
-            let name = names::PROG_FAULT_GUARD;
-            let attach_err = |source| KernelError::Attach {
-                name,
-                cgroup: "(global tracepoint page_fault_user)".into(),
-                source,
-            };
-            let prog: &mut BtfTracePoint = self
-                .bpf
-                .program_mut(name)
-                .and_then(|p| p.try_into().ok())
-                .ok_or(KernelError::Missing {
-                    what: "tp_btf program",
-                    name,
-                })?;
-            let id = prog.attach().map_err(attach_err)?;
-            let link = FdLink::from(prog.take_link(id).map_err(attach_err)?);
-            self.fault_guard = Some(self.pin_link(link, "fault_guard")?);
+            let pinned = self.attach_global(
+                names::PROG_FAULT_GUARD,
+                names::FAULT_TRACEPOINT,
+                "fault_guard",
+            )?;
+            self.fault_guard = Some(pinned);
         }
         tracing::info!(attached = on, "tp_btf/page_fault_user");
         Ok(())
