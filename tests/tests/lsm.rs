@@ -321,19 +321,11 @@ rules:
     assert_eq!(e["method"], "kill", "{e}");
 }
 
-/// Starts `probe exec BIN MARKER` as `agent` without waiting for it.
-fn spawn_exec(env: &TestEnv, agent: &str, bin: &str, marker: &str) -> Child {
+/// Starts `probe ARGS...` as `agent` without waiting for it.
+fn spawn_probe(env: &TestEnv, agent: &str, args: &[&str]) -> Child {
     env.warden()
-        .args([
-            "run",
-            "--agent",
-            agent,
-            "--",
-            &probe_path(),
-            "exec",
-            bin,
-            marker,
-        ])
+        .args(["run", "--agent", agent, "--", &probe_path()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -374,7 +366,7 @@ rules:
     env.add_agent("hold-agent", "hold.yaml");
 
     // Approved: the stopped execve restarts and the binary runs.
-    let child = spawn_exec(&env, "hold-agent", &held, &f.marker("approved"));
+    let child = spawn_probe(&env, "hold-agent", &["exec", &held, &f.marker("approved")]);
     let pending = wait_held(&env, &child);
     assert_eq!(pending["job"]["action"], "exec", "{pending}");
     assert_eq!(pending["job"]["target"], held.as_str(), "{pending}");
@@ -398,7 +390,7 @@ rules:
     assert_eq!(hold["details"]["job_hash"], pending["job_hash"], "{hold}");
 
     // Rejected: the restarted execve fails with EPERM; the probe reports it.
-    let child = spawn_exec(&env, "hold-agent", &held, &f.marker("rejected"));
+    let child = spawn_probe(&env, "hold-agent", &["exec", &held, &f.marker("rejected")]);
     let pending = wait_held(&env, &child);
     let id = pending["id"].as_u64().unwrap().to_string();
     let said = env.ok(&["reject", &id]);
@@ -440,22 +432,7 @@ rules:{RUNTIME_FILES}
     );
     env.start_daemon();
     env.add_agent("hold-agent", "hold.yaml");
-    let spawn = || {
-        env.warden()
-            .args([
-                "run",
-                "--agent",
-                "hold-agent",
-                "--",
-                &probe_path(),
-                "read",
-                &held,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_probe(&env, "hold-agent", &["read", &held]);
 
     // Approved: the stopped open restarts and returns the descriptor.
     let child = spawn();
@@ -516,14 +493,7 @@ rules:{RUNTIME_FILES}
     env.start_daemon();
     env.add_agent("hold-agent", "hold.yaml");
     let created = f.path("work/new.txt");
-    let child = env
-        .warden()
-        .args(["run", "--agent", "hold-agent", "--"])
-        .args([probe_path().as_str(), "create-excl", created.as_str()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_probe(&env, "hold-agent", &["create-excl", &created]);
     let pending = wait_held(&env, &child);
     assert_eq!(pending["job"]["target"], created.as_str(), "{pending}");
     assert!(
