@@ -321,7 +321,7 @@ fn encoding_v1() -> u32 {
 /// module documentation), without the domain prefix.
 pub fn canonical_bytes(entry: &Entry) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::with_capacity(512);
-    write_canonical(entry, &mut out)?;
+    write_canonical(entry, &mut out, &mut Vec::new())?;
     Ok(out)
 }
 
@@ -354,6 +354,7 @@ pub fn write_canonical_details(
 /// reused.
 pub struct EntryHasher {
     buf: Vec<u8>,
+    details: Vec<u8>,
 }
 
 impl Default for EntryHasher {
@@ -366,6 +367,7 @@ impl EntryHasher {
     pub fn new() -> Self {
         EntryHasher {
             buf: Vec::with_capacity(1024),
+            details: Vec::with_capacity(256),
         }
     }
 
@@ -373,13 +375,19 @@ impl EntryHasher {
     /// Ignores `entry.hash`.
     pub fn digest(&mut self, entry: &Entry) -> Result<[u8; 32], RecordError> {
         self.buf.clear();
-        write_canonical(entry, &mut self.buf)?;
+        write_canonical(entry, &mut self.buf, &mut self.details)?;
         let domain = entry_domain(entry.v).expect("write_canonical checked the version");
         Ok(Sha256::new()
             .chain_update(domain)
             .chain_update(&self.buf)
             .finalize()
             .into())
+    }
+
+    /// The canonical `details` of the entry last digested, as the store
+    /// keeps them (so they are encoded once per append).
+    pub(super) fn details(&self) -> &[u8] {
+        &self.details
     }
 }
 
@@ -451,11 +459,17 @@ impl<'a> ObjectWriter<'a> {
     }
 }
 
-fn write_canonical(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
+/// Appends `e`'s canonical encoding to `out`, leaving its canonical
+/// `details` in `details` (cleared first).
+fn write_canonical(e: &Entry, out: &mut Vec<u8>, details: &mut Vec<u8>) -> Result<(), RecordError> {
+    if !ENCODING_VERSIONS.contains(&e.v) {
+        return Err(RecordError::UnknownVersion { seq: e.seq, v: e.v });
+    }
+    details.clear();
+    write_canonical_details(&e.details, details)?;
     match e.v {
-        1 => write_canonical_v1(e, out),
-        2 => write_canonical_v2(e, out),
-        v => Err(RecordError::UnknownVersion { seq: e.seq, v }),
+        1 => write_canonical_v1(e, out, details),
+        _ => write_canonical_v2(e, out, details),
     }
 }
 
@@ -471,7 +485,7 @@ pub(super) fn put_v2_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
+fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>, details: &[u8]) -> Result<(), RecordError> {
     let mut prev = [0u8; 32];
     if !is_sha256_hex(&e.prev_hash) || hex::decode_to_slice(&e.prev_hash, &mut prev).is_err() {
         return Err(RecordError::BadPrevHash {
@@ -479,8 +493,6 @@ fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
             prev_hash: e.prev_hash.clone(),
         });
     }
-    let mut details = Vec::with_capacity(256);
-    write_canonical_details(&e.details, &mut details)?;
     for s in [&e.kind, &e.agent, &e.owner, &e.user, &e.login_user] {
         put_v2_bytes(out, s.as_bytes());
     }
@@ -498,20 +510,20 @@ fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
     }
     out.extend_from_slice(&e.pid.to_be_bytes());
     put_v2_bytes(out, e.target.as_bytes());
-    put_v2_bytes(out, &details);
+    put_v2_bytes(out, details);
     out.extend_from_slice(&e.ts_ns.to_be_bytes());
     out.extend_from_slice(&e.seq.to_be_bytes());
     out.extend_from_slice(&prev);
     Ok(())
 }
 
-fn write_canonical_v1(e: &Entry, out: &mut Vec<u8>) -> Result<(), RecordError> {
+fn write_canonical_v1(e: &Entry, out: &mut Vec<u8>, details: &[u8]) -> Result<(), RecordError> {
     let mut w = ObjectWriter::new(out);
     w.field("action", &e.action)?;
     w.field("agent", &e.agent)?;
     w.field("decision", &e.decision)?;
     w.key("details");
-    write_canonical_details(&e.details, w.out)?;
+    w.out.extend_from_slice(details);
     w.field("exe", &e.exe)?;
     w.field("kind", &e.kind)?;
     w.field("login_user", &e.login_user)?;

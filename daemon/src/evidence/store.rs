@@ -11,7 +11,7 @@ use rusqlite::types::{FromSql, FromSqlError};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::record::{self, Entry, EntryHasher, NewEntry, RecordError, GENESIS_PREV_HASH};
+use super::record::{Entry, EntryHasher, NewEntry, RecordError, GENESIS_PREV_HASH};
 
 /// Version of the `evidence` table layout, kept in `evidence_meta`.
 /// Version 2 added the `v` column (each entry's encoding version); `open`
@@ -304,7 +304,6 @@ impl EvidenceStore {
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(sql("prepare append"))?;
             let mut hasher = EntryHasher::new();
-            let mut details = Vec::with_capacity(256);
             for (index, new) in entries.iter().enumerate() {
                 seq += 1;
                 let seal_err = |source| StoreError::Seal {
@@ -315,10 +314,8 @@ impl EvidenceStore {
                 };
                 let entry =
                     Entry::seal_with(&mut hasher, seq, prev_hash, new.clone()).map_err(seal_err)?;
-                details.clear();
-                record::write_canonical_details(&entry.details, &mut details).map_err(seal_err)?;
                 // serde_json only ever writes UTF-8, so this never replaces anything.
-                let details_text = String::from_utf8_lossy(&details);
+                let details_text = String::from_utf8_lossy(hasher.details());
                 insert
                     .execute(params![
                         entry.seq,
@@ -553,7 +550,7 @@ impl Columns<'_, '_> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::record::tests::sample;
+    use super::super::record::{self, tests::sample};
     use super::*;
 
     /// Inserts `e` as a row, bypassing `append` (no sealing or linking);
