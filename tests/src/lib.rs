@@ -232,6 +232,14 @@ impl TestEnv {
         self.stop_daemon_with(libc::SIGTERM);
     }
 
+    /// Stops the daemon and detaches and unpins everything it attached
+    /// (`warden uninstall`): Warden not loaded at all. Stopping alone
+    /// leaves the pinned programs enforcing, by design.
+    pub fn unload(&mut self) {
+        self.stop_daemon();
+        self.ok(&["uninstall"]);
+    }
+
     pub fn add_agent(&self, agent: &str, policy: &str) {
         self.ok(&[
             "agent",

@@ -10,7 +10,8 @@
 //!   with the agent attached. Programs are attached per agent cgroup, so no
 //!   Warden program is on this loop's path: it is the agent's baseline.
 //! - not loaded: the same loop in the same plain cgroup with the daemon
-//!   stopped (no Warden program attached anywhere). Against it, the
+//!   stopped and its pins removed (`warden uninstall`: no Warden program
+//!   attached anywhere; stopping alone leaves them enforcing). Against it, the
 //!   non-agent side shows whether Warden being loaded costs anything global
 //!   (the kernel's cgroup-BPF static key, which the first attach turns on
 //!   for every socket; a global tracepoint; daemon CPU use).
@@ -679,7 +680,7 @@ impl Bench<'_> {
             self.loaded_phase(&mut sides)?;
         } else {
             self.loaded_phase(&mut sides)?;
-            self.env.stop_daemon();
+            self.env.unload();
             self.not_loaded_phase(&mut sides)?;
         }
         Ok(sides)
@@ -826,8 +827,8 @@ fn bench(c: &Config) -> Result<()> {
         ev: Evidence::default(),
         failed_outside: 0,
     };
-    // Round 0 starts with the daemon stopped.
-    b.env.stop_daemon();
+    // Round 0 starts with Warden not loaded.
+    b.env.unload();
 
     let mut all = Sides::default();
     let mut per_round = Vec::new();
