@@ -4,9 +4,13 @@
 //! - exec: fork + exec + wait of `/usr/bin/true`, per exec;
 //! - open: `openat(O_RDONLY)` + `close` of one file, per open;
 //!
-//! each from a plain cgroup with Warden not loaded ("baseline") and from an
-//! agent cgroup whose policy allows them ("agent": the exec hook, the
-//! loader's and the loop's opens decided and recorded), and
+//! each from a plain cgroup with Warden not loaded ("baseline": daemon
+//! stopped and its pins removed, `TestEnv::unload`) and from an agent
+//! cgroup whose policy allows them ("agent": the exec hook, the loader's
+//! and the loop's opens decided and recorded); the same open loop from the plain cgroup with Warden loaded, in
+//! short A-B-B-A blocks with the `sys_exit` program attached and detached
+//! (the agent's policy reloaded with and without its file rules): what a
+//! non-agent process pays for it, and
 //!
 //! - getppid: a tight `getppid()` loop outside any agent, per call, with
 //!   Warden not loaded, with the `sys_exit` program attached for file rules
@@ -15,8 +19,11 @@
 //!   fault, with Warden running on a policy without holds and on one that
 //!   holds execs (the page-fault guard of paused execs attached).
 //!
-//! Sides are interleaved round by round (the daemon is started and stopped
-//! each round) so that machine noise lands on all of them alike. Each
+//! Sides are interleaved round by round (Warden is loaded and unloaded
+//! each round) so that machine noise lands on all of them alike. The timed
+//! sides run with `bpf_stats` as they found it (normally off: the kernel's
+//! run-time bookkeeping costs every program run two clock reads); the
+//! programs' own run time is read in a separate, untimed pass each round. Each
 //! measurement is a fresh child of this binary that moves itself into its
 //! cgroup (its pid into `cgroup.procs`, as `warden run` does), warms up,
 //! then times each operation.
@@ -192,8 +199,39 @@ impl Side {
 const EXEC_PAIRS: usize = 25;
 const EXEC_BLOCK: usize = 20;
 
+/// Block pairs per round of the paired non-agent open measurement, opens
+/// per block.
+const OPEN_PAIRS: usize = 10;
+const OPEN_BLOCK: usize = 1000;
+
 /// Opens each open child makes before it starts timing.
 const OPEN_WARMUP: usize = 200;
+
+/// Execs and opens of each round's untimed `bpf_stats` pass.
+const KERNEL_EXECS: usize = 50;
+const KERNEL_OPENS: usize = 1000;
+
+/// `kernel.bpf_stats_enabled` switched on, and put back as it was when
+/// dropped, also when the bench fails half way: it is machine-wide.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string(BPF_STATS).context(BPF_STATS)?;
+        std::fs::write(BPF_STATS, "1").context(BPF_STATS)?;
+        Ok(Self(before.trim().to_string()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(BPF_STATS, &self.0) {
+            eprintln!("warden-bench-fallback: could not put back {BPF_STATS}: {e}");
+        }
+    }
+}
 
 fn measure(cgroup: &Path, mode: &str, n: usize, file: Option<&Path>) -> Result<Vec<u64>> {
     let me = std::env::current_exe()?;
@@ -217,19 +255,21 @@ fn measure(cgroup: &Path, mode: &str, n: usize, file: Option<&Path>) -> Result<V
 }
 
 fn policy(file: &Path, holds: bool) -> String {
+    policy_with(file, true, holds)
+}
+
+/// The agent's policy; without `files`, only its exec rule (no file
+/// rules: the daemon detaches the `sys_exit` program).
+fn policy_with(file: &Path, files: bool, holds: bool) -> String {
     let hold = if holds {
         "  - id: held-port\n    connect: { to: 127.0.0.1, ports: [9] }\n    decision: hold\n  \
          - id: held-exec\n    exec: { path: /usr/bin/false }\n    decision: hold\n"
     } else {
         ""
     };
-    format!(
-        "version: 1
-rules:
-  - id: run-true
-    exec: {{ path: /usr/bin/true }}
-    decision: allow
-  - id: loader-cache
+    let files = if files {
+        format!(
+            "  - id: loader-cache
     file: {{ path: /etc/ld.so.cache, access: [read] }}
     decision: allow
   - id: system-libraries
@@ -238,8 +278,19 @@ rules:
   - id: bench-file
     file: {{ path: {} , access: [read] }}
     decision: allow
-{hold}",
-        file.display()
+",
+            file.display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "version: 1
+rules:
+  - id: run-true
+    exec: {{ path: /usr/bin/true }}
+    decision: allow
+{files}{hold}"
     )
 }
 
@@ -316,7 +367,7 @@ fn run(args: &[String]) -> Result<()> {
     env.write_policy("p.yaml", &policy(&file, false));
     env.start_daemon_quiet();
     env.add_agent(AGENT, "p.yaml");
-    env.stop_daemon();
+    env.unload();
     let agent = env.agent_cgroup(AGENT);
 
     let names = [
@@ -333,13 +384,13 @@ fn run(args: &[String]) -> Result<()> {
     let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
     let getppid_batches = 40;
     // Program run time, from bpf_stats: (runs, ns) per tracepoint, summed
-    // over the agent's exec and open loops.
-    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
-    let stats_before = std::fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
+    // over the untimed passes of the agent's exec and open loops.
     let mut kernel_exec = (0u64, 0u64);
     let mut kernel_open = (0u64, 0u64);
     let mut exec_pairs: Vec<f64> = Vec::new();
     let mut exec_paired = (Side::default(), Side::default());
+    let mut open_pairs: Vec<f64> = Vec::new();
+    let mut open_paired = (Side::default(), Side::default());
     for round in 0..c.rounds {
         let t = Instant::now();
         // Warden not loaded.
@@ -356,17 +407,22 @@ fn run(args: &[String]) -> Result<()> {
         thread::sleep(Duration::from_millis(300));
         let pins = env.pin_dir();
         let start = event_counts(&env)?;
-        std::fs::write(stats_path, "1")?;
-        let s0 = program_stats(&pins);
         sides[1].0.extend(measure(&agent, "exec", c.execs, None)?);
-        let s1 = program_stats(&pins);
         settle(&env, start)?;
-        let s2 = program_stats(&pins);
         sides[3]
             .0
             .extend(measure(&agent, "open", c.opens, Some(&file))?);
+        settle(&env, start)?;
+        // The programs' own run time, untimed.
+        let stats = BpfStats::enable()?;
+        let s0 = program_stats(&pins);
+        measure(&agent, "exec", KERNEL_EXECS, None)?;
+        let s1 = program_stats(&pins);
+        settle(&env, start)?;
+        let s2 = program_stats(&pins);
+        measure(&agent, "open", KERNEL_OPENS, Some(&file))?;
         let s3 = program_stats(&pins);
-        std::fs::write(stats_path, stats_before.trim())?;
+        drop(stats);
         let delta = |a: &std::collections::HashMap<String, (u64, u64)>,
                      b: &std::collections::HashMap<String, (u64, u64)>,
                      tp: &str| {
@@ -396,6 +452,27 @@ fn run(args: &[String]) -> Result<()> {
             exec_paired.0 .0.extend(a.0);
             exec_paired.1 .0.extend(p.0);
         }
+        // Non-agent opens in short blocks, the `sys_exit` program attached
+        // (file rules) and detached (none), A-B-B-A.
+        for pair in 0..OPEN_PAIRS {
+            let block = |files: bool| -> Result<Side> {
+                env.write_policy("p.yaml", &policy_with(&file, files, false));
+                env.ok(&["policy", "reload"]);
+                measure(&plain, "open", OPEN_BLOCK, Some(&file)).map(Side)
+            };
+            let (on, off) = if pair % 2 == 0 {
+                let on = block(true)?;
+                (on, block(false)?)
+            } else {
+                let off = block(false)?;
+                (block(true)?, off)
+            };
+            open_pairs.push(on.percentile(0.5) / off.percentile(0.5));
+            open_paired.0 .0.extend(on.0);
+            open_paired.1 .0.extend(off.0);
+        }
+        env.write_policy("p.yaml", &policy(&file, false));
+        env.ok(&["policy", "reload"]);
         settle(&env, start)?;
         sides[5]
             .0
@@ -412,7 +489,7 @@ fn run(args: &[String]) -> Result<()> {
         sides[8]
             .0
             .extend(measure(&plain, "fault", getppid_batches, None)?);
-        env.stop_daemon();
+        env.unload();
         eprintln!(
             "round {}/{} done in {:.1} s",
             round + 1,
@@ -443,7 +520,7 @@ fn run(args: &[String]) -> Result<()> {
         )
     };
     println!(
-        "\nkernel (bpf_stats, includes ~45 ns of stats bookkeeping per run):\n  \
+        "\nkernel (bpf_stats, untimed passes; includes ~45 ns of stats bookkeeping per run):\n  \
          {exec_line}\n  \
          sys_exit program during the agent's open loop: {:.0} ns per run ({} runs: every \
          syscall exit on the machine, the loop's opens and closes among them), \
@@ -451,7 +528,7 @@ fn run(args: &[String]) -> Result<()> {
         avg(kernel_open),
         kernel_open.0,
         // The child's warm-up opens run the program too.
-        kernel_open.1 as f64 / ((c.opens + OPEN_WARMUP) * c.rounds) as f64
+        kernel_open.1 as f64 / ((KERNEL_OPENS + OPEN_WARMUP) * c.rounds) as f64
     );
     let ratio = |a: usize, b: usize| sides[b].percentile(0.5) - sides[a].percentile(0.5);
     let times = |a: usize, b: usize| sides[b].percentile(0.5) / sides[a].percentile(0.5);
@@ -476,6 +553,19 @@ fn run(args: &[String]) -> Result<()> {
         "open: agent p50 / baseline p50 = {:.3}x ({:+.0} ns; target 1.10x)",
         times(2, 3),
         ratio(2, 3)
+    );
+    open_pairs.sort_by(f64::total_cmp);
+    let q = |p: f64| open_pairs[((open_pairs.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "open (non-agent), paired blocks of {OPEN_BLOCK} (sys_exit attached / detached, \
+         A-B-B-A): pooled p50 {:.3}x ({:+.0} ns); per pair median {:.3}x, quartiles \
+         {:.3} / {:.3} ({} pairs; target 1.01x)",
+        open_paired.0.percentile(0.5) / open_paired.1.percentile(0.5),
+        open_paired.0.percentile(0.5) - open_paired.1.percentile(0.5),
+        q(0.5),
+        q(0.25),
+        q(0.75),
+        open_pairs.len()
     );
     println!(
         "getppid (non-agent): FILES / not loaded = {:.3}x ({:+.1} ns/call; target 1.01x)",
