@@ -1073,15 +1073,23 @@ async fn ask<T>(
     wait.await.ok()
 }
 
+/// The log's last entry, and whether the daemon that wrote it recorded its
+/// stop.
+type LastRun = Option<(crate::evidence::Entry, bool)>;
+
+/// Per agent id, the totals of unrecorded actions recorded so far.
+type LossTotals = HashMap<u32, warden_common::AgentCounters>;
+
 /// What the log says about the previous daemon: its last entry and whether
 /// it recorded its stop, and per agent id the totals of unrecorded actions
 /// its last `evidence.lost` entry for that agent recorded.
+///
+/// A log that cannot be read is an error, not "no previous daemon": that
+/// would leave the period no daemon ran out of the log, and count losses
+/// already recorded again.
 fn previous_run(
     store: &EvidenceStore,
-) -> (
-    Option<(crate::evidence::Entry, bool)>,
-    HashMap<u32, warden_common::AgentCounters>,
-) {
+) -> Result<(LastRun, LossTotals), crate::evidence::StoreError> {
     use crate::evidence::Filter;
     let newest = |kind: &str| {
         store
@@ -1090,26 +1098,22 @@ fn previous_run(
                 limit: Some(1),
                 ..Default::default()
             })
-            .ok()
-            .and_then(|mut v| v.pop())
+            .map(|mut v| v.pop())
     };
-    let last = store
-        .head()
-        .ok()
-        .flatten()
-        .and_then(|(seq, _)| store.read_range(seq, seq).ok())
-        .and_then(|mut v| v.pop());
-    let started = newest("daemon_start").map_or(0, |e| e.seq);
-    let stop = newest("daemon_stop");
+    let last = match store.head()? {
+        Some((seq, _)) => store.read_range(seq, seq)?.pop(),
+        None => None,
+    };
+    let started = newest("daemon_start")?.map_or(0, |e| e.seq);
+    let stop = newest("daemon_stop")?;
     let stopped = stop.as_ref().is_some_and(|e| e.seq > started);
     let mut recorded: HashMap<u32, (u64, warden_common::AgentCounters)> = HashMap::new();
-    let gaps = store
-        .query(&Filter {
-            kind: Some("gap".into()),
-            limit: Some(10_000),
-            ..Default::default()
-        })
-        .unwrap_or_default();
+    // All of them: an agent's newest `evidence.lost` may be older than any
+    // number of other agents' gap entries.
+    let gaps = store.query(&Filter {
+        kind: Some("gap".into()),
+        ..Default::default()
+    })?;
     for e in gaps.iter().filter(|e| e.action == "evidence.lost") {
         let d = &e.details;
         let Some(id) = d
@@ -1130,10 +1134,10 @@ fn previous_run(
             recorded.insert(id, (e.seq, counts));
         }
     }
-    (
+    Ok((
         last.map(|l| (l, stopped)),
         recorded.into_iter().map(|(id, (_, c))| (id, c)).collect(),
-    )
+    ))
 }
 
 /// Loads every policy version the registry knows into the views.
@@ -1427,7 +1431,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     })?;
     let store = EvidenceStore::open(&paths.database())?;
     let registry = Registry::open(&paths.database())?;
-    let (downtime, dropped_recorded) = previous_run(&store);
+    let (downtime, dropped_recorded) = previous_run(&store)?;
     let holds = Holds::new(Approvals::open(&paths.database())?);
     let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
@@ -1588,6 +1592,38 @@ mod tests {
 
     fn parse(yaml: &str) -> policy::Policy {
         policy::parse_policy("p.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_unreadable_log_stops_the_start_instead_of_hiding_the_downtime() {
+        use crate::evidence::{Durability, StoreError};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = EvidenceStore::open(&dir.path().join("evidence.db")).expect("open");
+        let start = Actor::current().entry(Recorded {
+            kind: "daemon_start",
+            agent: "warden",
+            owner: "system",
+            action: "warden.start",
+            target: "-",
+            decision: "recorded",
+            policy_snapshot: "none",
+            details: serde_json::Map::new(),
+        });
+        store.append(&[start], Durability::Batched).expect("append");
+        let (last, _) = previous_run(&store).expect("a readable log");
+        assert_eq!(last.map(|(e, stopped)| (e.seq, stopped)), Some((1, false)));
+        // Valid JSON, so SQLite's checks pass, but not an entry's details.
+        store
+            .connection()
+            .execute_batch(
+                "DROP TRIGGER evidence_no_update; UPDATE evidence SET details = '[]' WHERE seq = 1",
+            )
+            .expect("tamper");
+        let err = previous_run(&store).expect_err("an unreadable entry");
+        assert!(
+            matches!(err, StoreError::MalformedDetails { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
