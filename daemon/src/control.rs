@@ -77,6 +77,20 @@ pub struct StatusReport {
     /// The Ed25519 public key that signs evidence checkpoints (hex).
     pub public_key: String,
     pub key_id: String,
+    /// The on-demand programs that run for every process on the machine
+    /// while attached, and why they are attached now.
+    #[serde(default)]
+    pub global_hooks: Vec<GlobalHook>,
+}
+
+/// A program attached machine-wide only while some agent's policy needs it:
+/// every process pays its dispatch then, agents or not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GlobalHook {
+    pub hook: String,
+    pub attached: bool,
+    /// What it costs everyone, and the agents whose policies need it now.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::{
     cgroup,
     clock::{self, BootClock},
     config::Paths,
-    control::{AgentState, Mechanism, Request, Response, StatusReport},
+    control::{AgentState, GlobalHook, Mechanism, Request, Response, StatusReport},
     decode::{self, KernelEvent},
     evidence::{
         checkpoint::{self, HostKey},
@@ -996,7 +996,64 @@ impl Enforcer {
             policy_errors: self.policy_errors.clone(),
             public_key: self.public_key.clone(),
             key_id: self.key_id.clone(),
+            global_hooks: self.global_hooks(),
         }
+    }
+
+    /// The machine-wide programs attached only on demand, with the agents
+    /// that need them now (the reasons `update_sys_exit` attaches them).
+    fn global_hooks(&self) -> Vec<GlobalHook> {
+        let agents = |needs: fn(&Enforced) -> bool, what: &str| {
+            let mut names: Vec<&str> = self
+                .enforced
+                .iter()
+                .filter(|(_, e)| needs(e))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            names.sort_unstable();
+            (!names.is_empty()).then(|| format!("{what} of {}", names.join(", ")))
+        };
+        let marked = self.kernel.marked_threads();
+        let marked = (marked > 0).then(|| format!("{marked} thread(s) held or marked for a stop"));
+        let pending = self.holds.list(false).map_or(0, |p| p.len());
+        let pending = (pending > 0).then(|| format!("{pending} pending hold(s)"));
+        let files = if self.kernel.lsm().file {
+            None
+        } else {
+            agents(|e| e.needs_file, "file rules")
+        };
+        let hook = |hook: &str, attached: bool, cost: &str, reasons: Vec<Option<String>>| {
+            let reasons: Vec<String> = reasons.into_iter().flatten().collect();
+            let why = match (attached, reasons.is_empty()) {
+                (true, false) => format!("{cost}; needed by {}", reasons.join("; ")),
+                (true, true) => format!("{cost}; attached, no agent needs it any more"),
+                (false, _) => format!("{cost} while attached; no agent needs it now"),
+            };
+            GlobalHook {
+                hook: hook.into(),
+                attached,
+                why,
+            }
+        };
+        vec![
+            hook(
+                "tp_btf/sys_exit",
+                self.kernel.sys_exit_mode() != 0,
+                "runs at every syscall exit on the machine",
+                vec![
+                    files,
+                    agents(|e| e.needs_hold, "holds"),
+                    pending,
+                    marked.clone(),
+                ],
+            ),
+            hook(
+                "tp_btf/page_fault_user",
+                self.kernel.fault_guard_attached(),
+                "runs at every user page fault on the machine",
+                vec![agents(|e| e.needs_fault_guard, "exec holds"), marked],
+            ),
+        ]
     }
 
     fn stop(&mut self, actor: &Actor) {

@@ -617,6 +617,11 @@ impl Kernel {
         Ok(())
     }
 
+    /// Whether the page-fault guard of held execs is attached.
+    pub fn fault_guard_attached(&self) -> bool {
+        self.fault_guard.is_some()
+    }
+
     /// Threads in `HELD`: marked for a stop, or stopped by a fallback hold.
     pub fn marked_threads(&self) -> usize {
         self.bpf

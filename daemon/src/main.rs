@@ -613,6 +613,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 for m in &s.mechanisms {
                     println!("  {:<44} {}", m.action, m.mechanism);
                 }
+                println!("machine-wide hooks (every process pays their dispatch while attached):");
+                for h in &s.global_hooks {
+                    let state = if h.attached { "attached" } else { "detached" };
+                    println!("  {:<24} {:<9} {}", h.hook, state, h.why);
+                }
                 println!("agents:");
                 for a in &s.agents {
                     let state = if a.revoked {

@@ -567,7 +567,31 @@ fn sys_exit_is_attached_only_while_an_agent_needs_it() {
         env.ok(&["policy", "reload"]);
         assert_eq!(tracepoint_links(&env, "sys_exit"), attached, "{yaml}");
         assert_eq!(tracepoint_links(&env, "fault_guard"), guard, "{yaml}");
+        // `warden status` says so, and which agent's policy needs it.
+        let status: serde_json::Value =
+            serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+        for (hook, links) in [
+            ("tp_btf/sys_exit", attached),
+            ("tp_btf/page_fault_user", guard),
+        ] {
+            let h = status["global_hooks"]
+                .as_array()
+                .and_then(|hooks| hooks.iter().find(|h| h["hook"] == hook))
+                .unwrap_or_else(|| panic!("{hook} in {status:#}"));
+            assert_eq!(h["attached"], links == 1, "{hook} for {yaml}: {h}");
+            let why = h["why"].as_str().unwrap();
+            assert_eq!(
+                why.contains(" of a"),
+                links == 1,
+                "{hook} for {yaml}: {why}"
+            );
+        }
     }
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("tp_btf/sys_exit") && text.contains("detached"),
+        "{text}"
+    );
 }
 
 /// Paths the kernel cannot fully resolve are refused; paths longer than a
