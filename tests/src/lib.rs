@@ -232,6 +232,21 @@ impl TestEnv {
         self.stop_daemon_with(libc::SIGTERM);
     }
 
+    /// Ids of the programs behind the links this environment has pinned
+    /// (read through the pins: the daemon closes a link's fd once pinned).
+    pub fn pinned_program_ids(&self) -> Vec<u32> {
+        use aya::programs::links::{FdLink, PinnedLink};
+        std::fs::read_dir(self.pin_dir().join("links"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|f| PinnedLink::from_pin(f.path()).ok())
+                    .filter_map(|link| FdLink::from(link).info().ok())
+                    .map(|info| info.program_id())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the daemon and detaches and unpins everything it attached
     /// (`warden uninstall`): Warden not loaded at all. Stopping alone
     /// leaves the pinned programs enforcing, by design.

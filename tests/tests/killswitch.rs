@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use warden_tests::{can_run, probe_bin, stderr, stdout, wait_until, Listener, TestEnv};
+use warden_tests::{
+    can_run, probe_bin, stderr, stdout, wait_until, Listener, TestEnv, RUNTIME_FILES,
+};
 
 fn policy(allowed: u16) -> String {
     format!(
@@ -263,8 +265,16 @@ fn uninstall_detaches_everything_and_refuses_while_the_daemon_runs() {
     if !can_run("uninstall") {
         return;
     }
-    let (mut env, _l, _addr) = setup("uninstall");
+    let (mut env, l, _addr) = setup("uninstall");
     let cg = env.agent_cgroup("bot");
+    // File rules too, so that the global `sys_exit` program is attached.
+    env.write_policy("p.yaml", &format!("{}{RUNTIME_FILES}", policy(l.port)));
+    env.ok(&["policy", "reload"]);
+    let programs = env.pinned_program_ids();
+    assert!(
+        programs.len() >= 3,
+        "exec, sys_exit and the agent's network programs: {programs:?}"
+    );
     let out = env.cli(&["uninstall"]);
     assert!(
         stderr(&out).contains("stop it before uninstalling"),
@@ -286,4 +296,11 @@ fn uninstall_detaches_everything_and_refuses_while_the_daemon_runs() {
         format!("errno={}", libc::ECONNREFUSED),
         "no Warden program left attached"
     );
+    // Not even loaded: nothing holds them any more (the kernel frees them
+    // a moment after the last reference goes).
+    wait_until("every program that was attached is unloaded", || {
+        aya::programs::loaded_programs()
+            .flatten()
+            .all(|p| !programs.contains(&p.id()))
+    });
 }

@@ -294,21 +294,11 @@ rules:
     )
 }
 
-/// Run count and run time (ns) of the programs behind the links pinned in
-/// `pin_dir`, by program name. Read through the pins, not the daemon's file
-/// descriptors: it closes a link's fd once the link is pinned.
-fn program_stats(pin_dir: &Path) -> std::collections::HashMap<String, (u64, u64)> {
-    use aya::programs::{links::FdLink, links::PinnedLink, loaded_programs};
-    let ids: Vec<u32> = std::fs::read_dir(pin_dir.join("links"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|f| PinnedLink::from_pin(f.path()).ok())
-                .filter_map(|link| FdLink::from(link).info().ok())
-                .map(|info| info.program_id())
-                .collect()
-        })
-        .unwrap_or_default();
-    loaded_programs()
+/// Run count and run time (ns) of the programs behind the environment's
+/// pinned links, by program name.
+fn program_stats(env: &TestEnv) -> std::collections::HashMap<String, (u64, u64)> {
+    let ids = env.pinned_program_ids();
+    aya::programs::loaded_programs()
         .flatten()
         .filter(|p| ids.contains(&p.id()))
         .filter_map(|p| {
@@ -405,7 +395,6 @@ fn run(args: &[String]) -> Result<()> {
         env.write_policy("p.yaml", &policy(&file, false));
         env.start_daemon_quiet();
         thread::sleep(Duration::from_millis(300));
-        let pins = env.pin_dir();
         let start = event_counts(&env)?;
         sides[1].0.extend(measure(&agent, "exec", c.execs, None)?);
         settle(&env, start)?;
@@ -415,13 +404,13 @@ fn run(args: &[String]) -> Result<()> {
         settle(&env, start)?;
         // The programs' own run time, untimed.
         let stats = BpfStats::enable()?;
-        let s0 = program_stats(&pins);
+        let s0 = program_stats(&env);
         measure(&agent, "exec", KERNEL_EXECS, None)?;
-        let s1 = program_stats(&pins);
+        let s1 = program_stats(&env);
         settle(&env, start)?;
-        let s2 = program_stats(&pins);
+        let s2 = program_stats(&env);
         measure(&agent, "open", KERNEL_OPENS, Some(&file))?;
-        let s3 = program_stats(&pins);
+        let s3 = program_stats(&env);
         drop(stats);
         let delta = |a: &std::collections::HashMap<String, (u64, u64)>,
                      b: &std::collections::HashMap<String, (u64, u64)>,
