@@ -17,7 +17,8 @@
 //!   (mode FILES), and attached for file rules and holds (FILES + HOLDS);
 //! - page fault: touching fresh anonymous pages outside any agent, per
 //!   fault, with Warden running on a policy without holds and on one that
-//!   holds execs (the page-fault guard of paused execs attached).
+//!   holds execs (the page-fault guard of paused execs attached), once per
+//!   round and in short A-B-B-A block pairs.
 //!
 //! Sides are interleaved round by round (Warden is loaded and unloaded
 //! each round) so that machine noise lands on all of them alike. The timed
@@ -195,6 +196,54 @@ impl Side {
     }
 }
 
+/// Short blocks of two configurations measured in A-B-B-A order, so that
+/// the host's drift between minutes lands on both: "on" (the one with
+/// more of Warden) and "off".
+#[derive(Default)]
+struct Paired {
+    /// Per pair: on p50 / off p50.
+    ratios: Vec<f64>,
+    on: Side,
+    off: Side,
+}
+
+impl Paired {
+    /// `pairs` pairs of `block(true)` and `block(false)`, alternating which
+    /// goes first.
+    fn measure(&mut self, pairs: usize, mut block: impl FnMut(bool) -> Result<Side>) -> Result<()> {
+        for pair in 0..pairs {
+            let (on, off) = if pair % 2 == 0 {
+                let on = block(true)?;
+                (on, block(false)?)
+            } else {
+                let off = block(false)?;
+                (block(true)?, off)
+            };
+            self.ratios.push(on.percentile(0.5) / off.percentile(0.5));
+            self.on.0.extend(on.0);
+            self.off.0.extend(off.0);
+        }
+        Ok(())
+    }
+
+    /// "pooled p50 R (+D ns); per pair median, quartiles (N pairs)".
+    fn summary(&self) -> String {
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        let q = |p: f64| r[((r.len() - 1) as f64 * p).round() as usize];
+        format!(
+            "pooled p50 {:.3}x ({:+.0} ns); per pair median {:.3}x, quartiles {:.3} / {:.3} \
+             ({} pairs)",
+            self.on.percentile(0.5) / self.off.percentile(0.5),
+            self.on.percentile(0.5) - self.off.percentile(0.5),
+            q(0.5),
+            q(0.25),
+            q(0.75),
+            r.len()
+        )
+    }
+}
+
 /// Block pairs per round of the paired exec measurement, execs per block.
 const EXEC_PAIRS: usize = 25;
 const EXEC_BLOCK: usize = 20;
@@ -203,6 +252,11 @@ const EXEC_BLOCK: usize = 20;
 /// per block.
 const OPEN_PAIRS: usize = 10;
 const OPEN_BLOCK: usize = 1000;
+
+/// Block pairs per round of the paired page-fault measurement, batches of
+/// 512 faults per block.
+const FAULT_PAIRS: usize = 10;
+const FAULT_BLOCK: usize = 10;
 
 /// Opens each open child makes before it starts timing.
 const OPEN_WARMUP: usize = 200;
@@ -377,10 +431,9 @@ fn run(args: &[String]) -> Result<()> {
     // over the untimed passes of the agent's exec and open loops.
     let mut kernel_exec = (0u64, 0u64);
     let mut kernel_open = (0u64, 0u64);
-    let mut exec_pairs: Vec<f64> = Vec::new();
-    let mut exec_paired = (Side::default(), Side::default());
-    let mut open_pairs: Vec<f64> = Vec::new();
-    let mut open_paired = (Side::default(), Side::default());
+    let mut exec_paired = Paired::default();
+    let mut open_paired = Paired::default();
+    let mut fault_paired = Paired::default();
     for round in 0..c.rounds {
         let t = Instant::now();
         // Warden not loaded.
@@ -444,39 +497,24 @@ fn run(args: &[String]) -> Result<()> {
         // Exec again in short blocks, agent and non-agent cgroup with
         // Warden loaded, in A-B-B-A order: the host's drift between minutes
         // lands on both blocks of a pair.
-        for pair in 0..EXEC_PAIRS {
-            let agent_first = pair % 2 == 0;
-            let block = |cgroup: &Path| measure(cgroup, "exec", EXEC_BLOCK, None).map(Side);
-            let (a, p) = if agent_first {
-                let a = block(&agent)?;
-                (a, block(&plain)?)
-            } else {
-                let p = block(&plain)?;
-                (block(&agent)?, p)
-            };
-            exec_pairs.push(a.percentile(0.5) / p.percentile(0.5));
-            exec_paired.0 .0.extend(a.0);
-            exec_paired.1 .0.extend(p.0);
-        }
-        // Non-agent opens in short blocks, the `sys_exit` program attached
-        // (file rules) and detached (none), A-B-B-A.
-        for pair in 0..OPEN_PAIRS {
-            let block = |files: bool| -> Result<Side> {
-                env.write_policy("p.yaml", &policy_with(&file, files, false));
-                env.ok(&["policy", "reload"]);
-                measure(&plain, "open", OPEN_BLOCK, Some(&file)).map(Side)
-            };
-            let (on, off) = if pair % 2 == 0 {
-                let on = block(true)?;
-                (on, block(false)?)
-            } else {
-                let off = block(false)?;
-                (block(true)?, off)
-            };
-            open_pairs.push(on.percentile(0.5) / off.percentile(0.5));
-            open_paired.0 .0.extend(on.0);
-            open_paired.1 .0.extend(off.0);
-        }
+        exec_paired.measure(EXEC_PAIRS, |in_agent| {
+            let cgroup = if in_agent { &agent } else { &plain };
+            measure(cgroup, "exec", EXEC_BLOCK, None).map(Side)
+        })?;
+        // Non-agent opens, the `sys_exit` program attached (file rules)
+        // and detached (none).
+        open_paired.measure(OPEN_PAIRS, |files| {
+            env.write_policy("p.yaml", &policy_with(&file, files, false));
+            env.ok(&["policy", "reload"]);
+            measure(&plain, "open", OPEN_BLOCK, Some(&file)).map(Side)
+        })?;
+        // Non-agent page faults, with the page-fault guard of held execs
+        // attached (a policy that holds execs) and detached.
+        fault_paired.measure(FAULT_PAIRS, |holds| {
+            env.write_policy("p.yaml", &policy(&file, holds));
+            env.ok(&["policy", "reload"]);
+            measure(&plain, "fault", FAULT_BLOCK, None).map(Side)
+        })?;
         env.write_policy("p.yaml", &policy(&file, false));
         env.ok(&["policy", "reload"]);
         settle(&env, start)?;
@@ -544,35 +582,20 @@ fn run(args: &[String]) -> Result<()> {
         times(0, 1),
         ratio(0, 1)
     );
-    exec_pairs.sort_by(f64::total_cmp);
-    let q = |p: f64| exec_pairs[((exec_pairs.len() - 1) as f64 * p).round() as usize];
     println!(
         "exec, paired blocks of {EXEC_BLOCK} (Warden loaded, agent / non-agent cgroup, A-B-B-A): \
-         pooled p50 {:.3}x; per pair median {:.3}x, quartiles {:.3} / {:.3} ({} pairs; \
-         target 1.02x)",
-        exec_paired.0.percentile(0.5) / exec_paired.1.percentile(0.5),
-        q(0.5),
-        q(0.25),
-        q(0.75),
-        exec_pairs.len()
+         {}; target 1.02x",
+        exec_paired.summary()
     );
     println!(
         "open: agent p50 / baseline p50 = {:.3}x ({:+.0} ns; target 1.10x)",
         times(2, 3),
         ratio(2, 3)
     );
-    open_pairs.sort_by(f64::total_cmp);
-    let q = |p: f64| open_pairs[((open_pairs.len() - 1) as f64 * p).round() as usize];
     println!(
         "open (non-agent), paired blocks of {OPEN_BLOCK} (sys_exit attached / detached, \
-         A-B-B-A): pooled p50 {:.3}x ({:+.0} ns); per pair median {:.3}x, quartiles \
-         {:.3} / {:.3} ({} pairs; target 1.01x)",
-        open_paired.0.percentile(0.5) / open_paired.1.percentile(0.5),
-        open_paired.0.percentile(0.5) - open_paired.1.percentile(0.5),
-        q(0.5),
-        q(0.25),
-        q(0.75),
-        open_pairs.len()
+         A-B-B-A): {}; target 1.01x",
+        open_paired.summary()
     );
     println!(
         "getppid (non-agent): FILES / not loaded = {:.3}x ({:+.1} ns/call; target 1.01x)",
@@ -586,6 +609,11 @@ fn run(args: &[String]) -> Result<()> {
     println!(
         "page fault (non-agent): exec holds (guard attached) - no holds = {:+.1} ns/fault",
         ratio(7, 8)
+    );
+    println!(
+        "page fault (non-agent), paired blocks of {FAULT_BLOCK} x 512 faults (page-fault \
+         guard attached / detached, A-B-B-A): {}",
+        fault_paired.summary()
     );
     Ok(())
 }
