@@ -75,6 +75,25 @@ impl Env {
     }
 }
 
+impl Env {
+    /// How many signed checkpoints the log has.
+    fn checkpoints(&self) -> Result<usize> {
+        let out = self
+            .warden()
+            .args(["log", "checkpoints"])
+            .output()
+            .context("run warden log checkpoints")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "warden log checkpoints: {}",
+            out.status
+        );
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).context("parse warden log checkpoints")?;
+        Ok(list.len())
+    }
+}
+
 fn step(text: &str) {
     println!("\n== {text}");
 }
@@ -265,11 +284,15 @@ pub fn run() -> Result<i32> {
 
     step("The evidence: every decision, attributed to the agent, its owner and the human");
     env.show(&["log"])?;
-    step("Verify the hash chain (offline: reads only the database file)");
-    let verified = env.show(&["log", "verify"])?;
 
-    step("Stop the daemon, remove the demo agent, unpin everything");
+    step("Stop the daemon: it signs a checkpoint over the whole log as it stops");
     drop(daemon);
+    step(
+        "Verify the hash chain and the signed checkpoints (offline: reads only the database file)",
+    );
+    let verified = env.show(&["log", "verify"])? && env.checkpoints()? > 0;
+
+    step("Remove the demo agent, unpin everything");
     env.show(&["agent", "remove", AGENT])?;
     env.show(&["uninstall"])?;
 
