@@ -702,11 +702,7 @@ impl Kernel {
     /// Removes a thread's `HELD` entry: before an approved paused thread
     /// is continued (the guards then let it be), or once it is gone.
     pub fn forget_held(&mut self, tid: u32) -> Result<(), KernelError> {
-        let mut held = self.map_mut::<u32, Held>(names::HELD)?;
-        match held.remove(&tid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("delete", names::HELD)(e)),
-        }
+        self.delete::<u32, Held>(names::HELD, &tid).map(drop)
     }
 
     /// Clears the flag that makes `sys_exit` look up every syscall exit
@@ -770,16 +766,7 @@ impl Kernel {
     /// Withdraws a decision the hook has not consumed. Returns whether it
     /// was still there (false: the hook took it, its outcome is on its way).
     pub fn withdraw_grant(&mut self, key: &HoldKey) -> Result<bool, KernelError> {
-        let mut grants: BpfHashMap<_, HoldKey, u32> = self.map_mut(names::GRANTS)?;
-        match grants.remove(key) {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(map_err("delete from", names::GRANTS)(e)),
-        }
+        self.delete::<HoldKey, u32>(names::GRANTS, key)
     }
 
     /// Hands the ring buffer to the event reader.
@@ -1013,11 +1000,7 @@ impl Kernel {
             self.detach_links(links);
         }
         if let Some(old) = self.installed.remove(&cgroup_id) {
-            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
-            match agents.remove(&cgroup_id) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err("delete from", names::AGENTS)(e)),
-            }
+            self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;
             self.clear_rules(&old);
         }
         Ok(())
@@ -1091,6 +1074,26 @@ impl Kernel {
             .map_mut(name)
             .ok_or(KernelError::Missing { what: "map", name })?;
         BpfHashMap::try_from(map).map_err(map_err("open", name))
+    }
+
+    /// Deletes `key` from the hash map `name`; returns whether it was
+    /// there. A key already gone is not an error: aya reports it as the
+    /// syscall's ENOENT (never as `MapError::KeyNotFound`, which only
+    /// lookups return).
+    fn delete<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: &K,
+    ) -> Result<bool, KernelError> {
+        match self.map_mut::<K, V>(name)?.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(map_err("delete from", name)(e)),
+        }
     }
 
     fn write_rules(
