@@ -258,61 +258,53 @@ impl Approvals {
 
     pub fn list(&self, all: bool) -> Result<Vec<Approval>, ApprovalError> {
         let filter = if all { "" } else { "WHERE status = 'pending'" };
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{SELECT} {filter} ORDER BY id"))
-            .map_err(sql("list approvals"))?;
-        let rows = stmt.query_map([], row).map_err(sql("list approvals"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("list approvals"))
+        self.select(filter, [], "list approvals")
     }
 
     /// Pending holds whose time is up.
     pub fn expired(&self, now_ns: i64) -> Result<Vec<Approval>, ApprovalError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "{SELECT} WHERE status = 'pending' AND expires_at_ns <= ?1 ORDER BY id"
-            ))
-            .map_err(sql("list expired approvals"))?;
-        let rows = stmt
-            .query_map([now_ns], row)
-            .map_err(sql("list expired approvals"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("list expired approvals"))
+        self.select(
+            "WHERE status = 'pending' AND expires_at_ns <= ?1",
+            [now_ns],
+            "list expired approvals",
+        )
     }
 
     /// Decisions written to the kernel for its hook to apply (approved,
     /// rejected, expired) whose outcome it has not reported.
     pub fn granted_without_outcome(&self) -> Result<Vec<Approval>, ApprovalError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "{SELECT} WHERE status IN ('approved', 'rejected', 'expired') AND applied = 1
-                 AND final_status IS NULL ORDER BY id"
-            ))
-            .map_err(sql("list decisions awaiting their outcome"))?;
-        let rows = stmt
-            .query_map([], row)
-            .map_err(sql("list decisions awaiting their outcome"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("list decisions awaiting their outcome"))
+        self.select(
+            "WHERE status IN ('approved', 'rejected', 'expired') AND applied = 1
+             AND final_status IS NULL",
+            [],
+            "list decisions awaiting their outcome",
+        )
     }
 
     /// Decided (approved or rejected) but not yet written to the kernel:
     /// the daemon died between recording and applying.
     pub fn unapplied(&self) -> Result<Vec<Approval>, ApprovalError> {
+        self.select(
+            "WHERE status <> 'pending' AND applied = 0",
+            [],
+            "list unapplied approvals",
+        )
+    }
+
+    /// The approvals `filter` (a WHERE clause, or nothing) selects, oldest
+    /// first.
+    fn select(
+        &self,
+        filter: &str,
+        params: impl rusqlite::Params,
+        op: &'static str,
+    ) -> Result<Vec<Approval>, ApprovalError> {
         let mut stmt = self
             .conn
-            .prepare(&format!(
-                "{SELECT} WHERE status <> 'pending' AND applied = 0 ORDER BY id"
-            ))
-            .map_err(sql("list unapplied approvals"))?;
-        let rows = stmt
-            .query_map([], row)
-            .map_err(sql("list unapplied approvals"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("list unapplied approvals"))
+            .prepare(&format!("{SELECT} {filter} ORDER BY id"))
+            .map_err(sql(op))?;
+        let rows = stmt.query_map(params, row).map_err(sql(op))?;
+        rows.collect::<Result<_, _>>().map_err(sql(op))
     }
 
     /// Records the first decision on a pending hold. Returns false (and
