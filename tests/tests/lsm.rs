@@ -336,6 +336,17 @@ fn wait_held(env: &TestEnv, child: &Child) -> Value {
     warden_tests::wait_held(env, child.id(), &['T'], "the exec is held")
 }
 
+/// Starts the daemon with `hold-agent` under a policy of `rules` (YAML list
+/// items) whose holds root may approve, expiring after 5 minutes.
+fn start_hold_agent(env: &mut TestEnv, rules: &str) {
+    env.write_policy(
+        "hold.yaml",
+        &format!("version: 1\napprovers:\n  users: [root]\nhold_timeout: 5m\nrules:{rules}"),
+    );
+    env.start_daemon();
+    env.add_agent("hold-agent", "hold.yaml");
+}
+
 #[test]
 fn held_exec_runs_when_approved_and_fails_with_eperm_when_rejected() {
     if !in_vm("lsm_hold") {
@@ -344,14 +355,10 @@ fn held_exec_runs_when_approved_and_fails_with_eperm_when_rejected() {
     let mut env = TestEnv::new("lsmhold");
     let f = Files::new(&env);
     let held = f.binary("held-touch", "/usr/bin/touch");
-    env.write_policy(
-        "hold.yaml",
+    start_hold_agent(
+        &mut env,
         &format!(
-            "version: 1
-approvers:
-  users: [root]
-hold_timeout: 5m
-rules:
+            "
   - id: held-touch
     exec: {{ path: {held} }}
     decision: hold
@@ -362,8 +369,6 @@ rules:
             probe = probe_path()
         ),
     );
-    env.start_daemon();
-    env.add_agent("hold-agent", "hold.yaml");
 
     // Approved: the stopped execve restarts and the binary runs.
     let child = spawn_probe(&env, "hold-agent", &["exec", &held, &f.marker("approved")]);
@@ -416,22 +421,16 @@ fn held_open_succeeds_when_approved_and_fails_with_eperm_when_rejected() {
     let mut env = TestEnv::new("lsmholdopen");
     let f = Files::new(&env);
     let held = f.write("work/held.txt", "HELD-CONTENT");
-    env.write_policy(
-        "hold.yaml",
+    start_hold_agent(
+        &mut env,
         &format!(
-            "version: 1
-approvers:
-  users: [root]
-hold_timeout: 5m
-rules:{RUNTIME_FILES}
+            "{RUNTIME_FILES}
   - id: customer-data
     file: {{ path: {held}, access: [read] }}
     decision: hold
 "
         ),
     );
-    env.start_daemon();
-    env.add_agent("hold-agent", "hold.yaml");
     let spawn = || spawn_probe(&env, "hold-agent", &["read", &held]);
 
     // Approved: the stopped open restarts and returns the descriptor.
@@ -476,22 +475,16 @@ fn a_held_exclusive_create_restarts_into_eexist() {
     let mut env = TestEnv::new("lsmholdexcl");
     let f = Files::new(&env);
     let dir = f.path("work");
-    env.write_policy(
-        "hold.yaml",
+    start_hold_agent(
+        &mut env,
         &format!(
-            "version: 1
-approvers:
-  users: [root]
-hold_timeout: 5m
-rules:{RUNTIME_FILES}
+            "{RUNTIME_FILES}
   - id: new-files
     file: {{ prefix: {dir}/, access: [write] }}
     decision: hold
 "
         ),
     );
-    env.start_daemon();
-    env.add_agent("hold-agent", "hold.yaml");
     let created = f.path("work/new.txt");
     let child = spawn_probe(&env, "hold-agent", &["create-excl", &created]);
     let pending = wait_held(&env, &child);
