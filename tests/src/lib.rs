@@ -311,7 +311,6 @@ impl TestEnv {
     }
 }
 
-/// Removes a cgroup tree we created, ending its processes first.
 /// Every environment's cgroup parent and pin directory is named
 /// `warden-test-<pid>-<name>`, under the cgroup2 mount and `PIN_BASE`.
 const ENV_PREFIX: &str = "warden-test-";
@@ -379,6 +378,7 @@ fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(dir)
 }
 
+/// Removes a cgroup tree we created, ending its processes first.
 fn remove_cgroup_tree(path: &Path) {
     if !path.exists() {
         return;
