@@ -413,6 +413,21 @@ enum Command {
     },
 }
 
+/// What needs the on-demand global programs (`sys_exit`, the page-fault
+/// guard) now.
+struct GlobalNeeds<'a> {
+    /// Agents whose policies have file rules.
+    files: Vec<&'a str>,
+    /// Agents whose policies hold actions that need `sys_exit`.
+    holds: Vec<&'a str>,
+    /// Agents whose policies hold execs on the fallback.
+    fault_guard: Vec<&'a str>,
+    /// Pending holds; `None` if they could not be listed.
+    pending: Option<usize>,
+    /// Threads in `HELD`.
+    marked: usize,
+}
+
 struct Enforced {
     cgroup_id: u64,
     cgroup: PathBuf,
@@ -707,15 +722,11 @@ impl Enforcer {
     /// The page-fault guard likewise, while some policy holds execs on
     /// the fallback or a thread is in `HELD`.
     fn update_sys_exit(&mut self) -> Result<(), String> {
-        let files = self.enforced.values().any(|e| e.needs_file);
-        let marked = self.kernel.marked_threads() > 0;
-        let holds = self.enforced.values().any(|e| e.needs_hold)
-            || marked
-            || self
-                .holds
-                .list(false)
-                .map_or(true, |pending| !pending.is_empty());
-        let guard = marked || self.enforced.values().any(|e| e.needs_fault_guard);
+        let needs = self.global_needs();
+        let files = !needs.files.is_empty();
+        // Pending holds that could not be listed count as some.
+        let holds = !needs.holds.is_empty() || needs.marked > 0 || needs.pending != Some(0);
+        let guard = !needs.fault_guard.is_empty() || needs.marked > 0;
         self.kernel
             .set_fault_guard(guard)
             .map_err(|e| format!("tp_btf/page_fault_user: {}", crate::error_chain(&e)))?;
@@ -1000,10 +1011,10 @@ impl Enforcer {
         }
     }
 
-    /// The machine-wide programs attached only on demand, with the agents
-    /// that need them now (the reasons `update_sys_exit` attaches them).
-    fn global_hooks(&self) -> Vec<GlobalHook> {
-        let agents = |needs: fn(&Enforced) -> bool, what: &str| {
+    /// What needs the on-demand global programs now: `update_sys_exit`
+    /// attaches them from this, and `warden status` reports it.
+    fn global_needs(&self) -> GlobalNeeds<'_> {
+        let agents = |needs: fn(&Enforced) -> bool| {
             let mut names: Vec<&str> = self
                 .enforced
                 .iter()
@@ -1011,16 +1022,36 @@ impl Enforcer {
                 .map(|(name, _)| name.as_str())
                 .collect();
             names.sort_unstable();
+            names
+        };
+        GlobalNeeds {
+            files: agents(|e| e.needs_file),
+            holds: agents(|e| e.needs_hold),
+            fault_guard: agents(|e| e.needs_fault_guard),
+            pending: self.holds.list(false).ok().map(|p| p.len()),
+            marked: self.kernel.marked_threads(),
+        }
+    }
+
+    /// The machine-wide programs attached only on demand, with what needs
+    /// them now.
+    fn global_hooks(&self) -> Vec<GlobalHook> {
+        let needs = self.global_needs();
+        let agents = |names: &[&str], what: &str| {
             (!names.is_empty()).then(|| format!("{what} of {}", names.join(", ")))
         };
-        let marked = self.kernel.marked_threads();
-        let marked = (marked > 0).then(|| format!("{marked} thread(s) held or marked for a stop"));
-        let pending = self.holds.list(false).map_or(0, |p| p.len());
-        let pending = (pending > 0).then(|| format!("{pending} pending hold(s)"));
+        let marked = (needs.marked > 0)
+            .then(|| format!("{} thread(s) held or marked for a stop", needs.marked));
+        let pending = match needs.pending {
+            Some(0) => None,
+            Some(n) => Some(format!("{n} pending hold(s)")),
+            None => Some("pending holds (they could not be listed)".to_string()),
+        };
+        // With BPF LSM the kernel leaves opens to lsm/file_open.
         let files = if self.kernel.lsm().file {
             None
         } else {
-            agents(|e| e.needs_file, "file rules")
+            agents(&needs.files, "file rules")
         };
         let hook = |hook: &str, attached: bool, cost: &str, reasons: Vec<Option<String>>| {
             let reasons: Vec<String> = reasons.into_iter().flatten().collect();
@@ -1042,7 +1073,7 @@ impl Enforcer {
                 "runs at every syscall exit on the machine",
                 vec![
                     files,
-                    agents(|e| e.needs_hold, "holds"),
+                    agents(&needs.holds, "holds"),
                     pending,
                     marked.clone(),
                 ],
@@ -1051,7 +1082,7 @@ impl Enforcer {
                 "tp_btf/page_fault_user",
                 self.kernel.fault_guard_attached(),
                 "runs at every user page fault on the machine",
-                vec![agents(|e| e.needs_fault_guard, "exec holds"), marked],
+                vec![agents(&needs.fault_guard, "exec holds"), marked],
             ),
         ]
     }
