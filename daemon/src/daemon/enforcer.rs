@@ -1,0 +1,332 @@
+//! The enforcer thread: owns the `Kernel` (eBPF handle), the registry and
+//! the holds, and takes `Command`s from the event reader, the control
+//! server and the timer, one at a time, with replies.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{mpsc, Arc, RwLock},
+};
+
+use serde_json::json;
+use tokio::sync::oneshot;
+use warden_common::sys_exit_mode;
+
+use super::{
+    reconcile::Enforced,
+    views::{Stats, Views},
+    writer::EvidenceWriter,
+};
+use crate::{
+    actor::{Actor, Recorded},
+    attribution::{AgentView, PolicyView, ProcessFacts},
+    config::Paths,
+    control::{AgentState, StatusReport},
+    decode::KernelEvent,
+    evidence::NewEntry,
+    gaps::{self, DropWatch},
+    holds::{Caller, Holds, Verdict},
+    kernel::Kernel,
+    registry::Registry,
+};
+
+pub(super) enum Command {
+    Reconcile {
+        actor: Actor,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    AgentState {
+        agent: String,
+        reply: oneshot::Sender<Result<AgentState, String>>,
+    },
+    Stop {
+        actor: Actor,
+        reply: oneshot::Sender<()>,
+    },
+    /// The kernel held an action (from the event reader).
+    Held {
+        ev: KernelEvent,
+        entry: NewEntry,
+        agent: AgentView,
+        policy: Arc<PolicyView>,
+        facts: ProcessFacts,
+    },
+    /// The kernel applied a decision on a held action.
+    Outcome {
+        ev: KernelEvent,
+        entry: NewEntry,
+    },
+    Decide {
+        id: u64,
+        verdict: Verdict,
+        reason: Option<String>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Approvals {
+        all: bool,
+        uid: u32,
+        reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
+    },
+    ExpireHolds,
+    /// Apply decisions recorded but not applied before a restart.
+    Replay {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub(super) struct Enforcer {
+    pub(super) kernel: Kernel,
+    pub(super) holds: Holds,
+    pub(super) drops: DropWatch,
+    pub(super) registry: Registry,
+    pub(super) paths: Paths,
+    pub(super) views: Arc<RwLock<Views>>,
+    pub(super) writer: EvidenceWriter,
+    pub(super) stats: Arc<Stats>,
+    pub(super) enforced: HashMap<String, Enforced>,
+    pub(super) policy_errors: Vec<String>,
+    pub(super) started_at_ns: i64,
+    pub(super) cgroup2: PathBuf,
+    /// Hex of the Ed25519 key that signs checkpoints, and its short id.
+    pub(super) public_key: String,
+    pub(super) key_id: String,
+}
+
+impl Enforcer {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Reconcile { actor, reply } => {
+                    let errors = self.reconcile(&actor);
+                    let _ = reply.send(errors);
+                }
+                Command::Status { reply } => {
+                    let _ = reply.send(self.status());
+                }
+                Command::AgentState { agent, reply } => {
+                    let _ = reply.send(self.agent_state(&agent));
+                }
+                Command::Held {
+                    ev,
+                    entry,
+                    agent,
+                    policy,
+                    facts,
+                } => {
+                    // First, before anything is written: the window in
+                    // which a SIGCONT could continue a paused thread.
+                    self.holds.seize_if_paused(&self.kernel, ev.pid, ev.tid);
+                    match self.holds.on_held(&ev, entry, &agent, &policy, &facts) {
+                        Ok(Some(entry)) => self.record(entry),
+                        Ok(None) => {
+                            tracing::debug!(tid = ev.tid, "held action re-entered while pending")
+                        }
+                        Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
+                    }
+                }
+                Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
+                    Ok(entry) => self.record(entry),
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "record hold outcome")
+                    }
+                },
+                Command::Decide {
+                    id,
+                    verdict,
+                    reason,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.decide(id, verdict, reason.as_deref(), &caller));
+                }
+                Command::Approvals { all, uid, reply } => {
+                    let _ = reply.send(self.approvals(all, uid));
+                }
+                Command::ExpireHolds => {
+                    if let (Ok(counters), Ok(per_agent)) =
+                        (self.kernel.counters(), self.kernel.agent_counters())
+                    {
+                        let views = self.views.clone();
+                        let name_of = |id: u32| {
+                            let v = views.read().expect("views lock");
+                            v.agents.get(&id).map_or_else(
+                                || gaps::AgentName {
+                                    name: "unknown".into(),
+                                    owner: "system".into(),
+                                },
+                                |a| gaps::AgentName {
+                                    name: a.name.clone(),
+                                    owner: a.owner.clone(),
+                                },
+                            )
+                        };
+                        for gap in
+                            self.drops
+                                .check(&per_agent, &counters, name_of, &Actor::current())
+                        {
+                            tracing::warn!(
+                                agent = %gap.agent,
+                                lost = %gap.details["lost"],
+                                allowed_unrecorded = %gap.details["allowed_unrecorded"],
+                                "actions not recorded: ring buffer full"
+                            );
+                            self.record(gap);
+                        }
+                    }
+                    let writer = &self.writer;
+                    let mut record =
+                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+                    if let Err(e) = self.holds.expire(&mut self.kernel, &mut record) {
+                        tracing::error!(error = %crate::error_chain(&e), "expire holds");
+                    }
+                    if let Err(e) = self.holds.reap(&mut self.kernel, &mut record) {
+                        tracing::error!(error = %crate::error_chain(&e), "finish ended holds");
+                    }
+                    if let Err(e) = self.kernel.settle_paused_flag() {
+                        tracing::error!(error = %crate::error_chain(&e), "paused flag");
+                    }
+                    // Holds kept sys_exit attached after the last policy
+                    // that holds went away: detach once they are done.
+                    let stale = self.kernel.sys_exit_mode() & sys_exit_mode::HOLDS != 0
+                        && !self.enforced.values().any(|e| e.needs_hold);
+                    if stale {
+                        if let Err(e) = self.update_sys_exit() {
+                            tracing::error!(error = %e, "update sys_exit");
+                        }
+                    }
+                }
+                Command::Replay { reply } => {
+                    // The first reconcile has attached this daemon's links:
+                    // the previous daemon's can go now.
+                    let stale = self.kernel.drop_stale_links();
+                    if stale > 0 {
+                        tracing::info!(links = stale, "unpinned the previous daemon's links");
+                    }
+                    let writer = &self.writer;
+                    let mut record =
+                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+                    if let Err(e) = self.holds.reseize(&self.kernel) {
+                        tracing::error!(error = %crate::error_chain(&e), "seize paused threads");
+                    }
+                    match self.holds.replay(&mut self.kernel, &mut record) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            count = n,
+                            "replayed decisions recorded before a restart"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %crate::error_chain(&e), "replay decisions")
+                        }
+                    }
+                    let _ = reply.send(());
+                }
+                Command::Stop { actor, reply } => {
+                    self.stop(&actor);
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Brings the kernel in line with the registry and the policy files.
+    /// Returns the errors (a policy that fails to load leaves the running
+    /// one in force; an agent with no valid policy yet denies everything).
+    pub(super) fn reconcile(&mut self, actor: &Actor) -> Vec<String> {
+        self.reconcile_all(actor)
+    }
+
+    /// Writes an entry durably, logging (not failing) if it cannot.
+    pub(super) fn record(&self, entry: NewEntry) {
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "evidence write failed");
+        }
+    }
+
+    pub(super) fn policy_by_snapshot(&self, snapshot: &str) -> Option<Arc<PolicyView>> {
+        let views = self.views.read().expect("views lock");
+        views
+            .policies
+            .values()
+            .find(|p| p.snapshot == snapshot)
+            .cloned()
+    }
+
+    pub(super) fn decide(
+        &mut self,
+        id: u64,
+        verdict: Verdict,
+        reason: Option<&str>,
+        caller: &Caller,
+    ) -> Result<String, String> {
+        let approval = self.holds.get(id).map_err(|e| crate::error_chain(&e))?;
+        let current = self
+            .enforced
+            .get(&approval.job.agent)
+            .map(|e| e.snapshot.clone());
+        let policy = self.policy_by_snapshot(&approval.policy_snapshot);
+        let cgroups: Vec<PathBuf> = self.enforced.values().map(|e| e.cgroup.clone()).collect();
+        let writer = &self.writer;
+        let mut record = |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
+        self.holds.decide(
+            &mut self.kernel,
+            id,
+            verdict,
+            reason,
+            caller,
+            current.as_deref(),
+            policy.as_deref(),
+            &cgroups,
+            &mut record,
+        )
+    }
+
+    /// Holds the caller may see: all for root, otherwise those it may decide.
+    pub(super) fn approvals(&self, all: bool, uid: u32) -> Vec<crate::approvals::Approval> {
+        let list = match self.holds.list(all) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "list approvals");
+                return Vec::new();
+            }
+        };
+        if uid == 0 {
+            return list;
+        }
+        let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) else {
+            return Vec::new();
+        };
+        let groups = crate::approvals::groups_of(&user);
+        list.into_iter()
+            .filter(|a| {
+                self.policy_by_snapshot(&a.policy_snapshot)
+                    .is_some_and(|p| {
+                        crate::approvals::approver_role(&p.approvers, &user.name, &groups).is_some()
+                    })
+            })
+            .collect()
+    }
+
+    pub(super) fn stop(&mut self, actor: &Actor) {
+        let counters = self.kernel.counters().unwrap_or_default();
+        let mut details = serde_json::Map::new();
+        details.insert("kernel_counters".into(), json!(counters));
+        let entry = actor.entry(Recorded {
+            kind: "daemon_stop",
+            agent: "warden",
+            owner: "system",
+            action: "daemon.stop",
+            target: &self.paths.socket.display().to_string(),
+            decision: "recorded",
+            policy_snapshot: "none",
+            details,
+        });
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "record daemon stop");
+        }
+    }
+}

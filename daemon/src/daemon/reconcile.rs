@@ -1,0 +1,471 @@
+//! Reconcile: brings the kernel's maps in line with the registry and the
+//! policy files, and decides which machine-wide programs must be attached.
+
+use std::{path::PathBuf, sync::Arc};
+
+use serde_json::json;
+use warden_common::sys_exit_mode;
+
+use super::enforcer::Enforcer;
+use crate::{
+    actor::{Actor, Recorded},
+    attribution::{AgentView, PolicyView},
+    cgroup, clock,
+    kernel::AgentRules,
+    policy::{self, CompiledNet, CompiledPaths},
+    registry::{Agent, AgentStatus},
+};
+
+/// What needs the on-demand global programs (`sys_exit`, the page-fault
+/// guard) now.
+pub(super) struct GlobalNeeds<'a> {
+    /// Agents whose policies have file rules.
+    pub(super) files: Vec<&'a str>,
+    /// Agents whose policies hold actions that need `sys_exit`.
+    pub(super) holds: Vec<&'a str>,
+    /// Agents whose policies hold execs on the fallback.
+    pub(super) fault_guard: Vec<&'a str>,
+    /// Pending holds; `None` if they could not be listed.
+    pub(super) pending: Option<usize>,
+    /// Threads in `HELD`.
+    pub(super) marked: usize,
+}
+
+pub(super) struct Enforced {
+    pub(super) cgroup_id: u64,
+    pub(super) cgroup: PathBuf,
+    pub(super) snapshot: String,
+    pub(super) revoked: bool,
+    /// The policy in force has file rules (the `sys_exit` program decides
+    /// the agent's opens).
+    pub(super) needs_file: bool,
+    /// The policy in force holds actions that need `sys_exit`: network
+    /// holds (it stops them), and the fallback's paused execs and opens
+    /// (it guards them).
+    pub(super) needs_hold: bool,
+    /// The policy in force holds execs on the fallback (the page-fault
+    /// guard runs).
+    pub(super) needs_fault_guard: bool,
+}
+
+impl Enforcer {
+    pub(super) fn reconcile_all(&mut self, actor: &Actor) -> Vec<String> {
+        let mut errors = Vec::new();
+        let agents = match self.registry.list() {
+            Ok(a) => a,
+            Err(e) => return vec![e.to_string()],
+        };
+        // Agents removed from the registry.
+        let gone: Vec<String> = self
+            .enforced
+            .keys()
+            .filter(|name| !agents.iter().any(|a| &a.name == *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = self.enforced.remove(&name) {
+                if let Err(e) = self.kernel.remove(old.cgroup_id) {
+                    errors.push(format!("agent '{name}': {}", crate::error_chain(&e)));
+                }
+            }
+        }
+        for agent in &agents {
+            if let Err(e) = self.reconcile_agent(agent, actor) {
+                errors.push(format!("agent '{}': {e}", agent.name));
+            }
+        }
+        if let Err(e) = self.update_sys_exit() {
+            errors.push(e);
+        }
+        for e in &errors {
+            tracing::error!(error = %e, "reconcile");
+        }
+        self.policy_errors = errors.clone();
+        errors
+    }
+
+    /// Attaches the `sys_exit` program while some agent needs it and
+    /// detaches it when none does: file rules in force, network holds in a
+    /// policy, a hold awaiting a decision, or a thread a hook marked and
+    /// `sys_exit` has not stopped yet. (A hook that read an agent's old
+    /// policy just before a reload that drops its last hold rule could
+    /// still mark a thread after this check; the window is one map update.)
+    /// The page-fault guard likewise, while some policy holds execs on
+    /// the fallback or a thread is in `HELD`.
+    pub(super) fn update_sys_exit(&mut self) -> Result<(), String> {
+        let needs = self.global_needs();
+        let files = !needs.files.is_empty();
+        // Pending holds that could not be listed count as some.
+        let holds = !needs.holds.is_empty() || needs.marked > 0 || needs.pending != Some(0);
+        let guard = !needs.fault_guard.is_empty() || needs.marked > 0;
+        self.kernel
+            .set_fault_guard(guard)
+            .map_err(|e| format!("tp_btf/page_fault_user: {}", crate::error_chain(&e)))?;
+        let mut mode = 0;
+        if holds {
+            mode |= sys_exit_mode::HOLDS;
+        }
+        if files {
+            mode |= sys_exit_mode::FILES;
+        }
+        self.kernel
+            .set_sys_exit_mode(mode)
+            .map_err(|e| format!("tp_btf/sys_exit: {}", crate::error_chain(&e)))
+    }
+
+    pub(super) fn reconcile_agent(&mut self, agent: &Agent, actor: &Actor) -> Result<(), String> {
+        let cgroup_id = cgroup::cgroup_id(&agent.cgroup).map_err(|e| crate::error_chain(&e))?;
+        let revoked = agent.status == AgentStatus::Revoked;
+        if let Some(old) = self.enforced.get(&agent.name) {
+            if old.cgroup_id != cgroup_id {
+                // The cgroup was recreated: enforce on the new one.
+                let old_id = old.cgroup_id;
+                self.enforced.remove(&agent.name);
+                self.kernel
+                    .remove(old_id)
+                    .map_err(|e| crate::error_chain(&e))?;
+            }
+        }
+        self.views.write().expect("views lock").agents.insert(
+            agent.id,
+            AgentView {
+                name: agent.name.clone(),
+                owner: agent.owner.clone(),
+            },
+        );
+
+        let file = self.paths.policy_dir.join(&agent.policy);
+        let loaded = std::fs::read_to_string(&file)
+            .map_err(|e| format!("read policy {}: {e}", file.display()))
+            .and_then(|text| {
+                let name = file.display().to_string();
+                let parsed =
+                    policy::parse_policy(&name, &text).map_err(|e| crate::error_chain(&e))?;
+                check_supported(
+                    &parsed,
+                    &name,
+                    self.kernel.exec_unavailable(),
+                    self.kernel.file_unavailable(),
+                )?;
+                let net = policy::compile_network(&parsed).map_err(|e| crate::error_chain(&e))?;
+                let paths = policy::compile_paths(&parsed).map_err(|e| crate::error_chain(&e))?;
+                Ok((text, parsed, net, paths))
+            });
+        let (text, parsed, net, paths) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.record_policy_rejected(agent, actor, &e);
+                if !self.kernel.is_attached(cgroup_id) {
+                    // Never leave an agent unenforced: with no valid policy
+                    // it gets none, so the default (deny) applies to all it
+                    // does that this kernel lets us decide.
+                    let none = CompiledPaths {
+                        exec_governed: self.kernel.exec_unavailable().is_none(),
+                        file_governed: self.kernel.file_unavailable().is_none(),
+                        ..CompiledPaths::default()
+                    };
+                    if none.file_governed {
+                        let mode = self.kernel.sys_exit_mode() | sys_exit_mode::FILES;
+                        self.kernel
+                            .set_sys_exit_mode(mode)
+                            .map_err(|e| crate::error_chain(&e))?;
+                    }
+                    let rules = AgentRules {
+                        agent_id: agent.id,
+                        policy_gen: 0,
+                        net: &CompiledNet::default(),
+                        paths: &none,
+                        revoked,
+                        fail_open: false,
+                    };
+                    self.install(agent, cgroup_id, &rules)?;
+                    self.enforced.insert(
+                        agent.name.clone(),
+                        Enforced {
+                            cgroup_id,
+                            cgroup: agent.cgroup.clone(),
+                            snapshot: "none".into(),
+                            revoked,
+                            needs_file: none.file_governed,
+                            needs_hold: false,
+                            needs_fault_guard: false,
+                        },
+                    );
+                } else if let Some(old) = self.enforced.get_mut(&agent.name) {
+                    if old.revoked != revoked {
+                        self.kernel
+                            .set_revoked(cgroup_id, revoked)
+                            .map_err(|e| crate::error_chain(&e))?;
+                        old.revoked = revoked;
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let snapshot = parsed.snapshot();
+        if let Some(old) = self.enforced.get_mut(&agent.name) {
+            if old.snapshot == snapshot {
+                if old.revoked != revoked {
+                    self.kernel
+                        .set_revoked(cgroup_id, revoked)
+                        .map_err(|e| crate::error_chain(&e))?;
+                    old.revoked = revoked;
+                }
+                return Ok(());
+            }
+        }
+        let previous = self
+            .enforced
+            .get(&agent.name)
+            .map_or_else(|| "none".to_string(), |o| o.snapshot.clone());
+        let (version, _new) = self
+            .registry
+            .record_policy_version(
+                &agent.name,
+                &agent.policy,
+                &snapshot,
+                &text,
+                clock::now_ns(),
+                &actor.describe(),
+            )
+            .map_err(|e| crate::error_chain(&e))?;
+        self.views.write().expect("views lock").policies.insert(
+            version,
+            Arc::new(PolicyView {
+                snapshot: snapshot.clone(),
+                rule_ids: parsed.rule_ids(),
+                approvers: parsed.approvers.clone(),
+                hold_timeout: parsed.hold_timeout,
+            }),
+        );
+        // The sys_exit program must run before the agent's flags ask for
+        // it: attach (or widen its mode) first, narrow it after the install
+        // (`update_sys_exit`).
+        let (needs_hold, needs_fault_guard) = hold_needs(&parsed, self.kernel.lsm());
+        if needs_fault_guard {
+            self.kernel
+                .set_fault_guard(true)
+                .map_err(|e| crate::error_chain(&e))?;
+        }
+        let mut mode = self.kernel.sys_exit_mode();
+        if needs_hold {
+            mode |= sys_exit_mode::HOLDS;
+        }
+        if paths.file_governed {
+            mode |= sys_exit_mode::FILES;
+        }
+        self.kernel
+            .set_sys_exit_mode(mode)
+            .map_err(|e| crate::error_chain(&e))?;
+        let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
+        let rules = AgentRules {
+            agent_id: agent.id,
+            policy_gen: version,
+            net: &net,
+            paths: &paths,
+            revoked,
+            fail_open,
+        };
+        self.install(agent, cgroup_id, &rules)?;
+        self.enforced.insert(
+            agent.name.clone(),
+            Enforced {
+                cgroup_id,
+                cgroup: agent.cgroup.clone(),
+                snapshot: snapshot.clone(),
+                revoked,
+                needs_file: paths.file_governed,
+                needs_hold,
+                needs_fault_guard,
+            },
+        );
+        let mut details = serde_json::Map::new();
+        details.insert("policy_version".into(), json!(version));
+        details.insert("previous_snapshot".into(), json!(previous));
+        details.insert("file".into(), json!(file.display().to_string()));
+        let entry = actor.entry(Recorded {
+            kind: "policy_load",
+            agent: &agent.name,
+            owner: &agent.owner,
+            action: "policy.load",
+            target: &agent.policy,
+            decision: "loaded",
+            policy_snapshot: &snapshot,
+            details,
+        });
+        self.writer
+            .write_durable(vec![entry])
+            .map_err(|e| crate::error_chain(&e))?;
+        tracing::info!(agent = %agent.name, policy = %agent.policy, snapshot = %snapshot, version, "policy loaded");
+        Ok(())
+    }
+
+    pub(super) fn install(
+        &mut self,
+        agent: &Agent,
+        cgroup_id: u64,
+        rules: &AgentRules<'_>,
+    ) -> Result<(), String> {
+        // Rules and the agent entry first, then attach: the programs never
+        // run for this cgroup without its rules in place.
+        self.kernel
+            .install(cgroup_id, rules)
+            .map_err(|e| crate::error_chain(&e))?;
+        self.kernel
+            .attach(&agent.cgroup, cgroup_id)
+            .map_err(|e| crate::error_chain(&e))
+    }
+
+    pub(super) fn record_policy_rejected(&self, agent: &Agent, actor: &Actor, error: &str) {
+        let running = self
+            .enforced
+            .get(&agent.name)
+            .map_or("none", |e| e.snapshot.as_str());
+        let mut details = serde_json::Map::new();
+        details.insert("error".into(), json!(error));
+        let entry = actor.entry(Recorded {
+            kind: "policy_load",
+            agent: &agent.name,
+            owner: &agent.owner,
+            action: "policy.load",
+            target: &agent.policy,
+            decision: "rejected",
+            policy_snapshot: running,
+            details,
+        });
+        if let Err(e) = self.writer.write_durable(vec![entry]) {
+            tracing::error!(error = %e, "record rejected policy");
+        }
+    }
+
+    /// What needs the on-demand global programs now: `update_sys_exit`
+    /// attaches them from this, and `warden status` reports it.
+    pub(super) fn global_needs(&self) -> GlobalNeeds<'_> {
+        let agents = |needs: fn(&Enforced) -> bool| {
+            let mut names: Vec<&str> = self
+                .enforced
+                .iter()
+                .filter(|(_, e)| needs(e))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            names.sort_unstable();
+            names
+        };
+        GlobalNeeds {
+            files: agents(|e| e.needs_file),
+            holds: agents(|e| e.needs_hold),
+            fault_guard: agents(|e| e.needs_fault_guard),
+            pending: self.holds.list(false).ok().map(|p| p.len()),
+            marked: self.kernel.marked_threads(),
+        }
+    }
+}
+
+/// Refuses policies that need a mechanism this kernel did not give us,
+/// rather than silently allowing what it cannot see.
+pub(super) fn check_supported(
+    p: &policy::Policy,
+    file: &str,
+    exec_unavailable: Option<&str>,
+    file_unavailable: Option<&str>,
+) -> Result<(), String> {
+    let needs = policy::policy_needs(p);
+    let mut missing = Vec::new();
+    if let (true, Some(why)) = (needs.exec, exec_unavailable) {
+        missing.push(format!("exec rules need tp_btf/sched_process_exec: {why}"));
+    }
+    if let (true, Some(why)) = (needs.file, file_unavailable) {
+        missing.push(format!("file rules need tp_btf/sys_exit: {why}"));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{file}: {}; refusing the policy",
+            missing.join("; ")
+        ))
+    }
+}
+
+/// Whether a policy holds network actions (exec and file `hold` rules are
+/// enforced as deny and need no stop).
+/// What a policy's holds need of the global programs: (`sys_exit`, the
+/// page-fault guard). `sys_exit` stops network holds and guards the
+/// fallback's paused execs and opens; the page-fault guard is for paused
+/// execs. BPF LSM holds need neither.
+pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (bool, bool) {
+    let holds = |f: fn(&policy::Selector) -> bool| {
+        p.rules
+            .iter()
+            .any(|r| r.decision == policy::Decision::Hold && f(&r.selector))
+    };
+    let net = holds(|s| matches!(s, policy::Selector::Connect { .. }));
+    let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
+    let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
+    (net || exec || file, exec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> policy::Policy {
+        policy::parse_policy("p.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn policies_needing_a_missing_mechanism_are_refused_with_the_reason() {
+        let net = parse(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n",
+        );
+        let both = parse(
+            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: allow\n  \
+             - id: b\n    file: { prefix: /etc/, access: [read] }\n    decision: allow\n",
+        );
+        assert_eq!(
+            check_supported(&net, "p.yaml", Some("no BTF"), Some("no BTF")),
+            Ok(())
+        );
+        assert_eq!(check_supported(&both, "p.yaml", None, None), Ok(()));
+        assert_eq!(
+            check_supported(&both, "p.yaml", Some("no BTF"), None),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: no BTF; refusing the policy"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check_supported(&both, "p.yaml", Some("x"), Some("y")),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: x; file rules need \
+                 tp_btf/sys_exit: y; refusing the policy"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn holds_need_sys_exit_except_under_bpf_lsm() {
+        let exec_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: hold\n",
+        );
+        let file_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    file: { path: /etc/x, access: [read] }\n    decision: hold\n",
+        );
+        let net_hold = parse(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: hold\n",
+        );
+        let fallback = crate::lsm::LsmState::default();
+        let lsm = crate::lsm::LsmState {
+            exec: true,
+            file: true,
+            unavailable: None,
+        };
+        assert_eq!(hold_needs(&exec_hold, &fallback), (true, true));
+        assert_eq!(hold_needs(&file_hold, &fallback), (true, false));
+        assert_eq!(hold_needs(&net_hold, &fallback), (true, false));
+        assert_eq!(hold_needs(&exec_hold, &lsm), (false, false));
+        assert_eq!(hold_needs(&file_hold, &lsm), (false, false));
+        assert_eq!(hold_needs(&net_hold, &lsm), (true, false));
+    }
+}

@@ -1,0 +1,161 @@
+//! What `warden status` reports: the mechanisms in use, the agents
+//! enforced and the machine-wide hooks attached on demand.
+
+use std::sync::atomic::Ordering;
+
+use super::enforcer::Enforcer;
+use crate::{
+    control::{AgentState, GlobalHook, Mechanism, StatusReport},
+    kernel::Kernel,
+    registry::AgentStatus,
+};
+
+/// What the kernel enforces with, per action class (shown by `warden status`
+/// and recorded in the daemon_start entry). Exec and file open say which
+/// mechanism this kernel gave us, or why there is none (then policies that
+/// need it are refused, never silently allowed).
+pub(super) fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
+    let or_unavailable = |why: Option<&str>, mechanism: &str| match why {
+        None => mechanism.to_string(),
+        Some(why) => {
+            format!("unavailable on this kernel ({why}): policies with these rules are refused")
+        }
+    };
+    vec![
+        Mechanism {
+            action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
+            mechanism: "cgroup sock_addr programs attached to each agent cgroup (deny = EPERM)"
+                .into(),
+        },
+        Mechanism {
+            action: "hold (network)".into(),
+            mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
+        },
+        Mechanism {
+            action: "BPF LSM".into(),
+            mechanism: crate::lsm::status(kernel.lsm()),
+        },
+        Mechanism {
+            action: "exec".into(),
+            mechanism: or_unavailable(
+                kernel.exec_unavailable(),
+                if kernel.lsm().exec {
+                    crate::lsm::EXEC_MECHANISM
+                } else {
+                    "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction; hold = the process stops there (ptrace-seized, SIGCONT cannot continue it), approval continues it, rejection kills it"
+                },
+            ),
+        },
+        Mechanism {
+            action: "file open".into(),
+            mechanism: or_unavailable(
+                kernel.file_unavailable(),
+                if kernel.lsm().file {
+                    crate::lsm::FILE_MECHANISM
+                } else {
+                    "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
+                },
+            ),
+        },
+    ]
+}
+
+impl Enforcer {
+    pub(super) fn agent_state(&self, name: &str) -> Result<AgentState, String> {
+        let agent = self
+            .registry
+            .get(name)
+            .map_err(|e| crate::error_chain(&e))?;
+        let enforced = self.enforced.get(name);
+        Ok(AgentState {
+            agent: name.to_string(),
+            enforced: enforced.is_some_and(|e| self.kernel.is_attached(e.cgroup_id)),
+            cgroup: agent.cgroup.display().to_string(),
+            policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
+            revoked: agent.status == AgentStatus::Revoked,
+        })
+    }
+
+    pub(super) fn status(&self) -> StatusReport {
+        let mut agents: Vec<AgentState> = self
+            .enforced
+            .iter()
+            .map(|(name, e)| AgentState {
+                agent: name.clone(),
+                enforced: self.kernel.is_attached(e.cgroup_id),
+                cgroup: e.cgroup.display().to_string(),
+                policy_snapshot: e.snapshot.clone(),
+                revoked: e.revoked,
+            })
+            .collect();
+        agents.sort_by(|a, b| a.agent.cmp(&b.agent));
+        StatusReport {
+            pid: std::process::id(),
+            started_at_ns: self.started_at_ns,
+            cgroup2: self.cgroup2.display().to_string(),
+            mechanisms: mechanisms(&self.kernel),
+            agents,
+            kernel: self.kernel.counters().unwrap_or_default(),
+            decode_errors: self.stats.decode_errors.load(Ordering::Relaxed),
+            recorded: self.stats.recorded.load(Ordering::Relaxed),
+            policy_errors: self.policy_errors.clone(),
+            public_key: self.public_key.clone(),
+            key_id: self.key_id.clone(),
+            global_hooks: self.global_hooks(),
+        }
+    }
+
+    /// The machine-wide programs attached only on demand, with what needs
+    /// them now.
+    pub(super) fn global_hooks(&self) -> Vec<GlobalHook> {
+        let needs = self.global_needs();
+        let agents = |names: &[&str], what: &str| {
+            (!names.is_empty()).then(|| format!("{what} of {}", names.join(", ")))
+        };
+        let marked = (needs.marked > 0)
+            .then(|| format!("{} thread(s) held or marked for a stop", needs.marked));
+        let pending = match needs.pending {
+            Some(0) => None,
+            Some(n) => Some(format!("{n} pending hold(s)")),
+            None => Some("pending holds (they could not be listed)".to_string()),
+        };
+        // With BPF LSM the kernel leaves opens to lsm/file_open.
+        let files = if self.kernel.lsm().file {
+            None
+        } else {
+            agents(&needs.files, "file rules")
+        };
+        let hook = |hook: &str, attached: bool, cost: &str, reasons: Vec<Option<String>>| {
+            let reasons: Vec<String> = reasons.into_iter().flatten().collect();
+            let why = match (attached, reasons.is_empty()) {
+                (true, false) => format!("{cost}; needed by {}", reasons.join("; ")),
+                (true, true) => format!("{cost}; attached, no agent needs it any more"),
+                (false, _) => format!("{cost} while attached; no agent needs it now"),
+            };
+            GlobalHook {
+                hook: hook.into(),
+                attached,
+                why,
+            }
+        };
+        vec![
+            hook(
+                "tp_btf/sys_exit",
+                self.kernel.sys_exit_mode() != 0,
+                "runs at every syscall exit on the machine",
+                vec![
+                    files,
+                    agents(&needs.holds, "holds"),
+                    pending,
+                    marked.clone(),
+                ],
+            ),
+            hook(
+                "tp_btf/page_fault_user",
+                self.kernel.fault_guard_attached(),
+                "runs at every user page fault on the machine",
+                vec![agents(&needs.fault_guard, "exec holds"), marked],
+            ),
+        ]
+    }
+}

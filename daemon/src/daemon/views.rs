@@ -1,0 +1,53 @@
+//! What the event reader needs to attribute a decision without asking the
+//! enforcer: agent names and owners, policy versions by id, and the
+//! daemon's counters. The enforcer writes them; the reader only reads.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Arc, RwLock},
+};
+
+use crate::{
+    attribution::{AgentView, PolicyView},
+    policy,
+    registry::Registry,
+};
+
+#[derive(Default)]
+pub struct Views {
+    pub(super) agents: HashMap<u32, AgentView>,
+    pub(super) policies: HashMap<u32, Arc<PolicyView>>,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub(super) recorded: AtomicU64,
+    pub(super) decode_errors: AtomicU64,
+}
+
+/// Loads every policy version the registry knows into the views.
+pub(super) fn prefill_views(registry: &Registry, views: &RwLock<Views>) {
+    let mut v = views.write().expect("views lock");
+    for agent in registry.list().unwrap_or_default() {
+        v.agents.insert(
+            agent.id,
+            AgentView {
+                name: agent.name.clone(),
+                owner: agent.owner.clone(),
+            },
+        );
+    }
+    for version in registry.policy_versions(None).unwrap_or_default() {
+        if let Ok(p) = policy::parse_policy(&version.file, &version.content) {
+            v.policies.insert(
+                version.id,
+                Arc::new(PolicyView {
+                    snapshot: version.sha256.clone(),
+                    rule_ids: p.rule_ids(),
+                    approvers: p.approvers.clone(),
+                    hold_timeout: p.hold_timeout,
+                }),
+            );
+        }
+    }
+}

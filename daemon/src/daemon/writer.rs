@@ -1,0 +1,232 @@
+//! The evidence writer: one thread owns the evidence store and appends
+//! batches in one transaction each (group commit), fsyncing when a caller
+//! needs the entry durable before it answers, and signs checkpoints.
+
+use std::sync::{atomic::Ordering, mpsc, Arc};
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{views::Stats, DaemonError};
+use crate::{
+    actor::{Actor, Recorded},
+    clock,
+    evidence::{
+        checkpoint::{self, HostKey},
+        Durability, EvidenceStore, NewEntry,
+    },
+};
+
+pub struct WriteJob {
+    entries: Vec<NewEntry>,
+    durability: Durability,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+#[derive(Clone)]
+pub struct EvidenceWriter {
+    tx: mpsc::Sender<WriteJob>,
+}
+
+impl EvidenceWriter {
+    pub(super) fn spawn(
+        store: EvidenceStore,
+        stats: Arc<Stats>,
+        key: HostKey,
+        checkpoints: CheckpointPolicy,
+    ) -> (Self, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("evidence-writer".into())
+            .spawn(move || write_loop(store, rx, stats, key, checkpoints))
+            .expect("spawn evidence writer thread");
+        (Self { tx }, handle)
+    }
+
+    /// Queues entries for the next group commit.
+    pub(super) fn queue(&self, entries: Vec<NewEntry>) {
+        let job = WriteJob {
+            entries,
+            durability: Durability::Batched,
+            done: None,
+        };
+        if self.tx.send(job).is_err() {
+            tracing::error!("evidence writer is gone; entries lost");
+        }
+    }
+
+    /// Appends entries and returns once they are durably on disk.
+    pub(super) fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), DaemonError> {
+        let (done, wait) = oneshot::channel();
+        let job = WriteJob {
+            entries,
+            durability: Durability::Fsync,
+            done: Some(done),
+        };
+        self.tx
+            .send(job)
+            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?;
+        wait.blocking_recv()
+            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?
+            .map_err(DaemonError::Write)
+    }
+}
+
+/// When the writer signs a checkpoint: every `entries` appended entries or
+/// every `period`, whichever comes first, and when it stops.
+#[derive(Clone, Copy)]
+pub struct CheckpointPolicy {
+    pub entries: u64,
+    pub period: std::time::Duration,
+}
+
+impl CheckpointPolicy {
+    /// Defaults: 1000 entries or 60 s; `WARDEN_CHECKPOINT_ENTRIES` and
+    /// `WARDEN_CHECKPOINT_SECS` override them (tests use short periods).
+    pub fn from_env() -> Self {
+        let num = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        Self {
+            entries: num("WARDEN_CHECKPOINT_ENTRIES", 1000),
+            period: std::time::Duration::from_secs(num("WARDEN_CHECKPOINT_SECS", 60)),
+        }
+    }
+}
+
+pub(super) fn write_loop(
+    mut store: EvidenceStore,
+    rx: mpsc::Receiver<WriteJob>,
+    stats: Arc<Stats>,
+    key: HostKey,
+    policy: CheckpointPolicy,
+) {
+    let mut unsigned = 0u64;
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        let wait = policy.period.saturating_sub(last_checkpoint.elapsed());
+        match rx.recv_timeout(wait.max(std::time::Duration::from_millis(10))) {
+            Ok(first) => unsigned += append_jobs(&mut store, first, &rx, &stats),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let due = unsigned >= policy.entries || last_checkpoint.elapsed() >= policy.period;
+        if due && unsigned > 0 {
+            sign_checkpoint(&mut store, &key, &stats);
+            unsigned = 0;
+        }
+        if due {
+            last_checkpoint = std::time::Instant::now();
+        }
+    }
+    if unsigned > 0 {
+        sign_checkpoint(&mut store, &key, &stats);
+    }
+}
+
+/// Signs the current head and records the checkpoint in the chain too, so
+/// copies of the log elsewhere carry it.
+pub(super) fn sign_checkpoint(store: &mut EvidenceStore, key: &HostKey, stats: &Stats) {
+    let result = (|| -> Result<(), String> {
+        let Some((size, head)) = store.head().map_err(|e| crate::error_chain(&e))? else {
+            return Ok(());
+        };
+        let cp = checkpoint::write(store.connection(), key, size, &head, clock::now_ns())
+            .map_err(|e| crate::error_chain(&e))?;
+        let mut details = serde_json::Map::new();
+        details.insert("checkpoint_id".into(), json!(cp.id));
+        details.insert("size".into(), json!(cp.size));
+        details.insert("head_hash".into(), json!(cp.head_hash));
+        details.insert("signed_at_ns".into(), json!(cp.ts_ns));
+        details.insert("prev".into(), json!(cp.prev));
+        details.insert("key_id".into(), json!(cp.key_id));
+        details.insert("signature".into(), json!(cp.signature));
+        let entry = Actor::current().entry(Recorded {
+            kind: "checkpoint",
+            agent: "warden",
+            owner: "system",
+            action: "evidence.checkpoint",
+            target: &format!("seq 1..{size}"),
+            decision: "signed",
+            policy_snapshot: "none",
+            details,
+        });
+        let written = store
+            .append(&[entry], Durability::Fsync)
+            .map_err(|e| crate::error_chain(&e))?;
+        stats
+            .recorded
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
+        tracing::debug!(id = cp.id, size, "checkpoint signed");
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::error!(error = %e, "sign checkpoint");
+    }
+}
+
+/// Appends `first` and whatever else is queued in one transaction (group
+/// commit). Returns how many entries were written.
+pub(super) fn append_jobs(
+    store: &mut EvidenceStore,
+    first: WriteJob,
+    rx: &mpsc::Receiver<WriteJob>,
+    stats: &Stats,
+) -> u64 {
+    let mut jobs = vec![first];
+    while jobs.len() < 256 {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    let durability = if jobs
+        .iter()
+        .any(|j| matches!(j.durability, Durability::Fsync))
+    {
+        Durability::Fsync
+    } else {
+        Durability::Batched
+    };
+    let all: Vec<NewEntry> = jobs
+        .iter()
+        .flat_map(|j| j.entries.iter().cloned())
+        .collect();
+    match store.append(&all, durability) {
+        Ok(written) => {
+            stats
+                .recorded
+                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            for job in jobs {
+                if let Some(done) = job.done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            written.len() as u64
+        }
+        // One bad entry must not cost the others their record: retry job by
+        // job and report failures to whoever waits.
+        Err(e) => {
+            tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
+            let mut count = 0;
+            for job in jobs {
+                let result = store
+                    .append(&job.entries, durability)
+                    .map(|w| count += w.len() as u64)
+                    .map_err(|e| crate::error_chain(&e));
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, entries = job.entries.len(), "evidence lost");
+                }
+                if let Some(done) = job.done {
+                    let _ = done.send(result);
+                }
+            }
+            stats.recorded.fetch_add(count, Ordering::Relaxed);
+            count
+        }
+    }
+}
