@@ -47,6 +47,9 @@ use warden_common::{
 
 use crate::policy::{CompiledNet, CompiledPaths};
 
+pub mod btf;
+pub mod lsm;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("load the eBPF object: {0}")]
@@ -242,7 +245,7 @@ pub struct Kernel {
     /// Which classes BPF LSM decides (then the tracepoint fallback does
     /// not: `sched_process_exec` stays detached, `sys_exit` never decides
     /// opens).
-    lsm: crate::lsm::LsmState,
+    lsm: lsm::LsmState,
 }
 
 /// Comma-separated mechanisms the daemon must not load: `exec`, `file`
@@ -297,13 +300,13 @@ impl Kernel {
         // programs refuse every decision (valid = 0) and the daemon refuses
         // policies that need them.
         let (offsets, offsets_error) =
-            match crate::btf::Btf::from_sys_fs().and_then(|b| b.kernel_offsets()) {
+            match btf::Btf::from_sys_fs().and_then(|b| b.kernel_offsets()) {
                 Ok(o) => (o, None),
                 Err(e) => (
                     KernelOffsets::default(),
                     Some(format!(
                         "kernel struct offsets from {}: {e}",
-                        crate::btf::VMLINUX_BTF
+                        btf::VMLINUX_BTF
                     )),
                 ),
             };
@@ -362,7 +365,7 @@ impl Kernel {
 
         // BPF LSM first: where it runs, it decides execs and opens instead
         // of the tracepoints below (see lsm.rs).
-        let (lsm, lsm_links) = crate::lsm::probe(
+        let (lsm, lsm_links) = lsm::probe(
             &mut bpf,
             &btf,
             disabled("lsm"),
@@ -521,7 +524,7 @@ impl Kernel {
     }
 
     /// Which classes BPF LSM decides here, or why none.
-    pub fn lsm(&self) -> &crate::lsm::LsmState {
+    pub fn lsm(&self) -> &lsm::LsmState {
         &self.lsm
     }
 
