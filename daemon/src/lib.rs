@@ -6,9 +6,10 @@
 //! - `policy`: the YAML policy language, validated and compiled to map entries.
 //! - `kernel`: loads the eBPF programs (`ebpf/programs`), attaches them to
 //!   agent cgroups and writes compiled policy into their maps. The kernel
-//!   decides; nothing here is on the decision path. `btf` reads the kernel
-//!   struct offsets the exec and file-open programs need; `lsm` probes for
-//!   BPF LSM, which decides execs and opens where the kernel runs it.
+//!   decides; nothing here is on the decision path. `kernel::btf` reads the
+//!   kernel struct offsets the exec and file-open programs need;
+//!   `kernel::lsm` probes for BPF LSM, which decides execs and opens where
+//!   the kernel runs it.
 //! - `decode`: ring buffer records -> typed events.
 //! - `attribution`: events -> evidence entries naming agent, owner, process,
 //!   user, login user and the policy snapshot in force.
@@ -24,7 +25,6 @@
 pub mod actor;
 pub mod approvals;
 pub mod attribution;
-pub mod btf;
 pub mod cgroup;
 pub mod clock;
 pub mod commands;
@@ -38,7 +38,8 @@ pub mod export;
 pub mod gaps;
 pub mod holds;
 pub mod kernel;
-pub mod lsm;
+/// BPF LSM's probe and state live in `kernel::lsm`; kept at this path too.
+pub use kernel::lsm;
 pub mod policy;
 pub mod registry;
 

@@ -1,0 +1,183 @@
+//! Loading the eBPF object into the kernel: maps (reused from the pins a
+//! previous daemon left), programs, the kernel struct offsets from BTF
+//! handed to the programs in `.rodata`, and adopting the agents already in
+//! the pinned maps.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::HashMap as BpfHashMap,
+    programs::{BtfTracePoint, CgroupSockAddr},
+    Btf, EbpfLoader,
+};
+use warden_common::{
+    names, AgentInfo, FileRule, KernelOffsets, Net4Key, Net6Key, NetRules, PathKey, PathRule,
+};
+
+use super::{
+    btf, map_err, mechanism, pinned::ensure_bpffs, rules::keys_in_slot, Installed, Kernel,
+    KernelError,
+};
+
+/// The object built by `build.rs`; embedded so the binary and its kernel
+/// programs can never disagree about the ABI.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden-ebpf.o"));
+
+impl Kernel {
+    /// Loads maps and programs and attaches the exec program (the network
+    /// programs are attached per agent, `sys_exit` on demand). A kernel
+    /// that cannot run the exec or open programs still gets network
+    /// enforcement; `exec_unavailable`/`file_unavailable` say why not.
+    /// Loads the programs, reusing the maps pinned under `pins` if a
+    /// previous daemon left them (agents stay enforced across restarts).
+    pub fn load(pins: &Path) -> Result<Self, KernelError> {
+        ensure_bpffs(pins)?;
+        for sub in ["maps", "links"] {
+            let dir = pins.join(sub);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| KernelError::Bpffs(format!("create {}: {e}", dir.display())))?;
+        }
+        let map_pins: Vec<(&str, PathBuf)> = names::PINNED_MAPS
+            .iter()
+            .map(|n| (*n, pins.join("maps").join(n)))
+            .collect();
+        // Offsets for the exec and open programs. Without them those
+        // programs refuse every decision (valid = 0) and the daemon refuses
+        // policies that need them.
+        let (offsets, offsets_error) =
+            match btf::Btf::from_sys_fs().and_then(|b| b.kernel_offsets()) {
+                Ok(o) => (o, None),
+                Err(e) => (
+                    KernelOffsets::default(),
+                    Some(format!(
+                        "kernel struct offsets from {}: {e}",
+                        btf::VMLINUX_BTF
+                    )),
+                ),
+            };
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::KERNEL_OFFSETS, &offsets, true);
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut bpf = loader.load(OBJECT).map_err(KernelError::Load)?;
+        for name in names::CGROUP_NET_PROGRAMS {
+            let prog: &mut CgroupSockAddr = bpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .ok_or(KernelError::Missing {
+                what: "cgroup sock_addr program",
+                name,
+            })?;
+            prog.load()
+                .map_err(|source| KernelError::ProgramLoad { name, source })?;
+        }
+        let btf = Btf::from_sys_fs().map_err(KernelError::Btf)?;
+        let name = names::PROG_SYS_EXIT;
+        let sys_exit: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                what: "tp_btf program",
+                name,
+            })?;
+        sys_exit
+            .load(names::SYS_EXIT_TRACEPOINT, &btf)
+            .map_err(|source| KernelError::ProgramLoad { name, source })?;
+        for name in [
+            names::AGENTS,
+            names::NET4_RULES,
+            names::NET6_RULES,
+            names::COUNTERS,
+            names::AGENT_COUNTERS,
+            names::HELD,
+            names::GRANTS,
+            names::EXEC_RULES,
+            names::FILE_RULES,
+            names::SYS_EXIT_MODE,
+        ] {
+            if bpf.map(name).is_none() {
+                return Err(KernelError::Missing { what: "map", name });
+            }
+        }
+
+        if offsets_error.is_none() {
+            tracing::debug!(?offsets, "kernel struct offsets from BTF");
+        }
+
+        let mechanism::Selected {
+            lsm,
+            lsm_links,
+            exec_link,
+            exec_unavailable,
+            fault_guard_loaded,
+            file_unavailable,
+        } = mechanism::select(&mut bpf, &btf, offsets_error);
+        let mut kernel = Self {
+            bpf,
+            pins: pins.to_path_buf(),
+            owned: HashSet::new(),
+            links: HashMap::new(),
+            installed: HashMap::new(),
+            sys_exit: None,
+            sys_exit_mode: 0,
+            fault_guard_loaded,
+            fault_guard: None,
+            exec_unavailable,
+            file_unavailable,
+            lsm,
+        };
+        for (name, link) in lsm_links {
+            // Kept attached by the pin, like the exec link below.
+            drop(kernel.pin_link(link, name)?);
+        }
+        if let Some(link) = exec_link {
+            let pinned = kernel.pin_link(link, "exec")?;
+            // Owned by `owned`; the pin keeps it attached for the daemon's life
+            // and after.
+            drop(pinned);
+        }
+        kernel.adopt_installed()?;
+        Ok(kernel)
+    }
+
+    /// After a restart the pinned maps still hold every agent's entry and
+    /// rules: index them, so the next install swaps halves and clears the
+    /// old one as usual.
+    fn adopt_installed(&mut self) -> Result<(), KernelError> {
+        let agents: Vec<(u64, AgentInfo)> = {
+            let name = names::AGENTS;
+            let map = self
+                .bpf
+                .map(name)
+                .ok_or(KernelError::Missing { what: "map", name })?;
+            let agents: BpfHashMap<_, u64, AgentInfo> =
+                BpfHashMap::try_from(map).map_err(map_err("open", name))?;
+            agents.iter().filter_map(Result::ok).collect()
+        };
+        if agents.is_empty() {
+            return Ok(());
+        }
+        for (cgroup_id, info) in agents {
+            let slot = info.slot;
+            self.installed.insert(
+                cgroup_id,
+                Installed {
+                    info,
+                    v4: keys_in_slot::<Net4Key, NetRules>(&self.bpf, names::NET4_RULES, slot),
+                    v6: keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, slot),
+                    exec: keys_in_slot::<PathKey, PathRule>(&self.bpf, names::EXEC_RULES, slot),
+                    file: keys_in_slot::<PathKey, FileRule>(&self.bpf, names::FILE_RULES, slot),
+                },
+            );
+        }
+        tracing::info!(
+            agents = self.installed.len(),
+            "adopted agents from pinned maps"
+        );
+        Ok(())
+    }
+}

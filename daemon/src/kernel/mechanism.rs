@@ -1,0 +1,222 @@
+//! Which mechanism decides each class of action on this kernel, chosen in
+//! one place: BPF LSM where the kernel runs it (`lsm.rs`), else the
+//! tracepoint fallback (`sched_process_exec`, `sys_exit`), else none (then
+//! policies that need the class are refused). Also the operator's
+//! `WARDEN_DISABLE_MECHANISMS` and the mechanism table `warden status` and
+//! the daemon_start entry show.
+
+use aya::{
+    programs::{links::FdLink, BtfTracePoint},
+    Btf, Ebpf,
+};
+use warden_common::names;
+
+use super::{lsm, Kernel};
+use crate::control::Mechanism;
+
+/// Comma-separated mechanisms the daemon must not load: `exec`, `file`
+/// (the class, by any mechanism), `lsm` (BPF LSM: the tracepoint fallback
+/// decides exec and file opens instead).
+pub const DISABLE_VAR: &str = "WARDEN_DISABLE_MECHANISMS";
+
+/// Why `what` is off, if `WARDEN_DISABLE_MECHANISMS` lists it (also
+/// `ptrace`: the holds' seize of paused threads, `holds.rs`).
+pub fn disabled(what: &str) -> Option<String> {
+    let list = std::env::var(DISABLE_VAR).unwrap_or_default();
+    list.split(',')
+        .any(|d| d.trim() == what)
+        .then(|| format!("disabled by {DISABLE_VAR}={what}"))
+}
+
+/// Logs how many instructions the verifier went through for a program (the
+/// path walk is bounded; this shows how close it is to the 1M limit).
+fn log_verified(prog: &BtfTracePoint, name: &str) {
+    if let Ok(info) = prog.info() {
+        tracing::info!(
+            program = name,
+            verified_insns = info.verified_instruction_count(),
+            "loaded"
+        );
+    }
+}
+
+/// What `select` chose at load.
+pub(super) struct Selected {
+    pub lsm: lsm::LsmState,
+    /// The LSM programs' links, to pin under their names.
+    pub lsm_links: Vec<(&'static str, FdLink)>,
+    /// The attached `sched_process_exec` link (the exec fallback), to pin.
+    pub exec_link: Option<FdLink>,
+    pub exec_unavailable: Option<String>,
+    pub fault_guard_loaded: bool,
+    pub file_unavailable: Option<String>,
+}
+
+/// Probes BPF LSM, then loads (and for exec attaches) the tracepoint
+/// fallback for the classes it does not decide. `offsets_error`: why the
+/// kernel struct offsets could not be read (then neither class can be
+/// decided).
+pub(super) fn select(bpf: &mut Ebpf, btf: &Btf, offsets_error: Option<String>) -> Selected {
+    // An operator can keep the global tracepoint programs off a host
+    // (policies that need them are then refused, like on a kernel that
+    // cannot load them).
+    //
+    // BPF LSM first: where it runs, it decides execs and opens instead
+    // of the tracepoints below (see lsm.rs).
+    let (lsm, lsm_links) = lsm::probe(
+        bpf,
+        btf,
+        disabled("lsm"),
+        disabled("exec").is_none() && offsets_error.is_none(),
+        disabled("file").is_none() && offsets_error.is_none(),
+    );
+
+    // Exec: load and attach now. It runs at every exec on the machine
+    // and returns after one lookup for processes outside agents.
+    let mut exec_link = None;
+    let exec_unavailable = disabled("exec")
+        .or_else(|| offsets_error.clone())
+        .or_else(|| {
+            if lsm.exec {
+                return None;
+            }
+            let name = names::PROG_EXEC;
+            let prog: Option<&mut BtfTracePoint> =
+                bpf.program_mut(name).and_then(|p| p.try_into().ok());
+            let Some(prog) = prog else {
+                return Some(format!("the eBPF object has no tp_btf program {name}"));
+            };
+            let tp = names::EXEC_TRACEPOINT;
+            prog.load(tp, btf)
+                .map_err(|e| format!("load tp_btf/{tp} ({name}): {}", crate::error_chain(&e)))
+                .map(|()| log_verified(prog, name))
+                .and_then(|()| {
+                    let id = prog
+                        .attach()
+                        .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))?;
+                    let link = prog
+                        .take_link(id)
+                        .map_err(|e| format!("take tp_btf/{tp} link: {e}"))?;
+                    exec_link = Some(FdLink::from(link));
+                    Ok(())
+                })
+                .err()
+        });
+    if let Some(why) = &exec_unavailable {
+        tracing::warn!(reason = %why, "exec rules cannot be enforced on this kernel");
+    }
+    // The guard of execs the fallback holds: loaded with it, attached
+    // only while some policy holds execs (it runs at every user page
+    // fault on the machine).
+    let fault_guard_loaded = exec_link.is_some()
+        && {
+            let name = names::PROG_FAULT_GUARD;
+            let prog: Option<&mut BtfTracePoint> =
+                bpf.program_mut(name).and_then(|p| p.try_into().ok());
+            match prog.map(|p| p.load(names::FAULT_TRACEPOINT, btf)) {
+                Some(Ok(())) => true,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "tp_btf/page_fault_user: held execs are guarded at sys_exit only");
+                    false
+                }
+                None => false,
+            }
+        };
+    // Opens: the sys_exit program `Kernel::load` loaded; check once that it can
+    // attach here, so that a policy with file rules is refused up front
+    // rather than when its agent is installed.
+    let file_unavailable = disabled("file").or(offsets_error).or_else(|| {
+        if lsm.file {
+            return None;
+        }
+        let name = names::PROG_SYS_EXIT;
+        let prog: &mut BtfTracePoint = bpf.program_mut(name).and_then(|p| p.try_into().ok())?;
+        log_verified(prog, name);
+        match prog.attach() {
+            Ok(link) => prog
+                .detach(link)
+                .err()
+                .map(|e| format!("detach tp_btf/sys_exit: {e}")),
+            Err(e) => Some(format!(
+                "attach tp_btf/sys_exit: {}",
+                crate::error_chain(&e)
+            )),
+        }
+    });
+    if let Some(why) = &file_unavailable {
+        tracing::warn!(reason = %why, "file rules cannot be enforced on this kernel");
+    }
+    Selected {
+        lsm,
+        lsm_links,
+        exec_link,
+        exec_unavailable,
+        fault_guard_loaded,
+        file_unavailable,
+    }
+}
+
+impl Kernel {
+    /// Why exec rules cannot be enforced here (`None`: they can).
+    pub fn exec_unavailable(&self) -> Option<&str> {
+        self.exec_unavailable.as_deref()
+    }
+
+    /// Why file rules cannot be enforced here (`None`: they can).
+    pub fn file_unavailable(&self) -> Option<&str> {
+        self.file_unavailable.as_deref()
+    }
+
+    /// Which classes BPF LSM decides here, or why none.
+    pub fn lsm(&self) -> &lsm::LsmState {
+        &self.lsm
+    }
+
+    /// What decides each class of action here, for `warden status` and the
+    /// daemon_start entry.
+    pub fn mechanisms(&self) -> Vec<Mechanism> {
+        let or_unavailable = |why: Option<&str>, mechanism: &str| match why {
+            None => mechanism.to_string(),
+            Some(why) => {
+                format!("unavailable on this kernel ({why}): policies with these rules are refused")
+            }
+        };
+        vec![
+            Mechanism {
+                action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
+                mechanism: "cgroup sock_addr programs attached to each agent cgroup (deny = EPERM)"
+                    .into(),
+            },
+            Mechanism {
+                action: "hold (network)".into(),
+                mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
+            },
+            Mechanism {
+                action: "BPF LSM".into(),
+                mechanism: lsm::status(self.lsm()),
+            },
+            Mechanism {
+                action: "exec".into(),
+                mechanism: or_unavailable(
+                    self.exec_unavailable(),
+                    if self.lsm().exec {
+                        lsm::EXEC_MECHANISM
+                    } else {
+                        "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction; hold = the process stops there (ptrace-seized, SIGCONT cannot continue it), approval continues it, rejection kills it"
+                    },
+                ),
+            },
+            Mechanism {
+                action: "file open".into(),
+                mechanism: or_unavailable(
+                    self.file_unavailable(),
+                    if self.lsm().file {
+                        lsm::FILE_MECHANISM
+                    } else {
+                        "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
+                    },
+                ),
+            },
+        ]
+    }
+}

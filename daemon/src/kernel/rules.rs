@@ -1,0 +1,279 @@
+//! An agent's rules in the kernel: written under the agent's idle slot, the
+//! `AGENTS` entry swapped in one update, the old slot cleared; the kill
+//! switch flag; removal.
+
+use aya::{
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        HashMap as BpfHashMap,
+    },
+    Ebpf,
+};
+use warden_common::{
+    agent_flags, names, AgentInfo, FileRule, Net4Key, Net6Key, NetRules, PathKey, PathRule,
+    SLOT_PREFIX_BITS,
+};
+
+use super::{map_err, Installed, Kernel, KernelError};
+use crate::policy::{CompiledNet, CompiledPaths};
+
+/// What one agent should have in the kernel.
+#[derive(Clone, Copy)]
+pub struct AgentRules<'a> {
+    pub agent_id: u32,
+    /// The policy version's id (0: no valid policy yet, so nothing allowed).
+    pub policy_gen: u32,
+    pub net: &'a CompiledNet,
+    pub paths: &'a CompiledPaths,
+    /// Kill switch engaged.
+    pub revoked: bool,
+    /// `on_evidence_loss: allow`.
+    pub fail_open: bool,
+}
+
+/// Rule keys carry the agent slot they belong to.
+pub(super) trait Slotted: aya::Pod {
+    fn slot(&self) -> u32;
+}
+
+impl Slotted for Net4Key {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+impl Slotted for Net6Key {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+impl Slotted for PathKey {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+/// The keys of an LPM trie that belong to `slot`.
+pub(super) fn keys_in_slot<K: Slotted, V: aya::Pod>(
+    bpf: &Ebpf,
+    name: &str,
+    slot: u32,
+) -> Vec<Key<K>> {
+    bpf.map(name)
+        .and_then(|m| LpmTrie::<_, K, V>::try_from(m).ok())
+        .map(|t| {
+            t.keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data().slot() == slot)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes `keys` from an LPM trie, best effort (see `clear_rules`).
+fn remove_keys<K: aya::Pod, V: aya::Pod>(bpf: &mut Ebpf, name: &str, keys: &[Key<K>]) {
+    if let Some(Ok(mut trie)) = bpf.map_mut(name).map(LpmTrie::<_, K, V>::try_from) {
+        for key in keys {
+            let _ = trie.remove(key);
+        }
+    }
+}
+
+impl Kernel {
+    /// Installs an agent's compiled policy, replacing the previous one
+    /// atomically (see the module comment).
+    pub fn install(&mut self, cgroup_id: u64, rules: &AgentRules<'_>) -> Result<(), KernelError> {
+        let AgentRules {
+            agent_id,
+            policy_gen,
+            net,
+            paths,
+            revoked,
+            fail_open,
+        } = *rules;
+        let old = self.installed.remove(&cgroup_id);
+        let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
+        let slot = AgentInfo::slot_for(agent_id, half);
+        // `warden kill` sets REVOKED in the pinned map directly (it works
+        // with no daemon); a reinstall racing it must not clear it. Lifting
+        // it is `set_revoked(false)`'s job alone.
+        let killed = self.current_flags(cgroup_id) & agent_flags::REVOKED;
+        let mut flags = if revoked {
+            agent_flags::REVOKED
+        } else {
+            killed
+        };
+        if paths.exec_governed {
+            flags |= agent_flags::EXEC;
+        }
+        if paths.file_governed {
+            flags |= agent_flags::FILE;
+        }
+        if fail_open {
+            flags |= agent_flags::FAIL_OPEN;
+        }
+        let info = AgentInfo {
+            agent_id,
+            policy_gen,
+            slot,
+            flags,
+        };
+
+        let mut new = Installed {
+            info,
+            v4: Vec::new(),
+            v6: Vec::new(),
+            exec: Vec::new(),
+            file: Vec::new(),
+        };
+        let result = self.write_rules(slot, net, paths, &mut new).and_then(|()| {
+            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+            agents
+                .insert(cgroup_id, info, 0)
+                .map_err(map_err("update", names::AGENTS))
+        });
+        match result {
+            Ok(()) => {
+                if let Some(old) = old {
+                    if old.info.slot != slot {
+                        self.clear_rules(&old);
+                    }
+                }
+                self.installed.insert(cgroup_id, new);
+                Ok(())
+            }
+            Err(e) => {
+                // The old policy stays in force; drop what we half-wrote.
+                self.clear_rules(&new);
+                if let Some(old) = old {
+                    self.installed.insert(cgroup_id, old);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The flags of an agent's entry in the kernel map now (0 if none).
+    fn current_flags(&self, cgroup_id: u64) -> u32 {
+        self.bpf
+            .map(names::AGENTS)
+            .and_then(|m| BpfHashMap::<_, u64, AgentInfo>::try_from(m).ok())
+            .and_then(|agents| agents.get(&cgroup_id, 0).ok())
+            .map_or(0, |info| info.flags)
+    }
+
+    /// Sets or clears the kill-switch flag without touching the rules.
+    pub fn set_revoked(&mut self, cgroup_id: u64, revoked: bool) -> Result<(), KernelError> {
+        let Some(inst) = self.installed.get(&cgroup_id) else {
+            return Ok(());
+        };
+        let mut info = inst.info;
+        info.flags = if revoked {
+            info.flags | agent_flags::REVOKED
+        } else {
+            info.flags & !agent_flags::REVOKED
+        };
+        let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+        agents
+            .insert(cgroup_id, info, 0)
+            .map_err(map_err("update", names::AGENTS))?;
+        if let Some(inst) = self.installed.get_mut(&cgroup_id) {
+            inst.info = info;
+        }
+        Ok(())
+    }
+
+    /// Detaches an agent's programs and removes its maps entries.
+    pub fn remove(&mut self, cgroup_id: u64) -> Result<(), KernelError> {
+        if let Some(links) = self.links.remove(&cgroup_id) {
+            self.detach_links(links);
+        }
+        if let Some(old) = self.installed.remove(&cgroup_id) {
+            self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;
+            self.clear_rules(&old);
+        }
+        Ok(())
+    }
+
+    /// Cgroup ids of the agents the kernel currently enforces.
+    pub fn enforced(&self) -> impl Iterator<Item = (&u64, &AgentInfo)> {
+        self.installed.iter().map(|(id, inst)| (id, &inst.info))
+    }
+
+    fn write_rules(
+        &mut self,
+        slot: u32,
+        net: &CompiledNet,
+        paths: &CompiledPaths,
+        into: &mut Installed,
+    ) -> Result<(), KernelError> {
+        let map = self
+            .bpf
+            .map_mut(names::NET4_RULES)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::NET4_RULES,
+            })?;
+        let mut v4: LpmTrie<_, Net4Key, NetRules> =
+            LpmTrie::try_from(map).map_err(map_err("open", names::NET4_RULES))?;
+        for (prefix, addr, rules) in &net.v4 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net4Key { slot, addr: *addr });
+            v4.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET4_RULES))?;
+            into.v4.push(key);
+        }
+        let map = self
+            .bpf
+            .map_mut(names::NET6_RULES)
+            .ok_or(KernelError::Missing {
+                what: "map",
+                name: names::NET6_RULES,
+            })?;
+        let mut v6: LpmTrie<_, Net6Key, NetRules> =
+            LpmTrie::try_from(map).map_err(map_err("open", names::NET6_RULES))?;
+        for (prefix, addr, rules) in &net.v6 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net6Key { slot, addr: *addr });
+            v6.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET6_RULES))?;
+            into.v6.push(key);
+        }
+        let name = names::EXEC_RULES;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut exec: LpmTrie<_, PathKey, PathRule> =
+            LpmTrie::try_from(map).map_err(map_err("open", name))?;
+        for entry in &paths.exec {
+            let (bits, data) = entry.key(slot);
+            let key = Key::new(bits, data);
+            exec.insert(&key, entry.value, 0)
+                .map_err(map_err("update", name))?;
+            into.exec.push(key);
+        }
+        let name = names::FILE_RULES;
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut file: LpmTrie<_, PathKey, FileRule> =
+            LpmTrie::try_from(map).map_err(map_err("open", name))?;
+        for entry in &paths.file {
+            let (bits, data) = entry.key(slot);
+            let key = Key::new(bits, data);
+            file.insert(&key, entry.value, 0)
+                .map_err(map_err("update", name))?;
+            into.file.push(key);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a stale entry under an unused slot is never looked up.
+    fn clear_rules(&mut self, inst: &Installed) {
+        remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &inst.v4);
+        remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &inst.v6);
+        remove_keys::<PathKey, PathRule>(&mut self.bpf, names::EXEC_RULES, &inst.exec);
+        remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &inst.file);
+    }
+}
