@@ -157,6 +157,8 @@ fn capabilities(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<Capability>
         let Some(v) = versions.iter().rev().find(|v| v.agent == agent.name) else {
             continue;
         };
+        // Parse only, not the pipeline: this version was in force, and
+        // today's host or map limits must not drop it from the matrix.
         let Ok(p) = policy::parse_policy(&v.file, &v.content) else {
             continue;
         };

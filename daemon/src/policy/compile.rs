@@ -18,7 +18,7 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use warden_common::limits::{MAX_PATH_ENTRIES, MAX_PORT_RULES};
+use warden_common::limits::{MAX_NET_ENTRIES, MAX_PATH_ENTRIES, MAX_PORT_RULES};
 use warden_common::{
     FileRule, NetRules, PathKey, PathRule, PortRule, PATH_KEY_BYTES, SLOT_PREFIX_BITS,
 };
@@ -54,9 +54,18 @@ struct ConnectRule<'a> {
 /// Every port: the kernel matches `port_lo <= port <= port_hi`.
 const ALL_PORTS: [(u16, u16); 1] = [(0, u16::MAX)];
 
+/// How many entries of a rule map (`max_entries` in `warden_common::limits`)
+/// one policy may fill: half, because every agent shares the map and a
+/// reload writes the new rules under the agent's idle slot while the old
+/// ones are still in force (kernel.rs `install`).
+pub const fn policy_share(map_entries: u32) -> usize {
+    (map_entries / 2) as usize
+}
+
 /// Builds the LPM entries for a policy's connect rules (see the module doc
 /// for the semantics). Fails if any entry needs more than
-/// `limits::MAX_PORT_RULES` port rules, naming the rule that did not fit.
+/// `limits::MAX_PORT_RULES` port rules, or a family more CIDRs than
+/// [`policy_share`] of its map, naming the rule that did not fit.
 pub fn compile_network(policy: &Policy) -> Result<CompiledNet, PolicyError> {
     let connects: Vec<ConnectRule<'_>> = policy
         .rules
@@ -84,6 +93,30 @@ pub fn compile_network(policy: &Policy) -> Result<CompiledNet, PolicyError> {
         .map(|c| c.cidr)
         .filter(|c| seen.insert(*c))
         .collect();
+    // Before the entries' rules: those cost a pass over every connect rule
+    // per CIDR, and a policy too big for the map should fail fast.
+    let max = policy_share(MAX_NET_ENTRIES);
+    for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+        let of_family: Vec<&Cidr> = distinct
+            .iter()
+            .filter(|c| c.addr().is_ipv4() == v4)
+            .collect();
+        if let Some(first_over) = of_family.get(max) {
+            let index = connects
+                .iter()
+                .find(|c| c.cidr == **first_over)
+                .map_or(0, |c| c.index);
+            return Err(rule_error(
+                policy,
+                index,
+                PolicyErrorKind::TooManyCidrs {
+                    family,
+                    needed: of_family.len(),
+                    max,
+                },
+            ));
+        }
+    }
 
     let mut out = CompiledNet::default();
     for cidr in distinct {
@@ -233,35 +266,30 @@ fn path_rule(index: usize, decision: Decision) -> PathRule {
 /// finds, for any path, the most specific rule per access, as
 /// policies/README.md specifies.
 pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
-    let max = (MAX_PATH_ENTRIES / 2) as usize;
+    let max = policy_share(MAX_PATH_ENTRIES);
     let mut out = CompiledPaths::default();
 
+    let execs: Vec<(usize, &PathMatch, Decision)> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, rule)| match &rule.selector {
+            Selector::Exec { target } => Some((index, target, rule.decision)),
+            _ => None,
+        })
+        .collect();
+    out.exec_governed = !execs.is_empty();
     let mut seen = HashSet::new();
-    for (index, rule) in policy.rules.iter().enumerate() {
-        let Selector::Exec { target } = &rule.selector else {
-            continue;
-        };
-        out.exec_governed = true;
-        if !seen.insert(target.clone()) {
-            continue; // an earlier rule names the same path: it decides
-        }
-        if out.exec.len() == max {
-            let needed = count_distinct(policy, |s| matches!(s, Selector::Exec { .. }));
-            return Err(rule_error(
-                policy,
-                index,
-                PolicyErrorKind::TooManyPaths {
-                    kind: "exec",
-                    needed,
-                    max,
-                },
-            ));
-        }
-        out.exec.push(PathEntry {
+    // An earlier rule naming the same path decides.
+    let distinct: Vec<_> = execs.iter().filter(|e| seen.insert(e.1)).collect();
+    check_share(policy, "exec", &distinct, |e| e.0, max)?;
+    out.exec = distinct
+        .into_iter()
+        .map(|&(index, target, decision)| PathEntry {
             bytes: key_bytes(target),
-            value: path_rule(index, rule.decision),
-        });
-    }
+            value: path_rule(index, decision),
+        })
+        .collect();
 
     struct FileSel<'a> {
         index: usize,
@@ -291,22 +319,10 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
         .collect();
     out.file_governed = !files.is_empty();
     let mut seen = HashSet::new();
-    for f in &files {
-        if !seen.insert(f.target) {
-            continue;
-        }
-        if out.file.len() == max {
-            let needed = count_distinct(policy, |s| matches!(s, Selector::File { .. }));
-            return Err(rule_error(
-                policy,
-                f.index,
-                PolicyErrorKind::TooManyPaths {
-                    kind: "file",
-                    needed,
-                    max,
-                },
-            ));
-        }
+    let distinct: Vec<&FileSel<'_>> = files.iter().filter(|f| seen.insert(f.target)).collect();
+    // Before the values: each costs a pass over every file rule.
+    check_share(policy, "file", &distinct, |f| f.index, max)?;
+    for f in distinct {
         // The most specific covering rule listing the access; `max_by_key`
         // keeps the last maximum, so iterate in reverse for the first.
         let best = |wants: fn(&FileSel<'_>) -> bool| -> PathRule {
@@ -328,16 +344,27 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
     Ok(out)
 }
 
-fn count_distinct(policy: &Policy, kind: fn(&Selector) -> bool) -> usize {
-    let mut seen = HashSet::new();
-    for rule in &policy.rules {
-        if kind(&rule.selector) {
-            if let Selector::Exec { target } | Selector::File { target, .. } = &rule.selector {
-                seen.insert(target.clone());
-            }
-        }
+/// Refuses `distinct` entries (in policy order) beyond `max`, naming the
+/// rule of the first that does not fit.
+fn check_share<T>(
+    policy: &Policy,
+    kind: &'static str,
+    distinct: &[T],
+    index: fn(&T) -> usize,
+    max: usize,
+) -> Result<(), PolicyError> {
+    match distinct.get(max) {
+        None => Ok(()),
+        Some(first_over) => Err(rule_error(
+            policy,
+            index(first_over),
+            PolicyErrorKind::TooManyPaths {
+                kind,
+                needed: distinct.len(),
+                max,
+            },
+        )),
     }
-    seen.len()
 }
 
 #[cfg(test)]

@@ -6,15 +6,19 @@
 //!   errors.
 //! - `compile`: `Policy` to the LPM entries of the network hooks and of the
 //!   exec and file-open hooks.
+//! - `pipeline`: the one path from policy text and host capabilities to
+//!   what the daemon installs, run by `policy check`, `agent add` and reload.
 //!
 //! The file format is documented in `policies/README.md`.
 
 mod compile;
 mod model;
 mod parse;
+mod pipeline;
 
 pub use compile::{
-    compile_network, compile_paths, CompiledNet, CompiledPaths, Net4Entry, Net6Entry, PathEntry,
+    compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths, Net4Entry, Net6Entry,
+    PathEntry,
 };
 pub use model::{
     policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Needs, PathMatch, Policy,
@@ -23,6 +27,10 @@ pub use model::{
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,
     DEFAULT_HOLD_TIMEOUT, MAX_PATH_BYTES, MAX_PREFIX_BYTES, MAX_RULE_ID_BYTES, POLICY_VERSION,
+};
+pub use pipeline::{
+    check_supported, compile_policy, compile_policy_file, Capabilities, Capacity, CompiledPolicy,
+    TableUse,
 };
 
 #[cfg(test)]
@@ -61,9 +69,9 @@ mod tests {
             );
         }
         for file in &files {
-            let policy = load_policy_file(file).unwrap_or_else(|e| panic!("{e}"));
-            compile_network(&policy).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!policy.rules.is_empty(), "{}", file.display());
+            let compiled = compile_policy_file(file, &Capabilities::assume_all())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!compiled.parsed.rules.is_empty(), "{}", file.display());
         }
     }
 

@@ -132,6 +132,19 @@ pub enum PolicyErrorKind {
         needed: usize,
         max: usize,
     },
+    #[error(
+        "the policy's connect rules need {needed} distinct {family} CIDRs in the kernel; one \
+         policy may use at most {max} (half the map, so a reload can fill the idle half)"
+    )]
+    TooManyCidrs {
+        family: &'static str,
+        needed: usize,
+        max: usize,
+    },
+    /// Rules of kinds this host cannot enforce, each with the reason; the
+    /// policy is refused rather than loaded with those rules ignored.
+    #[error("{}; refusing the policy", .missing.join("; "))]
+    Unsupported { missing: Vec<String> },
 }
 
 fn fmt_line(line: &Option<usize>) -> String {
@@ -139,7 +152,7 @@ fn fmt_line(line: &Option<usize>) -> String {
 }
 
 impl PolicyError {
-    fn new(
+    pub(super) fn new(
         file: &str,
         location: Option<Location>,
         rule: Option<RuleRef>,
@@ -163,6 +176,13 @@ fn yaml_location(e: &serde_yaml::Error) -> Option<Location> {
 
 /// Reads and parses a policy file. Errors name the file as `path` displays.
 pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyError> {
+    let (name, text) = read_policy_file(path)?;
+    parse_policy(&name, &text)
+}
+
+/// Reads a policy file: its name as `path` displays (what errors show) and
+/// its text.
+pub fn read_policy_file(path: &Path) -> Result<(String, String), PolicyError> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path)
         .map_err(|e| PolicyError::new(&name, None, None, PolicyErrorKind::Io(e)))?;
@@ -171,7 +191,7 @@ pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyError> {
         let location = location_after(valid);
         PolicyError::new(&name, Some(location), None, PolicyErrorKind::NotUtf8)
     })?;
-    parse_policy(&name, &text)
+    Ok((name, text))
 }
 
 /// The position just after `prefix`, which is valid UTF-8 (it was cut at

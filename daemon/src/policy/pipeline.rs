@@ -1,0 +1,327 @@
+//! The one policy pipeline: policy text and host capabilities to everything
+//! the daemon installs (parsed policy, network and path tables, snapshot
+//! hash, capacity use). `warden policy check`, `agent add` and the daemon's
+//! reload all call [`compile_policy`], so a policy the check accepts is one
+//! the daemon accepts.
+//!
+//! What depends on the host is only which mechanisms it has
+//! ([`Capabilities`]). Everything else (format, compilation, the rule maps'
+//! capacity) is the same on every host, so `policy check`, which may run
+//! without root, without a daemon and on a machine other than the one that
+//! enforces (CI), checks all of it. It does not probe the host's mechanisms:
+//! that means loading the eBPF programs (root, and seconds), and the daemon
+//! probes once at start. It assumes every mechanism is there
+//! ([`Capabilities::assume_all`]); the daemon refuses a policy its kernel
+//! cannot enforce, with the reason, and `agent add` reports that refusal.
+
+use std::fmt;
+use std::path::Path;
+
+use warden_common::limits::{MAX_NET_ENTRIES, MAX_PATH_ENTRIES};
+use warden_common::names;
+
+use super::compile::{compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths};
+use super::model::{policy_needs, Policy};
+use super::parse::{parse_policy, read_policy_file, PolicyError, PolicyErrorKind};
+
+/// Which enforcement mechanisms the host lacks, and why (`None`: present).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Why exec rules cannot be enforced here.
+    pub exec_unavailable: Option<String>,
+    /// Why file rules cannot be enforced here.
+    pub file_unavailable: Option<String>,
+}
+
+impl Capabilities {
+    /// Every mechanism present: what a check without the daemon's probe
+    /// assumes (see the module doc).
+    pub fn assume_all() -> Self {
+        Self::default()
+    }
+}
+
+/// How full one rule map one policy makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableUse {
+    /// The map's name in the eBPF object.
+    pub table: &'static str,
+    /// Entries the policy writes.
+    pub used: usize,
+    /// Entries one policy may write ([`policy_share`] of `max_entries`).
+    pub limit: usize,
+}
+
+/// The policy's use of each rule map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub net4: TableUse,
+    pub net6: TableUse,
+    pub exec: TableUse,
+    pub file: TableUse,
+}
+
+impl Capacity {
+    fn of(net: &CompiledNet, paths: &CompiledPaths) -> Self {
+        let net_limit = policy_share(MAX_NET_ENTRIES);
+        let path_limit = policy_share(MAX_PATH_ENTRIES);
+        let table = |table, used, limit| TableUse { table, used, limit };
+        Capacity {
+            net4: table(names::NET4_RULES, net.v4.len(), net_limit),
+            net6: table(names::NET6_RULES, net.v6.len(), net_limit),
+            exec: table(names::EXEC_RULES, paths.exec.len(), path_limit),
+            file: table(names::FILE_RULES, paths.file.len(), path_limit),
+        }
+    }
+
+    pub fn tables(&self) -> [TableUse; 4] {
+        [self.net4, self.net6, self.exec, self.file]
+    }
+}
+
+impl fmt::Display for Capacity {
+    /// `NET4_RULES 3/32768, NET6_RULES 0/32768, ...`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.tables().iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {}/{}", t.table, t.used, t.limit)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the daemon installs for one policy.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    pub parsed: Policy,
+    pub net: CompiledNet,
+    pub paths: CompiledPaths,
+    /// `parsed.snapshot()`, the hash the evidence names.
+    pub snapshot: String,
+    pub capacity: Capacity,
+}
+
+impl CompiledPolicy {
+    /// The text the policy was compiled from (what the registry records).
+    pub fn text(&self) -> &str {
+        &self.parsed.source.text
+    }
+}
+
+/// Parses, checks against `caps`, and compiles a policy. `name` is the file
+/// shown in errors. A policy that does not fit the kernel's rule maps fails
+/// here, naming the rule that did not fit, the count and the limit.
+pub fn compile_policy(
+    name: &str,
+    text: &str,
+    caps: &Capabilities,
+) -> Result<CompiledPolicy, PolicyError> {
+    let parsed = parse_policy(name, text)?;
+    check_supported(&parsed, caps)?;
+    // The compilers refuse what exceeds `policy_share` of a map, where they
+    // know which rule overflowed.
+    let net = compile_network(&parsed)?;
+    let paths = compile_paths(&parsed)?;
+    let capacity = Capacity::of(&net, &paths);
+    debug_assert!(capacity.tables().iter().all(|t| t.used <= t.limit));
+    let snapshot = parsed.snapshot();
+    Ok(CompiledPolicy {
+        parsed,
+        net,
+        paths,
+        snapshot,
+        capacity,
+    })
+}
+
+/// [`compile_policy`] of a file; errors name the file as `path` displays.
+pub fn compile_policy_file(
+    path: &Path,
+    caps: &Capabilities,
+) -> Result<CompiledPolicy, PolicyError> {
+    let (name, text) = read_policy_file(path)?;
+    compile_policy(&name, &text, caps)
+}
+
+/// Refuses policies that need a mechanism this host does not have, rather
+/// than silently allowing what it cannot see.
+pub fn check_supported(p: &Policy, caps: &Capabilities) -> Result<(), PolicyError> {
+    let needs = policy_needs(p);
+    let mut missing = Vec::new();
+    if let (true, Some(why)) = (needs.exec, &caps.exec_unavailable) {
+        missing.push(format!("exec rules need tp_btf/sched_process_exec: {why}"));
+    }
+    if let (true, Some(why)) = (needs.file, &caps.file_unavailable) {
+        missing.push(format!("file rules need tp_btf/sys_exit: {why}"));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        let kind = PolicyErrorKind::Unsupported { missing };
+        Err(PolicyError::new(p.source_name(), None, None, kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Policy {
+        parse_policy("p.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn caps(exec: Option<&str>, file: Option<&str>) -> Capabilities {
+        Capabilities {
+            exec_unavailable: exec.map(Into::into),
+            file_unavailable: file.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn policies_needing_a_missing_mechanism_are_refused_with_the_reason() {
+        let net = parse(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n",
+        );
+        let both = parse(
+            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: allow\n  \
+             - id: b\n    file: { prefix: /etc/, access: [read] }\n    decision: allow\n",
+        );
+        let check = |p: &Policy, c: Capabilities| check_supported(p, &c).map_err(|e| e.to_string());
+        assert_eq!(check(&net, caps(Some("no BTF"), Some("no BTF"))), Ok(()));
+        assert_eq!(check(&both, Capabilities::assume_all()), Ok(()));
+        assert_eq!(
+            check(&both, caps(Some("no BTF"), None)),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: no BTF; refusing the policy"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check(&both, caps(Some("x"), Some("y"))),
+            Err(
+                "p.yaml: exec rules need tp_btf/sched_process_exec: x; file rules need \
+                 tp_btf/sys_exit: y; refusing the policy"
+                    .into()
+            )
+        );
+    }
+
+    /// A policy of `n` exact file rules, each its own path.
+    fn file_rules(n: usize) -> String {
+        let mut yaml = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "  - id: f{i}\n    file: {{ path: /srv/data/f{i}, access: [read] }}\n    \
+                 decision: allow\n"
+            ));
+        }
+        yaml
+    }
+
+    fn capacity_error(n: usize) -> Option<(String, usize, usize, usize)> {
+        let yaml = file_rules(n);
+        match compile_policy("big.yaml", &yaml, &Capabilities::assume_all()) {
+            Ok(_) => None,
+            Err(e) => match &e.kind {
+                PolicyErrorKind::TooManyPaths {
+                    kind: "file",
+                    needed,
+                    max,
+                } => Some((
+                    e.to_string(),
+                    e.location.map_or(0, |l| l.line),
+                    *needed,
+                    *max,
+                )),
+                other => panic!("not a capacity error: {other}"),
+            },
+        }
+    }
+
+    /// The bug of issue #13: `policy check` accepted this (it only compiled
+    /// the network rules) and the daemon then refused it.
+    #[test]
+    fn twenty_thousand_file_rules_are_refused_with_the_count_and_the_limit() {
+        let limit = policy_share(MAX_PATH_ENTRIES);
+        let (message, line, needed, max) = capacity_error(20_000).expect("refused");
+        assert_eq!((needed, max), (20_000, limit));
+        // The first rule that does not fit, at its `- id:` line.
+        assert_eq!(line, 3 + 3 * limit);
+        assert!(
+            message.starts_with(&format!(
+                "big.yaml:{line}:5: rule 'f{limit}': the policy's file"
+            )),
+            "{message}"
+        );
+        assert!(message.contains("need 20000 distinct paths"), "{message}");
+        assert!(message.contains(&format!("at most {limit} ")), "{message}");
+    }
+
+    #[test]
+    fn the_file_map_share_is_exactly_the_boundary() {
+        let limit = policy_share(MAX_PATH_ENTRIES);
+        let fits = compile_policy("big.yaml", &file_rules(limit), &Capabilities::assume_all())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            fits.capacity.file,
+            TableUse {
+                table: names::FILE_RULES,
+                used: limit,
+                limit
+            }
+        );
+        assert_eq!(
+            capacity_error(limit + 1).map(|(_, _, needed, max)| (needed, max)),
+            Some((limit + 1, limit))
+        );
+    }
+
+    #[test]
+    fn one_cidr_too_many_is_refused_naming_its_rule() {
+        let limit = policy_share(MAX_NET_ENTRIES);
+        let mut yaml = String::from("version: 1\nrules:\n");
+        for i in 0..=limit {
+            let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+            yaml.push_str(&format!(
+                "  - id: n{i}\n    connect: {{ to: {addr} }}\n    decision: allow\n"
+            ));
+        }
+        let err = compile_policy("net.yaml", &yaml, &Capabilities::assume_all()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "net.yaml:{}:5: rule 'n{limit}': the policy's connect rules need {} distinct \
+                 IPv4 CIDRs in the kernel; one policy may use at most {limit} (half the map, so \
+                 a reload can fill the idle half)",
+                3 + 3 * limit,
+                limit + 1
+            )
+        );
+    }
+
+    #[test]
+    fn the_pipeline_is_what_the_steps_give() {
+        let yaml = "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.0/8 }\n    \
+                    decision: allow\n  - id: b\n    exec: { path: /bin/sh }\n    decision: allow\n";
+        let c = compile_policy("p.yaml", yaml, &Capabilities::assume_all()).unwrap();
+        let parsed = parse(yaml);
+        assert_eq!(c.snapshot, parsed.snapshot());
+        assert_eq!(c.net, compile_network(&parsed).unwrap());
+        assert_eq!(c.paths, compile_paths(&parsed).unwrap());
+        assert_eq!(c.text(), yaml);
+        assert_eq!(
+            c.capacity.to_string(),
+            format!(
+                "NET4_RULES 1/{n}, NET6_RULES 0/{n}, EXEC_RULES 1/{p}, FILE_RULES 0/{p}",
+                n = policy_share(MAX_NET_ENTRIES),
+                p = policy_share(MAX_PATH_ENTRIES)
+            )
+        );
+        // A mechanism the host lacks refuses it before anything compiles.
+        let err = compile_policy("p.yaml", yaml, &caps(Some("disabled"), None)).unwrap_err();
+        assert!(
+            matches!(err.kind, PolicyErrorKind::Unsupported { .. }),
+            "{err}"
+        );
+    }
+}
