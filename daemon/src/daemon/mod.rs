@@ -34,7 +34,6 @@ use self::{
     enforcer::{Command, Enforcer},
     events::read_events,
     startup::previous_run,
-    status::mechanisms,
     views::{prefill_views, Stats, Views},
     writer::{CheckpointPolicy, EvidenceWriter},
 };
@@ -140,7 +139,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     let mut details = serde_json::Map::new();
     details.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-    details.insert("mechanisms".into(), json!(mechanisms(&kernel)));
+    details.insert("mechanisms".into(), json!(kernel.mechanisms()));
     details.insert("cgroup2".into(), json!(cgroup2.display().to_string()));
     details.insert(
         "policy_dir".into(),

@@ -135,23 +135,16 @@ impl Enforcer {
         );
 
         let file = self.paths.policy_dir.join(&agent.policy);
+        // The one pipeline `warden policy check` and `agent add` run too,
+        // with this kernel's mechanisms.
+        let caps = self.kernel.capabilities();
         let loaded = std::fs::read_to_string(&file)
             .map_err(|e| format!("read policy {}: {e}", file.display()))
             .and_then(|text| {
-                let name = file.display().to_string();
-                let parsed =
-                    policy::parse_policy(&name, &text).map_err(|e| crate::error_chain(&e))?;
-                check_supported(
-                    &parsed,
-                    &name,
-                    self.kernel.exec_unavailable(),
-                    self.kernel.file_unavailable(),
-                )?;
-                let net = policy::compile_network(&parsed).map_err(|e| crate::error_chain(&e))?;
-                let paths = policy::compile_paths(&parsed).map_err(|e| crate::error_chain(&e))?;
-                Ok((text, parsed, net, paths))
+                policy::compile_policy(&file.display().to_string(), &text, &caps)
+                    .map_err(|e| crate::error_chain(&e))
             });
-        let (text, parsed, net, paths) = match loaded {
+        let compiled = match loaded {
             Ok(l) => l,
             Err(e) => {
                 self.record_policy_rejected(agent, actor, &e);
@@ -202,7 +195,14 @@ impl Enforcer {
                 return Err(e);
             }
         };
-        let snapshot = parsed.snapshot();
+        let policy::CompiledPolicy {
+            parsed,
+            net,
+            paths,
+            snapshot,
+            ..
+        } = &compiled;
+        let snapshot = snapshot.clone();
         if let Some(old) = self.enforced.get_mut(&agent.name) {
             if old.snapshot == snapshot {
                 if old.revoked != revoked {
@@ -224,7 +224,7 @@ impl Enforcer {
                 &agent.name,
                 &agent.policy,
                 &snapshot,
-                &text,
+                compiled.text(),
                 clock::now_ns(),
                 &actor.describe(),
             )
@@ -241,7 +241,7 @@ impl Enforcer {
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
         // (`update_sys_exit`).
-        let (needs_hold, needs_fault_guard) = hold_needs(&parsed, self.kernel.lsm());
+        let (needs_hold, needs_fault_guard) = hold_needs(parsed, self.kernel.lsm());
         if needs_fault_guard {
             self.kernel
                 .set_fault_guard(true)
@@ -261,8 +261,8 @@ impl Enforcer {
         let rules = AgentRules {
             agent_id: agent.id,
             policy_gen: version,
-            net: &net,
-            paths: &paths,
+            net,
+            paths,
             revoked,
             fail_open,
         };
@@ -361,32 +361,6 @@ impl Enforcer {
     }
 }
 
-/// Refuses policies that need a mechanism this kernel did not give us,
-/// rather than silently allowing what it cannot see.
-pub(super) fn check_supported(
-    p: &policy::Policy,
-    file: &str,
-    exec_unavailable: Option<&str>,
-    file_unavailable: Option<&str>,
-) -> Result<(), String> {
-    let needs = policy::policy_needs(p);
-    let mut missing = Vec::new();
-    if let (true, Some(why)) = (needs.exec, exec_unavailable) {
-        missing.push(format!("exec rules need tp_btf/sched_process_exec: {why}"));
-    }
-    if let (true, Some(why)) = (needs.file, file_unavailable) {
-        missing.push(format!("file rules need tp_btf/sys_exit: {why}"));
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{file}: {}; refusing the policy",
-            missing.join("; ")
-        ))
-    }
-}
-
 /// Whether a policy holds network actions (exec and file `hold` rules are
 /// enforced as deny and need no stop).
 /// What a policy's holds need of the global programs: (`sys_exit`, the
@@ -411,37 +385,6 @@ mod tests {
 
     fn parse(yaml: &str) -> policy::Policy {
         policy::parse_policy("p.yaml", yaml).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn policies_needing_a_missing_mechanism_are_refused_with_the_reason() {
-        let net = parse(
-            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n",
-        );
-        let both = parse(
-            "version: 1\nrules:\n  - id: a\n    exec: { path: /bin/sh }\n    decision: allow\n  \
-             - id: b\n    file: { prefix: /etc/, access: [read] }\n    decision: allow\n",
-        );
-        assert_eq!(
-            check_supported(&net, "p.yaml", Some("no BTF"), Some("no BTF")),
-            Ok(())
-        );
-        assert_eq!(check_supported(&both, "p.yaml", None, None), Ok(()));
-        assert_eq!(
-            check_supported(&both, "p.yaml", Some("no BTF"), None),
-            Err(
-                "p.yaml: exec rules need tp_btf/sched_process_exec: no BTF; refusing the policy"
-                    .into()
-            )
-        );
-        assert_eq!(
-            check_supported(&both, "p.yaml", Some("x"), Some("y")),
-            Err(
-                "p.yaml: exec rules need tp_btf/sched_process_exec: x; file rules need \
-                 tp_btf/sys_exit: y; refusing the policy"
-                    .into()
-            )
-        );
     }
 
     #[test]

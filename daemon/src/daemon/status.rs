@@ -5,60 +5,9 @@ use std::sync::atomic::Ordering;
 
 use super::enforcer::Enforcer;
 use crate::{
-    control::{AgentState, GlobalHook, Mechanism, StatusReport},
-    kernel::Kernel,
+    control::{AgentState, GlobalHook, StatusReport},
     registry::AgentStatus,
 };
-
-/// What the kernel enforces with, per action class (shown by `warden status`
-/// and recorded in the daemon_start entry). Exec and file open say which
-/// mechanism this kernel gave us, or why there is none (then policies that
-/// need it are refused, never silently allowed).
-pub(super) fn mechanisms(kernel: &Kernel) -> Vec<Mechanism> {
-    let or_unavailable = |why: Option<&str>, mechanism: &str| match why {
-        None => mechanism.to_string(),
-        Some(why) => {
-            format!("unavailable on this kernel ({why}): policies with these rules are refused")
-        }
-    };
-    vec![
-        Mechanism {
-            action: "network (connect, sendmsg; IPv4 and IPv6)".into(),
-            mechanism: "cgroup sock_addr programs attached to each agent cgroup (deny = EPERM)"
-                .into(),
-        },
-        Mechanism {
-            action: "hold (network)".into(),
-            mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
-        },
-        Mechanism {
-            action: "BPF LSM".into(),
-            mechanism: crate::lsm::status(kernel.lsm()),
-        },
-        Mechanism {
-            action: "exec".into(),
-            mechanism: or_unavailable(
-                kernel.exec_unavailable(),
-                if kernel.lsm().exec {
-                    crate::lsm::EXEC_MECHANISM
-                } else {
-                    "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction; hold = the process stops there (ptrace-seized, SIGCONT cannot continue it), approval continues it, rejection kills it"
-                },
-            ),
-        },
-        Mechanism {
-            action: "file open".into(),
-            mechanism: or_unavailable(
-                kernel.file_unavailable(),
-                if kernel.lsm().file {
-                    crate::lsm::FILE_MECHANISM
-                } else {
-                    "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
-                },
-            ),
-        },
-    ]
-}
 
 impl Enforcer {
     pub(super) fn agent_state(&self, name: &str) -> Result<AgentState, String> {
@@ -93,7 +42,7 @@ impl Enforcer {
             pid: std::process::id(),
             started_at_ns: self.started_at_ns,
             cgroup2: self.cgroup2.display().to_string(),
-            mechanisms: mechanisms(&self.kernel),
+            mechanisms: self.kernel.mechanisms(),
             agents,
             kernel: self.kernel.counters().unwrap_or_default(),
             decode_errors: self.stats.decode_errors.load(Ordering::Relaxed),

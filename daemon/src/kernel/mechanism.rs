@@ -174,6 +174,15 @@ impl Kernel {
 
     /// What decides each class of action here, for `warden status` and the
     /// daemon_start entry.
+    /// What this kernel can enforce, for the policy pipeline: a policy
+    /// with rules it cannot enforce is refused, never silently allowed.
+    pub fn capabilities(&self) -> crate::policy::Capabilities {
+        crate::policy::Capabilities {
+            exec_unavailable: self.exec_unavailable().map(Into::into),
+            file_unavailable: self.file_unavailable().map(Into::into),
+        }
+    }
+
     pub fn mechanisms(&self) -> Vec<Mechanism> {
         let or_unavailable = |why: Option<&str>, mechanism: &str| match why {
             None => mechanism.to_string(),

@@ -57,7 +57,7 @@ const ALL_PORTS: [(u16, u16); 1] = [(0, u16::MAX)];
 /// How many entries of a rule map (`max_entries` in `warden_common::limits`)
 /// one policy may fill: half, because every agent shares the map and a
 /// reload writes the new rules under the agent's idle slot while the old
-/// ones are still in force (kernel.rs `install`).
+/// ones are still in force (kernel/rules.rs `install`).
 pub const fn policy_share(map_entries: u32) -> usize {
     (map_entries / 2) as usize
 }
