@@ -5,91 +5,19 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::types::{FromSql, FromSqlError};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::{Map, Value};
 
+use crate::db::{self, Database, DbError, Integrity};
+
 use super::record::{Entry, EntryHasher, NewEntry, RecordError, GENESIS_PREV_HASH};
 
-/// Version of the `evidence` table layout, kept in `evidence_meta`.
-/// Version 2 added the `v` column (each entry's encoding version); `open`
-/// migrates a version 1 database in place.
-pub const SCHEMA_VERSION: i64 = 2;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS evidence (
-    seq             INTEGER PRIMARY KEY CHECK (seq >= 1),
-    ts_ns           INTEGER NOT NULL,
-    kind            TEXT    NOT NULL CHECK (kind <> ''),
-    agent           TEXT    NOT NULL CHECK (agent <> ''),
-    owner           TEXT    NOT NULL CHECK (owner <> ''),
-    uid             INTEGER NOT NULL CHECK (uid BETWEEN 0 AND 4294967295),
-    loginuid        INTEGER NOT NULL CHECK (loginuid BETWEEN 0 AND 4294967295),
-    user            TEXT    NOT NULL CHECK (user <> ''),
-    login_user      TEXT    NOT NULL CHECK (login_user <> ''),
-    pid             INTEGER NOT NULL CHECK (pid BETWEEN 0 AND 4294967295),
-    exe             TEXT    NOT NULL CHECK (exe <> ''),
-    action          TEXT    NOT NULL CHECK (action <> ''),
-    target          TEXT    NOT NULL CHECK (target <> ''),
-    decision        TEXT    NOT NULL CHECK (decision <> ''),
-    rule_id         TEXT    NOT NULL CHECK (rule_id <> ''),
-    policy_snapshot TEXT    NOT NULL CHECK (policy_snapshot <> ''),
-    method          TEXT    NOT NULL CHECK (method <> ''),
-    details         TEXT    NOT NULL CHECK (json_valid(details)),
-    prev_hash       TEXT    NOT NULL CHECK (length(prev_hash) = 64),
-    hash            TEXT    NOT NULL CHECK (length(hash) = 64),
-    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))
-) STRICT;
-
--- Guards against bugs in code sharing this database, not against attackers:
--- anyone who can write the file can drop these, which verification catches.
-CREATE TRIGGER IF NOT EXISTS evidence_no_update BEFORE UPDATE ON evidence
-BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS evidence_no_delete BEFORE DELETE ON evidence
-BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
-
-CREATE TABLE IF NOT EXISTS evidence_meta (
-    key   TEXT PRIMARY KEY,
-    value ANY  NOT NULL
-) STRICT;
-INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 2);
-INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('entry_encoding', 'warden/entry/v2');
-";
-
-/// Schema version 1 to 2, in one transaction: every existing entry was
-/// sealed in encoding version 1, which the new column's default records.
-/// No entry is rewritten. The CHECK is tested against the existing rows.
-const MIGRATE_1_TO_2: &str = "
-ALTER TABLE evidence ADD COLUMN v INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2));
-UPDATE evidence_meta SET value = 2 WHERE key = 'schema_version';
-UPDATE evidence_meta SET value = 'warden/entry/v2' WHERE key = 'entry_encoding';
-";
-
-fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT value FROM evidence_meta WHERE key = 'schema_version'",
-        [],
-        |row| row.get(0),
-    )
-}
-
-/// Migrates a version 1 database to version 2 in one transaction; on any
-/// error nothing of it stays.
-fn migrate_1_to_2(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Another process may have migrated it while this one waited.
-    if schema_version(&tx)? == 1 {
-        tx.execute_batch(MIGRATE_1_TO_2)?;
-    }
-    tx.commit()
-}
+pub use crate::db::SCHEMA_VERSION;
 
 /// Column order shared by every SELECT and by `read_row`.
-pub(super) const COLUMNS: &str = "seq, ts_ns, kind, agent, owner, uid, loginuid, user, \
+pub(crate) const COLUMNS: &str = "seq, ts_ns, kind, agent, owner, uid, loginuid, user, \
     login_user, pid, exe, action, target, decision, rule_id, policy_snapshot, method, details, \
     prev_hash, hash, v";
 
@@ -100,28 +28,9 @@ const INSERT: &str = "INSERT INTO evidence (seq, ts_ns, kind, agent, owner, uid,
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("open evidence database {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error(
-        "open evidence database {path}: integrity check failed ({detail}); refusing to use it"
-    )]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("open evidence database {path}: journal mode is {mode:?}, not WAL")]
-    NotWal { path: PathBuf, mode: String },
-    #[error("open evidence database {path}: evidence schema version {found} is not the supported version {SCHEMA_VERSION}")]
-    SchemaVersion { path: PathBuf, found: i64 },
-    #[error("create evidence schema")]
-    Schema(#[source] rusqlite::Error),
-    #[error("open evidence database {path}: migrate evidence schema 1 to 2 (add each entry's encoding version); the file is unchanged")]
-    Migrate {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// Opening the file: integrity, WAL, schema version, migration.
+    #[error(transparent)]
+    Database(#[from] DbError),
     #[error("{op} in evidence database {path}")]
     Sqlite {
         op: &'static str,
@@ -179,11 +88,6 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
-/// Idempotently creates the `evidence` and `evidence_meta` tables.
-pub fn create_schema(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(SCHEMA).map_err(StoreError::Schema)
-}
-
 pub struct EvidenceStore {
     conn: Connection,
     path: PathBuf,
@@ -196,58 +100,17 @@ impl EvidenceStore {
     /// it, so a damaged or foreign file is reported and left byte-for-byte
     /// as it was. The check reads the whole file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        Self::from_database(db::open(path, Integrity::QuickCheck)?)
+    }
 
-        let problems = quick_check(&conn).map_err(|source| match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: source.to_string(),
-            },
-            _ => open_err(source),
-        })?;
-        if problems.first().map(String::as_str) != Some("ok") {
-            return Err(StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: problems.join("; "),
-            });
-        }
-
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NotWal {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(open_err)?;
-        create_schema(&conn)?;
-
-        let mut found = schema_version(&conn).map_err(open_err)?;
-        if found == 1 {
-            migrate_1_to_2(&mut conn).map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            found = schema_version(&conn).map_err(open_err)?;
-        }
-        if found != SCHEMA_VERSION {
-            return Err(StoreError::SchemaVersion {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
-        Ok(EvidenceStore {
-            conn,
-            path: path.to_path_buf(),
-        })
+    /// The store on a database [`db::open`] opened.
+    pub fn from_database(database: Database) -> Result<Self, StoreError> {
+        let (conn, path) = database.into_parts();
+        let store = EvidenceStore { conn, path };
+        // Batched appends may lose the newest entries in a machine crash,
+        // never in a process crash; `Durability::Fsync` raises it per append.
+        store.set_synchronous("NORMAL")?;
+        Ok(store)
     }
 
     /// The connection, for tables that live beside the chain (checkpoints).
@@ -480,12 +343,6 @@ impl EvidenceStore {
     }
 }
 
-fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("PRAGMA quick_check")?;
-    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-    rows.take(10).collect()
-}
-
 fn read_head(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {
     conn.query_row(
         "SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1",
@@ -549,13 +406,13 @@ impl Columns<'_, '_> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::super::record::{self, tests::sample};
     use super::*;
 
     /// Inserts `e` as a row, bypassing `append` (no sealing or linking);
     /// without `v` as schema version 1 had it.
-    pub(in super::super) fn insert_raw(conn: &Connection, e: &Entry, with_v: bool) {
+    pub(crate) fn insert_raw(conn: &Connection, e: &Entry, with_v: bool) {
         let mut details = Vec::new();
         record::write_canonical_details(&e.details, &mut details).expect("details");
         let details = String::from_utf8(details).expect("utf8");
@@ -597,13 +454,13 @@ pub(super) mod tests {
 
     /// A database at `path` as schema version 1 left it: no `v` column, and
     /// `n` entries sealed in encoding version 1.
-    pub(in super::super) fn v1_database(path: &Path, n: u64) -> Vec<Entry> {
+    pub(crate) fn v1_database(path: &Path, n: u64) -> Vec<Entry> {
         let conn = Connection::open(path).expect("open");
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .expect("wal");
         assert_eq!(mode, "wal");
-        let schema = SCHEMA
+        let schema = crate::db::schema::EVIDENCE
             .replace(
                 ",\n    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))",
                 "",
@@ -625,83 +482,15 @@ pub(super) mod tests {
         entries
     }
 
-    #[test]
-    fn a_schema_1_database_is_migrated_and_keeps_its_entries() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("old.db");
-        let old = v1_database(&path, 5);
-        let mut store = EvidenceStore::open(&path).expect("open migrates");
-        assert_eq!(
-            schema_version(&store.conn).expect("version"),
-            SCHEMA_VERSION
-        );
-        assert_eq!(
-            store.read_range(1, 5).expect("read"),
-            old,
-            "entries unchanged"
-        );
-        let new = store
-            .append(&batch(5, 3), Durability::Batched)
-            .expect("append after migration");
-        assert!(new.iter().all(|e| e.v == record::ENCODING_VERSION));
-        assert_eq!(new[0].prev_hash, old[4].hash, "the chain goes on");
-        let report = super::super::verify::verify_store(&store).expect("mixed chain verifies");
-        assert_eq!(report.entries, 8);
-        drop(store);
-        let store = EvidenceStore::open(&path).expect("reopen: already migrated");
-        assert_eq!(store.count().expect("count"), 8);
-        let encoding: String = store
-            .conn
-            .query_row(
-                "SELECT value FROM evidence_meta WHERE key = 'entry_encoding'",
-                [],
-                |row| row.get(0),
-            )
-            .expect("encoding");
-        assert_eq!(encoding, "warden/entry/v2");
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_without_touching_the_file() {
-        let (_dir, path, store) = new_store();
-        store
-            .conn
-            .execute(
-                "UPDATE evidence_meta SET value = 3 WHERE key = 'schema_version'",
-                [],
-            )
-            .expect("bump");
-        drop(store);
-        let before = std::fs::read(&path).expect("read");
-        let err = EvidenceStore::open(&path).err().expect("refused");
-        assert!(
-            matches!(err, StoreError::SchemaVersion { found: 3, .. }),
-            "{err}"
-        );
-        assert_eq!(std::fs::read(&path).expect("read"), before);
-    }
-
-    fn new_store() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
+    pub(crate) fn new_store() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("warden.db");
         let store = EvidenceStore::open(&path).expect("open");
         (dir, path, store)
     }
 
-    fn batch(from: u64, n: u64) -> Vec<NewEntry> {
+    pub(crate) fn batch(from: u64, n: u64) -> Vec<NewEntry> {
         (from..from + n).map(sample).collect()
-    }
-
-    /// Deterministic noise, to avoid a dependency for random bytes.
-    fn noise(len: usize, mut state: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
     }
 
     #[test]
@@ -870,80 +659,5 @@ pub(super) mod tests {
         let store = EvidenceStore::open(&path).expect("open");
         let report = super::super::verify::verify_store(&store).expect("chain intact");
         assert_eq!(report.entries, 1000);
-    }
-
-    #[test]
-    fn open_is_idempotent_and_schema_rejects_bad_rows() {
-        let (_dir, path, mut store) = new_store();
-        store
-            .append(&batch(0, 1), Durability::Batched)
-            .expect("append");
-        create_schema(&store.conn).expect("schema again");
-        drop(store);
-        let store = EvidenceStore::open(&path).expect("reopen");
-        let err = store
-            .conn
-            .execute(
-                &format!(
-                    "INSERT INTO evidence ({COLUMNS}) SELECT seq + 1, ts_ns, kind, '', owner, \
-                    uid, loginuid, user, login_user, pid, exe, action, target, decision, rule_id, \
-                    policy_snapshot, method, details, prev_hash, hash, v FROM evidence"
-                ),
-                [],
-            )
-            .expect_err("empty agent");
-        assert!(err.to_string().contains("CHECK"), "{err}");
-        let err = store
-            .conn
-            .execute("DELETE FROM evidence", [])
-            .expect_err("append-only");
-        assert!(err.to_string().contains("append-only"), "{err}");
-    }
-
-    #[test]
-    fn open_refuses_a_file_that_is_not_a_database() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("warden.db");
-        let bytes = noise(64 * 1024, 0x9e37_79b9_7f4a_7c15);
-        std::fs::write(&path, &bytes).expect("write");
-
-        let err = EvidenceStore::open(&path).err().expect("must refuse");
-        let chain = format!(
-            "{err}: {}",
-            std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
-        );
-        assert!(chain.contains(&path.display().to_string()), "{chain}");
-        assert!(chain.contains("not a database"), "{chain}");
-        assert_eq!(std::fs::read(&path).expect("read"), bytes);
-    }
-
-    #[test]
-    fn open_refuses_a_corrupt_database_without_touching_it() {
-        let (_dir, path, mut store) = new_store();
-        for i in 0..20 {
-            store
-                .append(&batch(i * 50, 50), Durability::Batched)
-                .expect("append");
-        }
-        drop(store); // closing the last connection checkpoints the WAL into the file
-        let page_size = 4096;
-        let mut bytes = std::fs::read(&path).expect("read");
-        assert!(
-            bytes.len() > 8 * page_size,
-            "need several pages, got {}",
-            bytes.len()
-        );
-        let page = 5;
-        bytes[page * page_size..(page + 1) * page_size]
-            .copy_from_slice(&noise(page_size, 0x2545_f491_4f6c_dd1d));
-        std::fs::write(&path, &bytes).expect("write");
-
-        let err = EvidenceStore::open(&path).err().expect("must refuse");
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
-        assert_eq!(std::fs::read(&path).expect("read"), bytes);
     }
 }
