@@ -34,8 +34,12 @@ pub enum DbError {
     NotWal { path: PathBuf, mode: String },
     #[error("open evidence database {path}: evidence schema version {found} is not the supported version {SCHEMA_VERSION}")]
     SchemaVersion { path: PathBuf, found: i64 },
-    #[error("create evidence schema")]
-    Schema(#[source] rusqlite::Error),
+    #[error("open evidence database {path}: create its tables")]
+    Schema {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("open evidence database {path}: migrate evidence schema 1 to 2 (add each entry's encoding version); the file is unchanged")]
     Migrate {
         path: PathBuf,
@@ -129,7 +133,10 @@ pub fn open(path: &Path, integrity: Integrity) -> Result<Database, DbError> {
         Some(found) if found > SCHEMA_VERSION => return Err(version_err(found)),
         _ => {}
     }
-    schema::create(&conn).map_err(DbError::Schema)?;
+    schema::create(&conn).map_err(|source| DbError::Schema {
+        path: path.to_path_buf(),
+        source,
+    })?;
 
     let mut found = schema::schema_version(&conn).map_err(open_err)?;
     if found == 1 {

@@ -100,7 +100,13 @@ impl EvidenceStore {
     /// it, so a damaged or foreign file is reported and left byte-for-byte
     /// as it was. The check reads the whole file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::from_database(db::open(path, Integrity::QuickCheck)?)
+        Self::open_with(path, Integrity::QuickCheck)
+    }
+
+    /// Opens the evidence database at `path`, checking it first or not as
+    /// `integrity` says.
+    pub fn open_with(path: &Path, integrity: Integrity) -> Result<Self, StoreError> {
+        Self::from_database(db::open(path, integrity)?)
     }
 
     /// The store on a database [`db::open`] opened.
