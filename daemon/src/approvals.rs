@@ -10,8 +10,8 @@
 //!   and the kernel decides the action again under the new policy.
 //! - Deciding is idempotent: a second approve answers "already approved" and
 //!   is counted, never applied twice.
-//! - The schema makes an incomplete record impossible: a decided approval
-//!   without approver, role and time cannot be stored.
+//! - The schema (in `db::schema`) makes an incomplete record impossible: a
+//!   decided approval without approver, role and time cannot be stored.
 
 use std::path::Path;
 
