@@ -10,27 +10,24 @@
 //!   and the kernel decides the action again under the new policy.
 //! - Deciding is idempotent: a second approve answers "already approved" and
 //!   is counted, never applied twice.
-//! - The schema makes an incomplete record impossible: a decided approval
-//!   without approver, role and time cannot be stored.
+//! - The schema (in `db::schema`) makes an incomplete record impossible: a
+//!   decided approval without approver, role and time cannot be stored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::db::{self, Database, DbError, Integrity};
 use crate::policy::Approvers;
 
 pub const DOMAIN_JOB: &[u8] = b"warden/job/v1\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApprovalError {
-    #[error("open approvals in {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Database(#[from] DbError),
     #[error("{op}: {source}")]
     Sql {
         op: &'static str,
@@ -129,34 +126,6 @@ pub struct Approval {
     pub repeated_decisions: u32,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS approvals (
-    id                 INTEGER PRIMARY KEY,
-    agent              TEXT NOT NULL CHECK (agent <> ''),
-    owner              TEXT NOT NULL CHECK (owner <> ''),
-    job                TEXT NOT NULL CHECK (json_valid(job)),
-    job_hash           TEXT NOT NULL CHECK (length(job_hash) = 64),
-    rule_id            TEXT NOT NULL CHECK (rule_id <> ''),
-    policy_snapshot    TEXT NOT NULL CHECK (length(policy_snapshot) = 64),
-    hold_key           TEXT NOT NULL,
-    approval_required  INTEGER NOT NULL CHECK (approval_required = 1),
-    created_at_ns      INTEGER NOT NULL,
-    expires_at_ns      INTEGER NOT NULL CHECK (expires_at_ns > created_at_ns),
-    status             TEXT NOT NULL CHECK (status IN ('pending','approved','rejected','expired','conflict')),
-    decided_by         TEXT,
-    decided_role       TEXT,
-    decided_at_ns      INTEGER,
-    reason             TEXT,
-    applied            INTEGER NOT NULL DEFAULT 0 CHECK (applied IN (0, 1)),
-    final_status       TEXT,
-    repeated_decisions INTEGER NOT NULL DEFAULT 0,
-    CHECK (status = 'pending' OR (decided_by IS NOT NULL AND decided_by <> ''
-                                  AND decided_role IS NOT NULL AND decided_role <> ''
-                                  AND decided_at_ns IS NOT NULL))
-);
-CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, hold_key);
-";
-
 pub struct Approvals {
     conn: Connection,
 }
@@ -172,16 +141,20 @@ pub struct Decided<'a> {
 
 impl Approvals {
     pub fn open(path: &Path) -> Result<Self, ApprovalError> {
-        let open = |source| ApprovalError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = crate::registry::open_database(path).map_err(open)?;
-        // Decisions must survive a crash before they are acted on.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open)?;
-        conn.execute_batch(SCHEMA).map_err(open)?;
-        Ok(Self { conn })
+        Ok(Self::from_database(db::open(path, Integrity::Trust)?))
+    }
+
+    /// The approvals on a database [`db::open`] opened, whose
+    /// `synchronous = FULL` makes a decision survive a crash before it is
+    /// acted on.
+    pub fn from_database(database: Database) -> Self {
+        let (conn, _) = database.into_parts();
+        Self { conn }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// Records a new pending hold; returns its id.

@@ -32,6 +32,7 @@ pub mod config;
 pub mod confine;
 pub mod control;
 pub mod daemon;
+pub mod db;
 pub mod decode;
 pub mod evidence;
 pub mod export;

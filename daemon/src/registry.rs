@@ -2,21 +2,18 @@
 //! (owner), which policy it runs under, and every policy version it has had.
 //!
 //! Lives in the same SQLite file as the evidence log (`warden.db`), in tables
-//! of its own. Several processes (daemon, CLI) may open it at once: SQLite's
-//! WAL mode and a busy timeout serialise writers.
+//! of its own; `db` opens the file and creates them.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::db::{self, Database, DbError, Integrity};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("open agent registry {path}: {source}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Database(#[from] DbError),
     #[error("{op}: {source}")]
     Sql {
         op: &'static str,
@@ -100,30 +97,6 @@ pub struct PolicyVersion {
     pub loaded_by: String,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    id            INTEGER PRIMARY KEY,
-    name          TEXT NOT NULL UNIQUE CHECK (name <> ''),
-    owner         TEXT NOT NULL CHECK (owner <> ''),
-    policy        TEXT NOT NULL CHECK (policy <> ''),
-    cgroup        TEXT NOT NULL UNIQUE CHECK (cgroup <> ''),
-    adopted       INTEGER NOT NULL CHECK (adopted IN (0, 1)),
-    status        TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
-    created_at_ns INTEGER NOT NULL,
-    created_by    TEXT NOT NULL CHECK (created_by <> '')
-);
-CREATE TABLE IF NOT EXISTS policy_versions (
-    id           INTEGER PRIMARY KEY,
-    agent        TEXT NOT NULL CHECK (agent <> ''),
-    file         TEXT NOT NULL CHECK (file <> ''),
-    sha256       TEXT NOT NULL CHECK (length(sha256) = 64),
-    content      TEXT NOT NULL,
-    loaded_at_ns INTEGER NOT NULL,
-    loaded_by    TEXT NOT NULL CHECK (loaded_by <> '')
-);
-CREATE INDEX IF NOT EXISTS policy_versions_agent ON policy_versions (agent, id);
-";
-
 pub fn valid_agent_name(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars
@@ -134,28 +107,24 @@ pub fn valid_agent_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
 }
 
-/// Opens the shared database file the way every writer must: WAL, and a
-/// busy timeout so concurrent writers (daemon, CLI) wait for each other.
-pub(crate) fn open_database(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    Ok(conn)
-}
-
 pub struct Registry {
     conn: Connection,
 }
 
 impl Registry {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        let open = |source| RegistryError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = open_database(path).map_err(open)?;
-        conn.execute_batch(SCHEMA).map_err(open)?;
-        Ok(Self { conn })
+        Ok(Self::from_database(db::open(path, Integrity::Trust)?))
+    }
+
+    /// The registry on a database [`db::open`] opened.
+    pub fn from_database(database: Database) -> Self {
+        let (conn, _) = database.into_parts();
+        Self { conn }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     pub fn add(&mut self, agent: &NewAgent<'_>) -> Result<Agent, RegistryError> {

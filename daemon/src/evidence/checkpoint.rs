@@ -245,29 +245,8 @@ impl Checkpoint {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS checkpoints (
-    id        INTEGER PRIMARY KEY,
-    size      INTEGER NOT NULL CHECK (size >= 0),
-    head_hash TEXT NOT NULL CHECK (length(head_hash) = 64),
-    ts_ns     INTEGER NOT NULL,
-    prev      TEXT NOT NULL CHECK (length(prev) = 64),
-    key_id    TEXT NOT NULL CHECK (key_id <> ''),
-    signature TEXT NOT NULL CHECK (length(signature) = 128)
-) STRICT;
-";
-
-pub fn create_schema(conn: &Connection) -> Result<(), CheckpointError> {
-    conn.execute_batch(SCHEMA)
-        .map_err(|source| CheckpointError::Sql {
-            op: "create checkpoints table",
-            source,
-        })
-}
-
 pub fn read_all(conn: &Connection) -> Result<Vec<Checkpoint>, CheckpointError> {
     let sql = |op| move |source| CheckpointError::Sql { op, source };
-    create_schema(conn)?;
     let mut stmt = conn
         .prepare("SELECT id, size, head_hash, ts_ns, prev, key_id, signature FROM checkpoints ORDER BY id")
         .map_err(sql("read checkpoints"))?;
@@ -402,7 +381,9 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Connection, HostKey) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("c.db")).unwrap();
+        let (conn, _) = crate::db::open(&dir.path().join("c.db"), crate::db::Integrity::Trust)
+            .unwrap()
+            .into_parts();
         let k = key(dir.path());
         (dir, conn, k)
     }

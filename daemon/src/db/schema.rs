@@ -1,0 +1,168 @@
+//! Every table, index and trigger in `warden.db`, and the migrations between
+//! versions of the evidence layout: the one place the file's shape is written.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+/// Version of the `evidence` table layout, kept in `evidence_meta`.
+/// Version 2 added the `v` column (each entry's encoding version); opening
+/// migrates a version 1 database in place.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The evidence chain and its metadata.
+pub(crate) const EVIDENCE: &str = "
+CREATE TABLE IF NOT EXISTS evidence (
+    seq             INTEGER PRIMARY KEY CHECK (seq >= 1),
+    ts_ns           INTEGER NOT NULL,
+    kind            TEXT    NOT NULL CHECK (kind <> ''),
+    agent           TEXT    NOT NULL CHECK (agent <> ''),
+    owner           TEXT    NOT NULL CHECK (owner <> ''),
+    uid             INTEGER NOT NULL CHECK (uid BETWEEN 0 AND 4294967295),
+    loginuid        INTEGER NOT NULL CHECK (loginuid BETWEEN 0 AND 4294967295),
+    user            TEXT    NOT NULL CHECK (user <> ''),
+    login_user      TEXT    NOT NULL CHECK (login_user <> ''),
+    pid             INTEGER NOT NULL CHECK (pid BETWEEN 0 AND 4294967295),
+    exe             TEXT    NOT NULL CHECK (exe <> ''),
+    action          TEXT    NOT NULL CHECK (action <> ''),
+    target          TEXT    NOT NULL CHECK (target <> ''),
+    decision        TEXT    NOT NULL CHECK (decision <> ''),
+    rule_id         TEXT    NOT NULL CHECK (rule_id <> ''),
+    policy_snapshot TEXT    NOT NULL CHECK (policy_snapshot <> ''),
+    method          TEXT    NOT NULL CHECK (method <> ''),
+    details         TEXT    NOT NULL CHECK (json_valid(details)),
+    prev_hash       TEXT    NOT NULL CHECK (length(prev_hash) = 64),
+    hash            TEXT    NOT NULL CHECK (length(hash) = 64),
+    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))
+) STRICT;
+
+-- Guards against bugs in code sharing this database, not against attackers:
+-- anyone who can write the file can drop these, which verification catches.
+CREATE TRIGGER IF NOT EXISTS evidence_no_update BEFORE UPDATE ON evidence
+BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS evidence_no_delete BEFORE DELETE ON evidence
+BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+
+CREATE TABLE IF NOT EXISTS evidence_meta (
+    key   TEXT PRIMARY KEY,
+    value ANY  NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 2);
+INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('entry_encoding', 'warden/entry/v2');
+";
+
+/// Signed checkpoints of the chain (`evidence::checkpoint`).
+const CHECKPOINTS: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id        INTEGER PRIMARY KEY,
+    size      INTEGER NOT NULL CHECK (size >= 0),
+    head_hash TEXT NOT NULL CHECK (length(head_hash) = 64),
+    ts_ns     INTEGER NOT NULL,
+    prev      TEXT NOT NULL CHECK (length(prev) = 64),
+    key_id    TEXT NOT NULL CHECK (key_id <> ''),
+    signature TEXT NOT NULL CHECK (length(signature) = 128)
+) STRICT;
+";
+
+/// The agent registry and every policy version each agent has had.
+const REGISTRY: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE CHECK (name <> ''),
+    owner         TEXT NOT NULL CHECK (owner <> ''),
+    policy        TEXT NOT NULL CHECK (policy <> ''),
+    cgroup        TEXT NOT NULL UNIQUE CHECK (cgroup <> ''),
+    adopted       INTEGER NOT NULL CHECK (adopted IN (0, 1)),
+    status        TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    created_at_ns INTEGER NOT NULL,
+    created_by    TEXT NOT NULL CHECK (created_by <> '')
+);
+CREATE TABLE IF NOT EXISTS policy_versions (
+    id           INTEGER PRIMARY KEY,
+    agent        TEXT NOT NULL CHECK (agent <> ''),
+    file         TEXT NOT NULL CHECK (file <> ''),
+    sha256       TEXT NOT NULL CHECK (length(sha256) = 64),
+    content      TEXT NOT NULL,
+    loaded_at_ns INTEGER NOT NULL,
+    loaded_by    TEXT NOT NULL CHECK (loaded_by <> '')
+);
+CREATE INDEX IF NOT EXISTS policy_versions_agent ON policy_versions (agent, id);
+";
+
+/// Held actions and their decisions (`approvals`). The last CHECK makes a
+/// decided approval without approver, role and time impossible to store.
+const APPROVALS: &str = "
+CREATE TABLE IF NOT EXISTS approvals (
+    id                 INTEGER PRIMARY KEY,
+    agent              TEXT NOT NULL CHECK (agent <> ''),
+    owner              TEXT NOT NULL CHECK (owner <> ''),
+    job                TEXT NOT NULL CHECK (json_valid(job)),
+    job_hash           TEXT NOT NULL CHECK (length(job_hash) = 64),
+    rule_id            TEXT NOT NULL CHECK (rule_id <> ''),
+    policy_snapshot    TEXT NOT NULL CHECK (length(policy_snapshot) = 64),
+    hold_key           TEXT NOT NULL,
+    approval_required  INTEGER NOT NULL CHECK (approval_required = 1),
+    created_at_ns      INTEGER NOT NULL,
+    expires_at_ns      INTEGER NOT NULL CHECK (expires_at_ns > created_at_ns),
+    status             TEXT NOT NULL CHECK (status IN ('pending','approved','rejected','expired','conflict')),
+    decided_by         TEXT,
+    decided_role       TEXT,
+    decided_at_ns      INTEGER,
+    reason             TEXT,
+    applied            INTEGER NOT NULL DEFAULT 0 CHECK (applied IN (0, 1)),
+    final_status       TEXT,
+    repeated_decisions INTEGER NOT NULL DEFAULT 0,
+    CHECK (status = 'pending' OR (decided_by IS NOT NULL AND decided_by <> ''
+                                  AND decided_role IS NOT NULL AND decided_role <> ''
+                                  AND decided_at_ns IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, hold_key);
+";
+
+/// Every table of the file, in the order they are created.
+pub(crate) const ALL: [&str; 4] = [EVIDENCE, CHECKPOINTS, REGISTRY, APPROVALS];
+
+/// Idempotently creates every table, index and trigger.
+pub fn create(conn: &Connection) -> rusqlite::Result<()> {
+    ALL.iter().try_for_each(|sql| conn.execute_batch(sql))
+}
+
+/// Schema version 1 to 2, in one transaction: every existing entry was
+/// sealed in encoding version 1, which the new column's default records.
+/// No entry is rewritten. The CHECK is tested against the existing rows.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE evidence ADD COLUMN v INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2));
+UPDATE evidence_meta SET value = 2 WHERE key = 'schema_version';
+UPDATE evidence_meta SET value = 'warden/entry/v2' WHERE key = 'entry_encoding';
+";
+
+pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT value FROM evidence_meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// The evidence schema version of a file that has one (None for a new file),
+/// read without writing anything.
+pub(crate) fn existing_schema_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'evidence_meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_meta {
+        return Ok(None);
+    }
+    schema_version(conn).optional()
+}
+
+/// Migrates a version 1 database to version 2 in one transaction; on any
+/// error nothing of it stays.
+pub(crate) fn migrate_1_to_2(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated it while this one waited.
+    if schema_version(&tx)? == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    tx.commit()
+}

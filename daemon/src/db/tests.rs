@@ -1,0 +1,262 @@
+//! Tests of the opener: pragmas, integrity refusal, schema versions and the
+//! migration, through `open` and through the three constructors built on it.
+
+use super::*;
+use crate::approvals::Approvals;
+use crate::evidence::record;
+use crate::evidence::store::{
+    tests::{batch, new_store, v1_database},
+    COLUMNS,
+};
+use crate::evidence::{Durability, EvidenceStore};
+use crate::registry::Registry;
+
+#[test]
+fn a_schema_1_database_is_migrated_and_keeps_its_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let old = v1_database(&path, 5);
+    let mut store = EvidenceStore::open(&path).expect("open migrates");
+    assert_eq!(
+        schema::schema_version(store.connection()).expect("version"),
+        SCHEMA_VERSION
+    );
+    assert_eq!(
+        store.read_range(1, 5).expect("read"),
+        old,
+        "entries unchanged"
+    );
+    let new = store
+        .append(&batch(5, 3), Durability::Batched)
+        .expect("append after migration");
+    assert!(new.iter().all(|e| e.v == record::ENCODING_VERSION));
+    assert_eq!(new[0].prev_hash, old[4].hash, "the chain goes on");
+    let report = crate::evidence::verify_store(&store).expect("mixed chain verifies");
+    assert_eq!(report.entries, 8);
+    drop(store);
+    let store = EvidenceStore::open(&path).expect("reopen: already migrated");
+    assert_eq!(store.count().expect("count"), 8);
+    let encoding: String = store
+        .connection()
+        .query_row(
+            "SELECT value FROM evidence_meta WHERE key = 'entry_encoding'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("encoding");
+    assert_eq!(encoding, "warden/entry/v2");
+}
+
+#[test]
+fn a_newer_schema_is_refused_without_touching_the_file() {
+    let (_dir, path, store) = new_store();
+    store
+        .connection()
+        .execute(
+            "UPDATE evidence_meta SET value = 3 WHERE key = 'schema_version'",
+            [],
+        )
+        .expect("bump");
+    drop(store);
+    let before = std::fs::read(&path).expect("read");
+    let err = open(&path, Integrity::QuickCheck).err().expect("refused");
+    assert!(
+        matches!(err, DbError::SchemaVersion { found: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
+
+/// Deterministic noise, to avoid a dependency for random bytes.
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[test]
+fn open_is_idempotent_and_schema_rejects_bad_rows() {
+    let (_dir, path, mut store) = new_store();
+    store
+        .append(&batch(0, 1), Durability::Batched)
+        .expect("append");
+    schema::create(store.connection()).expect("schema again");
+    drop(store);
+    let store = EvidenceStore::open(&path).expect("reopen");
+    let err = store
+        .connection()
+        .execute(
+            &format!(
+                "INSERT INTO evidence ({COLUMNS}) SELECT seq + 1, ts_ns, kind, '', owner, \
+                uid, loginuid, user, login_user, pid, exe, action, target, decision, rule_id, \
+                policy_snapshot, method, details, prev_hash, hash, v FROM evidence"
+            ),
+            [],
+        )
+        .expect_err("empty agent");
+    assert!(err.to_string().contains("CHECK"), "{err}");
+    let err = store
+        .connection()
+        .execute("DELETE FROM evidence", [])
+        .expect_err("append-only");
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+#[test]
+fn open_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warden.db");
+    let bytes = noise(64 * 1024, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(&path, &bytes).expect("write");
+
+    let err = open(&path, Integrity::QuickCheck)
+        .err()
+        .expect("must refuse");
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+    );
+    assert!(chain.contains(&path.display().to_string()), "{chain}");
+    assert!(chain.contains("not a database"), "{chain}");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+}
+
+#[test]
+fn open_refuses_a_corrupt_database_without_touching_it() {
+    let (_dir, path, mut store) = new_store();
+    for i in 0..20 {
+        store
+            .append(&batch(i * 50, 50), Durability::Batched)
+            .expect("append");
+    }
+    drop(store); // closing the last connection checkpoints the WAL into the file
+    let page_size = 4096;
+    let mut bytes = std::fs::read(&path).expect("read");
+    assert!(
+        bytes.len() > 8 * page_size,
+        "need several pages, got {}",
+        bytes.len()
+    );
+    let page = 5;
+    bytes[page * page_size..(page + 1) * page_size]
+        .copy_from_slice(&noise(page_size, 0x2545_f491_4f6c_dd1d));
+    std::fs::write(&path, &bytes).expect("write");
+
+    let err = open(&path, Integrity::QuickCheck)
+        .err()
+        .expect("must refuse");
+    assert!(matches!(err, DbError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+}
+
+#[test]
+fn trust_still_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warden.db");
+    let bytes = noise(64 * 1024, 0x9e37_79b9_7f4a_7c15);
+    std::fs::write(&path, &bytes).expect("write");
+
+    let err = open(&path, Integrity::Trust).err().expect("must refuse");
+    assert!(matches!(err, DbError::Open { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes);
+}
+
+/// What one connection to the file says about itself: the pragmas that
+/// must agree across openers, `synchronous`, and every schema object.
+fn settings(conn: &rusqlite::Connection) -> (String, i64, i64, i64, Vec<String>) {
+    let pragma = |name: &str| -> i64 {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .expect(name)
+    };
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    let mut stmt = conn
+        .prepare(
+            "SELECT type || ' ' || name FROM sqlite_master \
+             WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+        )
+        .expect("prepare");
+    let objects = stmt
+        .query_map([], |r| r.get(0))
+        .expect("objects")
+        .collect::<Result<_, _>>()
+        .expect("objects");
+    (
+        mode,
+        pragma("busy_timeout"),
+        pragma("foreign_keys"),
+        pragma("synchronous"),
+        objects,
+    )
+}
+
+#[test]
+fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
+    const ALL_OBJECTS: [&str; 10] = [
+        "index approvals_pending",
+        "index policy_versions_agent",
+        "table agents",
+        "table approvals",
+        "table checkpoints",
+        "table evidence",
+        "table evidence_meta",
+        "table policy_versions",
+        "trigger evidence_no_delete",
+        "trigger evidence_no_update",
+    ];
+    #[derive(Debug, Clone, Copy)]
+    enum Opener {
+        Registry,
+        Approvals,
+        Evidence,
+    }
+    let orders = [
+        [Opener::Registry, Opener::Approvals, Opener::Evidence],
+        [Opener::Registry, Opener::Evidence, Opener::Approvals],
+        [Opener::Approvals, Opener::Registry, Opener::Evidence],
+        [Opener::Approvals, Opener::Evidence, Opener::Registry],
+        [Opener::Evidence, Opener::Registry, Opener::Approvals],
+        [Opener::Evidence, Opener::Approvals, Opener::Registry],
+    ];
+    for order in orders {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warden.db");
+        // All kept open at once, as the daemon and a CLI verb do.
+        let (mut registry, mut approvals, mut evidence) = (None, None, None);
+        for opener in order {
+            let (got, synchronous) = match opener {
+                Opener::Registry => {
+                    let r = registry.insert(Registry::open(&path).expect("registry"));
+                    (settings(r.connection()), 2)
+                }
+                Opener::Approvals => {
+                    let a = approvals.insert(Approvals::open(&path).expect("approvals"));
+                    (settings(a.connection()), 2)
+                }
+                // NORMAL: batched appends, see `EvidenceStore::from_database`.
+                Opener::Evidence => {
+                    let e = evidence.insert(EvidenceStore::open(&path).expect("evidence"));
+                    (settings(e.connection()), 1)
+                }
+            };
+            let want = (
+                "wal".to_string(),
+                BUSY_TIMEOUT.as_millis() as i64,
+                1,
+                synchronous,
+                ALL_OBJECTS.map(String::from).to_vec(),
+            );
+            assert_eq!(got, want, "{opener:?} in {order:?}");
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! SQLite storage of the evidence chain.
+//!
+//! Rows are returned exactly as stored; nothing here checks hashes (that is
+//! `verify`'s job), so a tampered row reads back as tampered.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use rusqlite::types::{FromSql, FromSqlError};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use crate::db::{self, Database, DbError, Integrity};
+
+use super::record::{Entry, EntryHasher, NewEntry, RecordError, GENESIS_PREV_HASH};
+
+pub use crate::db::SCHEMA_VERSION;
+
+/// Column order shared by every SELECT and by `read_row`.
+pub(crate) const COLUMNS: &str = "seq, ts_ns, kind, agent, owner, uid, loginuid, user, \
+    login_user, pid, exe, action, target, decision, rule_id, policy_snapshot, method, details, \
+    prev_hash, hash, v";
+
+const INSERT: &str = "INSERT INTO evidence (seq, ts_ns, kind, agent, owner, uid, loginuid, \
+    user, login_user, pid, exe, action, target, decision, rule_id, policy_snapshot, method, \
+    details, prev_hash, hash, v) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Opening the file: integrity, WAL, schema version, migration.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("{op} in evidence database {path}")]
+    Sqlite {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("append evidence to {path}: entry {index} of the batch (would be seq {seq}) is invalid; nothing was written")]
+    Seal {
+        path: PathBuf,
+        index: usize,
+        seq: u64,
+        #[source]
+        source: RecordError,
+    },
+    #[error("read evidence from {path}: row seq {seq}: column {column} is malformed")]
+    MalformedColumn {
+        path: PathBuf,
+        seq: i64,
+        column: &'static str,
+        #[source]
+        source: FromSqlError,
+    },
+    #[error("read evidence from {path}: row seq {seq}: details is not a JSON object")]
+    MalformedDetails {
+        path: PathBuf,
+        seq: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// How durable an append must be before `append` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the process, not necessarily of the machine; lets
+    /// SQLite group commits for high-rate decisions.
+    Batched,
+    /// Synced to disk before returning; for holds, approvals and kills that
+    /// must not be acknowledged and then lost.
+    Fsync,
+}
+
+/// Selection for [`EvidenceStore::query`]; unset fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub agent: Option<String>,
+    pub kind: Option<String>,
+    pub decision: Option<String>,
+    /// Inclusive lower bound on `ts_ns`.
+    pub since_ns: Option<i64>,
+    /// Exclusive upper bound on `ts_ns`.
+    pub until_ns: Option<i64>,
+    /// Keep only the newest `limit` matches.
+    pub limit: Option<usize>,
+}
+
+pub struct EvidenceStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl EvidenceStore {
+    /// Opens (creating if missing) the evidence database at `path`.
+    ///
+    /// An existing file is integrity-checked before anything is written to
+    /// it, so a damaged or foreign file is reported and left byte-for-byte
+    /// as it was. The check reads the whole file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Integrity::QuickCheck)
+    }
+
+    /// Opens the evidence database at `path`, checking it first or not as
+    /// `integrity` says.
+    pub fn open_with(path: &Path, integrity: Integrity) -> Result<Self, StoreError> {
+        Self::from_database(db::open(path, integrity)?)
+    }
+
+    /// The store on a database [`db::open`] opened.
+    pub fn from_database(database: Database) -> Result<Self, StoreError> {
+        let (conn, path) = database.into_parts();
+        let store = EvidenceStore { conn, path };
+        // Batched appends may lose the newest entries in a machine crash,
+        // never in a process crash; `Durability::Fsync` raises it per append.
+        store.set_synchronous("NORMAL")?;
+        Ok(store)
+    }
+
+    /// The connection, for tables that live beside the chain (checkpoints).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Seals `entries` after the current head and writes them in one
+    /// transaction. The write lock is taken up front (`BEGIN IMMEDIATE`), so
+    /// appends from several processes serialise and the chain stays linear.
+    /// If any entry is invalid, nothing is written.
+    pub fn append(
+        &mut self,
+        entries: &[NewEntry],
+        durability: Durability,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        if durability == Durability::Batched {
+            return self.append_tx(entries);
+        }
+        // SQLite refuses to change `synchronous` inside a transaction.
+        self.set_synchronous("FULL")?;
+        let result = self.append_tx(entries);
+        // A failure here leaves the connection at FULL, which is only slower;
+        // reporting it would make callers retry an append that succeeded.
+        let _ = self.set_synchronous("NORMAL");
+        result
+    }
+
+    fn append_tx(&mut self, entries: &[NewEntry]) -> Result<Vec<Entry>, StoreError> {
+        let path = &self.path;
+        let sql = |op| {
+            move |source| StoreError::Sqlite {
+                op,
+                path: path.clone(),
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin append"))?;
+        let (mut seq, mut prev_hash) = read_head(&tx)
+            .map_err(sql("read evidence head"))?
+            .unwrap_or((0, GENESIS_PREV_HASH.to_string()));
+
+        let mut sealed = Vec::with_capacity(entries.len());
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(sql("prepare append"))?;
+            let mut hasher = EntryHasher::new();
+            for (index, new) in entries.iter().enumerate() {
+                seq += 1;
+                let seal_err = |source| StoreError::Seal {
+                    path: path.clone(),
+                    index,
+                    seq,
+                    source,
+                };
+                let entry =
+                    Entry::seal_with(&mut hasher, seq, prev_hash, new.clone()).map_err(seal_err)?;
+                // serde_json only ever writes UTF-8, so this never replaces anything.
+                let details_text = String::from_utf8_lossy(hasher.details());
+                insert
+                    .execute(params![
+                        entry.seq,
+                        entry.ts_ns,
+                        entry.kind,
+                        entry.agent,
+                        entry.owner,
+                        entry.uid,
+                        entry.loginuid,
+                        entry.user,
+                        entry.login_user,
+                        entry.pid,
+                        entry.exe,
+                        entry.action,
+                        entry.target,
+                        entry.decision,
+                        entry.rule_id,
+                        entry.policy_snapshot,
+                        entry.method,
+                        details_text,
+                        entry.prev_hash,
+                        entry.hash,
+                        entry.v,
+                    ])
+                    .map_err(sql("append evidence"))?;
+                prev_hash = entry.hash.clone();
+                sealed.push(entry);
+            }
+        }
+        tx.commit().map_err(sql("commit append"))?;
+        Ok(sealed)
+    }
+
+    /// The last stored `(seq, hash)`, or `None` for an empty log.
+    pub fn head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        read_head(&self.conn).map_err(self.sql("read evidence head"))
+    }
+
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM evidence", [], |row| row.get(0))
+            .map_err(self.sql("count evidence"))
+    }
+
+    /// Entries with `from_seq <= seq <= to_seq`, in seq order.
+    pub fn read_range(&self, from_seq: u64, to_seq: u64) -> Result<Vec<Entry>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM evidence WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq");
+        self.collect(&sql, params![from_seq, to_seq], "read evidence range")
+    }
+
+    /// Matching entries, oldest first; with a limit, the newest `limit`.
+    pub fn query(&self, filter: &Filter) -> Result<Vec<Entry>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM evidence \
+             WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR kind = ?2) \
+               AND (?3 IS NULL OR decision = ?3) \
+               AND (?4 IS NULL OR ts_ns >= ?4) AND (?5 IS NULL OR ts_ns < ?5) \
+             ORDER BY seq DESC LIMIT ?6"
+        );
+        // SQLite reads a negative LIMIT as "no limit".
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut entries = self.collect(
+            &sql,
+            params![
+                filter.agent,
+                filter.kind,
+                filter.decision,
+                filter.since_ns,
+                filter.until_ns,
+                limit
+            ],
+            "query evidence",
+        )?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Streams every entry in seq order to `f` until it breaks, without
+    /// holding more than one row in memory. The same `Entry` buffer is
+    /// refilled for each row, so `f` must clone what it wants to keep.
+    pub fn for_each_entry<B>(
+        &self,
+        mut f: impl FnMut(&Entry) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM evidence ORDER BY seq");
+        let mut stmt = self.conn.prepare(&sql).map_err(self.sql("read evidence"))?;
+        let mut rows = stmt.query([]).map_err(self.sql("read evidence"))?;
+        let mut entry = Entry::blank();
+        while let Some(row) = rows.next().map_err(self.sql("read evidence"))? {
+            self.read_row(row, &mut entry)?;
+            if let ControlFlow::Break(b) = f(&entry) {
+                return Ok(ControlFlow::Break(b));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn collect(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        op: &'static str,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.sql(op))?;
+        let mut rows = stmt.query(params).map_err(self.sql(op))?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().map_err(self.sql(op))? {
+            let mut entry = Entry::blank();
+            self.read_row(row, &mut entry)?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// Fills `e` from a row selected with [`COLUMNS`], reusing its strings.
+    fn read_row(&self, row: &Row<'_>, e: &mut Entry) -> Result<(), StoreError> {
+        let raw_seq: i64 = row.get(0).map_err(self.sql("read evidence"))?;
+        let cols = Columns {
+            row,
+            seq: raw_seq,
+            path: &self.path,
+        };
+        e.seq = cols.int(0, "seq")?;
+        e.ts_ns = cols.int(1, "ts_ns")?;
+        cols.text(2, "kind", &mut e.kind)?;
+        cols.text(3, "agent", &mut e.agent)?;
+        cols.text(4, "owner", &mut e.owner)?;
+        e.uid = cols.int(5, "uid")?;
+        e.loginuid = cols.int(6, "loginuid")?;
+        cols.text(7, "user", &mut e.user)?;
+        cols.text(8, "login_user", &mut e.login_user)?;
+        e.pid = cols.int(9, "pid")?;
+        cols.text(10, "exe", &mut e.exe)?;
+        cols.text(11, "action", &mut e.action)?;
+        cols.text(12, "target", &mut e.target)?;
+        cols.text(13, "decision", &mut e.decision)?;
+        cols.text(14, "rule_id", &mut e.rule_id)?;
+        cols.text(15, "policy_snapshot", &mut e.policy_snapshot)?;
+        cols.text(16, "method", &mut e.method)?;
+        e.details = cols.details(17)?;
+        cols.text(18, "prev_hash", &mut e.prev_hash)?;
+        cols.text(19, "hash", &mut e.hash)?;
+        e.v = cols.int(20, "v")?;
+        Ok(())
+    }
+
+    fn set_synchronous(&self, level: &str) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", level)
+            .map_err(self.sql("set synchronous"))
+    }
+
+    fn sql(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+fn read_head(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {
+    conn.query_row(
+        "SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+}
+
+/// Typed access to one row, turning type problems into errors naming the
+/// row and column: stored rows are untrusted input.
+struct Columns<'r, 's> {
+    row: &'r Row<'s>,
+    seq: i64,
+    path: &'r Path,
+}
+
+impl Columns<'_, '_> {
+    fn malformed(&self, column: &'static str, source: FromSqlError) -> StoreError {
+        StoreError::MalformedColumn {
+            path: self.path.to_path_buf(),
+            seq: self.seq,
+            column,
+            source,
+        }
+    }
+
+    fn value(&self, idx: usize) -> Result<rusqlite::types::ValueRef<'_>, StoreError> {
+        self.row.get_ref(idx).map_err(|source| StoreError::Sqlite {
+            op: "read evidence",
+            path: self.path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn int<T: FromSql>(&self, idx: usize, column: &'static str) -> Result<T, StoreError> {
+        T::column_result(self.value(idx)?).map_err(|e| self.malformed(column, e))
+    }
+
+    fn text(&self, idx: usize, column: &'static str, out: &mut String) -> Result<(), StoreError> {
+        let s = self
+            .value(idx)?
+            .as_str()
+            .map_err(|e| self.malformed(column, e))?;
+        out.clear();
+        out.push_str(s);
+        Ok(())
+    }
+
+    fn details(&self, idx: usize) -> Result<Map<String, Value>, StoreError> {
+        let s = self
+            .value(idx)?
+            .as_str()
+            .map_err(|e| self.malformed("details", e))?;
+        serde_json::from_str(s).map_err(|source| StoreError::MalformedDetails {
+            path: self.path.to_path_buf(),
+            seq: self.seq,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,256 @@
+//! Test helpers other evidence tests build on (raw rows, a schema 1 file)
+//! and the tests of appending, reading and querying the chain.
+
+use super::*;
+use crate::evidence::record::{self, tests::sample};
+
+/// Inserts `e` as a row, bypassing `append` (no sealing or linking);
+/// without `v` as schema version 1 had it.
+pub(crate) fn insert_raw(conn: &Connection, e: &Entry, with_v: bool) {
+    let mut details = Vec::new();
+    record::write_canonical_details(&e.details, &mut details).expect("details");
+    let details = String::from_utf8(details).expect("utf8");
+    let (columns, v) = match with_v {
+        true => (COLUMNS, ",?21"),
+        false => (COLUMNS.trim_end_matches(", v"), ""),
+    };
+    let sql = format!(
+        "INSERT INTO evidence ({columns}) VALUES \
+         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20{v})"
+    );
+    let mut stmt = conn.prepare(&sql).expect("prepare insert");
+    let base = params![
+        e.seq,
+        e.ts_ns,
+        e.kind,
+        e.agent,
+        e.owner,
+        e.uid,
+        e.loginuid,
+        e.user,
+        e.login_user,
+        e.pid,
+        e.exe,
+        e.action,
+        e.target,
+        e.decision,
+        e.rule_id,
+        e.policy_snapshot,
+        e.method,
+        details,
+        e.prev_hash,
+        e.hash,
+        e.v
+    ];
+    let n = if with_v { 21 } else { 20 };
+    stmt.execute(&base[..n]).expect("insert row");
+}
+
+/// A database at `path` as schema version 1 left it: no `v` column, and
+/// `n` entries sealed in encoding version 1.
+pub(crate) fn v1_database(path: &Path, n: u64) -> Vec<Entry> {
+    let conn = Connection::open(path).expect("open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .expect("wal");
+    assert_eq!(mode, "wal");
+    let schema = crate::db::schema::EVIDENCE
+        .replace(
+            ",\n    v               INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))",
+            "",
+        )
+        .replace("('schema_version', 2)", "('schema_version', 1)")
+        .replace("warden/entry/v2", "warden/entry/v1");
+    assert!(!schema.contains("CHECK (v IN"), "schema 1 has no v column");
+    conn.execute_batch(&schema).expect("schema 1");
+    let mut prev = GENESIS_PREV_HASH.to_string();
+    let mut entries = Vec::new();
+    for new in batch(0, n) {
+        let mut e = Entry::seal(entries.len() as u64 + 1, prev, new).expect("seal");
+        e.v = 1;
+        e.hash = record::compute_hash(&e).expect("hash");
+        insert_raw(&conn, &e, false);
+        prev = e.hash.clone();
+        entries.push(e);
+    }
+    entries
+}
+
+pub(crate) fn new_store() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warden.db");
+    let store = EvidenceStore::open(&path).expect("open");
+    (dir, path, store)
+}
+
+pub(crate) fn batch(from: u64, n: u64) -> Vec<NewEntry> {
+    (from..from + n).map(sample).collect()
+}
+
+#[test]
+fn append_links_entries_and_reads_them_back() {
+    let (_dir, path, mut store) = new_store();
+    assert_eq!(store.head().expect("head"), None);
+    assert_eq!(store.count().expect("count"), 0);
+
+    let first = store
+        .append(&batch(0, 3), Durability::Batched)
+        .expect("append");
+    let second = store
+        .append(&batch(3, 2), Durability::Fsync)
+        .expect("append fsync");
+    assert_eq!(first[0].prev_hash, GENESIS_PREV_HASH);
+    assert_eq!(second[0].seq, 4);
+    assert_eq!(second[0].prev_hash, first[2].hash);
+    assert_eq!(
+        store.head().expect("head"),
+        Some((5, second[1].hash.clone()))
+    );
+    assert_eq!(store.count().expect("count"), 5);
+
+    let all: Vec<Entry> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(store.read_range(1, 5).expect("range"), all);
+    assert_eq!(store.read_range(2, 3).expect("range"), all[1..3].to_vec());
+    assert!(store.read_range(4, 2).expect("empty range").is_empty());
+
+    let sync: i64 = store
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(sync, 1, "synchronous back to NORMAL after an Fsync append");
+
+    drop(store);
+    let reopened = EvidenceStore::open(&path).expect("reopen");
+    assert_eq!(reopened.read_range(1, 5).expect("range"), all);
+}
+
+#[test]
+fn invalid_entry_aborts_the_whole_batch() {
+    let (_dir, _path, mut store) = new_store();
+    store
+        .append(&batch(0, 2), Durability::Batched)
+        .expect("append");
+    let mut entries = batch(2, 3);
+    entries[1].owner.clear();
+    let err = store
+        .append(&entries, Durability::Batched)
+        .expect_err("invalid");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Seal {
+                index: 1,
+                seq: 4,
+                source: RecordError::EmptyField { field: "owner" },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.count().expect("count"), 2);
+    // The failed transaction must not leave the connection unusable.
+    store
+        .append(&batch(2, 1), Durability::Batched)
+        .expect("append after failure");
+    assert_eq!(store.head().expect("head").map(|h| h.0), Some(3));
+}
+
+#[test]
+fn for_each_entry_streams_in_order_and_stops_on_break() {
+    let (_dir, _path, mut store) = new_store();
+    store
+        .append(&batch(0, 10), Durability::Batched)
+        .expect("append");
+    let mut seen = Vec::new();
+    let flow = store
+        .for_each_entry(|e| {
+            seen.push(e.seq);
+            if e.seq == 4 {
+                ControlFlow::Break(e.hash.clone())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect("stream");
+    assert_eq!(seen, [1, 2, 3, 4]);
+    let h4 = store.read_range(4, 4).expect("range").remove(0).hash;
+    assert_eq!(flow, ControlFlow::Break(h4));
+}
+
+#[test]
+fn query_filters_and_keeps_newest() {
+    let (_dir, _path, mut store) = new_store();
+    let mut entries = batch(0, 12);
+    entries[5].agent = "other".into();
+    entries[6].kind = "kill".into();
+    store.append(&entries, Durability::Batched).expect("append");
+    let seqs = |f: Filter| -> Vec<u64> {
+        store
+            .query(&f)
+            .expect("query")
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(Filter::default()).len(), 12);
+    assert_eq!(
+        seqs(Filter {
+            agent: Some("other".into()),
+            ..Filter::default()
+        }),
+        [6]
+    );
+    assert_eq!(
+        seqs(Filter {
+            kind: Some("kill".into()),
+            ..Filter::default()
+        }),
+        [7]
+    );
+    // sample(n) denies when n % 3 == 0, i.e. seq 1, 4, 7, 10.
+    let deny = Filter {
+        decision: Some("deny".into()),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(deny.clone()), [1, 4, 7, 10]);
+    assert_eq!(
+        seqs(Filter {
+            limit: Some(2),
+            ..deny
+        }),
+        [7, 10]
+    );
+    let t = |seq: u64| entries[seq as usize - 1].ts_ns;
+    let window = Filter {
+        since_ns: Some(t(3)),
+        until_ns: Some(t(6)),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(window), [3, 4, 5]);
+}
+
+#[test]
+fn concurrent_appenders_keep_one_linear_chain() {
+    let (_dir, path, store) = new_store();
+    drop(store);
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut store = EvidenceStore::open(&path).expect("open");
+                for i in 0..25 {
+                    let from = w * 1000 + i * 10;
+                    store
+                        .append(&batch(from, 10), Durability::Batched)
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let store = EvidenceStore::open(&path).expect("open");
+    let report = crate::evidence::verify_store(&store).expect("chain intact");
+    assert_eq!(report.entries, 1000);
+}
