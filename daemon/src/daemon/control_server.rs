@@ -104,7 +104,9 @@ pub(super) async fn dispatch(
             .await
             {
                 Some(Ok(message)) => Response::Ok { message },
-                Some(Err(message)) => Response::Error { message },
+                Some(Err(e)) => Response::Error {
+                    message: crate::error_chain(&e),
+                },
                 None => gone(),
             }
         }

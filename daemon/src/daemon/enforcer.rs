@@ -25,7 +25,7 @@ use crate::{
     decode::KernelEvent,
     evidence::NewEntry,
     gaps::{self, DropWatch},
-    holds::{Caller, Holds, Verdict},
+    holds::{Caller, HoldError, Holds, Verdict},
     kernel::Kernel,
     registry::Registry,
 };
@@ -64,7 +64,7 @@ pub(super) enum Command {
         verdict: Verdict,
         reason: Option<String>,
         caller: Caller,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, HoldError>>,
     },
     Approvals {
         all: bool,
@@ -177,13 +177,10 @@ impl Enforcer {
                             self.record(gap);
                         }
                     }
-                    let writer = &self.writer;
-                    let mut record =
-                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
-                    if let Err(e) = self.holds.expire(&mut self.kernel, &mut record) {
+                    if let Err(e) = self.holds.expire(&mut self.kernel) {
                         tracing::error!(error = %crate::error_chain(&e), "expire holds");
                     }
-                    if let Err(e) = self.holds.reap(&mut self.kernel, &mut record) {
+                    if let Err(e) = self.holds.reap(&mut self.kernel) {
                         tracing::error!(error = %crate::error_chain(&e), "finish ended holds");
                     }
                     if let Err(e) = self.kernel.settle_paused_flag() {
@@ -206,13 +203,10 @@ impl Enforcer {
                     if stale > 0 {
                         tracing::info!(links = stale, "unpinned the previous daemon's links");
                     }
-                    let writer = &self.writer;
-                    let mut record =
-                        |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
                     if let Err(e) = self.holds.reseize(&self.kernel) {
                         tracing::error!(error = %crate::error_chain(&e), "seize paused threads");
                     }
-                    match self.holds.replay(&mut self.kernel, &mut record) {
+                    match self.holds.replay(&mut self.kernel) {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(
                             count = n,
@@ -262,16 +256,14 @@ impl Enforcer {
         verdict: Verdict,
         reason: Option<&str>,
         caller: &Caller,
-    ) -> Result<String, String> {
-        let approval = self.holds.get(id).map_err(|e| crate::error_chain(&e))?;
+    ) -> Result<String, HoldError> {
+        let approval = self.holds.get(id)?;
         let current = self
             .enforced
             .get(&approval.job.agent)
             .map(|e| e.snapshot.clone());
         let policy = self.policy_by_snapshot(&approval.policy_snapshot);
         let cgroups: Vec<PathBuf> = self.enforced.values().map(|e| e.cgroup.clone()).collect();
-        let writer = &self.writer;
-        let mut record = |e: NewEntry| writer.write_durable(vec![e]).map_err(|e| e.to_string());
         self.holds.decide(
             &mut self.kernel,
             id,
@@ -281,7 +273,6 @@ impl Enforcer {
             current.as_deref(),
             policy.as_deref(),
             &cgroups,
-            &mut record,
         )
     }
 

@@ -19,6 +19,8 @@ mod status;
 mod views;
 mod writer;
 
+pub use writer::{EvidenceWriter, WriteError};
+
 use std::{
     collections::HashMap,
     future::Future,
@@ -35,7 +37,7 @@ use self::{
     events::read_events,
     startup::previous_run,
     views::{prefill_views, Stats, Views},
-    writer::{CheckpointPolicy, EvidenceWriter},
+    writer::CheckpointPolicy,
 };
 use crate::{
     actor::{Actor, Recorded},
@@ -73,8 +75,10 @@ pub enum DaemonError {
     },
     #[error("another warden daemon is already serving {0}")]
     AlreadyRunning(PathBuf),
-    #[error("write evidence: {0}")]
-    Write(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("a start-up task failed")]
+    Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Approvals(#[from] crate::approvals::ApprovalError),
     #[error(transparent)]
@@ -106,7 +110,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let store = EvidenceStore::open(&paths.database())?;
     let registry = Registry::open(&paths.database())?;
     let (downtime, dropped_recorded) = previous_run(&store)?;
-    let holds = Holds::new(Approvals::open(&paths.database())?);
+    let approvals = Approvals::open(&paths.database())?;
     let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
     let listener = bind_socket(&paths.socket)?;
@@ -117,6 +121,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let key_id = checkpoint::key_id(&key.verifying_key());
     let (writer, writer_thread) =
         EvidenceWriter::spawn(store, stats.clone(), key, CheckpointPolicy::from_env());
+    let holds = Holds::new(approvals, writer.clone());
     let views = Arc::new(RwLock::new(Views::default()));
     // Decisions queued while no daemon ran name policy versions loaded by
     // an earlier daemon: know them all before the reader starts.
@@ -132,9 +137,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         .and_then(|(last, stopped)| gaps::downtime(Some(&last), stopped, clock::now_ns(), &actor))
     {
         let w = writer.clone();
-        tokio::task::spawn_blocking(move || w.write_durable(vec![gap]))
-            .await
-            .map_err(|e| DaemonError::Write(e.to_string()))??;
+        tokio::task::spawn_blocking(move || w.write_durable(vec![gap])).await??;
     }
 
     let mut details = serde_json::Map::new();
@@ -156,9 +159,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         details,
     });
     let w = writer.clone();
-    tokio::task::spawn_blocking(move || w.write_durable(vec![start]))
-        .await
-        .map_err(|e| DaemonError::Write(e.to_string()))??;
+    tokio::task::spawn_blocking(move || w.write_durable(vec![start])).await??;
 
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let enforcer = Enforcer {

@@ -7,20 +7,29 @@ use std::sync::{atomic::Ordering, mpsc, Arc};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::{views::Stats, DaemonError};
+use super::views::Stats;
 use crate::{
     actor::{Actor, Recorded},
     clock,
     evidence::{
         checkpoint::{self, HostKey},
-        Durability, EvidenceStore, NewEntry,
+        Durability, EvidenceStore, NewEntry, StoreError,
     },
 };
+
+/// Why entries could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("write evidence: the evidence writer is gone")]
+    Gone,
+    #[error("write evidence")]
+    Store(#[source] StoreError),
+}
 
 pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    done: Option<oneshot::Sender<Result<(), WriteError>>>,
 }
 
 #[derive(Clone)]
@@ -56,19 +65,15 @@ impl EvidenceWriter {
     }
 
     /// Appends entries and returns once they are durably on disk.
-    pub(super) fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), DaemonError> {
+    pub fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), WriteError> {
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
             entries,
             durability: Durability::Fsync,
             done: Some(done),
         };
-        self.tx
-            .send(job)
-            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?;
-        wait.blocking_recv()
-            .map_err(|_| DaemonError::Write("evidence writer is gone".into()))?
-            .map_err(DaemonError::Write)
+        self.tx.send(job).map_err(|_| WriteError::Gone)?;
+        wait.blocking_recv().map_err(|_| WriteError::Gone)?
     }
 }
 
@@ -131,42 +136,52 @@ pub(super) fn write_loop(
 /// Signs the current head and records the checkpoint in the chain too, so
 /// copies of the log elsewhere carry it.
 pub(super) fn sign_checkpoint(store: &mut EvidenceStore, key: &HostKey, stats: &Stats) {
-    let result = (|| -> Result<(), String> {
-        let Some((size, head)) = store.head().map_err(|e| crate::error_chain(&e))? else {
-            return Ok(());
-        };
-        let cp = checkpoint::write(store.connection(), key, size, &head, clock::now_ns())
-            .map_err(|e| crate::error_chain(&e))?;
-        let mut details = serde_json::Map::new();
-        details.insert("checkpoint_id".into(), json!(cp.id));
-        details.insert("size".into(), json!(cp.size));
-        details.insert("head_hash".into(), json!(cp.head_hash));
-        details.insert("signed_at_ns".into(), json!(cp.ts_ns));
-        details.insert("prev".into(), json!(cp.prev));
-        details.insert("key_id".into(), json!(cp.key_id));
-        details.insert("signature".into(), json!(cp.signature));
-        let entry = Actor::current().entry(Recorded {
-            kind: "checkpoint",
-            agent: "warden",
-            owner: "system",
-            action: "evidence.checkpoint",
-            target: &format!("seq 1..{size}"),
-            decision: "signed",
-            policy_snapshot: "none",
-            details,
-        });
-        let written = store
-            .append(&[entry], Durability::Fsync)
-            .map_err(|e| crate::error_chain(&e))?;
-        stats
-            .recorded
-            .fetch_add(written.len() as u64, Ordering::Relaxed);
-        tracing::debug!(id = cp.id, size, "checkpoint signed");
-        Ok(())
-    })();
-    if let Err(e) = result {
-        tracing::error!(error = %e, "sign checkpoint");
+    if let Err(e) = try_sign_checkpoint(store, key, stats) {
+        tracing::error!(error = %crate::error_chain(&e), "sign checkpoint");
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SignError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+fn try_sign_checkpoint(
+    store: &mut EvidenceStore,
+    key: &HostKey,
+    stats: &Stats,
+) -> Result<(), SignError> {
+    let Some((size, head)) = store.head()? else {
+        return Ok(());
+    };
+    let cp = checkpoint::write(store.connection(), key, size, &head, clock::now_ns())?;
+    let mut details = serde_json::Map::new();
+    details.insert("checkpoint_id".into(), json!(cp.id));
+    details.insert("size".into(), json!(cp.size));
+    details.insert("head_hash".into(), json!(cp.head_hash));
+    details.insert("signed_at_ns".into(), json!(cp.ts_ns));
+    details.insert("prev".into(), json!(cp.prev));
+    details.insert("key_id".into(), json!(cp.key_id));
+    details.insert("signature".into(), json!(cp.signature));
+    let entry = Actor::current().entry(Recorded {
+        kind: "checkpoint",
+        agent: "warden",
+        owner: "system",
+        action: "evidence.checkpoint",
+        target: &format!("seq 1..{size}"),
+        decision: "signed",
+        policy_snapshot: "none",
+        details,
+    });
+    let written = store.append(&[entry], Durability::Fsync)?;
+    stats
+        .recorded
+        .fetch_add(written.len() as u64, Ordering::Relaxed);
+    tracing::debug!(id = cp.id, size, "checkpoint signed");
+    Ok(())
 }
 
 /// Appends `first` and whatever else is queued in one transaction (group
@@ -217,9 +232,9 @@ pub(super) fn append_jobs(
                 let result = store
                     .append(&job.entries, durability)
                     .map(|w| count += w.len() as u64)
-                    .map_err(|e| crate::error_chain(&e));
+                    .map_err(WriteError::Store);
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, entries = job.entries.len(), "evidence lost");
+                    tracing::error!(error = %crate::error_chain(e), entries = job.entries.len(), "evidence lost");
                 }
                 if let Some(done) = job.done {
                     let _ = done.send(result);
