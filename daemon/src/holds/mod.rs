@@ -258,8 +258,8 @@ impl Holds {
             return Err(HoldError::NotApprover {
                 user: user_name,
                 agent: a.job.agent.clone(),
-                users: approvers.users.iter().cloned().collect(),
-                groups: approvers.groups.iter().cloned().collect(),
+                users: approvers.users.clone(),
+                groups: approvers.groups.clone(),
             });
         };
 
