@@ -20,7 +20,7 @@ use warden_common::{
     PATH_KEY_BYTES, SLOT_PREFIX_BITS,
 };
 
-use crate::PATH_SCRATCH;
+use crate::maps::PATH_SCRATCH;
 
 /// Filled by the daemon from the kernel's BTF before the object is loaded.
 /// `.rodata` is frozen at load, so the verifier sees these as constants.
