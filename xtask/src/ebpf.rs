@@ -35,13 +35,12 @@ pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const BPF_TARGET: &str = "bpfel-unknown-none";
 
-/// Files whose change must trigger a rebuild of the object.
+/// Files whose change must trigger a rebuild of the object: every file
+/// under the two source trees, subfolders included.
 pub fn sources(workspace: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in ["ebpf/programs/src", "ebpf/common/src"] {
-        if let Ok(entries) = std::fs::read_dir(workspace.join(dir)) {
-            out.extend(entries.flatten().map(|e| e.path()));
-        }
+        collect_files(&workspace.join(dir), &mut out);
     }
     for file in [
         "ebpf/programs/Cargo.toml",
@@ -51,6 +50,24 @@ pub fn sources(workspace: &Path) -> Vec<PathBuf> {
         out.push(workspace.join(file));
     }
     out
+}
+
+/// Every file below `dir`, recursively, and the directories themselves:
+/// cargo scans a listed directory for any modification, which also
+/// catches a file added to it.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    out.push(dir.to_path_buf());
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
 }
 
 /// Builds the eBPF object and returns its path.
