@@ -8,9 +8,7 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -75,7 +73,12 @@ impl Dest {
             EventKind::Connect4 | EventKind::Sendmsg4 => {
                 let ip4: u32 = ctx_field!(sa, user_ip4);
                 addr[..4].copy_from_slice(&ip4.to_ne_bytes());
-                Dest { family: AF_INET, port, proto, addr }
+                Dest {
+                    family: AF_INET,
+                    port,
+                    proto,
+                    addr,
+                }
             }
             // Connect6 and Sendmsg6: the network programs are never given
             // another kind.
@@ -92,7 +95,12 @@ impl Dest {
                 addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
                 addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
                 addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
-                Dest { family: AF_INET6, port, proto, addr }
+                Dest {
+                    family: AF_INET6,
+                    port,
+                    proto,
+                    addr,
+                }
             }
         }
     }
@@ -110,12 +118,16 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let (decision, rule_idx, agent) = match agent {
         // Attached to an agent cgroup but not registered: a cgroup created
         // below an agent's that the daemon has not seen yet. Fail closed.
-        None => (Decision::Deny, rule::UNKNOWN_CGROUP, AgentInfo {
-            agent_id: 0,
-            policy_gen: 0,
-            slot: 0,
-            flags: 0,
-        }),
+        None => (
+            Decision::Deny,
+            rule::UNKNOWN_CGROUP,
+            AgentInfo {
+                agent_id: 0,
+                policy_gen: 0,
+                slot: 0,
+                flags: 0,
+            },
+        ),
         Some(a) if a.flags & agent_flags::REVOKED != 0 => (Decision::Deny, rule::REVOKED, a),
         Some(a) => {
             let (d, r) = match_rules(&dest, a.slot);

@@ -3,8 +3,8 @@
 //! no room (`unrecorded`).
 
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    bpf_ktime_get_boot_ns, generated,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    generated,
 };
 use warden_common::{
     agent_counter, agent_flags, limits, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
@@ -30,7 +30,11 @@ pub fn unrecorded(agent: &AgentInfo, policy_allows: bool) -> bool {
     }
     count_agent(
         agent.agent_id,
-        if open { agent_counter::ALLOWED_UNRECORDED } else { agent_counter::DROPPED },
+        if open {
+            agent_counter::ALLOWED_UNRECORDED
+        } else {
+            agent_counter::DROPPED
+        },
     );
     open
 }

@@ -256,7 +256,10 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
             continue;
         }
         set!(s.names[i], word(&span, name_word));
-        set!(s.lens[i], (word(&span, len_word) >> (len_shift & 63)) as u32);
+        set!(
+            s.lens[i],
+            (word(&span, len_word) >> (len_shift & 63)) as u32
+        );
         set!(s.cur_dentry, parent);
     }
 

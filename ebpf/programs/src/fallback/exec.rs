@@ -20,7 +20,9 @@
 //! same rules and fails the exec instead.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use warden_common::{agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent};
+use warden_common::{
+    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent,
+};
 
 use crate::{
     agent::governing_agent,
@@ -65,7 +67,14 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         return;
     };
     let (decision, method, kill_failed) = hold::carry_out(decision, held_state::EXEC_STOPPING);
-    fill_exec(entry.as_mut_ptr(), &j, decision, method, j.flags | kill_failed, s);
+    fill_exec(
+        entry.as_mut_ptr(),
+        &j,
+        decision,
+        method,
+        j.flags | kill_failed,
+        s,
+    );
     entry.submit(submit_flags(
         decision == Decision::Allow,
         core::mem::size_of::<ExecEvent>() as u64,

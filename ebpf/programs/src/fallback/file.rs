@@ -155,7 +155,14 @@ pub fn decide(regs: *const u8, ret: i64) {
     // A hold stops the thread with the fd in hand, before user space sees
     // it: a human decides whether it gets it (continue) or not (kill).
     let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
-    fill_open(entry.as_mut_ptr(), &j, decision, method, j.flags | kill_failed, s);
+    fill_open(
+        entry.as_mut_ptr(),
+        &j,
+        decision,
+        method,
+        j.flags | kill_failed,
+        s,
+    );
     entry.submit(submit_flags(
         decision == Decision::Allow,
         core::mem::size_of::<OpenEvent>() as u64,

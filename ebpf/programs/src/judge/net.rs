@@ -35,7 +35,13 @@ pub fn match_rules(dest: &Dest, slot: u32) -> (Decision, u32) {
             let addr = [dest.addr[0], dest.addr[1], dest.addr[2], dest.addr[3]];
             NET4_RULES.get(Key::new(SLOT_PREFIX_BITS + 32, Net4Key { slot, addr }))
         }
-        None => NET6_RULES.get(Key::new(SLOT_PREFIX_BITS + 128, Net6Key { slot, addr: dest.addr })),
+        None => NET6_RULES.get(Key::new(
+            SLOT_PREFIX_BITS + 128,
+            Net6Key {
+                slot,
+                addr: dest.addr,
+            },
+        )),
     };
     let Some(rules) = rules else {
         return (Decision::Deny, rule::DEFAULT);
