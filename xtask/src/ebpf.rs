@@ -35,13 +35,12 @@ pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const BPF_TARGET: &str = "bpfel-unknown-none";
 
-/// Files whose change must trigger a rebuild of the object.
+/// Files whose change must trigger a rebuild of the object: every file
+/// under the two source trees, subfolders included.
 pub fn sources(workspace: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in ["ebpf/programs/src", "ebpf/common/src"] {
-        if let Ok(entries) = std::fs::read_dir(workspace.join(dir)) {
-            out.extend(entries.flatten().map(|e| e.path()));
-        }
+        collect_files(&workspace.join(dir), &mut out);
     }
     for file in [
         "ebpf/programs/Cargo.toml",
@@ -53,8 +52,33 @@ pub fn sources(workspace: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Builds the eBPF object and returns its path.
-pub fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+/// Every file below `dir`, recursively, and the directories themselves:
+/// cargo scans a listed directory for any modification, which also
+/// catches a file added to it.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    out.push(dir.to_path_buf());
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// A command running `program` (`DEBIAN_CARGO`, or Debian's cargo-clippy
+/// with `subcommand` "clippy") on the programs crate for the BPF target,
+/// in the environment of the recipe above.
+pub fn command(
+    workspace: &Path,
+    target_dir: &Path,
+    program: &str,
+    subcommand: &str,
+) -> Result<Command, String> {
     let linker_dir = tools_dir().join("bin");
     if !linker_dir.join("bpf-linker").exists() {
         return Err(format!(
@@ -62,10 +86,10 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
             linker_dir.display()
         ));
     }
-    for tool in [DEBIAN_CARGO, DEBIAN_RUSTC] {
+    for tool in [DEBIAN_CARGO, DEBIAN_RUSTC, program] {
         if !Path::new(tool).exists() {
             return Err(format!(
-                "{tool} not found (Debian's rustc-web/cargo-web): run `cargo xtask setup` first"
+                "{tool} not found (Debian's rustc-web/cargo-web/rust-web-clippy): run `cargo xtask setup` first"
             ));
         }
     }
@@ -78,9 +102,9 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
         None => linker_dir.clone().into_os_string(),
     };
     let manifest = workspace.join("ebpf/programs/Cargo.toml");
-    let mut cmd = Command::new(DEBIAN_CARGO);
+    let mut cmd = Command::new(program);
     cmd.args([
-        "build",
+        subcommand,
         "--release",
         "--locked",
         "--target",
@@ -108,12 +132,19 @@ pub fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
     }
     cmd.env("PATH", path)
         .env("RUSTC", DEBIAN_RUSTC)
-        .env("RUSTC_BOOTSTRAP", "1")
-        // BTF in the object, so the kernel and bpftool can show types.
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
-        );
+        .env("RUSTC_BOOTSTRAP", "1");
+    Ok(cmd)
+}
+
+/// Builds the eBPF object and returns its path.
+pub fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+    let mut cmd = command(workspace, target_dir, DEBIAN_CARGO, "build")?;
+    // BTF in the object, so the kernel and bpftool can show types.
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    );
+    let manifest = workspace.join("ebpf/programs/Cargo.toml");
     let status = cmd
         .status()
         .map_err(|e| format!("run {DEBIAN_CARGO} build for {}: {e}", manifest.display()))?;

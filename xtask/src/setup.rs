@@ -15,6 +15,9 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // Clippy for the BPF target, with the compiler that builds the programs
+    // (`cargo xtask test`, lint tier).
+    "rust-web-clippy",
     "llvm-22-dev",
     "sqlite3",
     "libseccomp-dev",

@@ -1,18 +1,29 @@
 //! `cargo xtask test`: every test, in tiers.
-//! 1. Unit tests (no privileges): `cargo test` on the workspace.
-//! 2. Root integration tests (`tests/`): real cgroups, processes, loopback
+//! 1. Lint: rustfmt and clippy (`-D warnings`) on the workspace and on the
+//!    kernel programs (`ebpf/programs`, a workspace of its own, linted for
+//!    the BPF target with the Debian toolchain that builds it).
+//! 2. Unit tests (no privileges): `cargo test` on the workspace.
+//! 3. Root integration tests (`tests/`): real cgroups, processes, loopback
 //!    sockets and BPF programs on this kernel, one at a time.
-//! 3. QEMU guest tests (`tests/tests/lsm.rs`): the BPF LSM paths this
+//! 4. QEMU guest tests (`tests/tests/lsm.rs`): the BPF LSM paths this
 //!    kernel refuses, in a guest whose kernel runs them (`vm.rs`).
 //!
 //! Under `CI=true` a tier that cannot run (not root, no BPF, no VM) fails
 //! the run instead of being skipped.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::{setup, vm, workspace};
+use crate::{ebpf, setup, vm, workspace};
+
+/// Debian's cargo-clippy (package rust-web-clippy), which runs Debian's
+/// clippy-driver: the one that matches the compiler building the programs.
+const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 
 /// The guest-only integration tests (a `[[test]]` of warden-tests).
 const VM_TESTS: &str = "lsm";
@@ -28,6 +39,10 @@ fn ci() -> bool {
 pub fn run(filter: Option<&str>) -> Result<i32> {
     setup::setup()?;
     let root = workspace();
+
+    println!("== lint (rustfmt, clippy: workspace and kernel programs)");
+    lint(&root)?;
+
     let bin = setup::build(false)?;
 
     println!("== unit tests");
@@ -80,6 +95,46 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs and {GUEST_TOO}.rs)");
     vm_tier(&bin, filter)?;
     Ok(0)
+}
+
+/// Formatting and clippy warnings fail the run, for the host workspace and
+/// for the kernel programs.
+fn lint(root: &Path) -> Result<()> {
+    let cargo = || {
+        let mut cmd = Command::new(setup::cargo());
+        cmd.current_dir(root);
+        cmd
+    };
+    setup::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // rustfmt does not depend on the target or the toolchain, so the host's
+    // formats the programs too.
+    setup::run(cargo().args([
+        "fmt",
+        "--manifest-path",
+        "ebpf/programs/Cargo.toml",
+        "--",
+        "--check",
+    ]))?;
+    setup::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The build's target dir (daemon/build.rs): its proc macros are reused.
+    let mut bpf = ebpf::command(
+        root,
+        &root.join("target/ebpf"),
+        DEBIAN_CARGO_CLIPPY,
+        "clippy",
+    )
+    .map_err(|e| anyhow!(e))?;
+    // cargo-clippy runs `$CARGO check`: Debian's, with build-std.
+    bpf.env("CARGO", ebpf::DEBIAN_CARGO)
+        .args(["--", "-D", "warnings"]);
+    setup::run(&mut bpf)
 }
 
 /// Builds the guest tests on the host and runs them inside the guest. The

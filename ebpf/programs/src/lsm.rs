@@ -1,12 +1,13 @@
 //! Exec and file-open decisions through BPF LSM, on kernels that run it
 //! (`bpf` in `/sys/kernel/security/lsm`). The daemon attaches these instead
-//! of the tracepoint fallback (`exec.rs`, the open part of `sys_exit`).
+//! of the tracepoint fallback (`fallback/exec.rs`, the open part of
+//! `sys_exit`).
 //!
 //! An LSM hook runs before the action takes effect and can fail it, so a
 //! denial is an error return, not a kill: `execve` fails with EPERM before
 //! its point of no return (the old program goes on), `open` fails with
 //! EPERM before a file descriptor exists (no O_TRUNC, no fd to race for).
-//! The judges are the fallback's (`exec::judge`, `file::judge`): the same
+//! The judges are the fallback's (`judge::exec`, `judge::file`): the same
 //! maps, the same path walk on the kernel's own objects (`bprm->file`, the
 //! `struct file` being opened), never user memory.
 //!
@@ -26,11 +27,18 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey, Method, OpenEvent, EPERM,
-    ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
+    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey,
+    Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
 };
 
-use crate::{count, count_agent, exec, file, governing_agent, path, path::off, submit_flags, unrecorded, EVENTS, GRANTS};
+use crate::{
+    agent::governing_agent,
+    counters::{count, count_agent},
+    events::{fill_exec, fill_open, submit_flags, unrecorded},
+    judge::{exec, file},
+    maps::{EVENTS, GRANTS},
+    path::{self, off},
+};
 
 const ALLOW: i32 = 0;
 const DENY: i32 = -EPERM;
@@ -61,7 +69,7 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         let c = &j.carry;
         HoldKey::exec(c.cgroup_id, current_tid(), c.dev, c.ino)
     });
-    exec::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
+    fill_exec(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
     submit(entry, method);
     ret
 }
@@ -205,7 +213,7 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         let c = &j.carry;
         HoldKey::file(c.cgroup_id, current_tid(), c.dev, c.ino, c.access)
     });
-    file::fill_event(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
+    fill_open(entry.as_mut_ptr(), &j, decision, method, j.flags, s);
     submit(entry, method);
     ret
 }

@@ -20,7 +20,7 @@ use warden_common::{
     PATH_KEY_BYTES, SLOT_PREFIX_BITS,
 };
 
-use crate::PATH_SCRATCH;
+use crate::maps::PATH_SCRATCH;
 
 /// Filled by the daemon from the kernel's BTF before the object is loaded.
 /// `.rodata` is frozen at load, so the verifier sees these as constants.
@@ -256,7 +256,10 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
             continue;
         }
         set!(s.names[i], word(&span, name_word));
-        set!(s.lens[i], (word(&span, len_word) >> (len_shift & 63)) as u32);
+        set!(
+            s.lens[i],
+            (word(&span, len_word) >> (len_shift & 63)) as u32
+        );
         set!(s.cur_dentry, parent);
     }
 

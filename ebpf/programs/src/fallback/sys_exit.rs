@@ -16,7 +16,10 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, ERESTARTNOINTR};
 
-use crate::{file, hold, SYS_EXIT_MODE};
+use crate::{
+    fallback::{file, hold},
+    maps::SYS_EXIT_MODE,
+};
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {

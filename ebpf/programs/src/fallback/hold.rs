@@ -27,7 +27,11 @@ use aya_ebpf::{
 };
 use warden_common::{counter, held_state, path_flags, Decision, Held, Method, SIGKILL, SIGSTOP};
 
-use crate::{count, path, path::off, HELD, SYS_EXIT_MODE};
+use crate::{
+    counters::count,
+    maps::{HELD, SYS_EXIT_MODE},
+    path::{self, off},
+};
 
 /// `task_struct.start_time` of the current thread (0 without offsets).
 #[inline(always)]

@@ -1,4 +1,6 @@
-//! Network decisions: connect and sendmsg, IPv4 and IPv6.
+//! The cgroup sock_addr hooks: connect and sendmsg, IPv4 and IPv6, decided
+//! by the network judge (`judge::net`), denied by failing the syscall,
+//! held by failing it with ERESTARTNOINTR until `sys_exit` stops the thread.
 //!
 //! These programs are attached to agent cgroups only (the daemon attaches them
 //! when it registers an agent), so every invocation is an agent's action.
@@ -6,26 +8,25 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval},
     macros::cgroup_sock_addr,
-    maps::lpm_trie::Key,
     programs::SockAddrContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, limits, rule, AgentInfo, Decision, EventKind, Held, HoldKey,
-    Method, Net4Key, Net6Key, NetEvent, NetRules, ERESTARTNOINTR, SLOT_PREFIX_BITS,
+    agent_counter, agent_flags, counter, held_state, rule, AgentInfo, Decision, EventKind, Held,
+    HoldKey, Method, NetEvent, ERESTARTNOINTR,
 };
 
-use crate::{count, count_agent, submit_flags, unrecorded, AGENTS, EVENTS, GRANTS, HELD, NET4_RULES, NET6_RULES};
+use crate::{
+    counters::{count, count_agent},
+    events::{event_header, submit_flags, unrecorded},
+    judge::net::{match_rules, Dest, AF_INET, AF_INET6},
+    maps::{AGENTS, EVENTS, GRANTS, HELD},
+};
 
 /// Return values of cgroup sock_addr programs.
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
@@ -45,14 +46,6 @@ pub fn warden_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn warden_sendmsg6(ctx: SockAddrContext) -> i32 {
     decide(&ctx, EventKind::Sendmsg6)
-}
-
-/// The destination of the action, as the kernel was given it.
-struct Dest {
-    family: u16,
-    port: u16,
-    proto: u8,
-    addr: [u8; 16],
 }
 
 /// Reads one context field with a single load at its fixed offset. The
@@ -80,7 +73,12 @@ impl Dest {
             EventKind::Connect4 | EventKind::Sendmsg4 => {
                 let ip4: u32 = ctx_field!(sa, user_ip4);
                 addr[..4].copy_from_slice(&ip4.to_ne_bytes());
-                Dest { family: AF_INET, port, proto, addr }
+                Dest {
+                    family: AF_INET,
+                    port,
+                    proto,
+                    addr,
+                }
             }
             // Connect6 and Sendmsg6: the network programs are never given
             // another kind.
@@ -97,16 +95,14 @@ impl Dest {
                 addr[4..8].copy_from_slice(&w[1].to_ne_bytes());
                 addr[8..12].copy_from_slice(&w[2].to_ne_bytes());
                 addr[12..16].copy_from_slice(&w[3].to_ne_bytes());
-                Dest { family: AF_INET6, port, proto, addr }
+                Dest {
+                    family: AF_INET6,
+                    port,
+                    proto,
+                    addr,
+                }
             }
         }
-    }
-
-    /// `::ffff:a.b.c.d` is an IPv4 destination and follows the IPv4 rules.
-    fn v4_mapped(&self) -> Option<[u8; 4]> {
-        let a = &self.addr;
-        let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
-        (self.family == AF_INET6 && mapped).then(|| [a[12], a[13], a[14], a[15]])
     }
 }
 
@@ -122,12 +118,16 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let (decision, rule_idx, agent) = match agent {
         // Attached to an agent cgroup but not registered: a cgroup created
         // below an agent's that the daemon has not seen yet. Fail closed.
-        None => (Decision::Deny, rule::UNKNOWN_CGROUP, AgentInfo {
-            agent_id: 0,
-            policy_gen: 0,
-            slot: 0,
-            flags: 0,
-        }),
+        None => (
+            Decision::Deny,
+            rule::UNKNOWN_CGROUP,
+            AgentInfo {
+                agent_id: 0,
+                policy_gen: 0,
+                slot: 0,
+                flags: 0,
+            },
+        ),
         Some(a) if a.flags & agent_flags::REVOKED != 0 => (Decision::Deny, rule::REVOKED, a),
         Some(a) => {
             let (d, r) = match_rules(&dest, a.slot);
@@ -154,7 +154,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         Decision::Hold => hold(cgroup_id, tid, &dest),
     };
     entry.write(NetEvent {
-        header: crate::event_header(
+        header: event_header(
             kind,
             decision,
             method,
@@ -235,36 +235,4 @@ fn hold(cgroup_id: u64, tid: u32, dest: &Dest) -> (Decision, Method) {
             Err(_) => (Decision::Deny, Method::CgroupDeny),
         },
     }
-}
-
-/// Looks the destination up in the agent's rules: longest CIDR match, then
-/// the first port rule that matches. No match is the default: deny.
-fn match_rules(dest: &Dest, slot: u32) -> (Decision, u32) {
-    let rules: Option<&NetRules> = match dest.v4_mapped() {
-        Some(v4) => NET4_RULES.get(Key::new(SLOT_PREFIX_BITS + 32, Net4Key { slot, addr: v4 })),
-        None if dest.family == AF_INET => {
-            let addr = [dest.addr[0], dest.addr[1], dest.addr[2], dest.addr[3]];
-            NET4_RULES.get(Key::new(SLOT_PREFIX_BITS + 32, Net4Key { slot, addr }))
-        }
-        None => NET6_RULES.get(Key::new(SLOT_PREFIX_BITS + 128, Net6Key { slot, addr: dest.addr })),
-    };
-    let Some(rules) = rules else {
-        return (Decision::Deny, rule::DEFAULT);
-    };
-    for i in 0..limits::MAX_PORT_RULES {
-        if i as u32 >= rules.count {
-            break;
-        }
-        let r = &rules.rules[i];
-        let proto_ok = r.proto == 0 || r.proto == dest.proto;
-        if proto_ok && dest.port >= r.port_lo && dest.port <= r.port_hi {
-            let decision = match r.decision {
-                1 => Decision::Allow,
-                3 => Decision::Hold,
-                _ => Decision::Deny,
-            };
-            return (decision, r.rule_idx);
-        }
-    }
-    (Decision::Deny, rule::DEFAULT)
 }

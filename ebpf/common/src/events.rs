@@ -1,0 +1,202 @@
+//! The ring buffer's records: what the kernel decided (`Decision`), how it
+//! carried it out (`Method`), about which action (`EventKind`, `rule`),
+//! and the records themselves, one `EventHeader` and a body per kind.
+//!
+//! Numeric ids are never reused: add new values, never renumber.
+
+use core::mem::size_of;
+
+use crate::EVENT_PATH_BYTES;
+
+/// What the kernel decided. Stored as `u8` in rules, `u32` in events.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow = 1,
+    Deny = 2,
+    /// Pause for human approval: the thread stops at the syscall until a
+    /// human decides (see `HoldKey`).
+    Hold = 3,
+}
+
+impl Decision {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Allow),
+            2 => Some(Self::Deny),
+            3 => Some(Self::Hold),
+            _ => None,
+        }
+    }
+}
+
+/// How the decision was carried out in the kernel.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// The action went ahead.
+    Allow = 1,
+    /// A cgroup hook refused the syscall with EPERM.
+    CgroupDeny = 2,
+    /// The thread was stopped at the syscall, which restarts when it resumes.
+    Held = 3,
+    /// A held action went ahead because a human approved it.
+    Approved = 4,
+    /// A held action was refused (EPERM) because it was rejected or expired.
+    Rejected = 5,
+    /// The process was killed (SIGKILL) at the hook: the fallback's way to
+    /// deny an action whose syscall cannot be failed (exec after the point
+    /// of no return, open after it succeeded).
+    Kill = 6,
+    /// A BPF LSM hook refused the action: the syscall failed with EPERM
+    /// before it took effect (the exec never reached its point of no
+    /// return, the file was never opened). The process lives on.
+    LsmDeny = 7,
+}
+
+impl Method {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Allow),
+            2 => Some(Self::CgroupDeny),
+            3 => Some(Self::Held),
+            4 => Some(Self::Approved),
+            5 => Some(Self::Rejected),
+            6 => Some(Self::Kill),
+            7 => Some(Self::LsmDeny),
+            _ => None,
+        }
+    }
+}
+
+/// Kinds of events on the ring buffer. Ids are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Connect4 = 1,
+    Connect6 = 2,
+    Sendmsg4 = 3,
+    Sendmsg6 = 4,
+    /// An exec (`ExecEvent`).
+    Exec = 10,
+    /// A file open (`OpenEvent`).
+    Open = 11,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Connect4),
+            2 => Some(Self::Connect6),
+            3 => Some(Self::Sendmsg4),
+            4 => Some(Self::Sendmsg6),
+            10 => Some(Self::Exec),
+            11 => Some(Self::Open),
+            _ => None,
+        }
+    }
+}
+
+/// `rule_idx` values that are not an index into the agent's rules.
+pub mod rule {
+    /// No rule matched: the agent's default (deny).
+    pub const DEFAULT: u32 = u32::MAX;
+    /// The agent is revoked (kill switch).
+    pub const REVOKED: u32 = u32::MAX - 1;
+    /// The ring buffer was full: the action was refused because it could
+    /// not be recorded (fail-closed).
+    pub const NO_EVIDENCE: u32 = u32::MAX - 2;
+    /// The process is in a cgroup below an agent's that the daemon has not
+    /// registered yet: refused (fail-closed).
+    pub const UNKNOWN_CGROUP: u32 = u32::MAX - 3;
+    /// The kernel could not resolve the path of the file being executed or
+    /// opened (too deep, a failed read): refused (fail-closed).
+    pub const UNRESOLVED: u32 = u32::MAX - 4;
+}
+
+/// Header of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub decision: u32,
+    pub method: u32,
+    pub rule_idx: u32,
+    pub agent_id: u32,
+    pub policy_gen: u32,
+    /// Thread group id (what user space calls the pid).
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_boot_ns()`: nanoseconds since boot, including suspend.
+    pub boot_ns: u64,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<EventHeader>() == 72);
+
+/// A network action: connect or sendmsg.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    /// IPv4 in the first four bytes, network byte order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<NetEvent>() == 72 + 24);
+
+/// An exec, seen at `sched_process_exec`: after the point of no return,
+/// before the new image's first instruction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// `sb->s_dev` of the executed file: the kernel's encoding
+    /// (`major << 20 | minor`), not `stat()`'s.
+    pub dev: u32,
+    pub flags: u32,
+    pub ino: u64,
+    /// Bytes of `path`, without the NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The executed file's path, resolved by the kernel from `bprm->file`
+    /// (for a `#!` script: the interpreter's).
+    pub path: [u8; EVENT_PATH_BYTES],
+    /// `bprm->filename`: the path as the caller passed it (the kernel's
+    /// copy; may be relative or a symlink).
+    pub filename: [u8; EVENT_PATH_BYTES],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 72 + 24 + 2 * EVENT_PATH_BYTES);
+
+/// A file open, seen at the syscall's exit: the file is open, its fd
+/// installed, and user space has not run yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// As in `ExecEvent`.
+    pub dev: u32,
+    pub flags: u32,
+    pub ino: u64,
+    pub path_len: u32,
+    /// `access` bits the open requested (from the file's `f_mode`).
+    pub access: u32,
+    /// The syscall number (`syscall_compat` says which table).
+    pub syscall: u32,
+    /// 1 for an ia32 syscall (int 0x80 / sysenter), else 0.
+    pub syscall_compat: u32,
+    /// The rule that decided each access (`rule::DEFAULT` if none), or
+    /// `rule::DEFAULT` for an access not requested.
+    pub read_rule: u32,
+    pub write_rule: u32,
+    pub path: [u8; EVENT_PATH_BYTES],
+}
+const _: () = assert!(size_of::<OpenEvent>() == 72 + 40 + EVENT_PATH_BYTES);

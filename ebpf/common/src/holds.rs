@@ -1,0 +1,97 @@
+//! Holds: a thread stopped at an action until a human decides. `HoldKey`
+//! names the held action in `GRANTS`, where the daemon writes the decision;
+//! `Held` is the thread's entry in `HELD`, what the `sys_exit` and
+//! page-fault programs do when they see it run.
+
+use core::mem::size_of;
+
+/// A held action, exactly: the thread and the destination tuple. Key of the
+/// `GRANTS` map, where the daemon writes a human's decision (a `Decision` as
+/// `u32`) before resuming the thread. The hook consumes the entry when the
+/// restarted syscall comes back, so a grant opens this one action only; if
+/// the thread retries with another destination, the key does not match and
+/// the action is held again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HoldKey {
+    pub cgroup_id: u64,
+    pub tid: u32,
+    pub family: u16,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 7],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<HoldKey>() == 40);
+
+/// `HoldKey::family` of a held exec (not an address family).
+pub const HOLD_FAMILY_EXEC: u16 = 0xe8ec;
+/// `HoldKey::family` of a held open (not an address family).
+pub const HOLD_FAMILY_FILE: u16 = 0xf11e;
+
+impl HoldKey {
+    /// The key of a held exec: the thread and the identity of the file it
+    /// executes (`sb->s_dev` as the kernel encodes it, and the inode), so
+    /// an approval opens that binary only. The LSM exec hook and the daemon
+    /// both build it here.
+    pub const fn exec(cgroup_id: u64, tid: u32, dev: u32, ino: u64) -> Self {
+        let d = dev.to_le_bytes();
+        let i = ino.to_le_bytes();
+        Self {
+            cgroup_id,
+            tid,
+            family: HOLD_FAMILY_EXEC,
+            port: 0,
+            proto: 0,
+            _pad: [0; 7],
+            addr: [
+                d[0], d[1], d[2], d[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], 0, 0, 0, 0,
+            ],
+        }
+    }
+
+    /// The key of a held open: the thread, the file's identity and the
+    /// access asked for (`access` bits, in `port`), so an approval opens
+    /// that file, that way, only.
+    pub const fn file(cgroup_id: u64, tid: u32, dev: u32, ino: u64, access: u32) -> Self {
+        let mut key = Self::exec(cgroup_id, tid, dev, ino);
+        key.family = HOLD_FAMILY_FILE;
+        key.port = access as u16;
+        key
+    }
+}
+
+/// Value of `HELD`, keyed by thread id: a thread a hold stopped or is about
+/// to stop, and what the `sys_exit` and page-fault programs do when they
+/// see it run (`held_state`).
+///
+/// Where a hook can fail its syscall (cgroup hooks, BPF LSM), a held thread
+/// is harmless when continued: the syscall restarts and the hook decides
+/// again. The fallback's exec and open hooks run after the action took
+/// effect, so there the stop itself is the barrier: the daemon makes it
+/// immune to SIGCONT (ptrace), and these programs kill a thread that runs
+/// again without approval before its next instruction or syscall returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub state: u32,
+    pub _pad: u32,
+    /// `task_struct.start_time` of the thread (0 for `STOP_AT_EXIT`): a
+    /// recycled thread id is never mistaken for the held thread.
+    pub start_time: u64,
+}
+const _: () = assert!(size_of::<Held>() == 16);
+
+/// `Held::state`.
+pub mod held_state {
+    /// A cgroup hook failed the syscall with ERESTARTNOINTR: send SIGSTOP
+    /// at this syscall's exit, then forget the thread.
+    pub const STOP_AT_EXIT: u32 = 1;
+    /// The fallback exec hook held a committed exec and sent SIGSTOP; the
+    /// execve's own exit is still to come (then `PAUSED`).
+    pub const EXEC_STOPPING: u32 = 2;
+    /// Stopped after its action took effect: running again while still in
+    /// `HELD` is a breach, and the thread is killed. Approval removes the
+    /// entry before it continues the thread.
+    pub const PAUSED: u32 = 3;
+}

@@ -1,0 +1,48 @@
+//! Values of the kernel's own ABI the programs and the daemon both use:
+//! errno and signal numbers, `struct file` flag bits, syscall numbers.
+
+/// The syscall return value that makes the kernel restart the syscall after
+/// the thread is stopped and continued (ERESTARTNOINTR), never seen by user
+/// space as long as a signal is pending when the syscall returns.
+pub const ERESTARTNOINTR: i32 = -513;
+pub const SIGSTOP: u32 = 19;
+
+/// `__FMODE_EXEC` in `file.f_flags`: set for the opens exec makes itself
+/// (the binary, an ELF interpreter); open(2) flags can never carry it.
+pub const FLAG_FMODE_EXEC: u32 = 0x20;
+
+/// `FMODE_NOACCOUNT` in `file.f_mode` (0x20000000 on every kernel with BPF
+/// LSM, 5.7 to 6.18): files the kernel opens for itself, with no file
+/// descriptor. In an agent's context these are overlayfs' opens of the
+/// real file below the overlay file the agent opened (backing files, 6.6+;
+/// fake-path files before), and copy-up. The LSM open hook lets them
+/// through: the agent's own open of the overlay file was decided, by the
+/// path the agent used, a moment before. (`FMODE_BACKING` would say it
+/// more precisely but moved from bit 25 to bit 24 during 6.12.)
+pub const FMODE_NOACCOUNT: u32 = 1 << 29;
+
+/// Syscall numbers that open a file descriptor on a path (x86-64).
+pub mod syscalls {
+    pub const OPEN: u32 = 2;
+    pub const CREAT: u32 = 85;
+    pub const OPENAT: u32 = 257;
+    pub const OPEN_BY_HANDLE_AT: u32 = 304;
+    pub const OPENAT2: u32 = 437;
+    /// The ia32 table (int 0x80 works from 64-bit code too, and the numbers
+    /// mean other syscalls in the 64-bit table: 5 is fstat there).
+    pub const IA32_OPEN: u32 = 5;
+    pub const IA32_CREAT: u32 = 8;
+    pub const IA32_OPENAT: u32 = 295;
+    pub const IA32_OPEN_BY_HANDLE_AT: u32 = 342;
+    pub const IA32_OPENAT2: u32 = 437;
+    /// Set in x32 syscall numbers.
+    pub const X32_BIT: u32 = 0x4000_0000;
+    /// `OpenEvent::syscall` of an open decided at `lsm/file_open`, which
+    /// sees every open (any syscall, io_uring, the kernel's on the
+    /// process's behalf) and not which syscall made it.
+    pub const LSM_HOOK: u32 = u32::MAX;
+}
+
+pub const SIGKILL: u32 = 9;
+/// The errno LSM hooks deny with (returned negated).
+pub const EPERM: i32 = 1;

@@ -1,0 +1,175 @@
+//! Keys and values of the policy maps the daemon fills and the programs
+//! look up: agents (`AGENTS`), network rules (`NET4_RULES`, `NET6_RULES`),
+//! exec and file rules (`EXEC_RULES`, `FILE_RULES`), and the mode of the
+//! `sys_exit` program (`SYS_EXIT_MODE`). Holds (`HELD`, `GRANTS`) are in
+//! `holds`, counters in `counters`.
+
+use core::mem::size_of;
+
+use crate::{limits, rule, Decision, PATH_KEY_BYTES};
+
+/// `AgentInfo::flags` bits.
+pub mod agent_flags {
+    /// Kill switch: every hook denies.
+    pub const REVOKED: u32 = 1 << 0;
+    /// The agent's policy has exec rules: every exec is decided (default
+    /// deny). Without it the exec hook lets the agent's execs pass.
+    pub const EXEC: u32 = 1 << 1;
+    /// The agent's policy has file rules: every open is decided (default
+    /// deny). Without it the open hook lets the agent's opens pass.
+    pub const FILE: u32 = 1 << 2;
+    /// The policy says `on_evidence_loss: allow`: when the ring buffer is
+    /// full, an action the policy allows goes ahead unrecorded (counted in
+    /// `AgentCounters::allowed_unrecorded`) instead of being refused.
+    pub const FAIL_OPEN: u32 = 1 << 3;
+}
+
+/// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of
+/// the cgroup directory).
+///
+/// Policy reloads are atomic: rules live under one of two slots per agent
+/// (`agent_id * 2 + half`); the daemon fills the idle half, then replaces this
+/// value in one map update, then clears the old half. `policy_gen` is the id
+/// of the policy version in the daemon's database, copied into every event so
+/// each decision names the exact policy that made it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub agent_id: u32,
+    pub policy_gen: u32,
+    pub slot: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<AgentInfo>() == 16);
+
+impl AgentInfo {
+    pub const fn slot_for(agent_id: u32, half: u32) -> u32 {
+        agent_id.wrapping_mul(2).wrapping_add(half & 1)
+    }
+}
+
+/// LPM trie key data for IPv4 rules. The prefix length given to the trie
+/// counts the 32 bits of `slot` plus the CIDR's own prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net4Key {
+    pub slot: u32,
+    /// Network byte order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(size_of::<Net4Key>() == 8);
+
+/// LPM trie key data for IPv6 rules (IPv4-mapped addresses are looked up in
+/// the IPv4 trie instead).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net6Key {
+    pub slot: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<Net6Key>() == 20);
+
+/// Bits of the slot in every LPM key.
+pub const SLOT_PREFIX_BITS: u32 = 32;
+
+/// `PortRule::proto` values (IP protocol numbers; 0 matches any).
+pub mod proto {
+    pub const ANY: u8 = 0;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// One port rule of a CIDR entry. Matches when `port_lo <= port <= port_hi`
+/// and the protocol matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PortRule {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub proto: u8,
+    pub decision: u8,
+    pub _pad: [u8; 2],
+    pub rule_idx: u32,
+}
+const _: () = assert!(size_of::<PortRule>() == 12);
+
+/// Value of the network LPM tries: the rules that apply to destinations in
+/// this CIDR, most specific CIDR first, then in policy order (the daemon
+/// flattens covering CIDRs into each entry). First match wins; no match
+/// means the agent's default (deny).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetRules {
+    pub count: u32,
+    pub rules: [PortRule; limits::MAX_PORT_RULES],
+}
+const _: () = assert!(size_of::<NetRules>() == 4 + 12 * limits::MAX_PORT_RULES);
+
+impl Default for NetRules {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            rules: [PortRule::default(); limits::MAX_PORT_RULES],
+        }
+    }
+}
+
+/// LPM trie key data for exec and file rules. The prefix length given to
+/// the trie counts the 32 bits of `slot` plus 8 per path byte: an exact
+/// rule is `path` + NUL, a prefix rule is the directory ending in '/'. The
+/// kernel looks up the resolved path with its NUL, so the longest match is
+/// the most specific rule: an exact rule before any prefix, a longer prefix
+/// before a shorter one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub slot: u32,
+    pub path: [u8; PATH_KEY_BYTES],
+}
+const _: () = assert!(size_of::<PathKey>() == 256);
+
+/// The decision of one exec rule, or of one access of a file entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathRule {
+    /// A `Decision` as `u8`.
+    pub decision: u8,
+    pub _pad: [u8; 3],
+    pub rule_idx: u32,
+}
+const _: () = assert!(size_of::<PathRule>() == 8);
+
+impl PathRule {
+    /// No rule covers this: the default, deny.
+    pub const DEFAULT: Self = Self {
+        decision: Decision::Deny as u8,
+        _pad: [0; 3],
+        rule_idx: rule::DEFAULT,
+    };
+}
+
+/// Value of `FILE_RULES`: for each access, the most specific rule covering
+/// the entry that lists the access (the daemon flattens covering rules into
+/// each entry, so the kernel's one lookup sees them all), else `DEFAULT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRule {
+    pub read: PathRule,
+    pub write: PathRule,
+}
+const _: () = assert!(size_of::<FileRule>() == 16);
+
+/// Access bits of an open (the kernel's FMODE_READ and FMODE_WRITE).
+pub mod access {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+}
+
+/// Bits of `SYS_EXIT_MODE[0]`, set by the daemon. The program is attached
+/// only while one of them is set.
+pub mod sys_exit_mode {
+    /// Stop threads a hook held (look the thread up in `HELD`).
+    pub const HOLDS: u32 = 1 << 0;
+    /// Decide opens of agents with file rules.
+    pub const FILES: u32 = 1 << 1;
+}

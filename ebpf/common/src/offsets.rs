@@ -1,0 +1,51 @@
+//! The kernel struct offsets handed to the programs at load
+//! (`KERNEL_OFFSETS` in `.rodata`): aya-ebpf has no CO-RE relocations, so
+//! the daemon reads them from the running kernel's BTF.
+
+use core::mem::size_of;
+
+/// The path walk reads `dentry.d_parent` and `dentry.d_name` (its `len`
+/// and `name`) with one read of this many bytes from `d_parent`; the daemon
+/// refuses a kernel whose `struct dentry` does not fit that.
+pub const DENTRY_SPAN_BYTES: u32 = 32;
+
+/// Byte offsets of the kernel struct fields the exec and open programs
+/// read, taken from the running kernel's BTF by the daemon and passed in
+/// `.rodata` (aya-ebpf has no CO-RE relocations). `valid` is 0 until the
+/// daemon fills the struct; the programs refuse every decision they would
+/// need a path for while it is 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub bprm_file: u32,
+    pub bprm_filename: u32,
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    pub file_f_path_dentry: u32,
+    pub file_f_path_mnt: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub dentry_d_name_len: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub fdtable_max_fds: u32,
+    pub pt_regs_orig_ax: u32,
+    /// `task_struct.thread_info.status` (x86: TS_COMPAT during an ia32
+    /// syscall).
+    pub task_ti_status: u32,
+    pub valid: u32,
+    /// `file.f_flags` (the LSM open hook tells exec's own opens by
+    /// `FLAG_FMODE_EXEC` there).
+    pub file_f_flags: u32,
+    /// `task_struct.start_time` (the fallback holds' guard, `Held`).
+    pub task_start_time: u32,
+}
+const _: () = assert!(size_of::<KernelOffsets>() == 25 * 4);

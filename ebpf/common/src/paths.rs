@@ -1,0 +1,34 @@
+//! Sizes and flags of the paths the exec and open programs resolve: how
+//! much of a path a rule key and an event hold, how deep the walk goes,
+//! and how the resolution went (`path_flags`).
+
+/// Bytes of path in a `PathKey` (the kernel's LPM_DATA_SIZE_MAX is 256, and
+/// the slot takes 4). An exact rule holds its path and a NUL, so exact rules
+/// name paths of at most 251 bytes; prefix rules at most 252.
+pub const PATH_KEY_BYTES: usize = 252;
+/// Bytes of path an event carries (NUL-terminated unless truncated).
+pub const EVENT_PATH_BYTES: usize = 256;
+/// Steps of the kernel's path walk (components and mount crossings). A path
+/// deeper than this cannot be resolved, and its action is refused.
+pub const MAX_PATH_DEPTH: usize = 128;
+
+/// `flags` of exec and open events: how the path was resolved.
+pub mod path_flags {
+    /// The path did not fit in the event (its tail is cut); only prefix
+    /// rules can match it.
+    pub const TRUNCATED: u32 = 1 << 0;
+    /// The walk hit `MAX_PATH_DEPTH` before the root: refused.
+    pub const INCOMPLETE: u32 = 1 << 1;
+    /// A kernel read failed (no file behind the fd, ...): refused.
+    pub const READ_ERROR: u32 = 1 << 2;
+    /// The path crosses at least one mount point.
+    pub const CROSSED_MOUNT: u32 = 1 << 3;
+    /// The SIGKILL of a denial could not be sent.
+    pub const KILL_FAILED: u32 = 1 << 4;
+    /// Another program run reused this CPU's scratch space mid-walk (a
+    /// preempted program): the path cannot be trusted, refused.
+    pub const SCRATCH_RACE: u32 = 1 << 5;
+    /// The path-walk offsets are missing (the daemon could not read the
+    /// kernel's BTF): refused.
+    pub const NO_OFFSETS: u32 = 1 << 6;
+}

@@ -1,0 +1,175 @@
+//! Writing decisions down: the ring buffer records every hook fills, when
+//! they wake the daemon, and what happens to an action whose record finds
+//! no room (`unrecorded`).
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    generated,
+};
+use warden_common::{
+    agent_counter, agent_flags, limits, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
+    Method, OpenEvent, EVENT_PATH_BYTES,
+};
+
+use crate::{
+    counters::{count, count_agent},
+    judge::{exec, file},
+    maps::EVENTS,
+    path::{self, Scratch},
+};
+
+/// An event for a decision of `agent_id` could not be reserved (the ring
+/// buffer is full). Counts it, and says whether the action may go ahead
+/// unrecorded: only if the policy allowed it and the agent's policy says
+/// `on_evidence_loss: allow`. Otherwise it is refused (fail-closed).
+#[inline(always)]
+pub fn unrecorded(agent: &AgentInfo, policy_allows: bool) -> bool {
+    let open = policy_allows && agent.flags & agent_flags::FAIL_OPEN != 0;
+    if !open {
+        count(warden_common::counter::DROPPED);
+    }
+    count_agent(
+        agent.agent_id,
+        if open {
+            agent_counter::ALLOWED_UNRECORDED
+        } else {
+            agent_counter::DROPPED
+        },
+    );
+    open
+}
+
+/// The header every event starts with: what was decided, under which
+/// policy version, and who the kernel says was calling.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn event_header(
+    kind: EventKind,
+    decision: Decision,
+    method: Method,
+    rule_idx: u32,
+    agent_id: u32,
+    policy_gen: u32,
+    cgroup_id: u64,
+) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    EventHeader {
+        kind: kind as u32,
+        decision: decision as u32,
+        method: method as u32,
+        rule_idx,
+        agent_id,
+        policy_gen,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        cgroup_id,
+        // SAFETY: a plain helper call with no arguments.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// `bpf_ringbuf_submit` flags for a decision of `size`
+/// bytes. Waking the daemon is a self-IPI (measured ~10 us per event at
+/// exec in this VM: more than the decision itself), and the kernel's
+/// default wakes it for every event while it is idle. So allowed decisions
+/// are submitted without a wake-up and the daemon collects them on its poll
+/// tick (`limits::EVENTS_POLL_MS`), except the one event that makes the
+/// backlog cross `EVENTS_WAKEUP_BYTES`, which wakes it so that a burst
+/// cannot fill the ring buffer between ticks (a full ring buffer fails
+/// closed: the action is killed). A denial wakes it if it is idle.
+#[inline(always)]
+pub fn submit_flags(allowed: bool, size: u64) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if !allowed {
+        return 0;
+    }
+    // Includes this (reserved) record.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let threshold = limits::EVENTS_WAKEUP_BYTES;
+    if waiting >= threshold && waiting < threshold + size + 8 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Fills a reserved exec event: the header, the resolved path (from the
+/// scratch space) and the caller's name for the file (`bprm->filename`).
+#[inline(always)]
+pub fn fill_exec(
+    ev: *mut ExecEvent,
+    j: &exec::Judged,
+    decision: Decision,
+    method: Method,
+    flags: u32,
+    s: &Scratch,
+) {
+    let c = &j.carry;
+    // SAFETY: `ev` points at a reserved ExecEvent in the ring buffer; every
+    // field is written before submit.
+    unsafe {
+        (*ev).header = event_header(
+            EventKind::Exec,
+            decision,
+            method,
+            j.rule_idx,
+            c.agent_id,
+            c.policy_gen,
+            c.cgroup_id,
+        );
+        (*ev).dev = c.dev;
+        (*ev).flags = flags;
+        (*ev).ino = c.ino;
+        (*ev).path_len = j.len;
+        (*ev)._pad = 0;
+        path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
+        let filename_dst = core::ptr::addr_of_mut!((*ev).filename);
+        if generated::bpf_probe_read_kernel_str(
+            filename_dst.cast(),
+            EVENT_PATH_BYTES as u32,
+            c.filename as *const _,
+        ) < 0
+        {
+            (*filename_dst)[0] = 0;
+        }
+    }
+}
+
+/// Fills a reserved open event.
+#[inline(always)]
+pub fn fill_open(
+    ev: *mut OpenEvent,
+    j: &file::Judged,
+    decision: Decision,
+    method: Method,
+    flags: u32,
+    s: &Scratch,
+) {
+    let c = &j.carry;
+    // SAFETY: `ev` points at a reserved OpenEvent; every field is written.
+    unsafe {
+        (*ev).header = event_header(
+            EventKind::Open,
+            decision,
+            method,
+            j.rule_idx,
+            c.agent_id,
+            c.policy_gen,
+            c.cgroup_id,
+        );
+        (*ev).dev = c.dev;
+        (*ev).flags = flags;
+        (*ev).ino = c.ino;
+        (*ev).path_len = j.len;
+        (*ev).access = c.access;
+        (*ev).syscall = c.syscall;
+        (*ev).syscall_compat = c.compat;
+        (*ev).read_rule = j.read_rule;
+        (*ev).write_rule = j.write_rule;
+        path::copy_to(core::ptr::addr_of_mut!((*ev).path), s);
+    }
+}

@@ -1,0 +1,83 @@
+//! Exec decisions on kernels without BPF LSM: `tp_btf/sched_process_exec`.
+//!
+//! The tracepoint fires after the exec's point of no return and before the
+//! new image's first instruction (the loader has not mapped libc yet). The
+//! exec cannot be failed any more, so a denial kills the process with
+//! SIGKILL: the new program never runs one instruction. The decision is on
+//! the file the kernel is executing (`bprm->file`, resolved to a path by
+//! the walk in `path.rs`), never on the path the caller passed.
+//!
+//! A hold stops the process there instead (SIGSTOP, `hold::pause`): the new
+//! program has not run when a human decides; approval continues it,
+//! rejection kills it.
+//!
+//! This is a global tracepoint: every exec on the machine runs it. The first
+//! thing it does is the agent cgroup lookup, and everything else returns.
+//! For an agent, internal errors fail closed: the exec is killed.
+//!
+//! The judge (`judge::exec`) and the record (`events::fill_exec`) are
+//! shared with the BPF LSM exec hook (`lsm.rs`), which decides from the
+//! same rules and fails the exec instead.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use warden_common::{
+    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent,
+};
+
+use crate::{
+    agent::governing_agent,
+    counters::{count, count_agent},
+    events::{fill_exec, submit_flags, unrecorded},
+    fallback::hold,
+    judge::exec::judge,
+    maps::EVENTS,
+    path,
+};
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn warden_exec(ctx: BtfTracePointContext) -> i32 {
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::EXEC) else {
+        return 0;
+    };
+    // sched_process_exec(struct task_struct *p, pid_t old_pid,
+    //                    struct linux_binprm *bprm)
+    let bprm: u64 = ctx.arg(2);
+    decide(cgroup_id, &agent, bprm);
+    0
+}
+
+#[inline(always)]
+fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
+    let Some(s) = path::scratch() else {
+        // Cannot happen (a one-entry per-CPU array); fail closed all the same.
+        hold::kill_unrecorded();
+        return;
+    };
+    let j = judge(s, cgroup_id, agent, bprm);
+    let decision = j.decision;
+
+    // No exec without a record: reserve the event before allowing.
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        if unrecorded(agent, decision == Decision::Allow) {
+            count(counter::ALLOWED);
+        } else {
+            hold::kill_unrecorded();
+        }
+        return;
+    };
+    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::EXEC_STOPPING);
+    fill_exec(
+        entry.as_mut_ptr(),
+        &j,
+        decision,
+        method,
+        j.flags | kill_failed,
+        s,
+    );
+    entry.submit(submit_flags(
+        decision == Decision::Allow,
+        core::mem::size_of::<ExecEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+}

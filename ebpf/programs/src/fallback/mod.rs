@@ -1,0 +1,8 @@
+//! The tracepoint fallback, for kernels without BPF LSM: execs decided at
+//! `sched_process_exec` and opens at `sys_exit`, after the action took
+//! effect, so a denial kills the process and a hold stops it (`hold`).
+
+pub mod exec;
+pub mod file;
+pub mod hold;
+pub mod sys_exit;

@@ -1,0 +1,65 @@
+//! Every map of the object. The daemon finds them by these symbol names
+//! (`warden_common::names`), so a name here never changes.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use warden_common::{
+    limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
+    PathRule,
+};
+
+#[map]
+pub static AGENTS: HashMap<u64, AgentInfo> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
+
+#[map]
+pub static NET4_RULES: LpmTrie<Net4Key, NetRules> =
+    LpmTrie::with_max_entries(limits::MAX_NET_ENTRIES, 0);
+
+#[map]
+pub static NET6_RULES: LpmTrie<Net6Key, NetRules> =
+    LpmTrie::with_max_entries(limits::MAX_NET_ENTRIES, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENTS_BYTES, 0);
+
+/// Threads a hold stopped or is about to stop, by thread id (see `Held`).
+#[map]
+pub static HELD: HashMap<u32, Held> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
+
+/// Human decisions on held actions, written by the daemon before it resumes
+/// the thread, consumed by the hook when the syscall restarts.
+#[map]
+pub static GRANTS: HashMap<HoldKey, u32> = HashMap::with_max_entries(limits::MAX_HOLDS, 0);
+
+/// Exec rules, by (slot, resolved path of the executed file).
+#[map]
+pub static EXEC_RULES: LpmTrie<PathKey, PathRule> =
+    LpmTrie::with_max_entries(limits::MAX_PATH_ENTRIES, 0);
+
+/// File rules, by (slot, resolved path of the opened file), per access.
+#[map]
+pub static FILE_RULES: LpmTrie<PathKey, FileRule> =
+    LpmTrie::with_max_entries(limits::MAX_PATH_ENTRIES, 0);
+
+/// `[0]`: what the `sys_exit` program does (`sys_exit_mode` bits), set by
+/// the daemon. `[1]`: non-zero while a fallback hold may have paused a
+/// thread (set by `hold::pause`, cleared by the daemon when `HELD` has no
+/// paused thread).
+#[map]
+pub static SYS_EXIT_MODE: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Scratch space of the path walk, one per CPU (too big for the stack).
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<crate::path::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(warden_common::counter::COUNT, 0);
+
+/// What the kernel decided per agent (agent id -> counts), so the daemon
+/// can name the agent whose actions went unrecorded.
+#[map]
+pub static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
+    PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
