@@ -11,25 +11,29 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    cgroup, clock,
+    cgroup,
     config::Paths,
     control::{self, ControlError, Request, Response},
-    evidence::{self, Durability, EvidenceStore, NewEntry},
+    evidence::{Durability, EvidenceStore, NewEntry},
     registry::Registry,
 };
 
 mod agent;
 mod approvals;
+mod evidence;
 mod kill;
 mod log;
 mod policy;
+pub mod render;
 mod run;
 
 pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
 pub use approvals::{approvals, decide, status};
+pub use evidence::{evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, Verified};
 pub use policy::{policy_check, policy_history, policy_reload, resolve_policy};
+pub use render::{format_entry, LOG_HEADER};
 pub use run::run;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +55,9 @@ pub enum CommandError {
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
     #[error(transparent)]
-    Evidence(#[from] evidence::StoreError),
+    Evidence(#[from] crate::evidence::StoreError),
     #[error(transparent)]
-    Verify(#[from] evidence::VerifyError),
+    Verify(#[from] crate::evidence::VerifyError),
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("read checkpoint anchor {file}: {source}")]
@@ -94,6 +98,10 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Time(#[from] crate::clock::TimeError),
+    #[error(transparent)]
+    Bundle(#[from] crate::export::BundleError),
     #[error("create state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -154,38 +162,3 @@ fn ask(paths: &Paths, request: &Request) -> Result<Response> {
 fn unexpected(answer: Response) -> CommandError {
     CommandError::Daemon(format!("unexpected answer {answer:?}"))
 }
-
-/// `s`, shortened to `width` characters with an ellipsis (tables only; the
-/// JSON output and the evidence keep every byte).
-fn clip(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(width - 1).collect();
-        out.push('…');
-        out
-    }
-}
-
-/// Table row for `warden log`.
-pub fn format_entry(e: &evidence::Entry) -> String {
-    format!(
-        "{:>6}  {}  {:<14} {:<18} {:>7}  {:<14} {:<26} {:<9} {}",
-        e.seq,
-        clock::format_ns(e.ts_ns),
-        e.agent,
-        if e.login_user == "unset" || e.login_user == e.user {
-            e.user.clone()
-        } else {
-            format!("{}({})", e.user, e.login_user)
-        },
-        e.pid,
-        e.action,
-        clip(&e.target, 26),
-        e.decision,
-        e.rule_id
-    )
-}
-
-pub const LOG_HEADER: &str =
-    "   seq  time                      agent          user                   pid  action         target                     decision  rule";
