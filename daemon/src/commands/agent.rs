@@ -3,14 +3,12 @@
 
 use std::path::Path;
 
-use serde_json::json;
-
 use super::{
-    notify_daemon, open_registry, policy::resolve_policy, record_durably, require_root,
-    CommandError, Result,
+    admin_event::AdminEvent, notify_daemon, open_registry, policy::resolve_policy, record_durably,
+    require_root, CommandError, Result,
 };
 use crate::{
-    actor::{Actor, Recorded},
+    actor::Actor,
     cgroup, clock,
     config::Paths,
     registry::{Agent, NewAgent},
@@ -65,20 +63,11 @@ pub fn agent_add(paths: &Paths, req: &AddAgent<'_>) -> Result<(Agent, String)> {
             created_by: &actor.describe(),
         })
         .map_err(|e| undo(e.into()))?;
-    let mut details = serde_json::Map::new();
-    details.insert("cgroup".into(), json!(cgroup_path.display().to_string()));
-    details.insert("adopted".into(), json!(adopted));
-    details.insert("agent_id".into(), json!(agent.id));
-    let entry = actor.entry(Recorded {
-        kind: "agent_register",
-        agent: &agent.name,
-        owner: &agent.owner,
-        action: "agent.register",
-        target: &policy_name,
-        decision: "registered",
+    let entry = AdminEvent::Register {
+        agent: &agent,
         policy_snapshot: &parsed.snapshot(),
-        details,
-    });
+    }
+    .entry(&actor);
     if let Err(e) = record_durably(paths, entry) {
         let _ = registry.remove(&agent.name);
         return Err(undo(e));
@@ -106,16 +95,7 @@ pub fn agent_remove(paths: &Paths, name: &str) -> Result<Agent> {
             });
         }
     }
-    let entry = Actor::current().entry(Recorded {
-        kind: "agent_remove",
-        agent: &agent.name,
-        owner: &agent.owner,
-        action: "agent.remove",
-        target: &agent.cgroup.display().to_string(),
-        decision: "removed",
-        policy_snapshot: "none",
-        details: serde_json::Map::new(),
-    });
+    let entry = AdminEvent::Remove { agent: &agent }.entry(&Actor::current());
     record_durably(paths, entry)?;
     registry.remove(name)?;
     notify_daemon(paths)?;

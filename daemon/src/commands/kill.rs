@@ -4,15 +4,11 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::{notify_daemon, open_registry, record_durably, require_root, CommandError, Result};
-use crate::{
-    actor::{Actor, Recorded},
-    cgroup,
-    config::Paths,
-    registry::Agent,
+use super::{
+    admin_event::AdminEvent, notify_daemon, open_registry, record_durably, require_root,
+    CommandError, Result,
 };
+use crate::{actor::Actor, cgroup, config::Paths, registry::Agent};
 
 /// What `warden kill` did.
 pub struct KillReport {
@@ -56,35 +52,15 @@ pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<Kil
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let mut details = serde_json::Map::new();
-    details.insert("reason".into(), json!(reason));
-    details.insert("mode".into(), json!(if freeze { "freeze" } else { "kill" }));
-    details.insert(
-        "processes".into(),
-        json!(processes
-            .iter()
-            .map(|(pid, exe)| json!({"pid": pid, "exe": exe}))
-            .collect::<Vec<_>>()),
-    );
-    details.insert(
-        "kernel".into(),
-        json!(match kernel {
-            crate::kernel::Revocation::Applied => "revoked flag set in the pinned AGENTS map",
-            crate::kernel::Revocation::NoPins =>
-                "no Warden programs loaded: nothing to revoke in the kernel",
-        }),
-    );
-    details.insert("to_kernel_us".into(), json!(to_kernel.as_micros() as u64));
-    let entry = Actor::current().entry(Recorded {
-        kind: "kill",
-        agent: &agent.name,
-        owner: &agent.owner,
-        action: "agent.kill",
-        target: &agent.cgroup.display().to_string(),
-        decision: "revoked",
-        policy_snapshot: "none",
-        details,
-    });
+    let entry = AdminEvent::Kill {
+        agent: &agent,
+        reason,
+        freeze,
+        processes: &processes,
+        kernel: kernel.clone(),
+        to_kernel,
+    }
+    .entry(&Actor::current());
     record_durably(paths, entry)?;
     let daemon_notified = notify_daemon(paths).unwrap_or(false);
     Ok(KillReport {
@@ -107,18 +83,11 @@ pub fn revive(paths: &Paths, name: &str, reason: &str) -> Result<Agent> {
     registry.set_status(name, crate::registry::AgentStatus::Active)?;
     crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, false)?;
     cgroup::freeze(&agent.cgroup, false)?;
-    let mut details = serde_json::Map::new();
-    details.insert("reason".into(), json!(reason));
-    let entry = Actor::current().entry(Recorded {
-        kind: "revive",
-        agent: &agent.name,
-        owner: &agent.owner,
-        action: "agent.revive",
-        target: &agent.cgroup.display().to_string(),
-        decision: "active",
-        policy_snapshot: "none",
-        details,
-    });
+    let entry = AdminEvent::Revive {
+        agent: &agent,
+        reason,
+    }
+    .entry(&Actor::current());
     record_durably(paths, entry)?;
     notify_daemon(paths)?;
     Ok(agent)
@@ -133,19 +102,11 @@ pub fn uninstall(paths: &Paths) -> Result<usize> {
     }
     let removed = crate::kernel::uninstall(&paths.pin_dir)?;
     if paths.database().exists() {
-        let mut details = serde_json::Map::new();
-        details.insert("pins_removed".into(), json!(removed));
-        details.insert("pin_dir".into(), json!(paths.pin_dir.display().to_string()));
-        let entry = Actor::current().entry(Recorded {
-            kind: "uninstall",
-            agent: "warden",
-            owner: "system",
-            action: "warden.uninstall",
-            target: &paths.pin_dir.display().to_string(),
-            decision: "removed",
-            policy_snapshot: "none",
-            details,
-        });
+        let entry = AdminEvent::Uninstall {
+            pin_dir: &paths.pin_dir,
+            pins_removed: removed,
+        }
+        .entry(&Actor::current());
         record_durably(paths, entry)?;
     }
     Ok(removed)

@@ -18,6 +18,7 @@ use crate::{
     registry::Registry,
 };
 
+mod admin_event;
 mod agent;
 mod approvals;
 mod evidence;
@@ -27,6 +28,7 @@ mod policy;
 pub mod render;
 mod run;
 
+pub use admin_event::AdminEvent;
 pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
 pub use approvals::{approvals, decide, status};
 pub use evidence::{evidence_export, evidence_verify};

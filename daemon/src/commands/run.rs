@@ -1,30 +1,15 @@
 //! `warden run`: start a command as an agent, inside its cgroup, confined.
 
-use serde_json::json;
-
-use super::{open_registry, record_durably, require_root, CommandError, Result, DAEMON_TIMEOUT};
+use super::{
+    admin_event::AdminEvent, open_registry, record_durably, require_root, CommandError, Result,
+    DAEMON_TIMEOUT,
+};
 use crate::{
-    actor::{Actor, Recorded},
+    actor::Actor,
     cgroup,
     config::Paths,
     control::{self, ControlError, Request, Response},
 };
-
-fn shell_words(cmd: &[String]) -> String {
-    cmd.iter()
-        .map(|w| {
-            if !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-            {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// `warden run`: starts CMD as the agent. Returns only on error; on success
 /// this process becomes CMD (so its exit status is CMD's).
@@ -76,24 +61,18 @@ pub fn run(
                 .ok_or_else(|| CommandError::UnknownUser(u.into()))?,
         ),
     };
-    let mut details = serde_json::Map::new();
-    details.insert("argv".into(), json!(cmd));
-    details.insert("run_as".into(), json!(user.unwrap_or("(caller)")));
-    details.insert("cgroup".into(), json!(state.cgroup));
     // Built now, while root and before the record (which it must appear in
     // and which it would forbid); applied last before exec.
     let confinement = crate::confine::prepare(paths)?;
-    details.insert("confinement".into(), confinement.describe());
-    let entry = Actor::current().entry(Recorded {
-        kind: "run",
-        agent: &agent.name,
-        owner: &agent.owner,
-        action: "run",
-        target: &shell_words(cmd),
-        decision: "started",
+    let entry = AdminEvent::Run {
+        agent: &agent,
         policy_snapshot: &state.policy_snapshot,
-        details,
-    });
+        argv: cmd,
+        run_as: user,
+        cgroup: &state.cgroup,
+        confinement: confinement.describe(),
+    }
+    .entry(&Actor::current());
     record_durably(paths, entry)?;
     cgroup::move_process(&agent.cgroup, 0)?;
 
@@ -125,20 +104,4 @@ pub fn run(
         cmd: cmd[0].clone(),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_quotes_only_when_needed() {
-        let cmd = vec![
-            "curl".to_string(),
-            "-s".into(),
-            "http://x/a b".into(),
-            "it's".into(),
-        ];
-        assert_eq!(shell_words(&cmd), r"curl -s 'http://x/a b' 'it'\''s'");
-    }
 }
