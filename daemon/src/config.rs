@@ -12,17 +12,29 @@ pub const DEFAULT_CGROUP_PARENT: &str = "warden";
 /// Pinned maps and links, on bpffs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/warden";
 
-#[derive(Debug, Clone)]
+/// Every verb takes these as global flags; `help` is what `--help` says,
+/// the doc comments are for readers of the library.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Paths {
     /// Database (`warden.db`: registry and evidence) and keys.
+    #[arg(long, global = true, env = "WARDEN_STATE_DIR", default_value = DEFAULT_STATE_DIR,
+          help = "Database and keys")]
     pub state_dir: PathBuf,
     /// Policy files that agents reference by name.
+    #[arg(long, global = true, env = "WARDEN_POLICY_DIR", default_value = DEFAULT_POLICY_DIR,
+          help = "Policy files agents refer to")]
     pub policy_dir: PathBuf,
     /// The daemon's control socket.
+    #[arg(long, global = true, env = "WARDEN_SOCKET", default_value = DEFAULT_SOCKET,
+          help = "The daemon's control socket")]
     pub socket: PathBuf,
     /// Parent of created agent cgroups, relative to the cgroup2 mount.
+    #[arg(long, global = true, env = "WARDEN_CGROUP_PARENT", default_value = DEFAULT_CGROUP_PARENT,
+          help = "Parent of created agent cgroups, relative to the cgroup2 mount")]
     pub cgroup_parent: PathBuf,
     /// Pinned maps (`maps/`) and links (`links/`), on bpffs.
+    #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = DEFAULT_PIN_DIR,
+          help = "Where programs and maps are pinned (on bpffs) so enforcement outlives the daemon")]
     pub pin_dir: PathBuf,
 }
 

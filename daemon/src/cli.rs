@@ -1,0 +1,211 @@
+//! The command line's grammar: every verb, flag and help text `warden`
+//! accepts, as clap definitions. `main.rs` dispatches what they parse.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use warden::{commands::render::TailFormat, config::Paths};
+
+#[derive(Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Kernel-enforced policy and evidence for AI agents"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the daemon (loads the kernel programs, enforces, records).
+    Daemon,
+    /// Register, list and inspect agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Run a command as an agent (inside its cgroup); exits with its status.
+    Run {
+        #[arg(long)]
+        agent: String,
+        /// Run as this user instead of the caller.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Check, reload and list policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Show the evidence log, or verify its hash chain.
+    Log(LogArgs),
+    /// Export a bundle an auditor verifies elsewhere, or verify one.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// Kill switch: revoke an agent everywhere in one action (works with the
+    /// daemon stopped). Its processes are killed, or frozen with --freeze.
+    Kill {
+        name: String,
+        #[arg(long)]
+        reason: String,
+        /// Freeze the processes (cgroup.freeze) for forensics instead.
+        #[arg(long)]
+        freeze: bool,
+    },
+    /// Lift the kill switch.
+    Revive {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Detach and unpin every program and map Warden attached (daemon stopped).
+    Uninstall,
+    /// Actions held for approval.
+    Approvals {
+        /// Every hold, decided or not.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held action (you are identified by your credentials).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a held action: it fails with EPERM.
+    Reject {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// What the daemon enforces, with which mechanisms, and its counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent: creates its cgroup (or adopts one with --cgroup).
+    Add {
+        name: String,
+        /// The accountable human (e.g. an email address).
+        #[arg(long)]
+        owner: String,
+        /// Policy file in the policy directory.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Adopt this existing cgroup (e.g. a systemd service's) instead.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unregister an agent whose processes have ended.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Parse and compile policy files; report errors with file, line and rule.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Ask the daemon to reload every agent's policy (same as SIGHUP).
+    Reload,
+    /// Every policy version loaded, with its hash, author and time.
+    History {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct LogArgs {
+    #[command(subcommand)]
+    pub cmd: Option<LogCmd>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// Show at most this many (the newest).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCmd {
+    /// Write the bundle: entries (JSON Lines, CSV), checkpoints, public key,
+    /// inventory, capability matrix, policy history, approvals, control map,
+    /// verification report and report.html.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// Report from this time (RFC 3339 UTC, e.g. 2026-11-01T00:00:00Z, or unix seconds).
+        #[arg(long)]
+        from: Option<String>,
+        /// Report until this time (exclusive); the bundle ends there.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Verify a bundle with nothing but its files; exit 0 only if it holds.
+    Verify {
+        dir: PathBuf,
+        /// The host's public key (hex, from `warden status`) the bundle must be signed with.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LogCmd {
+    /// Recompute the hash chain and check every signed checkpoint; exit 0
+    /// only if all hold.
+    Verify {
+        /// A checkpoint (or a list, e.g. an export's checkpoints.json) kept
+        /// elsewhere, that this log must still contain.
+        #[arg(long)]
+        anchor: Vec<PathBuf>,
+        /// Also list approval-gated entries (holds, approvals, their
+        /// outcomes) missing a required field.
+        #[arg(long)]
+        completeness: bool,
+    },
+    /// The signed checkpoints, as JSON (keep a copy elsewhere: it is what
+    /// `verify --anchor` checks this log against later).
+    Checkpoints,
+    /// Print entries as they are appended, checkpoints included (for a
+    /// SIEM): one JSON object per line, Warden's own or OCSF 1.1.
+    Tail {
+        #[arg(long, value_enum, default_value = "json")]
+        format: TailFormat,
+        /// Start after this sequence number (default: the current head).
+        #[arg(long)]
+        after: Option<u64>,
+        /// Print what is there and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
+}

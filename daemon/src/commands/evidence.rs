@@ -1,0 +1,33 @@
+//! `warden evidence export|verify`: the bundle an auditor checks elsewhere.
+
+use std::path::Path;
+
+use super::Result;
+use crate::{
+    clock,
+    config::Paths,
+    export::{self, BundleReport, Manifest, Window},
+};
+
+/// `warden evidence export --out DIR [--from T] [--to T] [--agent A]`;
+/// times are RFC 3339 UTC or unix seconds.
+pub fn evidence_export(
+    paths: &Paths,
+    out: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    agent: Option<String>,
+) -> Result<Manifest> {
+    let window = Window {
+        from_ns: from.map(clock::parse_time).transpose()?,
+        to_ns: to.map(clock::parse_time).transpose()?,
+        agent,
+    };
+    Ok(export::export(paths, out, &window)?)
+}
+
+/// `warden evidence verify DIR [--key HEX]`: a bundle's problems are in the
+/// report, not an error; errors are only for a bundle that cannot be read.
+pub fn evidence_verify(dir: &Path, key: Option<&str>) -> Result<BundleReport> {
+    Ok(export::verify(dir, key)?)
+}

@@ -1,0 +1,113 @@
+//! `warden kill|revive|uninstall`: the verbs that take enforcement away or
+//! give it back. They work with the daemon stopped (pinned maps, direct
+//! evidence appends) and only tell a running daemon afterwards.
+
+use std::time::Duration;
+
+use super::{
+    admin_event::AdminEvent, notify_daemon, open_registry, record_durably, require_root,
+    CommandError, Result,
+};
+use crate::{actor::Actor, cgroup, config::Paths, registry::Agent};
+
+/// What `warden kill` did.
+pub struct KillReport {
+    pub agent: Agent,
+    /// Processes that were in the agent's cgroup: (pid, exe).
+    pub processes: Vec<(u32, String)>,
+    pub kernel: crate::kernel::Revocation,
+    pub frozen: bool,
+    /// From the start of the command to the flag being in the kernel.
+    pub to_kernel: Duration,
+    pub daemon_notified: bool,
+}
+
+/// `warden kill NAME --reason TEXT [--freeze]`: revokes the agent in one
+/// action. Works with the daemon stopped (pinned maps, direct append).
+/// Order: the registry first (so a daemon reconciling at the same moment
+/// keeps it revoked), then the kernel flag (every hook refuses from the next
+/// action), then the processes, then the durable evidence entry; only then
+/// does it return.
+pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<KillReport> {
+    let start = std::time::Instant::now();
+    require_root("warden kill")?;
+    let mut registry = open_registry(paths)?;
+    let agent = registry.get(name)?;
+    registry.set_status(name, crate::registry::AgentStatus::Revoked)?;
+    let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
+    let kernel = crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, true)?;
+    let to_kernel = start.elapsed();
+
+    let processes: Vec<(u32, String)> = cgroup::procs(&agent.cgroup)?
+        .into_iter()
+        .map(|pid| (pid, crate::attribution::ProcessFacts::read(pid, "?").exe))
+        .collect();
+    if freeze {
+        cgroup::freeze(&agent.cgroup, true)?;
+    } else {
+        cgroup::kill_all(&agent.cgroup)?;
+        // cgroup.kill is asynchronous: wait (briefly) until they are gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cgroup::procs(&agent.cgroup)?.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let entry = AdminEvent::Kill {
+        agent: &agent,
+        reason,
+        freeze,
+        processes: &processes,
+        kernel: kernel.clone(),
+        to_kernel,
+    }
+    .entry(&Actor::current());
+    record_durably(paths, entry)?;
+    let daemon_notified = notify_daemon(paths).unwrap_or(false);
+    Ok(KillReport {
+        agent,
+        processes,
+        kernel,
+        frozen: freeze,
+        to_kernel,
+        daemon_notified,
+    })
+}
+
+/// `warden revive NAME --reason TEXT`: lifts the kill switch (thaws a
+/// frozen agent). Recorded like the kill.
+pub fn revive(paths: &Paths, name: &str, reason: &str) -> Result<Agent> {
+    require_root("warden revive")?;
+    let mut registry = open_registry(paths)?;
+    let agent = registry.get(name)?;
+    let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
+    registry.set_status(name, crate::registry::AgentStatus::Active)?;
+    crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, false)?;
+    cgroup::freeze(&agent.cgroup, false)?;
+    let entry = AdminEvent::Revive {
+        agent: &agent,
+        reason,
+    }
+    .entry(&Actor::current());
+    record_durably(paths, entry)?;
+    notify_daemon(paths)?;
+    Ok(agent)
+}
+
+/// `warden uninstall`: detaches and unpins everything Warden attached. The
+/// daemon must be stopped (it would attach again).
+pub fn uninstall(paths: &Paths) -> Result<usize> {
+    require_root("warden uninstall")?;
+    if std::os::unix::net::UnixStream::connect(&paths.socket).is_ok() {
+        return Err(CommandError::DaemonRunning(paths.socket.clone()));
+    }
+    let removed = crate::kernel::uninstall(&paths.pin_dir)?;
+    if paths.database().exists() {
+        let entry = AdminEvent::Uninstall {
+            pin_dir: &paths.pin_dir,
+            pins_removed: removed,
+        }
+        .entry(&Actor::current());
+        record_durably(paths, entry)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,166 @@
+//! The CLI verbs other than `daemon`, one file per verb group. Each verb is
+//! one function that does the work and returns what to print; `render`
+//! turns that into the bytes the CLI prints, and `main.rs` parses arguments
+//! and maps errors to exit codes.
+//!
+//! Verbs that change the registry write SQLite directly (so they work with
+//! the daemon stopped) and then ask a running daemon to reconcile. This file
+//! holds what the verbs share: their error, the root check, the database
+//! and the daemon.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    cgroup,
+    config::Paths,
+    control::{self, ControlError, Request, Response},
+    evidence::{Durability, EvidenceStore, NewEntry},
+    registry::Registry,
+};
+
+mod admin_event;
+mod agent;
+mod approvals;
+mod evidence;
+mod kill;
+mod log;
+mod policy;
+pub mod render;
+mod run;
+
+pub use admin_event::AdminEvent;
+pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
+pub use approvals::{approvals, decide, status};
+pub use evidence::{evidence_export, evidence_verify};
+pub use kill::{kill, revive, uninstall, KillReport};
+pub use log::{checkpoints, completeness, log, log_verify, tail, Verified};
+pub use policy::{policy_check, policy_history, policy_reload, resolve_policy};
+pub use render::{format_entry, LOG_HEADER};
+pub use run::run;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0} needs root (it manages cgroups and Warden's database); run it with sudo")]
+    NotRoot(&'static str),
+    #[error("policy file {file} is not in the policy directory {dir}")]
+    PolicyOutsideDir { file: PathBuf, dir: PathBuf },
+    #[error("read policy file {file}: {source}")]
+    ReadPolicy {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::StoreError),
+    #[error(transparent)]
+    Verify(#[from] crate::evidence::VerifyError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("read checkpoint anchor {file}: {source}")]
+    Anchor {
+        file: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
+    #[error("confine the agent: {0}")]
+    Confine(#[from] crate::confine::ConfineError),
+    #[error("the warden daemon is running (it answers on {0}); stop it before uninstalling")]
+    DaemonRunning(PathBuf),
+    #[error("the daemon refused: {0}")]
+    Daemon(String),
+    #[error("agent '{agent}' is not enforced by the running daemon ({why}); refusing to start an unenforced agent")]
+    NotEnforced { agent: String, why: String },
+    #[error("agent '{0}' is revoked (kill switch); `warden revive` lifts it")]
+    Revoked(String),
+    #[error("agent '{agent}' still has processes in {cgroup}: {pids:?}; stop them first")]
+    Busy {
+        agent: String,
+        cgroup: String,
+        pids: Vec<u32>,
+    },
+    #[error("unknown user '{0}'")]
+    UnknownUser(String),
+    #[error("{op}: {source}")]
+    Sys {
+        op: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("start {cmd}: {source}")]
+    Exec {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Time(#[from] crate::clock::TimeError),
+    #[error(transparent)]
+    Bundle(#[from] crate::export::BundleError),
+    #[error("create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = CommandError> = std::result::Result<T, E>;
+
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn require_root(verb: &'static str) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(CommandError::NotRoot(verb))
+    }
+}
+
+fn open_registry(paths: &Paths) -> Result<Registry> {
+    std::fs::create_dir_all(&paths.state_dir).map_err(|source| CommandError::StateDir {
+        path: paths.state_dir.clone(),
+        source,
+    })?;
+    Ok(Registry::open(&paths.database())?)
+}
+
+fn open_store(paths: &Paths) -> Result<EvidenceStore> {
+    Ok(EvidenceStore::open(&paths.database())?)
+}
+
+fn record_durably(paths: &Paths, entry: NewEntry) -> Result<()> {
+    open_store(paths)?.append(&[entry], Durability::Fsync)?;
+    Ok(())
+}
+
+/// Asks a running daemon to reconcile. `Ok(false)` when no daemon runs.
+fn notify_daemon(paths: &Paths) -> Result<bool> {
+    match control::call(&paths.socket, &Request::Reload, DAEMON_TIMEOUT) {
+        Ok(Response::Ok { .. }) => Ok(true),
+        Ok(Response::Error { message }) => Err(CommandError::Daemon(message)),
+        Ok(other) => Err(unexpected(other)),
+        Err(ControlError::NotRunning { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the running daemon; its refusals become errors, any other answer
+/// is returned for the caller to match.
+fn ask(paths: &Paths, request: &Request) -> Result<Response> {
+    match control::call(&paths.socket, request, DAEMON_TIMEOUT)? {
+        Response::Error { message } => Err(CommandError::Daemon(message)),
+        answer => Ok(answer),
+    }
+}
+
+fn unexpected(answer: Response) -> CommandError {
+    CommandError::Daemon(format!("unexpected answer {answer:?}"))
+}

@@ -1,0 +1,67 @@
+//! `warden policy check|reload|history`, and resolving the policy file an
+//! agent is registered with.
+
+use std::path::Path;
+
+use super::{ask, open_registry, unexpected, CommandError, Result};
+use crate::{
+    config::Paths,
+    control::{Request, Response},
+    policy,
+};
+
+/// Resolves `--policy FILE` to its name inside the policy directory and
+/// checks that it parses and compiles.
+pub fn resolve_policy(paths: &Paths, file: &Path) -> Result<(String, policy::Policy)> {
+    let full = if file.components().count() == 1 {
+        paths.policy_dir.join(file)
+    } else {
+        file.to_path_buf()
+    };
+    let read_err = |source| CommandError::ReadPolicy {
+        file: full.clone(),
+        source,
+    };
+    let canonical = full.canonicalize().map_err(read_err)?;
+    let dir = paths
+        .policy_dir
+        .canonicalize()
+        .map_err(|source| CommandError::ReadPolicy {
+            file: paths.policy_dir.clone(),
+            source,
+        })?;
+    let name = match canonical.strip_prefix(&dir) {
+        Ok(rel) if rel.components().count() == 1 => rel.to_string_lossy().into_owned(),
+        _ => {
+            return Err(CommandError::PolicyOutsideDir {
+                file: full,
+                dir: paths.policy_dir.clone(),
+            })
+        }
+    };
+    let parsed = policy::load_policy_file(&full)?;
+    policy::compile_network(&parsed)?;
+    Ok((name, parsed))
+}
+
+/// `warden policy check FILE...`: parses and compiles each file.
+pub fn policy_check(file: &Path) -> Result<policy::Policy> {
+    let parsed = policy::load_policy_file(file)?;
+    policy::compile_network(&parsed)?;
+    Ok(parsed)
+}
+
+/// `warden policy reload`.
+pub fn policy_reload(paths: &Paths) -> Result<()> {
+    match ask(paths, &Request::Reload)? {
+        Response::Ok { .. } => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+pub fn policy_history(
+    paths: &Paths,
+    agent: Option<&str>,
+) -> Result<Vec<crate::registry::PolicyVersion>> {
+    Ok(open_registry(paths)?.policy_versions(agent)?)
+}

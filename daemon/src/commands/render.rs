@@ -1,0 +1,408 @@
+//! What the CLI prints: every table, report line and JSON document, byte for
+//! byte, as text for `main.rs` to write. Kept apart from the verbs so the
+//! output format lives in one place and the verbs only return data.
+
+use std::{fmt::Write, path::Path};
+
+use serde::Serialize;
+
+use super::{KillReport, Verified};
+use crate::{
+    approvals::Approval,
+    clock,
+    control::StatusReport,
+    evidence::{completeness::Completeness, Entry},
+    export::{BundleReport, Manifest},
+    kernel::Revocation,
+    policy::Policy,
+    registry::{Agent, PolicyVersion},
+};
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! put {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// `--json` of the listing verbs: one pretty document.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// `warden agent add`.
+pub fn agent_added(agent: &Agent, note: &str) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "registered agent '{}' (owner {}, cgroup {}): {note}",
+        agent.name,
+        agent.owner,
+        agent.cgroup.display()
+    );
+    out
+}
+
+/// `warden agent list`.
+pub fn agent_list(agents: &[Agent]) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "{:<20} {:<28} {:<22} {:<8} cgroup",
+        "agent",
+        "owner",
+        "policy",
+        "status"
+    );
+    for a in agents {
+        put!(
+            out,
+            "{:<20} {:<28} {:<22} {:<8} {}",
+            a.name,
+            a.owner,
+            a.policy,
+            format!("{:?}", a.status).to_lowercase(),
+            a.cgroup.display()
+        );
+    }
+    out
+}
+
+/// `warden agent show`.
+pub fn agent(a: &Agent) -> String {
+    let mut out = String::new();
+    put!(out, "agent:      {}\nowner:      {}\npolicy:     {}\ncgroup:     {}{}\nstatus:     {:?}\nregistered: {} by {}",
+        a.name, a.owner, a.policy, a.cgroup.display(), if a.adopted { " (adopted)" } else { "" },
+        a.status, clock::format_ns(a.created_at_ns), a.created_by);
+    out
+}
+
+/// `warden agent remove`.
+pub fn agent_removed(a: &Agent) -> String {
+    format!("removed agent '{}'\n", a.name)
+}
+
+/// `warden policy check`: one line per file that compiles.
+pub fn policy_ok(file: &Path, p: &Policy) -> String {
+    format!(
+        "{}: ok ({} rules, snapshot {})\n",
+        file.display(),
+        p.rules.len(),
+        p.snapshot()
+    )
+}
+
+/// `warden policy history`.
+pub fn policy_history(versions: &[PolicyVersion]) -> String {
+    let mut out = String::new();
+    for v in versions {
+        put!(
+            out,
+            "{:>4}  {}  {:<18} {:<22} {}  by {}",
+            v.id,
+            clock::format_ns(v.loaded_at_ns),
+            v.agent,
+            v.file,
+            v.sha256,
+            v.loaded_by
+        );
+    }
+    out
+}
+
+/// `warden log tail --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TailFormat {
+    Json,
+    Ocsf,
+}
+
+/// One line of `warden log tail`, without its newline.
+pub fn tail_line(e: &Entry, format: TailFormat) -> String {
+    match format {
+        TailFormat::Json => serde_json::to_string(e),
+        TailFormat::Ocsf => serde_json::to_string(&crate::export::ocsf::to_ocsf(e)),
+    }
+    .unwrap_or_default()
+}
+
+/// `warden log --json`: one object per line.
+pub fn log_json(entries: &[Entry]) -> serde_json::Result<String> {
+    let mut out = String::new();
+    for e in entries {
+        put!(out, "{}", serde_json::to_string(e)?);
+    }
+    Ok(out)
+}
+
+/// `warden log`.
+pub fn log_table(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    put!(out, "{}", LOG_HEADER);
+    for e in entries {
+        put!(out, "{}", format_entry(e));
+    }
+    out
+}
+
+/// `s`, shortened to `width` characters with an ellipsis (tables only; the
+/// JSON output and the evidence keep every byte).
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(width - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Table row for `warden log`.
+pub fn format_entry(e: &Entry) -> String {
+    format!(
+        "{:>6}  {}  {:<14} {:<18} {:>7}  {:<14} {:<26} {:<9} {}",
+        e.seq,
+        clock::format_ns(e.ts_ns),
+        e.agent,
+        if e.login_user == "unset" || e.login_user == e.user {
+            e.user.clone()
+        } else {
+            format!("{}({})", e.user, e.login_user)
+        },
+        e.pid,
+        e.action,
+        clip(&e.target, 26),
+        e.decision,
+        e.rule_id
+    )
+}
+
+pub const LOG_HEADER: &str =
+    "   seq  time                      agent          user                   pid  action         target                     decision  rule";
+
+/// `warden log verify`.
+pub fn verified(v: &Verified) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "evidence chain intact: {} entries, head seq {} hash {}",
+        v.chain.entries,
+        v.chain.head_seq,
+        v.chain.head_hash
+    );
+    match &v.checkpoints {
+        Some(c) => put!(
+            out,
+            "checkpoints valid: {} signed by key {}, newest covers {} of {} entries",
+            c.checkpoints,
+            c.key_id,
+            c.signed_size,
+            v.chain.entries
+        ),
+        None => put!(
+            out,
+            "no checkpoints: this host has no signing key yet (no daemon has run)"
+        ),
+    }
+    if v.anchors > 0 {
+        put!(
+            out,
+            "anchors valid: {} checkpoint(s) kept elsewhere match this log",
+            v.anchors
+        );
+    }
+    out
+}
+
+/// `warden log verify --completeness`: `Ok` for stdout when every
+/// approval-gated entry is complete, `Err` for stderr (and a failed exit)
+/// when one is not.
+pub fn completeness(c: &Completeness) -> Result<String, String> {
+    let mut err = String::new();
+    for (seq, missing) in &c.incomplete {
+        put!(
+            err,
+            "warden: incomplete: seq {seq} lacks {}",
+            missing.join(", ")
+        );
+    }
+    if !c.incomplete.is_empty() {
+        put!(
+            err,
+            "warden: error: {} of {} approval-gated entries are incomplete",
+            c.incomplete.len(),
+            c.gated
+        );
+        return Err(err);
+    }
+    Ok(format!(
+        "completeness: {} approval-gated entries, every required field present\n",
+        c.gated
+    ))
+}
+
+/// `warden evidence export`.
+pub fn exported(m: &Manifest, out: &Path) -> String {
+    format!(
+        "exported {} entries (head {}) signed by key {} to {}\n",
+        m.entries,
+        m.head_hash,
+        m.key_id,
+        out.display()
+    )
+}
+
+/// `warden evidence verify`: `Ok` for stdout when the bundle holds, `Err`
+/// for stderr (and a failed exit) with its problems when it does not.
+pub fn bundle(r: &BundleReport, dir: &Path) -> Result<String, String> {
+    if r.is_valid() {
+        return Ok(format!(
+            "bundle valid: {} entries, head {}, {} checkpoints (newest covers {}), key {}\n",
+            r.entries, r.head_hash, r.checkpoints, r.signed_size, r.key_id
+        ));
+    }
+    let mut err = String::new();
+    for p in &r.problems {
+        put!(err, "warden: bundle: {p}");
+    }
+    put!(
+        err,
+        "warden: error: bundle {} is NOT valid ({} problems)",
+        dir.display(),
+        r.problems.len()
+    );
+    Err(err)
+}
+
+/// `warden kill`.
+pub fn killed(r: &KillReport) -> String {
+    let kernel = match r.kernel {
+        Revocation::Applied => "every hook now refuses it",
+        Revocation::NoPins => "no Warden programs are loaded",
+    };
+    format!(
+        "agent '{}' revoked in {:.1} ms ({kernel}); {} process(es) {}{}\n",
+        r.agent.name,
+        r.to_kernel.as_secs_f64() * 1000.0,
+        r.processes.len(),
+        if r.frozen { "frozen" } else { "killed" },
+        if r.daemon_notified {
+            ""
+        } else {
+            "; the daemon is not running and picks this up when it starts"
+        }
+    )
+}
+
+/// `warden revive`.
+pub fn revived(a: &Agent) -> String {
+    format!("agent '{}' active again\n", a.name)
+}
+
+/// `warden uninstall`.
+pub fn uninstalled(removed: usize, pin_dir: &Path) -> String {
+    format!(
+        "removed {removed} pinned programs and maps under {}\n",
+        pin_dir.display()
+    )
+}
+
+/// `warden approvals`.
+pub fn approvals(list: &[Approval]) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} job_hash",
+        "id",
+        "status",
+        "agent",
+        "target",
+        "held at",
+        "by"
+    );
+    for a in list {
+        put!(
+            out,
+            "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} {}",
+            a.id,
+            a.status.as_str(),
+            a.job.agent,
+            a.job.target,
+            clock::format_ns(a.created_at_ns),
+            a.decided_by.as_deref().unwrap_or("-"),
+            &a.job_hash[..16]
+        );
+    }
+    out
+}
+
+/// `warden approve|reject`: the daemon's answer.
+pub fn decided(message: &str) -> String {
+    format!("{message}\n")
+}
+
+/// `warden status`.
+pub fn status(s: &StatusReport) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "daemon:   running (pid {}, since {})",
+        s.pid,
+        clock::format_ns(s.started_at_ns)
+    );
+    put!(out, "cgroup2:  {}", s.cgroup2);
+    put!(
+        out,
+        "evidence: checkpoints signed by Ed25519 key {} ({})",
+        s.key_id,
+        s.public_key
+    );
+    put!(out, "enforcement:");
+    for m in &s.mechanisms {
+        put!(out, "  {:<44} {}", m.action, m.mechanism);
+    }
+    put!(
+        out,
+        "machine-wide hooks (every process pays their dispatch while attached):"
+    );
+    for h in &s.global_hooks {
+        let state = if h.attached { "attached" } else { "detached" };
+        put!(out, "  {:<24} {:<9} {}", h.hook, state, h.why);
+    }
+    put!(out, "agents:");
+    for a in &s.agents {
+        let state = if a.revoked {
+            "REVOKED"
+        } else if a.enforced {
+            "enforced"
+        } else {
+            "NOT ENFORCED"
+        };
+        put!(
+            out,
+            "  {:<20} {:<12} policy {}  {}",
+            a.agent,
+            state,
+            a.policy_snapshot,
+            a.cgroup
+        );
+    }
+    put!(
+        out,
+        "kernel:   {} events, {} allowed, {} denied, {} dropped (ring buffer full)",
+        s.kernel.events,
+        s.kernel.allowed,
+        s.kernel.denied,
+        s.kernel.dropped
+    );
+    put!(
+        out,
+        "daemon:   {} decisions recorded, {} undecodable",
+        s.recorded,
+        s.decode_errors
+    );
+    for e in &s.policy_errors {
+        put!(out, "policy error: {e}");
+    }
+    out
+}
