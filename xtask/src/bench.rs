@@ -17,6 +17,16 @@ pub fn run() -> Result<i32> {
     }
     setup::setup()?;
     let bin = setup::build(true)?;
+    // Every bin, not only the benches: `warden-bench-control` runs `warden-probe`, which it
+    // looks for beside itself (`probe_bin`), so it must exist in the release profile too.
+    setup::run(Command::new(setup::cargo()).current_dir(workspace()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "warden-tests",
+        "--bins",
+    ]))?;
     // The network path (connect), then the exec and file-open fallback.
     let mut code = 0;
     for bench in [

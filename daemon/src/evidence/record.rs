@@ -475,7 +475,7 @@ fn write_canonical(e: &Entry, out: &mut Vec<u8>, details: &mut Vec<u8>) -> Resul
 
 /// Appends `bytes` as a version 2 string: varint length, then the bytes.
 #[inline]
-pub(super) fn put_v2_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+fn put_v2_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut n = bytes.len() as u64;
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -483,6 +483,121 @@ pub(super) fn put_v2_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     }
     out.push(n as u8);
     out.extend_from_slice(bytes);
+}
+
+/// An entry's fields that the encodings cover, numbered as the store's
+/// columns are (`store::COLUMNS`), so a stored row is read field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Field {
+    Seq = 0,
+    TsNs,
+    Kind,
+    Agent,
+    Owner,
+    Uid,
+    Loginuid,
+    User,
+    LoginUser,
+    Pid,
+    Exe,
+    Action,
+    Target,
+    Decision,
+    RuleId,
+    PolicySnapshot,
+    Method,
+    Details,
+    PrevHash,
+}
+
+/// An entry's fields wherever they are held: an [`Entry`] being sealed or
+/// hashed, or a stored row the verifier's fast path reads in place. `None`
+/// means the field is missing or out of range, and the encoding fails.
+pub(super) trait FieldSource {
+    /// A string field's UTF-8 bytes; for [`Field::Details`], the canonical
+    /// details object.
+    fn text(&mut self, field: Field) -> Option<&[u8]>;
+    /// `uid`, `loginuid` or `pid`.
+    fn u32(&mut self, field: Field) -> Option<u32>;
+    fn ts_ns(&mut self) -> Option<i64>;
+    fn seq(&mut self) -> Option<u64>;
+    /// The previous entry's hash as raw bytes.
+    fn prev_hash(&mut self) -> Option<[u8; 32]>;
+}
+
+/// Appends the version 2 encoding of `src` to `out`. The one statement of
+/// the field order, which the writer and the verifier's fast path both
+/// call, so the bytes they hash cannot drift apart.
+#[inline]
+pub(super) fn write_v2<S: FieldSource>(out: &mut Vec<u8>, src: &mut S) -> Option<()> {
+    use Field::*;
+    for field in [Kind, Agent, Owner, User, LoginUser] {
+        put_v2_bytes(out, src.text(field)?);
+    }
+    out.extend_from_slice(&src.u32(Uid)?.to_be_bytes());
+    out.extend_from_slice(&src.u32(Loginuid)?.to_be_bytes());
+    for field in [Exe, PolicySnapshot, Method, RuleId, Action, Decision] {
+        put_v2_bytes(out, src.text(field)?);
+    }
+    out.extend_from_slice(&src.u32(Pid)?.to_be_bytes());
+    put_v2_bytes(out, src.text(Target)?);
+    put_v2_bytes(out, src.text(Details)?);
+    out.extend_from_slice(&src.ts_ns()?.to_be_bytes());
+    out.extend_from_slice(&src.seq()?.to_be_bytes());
+    out.extend_from_slice(&src.prev_hash()?);
+    Some(())
+}
+
+/// An [`Entry`] as [`write_v2`] reads it, with its canonical details and
+/// its `prev_hash` decoded.
+struct EntryFields<'e> {
+    entry: &'e Entry,
+    details: &'e [u8],
+    prev: [u8; 32],
+}
+
+impl FieldSource for EntryFields<'_> {
+    fn text(&mut self, field: Field) -> Option<&[u8]> {
+        let e = self.entry;
+        Some(match field {
+            Field::Kind => e.kind.as_bytes(),
+            Field::Agent => e.agent.as_bytes(),
+            Field::Owner => e.owner.as_bytes(),
+            Field::User => e.user.as_bytes(),
+            Field::LoginUser => e.login_user.as_bytes(),
+            Field::Exe => e.exe.as_bytes(),
+            Field::Action => e.action.as_bytes(),
+            Field::Target => e.target.as_bytes(),
+            Field::Decision => e.decision.as_bytes(),
+            Field::RuleId => e.rule_id.as_bytes(),
+            Field::PolicySnapshot => e.policy_snapshot.as_bytes(),
+            Field::Method => e.method.as_bytes(),
+            Field::Details => self.details,
+            Field::Seq | Field::TsNs | Field::Uid | Field::Loginuid | Field::Pid => return None,
+            Field::PrevHash => return None,
+        })
+    }
+
+    fn u32(&mut self, field: Field) -> Option<u32> {
+        match field {
+            Field::Uid => Some(self.entry.uid),
+            Field::Loginuid => Some(self.entry.loginuid),
+            Field::Pid => Some(self.entry.pid),
+            _ => None,
+        }
+    }
+
+    fn ts_ns(&mut self) -> Option<i64> {
+        Some(self.entry.ts_ns)
+    }
+
+    fn seq(&mut self) -> Option<u64> {
+        Some(self.entry.seq)
+    }
+
+    fn prev_hash(&mut self) -> Option<[u8; 32]> {
+        Some(self.prev)
+    }
 }
 
 fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>, details: &[u8]) -> Result<(), RecordError> {
@@ -493,27 +608,12 @@ fn write_canonical_v2(e: &Entry, out: &mut Vec<u8>, details: &[u8]) -> Result<()
             prev_hash: e.prev_hash.clone(),
         });
     }
-    for s in [&e.kind, &e.agent, &e.owner, &e.user, &e.login_user] {
-        put_v2_bytes(out, s.as_bytes());
-    }
-    out.extend_from_slice(&e.uid.to_be_bytes());
-    out.extend_from_slice(&e.loginuid.to_be_bytes());
-    for s in [
-        &e.exe,
-        &e.policy_snapshot,
-        &e.method,
-        &e.rule_id,
-        &e.action,
-        &e.decision,
-    ] {
-        put_v2_bytes(out, s.as_bytes());
-    }
-    out.extend_from_slice(&e.pid.to_be_bytes());
-    put_v2_bytes(out, e.target.as_bytes());
-    put_v2_bytes(out, details);
-    out.extend_from_slice(&e.ts_ns.to_be_bytes());
-    out.extend_from_slice(&e.seq.to_be_bytes());
-    out.extend_from_slice(&prev);
+    let mut fields = EntryFields {
+        entry: e,
+        details,
+        prev,
+    };
+    write_v2(out, &mut fields).expect("an entry holds every field of version 2");
     Ok(())
 }
 

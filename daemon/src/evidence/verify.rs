@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use super::record::{
-    put_v2_bytes, write_json_str, Entry, EntryHasher, DOMAIN_ENTRY_V1, DOMAIN_ENTRY_V2,
-    GENESIS_PREV_HASH,
+    write_json_str, write_v2, Entry, EntryHasher, Field, FieldSource, DOMAIN_ENTRY_V1,
+    DOMAIN_ENTRY_V2, GENESIS_PREV_HASH,
 };
 use super::scan::{Scan, ScanRow};
 use super::store::{EvidenceStore, StoreError, COLUMNS};
@@ -217,8 +217,9 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
     let mut head_hex = [b'0'; 64];
     let mut head_seq = 0u64;
     while let Some(mut row) = scan.next().ok()? {
-        let seq = row.int(0)?;
-        if u64::try_from(seq).ok()? != head_seq + 1 || row.text(18)? != head_hex {
+        let seq = row.int(Field::Seq as i32)?;
+        if u64::try_from(seq).ok()? != head_seq + 1 || row.text(Field::PrevHash as i32)? != head_hex
+        {
             return None;
         }
         buf.clear();
@@ -248,25 +249,45 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
     })
 }
 
-/// Version 2 of a row whose `prev_hash` is `prev`: the same fields, in the
-/// same order, as `record::write_canonical_v2`.
+/// Version 2 of a row whose `prev_hash` is `prev`: `record::write_v2`,
+/// the writer's own encoder, reading the row in place.
 fn write_row_v2(b: &mut Vec<u8>, row: &mut ScanRow<'_>, prev: &[u8; 32]) -> Option<()> {
-    let u32_col = |row: &mut ScanRow<'_>, col| u32::try_from(row.int(col)?).ok();
-    for col in [2, 3, 4, 7, 8] {
-        put_v2_bytes(b, row.text(col)?);
+    write_v2(b, &mut RowFields { row, prev })
+}
+
+/// A stored row as `record::write_v2` reads it; its `prev_hash` column was
+/// checked by the caller to be `prev` in hex. Integers are range-checked,
+/// never truncated.
+struct RowFields<'r, 's> {
+    row: &'r mut ScanRow<'s>,
+    prev: &'r [u8; 32],
+}
+
+impl FieldSource for RowFields<'_, '_> {
+    #[inline]
+    fn text(&mut self, field: Field) -> Option<&[u8]> {
+        self.row.text(field as i32)
     }
-    b.extend_from_slice(&u32_col(row, 5)?.to_be_bytes());
-    b.extend_from_slice(&u32_col(row, 6)?.to_be_bytes());
-    for col in [10, 15, 16, 14, 11, 13] {
-        put_v2_bytes(b, row.text(col)?);
+
+    #[inline]
+    fn u32(&mut self, field: Field) -> Option<u32> {
+        u32::try_from(self.row.int(field as i32)?).ok()
     }
-    b.extend_from_slice(&u32_col(row, 9)?.to_be_bytes());
-    put_v2_bytes(b, row.text(12)?);
-    put_v2_bytes(b, row.text(17)?);
-    b.extend_from_slice(&row.int(1)?.to_be_bytes());
-    b.extend_from_slice(&row.int(0)?.to_be_bytes());
-    b.extend_from_slice(prev);
-    Some(())
+
+    #[inline]
+    fn ts_ns(&mut self) -> Option<i64> {
+        self.row.int(Field::TsNs as i32)
+    }
+
+    #[inline]
+    fn seq(&mut self) -> Option<u64> {
+        u64::try_from(self.row.int(Field::Seq as i32)?).ok()
+    }
+
+    #[inline]
+    fn prev_hash(&mut self) -> Option<[u8; 32]> {
+        Some(*self.prev)
+    }
 }
 
 /// Version 1 of a row whose `prev_hash` is `prev_hex`: the same fields as
@@ -278,30 +299,39 @@ fn write_row_v1(
     prev_hex: &[u8; 64],
 ) -> Option<()> {
     b.push(b'{');
-    put_str(b, b"\"action\":", row.text(11))?;
-    put_str(b, b",\"agent\":", row.text(3))?;
-    put_str(b, b",\"decision\":", row.text(13))?;
+    put_str(b, b"\"action\":", row.text(Field::Action as i32))?;
+    put_str(b, b",\"agent\":", row.text(Field::Agent as i32))?;
+    put_str(b, b",\"decision\":", row.text(Field::Decision as i32))?;
     b.extend_from_slice(b",\"details\":");
-    b.extend_from_slice(row.text(17)?);
-    put_str(b, b",\"exe\":", row.text(10))?;
-    put_str(b, b",\"kind\":", row.text(2))?;
-    put_str(b, b",\"login_user\":", row.text(8))?;
-    put_int(b, digits, b",\"loginuid\":", row.int(6))?;
-    put_str(b, b",\"method\":", row.text(16))?;
-    put_str(b, b",\"owner\":", row.text(4))?;
-    put_int(b, digits, b",\"pid\":", row.int(9))?;
-    put_str(b, b",\"policy_snapshot\":", row.text(15))?;
+    b.extend_from_slice(row.text(Field::Details as i32)?);
+    put_str(b, b",\"exe\":", row.text(Field::Exe as i32))?;
+    put_str(b, b",\"kind\":", row.text(Field::Kind as i32))?;
+    put_str(b, b",\"login_user\":", row.text(Field::LoginUser as i32))?;
+    put_int(
+        b,
+        digits,
+        b",\"loginuid\":",
+        row.int(Field::Loginuid as i32),
+    )?;
+    put_str(b, b",\"method\":", row.text(Field::Method as i32))?;
+    put_str(b, b",\"owner\":", row.text(Field::Owner as i32))?;
+    put_int(b, digits, b",\"pid\":", row.int(Field::Pid as i32))?;
+    put_str(
+        b,
+        b",\"policy_snapshot\":",
+        row.text(Field::PolicySnapshot as i32),
+    )?;
     // Checked by the caller to be the previous row's hash: hex, nothing to
     // escape.
     b.extend_from_slice(b",\"prev_hash\":\"");
     b.extend_from_slice(prev_hex);
     b.push(b'"');
-    put_str(b, b",\"rule_id\":", row.text(14))?;
-    put_int(b, digits, b",\"seq\":", row.int(0))?;
-    put_str(b, b",\"target\":", row.text(12))?;
-    put_int(b, digits, b",\"ts_ns\":", row.int(1))?;
-    put_int(b, digits, b",\"uid\":", row.int(5))?;
-    put_str(b, b",\"user\":", row.text(7))?;
+    put_str(b, b",\"rule_id\":", row.text(Field::RuleId as i32))?;
+    put_int(b, digits, b",\"seq\":", row.int(Field::Seq as i32))?;
+    put_str(b, b",\"target\":", row.text(Field::Target as i32))?;
+    put_int(b, digits, b",\"ts_ns\":", row.int(Field::TsNs as i32))?;
+    put_int(b, digits, b",\"uid\":", row.int(Field::Uid as i32))?;
+    put_str(b, b",\"user\":", row.text(Field::User as i32))?;
     b.extend_from_slice(b",\"v\":1}");
     Some(())
 }
@@ -600,6 +630,165 @@ mod tests {
             assert_eq!(hasher.digest(&m), expected, "message {i}");
             assert!(hasher.prefixes.len() <= PREFIXES);
         }
+    }
+
+    #[test]
+    fn field_numbers_are_the_store_columns() {
+        use Field::*;
+        let fields = [
+            (Seq, "seq"),
+            (TsNs, "ts_ns"),
+            (Kind, "kind"),
+            (Agent, "agent"),
+            (Owner, "owner"),
+            (Uid, "uid"),
+            (Loginuid, "loginuid"),
+            (User, "user"),
+            (LoginUser, "login_user"),
+            (Pid, "pid"),
+            (Exe, "exe"),
+            (Action, "action"),
+            (Target, "target"),
+            (Decision, "decision"),
+            (RuleId, "rule_id"),
+            (PolicySnapshot, "policy_snapshot"),
+            (Method, "method"),
+            (Details, "details"),
+            (PrevHash, "prev_hash"),
+        ];
+        let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+        for (field, name) in fields {
+            assert_eq!(columns[field as usize], name, "{field:?}");
+        }
+    }
+
+    /// Varied entries with edge values, each sealed in both versions.
+    fn varied_entries() -> Vec<Entry> {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let strings = |pick: u64| -> String {
+            match pick {
+                0 => String::new(),
+                1 => "caf\u{e9} \u{1F600} \u{2028}\u{0}\u{1f}\u{7f}".into(),
+                2 => "\"quoted\" \\back\\ /slash/\t\n\r".into(),
+                // Two- and three-byte varint lengths.
+                3 => "x".repeat(200),
+                4 => "\u{e9}".repeat(9000),
+                5 => "127.0.0.1:8080/tcp".into(),
+                _ => format!("s{pick}"),
+            }
+        };
+        let u32s = [0, 1, 1000, u32::MAX - 1, u32::MAX];
+        let i64s = [i64::MIN, -1, 0, 1, 1_767_225_600_000_000_000, i64::MAX];
+        let mut entries = Vec::new();
+        for n in 0..400u64 {
+            let mut details = sample(n).details;
+            match n % 5 {
+                0 => details.clear(),
+                1 => {
+                    details.insert("max".into(), serde_json::json!(u64::MAX));
+                    details.insert("min".into(), serde_json::json!(i64::MIN));
+                    details.insert("\u{e9}\u{1F600}".into(), serde_json::json!("\u{0}\""));
+                }
+                2 => {
+                    details.insert("big".into(), serde_json::json!("d".repeat(100_000)));
+                }
+                3 => {
+                    let many: serde_json::Map<_, _> = (0..300)
+                        .map(|i| (format!("k{i}"), serde_json::json!([i, {"n": -i}])))
+                        .collect();
+                    details.insert("many".into(), serde_json::Value::Object(many));
+                }
+                _ => {}
+            }
+            let mut prev = [0u8; 32];
+            prev.iter_mut().for_each(|b| *b = next(256) as u8);
+            let seq = match n % 4 {
+                0 => 1 + next(1000),
+                1 => i64::MAX as u64,
+                _ => next(i64::MAX as u64) + 1,
+            };
+            let ts_ns = i64s[next(i64s.len() as u64) as usize];
+            let mut string = || strings(next(9));
+            let mut e = Entry {
+                seq,
+                v: 2,
+                ts_ns,
+                kind: string(),
+                agent: string(),
+                owner: string(),
+                uid: 0,
+                loginuid: 0,
+                user: string(),
+                login_user: string(),
+                pid: 0,
+                exe: string(),
+                action: string(),
+                target: string(),
+                decision: string(),
+                rule_id: string(),
+                policy_snapshot: string(),
+                method: string(),
+                details,
+                prev_hash: hex::encode(prev),
+                hash: String::new(),
+            };
+            e.uid = u32s[next(u32s.len() as u64) as usize];
+            e.loginuid = u32s[next(u32s.len() as u64) as usize];
+            e.pid = u32s[next(u32s.len() as u64) as usize];
+            for v in [1, 2] {
+                e.v = v;
+                e.hash = compute_hash(&e).expect("hash");
+                entries.push(e.clone());
+            }
+        }
+        entries
+    }
+
+    /// The writer (`record`, over an `Entry`) and the fast path (over the
+    /// stored row) write the same bytes, hence the same hashes.
+    #[test]
+    fn the_writer_and_the_fast_path_encode_alike() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(&format!("CREATE TABLE evidence ({COLUMNS})"))
+            .expect("table");
+        let entries = varied_entries();
+        for e in &entries {
+            insert_row(&conn, e);
+        }
+        let sql =
+            CString::new(format!("SELECT {COLUMNS} FROM evidence ORDER BY rowid")).expect("sql");
+        let mut scan = Scan::new(&conn, &sql).expect("prepare");
+        let mut hasher = PrefixCachedHasher::default();
+        let mut digits = itoa::Buffer::new();
+        let mut ours = Vec::new();
+        for e in &entries {
+            let mut row = scan.next().expect("step").expect("a row per entry");
+            let mut prev = [0u8; 32];
+            hex::decode_to_slice(&e.prev_hash, &mut prev).expect("hex");
+            let prev_hex: [u8; 64] = e.prev_hash.as_bytes().try_into().expect("64");
+            ours.clear();
+            let domain = match e.v {
+                1 => {
+                    write_row_v1(&mut ours, &mut row, &mut digits, &prev_hex).expect("v1 row");
+                    DOMAIN_ENTRY_V1
+                }
+                _ => {
+                    write_row_v2(&mut ours, &mut row, &prev).expect("v2 row");
+                    DOMAIN_ENTRY_V2
+                }
+            };
+            let theirs = super::super::record::canonical_bytes(e).expect("encode");
+            assert!(ours == theirs, "v{} seq {}: bytes differ", e.v, e.seq);
+            let message = [domain, &ours].concat();
+            assert_eq!(hex_lower(&hasher.digest(&message)), e.hash.as_bytes());
+        }
+        assert!(scan.next().expect("step").is_none());
     }
 
     /// Plain SQL, as an attacker with write access would use it.
