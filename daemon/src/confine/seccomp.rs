@@ -1,0 +1,162 @@
+//! seccomp: the syscalls an agent may never make, and signals aimed at
+//! the daemon by number.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+use crate::control::{self, Request};
+
+use super::*;
+
+/// Denied with EPERM, always. Each line says why.
+pub(super) const DENIED_SYSCALLS: &[&str] = &[
+    // Load or change eBPF programs and maps (Warden's own included).
+    "bpf",
+    // Kernel code: modules, or a new kernel.
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    // Read or change another process (the daemon's memory, its keys).
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    // Uprobes on the daemon and system-wide sampling of its registers and
+    // stack; agents have no profiling to do.
+    "perf_event_open",
+    // io_uring opens and connects are not seen by the fallback hooks.
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    // Permission events would let an agent gate the daemon's own opens.
+    "fanotify_init",
+    // Evidence timestamps come from this clock.
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "clock_adjtime",
+    // A signal by pidfd cannot be matched to the daemon by number.
+    "pidfd_send_signal",
+];
+
+/// The daemon as `warden run` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DaemonProcess {
+    pub pid: i32,
+    /// Its threads now: kill(2) on any thread id signals the whole process.
+    pub tids: Vec<i32>,
+    pub pgid: i32,
+    pub sid: i32,
+}
+
+/// First arguments of kill(2), tkill(2) and rt_sigqueueinfo(2) that could
+/// reach the daemon: its pid, its thread ids, its process group, -1 (every
+/// process), and 0 (the caller's group) when the caller shares its session
+/// (it could setpgid(2) into the daemon's group). Threads the daemon
+/// starts later are not in the list; `LANDLOCK_SCOPE_SIGNAL` covers those.
+pub(crate) fn signal_targets(daemon: &DaemonProcess, our_sid: i32) -> Vec<i32> {
+    let mut t = vec![daemon.pid];
+    t.extend(daemon.tids.iter().copied().filter(|&t| t != daemon.pid));
+    if daemon.pgid > 0 {
+        t.push(-daemon.pgid);
+    }
+    t.push(-1);
+    if daemon.sid == our_sid {
+        t.push(0);
+    }
+    t
+}
+
+pub(super) fn seccomp_err(
+    op: impl Into<String>,
+) -> impl FnOnce(libseccomp::error::SeccompError) -> ConfineError {
+    let op = op.into();
+    move |source| ConfineError::Seccomp { op, source }
+}
+
+pub(super) fn build_seccomp(
+    daemon: &DaemonProcess,
+    targets: &[i32],
+) -> Result<ScmpFilterContext, ConfineError> {
+    let eperm = ScmpAction::Errno(libc::EPERM);
+    let mut ctx =
+        ScmpFilterContext::new(ScmpAction::Allow).map_err(seccomp_err("create filter"))?;
+    // ia32 (int 0x80) and x32 reach the same kernel functions by other
+    // numbers; libseccomp writes the rules for each table.
+    #[cfg(target_arch = "x86_64")]
+    for arch in [ScmpArch::X86, ScmpArch::X32] {
+        ctx.add_arch(arch)
+            .map_err(seccomp_err(format!("add architecture {arch:?}")))?;
+    }
+    let syscall =
+        |name: &str| ScmpSyscall::from_name(name).map_err(seccomp_err(format!("syscall {name}")));
+    for name in DENIED_SYSCALLS {
+        ctx.add_rule(eperm, syscall(name)?)
+            .map_err(seccomp_err(format!("deny {name}")))?;
+    }
+    // pid_t is 32 bits: compare the low half only, so a value with junk in
+    // the upper half (which the kernel truncates) still matches.
+    let low32 = |v: i32| {
+        ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::MaskedEqual(0xffff_ffff),
+            u64::from(v as u32),
+        )
+    };
+    for name in ["kill", "tkill", "rt_sigqueueinfo"] {
+        let nr = syscall(name)?;
+        for &t in targets {
+            ctx.add_rule_conditional(eperm, nr, &[low32(t)])
+                .map_err(seccomp_err(format!("deny {name}({t}, ...)")))?;
+        }
+    }
+    for name in ["tgkill", "rt_tgsigqueueinfo"] {
+        ctx.add_rule_conditional(eperm, syscall(name)?, &[low32(daemon.pid)])
+            .map_err(seccomp_err(format!("deny {name}({}, ...)", daemon.pid)))?;
+    }
+    Ok(ctx)
+}
+
+/// The daemon answering on `socket`: its pid from the socket's peer
+/// credentials (the kernel's word), its threads, group and session.
+pub(super) fn find_daemon(socket: &Path) -> Result<DaemonProcess, ConfineError> {
+    let (_, pid) = control::call_with_peer(socket, &Request::Status, Duration::from_secs(10))
+        .map_err(ConfineError::Daemon)?;
+    let pid = pid as i32;
+    let task = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut tids: Vec<i32> = procfs::process::Process::new(pid)
+        .and_then(|p| p.tasks())
+        .map_err(|e| io_err("list", &task)(std::io::Error::other(e)))?
+        .filter_map(|t| Some(t.ok()?.tid))
+        .collect();
+    tids.sort_unstable();
+    let nix_pid = nix::unistd::Pid::from_raw(pid);
+    let sys = |op: &'static str| {
+        let path = task.clone();
+        move |e: nix::errno::Errno| ConfineError::Io {
+            op,
+            path,
+            source: e.into(),
+        }
+    };
+    let pgid = nix::unistd::getpgid(Some(nix_pid))
+        .map_err(sys("getpgid"))?
+        .as_raw();
+    let sid = nix::unistd::getsid(Some(nix_pid))
+        .map_err(sys("getsid"))?
+        .as_raw();
+    Ok(DaemonProcess {
+        pid,
+        tids,
+        pgid,
+        sid,
+    })
+}

@@ -1,0 +1,274 @@
+//! The raw YAML shapes of a policy and its rules, checked while they are
+//! deserialised so errors point at the offending node.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::policy::model::{
+    normalise_ports, Decision, EvidenceLoss, PathMatch, Protocol, Rule, Selector,
+};
+
+use super::values::*;
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a policy: a mapping with `version`, `rules` and optional settings"
+)]
+pub(in crate::policy) struct RawPolicy {
+    #[allow(dead_code)] // Checked while parsing; only one version exists.
+    pub(in crate::policy) version: Version,
+    pub(in crate::policy) description: Option<String>,
+    #[serde(default)]
+    pub(in crate::policy) approvers: RawApprovers,
+    pub(in crate::policy) hold_timeout: Option<HoldTimeout>,
+    pub(in crate::policy) on_evidence_loss: Option<EvidenceLoss>,
+    pub(in crate::policy) rules: RuleList,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "approvers: a mapping with `users` and `groups` lists"
+)]
+pub(in crate::policy) struct RawApprovers {
+    #[serde(default)]
+    pub(in crate::policy) users: Vec<Principal>,
+    #[serde(default)]
+    pub(in crate::policy) groups: Vec<Principal>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", expecting = "`read` or `write`")]
+pub(in crate::policy) enum Access {
+    Read,
+    Write,
+}
+
+/// A rule, validated. Deserialised from `RuleFields` by `CheckedMap`.
+pub(in crate::policy) struct RawRule(pub(in crate::policy) Rule);
+
+// The `*Fields` structs are only ever read through `CheckedMap`, whose
+// `expecting` is the one shown in errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::policy) struct RuleFields {
+    pub(in crate::policy) id: RuleId,
+    pub(in crate::policy) decision: Decision,
+    pub(in crate::policy) connect: Option<ConnectFields>,
+    pub(in crate::policy) exec: Option<ExecSpec>,
+    pub(in crate::policy) file: Option<FileSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "connect: a mapping with `to` and optional `ports`, `protocol`"
+)]
+pub(in crate::policy) struct ConnectFields {
+    pub(in crate::policy) to: CidrSpec,
+    pub(in crate::policy) ports: Option<PortList>,
+    pub(in crate::policy) protocol: Option<Protocol>,
+}
+
+/// A visitor for a mapping whose fields are parsed as `T` (derived, so
+/// unknown and missing fields are reported as usual) and then checked as a
+/// whole by `check`. The check runs inside `visit_map`, not after
+/// `T::deserialize` returns, because serde_yaml attaches the mapping's
+/// position only to errors returned from within its visit.
+pub(in crate::policy) struct CheckedMap<T, U> {
+    pub(in crate::policy) expecting: &'static str,
+    pub(in crate::policy) check: fn(T) -> Result<U, String>,
+}
+
+impl<'de, T: Deserialize<'de>, U> Visitor<'de> for CheckedMap<T, U> {
+    type Value = U;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<U, A::Error> {
+        let fields = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        (self.check)(fields).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CheckedMap {
+            expecting:
+                "a rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`",
+            check: check_rule,
+        })
+    }
+}
+
+pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
+    let mut present = Vec::new();
+    if f.connect.is_some() {
+        present.push("`connect`");
+    }
+    if f.exec.is_some() {
+        present.push("`exec`");
+    }
+    if f.file.is_some() {
+        present.push("`file`");
+    }
+    let selector = match (f.connect, f.exec, f.file) {
+        (Some(c), None, None) => Selector::Connect {
+            cidr: c.to.0,
+            ports: c.ports.map_or_else(Vec::new, |p| normalise_ports(p.0)),
+            protocol: c.protocol.unwrap_or(Protocol::Any),
+        },
+        (None, Some(e), None) => Selector::Exec { target: e.0 },
+        (None, None, Some(file)) => file.0,
+        _ => {
+            let found = if present.is_empty() {
+                "none".to_string()
+            } else {
+                present.join(" and ")
+            };
+            return Err(format!(
+                "a rule needs exactly one of `connect`, `exec`, `file`; this one has {found}"
+            ));
+        }
+    };
+    Ok(RawRule(Rule {
+        id: f.id.0,
+        decision: f.decision,
+        selector,
+    }))
+}
+
+/// `exec: { path: ... }` or `exec: { prefix: ... }`.
+pub(in crate::policy) struct ExecSpec(pub(in crate::policy) PathMatch);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::policy) struct ExecFields {
+    pub(in crate::policy) path: Option<ExactPath>,
+    pub(in crate::policy) prefix: Option<DirPrefix>,
+}
+
+impl<'de> Deserialize<'de> for ExecSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CheckedMap {
+            expecting: "exec: a mapping with `path` or `prefix`",
+            check: |f: ExecFields| path_match("exec", f.path, f.prefix).map(ExecSpec),
+        })
+    }
+}
+
+/// `file: { path|prefix: ..., access: [...] }`, as its selector.
+pub(in crate::policy) struct FileSpec(pub(in crate::policy) Selector);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::policy) struct FileFields {
+    pub(in crate::policy) path: Option<ExactPath>,
+    pub(in crate::policy) prefix: Option<DirPrefix>,
+    pub(in crate::policy) access: AccessList,
+}
+
+impl<'de> Deserialize<'de> for FileSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CheckedMap {
+            expecting: "file: a mapping with `path` or `prefix`, and `access`",
+            check: |f: FileFields| {
+                let target = path_match("file", f.path, f.prefix)?;
+                let read = f.access.0.contains(&Access::Read);
+                let write = f.access.0.contains(&Access::Write);
+                Ok(FileSpec(Selector::File {
+                    target,
+                    read,
+                    write,
+                }))
+            },
+        })
+    }
+}
+
+pub(in crate::policy) fn path_match(
+    what: &str,
+    path: Option<ExactPath>,
+    prefix: Option<DirPrefix>,
+) -> Result<PathMatch, String> {
+    match (path, prefix) {
+        (Some(p), None) => Ok(PathMatch::Exact(p.0)),
+        (None, Some(p)) => Ok(PathMatch::Prefix(p.0)),
+        (Some(_), Some(_)) => Err(format!(
+            "`{what}` has both `path` and `prefix`; a rule names one or the other"
+        )),
+        (None, None) => Err(format!(
+            "`{what}` needs `path` (one file) or `prefix` (a directory, ending in '/')"
+        )),
+    }
+}
+
+/// A sequence visitor that collects `T`s and then checks the whole list.
+pub(in crate::policy) struct CheckedSeq<T, U> {
+    pub(in crate::policy) expecting: &'static str,
+    pub(in crate::policy) check: fn(Vec<T>) -> Result<U, String>,
+}
+
+impl<'de, T: Deserialize<'de>, U> Visitor<'de> for CheckedSeq<T, U> {
+    type Value = U;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<U, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        (self.check)(items).map_err(de::Error::custom)
+    }
+}
+
+pub(in crate::policy) struct RuleList(pub(in crate::policy) Vec<RawRule>);
+
+impl<'de> Deserialize<'de> for RuleList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(CheckedSeq {
+            expecting: "`rules`: a list of rules (`- id: ...`)",
+            check: |rules| Ok(RuleList(rules)),
+        })
+    }
+}
+
+/// Port ranges as written; an explicit empty list is refused because it
+/// reads as "no ports" while an absent `ports` means all ports.
+pub(in crate::policy) struct PortList(pub(in crate::policy) Vec<(u16, u16)>);
+
+impl<'de> Deserialize<'de> for PortList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(CheckedSeq {
+            expecting: "`ports`: a list of ports (443) or ranges (\"9000-9100\")",
+            check: |ports: Vec<PortSpec>| {
+                if ports.is_empty() {
+                    Err("`ports` is empty; leave it out to match every port".to_string())
+                } else {
+                    Ok(PortList(ports.into_iter().map(|p| (p.0, p.1)).collect()))
+                }
+            },
+        })
+    }
+}
+
+pub(in crate::policy) struct AccessList(pub(in crate::policy) Vec<Access>);
+
+impl<'de> Deserialize<'de> for AccessList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(CheckedSeq {
+            expecting: "`access`: a list of `read` and/or `write`",
+            check: |access: Vec<Access>| {
+                if access.is_empty() {
+                    Err("`access` is empty; list `read`, `write` or both".to_string())
+                } else {
+                    Ok(AccessList(access))
+                }
+            },
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! YAML policy files to [`Policy`], with errors that point at a file, line,
+//! column and rule.
+//!
+//! How locations are found:
+//! - Values are checked inside the visitors of small newtypes (`Cidr`,
+//!   ports, paths, durations, rule ids). serde_yaml attaches the position of
+//!   the YAML node being visited to any error a visitor returns, so the error
+//!   points at the offending value rather than at its parent mapping.
+//! - serde_path_to_error records the path (`rules[3].connect.to`); the rule
+//!   id is then read from a second, loose parse of the same text into a
+//!   `serde_yaml::Value`.
+//! - Checks that need the whole policy (duplicate ids, and the compiler's
+//!   port rule limit) find the position of a node by walking the YAML again
+//!   with a probe that fails on purpose at that node; serde_yaml's position of
+//!   that failure is the node's line and column. This uses the real YAML
+//!   parser, so anchors, flow style and comments cannot fool it.
+
+mod error;
+mod fields;
+mod position;
+mod values;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::policy::model::{Approvers, Policy, Source};
+
+pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef};
+pub(super) use self::position::Step;
+use self::{error::*, fields::*, position::*};
+
+/// The only policy format version this code reads.
+pub const POLICY_VERSION: u32 = 1;
+/// Longest `path:` the kernel side can compare (bytes, without the NUL: an
+/// exact rule's key holds the path and its NUL after the 4-byte slot).
+pub const MAX_PATH_BYTES: usize = warden_common::PATH_KEY_BYTES - 1;
+/// Longest `prefix:` (it needs no NUL).
+pub const MAX_PREFIX_BYTES: usize = warden_common::PATH_KEY_BYTES;
+/// Longest rule id (bytes).
+pub const MAX_RULE_ID_BYTES: usize = 64;
+/// Default of `hold_timeout`.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const MIN_HOLD_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_HOLD_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_APPROVER_BYTES: usize = 128;
+
+/// Reads and parses a policy file. Errors name the file as `path` displays.
+pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyError> {
+    let (name, text) = read_policy_file(path)?;
+    parse_policy(&name, &text)
+}
+
+/// Reads a policy file: its name as `path` displays (what errors show) and
+/// its text.
+pub fn read_policy_file(path: &Path) -> Result<(String, String), PolicyError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|e| PolicyError::new(&name, None, None, PolicyErrorKind::Io(e)))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let location = location_after(valid);
+        PolicyError::new(&name, Some(location), None, PolicyErrorKind::NotUtf8)
+    })?;
+    Ok((name, text))
+}
+
+/// The position just after `prefix`, which is valid UTF-8 (it was cut at
+/// `valid_up_to`).
+fn location_after(prefix: &[u8]) -> Location {
+    let text = String::from_utf8_lossy(prefix);
+    let line = text.matches('\n').count() + 1;
+    let last_line = text.rsplit('\n').next().unwrap_or("");
+    Location {
+        line,
+        column: last_line.chars().count() + 1,
+    }
+}
+
+/// Parses and validates a policy. `name` is the file path shown in errors.
+pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
+    // The loose parse comes first: it reports YAML syntax errors as such.
+    // The typed parse reads events lazily and would otherwise report a
+    // broken document as, say, a missing field.
+    let loose: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        let kind = PolicyErrorKind::Yaml(bare_message(&e, &[]));
+        PolicyError::new(name, yaml_location(&e), None, kind)
+    })?;
+    if loose.is_null() {
+        return Err(PolicyError::new(name, None, None, PolicyErrorKind::Empty));
+    }
+
+    let raw: RawPolicy = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| {
+            let segments = path_segments(e.path());
+            let rule = rule_ref_for_path(&loose, &segments);
+            let inner = e.into_inner();
+            let kind = PolicyErrorKind::Invalid(bare_message(&inner, &segments));
+            PolicyError::new(name, yaml_location(&inner), rule, kind)
+        })?;
+
+    let source = Source {
+        name: name.to_string(),
+        text: Arc::from(text),
+    };
+    check_unique_ids(&raw.rules.0, &source)?;
+
+    let rules = raw.rules.0.into_iter().map(|r| r.0).collect();
+    let mut approvers = Approvers {
+        users: raw.approvers.users.into_iter().map(|p| p.0).collect(),
+        groups: raw.approvers.groups.into_iter().map(|p| p.0).collect(),
+    };
+    for names in [&mut approvers.users, &mut approvers.groups] {
+        names.sort();
+        names.dedup();
+    }
+    Ok(Policy {
+        version: POLICY_VERSION,
+        description: raw.description,
+        approvers,
+        hold_timeout: raw.hold_timeout.map_or(DEFAULT_HOLD_TIMEOUT, |h| h.0),
+        on_evidence_loss: raw.on_evidence_loss.unwrap_or_default(),
+        rules,
+        source,
+    })
+}
+
+fn check_unique_ids(rules: &[RawRule], source: &Source) -> Result<(), PolicyError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let rule = &rule.0;
+        if let Some(&first_index) = seen.get(rule.id.as_str()) {
+            let location = locate(
+                &source.text,
+                &[Step::Key("rules"), Step::Index(index), Step::Key("id")],
+            );
+            let first_line = locate(
+                &source.text,
+                &[
+                    Step::Key("rules"),
+                    Step::Index(first_index),
+                    Step::Key("id"),
+                ],
+            )
+            .map(|l| l.line);
+            return Err(PolicyError::new(
+                &source.name,
+                location,
+                Some(RuleRef::Id(rule.id.clone())),
+                PolicyErrorKind::DuplicateRuleId {
+                    id: rule.id.clone(),
+                    first_index,
+                    first_line,
+                },
+            ));
+        }
+        seen.insert(&rule.id, index);
+    }
+    Ok(())
+}
+
+/// An error about rule `index` found after parsing, located at the rule's
+/// first key (the line of `- id: ...` in the usual layout).
+pub(super) fn rule_error(policy: &Policy, index: usize, kind: PolicyErrorKind) -> PolicyError {
+    let source = &policy.source;
+    let location = locate(&source.text, &[Step::Key("rules"), Step::Index(index)]);
+    let rule = policy.rules.get(index).map(|r| RuleRef::Id(r.id.clone()));
+    PolicyError::new(&source.name, location, rule, kind)
+}
+
+#[cfg(test)]
+mod tests;
