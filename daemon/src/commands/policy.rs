@@ -39,16 +39,17 @@ pub fn resolve_policy(paths: &Paths, file: &Path) -> Result<(String, policy::Pol
             })
         }
     };
-    let parsed = policy::load_policy_file(&full)?;
-    policy::compile_network(&parsed)?;
-    Ok((name, parsed))
+    // The daemon checks the mechanisms when it reconciles, and this command
+    // reports its refusal; capacity and format are checked here.
+    let compiled = policy::compile_policy_file(&full, &policy::Capabilities::assume_all())?;
+    Ok((name, compiled.parsed))
 }
 
-/// `warden policy check FILE...`: parses and compiles each file.
+/// `warden policy check FILE...`: runs the daemon's policy pipeline on each
+/// file, assuming every mechanism present (see `policy::Capabilities`).
 pub fn policy_check(file: &Path) -> Result<policy::Policy> {
-    let parsed = policy::load_policy_file(file)?;
-    policy::compile_network(&parsed)?;
-    Ok(parsed)
+    let compiled = policy::compile_policy_file(file, &policy::Capabilities::assume_all())?;
+    Ok(compiled.parsed)
 }
 
 /// `warden policy reload`.

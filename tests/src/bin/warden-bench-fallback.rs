@@ -30,6 +30,8 @@
 //! then times each operation.
 //!
 //!   warden-bench-fallback [--rounds R] [--execs N] [--opens N]
+//!
+//! (One file of about 600 lines: one measurement, read top to bottom.)
 
 use std::{
     path::{Path, PathBuf},

@@ -49,6 +49,9 @@
 //! child accepts.
 //!
 //! It reports; it does not fail on a missed target (it prints MISSED).
+//!
+//! (One file of about 1,100 lines: the timed child, the loop, the daemon
+//! control and the report are one measurement, read top to bottom.)
 
 use std::{
     io::{self, BufRead, BufReader, Write},

@@ -1,4 +1,5 @@
-//! Unit tests of the policy parser.
+//! Unit tests of the policy parser (over 600 lines: one test per error
+//! the parser can report, each with its expected message).
 
 use super::*;
 use crate::policy::model::{Approvers, Decision, EvidenceLoss, PathMatch, Protocol, Selector};
