@@ -40,16 +40,27 @@ pub(super) async fn read_events(
         let batch = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users);
+                let ring = guard.get_inner_mut();
+                let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users));
                 guard.clear_ready();
                 batch
             }
-            _ = tick.tick() => drain(fd.get_mut(), &views, &enforcer, &stats, &mut users),
+            _ = tick.tick() => {
+                let ring = fd.get_mut();
+                off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users))
+            }
         };
         if !batch.is_empty() {
             writer.queue(batch);
         }
     }
+}
+
+/// Runs `f`, which reads /proc for every event (blocking file reads), where
+/// it does not hold up the runtime's other tasks (the control socket): the
+/// worker hands its queue to another thread first.
+fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 pub(super) fn drain(
