@@ -73,7 +73,9 @@ pub(super) async fn dispatch(
         Request::AgentState { agent } => {
             match ask(enforcer, |reply| Command::AgentState { agent, reply }).await {
                 Some(Ok(s)) => Response::AgentState(s),
-                Some(Err(message)) => Response::Error { message },
+                Some(Err(e)) => Response::Error {
+                    message: crate::error_chain(&e),
+                },
                 None => gone(),
             }
         }

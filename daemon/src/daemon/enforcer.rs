@@ -27,7 +27,7 @@ use crate::{
     gaps::{self, DropWatch},
     holds::{Caller, HoldError, Holds, Verdict},
     kernel::Kernel,
-    registry::Registry,
+    registry::{Registry, RegistryError},
 };
 
 pub(super) enum Command {
@@ -40,7 +40,7 @@ pub(super) enum Command {
     },
     AgentState {
         agent: String,
-        reply: oneshot::Sender<Result<AgentState, String>>,
+        reply: oneshot::Sender<Result<AgentState, RegistryError>>,
     },
     Stop {
         actor: Actor,

@@ -6,15 +6,51 @@ use std::{path::PathBuf, sync::Arc};
 use serde_json::json;
 use warden_common::sys_exit_mode;
 
-use super::enforcer::Enforcer;
+use super::{enforcer::Enforcer, WriteError};
 use crate::{
     actor::{Actor, Recorded},
     attribution::{AgentView, PolicyView},
     cgroup, clock,
-    kernel::AgentRules,
+    kernel::{AgentRules, KernelError},
     policy::{self, CompiledNet, CompiledPaths},
-    registry::{Agent, AgentStatus},
+    registry::{Agent, AgentStatus, RegistryError},
 };
+
+/// Why an agent is not enforced as configured. The daemon keeps the running
+/// policy in force (or none, which denies), records the refusal and reports
+/// the message in `warden status` and to `warden policy reload`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    // Boxed: kernel errors are large, and these travel up every `?`.
+    #[error(transparent)]
+    Kernel(Box<KernelError>),
+    #[error("{hook}")]
+    GlobalHook {
+        hook: &'static str,
+        #[source]
+        source: Box<KernelError>,
+    },
+    #[error("read policy {}", file.display())]
+    ReadPolicy {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl From<KernelError> for ReconcileError {
+    fn from(e: KernelError) -> Self {
+        Self::Kernel(Box::new(e))
+    }
+}
 
 /// What needs the on-demand global programs (`sys_exit`, the page-fault
 /// guard) now.
@@ -71,11 +107,15 @@ impl Enforcer {
         }
         for agent in &agents {
             if let Err(e) = self.reconcile_agent(agent, actor) {
-                errors.push(format!("agent '{}': {e}", agent.name));
+                errors.push(format!(
+                    "agent '{}': {}",
+                    agent.name,
+                    crate::error_chain(&e)
+                ));
             }
         }
         if let Err(e) = self.update_sys_exit() {
-            errors.push(e);
+            errors.push(crate::error_chain(&e));
         }
         for e in &errors {
             tracing::error!(error = %e, "reconcile");
@@ -92,7 +132,7 @@ impl Enforcer {
     /// still mark a thread after this check; the window is one map update.)
     /// The page-fault guard likewise, while some policy holds execs on
     /// the fallback or a thread is in `HELD`.
-    pub(super) fn update_sys_exit(&mut self) -> Result<(), String> {
+    pub(super) fn update_sys_exit(&mut self) -> Result<(), ReconcileError> {
         let needs = self.global_needs();
         let files = !needs.files.is_empty();
         // Pending holds that could not be listed count as some.
@@ -100,7 +140,10 @@ impl Enforcer {
         let guard = !needs.fault_guard.is_empty() || needs.marked > 0;
         self.kernel
             .set_fault_guard(guard)
-            .map_err(|e| format!("tp_btf/page_fault_user: {}", crate::error_chain(&e)))?;
+            .map_err(|e| ReconcileError::GlobalHook {
+                hook: "tp_btf/page_fault_user",
+                source: Box::new(e),
+            })?;
         let mut mode = 0;
         if holds {
             mode |= sys_exit_mode::HOLDS;
@@ -110,20 +153,25 @@ impl Enforcer {
         }
         self.kernel
             .set_sys_exit_mode(mode)
-            .map_err(|e| format!("tp_btf/sys_exit: {}", crate::error_chain(&e)))
+            .map_err(|e| ReconcileError::GlobalHook {
+                hook: "tp_btf/sys_exit",
+                source: Box::new(e),
+            })
     }
 
-    pub(super) fn reconcile_agent(&mut self, agent: &Agent, actor: &Actor) -> Result<(), String> {
-        let cgroup_id = cgroup::cgroup_id(&agent.cgroup).map_err(|e| crate::error_chain(&e))?;
+    pub(super) fn reconcile_agent(
+        &mut self,
+        agent: &Agent,
+        actor: &Actor,
+    ) -> Result<(), ReconcileError> {
+        let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
         let revoked = agent.status == AgentStatus::Revoked;
         if let Some(old) = self.enforced.get(&agent.name) {
             if old.cgroup_id != cgroup_id {
                 // The cgroup was recreated: enforce on the new one.
                 let old_id = old.cgroup_id;
                 self.enforced.remove(&agent.name);
-                self.kernel
-                    .remove(old_id)
-                    .map_err(|e| crate::error_chain(&e))?;
+                self.kernel.remove(old_id)?;
             }
         }
         self.views.write().expect("views lock").agents.insert(
@@ -139,15 +187,21 @@ impl Enforcer {
         // with this kernel's mechanisms.
         let caps = self.kernel.capabilities();
         let loaded = std::fs::read_to_string(&file)
-            .map_err(|e| format!("read policy {}: {e}", file.display()))
+            .map_err(|source| ReconcileError::ReadPolicy {
+                file: file.clone(),
+                source,
+            })
             .and_then(|text| {
-                policy::compile_policy(&file.display().to_string(), &text, &caps)
-                    .map_err(|e| crate::error_chain(&e))
+                Ok(policy::compile_policy(
+                    &file.display().to_string(),
+                    &text,
+                    &caps,
+                )?)
             });
         let compiled = match loaded {
             Ok(l) => l,
             Err(e) => {
-                self.record_policy_rejected(agent, actor, &e);
+                self.record_policy_rejected(agent, actor, &crate::error_chain(&e));
                 if !self.kernel.is_attached(cgroup_id) {
                     // Never leave an agent unenforced: with no valid policy
                     // it gets none, so the default (deny) applies to all it
@@ -159,9 +213,7 @@ impl Enforcer {
                     };
                     if none.file_governed {
                         let mode = self.kernel.sys_exit_mode() | sys_exit_mode::FILES;
-                        self.kernel
-                            .set_sys_exit_mode(mode)
-                            .map_err(|e| crate::error_chain(&e))?;
+                        self.kernel.set_sys_exit_mode(mode)?;
                     }
                     let rules = AgentRules {
                         agent_id: agent.id,
@@ -186,9 +238,7 @@ impl Enforcer {
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
                     if old.revoked != revoked {
-                        self.kernel
-                            .set_revoked(cgroup_id, revoked)
-                            .map_err(|e| crate::error_chain(&e))?;
+                        self.kernel.set_revoked(cgroup_id, revoked)?;
                         old.revoked = revoked;
                     }
                 }
@@ -206,9 +256,7 @@ impl Enforcer {
         if let Some(old) = self.enforced.get_mut(&agent.name) {
             if old.snapshot == snapshot {
                 if old.revoked != revoked {
-                    self.kernel
-                        .set_revoked(cgroup_id, revoked)
-                        .map_err(|e| crate::error_chain(&e))?;
+                    self.kernel.set_revoked(cgroup_id, revoked)?;
                     old.revoked = revoked;
                 }
                 return Ok(());
@@ -218,17 +266,14 @@ impl Enforcer {
             .enforced
             .get(&agent.name)
             .map_or_else(|| "none".to_string(), |o| o.snapshot.clone());
-        let (version, _new) = self
-            .registry
-            .record_policy_version(
-                &agent.name,
-                &agent.policy,
-                &snapshot,
-                compiled.text(),
-                clock::now_ns(),
-                &actor.describe(),
-            )
-            .map_err(|e| crate::error_chain(&e))?;
+        let (version, _new) = self.registry.record_policy_version(
+            &agent.name,
+            &agent.policy,
+            &snapshot,
+            compiled.text(),
+            clock::now_ns(),
+            &actor.describe(),
+        )?;
         self.views.write().expect("views lock").policies.insert(
             version,
             Arc::new(PolicyView {
@@ -243,9 +288,7 @@ impl Enforcer {
         // (`update_sys_exit`).
         let (needs_hold, needs_fault_guard) = hold_needs(parsed, self.kernel.lsm());
         if needs_fault_guard {
-            self.kernel
-                .set_fault_guard(true)
-                .map_err(|e| crate::error_chain(&e))?;
+            self.kernel.set_fault_guard(true)?;
         }
         let mut mode = self.kernel.sys_exit_mode();
         if needs_hold {
@@ -254,9 +297,7 @@ impl Enforcer {
         if paths.file_governed {
             mode |= sys_exit_mode::FILES;
         }
-        self.kernel
-            .set_sys_exit_mode(mode)
-            .map_err(|e| crate::error_chain(&e))?;
+        self.kernel.set_sys_exit_mode(mode)?;
         let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
         let rules = AgentRules {
             agent_id: agent.id,
@@ -293,9 +334,7 @@ impl Enforcer {
             policy_snapshot: &snapshot,
             details,
         });
-        self.writer
-            .write_durable(vec![entry])
-            .map_err(|e| crate::error_chain(&e))?;
+        self.writer.write_durable(vec![entry])?;
         tracing::info!(agent = %agent.name, policy = %agent.policy, snapshot = %snapshot, version, "policy loaded");
         Ok(())
     }
@@ -305,15 +344,11 @@ impl Enforcer {
         agent: &Agent,
         cgroup_id: u64,
         rules: &AgentRules<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReconcileError> {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
-        self.kernel
-            .install(cgroup_id, rules)
-            .map_err(|e| crate::error_chain(&e))?;
-        self.kernel
-            .attach(&agent.cgroup, cgroup_id)
-            .map_err(|e| crate::error_chain(&e))
+        self.kernel.install(cgroup_id, rules)?;
+        Ok(self.kernel.attach(&agent.cgroup, cgroup_id)?)
     }
 
     pub(super) fn record_policy_rejected(&self, agent: &Agent, actor: &Actor, error: &str) {

@@ -6,15 +6,12 @@ use std::sync::atomic::Ordering;
 use super::enforcer::Enforcer;
 use crate::{
     control::{AgentState, GlobalHook, StatusReport},
-    registry::AgentStatus,
+    registry::{AgentStatus, RegistryError},
 };
 
 impl Enforcer {
-    pub(super) fn agent_state(&self, name: &str) -> Result<AgentState, String> {
-        let agent = self
-            .registry
-            .get(name)
-            .map_err(|e| crate::error_chain(&e))?;
+    pub(super) fn agent_state(&self, name: &str) -> Result<AgentState, RegistryError> {
+        let agent = self.registry.get(name)?;
         let enforced = self.enforced.get(name);
         Ok(AgentState {
             agent: name.to_string(),
