@@ -3,7 +3,9 @@
 //! An agent is a cgroup v2 with an accountable owner and a policy. Follow one
 //! action from the kernel to the auditor through the modules, in order:
 //!
-//! - `policy`: the YAML policy language, validated and compiled to map entries.
+//! - `policy`: the YAML policy language, validated and compiled to map
+//!   entries by one pipeline (`policy::compile_policy`) that the CLI and
+//!   the daemon share.
 //! - `kernel`: loads the eBPF programs (`ebpf/programs`), attaches them to
 //!   agent cgroups and writes compiled policy into their maps. The kernel
 //!   decides; nothing here is on the decision path. `kernel::btf` reads the
@@ -14,9 +16,12 @@
 //! - `attribution`: events -> evidence entries naming agent, owner, process,
 //!   user, login user and the policy snapshot in force.
 //! - `evidence`: the hash-chained SQLite log, signed checkpoints, verification.
+//! - `db`: the one place that opens the database (pragmas, schema, migrations).
 //! - `export`: bundles an auditor verifies offline, control map, HTML report.
 //! - `holds`, `approvals`: actions paused for a human, and the decisions.
-//! - `daemon`: the long-running process tying these together.
+//! - `daemon`: the long-running process tying these together (start-up, the
+//!   event reader, the enforcer thread, reconcile, the evidence writer, the
+//!   control server, one file each).
 //! - `registry`, `cgroup`, `actor`, `control`, `commands`: agents, their
 //!   cgroups, who did what, the control socket and the CLI verbs.
 //! - `confine`: what a process `warden run` starts may not do to Warden
