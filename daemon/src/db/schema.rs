@@ -122,7 +122,39 @@ pub(crate) const ALL: [&str; 4] = [EVIDENCE, CHECKPOINTS, REGISTRY, APPROVALS];
 
 /// Idempotently creates every table, index and trigger.
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
+    // Readers (`warden log`, `kill`, ...) must not need the write lock the
+    // daemon's writer holds most of the time under load: when every table,
+    // index and trigger is there, nothing is executed.
+    if is_complete(conn)? {
+        return Ok(());
+    }
     ALL.iter().try_for_each(|sql| conn.execute_batch(sql))
+}
+
+/// The names `ALL` creates, read from its own `IF NOT EXISTS name` clauses
+/// (one source of truth).
+fn object_names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().flat_map(|sql| {
+        sql.split("IF NOT EXISTS ")
+            .skip(1)
+            .filter_map(|rest| rest.split([' ', '(', '\n']).next())
+    })
+}
+
+#[cfg(test)]
+pub(crate) fn object_names_for_tests() -> Vec<&'static str> {
+    object_names().collect()
+}
+
+/// Whether every object `ALL` creates exists, read without writing.
+fn is_complete(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1")?;
+    for name in object_names() {
+        if !stmt.query_row([name], |row| row.get::<_, bool>(0))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Schema version 1 to 2, in one transaction: every existing entry was

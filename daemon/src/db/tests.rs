@@ -260,3 +260,35 @@ fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
         }
     }
 }
+
+#[test]
+fn the_schema_names_every_object_it_creates_and_a_complete_file_is_not_written() {
+    let names: Vec<&str> = super::schema::object_names_for_tests();
+    for name in [
+        "evidence",
+        "evidence_no_update",
+        "evidence_no_delete",
+        "evidence_meta",
+        "checkpoints",
+        "agents",
+        "policy_versions",
+        "approvals",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.db");
+    drop(super::open(&path, super::Integrity::Trust).expect("create"));
+    // A second process holds the write lock (the daemon's writer under
+    // load): opening for reading must not wait for it.
+    let holder = rusqlite::Connection::open(&path).expect("holder");
+    holder.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let started = std::time::Instant::now();
+    super::open(&path, super::Integrity::Trust).expect("open while another writes");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "open waited {:?} for the write lock",
+        started.elapsed()
+    );
+    holder.execute_batch("ROLLBACK").expect("release");
+}
