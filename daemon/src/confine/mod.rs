@@ -24,7 +24,9 @@
 //!   `bpf()`, module loading, kexec, ptrace and cross-process memory
 //!   access, `perf_event_open`, io_uring (its opens bypass the open hook),
 //!   `fanotify_init`, setting the clock (evidence timestamps), and signals
-//!   aimed at the daemon by number ([`signal_targets`]).
+//!   aimed at the daemon by number ([`signal_targets`]); ENOSYS for
+//!   `clone3`, the only way to fork into another cgroup
+//!   (`CLONE_INTO_CGROUP`), so libc falls back to `clone`.
 //!
 //! With BPF LSM these would be `task_kill`, `ptrace_access_check`,
 //! `file_open`/`inode_permission`, `bpf`, `kernel_read_file`/
@@ -32,6 +34,7 @@
 //! would cover cgroups Warden adopts too; this kernel refuses BPF LSM.
 
 mod landlock_rules;
+mod process;
 mod seccomp;
 
 use std::{
@@ -47,6 +50,7 @@ use serde_json::{json, Value};
 
 use crate::{config::Paths, control::ControlError};
 
+pub use self::process::inherited_fds;
 pub(crate) use self::{landlock_rules::*, seccomp::*};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,7 @@ pub(crate) fn mount_points(mountinfo: &str, fstypes: &[&str]) -> Vec<PathBuf> {
 pub struct Confinement {
     landlock: Result<(RulesetCreated, LandlockPlan), String>,
     seccomp: ScmpFilterContext,
+    keep_fds: Vec<i32>,
     description: Value,
 }
 
@@ -118,7 +123,13 @@ struct LandlockPlan {
 /// daemon, plans the Landlock ruleset for Warden's paths and compiles the
 /// seccomp filter. Nothing is applied yet. If the kernel has no Landlock,
 /// the confinement is seccomp only and [`Confinement::describe`] says so.
-pub fn prepare(paths: &Paths) -> Result<Confinement, ConfineError> {
+/// `inherited` are the descriptors `warden run` was started with
+/// ([`inherited_fds`]); all but stdio and `keep_fds` are closed at exec.
+pub fn prepare(
+    paths: &Paths,
+    inherited: &[(i32, String)],
+    keep_fds: &[i32],
+) -> Result<Confinement, ConfineError> {
     let daemon = find_daemon(&paths.socket)?;
     let our_sid = nix::unistd::getsid(None)
         .map_err(|e| io_err("getsid", Path::new("self"))(e.into()))?
@@ -167,10 +178,16 @@ pub fn prepare(paths: &Paths) -> Result<Confinement, ConfineError> {
             Ok((ruleset, LandlockPlan { abi, rules }))
         }
     };
-    let description = describe(&protected, &absent, &landlock, &daemon, &targets);
+    let mut description = describe(&protected, &absent, &landlock, &daemon, &targets);
+    if let (Value::Object(d), Value::Object(p)) =
+        (&mut description, process::describe(inherited, keep_fds))
+    {
+        d.extend(p);
+    }
     Ok(Confinement {
         landlock,
         seccomp,
+        keep_fds: keep_fds.to_vec(),
         description,
     })
 }
@@ -259,6 +276,7 @@ fn describe(
         "seccomp": {
             "applied": true,
             "denied": DENIED_SYSCALLS,
+            "enosys": ENOSYS_SYSCALLS,
             "signals_to_daemon": {
                 "daemon_pid": daemon.pid,
                 "denied_targets": targets,
@@ -274,8 +292,10 @@ impl Confinement {
         self.description.clone()
     }
 
-    /// Applies Landlock, then seccomp (which needs no privilege: both set
-    /// `PR_SET_NO_NEW_PRIVS`, so setuid binaries gain nothing afterwards).
+    /// Applies Landlock, the process limits (core dumps off, descriptors
+    /// close-on-exec), then seccomp (which needs no privilege: Landlock and
+    /// seccomp both set `PR_SET_NO_NEW_PRIVS`, so setuid binaries gain
+    /// nothing afterwards).
     /// Call it last before exec, after the move into the cgroup and the
     /// change of user.
     pub fn apply(self) -> Result<(), ConfineError> {
@@ -293,6 +313,7 @@ impl Confinement {
                 });
             }
         }
+        process::apply(&self.keep_fds)?;
         self.seccomp.load().map_err(seccomp_err("load filter"))
     }
 }
