@@ -163,3 +163,115 @@ fn warden_run_closes_inherited_fds_and_core_dumps() {
     drop(file);
     assert!(env.ok(&["log", "verify"]).contains("intact"));
 }
+
+/// A process moved into a cgroup two levels below an adopted agent's: its
+/// exec, open and connect are decided by the agent's policy and recorded
+/// under the agent's name with the child cgroup's id.
+#[test]
+fn a_cgroup_below_an_adopted_agent_is_the_agent() {
+    use warden_tests::{killed, probe_path, Files, Listener, RUNTIME_FILES};
+    if !can_run("escape_descendants") {
+        return;
+    }
+    let allowed = Listener::tcp4();
+    let denied = Listener::tcp4();
+    let mut env = TestEnv::new_in("escdesc", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let f = Files::new(&env);
+    let public = f.write("public/ok.txt", "public");
+    let secret = f.write("other/secret.txt", "secret");
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1\nrules:{RUNTIME_FILES}
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+  - id: public
+    file: {{ prefix: {public_dir}/, access: [read] }}
+    decision: allow
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{port}] }}
+    decision: allow
+",
+            probe = probe_path(),
+            public_dir = f.path("public"),
+            port = allowed.port,
+        ),
+    );
+    env.start_daemon();
+    let agent_cg = env.cgroup_parent.join("adopted");
+    std::fs::create_dir_all(&agent_cg).unwrap();
+    env.ok(&[
+        "agent",
+        "add",
+        "adopted",
+        "--owner",
+        "o@example.com",
+        "--policy",
+        "p.yaml",
+        "--cgroup",
+        agent_cg.to_str().unwrap(),
+    ]);
+    let grand = agent_cg.join("child").join("grand");
+    std::fs::create_dir_all(&grand).unwrap();
+    let grand_id = warden::cgroup::cgroup_id(&grand).unwrap();
+    let grand_str = grand.to_str().unwrap();
+    let probe = |args: &[&str]| {
+        Command::new(probe_bin())
+            .arg("join")
+            .arg(grand_str)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let decision = |what: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let e = env.wait_for_evidence(what, |e| e["kind"] == "decision" && pred(e));
+        assert_eq!(e["agent"], "adopted", "{e}");
+        assert_eq!(e["details"]["cgroup_id"], grand_id, "{e}");
+        e
+    };
+
+    // Allowed by the agent's rules.
+    let out = probe(&["read", &public]);
+    assert_eq!(stdout(&out), "ok public", "{}", stderr(&out));
+    let to_allowed = format!("127.0.0.1:{}", allowed.port);
+    let allowed_target = format!("{to_allowed}/tcp");
+    let out = probe(&["connect", &to_allowed]);
+    assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+    let e = decision("allowed connect", &|e| {
+        e["target"] == allowed_target.as_str()
+    });
+    assert_eq!(e["decision"], "allow", "{e}");
+
+    // Denied by the agent's default, each recorded as the agent's.
+    let to_denied = format!("127.0.0.1:{}", denied.port);
+    let denied_target = format!("{to_denied}/tcp");
+    let out = probe(&["connect", &to_denied]);
+    assert_eq!(stdout(&out), "errno=1", "{}", stderr(&out));
+    let e = decision("denied connect", &|e| e["target"] == denied_target.as_str());
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+
+    let out = probe(&["read", &secret]);
+    assert!(killed(&out), "open of the secret: {out:?}");
+    assert!(!stdout(&out).contains("secret"), "{}", stdout(&out));
+    let e = decision("denied open", &|e| {
+        e["action"] == "open" && e["target"] == secret.as_str()
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+
+    let out = probe(&["exec", "/usr/bin/id"]);
+    assert!(killed(&out), "exec of id: {out:?}");
+    assert!(stdout(&out).is_empty(), "id ran: {}", stdout(&out));
+    let e = decision("denied exec", &|e| {
+        e["action"] == "exec" && e["target"] == "/usr/bin/id"
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+
+    // Outside the agent the same actions are not decided.
+    let out = Command::new(probe_bin())
+        .args(["read", &secret])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok secret");
+}

@@ -306,6 +306,20 @@ impl Enforcer {
         cgroup_id: u64,
         rules: &AgentRules<'_>,
     ) -> Result<(), String> {
+        // Where its child cgroups find it (before the entry, so a child
+        // never misses it once the entry is there).
+        let level = crate::cgroup::cgroup2_mount()
+            .ok()
+            .and_then(|mount| crate::cgroup::level(&mount, &agent.cgroup))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not inside the cgroup2 hierarchy",
+                    agent.cgroup.display()
+                )
+            })?;
+        self.kernel
+            .mark_agent_level(level)
+            .map_err(|e| crate::error_chain(&e))?;
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel
