@@ -275,3 +275,85 @@ fn a_cgroup_below_an_adopted_agent_is_the_agent() {
         .unwrap();
     assert_eq!(stdout(&out), "ok secret");
 }
+
+/// A process that descends from an agent process but moved its cgroup out
+/// of the agent asks to approve the agent's held connect: refused, and the
+/// attempt recorded. The test's own approval then goes through.
+#[test]
+fn a_process_descended_from_an_agent_never_approves() {
+    use std::process::Stdio;
+    use warden_tests::{approvals, wait_held, Listener};
+    if !can_run("escape_approve") {
+        return;
+    }
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new_in("escappr", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.write_policy(
+        "hold.yaml",
+        &format!(
+            "version: 1\napprovers:\n  users: [root]\nhold_timeout: 5m\nrules:
+  - id: payments-api
+    connect: {{ to: 127.0.0.1, ports: [{}], protocol: tcp }}
+    decision: hold
+",
+            l.port
+        ),
+    );
+    env.start_daemon();
+    let agent_cg = env.cgroup_parent.join("adopted");
+    std::fs::create_dir_all(&agent_cg).unwrap();
+    env.ok(&[
+        "agent",
+        "add",
+        "payer",
+        "--owner",
+        "o@example.com",
+        "--policy",
+        "hold.yaml",
+        "--cgroup",
+        agent_cg.to_str().unwrap(),
+    ]);
+    let out_cg = outside(&env);
+    let target = format!("127.0.0.1:{}", l.port);
+    let held = Command::new(probe_bin())
+        .args(["join", agent_cg.to_str().unwrap(), "connect", &target])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = wait_held(&env, held.id(), &['T'], "the connect is held");
+    let id = pending["id"].as_u64().unwrap().to_string();
+
+    // A shell in the agent starts a child that leaves for another cgroup
+    // and runs `warden approve` from there.
+    let approve = env.warden();
+    let script = format!(
+        "echo $$ > {a}/cgroup.procs && sh -c 'echo $$ > {o}/cgroup.procs && exec \"$0\" approve {id}' {w}",
+        a = agent_cg.display(),
+        o = out_cg.display(),
+        w = warden_tests::warden_bin().display(),
+    );
+    let out = Command::new("/bin/sh")
+        .args(["-c", &script])
+        .envs(approve.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the escaped approve: {out:?}");
+    assert!(
+        stderr(&out).contains("agents cannot approve") && stderr(&out).contains("ancestor"),
+        "{}",
+        stderr(&out)
+    );
+    let e = env.wait_for_evidence("the refused approval", |e| {
+        e["kind"] == "approval" && e["decision"] == "refused"
+    });
+    assert_eq!(e["agent"], "payer", "{e}");
+    assert_eq!(e["details"]["relation"], "ancestor", "{e}");
+    assert_eq!(e["details"]["approval_id"], pending["id"], "{e}");
+    assert_eq!(approvals(&env, false).len(), 1, "still pending");
+
+    // The test (outside every agent) approves; the connect completes.
+    let said = env.ok(&["approve", &id]);
+    assert!(said.contains("approved"), "{said}");
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok");
+}
