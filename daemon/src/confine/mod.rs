@@ -11,7 +11,7 @@
 //!   not read or write Warden's state directory (database, keys), may not
 //!   remove or replace the control socket, and may only read the policy
 //!   directory, the cgroup2 hierarchy (so it cannot leave its cgroup, nor
-//!   create a child cgroup the exec and open hooks do not see), bpffs, the
+//!   create a child cgroup), bpffs, the
 //!   rest of sysfs, `/dev` (except terminals, `null` & co, `shm`) and
 //!   Warden's executables. It may never create device nodes. Landlock only
 //!   grants, so the ruleset grants everything on each sibling of the paths
@@ -27,6 +27,9 @@
 //!   aimed at the daemon by number ([`signal_targets`]); ENOSYS for
 //!   `clone3`, the only way to fork into another cgroup
 //!   (`CLONE_INTO_CGROUP`), so libc falls back to `clone`.
+//!
+//! - **the process itself** (`process`): every inherited descriptor but
+//!   stdio (and `--keep-fd`) is closed at exec, and `RLIMIT_CORE` is 0.
 //!
 //! With BPF LSM these would be `task_kill`, `ptrace_access_check`,
 //! `file_open`/`inode_permission`, `bpf`, `kernel_read_file`/
