@@ -103,6 +103,20 @@ pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
     Ok(meta.ino())
 }
 
+/// The kernel's level of the cgroup at `path` (the hierarchy's root at
+/// `mount` is 0, its children 1, ...), `None` outside the hierarchy.
+pub fn level(mount: &Path, path: &Path) -> Option<u32> {
+    let rel = path.strip_prefix(mount).ok()?;
+    let mut n = 0u32;
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(_) => n += 1,
+            _ => return None,
+        }
+    }
+    Some(n)
+}
+
 /// Checks that `path` is an existing cgroup in the cgroup2 hierarchy at
 /// `mount` (for adopting a systemd service's or a container's cgroup).
 pub fn check_adoptable(mount: &Path, path: &Path) -> Result<(), CgroupError> {
@@ -193,6 +207,15 @@ pub fn cgroup_of(mount: &Path, pid: u32) -> Result<PathBuf, CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_count_components_below_the_mount() {
+        let m = Path::new("/sys/fs/cgroup");
+        assert_eq!(level(m, m), Some(0));
+        assert_eq!(level(m, Path::new("/sys/fs/cgroup/a/b")), Some(2));
+        assert_eq!(level(m, Path::new("/sys/fs/other")), None);
+        assert_eq!(level(m, Path::new("/sys/fs/cgroup/a/../b")), None);
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_layout() {

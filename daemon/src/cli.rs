@@ -33,6 +33,10 @@ pub enum Cmd {
         /// Run as this user instead of the caller.
         #[arg(long)]
         user: Option<String>,
+        /// Pass this inherited descriptor to the agent (repeatable); every
+        /// other one but stdio is closed.
+        #[arg(long, value_name = "FD")]
+        keep_fd: Vec<i32>,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },

@@ -106,8 +106,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 render::agent_removed(&commands::agent_remove(&paths, &name)?)
             );
         }
-        Cmd::Run { agent, user, cmd } => {
-            commands::run(&paths, &agent, user.as_deref(), &cmd)?;
+        Cmd::Run {
+            agent,
+            user,
+            keep_fd,
+            cmd,
+        } => {
+            commands::run(&paths, &agent, user.as_deref(), &keep_fd, &cmd)?;
         }
         Cmd::Policy(PolicyCmd::Check { files }) => {
             let mut failed = false;

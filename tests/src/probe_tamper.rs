@@ -15,6 +15,10 @@
 //!   warden-probe io-uring                 io_uring_setup(2)
 //!   warden-probe perf PID                 perf_event_open(2) on PID
 //!   warden-probe fds                      the targets of our open fds
+//!   warden-probe clone3-into CGROUP       raw clone3(CLONE_INTO_CGROUP) into
+//!                                         CGROUP; the child prints
+//!                                         `child cgroup=...` and exits
+//!   warden-probe rlimit-core              prints `core=SOFT/HARD`
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -38,6 +42,8 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "io-uring" => report(io_uring()),
         "perf" => report(perf(&arg(1))),
         "fds" => fds(),
+        "clone3-into" => report(clone3_into(&arg(1))),
+        "rlimit-core" => rlimit_core(),
         _ => return None,
     };
     Some(code)
@@ -232,5 +238,71 @@ fn fds() -> ExitCode {
             println!("{}", target.display());
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// `struct clone_args` of clone3(2), as far as `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+fn clone3_into(cgroup: &str) -> io::Result<()> {
+    // SAFETY: a valid C string; the fd is closed below.
+    let fd = unsafe { libc::open(c(cgroup).as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+    check(fd.into())?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the child only reads a
+    // file, prints and exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    close(fd.into());
+    check(pid)?;
+    if pid == 0 {
+        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let line = cg.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+        println!("child cgroup={}", line.trim_start_matches("0::"));
+        // SAFETY: leave at once, running no destructor of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    Ok(())
+}
+
+fn rlimit_core() -> ExitCode {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut r) } != 0 {
+        return report(Err(io::Error::last_os_error()));
+    }
+    println!("core={}/{}", r.rlim_cur, r.rlim_max);
     ExitCode::SUCCESS
 }

@@ -17,9 +17,13 @@ pub fn run(
     paths: &Paths,
     agent_name: &str,
     user: Option<&str>,
+    keep_fds: &[i32],
     cmd: &[String],
 ) -> Result<std::convert::Infallible> {
     use std::os::unix::process::CommandExt;
+
+    // Before this process opens anything of its own.
+    let inherited = crate::confine::inherited_fds();
 
     require_root("warden run")?;
     let agent = open_registry(paths)?.get(agent_name)?;
@@ -63,7 +67,7 @@ pub fn run(
     };
     // Built now, while root and before the record (which it must appear in
     // and which it would forbid); applied last before exec.
-    let confinement = crate::confine::prepare(paths)?;
+    let confinement = crate::confine::prepare(paths, &inherited, keep_fds)?;
     let entry = AdminEvent::Run {
         agent: &agent,
         policy_snapshot: &state.policy_snapshot,

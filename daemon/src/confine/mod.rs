@@ -11,7 +11,7 @@
 //!   not read or write Warden's state directory (database, keys), may not
 //!   remove or replace the control socket, and may only read the policy
 //!   directory, the cgroup2 hierarchy (so it cannot leave its cgroup, nor
-//!   create a child cgroup the exec and open hooks do not see), bpffs, the
+//!   create a child cgroup), bpffs, the
 //!   rest of sysfs, `/dev` (except terminals, `null` & co, `shm`) and
 //!   Warden's executables. It may never create device nodes. Landlock only
 //!   grants, so the ruleset grants everything on each sibling of the paths
@@ -24,7 +24,12 @@
 //!   `bpf()`, module loading, kexec, ptrace and cross-process memory
 //!   access, `perf_event_open`, io_uring (its opens bypass the open hook),
 //!   `fanotify_init`, setting the clock (evidence timestamps), and signals
-//!   aimed at the daemon by number ([`signal_targets`]).
+//!   aimed at the daemon by number ([`signal_targets`]); ENOSYS for
+//!   `clone3`, the only way to fork into another cgroup
+//!   (`CLONE_INTO_CGROUP`), so libc falls back to `clone`.
+//!
+//! - **the process itself** (`process`): every inherited descriptor but
+//!   stdio (and `--keep-fd`) is closed at exec, and `RLIMIT_CORE` is 0.
 //!
 //! With BPF LSM these would be `task_kill`, `ptrace_access_check`,
 //! `file_open`/`inode_permission`, `bpf`, `kernel_read_file`/
@@ -32,6 +37,7 @@
 //! would cover cgroups Warden adopts too; this kernel refuses BPF LSM.
 
 mod landlock_rules;
+mod process;
 mod seccomp;
 
 use std::{
@@ -47,6 +53,7 @@ use serde_json::{json, Value};
 
 use crate::{config::Paths, control::ControlError};
 
+pub use self::process::inherited_fds;
 pub(crate) use self::{landlock_rules::*, seccomp::*};
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +113,7 @@ pub(crate) fn mount_points(mountinfo: &str, fstypes: &[&str]) -> Vec<PathBuf> {
 pub struct Confinement {
     landlock: Result<(RulesetCreated, LandlockPlan), String>,
     seccomp: ScmpFilterContext,
+    keep_fds: Vec<i32>,
     description: Value,
 }
 
@@ -118,7 +126,13 @@ struct LandlockPlan {
 /// daemon, plans the Landlock ruleset for Warden's paths and compiles the
 /// seccomp filter. Nothing is applied yet. If the kernel has no Landlock,
 /// the confinement is seccomp only and [`Confinement::describe`] says so.
-pub fn prepare(paths: &Paths) -> Result<Confinement, ConfineError> {
+/// `inherited` are the descriptors `warden run` was started with
+/// ([`inherited_fds`]); all but stdio and `keep_fds` are closed at exec.
+pub fn prepare(
+    paths: &Paths,
+    inherited: &[(i32, String)],
+    keep_fds: &[i32],
+) -> Result<Confinement, ConfineError> {
     let daemon = find_daemon(&paths.socket)?;
     let our_sid = nix::unistd::getsid(None)
         .map_err(|e| io_err("getsid", Path::new("self"))(e.into()))?
@@ -167,10 +181,16 @@ pub fn prepare(paths: &Paths) -> Result<Confinement, ConfineError> {
             Ok((ruleset, LandlockPlan { abi, rules }))
         }
     };
-    let description = describe(&protected, &absent, &landlock, &daemon, &targets);
+    let mut description = describe(&protected, &absent, &landlock, &daemon, &targets);
+    if let (Value::Object(d), Value::Object(p)) =
+        (&mut description, process::describe(inherited, keep_fds))
+    {
+        d.extend(p);
+    }
     Ok(Confinement {
         landlock,
         seccomp,
+        keep_fds: keep_fds.to_vec(),
         description,
     })
 }
@@ -259,6 +279,7 @@ fn describe(
         "seccomp": {
             "applied": true,
             "denied": DENIED_SYSCALLS,
+            "enosys": ENOSYS_SYSCALLS,
             "signals_to_daemon": {
                 "daemon_pid": daemon.pid,
                 "denied_targets": targets,
@@ -274,8 +295,10 @@ impl Confinement {
         self.description.clone()
     }
 
-    /// Applies Landlock, then seccomp (which needs no privilege: both set
-    /// `PR_SET_NO_NEW_PRIVS`, so setuid binaries gain nothing afterwards).
+    /// Applies Landlock, the process limits (core dumps off, descriptors
+    /// close-on-exec), then seccomp (which needs no privilege: Landlock and
+    /// seccomp both set `PR_SET_NO_NEW_PRIVS`, so setuid binaries gain
+    /// nothing afterwards).
     /// Call it last before exec, after the move into the cgroup and the
     /// change of user.
     pub fn apply(self) -> Result<(), ConfineError> {
@@ -293,6 +316,7 @@ impl Confinement {
                 });
             }
         }
+        process::apply(&self.keep_fds)?;
         self.seccomp.load().map_err(seccomp_err("load filter"))
     }
 }

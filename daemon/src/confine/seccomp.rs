@@ -47,6 +47,13 @@ pub(super) const DENIED_SYSCALLS: &[&str] = &[
     "pidfd_send_signal",
 ];
 
+/// Answered with ENOSYS, so libc falls back to an older syscall that lacks
+/// the dangerous flag. `clone3` is the only way to `CLONE_INTO_CGROUP`
+/// (fork straight into another cgroup, a check Landlock never sees: the
+/// cgroup is named by an O_PATH fd); glibc's `fork`, `posix_spawn` and
+/// `pthread_create` retry with `clone` on ENOSYS.
+pub(super) const ENOSYS_SYSCALLS: &[&str] = &["clone3"];
+
 /// The daemon as `warden run` finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DaemonProcess {
@@ -101,6 +108,11 @@ pub(super) fn build_seccomp(
     for name in DENIED_SYSCALLS {
         ctx.add_rule(eperm, syscall(name)?)
             .map_err(seccomp_err(format!("deny {name}")))?;
+    }
+    let enosys = ScmpAction::Errno(libc::ENOSYS);
+    for name in ENOSYS_SYSCALLS {
+        ctx.add_rule(enosys, syscall(name)?)
+            .map_err(seccomp_err(format!("answer {name} with ENOSYS")))?;
     }
     // pid_t is 32 bits: compare the low half only, so a value with junk in
     // the upper half (which the kernel truncates) still matches.

@@ -44,6 +44,8 @@ pub enum ReconcileError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error("{} is not inside the cgroup2 hierarchy", .0.display())]
+    OutsideHierarchy(PathBuf),
 }
 
 impl From<KernelError> for ReconcileError {
@@ -345,6 +347,13 @@ impl Enforcer {
         cgroup_id: u64,
         rules: &AgentRules<'_>,
     ) -> Result<(), ReconcileError> {
+        // Where its child cgroups find it (before the entry, so a child
+        // never misses it once the entry is there).
+        let level = crate::cgroup::cgroup2_mount()
+            .ok()
+            .and_then(|mount| crate::cgroup::level(&mount, &agent.cgroup))
+            .ok_or_else(|| ReconcileError::OutsideHierarchy(agent.cgroup.clone()))?;
+        self.kernel.mark_agent_level(level)?;
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel.install(cgroup_id, rules)?;

@@ -85,8 +85,13 @@ pub enum HoldError {
         #[source]
         source: crate::cgroup::CgroupError,
     },
-    #[error("refused: the caller (pid {pid}) runs inside agent cgroup {}; agents cannot approve", cgroup.display())]
-    CallerIsAgent { pid: u32, cgroup: PathBuf },
+    #[error("refused: the caller (pid {pid}) has its {relation} (pid {via}) inside agent cgroup {}; agents cannot approve", cgroup.display())]
+    CallerIsAgent {
+        pid: u32,
+        relation: &'static str,
+        via: u32,
+        cgroup: PathBuf,
+    },
     #[error("refused: {user} is not an approver for agent '{agent}' (its policy names users {users:?}, groups {groups:?})")]
     NotApprover {
         user: String,
@@ -113,22 +118,98 @@ pub struct Holds {
     no_ptrace: bool,
 }
 
-/// Agents never approve, whatever user they run as. A caller whose cgroup
+/// Agents never approve, whatever user they run as, and wherever their
+/// cgroup is now: the caller is refused if it, any of its ancestors (the
+/// parent chain up to pid 1), its session leader or its process group
+/// leader runs in an agent cgroup or below one. A caller whose cgroup
 /// cannot be read (it exited after asking) is refused too.
+///
+/// Known limit: an ancestor that exited (its descendants reparented to a
+/// subreaper or init) or that moved out of the agent is no longer seen here;
+/// on this kernel an agent process that moves out is killed only for
+/// `warden run` agents' own paths (README, Known gaps).
 fn refuse_agent_caller(caller: &Caller, agent_cgroups: &[PathBuf]) -> Result<(), HoldError> {
-    let cg = crate::cgroup::cgroup2_mount()
-        .and_then(|mount| crate::cgroup::cgroup_of(&mount, caller.pid))
-        .map_err(|source| HoldError::CallerUnknown {
+    let mount = crate::cgroup::cgroup2_mount().map_err(|source| HoldError::CallerUnknown {
+        pid: caller.pid,
+        source,
+    })?;
+    // The caller itself must be readable.
+    crate::cgroup::cgroup_of(&mount, caller.pid).map_err(|source| HoldError::CallerUnknown {
+        pid: caller.pid,
+        source,
+    })?;
+    match agent_lineage(caller.pid, agent_cgroups, &ProcLineage { mount }) {
+        Some((relation, pid, cgroup)) => Err(HoldError::CallerIsAgent {
             pid: caller.pid,
-            source,
-        })?;
-    match agent_cgroups.iter().find(|c| cg.starts_with(c)) {
-        Some(agent_cg) => Err(HoldError::CallerIsAgent {
-            pid: caller.pid,
-            cgroup: agent_cg.clone(),
+            relation,
+            via: pid,
+            cgroup,
         }),
         None => Ok(()),
     }
+}
+
+/// What `agent_lineage` reads about processes (a seam for tests).
+trait Lineage {
+    fn cgroup(&self, pid: u32) -> Option<PathBuf>;
+    /// (ppid, pgid, sid)
+    fn ids(&self, pid: u32) -> Option<(u32, u32, u32)>;
+}
+
+struct ProcLineage {
+    mount: PathBuf,
+}
+
+impl Lineage for ProcLineage {
+    fn cgroup(&self, pid: u32) -> Option<PathBuf> {
+        crate::cgroup::cgroup_of(&self.mount, pid).ok()
+    }
+    fn ids(&self, pid: u32) -> Option<(u32, u32, u32)> {
+        let stat = procfs::process::Process::new(pid as i32)
+            .ok()?
+            .stat()
+            .ok()?;
+        Some((stat.ppid as u32, stat.pgrp as u32, stat.session as u32))
+    }
+}
+
+/// Parent chains longer than this are cut (pid namespaces nest 32 deep;
+/// real chains are a few dozen at most).
+const MAX_LINEAGE: usize = 256;
+
+/// The first of the caller, its ancestors, its session leader and its
+/// process group leader that runs in (or below) an agent cgroup: how it is
+/// related to the caller ("caller", "ancestor", "session leader",
+/// "process group leader"), its pid and the agent cgroup.
+fn agent_lineage(
+    pid: u32,
+    agent_cgroups: &[PathBuf],
+    procs: &dyn Lineage,
+) -> Option<(&'static str, u32, PathBuf)> {
+    let in_agent = |p: u32| {
+        let cg = procs.cgroup(p)?;
+        agent_cgroups.iter().find(|a| cg.starts_with(a)).cloned()
+    };
+    let ids = procs.ids(pid);
+    let mut candidates: Vec<(&'static str, u32)> = vec![("caller", pid)];
+    let mut p = pid;
+    for _ in 0..MAX_LINEAGE {
+        match procs.ids(p) {
+            Some((ppid, _, _)) if ppid > 1 && ppid != p => {
+                candidates.push(("ancestor", ppid));
+                p = ppid;
+            }
+            _ => break,
+        }
+    }
+    if let Some((_, pgid, sid)) = ids {
+        candidates.push(("session leader", sid));
+        candidates.push(("process group leader", pgid));
+    }
+    candidates
+        .into_iter()
+        .filter(|&(_, p)| p > 1)
+        .find_map(|(relation, p)| in_agent(p).map(|cg| (relation, p, cg)))
 }
 
 impl Holds {
@@ -245,7 +326,26 @@ impl Holds {
         agent_cgroups: &[PathBuf],
     ) -> Result<String, HoldError> {
         let a = self.store.get(id)?;
-        refuse_agent_caller(caller, agent_cgroups)?;
+        if let Err(e) = refuse_agent_caller(caller, agent_cgroups) {
+            // A refused attempt is evidence too: an agent tried to approve.
+            let mut details = serde_json::Map::new();
+            details.insert("refused".into(), json!(e.to_string()));
+            if let HoldError::CallerIsAgent {
+                relation,
+                via,
+                cgroup,
+                ..
+            } = &e
+            {
+                details.insert("relation".into(), json!(relation));
+                details.insert("via_pid".into(), json!(via));
+                details.insert("agent_cgroup".into(), json!(cgroup.display().to_string()));
+            }
+            let actor = Actor::of(caller.uid, caller.pid);
+            let entry = hold_entry(&actor, &a, "approval", "refused", details);
+            self.record(entry, id, "record refused approval");
+            return Err(e);
+        }
         let user = nix::unistd::User::from_uid(caller.uid.into())
             .ok()
             .flatten();
@@ -423,5 +523,40 @@ mod tests {
         let caller = Caller { uid: 0, pid: gone };
         let err = refuse_agent_caller(&caller, &[]).expect_err("unknown cgroup");
         assert!(err.to_string().contains("cannot tell"), "{err}");
+    }
+
+    /// pid -> (cgroup, ppid, pgid, sid)
+    struct Fake(HashMap<u32, (&'static str, u32, u32, u32)>);
+
+    impl Lineage for Fake {
+        fn cgroup(&self, pid: u32) -> Option<PathBuf> {
+            self.0.get(&pid).map(|e| PathBuf::from(e.0))
+        }
+        fn ids(&self, pid: u32) -> Option<(u32, u32, u32)> {
+            self.0.get(&pid).map(|e| (e.1, e.2, e.3))
+        }
+    }
+
+    #[test]
+    fn callers_descending_from_or_in_a_session_of_an_agent_are_refused() {
+        let agents = [PathBuf::from("/cg/agent")];
+        // 30 (in the agent) started 40, which moved out and started 50.
+        let procs = Fake(HashMap::from([
+            (1, ("/cg", 0, 1, 1)),
+            (20, ("/cg/user", 1, 20, 20)),
+            (30, ("/cg/agent/child", 20, 30, 30)),
+            (40, ("/cg/elsewhere", 30, 30, 30)),
+            (50, ("/cg/elsewhere", 40, 50, 50)),
+            // Session and group led by 30, parent chain broken (reparented).
+            (60, ("/cg/elsewhere", 1, 30, 30)),
+            (70, ("/cg/user", 20, 20, 20)),
+        ]));
+        let who = |pid| agent_lineage(pid, &agents, &procs).map(|(r, p, _)| (r, p));
+        assert_eq!(who(30), Some(("caller", 30)));
+        assert_eq!(who(40), Some(("ancestor", 30)));
+        assert_eq!(who(50), Some(("ancestor", 30)));
+        assert_eq!(who(60), Some(("session leader", 30)));
+        assert_eq!(who(70), None);
+        assert_eq!(who(20), None);
     }
 }

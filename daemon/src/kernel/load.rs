@@ -98,6 +98,7 @@ impl Kernel {
             names::EXEC_RULES,
             names::FILE_RULES,
             names::SYS_EXIT_MODE,
+            names::AGENT_LEVELS,
         ] {
             if bpf.map(name).is_none() {
                 return Err(KernelError::Missing { what: "map", name });

@@ -97,6 +97,8 @@ pub enum KernelError {
     Pin { what: String, detail: String },
     #[error("bpffs: {0}")]
     Bpffs(String),
+    #[error("agent cgroup at level {level} of the cgroup2 hierarchy: deeper than the {max} levels the programs look up")]
+    AgentTooDeep { level: u32, max: u32 },
     #[error("open cgroup {cgroup}: {source}")]
     OpenCgroup {
         cgroup: String,

@@ -154,6 +154,33 @@ impl Kernel {
         }
     }
 
+    /// Marks cgroup `level` as holding an agent cgroup, so the programs
+    /// look processes' ancestors up there (a process in a cgroup below an
+    /// agent's is the agent's). Bits are only ever set: a stale one costs a
+    /// lookup, a missing one would let a child cgroup go ungoverned.
+    pub fn mark_agent_level(&mut self, level: u32) -> Result<(), KernelError> {
+        let name = names::AGENT_LEVELS;
+        if level > warden_common::limits::MAX_AGENT_LEVEL {
+            return Err(KernelError::AgentTooDeep {
+                level,
+                max: warden_common::limits::MAX_AGENT_LEVEL,
+            });
+        }
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let mut array: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(map).map_err(map_err("open", name))?;
+        let bits = array.get(&0, 0).map_err(map_err("read", name))?;
+        if bits & (1 << level) == 0 {
+            array
+                .set(0, bits | (1 << level), 0)
+                .map_err(map_err("update", name))?;
+        }
+        Ok(())
+    }
+
     /// The flags of an agent's entry in the kernel map now (0 if none).
     fn current_flags(&self, cgroup_id: u64) -> u32 {
         self.bpf

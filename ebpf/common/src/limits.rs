@@ -20,3 +20,8 @@ pub const MAX_PATH_ENTRIES: u32 = 16384;
 /// also drains it every `EVENTS_POLL_MS`.
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
 pub const EVENTS_POLL_MS: u64 = 20;
+
+/// Deepest cgroup level (root = 0) an agent cgroup may sit at: processes in
+/// cgroups below an agent's are governed by it, and the programs look
+/// their ancestors up at the levels `AGENT_LEVELS` marks, up to this one.
+pub const MAX_AGENT_LEVEL: u32 = 31;

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, generated::bpf_set_retval},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -18,10 +18,11 @@ use warden_common::{
 };
 
 use crate::{
+    agent::current_agent,
     counters::{count, count_agent},
     events::{event_header, submit_flags, unrecorded},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
-    maps::{AGENTS, EVENTS, GRANTS, HELD},
+    maps::{EVENTS, GRANTS, HELD},
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -109,15 +110,13 @@ impl Dest {
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let dest = Dest::read(ctx.sock_addr, kind);
-    // SAFETY: a plain helper call with no arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-
-    // SAFETY: AGENTS values are plain data replaced whole by the daemon; a
-    // concurrent update yields either the old or the new value.
-    let agent = unsafe { AGENTS.get(&cgroup_id) }.copied();
+    // The caller's cgroup, or one below an agent's (the attachment is
+    // inherited there): decided by that agent (`agent::current_agent`).
+    let (cgroup_id, agent) = current_agent();
     let (decision, rule_idx, agent) = match agent {
-        // Attached to an agent cgroup but not registered: a cgroup created
-        // below an agent's that the daemon has not seen yet. Fail closed.
+        // Attached to an agent cgroup but no agent found above the caller
+        // (an agent at a level `AGENT_LEVELS` does not mark yet). Fail
+        // closed.
         None => (
             Decision::Deny,
             rule::UNKNOWN_CGROUP,

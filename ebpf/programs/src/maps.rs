@@ -13,6 +13,12 @@ use warden_common::{
 #[map]
 pub static AGENTS: HashMap<u64, AgentInfo> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
 
+/// `[0]`: bit L set when some agent cgroup is at cgroup level L (set by
+/// the daemon): where `agent::governing_agent` looks for the agent of a
+/// process in a cgroup below an agent's.
+#[map]
+pub static AGENT_LEVELS: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static NET4_RULES: LpmTrie<Net4Key, NetRules> =
     LpmTrie::with_max_entries(limits::MAX_NET_ENTRIES, 0);
