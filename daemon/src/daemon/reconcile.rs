@@ -403,6 +403,7 @@ mod tests {
             exec: true,
             file: true,
             unavailable: None,
+            ..crate::lsm::LsmState::default()
         };
         assert_eq!(hold_needs(&exec_hold, &fallback), (true, true));
         assert_eq!(hold_needs(&file_hold, &fallback), (true, false));

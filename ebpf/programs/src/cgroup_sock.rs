@@ -190,7 +190,11 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::HELD);
             DENY
         }
-        Method::CgroupDeny | Method::Rejected | Method::Kill | Method::LsmDeny => {
+        Method::CgroupDeny
+        | Method::Rejected
+        | Method::Kill
+        | Method::LsmDeny
+        | Method::FmodRetDeny => {
             count(counter::DENIED);
             DENY
         }

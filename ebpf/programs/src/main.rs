@@ -9,6 +9,9 @@
 //! - `lsm`: BPF LSM hooks (`bprm_check_security`, `file_open`), used where
 //!   the kernel runs BPF LSM: they deny by failing the syscall with EPERM,
 //!   and a hold stops the thread inside execve or open, which restart.
+//! - `fmod_ret`: the same decisions as `lsm`, as `fmod_ret` programs on
+//!   `security_bprm_check` and `security_file_open`, where BPF LSM is built
+//!   but not active.
 //! - `fallback`: the tracepoints used instead of `lsm` elsewhere.
 //!   `fallback::exec`: `tp_btf/sched_process_exec`, a global tracepoint
 //!   filtered on agent cgroups first; denies by SIGKILL before the first
@@ -39,6 +42,7 @@ mod cgroup_sock;
 mod counters;
 mod events;
 mod fallback;
+mod fmod_ret;
 mod judge;
 mod lsm;
 mod maps;
