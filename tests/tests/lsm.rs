@@ -25,7 +25,9 @@ use std::{
 };
 
 use serde_json::Value;
-use warden_tests::{probe_path, stdout, Files, TestEnv, RUNTIME_FILES};
+use warden_tests::{
+    approvals, probe_path, state_of, stdout, wait_until, Files, Listener, TestEnv, RUNTIME_FILES,
+};
 
 /// Whether this guest boot is the fmod_ret one (`bpf` left out of `lsm=`,
 /// `WARDEN_GUEST_MECHANISM=fmod_ret`); otherwise BPF LSM is expected.
@@ -401,6 +403,49 @@ rules:
     assert_eq!(e["method"], "kill", "{e}");
 }
 
+/// One step down: with BPF LSM disabled (or not active), `fmod_ret` on
+/// `security_*` decides, with the same effect: a denied exec returns
+/// EPERM, the binary never runs, and the entry says `fmodret-deny`.
+#[test]
+fn disabling_lsm_steps_down_to_fmod_ret() {
+    if !in_vm("lsm_to_fmod_ret") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmfmod");
+    let f = Files::new(&env);
+    let no_touch = f.binary("no-touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+            probe = probe_path()
+        ),
+    );
+    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "lsm")]);
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("exec and file opens use fmod_ret on security_* below"),
+        "{text}"
+    );
+    assert!(text.contains("fmod_ret/security_bprm_check"), "{text}");
+    env.add_agent("fmod-agent", "exec.yaml");
+    let out = env.probe_as("fmod-agent", &["exec", &no_touch, &f.marker("fm")]);
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    assert!(
+        !Path::new(&f.marker("fm")).exists(),
+        "the denied binary ran"
+    );
+    let e = decision_for(&env, "exec", &no_touch);
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], "fmodret-deny", "{e}");
+}
+
 /// Starts `probe ARGS...` as `agent` without waiting for it.
 fn spawn_probe(env: &TestEnv, agent: &str, args: &[&str]) -> Child {
     env.warden()
@@ -591,4 +636,100 @@ fn a_held_exclusive_create_restarts_into_eexist() {
         .find(|a| a["id"] == pending["id"])
         .expect("the hold");
     assert_eq!(hold["final_status"], "ended", "{hold}");
+}
+
+/// Whether `tp_btf/sys_exit` is attached now, per `warden status --json`.
+fn sys_exit_attached(env: &TestEnv) -> bool {
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    status["global_hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hook"].as_str().unwrap_or("").contains("sys_exit"))
+        .unwrap_or_else(|| panic!("no sys_exit row: {status}"))["attached"]
+        .as_bool()
+        .unwrap()
+}
+
+/// With BPF LSM or fmod_ret (BPF trampolines), a held connect is stopped
+/// by `fexit` right after the cgroup hook, not by `sys_exit`: the machine-wide
+/// `sys_exit` stays detached while a policy holds connects and while the
+/// hold is pending; a SIGCONT only stops it again; approval lets the same
+/// connect succeed, rejection fails it with EPERM.
+#[test]
+fn held_connect_stops_without_sys_exit_approved_and_rejected() {
+    if !in_vm("lsm_net_hold") {
+        return;
+    }
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new("lsmnethold");
+    start_hold_agent(
+        &mut env,
+        &format!(
+            "
+  - id: payments-api
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: tcp }}
+    decision: hold
+  - id: metrics
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}
+    decision: hold
+",
+            port = l.port
+        ),
+    );
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let row = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["action"] == "hold (network)")
+        .unwrap()["mechanism"]
+        .to_string();
+    assert!(
+        row.contains("fexit/__cgroup_bpf_run_filter_sock_addr") && row.contains("no sys_exit"),
+        "{row}"
+    );
+    assert!(!sys_exit_attached(&env), "a policy that holds connects");
+    let target = format!("127.0.0.1:{}", l.port);
+
+    // Approved: the restarted connect succeeds.
+    let child = spawn_probe(&env, "hold-agent", &["connect", &target]);
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], format!("{target}/tcp"));
+    assert!(!sys_exit_attached(&env), "a hold is pending");
+    // A SIGCONT from anyone restarts the connect: the cgroup hook holds it
+    // again and the fexit stops it again, no new hold.
+    // SAFETY: kill(2) on the probe this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    assert_eq!(approvals(&env, false).len(), 1, "re-entry holds once");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    env.wait_for_evidence("approved outcome", |e| {
+        e["method"] == "approved" && e["details"]["final_status"] == "executed"
+    });
+
+    // Rejected: the restarted connect fails with EPERM.
+    let child = spawn_probe(&env, "hold-agent", &["connect", &target]);
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["reject", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    env.wait_for_evidence("refused outcome", |e| {
+        e["method"] == "rejected" && e["details"]["final_status"] == "refused"
+    });
+
+    // A UDP sendmsg is held and stopped the same way.
+    let child = spawn_probe(&env, "hold-agent", &["udp", &target]);
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], format!("{target}/udp"));
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert!(!sys_exit_attached(&env));
 }

@@ -44,40 +44,44 @@ pub struct FmodRetLink {
     pub link: OwnedFd,
 }
 
-/// Loads and attaches the fmod_ret programs for the classes asked for,
-/// unless `disabled` says why not. On any failure nothing stays attached
-/// (the links are dropped) and the reason names the program and the
-/// kernel's error (with the verifier's last lines).
+/// One fmod_ret program: (program name, `security_*` function, pin name).
+pub type Wanted = (&'static str, &'static str, &'static str);
+
+/// The programs that decide execs and opens, for the classes asked for.
+pub fn exec_file(exec: bool, file: bool) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    if exec {
+        wanted.push((
+            names::PROG_FMODRET_EXEC,
+            names::FMODRET_EXEC_FN,
+            "fmodret-exec",
+        ));
+    }
+    if file {
+        wanted.push((
+            names::PROG_FMODRET_OPEN,
+            names::FMODRET_OPEN_FN,
+            "fmodret-open",
+        ));
+    }
+    wanted
+}
+
+/// Loads and attaches the `wanted` fmod_ret programs. On any failure
+/// nothing stays attached (the links are dropped) and the reason names the
+/// program and the kernel's error (with the verifier's last lines).
 pub fn probe(
     bpf: &Ebpf,
     object: &[u8],
     btf: &Btf,
-    exec: bool,
-    file: bool,
+    wanted: &[Wanted],
 ) -> Result<Vec<FmodRetLink>, String> {
-    if !exec && !file {
+    if wanted.is_empty() {
         return Err("neither exec nor file opens asked for".into());
     }
     let mut obj = relocated(bpf, object)?;
-    let wanted = [
-        (
-            exec,
-            names::PROG_FMODRET_EXEC,
-            names::FMODRET_EXEC_FN,
-            "fmodret-exec",
-        ),
-        (
-            file,
-            names::PROG_FMODRET_OPEN,
-            names::FMODRET_OPEN_FN,
-            "fmodret-open",
-        ),
-    ];
     let mut links = Vec::new();
-    for (want, name, function, pin) in wanted {
-        if !want {
-            continue;
-        }
+    for &(name, function, pin) in wanted {
         let prog = obj
             .programs
             .remove(name)

@@ -112,6 +112,7 @@ impl Kernel {
             lsm,
             lsm_links,
             fmod_ret_links,
+            hold_stop_link,
             exec_link,
             exec_unavailable,
             fault_guard_loaded,
@@ -145,6 +146,9 @@ impl Kernel {
                 detail,
             })?;
             kernel.owned.insert(path);
+        }
+        if let Some(link) = hold_stop_link {
+            drop(kernel.pin_link(link, "hold-stop")?);
         }
         if let Some(link) = exec_link {
             let pinned = kernel.pin_link(link, "exec")?;

@@ -38,6 +38,12 @@ pub struct LsmState {
     pub fmod_ret: bool,
     /// Why `fmod_ret` was not used either, when it was tried.
     pub fmod_ret_unavailable: Option<String>,
+    /// Held network actions are stopped by `fexit` after the cgroup hook
+    /// (`mechanism::hold_stop`; where BPF LSM or fmod_ret runs, trampolines
+    /// work), so holds never need `sys_exit` here.
+    pub net_holds: bool,
+    /// Why not (`None` when `net_holds`, or when not tried).
+    pub net_holds_unavailable: Option<String>,
 }
 
 /// What the LSM path does, for `warden status` and the daemon_start entry.
@@ -187,8 +193,7 @@ mod tests {
             exec: true,
             file: true,
             unavailable: None,
-            fmod_ret: false,
-            fmod_ret_unavailable: None,
+            ..LsmState::default()
         };
         assert_eq!(status(&used), "in use for exec and file opens");
         let refused = LsmState {
@@ -204,7 +209,7 @@ mod tests {
             file: true,
             unavailable: Some("bpf is not in the active LSM list".into()),
             fmod_ret: true,
-            fmod_ret_unavailable: None,
+            ..LsmState::default()
         };
         assert_eq!(
             status(&fmod_ret),

@@ -7,7 +7,7 @@
 //! the daemon_start entry show.
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint},
+    programs::{links::FdLink, BtfTracePoint, FExit},
     Btf, Ebpf,
 };
 use warden_common::names;
@@ -49,6 +49,8 @@ pub(super) struct Selected {
     pub lsm_links: Vec<(&'static str, FdLink)>,
     /// The fmod_ret programs' links (where they decide instead), to pin.
     pub fmod_ret_links: Vec<fmod_ret::FmodRetLink>,
+    /// The fexit that stops held network actions (`hold_stop`), to pin.
+    pub hold_stop_link: Option<FdLink>,
     /// The attached `sched_process_exec` link (the exec fallback), to pin.
     pub exec_link: Option<FdLink>,
     pub exec_unavailable: Option<String>,
@@ -81,7 +83,7 @@ pub(super) fn select(
     if let (Some(lsm_why), true) = (lsm.unavailable.clone(), want_exec || want_file) {
         let tried = match disabled("fmod_ret") {
             Some(why) => Err(why),
-            None => fmod_ret::probe(bpf, object, btf, want_exec, want_file),
+            None => fmod_ret::probe(bpf, object, btf, &fmod_ret::exec_file(want_exec, want_file)),
         };
         match tried {
             Ok(links) => {
@@ -92,12 +94,29 @@ pub(super) fn select(
                     file: want_file,
                     unavailable: Some(lsm_why),
                     fmod_ret: true,
-                    fmod_ret_unavailable: None,
+                    ..lsm::LsmState::default()
                 };
             }
             Err(why) => {
                 tracing::info!(reason = %why, "fmod_ret not used; exec and file opens use the tracepoint fallback");
                 lsm.fmod_ret_unavailable = Some(why);
+            }
+        }
+    }
+
+    // Held network actions: where BPF LSM or fmod_ret decides (BPF
+    // trampolines work), an fexit after the cgroup hook stops the held
+    // thread instead of sys_exit.
+    let mut hold_stop_link = None;
+    if lsm.exec || lsm.file {
+        match hold_stop(bpf, btf) {
+            Ok(link) => {
+                hold_stop_link = Some(link);
+                lsm.net_holds = true;
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "held network actions are stopped by sys_exit");
+                lsm.net_holds_unavailable = Some(why);
             }
         }
     }
@@ -181,11 +200,32 @@ pub(super) fn select(
         lsm,
         lsm_links,
         fmod_ret_links,
+        hold_stop_link,
         exec_link,
         exec_unavailable,
         fault_guard_loaded,
         file_unavailable,
     }
+}
+
+/// Loads and attaches `fexit/__cgroup_bpf_run_filter_sock_addr`
+/// (`ebpf/programs/src/hold_stop.rs`).
+fn hold_stop(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
+    let name = names::PROG_HOLD_STOP;
+    let function = names::HOLD_STOP_FN;
+    let prog: &mut FExit = bpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| format!("the eBPF object has no fexit program {name}"))?;
+    prog.load(function, btf)
+        .map_err(|e| format!("load fexit/{function}: {}", crate::error_chain(&e)))?;
+    let id = prog
+        .attach()
+        .map_err(|e| format!("attach fexit/{function}: {}", crate::error_chain(&e)))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| format!("take fexit/{function} link: {e}"))?;
+    Ok(FdLink::from(link))
 }
 
 impl Kernel {
@@ -230,7 +270,17 @@ impl Kernel {
             },
             Mechanism {
                 action: "hold (network)".into(),
-                mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
+                mechanism: if self.lsm().net_holds {
+                    "the cgroup hook fails the syscall with ERESTARTNOINTR, fexit/__cgroup_bpf_run_filter_sock_addr stops the thread right after it (no sys_exit)".into()
+                } else {
+                    let why = self
+                        .lsm()
+                        .net_holds_unavailable
+                        .as_ref()
+                        .map(|w| format!(" (fexit stop not used: {w})"))
+                        .unwrap_or_default();
+                    format!("hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds){why}")
+                },
             },
             Mechanism {
                 action: "BPF LSM".into(),

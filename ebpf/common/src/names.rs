@@ -78,3 +78,7 @@ pub const PROG_FMODRET_EXEC: &str = "warden_fmodret_exec";
 pub const FMODRET_EXEC_FN: &str = "security_bprm_check";
 pub const PROG_FMODRET_OPEN: &str = "warden_fmodret_open";
 pub const FMODRET_OPEN_FN: &str = "security_file_open";
+/// The stop of held network actions without `sys_exit` (where BPF
+/// trampolines work): `fexit` after the cgroup sock_addr programs run.
+pub const PROG_HOLD_STOP: &str = "warden_hold_stop";
+pub const HOLD_STOP_FN: &str = "__cgroup_bpf_run_filter_sock_addr";

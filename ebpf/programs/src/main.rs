@@ -12,6 +12,9 @@
 //! - `fmod_ret`: the same decisions as `lsm`, as `fmod_ret` programs on
 //!   `security_bprm_check` and `security_file_open`, where BPF LSM is built
 //!   but not active.
+//! - `hold_stop`: `fexit` after the cgroup sock_addr programs, stops a
+//!   thread whose network action they held (instead of `sys_exit`, where
+//!   trampolines work).
 //! - `fallback`: the tracepoints used instead of `lsm` elsewhere.
 //!   `fallback::exec`: `tp_btf/sched_process_exec`, a global tracepoint
 //!   filtered on agent cgroups first; denies by SIGKILL before the first
@@ -43,6 +46,7 @@ mod counters;
 mod events;
 mod fallback;
 mod fmod_ret;
+mod hold_stop;
 mod judge;
 mod lsm;
 mod maps;
