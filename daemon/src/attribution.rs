@@ -119,6 +119,7 @@ pub fn method_name(m: warden_common::Method) -> &'static str {
         warden_common::Method::Rejected => "rejected",
         warden_common::Method::Kill => "kill",
         warden_common::Method::LsmDeny => "lsm-deny",
+        warden_common::Method::FmodRetDeny => "fmodret-deny",
     }
 }
 
@@ -184,6 +185,8 @@ pub fn decision_entry(
                 // Decided at lsm/file_open, whichever syscall (or io_uring,
                 // or the kernel on the process's behalf) opened it.
                 details.insert("hook".into(), json!("lsm/file_open"));
+            } else if *syscall == warden_common::syscalls::FMODRET_HOOK {
+                details.insert("hook".into(), json!("fmod_ret/security_file_open"));
             } else {
                 details.insert("syscall".into(), json!(syscall));
             }

@@ -429,6 +429,15 @@ mod tests {
             .method,
             Method::LsmDeny
         );
+        assert_eq!(
+            decode(&raw(&ExecEvent {
+                header: header(EventKind::Exec, Decision::Deny, Method::FmodRetDeny),
+                ..ev
+            }))
+            .unwrap()
+            .method,
+            Method::FmodRetDeny
+        );
     }
 
     #[test]

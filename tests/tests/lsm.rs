@@ -7,6 +7,11 @@
 //! and `lsm/file_open` instead of the tracepoint fallback, and a denial is
 //! an error the process sees (EPERM), not a kill: a denied exec returns
 //! from execve and the old program goes on; a denied open returns -1.
+//!
+//! The guest tier runs this file twice: with `bpf` in the guest's active
+//! LSM list, and without it (`WARDEN_GUEST_MECHANISM=fmod_ret`), where the
+//! daemon decides the same way through `fmod_ret` on `security_bprm_check`
+//! and `security_file_open` (BPF LSM built but not active, as on Ubuntu).
 
 #![allow(
     clippy::unwrap_used,
@@ -20,14 +25,48 @@ use std::{
 };
 
 use serde_json::Value;
-use warden_tests::{probe_path, stdout, Files, TestEnv, RUNTIME_FILES};
+use warden_tests::{
+    approvals, probe_path, state_of, stdout, wait_until, Files, Listener, TestEnv, RUNTIME_FILES,
+};
 
-/// True only inside the guest: BPF LSM active and the xtask's marker set.
-/// Everything here needs both; elsewhere the tests say so and return.
+/// Whether this guest boot is the fmod_ret one (`bpf` left out of `lsm=`,
+/// `WARDEN_GUEST_MECHANISM=fmod_ret`); otherwise BPF LSM is expected.
+fn fmod_ret() -> bool {
+    std::env::var("WARDEN_GUEST_MECHANISM").is_ok_and(|v| v == "fmod_ret")
+}
+
+/// How the expected mechanism records a denial.
+fn deny_method() -> &'static str {
+    if fmod_ret() {
+        "fmodret-deny"
+    } else {
+        "lsm-deny"
+    }
+}
+
+/// The hook the expected mechanism names in an open's evidence.
+fn open_hook() -> &'static str {
+    if fmod_ret() {
+        "fmod_ret/security_file_open"
+    } else {
+        "lsm/file_open"
+    }
+}
+
+/// True only inside the guest: the expected LSM list (with `bpf`, or
+/// without it for fmod_ret) and the xtask's marker set. Everything here
+/// needs both; elsewhere the tests say so and return.
 fn in_vm(test: &str) -> bool {
     let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     let bpf_lsm = lsm.trim().split(',').any(|l| l == "bpf");
     let marked = std::env::var("WARDEN_IN_VM").is_ok_and(|v| v == "1");
+    if marked && fmod_ret() {
+        assert!(
+            !bpf_lsm,
+            "{test}: the fmod_ret guest boots without bpf: {lsm}"
+        );
+        return true;
+    }
     if bpf_lsm && marked {
         assert!(
             warden_tests::is_root(),
@@ -65,7 +104,14 @@ fn status_and_daemon_start_name_the_lsm_mechanisms() {
     let mut env = TestEnv::new("lsmstatus");
     env.start_daemon();
     let text = env.ok(&["status"]);
-    assert!(text.contains("in use for exec and file opens"), "{text}");
+    if fmod_ret() {
+        assert!(
+            text.contains("exec and file opens use fmod_ret on security_* below"),
+            "{text}"
+        );
+    } else {
+        assert!(text.contains("in use for exec and file opens"), "{text}");
+    }
     let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
     let mech = |action: &str| -> String {
         status["mechanisms"]
@@ -78,20 +124,36 @@ fn status_and_daemon_start_name_the_lsm_mechanisms() {
             .unwrap()
             .to_string()
     };
-    assert!(
-        mech("exec").starts_with("lsm/bprm_check_security"),
-        "{status}"
-    );
-    assert!(mech("file open").starts_with("lsm/file_open"), "{status}");
-    assert_eq!(mech("BPF LSM"), "in use for exec and file opens");
+    let (exec_hook, open_hook, log) = if fmod_ret() {
+        (
+            "fmod_ret/security_bprm_check",
+            "fmod_ret/security_file_open",
+            "fmod_ret on security_* decides exec and file opens",
+        )
+    } else {
+        (
+            "lsm/bprm_check_security",
+            "lsm/file_open",
+            "BPF LSM decides exec and file opens",
+        )
+    };
+    assert!(mech("exec").starts_with(exec_hook), "{status}");
+    assert!(mech("file open").starts_with(open_hook), "{status}");
+    if fmod_ret() {
+        // Why the better mechanism was not used.
+        assert!(
+            mech("BPF LSM").starts_with("not used (bpf is not in the active LSM list"),
+            "{status}"
+        );
+    } else {
+        assert_eq!(mech("BPF LSM"), "in use for exec and file opens");
+    }
     let start = env.wait_for_evidence("daemon_start", |e| e["kind"] == "daemon_start");
     let recorded = start["details"]["mechanisms"].to_string();
-    assert!(recorded.contains("lsm/bprm_check_security"), "{start}");
-    assert!(recorded.contains("lsm/file_open"), "{start}");
+    assert!(recorded.contains(exec_hook), "{start}");
+    assert!(recorded.contains(open_hook), "{start}");
     // The daemon log says it too.
-    assert!(env
-        .daemon_log()
-        .contains("BPF LSM decides exec and file opens"));
+    assert!(env.daemon_log().contains(log));
 }
 
 #[test]
@@ -153,7 +215,7 @@ rules:
         assert!(!Path::new(&f.marker(name)).exists(), "{bin} ran");
         let e = decision_for(&env, "exec", bin);
         assert_eq!(e["decision"], "deny", "{e}");
-        assert_eq!(e["method"], "lsm-deny", "{e}");
+        assert_eq!(e["method"], deny_method(), "{e}");
         assert_eq!(e["rule_id"], rule, "{e}");
         assert_eq!(e["agent"], "exec-agent", "{e}");
         assert_eq!(e["details"]["filename"], bin, "{e}");
@@ -232,10 +294,10 @@ rules:{RUNTIME_FILES}
     assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
     let e = decision_for(&env, "open", &secret);
     assert_eq!(e["decision"], "deny", "{e}");
-    assert_eq!(e["method"], "lsm-deny", "{e}");
+    assert_eq!(e["method"], deny_method(), "{e}");
     assert_eq!(e["rule_id"], "default-deny", "{e}");
     assert_eq!(e["details"]["access"], "read", "{e}");
-    assert_eq!(e["details"]["hook"], "lsm/file_open", "{e}");
+    assert_eq!(e["details"]["hook"], open_hook(), "{e}");
 
     // Writes: allowed under work/ (write-only: reading it is denied) ...
     let out = env.probe_as("file-agent", &["append", &notes, "+more"]);
@@ -255,7 +317,7 @@ rules:{RUNTIME_FILES}
     let e = env.wait_for_evidence("denied write", |e| {
         e["kind"] == "decision" && e["target"] == ro.as_str() && e["details"]["access"] == "write"
     });
-    assert_eq!(e["method"], "lsm-deny", "{e}");
+    assert_eq!(e["method"], deny_method(), "{e}");
     assert_eq!(e["rule_id"], "default-deny", "{e}");
 
     // A process outside the agent reads the secret.
@@ -279,7 +341,7 @@ rules:{RUNTIME_FILES}
         .filter(|e| e["kind"] == "decision" && e["target"] == public.as_str())
         .collect();
     assert_eq!(reads.len(), 1, "{reads:#?}");
-    assert_eq!(reads[0]["details"]["hook"], "lsm/file_open", "{reads:#?}");
+    assert_eq!(reads[0]["details"]["hook"], open_hook(), "{reads:#?}");
 }
 
 #[test]
@@ -302,10 +364,30 @@ rules:
             probe = probe_path()
         ),
     );
-    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "lsm")]);
+    // Each step down: without BPF LSM, fmod_ret would decide next (on the
+    // fmod_ret guest BPF LSM is not active anyway).
+    let disable = if fmod_ret() {
+        "fmod_ret"
+    } else {
+        "lsm,fmod_ret"
+    };
+    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", disable)]);
     let text = env.ok(&["status"]);
+    if fmod_ret() {
+        assert!(
+            text.contains("not used (bpf is not in the active LSM list"),
+            "{text}"
+        );
+    } else {
+        assert!(
+            text.contains("not used (disabled by WARDEN_DISABLE_MECHANISMS=lsm)"),
+            "{text}"
+        );
+    }
     assert!(
-        text.contains("not used (disabled by WARDEN_DISABLE_MECHANISMS=lsm)"),
+        text.contains(
+            "fmod_ret on security_* not used either (disabled by WARDEN_DISABLE_MECHANISMS=fmod_ret)"
+        ),
         "{text}"
     );
     assert!(
@@ -319,6 +401,49 @@ rules:
     assert!(!Path::new(&f.marker("fb")).exists());
     let e = decision_for(&env, "exec", &no_touch);
     assert_eq!(e["method"], "kill", "{e}");
+}
+
+/// One step down: with BPF LSM disabled (or not active), `fmod_ret` on
+/// `security_*` decides, with the same effect: a denied exec returns
+/// EPERM, the binary never runs, and the entry says `fmodret-deny`.
+#[test]
+fn disabling_lsm_steps_down_to_fmod_ret() {
+    if !in_vm("lsm_to_fmod_ret") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmfmod");
+    let f = Files::new(&env);
+    let no_touch = f.binary("no-touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+            probe = probe_path()
+        ),
+    );
+    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "lsm")]);
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("exec and file opens use fmod_ret on security_* below"),
+        "{text}"
+    );
+    assert!(text.contains("fmod_ret/security_bprm_check"), "{text}");
+    env.add_agent("fmod-agent", "exec.yaml");
+    let out = env.probe_as("fmod-agent", &["exec", &no_touch, &f.marker("fm")]);
+    not_killed(&out);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    assert!(
+        !Path::new(&f.marker("fm")).exists(),
+        "the denied binary ran"
+    );
+    let e = decision_for(&env, "exec", &no_touch);
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], "fmodret-deny", "{e}");
 }
 
 /// Starts `probe ARGS...` as `agent` without waiting for it.
@@ -511,4 +636,100 @@ fn a_held_exclusive_create_restarts_into_eexist() {
         .find(|a| a["id"] == pending["id"])
         .expect("the hold");
     assert_eq!(hold["final_status"], "ended", "{hold}");
+}
+
+/// Whether `tp_btf/sys_exit` is attached now, per `warden status --json`.
+fn sys_exit_attached(env: &TestEnv) -> bool {
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    status["global_hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hook"].as_str().unwrap_or("").contains("sys_exit"))
+        .unwrap_or_else(|| panic!("no sys_exit row: {status}"))["attached"]
+        .as_bool()
+        .unwrap()
+}
+
+/// With BPF LSM or fmod_ret (BPF trampolines), a held connect is stopped
+/// by `fexit` right after the cgroup hook, not by `sys_exit`: the machine-wide
+/// `sys_exit` stays detached while a policy holds connects and while the
+/// hold is pending; a SIGCONT only stops it again; approval lets the same
+/// connect succeed, rejection fails it with EPERM.
+#[test]
+fn held_connect_stops_without_sys_exit_approved_and_rejected() {
+    if !in_vm("lsm_net_hold") {
+        return;
+    }
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new("lsmnethold");
+    start_hold_agent(
+        &mut env,
+        &format!(
+            "
+  - id: payments-api
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: tcp }}
+    decision: hold
+  - id: metrics
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}
+    decision: hold
+",
+            port = l.port
+        ),
+    );
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let row = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["action"] == "hold (network)")
+        .unwrap()["mechanism"]
+        .to_string();
+    assert!(
+        row.contains("fexit/__cgroup_bpf_run_filter_sock_addr") && row.contains("no sys_exit"),
+        "{row}"
+    );
+    assert!(!sys_exit_attached(&env), "a policy that holds connects");
+    let target = format!("127.0.0.1:{}", l.port);
+
+    // Approved: the restarted connect succeeds.
+    let child = spawn_probe(&env, "hold-agent", &["connect", &target]);
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], format!("{target}/tcp"));
+    assert!(!sys_exit_attached(&env), "a hold is pending");
+    // A SIGCONT from anyone restarts the connect: the cgroup hook holds it
+    // again and the fexit stops it again, no new hold.
+    // SAFETY: kill(2) on the probe this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    assert_eq!(approvals(&env, false).len(), 1, "re-entry holds once");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    env.wait_for_evidence("approved outcome", |e| {
+        e["method"] == "approved" && e["details"]["final_status"] == "executed"
+    });
+
+    // Rejected: the restarted connect fails with EPERM.
+    let child = spawn_probe(&env, "hold-agent", &["connect", &target]);
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["reject", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM), "{out:?}");
+    env.wait_for_evidence("refused outcome", |e| {
+        e["method"] == "rejected" && e["details"]["final_status"] == "refused"
+    });
+
+    // A UDP sendmsg is held and stopped the same way.
+    let child = spawn_probe(&env, "hold-agent", &["udp", &target]);
+    let pending = wait_held(&env, &child);
+    assert_eq!(pending["job"]["target"], format!("{target}/udp"));
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert!(!sys_exit_attached(&env));
 }

@@ -142,14 +142,29 @@ fn lint(root: &Path) -> Result<()> {
 /// tmpfs on /tmp, where the tests keep their state; its cgroup2 and bpffs
 /// are its own.
 fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
+    // Two boots: BPF LSM active, then BPF LSM built but not active (the
+    // daemon uses fmod_ret on security_* there, as on Ubuntu's kernels).
+    vm_boot(warden, filter, vm::GUEST_LSM, "lsm")?;
+    vm_boot(warden, filter, vm::GUEST_LSM_NO_BPF, "fmod_ret")
+}
+
+/// One guest boot with `lsm` as its active LSM list, where the daemon is
+/// expected to decide execs and opens with `mechanism` (`lsm`, `fmod_ret`).
+fn vm_boot(
+    warden: &std::path::Path,
+    filter: Option<&str>,
+    lsm: &str,
+    mechanism: &str,
+) -> Result<()> {
     // The BPF LSM tests, then self-protection again on a kernel where BPF
-    // LSM is the exec/file mechanism; one boot, the first failure ends it.
+    // LSM (or fmod_ret) is the exec/file mechanism; one boot, the first
+    // failure ends it.
     let filter_arg = filter.map(|f| format!(" '{f}'")).unwrap_or_default();
     let mut script = String::from("set -e");
     for name in [VM_TESTS, GUEST_TOO] {
         let exe = test_executable(name)?;
         script.push_str(&format!(
-            "; echo '== guest: {name}'; '{}' --test-threads=1{filter_arg}",
+            "; echo '== guest ({mechanism}): {name}'; '{}' --test-threads=1{filter_arg}",
             exe.display()
         ));
     }
@@ -159,11 +174,13 @@ fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
         env: vec![
             "CI".into(),
             "WARDEN_IN_VM=1".into(),
+            format!("WARDEN_GUEST_MECHANISM={mechanism}"),
             // The guest's view of target/ is read-only and holds no sockets.
             "WARDEN_TEST_TMPDIR=/tmp".into(),
             format!("WARDEN_BIN={}", warden.display()),
             "RUST_BACKTRACE".into(),
         ],
+        lsm: Some(lsm.into()),
         ..vm::VmOptions::default()
     };
     let outcome = match vm::run(&cmd, &opts) {
@@ -179,13 +196,13 @@ fn vm_tier(warden: &std::path::Path, filter: Option<&str>) -> Result<()> {
         }
     };
     println!(
-        "guest tests: exit {} after {:.1} s",
+        "guest tests ({mechanism}, lsm={lsm}): exit {} after {:.1} s",
         outcome.exit_code,
         outcome.elapsed.as_secs_f64()
     );
     if outcome.exit_code != 0 {
         bail!(
-            "the BPF LSM tests failed in the QEMU guest (exit {})",
+            "the {mechanism} tests failed in the QEMU guest (lsm={lsm}, exit {})",
             outcome.exit_code
         );
     }

@@ -137,8 +137,12 @@ impl Enforcer {
     pub(super) fn update_sys_exit(&mut self) -> Result<(), ReconcileError> {
         let needs = self.global_needs();
         let files = !needs.files.is_empty();
-        // Pending holds that could not be listed count as some.
-        let holds = !needs.holds.is_empty() || needs.marked > 0 || needs.pending != Some(0);
+        // Pending holds that could not be listed count as some. Where the
+        // fexit stops held network actions (then BPF LSM or fmod_ret
+        // decides every class too), a pending hold needs no sys_exit: a
+        // SIGCONT only brings its thread back into hooks that stop it.
+        let pending = needs.pending != Some(0) && !self.kernel.lsm().net_holds;
+        let holds = !needs.holds.is_empty() || needs.marked > 0 || pending;
         let guard = !needs.fault_guard.is_empty() || needs.marked > 0;
         self.kernel
             .set_fault_guard(guard)
@@ -410,14 +414,17 @@ impl Enforcer {
 /// What a policy's holds need of the global programs: (`sys_exit`, the
 /// page-fault guard). `sys_exit` stops network holds and guards the
 /// fallback's paused execs and opens; the page-fault guard is for paused
-/// execs. BPF LSM holds need neither.
+/// execs. BPF LSM (and fmod_ret) holds need neither, network holds
+/// neither where the fexit stops them (`LsmState::net_holds`).
 pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (bool, bool) {
     let holds = |f: fn(&policy::Selector) -> bool| {
         p.rules
             .iter()
             .any(|r| r.decision == policy::Decision::Hold && f(&r.selector))
     };
-    let net = holds(|s| matches!(s, policy::Selector::Connect { .. }));
+    // Where the fexit after the cgroup hook runs (`hold_stop.rs`), it stops
+    // held network actions itself.
+    let net = holds(|s| matches!(s, policy::Selector::Connect { .. })) && !lsm.net_holds;
     let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
     let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
     (net || exec || file, exec)
@@ -447,6 +454,7 @@ mod tests {
             exec: true,
             file: true,
             unavailable: None,
+            ..crate::lsm::LsmState::default()
         };
         assert_eq!(hold_needs(&exec_hold, &fallback), (true, true));
         assert_eq!(hold_needs(&file_hold, &fallback), (true, false));
@@ -454,5 +462,11 @@ mod tests {
         assert_eq!(hold_needs(&exec_hold, &lsm), (false, false));
         assert_eq!(hold_needs(&file_hold, &lsm), (false, false));
         assert_eq!(hold_needs(&net_hold, &lsm), (true, false));
+        let lsm_net = crate::lsm::LsmState {
+            net_holds: true,
+            ..lsm
+        };
+        assert_eq!(hold_needs(&net_hold, &lsm_net), (false, false));
+        assert_eq!(hold_needs(&exec_hold, &lsm_net), (false, false));
     }
 }

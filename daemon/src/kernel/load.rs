@@ -112,11 +112,13 @@ impl Kernel {
         let mechanism::Selected {
             lsm,
             lsm_links,
+            fmod_ret_links,
+            hold_stop_link,
             exec_link,
             exec_unavailable,
             fault_guard_loaded,
             file_unavailable,
-        } = mechanism::select(&mut bpf, &btf, offsets_error);
+        } = mechanism::select(&mut bpf, OBJECT, &btf, offsets_error);
         let mut kernel = Self {
             bpf,
             pins: pins.to_path_buf(),
@@ -134,6 +136,20 @@ impl Kernel {
         for (name, link) in lsm_links {
             // Kept attached by the pin, like the exec link below.
             drop(kernel.pin_link(link, name)?);
+        }
+        for l in fmod_ret_links {
+            // Pinned raw (aya cannot wrap these links); owned like the rest.
+            let path = pins
+                .join("links")
+                .join(format!("{}-{}", l.pin, std::process::id()));
+            super::fmod_ret::pin(&l.link, &path).map_err(|detail| KernelError::Pin {
+                what: path.display().to_string(),
+                detail,
+            })?;
+            kernel.owned.insert(path);
+        }
+        if let Some(link) = hold_stop_link {
+            drop(kernel.pin_link(link, "hold-stop")?);
         }
         if let Some(link) = exec_link {
             let pinned = kernel.pin_link(link, "exec")?;

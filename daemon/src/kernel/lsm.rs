@@ -31,6 +31,19 @@ pub struct LsmState {
     pub file: bool,
     /// Why BPF LSM decides nothing here (`None` when it decides something).
     pub unavailable: Option<String>,
+    /// `exec` and `file` are decided by `fmod_ret` on
+    /// `security_bprm_check`/`security_file_open` instead of BPF LSM
+    /// (`fmod_ret.rs`; `unavailable` says why not BPF LSM), with the same
+    /// decisions, denials and holds.
+    pub fmod_ret: bool,
+    /// Why `fmod_ret` was not used either, when it was tried.
+    pub fmod_ret_unavailable: Option<String>,
+    /// Held network actions are stopped by `fexit` after the cgroup hook
+    /// (`mechanism::hold_stop`; where BPF LSM or fmod_ret runs, trampolines
+    /// work), so holds never need `sys_exit` here.
+    pub net_holds: bool,
+    /// Why not (`None` when `net_holds`, or when not tried).
+    pub net_holds_unavailable: Option<String>,
 }
 
 /// What the LSM path does, for `warden status` and the daemon_start entry.
@@ -109,6 +122,7 @@ pub fn probe(
             exec,
             file,
             unavailable: None,
+            ..LsmState::default()
         },
         links,
     )
@@ -140,8 +154,18 @@ fn attach(bpf: &mut Ebpf, btf: &Btf, name: &'static str, hook: &str) -> Result<F
 /// The `warden status` row about BPF LSM itself: in use, or why not.
 pub fn status(state: &LsmState) -> String {
     match (&state.unavailable, state.exec, state.file) {
+        (Some(why), _, _) if state.fmod_ret => {
+            format!("not used ({why}): exec and file opens use fmod_ret on security_* below")
+        }
         (Some(why), _, _) => {
-            format!("not used ({why}): exec and file opens use the tracepoint fallback below")
+            let fmod_ret = state
+                .fmod_ret_unavailable
+                .as_ref()
+                .map(|y| format!("; fmod_ret on security_* not used either ({y})"))
+                .unwrap_or_default();
+            format!(
+                "not used ({why}){fmod_ret}: exec and file opens use the tracepoint fallback below"
+            )
         }
         (None, true, true) => "in use for exec and file opens".into(),
         (None, true, false) => "in use for exec".into(),
@@ -169,6 +193,7 @@ mod tests {
             exec: true,
             file: true,
             unavailable: None,
+            ..LsmState::default()
         };
         assert_eq!(status(&used), "in use for exec and file opens");
         let refused = LsmState {
@@ -178,6 +203,26 @@ mod tests {
         assert_eq!(
             status(&refused),
             "not used (load lsm/file_open: Operation not permitted): exec and file opens use the tracepoint fallback below"
+        );
+        let fmod_ret = LsmState {
+            exec: true,
+            file: true,
+            unavailable: Some("bpf is not in the active LSM list".into()),
+            fmod_ret: true,
+            ..LsmState::default()
+        };
+        assert_eq!(
+            status(&fmod_ret),
+            "not used (bpf is not in the active LSM list): exec and file opens use fmod_ret on security_* below"
+        );
+        let neither = LsmState {
+            unavailable: Some("disabled".into()),
+            fmod_ret_unavailable: Some("attach: EINVAL".into()),
+            ..LsmState::default()
+        };
+        assert_eq!(
+            status(&neither),
+            "not used (disabled); fmod_ret on security_* not used either (attach: EINVAL): exec and file opens use the tracepoint fallback below"
         );
     }
 }

@@ -1,22 +1,24 @@
 //! Which mechanism decides each class of action on this kernel, chosen in
-//! one place: BPF LSM where the kernel runs it (`lsm.rs`), else the
-//! tracepoint fallback (`sched_process_exec`, `sys_exit`), else none (then
+//! one place: BPF LSM where the kernel runs it (`lsm.rs`), else `fmod_ret`
+//! on the kernel's `security_*` functions where trampolines work
+//! (`fmod_ret.rs`), else the tracepoint fallback (`sched_process_exec`, `sys_exit`), else none (then
 //! policies that need the class are refused). Also the operator's
 //! `WARDEN_DISABLE_MECHANISMS` and the mechanism table `warden status` and
 //! the daemon_start entry show.
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint},
+    programs::{links::FdLink, BtfTracePoint, FExit},
     Btf, Ebpf,
 };
 use warden_common::names;
 
-use super::{lsm, Kernel};
+use super::{fmod_ret, lsm, Kernel};
 use crate::control::Mechanism;
 
 /// Comma-separated mechanisms the daemon must not load: `exec`, `file`
-/// (the class, by any mechanism), `lsm` (BPF LSM: the tracepoint fallback
-/// decides exec and file opens instead).
+/// (the class, by any mechanism), `lsm` (BPF LSM: `fmod_ret` or the
+/// tracepoint fallback decides exec and file opens instead), `fmod_ret`
+/// (`fmod_ret` on `security_*`: the tracepoint fallback instead).
 pub const DISABLE_VAR: &str = "WARDEN_DISABLE_MECHANISMS";
 
 /// Why `what` is off, if `WARDEN_DISABLE_MECHANISMS` lists it (also
@@ -45,6 +47,10 @@ pub(super) struct Selected {
     pub lsm: lsm::LsmState,
     /// The LSM programs' links, to pin under their names.
     pub lsm_links: Vec<(&'static str, FdLink)>,
+    /// The fmod_ret programs' links (where they decide instead), to pin.
+    pub fmod_ret_links: Vec<fmod_ret::FmodRetLink>,
+    /// The fexit that stops held network actions (`hold_stop`), to pin.
+    pub hold_stop_link: Option<FdLink>,
     /// The attached `sched_process_exec` link (the exec fallback), to pin.
     pub exec_link: Option<FdLink>,
     pub exec_unavailable: Option<String>,
@@ -56,20 +62,64 @@ pub(super) struct Selected {
 /// fallback for the classes it does not decide. `offsets_error`: why the
 /// kernel struct offsets could not be read (then neither class can be
 /// decided).
-pub(super) fn select(bpf: &mut Ebpf, btf: &Btf, offsets_error: Option<String>) -> Selected {
+pub(super) fn select(
+    bpf: &mut Ebpf,
+    object: &[u8],
+    btf: &Btf,
+    offsets_error: Option<String>,
+) -> Selected {
     // An operator can keep the global tracepoint programs off a host
     // (policies that need them are then refused, like on a kernel that
     // cannot load them).
     //
     // BPF LSM first: where it runs, it decides execs and opens instead
     // of the tracepoints below (see lsm.rs).
-    let (lsm, lsm_links) = lsm::probe(
-        bpf,
-        btf,
-        disabled("lsm"),
-        disabled("exec").is_none() && offsets_error.is_none(),
-        disabled("file").is_none() && offsets_error.is_none(),
-    );
+    let want_exec = disabled("exec").is_none() && offsets_error.is_none();
+    let want_file = disabled("file").is_none() && offsets_error.is_none();
+    let (mut lsm, lsm_links) = lsm::probe(bpf, btf, disabled("lsm"), want_exec, want_file);
+    // Then fmod_ret on security_*, where BPF LSM decides nothing: the same
+    // decisions from the same maps, before the action like BPF LSM.
+    let mut fmod_ret_links = Vec::new();
+    if let (Some(lsm_why), true) = (lsm.unavailable.clone(), want_exec || want_file) {
+        let tried = match disabled("fmod_ret") {
+            Some(why) => Err(why),
+            None => fmod_ret::probe(bpf, object, btf, &fmod_ret::exec_file(want_exec, want_file)),
+        };
+        match tried {
+            Ok(links) => {
+                tracing::info!(reason = %lsm_why, "BPF LSM not used; fmod_ret on security_* decides exec and file opens");
+                fmod_ret_links = links;
+                lsm = lsm::LsmState {
+                    exec: want_exec,
+                    file: want_file,
+                    unavailable: Some(lsm_why),
+                    fmod_ret: true,
+                    ..lsm::LsmState::default()
+                };
+            }
+            Err(why) => {
+                tracing::info!(reason = %why, "fmod_ret not used; exec and file opens use the tracepoint fallback");
+                lsm.fmod_ret_unavailable = Some(why);
+            }
+        }
+    }
+
+    // Held network actions: where BPF LSM or fmod_ret decides (BPF
+    // trampolines work), an fexit after the cgroup hook stops the held
+    // thread instead of sys_exit.
+    let mut hold_stop_link = None;
+    if lsm.exec || lsm.file {
+        match hold_stop(bpf, btf) {
+            Ok(link) => {
+                hold_stop_link = Some(link);
+                lsm.net_holds = true;
+            }
+            Err(why) => {
+                tracing::warn!(reason = %why, "held network actions are stopped by sys_exit");
+                lsm.net_holds_unavailable = Some(why);
+            }
+        }
+    }
 
     // Exec: load and attach now. It runs at every exec on the machine
     // and returns after one lookup for processes outside agents.
@@ -149,11 +199,33 @@ pub(super) fn select(bpf: &mut Ebpf, btf: &Btf, offsets_error: Option<String>) -
     Selected {
         lsm,
         lsm_links,
+        fmod_ret_links,
+        hold_stop_link,
         exec_link,
         exec_unavailable,
         fault_guard_loaded,
         file_unavailable,
     }
+}
+
+/// Loads and attaches `fexit/__cgroup_bpf_run_filter_sock_addr`
+/// (`ebpf/programs/src/hold_stop.rs`).
+fn hold_stop(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
+    let name = names::PROG_HOLD_STOP;
+    let function = names::HOLD_STOP_FN;
+    let prog: &mut FExit = bpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| format!("the eBPF object has no fexit program {name}"))?;
+    prog.load(function, btf)
+        .map_err(|e| format!("load fexit/{function}: {}", crate::error_chain(&e)))?;
+    let id = prog
+        .attach()
+        .map_err(|e| format!("attach fexit/{function}: {}", crate::error_chain(&e)))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| format!("take fexit/{function} link: {e}"))?;
+    Ok(FdLink::from(link))
 }
 
 impl Kernel {
@@ -198,7 +270,17 @@ impl Kernel {
             },
             Mechanism {
                 action: "hold (network)".into(),
-                mechanism: "hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds)".into(),
+                mechanism: if self.lsm().net_holds {
+                    "the cgroup hook fails the syscall with ERESTARTNOINTR, fexit/__cgroup_bpf_run_filter_sock_addr stops the thread right after it (no sys_exit)".into()
+                } else {
+                    let why = self
+                        .lsm()
+                        .net_holds_unavailable
+                        .as_ref()
+                        .map(|w| format!(" (fexit stop not used: {w})"))
+                        .unwrap_or_default();
+                    format!("hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds){why}")
+                },
             },
             Mechanism {
                 action: "BPF LSM".into(),
@@ -208,7 +290,9 @@ impl Kernel {
                 action: "exec".into(),
                 mechanism: or_unavailable(
                     self.exec_unavailable(),
-                    if self.lsm().exec {
+                    if self.lsm().exec && self.lsm().fmod_ret {
+                        fmod_ret::EXEC_MECHANISM
+                    } else if self.lsm().exec {
                         lsm::EXEC_MECHANISM
                     } else {
                         "tp_btf/sched_process_exec (fallback, no BPF LSM), deny = SIGKILL before the first instruction; hold = the process stops there (ptrace-seized, SIGCONT cannot continue it), approval continues it, rejection kills it"
@@ -219,7 +303,9 @@ impl Kernel {
                 action: "file open".into(),
                 mechanism: or_unavailable(
                     self.file_unavailable(),
-                    if self.lsm().file {
+                    if self.lsm().file && self.lsm().fmod_ret {
+                        fmod_ret::FILE_MECHANISM
+                    } else if self.lsm().file {
                         lsm::FILE_MECHANISM
                     } else {
                         "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"

@@ -56,6 +56,7 @@ use warden_common::{names, AgentInfo, Net4Key, Net6Key, PathKey};
 
 pub mod btf;
 mod counters;
+pub mod fmod_ret;
 mod holds;
 mod links;
 mod load;

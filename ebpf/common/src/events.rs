@@ -52,6 +52,10 @@ pub enum Method {
     /// before it took effect (the exec never reached its point of no
     /// return, the file was never opened). The process lives on.
     LsmDeny = 7,
+    /// An `fmod_ret` program on the kernel's `security_*` function refused
+    /// the action (hosts with BPF trampolines but without BPF LSM active):
+    /// as `LsmDeny`, the syscall failed with EPERM before it took effect.
+    FmodRetDeny = 8,
 }
 
 impl Method {
@@ -64,6 +68,7 @@ impl Method {
             5 => Some(Self::Rejected),
             6 => Some(Self::Kill),
             7 => Some(Self::LsmDeny),
+            8 => Some(Self::FmodRetDeny),
             _ => None,
         }
     }

@@ -76,8 +76,11 @@ impl HoldKey {
 pub struct Held {
     pub state: u32,
     pub _pad: u32,
-    /// `task_struct.start_time` of the thread (0 for `STOP_AT_EXIT`): a
-    /// recycled thread id is never mistaken for the held thread.
+    /// `task_struct.start_time` of the thread: a recycled thread id is
+    /// never mistaken for the held thread. For `STOP_AT_EXIT`: when the
+    /// mark was made (`bpf_ktime_get_ns`), so the `fexit` that stops the
+    /// thread (`ebpf/programs/src/hold_stop.rs`) ignores a mark whose
+    /// thread died before it was stopped.
     pub start_time: u64,
 }
 const _: () = assert!(size_of::<Held>() == 16);
@@ -85,8 +88,13 @@ const _: () = assert!(size_of::<Held>() == 16);
 /// `Held::state`.
 pub mod held_state {
     /// A cgroup hook failed the syscall with ERESTARTNOINTR: send SIGSTOP
-    /// at this syscall's exit, then forget the thread.
+    /// at this syscall's exit (or right after the cgroup hook, where the
+    /// `fexit` of `hold_stop.rs` runs), then forget the thread.
     pub const STOP_AT_EXIT: u32 = 1;
+    /// How long a `STOP_AT_EXIT` mark stays good for `hold_stop.rs`: it
+    /// runs right after the mark, so an older mark is a thread that died
+    /// in between (its id may be reused).
+    pub const MARK_TTL_NS: u64 = 1_000_000_000;
     /// The fallback exec hook held a committed exec and sent SIGSTOP; the
     /// execve's own exit is still to come (then `PAUSED`).
     pub const EXEC_STOPPING: u32 = 2;

@@ -41,6 +41,9 @@ pub mod syscalls {
     /// sees every open (any syscall, io_uring, the kernel's on the
     /// process's behalf) and not which syscall made it.
     pub const LSM_HOOK: u32 = u32::MAX;
+    /// `OpenEvent::syscall` of an open decided at `fmod_ret/security_file_open`
+    /// (as `LSM_HOOK`, where BPF LSM is built but not active).
+    pub const FMODRET_HOOK: u32 = u32::MAX - 1;
 }
 
 pub const SIGKILL: u32 = 9;

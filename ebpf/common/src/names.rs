@@ -74,3 +74,15 @@ pub const PROG_LSM_EXEC: &str = "warden_lsm_exec";
 pub const LSM_EXEC_HOOK: &str = "bprm_check_security";
 pub const PROG_LSM_OPEN: &str = "warden_lsm_open";
 pub const LSM_OPEN_HOOK: &str = "file_open";
+/// `fmod_ret` on the kernel's `security_*` functions (used where BPF LSM is
+/// built but not active and BPF trampolines work). In the object they sit
+/// in `fexit/...` sections, which aya parses; the daemon loads them itself
+/// as `BPF_MODIFY_RETURN` (aya cannot), see `daemon/src/kernel/fmod_ret.rs`.
+pub const PROG_FMODRET_EXEC: &str = "warden_fmodret_exec";
+pub const FMODRET_EXEC_FN: &str = "security_bprm_check";
+pub const PROG_FMODRET_OPEN: &str = "warden_fmodret_open";
+pub const FMODRET_OPEN_FN: &str = "security_file_open";
+/// The stop of held network actions without `sys_exit` (where BPF
+/// trampolines work): `fexit` after the cgroup sock_addr programs run.
+pub const PROG_HOLD_STOP: &str = "warden_hold_stop";
+pub const HOLD_STOP_FN: &str = "__cgroup_bpf_run_filter_sock_addr";

@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_set_retval},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_set_retval},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
@@ -189,7 +189,11 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::HELD);
             DENY
         }
-        Method::CgroupDeny | Method::Rejected | Method::Kill | Method::LsmDeny => {
+        Method::CgroupDeny
+        | Method::Rejected
+        | Method::Kill
+        | Method::LsmDeny
+        | Method::FmodRetDeny => {
             count(counter::DENIED);
             DENY
         }
@@ -225,7 +229,8 @@ fn hold(cgroup_id: u64, tid: u32, dest: &Dest) -> (Decision, Method) {
             &Held {
                 state: held_state::STOP_AT_EXIT,
                 _pad: 0,
-                start_time: 0,
+                // SAFETY: a plain helper call.
+                start_time: unsafe { bpf_ktime_get_ns() },
             },
             0,
         ) {

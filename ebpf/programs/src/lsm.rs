@@ -27,8 +27,9 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey,
-    Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, AgentInfo, Decision,
+    ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT,
+    SIGSTOP,
 };
 
 use crate::{
@@ -46,7 +47,14 @@ const DENY: i32 = -EPERM;
 // LSM_HOOK(int, 0, bprm_check_security, struct linux_binprm *bprm)
 #[lsm(hook = "bprm_check_security")]
 pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
+    decide_exec(ctx.arg(0), ctx.arg(1), Method::LsmDeny)
+}
+
+/// The exec decision at `bprm` (a `struct linux_binprm *`), shared with
+/// `fmod_ret/security_bprm_check` (`fmod_ret.rs`): `previous` is the verdict
+/// of the hook's earlier programs, `deny` how a refusal is recorded.
+#[inline(always)]
+pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
     if previous != 0 {
         return previous;
     }
@@ -55,7 +63,6 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
     };
     // Called once per binary handler round: for a `#!` script with the
     // script, then with its interpreter. Both must be allowed.
-    let bprm: u64 = ctx.arg(0);
     let Some(s) = path::scratch() else {
         count(counter::DENIED);
         return DENY;
@@ -65,7 +72,7 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, || {
+    let (decision, method, ret) = carry_out(j.decision, deny, || {
         let c = &j.carry;
         HoldKey::exec(c.cgroup_id, current_tid(), c.dev, c.ino)
     });
@@ -94,13 +101,18 @@ fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i3
 }
 
 /// Carries out a judged decision: (decision, method, the hook's return).
-/// A hold is on the action `key` names.
+/// A hold is on the action `key` names; `deny` is how a refusal by this
+/// hook is recorded (`LsmDeny`, `FmodRetDeny`).
 #[inline(always)]
-fn carry_out(judged: Decision, key: impl FnOnce() -> HoldKey) -> (Decision, Method, i32) {
+fn carry_out(
+    judged: Decision,
+    deny: Method,
+    key: impl FnOnce() -> HoldKey,
+) -> (Decision, Method, i32) {
     match judged {
         Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
-        Decision::Hold => hold(&key()),
-        Decision::Deny => (Decision::Deny, Method::LsmDeny, DENY),
+        Decision::Hold => hold(&key(), deny),
+        Decision::Deny => (Decision::Deny, deny, DENY),
     }
 }
 
@@ -139,7 +151,7 @@ fn count_outcome(method: Method) -> bool {
 /// continued. Nothing of the exec or open has happened yet, so a SIGCONT
 /// only brings the thread back here.
 #[inline(always)]
-fn hold(key: &HoldKey) -> (Decision, Method, i32) {
+fn hold(key: &HoldKey, deny: Method) -> (Decision, Method, i32) {
     // SAFETY: plain data; a concurrent update yields the old or new value.
     match unsafe { GRANTS.get(key) }.copied() {
         Some(granted) => {
@@ -159,7 +171,7 @@ fn hold(key: &HoldKey) -> (Decision, Method, i32) {
                 (Decision::Hold, Method::Held, ERESTARTNOINTR)
             } else {
                 count(counter::HOLD_FAILED);
-                (Decision::Deny, Method::LsmDeny, DENY)
+                (Decision::Deny, deny, DENY)
             }
         }
     }
@@ -168,7 +180,14 @@ fn hold(key: &HoldKey) -> (Decision, Method, i32) {
 // LSM_HOOK(int, 0, file_open, struct file *file)
 #[lsm(hook = "file_open")]
 pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
+    decide_open(ctx.arg(0), ctx.arg(1), Method::LsmDeny)
+}
+
+/// The open decision on `file` (the `struct file *` being opened), shared
+/// with `fmod_ret/security_file_open` (`fmod_ret.rs`); `previous` and
+/// `deny` as in `decide_exec`.
+#[inline(always)]
+pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
     if previous != 0 {
         return previous;
     }
@@ -180,7 +199,6 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         count(counter::DENIED);
         return DENY;
     }
-    let file: u64 = ctx.arg(0);
     let f_flags: u32 = path::read(file, off!(file_f_flags));
     if f_flags & FLAG_FMODE_EXEC != 0 {
         // execve's own open of the binary (or of its ELF interpreter):
@@ -204,12 +222,17 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
-    let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
+    let hook = if matches!(deny, Method::FmodRetDeny) {
+        syscalls::FMODRET_HOOK
+    } else {
+        syscalls::LSM_HOOK
+    };
+    let j = file::judge(s, cgroup_id, &agent, file, requested, hook, 0);
     let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, || {
+    let (decision, method, ret) = carry_out(j.decision, deny, || {
         let c = &j.carry;
         HoldKey::file(c.cgroup_id, current_tid(), c.dev, c.ino, c.access)
     });

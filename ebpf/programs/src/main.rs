@@ -9,6 +9,12 @@
 //! - `lsm`: BPF LSM hooks (`bprm_check_security`, `file_open`), used where
 //!   the kernel runs BPF LSM: they deny by failing the syscall with EPERM,
 //!   and a hold stops the thread inside execve or open, which restart.
+//! - `fmod_ret`: the same decisions as `lsm`, as `fmod_ret` programs on
+//!   `security_bprm_check` and `security_file_open`, where BPF LSM is built
+//!   but not active.
+//! - `hold_stop`: `fexit` after the cgroup sock_addr programs, stops a
+//!   thread whose network action they held (instead of `sys_exit`, where
+//!   trampolines work).
 //! - `fallback`: the tracepoints used instead of `lsm` elsewhere.
 //!   `fallback::exec`: `tp_btf/sched_process_exec`, a global tracepoint
 //!   filtered on agent cgroups first; denies by SIGKILL before the first
@@ -39,6 +45,8 @@ mod cgroup_sock;
 mod counters;
 mod events;
 mod fallback;
+mod fmod_ret;
+mod hold_stop;
 mod judge;
 mod lsm;
 mod maps;

@@ -89,7 +89,8 @@ pub fn run_in_vm(assets: &VmAssets, cmd: &[String], opts: &VmOptions) -> Result<
     fs::write(&console_path, b"")?;
     let stderr_path = tmp.0.join("qemu.stderr");
 
-    let mut append = format!("console=ttyS0 rdinit=/init panic=-1 lsm={GUEST_LSM} mitigations=off");
+    let lsm = opts.lsm.as_deref().unwrap_or(GUEST_LSM);
+    let mut append = format!("console=ttyS0 rdinit=/init panic=-1 lsm={lsm} mitigations=off");
     if opts.quiet {
         append.push_str(" quiet");
     }

@@ -47,6 +47,8 @@ $B mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "cgroup2"
 $B mount -t bpf bpf $R/sys/fs/bpf || die "bpffs"
 $B mount -t tracefs tracefs $R/sys/kernel/tracing || die "tracefs"
 $B mount -t debugfs debugfs $R/sys/kernel/debug
+# Loopback for the tests' listeners (holds of connects); the guest has no other network.
+$B ip link set lo up || die "loopback"
 if [ -n "$WARDEN_RW" ]; then
     # cache=mmap: coherent with the host and still allows shared writable mmap (SQLite WAL).
     $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=mmap wardenrw "$R$WARDEN_RW" \

@@ -66,6 +66,9 @@ pub use boot::run_in_vm;
 /// Passed explicitly although Debian's default list already contains `bpf`: the tests depend on
 /// it, so it must not hinge on a config default.
 pub const GUEST_LSM: &str = "lockdown,capability,landlock,yama,bpf";
+/// The same without `bpf`: BPF LSM built but not active, as on Ubuntu's kernels (Warden then
+/// decides execs and opens with `fmod_ret` on `security_*`).
+pub const GUEST_LSM_NO_BPF: &str = "lockdown,capability,landlock,yama";
 
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -85,6 +88,8 @@ pub struct VmOptions {
     pub cwd: Option<PathBuf>,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// The guest kernel's `lsm=` list; default `GUEST_LSM`.
+    pub lsm: Option<String>,
 }
 
 impl Default for VmOptions {
@@ -98,6 +103,7 @@ impl Default for VmOptions {
             cwd: None,
             memory_mib: 1024,
             cpus: 2,
+            lsm: None,
         }
     }
 }
@@ -164,6 +170,10 @@ struct Cli {
     /// Guest vCPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
+    /// The guest kernel's active LSM list (`lsm=`); without `bpf`, BPF LSM is built but not
+    /// active, as on Ubuntu's kernels.
+    #[arg(long, value_name = "LIST", default_value = GUEST_LSM)]
+    lsm: String,
     /// Asset cache (default: $WARDEN_CACHE/vm or ~/.cache/warden/vm).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
@@ -201,6 +211,7 @@ pub fn main(args: Vec<String>) -> Result<i32> {
         cwd: None,
         memory_mib: cli.memory,
         cpus: cli.cpus,
+        lsm: Some(cli.lsm),
     };
     let outcome = run_in_vm(&assets, &cli.cmd, &opts)?;
     if cli.verbose {
