@@ -275,7 +275,9 @@ fn flood_with_the_daemon_stopped(
         "p.yaml",
         &format!("version: 1\non_evidence_loss: {on_evidence_loss}\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
     );
-    env.start_daemon();
+    // The 4 MiB ring buffer these figures assume (the host's default may
+    // be larger).
+    env.start_daemon_with(&[("WARDEN_EVENTS_BYTES", "4194304")]);
     env.add_agent(agent, "p.yaml");
     let pid = env.daemon_pid().unwrap() as i32;
     // SAFETY: kill(2) on the daemon this test started.

@@ -113,6 +113,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let approvals = Approvals::open(&paths.database())?;
     let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
+    let parked = kernel.take_backpressure()?;
     let listener = bind_socket(&paths.socket)?;
 
     let stats = Arc::new(Stats::default());
@@ -201,6 +202,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     let reader = tokio::spawn(read_events(
         ring,
+        parked,
         views,
         writer.clone(),
         cmd_tx.clone(),

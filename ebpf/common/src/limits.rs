@@ -20,3 +20,9 @@ pub const MAX_PATH_ENTRIES: u32 = 16384;
 /// also drains it every `EVENTS_POLL_MS`.
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
 pub const EVENTS_POLL_MS: u64 = 20;
+/// Records parked while the ring buffer is full (`OVERFLOW`): one per
+/// stopped thread at most, so this bounds the threads paused at once.
+pub const MAX_PARKED: u32 = 4096;
+/// Default `heartbeat::STALE_NS`: a daemon silent for longer is taken as
+/// not draining, and `on_evidence_loss` decides.
+pub const HEARTBEAT_STALE_NS: u64 = 5_000_000_000;

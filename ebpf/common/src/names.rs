@@ -13,7 +13,7 @@ pub const AGENT_COUNTERS: &str = "AGENT_COUNTERS";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 13] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -25,6 +25,8 @@ pub const PINNED_MAPS: [&str; 11] = [
     FILE_RULES,
     SYS_EXIT_MODE,
     AGENT_COUNTERS,
+    OVERFLOW,
+    HEARTBEAT,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -70,3 +72,11 @@ pub const PROG_LSM_EXEC: &str = "warden_lsm_exec";
 pub const LSM_EXEC_HOOK: &str = "bprm_check_security";
 pub const PROG_LSM_OPEN: &str = "warden_lsm_open";
 pub const LSM_OPEN_HOOK: &str = "file_open";
+
+/// Hash of `Parked` records by thread id: events the full ring buffer
+/// could not take, whose threads wait stopped until the daemon drains them.
+pub const OVERFLOW: &str = "OVERFLOW";
+/// Array of `u64` (`heartbeat`): when the daemon last drained.
+pub const HEARTBEAT: &str = "HEARTBEAT";
+/// Per-CPU scratch of one `Parked` (kernel only).
+pub const PARK_SCRATCH: &str = "PARK_SCRATCH";

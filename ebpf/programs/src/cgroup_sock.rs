@@ -19,7 +19,7 @@ use warden_common::{
 
 use crate::{
     counters::{count, count_agent},
-    events::{event_header, submit_flags, unrecorded},
+    events::{event_header, park, submit_flags, unrecorded},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
     maps::{AGENTS, EVENTS, GRANTS, HELD},
 };
@@ -139,6 +139,37 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // ring buffer is full the action is refused and the drop is counted.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
+        // An allowed action goes ahead with its record parked for the
+        // daemon (`park`). Not stopped: a cgroup hook cannot signal, and
+        // the `sys_exit` program that could is not attached for network-
+        // only agents; a second action of the same thread before the drain
+        // finds its slot taken and `on_evidence_loss` decides.
+        if decision == Decision::Allow
+            && park(core::mem::size_of::<NetEvent>() as u32, false, |ev| {
+                // SAFETY: `ev` is the scratch record, aligned and big enough.
+                unsafe {
+                    ev.cast::<NetEvent>().write(NetEvent {
+                        header: event_header(
+                            kind,
+                            Decision::Allow,
+                            Method::Allow,
+                            rule_idx,
+                            agent.agent_id,
+                            agent.policy_gen,
+                            cgroup_id,
+                        ),
+                        family: dest.family,
+                        port: dest.port,
+                        proto: dest.proto,
+                        _pad: [0; 3],
+                        addr: dest.addr,
+                    })
+                }
+            })
+        {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
         if unrecorded(&agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
             return ALLOW;

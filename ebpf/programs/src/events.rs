@@ -14,9 +14,63 @@ use warden_common::{
 use crate::{
     counters::{count, count_agent},
     judge::{exec, file},
-    maps::EVENTS,
+    maps::{EVENTS, HEARTBEAT, OVERFLOW, PARK_SCRATCH},
     path::{self, Scratch},
 };
+
+/// Whether a daemon is draining: its heartbeat (`HEARTBEAT`) is fresher
+/// than the staleness it wrote beside it.
+#[inline(always)]
+fn daemon_draining() -> bool {
+    use warden_common::heartbeat;
+    let last = HEARTBEAT.get(heartbeat::LAST_NS).copied().unwrap_or(0);
+    let stale = HEARTBEAT.get(heartbeat::STALE_NS).copied().unwrap_or(0);
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    stale != 0 && now.saturating_sub(last) < stale
+}
+
+/// Backpressure, for an ALLOWED action whose record found the ring buffer
+/// full: busy is not hostile. If a daemon is draining, the record is built
+/// by `fill` (`len` bytes) and parked in `OVERFLOW` under the thread's id,
+/// and with `stop` the thread is stopped (SIGSTOP) before it returns to user
+/// space; the daemon writes the record down, then continues the thread
+/// (SIGCONT). A SIGCONT from anyone else only lets the allowed action go on
+/// with its record still parked. Returns false (then `unrecorded` decides,
+/// `on_evidence_loss`) if no daemon is draining, the map is full, or this
+/// thread already has a record parked.
+#[inline(always)]
+pub fn park(len: u32, stop: bool, fill: impl FnOnce(*mut u8)) -> bool {
+    use warden_common::{parked_flags, SIGSTOP};
+    if !daemon_draining() {
+        return false;
+    }
+    let Some(p) = PARK_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value, valid for the program run; the
+    // record is built in place (it is too big for the stack).
+    unsafe {
+        (*p).flags = if stop { parked_flags::STOPPED } else { 0 };
+        (*p).len = len;
+        fill((*p).event.as_mut_ptr().cast());
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // BPF_NOEXIST: a record already parked for this thread is never
+    // overwritten.
+    // SAFETY: `p` is valid as above.
+    if OVERFLOW.insert(&tid, unsafe { &*p }, 1).is_err() {
+        return false;
+    }
+    count(warden_common::counter::PARKED);
+    if stop {
+        // SAFETY: a plain helper call on the current thread. If it fails
+        // (exiting task), the action goes on with its record parked, and
+        // the daemon's SIGCONT finds nothing stopped.
+        let _ = unsafe { generated::bpf_send_signal_thread(SIGSTOP) };
+    }
+    true
+}
 
 /// An event for a decision of `agent_id` could not be reserved (the ring
 /// buffer is full). Counts it, and says whether the action may go ahead

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule,
+    limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, Parked,
+    PathKey, PathRule,
 };
 
 #[map]
@@ -63,3 +63,16 @@ pub static COUNTERS: PerCpuArray<u64> =
 #[map]
 pub static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
     PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
+
+/// Records the full ring buffer could not take, by thread id (see
+/// `events::park`); the daemon drains them and continues the threads.
+#[map]
+pub static OVERFLOW: HashMap<u32, Parked> = HashMap::with_max_entries(limits::MAX_PARKED, 0);
+
+/// `heartbeat` slots, written by the daemon: whether one is draining.
+#[map]
+pub static HEARTBEAT: Array<u64> = Array::with_max_entries(warden_common::heartbeat::COUNT, 0);
+
+/// Where a parked record is built (too big for the stack), one per CPU.
+#[map]
+pub static PARK_SCRATCH: PerCpuArray<Parked> = PerCpuArray::with_max_entries(1, 0);
