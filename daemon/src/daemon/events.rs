@@ -45,6 +45,14 @@ pub(super) async fn read_events(
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let agent_ids: Vec<u32> = views
+            .read()
+            .expect("views lock")
+            .agents
+            .keys()
+            .copied()
+            .collect();
+        parked.share_out(agent_ids.into_iter());
         if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
             tracing::warn!(error = %e, "heartbeat not written");
         }

@@ -114,6 +114,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
     let parked = kernel.take_backpressure()?;
+    let throttles = gaps::ThrottleWatch::starting_from(&kernel.agent_losses().unwrap_or_default());
     let listener = bind_socket(&paths.socket)?;
 
     let stats = Arc::new(Stats::default());
@@ -167,6 +168,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         kernel,
         holds,
         drops,
+        throttles,
         registry,
         paths: paths.clone(),
         views: views.clone(),

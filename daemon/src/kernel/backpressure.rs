@@ -4,8 +4,10 @@
 //! thread id while the thread is stopped) and `HEARTBEAT` (the daemon
 //! says it is draining). See `events::park` in the eBPF crate.
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use warden_common::{heartbeat, names, parked_flags, Parked};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use warden_common::{heartbeat, names, parked_flags, Budget, LossCounts, LossKey, Parked};
+
+use crate::gaps::ClassLoss;
 
 use super::{map_err, Kernel, KernelError};
 
@@ -80,13 +82,53 @@ pub struct ParkedRecord {
     pub stopped: bool,
 }
 
-/// The reader's handle on `OVERFLOW` and `HEARTBEAT`.
+/// Environment variable: each agent's share of a congested ring buffer,
+/// in records per second (0: no limit).
+pub const SHARE_VAR: &str = "WARDEN_AGENT_RECORDS_PER_SEC";
+/// The default share: well under what the daemon records per second here
+/// (about 7,000 opens/s measured with its production log level), so that
+/// one flooding agent leaves room for the others.
+pub const DEFAULT_SHARE: u64 = 2_000;
+
+/// The configured share (`SHARE_VAR`), records per second; 0: none.
+pub fn share() -> Result<u64, KernelError> {
+    match std::env::var(SHARE_VAR) {
+        Err(_) => Ok(DEFAULT_SHARE),
+        Ok(v) => v.trim().parse().map_err(|_| KernelError::Config {
+            what: SHARE_VAR,
+            detail: format!("{v:?} is not a number of records per second"),
+        }),
+    }
+}
+
+/// The reader's handle on `OVERFLOW`, `HEARTBEAT` and `AGENT_BUDGET`.
 pub struct Backpressure {
     overflow: BpfHashMap<MapData, u32, Parked>,
     heartbeat: Array<MapData, u64>,
+    budgets: BpfHashMap<MapData, u32, Budget>,
+    /// Records per second per agent (0: unlimited, no entry).
+    share: u64,
 }
 
 impl Backpressure {
+    /// Gives each agent in `agent_ids` its share of a congested ring
+    /// buffer, once (the kernel keeps the bucket's state).
+    pub fn share_out(&mut self, agent_ids: impl Iterator<Item = u32>) {
+        if self.share == 0 {
+            return;
+        }
+        for id in agent_ids {
+            let budget = Budget {
+                rate: self.share,
+                burst: self.share,
+                tokens: self.share,
+                last_ns: boot_ns(),
+            };
+            // BPF_NOEXIST: an existing bucket keeps its state.
+            let _ = self.budgets.insert(id, budget, 1);
+        }
+    }
+
     /// Says "draining" to the kernel for the next `stale_ns`.
     pub fn beat(&mut self, stale_ns: u64) -> Result<(), KernelError> {
         let set = |hb: &mut Array<MapData, u64>, i: u32, v: u64| {
@@ -144,12 +186,60 @@ impl Kernel {
                 .take_map(name)
                 .ok_or(KernelError::Missing { what: "map", name })
         };
+        let share = share()?;
         let overflow = take(self, names::OVERFLOW)?;
         let heartbeat = take(self, names::HEARTBEAT)?;
+        let budgets = take(self, names::AGENT_BUDGET)?;
+        let mut budgets: BpfHashMap<MapData, u32, Budget> =
+            BpfHashMap::try_from(budgets).map_err(map_err("open", names::AGENT_BUDGET))?;
+        // A previous daemon's shares are replaced by this one's setting.
+        let ids: Vec<u32> = budgets.keys().filter_map(Result::ok).collect();
+        for id in ids {
+            let _ = budgets.remove(&id);
+        }
         Ok(Backpressure {
             overflow: BpfHashMap::try_from(overflow).map_err(map_err("open", names::OVERFLOW))?,
             heartbeat: Array::try_from(heartbeat).map_err(map_err("open", names::HEARTBEAT))?,
+            budgets,
+            share,
         })
+    }
+
+    /// Per agent and action class: actions whose record found no room or
+    /// that were over the agent's share (`AGENT_LOSS`), summed over CPUs,
+    /// with the last process (from the CPU that saw the latest loss).
+    pub fn agent_losses(&self) -> Result<Vec<ClassLoss>, KernelError> {
+        let name = names::AGENT_LOSS;
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let hash: PerCpuHashMap<_, LossKey, LossCounts> =
+            PerCpuHashMap::try_from(map).map_err(map_err("open", name))?;
+        let mut out = Vec::new();
+        for item in hash.iter() {
+            let (key, values) = item.map_err(map_err("read", name))?;
+            let mut sum = ClassLoss {
+                agent_id: key.agent_id,
+                kind: key.kind,
+                ..Default::default()
+            };
+            let mut latest = 0;
+            for v in values.iter() {
+                sum.dropped += v.dropped;
+                sum.allowed_unrecorded += v.allowed_unrecorded;
+                sum.throttled += v.throttled;
+                if v.last_ns >= latest && v.last_pid != 0 {
+                    latest = v.last_ns;
+                    sum.last_pid = v.last_pid;
+                    sum.last_tid = v.last_tid;
+                    let end = v.last_comm.iter().position(|&b| b == 0).unwrap_or(16);
+                    sum.last_comm = String::from_utf8_lossy(&v.last_comm[..end]).into_owned();
+                }
+            }
+            out.push(sum);
+        }
+        Ok(out)
     }
 }
 

@@ -63,4 +63,7 @@ mod pod {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AgentCounters {}
     unsafe impl aya::Pod for Parked {}
+    unsafe impl aya::Pod for Budget {}
+    unsafe impl aya::Pod for LossKey {}
+    unsafe impl aya::Pod for LossCounts {}
 }

@@ -13,7 +13,7 @@ pub const AGENT_COUNTERS: &str = "AGENT_COUNTERS";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 15] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -27,6 +27,8 @@ pub const PINNED_MAPS: [&str; 13] = [
     AGENT_COUNTERS,
     OVERFLOW,
     HEARTBEAT,
+    AGENT_BUDGET,
+    AGENT_LOSS,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -80,3 +82,8 @@ pub const OVERFLOW: &str = "OVERFLOW";
 pub const HEARTBEAT: &str = "HEARTBEAT";
 /// Per-CPU scratch of one `Parked` (kernel only).
 pub const PARK_SCRATCH: &str = "PARK_SCRATCH";
+/// Hash of `Budget` by agent id: each agent's share of a congested ring
+/// buffer.
+pub const AGENT_BUDGET: &str = "AGENT_BUDGET";
+/// Per-CPU hash of `LossCounts` by `LossKey` (agent, action class).
+pub const AGENT_LOSS: &str = "AGENT_LOSS";

@@ -41,3 +41,58 @@ pub mod heartbeat {
     pub const STALE_NS: u32 = 1;
     pub const COUNT: u32 = 2;
 }
+
+/// Value of `AGENT_BUDGET`, keyed by agent id (`u32`): a token bucket of
+/// ring buffer records. The kernel consults it only while the ring buffer
+/// is congested (at least `limits::EVENTS_WAKEUP_BYTES` waiting), so one
+/// agent's flood cannot take the ring buffer from the others: its
+/// allowed network actions over the rate are refused (EPERM) and counted
+/// (`LossCounts::throttled`). The daemon writes `rate` and `burst`; the
+/// kernel keeps `tokens` and `last_ns` (updated without atomics: two CPUs
+/// racing may let a token or two more through, never fewer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Records per second.
+    pub rate: u64,
+    pub burst: u64,
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<Budget>() == 32);
+
+/// Key of `AGENT_LOSS`: which agent, which action class (`EventKind`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LossKey {
+    pub agent_id: u32,
+    pub kind: u32,
+}
+const _: () = assert!(size_of::<LossKey>() == 8);
+
+/// Value of the per-CPU `AGENT_LOSS`: actions of one agent and class
+/// whose record found no room, and the last process that lost one (so a
+/// GAP entry names the agent, the process and the action class).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossCounts {
+    /// Refused for want of room (fail-closed).
+    pub dropped: u64,
+    /// Allowed unrecorded (`on_evidence_loss: allow`).
+    pub allowed_unrecorded: u64,
+    /// Refused because the agent was over its share (`Budget`).
+    pub throttled: u64,
+    pub last_pid: u32,
+    pub last_tid: u32,
+    pub last_comm: [u8; 16],
+    /// `bpf_ktime_get_boot_ns` of the last loss on this CPU.
+    pub last_ns: u64,
+}
+const _: () = assert!(size_of::<LossCounts>() == 56);
+
+/// Which field of `LossCounts` to count.
+pub mod loss {
+    pub const DROPPED: u32 = 0;
+    pub const ALLOWED_UNRECORDED: u32 = 1;
+    pub const THROTTLED: u32 = 2;
+}

@@ -18,8 +18,8 @@ use warden_common::{
 };
 
 use crate::{
-    counters::{count, count_agent},
-    events::{event_header, park, submit_flags, unrecorded},
+    counters::{count, count_agent, count_loss},
+    events::{event_header, park, unrecorded, waiting, wake_flags, within_share},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
     maps::{AGENTS, EVENTS, GRANTS, HELD},
 };
@@ -170,7 +170,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::ALLOWED);
             return ALLOW;
         }
-        if unrecorded(&agent, decision == Decision::Allow) {
+        if unrecorded(&agent, kind, decision == Decision::Allow) {
             count(counter::ALLOWED);
             return ALLOW;
         }
@@ -203,8 +203,23 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // Allowed decisions do not wake the daemon (see `submit_flags`); holds,
     // their outcomes and denials do, so that approval records and the held
     // action's final status appear at once.
-    let quiet = matches!(method, Method::Allow);
-    entry.submit(submit_flags(quiet, core::mem::size_of::<NetEvent>() as u64));
+    let size = core::mem::size_of::<NetEvent>() as u64;
+    let flags = if matches!(method, Method::Allow) {
+        let waiting = waiting();
+        // Congested (the same compare `submit_flags` makes): an agent over
+        // its share of records is refused here, its record discarded, and
+        // counted, so that it cannot fill the ring buffer for the others.
+        if waiting >= warden_common::limits::EVENTS_WAKEUP_BYTES && !within_share(agent.agent_id) {
+            entry.discard(0);
+            count_loss(agent.agent_id, kind as u32, warden_common::loss::THROTTLED);
+            count(counter::DENIED);
+            return DENY;
+        }
+        wake_flags(waiting, size)
+    } else {
+        0
+    };
+    entry.submit(flags);
     count(counter::EVENTS);
 
     match method {

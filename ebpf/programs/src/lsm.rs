@@ -27,8 +27,9 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey,
-    Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
+    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, EventKind,
+    ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT,
+    SIGSTOP,
 };
 
 use crate::{
@@ -61,7 +62,7 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-    let mut entry = match reserve::<ExecEvent>(&agent, j.decision) {
+    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
@@ -78,11 +79,15 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
 /// allowed. Without room, the action is refused, or allowed and counted
 /// where the agent's policy says so (`Err`: what the hook returns).
 #[inline(always)]
-fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i32> {
+fn reserve<T>(
+    agent: &AgentInfo,
+    kind: EventKind,
+    judged: Decision,
+) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     match EVENTS.reserve::<T>(0) {
         Some(entry) => Ok(entry),
-        None if unrecorded(agent, judged == Decision::Allow) => {
+        None if unrecorded(agent, kind, judged == Decision::Allow) => {
             count(counter::ALLOWED);
             Err(ALLOW)
         }
@@ -205,7 +210,7 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
-    let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
+    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };

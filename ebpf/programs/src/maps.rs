@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, Parked,
-    PathKey, PathRule,
+    limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey,
+    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule,
 };
 
 #[map]
@@ -76,3 +76,13 @@ pub static HEARTBEAT: Array<u64> = Array::with_max_entries(warden_common::heartb
 /// Where a parked record is built (too big for the stack), one per CPU.
 #[map]
 pub static PARK_SCRATCH: PerCpuArray<Parked> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each agent's share of a congested ring buffer (see `Budget`).
+#[map]
+pub static AGENT_BUDGET: HashMap<u32, Budget> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
+
+/// Unrecorded and throttled actions per (agent, action class), with the
+/// last process that lost one.
+#[map]
+pub static AGENT_LOSS: PerCpuHashMap<LossKey, LossCounts> =
+    PerCpuHashMap::with_max_entries(limits::MAX_AGENTS * 4, 0);

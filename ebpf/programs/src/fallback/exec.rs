@@ -21,7 +21,8 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent, Method,
+    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, EventKind, ExecEvent,
+    Method,
 };
 
 use crate::{
@@ -69,7 +70,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
             count(counter::ALLOWED);
             return;
         }
-        if unrecorded(agent, decision == Decision::Allow) {
+        if unrecorded(agent, EventKind::Exec, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();

@@ -26,7 +26,8 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_get_current_task_btf;
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, Method, OpenEvent,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, EventKind, Method,
+    OpenEvent,
 };
 
 use crate::{
@@ -155,7 +156,7 @@ pub fn decide(regs: *const u8, ret: i64) {
             count(counter::ALLOWED);
             return;
         }
-        if unrecorded(&agent, decision == Decision::Allow) {
+        if unrecorded(&agent, EventKind::Open, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();
