@@ -184,6 +184,132 @@ impl DropWatch {
     }
 }
 
+/// One agent's losses in one action class, summed over CPUs
+/// (`AGENT_LOSS`), with the last process that lost an action.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassLoss {
+    pub agent_id: u32,
+    /// `EventKind` id.
+    pub kind: u32,
+    pub dropped: u64,
+    pub allowed_unrecorded: u64,
+    pub throttled: u64,
+    pub last_pid: u32,
+    pub last_tid: u32,
+    pub last_comm: String,
+}
+
+/// The action class of an `EventKind` id, as GAP entries name it.
+pub fn class_name(kind: u32) -> &'static str {
+    use warden_common::EventKind;
+    match EventKind::from_u32(kind) {
+        Some(EventKind::Connect4 | EventKind::Connect6) => "connect",
+        Some(EventKind::Sendmsg4 | EventKind::Sendmsg6) => "sendmsg",
+        Some(EventKind::Exec) => "exec",
+        Some(EventKind::Open) => "open",
+        None => "unknown",
+    }
+}
+
+fn class_detail(l: &ClassLoss) -> serde_json::Value {
+    json!({
+        "class": class_name(l.kind),
+        "lost_total": l.dropped,
+        "allowed_unrecorded_total": l.allowed_unrecorded,
+        "throttled_total": l.throttled,
+        "last_process": { "pid": l.last_pid, "tid": l.last_tid, "comm": l.last_comm },
+    })
+}
+
+/// Adds to a GAP entry of agent `agent_id` which action classes and which
+/// processes lost actions (`details.classes`, and `details.processes`:
+/// the last process per class).
+pub fn name_classes(entry: &mut NewEntry, agent_id: u32, losses: &[ClassLoss]) {
+    let mine: Vec<&ClassLoss> = losses.iter().filter(|l| l.agent_id == agent_id).collect();
+    if mine.is_empty() {
+        return;
+    }
+    entry.details.insert(
+        "classes".into(),
+        json!(mine.iter().map(|l| class_detail(l)).collect::<Vec<_>>()),
+    );
+    let mut processes: Vec<serde_json::Value> = Vec::new();
+    for l in &mine {
+        let p = json!({ "pid": l.last_pid, "comm": l.last_comm, "class": class_name(l.kind) });
+        if !processes.contains(&p) {
+            processes.push(p);
+        }
+    }
+    entry.details.insert("processes".into(), json!(processes));
+}
+
+/// Watches the actions refused because their agent was over its share of
+/// a congested ring buffer (`LossCounts::throttled`): each rise becomes
+/// an `evidence.throttled` entry naming the agent, the class and the last
+/// process, so a throttled action is never a silent drop.
+#[derive(Default)]
+pub struct ThrottleWatch {
+    seen: HashMap<(u32, u32), u64>,
+}
+
+impl ThrottleWatch {
+    /// Starts from the kernel's totals now (a previous daemon recorded
+    /// what came before).
+    pub fn starting_from(losses: &[ClassLoss]) -> Self {
+        Self {
+            seen: losses
+                .iter()
+                .map(|l| ((l.agent_id, l.kind), l.throttled))
+                .collect(),
+        }
+    }
+
+    pub fn check(
+        &mut self,
+        losses: &[ClassLoss],
+        name_of: impl Fn(u32) -> AgentName,
+        actor: &Actor,
+    ) -> Vec<NewEntry> {
+        let mut out = Vec::new();
+        for l in losses {
+            let seen = self.seen.entry((l.agent_id, l.kind)).or_default();
+            if l.throttled < *seen {
+                *seen = 0;
+            }
+            let new = l.throttled - *seen;
+            if new == 0 {
+                continue;
+            }
+            *seen = l.throttled;
+            let who = name_of(l.agent_id);
+            let mut details = serde_json::Map::new();
+            details.insert("agent_id".into(), json!(l.agent_id));
+            details.insert("class".into(), json!(class_name(l.kind)));
+            details.insert("throttled".into(), json!(new));
+            details.insert("throttled_total".into(), json!(l.throttled));
+            details.insert(
+                "last_process".into(),
+                json!({ "pid": l.last_pid, "tid": l.last_tid, "comm": l.last_comm }),
+            );
+            details.insert(
+                "why".into(),
+                json!("the agent was over its share of a congested ring buffer: these allowed actions were refused (EPERM) and only this count records them"),
+            );
+            out.push(actor.entry(Recorded {
+                kind: "gap",
+                agent: &who.name,
+                owner: &who.owner,
+                action: "evidence.throttled",
+                target: class_name(l.kind),
+                decision: "denied",
+                policy_snapshot: "none",
+                details,
+            }));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +395,47 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("killed"));
+    }
+
+    #[test]
+    fn gap_entries_name_the_class_and_the_process() {
+        let loss = ClassLoss {
+            agent_id: 1,
+            kind: warden_common::EventKind::Open as u32,
+            dropped: 5,
+            last_pid: 42,
+            last_tid: 43,
+            last_comm: "cat".into(),
+            ..Default::default()
+        };
+        let mut w = DropWatch::new(HashMap::new());
+        let k = AgentCounters {
+            decisions: 9,
+            dropped: 5,
+            allowed_unrecorded: 0,
+        };
+        let name = |id: u32| AgentName {
+            name: format!("a{id}"),
+            owner: "o".into(),
+        };
+        let mut e = w.check(&[(1, k)], &Counters::default(), name, &actor());
+        name_classes(&mut e[0], 1, std::slice::from_ref(&loss));
+        assert_eq!(e[0].details["classes"][0]["class"], "open");
+        assert_eq!(e[0].details["processes"][0]["pid"], 42);
+        assert_eq!(e[0].details["processes"][0]["comm"], "cat");
+
+        let mut t = ThrottleWatch::default();
+        let throttled = ClassLoss {
+            kind: warden_common::EventKind::Sendmsg4 as u32,
+            throttled: 100,
+            ..loss.clone()
+        };
+        let e = t.check(std::slice::from_ref(&throttled), name, &actor());
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].action, "evidence.throttled");
+        assert_eq!(e[0].agent, "a1");
+        assert_eq!(e[0].details["class"], "sendmsg");
+        assert_eq!(e[0].details["throttled"], 100);
+        assert!(t.check(&[throttled], name, &actor()).is_empty());
     }
 }

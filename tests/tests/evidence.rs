@@ -275,7 +275,13 @@ fn flood_with_the_daemon_stopped(
         "p.yaml",
         &format!("version: 1\non_evidence_loss: {on_evidence_loss}\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
     );
-    env.start_daemon();
+    // The 4 MiB ring buffer these figures assume (the host's default may
+    // be larger), and no per-agent share: this is about a full ring buffer
+    // (busy.rs tests the share).
+    env.start_daemon_with(&[
+        ("WARDEN_EVENTS_BYTES", "4194304"),
+        ("WARDEN_AGENT_RECORDS_PER_SEC", "0"),
+    ]);
     env.add_agent(agent, "p.yaml");
     let pid = env.daemon_pid().unwrap() as i32;
     // SAFETY: kill(2) on the daemon this test started.

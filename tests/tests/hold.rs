@@ -291,3 +291,117 @@ fn a_hold_survives_a_daemon_killed_with_sigkill() {
     let (out, code) = finish(child);
     assert_eq!((out.as_str(), code), ("ok", Some(0)));
 }
+
+/// The session id of process `pid` (field 6 of /proc/PID/stat).
+fn session_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    rest.split(' ').nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn approving_a_hold_whose_process_ended_says_so() {
+    if !can_run("hold_process_ended") {
+        return;
+    }
+    let (env, _l, target) = setup("holdgone", "5m");
+    let mut child = spawn_probe(&env, "payer", &target);
+    let pending = wait_held(&env, &child);
+    let id = pending["id"].as_u64().unwrap().to_string();
+    // The held process ends (killed by someone) before anyone decides.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let said = env.ok(&["approve", &id]);
+    assert!(said.contains("has ended"), "{said}");
+    assert!(!said.contains("the action proceeds"), "{said}");
+    let all = approvals(&env, true);
+    assert_eq!(all[0]["status"], "approved", "the human's act is recorded");
+    assert_eq!(
+        all[0]["final_status"], "process-ended",
+        "the hold says its process ended: {all:#?}"
+    );
+    // Rejecting it afterwards is answered, not applied.
+    let out = env.cli(&["reject", &id]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+}
+
+/// `warden run` puts the agent in its own session: when the shell that
+/// started it exits while it is stopped at a hold, the kernel does not
+/// SIGHUP it (it is not in an orphaned process group of that session), and
+/// it proceeds once approved.
+#[test]
+fn a_held_agent_outlives_the_shell_that_started_it() {
+    if !can_run("hold_orphan") {
+        return;
+    }
+    let (env, _l, target) = setup("holdorphan", "5m");
+    let dir = env.dir.path();
+    let pidfile = dir.join("agent.pid");
+    let outfile = dir.join("agent.out");
+    // A shell in its own session (like a login shell) starts the agent in
+    // the background and exits while the agent is held.
+    let script = format!(
+        "{warden} run --agent payer -- {probe} connect {target} > {out} 2>&1 &\n\
+         echo $! > {pidfile}\n\
+         while ! grep -q '^State:.*T' /proc/$!/status 2>/dev/null; do sleep 0.05; done\n\
+         exit 0",
+        warden = warden_tests::warden_bin().display(),
+        probe = probe_bin().display(),
+        out = outfile.display(),
+        pidfile = pidfile.display(),
+    );
+    // The environment `warden` needs, from the harness's own command.
+    let shell = env.warden();
+    let status = std::process::Command::new("/usr/bin/setsid")
+        .args(["/bin/sh", "-c", &script])
+        .envs(shell.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(session_of(pid), pid, "the agent leads its own session");
+    let pending = warden_tests::wait_held(&env, pid, &['T'], "the orphaned agent is held");
+    // Its starting shell is gone: still there, still stopped, a while on.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        state_of(pid),
+        'T',
+        "the held agent survived its shell's exit"
+    );
+    env.ok(&["approve", &pending["id"].as_u64().unwrap().to_string()]);
+    wait_until("the approved agent finishes", || {
+        std::fs::read_to_string(&outfile).is_ok_and(|s| s.trim() == "ok")
+    });
+}
+
+/// Started by a job-control shell, `warden run` leads a process group and
+/// cannot setsid(): the agent runs as its child in a new session, and
+/// `warden run` ends as the agent did (exit code, or signal).
+#[test]
+fn run_as_a_process_group_leader_starts_the_agent_in_its_own_session() {
+    if !can_run("run_session") {
+        return;
+    }
+    let (env, _l, _target) = setup("runsession", "5m");
+    let run = |script: &str| {
+        env.warden()
+            .args(["run", "--agent", "payer", "--", "/bin/sh", "-c", script])
+            .process_group(0)
+            .output()
+            .unwrap()
+    };
+    let out = run("echo $$ $(cut -d' ' -f6 /proc/$$/stat)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    let (pid, sid) = said.split_once(' ').unwrap();
+    assert_eq!(pid, sid, "the agent leads its own session: {said}");
+    assert_eq!(run("exit 7").status.code(), Some(7));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(run("kill -9 $$").status.signal(), Some(libc::SIGKILL));
+}

@@ -103,9 +103,92 @@ pub fn run(
             .env("LOGNAME", &u.name);
     }
     confinement.apply()?;
+    // Its own session: a stopped agent (a hold, backpressure) is never in
+    // an orphaned process group, which the kernel would SIGHUP when the
+    // shell that started it exits. A process group leader (started by a
+    // job-control shell) cannot setsid(): then the command runs as a child
+    // in a new session and this process waits for it (`supervise`).
+    if nix::unistd::setsid().is_err() {
+        // SAFETY: setsid(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            })
+        };
+        return supervise(&mut command, &cmd[0]);
+    }
     let source = command.exec();
     Err(CommandError::Exec {
         cmd: cmd[0].clone(),
         source,
     })
+}
+
+/// Signals passed on to the agent started in its own session: the ones a
+/// terminal or a supervisor sends to stop a command. SIGHUP is not: not
+/// dying of it is the point of the new session.
+const FORWARDED: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGQUIT,
+];
+
+/// Runs `command` as a child (in its own session, see `run`), passes
+/// `FORWARDED` signals on to it, and ends as it ended: same exit code, or
+/// the same signal.
+fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::convert::Infallible> {
+    use nix::sys::{
+        signal::{kill, raise, signal, SigHandler, SigSet, SigmaskHow},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    };
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    // Blocked here and taken with sigtimedwait below; std unblocks every
+    // signal in the child before exec.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|source| {
+        CommandError::Sys {
+            op: "block signals to forward".into(),
+            source,
+        }
+    })?;
+    let child = command.spawn().map_err(|source| CommandError::Exec {
+        cmd: name.into(),
+        source,
+    })?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    loop {
+        // SAFETY: sigtimedwait with a valid set, no info wanted, a valid
+        // timeout.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 {
+            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                let _ = kill(pid, s);
+            }
+        }
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Signaled(_, s, _)) => {
+                // End the same way: default action, unblocked, raised.
+                // SAFETY: restoring the default disposition.
+                let _ = unsafe { signal(s, SigHandler::SigDfl) };
+                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+                let _ = raise(s);
+                std::process::exit(128 + s as i32);
+            }
+            Ok(_) => {}
+            Err(source) => {
+                return Err(CommandError::Sys {
+                    op: format!("wait for {name}"),
+                    source,
+                })
+            }
+        }
+    }
 }

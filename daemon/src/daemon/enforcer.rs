@@ -82,6 +82,8 @@ pub(super) struct Enforcer {
     pub(super) kernel: Kernel,
     pub(super) holds: Holds,
     pub(super) drops: DropWatch,
+    /// Over-share refusals already recorded, per (agent, class).
+    pub(super) throttles: gaps::ThrottleWatch,
     pub(super) registry: Registry,
     pub(super) paths: Paths,
     pub(super) views: Arc<RwLock<Views>>,
@@ -164,10 +166,18 @@ impl Enforcer {
                                 },
                             )
                         };
-                        for gap in
+                        let losses = self.kernel.agent_losses().unwrap_or_default();
+                        for gap in self.throttles.check(&losses, name_of, &Actor::current()) {
+                            tracing::warn!(agent = %gap.agent, class = %gap.target, throttled = %gap.details["throttled"], "actions over the agent's share refused");
+                            self.record(gap);
+                        }
+                        for mut gap in
                             self.drops
                                 .check(&per_agent, &counters, name_of, &Actor::current())
                         {
+                            if let Some(id) = gap.details["agent_id"].as_u64() {
+                                gaps::name_classes(&mut gap, id as u32, &losses);
+                            }
                             tracing::warn!(
                                 agent = %gap.agent,
                                 lost = %gap.details["lost"],

@@ -16,10 +16,18 @@ use crate::{
     clock::BootClock,
     decode,
     evidence::NewEntry,
+    kernel::backpressure::{self, Backpressure},
 };
+
+/// How long the daemon may go without draining before the kernel stops
+/// parking records for it (then `on_evidence_loss` decides): long enough
+/// for a daemon stopped or busy for a few seconds, short enough that an
+/// agent does not wait for a dead one.
+const HEARTBEAT_STALE_NS: u64 = warden_common::limits::HEARTBEAT_STALE_NS;
 
 pub(super) async fn read_events(
     ring: RingBuf<MapData>,
+    mut parked: Backpressure,
     views: Arc<RwLock<Views>>,
     writer: EvidenceWriter,
     enforcer: mpsc::Sender<Command>,
@@ -37,7 +45,18 @@ pub(super) async fn read_events(
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let batch = tokio::select! {
+        let agent_ids: Vec<u32> = views
+            .read()
+            .expect("views lock")
+            .agents
+            .keys()
+            .copied()
+            .collect();
+        parked.share_out(agent_ids.into_iter());
+        if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
+            tracing::warn!(error = %e, "heartbeat not written");
+        }
+        let mut batch = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
@@ -50,8 +69,14 @@ pub(super) async fn read_events(
                 off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users))
             }
         };
+        let (more, resume) = drain_parked(&mut parked, &views, &enforcer, &stats, &mut users);
+        batch.extend(more);
         if !batch.is_empty() {
             writer.queue(batch);
+        }
+        // Recorded (queued to the writer in order): the threads go on.
+        for (pid, tid) in resume {
+            backpressure::resume(pid, tid);
         }
     }
 }
@@ -73,15 +98,59 @@ pub(super) fn drain(
     let boot = BootClock::now();
     let mut batch = Vec::new();
     while let Some(item) = ring.next() {
-        let ev = match decode::decode(&item) {
+        let decoded = decode::decode(&item);
+        drop(item);
+        route(decoded, &boot, views, enforcer, stats, users, &mut batch);
+    }
+    batch
+}
+
+/// Drains the records parked while the ring buffer was full (after the
+/// ring buffer, so that each agent's records keep their order as far as
+/// possible). Returns the batch, and the (pid, tid) of the threads to
+/// continue once it is queued.
+pub(super) fn drain_parked(
+    parked: &mut Backpressure,
+    views: &RwLock<Views>,
+    enforcer: &mpsc::Sender<Command>,
+    stats: &Stats,
+    users: &mut UserNames,
+) -> (Vec<NewEntry>, Vec<(u32, u32)>) {
+    let boot = BootClock::now();
+    let mut batch = Vec::new();
+    let mut resume = Vec::new();
+    for rec in parked.drain() {
+        let decoded = decode::decode(&rec.bytes);
+        if rec.stopped {
+            let pid = decoded.as_ref().map_or(rec.tid, |ev| ev.pid);
+            resume.push((pid, rec.tid));
+        }
+        stats.parked.fetch_add(1, Ordering::Relaxed);
+        route(decoded, &boot, views, enforcer, stats, users, &mut batch);
+    }
+    (batch, resume)
+}
+
+/// Decodes and attributes one record, and sends it where it goes: holds
+/// to the enforcer, the rest into `batch`.
+fn route(
+    decoded: Result<decode::KernelEvent, decode::DecodeError>,
+    boot: &BootClock,
+    views: &RwLock<Views>,
+    enforcer: &mpsc::Sender<Command>,
+    stats: &Stats,
+    users: &mut UserNames,
+    batch: &mut Vec<NewEntry>,
+) {
+    {
+        let ev = match decoded {
             Ok(ev) => ev,
             Err(e) => {
                 stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "undecodable event");
-                continue;
+                return;
             }
         };
-        drop(item);
         let views = views.read().expect("views lock");
         let agent = views
             .agents
@@ -138,5 +207,4 @@ pub(super) fn drain(
             tracing::error!("enforcer is gone; hold event not recorded");
         }
     }
-    batch
 }

@@ -113,6 +113,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let approvals = Approvals::open(&paths.database())?;
     let mut kernel = Kernel::load(&paths.pin_dir)?;
     let ring = kernel.take_events()?;
+    let parked = kernel.take_backpressure()?;
+    let throttles = gaps::ThrottleWatch::starting_from(&kernel.agent_losses().unwrap_or_default());
     let listener = bind_socket(&paths.socket)?;
 
     let stats = Arc::new(Stats::default());
@@ -166,6 +168,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         kernel,
         holds,
         drops,
+        throttles,
         registry,
         paths: paths.clone(),
         views: views.clone(),
@@ -201,6 +204,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     let reader = tokio::spawn(read_events(
         ring,
+        parked,
         views,
         writer.clone(),
         cmd_tx.clone(),

@@ -23,6 +23,9 @@ pub struct Views {
 pub struct Stats {
     pub(super) recorded: AtomicU64,
     pub(super) decode_errors: AtomicU64,
+    /// Records drained from `OVERFLOW` (parked while the ring buffer was
+    /// full).
+    pub(super) parked: AtomicU64,
 }
 
 /// Loads every policy version the registry knows into the views.

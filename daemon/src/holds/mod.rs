@@ -42,6 +42,24 @@ use crate::{
     kernel::Kernel,
 };
 
+/// Whether the held thread has ended (gone, or a zombie): a decision on
+/// its hold has nothing left to apply.
+fn process_ended(pid: u32, tid: u32) -> bool {
+    let stat = format!("/proc/{pid}/task/{tid}/stat");
+    match std::fs::read_to_string(stat) {
+        // The state is the first field after the parenthesised comm.
+        Ok(s) => s
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_none_or(|state| matches!(state, 'Z' | 'X')),
+        Err(_) => true,
+    }
+}
+
+/// `final_status` of a hold whose process ended before its decision was
+/// applied.
+pub const PROCESS_ENDED: &str = "process-ended";
+
 /// Resumes a held thread. The stop is a group stop, so this continues the
 /// whole process; the held syscall then restarts and the hook decides again.
 fn resume(pid: u32, tid: u32) {
@@ -413,7 +431,13 @@ impl Holds {
         }
         self.writer
             .write_durable(vec![approval_entry(&actor, &a, &d)])?;
-        self.apply(kernel, &a, status);
+        if !self.apply(kernel, &a, status) {
+            return Ok(format!(
+                "hold {id}: {} recorded, but its process (pid {}) has ended: nothing proceeds; the hold's final status is {PROCESS_ENDED}",
+                status.as_str(),
+                a.job.pid
+            ));
+        }
         Ok(match status {
             Status::Approved => format!("hold {id}: approved; the action proceeds"),
             Status::Rejected => format!("hold {id}: rejected; the action is refused"),
@@ -424,11 +448,29 @@ impl Holds {
         })
     }
 
-    /// Writes the decision to the kernel and resumes the thread.
-    fn apply(&mut self, kernel: &mut Kernel, a: &Approval, status: Status) {
+    /// Writes the decision to the kernel and resumes the thread. False if
+    /// the held process has ended: then nothing is applied and the hold's
+    /// final status says so (`PROCESS_ENDED`).
+    fn apply(&mut self, kernel: &mut Kernel, a: &Approval, status: Status) -> bool {
+        if process_ended(a.job.pid, a.job.tid) {
+            for result in [
+                self.store.mark_applied(a.id),
+                self.store.set_final_status(a.id, PROCESS_ENDED),
+            ] {
+                if let Err(e) = result {
+                    tracing::error!(id = a.id, error = %crate::error_chain(&e), "record that the held process ended");
+                }
+            }
+            tracing::info!(
+                id = a.id,
+                pid = a.job.pid,
+                "held process ended before its decision"
+            );
+            return false;
+        }
         if is_paused(kernel, a.job.tid) {
             self.apply_paused(kernel, a, status);
-            return;
+            return true;
         }
         let decision = match status {
             Status::Approved => Some(Decision::Allow),
@@ -441,7 +483,7 @@ impl Holds {
                 // The thread stays stopped (still held); it can be decided
                 // again or expire. Never resume it without its decision.
                 tracing::error!(id = a.id, error = %crate::error_chain(&e), "write decision to kernel");
-                return;
+                return true;
             }
         }
         resume(a.job.pid, a.job.tid);
@@ -455,6 +497,7 @@ impl Holds {
                 tracing::error!(id = a.id, error = %crate::error_chain(&e), "record final status");
             }
         }
+        true
     }
 
     /// Rejects holds whose time is up.
@@ -476,7 +519,7 @@ impl Holds {
                     a.id,
                     "record expiry",
                 );
-                self.apply(kernel, &a, Status::Expired);
+                let _ = self.apply(kernel, &a, Status::Expired);
             }
         }
         Ok(())
@@ -495,7 +538,7 @@ impl Holds {
             );
             let entry = hold_entry(&Actor::current(), a, "approval", "replayed", details);
             self.record(entry, a.id, "record replay");
-            self.apply(kernel, a, a.status);
+            let _ = self.apply(kernel, a, a.status);
         }
         Ok(pending.len())
     }
@@ -504,6 +547,16 @@ impl Holds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_thread_has_not_ended_a_missing_one_has() {
+        let pid = std::process::id();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert!(!process_ended(pid, tid));
+        assert!(process_ended(pid, u32::MAX - 1));
+        assert!(process_ended(u32::MAX - 1, u32::MAX - 1));
+    }
 
     #[test]
     fn callers_in_agent_cgroups_or_of_unknown_cgroup_are_refused() {

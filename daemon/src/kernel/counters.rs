@@ -20,6 +20,10 @@ pub struct Counters {
     /// Denials whose SIGKILL could not be sent (exec and file opens).
     #[serde(default)]
     pub kill_failed: u64,
+    /// Records the full ring buffer could not take, parked (`OVERFLOW`)
+    /// with their thread stopped until the daemon drained them.
+    #[serde(default)]
+    pub parked: u64,
 }
 
 impl Kernel {
@@ -45,6 +49,8 @@ impl Kernel {
             hold_failed: sum(counter::HOLD_FAILED)?,
             hold_breach: sum(counter::HOLD_BREACH)?,
             kill_failed: sum(counter::KILL_FAILED)?,
+            // A counters map pinned by an older daemon has no such slot.
+            parked: sum(counter::PARKED).unwrap_or(0),
         })
     }
 

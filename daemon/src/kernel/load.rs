@@ -58,7 +58,10 @@ impl Kernel {
                     )),
                 ),
             };
+        let events_bytes = super::backpressure::events_bytes()?;
         let mut loader = EbpfLoader::new();
+        // A ring buffer pinned by a previous daemon keeps its size.
+        loader.map_max_entries(names::EVENTS, events_bytes);
         loader.override_global(names::KERNEL_OFFSETS, &offsets, true);
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());

@@ -39,6 +39,8 @@
 //!   switch flag.
 //! - `holds.rs`: the `HELD` and `GRANTS` maps of paused actions.
 //! - `counters.rs`: the kernel's counters.
+//! - `backpressure.rs`: the ring buffer's size, records parked while it is
+//!   full (`OVERFLOW`) and the daemon's heartbeat.
 //! - `pinned.rs`: what works on the pins with no daemon (kill switch,
 //!   uninstall) and the bpffs mount.
 
@@ -54,6 +56,7 @@ use aya::{
 };
 use warden_common::{names, AgentInfo, Net4Key, Net6Key, PathKey};
 
+pub mod backpressure;
 pub mod btf;
 mod counters;
 pub mod fmod_ret;
@@ -106,6 +109,8 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what}: {detail}")]
+    Config { what: &'static str, detail: String },
     #[error("{op} map {map}: {source}")]
     Map {
         op: &'static str,

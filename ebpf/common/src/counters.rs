@@ -22,7 +22,10 @@ pub mod counter {
     /// A thread a fallback hold stopped ran again without a grant (a
     /// SIGCONT before the daemon made the stop immune) and was killed.
     pub const HOLD_BREACH: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Records the full ring buffer could not take, parked in `OVERFLOW`
+    /// (the acting thread stopped until the daemon drained them).
+    pub const PARKED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// Value of the per-CPU `AGENT_COUNTERS` hash, keyed by agent id: what

@@ -30,6 +30,7 @@ mod holds;
 mod kernel;
 mod maps;
 mod offsets;
+mod parked;
 mod paths;
 
 pub use counters::*;
@@ -38,6 +39,7 @@ pub use holds::*;
 pub use kernel::*;
 pub use maps::*;
 pub use offsets::*;
+pub use parked::*;
 pub use paths::*;
 
 #[cfg(feature = "user")]
@@ -60,4 +62,8 @@ mod pod {
     unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AgentCounters {}
+    unsafe impl aya::Pod for Parked {}
+    unsafe impl aya::Pod for Budget {}
+    unsafe impl aya::Pod for LossKey {}
+    unsafe impl aya::Pod for LossCounts {}
 }

@@ -25,3 +25,9 @@ pub const EVENTS_POLL_MS: u64 = 20;
 /// cgroups below an agent's are governed by it, and the programs look
 /// their ancestors up at the levels `AGENT_LEVELS` marks, up to this one.
 pub const MAX_AGENT_LEVEL: u32 = 31;
+/// Records parked while the ring buffer is full (`OVERFLOW`): one per
+/// stopped thread at most, so this bounds the threads paused at once.
+pub const MAX_PARKED: u32 = 4096;
+/// Default `heartbeat::STALE_NS`: a daemon silent for longer is taken as
+/// not draining, and `on_evidence_loss` decides.
+pub const HEARTBEAT_STALE_NS: u64 = 5_000_000_000;

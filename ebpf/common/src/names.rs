@@ -16,7 +16,7 @@ pub const AGENT_LEVELS: &str = "AGENT_LEVELS";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 16] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -29,6 +29,10 @@ pub const PINNED_MAPS: [&str; 12] = [
     SYS_EXIT_MODE,
     AGENT_COUNTERS,
     AGENT_LEVELS,
+    OVERFLOW,
+    HEARTBEAT,
+    AGENT_BUDGET,
+    AGENT_LOSS,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -86,3 +90,16 @@ pub const FMODRET_OPEN_FN: &str = "security_file_open";
 /// trampolines work): `fexit` after the cgroup sock_addr programs run.
 pub const PROG_HOLD_STOP: &str = "warden_hold_stop";
 pub const HOLD_STOP_FN: &str = "__cgroup_bpf_run_filter_sock_addr";
+
+/// Hash of `Parked` records by thread id: events the full ring buffer
+/// could not take, whose threads wait stopped until the daemon drains them.
+pub const OVERFLOW: &str = "OVERFLOW";
+/// Array of `u64` (`heartbeat`): when the daemon last drained.
+pub const HEARTBEAT: &str = "HEARTBEAT";
+/// Per-CPU scratch of one `Parked` (kernel only).
+pub const PARK_SCRATCH: &str = "PARK_SCRATCH";
+/// Hash of `Budget` by agent id: each agent's share of a congested ring
+/// buffer.
+pub const AGENT_BUDGET: &str = "AGENT_BUDGET";
+/// Per-CPU hash of `LossCounts` by `LossKey` (agent, action class).
+pub const AGENT_LOSS: &str = "AGENT_LOSS";

@@ -19,8 +19,8 @@ use warden_common::{
 
 use crate::{
     agent::current_agent,
-    counters::{count, count_agent},
-    events::{event_header, submit_flags, unrecorded},
+    counters::{count, count_agent, count_loss},
+    events::{event_header, park, submit_flags, unrecorded, waiting, wake_flags, within_share},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
     maps::{EVENTS, GRANTS, HELD},
 };
@@ -138,7 +138,38 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // ring buffer is full the action is refused and the drop is counted.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
-        if unrecorded(&agent, decision == Decision::Allow) {
+        // An allowed action goes ahead with its record parked for the
+        // daemon (`park`). Not stopped: a cgroup hook cannot signal, and
+        // the `sys_exit` program that could is not attached for network-
+        // only agents; a second action of the same thread before the drain
+        // finds its slot taken and `on_evidence_loss` decides.
+        if decision == Decision::Allow
+            && park(core::mem::size_of::<NetEvent>() as u32, false, |ev| {
+                // SAFETY: `ev` is the scratch record, aligned and big enough.
+                unsafe {
+                    ev.cast::<NetEvent>().write(NetEvent {
+                        header: event_header(
+                            kind,
+                            Decision::Allow,
+                            Method::Allow,
+                            rule_idx,
+                            agent.agent_id,
+                            agent.policy_gen,
+                            cgroup_id,
+                        ),
+                        family: dest.family,
+                        port: dest.port,
+                        proto: dest.proto,
+                        _pad: [0; 3],
+                        addr: dest.addr,
+                    })
+                }
+            })
+        {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
+        if unrecorded(&agent, kind, decision == Decision::Allow) {
             count(counter::ALLOWED);
             return ALLOW;
         }
@@ -171,8 +202,23 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // Allowed decisions do not wake the daemon (see `submit_flags`); holds,
     // their outcomes and denials do, so that approval records and the held
     // action's final status appear at once.
-    let quiet = matches!(method, Method::Allow);
-    entry.submit(submit_flags(quiet, core::mem::size_of::<NetEvent>() as u64));
+    let size = core::mem::size_of::<NetEvent>() as u64;
+    let flags = if matches!(method, Method::Allow) {
+        let waiting = waiting();
+        // Congested (the same compare `submit_flags` makes): an agent over
+        // its share of records is refused here, its record discarded, and
+        // counted, so that it cannot fill the ring buffer for the others.
+        if waiting >= warden_common::limits::EVENTS_WAKEUP_BYTES && !within_share(agent.agent_id) {
+            entry.discard(0);
+            count_loss(agent.agent_id, kind as u32, warden_common::loss::THROTTLED);
+            count(counter::DENIED);
+            return DENY;
+        }
+        wake_flags(waiting, size)
+    } else {
+        0
+    };
+    entry.submit(flags);
     count(counter::EVENTS);
 
     match method {

@@ -12,19 +12,82 @@ use warden_common::{
 };
 
 use crate::{
-    counters::{count, count_agent},
+    counters::{count, count_agent, count_loss},
     judge::{exec, file},
-    maps::EVENTS,
+    maps::{AGENT_BUDGET, EVENTS, HEARTBEAT, OVERFLOW, PARK_SCRATCH},
     path::{self, Scratch},
 };
+
+/// Whether a daemon is draining: its heartbeat (`HEARTBEAT`) is fresher
+/// than the staleness it wrote beside it.
+#[inline(always)]
+fn daemon_draining() -> bool {
+    use warden_common::heartbeat;
+    let last = HEARTBEAT.get(heartbeat::LAST_NS).copied().unwrap_or(0);
+    let stale = HEARTBEAT.get(heartbeat::STALE_NS).copied().unwrap_or(0);
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    stale != 0 && now.saturating_sub(last) < stale
+}
+
+/// Backpressure, for an ALLOWED action whose record found the ring buffer
+/// full: busy is not hostile. If a daemon is draining, the record is built
+/// by `fill` (`len` bytes) and parked in `OVERFLOW` under the thread's id,
+/// and with `stop` the thread is stopped (SIGSTOP) before it returns to user
+/// space; the daemon writes the record down, then continues the thread
+/// (SIGCONT). A SIGCONT from anyone else only lets the allowed action go on
+/// with its record still parked. Returns false (then `unrecorded` decides,
+/// `on_evidence_loss`) if no daemon is draining, the map is full, or this
+/// thread already has a record parked.
+#[inline(always)]
+pub fn park(len: u32, stop: bool, fill: impl FnOnce(*mut u8)) -> bool {
+    use warden_common::{parked_flags, SIGSTOP};
+    if !daemon_draining() {
+        return false;
+    }
+    let Some(p) = PARK_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch value, valid for the program run; the
+    // record is built in place (it is too big for the stack).
+    unsafe {
+        (*p).flags = if stop { parked_flags::STOPPED } else { 0 };
+        (*p).len = len;
+        fill((*p).event.as_mut_ptr().cast());
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // BPF_NOEXIST: a record already parked for this thread is never
+    // overwritten.
+    // SAFETY: `p` is valid as above.
+    if OVERFLOW.insert(&tid, unsafe { &*p }, 1).is_err() {
+        return false;
+    }
+    count(warden_common::counter::PARKED);
+    if stop {
+        // SAFETY: a plain helper call on the current thread. If it fails
+        // (exiting task), the action goes on with its record parked, and
+        // the daemon's SIGCONT finds nothing stopped.
+        let _ = unsafe { generated::bpf_send_signal_thread(SIGSTOP) };
+    }
+    true
+}
 
 /// An event for a decision of `agent_id` could not be reserved (the ring
 /// buffer is full). Counts it, and says whether the action may go ahead
 /// unrecorded: only if the policy allowed it and the agent's policy says
 /// `on_evidence_loss: allow`. Otherwise it is refused (fail-closed).
 #[inline(always)]
-pub fn unrecorded(agent: &AgentInfo, policy_allows: bool) -> bool {
+pub fn unrecorded(agent: &AgentInfo, kind: EventKind, policy_allows: bool) -> bool {
     let open = policy_allows && agent.flags & agent_flags::FAIL_OPEN != 0;
+    count_loss(
+        agent.agent_id,
+        kind as u32,
+        if open {
+            warden_common::loss::ALLOWED_UNRECORDED
+        } else {
+            warden_common::loss::DROPPED
+        },
+    );
     if !open {
         count(warden_common::counter::DROPPED);
     }
@@ -95,6 +158,70 @@ pub fn submit_flags(allowed: bool, size: u64) -> u64 {
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Bytes waiting in the ring buffer, this (reserved) record included.
+#[inline(always)]
+pub fn waiting() -> u64 {
+    use aya_ebpf::bindings::BPF_RB_AVAIL_DATA;
+    EVENTS.query(BPF_RB_AVAIL_DATA as u64)
+}
+
+/// `submit_flags` for an allowed record when `waiting` is already known.
+#[inline(always)]
+pub fn wake_flags(waiting: u64, size: u64) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let threshold = limits::EVENTS_WAKEUP_BYTES;
+    if waiting >= threshold && waiting < threshold + size + 8 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Takes one token from `agent_id`'s share of the congested ring buffer
+/// (`AGENT_BUDGET`); false if it has none left. An agent without a
+/// budget entry is not limited.
+#[inline(always)]
+pub fn within_share(agent_id: u32) -> bool {
+    let Some(b) = AGENT_BUDGET.get_ptr_mut(&agent_id) else {
+        return true;
+    };
+    // SAFETY: a plain helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: a pointer to a map value, valid for the program run; racing
+    // CPUs may both refill (see `Budget`).
+    unsafe {
+        // At most a second counts (the burst caps the bucket anyway), so
+        // the product fits in 64 bits (BPF has no 128-bit multiply) for
+        // any rate up to 10^9 per second.
+        let mut elapsed = now.wrapping_sub((*b).last_ns);
+        if elapsed > 1_000_000_000 {
+            elapsed = 1_000_000_000;
+        }
+        let rate = if (*b).rate > 1_000_000_000 {
+            1_000_000_000
+        } else {
+            (*b).rate
+        };
+        // Whole tokens earned since `last_ns`; the remainder carries over
+        // because `last_ns` only advances with them.
+        let earned = elapsed * rate / 1_000_000_000;
+        if earned > 0 {
+            let tokens = (*b).tokens.saturating_add(earned);
+            (*b).tokens = if tokens > (*b).burst {
+                (*b).burst
+            } else {
+                tokens
+            };
+            (*b).last_ns = now;
+        }
+        if (*b).tokens == 0 {
+            return false;
+        }
+        (*b).tokens -= 1;
+    }
+    true
 }
 
 /// Fills a reserved exec event: the header, the resolved path (from the

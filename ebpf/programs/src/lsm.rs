@@ -28,8 +28,8 @@ use aya_ebpf::{
 };
 use warden_common::{
     access, agent_counter, agent_flags, counter, held_state, syscalls, AgentInfo, Decision,
-    ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT,
-    SIGSTOP,
+    EventKind, ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC,
+    FMODE_NOACCOUNT, SIGSTOP,
 };
 
 use crate::{
@@ -68,7 +68,7 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-    let mut entry = match reserve::<ExecEvent>(&agent, j.decision) {
+    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
@@ -85,11 +85,15 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
 /// allowed. Without room, the action is refused, or allowed and counted
 /// where the agent's policy says so (`Err`: what the hook returns).
 #[inline(always)]
-fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i32> {
+fn reserve<T>(
+    agent: &AgentInfo,
+    kind: EventKind,
+    judged: Decision,
+) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     match EVENTS.reserve::<T>(0) {
         Some(entry) => Ok(entry),
-        None if unrecorded(agent, judged == Decision::Allow) => {
+        None if unrecorded(agent, kind, judged == Decision::Allow) => {
             count(counter::ALLOWED);
             Err(ALLOW)
         }
@@ -228,7 +232,7 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
         syscalls::LSM_HOOK
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, hook, 0);
-    let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
+    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };

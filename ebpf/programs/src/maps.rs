@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule,
+    limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey,
+    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule,
 };
 
 #[map]
@@ -69,3 +69,26 @@ pub static COUNTERS: PerCpuArray<u64> =
 #[map]
 pub static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
     PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
+
+/// Records the full ring buffer could not take, by thread id (see
+/// `events::park`); the daemon drains them and continues the threads.
+#[map]
+pub static OVERFLOW: HashMap<u32, Parked> = HashMap::with_max_entries(limits::MAX_PARKED, 0);
+
+/// `heartbeat` slots, written by the daemon: whether one is draining.
+#[map]
+pub static HEARTBEAT: Array<u64> = Array::with_max_entries(warden_common::heartbeat::COUNT, 0);
+
+/// Where a parked record is built (too big for the stack), one per CPU.
+#[map]
+pub static PARK_SCRATCH: PerCpuArray<Parked> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each agent's share of a congested ring buffer (see `Budget`).
+#[map]
+pub static AGENT_BUDGET: HashMap<u32, Budget> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
+
+/// Unrecorded and throttled actions per (agent, action class), with the
+/// last process that lost one.
+#[map]
+pub static AGENT_LOSS: PerCpuHashMap<LossKey, LossCounts> =
+    PerCpuHashMap::with_max_entries(limits::MAX_AGENTS * 4, 0);

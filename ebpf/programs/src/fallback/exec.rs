@@ -21,13 +21,14 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent,
+    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, EventKind, ExecEvent,
+    Method,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_exec, submit_flags, unrecorded},
+    events::{fill_exec, park, submit_flags, unrecorded},
     fallback::hold,
     judge::exec::judge,
     maps::EVENTS,
@@ -59,7 +60,17 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     // No exec without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        if unrecorded(agent, decision == Decision::Allow) {
+        // An allowed exec waits, stopped before its first instruction, for
+        // its record to be drained (`park`) instead of being killed.
+        if decision == Decision::Allow
+            && park(core::mem::size_of::<ExecEvent>() as u32, true, |ev| {
+                fill_exec(ev.cast(), &j, decision, Method::Allow, j.flags, s)
+            })
+        {
+            count(counter::ALLOWED);
+            return;
+        }
+        if unrecorded(agent, EventKind::Exec, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();

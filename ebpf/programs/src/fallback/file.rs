@@ -26,13 +26,14 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_get_current_task_btf;
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, OpenEvent,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, EventKind, Method,
+    OpenEvent,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_open, submit_flags, unrecorded},
+    events::{fill_open, park, submit_flags, unrecorded},
     fallback::hold,
     judge::file::judge,
     maps::EVENTS,
@@ -145,7 +146,17 @@ pub fn decide(regs: *const u8, ret: i64) {
     // No open without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        if unrecorded(&agent, decision == Decision::Allow) {
+        // The open happened; an allowed one waits, stopped, for its record
+        // to be drained (`park`) instead of being killed for being busy.
+        if decision == Decision::Allow
+            && park(core::mem::size_of::<OpenEvent>() as u32, true, |ev| {
+                fill_open(ev.cast(), &j, decision, Method::Allow, j.flags, s)
+            })
+        {
+            count(counter::ALLOWED);
+            return;
+        }
+        if unrecorded(&agent, EventKind::Open, decision == Decision::Allow) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();
