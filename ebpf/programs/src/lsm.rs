@@ -200,6 +200,10 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         // Neither reads nor writes (as stat()).
         return ALLOW;
     }
+    if agent.flags & agent_flags::REVOKED == 0 && path::not_a_file(file) {
+        // A pipe or socket reopened through /dev/fd/N: not a file.
+        return ALLOW;
+    }
     let Some(s) = path::scratch() else {
         count(counter::DENIED);
         return DENY;

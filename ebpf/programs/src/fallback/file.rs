@@ -134,6 +134,10 @@ pub fn decide(regs: *const u8, ret: i64) {
         // O_PATH and the like: neither reads nor writes (as stat()).
         return;
     }
+    if !revoked && path::not_a_file(file) {
+        // A pipe or socket reopened through /dev/fd/N: not a file.
+        return;
+    }
 
     let Some(s) = path::scratch() else {
         hold::kill_unrecorded();
