@@ -52,6 +52,10 @@ pub enum Method {
     /// before it took effect (the exec never reached its point of no
     /// return, the file was never opened). The process lives on.
     LsmDeny = 7,
+    /// Record mode (`agent_flags::RECORD`): the policy's decision (deny or
+    /// hold, in the event's `decision`) was recorded, not carried out; the
+    /// action went ahead.
+    Recorded = 8,
 }
 
 impl Method {
@@ -64,6 +68,7 @@ impl Method {
             5 => Some(Self::Rejected),
             6 => Some(Self::Kill),
             7 => Some(Self::LsmDeny),
+            8 => Some(Self::Recorded),
             _ => None,
         }
     }

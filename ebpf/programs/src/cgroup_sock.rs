@@ -137,9 +137,10 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
 
     // No action without a record: reserve the event before allowing. If the
     // ring buffer is full the action is refused and the drop is counted.
+    let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
-        if unrecorded(&agent, decision == Decision::Allow) {
+        if unrecorded(&agent, decision == Decision::Allow || record) {
             count(counter::ALLOWED);
             return ALLOW;
         }
@@ -149,6 +150,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let (decision, method) = match decision {
+        _ if record => (decision, Method::Recorded),
         Decision::Allow => (Decision::Allow, Method::Allow),
         Decision::Deny => (Decision::Deny, Method::CgroupDeny),
         Decision::Hold => hold(cgroup_id, tid, &dest),
@@ -172,12 +174,12 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // Allowed decisions do not wake the daemon (see `submit_flags`); holds,
     // their outcomes and denials do, so that approval records and the held
     // action's final status appear at once.
-    let quiet = matches!(method, Method::Allow);
+    let quiet = matches!(method, Method::Allow | Method::Recorded);
     entry.submit(submit_flags(quiet, core::mem::size_of::<NetEvent>() as u64));
     count(counter::EVENTS);
 
     match method {
-        Method::Allow | Method::Approved => {
+        Method::Allow | Method::Approved | Method::Recorded => {
             count(counter::ALLOWED);
             ALLOW
         }

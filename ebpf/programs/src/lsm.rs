@@ -61,11 +61,12 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-    let mut entry = match reserve::<ExecEvent>(&agent, j.decision) {
+    let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
+    let mut entry = match reserve::<ExecEvent>(&agent, j.decision, record) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, || {
+    let (decision, method, ret) = carry_out(j.decision, record, || {
         let c = &j.carry;
         HoldKey::exec(c.cgroup_id, current_tid(), c.dev, c.ino)
     });
@@ -78,11 +79,11 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
 /// allowed. Without room, the action is refused, or allowed and counted
 /// where the agent's policy says so (`Err`: what the hook returns).
 #[inline(always)]
-fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i32> {
+fn reserve<T>(agent: &AgentInfo, judged: Decision, record: bool) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     match EVENTS.reserve::<T>(0) {
         Some(entry) => Ok(entry),
-        None if unrecorded(agent, judged == Decision::Allow) => {
+        None if unrecorded(agent, judged == Decision::Allow || record) => {
             count(counter::ALLOWED);
             Err(ALLOW)
         }
@@ -96,7 +97,15 @@ fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i3
 /// Carries out a judged decision: (decision, method, the hook's return).
 /// A hold is on the action `key` names.
 #[inline(always)]
-fn carry_out(judged: Decision, key: impl FnOnce() -> HoldKey) -> (Decision, Method, i32) {
+fn carry_out(
+    judged: Decision,
+    record: bool,
+    key: impl FnOnce() -> HoldKey,
+) -> (Decision, Method, i32) {
+    if record {
+        // Record mode: written down as judged, not carried out.
+        return (judged, Method::Recorded, ALLOW);
+    }
     match judged {
         Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
         Decision::Hold => hold(&key()),
@@ -122,7 +131,7 @@ fn current_tid() -> u32 {
 #[inline(always)]
 fn count_outcome(method: Method) -> bool {
     count(counter::EVENTS);
-    let allowed = matches!(method, Method::Allow | Method::Approved);
+    let allowed = matches!(method, Method::Allow | Method::Approved | Method::Recorded);
     count(match method {
         _ if allowed => counter::ALLOWED,
         Method::Held => counter::HELD,
@@ -209,11 +218,12 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
-    let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
+    let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
+    let mut entry = match reserve::<OpenEvent>(&agent, j.decision, record) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, || {
+    let (decision, method, ret) = carry_out(j.decision, record, || {
         let c = &j.carry;
         HoldKey::file(c.cgroup_id, current_tid(), c.dev, c.ino, c.access)
     });

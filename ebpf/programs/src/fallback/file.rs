@@ -26,7 +26,7 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_get_current_task_btf;
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, OpenEvent,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, Method, OpenEvent,
 };
 
 use crate::{
@@ -147,9 +147,10 @@ pub fn decide(regs: *const u8, ret: i64) {
     let decision = j.decision;
 
     // No open without a record: reserve the event before allowing.
+    let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        if unrecorded(&agent, decision == Decision::Allow) {
+        if unrecorded(&agent, decision == Decision::Allow || record) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();
@@ -158,7 +159,13 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
     // A hold stops the thread with the fd in hand, before user space sees
     // it: a human decides whether it gets it (continue) or not (kill).
-    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
+    let (decision, method, kill_failed) = if record {
+        // Record mode: written down as judged, not carried out.
+        count(counter::ALLOWED);
+        (decision, Method::Recorded, 0)
+    } else {
+        hold::carry_out(decision, held_state::PAUSED)
+    };
     fill_open(
         entry.as_mut_ptr(),
         &j,
@@ -168,7 +175,7 @@ pub fn decide(regs: *const u8, ret: i64) {
         s,
     );
     entry.submit(submit_flags(
-        decision == Decision::Allow,
+        decision == Decision::Allow || record,
         core::mem::size_of::<OpenEvent>() as u64,
     ));
     count(counter::EVENTS);
