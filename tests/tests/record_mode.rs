@@ -103,3 +103,121 @@ rules:
     assert!(!out.status.success() || killed(&out), "{out:?}");
     assert!(!stdout(&out).contains("SECRET"), "{out:?}");
 }
+
+/// The loop the issue asks for: run a small script in record mode, turn
+/// its record into a policy, enforce that policy, and the same script runs
+/// with no denial while anything else is still refused.
+#[test]
+fn suggest_round_trip_record_then_enforce_with_zero_denials() {
+    if !can_run("suggest_round_trip") {
+        return;
+    }
+    let mut env = TestEnv::new("suggest");
+    let f = Files::new(&env);
+    for name in ["a", "b", "c"] {
+        f.write(&format!("public/{name}.txt"), name);
+    }
+    f.write("other/one.txt", "one");
+    let secret = f.write("other/secret.txt", "SECRET");
+    let api = Listener::tcp4();
+    let script = f.write(
+        "bin/work.sh",
+        &format!(
+            "set -e\ncat {pub}/a.txt {pub}/b.txt {pub}/c.txt > {work}/out.txt\n\
+             cat {one}\nls {pub} > /dev/null\n{probe} connect 127.0.0.1:{port}\n",
+            pub = f.path("public"),
+            work = f.path("work"),
+            one = f.path("other/one.txt"),
+            probe = warden_tests::probe_path(),
+            port = api.port,
+        ),
+    );
+    env.write_policy("rec.yaml", "version: 1\nmode: record\nrules: []\n");
+    env.start_daemon();
+    env.add_agent("learner", "rec.yaml");
+    let run = |agent: &str| env.cli(&["run", "--agent", agent, "--", "/usr/bin/bash", &script]);
+    let out = run("learner");
+    assert!(out.status.success(), "record run: {out:?}");
+    assert!(stdout(&out).ends_with("ok"), "{out:?}");
+    // The daemon writes allowed decisions on its poll tick: wait for the
+    // last action's entry.
+    env.wait_for_evidence("the script's connect", |e| {
+        e["agent"] == "learner" && e["action"] == "connect4"
+    });
+
+    let suggested = env.policy_dir().join("suggested.yaml");
+    env.ok(&[
+        "policy",
+        "suggest",
+        "learner",
+        "--out",
+        suggested.to_str().unwrap(),
+    ]);
+    let yaml = std::fs::read_to_string(&suggested).unwrap();
+    // Grouped, recognised, exact where it should be, each with its evidence.
+    assert!(
+        yaml.contains(&format!(
+            "prefix: \"{}/\", access: [read]",
+            f.path("public")
+        )),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(&format!(
+            "path: \"{}/out.txt\", access: [write]",
+            f.path("work")
+        )),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(&format!(
+            "path: \"{}\", access: [read]",
+            f.path("other/one.txt")
+        )),
+        "{yaml}"
+    );
+    assert!(yaml.contains("  - loader\n"), "{yaml}");
+    assert!(yaml.contains("exec: { path: \"/usr/bin/bash\" }"), "{yaml}");
+    assert!(
+        yaml.contains(&format!("ports: [{}], protocol: tcp", api.port)),
+        "{yaml}"
+    );
+    assert!(yaml.matches("# evidence: seq ").count() >= 6, "{yaml}");
+    assert!(!yaml.contains("secret"), "{yaml}");
+    let check = env.cli(&["policy", "check", suggested.to_str().unwrap()]);
+    assert!(check.status.success(), "policy check: {check:?}");
+    // --diff against the record-mode policy: everything is new.
+    let d = env.ok(&[
+        "policy",
+        "suggest",
+        "learner",
+        "--diff",
+        env.policy_dir().join("rec.yaml").to_str().unwrap(),
+    ]);
+    assert!(d.lines().all(|l| l.starts_with("+ ")), "{d}");
+
+    // Enforced: the same script runs, with no denial.
+    env.add_agent("worker", "suggested.yaml");
+    std::fs::remove_file(f.path("work/out.txt")).unwrap();
+    let out = run("worker");
+    assert!(out.status.success(), "enforced run: {out:?}");
+    assert_eq!(
+        std::fs::read_to_string(f.path("work/out.txt")).unwrap(),
+        "abc"
+    );
+    env.wait_for_evidence("the enforced connect", |e| {
+        e["agent"] == "worker" && e["action"] == "connect4"
+    });
+    let refused: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["agent"] == "worker" && e["decision"] != "allow")
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "denials under the suggested policy: {refused:?}"
+    );
+    // And it is a policy: what the script did not do is refused.
+    let out = env.probe_as("worker", &["read", &secret]);
+    assert!(killed(&out), "{out:?}");
+}

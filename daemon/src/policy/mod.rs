@@ -17,6 +17,7 @@ mod parse;
 mod pipeline;
 
 pub mod profiles;
+pub mod suggest;
 
 pub use compile::{
     compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths, Net4Entry, Net6Entry,
