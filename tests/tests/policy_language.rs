@@ -179,3 +179,61 @@ rules:
     let out = env.probe_as("ps", &["read", "/proc/version"]);
     assert!(killed(&out), "/proc/version: {out:?}");
 }
+
+/// A refusal is explained on the run's stderr, where the agent (or the
+/// model behind it) reads it: the action, the target, the rule, the policy
+/// snapshot, and the process killed.
+#[test]
+fn denials_are_explained_on_the_runs_stderr() {
+    if !can_run("explained") {
+        return;
+    }
+    let mut env = TestEnv::new("explain");
+    let f = Files::new(&env);
+    let secret = f.write("other/secret.txt", "SECRET");
+    let denied = warden_tests::Listener::tcp4();
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1
+rules:
+{LOADER}
+  - id: proc
+    file: {{ prefix: /proc/, access: [read] }}
+    decision: allow
+  - id: no-secret
+    file: {{ path: {secret}, access: [read] }}
+    decision: deny
+"
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("ex", "p.yaml");
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let snapshot = status["agents"][0]["policy_snapshot"].as_str().unwrap()[..8].to_string();
+
+    // A killed open: the line names it all.
+    let out = env.probe_as("ex", &["read", &secret]);
+    assert!(killed(&out), "{out:?}");
+    let err = stderr(&out);
+    let want =
+        format!("warden: denied open {secret} (rule no-secret, policy snapshot {snapshot}..; pid ");
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains(" killed)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A refused connect (EPERM, the process lives on): explained too.
+    let to = format!("127.0.0.1:{}", denied.port);
+    let out = env.probe_as("ex", &["connect", &to]);
+    assert_eq!(stdout(&out), "errno=1", "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "warden: denied connect4 {to}/tcp (rule default-deny, policy snapshot {snapshot}..; pid "
+        )),
+        "{err}"
+    );
+    // Allowed work says nothing.
+    let out = env.probe_as("ex", &["read", "/proc/self/status"]);
+    assert!(stdout(&out).starts_with("ok"), "{out:?}");
+    assert_eq!(stderr(&out), "", "{out:?}");
+}
