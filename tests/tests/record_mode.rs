@@ -97,6 +97,26 @@ rules:
     });
     assert_eq!(load["details"]["mode"], "record", "{load}");
 
+    // The auditor's report counts them apart from denials.
+    let bundle = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", bundle.to_str().unwrap()]);
+    let html = std::fs::read_to_string(bundle.join("report.html")).unwrap();
+    assert!(
+        html.contains("record mode: would deny or hold"),
+        "report lacks the column"
+    );
+    let row = html
+        .split("<tr>")
+        .find(|r| r.starts_with("<td>rec</td>"))
+        .unwrap_or_else(|| panic!("no row for rec"));
+    let cells: Vec<&str> = row.split("<td class=n>").skip(1).collect();
+    // allowed, denied, held, approvals, would.
+    assert!(cells[1].starts_with("0<"), "denied: {row}");
+    // The secret, the two connects, and every open the policy has no rule
+    // for (the loader's, in record mode every open is decided).
+    let would: u64 = cells[4].split('<').next().unwrap().parse().unwrap();
+    assert!(would >= 3, "would: {row}");
+
     // The kill switch is not recorded away.
     env.ok(&["kill", "rec", "--reason", "test"]);
     let out = env.probe_as("rec", &["read", &secret]);

@@ -184,7 +184,9 @@ pub fn suggest(agent: &str, entries: &[Entry]) -> Result<Suggestion, SuggestErro
         }
     }
     out.push_str("rules:\n");
+    let mut emitted = 0usize;
     let mut rule = |out: &mut String, kind: &str, body: String, seen: &Seen, hint: &str| {
+        emitted += 1;
         let id = ids.next(kind, hint);
         let _ = writeln!(
             out,
@@ -201,8 +203,9 @@ pub fn suggest(agent: &str, entries: &[Entry]) -> Result<Suggestion, SuggestErro
             path,
         );
     }
+    let mut skipped = Vec::new();
     for (paths, access) in [(&reads, "read"), (&writes, "write")] {
-        for (target, seen) in group(paths) {
+        for (target, seen) in group(paths, &mut skipped) {
             let body = match &target {
                 PathMatch::Exact(p) => format!("path: {}", yaml_str(p)),
                 PathMatch::Prefix(p) => format!("prefix: {}", yaml_str(p)),
@@ -238,7 +241,14 @@ pub fn suggest(agent: &str, entries: &[Entry]) -> Result<Suggestion, SuggestErro
             addr,
         );
     }
-    if execs.is_empty() && reads.is_empty() && writes.is_empty() && dests.is_empty() {
+    for path in &skipped {
+        let _ = writeln!(
+            out,
+            "# not suggested (no rule can name it without allowing more): {}",
+            yaml_str(path)
+        );
+    }
+    if emitted == 0 {
         // `rules:` needs a list; the includes carry everything.
         out = out.replace("rules:\n", "rules: []\n");
     }
@@ -286,9 +296,15 @@ fn allows_open(policy: &Policy, path: &str, write: bool) -> bool {
 
 /// Paths grouped by directory: a directory with at least
 /// `GROUP_THRESHOLD` distinct files becomes one prefix.
-fn group(paths: &BTreeMap<String, Seen>) -> Vec<(PathMatch, Seen)> {
+fn group(paths: &BTreeMap<String, Seen>, skipped: &mut Vec<String>) -> Vec<(PathMatch, Seen)> {
     let mut by_dir: BTreeMap<String, Vec<&String>> = BTreeMap::new();
     for path in paths.keys() {
+        // `/` itself only `prefix: /` (everything) would match, and a path
+        // too long for a rule key only a prefix: left to the reviewer.
+        if path == "/" || path.len() > super::MAX_PATH_BYTES {
+            skipped.push(path.clone());
+            continue;
+        }
         let dir = match path.rfind('/') {
             Some(0) | None => "/".to_string(),
             Some(i) => format!("{}/", &path[..i]),
@@ -495,6 +511,15 @@ mod tests {
         assert!(allows_open(p, "/srv/out/result", true));
         assert!(!allows_open(p, "/srv/out/other", true));
         assert!(allows_open(p, "/usr/lib/x86_64-linux-gnu/libm.so.6", false));
+        // `/` itself cannot be named without allowing everything.
+        let root = suggest("a", &[entry(1, "open", "/", "read", "would-deny")]).unwrap();
+        assert!(root.yaml.contains("rules: []"), "{}", root.yaml);
+        assert!(
+            root.yaml
+                .contains("# not suggested (no rule can name it without allowing more): \"/\""),
+            "{}",
+            root.yaml
+        );
         // Nothing for an agent without entries.
         assert!(matches!(
             suggest("nobody", &es),
