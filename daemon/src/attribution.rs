@@ -120,6 +120,7 @@ pub fn method_name(m: warden_common::Method) -> &'static str {
         warden_common::Method::Kill => "kill",
         warden_common::Method::LsmDeny => "lsm-deny",
         warden_common::Method::FmodRetDeny => "fmodret-deny",
+        warden_common::Method::Recorded => "record",
     }
 }
 
@@ -132,8 +133,13 @@ pub fn decision_entry(
     process: &ProcessFacts,
     users: &mut UserNames,
 ) -> NewEntry {
+    // Record mode: the action went ahead; the decision says what the
+    // policy would have done (`mode: record`, policies/README.md).
+    let record = ev.method == warden_common::Method::Recorded;
     let decision = match ev.decision {
         warden_common::Decision::Allow => "allow",
+        warden_common::Decision::Deny if record => "would-deny",
+        warden_common::Decision::Hold if record => "would-hold",
         warden_common::Decision::Deny => "deny",
         warden_common::Decision::Hold => "hold",
     };

@@ -130,6 +130,20 @@ pub enum PolicyCmd {
     },
     /// Ask the daemon to reload every agent's policy (same as SIGHUP).
     Reload,
+    /// Write a minimal policy from what AGENT did (its evidence; best from a
+    /// `mode: record` run): each rule names the entries that produced it.
+    Suggest {
+        agent: String,
+        /// Only entries from this time (RFC 3339 UTC or unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Write the policy here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print what would change against this policy file.
+        #[arg(long)]
+        diff: Option<PathBuf>,
+    },
     /// Every policy version loaded, with its hash, author and time.
     History {
         #[arg(long)]

@@ -58,6 +58,10 @@ pub struct AgentState {
     pub cgroup: String,
     pub policy_snapshot: String,
     pub revoked: bool,
+    /// The policy in force says `mode: record`: nothing is refused, every
+    /// decision is recorded as it would have been.
+    #[serde(default)]
+    pub record: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

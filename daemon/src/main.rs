@@ -129,6 +129,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Cmd::Policy(PolicyCmd::Suggest {
+            agent,
+            since,
+            out,
+            diff,
+        }) => {
+            let (suggestion, changes) =
+                commands::policy_suggest(&paths, &agent, since.as_deref(), diff.as_deref())?;
+            match &out {
+                Some(file) => {
+                    std::fs::write(file, &suggestion.yaml)
+                        .with_context(|| format!("write {}", file.display()))?;
+                    eprintln!(
+                        "wrote {} ({} rules from {} entries)",
+                        file.display(),
+                        suggestion.policy.rules.len(),
+                        suggestion.entries
+                    );
+                }
+                None if changes.is_none() => print!("{}", suggestion.yaml),
+                None => {}
+            }
+            if let Some(changes) = changes {
+                print!("{changes}");
+            }
+        }
         Cmd::Policy(PolicyCmd::Reload) => {
             commands::policy_reload(&paths)?;
             println!("policies reloaded");

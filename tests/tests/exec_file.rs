@@ -223,7 +223,15 @@ rules:
             out.stdout.is_empty(),
             "{args:?}: bytes reached the agent: {out:?}"
         );
-        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+        // Nothing from the probe: the only lines are `warden run`'s
+        // explanation of the kill.
+        assert!(
+            stderr(&out)
+                .lines()
+                .all(|l| l.starts_with("warden: denied open ")),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
     // A write the policy denies: killed, the file unchanged.
     let out = probe(&["append", &ro, "+X"]);

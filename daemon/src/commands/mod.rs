@@ -34,7 +34,7 @@ pub use approvals::{approvals, decide, status};
 pub use evidence::{evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, Verified};
-pub use policy::{policy_check, policy_history, policy_reload, resolve_policy};
+pub use policy::{policy_check, policy_history, policy_reload, policy_suggest, resolve_policy};
 pub use render::{format_entry, LOG_HEADER};
 pub use run::run;
 
@@ -52,6 +52,8 @@ pub enum CommandError {
     },
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Suggest(#[from] crate::policy::suggest::SuggestError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]

@@ -60,6 +60,32 @@ pub fn policy_reload(paths: &Paths) -> Result<()> {
     }
 }
 
+/// `warden policy suggest AGENT [--since T] [--diff CURRENT]`: a policy
+/// from the agent's decision entries, and with `current` what would change.
+pub fn policy_suggest(
+    paths: &Paths,
+    agent: &str,
+    since: Option<&str>,
+    current: Option<&Path>,
+) -> Result<(policy::suggest::Suggestion, Option<String>)> {
+    let filter = crate::evidence::Filter {
+        agent: Some(agent.to_string()),
+        kind: Some("decision".into()),
+        since_ns: since.map(crate::clock::parse_time).transpose()?,
+        ..Default::default()
+    };
+    let entries = super::open_store(paths)?.query(&filter)?;
+    let suggestion = policy::suggest::suggest(agent, &entries)?;
+    let diff = match current {
+        Some(file) => {
+            let current = policy::load_policy_file(file)?;
+            Some(policy::suggest::diff(&current, &suggestion.policy))
+        }
+        None => None,
+    };
+    Ok((suggestion, diff))
+}
+
 pub fn policy_history(
     paths: &Paths,
     agent: Option<&str>,

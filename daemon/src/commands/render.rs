@@ -373,6 +373,8 @@ pub fn status(s: &StatusReport) -> String {
     for a in &s.agents {
         let state = if a.revoked {
             "REVOKED"
+        } else if a.enforced && a.record {
+            "RECORD-ONLY"
         } else if a.enforced {
             "enforced"
         } else {

@@ -1,9 +1,10 @@
 //! `warden run`: start a command as an agent, inside its cgroup, confined.
 
 use super::{
-    admin_event::AdminEvent, open_registry, record_durably, require_root, CommandError, Result,
+    admin_event::AdminEvent, open_registry, open_store, require_root, CommandError, Result,
     DAEMON_TIMEOUT,
 };
+use crate::evidence::{Durability, Entry};
 use crate::{
     actor::Actor,
     cgroup,
@@ -77,7 +78,14 @@ pub fn run(
         confinement: confinement.describe(),
     }
     .entry(&Actor::current());
-    record_durably(paths, entry)?;
+    let head = {
+        let mut store = open_store(paths)?;
+        store.append(&[entry], Durability::Fsync)?;
+        store.head()?.map_or(0, |(seq, _)| seq)
+    };
+    // Forked before this process joins the agent: the explainer stays
+    // outside the agent's cgroup and confinement.
+    explain_refusals(paths, agent_name, head)?;
     cgroup::move_process(&agent.cgroup, 0)?;
 
     let mut command = std::process::Command::new(&cmd[0]);
@@ -191,4 +199,77 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
             }
         }
     }
+}
+
+/// How often the explainer looks for new refusals, and how long it keeps
+/// looking after the command has ended (the kernel's record of a kill
+/// reaches the log a moment after the process is gone).
+const EXPLAIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Denials explained where the agent sees them: forks a process that
+/// prints one line on this run's stderr for every action of the agent
+/// refused, killed or held from now on, until the command (this process,
+/// after its exec) has ended. It reads the evidence log, so what it says
+/// is what was recorded. Every process of the agent is reported, not only
+/// this run's (the log knows the agent, not the run).
+fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -> Result<()> {
+    use nix::unistd::{fork, getppid, ForkResult};
+    let parent = nix::unistd::getpid();
+    // SAFETY: `warden run` is single-threaded (its control call is a
+    // blocking socket), so the child may allocate and open files.
+    match unsafe { fork() }.map_err(|source| CommandError::Sys {
+        op: "fork the denial explainer".into(),
+        source,
+    })? {
+        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Child => {
+            let mut after = after_seq;
+            let mut ended: Option<std::time::Instant> = None;
+            let store = open_store(paths).ok();
+            loop {
+                if let Some(store) = &store {
+                    if let Ok(entries) = store.refusals_after(agent, after, 1000) {
+                        for e in &entries {
+                            eprintln!("{}", explain(e));
+                            after = e.seq;
+                        }
+                    }
+                }
+                if getppid() != parent {
+                    let since = *ended.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > EXPLAIN_GRACE {
+                        std::process::exit(0);
+                    }
+                }
+                std::thread::sleep(EXPLAIN_POLL);
+            }
+        }
+    }
+}
+
+/// `warden: denied open /etc/shadow (rule default-deny, policy snapshot
+/// 3f2a1b2c..; pid 1234 cat killed)`.
+pub fn explain(e: &Entry) -> String {
+    let verb = match e.decision.as_str() {
+        "deny" => "denied",
+        "hold" => "held for approval (`warden approvals`)",
+        "rejected" => "rejected",
+        "expired" => "expired without approval",
+        other => other,
+    };
+    let snapshot: String = e.policy_snapshot.chars().take(8).collect();
+    let comm = e
+        .details
+        .get("comm")
+        .and_then(|c| c.as_str())
+        .unwrap_or(&e.exe);
+    let how = match e.method.as_str() {
+        "kill" => format!("; pid {} {comm} killed", e.pid),
+        _ => format!("; pid {} {comm}", e.pid),
+    };
+    format!(
+        "warden: {verb} {} {} (rule {}, policy snapshot {snapshot}..{how})",
+        e.action, e.target, e.rule_id
+    )
 }

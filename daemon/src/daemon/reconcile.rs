@@ -84,6 +84,8 @@ pub(super) struct Enforced {
     /// The policy in force holds execs on the fallback (the page-fault
     /// guard runs).
     pub(super) needs_fault_guard: bool,
+    /// The policy in force says `mode: record`.
+    pub(super) record: bool,
 }
 
 impl Enforcer {
@@ -228,6 +230,7 @@ impl Enforcer {
                         paths: &none,
                         revoked,
                         fail_open: false,
+                        record: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
@@ -240,6 +243,7 @@ impl Enforcer {
                             needs_file: none.file_governed,
                             needs_hold: false,
                             needs_fault_guard: false,
+                            record: false,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -259,6 +263,20 @@ impl Enforcer {
             ..
         } = &compiled;
         let snapshot = snapshot.clone();
+        // Record mode governs every exec and open the kernel can see (the
+        // rules decide what is `would-deny`), so that the record is whole
+        // even for a policy without exec or file rules.
+        let recorded_paths;
+        let paths = if parsed.mode == policy::Mode::Record {
+            recorded_paths = CompiledPaths {
+                exec_governed: self.kernel.exec_unavailable().is_none(),
+                file_governed: self.kernel.file_unavailable().is_none(),
+                ..(*paths).clone()
+            };
+            &recorded_paths
+        } else {
+            paths
+        };
         if let Some(old) = self.enforced.get_mut(&agent.name) {
             if old.snapshot == snapshot {
                 if old.revoked != revoked {
@@ -312,6 +330,7 @@ impl Enforcer {
             paths,
             revoked,
             fail_open,
+            record: parsed.mode == policy::Mode::Record,
         };
         self.install(agent, cgroup_id, &rules)?;
         self.enforced.insert(
@@ -324,10 +343,16 @@ impl Enforcer {
                 needs_file: paths.file_governed,
                 needs_hold,
                 needs_fault_guard,
+                record: parsed.mode == policy::Mode::Record,
             },
         );
         let mut details = serde_json::Map::new();
         details.insert("policy_version".into(), json!(version));
+        if parsed.mode == policy::Mode::Record {
+            // Everything the agent does goes ahead while this policy is in
+            // force; its decisions are `would-deny`/`would-hold`.
+            details.insert("mode".into(), json!("record"));
+        }
         details.insert("previous_snapshot".into(), json!(previous));
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {

@@ -19,6 +19,7 @@ impl Enforcer {
             cgroup: agent.cgroup.display().to_string(),
             policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
             revoked: agent.status == AgentStatus::Revoked,
+            record: enforced.is_some_and(|e| e.record),
         })
     }
 
@@ -32,6 +33,7 @@ impl Enforcer {
                 cgroup: e.cgroup.display().to_string(),
                 policy_snapshot: e.snapshot.clone(),
                 revoked: e.revoked,
+                record: e.record,
             })
             .collect();
         agents.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -48,6 +48,8 @@ struct Counts {
     deny: u64,
     hold: u64,
     approvals: u64,
+    /// Record mode: went ahead, would have been denied or held.
+    would: u64,
     last_ns: i64,
 }
 
@@ -62,7 +64,8 @@ fn chart(c: &Contents, decisions: &[&Entry]) -> String {
     for e in decisions {
         let i = (((e.ts_ns - start) as f64 / width) as usize).min(BUCKETS - 1);
         match (e.kind.as_str(), e.decision.as_str()) {
-            (_, "allow") => buckets[i][0] += 1,
+            // Record mode's would-deny/would-hold went ahead.
+            (_, "allow" | "would-deny" | "would-hold") => buckets[i][0] += 1,
             ("hold", _) | (_, "hold") => buckets[i][2] += 1,
             _ => buckets[i][1] += 1,
         }
@@ -123,6 +126,7 @@ pub fn render(c: &Contents) -> String {
         match (e.kind.as_str(), e.decision.as_str()) {
             ("decision", "allow") => counts.allow += 1,
             ("decision", "hold") | ("hold", _) => counts.hold += 1,
+            ("decision", "would-deny" | "would-hold") => counts.would += 1,
             ("decision", _) => counts.deny += 1,
             ("approval", _) => counts.approvals += 1,
             _ => {}
@@ -162,13 +166,13 @@ pub fn render(c: &Contents) -> String {
     }
     h.push_str("<p class=meta>Re-check independently with <code>warden evidence verify DIR</code> (no daemon or database needed); compare the key id with the one the host's <code>warden status</code> prints.</p>");
 
-    h.push_str("<h2>Agents</h2><table><tr><th>agent</th><th>owner</th><th>status</th><th>cgroup</th><th class=n>allowed</th><th class=n>denied</th><th class=n>held</th><th class=n>approval decisions</th><th>last activity</th></tr>");
+    h.push_str("<h2>Agents</h2><table><tr><th>agent</th><th>owner</th><th>status</th><th>cgroup</th><th class=n>allowed</th><th class=n>denied</th><th class=n>held</th><th class=n>approval decisions</th><th class=n>record mode: would deny or hold</th><th>last activity</th></tr>");
     for a in &c.agents {
         let n = per_agent.get(a.name.as_str());
         let get = |f: fn(&Counts) -> u64| n.map_or(0, f);
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{:?}</td><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:?}</td><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr>",
             esc(&a.name),
             esc(&a.owner),
             a.status,
@@ -177,6 +181,7 @@ pub fn render(c: &Contents) -> String {
             get(|c| c.deny),
             get(|c| c.hold),
             get(|c| c.approvals),
+            get(|c| c.would),
             n.map(|c| esc(&format_ns(c.last_ns))).unwrap_or_default()
         );
     }

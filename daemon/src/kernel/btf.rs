@@ -336,6 +336,7 @@ impl Btf {
             valid: 1,
             file_f_flags: self.offset("file", "f_flags", 4)?,
             task_start_time: self.offset("task_struct", "start_time", 8)?,
+            sb_s_magic: self.offset("super_block", "s_magic", 8)?,
         };
         check_dentry_span(&offsets)?;
         Ok(offsets)

@@ -29,6 +29,8 @@ pub struct AgentRules<'a> {
     pub revoked: bool,
     /// `on_evidence_loss: allow`.
     pub fail_open: bool,
+    /// `mode: record`.
+    pub record: bool,
 }
 
 /// Rule keys carry the agent slot they belong to.
@@ -91,6 +93,7 @@ impl Kernel {
             paths,
             revoked,
             fail_open,
+            record,
         } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -112,6 +115,9 @@ impl Kernel {
         }
         if fail_open {
             flags |= agent_flags::FAIL_OPEN;
+        }
+        if record {
+            flags |= agent_flags::RECORD;
         }
         let info = AgentInfo {
             agent_id,

@@ -234,10 +234,20 @@ fn covers(rule: &PathMatch, entry: &PathMatch) -> bool {
     match (rule, entry) {
         (PathMatch::Exact(r), PathMatch::Exact(e)) => r == e,
         (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
-        (PathMatch::Prefix(r), PathMatch::Exact(e) | PathMatch::Prefix(e)) => {
-            e.starts_with(r.as_str())
+        // A file prefix also matches its directory itself (`/tmp/work/`
+        // covers `/tmp/work`, see `prefix_dir`).
+        (PathMatch::Prefix(r), PathMatch::Exact(e)) => {
+            e.starts_with(r.as_str()) || prefix_dir(r) == Some(e.as_str())
         }
+        (PathMatch::Prefix(r), PathMatch::Prefix(e)) => e.starts_with(r.as_str()),
     }
+}
+
+/// The directory a file `prefix:` rule names, as an exact path: opening
+/// `/tmp/work` itself (to list it) is matched by `prefix: /tmp/work/`. None
+/// for `/`, whose entry already matches the root (`/` + NUL starts with `/`).
+fn prefix_dir(prefix: &str) -> Option<&str> {
+    prefix.strip_suffix('/').filter(|d| !d.is_empty())
 }
 
 /// How specific a match is: an exact path beats any prefix, a longer prefix
@@ -321,23 +331,40 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
         })
         .collect();
     out.file_governed = !files.is_empty();
-    let mut seen = HashSet::new();
-    let distinct: Vec<&FileSel<'_>> = files.iter().filter(|f| seen.insert(f.target)).collect();
+    let mut seen: HashSet<PathMatch> = HashSet::new();
+    // Each distinct path or prefix, then the directory of each prefix as an
+    // exact entry of its own (unless a rule names it), so that the
+    // directory is decided by the rules covering it.
+    let mut distinct: Vec<(usize, PathMatch)> = files
+        .iter()
+        .filter(|f| seen.insert(f.target.clone()))
+        .map(|f| (f.index, f.target.clone()))
+        .collect();
+    for f in &files {
+        if let PathMatch::Prefix(p) = f.target {
+            if let Some(dir) = prefix_dir(p) {
+                let dir = PathMatch::Exact(dir.to_owned());
+                if seen.insert(dir.clone()) {
+                    distinct.push((f.index, dir));
+                }
+            }
+        }
+    }
     // Before the values: each costs a pass over every file rule.
-    check_share(policy, "file", &distinct, |f| f.index, max)?;
-    for f in distinct {
+    check_share(policy, "file", &distinct, |f| f.0, max)?;
+    for (_, target) in &distinct {
         // The most specific covering rule listing the access; `max_by_key`
         // keeps the last maximum, so iterate in reverse for the first.
         let best = |wants: fn(&FileSel<'_>) -> bool| -> PathRule {
             files
                 .iter()
                 .rev()
-                .filter(|r| wants(r) && covers(r.target, f.target))
+                .filter(|r| wants(r) && covers(r.target, target))
                 .max_by_key(|r| specificity(r.target))
                 .map_or(PathRule::DEFAULT, |r| path_rule(r.index, r.decision))
         };
         out.file.push(PathEntry {
-            bytes: key_bytes(f.target),
+            bytes: key_bytes(target),
             value: FileRule {
                 read: best(|r| r.read),
                 write: best(|r| r.write),
@@ -815,6 +842,49 @@ rules:
         assert_eq!(open(&p, "/etc/passwd"), ((DENY, 4), (ALLOW, 5)));
         assert_eq!(open(&p, "/srvx"), (DEF, DEF));
         assert_eq!(open(&p, "/tmp/x"), (DEF, DEF));
+    }
+
+    #[test]
+    fn a_file_prefix_matches_its_directory_itself() {
+        let p = compile(
+            "version: 1
+rules:
+  - id: work
+    file: { prefix: /tmp/work/, access: [read] }
+    decision: allow
+  - id: tmp-write
+    file: { prefix: /tmp/, access: [write] }
+    decision: allow
+  - id: secret-dir
+    file: { path: /tmp/work/secret, access: [read] }
+    decision: deny
+  - id: secret-inside
+    file: { prefix: /tmp/work/secret/, access: [read] }
+    decision: allow
+  - id: root
+    file: { prefix: /, access: [read] }
+    decision: deny
+",
+        );
+        // The directory of a prefix, opened to list it, is the prefix's.
+        assert_eq!(open(&p, "/tmp/work"), ((ALLOW, 0), (ALLOW, 1)));
+        assert_eq!(open(&p, "/tmp"), ((DENY, 4), (ALLOW, 1)));
+        // An exact rule for the directory beats the prefix's implied one.
+        assert_eq!(open(&p, "/tmp/work/secret"), ((DENY, 2), (ALLOW, 1)));
+        assert_eq!(open(&p, "/tmp/work/secret/a"), ((ALLOW, 3), (ALLOW, 1)));
+        // Still byte-wise: /tmp/workx is not /tmp/work.
+        assert_eq!(open(&p, "/tmp/workx"), ((DENY, 4), (ALLOW, 1)));
+        assert_eq!(open(&p, "/"), ((DENY, 4), DEF));
+        // Exec rules name files: a directory is never executed.
+        let e = compile(
+            "version: 1
+rules:
+  - id: bin
+    exec: { prefix: /usr/bin/ }
+    decision: allow
+",
+        );
+        assert_eq!(exec(&e, "/usr/bin"), DEF);
     }
 
     #[test]

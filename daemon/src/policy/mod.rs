@@ -16,13 +16,16 @@ mod model;
 mod parse;
 mod pipeline;
 
+pub mod profiles;
+pub mod suggest;
+
 pub use compile::{
     compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths, Net4Entry, Net6Entry,
     PathEntry,
 };
 pub use model::{
-    policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Needs, PathMatch, Policy,
-    Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
+    policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Mode, Needs, PathMatch,
+    Policy, Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,

@@ -31,6 +31,10 @@ pub struct Policy {
     #[serde(rename = "hold_timeout_secs", serialize_with = "serialize_secs")]
     pub hold_timeout: Duration,
     pub on_evidence_loss: EvidenceLoss,
+    /// `enforce` (default) or `record`. Left out of the canonical JSON when
+    /// `enforce`, so the snapshots of policies written before it stay.
+    #[serde(skip_serializing_if = "Mode::is_enforce")]
+    pub mode: Mode,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -73,6 +77,25 @@ pub enum EvidenceLoss {
     Deny,
     /// Let the action go ahead unrecorded.
     Allow,
+}
+
+/// Whether the kernel carries the policy's decisions out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`enforce` or `record`")]
+pub enum Mode {
+    /// Deny, hold and allow as the rules say.
+    #[default]
+    Enforce,
+    /// Allow everything; record each decision as the rules would have made
+    /// it (`would-deny`, `would-hold`). For writing a policy from what an
+    /// agent does (`warden policy suggest`).
+    Record,
+}
+
+impl Mode {
+    pub fn is_enforce(&self) -> bool {
+        *self == Mode::Enforce
+    }
 }
 
 /// One rule of a policy.

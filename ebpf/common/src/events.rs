@@ -56,6 +56,10 @@ pub enum Method {
     /// the action (hosts with BPF trampolines but without BPF LSM active):
     /// as `LsmDeny`, the syscall failed with EPERM before it took effect.
     FmodRetDeny = 8,
+    /// Record mode (`agent_flags::RECORD`): the policy's decision (deny or
+    /// hold, in the event's `decision`) was recorded, not carried out; the
+    /// action went ahead.
+    Recorded = 9,
 }
 
 impl Method {
@@ -69,6 +73,7 @@ impl Method {
             6 => Some(Self::Kill),
             7 => Some(Self::LsmDeny),
             8 => Some(Self::FmodRetDeny),
+            9 => Some(Self::Recorded),
             _ => None,
         }
     }

@@ -22,6 +22,10 @@ pub mod agent_flags {
     /// full, an action the policy allows goes ahead unrecorded (counted in
     /// `AgentCounters::allowed_unrecorded`) instead of being refused.
     pub const FAIL_OPEN: u32 = 1 << 3;
+    /// The policy says `mode: record`: every action goes ahead; a decision
+    /// the policy would have denied or held is recorded as such (method
+    /// `Recorded`) and not carried out. A revoked agent is still refused.
+    pub const RECORD: u32 = 1 << 4;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

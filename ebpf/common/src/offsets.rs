@@ -47,5 +47,8 @@ pub struct KernelOffsets {
     pub file_f_flags: u32,
     /// `task_struct.start_time` (the fallback holds' guard, `Held`).
     pub task_start_time: u32,
+    /// `super_block.s_magic` (8 bytes): opens of pipes, sockets and
+    /// anonymous inodes are not decided as files.
+    pub sb_s_magic: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 25 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 26 * 4);

@@ -136,6 +136,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
 
     // No action without a record: reserve the event before allowing. If the
     // ring buffer is full the action is refused and the drop is counted.
+    let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         // An allowed action goes ahead with its record parked for the
@@ -169,7 +170,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::ALLOWED);
             return ALLOW;
         }
-        if unrecorded(&agent, kind, decision == Decision::Allow) {
+        if unrecorded(&agent, kind, decision == Decision::Allow || record) {
             count(counter::ALLOWED);
             return ALLOW;
         }
@@ -179,6 +180,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let (decision, method) = match decision {
+        _ if record => (decision, Method::Recorded),
         Decision::Allow => (Decision::Allow, Method::Allow),
         Decision::Deny => (Decision::Deny, Method::CgroupDeny),
         Decision::Hold => hold(cgroup_id, tid, &dest),
@@ -203,7 +205,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // their outcomes and denials do, so that approval records and the held
     // action's final status appear at once.
     let size = core::mem::size_of::<NetEvent>() as u64;
-    let flags = if matches!(method, Method::Allow) {
+    let flags = if matches!(method, Method::Allow | Method::Recorded) {
         let waiting = waiting();
         // Congested (the same compare `submit_flags` makes): an agent over
         // its share of records is refused here, its record discarded, and
@@ -222,7 +224,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     count(counter::EVENTS);
 
     match method {
-        Method::Allow | Method::Approved => {
+        Method::Allow | Method::Approved | Method::Recorded => {
             count(counter::ALLOWED);
             ALLOW
         }

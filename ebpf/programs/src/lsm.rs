@@ -68,11 +68,12 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision) {
+    let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
+    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision, record) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, deny, || {
+    let (decision, method, ret) = carry_out(j.decision, deny, record, || {
         let c = &j.carry;
         HoldKey::exec(c.cgroup_id, current_tid(), c.dev, c.ino)
     });
@@ -89,11 +90,12 @@ fn reserve<T>(
     agent: &AgentInfo,
     kind: EventKind,
     judged: Decision,
+    record: bool,
 ) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     match EVENTS.reserve::<T>(0) {
         Some(entry) => Ok(entry),
-        None if unrecorded(agent, kind, judged == Decision::Allow) => {
+        None if unrecorded(agent, kind, judged == Decision::Allow || record) => {
             count(counter::ALLOWED);
             Err(ALLOW)
         }
@@ -111,8 +113,13 @@ fn reserve<T>(
 fn carry_out(
     judged: Decision,
     deny: Method,
+    record: bool,
     key: impl FnOnce() -> HoldKey,
 ) -> (Decision, Method, i32) {
+    if record {
+        // Record mode: written down as judged, not carried out.
+        return (judged, Method::Recorded, ALLOW);
+    }
     match judged {
         Decision::Allow => (Decision::Allow, Method::Allow, ALLOW),
         Decision::Hold => hold(&key(), deny),
@@ -138,7 +145,7 @@ fn current_tid() -> u32 {
 #[inline(always)]
 fn count_outcome(method: Method) -> bool {
     count(counter::EVENTS);
-    let allowed = matches!(method, Method::Allow | Method::Approved);
+    let allowed = matches!(method, Method::Allow | Method::Approved | Method::Recorded);
     count(match method {
         _ if allowed => counter::ALLOWED,
         Method::Held => counter::HELD,
@@ -222,6 +229,10 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
         // Neither reads nor writes (as stat()).
         return ALLOW;
     }
+    if agent.flags & agent_flags::REVOKED == 0 && path::not_a_file(file) {
+        // A pipe or socket reopened through /dev/fd/N: not a file.
+        return ALLOW;
+    }
     let Some(s) = path::scratch() else {
         count(counter::DENIED);
         return DENY;
@@ -232,11 +243,12 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
         syscalls::LSM_HOOK
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, hook, 0);
-    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision) {
+    let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
+    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision, record) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
-    let (decision, method, ret) = carry_out(j.decision, deny, || {
+    let (decision, method, ret) = carry_out(j.decision, deny, record, || {
         let c = &j.carry;
         HoldKey::file(c.cgroup_id, current_tid(), c.dev, c.ino, c.access)
     });

@@ -51,6 +51,7 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     valid: 0,
     file_f_flags: 0,
     task_start_time: 0,
+    sb_s_magic: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
@@ -312,6 +313,7 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
         s.path[0] = b'/';
         len = 1;
     }
+    let len = proc_self(s, len);
     // Exact rules end with the NUL; directory rules end with '/'. Bytes
     // after the NUL are never compared, so they need no clearing.
     s.path[len] = 0;
@@ -323,6 +325,72 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
         len: len as u32,
         flags,
     }
+}
+
+/// `/proc/self`: 10 bytes.
+const PROC_SELF: &[u8; 10] = b"/proc/self";
+/// Digits of a pid (pid_max is at most 2^22).
+const PID_DIGITS: usize = 10;
+
+/// Rewrites `/proc/<pid>` to `/proc/self` when `<pid>` is the acting
+/// process (its thread group id), so that a rule for `/proc/self/maps`
+/// matches the process's own `/proc/PID/maps` and no other process's.
+/// Returns the new length (the tail past 255 bytes is cut and flagged).
+/// The pid is the one of the initial pid namespace: an agent with a pid
+/// namespace and its own /proc is not rewritten (see policies/README.md).
+#[inline(always)]
+fn proc_self(s: &mut Scratch, len: usize) -> usize {
+    const MASK: usize = EVENT_PATH_BYTES - 1;
+    if len < 7 || s.path[..6] != PROC_SELF[..6] {
+        return len;
+    }
+    // SAFETY: a helper without arguments.
+    let tgid = unsafe { generated::bpf_get_current_pid_tgid() } >> 32;
+    let mut pid: u64 = 0;
+    let mut end = 6;
+    for k in 0..PID_DIGITS {
+        let c = s.path[6 + k];
+        if !c.is_ascii_digit() {
+            break;
+        }
+        pid = pid * 10 + u64::from(c - b'0');
+        end = 7 + k;
+    }
+    // Digits up to the end or a '/', and the number is ours (a leading 0
+    // is never a pid, so `/proc/01` stays as it is).
+    if end == 6 || pid != tgid || s.path[6] == b'0' || (end < len && s.path[end] != b'/') {
+        return len;
+    }
+    if end > len {
+        return len;
+    }
+    let tail = (len - end) & MASK;
+    let room = MASK - PROC_SELF.len();
+    let n = if tail < room { tail } else { room };
+    // The tail goes to the upper half and back: the helper's copy must not
+    // overlap itself.
+    // SAFETY: both regions are inside s.path (2 * 256 bytes): end <= 16 and
+    // n <= 245; the upper half starts at 256.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            s.path.as_mut_ptr().add(EVENT_PATH_BYTES).cast(),
+            (n & MASK) as u32,
+            s.path.as_ptr().add(end & 31).cast(),
+        );
+    }
+    s.path[6..10].copy_from_slice(&PROC_SELF[6..]);
+    // SAFETY: as above.
+    unsafe {
+        generated::bpf_probe_read_kernel(
+            s.path.as_mut_ptr().add(PROC_SELF.len()).cast(),
+            (n & MASK) as u32,
+            s.path.as_ptr().add(EVENT_PATH_BYTES).cast(),
+        );
+    }
+    if n < tail {
+        set!(s.flags, get!(s.flags) | path_flags::TRUNCATED);
+    }
+    PROC_SELF.len() + n
 }
 
 const DENTRY_SPAN_WORDS: usize = DENTRY_SPAN_BYTES as usize / 8;
@@ -407,6 +475,24 @@ pub fn file_facts(file: u64) -> FileFacts {
         vfsmount,
         flags: if missing { path_flags::READ_ERROR } else { 0 },
     }
+}
+
+/// Whether an opened `struct file` is not a file the file rules decide:
+/// an anonymous pipe or a socket (reached by reopening `/dev/fd/N` or
+/// `/proc/PID/fd/N`, like cargo's jobserver pipe, whose path resolves to
+/// `/`), or an anonymous inode: told by the file system it lives on
+/// (pipefs, sockfs, anon_inodefs), which nothing can mount. A named FIFO on
+/// disk, a memfd (tmpfs), device nodes and every other file are decided.
+#[inline(always)]
+pub fn not_a_file(file: u64) -> bool {
+    // include/uapi/linux/magic.h
+    const PIPEFS_MAGIC: u64 = 0x5049_5045;
+    const SOCKFS_MAGIC: u64 = 0x534F_434B;
+    const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
+    let inode: u64 = read(file, off!(file_f_inode));
+    let sb: u64 = read(inode, off!(inode_i_sb));
+    let magic: u64 = read(sb, off!(sb_s_magic));
+    magic == PIPEFS_MAGIC || magic == SOCKFS_MAGIC || magic == ANON_INODE_FS_MAGIC
 }
 
 /// Flags that make a path unusable for a decision: refused (fail closed).

@@ -17,6 +17,8 @@
 //!   warden-probe read PATH                open O_RDONLY, print the content
 //!   warden-probe append PATH TEXT         open O_WRONLY|O_APPEND, write TEXT
 //!   warden-probe openat2 PATH             openat2(2), print the content
+//!   warden-probe reopen-pipe DIR          write PIPE into a new pipe, read it
+//!                                         back through DIR/N (/dev/fd/N)
 //!   warden-probe open32 PATH              ia32 open (int 0x80) from 64-bit code
 //!   warden-probe race-open OK SECRET N    a sibling thread flips the path
 //!                                         buffer between OK and SECRET (same
@@ -158,6 +160,7 @@ fn run(args: &[String]) -> ExitCode {
         }
         Some("read") => report_read(open_read(&arg(args, 1), libc::O_RDONLY)),
         Some("append") => report(append(&arg(args, 1), &arg(args, 2))),
+        Some("reopen-pipe") => report_read(reopen_pipe(&arg(args, 1))),
         Some("openat2") => report_read(openat2_read(&arg(args, 1))),
         Some("open32") => report_read(open32_read(&arg(args, 1))),
         Some("race-open") => {
@@ -226,6 +229,22 @@ fn read_fd(fd: libc::c_int) -> io::Result<Vec<u8>> {
     }
     buf.truncate(n as usize);
     Ok(buf)
+}
+
+/// Writes `PIPE` into a new pipe and reads it back by reopening the read
+/// end as `DIR/N` (`/dev/fd` or `/proc/self/fd`), as rustc does with
+/// cargo's jobserver pipe.
+fn reopen_pipe(dir: &str) -> io::Result<Vec<u8>> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds has room for the two descriptors.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fds[1] is our pipe's write end; the buffer is 4 bytes.
+    if unsafe { libc::write(fds[1], b"PIPE".as_ptr().cast(), 4) } != 4 {
+        return Err(io::Error::last_os_error());
+    }
+    open_read(&format!("{dir}/{}", fds[0]), libc::O_RDONLY)
 }
 
 fn open_read(path: &str, flags: libc::c_int) -> io::Result<Vec<u8>> {

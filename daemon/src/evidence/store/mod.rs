@@ -236,6 +236,24 @@ impl EvidenceStore {
         self.collect(&sql, params![from_seq, to_seq], "read evidence range")
     }
 
+    /// The decision entries of `agent` after `after_seq` that refused or
+    /// held an action (what `warden run` explains on its stderr), oldest
+    /// first, at most `limit`. Walks the seq index from `after_seq`, so
+    /// its cost is the entries since then, not the log's size.
+    pub fn refusals_after(
+        &self,
+        agent: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM evidence WHERE seq > ?1 AND agent = ?2 AND kind = 'decision' \
+               AND decision IN ('deny', 'hold', 'rejected', 'expired') ORDER BY seq LIMIT ?3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.collect(&sql, params![after_seq, agent, limit], "read refusals")
+    }
+
     /// Matching entries, oldest first; with a limit, the newest `limit`.
     pub fn query(&self, filter: &Filter) -> Result<Vec<Entry>, StoreError> {
         let sql = format!(

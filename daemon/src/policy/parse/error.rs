@@ -57,6 +57,15 @@ pub(in crate::policy) fn fmt_rule(rule: &Option<RuleRef>) -> String {
 /// What is wrong with a policy.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyErrorKind {
+    #[error(
+        "unknown profile '{name}'; the shipped profiles are {}",
+        crate::policy::profiles::names().collect::<Vec<_>>().join(", ")
+    )]
+    UnknownProfile { name: String },
+    #[error("profile '{name}' is included twice")]
+    DuplicateInclude { name: String },
+    #[error("a profile may only have `version`, `description` and `rules`; {file} has more")]
+    ProfileSettings { file: &'static str },
     #[error("cannot read the policy file: {0}")]
     Io(std::io::Error),
     #[error("the policy file is not valid UTF-8")]

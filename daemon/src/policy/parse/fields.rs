@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::model::{
-    normalise_ports, Decision, EvidenceLoss, PathMatch, Protocol, Rule, Selector,
+    normalise_ports, Decision, EvidenceLoss, Mode, PathMatch, Protocol, Rule, Selector,
 };
 
 use super::values::*;
@@ -25,6 +25,10 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) approvers: RawApprovers,
     pub(in crate::policy) hold_timeout: Option<HoldTimeout>,
     pub(in crate::policy) on_evidence_loss: Option<EvidenceLoss>,
+    pub(in crate::policy) mode: Option<Mode>,
+    /// Shipped profiles whose rules follow the policy's own.
+    #[serde(default)]
+    pub(in crate::policy) include: Vec<String>,
     pub(in crate::policy) rules: RuleList,
 }
 

@@ -25,7 +25,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::model::{Approvers, Policy, Source};
+use crate::policy::model::{Approvers, EvidenceLoss, Mode, Policy, Rule, Source};
+use crate::policy::profiles;
 
 pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef};
 pub(super) use self::position::Step;
@@ -106,7 +107,10 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
     };
     check_unique_ids(&raw.rules.0, &source)?;
 
-    let rules = raw.rules.0.into_iter().map(|r| r.0).collect();
+    let mut rules: Vec<Rule> = raw.rules.0.into_iter().map(|r| r.0).collect();
+    let own = rules.len();
+    rules.extend(resolve_includes(&raw.include, &source)?);
+    check_unique_included_ids(&rules, own, &source)?;
     let mut approvers = Approvers {
         users: raw.approvers.users.into_iter().map(|p| p.0).collect(),
         groups: raw.approvers.groups.into_iter().map(|p| p.0).collect(),
@@ -121,9 +125,71 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         approvers,
         hold_timeout: raw.hold_timeout.map_or(DEFAULT_HOLD_TIMEOUT, |h| h.0),
         on_evidence_loss: raw.on_evidence_loss.unwrap_or_default(),
+        mode: raw.mode.unwrap_or_default(),
         rules,
         source,
     })
+}
+
+/// The rules of the profiles `include` names, in order, each id prefixed
+/// with its profile's name (`loader.ld-cache`). A profile is parsed as a
+/// policy of its own, so its errors name its file and line.
+fn resolve_includes(include: &[String], source: &Source) -> Result<Vec<Rule>, PolicyError> {
+    let mut out = Vec::new();
+    for (i, name) in include.iter().enumerate() {
+        let at = || locate(&source.text, &[Step::Key("include"), Step::Index(i)]);
+        if include[..i].contains(name) {
+            let kind = PolicyErrorKind::DuplicateInclude { name: name.clone() };
+            return Err(PolicyError::new(&source.name, at(), None, kind));
+        }
+        let Some((file, text)) = profiles::profile(name) else {
+            let kind = PolicyErrorKind::UnknownProfile { name: name.clone() };
+            return Err(PolicyError::new(&source.name, at(), None, kind));
+        };
+        let profile = parse_policy(file, text)?;
+        if !profile.approvers.users.is_empty()
+            || !profile.approvers.groups.is_empty()
+            || profile.mode != Mode::Enforce
+            || profile.on_evidence_loss != EvidenceLoss::Deny
+            || profile.hold_timeout != DEFAULT_HOLD_TIMEOUT
+            || text.lines().any(|l| l.starts_with("include:"))
+        {
+            let kind = PolicyErrorKind::ProfileSettings { file };
+            return Err(PolicyError::new(&source.name, at(), None, kind));
+        }
+        out.extend(profile.rules.into_iter().map(|mut r| {
+            r.id = format!("{name}.{}", r.id);
+            r
+        }));
+    }
+    Ok(out)
+}
+
+/// An own rule may not take the id of an included one.
+fn check_unique_included_ids(
+    rules: &[Rule],
+    own: usize,
+    source: &Source,
+) -> Result<(), PolicyError> {
+    for (index, rule) in rules[..own].iter().enumerate() {
+        if let Some(j) = rules[own..].iter().position(|r| r.id == rule.id) {
+            let location = locate(
+                &source.text,
+                &[Step::Key("rules"), Step::Index(index), Step::Key("id")],
+            );
+            return Err(PolicyError::new(
+                &source.name,
+                location,
+                Some(RuleRef::Id(rule.id.clone())),
+                PolicyErrorKind::DuplicateRuleId {
+                    id: rule.id.clone(),
+                    first_index: own + j,
+                    first_line: None,
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_unique_ids(rules: &[RawRule], source: &Source) -> Result<(), PolicyError> {

@@ -2,7 +2,9 @@
 //! the parser can report, each with its expected message).
 
 use super::*;
-use crate::policy::model::{Approvers, Decision, EvidenceLoss, PathMatch, Protocol, Selector};
+use crate::policy::model::{
+    Approvers, Decision, EvidenceLoss, Mode, PathMatch, Protocol, Selector,
+};
 use sha2::{Digest, Sha256};
 
 const FILE: &str = "policies/payments.yaml";
@@ -56,7 +58,8 @@ fn unknown_field_in_rule_and_at_top() {
     assert_eq!(
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
-             `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `rules`"
+             `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
+             `rules`"
     );
     assert_eq!(
         err(&one_rule(
@@ -655,4 +658,60 @@ fn snapshot_is_sha256_of_domain_and_canonical_json() {
     h.update(b"warden/policy/v1\0");
     h.update(json.as_bytes());
     assert_eq!(p.snapshot(), hex::encode(h.finalize()));
+}
+
+#[test]
+fn record_mode_is_a_setting_in_the_snapshot_only_when_set() {
+    let p = parse_policy(FILE, "version: 1\nrules: []\n").unwrap();
+    assert_eq!(p.mode, Mode::Enforce);
+    // Enforce is left out of the canonical form: older snapshots stay.
+    assert!(!p.canonical_json().contains("mode"));
+    assert_eq!(
+        snapshot("version: 1\nrules: []\n"),
+        snapshot("version: 1\nmode: enforce\nrules: []\n")
+    );
+    let r = parse_policy(FILE, "version: 1\nmode: record\nrules: []\n").unwrap();
+    assert_eq!(r.mode, Mode::Record);
+    assert!(r.canonical_json().contains(r#""mode":"record""#));
+    assert_ne!(r.snapshot(), p.snapshot());
+    assert_eq!(
+        err("version: 1\nmode: shadow\nrules: []\n"),
+        "policies/payments.yaml:2:7: unknown variant `shadow`, expected `enforce` or `record`"
+    );
+}
+
+#[test]
+fn included_profiles_follow_the_own_rules_and_are_in_the_snapshot() {
+    let own = "version: 1\ninclude: [loader, git]\nrules:\n  - id: mine\n    \
+               file: { path: /srv/x, access: [read] }\n    decision: allow\n";
+    let p = parse_policy(FILE, own).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.rules[0].id, "mine");
+    assert_eq!(p.rules[1].id, "loader.ld-cache");
+    assert!(p.rules.iter().any(|r| r.id == "git.helpers"));
+    // The included rules are part of the canonical form.
+    assert!(p.canonical_json().contains("/etc/ld.so.cache"));
+    let without = parse_policy(FILE, &own.replace("loader, git", "git")).unwrap();
+    assert_ne!(p.snapshot(), without.snapshot());
+    // Every shipped profile parses on its own.
+    for name in profiles::names() {
+        let (file, text) = profiles::profile(name).unwrap();
+        parse_policy(file, text).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        err("version: 1\ninclude: [loader, pyhton]\nrules: []\n"),
+        "policies/payments.yaml:2:19: unknown profile 'pyhton'; the shipped profiles are \
+         loader, locale, python, git, rust-toolchain"
+    );
+    assert_eq!(
+        err("version: 1\ninclude: [git, git]\nrules: []\n"),
+        "policies/payments.yaml:2:16: profile 'git' is included twice"
+    );
+    let clash = "version: 1\ninclude: [loader]\nrules:\n  - id: loader.ld-cache\n    \
+                 file: { path: /x, access: [read] }\n    decision: deny\n";
+    assert!(
+        err(clash)
+            .starts_with("policies/payments.yaml:4:9: rule 'loader.ld-cache': duplicate rule id"),
+        "{}",
+        err(clash)
+    );
 }

@@ -58,6 +58,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     let decision = j.decision;
 
     // No exec without a record: reserve the event before allowing.
+    let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         // An allowed exec waits, stopped before its first instruction, for
@@ -70,14 +71,24 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
             count(counter::ALLOWED);
             return;
         }
-        if unrecorded(agent, EventKind::Exec, decision == Decision::Allow) {
+        if unrecorded(
+            agent,
+            EventKind::Exec,
+            decision == Decision::Allow || record,
+        ) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();
         }
         return;
     };
-    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::EXEC_STOPPING);
+    let (decision, method, kill_failed) = if record {
+        // Record mode: written down as judged, not carried out.
+        count(counter::ALLOWED);
+        (decision, Method::Recorded, 0)
+    } else {
+        hold::carry_out(decision, held_state::EXEC_STOPPING)
+    };
     fill_exec(
         entry.as_mut_ptr(),
         &j,
@@ -87,7 +98,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         s,
     );
     entry.submit(submit_flags(
-        decision == Decision::Allow,
+        decision == Decision::Allow || record,
         core::mem::size_of::<ExecEvent>() as u64,
     ));
     count(counter::EVENTS);

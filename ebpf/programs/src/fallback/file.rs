@@ -135,6 +135,10 @@ pub fn decide(regs: *const u8, ret: i64) {
         // O_PATH and the like: neither reads nor writes (as stat()).
         return;
     }
+    if !revoked && path::not_a_file(file) {
+        // A pipe or socket reopened through /dev/fd/N: not a file.
+        return;
+    }
 
     let Some(s) = path::scratch() else {
         hold::kill_unrecorded();
@@ -144,6 +148,7 @@ pub fn decide(regs: *const u8, ret: i64) {
     let decision = j.decision;
 
     // No open without a record: reserve the event before allowing.
+    let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         // The open happened; an allowed one waits, stopped, for its record
@@ -156,7 +161,11 @@ pub fn decide(regs: *const u8, ret: i64) {
             count(counter::ALLOWED);
             return;
         }
-        if unrecorded(&agent, EventKind::Open, decision == Decision::Allow) {
+        if unrecorded(
+            &agent,
+            EventKind::Open,
+            decision == Decision::Allow || record,
+        ) {
             count(counter::ALLOWED);
         } else {
             hold::kill_unrecorded();
@@ -165,7 +174,13 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
     // A hold stops the thread with the fd in hand, before user space sees
     // it: a human decides whether it gets it (continue) or not (kill).
-    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
+    let (decision, method, kill_failed) = if record {
+        // Record mode: written down as judged, not carried out.
+        count(counter::ALLOWED);
+        (decision, Method::Recorded, 0)
+    } else {
+        hold::carry_out(decision, held_state::PAUSED)
+    };
     fill_open(
         entry.as_mut_ptr(),
         &j,
@@ -175,7 +190,7 @@ pub fn decide(regs: *const u8, ret: i64) {
         s,
     );
     entry.submit(submit_flags(
-        decision == Decision::Allow,
+        decision == Decision::Allow || record,
         core::mem::size_of::<OpenEvent>() as u64,
     ));
     count(counter::EVENTS);

@@ -4,6 +4,16 @@
 //! hooks and the tracepoint fallback for execs and opens) calls the same
 //! judge, so every mechanism decides the same way.
 
+use warden_common::{agent_flags, rule, Decision};
+
+/// Record mode: whether a judged deny or hold of an agent in record mode
+/// goes ahead, recorded with `Method::Recorded` instead of carried out.
+/// The kill switch (`rule::REVOKED`) is never recorded away.
+#[inline(always)]
+pub fn recorded(flags: u32, decision: Decision, rule_idx: u32) -> bool {
+    flags & agent_flags::RECORD != 0 && decision != Decision::Allow && rule_idx != rule::REVOKED
+}
+
 pub mod exec;
 pub mod file;
 pub mod net;
