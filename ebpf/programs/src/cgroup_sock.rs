@@ -20,7 +20,7 @@ use warden_common::{
 use crate::{
     agent::current_agent,
     counters::{count, count_agent, count_loss},
-    events::{event_header, park, submit_flags, unrecorded, waiting, wake_flags, within_share},
+    events::{event_header, park, unrecorded, waiting, wake_flags, within_share},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
     maps::{EVENTS, GRANTS, HELD},
 };

@@ -27,9 +27,9 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, AgentInfo, Decision,
-    EventKind, ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC,
-    FMODE_NOACCOUNT, SIGSTOP,
+    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, EventKind,
+    ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT,
+    SIGSTOP,
 };
 
 use crate::{
