@@ -108,7 +108,8 @@ impl Dest {
 
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
-    let dest = Dest::read(ctx.sock_addr, kind);
+    let mut dest = Dest::read(ctx.sock_addr, kind);
+    dest.unwildcard();
     // SAFETY: a plain helper call with no arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
 
