@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
-    access, path_flags, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method, NetEvent,
-    OpenEvent,
+    access, path_flags, sock_class, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method,
+    NetEvent, OpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +75,13 @@ pub enum Action {
         read_rule: u32,
         write_rule: u32,
         flags: u32,
+    },
+    /// Creation of a raw IP socket (`sock_class`).
+    Socket {
+        family: u32,
+        sock_type: u32,
+        protocol: u32,
+        class: u32,
     },
 }
 
@@ -163,6 +170,7 @@ impl KernelEvent {
             EventKind::Sendmsg6 => "sendmsg6",
             EventKind::Exec => "exec",
             EventKind::Open => "open",
+            EventKind::Socket => "socket",
         }
     }
 
@@ -171,6 +179,10 @@ impl KernelEvent {
     pub fn hold_key(&self) -> HoldKey {
         let (addr, port, proto) = match &self.action {
             Action::Net { addr, port, proto } => (addr, port, proto),
+            // Never held (a socket rule is allow or deny): an empty key.
+            Action::Socket { .. } => {
+                return HoldKey::exec(self.cgroup_id, self.tid, 0, 0);
+            }
             // Held execs are bound to the binary.
             Action::Exec { file, .. } => {
                 let (dev, ino) = file.to_kernel();
@@ -216,8 +228,35 @@ impl KernelEvent {
                 }
             }
             Action::Exec { path, .. } | Action::Open { path, .. } => path.clone(),
+            Action::Socket {
+                family,
+                sock_type,
+                protocol,
+                class,
+            } => socket_target(*class, *family, *sock_type, *protocol),
         }
     }
+}
+
+/// A socket creation's target in evidence: the class, then the socket(2)
+/// arguments by name ("raw inet raw protocol=255").
+pub fn socket_target(class: u32, family: u32, sock_type: u32, protocol: u32) -> String {
+    let class = match class {
+        sock_class::RAW => "raw".to_string(),
+        c => format!("class{c}"),
+    };
+    let family = match family {
+        2 => "inet".to_string(),
+        10 => "inet6".to_string(),
+        f => format!("family{f}"),
+    };
+    let ty = match sock_type {
+        1 => "stream".to_string(),
+        2 => "dgram".to_string(),
+        3 => "raw".to_string(),
+        t => format!("type{t}"),
+    };
+    format!("{class} {family} {ty} protocol={protocol}")
 }
 
 /// Reads a `T` from the start of `bytes` (records are not necessarily
@@ -284,6 +323,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 read_rule: ev.read_rule,
                 write_rule: ev.write_rule,
                 flags: ev.flags,
+            }
+        }
+        EventKind::Socket => {
+            let ev: SocketEvent = read(bytes, "socket event")?;
+            Action::Socket {
+                family: ev.family,
+                sock_type: ev.sock_type,
+                protocol: ev.protocol,
+                class: ev.class,
             }
         }
     };

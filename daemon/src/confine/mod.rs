@@ -259,6 +259,7 @@ fn describe(
         "seccomp": {
             "applied": true,
             "denied": DENIED_SYSCALLS,
+            "denied_sockets": DENIED_SOCKETS,
             "signals_to_daemon": {
                 "daemon_pid": daemon.pid,
                 "denied_targets": targets,

@@ -22,7 +22,7 @@ pub use compile::{
 };
 pub use model::{
     policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Needs, PathMatch, Policy,
-    Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
+    Protocol, Rule, Selector, SocketKind, SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,

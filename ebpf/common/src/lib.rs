@@ -60,4 +60,6 @@ mod pod {
     unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AgentCounters {}
+    unsafe impl aya::Pod for SocketEvent {}
+    unsafe impl aya::Pod for SockRules {}
 }

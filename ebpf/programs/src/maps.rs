@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule,
+    PathRule, SockRules,
 };
 
 #[map]
@@ -63,3 +63,9 @@ pub static COUNTERS: PerCpuArray<u64> =
 #[map]
 pub static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
     PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
+
+/// Raw and packet socket rules, keyed by agent slot (`u32`); two slots per
+/// agent, as for the other rule maps.
+#[map]
+pub static SOCK_RULES: HashMap<u32, SockRules> =
+    HashMap::with_max_entries(limits::MAX_AGENTS * 2, 0);

@@ -62,7 +62,7 @@ fn unknown_field_in_rule_and_at_top() {
             "    exec: { path: /bin/sh }\n    decision: allow\n    note: x\n"
         )),
         "policies/payments.yaml:7:5: rule 'payments-api': unknown field `note`, expected one of \
-             `id`, `decision`, `connect`, `exec`, `file`"
+             `id`, `decision`, `connect`, `exec`, `file`, `socket`"
     );
 }
 
@@ -260,19 +260,19 @@ fn rule_needs_exactly_one_selector() {
     assert_eq!(
         err(&one_rule("    decision: allow\n")),
         "policies/payments.yaml:4:5: rule 'payments-api': a rule needs exactly one of `connect`, \
-             `exec`, `file`; this one has none"
+             `exec`, `file`, `socket`; this one has none"
     );
     assert_eq!(
         err(&one_rule(
             "    connect: { to: 1.2.3.4 }\n    exec: { path: /bin/sh }\n    decision: allow\n"
         )),
         "policies/payments.yaml:4:5: rule 'payments-api': a rule needs exactly one of `connect`, \
-             `exec`, `file`; this one has `connect` and `exec`"
+             `exec`, `file`, `socket`; this one has `connect` and `exec`"
     );
     assert_eq!(
         err("version: 1\nrules:\n  - not-a-mapping\n"),
         "policies/payments.yaml:3:5: rules[0]: invalid type: string \"not-a-mapping\", expected a \
-             rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`"
+             rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`, `socket`"
     );
 }
 
@@ -654,4 +654,34 @@ fn snapshot_is_sha256_of_domain_and_canonical_json() {
     h.update(b"warden/policy/v1\0");
     h.update(json.as_bytes());
     assert_eq!(p.snapshot(), hex::encode(h.finalize()));
+}
+
+#[test]
+fn socket_rules_name_raw_and_cannot_hold() {
+    let p = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: ping\n    socket: { kind: raw }\n    decision: allow\n",
+    )
+    .unwrap();
+    assert_eq!(
+        p.rules[0].selector,
+        crate::policy::Selector::Socket {
+            kind: crate::policy::SocketKind::Raw
+        }
+    );
+    assert!(p.canonical_json().contains(r#""socket":{"kind":"raw"}"#));
+    let held = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: ping\n    socket: { kind: raw }\n    decision: hold\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(held.contains("socket creation cannot be held"), "{held}");
+    let packet = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: sniff\n    socket: { kind: packet }\n    decision: allow\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(packet.contains("expected `raw`"), "{packet}");
 }

@@ -7,3 +7,4 @@
 pub mod exec;
 pub mod file;
 pub mod net;
+pub mod sock;
