@@ -63,6 +63,10 @@ pub enum PolicyErrorKind {
     NotUtf8,
     #[error("the policy file is empty; it needs at least `version: 1` and `rules:`")]
     Empty,
+    #[error("the policy file is larger than {max} bytes")]
+    TooLarge { max: usize },
+    #[error("YAML nested deeper than {max} levels (a policy needs 5)")]
+    TooDeep { max: usize },
     #[error("invalid YAML: {0}")]
     Yaml(String),
     /// A value or structure the format does not allow; the message names it.

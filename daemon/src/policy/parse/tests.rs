@@ -685,3 +685,33 @@ fn socket_rules_name_raw_and_cannot_hold() {
     .to_string();
     assert!(packet.contains("expected `raw`"), "{packet}");
 }
+
+/// 100,000 levels stalled the daemon 31 s; the bound refuses them before
+/// the YAML parser runs, naming the file and line.
+#[test]
+fn deep_nesting_and_huge_input_are_refused_fast() {
+    let start = std::time::Instant::now();
+    for text in [
+        format!("version: 1\nrules: []\nx: {}", "[".repeat(200_000)),
+        format!("version: 1\nrules:\n{}x\n", "- ".repeat(200_000)),
+        format!("version: 1\nrules: []\nx: {}1", "{a: ".repeat(200_000)),
+    ] {
+        let e = parse_policy(FILE, &text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("policies/payments.yaml:") && e.contains("nested deeper than 32"),
+            "{e}"
+        );
+    }
+    let huge = format!(
+        "version: 1\nrules: []\ndescription: \"{}\"\n",
+        "a".repeat(5 << 20)
+    );
+    let e = parse_policy(FILE, &huge).unwrap_err().to_string();
+    assert!(e.contains("larger than 4194304 bytes"), "{e}");
+    // Linear scans: far below the 31 s the parser took (debug build).
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
