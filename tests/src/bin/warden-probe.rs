@@ -12,6 +12,10 @@
 //!                                         ns when connect() returned
 //!   warden-probe socket FAMILY TYPE PROTO socket(2) with those numbers
 //!                                         (decimal), then close
+//!   warden-probe hold-conns SOCKET N      open N connections to a unix
+//!                                         socket and keep them; prints
+//!                                         `connected=C failed=F`, then
+//!                                         sleeps until killed
 //!   warden-probe udp-flood ADDR:PORT N    N unconnected UDP sends; prints
 //!                                         `sent=S eperm=E`
 //!
@@ -89,6 +93,25 @@ fn run(args: &[String]) -> ExitCode {
         Some("connect") => {
             let to = addr(args.get(1));
             report(TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(drop))
+        }
+        Some("hold-conns") => {
+            let (Some(path), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok()))
+            else {
+                eprintln!("usage: warden-probe hold-conns SOCKET N");
+                return ExitCode::from(2);
+            };
+            let mut held = Vec::with_capacity(n);
+            let mut failed = 0;
+            for _ in 0..n {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(s) => held.push(s),
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("connected={} failed={failed}", held.len());
+            let _ = io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(600));
+            ExitCode::SUCCESS
         }
         Some("socket") => {
             let num = |i: usize| -> i32 {
