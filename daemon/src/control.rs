@@ -58,6 +58,10 @@ pub struct AgentState {
     pub cgroup: String,
     pub policy_snapshot: String,
     pub revoked: bool,
+    /// The policy's use of its share of each rule map
+    /// (`NET4_RULES 3/4096, ...`; empty: no policy in force).
+    #[serde(default)]
+    pub rule_maps: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -44,11 +44,13 @@ pub fn resolve_policy(paths: &Paths, file: &Path) -> Result<(String, policy::Pol
     Ok((name, parsed))
 }
 
-/// `warden policy check FILE...`: parses and compiles each file.
-pub fn policy_check(file: &Path) -> Result<policy::Policy> {
-    let parsed = policy::load_policy_file(file)?;
-    policy::compile_network(&parsed)?;
-    Ok(parsed)
+/// `warden policy check FILE...`: runs each file through the daemon's
+/// pipeline (`compile_policy`), assuming every mechanism is present.
+pub fn policy_check(file: &Path) -> Result<policy::CompiledPolicy> {
+    Ok(policy::compile_policy_file(
+        file,
+        &policy::Capabilities::assume_all(),
+    )?)
 }
 
 /// `warden policy reload`.

@@ -46,6 +46,8 @@ pub(super) struct Enforced {
     /// The policy in force holds execs on the fallback (the page-fault
     /// guard runs).
     pub(super) needs_fault_guard: bool,
+    /// The policy's use of its share of each rule map (`Capacity`).
+    pub(super) rule_maps: String,
 }
 
 impl Enforcer {
@@ -182,6 +184,7 @@ impl Enforcer {
                             needs_file: none.file_governed,
                             needs_hold: false,
                             needs_fault_guard: false,
+                            rule_maps: String::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -200,7 +203,7 @@ impl Enforcer {
             net,
             paths,
             snapshot,
-            ..
+            capacity,
         } = &compiled;
         let snapshot = snapshot.clone();
         if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -277,6 +280,7 @@ impl Enforcer {
                 needs_file: paths.file_governed,
                 needs_hold,
                 needs_fault_guard,
+                rule_maps: capacity.to_string(),
             },
         );
         let mut details = serde_json::Map::new();

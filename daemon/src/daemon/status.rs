@@ -22,6 +22,7 @@ impl Enforcer {
             cgroup: agent.cgroup.display().to_string(),
             policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
             revoked: agent.status == AgentStatus::Revoked,
+            rule_maps: enforced.map_or_else(String::new, |e| e.rule_maps.clone()),
         })
     }
 
@@ -35,6 +36,7 @@ impl Enforcer {
                 cgroup: e.cgroup.display().to_string(),
                 policy_snapshot: e.snapshot.clone(),
                 revoked: e.revoked,
+                rule_maps: e.rule_maps.clone(),
             })
             .collect();
         agents.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -57,11 +57,12 @@ struct ConnectRule<'a> {
 const ALL_PORTS: [(u16, u16); 1] = [(0, u16::MAX)];
 
 /// How many entries of a rule map (`max_entries` in `warden_common::limits`)
-/// one policy may fill: half, because every agent shares the map and a
-/// reload writes the new rules under the agent's idle slot while the old
-/// ones are still in force (kernel/rules.rs `install`).
+/// one policy may fill: its agent's share (`limits::RULE_MAP_SHARES` agents
+/// share the map with full policies), halved because a reload writes the
+/// new rules under the agent's idle slot while the old ones are still in
+/// force (kernel/rules.rs `install`).
 pub const fn policy_share(map_entries: u32) -> usize {
-    (map_entries / 2) as usize
+    (map_entries / (2 * warden_common::limits::RULE_MAP_SHARES)) as usize
 }
 
 /// The first `socket` rule of each kind decides it; a kind no rule names
@@ -921,7 +922,7 @@ rules:
 
     #[test]
     fn too_many_paths_names_the_first_rule_that_does_not_fit() {
-        let max = (MAX_PATH_ENTRIES / 2) as usize;
+        let max = policy_share(MAX_PATH_ENTRIES);
         let mut yaml = String::from("version: 1\nrules:\n");
         for i in 0..=max {
             yaml.push_str(&format!(
@@ -934,8 +935,8 @@ rules:
             err,
             format!(
                 "policies/huge.yaml:{}:5: rule 'r{max}': the policy's exec rules need {} distinct \
-                 paths in the kernel; one policy may use at most {max} (half the map, so a reload \
-                 can fill the idle half)",
+                 paths in the kernel; one policy may use at most {max} (its agent's share of the \
+                 map: 1/16, so 8 agents with full policies fit, mid-reload included)",
                 3 + 3 * max,
                 max + 1
             )

@@ -20,3 +20,10 @@ pub const MAX_PATH_ENTRIES: u32 = 16384;
 /// also drains it every `EVENTS_POLL_MS`.
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
 pub const EVENTS_POLL_MS: u64 = 20;
+/// Each agent's share of a shared rule map (`NET4_RULES`, `NET6_RULES`,
+/// `EXEC_RULES`, `FILE_RULES`): one policy may fill `max_entries / (2 *
+/// RULE_MAP_SHARES)` of it (the 2: a reload writes the new rules beside the
+/// old). So this many agents with policies that fill their whole share
+/// always fit together, mid-reload included, and one agent's big policy
+/// cannot make another's fail.
+pub const RULE_MAP_SHARES: u32 = 8;

@@ -89,7 +89,8 @@ pub enum PolicyErrorKind {
     },
     #[error(
         "the policy's {kind} rules need {needed} distinct paths in the kernel; one policy may \
-         use at most {max} (half the map, so a reload can fill the idle half)"
+         use at most {max} (its agent's share of the map: 1/16, so 8 agents with full policies \
+         fit, mid-reload included)"
     )]
     TooManyPaths {
         kind: &'static str,
@@ -98,7 +99,8 @@ pub enum PolicyErrorKind {
     },
     #[error(
         "the policy's connect rules need {needed} distinct {family} CIDRs in the kernel; one \
-         policy may use at most {max} (half the map, so a reload can fill the idle half)"
+         policy may use at most {max} (its agent's share of the map: 1/16, so 8 agents with full \
+         policies fit, mid-reload included)"
     )]
     TooManyCidrs {
         family: &'static str,
@@ -137,3 +139,6 @@ pub(in crate::policy) fn yaml_location(e: &serde_yaml::Error) -> Option<Location
         column: l.column(),
     })
 }
+
+// The TooManyPaths and TooManyCidrs messages spell the share out.
+const _: () = assert!(warden_common::limits::RULE_MAP_SHARES == 8);
