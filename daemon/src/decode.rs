@@ -398,6 +398,41 @@ mod tests {
     }
 
     #[test]
+    fn socket_events_decode_with_a_readable_target() {
+        let header = EventHeader {
+            kind: EventKind::Socket as u32,
+            ..sample(EventKind::Connect4, 2, [0; 16]).header
+        };
+        let ev = SocketEvent {
+            header,
+            family: 2,
+            sock_type: 3,
+            protocol: 255,
+            class: sock_class::RAW,
+        };
+        // SAFETY: SocketEvent is repr(C) plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const SocketEvent).cast::<u8>(),
+                size_of::<SocketEvent>(),
+            )
+        };
+        let got = decode(bytes).unwrap();
+        assert_eq!(got.kind, EventKind::Socket);
+        assert_eq!(got.action_name(), "socket");
+        assert_eq!(got.target(), "raw inet raw protocol=255");
+        assert_eq!(
+            decode(&bytes[..size_of::<SocketEvent>() - 1]),
+            Err(DecodeError::Short {
+                len: size_of::<SocketEvent>() - 1,
+                need: size_of::<SocketEvent>(),
+                what: "socket event"
+            })
+        );
+        assert_eq!(socket_target(1, 10, 3, 58), "raw inet6 raw protocol=58");
+    }
+
+    #[test]
     fn round_trip_ipv4_connect() {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[127, 0, 0, 1]);

@@ -330,3 +330,40 @@ pub(super) fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
         .map_err(|e| io("set permissions of", e))?;
     Ok(listener)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_peer_has_its_own_budget_and_places_come_back() {
+        let budget = Arc::new(Mutex::new(Budget::default()));
+        let agent = (0, PathBuf::from("/agents/a"));
+        let admin = (0, PathBuf::from("/user.slice"));
+        let held: Vec<Slot> = (0..MAX_CONNECTIONS_PER_PEER)
+            .map(|_| admit(&budget, agent.clone()).expect("within the budget"))
+            .collect();
+        assert!(
+            admit(&budget, agent.clone()).is_err(),
+            "over the peer budget"
+        );
+        // Same uid, another cgroup: not starved.
+        let other = admit(&budget, admin).expect("another peer");
+        drop(held);
+        drop(other);
+        let b = budget.lock().unwrap();
+        assert_eq!((b.total, b.per_peer.len()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_bound_is_refused_without_reading_on() {
+        let long = vec![b'a'; 10 * MAX_LINE_BYTES];
+        let err = read_request(&long[..]).await.unwrap_err();
+        assert_eq!(
+            err,
+            format!("request line longer than {MAX_LINE_BYTES} bytes")
+        );
+        let ok = read_request(&b"{\"request\":\"status\"}\nrest"[..]).await;
+        assert_eq!(ok.unwrap(), b"{\"request\":\"status\"}\n");
+    }
+}
