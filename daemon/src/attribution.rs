@@ -154,6 +154,16 @@ pub fn decision_entry(
     let mut exe = process.exe.clone();
     match &ev.action {
         Action::Net { .. } => {}
+        Action::Socket {
+            family,
+            sock_type,
+            protocol,
+            ..
+        } => {
+            details.insert("family".into(), json!(family));
+            details.insert("sock_type".into(), json!(sock_type));
+            details.insert("protocol".into(), json!(protocol));
+        }
         Action::Exec {
             path,
             filename,

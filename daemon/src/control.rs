@@ -62,6 +62,10 @@ pub struct AgentState {
     /// decision is recorded as it would have been.
     #[serde(default)]
     pub record: bool,
+    /// The policy's use of its share of each rule map
+    /// (`NET4_RULES 3/4096, ...`; empty: no policy in force).
+    #[serde(default)]
+    pub rule_maps: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

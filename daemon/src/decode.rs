@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
-    access, path_flags, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method, NetEvent,
-    OpenEvent,
+    access, path_flags, sock_class, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method,
+    NetEvent, OpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +75,13 @@ pub enum Action {
         read_rule: u32,
         write_rule: u32,
         flags: u32,
+    },
+    /// Creation of a raw IP socket (`sock_class`).
+    Socket {
+        family: u32,
+        sock_type: u32,
+        protocol: u32,
+        class: u32,
     },
 }
 
@@ -163,6 +170,7 @@ impl KernelEvent {
             EventKind::Sendmsg6 => "sendmsg6",
             EventKind::Exec => "exec",
             EventKind::Open => "open",
+            EventKind::Socket => "socket",
         }
     }
 
@@ -171,6 +179,10 @@ impl KernelEvent {
     pub fn hold_key(&self) -> HoldKey {
         let (addr, port, proto) = match &self.action {
             Action::Net { addr, port, proto } => (addr, port, proto),
+            // Never held (a socket rule is allow or deny): an empty key.
+            Action::Socket { .. } => {
+                return HoldKey::exec(self.cgroup_id, self.tid, 0, 0);
+            }
             // Held execs are bound to the binary.
             Action::Exec { file, .. } => {
                 let (dev, ino) = file.to_kernel();
@@ -216,8 +228,35 @@ impl KernelEvent {
                 }
             }
             Action::Exec { path, .. } | Action::Open { path, .. } => path.clone(),
+            Action::Socket {
+                family,
+                sock_type,
+                protocol,
+                class,
+            } => socket_target(*class, *family, *sock_type, *protocol),
         }
     }
+}
+
+/// A socket creation's target in evidence: the class, then the socket(2)
+/// arguments by name ("raw inet raw protocol=255").
+pub fn socket_target(class: u32, family: u32, sock_type: u32, protocol: u32) -> String {
+    let class = match class {
+        sock_class::RAW => "raw".to_string(),
+        c => format!("class{c}"),
+    };
+    let family = match family {
+        2 => "inet".to_string(),
+        10 => "inet6".to_string(),
+        f => format!("family{f}"),
+    };
+    let ty = match sock_type {
+        1 => "stream".to_string(),
+        2 => "dgram".to_string(),
+        3 => "raw".to_string(),
+        t => format!("type{t}"),
+    };
+    format!("{class} {family} {ty} protocol={protocol}")
 }
 
 /// Reads a `T` from the start of `bytes` (records are not necessarily
@@ -286,6 +325,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 flags: ev.flags,
             }
         }
+        EventKind::Socket => {
+            let ev: SocketEvent = read(bytes, "socket event")?;
+            Action::Socket {
+                family: ev.family,
+                sock_type: ev.sock_type,
+                protocol: ev.protocol,
+                class: ev.class,
+            }
+        }
     };
     let comm_len = header
         .comm
@@ -347,6 +395,41 @@ mod tests {
             std::slice::from_raw_parts((ev as *const NetEvent).cast::<u8>(), size_of::<NetEvent>())
         }
         .to_vec()
+    }
+
+    #[test]
+    fn socket_events_decode_with_a_readable_target() {
+        let header = EventHeader {
+            kind: EventKind::Socket as u32,
+            ..sample(EventKind::Connect4, 2, [0; 16]).header
+        };
+        let ev = SocketEvent {
+            header,
+            family: 2,
+            sock_type: 3,
+            protocol: 255,
+            class: sock_class::RAW,
+        };
+        // SAFETY: SocketEvent is repr(C) plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const SocketEvent).cast::<u8>(),
+                size_of::<SocketEvent>(),
+            )
+        };
+        let got = decode(bytes).unwrap();
+        assert_eq!(got.kind, EventKind::Socket);
+        assert_eq!(got.action_name(), "socket");
+        assert_eq!(got.target(), "raw inet raw protocol=255");
+        assert_eq!(
+            decode(&bytes[..size_of::<SocketEvent>() - 1]),
+            Err(DecodeError::Short {
+                len: size_of::<SocketEvent>() - 1,
+                need: size_of::<SocketEvent>(),
+                what: "socket event"
+            })
+        );
+        assert_eq!(socket_target(1, 10, 3, 58), "raw inet6 raw protocol=58");
     }
 
     #[test]

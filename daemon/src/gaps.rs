@@ -207,6 +207,7 @@ pub fn class_name(kind: u32) -> &'static str {
         Some(EventKind::Sendmsg4 | EventKind::Sendmsg6) => "sendmsg",
         Some(EventKind::Exec) => "exec",
         Some(EventKind::Open) => "open",
+        Some(EventKind::Socket) => "socket",
         None => "unknown",
     }
 }

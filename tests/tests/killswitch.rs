@@ -240,7 +240,12 @@ fn a_daemon_killed_under_load_leaves_enforcement_on_and_the_record_explains_the_
         .filter(|n| n.starts_with("cg-"))
         .collect();
     let pid = env.daemon_pid().unwrap();
-    assert_eq!(links.len(), 4, "{links:?}");
+    // The four sock_addr programs and sock_create.
+    assert_eq!(
+        links.len(),
+        warden_common::names::CGROUP_NET_PROGRAMS.len() + 1,
+        "{links:?}"
+    );
     assert!(
         links.iter().all(|n| n.ends_with(&format!("-{pid}"))),
         "{links:?}"

@@ -45,11 +45,13 @@ pub fn resolve_policy(paths: &Paths, file: &Path) -> Result<(String, policy::Pol
     Ok((name, compiled.parsed))
 }
 
-/// `warden policy check FILE...`: runs the daemon's policy pipeline on each
-/// file, assuming every mechanism present (see `policy::Capabilities`).
-pub fn policy_check(file: &Path) -> Result<policy::Policy> {
-    let compiled = policy::compile_policy_file(file, &policy::Capabilities::assume_all())?;
-    Ok(compiled.parsed)
+/// `warden policy check FILE...`: runs each file through the daemon's
+/// pipeline (`compile_policy`), assuming every mechanism is present.
+pub fn policy_check(file: &Path) -> Result<policy::CompiledPolicy> {
+    Ok(policy::compile_policy_file(
+        file,
+        &policy::Capabilities::assume_all(),
+    )?)
 }
 
 /// `warden policy reload`.

@@ -14,7 +14,7 @@ use crate::{
     evidence::{completeness::Completeness, Entry},
     export::{BundleReport, Manifest},
     kernel::Revocation,
-    policy::Policy,
+    policy::CompiledPolicy,
     registry::{Agent, PolicyVersion},
 };
 
@@ -82,13 +82,17 @@ pub fn agent_removed(a: &Agent) -> String {
     format!("removed agent '{}'\n", a.name)
 }
 
-/// `warden policy check`: one line per file that compiles.
-pub fn policy_ok(file: &Path, p: &Policy) -> String {
+/// `warden policy check`: per file that compiles, its use of its agent's
+/// share of each rule map, then the `ok` line (last, so that the snapshot
+/// ends the output).
+pub fn policy_ok(file: &Path, c: &CompiledPolicy) -> String {
     format!(
-        "{}: ok ({} rules, snapshot {})\n",
+        "{}: rule map share used: {}\n{}: ok ({} rules, snapshot {})\n",
         file.display(),
-        p.rules.len(),
-        p.snapshot()
+        c.capacity,
+        file.display(),
+        c.parsed.rules.len(),
+        c.snapshot
     )
 }
 
@@ -388,6 +392,9 @@ pub fn status(s: &StatusReport) -> String {
             a.policy_snapshot,
             a.cgroup
         );
+        if !a.rule_maps.is_empty() {
+            put!(out, "  {:<20} rule map share used: {}", "", a.rule_maps);
+        }
     }
     put!(
         out,

@@ -280,6 +280,7 @@ fn describe(
             "applied": true,
             "denied": DENIED_SYSCALLS,
             "enosys": ENOSYS_SYSCALLS,
+            "denied_sockets": DENIED_SOCKETS,
             "signals_to_daemon": {
                 "daemon_pid": daemon.pid,
                 "denied_targets": targets,

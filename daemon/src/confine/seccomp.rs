@@ -53,6 +53,18 @@ pub(super) const DENIED_SYSCALLS: &[&str] = &[
 /// cgroup is named by an O_PATH fd); glibc's `fork`, `posix_spawn` and
 /// `pthread_create` retry with `clone` on ENOSYS.
 pub(super) const ENOSYS_SYSCALLS: &[&str] = &["clone3"];
+/// Socket creation refused with EPERM, as the `run` entry lists it: packet
+/// sockets send link-layer frames the connect rules never see, and the
+/// cgroup `sock_create` hook that decides raw IP sockets is not run for
+/// them (the kernel calls it from `inet_create`/`inet6_create` only).
+/// `AF_INET` with the obsolete `SOCK_PACKET` type is a packet socket too.
+/// ia32 `socketcall(2)` hides its arguments behind a pointer, so it is
+/// refused whole (glibc has used the direct calls since Linux 4.3).
+pub(crate) const DENIED_SOCKETS: &[&str] = &[
+    "socket(AF_PACKET, *)",
+    "socket(AF_INET, SOCK_PACKET)",
+    "socketcall (ia32)",
+];
 
 /// The daemon as `warden run` finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +142,27 @@ pub(super) fn build_seccomp(
                 .map_err(seccomp_err(format!("deny {name}({t}, ...)")))?;
         }
     }
+    // DENIED_SOCKETS. The type argument carries SOCK_NONBLOCK and
+    // SOCK_CLOEXEC above SOCK_TYPE_MASK (0xf).
+    let socket = syscall("socket")?;
+    let arg_eq = |arg: u32, mask: u64, v: i32| {
+        ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(mask), u64::from(v as u32))
+    };
+    ctx.add_rule_conditional(eperm, socket, &[arg_eq(0, 0xffff_ffff, libc::AF_PACKET)])
+        .map_err(seccomp_err("deny socket(AF_PACKET, ...)"))?;
+    ctx.add_rule_conditional(
+        eperm,
+        socket,
+        &[
+            arg_eq(0, 0xffff_ffff, libc::AF_INET),
+            // SOCK_PACKET (libc deprecates the name, which is the point).
+            arg_eq(1, 0xf, 10),
+        ],
+    )
+    .map_err(seccomp_err("deny socket(AF_INET, SOCK_PACKET)"))?;
+    #[cfg(target_arch = "x86_64")]
+    ctx.add_rule(eperm, syscall("socketcall")?)
+        .map_err(seccomp_err("deny socketcall"))?;
     for name in ["tgkill", "rt_tgsigqueueinfo"] {
         ctx.add_rule_conditional(eperm, syscall(name)?, &[low32(daemon.pid)])
             .map_err(seccomp_err(format!("deny {name}({}, ...)", daemon.pid)))?;

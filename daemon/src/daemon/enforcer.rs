@@ -31,6 +31,14 @@ use crate::{
 };
 
 pub(super) enum Command {
+    /// A mutating control request: refused (and recorded) if the caller
+    /// is, or descends from, a process in an agent's cgroup. Replies with
+    /// the refusal message, or `None` to go ahead.
+    RefuseAgentCaller {
+        actor: Actor,
+        verb: &'static str,
+        reply: oneshot::Sender<Option<String>>,
+    },
     Reconcile {
         actor: Actor,
         reply: oneshot::Sender<Vec<String>>,
@@ -102,6 +110,9 @@ impl Enforcer {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
             match cmd {
+                Command::RefuseAgentCaller { actor, verb, reply } => {
+                    let _ = reply.send(self.refuse_agent_caller(&actor, verb));
+                }
                 Command::Reconcile { actor, reply } => {
                     let errors = self.reconcile(&actor);
                     let _ = reply.send(errors);
@@ -312,6 +323,41 @@ impl Enforcer {
             .collect()
     }
 
+    /// Agents may not use mutating verbs, whatever user they run as: the
+    /// caller and each of its ancestors (up to `MAX_ANCESTORS`) must be
+    /// outside every agent cgroup, and a caller whose cgroup cannot be
+    /// read is refused too. A refusal is recorded (`control_refused`).
+    pub(super) fn refuse_agent_caller(&self, actor: &Actor, verb: &str) -> Option<String> {
+        let cgroups: Vec<PathBuf> = self.enforced.values().map(|e| e.cgroup.clone()).collect();
+        let why = match agent_lineage(actor.pid, &cgroups) {
+            Ok(None) => return None,
+            Ok(Some((pid, cgroup))) => format!(
+                "refused: `{verb}` from pid {} (process {pid} runs in agent cgroup {}); agents \
+                 cannot change Warden",
+                actor.pid,
+                cgroup.display()
+            ),
+            Err(e) => format!(
+                "refused: `{verb}` from pid {}: cannot tell whether it runs inside an agent ({e})",
+                actor.pid
+            ),
+        };
+        let mut details = serde_json::Map::new();
+        details.insert("verb".into(), json!(verb));
+        details.insert("reason".into(), json!(why));
+        self.record(actor.entry(Recorded {
+            kind: "control_refused",
+            agent: "warden",
+            owner: "system",
+            action: "control.request",
+            target: verb,
+            decision: "deny",
+            policy_snapshot: "none",
+            details,
+        }));
+        Some(why)
+    }
+
     pub(super) fn stop(&mut self, actor: &Actor) {
         let counters = self.kernel.counters().unwrap_or_default();
         let mut details = serde_json::Map::new();
@@ -330,4 +376,43 @@ impl Enforcer {
             tracing::error!(error = %e, "record daemon stop");
         }
     }
+}
+
+/// How many parents `agent_lineage` follows: far more than a process tree
+/// between a login shell and a client needs.
+const MAX_ANCESTORS: usize = 64;
+
+/// The first of `pid` and its ancestors (`PPid` chain, bounded) that runs
+/// in one of `agent_cgroups` (or below it), with that cgroup.
+fn agent_lineage(
+    pid: u32,
+    agent_cgroups: &[PathBuf],
+) -> Result<Option<(u32, PathBuf)>, crate::cgroup::CgroupError> {
+    let mount = crate::cgroup::cgroup2_mount()?;
+    let mut cur = pid;
+    for depth in 0..MAX_ANCESTORS {
+        let cg = match crate::cgroup::cgroup_of(&mount, cur) {
+            Ok(cg) => cg,
+            // An ancestor that exited: the chain above it is unknown, and
+            // the caller itself was checked.
+            Err(_) if depth > 0 => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(agent) = agent_cgroups.iter().find(|c| cg.starts_with(c)) {
+            return Ok(Some((cur, agent.clone())));
+        }
+        let ppid = std::fs::read_to_string(format!("/proc/{cur}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })
+            .unwrap_or(0);
+        if ppid <= 1 {
+            return Ok(None);
+        }
+        cur = ppid;
+    }
+    Ok(None)
 }

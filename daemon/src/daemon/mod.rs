@@ -96,11 +96,35 @@ async fn ask<T>(
 }
 
 /// Runs the daemon until `shutdown` completes.
+/// Non-dumpable: `/proc/PID/{environ,maps,mem,fd}` of the daemon become
+/// root-owned and need ptrace access, which Landlock and seccomp deny to
+/// agents, and no core dump of its memory (the host key) is written. The
+/// descriptor limit is raised to its hard limit, so the control socket's
+/// bounds (not EMFILE) decide when clients are turned away.
+fn harden_process() {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "prctl(PR_SET_DUMPABLE, 0)");
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let uid = nix::unistd::geteuid().as_raw();
     if uid != 0 {
         return Err(DaemonError::NotRoot(uid));
     }
+    harden_process();
     let cgroup2 = cgroup::cgroup2_mount()?;
     std::fs::create_dir_all(&paths.state_dir).map_err(|source| DaemonError::Io {
         op: "create state directory",

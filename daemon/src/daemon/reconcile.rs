@@ -86,6 +86,8 @@ pub(super) struct Enforced {
     pub(super) needs_fault_guard: bool,
     /// The policy in force says `mode: record`.
     pub(super) record: bool,
+    /// The policy's use of its share of each rule map (`Capacity`).
+    pub(super) rule_maps: String,
 }
 
 impl Enforcer {
@@ -244,6 +246,7 @@ impl Enforcer {
                             needs_hold: false,
                             needs_fault_guard: false,
                             record: false,
+                            rule_maps: String::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -260,7 +263,7 @@ impl Enforcer {
             net,
             paths,
             snapshot,
-            ..
+            capacity,
         } = &compiled;
         let snapshot = snapshot.clone();
         // Record mode governs every exec and open the kernel can see (the
@@ -344,6 +347,7 @@ impl Enforcer {
                 needs_hold,
                 needs_fault_guard,
                 record: parsed.mode == policy::Mode::Record,
+                rule_maps: capacity.to_string(),
             },
         );
         let mut details = serde_json::Map::new();

@@ -20,6 +20,7 @@ impl Enforcer {
             policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
             revoked: agent.status == AgentStatus::Revoked,
             record: enforced.is_some_and(|e| e.record),
+            rule_maps: enforced.map_or_else(String::new, |e| e.rule_maps.clone()),
         })
     }
 
@@ -34,6 +35,7 @@ impl Enforcer {
                 policy_snapshot: e.snapshot.clone(),
                 revoked: e.revoked,
                 record: e.record,
+                rule_maps: e.rule_maps.clone(),
             })
             .collect();
         agents.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -103,6 +103,9 @@ pub const KINDS: &[&str] = &[
     "restart",
     "checkpoint",
     "uninstall",
+    // A control request refused because of who sent it (an agent's
+    // mutating verb).
+    "control_refused",
 ];
 
 #[derive(Debug, thiserror::Error)]

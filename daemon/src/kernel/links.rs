@@ -8,7 +8,7 @@ use std::{fs::File, path::Path};
 
 use aya::programs::{
     links::{CgroupAttachMode, FdLink, PinnedLink},
-    BtfTracePoint, CgroupSockAddr,
+    BtfTracePoint, CgroupSock, CgroupSockAddr,
 };
 use warden_common::names;
 
@@ -152,6 +152,39 @@ impl Kernel {
                     self.detach_links(links);
                     return Err(e);
                 }
+            }
+        }
+        // Raw and packet sockets are decided at creation.
+        let name = names::PROG_SOCK_CREATE;
+        let attach_err = |source| KernelError::Attach {
+            name,
+            cgroup: cgroup.display().to_string(),
+            source,
+        };
+        let attached = self
+            .bpf
+            .program_mut(name)
+            .and_then(|p| <&mut CgroupSock>::try_from(p).ok())
+            .ok_or(KernelError::Missing {
+                what: "cgroup sock program",
+                name,
+            })
+            .and_then(|prog| {
+                let id = prog
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                let link = prog.take_link(id).map_err(attach_err)?;
+                FdLink::try_from(link).map_err(|e| KernelError::Pin {
+                    what: format!("{name} link on {}", cgroup.display()),
+                    detail: e.to_string(),
+                })
+            })
+            .and_then(|link| self.pin_link(link, &format!("cg-{cgroup_id}-{name}")));
+        match attached {
+            Ok(pinned) => links.push(pinned),
+            Err(e) => {
+                self.detach_links(links);
+                return Err(e);
             }
         }
         self.links.insert(cgroup_id, links);

@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     maps::HashMap as BpfHashMap,
-    programs::{BtfTracePoint, CgroupSockAddr},
+    programs::{BtfTracePoint, CgroupSock, CgroupSockAddr},
     Btf, EbpfLoader,
 };
 use warden_common::{
@@ -78,6 +78,17 @@ impl Kernel {
             prog.load()
                 .map_err(|source| KernelError::ProgramLoad { name, source })?;
         }
+        let name = names::PROG_SOCK_CREATE;
+        let sock_create: &mut CgroupSock = bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                what: "cgroup sock program",
+                name,
+            })?;
+        sock_create
+            .load()
+            .map_err(|source| KernelError::ProgramLoad { name, source })?;
         let btf = Btf::from_sys_fs().map_err(KernelError::Btf)?;
         let name = names::PROG_SYS_EXIT;
         let sys_exit: &mut BtfTracePoint = bpf
@@ -191,6 +202,8 @@ impl Kernel {
                     v6: keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, slot),
                     exec: keys_in_slot::<PathKey, PathRule>(&self.bpf, names::EXEC_RULES, slot),
                     file: keys_in_slot::<PathKey, FileRule>(&self.bpf, names::FILE_RULES, slot),
+                    // Deleting an absent entry is harmless.
+                    sock: true,
                 },
             );
         }

@@ -131,6 +131,8 @@ struct Installed {
     v6: Vec<Key<Net6Key>>,
     exec: Vec<Key<PathKey>>,
     file: Vec<Key<PathKey>>,
+    /// The slot has a `SOCK_RULES` entry.
+    sock: bool,
 }
 
 /// A link pinned by this daemon, and where.

@@ -11,7 +11,7 @@ use aya::{
 };
 use warden_common::{
     agent_flags, names, AgentInfo, FileRule, Net4Key, Net6Key, NetRules, PathKey, PathRule,
-    SLOT_PREFIX_BITS,
+    SockRules, SLOT_PREFIX_BITS,
 };
 
 use super::{map_err, Installed, Kernel, KernelError};
@@ -132,6 +132,7 @@ impl Kernel {
             v6: Vec::new(),
             exec: Vec::new(),
             file: Vec::new(),
+            sock: false,
         };
         let result = self.write_rules(slot, net, paths, &mut new).and_then(|()| {
             let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
@@ -299,6 +300,11 @@ impl Kernel {
                 .map_err(map_err("update", name))?;
             into.file.push(key);
         }
+        let name = names::SOCK_RULES;
+        let mut sock: BpfHashMap<_, u32, SockRules> = self.map_mut(name)?;
+        sock.insert(slot, net.sockets, 0)
+            .map_err(map_err("update", name))?;
+        into.sock = true;
         Ok(())
     }
 
@@ -308,5 +314,8 @@ impl Kernel {
         remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &inst.v6);
         remove_keys::<PathKey, PathRule>(&mut self.bpf, names::EXEC_RULES, &inst.exec);
         remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &inst.file);
+        if inst.sock {
+            let _ = self.delete::<u32, SockRules>(names::SOCK_RULES, &inst.info.slot);
+        }
     }
 }

@@ -26,7 +26,7 @@ use warden_common::{
     FileRule, NetRules, PathKey, PathRule, PortRule, PATH_KEY_BYTES, SLOT_PREFIX_BITS,
 };
 
-use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Selector};
+use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Selector, SocketKind};
 use super::parse::{rule_error, PolicyError, PolicyErrorKind};
 
 /// One LPM entry: (prefix length of the CIDR itself, without the slot bits;
@@ -43,6 +43,8 @@ pub struct CompiledNet {
     /// IPv6 entries, likewise. IPv4-mapped destinations are looked up in
     /// `v4` by the kernel, so nothing here covers them.
     pub v6: Vec<Net6Entry>,
+    /// Raw socket creation: the first `socket` rule of each kind.
+    pub sockets: warden_common::SockRules,
 }
 
 /// A connect rule, flattened for compilation.
@@ -58,11 +60,33 @@ struct ConnectRule<'a> {
 const ALL_PORTS: [(u16, u16); 1] = [(0, u16::MAX)];
 
 /// How many entries of a rule map (`max_entries` in `warden_common::limits`)
-/// one policy may fill: half, because every agent shares the map and a
-/// reload writes the new rules under the agent's idle slot while the old
-/// ones are still in force (kernel/rules.rs `install`).
+/// one policy may fill: its agent's share (`limits::RULE_MAP_SHARES` agents
+/// share the map with full policies), halved because a reload writes the
+/// new rules under the agent's idle slot while the old ones are still in
+/// force (kernel/rules.rs `install`).
 pub const fn policy_share(map_entries: u32) -> usize {
-    (map_entries / 2) as usize
+    (map_entries / (2 * warden_common::limits::RULE_MAP_SHARES)) as usize
+}
+
+/// The first `socket` rule of each kind decides it; a kind no rule names
+/// stays `decision: 0`, which the kernel denies.
+fn compile_sockets(policy: &Policy) -> warden_common::SockRules {
+    let mut out = warden_common::SockRules::default();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let Selector::Socket { kind } = rule.selector else {
+            continue;
+        };
+        let slot = match kind {
+            SocketKind::Raw => &mut out.raw,
+        };
+        if slot.decision == 0 {
+            *slot = warden_common::SockRule {
+                decision: rule.decision.to_kernel() as u32,
+                rule_idx: index as u32,
+            };
+        }
+    }
+    out
 }
 
 /// Builds the LPM entries for a policy's connect rules (see the module doc
@@ -121,7 +145,10 @@ pub fn compile_network(policy: &Policy) -> Result<CompiledNet, PolicyError> {
         }
     }
 
-    let mut out = CompiledNet::default();
+    let mut out = CompiledNet {
+        sockets: compile_sockets(policy),
+        ..CompiledNet::default()
+    };
     for cidr in distinct {
         let rules = entry_rules(policy, &connects, cidr)?;
         let prefix = u32::from(cidr.prefix());
@@ -452,6 +479,24 @@ pub(super) mod tests {
 
     fn compile(yaml: &str) -> CompiledNet {
         compile_network(&parse_policy("test.yaml", yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_first_socket_rule_decides_raw_sockets() {
+        let none = compile("version: 1\nrules: []\n");
+        assert_eq!(none.sockets.raw.decision, 0, "no rule: the kernel denies");
+        let c = compile(
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n  \
+             - id: ping\n    socket: { kind: raw }\n    decision: deny\n  \
+             - id: later\n    socket: { kind: raw }\n    decision: allow\n",
+        );
+        assert_eq!(
+            c.sockets.raw,
+            warden_common::SockRule {
+                decision: warden_common::Decision::Deny as u32,
+                rule_idx: 1
+            }
+        );
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -950,7 +995,7 @@ rules:
 
     #[test]
     fn too_many_paths_names_the_first_rule_that_does_not_fit() {
-        let max = (MAX_PATH_ENTRIES / 2) as usize;
+        let max = policy_share(MAX_PATH_ENTRIES);
         let mut yaml = String::from("version: 1\nrules:\n");
         for i in 0..=max {
             yaml.push_str(&format!(
@@ -963,8 +1008,8 @@ rules:
             err,
             format!(
                 "policies/huge.yaml:{}:5: rule 'r{max}': the policy's exec rules need {} distinct \
-                 paths in the kernel; one policy may use at most {max} (half the map, so a reload \
-                 can fill the idle half)",
+                 paths in the kernel; one policy may use at most {max} (its agent's share of the \
+                 map: 1/16, so 8 agents with full policies fit, mid-reload included)",
                 3 + 3 * max,
                 max + 1
             )

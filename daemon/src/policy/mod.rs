@@ -25,11 +25,12 @@ pub use compile::{
 };
 pub use model::{
     policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Mode, Needs, PathMatch,
-    Policy, Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
+    Policy, Protocol, Rule, Selector, SocketKind, SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,
-    DEFAULT_HOLD_TIMEOUT, MAX_PATH_BYTES, MAX_PREFIX_BYTES, MAX_RULE_ID_BYTES, POLICY_VERSION,
+    DEFAULT_HOLD_TIMEOUT, MAX_NESTING_DEPTH, MAX_PATH_BYTES, MAX_POLICY_BYTES, MAX_PREFIX_BYTES,
+    MAX_RULE_ID_BYTES, POLICY_VERSION,
 };
 pub use pipeline::{
     check_supported, compile_policy, compile_policy_file, Capabilities, Capacity, CompiledPolicy,

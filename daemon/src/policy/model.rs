@@ -154,6 +154,19 @@ pub enum Selector {
         read: bool,
         write: bool,
     },
+    /// Creating a socket of a kind the connect rules cannot see (raw IP).
+    /// Decided at creation; `allow` or `deny` only.
+    Socket { kind: SocketKind },
+}
+
+/// The socket kinds a `socket` rule names (`warden_common::sock_class`).
+/// Packet sockets are not a kind: the kernel's `sock_create` hook does not
+/// see them, and `warden run` refuses them whatever the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`raw`")]
+pub enum SocketKind {
+    /// `SOCK_RAW` in `AF_INET`/`AF_INET6` (`IPPROTO_RAW` included).
+    Raw,
 }
 
 /// Transport protocol of a connect rule.
@@ -400,6 +413,7 @@ pub fn policy_needs(policy: &Policy) -> Needs {
             Selector::Connect { .. } => needs.network = true,
             Selector::Exec { .. } => needs.exec = true,
             Selector::File { .. } => needs.file = true,
+            Selector::Socket { .. } => needs.network = true,
         }
         needs.hold |= rule.decision == Decision::Hold;
     }

@@ -291,8 +291,8 @@ mod tests {
             err.to_string(),
             format!(
                 "net.yaml:{}:5: rule 'n{limit}': the policy's connect rules need {} distinct \
-                 IPv4 CIDRs in the kernel; one policy may use at most {limit} (half the map, so \
-                 a reload can fill the idle half)",
+                 IPv4 CIDRs in the kernel; one policy may use at most {limit} (its agent's share \
+                 of the map: 1/16, so 8 agents with full policies fit, mid-reload included)",
                 3 + 3 * limit,
                 limit + 1
             )

@@ -91,6 +91,8 @@ pub enum EventKind {
     Exec = 10,
     /// A file open (`OpenEvent`).
     Open = 11,
+    /// Creation of a raw IP socket (`SocketEvent`).
+    Socket = 12,
 }
 
 impl EventKind {
@@ -102,6 +104,7 @@ impl EventKind {
             4 => Some(Self::Sendmsg6),
             10 => Some(Self::Exec),
             11 => Some(Self::Open),
+            12 => Some(Self::Socket),
             _ => None,
         }
     }
@@ -210,3 +213,21 @@ pub struct OpenEvent {
     pub path: [u8; EVENT_PATH_BYTES],
 }
 const _: () = assert!(size_of::<OpenEvent>() == 72 + 40 + EVENT_PATH_BYTES);
+
+/// Creation of a socket that bypasses the connect rules (a raw IP socket),
+/// seen at the cgroup `sock_create` hook. Other sockets
+/// are not recorded at creation: their connects and sends are decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketEvent {
+    pub header: EventHeader,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// `SOCK_RAW`, `SOCK_DGRAM`, ...
+    pub sock_type: u32,
+    /// The protocol argument (`IPPROTO_RAW`, `IPPROTO_ICMP`, ...).
+    pub protocol: u32,
+    /// A `sock_class` value.
+    pub class: u32,
+}
+const _: () = assert!(size_of::<SocketEvent>() == 72 + 16);

@@ -66,4 +66,6 @@ mod pod {
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for LossKey {}
     unsafe impl aya::Pod for LossCounts {}
+    unsafe impl aya::Pod for SocketEvent {}
+    unsafe impl aya::Pod for SockRules {}
 }

@@ -31,3 +31,10 @@ pub const MAX_PARKED: u32 = 4096;
 /// Default `heartbeat::STALE_NS`: a daemon silent for longer is taken as
 /// not draining, and `on_evidence_loss` decides.
 pub const HEARTBEAT_STALE_NS: u64 = 5_000_000_000;
+/// Each agent's share of a shared rule map (`NET4_RULES`, `NET6_RULES`,
+/// `EXEC_RULES`, `FILE_RULES`): one policy may fill `max_entries / (2 *
+/// RULE_MAP_SHARES)` of it (the 2: a reload writes the new rules beside the
+/// old). So this many agents with policies that fill their whole share
+/// always fit together, mid-reload included, and one agent's big policy
+/// cannot make another's fail.
+pub const RULE_MAP_SHARES: u32 = 8;

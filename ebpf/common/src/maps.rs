@@ -177,3 +177,32 @@ pub mod sys_exit_mode {
     /// Decide opens of agents with file rules.
     pub const FILES: u32 = 1 << 1;
 }
+
+/// Socket classes decided at creation (`sock_create`): sockets that send
+/// what the connect rules never see. Ids are never reused.
+pub mod sock_class {
+    /// `SOCK_RAW` in `AF_INET` or `AF_INET6` (including `IPPROTO_RAW`, a
+    /// hand-built IP header).
+    pub const RAW: u32 = 1;
+    // `AF_PACKET` sockets would be 2, but the kernel runs `sock_create`
+    // for inet sockets only; `warden run` refuses them by seccomp.
+}
+
+/// One `sock_class`'s rule: the decision (`Decision` as `u32`, 0 when no
+/// rule names the class: deny) and the rule that made it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRule {
+    pub decision: u32,
+    pub rule_idx: u32,
+}
+const _: () = assert!(size_of::<SockRule>() == 8);
+
+/// Value of `SOCK_RULES`, keyed by the agent's slot (`u32`): what the
+/// policy says about creating raw IP sockets. No entry: deny.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRules {
+    pub raw: SockRule,
+}
+const _: () = assert!(size_of::<SockRules>() == 8);

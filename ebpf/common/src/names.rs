@@ -16,7 +16,7 @@ pub const AGENT_LEVELS: &str = "AGENT_LEVELS";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 17] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -33,6 +33,7 @@ pub const PINNED_MAPS: [&str; 16] = [
     HEARTBEAT,
     AGENT_BUDGET,
     AGENT_LOSS,
+    SOCK_RULES,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -41,6 +42,11 @@ pub const PROG_CONNECT4: &str = "warden_connect4";
 pub const PROG_CONNECT6: &str = "warden_connect6";
 pub const PROG_SENDMSG4: &str = "warden_sendmsg4";
 pub const PROG_SENDMSG6: &str = "warden_sendmsg6";
+
+/// `cgroup/sock_create`: decides raw and packet sockets at creation.
+pub const PROG_SOCK_CREATE: &str = "warden_sock_create";
+/// Hash of `SockRules`, keyed by agent slot (`u32`).
+pub const SOCK_RULES: &str = "SOCK_RULES";
 
 /// `tp_btf/sys_exit`: stops a thread whose syscall a cgroup hook held.
 pub const PROG_SYS_EXIT: &str = "warden_sys_exit";

@@ -7,21 +7,24 @@
 //! Internal errors therefore fail closed: the action is denied.
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
+    bindings::{bpf_sock, bpf_sock_addr},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_set_retval},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    macros::{cgroup_sock, cgroup_sock_addr},
+    programs::{SockAddrContext, SockContext},
 };
 use warden_common::{
     agent_counter, agent_flags, counter, held_state, rule, AgentInfo, Decision, EventKind, Held,
-    HoldKey, Method, NetEvent, ERESTARTNOINTR,
+    HoldKey, Method, NetEvent, SocketEvent, ERESTARTNOINTR,
 };
 
 use crate::{
     agent::current_agent,
     counters::{count, count_agent, count_loss},
-    events::{event_header, park, unrecorded, waiting, wake_flags, within_share},
-    judge::net::{match_rules, Dest, AF_INET, AF_INET6},
+    events::{event_header, park, submit_flags, unrecorded, waiting, wake_flags, within_share},
+    judge::{
+        net::{match_rules, Dest, AF_INET, AF_INET6},
+        sock,
+    },
     maps::{EVENTS, GRANTS, HELD},
 };
 
@@ -58,6 +61,83 @@ macro_rules! ctx_field {
         // SAFETY: the kernel's bpf_sock_addr is valid for the program's run.
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$sa).$($field)+)) }
     };
+}
+
+/// Socket creation: raw IP sockets send what the connect and sendmsg hooks
+/// never see, so they are decided here (deny unless a rule allows the
+/// class) and recorded. Every other inet socket passes unrecorded: its
+/// connects and sends are decided by the hooks above. (The kernel runs
+/// this hook from `inet_create`/`inet6_create` only: packet sockets never
+/// reach it; `warden run` refuses them by seccomp.)
+#[cgroup_sock(sock_create)]
+pub fn warden_sock_create(ctx: SockContext) -> i32 {
+    let sk: *const bpf_sock = ctx.sock;
+    let family: u32 = ctx_field!(sk, family);
+    let sock_type: u32 = ctx_field!(sk, type_);
+    let Some(class) = sock::classify(family, sock_type) else {
+        return ALLOW;
+    };
+    let protocol: u32 = ctx_field!(sk, protocol);
+    // Below an agent's cgroup too, as in `decide`.
+    let (cgroup_id, agent) = current_agent();
+    let (decision, rule_idx, agent) = match agent {
+        None => (
+            Decision::Deny,
+            rule::UNKNOWN_CGROUP,
+            AgentInfo {
+                agent_id: 0,
+                policy_gen: 0,
+                slot: 0,
+                flags: 0,
+            },
+        ),
+        Some(a) if a.flags & agent_flags::REVOKED != 0 => (Decision::Deny, rule::REVOKED, a),
+        Some(a) => {
+            let (d, r) = sock::decide(a.slot, class);
+            (d, r, a)
+        }
+    };
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
+    let Some(mut entry) = EVENTS.reserve::<SocketEvent>(0) else {
+        if unrecorded(&agent, EventKind::Socket, decision == Decision::Allow) {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
+        count(counter::DENIED);
+        return DENY;
+    };
+    let method = if decision == Decision::Allow {
+        Method::Allow
+    } else {
+        Method::CgroupDeny
+    };
+    entry.write(SocketEvent {
+        header: event_header(
+            EventKind::Socket,
+            decision,
+            method,
+            rule_idx,
+            agent.agent_id,
+            agent.policy_gen,
+            cgroup_id,
+        ),
+        family,
+        sock_type,
+        protocol,
+        class,
+    });
+    entry.submit(submit_flags(
+        decision == Decision::Allow,
+        core::mem::size_of::<SocketEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+    if decision == Decision::Allow {
+        count(counter::ALLOWED);
+        ALLOW
+    } else {
+        count(counter::DENIED);
+        DENY
+    }
 }
 
 impl Dest {
@@ -109,7 +189,8 @@ impl Dest {
 
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
-    let dest = Dest::read(ctx.sock_addr, kind);
+    let mut dest = Dest::read(ctx.sock_addr, kind);
+    dest.unwildcard();
     // The caller's cgroup, or one below an agent's (the attachment is
     // inherited there): decided by that agent (`agent::current_agent`).
     let (cgroup_id, agent) = current_agent();

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey,
-    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule,
+    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules,
 };
 
 #[map]
@@ -92,3 +92,8 @@ pub static AGENT_BUDGET: HashMap<u32, Budget> = HashMap::with_max_entries(limits
 #[map]
 pub static AGENT_LOSS: PerCpuHashMap<LossKey, LossCounts> =
     PerCpuHashMap::with_max_entries(limits::MAX_AGENTS * 4, 0);
+/// Raw and packet socket rules, keyed by agent slot (`u32`); two slots per
+/// agent, as for the other rule maps.
+#[map]
+pub static SOCK_RULES: HashMap<u32, SockRules> =
+    HashMap::with_max_entries(limits::MAX_AGENTS * 2, 0);

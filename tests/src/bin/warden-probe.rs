@@ -10,6 +10,12 @@
 //!   warden-probe connect-timed ADDR:PORT  connect; prints `ok T` or
 //!                                         `errno=N T`, T = CLOCK_MONOTONIC
 //!                                         ns when connect() returned
+//!   warden-probe socket FAMILY TYPE PROTO socket(2) with those numbers
+//!                                         (decimal), then close
+//!   warden-probe hold-conns SOCKET N      open N connections to a unix
+//!                                         socket and keep them; prints
+//!                                         `connected=C failed=F`, then
+//!                                         sleeps until killed
 //!   warden-probe udp-flood ADDR:PORT N    N unconnected UDP sends; prints
 //!                                         `sent=S eperm=E`
 //!
@@ -89,6 +95,42 @@ fn run(args: &[String]) -> ExitCode {
         Some("connect") => {
             let to = addr(args.get(1));
             report(TcpStream::connect_timeout(&to, Duration::from_secs(5)).map(drop))
+        }
+        Some("hold-conns") => {
+            let (Some(path), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok()))
+            else {
+                eprintln!("usage: warden-probe hold-conns SOCKET N");
+                return ExitCode::from(2);
+            };
+            let mut held = Vec::with_capacity(n);
+            let mut failed = 0;
+            for _ in 0..n {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(s) => held.push(s),
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("connected={} failed={failed}", held.len());
+            let _ = io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(600));
+            ExitCode::SUCCESS
+        }
+        Some("socket") => {
+            let num = |i: usize| -> i32 {
+                args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("usage: warden-probe socket FAMILY TYPE PROTO");
+                    std::process::exit(2)
+                })
+            };
+            // SAFETY: socket(2) with integer arguments; the fd is closed.
+            let fd = unsafe { libc::socket(num(1), num(2), num(3)) };
+            if fd >= 0 {
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+                report(Ok(()))
+            } else {
+                report(Err(io::Error::last_os_error()))
+            }
         }
         Some("udp") => {
             let to = addr(args.get(1));

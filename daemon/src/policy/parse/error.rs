@@ -72,6 +72,10 @@ pub enum PolicyErrorKind {
     NotUtf8,
     #[error("the policy file is empty; it needs at least `version: 1` and `rules:`")]
     Empty,
+    #[error("the policy file is larger than {max} bytes")]
+    TooLarge { max: usize },
+    #[error("YAML nested deeper than {max} levels (a policy needs 5)")]
+    TooDeep { max: usize },
     #[error("invalid YAML: {0}")]
     Yaml(String),
     /// A value or structure the format does not allow; the message names it.
@@ -94,7 +98,8 @@ pub enum PolicyErrorKind {
     },
     #[error(
         "the policy's {kind} rules need {needed} distinct paths in the kernel; one policy may \
-         use at most {max} (half the map, so a reload can fill the idle half)"
+         use at most {max} (its agent's share of the map: 1/16, so 8 agents with full policies \
+         fit, mid-reload included)"
     )]
     TooManyPaths {
         kind: &'static str,
@@ -103,7 +108,8 @@ pub enum PolicyErrorKind {
     },
     #[error(
         "the policy's connect rules need {needed} distinct {family} CIDRs in the kernel; one \
-         policy may use at most {max} (half the map, so a reload can fill the idle half)"
+         policy may use at most {max} (its agent's share of the map: 1/16, so 8 agents with full \
+         policies fit, mid-reload included)"
     )]
     TooManyCidrs {
         family: &'static str,
@@ -142,3 +148,6 @@ pub(in crate::policy) fn yaml_location(e: &serde_yaml::Error) -> Option<Location
         column: l.column(),
     })
 }
+
+// The TooManyPaths and TooManyCidrs messages spell the share out.
+const _: () = assert!(warden_common::limits::RULE_MAP_SHARES == 8);

@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::model::{
-    normalise_ports, Decision, EvidenceLoss, Mode, PathMatch, Protocol, Rule, Selector,
+    normalise_ports, Decision, EvidenceLoss, Mode, PathMatch, Protocol, Rule, Selector, SocketKind,
 };
 
 use super::values::*;
@@ -64,6 +64,16 @@ pub(in crate::policy) struct RuleFields {
     pub(in crate::policy) connect: Option<ConnectFields>,
     pub(in crate::policy) exec: Option<ExecSpec>,
     pub(in crate::policy) file: Option<FileSpec>,
+    pub(in crate::policy) socket: Option<SocketFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "socket: a mapping with `kind` (`raw`)"
+)]
+pub(in crate::policy) struct SocketFields {
+    pub(in crate::policy) kind: SocketKind,
 }
 
 #[derive(Deserialize)]
@@ -102,7 +112,7 @@ impl<'de> Deserialize<'de> for RawRule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(CheckedMap {
             expecting:
-                "a rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`",
+                "a rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`, `socket`",
             check: check_rule,
         })
     }
@@ -119,14 +129,26 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
     if f.file.is_some() {
         present.push("`file`");
     }
-    let selector = match (f.connect, f.exec, f.file) {
-        (Some(c), None, None) => Selector::Connect {
+    if f.socket.is_some() {
+        present.push("`socket`");
+    }
+    let selector = match (f.connect, f.exec, f.file, f.socket) {
+        (None, None, None, Some(s)) => {
+            if f.decision == Decision::Hold {
+                return Err(
+                    "a `socket` rule decides `allow` or `deny`; socket creation cannot be held"
+                        .to_string(),
+                );
+            }
+            Selector::Socket { kind: s.kind }
+        }
+        (Some(c), None, None, None) => Selector::Connect {
             cidr: c.to.0,
             ports: c.ports.map_or_else(Vec::new, |p| normalise_ports(p.0)),
             protocol: c.protocol.unwrap_or(Protocol::Any),
         },
-        (None, Some(e), None) => Selector::Exec { target: e.0 },
-        (None, None, Some(file)) => file.0,
+        (None, Some(e), None, None) => Selector::Exec { target: e.0 },
+        (None, None, Some(file), None) => file.0,
         _ => {
             let found = if present.is_empty() {
                 "none".to_string()
@@ -134,7 +156,7 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
                 present.join(" and ")
             };
             return Err(format!(
-                "a rule needs exactly one of `connect`, `exec`, `file`; this one has {found}"
+                "a rule needs exactly one of `connect`, `exec`, `file`, `socket`; this one has {found}"
             ));
         }
     };

@@ -15,6 +15,7 @@
 //!   that failure is the node's line and column. This uses the real YAML
 //!   parser, so anchors, flow style and comments cannot fool it.
 
+mod bounds;
 mod error;
 mod fields;
 mod position;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use crate::policy::model::{Approvers, EvidenceLoss, Mode, Policy, Rule, Source};
 use crate::policy::profiles;
 
+pub use self::bounds::{MAX_NESTING_DEPTH, MAX_POLICY_BYTES};
 pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef};
 pub(super) use self::position::Step;
 use self::{error::*, fields::*, position::*};
@@ -56,9 +58,20 @@ pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyError> {
 /// Reads a policy file: its name as `path` displays (what errors show) and
 /// its text.
 pub fn read_policy_file(path: &Path) -> Result<(String, String), PolicyError> {
+    use std::io::Read;
     let name = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .map_err(|e| PolicyError::new(&name, None, None, PolicyErrorKind::Io(e)))?;
+    let io_err = |e| PolicyError::new(&name, None, None, PolicyErrorKind::Io(e));
+    // Never read more than the bound (and one byte to see it exceeded).
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_POLICY_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(io_err)?;
+    if bytes.len() > MAX_POLICY_BYTES {
+        let kind = PolicyErrorKind::TooLarge {
+            max: MAX_POLICY_BYTES,
+        };
+        return Err(PolicyError::new(&name, None, None, kind));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let location = location_after(valid);
@@ -81,6 +94,21 @@ fn location_after(prefix: &[u8]) -> Location {
 
 /// Parses and validates a policy. `name` is the file path shown in errors.
 pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
+    // Bounds first: the YAML parser's cost grows faster than the input.
+    if text.len() > MAX_POLICY_BYTES {
+        let kind = PolicyErrorKind::TooLarge {
+            max: MAX_POLICY_BYTES,
+        };
+        return Err(PolicyError::new(name, None, None, kind));
+    }
+    let (depth, line) = bounds::nesting_depth(text);
+    if depth > MAX_NESTING_DEPTH {
+        let kind = PolicyErrorKind::TooDeep {
+            max: MAX_NESTING_DEPTH,
+        };
+        let at = Location { line, column: 1 };
+        return Err(PolicyError::new(name, Some(at), None, kind));
+    }
     // The loose parse comes first: it reports YAML syntax errors as such.
     // The typed parse reads events lazily and would otherwise report a
     // broken document as, say, a missing field.

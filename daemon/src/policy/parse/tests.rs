@@ -66,7 +66,7 @@ fn unknown_field_in_rule_and_at_top() {
             "    exec: { path: /bin/sh }\n    decision: allow\n    note: x\n"
         )),
         "policies/payments.yaml:7:5: rule 'payments-api': unknown field `note`, expected one of \
-             `id`, `decision`, `connect`, `exec`, `file`"
+             `id`, `decision`, `connect`, `exec`, `file`, `socket`"
     );
 }
 
@@ -264,19 +264,19 @@ fn rule_needs_exactly_one_selector() {
     assert_eq!(
         err(&one_rule("    decision: allow\n")),
         "policies/payments.yaml:4:5: rule 'payments-api': a rule needs exactly one of `connect`, \
-             `exec`, `file`; this one has none"
+             `exec`, `file`, `socket`; this one has none"
     );
     assert_eq!(
         err(&one_rule(
             "    connect: { to: 1.2.3.4 }\n    exec: { path: /bin/sh }\n    decision: allow\n"
         )),
         "policies/payments.yaml:4:5: rule 'payments-api': a rule needs exactly one of `connect`, \
-             `exec`, `file`; this one has `connect` and `exec`"
+             `exec`, `file`, `socket`; this one has `connect` and `exec`"
     );
     assert_eq!(
         err("version: 1\nrules:\n  - not-a-mapping\n"),
         "policies/payments.yaml:3:5: rules[0]: invalid type: string \"not-a-mapping\", expected a \
-             rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`"
+             rule: a mapping with `id`, `decision` and one of `connect`, `exec`, `file`, `socket`"
     );
 }
 
@@ -713,5 +713,65 @@ fn included_profiles_follow_the_own_rules_and_are_in_the_snapshot() {
             .starts_with("policies/payments.yaml:4:9: rule 'loader.ld-cache': duplicate rule id"),
         "{}",
         err(clash)
+    );
+}
+
+#[test]
+fn socket_rules_name_raw_and_cannot_hold() {
+    let p = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: ping\n    socket: { kind: raw }\n    decision: allow\n",
+    )
+    .unwrap();
+    assert_eq!(
+        p.rules[0].selector,
+        crate::policy::Selector::Socket {
+            kind: crate::policy::SocketKind::Raw
+        }
+    );
+    assert!(p.canonical_json().contains(r#""socket":{"kind":"raw"}"#));
+    let held = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: ping\n    socket: { kind: raw }\n    decision: hold\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(held.contains("socket creation cannot be held"), "{held}");
+    let packet = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: sniff\n    socket: { kind: packet }\n    decision: allow\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(packet.contains("expected `raw`"), "{packet}");
+}
+
+/// 100,000 levels stalled the daemon 31 s; the bound refuses them before
+/// the YAML parser runs, naming the file and line.
+#[test]
+fn deep_nesting_and_huge_input_are_refused_fast() {
+    let start = std::time::Instant::now();
+    for text in [
+        format!("version: 1\nrules: []\nx: {}", "[".repeat(200_000)),
+        format!("version: 1\nrules:\n{}x\n", "- ".repeat(200_000)),
+        format!("version: 1\nrules: []\nx: {}1", "{a: ".repeat(200_000)),
+    ] {
+        let e = parse_policy(FILE, &text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("policies/payments.yaml:") && e.contains("nested deeper than 32"),
+            "{e}"
+        );
+    }
+    let huge = format!(
+        "version: 1\nrules: []\ndescription: \"{}\"\n",
+        "a".repeat(5 << 20)
+    );
+    let e = parse_policy(FILE, &huge).unwrap_err().to_string();
+    assert!(e.contains("larger than 4194304 bytes"), "{e}");
+    // Linear scans: far below the 31 s the parser took (debug build).
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
     );
 }

@@ -17,3 +17,4 @@ pub fn recorded(flags: u32, decision: Decision, rule_idx: u32) -> bool {
 pub mod exec;
 pub mod file;
 pub mod net;
+pub mod sock;

@@ -24,6 +24,32 @@ impl Dest {
         let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
         (self.family == AF_INET6 && mapped).then(|| [a[12], a[13], a[14], a[15]])
     }
+
+    /// Replaces an unspecified destination with the address the kernel will
+    /// actually use. The sock_addr hooks run before the protocol's connect:
+    /// for `0.0.0.0` (and `::ffff:0.0.0.0`) IPv4 routing picks 127.0.0.1
+    /// (`ip_route_output_key_hash_rcu`: no daddr means loopback), and for
+    /// `::` the IPv6 connect substitutes `::1` (`tcp_v6_connect`,
+    /// `ip6_datagram_connect`). Deciding (and recording) the wildcard would
+    /// let `allow 0.0.0.0/0` reach a loopback port a `deny 127.0.0.0/8`
+    /// rule names.
+    #[inline(always)]
+    pub fn unwildcard(&mut self) {
+        let a = &mut self.addr;
+        if self.family == AF_INET {
+            if a[..4].iter().all(|b| *b == 0) {
+                a[..4].copy_from_slice(&[127, 0, 0, 1]);
+            }
+        } else if a[..10].iter().all(|b| *b == 0) {
+            let mapped = a[10] == 0xff && a[11] == 0xff;
+            let rest_zero = a[12..].iter().all(|b| *b == 0);
+            if mapped && rest_zero {
+                a[12..].copy_from_slice(&[127, 0, 0, 1]);
+            } else if a[10] == 0 && a[11] == 0 && rest_zero {
+                a[15] = 1;
+            }
+        }
+    }
 }
 
 /// Looks the destination up in the agent's rules: longest CIDR match, then
