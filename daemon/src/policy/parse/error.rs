@@ -101,6 +101,19 @@ pub enum PolicyErrorKind {
         needed: usize,
         max: usize,
     },
+    /// A path the agent may both write and execute: it could replace the
+    /// binary it is allowed to run. `path` is one such path (a prefix rule's
+    /// directory stands for the files below it).
+    #[error(
+        "rule '{write_rule}' lets the agent write {path}, which rule '{exec_rule}' lets it \
+         execute (an agent must not write what it may run); narrow one of them, or add \
+         `allow_write_exec: true` to either rule to accept it"
+    )]
+    WriteExec {
+        write_rule: String,
+        exec_rule: String,
+        path: String,
+    },
     /// Rules of kinds this host cannot enforce, each with the reason; the
     /// policy is refused rather than loaded with those rules ignored.
     #[error("{}; refusing the policy", .missing.join("; "))]
