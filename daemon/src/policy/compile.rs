@@ -27,7 +27,7 @@ use warden_common::{
 };
 
 use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Selector};
-use super::parse::{rule_error, PolicyError, PolicyErrorKind};
+use super::parse::{rule_error, PolicyError, PolicyErrorKind, WriteExec};
 
 /// One LPM entry: (prefix length of the CIDR itself, without the slot bits;
 /// network address in network byte order; rules).
@@ -407,11 +407,11 @@ pub fn check_write_exec(policy: &Policy) -> Result<(), PolicyError> {
         return Err(rule_error(
             policy,
             e.max(w),
-            PolicyErrorKind::WriteExec {
+            PolicyErrorKind::WriteExec(Box::new(WriteExec {
                 write_rule: policy.rules[w].id.clone(),
                 exec_rule: policy.rules[e].id.clone(),
                 path: shown,
-            },
+            })),
         ));
     }
     Ok(())

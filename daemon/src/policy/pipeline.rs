@@ -335,7 +335,7 @@ mod tests {
         compile_policy("we.yaml", &yaml, &Capabilities::assume_all())
             .err()
             .map(|e| {
-                assert!(matches!(e.kind, PolicyErrorKind::WriteExec { .. }), "{e}");
+                assert!(matches!(e.kind, PolicyErrorKind::WriteExec(_)), "{e}");
                 e.to_string()
             })
     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::policy::model::{Approvers, Policy, Source};
 
-pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef};
+pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef, WriteExec};
 pub(super) use self::position::Step;
 use self::{error::*, fields::*, position::*};
 
