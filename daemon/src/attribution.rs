@@ -40,6 +40,7 @@ impl PolicyView {
             warden_common::rule::NO_EVIDENCE => "no-evidence".into(),
             warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
             warden_common::rule::UNRESOLVED => "unresolved-path".into(),
+            warden_common::rule::ANONYMOUS_EXEC => "anonymous-exec".into(),
             i => self
                 .rule_ids
                 .get(i as usize)

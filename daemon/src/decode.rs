@@ -123,6 +123,8 @@ pub fn path_flag_names(flags: u32) -> Vec<&'static str> {
         (path_flags::KILL_FAILED, "kill_failed"),
         (path_flags::SCRATCH_RACE, "scratch_race"),
         (path_flags::NO_OFFSETS, "no_offsets"),
+        (path_flags::DETACHED, "detached_mount"),
+        (path_flags::ANONYMOUS, "anonymous"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)

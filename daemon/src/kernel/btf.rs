@@ -336,6 +336,9 @@ impl Btf {
             valid: 1,
             file_f_flags: self.offset("file", "f_flags", 4)?,
             task_start_time: self.offset("task_struct", "start_time", 8)?,
+            task_nsproxy: self.offset("task_struct", "nsproxy", 8)?,
+            nsproxy_mnt_ns: self.offset("nsproxy", "mnt_ns", 8)?,
+            mnt_namespace_root: self.offset("mnt_namespace", "root", 8)?,
         };
         check_dentry_span(&offsets)?;
         Ok(offsets)

@@ -112,6 +112,10 @@ pub mod rule {
     /// The kernel could not resolve the path of the file being executed or
     /// opened (too deep, a failed read): refused (fail-closed).
     pub const UNRESOLVED: u32 = u32::MAX - 4;
+    /// The executed file is anonymous (a memfd: `path_flags::ANONYMOUS`):
+    /// refused, whatever the exec rules say. (Far from the values above so
+    /// that other reserved values can be added next to them.)
+    pub const ANONYMOUS_EXEC: u32 = u32::MAX - 15;
 }
 
 /// Header of every ring buffer record.

@@ -47,5 +47,11 @@ pub struct KernelOffsets {
     pub file_f_flags: u32,
     /// `task_struct.start_time` (the fallback holds' guard, `Held`).
     pub task_start_time: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, `mnt_namespace.root`: the
+    /// walk's end must be the root mount of the acting process's mount
+    /// namespace (`path_flags::DETACHED`).
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_namespace_root: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 25 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 28 * 4);
