@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
-    access, path_flags, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method, NetEvent,
-    OpenEvent,
+    access, path_flags, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method, NameEvent,
+    NetEvent, OpenEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,6 +76,17 @@ pub enum Action {
         write_rule: u32,
         flags: u32,
     },
+    /// A rename or link that succeeded, both names decided as writes
+    /// (`EventKind` says which); the names as rebuilt from the syscall's
+    /// arguments (see `NameEvent`).
+    Name {
+        old_path: String,
+        new_path: String,
+        syscall: u32,
+        old_rule: u32,
+        new_rule: u32,
+        flags: u32,
+    },
 }
 
 /// A file's identity: device (as `stat()` encodes `st_dev`) and inode.
@@ -125,6 +136,7 @@ pub fn path_flag_names(flags: u32) -> Vec<&'static str> {
         (path_flags::NO_OFFSETS, "no_offsets"),
         (path_flags::DETACHED, "detached_mount"),
         (path_flags::ANONYMOUS, "anonymous"),
+        (path_flags::NOT_NORMALISED, "not_normalised"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)
@@ -165,6 +177,8 @@ impl KernelEvent {
             EventKind::Sendmsg6 => "sendmsg6",
             EventKind::Exec => "exec",
             EventKind::Open => "open",
+            EventKind::Rename => "rename",
+            EventKind::Link => "link",
         }
     }
 
@@ -183,6 +197,9 @@ impl KernelEvent {
                 let (dev, ino) = file.to_kernel();
                 return HoldKey::file(self.cgroup_id, self.tid, dev, ino, *access);
             }
+            // Never held (the kernel refuses a held rename or link): a key
+            // that no grant is ever written for.
+            Action::Name { .. } => return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0),
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -218,6 +235,8 @@ impl KernelEvent {
                 }
             }
             Action::Exec { path, .. } | Action::Open { path, .. } => path.clone(),
+            // The name the action created (the old one is in the details).
+            Action::Name { new_path, .. } => new_path.clone(),
         }
     }
 }
@@ -285,6 +304,17 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 compat: ev.syscall_compat != 0,
                 read_rule: ev.read_rule,
                 write_rule: ev.write_rule,
+                flags: ev.flags,
+            }
+        }
+        EventKind::Rename | EventKind::Link => {
+            let ev: NameEvent = read(bytes, "name event")?;
+            Action::Name {
+                old_path: c_text(&ev.old_path),
+                new_path: c_text(&ev.new_path),
+                syscall: ev.syscall,
+                old_rule: ev.old_rule,
+                new_rule: ev.new_rule,
                 flags: ev.flags,
             }
         }

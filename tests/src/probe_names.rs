@@ -7,6 +7,8 @@
 //!                                         then openat(tree, NAME) and read
 //!   warden-probe rename FROM TO           rename(2)
 //!   warden-probe link FROM TO             link(2)
+//!   warden-probe rename-exec FROM TO ARG  rename(2), then execv(TO, ARG)
+//!   warden-probe link-read FROM TO        link(2), then open TO and read
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -24,6 +26,30 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "link" => status("link", unsafe {
             libc::link(c(&arg(1)).as_ptr(), c(&arg(2)).as_ptr())
         }),
+        "rename-exec" => {
+            // SAFETY: valid C strings.
+            if unsafe { libc::rename(c(&arg(1)).as_ptr(), c(&arg(2)).as_ptr()) } < 0 {
+                return Some(failed("rename"));
+            }
+            let (to, a) = (c(&arg(2)), c(&arg(3)));
+            let argv = [to.as_ptr(), a.as_ptr(), std::ptr::null()];
+            // SAFETY: NUL-terminated argv; returns only on failure.
+            unsafe { libc::execv(to.as_ptr(), argv.as_ptr()) };
+            failed("execv")
+        }
+        "link-read" => {
+            // SAFETY: valid C strings.
+            if unsafe { libc::link(c(&arg(1)).as_ptr(), c(&arg(2)).as_ptr()) } < 0 {
+                return Some(failed("link"));
+            }
+            match std::fs::read(arg(2)) {
+                Ok(bytes) => {
+                    println!("ok {}", String::from_utf8_lossy(&bytes));
+                    ExitCode::SUCCESS
+                }
+                Err(_) => failed("read"),
+            }
+        }
         _ => return None,
     };
     Some(code)

@@ -81,6 +81,10 @@ pub enum EventKind {
     Exec = 10,
     /// A file open (`OpenEvent`).
     Open = 11,
+    /// A rename/renameat/renameat2 that succeeded (`NameEvent`).
+    Rename = 12,
+    /// A link/linkat that succeeded (`NameEvent`).
+    Link = 13,
 }
 
 impl EventKind {
@@ -92,6 +96,8 @@ impl EventKind {
             4 => Some(Self::Sendmsg6),
             10 => Some(Self::Exec),
             11 => Some(Self::Open),
+            12 => Some(Self::Rename),
+            13 => Some(Self::Link),
             _ => None,
         }
     }
@@ -204,3 +210,27 @@ pub struct OpenEvent {
     pub path: [u8; EVENT_PATH_BYTES],
 }
 const _: () = assert!(size_of::<OpenEvent>() == 72 + 40 + EVENT_PATH_BYTES);
+
+/// A rename or link, seen at the syscall's exit after it succeeded: both
+/// names, each decided as a `write` of that path. The paths are rebuilt
+/// from the syscall's arguments in user memory (a relative one on the
+/// kernel's path of its directory fd or the working directory), so they
+/// can race a sibling thread and do not resolve symbolic links in the
+/// directories named (see README, Known gaps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameEvent {
+    pub header: EventHeader,
+    /// The syscall number (64-bit table).
+    pub syscall: u32,
+    /// `path_flags` of both resolutions, or-ed.
+    pub flags: u32,
+    /// The write rule that decided each path (`rule::DEFAULT` if none).
+    pub old_rule: u32,
+    pub new_rule: u32,
+    pub old_len: u32,
+    pub new_len: u32,
+    pub old_path: [u8; EVENT_PATH_BYTES],
+    pub new_path: [u8; EVENT_PATH_BYTES],
+}
+const _: () = assert!(size_of::<NameEvent>() == 72 + 24 + 2 * EVENT_PATH_BYTES);

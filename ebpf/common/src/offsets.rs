@@ -53,5 +53,16 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_namespace_root: u32,
+    /// `pt_regs.di`, `si`, `dx`, `r10`: the first four syscall arguments
+    /// (x86-64), for the rename/link check at `sys_exit`.
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_dx: u32,
+    pub pt_regs_r10: u32,
+    /// `task_struct.fs`, `fs_struct.pwd.mnt`, `fs_struct.pwd.dentry`: the
+    /// working directory a relative name is resolved from.
+    pub task_fs: u32,
+    pub fs_pwd_mnt: u32,
+    pub fs_pwd_dentry: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 28 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 35 * 4);

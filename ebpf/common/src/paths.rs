@@ -42,4 +42,7 @@ pub mod path_flags {
     /// (deleted)`). Opens are refused as unresolved; an exec is its own
     /// decision (`rule::ANONYMOUS_EXEC`).
     pub const ANONYMOUS: u32 = 1 << 8;
+    /// A name taken from user memory (rename, link) has a `.` or `..`
+    /// component or an empty one (`//`): not normalised, refused.
+    pub const NOT_NORMALISED: u32 = 1 << 9;
 }

@@ -54,6 +54,13 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_namespace_root: 0,
+    pt_regs_di: 0,
+    pt_regs_si: 0,
+    pt_regs_dx: 0,
+    pt_regs_r10: 0,
+    task_fs: 0,
+    fs_pwd_mnt: 0,
+    fs_pwd_dentry: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
@@ -449,4 +456,5 @@ pub const UNRESOLVED_FLAGS: u32 = path_flags::INCOMPLETE
     | path_flags::SCRATCH_RACE
     | path_flags::NO_OFFSETS
     | path_flags::DETACHED
-    | path_flags::ANONYMOUS;
+    | path_flags::ANONYMOUS
+    | path_flags::NOT_NORMALISED;
