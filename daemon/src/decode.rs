@@ -533,6 +533,43 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_rename_and_link_kill() {
+        for (kind, name) in [(EventKind::Rename, "rename"), (EventKind::Link, "link")] {
+            let ev = NameEvent {
+                header: header(kind, Decision::Deny, Method::Kill),
+                syscall: 316,
+                flags: path_flags::NOT_NORMALISED,
+                old_rule: 4,
+                new_rule: warden_common::rule::DEFAULT,
+                old_len: 10,
+                new_len: 13,
+                old_path: path_field("/work/evil"),
+                new_path: path_field("/srv/bin/tool"),
+            };
+            let got = decode(&raw(&ev)).unwrap();
+            assert_eq!(got.action_name(), name);
+            assert_eq!(got.target(), "/srv/bin/tool");
+            assert_eq!(
+                got.action,
+                Action::Name {
+                    old_path: "/work/evil".into(),
+                    new_path: "/srv/bin/tool".into(),
+                    syscall: 316,
+                    old_rule: 4,
+                    new_rule: warden_common::rule::DEFAULT,
+                    flags: path_flags::NOT_NORMALISED,
+                }
+            );
+        }
+        assert_eq!(
+            path_flag_names(
+                path_flags::DETACHED | path_flags::ANONYMOUS | path_flags::NOT_NORMALISED
+            ),
+            ["detached_mount", "anonymous", "not_normalised"]
+        );
+    }
+
+    #[test]
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Short { .. })));
         let mut raw = bytes_of(&sample(EventKind::Connect4, 2, [0; 16]));
