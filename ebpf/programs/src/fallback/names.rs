@@ -43,8 +43,9 @@ pub fn decide(regs: *const u8, ret: i64) {
     if ret != 0 || !path::offsets_valid() {
         return;
     }
+    let orig_ax = off!(pt_regs_orig_ax) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset (as file.rs).
-    let nr = unsafe { read_volatile(regs.add(off!(pt_regs_orig_ax) as usize).cast::<u64>()) };
+    let nr = unsafe { read_volatile(regs.add(orig_ax).cast::<u64>()) };
     let nr = nr as u32;
     let kind = match nr {
         syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 => EventKind::Rename,
@@ -53,8 +54,9 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
     // SAFETY: as above, the typed current task.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let ti_status = off!(task_ti_status) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset.
-    let status = unsafe { read_volatile(task.add(off!(task_ti_status) as usize).cast::<u32>()) };
+    let status = unsafe { read_volatile(task.add(ti_status).cast::<u32>()) };
     if status & 0x0002 != 0 {
         // An ia32 syscall: these numbers are other calls there.
         return;
