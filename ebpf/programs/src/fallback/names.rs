@@ -31,7 +31,7 @@ use crate::{
     events::{event_header, submit_flags},
     fallback::hold,
     maps::{EVENTS, FILE_RULES},
-    path::{self, off, Built, Scratch, UNRESOLVED_FLAGS},
+    path::{self, off, Built, Carry, Scratch, UNRESOLVED_FLAGS},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -96,7 +96,6 @@ pub fn decide(regs: *const u8, ret: i64) {
         return;
     };
     let ev = entry.as_mut_ptr();
-    let revoked = agent.flags & agent_flags::REVOKED != 0;
     // SAFETY: `ev` is a reserved NameEvent; every field is written below.
     unsafe {
         (*ev).header = event_header(
@@ -111,10 +110,31 @@ pub fn decide(regs: *const u8, ret: i64) {
         (*ev).syscall = nr;
     }
     let task = task as u64;
-    let slot = agent.slot;
+    // Verifier: what is used after a walk is parked in the scratch space
+    // and read back as unknown values, or the walk is explored once per
+    // known value (see `path::Carry`).
+    path::park(
+        s,
+        Carry {
+            cgroup_id,
+            ino: task,
+            filename: new,
+            agent_id: agent.agent_id,
+            policy_gen: agent.policy_gen,
+            slot: agent.slot,
+            agent_flags: agent.flags,
+            dev: 0,
+            flags: 0,
+            access: 0,
+            syscall: new_dfd as u32,
+            compat: 0,
+            _pad: 0,
+        },
+    );
 
     let b = resolve(s, task, old_dfd, old);
-    let (old_rule, old_allowed) = write_rule(s, slot, &b, revoked);
+    let c = path::unpark(s);
+    let (old_rule, old_allowed) = write_rule(s, c.slot, &b, c.agent_flags);
     // SAFETY: fields of the reserved record. `header.decision` parks
     // whether the old name was allowed until the end.
     unsafe {
@@ -124,8 +144,9 @@ pub fn decide(regs: *const u8, ret: i64) {
         write_volatile(addr_of_mut!((*ev).flags), b.flags);
         path::copy_to(addr_of_mut!((*ev).old_path), s);
     }
-    let b = resolve(s, task, new_dfd, new);
-    let (new_rule, new_allowed) = write_rule(s, slot, &b, revoked);
+    let b = resolve(s, c.ino, c.syscall as i32, c.filename);
+    let c = path::unpark(s);
+    let (new_rule, new_allowed) = write_rule(s, c.slot, &b, c.agent_flags);
     // SAFETY: fields of the reserved record.
     let (old_rule, old_allowed, flags) = unsafe {
         write_volatile(addr_of_mut!((*ev).new_rule), new_rule);
@@ -166,8 +187,8 @@ pub fn decide(regs: *const u8, ret: i64) {
 /// and 1 if it allows (a `hold` cannot pause a rename that already
 /// happened: refused).
 #[inline(always)]
-fn write_rule(s: &mut Scratch, slot: u32, b: &Built, revoked: bool) -> (u32, u32) {
-    if revoked {
+fn write_rule(s: &mut Scratch, slot: u32, b: &Built, flags_of_agent: u32) -> (u32, u32) {
+    if flags_of_agent & agent_flags::REVOKED != 0 {
         return (rule::REVOKED, 0);
     }
     if b.flags & UNRESOLVED_FLAGS != 0 {
