@@ -40,6 +40,7 @@ impl PolicyView {
             warden_common::rule::NO_EVIDENCE => "no-evidence".into(),
             warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
             warden_common::rule::UNRESOLVED => "unresolved-path".into(),
+            warden_common::rule::ANONYMOUS_EXEC => "anonymous-exec".into(),
             i => self
                 .rule_ids
                 .get(i as usize)
@@ -178,6 +179,26 @@ pub fn decision_entry(
             // The process's executable is the new image (a killed process is
             // gone before /proc can be read).
             exe = path.clone();
+        }
+        Action::Name {
+            old_path,
+            new_path,
+            syscall,
+            old_rule,
+            new_rule,
+            flags,
+        } => {
+            // Both names, each decided as a write; rebuilt from the
+            // syscall's arguments after it succeeded (see NameEvent).
+            details.insert("old_path".into(), json!(old_path));
+            details.insert("new_path".into(), json!(new_path));
+            details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
+            details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
+            details.insert("syscall".into(), json!(syscall));
+            details.insert("path_flags".into(), json!(path_flag_names(*flags)));
+            if process.binary != "unknown" {
+                details.insert("binary".into(), json!(process.binary));
+            }
         }
         Action::Open {
             file,

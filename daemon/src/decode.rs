@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
     access, path_flags, sock_class, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method,
-    NetEvent, OpenEvent, SocketEvent,
+    NameEvent, NetEvent, OpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +83,17 @@ pub enum Action {
         protocol: u32,
         class: u32,
     },
+    /// A rename or link that succeeded, both names decided as writes
+    /// (`EventKind` says which); the names as rebuilt from the syscall's
+    /// arguments (see `NameEvent`).
+    Name {
+        old_path: String,
+        new_path: String,
+        syscall: u32,
+        old_rule: u32,
+        new_rule: u32,
+        flags: u32,
+    },
 }
 
 /// A file's identity: device (as `stat()` encodes `st_dev`) and inode.
@@ -130,6 +141,9 @@ pub fn path_flag_names(flags: u32) -> Vec<&'static str> {
         (path_flags::KILL_FAILED, "kill_failed"),
         (path_flags::SCRATCH_RACE, "scratch_race"),
         (path_flags::NO_OFFSETS, "no_offsets"),
+        (path_flags::DETACHED, "detached_mount"),
+        (path_flags::ANONYMOUS, "anonymous"),
+        (path_flags::NOT_NORMALISED, "not_normalised"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)
@@ -171,6 +185,8 @@ impl KernelEvent {
             EventKind::Exec => "exec",
             EventKind::Open => "open",
             EventKind::Socket => "socket",
+            EventKind::Rename => "rename",
+            EventKind::Link => "link",
         }
     }
 
@@ -193,6 +209,9 @@ impl KernelEvent {
                 let (dev, ino) = file.to_kernel();
                 return HoldKey::file(self.cgroup_id, self.tid, dev, ino, *access);
             }
+            // Never held (the kernel refuses a held rename or link): a key
+            // that no grant is ever written for.
+            Action::Name { .. } => return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0),
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -234,6 +253,8 @@ impl KernelEvent {
                 protocol,
                 class,
             } => socket_target(*class, *family, *sock_type, *protocol),
+            // The name the action created (the old one is in the details).
+            Action::Name { new_path, .. } => new_path.clone(),
         }
     }
 }
@@ -332,6 +353,17 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 sock_type: ev.sock_type,
                 protocol: ev.protocol,
                 class: ev.class,
+            }
+        }
+        EventKind::Rename | EventKind::Link => {
+            let ev: NameEvent = read(bytes, "name event")?;
+            Action::Name {
+                old_path: c_text(&ev.old_path),
+                new_path: c_text(&ev.new_path),
+                syscall: ev.syscall,
+                old_rule: ev.old_rule,
+                new_rule: ev.new_rule,
+                flags: ev.flags,
             }
         }
     };
@@ -590,6 +622,43 @@ mod tests {
         assert_eq!(access_name(bits), "read,write");
         assert_eq!((read_rule, write_rule, compat), (2, 3, false));
         assert_eq!(access_name(0), "none");
+    }
+
+    #[test]
+    fn round_trip_rename_and_link_kill() {
+        for (kind, name) in [(EventKind::Rename, "rename"), (EventKind::Link, "link")] {
+            let ev = NameEvent {
+                header: header(kind, Decision::Deny, Method::Kill),
+                syscall: 316,
+                flags: path_flags::NOT_NORMALISED,
+                old_rule: 4,
+                new_rule: warden_common::rule::DEFAULT,
+                old_len: 10,
+                new_len: 13,
+                old_path: path_field("/work/evil"),
+                new_path: path_field("/srv/bin/tool"),
+            };
+            let got = decode(&raw(&ev)).unwrap();
+            assert_eq!(got.action_name(), name);
+            assert_eq!(got.target(), "/srv/bin/tool");
+            assert_eq!(
+                got.action,
+                Action::Name {
+                    old_path: "/work/evil".into(),
+                    new_path: "/srv/bin/tool".into(),
+                    syscall: 316,
+                    old_rule: 4,
+                    new_rule: warden_common::rule::DEFAULT,
+                    flags: path_flags::NOT_NORMALISED,
+                }
+            );
+        }
+        assert_eq!(
+            path_flag_names(
+                path_flags::DETACHED | path_flags::ANONYMOUS | path_flags::NOT_NORMALISED
+            ),
+            ["detached_mount", "anonymous", "not_normalised"]
+        );
     }
 
     #[test]

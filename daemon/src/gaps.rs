@@ -208,6 +208,8 @@ pub fn class_name(kind: u32) -> &'static str {
         Some(EventKind::Exec) => "exec",
         Some(EventKind::Open) => "open",
         Some(EventKind::Socket) => "socket",
+        Some(EventKind::Rename) => "rename",
+        Some(EventKind::Link) => "link",
         None => "unknown",
     }
 }

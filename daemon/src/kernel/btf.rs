@@ -337,6 +337,16 @@ impl Btf {
             file_f_flags: self.offset("file", "f_flags", 4)?,
             task_start_time: self.offset("task_struct", "start_time", 8)?,
             sb_s_magic: self.offset("super_block", "s_magic", 8)?,
+            task_nsproxy: self.offset("task_struct", "nsproxy", 8)?,
+            nsproxy_mnt_ns: self.offset("nsproxy", "mnt_ns", 8)?,
+            mnt_namespace_root: self.offset("mnt_namespace", "root", 8)?,
+            pt_regs_di: self.offset("pt_regs", "di", 8)?,
+            pt_regs_si: self.offset("pt_regs", "si", 8)?,
+            pt_regs_dx: self.offset("pt_regs", "dx", 8)?,
+            pt_regs_r10: self.offset("pt_regs", "r10", 8)?,
+            task_fs: self.offset("task_struct", "fs", 8)?,
+            fs_pwd_mnt: self.offset("fs_struct", "pwd.mnt", 8)?,
+            fs_pwd_dentry: self.offset("fs_struct", "pwd.dentry", 8)?,
         };
         check_dentry_span(&offsets)?;
         Ok(offsets)

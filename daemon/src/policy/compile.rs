@@ -27,7 +27,7 @@ use warden_common::{
 };
 
 use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Selector, SocketKind};
-use super::parse::{rule_error, PolicyError, PolicyErrorKind};
+use super::parse::{rule_error, PolicyError, PolicyErrorKind, WriteExec};
 
 /// One LPM entry: (prefix length of the CIDR itself, without the slot bits;
 /// network address in network byte order; rules).
@@ -399,6 +399,76 @@ pub fn compile_paths(policy: &Policy) -> Result<CompiledPaths, PolicyError> {
         });
     }
     Ok(out)
+}
+
+/// Refuses a policy under which some path is both writable (the most
+/// specific `file` rule listing `write` allows or holds it) and executable
+/// (the most specific `exec` rule allows or holds it): the agent could
+/// replace a binary it may run. Accepted when either deciding rule says
+/// `allow_write_exec: true`. The error names both rules, located at the
+/// later one.
+///
+/// Exact, not approximate: the decisions of both tables only change at rule
+/// keys, so it is enough to test one path per region: each exact rule's
+/// path, and for each prefix rule a name directly below it that no other
+/// rule names (`prefix + "\u{1}"`). A `deny` carve-out (say write
+/// `/work/`, deny write `/work/bin/`, exec `/work/bin/`) is therefore
+/// accepted.
+pub fn check_write_exec(policy: &Policy) -> Result<(), PolicyError> {
+    let mut execs = Vec::new();
+    let mut writes = Vec::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        match &rule.selector {
+            Selector::Exec { target } => execs.push((index, target)),
+            Selector::File {
+                target,
+                write: true,
+                ..
+            } => writes.push((index, target)),
+            _ => {}
+        }
+    }
+    if execs.is_empty() || writes.is_empty() {
+        return Ok(());
+    }
+    // The most specific rule of `rules` matching `path`; ties: the first.
+    let decider = |rules: &[(usize, &PathMatch)], path: &str| -> Option<usize> {
+        rules
+            .iter()
+            .rev()
+            .filter(|(_, t)| t.matches(path.as_bytes()))
+            .max_by_key(|(_, t)| specificity(t))
+            .map(|&(i, _)| i)
+    };
+    let permits = |index: usize| policy.rules[index].decision != Decision::Deny;
+    let mut points: Vec<(String, String)> = Vec::new();
+    for (_, target) in execs.iter().chain(writes.iter()) {
+        match target {
+            PathMatch::Exact(p) => points.push((p.clone(), p.clone())),
+            PathMatch::Prefix(p) => points.push((format!("{p}\u{1}"), format!("{p}*"))),
+        }
+    }
+    for (probe, shown) in points {
+        let (Some(e), Some(w)) = (decider(&execs, &probe), decider(&writes, &probe)) else {
+            continue;
+        };
+        if !permits(e) || !permits(w) {
+            continue;
+        }
+        if policy.rules[e].allow_write_exec || policy.rules[w].allow_write_exec {
+            continue;
+        }
+        return Err(rule_error(
+            policy,
+            e.max(w),
+            PolicyErrorKind::WriteExec(Box::new(WriteExec {
+                write_rule: policy.rules[w].id.clone(),
+                exec_rule: policy.rules[e].id.clone(),
+                path: shown,
+            })),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses `distinct` entries (in policy order) beyond `max`, naming the

@@ -107,6 +107,16 @@ pub struct Rule {
     /// `"file": {...}` next to `id` and `decision`.
     #[serde(flatten)]
     pub selector: Selector,
+    /// `allow_write_exec: true`: the author accepts that this rule lets the
+    /// agent write a path it may also execute (refused otherwise, see
+    /// `compile::check_write_exec`). Left out of the snapshot when false,
+    /// so policies without it keep their hash.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_write_exec: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What happens to an action a rule matches.

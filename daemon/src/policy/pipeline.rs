@@ -20,7 +20,9 @@ use std::path::Path;
 use warden_common::limits::{MAX_NET_ENTRIES, MAX_PATH_ENTRIES};
 use warden_common::names;
 
-use super::compile::{compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths};
+use super::compile::{
+    check_write_exec, compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths,
+};
 use super::model::{policy_needs, Policy};
 use super::parse::{parse_policy, read_policy_file, PolicyError, PolicyErrorKind};
 
@@ -122,6 +124,8 @@ pub fn compile_policy(
     // know which rule overflowed.
     let net = compile_network(&parsed)?;
     let paths = compile_paths(&parsed)?;
+    // After the capacity checks, so its pass over the rules is bounded.
+    check_write_exec(&parsed)?;
     let capacity = Capacity::of(&net, &paths);
     debug_assert!(capacity.tables().iter().all(|t| t.used <= t.limit));
     let snapshot = parsed.snapshot();
@@ -323,5 +327,151 @@ mod tests {
             matches!(err.kind, PolicyErrorKind::Unsupported { .. }),
             "{err}"
         );
+    }
+
+    /// The error of compiling `rules` (YAML list items), or None.
+    fn write_exec_error(rules: &str) -> Option<String> {
+        let yaml = format!("version: 1\nrules:\n{rules}");
+        compile_policy("we.yaml", &yaml, &Capabilities::assume_all())
+            .err()
+            .map(|e| {
+                assert!(matches!(e.kind, PolicyErrorKind::WriteExec(_)), "{e}");
+                e.to_string()
+            })
+    }
+
+    const EXEC_TOOL: &str =
+        "  - id: run-tool\n    exec: { path: /work/bin/tool }\n    decision: allow\n";
+
+    #[test]
+    fn writing_an_executable_exact_path_is_refused_with_both_rule_ids() {
+        let write =
+            "  - id: edit-tool\n    file: { path: /work/bin/tool, access: [read, write] }\n    \
+                     decision: allow\n";
+        assert_eq!(
+            write_exec_error(&format!("{EXEC_TOOL}{write}")).as_deref(),
+            Some(
+                "we.yaml:6:5: rule 'edit-tool': rule 'edit-tool' lets the agent write \
+                 /work/bin/tool, which rule 'run-tool' lets it execute (an agent must not write \
+                 what it may run); narrow one of them, or add `allow_write_exec: true` to either \
+                 rule to accept it"
+            )
+        );
+        // Read-only is fine; so is a write the policy denies.
+        let read = "  - id: read-tool\n    file: { path: /work/bin/tool, access: [read] }\n    \
+                    decision: allow\n";
+        assert_eq!(write_exec_error(&format!("{EXEC_TOOL}{read}")), None);
+        assert_eq!(
+            write_exec_error(&format!("{EXEC_TOOL}{}", write.replace("allow", "deny"))),
+            None
+        );
+        // Hold may end in allow: refused like allow.
+        assert!(
+            write_exec_error(&format!("{EXEC_TOOL}{}", write.replace("allow", "hold"))).is_some()
+        );
+        // A denied exec next to a writable path is fine.
+        assert_eq!(
+            write_exec_error(&format!("{}{write}", EXEC_TOOL.replace("allow", "deny"))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_writable_prefix_over_an_executable_path_is_refused() {
+        let write = "  - id: work-rw\n    file: { prefix: /work/, access: [write] }\n    \
+                     decision: allow\n";
+        let err = write_exec_error(&format!("{EXEC_TOOL}{write}")).expect("refused");
+        assert!(
+            err.contains(
+                "rule 'work-rw' lets the agent write /work/bin/tool, which rule 'run-tool'"
+            ),
+            "{err}"
+        );
+        // Either way round: a writable path under an executable prefix.
+        let exec_prefix = "  - id: run-work\n    exec: { prefix: /work/ }\n    decision: allow\n";
+        let write_file = "  - id: out\n    file: { path: /work/out.txt, access: [write] }\n    \
+                          decision: allow\n";
+        let err = write_exec_error(&format!("{exec_prefix}{write_file}")).expect("refused");
+        assert!(
+            err.contains("write /work/out.txt, which rule 'run-work'"),
+            "{err}"
+        );
+        // A sibling directory does not overlap.
+        let elsewhere = write.replace("/work/", "/workspace/");
+        assert_eq!(write_exec_error(&format!("{EXEC_TOOL}{elsewhere}")), None);
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused_unless_a_deny_carves_the_overlap_out() {
+        let exec = "  - id: run-bin\n    exec: { prefix: /work/bin/ }\n    decision: allow\n";
+        let write = "  - id: work-rw\n    file: { prefix: /work/, access: [read, write] }\n    \
+                     decision: allow\n";
+        let err = write_exec_error(&format!("{exec}{write}")).expect("refused");
+        assert!(
+            err.contains("write /work/bin/*, which rule 'run-bin'"),
+            "{err}"
+        );
+        // The inner prefix writable under an outer executable one.
+        let outer_exec = "  - id: run-all\n    exec: { prefix: /opt/ }\n    decision: allow\n";
+        let inner_write = "  - id: cache\n    file: { prefix: /opt/cache/, access: [write] }\n    \
+                           decision: allow\n";
+        let err = write_exec_error(&format!("{outer_exec}{inner_write}")).expect("refused");
+        assert!(
+            err.contains("write /opt/cache/*, which rule 'run-all'"),
+            "{err}"
+        );
+        // A more specific deny (write or exec) removes the overlap.
+        let carve_write = "  - id: bin-ro\n    file: { prefix: /work/bin/, access: [write] }\n    \
+                           decision: deny\n";
+        assert_eq!(
+            write_exec_error(&format!("{exec}{write}{carve_write}")),
+            None
+        );
+        let carve_exec =
+            "  - id: no-cache-exec\n    exec: { prefix: /opt/cache/ }\n    decision: deny\n";
+        assert_eq!(
+            write_exec_error(&format!("{outer_exec}{inner_write}{carve_exec}")),
+            None
+        );
+    }
+
+    #[test]
+    fn allow_write_exec_on_either_rule_accepts_the_overlap() {
+        let exec = "  - id: run-bin\n    exec: { prefix: /work/bin/ }\n    decision: allow\n";
+        let write = "  - id: work-rw\n    file: { prefix: /work/, access: [write] }\n    \
+                     decision: allow\n";
+        let flag = "    allow_write_exec: true\n";
+        assert_eq!(write_exec_error(&format!("{exec}{flag}{write}")), None);
+        assert_eq!(write_exec_error(&format!("{exec}{write}{flag}")), None);
+        // The flag is part of the policy's meaning, so of its snapshot; a
+        // policy without it keeps the hash it had before the flag existed.
+        let with = parse(&format!("version: 1\nrules:\n{exec}{flag}{write}"));
+        let without = parse(&format!("version: 1\nrules:\n{exec}"));
+        assert!(with.canonical_json().contains("\"allow_write_exec\":true"));
+        assert!(!without.canonical_json().contains("allow_write_exec"));
+        // Not meaningful on a connect rule: refused.
+        let err = parse_policy(
+            "c.yaml",
+            "version: 1\nrules:\n  - id: a\n    connect: { to: 10.0.0.1 }\n    decision: allow\n    \
+             allow_write_exec: true\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`allow_write_exec` applies to `exec` and `file` rules only"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_policies_compile() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                compile_policy_file(&path, &Capabilities::assume_all())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
     }
 }

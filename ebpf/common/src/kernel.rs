@@ -28,6 +28,11 @@ pub mod syscalls {
     pub const OPENAT: u32 = 257;
     pub const OPEN_BY_HANDLE_AT: u32 = 304;
     pub const OPENAT2: u32 = 437;
+    pub const RENAME: u32 = 82;
+    pub const LINK: u32 = 86;
+    pub const RENAMEAT: u32 = 264;
+    pub const LINKAT: u32 = 265;
+    pub const RENAMEAT2: u32 = 316;
     /// The ia32 table (int 0x80 works from 64-bit code too, and the numbers
     /// mean other syscalls in the 64-bit table: 5 is fstat there).
     pub const IA32_OPEN: u32 = 5;

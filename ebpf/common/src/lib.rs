@@ -60,6 +60,7 @@ mod pod {
     unsafe impl aya::Pod for FileRule {}
     unsafe impl aya::Pod for ExecEvent {}
     unsafe impl aya::Pod for OpenEvent {}
+    unsafe impl aya::Pod for NameEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AgentCounters {}
     unsafe impl aya::Pod for Parked {}

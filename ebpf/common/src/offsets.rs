@@ -50,5 +50,22 @@ pub struct KernelOffsets {
     /// `super_block.s_magic` (8 bytes): opens of pipes, sockets and
     /// anonymous inodes are not decided as files.
     pub sb_s_magic: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, `mnt_namespace.root`: the
+    /// walk's end must be the root mount of the acting process's mount
+    /// namespace (`path_flags::DETACHED`).
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_namespace_root: u32,
+    /// `pt_regs.di`, `si`, `dx`, `r10`: the first four syscall arguments
+    /// (x86-64), for the rename/link check at `sys_exit`.
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_dx: u32,
+    pub pt_regs_r10: u32,
+    /// `task_struct.fs`, `fs_struct.pwd.mnt`, `fs_struct.pwd.dentry`: the
+    /// working directory a relative name is resolved from.
+    pub task_fs: u32,
+    pub fs_pwd_mnt: u32,
+    pub fs_pwd_dentry: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 26 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 36 * 4);

@@ -31,4 +31,18 @@ pub mod path_flags {
     /// The path-walk offsets are missing (the daemon could not read the
     /// kernel's BTF): refused.
     pub const NO_OFFSETS: u32 = 1 << 6;
+    /// The walk ended at the root of a mount that is not the root of the
+    /// acting process's mount namespace: a detached mount (an
+    /// `open_tree(OPEN_TREE_CLONE)` copy, a kernel-internal mount). The
+    /// path it built is relative to that mount, not real: refused.
+    pub const DETACHED: u32 = 1 << 7;
+    /// The file's dentry is in no mount tree (its own parent and not a
+    /// mount's root): a memfd, an nsfs or pipefs file reached through
+    /// `/proc/PID/fd`. The path holds its name only (`/memfd:NAME
+    /// (deleted)`). Opens are refused as unresolved; an exec is its own
+    /// decision (`rule::ANONYMOUS_EXEC`).
+    pub const ANONYMOUS: u32 = 1 << 8;
+    /// A name taken from user memory (rename, link) has a `.` or `..`
+    /// component or an empty one (`//`): not normalised, refused.
+    pub const NOT_NORMALISED: u32 = 1 << 9;
 }

@@ -14,29 +14,22 @@
 //! processes outside agents return after one lookup.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_send_signal_thread,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_send_signal_thread},
     macros::fexit,
     programs::FExitContext,
 };
 use warden_common::{counter, held_state, SIGSTOP};
 
-use crate::{
-    counters::count,
-    maps::{AGENTS, HELD},
-};
+use crate::{agent::current_agent, counters::count, maps::HELD};
 
 // int __cgroup_bpf_run_filter_sock_addr(struct sock *sk, struct sockaddr
 //     *uaddr, int *uaddrlen, enum cgroup_bpf_attach_type atype,
 //     void *t_ctx, u32 *flags)
 #[fexit(function = "__cgroup_bpf_run_filter_sock_addr")]
 pub fn warden_hold_stop(_ctx: FExitContext) -> i32 {
-    // SAFETY: a plain helper call with no arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: plain data; only its presence matters here.
-    if unsafe { AGENTS.get(&cgroup_id) }.is_none() {
+    // An agent's process, in its cgroup or one below it (where the cgroup
+    // hook held it too: `agent::current_agent`).
+    if current_agent().1.is_none() {
         return 0;
     }
     let tid = bpf_get_current_pid_tgid() as u32;

@@ -52,6 +52,16 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     file_f_flags: 0,
     task_start_time: 0,
     sb_s_magic: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_namespace_root: 0,
+    pt_regs_di: 0,
+    pt_regs_si: 0,
+    pt_regs_dx: 0,
+    pt_regs_r10: 0,
+    task_fs: 0,
+    fs_pwd_mnt: 0,
+    fs_pwd_dentry: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
@@ -238,12 +248,27 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
             break;
         }
         let root = get!(s.cur_root);
-        if d == root || d == parent {
+        if d == parent && d != root {
+            // A dentry outside any mount tree (memfd, nsfs, pipefs): keep
+            // its name for the record, and say it is anonymous.
+            set!(s.names[i], word(&span, name_word));
+            set!(
+                s.lens[i],
+                (word(&span, len_word) >> (len_shift & 63)) as u32
+            );
+            set!(
+                s.flags,
+                (get!(s.flags) & !path_flags::INCOMPLETE) | path_flags::ANONYMOUS
+            );
+            set!(s.end, i as u32 + 1);
+            break;
+        }
+        if d == root {
             let mnt = get!(s.cur_mount);
             let mparent = read::<u64>(mnt, o_mparent);
-            if mparent == mnt || mparent == 0 || d != root {
-                // The root of the mount tree, or a dentry outside any mount
-                // (pseudo file systems): done.
+            if mparent == mnt || mparent == 0 {
+                // The root of a mount tree: done (whose tree is checked
+                // after the loop).
                 set!(s.flags, get!(s.flags) & !path_flags::INCOMPLETE);
                 set!(s.end, i as u32);
                 break;
@@ -262,6 +287,22 @@ pub fn build(s: &mut Scratch, dentry: u64, vfsmount: u64) -> Built {
             (word(&span, len_word) >> (len_shift & 63)) as u32
         );
         set!(s.cur_dentry, parent);
+    }
+
+    // The tree the walk ended in must be the acting process's own: a
+    // detached mount (open_tree clone) or an internal one (shm, the memfd
+    // mount) ends in a root of its own, and its "path" is not a real one.
+    if get!(s.flags) & (path_flags::INCOMPLETE | path_flags::READ_ERROR | path_flags::ANONYMOUS)
+        == 0
+    {
+        // SAFETY: a helper without arguments.
+        let task = unsafe { generated::bpf_get_current_task() };
+        let nsproxy = read::<u64>(task, off!(task_nsproxy));
+        let ns = read::<u64>(nsproxy, off!(nsproxy_mnt_ns));
+        let ns_root = read::<u64>(ns, off!(mnt_namespace_root));
+        if ns_root == 0 || ns_root != get!(s.cur_mount) {
+            set!(s.flags, get!(s.flags) | path_flags::DETACHED);
+        }
     }
 
     const MASK: usize = EVENT_PATH_BYTES - 1;
@@ -499,4 +540,7 @@ pub fn not_a_file(file: u64) -> bool {
 pub const UNRESOLVED_FLAGS: u32 = path_flags::INCOMPLETE
     | path_flags::READ_ERROR
     | path_flags::SCRATCH_RACE
-    | path_flags::NO_OFFSETS;
+    | path_flags::NO_OFFSETS
+    | path_flags::DETACHED
+    | path_flags::ANONYMOUS
+    | path_flags::NOT_NORMALISED;

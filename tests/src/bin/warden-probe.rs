@@ -50,6 +50,8 @@
 //!                                         close (held creates, both paths)
 
 // Attempts on Warden itself (self_protection.rs); see that file's list.
+#[path = "../probe_names.rs"]
+mod names;
 #[path = "../probe_tamper.rs"]
 mod tamper;
 
@@ -89,6 +91,9 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> ExitCode {
     if let Some(code) = tamper::run(args) {
+        return code;
+    }
+    if let Some(code) = names::run(args) {
         return code;
     }
     match args.first().map(String::as_str) {

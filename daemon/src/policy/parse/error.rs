@@ -116,10 +116,28 @@ pub enum PolicyErrorKind {
         needed: usize,
         max: usize,
     },
+    /// A path the agent may both write and execute: it could replace the
+    /// binary it is allowed to run. Boxed to keep the error small.
+    #[error("{0}")]
+    WriteExec(Box<WriteExec>),
     /// Rules of kinds this host cannot enforce, each with the reason; the
     /// policy is refused rather than loaded with those rules ignored.
     #[error("{}; refusing the policy", .missing.join("; "))]
     Unsupported { missing: Vec<String> },
+}
+
+/// The two rules that let the agent write what it may execute. `path` is
+/// one such path (`DIR/*` stands for the files below a prefix).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "rule '{write_rule}' lets the agent write {path}, which rule '{exec_rule}' lets it \
+     execute (an agent must not write what it may run); narrow one of them, or add \
+     `allow_write_exec: true` to either rule to accept it"
+)]
+pub struct WriteExec {
+    pub write_rule: String,
+    pub exec_rule: String,
+    pub path: String,
 }
 
 pub(in crate::policy) fn fmt_line(line: &Option<usize>) -> String {

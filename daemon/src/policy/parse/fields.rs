@@ -65,6 +65,7 @@ pub(in crate::policy) struct RuleFields {
     pub(in crate::policy) exec: Option<ExecSpec>,
     pub(in crate::policy) file: Option<FileSpec>,
     pub(in crate::policy) socket: Option<SocketFields>,
+    pub(in crate::policy) allow_write_exec: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -160,10 +161,14 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
             ));
         }
     };
+    if f.allow_write_exec.is_some() && matches!(selector, Selector::Connect { .. }) {
+        return Err("`allow_write_exec` applies to `exec` and `file` rules only".to_string());
+    }
     Ok(RawRule(Rule {
         id: f.id.0,
         decision: f.decision,
         selector,
+        allow_write_exec: f.allow_write_exec.unwrap_or(false),
     }))
 }
 

@@ -30,7 +30,7 @@ use crate::policy::model::{Approvers, EvidenceLoss, Mode, Policy, Rule, Source};
 use crate::policy::profiles;
 
 pub use self::bounds::{MAX_NESTING_DEPTH, MAX_POLICY_BYTES};
-pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef};
+pub use self::error::{Location, PolicyError, PolicyErrorKind, RuleRef, WriteExec};
 pub(super) use self::position::Step;
 use self::{error::*, fields::*, position::*};
 

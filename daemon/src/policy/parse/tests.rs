@@ -66,7 +66,7 @@ fn unknown_field_in_rule_and_at_top() {
             "    exec: { path: /bin/sh }\n    decision: allow\n    note: x\n"
         )),
         "policies/payments.yaml:7:5: rule 'payments-api': unknown field `note`, expected one of \
-             `id`, `decision`, `connect`, `exec`, `file`, `socket`"
+             `id`, `decision`, `connect`, `exec`, `file`, `socket`, `allow_write_exec`"
     );
 }
 

@@ -5,4 +5,5 @@
 pub mod exec;
 pub mod file;
 pub mod hold;
+pub mod names;
 pub mod sys_exit;

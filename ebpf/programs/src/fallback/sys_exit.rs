@@ -17,7 +17,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, ERESTARTNOINTR};
 
 use crate::{
-    fallback::{file, hold},
+    fallback::{file, hold, names},
     maps::SYS_EXIT_MODE,
 };
 
@@ -39,6 +39,7 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     if mode & sys_exit_mode::FILES != 0 {
         file::decide(ctx.arg(0), ret);
+        names::decide(ctx.arg(0), ret);
     }
     0
 }

@@ -62,6 +62,10 @@ pub fn judge(s: &mut Scratch, cgroup_id: u64, agent: &AgentInfo, bprm: u64) -> J
 
     let (decision, rule_idx) = if c.agent_flags & agent_flags::REVOKED != 0 {
         (Decision::Deny, rule::REVOKED)
+    } else if flags & path_flags::ANONYMOUS != 0 {
+        // Before the unresolved check, which also lists ANONYMOUS: an
+        // anonymous exec is recorded as such.
+        (Decision::Deny, rule::ANONYMOUS_EXEC)
     } else if flags & UNRESOLVED_FLAGS != 0 {
         (Decision::Deny, rule::UNRESOLVED)
     } else {
