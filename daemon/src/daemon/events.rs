@@ -1,13 +1,14 @@
 //! The event reader: drains the ring buffer, decodes and attributes each
 //! decision, hands batches to the writer and holds to the enforcer.
 
-use std::sync::{atomic::Ordering, mpsc, Arc, RwLock};
+use std::sync::{atomic::Ordering, mpsc, Arc, Mutex, RwLock};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::{
     enforcer::Command,
+    summaries::{FirstSeen, RepeatKey},
     views::{Stats, Views},
     writer::EvidenceWriter,
 };
@@ -24,6 +25,7 @@ pub(super) async fn read_events(
     writer: EvidenceWriter,
     enforcer: mpsc::Sender<Command>,
     stats: Arc<Stats>,
+    first_seen: Arc<Mutex<FirstSeen>>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
     // as long as the AsyncFd (which owns the RingBuf) exists.
@@ -37,17 +39,26 @@ pub(super) async fn read_events(
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut firsts = Vec::new();
         let batch = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users);
+                let batch = drain(guard.get_inner_mut(), &views, &enforcer, &stats, &mut users, &mut firsts);
                 guard.clear_ready();
                 batch
             }
-            _ = tick.tick() => drain(fd.get_mut(), &views, &enforcer, &stats, &mut users),
+            _ = tick.tick() => drain(fd.get_mut(), &views, &enforcer, &stats, &mut users, &mut firsts),
         };
         if !batch.is_empty() {
             writer.queue(batch);
+        }
+        // Remembered once queued, so a summary naming a first is always
+        // queued after it.
+        if !firsts.is_empty() {
+            let mut seen = first_seen.lock().expect("first-seen lock");
+            for (key, entry) in firsts {
+                seen.remember(key, entry);
+            }
         }
     }
 }
@@ -58,6 +69,7 @@ pub(super) fn drain(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
+    firsts: &mut Vec<(RepeatKey, NewEntry)>,
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -119,6 +131,9 @@ pub(super) fn drain(
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
             }
             _ => {
+                if ev.method == warden_common::Method::Allow {
+                    firsts.push((RepeatKey::of_event(&ev), entry.clone()));
+                }
                 batch.push(entry);
                 Ok(())
             }

@@ -170,6 +170,7 @@ impl Enforcer {
                         paths: &none,
                         revoked,
                         fail_open: false,
+                        each_allowed: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
@@ -265,6 +266,7 @@ impl Enforcer {
             paths,
             revoked,
             fail_open,
+            each_allowed: parsed.evidence.allowed == policy::AllowedEvidence::Each,
         };
         self.install(agent, cgroup_id, &rules)?;
         self.enforced.insert(

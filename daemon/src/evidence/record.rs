@@ -104,6 +104,7 @@ pub const KINDS: &[&str] = &[
     "restart",
     "checkpoint",
     "uninstall",
+    "summary",
 ];
 
 #[derive(Debug, thiserror::Error)]

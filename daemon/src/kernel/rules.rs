@@ -29,6 +29,8 @@ pub struct AgentRules<'a> {
     pub revoked: bool,
     /// `on_evidence_loss: allow`.
     pub fail_open: bool,
+    /// `evidence: { allowed: each }`: no counting of repeats.
+    pub each_allowed: bool,
 }
 
 /// Rule keys carry the agent slot they belong to.
@@ -91,6 +93,7 @@ impl Kernel {
             paths,
             revoked,
             fail_open,
+            each_allowed,
         } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -112,6 +115,9 @@ impl Kernel {
         }
         if fail_open {
             flags |= agent_flags::FAIL_OPEN;
+        }
+        if each_allowed {
+            flags |= agent_flags::EACH_ALLOWED;
         }
         let info = AgentInfo {
             agent_id,

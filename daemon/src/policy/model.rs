@@ -31,6 +31,10 @@ pub struct Policy {
     #[serde(rename = "hold_timeout_secs", serialize_with = "serialize_secs")]
     pub hold_timeout: Duration,
     pub on_evidence_loss: EvidenceLoss,
+    /// `evidence: { allowed: .. }`. Left out of the canonical JSON while
+    /// it is the default, so policies written before it keep their snapshot.
+    #[serde(skip_serializing_if = "Evidence::is_default")]
+    pub evidence: Evidence,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -73,6 +77,34 @@ pub enum EvidenceLoss {
     Deny,
     /// Let the action go ahead unrecorded.
     Allow,
+}
+
+/// `evidence:` settings: how much of what the agent does is written down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "evidence: a mapping with `allowed`")]
+pub struct Evidence {
+    #[serde(default)]
+    pub allowed: AllowedEvidence,
+}
+
+impl Evidence {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How allowed actions are recorded. Denials, holds, approvals, kills and
+/// gaps are always recorded one entry each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "`first-then-count` or `each`")]
+pub enum AllowedEvidence {
+    /// The first allowed action of a key (agent, process, file or
+    /// destination, access, rule, policy) is recorded individually; its
+    /// repeats are counted in the kernel and written as `summary` entries.
+    #[default]
+    FirstThenCount,
+    /// Every allowed action gets its own entry.
+    Each,
 }
 
 /// One rule of a policy.

@@ -31,6 +31,7 @@ mod kernel;
 mod maps;
 mod offsets;
 mod paths;
+mod summaries;
 
 pub use counters::*;
 pub use events::*;
@@ -39,6 +40,7 @@ pub use kernel::*;
 pub use maps::*;
 pub use offsets::*;
 pub use paths::*;
+pub use summaries::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -60,4 +62,6 @@ mod pod {
     unsafe impl aya::Pod for OpenEvent {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for AgentCounters {}
+    unsafe impl aya::Pod for SummaryKey {}
+    unsafe impl aya::Pod for SummaryCount {}
 }

@@ -20,3 +20,6 @@ pub const MAX_PATH_ENTRIES: u32 = 16384;
 /// also drains it every `EVENTS_POLL_MS`.
 pub const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 8;
 pub const EVENTS_POLL_MS: u64 = 20;
+/// Distinct repeated-action keys counted at once (`SUMMARIES`); beyond
+/// it, actions of new keys are recorded individually.
+pub const MAX_SUMMARY_KEYS: u32 = 65536;

@@ -22,6 +22,10 @@ pub mod agent_flags {
     /// full, an action the policy allows goes ahead unrecorded (counted in
     /// `AgentCounters::allowed_unrecorded`) instead of being refused.
     pub const FAIL_OPEN: u32 = 1 << 3;
+    /// The policy says `evidence: { allowed: each }`: every allowed action
+    /// gets its own record. Without it, repeats of an allowed action are
+    /// counted in `SUMMARIES` (first-then-count, the default).
+    pub const EACH_ALLOWED: u32 = 1 << 8;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

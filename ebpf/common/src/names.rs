@@ -9,11 +9,13 @@ pub const EVENTS: &str = "EVENTS";
 pub const COUNTERS: &str = "COUNTERS";
 /// Per-CPU hash of `AgentCounters`, keyed by agent id (`u32`).
 pub const AGENT_COUNTERS: &str = "AGENT_COUNTERS";
+/// Hash of repeated allowed actions, `SummaryKey` -> `SummaryCount`.
+pub const SUMMARIES: &str = "SUMMARIES";
 
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -25,6 +27,7 @@ pub const PINNED_MAPS: [&str; 11] = [
     FILE_RULES,
     SYS_EXIT_MODE,
     AGENT_COUNTERS,
+    SUMMARIES,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";

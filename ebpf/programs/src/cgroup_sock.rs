@@ -19,7 +19,7 @@ use warden_common::{
 
 use crate::{
     counters::{count, count_agent},
-    events::{event_header, submit_flags, unrecorded},
+    events::{counted_repeat, event_header, first_recorded, submit_flags, summary_key, unrecorded},
     judge::net::{match_rules, Dest, AF_INET, AF_INET6},
     maps::{AGENTS, EVENTS, GRANTS, HELD},
 };
@@ -138,6 +138,21 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // No action without a record: reserve the event before allowing. If the
     // ring buffer is full the action is refused and the drop is counted.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed connect already recorded is counted, not copied.
+    let repeat = summary_key(
+        &agent,
+        decision,
+        kind,
+        rule_idx,
+        u32::from(dest.port) | u32::from(dest.proto) << 16,
+        0,
+        0,
+        dest.addr,
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return ALLOW;
+    }
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         if unrecorded(&agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
@@ -146,6 +161,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
+    first_recorded(&repeat);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let (decision, method) = match decision {

@@ -27,14 +27,17 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use warden_common::{
-    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, ExecEvent, HoldKey,
-    Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT, SIGSTOP,
+    access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, EventKind,
+    ExecEvent, HoldKey, Method, OpenEvent, SummaryKey, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC,
+    FMODE_NOACCOUNT, SIGSTOP,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_exec, fill_open, submit_flags, unrecorded},
+    events::{
+        counted_repeat, fill_exec, fill_open, first_recorded, submit_flags, summary_key, unrecorded,
+    },
     judge::{exec, file},
     maps::{EVENTS, GRANTS},
     path::{self, off},
@@ -61,7 +64,18 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
-    let mut entry = match reserve::<ExecEvent>(&agent, j.decision) {
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        j.decision,
+        EventKind::Exec,
+        j.rule_idx,
+        0,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    let mut entry = match reserve::<ExecEvent>(&agent, j.decision, &repeat) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
@@ -76,12 +90,25 @@ pub fn warden_lsm_exec(ctx: LsmContext) -> i32 {
 
 /// No action without a record: reserves the event before anything is
 /// allowed. Without room, the action is refused, or allowed and counted
-/// where the agent's policy says so (`Err`: what the hook returns).
+/// where the agent's policy says so (`Err`: what the hook returns). A
+/// repeat of an allowed action already recorded is counted instead
+/// (`repeat`, see `events::counted_repeat`) and allowed.
 #[inline(always)]
-fn reserve<T>(agent: &AgentInfo, judged: Decision) -> Result<RingBufEntry<T>, i32> {
+fn reserve<T>(
+    agent: &AgentInfo,
+    judged: Decision,
+    repeat: &Option<SummaryKey>,
+) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    if counted_repeat(repeat) {
+        count(counter::ALLOWED);
+        return Err(ALLOW);
+    }
     match EVENTS.reserve::<T>(0) {
-        Some(entry) => Ok(entry),
+        Some(entry) => {
+            first_recorded(repeat);
+            Ok(entry)
+        }
         None if unrecorded(agent, judged == Decision::Allow) => {
             count(counter::ALLOWED);
             Err(ALLOW)
@@ -205,7 +232,18 @@ pub fn warden_lsm_open(ctx: LsmContext) -> i32 {
         return DENY;
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, syscalls::LSM_HOOK, 0);
-    let mut entry = match reserve::<OpenEvent>(&agent, j.decision) {
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        j.decision,
+        EventKind::Open,
+        j.rule_idx,
+        c.access,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    let mut entry = match reserve::<OpenEvent>(&agent, j.decision, &repeat) {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     limits, AgentCounters, AgentInfo, FileRule, Held, HoldKey, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule,
+    PathRule, SummaryCount, SummaryKey,
 };
 
 #[map]
@@ -63,3 +63,12 @@ pub static COUNTERS: PerCpuArray<u64> =
 #[map]
 pub static AGENT_COUNTERS: PerCpuHashMap<u32, AgentCounters> =
     PerCpuHashMap::with_max_entries(limits::MAX_AGENTS + 1, 0);
+
+/// Repeated allowed actions, counted instead of recorded (see
+/// `warden_common::SummaryKey`). Per-CPU, so a repeat is a plain add (the
+/// BPF target has no atomic add in stable Rust); the daemon sums the CPUs.
+/// Not LRU: nothing is evicted, a full map means new keys are recorded
+/// individually.
+#[map]
+pub static SUMMARIES: PerCpuHashMap<SummaryKey, SummaryCount> =
+    PerCpuHashMap::with_max_entries(limits::MAX_SUMMARY_KEYS, 0);

@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::model::{
-    normalise_ports, Decision, EvidenceLoss, PathMatch, Protocol, Rule, Selector,
+    normalise_ports, Decision, Evidence, EvidenceLoss, PathMatch, Protocol, Rule, Selector,
 };
 
 use super::values::*;
@@ -25,6 +25,7 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) approvers: RawApprovers,
     pub(in crate::policy) hold_timeout: Option<HoldTimeout>,
     pub(in crate::policy) on_evidence_loss: Option<EvidenceLoss>,
+    pub(in crate::policy) evidence: Option<Evidence>,
     pub(in crate::policy) rules: RuleList,
 }
 

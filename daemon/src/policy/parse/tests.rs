@@ -55,7 +55,7 @@ fn unknown_field_in_rule_and_at_top() {
     assert_eq!(
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
-             `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `rules`"
+             `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `evidence`, `rules`"
     );
     assert_eq!(
         err(&one_rule(

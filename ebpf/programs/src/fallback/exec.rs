@@ -21,13 +21,13 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, ExecEvent,
+    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, EventKind, ExecEvent,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_exec, submit_flags, unrecorded},
+    events::{counted_repeat, fill_exec, first_recorded, submit_flags, summary_key, unrecorded},
     fallback::hold,
     judge::exec::judge,
     maps::EVENTS,
@@ -58,6 +58,22 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
 
     // No exec without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed exec already recorded is counted, not copied.
+    let c = &j.carry;
+    let repeat = summary_key(
+        agent,
+        decision,
+        EventKind::Exec,
+        j.rule_idx,
+        0,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         if unrecorded(agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
@@ -66,6 +82,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         }
         return;
     };
+    first_recorded(&repeat);
     let (decision, method, kill_failed) = hold::carry_out(decision, held_state::EXEC_STOPPING);
     fill_exec(
         entry.as_mut_ptr(),

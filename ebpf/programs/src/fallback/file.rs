@@ -26,13 +26,14 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::bpf_get_current_task_btf;
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, OpenEvent,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, EventKind,
+    OpenEvent,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_open, submit_flags, unrecorded},
+    events::{counted_repeat, fill_open, first_recorded, submit_flags, summary_key, unrecorded},
     fallback::hold,
     judge::file::judge,
     maps::EVENTS,
@@ -144,6 +145,22 @@ pub fn decide(regs: *const u8, ret: i64) {
 
     // No open without a record: reserve the event before allowing.
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed open already recorded is counted, not copied.
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        decision,
+        EventKind::Open,
+        j.rule_idx,
+        c.access,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         if unrecorded(&agent, decision == Decision::Allow) {
             count(counter::ALLOWED);
@@ -152,6 +169,7 @@ pub fn decide(regs: *const u8, ret: i64) {
         }
         return;
     };
+    first_recorded(&repeat);
     // A hold stops the thread with the fd in hand, before user space sees
     // it: a human decides whether it gets it (continue) or not (kill).
     let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
