@@ -217,3 +217,118 @@ pub fn summary_entry(
     }
     entry
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn swept(key: SummaryKey) -> Swept {
+        Swept {
+            key,
+            count: 999,
+            first_boot_ns: 10,
+            last_boot_ns: 20,
+        }
+    }
+
+    fn open_key() -> SummaryKey {
+        SummaryKey {
+            agent_id: 3,
+            policy_gen: 7,
+            tgid: 42,
+            kind: EventKind::Open as u32,
+            rule_idx: 0,
+            access: 1,
+            dev: (8 << 20) | 1,
+            _pad: 0,
+            ino: 99,
+            addr: [0; 16],
+        }
+    }
+
+    #[test]
+    fn a_remembered_first_names_the_summary() {
+        let k = open_key();
+        let ev_key = RepeatKey::of_kernel(&k);
+        let mut first = FirstSeen::default();
+        let mut details = serde_json::Map::new();
+        details.insert("tid".into(), json!(43));
+        details.insert("boot_ns".into(), json!(10));
+        let entry = NewEntry {
+            ts_ns: 1,
+            kind: "decision".into(),
+            agent: "a".into(),
+            owner: "o".into(),
+            uid: 0,
+            loginuid: 0,
+            user: "root".into(),
+            login_user: "root".into(),
+            pid: 42,
+            exe: "/bin/x".into(),
+            action: "open".into(),
+            target: "/etc/x".into(),
+            decision: "allow".into(),
+            rule_id: "r".into(),
+            policy_snapshot: "s".into(),
+            method: "allow".into(),
+            details,
+        };
+        first.remember(ev_key, entry);
+        let s = summary_entry(
+            &swept(k),
+            &first,
+            500,
+            |b| b as i64 + 1000,
+            |_| panic!("the first is remembered"),
+        );
+        assert_eq!((s.kind.as_str(), s.method.as_str()), ("summary", "counted"));
+        assert_eq!((s.target.as_str(), s.pid, s.ts_ns), ("/etc/x", 42, 500));
+        assert_eq!(s.details["count"], 999);
+        assert_eq!(s.details["first_ns"], 1010);
+        assert_eq!(s.details["last_ns"], 1020);
+        assert_eq!(s.details["file"], "2049:99");
+        assert!(s.details.get("tid").is_none() && s.details.get("boot_ns").is_none());
+
+        // Two rotations later the first is forgotten: the summary names the
+        // file by identity.
+        first.rotate();
+        first.rotate();
+        let s = summary_entry(
+            &swept(k),
+            &first,
+            500,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "s".into(),
+                        rule_ids: vec!["r".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!((s.target.as_str(), s.rule_id.as_str()), ("2049:99", "r"));
+        assert_eq!(s.action, "open");
+    }
+
+    #[test]
+    fn network_keys_match_between_kernel_and_event() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let k = SummaryKey {
+            kind: EventKind::Connect4 as u32,
+            access: 8080 | 6 << 16,
+            addr,
+            ..SummaryKey::default()
+        };
+        assert_eq!(RepeatKey::of_kernel(&k).fallback_target(), "127.0.0.1:8080");
+    }
+}

@@ -405,6 +405,28 @@ fn settings() {
 }
 
 #[test]
+fn evidence_setting_parses_defaults_and_keeps_old_snapshots() {
+    use crate::policy::AllowedEvidence;
+    let plain = parse_policy(FILE, "version: 1\nrules: []\n").unwrap();
+    assert_eq!(plain.evidence.allowed, AllowedEvidence::FirstThenCount);
+    let explicit = parse_policy(
+        FILE,
+        "version: 1\nevidence: { allowed: first-then-count }\nrules: []\n",
+    )
+    .unwrap();
+    // The default is left out of the canonical JSON: no snapshot changes.
+    assert_eq!(plain.snapshot(), explicit.snapshot());
+    assert!(!plain.canonical_json().contains("\"evidence\""));
+    let each = parse_policy(FILE, "version: 1\nevidence: { allowed: each }\nrules: []\n").unwrap();
+    assert_eq!(each.evidence.allowed, AllowedEvidence::Each);
+    assert_ne!(each.snapshot(), plain.snapshot());
+    let bad = err("version: 1\nevidence: { allowed: some }\nrules: []\n");
+    assert!(bad.contains("`first-then-count` or `each`"), "{bad}");
+    let bad = err("version: 1\nevidence: { alowed: each }\nrules: []\n");
+    assert!(bad.contains("unknown field `alowed`"), "{bad}");
+}
+
+#[test]
 fn not_utf8_and_unreadable_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
