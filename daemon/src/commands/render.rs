@@ -252,13 +252,24 @@ pub fn completeness(c: &Completeness) -> Result<String, String> {
     for (agent, a) in c.agents.iter().filter(|(_, a)| a.summaries > 0) {
         put!(
             out,
-            "agent {agent}: {} recorded individually + {} repeats in {} summaries = {}; kernel decisions at the latest summary: {}",
+            "agent {agent}: {} recorded individually + {} repeats in {} summaries = {} actions",
             a.individual,
             a.counted,
             a.summaries,
             a.individual + a.counted,
-            a.kernel_decisions.map_or("unknown".into(), |k| k.to_string())
         );
+        if let Some(k) = a.kernel_decisions {
+            // Events still in the ring buffer at the sweep are written
+            // after it, so the log can only be behind the kernel there.
+            put!(
+                out,
+                "agent {agent}: at its latest summary the log accounts for {} + {} = {} of the kernel's {} decisions",
+                a.individual_at_kernel,
+                a.counted_at_kernel,
+                a.individual_at_kernel + a.counted_at_kernel,
+                k
+            );
+        }
     }
     Ok(out)
 }

@@ -111,8 +111,10 @@ pub struct Accounting {
     pub summaries: u64,
     /// The kernel's decision counter for the agent at its latest summary.
     pub kernel_decisions: Option<u64>,
-    /// Repeats summarised up to that summary.
+    /// Repeats summarised, and entries recorded individually, up to that
+    /// summary: what the log accounts for of the kernel's figure.
     pub counted_at_kernel: u64,
+    pub individual_at_kernel: u64,
 }
 
 /// Result of checking a whole log.
@@ -149,6 +151,7 @@ impl Completeness {
                 {
                     a.kernel_decisions = Some(k);
                     a.counted_at_kernel = a.counted;
+                    a.individual_at_kernel = a.individual;
                 }
             }
             _ => {}

@@ -235,9 +235,10 @@ fn run(args: &[String]) -> Result<()> {
     let rounds = flag(args, "--rounds", 3)?;
     let files = flag(args, "--files", 60_000)?;
     let mut env = TestEnv::new("workloads");
-    let root: PathBuf = env.state_dir().join("work");
-    std::fs::create_dir_all(&root)?;
-    let root = root.canonicalize()?;
+    // Outside the state directory, which agents may not touch.
+    let work = tempfile::tempdir()?;
+    let root: PathBuf = work.path().canonicalize()?;
+    std::fs::create_dir_all(root.join("tmp"))?;
     let workloads = prepare(&root, files)?;
     // Everything the workloads read, write and execute is allowed by file
     // and exec rules, so every open and exec is decided and recorded.
@@ -267,13 +268,14 @@ fn run(args: &[String]) -> Result<()> {
         .iter()
         .map(|_| [new_side(), new_side(), new_side()])
         .collect();
-    let warden = warden_tests::warden_bin();
     for round in 0..rounds {
         for (w, res) in workloads.iter().zip(results.iter_mut()) {
             // Warm the page cache and the workload's own caches alike.
             if round == 0 {
                 let mut warm = Command::new("sh");
-                warm.args(["-c", &w.script]).current_dir(&root);
+                warm.args(["-c", &w.script])
+                    .current_dir(&root)
+                    .env("TMPDIR", root.join("tmp"));
                 timed(warm, w.name)?;
             }
             for (side, agent) in [(0usize, None), (1, Some(EACH)), (2, Some(COUNT))] {
@@ -291,7 +293,9 @@ fn run(args: &[String]) -> Result<()> {
                     }
                 };
                 let mut cmd = cmd;
-                cmd.current_dir(&root);
+                // The test environment's state directory is under /tmp, and
+                // agents may not create files beside it (self-protection).
+                cmd.current_dir(&root).env("TMPDIR", root.join("tmp"));
                 let took = timed(cmd, &format!("{} ({agent:?})", w.name))?;
                 let after = settled(&db)?;
                 let s = &mut res[side];
