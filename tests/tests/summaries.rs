@@ -164,3 +164,39 @@ fn repeated_denials_stay_individual_and_allowed_connects_are_counted() {
     assert!(env.ok(&["log", "verify"]).contains("intact"));
     env.ok(&["log", "verify", "--completeness"]);
 }
+
+#[test]
+fn per_agent_counts_repeats_across_processes() {
+    if !can_run("summaries") {
+        return;
+    }
+    let mut env = TestEnv::new("summagent");
+    let f = Files::new(&env);
+    let file = f.write("public/shared.txt", "SHARED");
+    env.write_policy(
+        "p.yaml",
+        &file_policy(&f, "evidence: { allowed: first-then-count, per: agent }\n"),
+    );
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("wide", "p.yaml");
+
+    for _ in 0..3 {
+        let out = env.probe_as("wide", &["read-n", &file, "10"]);
+        assert_eq!(stdout(&out), "ok SHARED", "{}", stderr(&out));
+    }
+    wait_first(&env, &file);
+    env.stop_daemon();
+
+    let firsts = entries(&env, "decision", "open", &file);
+    assert_eq!(
+        firsts.len(),
+        1,
+        "one first for three processes: {firsts:#?}"
+    );
+    let s = entries(&env, "summary", "open", &file);
+    assert_eq!(s.len(), 1, "{s:#?}");
+    assert_eq!(s[0]["details"]["count"], 29);
+    assert_eq!(s[0]["details"]["counted_per"], "agent");
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    env.ok(&["log", "verify", "--completeness"]);
+}

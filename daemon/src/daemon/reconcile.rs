@@ -171,6 +171,7 @@ impl Enforcer {
                         revoked,
                         fail_open: false,
                         each_allowed: false,
+                        count_per_agent: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
@@ -267,6 +268,7 @@ impl Enforcer {
             revoked,
             fail_open,
             each_allowed: parsed.evidence.allowed == policy::AllowedEvidence::Each,
+            count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
         };
         self.install(agent, cgroup_id, &rules)?;
         self.enforced.insert(

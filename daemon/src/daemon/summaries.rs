@@ -140,7 +140,13 @@ impl FirstSeen {
     /// only decisions the kernel counts); drops it when this generation is
     /// full.
     pub fn remember(&mut self, key: RepeatKey, entry: NewEntry) {
-        if self.current.len() < limits::MAX_SUMMARY_KEYS as usize {
+        if self.current.len() + 1 < limits::MAX_SUMMARY_KEYS as usize {
+            // Also as the first of the agent's (any process: pid 0), for
+            // agents whose repeats are counted per agent; the first one
+            // stays.
+            self.current
+                .entry(RepeatKey { pid: 0, ..key })
+                .or_insert_with(|| entry.clone());
             self.current.insert(key, entry);
         }
     }
@@ -210,6 +216,11 @@ pub fn summary_entry(
     entry
         .details
         .insert("policy_version".into(), json!(swept.key.policy_gen));
+    if key.pid == 0 {
+        // Counted per agent: the first's process made the first, any of
+        // the agent's processes the repeats.
+        entry.details.insert("counted_per".into(), json!("agent"));
+    }
     if let Some((dev, ino)) = key.file {
         entry
             .details

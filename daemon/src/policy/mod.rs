@@ -21,8 +21,8 @@ pub use compile::{
     PathEntry,
 };
 pub use model::{
-    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, Decision, Evidence, EvidenceLoss,
-    Needs, PathMatch, Policy, Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
+    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, Evidence,
+    EvidenceLoss, Needs, PathMatch, Policy, Protocol, Rule, Selector, SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,

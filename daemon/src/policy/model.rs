@@ -85,6 +85,28 @@ pub enum EvidenceLoss {
 pub struct Evidence {
     #[serde(default)]
     pub allowed: AllowedEvidence,
+    /// What repeats are counted per (first-then-count only). Left out of
+    /// the canonical JSON while it is the default.
+    #[serde(default, skip_serializing_if = "CountPer::is_default")]
+    pub per: CountPer,
+}
+
+/// Whose repeats one summary counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`process` or `agent`")]
+pub enum CountPer {
+    /// Each process's repeats apart: a summary names one process.
+    #[default]
+    Process,
+    /// All the agent's processes together: a summary names the first
+    /// process and counts the repeats of any of them.
+    Agent,
+}
+
+impl CountPer {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Process
+    }
 }
 
 impl Evidence {

@@ -17,7 +17,8 @@ pub struct SummaryKey {
     pub agent_id: u32,
     /// The policy version that decided (`AgentInfo::policy_gen`).
     pub policy_gen: u32,
-    /// Thread group id of the acting process.
+    /// Thread group id of the acting process; 0 when the agent's repeats
+    /// are counted per agent (`agent_flags::COUNT_PER_AGENT`).
     pub tgid: u32,
     /// `EventKind` of the action.
     pub kind: u32,

@@ -195,7 +195,11 @@ pub fn summary_key(
     Some(SummaryKey {
         agent_id: agent.agent_id,
         policy_gen: agent.policy_gen,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid: if agent.flags & agent_flags::COUNT_PER_AGENT != 0 {
+            0
+        } else {
+            (bpf_get_current_pid_tgid() >> 32) as u32
+        },
         kind: kind as u32,
         rule_idx,
         access,

@@ -9,8 +9,8 @@
 //! - `read`: reading up to 60,000 files under /usr/share, one process.
 //!
 //! One agent's policy says `evidence: { allowed: each }` (one entry per
-//! allowed action, as before summaries), the other the default
-//! `first-then-count`. Printed per workload: median wall time of each side,
+//! allowed action, as before summaries), one the default
+//! `first-then-count` (per process), one `first-then-count, per: agent`. Printed per workload: median wall time of each side,
 //! the ratios to outside, and the evidence entries and bytes (sum of the
 //! stored columns) each agent run added, summaries included (the daemon
 //! sweeps every second here, and the bench waits for the log to settle
@@ -29,6 +29,7 @@ use warden_tests::{is_root, TestEnv};
 
 const EACH: &str = "wl-each";
 const COUNT: &str = "wl-count";
+const PER_AGENT: &str = "wl-agent";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -249,9 +250,14 @@ fn run(args: &[String]) -> Result<()> {
     };
     env.write_policy("each.yaml", &policy("evidence: { allowed: each }\n"));
     env.write_policy("count.yaml", &policy(""));
+    env.write_policy(
+        "agent.yaml",
+        &policy("evidence: { allowed: first-then-count, per: agent }\n"),
+    );
     env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "1"), ("WARDEN_LOG", "info")]);
     env.add_agent(EACH, "each.yaml");
     env.add_agent(COUNT, "count.yaml");
+    env.add_agent(PER_AGENT, "agent.yaml");
     let db = env.database();
 
     struct Side {
@@ -264,9 +270,9 @@ fn run(args: &[String]) -> Result<()> {
         entries: Vec::new(),
         bytes: Vec::new(),
     };
-    let mut results: Vec<[Side; 3]> = workloads
+    let mut results: Vec<[Side; 4]> = workloads
         .iter()
-        .map(|_| [new_side(), new_side(), new_side()])
+        .map(|_| [new_side(), new_side(), new_side(), new_side()])
         .collect();
     for round in 0..rounds {
         for (w, res) in workloads.iter().zip(results.iter_mut()) {
@@ -278,7 +284,12 @@ fn run(args: &[String]) -> Result<()> {
                     .env("TMPDIR", root.join("tmp"));
                 timed(warm, w.name)?;
             }
-            for (side, agent) in [(0usize, None), (1, Some(EACH)), (2, Some(COUNT))] {
+            for (side, agent) in [
+                (0usize, None),
+                (1, Some(EACH)),
+                (2, Some(COUNT)),
+                (3, Some(PER_AGENT)),
+            ] {
                 let before = settled(&db)?;
                 let cmd = match agent {
                     None => {
@@ -306,48 +317,52 @@ fn run(args: &[String]) -> Result<()> {
         }
     }
     println!(
-        "workloads, {rounds} rounds each, interleaved (outside / agent allowed: each / agent first-then-count), medians:"
+        "workloads, {rounds} rounds each, interleaved; medians. Sides: outside any agent, and agents with \
+         evidence allowed: each (today's one entry per action), first-then-count per process (new default), per agent"
     );
     println!(
-        "{:<11} {:>10} {:>10} {:>10} {:>7} {:>7} {:>10} {:>10} {:>8} {:>12} {:>12}",
+        "{:<11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11} {:>11} {:>11}",
         "workload",
         "outside",
-        "each",
-        "count",
         "each/x",
-        "count/x",
-        "entries:e",
-        "entries:c",
-        "fewer",
-        "bytes:e",
-        "bytes:c"
+        "proc/x",
+        "agent/x",
+        "ent:each",
+        "ent:proc",
+        "ent:agent",
+        "fewer:p",
+        "fewer:a",
+        "B:each",
+        "B:proc",
+        "B:agent"
     );
     for (w, res) in workloads.iter().zip(results.iter_mut()) {
-        let [out, each, count] = res;
-        let (o, e, c) = (
-            median(&mut out.wall),
-            median(&mut each.wall),
-            median(&mut count.wall),
-        );
         let med = |v: &mut Vec<u64>| {
             v.sort();
             v[v.len() / 2]
         };
-        let (ee, ce) = (med(&mut each.entries), med(&mut count.entries));
-        let (eb, cb) = (med(&mut each.bytes), med(&mut count.bytes));
+        let o = median(&mut res[0].wall);
+        let walls: Vec<f64> = res[1..]
+            .iter_mut()
+            .map(|s| median(&mut s.wall).as_secs_f64() / o.as_secs_f64())
+            .collect();
+        let ents: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.entries)).collect();
+        let bytes: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.bytes)).collect();
         println!(
-            "{:<11} {:>9.0}ms {:>9.0}ms {:>9.0}ms {:>6.2}x {:>6.2}x {:>10} {:>10} {:>7.1}x {:>12} {:>12}",
+            "{:<11} {:>7.0}ms {:>6.2}x {:>6.2}x {:>6.2}x {:>9} {:>9} {:>9} {:>6.1}x {:>6.1}x {:>11} {:>11} {:>11}",
             w.name,
             o.as_secs_f64() * 1e3,
-            e.as_secs_f64() * 1e3,
-            c.as_secs_f64() * 1e3,
-            e.as_secs_f64() / o.as_secs_f64(),
-            c.as_secs_f64() / o.as_secs_f64(),
-            ee,
-            ce,
-            ee as f64 / ce.max(1) as f64,
-            eb,
-            cb
+            walls[0],
+            walls[1],
+            walls[2],
+            ents[0],
+            ents[1],
+            ents[2],
+            ents[0] as f64 / ents[1].max(1) as f64,
+            ents[0] as f64 / ents[2].max(1) as f64,
+            bytes[0],
+            bytes[1],
+            bytes[2]
         );
     }
     let verify = env.cli(&["log", "verify", "--completeness"]);
