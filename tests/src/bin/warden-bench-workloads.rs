@@ -224,6 +224,20 @@ fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
     Ok(took)
 }
 
+/// As `timed`, but a failed run (an agent killed because the ring buffer
+/// was full: issue #14 section 2) is reported and counted, not fatal.
+fn timed_or_killed(cmd: Command, what: &str, kills: &mut u64) -> Result<Duration> {
+    let t = Instant::now();
+    match timed(cmd, what) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            eprintln!("{e:#}");
+            *kills += 1;
+            Ok(t.elapsed())
+        }
+    }
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -264,11 +278,13 @@ fn run(args: &[String]) -> Result<()> {
         wall: Vec<Duration>,
         entries: Vec<u64>,
         bytes: Vec<u64>,
+        failed: u64,
     }
     let new_side = || Side {
         wall: Vec::new(),
         entries: Vec::new(),
         bytes: Vec::new(),
+        failed: 0,
     };
     let mut results: Vec<[Side; 4]> = workloads
         .iter()
@@ -307,9 +323,9 @@ fn run(args: &[String]) -> Result<()> {
                 // The test environment's state directory is under /tmp, and
                 // agents may not create files beside it (self-protection).
                 cmd.current_dir(&root).env("TMPDIR", root.join("tmp"));
-                let took = timed(cmd, &format!("{} ({agent:?})", w.name))?;
-                let after = settled(&db)?;
                 let s = &mut res[side];
+                let took = timed_or_killed(cmd, &format!("{} ({agent:?})", w.name), &mut s.failed)?;
+                let after = settled(&db)?;
                 s.wall.push(took);
                 s.entries.push(after.0 - before.0);
                 s.bytes.push(after.1 - before.1);
@@ -364,6 +380,13 @@ fn run(args: &[String]) -> Result<()> {
             bytes[1],
             bytes[2]
         );
+        let failed: Vec<u64> = res.iter().map(|s| s.failed).collect();
+        if failed.iter().any(|f| *f > 0) {
+            println!(
+                "{:<11} failed runs (killed): outside {}, each {}, proc {}, agent {}",
+                w.name, failed[0], failed[1], failed[2], failed[3]
+            );
+        }
     }
     let verify = env.cli(&["log", "verify", "--completeness"]);
     println!(
