@@ -273,7 +273,9 @@ fn flood_with_the_daemon_stopped(
     let mut env = TestEnv::new(name);
     env.write_policy(
         "p.yaml",
-        &format!("version: 1\non_evidence_loss: {on_evidence_loss}\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
+        // `allowed: each`: the flood must reach the ring buffer one record
+        // per send (repeats would otherwise be counted in the kernel).
+        &format!("version: 1\non_evidence_loss: {on_evidence_loss}\nevidence: {{ allowed: each }}\nrules:\n  - id: udp\n    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: udp }}\n    decision: allow\n"),
     );
     // The 4 MiB ring buffer these figures assume (the host's default may
     // be larger), and no per-agent share: this is about a full ring buffer

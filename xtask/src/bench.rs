@@ -2,8 +2,9 @@
 //! in one run. Implemented in the tests crate (`warden-tests`, bins
 //! `warden-bench` for connect and `warden-bench-fallback` for exec, file
 //! opens and the global `sys_exit` cost, `warden-bench-control` for
-//! evidence rates, hold and kill latency) so they share the test harness;
-//! this only builds and runs them.
+//! evidence rates, hold and kill latency; with `--workloads`,
+//! `warden-bench-workloads` for real workloads and their evidence volume)
+//! so they share the test harness; this only builds and runs them.
 
 use std::process::Command;
 
@@ -11,7 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::{setup, workspace};
 
-pub fn run() -> Result<i32> {
+pub fn run(workloads: bool) -> Result<i32> {
     if !setup::is_root() {
         bail!("the benchmarks load eBPF programs and create cgroups: run them as root");
     }
@@ -29,11 +30,16 @@ pub fn run() -> Result<i32> {
     ]))?;
     // The network path (connect), then the exec and file-open fallback.
     let mut code = 0;
-    for bench in [
-        "warden-bench",
-        "warden-bench-fallback",
-        "warden-bench-control",
-    ] {
+    let benches: &[&str] = if workloads {
+        &["warden-bench-workloads"]
+    } else {
+        &[
+            "warden-bench",
+            "warden-bench-fallback",
+            "warden-bench-control",
+        ]
+    };
+    for &bench in benches {
         let status = Command::new(setup::cargo())
             .current_dir(workspace())
             .args([

@@ -40,7 +40,12 @@ enum Cmd {
         filter: Option<String>,
     },
     /// Set up, build (release), and run the benchmarks: with vs without Warden.
-    Bench,
+    Bench {
+        /// Run the workload benchmark instead (git, compileall, make,
+        /// reading /usr/share; as agents and outside, interleaved).
+        #[arg(long)]
+        workloads: bool,
+    },
     /// Run a command as root in a QEMU guest whose kernel has BPF LSM.
     Vm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,7 +70,7 @@ fn main() -> ExitCode {
             .map(|_| 0),
         Cmd::Demo => demo::run(),
         Cmd::Test { filter } => testing::run(filter.as_deref()),
-        Cmd::Bench => bench::run(),
+        Cmd::Bench { workloads } => bench::run(workloads),
         Cmd::Vm { args } => vm::main(args),
     };
     match result {

@@ -230,19 +230,52 @@ pub fn completeness(c: &Completeness) -> Result<String, String> {
             missing.join(", ")
         );
     }
-    if !c.incomplete.is_empty() {
+    let over = c.overcounted();
+    for (agent, a) in &over {
         put!(
             err,
-            "warden: error: {} of {} approval-gated entries are incomplete",
+            "warden: agent {agent}: summaries count {} repeats, the kernel decided {} actions",
+            a.counted_at_kernel,
+            a.kernel_decisions.unwrap_or(0)
+        );
+    }
+    if !c.incomplete.is_empty() || !over.is_empty() {
+        put!(
+            err,
+            "warden: error: {} incomplete entries ({} approval-gated entries checked), {} agents over-counted",
             c.incomplete.len(),
-            c.gated
+            c.gated,
+            over.len()
         );
         return Err(err);
     }
-    Ok(format!(
+    let mut out = format!(
         "completeness: {} approval-gated entries, every required field present\n",
         c.gated
-    ))
+    );
+    for (agent, a) in c.agents.iter().filter(|(_, a)| a.summaries > 0) {
+        put!(
+            out,
+            "agent {agent}: {} recorded individually + {} repeats in {} summaries = {} actions",
+            a.individual,
+            a.counted,
+            a.summaries,
+            a.individual + a.counted,
+        );
+        if let Some(k) = a.kernel_decisions {
+            // Events still in the ring buffer at the sweep are written
+            // after it, so the log can only be behind the kernel there.
+            put!(
+                out,
+                "agent {agent}: at its latest summary the log accounts for {} + {} = {} of the kernel's {} decisions",
+                a.individual_at_kernel,
+                a.counted_at_kernel,
+                a.individual_at_kernel + a.counted_at_kernel,
+                k
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// `warden evidence export`.

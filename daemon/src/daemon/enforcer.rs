@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{mpsc, Arc, RwLock},
+    sync::{mpsc, Arc, Mutex, RwLock},
 };
 
 use serde_json::json;
@@ -14,6 +14,7 @@ use warden_common::sys_exit_mode;
 
 use super::{
     reconcile::Enforced,
+    summaries::{summary_entry, FirstSeen},
     views::{Stats, Views},
     writer::EvidenceWriter,
 };
@@ -80,6 +81,9 @@ pub(super) enum Command {
         reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
     },
     ExpireHolds,
+    /// Write the kernel's counts of repeated allowed actions as `summary`
+    /// entries and reset them (every `WARDEN_SUMMARY_SECS`).
+    SweepSummaries,
     /// Apply decisions recorded but not applied before a restart.
     Replay {
         reply: oneshot::Sender<()>,
@@ -104,6 +108,8 @@ pub(super) struct Enforcer {
     /// Hex of the Ed25519 key that signs checkpoints, and its short id.
     pub(super) public_key: String,
     pub(super) key_id: String,
+    /// Entries of allowed actions recorded individually (see `summaries`).
+    pub(super) first_seen: Arc<Mutex<FirstSeen>>,
 }
 
 impl Enforcer {
@@ -239,7 +245,9 @@ impl Enforcer {
                     }
                     let _ = reply.send(());
                 }
+                Command::SweepSummaries => self.sweep_summaries(),
                 Command::Stop { actor, reply } => {
+                    self.sweep_summaries();
                     self.stop(&actor);
                     let _ = reply.send(());
                     return;
@@ -356,6 +364,79 @@ impl Enforcer {
             details,
         }));
         Some(why)
+    }
+
+    /// Writes one `summary` entry per key the kernel counted repeats of,
+    /// and deletes the keys (their next action is recorded individually).
+    pub(super) fn sweep_summaries(&mut self) {
+        let swept = match self.kernel.sweep_summaries() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %crate::error_chain(&e), "sweep repeated actions");
+                return;
+            }
+        };
+        let boot = crate::clock::BootClock::now();
+        let now = crate::clock::now_ns();
+        let views = self.views.read().expect("views lock");
+        let mut first = self.first_seen.lock().expect("first-seen lock");
+        let entries: Vec<NewEntry> = swept
+            .iter()
+            .map(|s| {
+                summary_entry(
+                    s,
+                    &first,
+                    now,
+                    |b| boot.to_unix_ns(b),
+                    |key| {
+                        let agent =
+                            views
+                                .agents
+                                .get(&key.agent_id())
+                                .cloned()
+                                .unwrap_or(AgentView {
+                                    name: format!("agent#{}", key.agent_id()),
+                                    owner: "unknown".into(),
+                                });
+                        let policy = views
+                            .policies
+                            .get(&key.policy_gen())
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                Arc::new(PolicyView {
+                                    snapshot: "none".into(),
+                                    rule_ids: Vec::new(),
+                                    approvers: Default::default(),
+                                    hold_timeout: std::time::Duration::from_secs(1),
+                                })
+                            });
+                        (agent, policy, ProcessFacts::read(key.pid(), "unknown"))
+                    },
+                )
+            })
+            .collect();
+        first.rotate();
+        drop(first);
+        drop(views);
+        // The agent's kernel decision counter as of this sweep, so an
+        // auditor can check that individual entries and counts add up.
+        let kernel: HashMap<u32, u64> = self
+            .kernel
+            .agent_counters()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, c)| (id, c.decisions))
+            .collect();
+        let mut entries = entries;
+        for (e, s) in entries.iter_mut().zip(&swept) {
+            if let Some(d) = kernel.get(&s.key.agent_id) {
+                e.details.insert("agent_kernel_decisions".into(), json!(d));
+            }
+        }
+        if !entries.is_empty() {
+            tracing::debug!(summaries = entries.len(), "repeated actions summarised");
+            self.writer.queue(entries);
+        }
     }
 
     pub(super) fn stop(&mut self, actor: &Actor) {

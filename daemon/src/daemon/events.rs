@@ -1,13 +1,14 @@
 //! The event reader: drains the ring buffer, decodes and attributes each
 //! decision, hands batches to the writer and holds to the enforcer.
 
-use std::sync::{atomic::Ordering, mpsc, Arc, RwLock};
+use std::sync::{atomic::Ordering, mpsc, Arc, Mutex, RwLock};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::{
     enforcer::Command,
+    summaries::{FirstSeen, RepeatKey},
     views::{Stats, Views},
     writer::EvidenceWriter,
 };
@@ -32,6 +33,7 @@ pub(super) async fn read_events(
     writer: EvidenceWriter,
     enforcer: mpsc::Sender<Command>,
     stats: Arc<Stats>,
+    first_seen: Arc<Mutex<FirstSeen>>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
     // as long as the AsyncFd (which owns the RingBuf) exists.
@@ -56,23 +58,39 @@ pub(super) async fn read_events(
         if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
             tracing::warn!(error = %e, "heartbeat not written");
         }
+        let mut firsts = Vec::new();
         let mut batch = tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 let ring = guard.get_inner_mut();
-                let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users));
+                let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts));
                 guard.clear_ready();
                 batch
             }
             _ = tick.tick() => {
                 let ring = fd.get_mut();
-                off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users))
+                off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
             }
         };
-        let (more, resume) = drain_parked(&mut parked, &views, &enforcer, &stats, &mut users);
+        let (more, resume) = drain_parked(
+            &mut parked,
+            &views,
+            &enforcer,
+            &stats,
+            &mut users,
+            &mut firsts,
+        );
         batch.extend(more);
         if !batch.is_empty() {
             writer.queue(batch);
+        }
+        // Remembered once queued, so a summary naming a first is always
+        // queued after it.
+        if !firsts.is_empty() {
+            let mut seen = first_seen.lock().expect("first-seen lock");
+            for (key, entry) in firsts {
+                seen.remember(key, entry);
+            }
         }
         // Recorded (queued to the writer in order): the threads go on.
         for (pid, tid) in resume {
@@ -94,13 +112,16 @@ pub(super) fn drain(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
+    firsts: &mut Vec<(RepeatKey, NewEntry)>,
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
     while let Some(item) = ring.next() {
         let decoded = decode::decode(&item);
         drop(item);
-        route(decoded, &boot, views, enforcer, stats, users, &mut batch);
+        route(
+            decoded, &boot, views, enforcer, stats, users, &mut batch, firsts,
+        );
     }
     batch
 }
@@ -115,6 +136,7 @@ pub(super) fn drain_parked(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
+    firsts: &mut Vec<(RepeatKey, NewEntry)>,
 ) -> (Vec<NewEntry>, Vec<(u32, u32)>) {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -126,13 +148,19 @@ pub(super) fn drain_parked(
             resume.push((pid, rec.tid));
         }
         stats.parked.fetch_add(1, Ordering::Relaxed);
-        route(decoded, &boot, views, enforcer, stats, users, &mut batch);
+        route(
+            decoded, &boot, views, enforcer, stats, users, &mut batch, firsts,
+        );
     }
     (batch, resume)
 }
 
 /// Decodes and attributes one record, and sends it where it goes: holds
 /// to the enforcer, the rest into `batch`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the reader's state, passed apart so each borrow stays short"
+)]
 fn route(
     decoded: Result<decode::KernelEvent, decode::DecodeError>,
     boot: &BootClock,
@@ -141,6 +169,7 @@ fn route(
     stats: &Stats,
     users: &mut UserNames,
     batch: &mut Vec<NewEntry>,
+    firsts: &mut Vec<(RepeatKey, NewEntry)>,
 ) {
     {
         let ev = match decoded {
@@ -199,6 +228,9 @@ fn route(
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
             }
             _ => {
+                if ev.method == warden_common::Method::Allow {
+                    firsts.push((RepeatKey::of_event(&ev), entry.clone()));
+                }
                 batch.push(entry);
                 Ok(())
             }

@@ -16,6 +16,7 @@ mod events;
 mod reconcile;
 mod startup;
 mod status;
+mod summaries;
 mod views;
 mod writer;
 
@@ -25,7 +26,7 @@ use std::{
     collections::HashMap,
     future::Future,
     path::PathBuf,
-    sync::{mpsc, Arc, RwLock},
+    sync::{mpsc, Arc, Mutex, RwLock},
 };
 
 use serde_json::json;
@@ -187,6 +188,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let w = writer.clone();
     tokio::task::spawn_blocking(move || w.write_durable(vec![start])).await??;
 
+    let first_seen = Arc::new(Mutex::new(summaries::FirstSeen::default()));
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let enforcer = Enforcer {
         kernel,
@@ -204,6 +206,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         cgroup2,
         public_key,
         key_id,
+        first_seen: first_seen.clone(),
     };
     let enforcer_thread = std::thread::Builder::new()
         .name("enforcer".into())
@@ -233,6 +236,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         writer.clone(),
         cmd_tx.clone(),
         stats.clone(),
+        first_seen,
     ));
     let expiry_tx = cmd_tx.clone();
     let expiry = tokio::spawn(async move {
@@ -240,6 +244,24 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         loop {
             tick.tick().await;
             if expiry_tx.send(Command::ExpireHolds).is_err() {
+                return;
+            }
+        }
+    });
+    // Repeated allowed actions are counted in the kernel and written as
+    // summaries every interval (`WARDEN_SUMMARY_SECS`, default 10).
+    let sweep_tx = cmd_tx.clone();
+    let sweep = tokio::spawn(async move {
+        let secs = std::env::var("WARDEN_SUMMARY_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(10);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if sweep_tx.send(Command::SweepSummaries).is_err() {
                 return;
             }
         }
@@ -274,6 +296,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let _ = server.await;
     expiry.abort();
     let _ = expiry.await;
+    sweep.abort();
+    let _ = sweep.await;
     reader.abort();
     let _ = reader.await;
     let _ = ask(&cmd_tx, |reply| Command::Stop {

@@ -233,6 +233,8 @@ impl Enforcer {
                         revoked,
                         fail_open: false,
                         record: false,
+                        each_allowed: false,
+                        count_per_agent: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
@@ -334,6 +336,8 @@ impl Enforcer {
             revoked,
             fail_open,
             record: parsed.mode == policy::Mode::Record,
+            each_allowed: parsed.evidence.allowed == policy::AllowedEvidence::Each,
+            count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
         };
         self.install(agent, cgroup_id, &rules)?;
         self.enforced.insert(

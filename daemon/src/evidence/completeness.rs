@@ -3,6 +3,17 @@
 //! tie action, policy and approver together. The approvals table's schema
 //! already refuses incomplete decisions; this checks the chain itself, which
 //! is what travels to auditors and SIEMs.
+//!
+//! It also accounts for `summary` entries (repeats of an allowed action,
+//! counted in the kernel): each must say how many repeats it stands for
+//! (`count` >= 1), when the first and last happened (`first_ns` <=
+//! `last_ns`) and under which policy; per agent, the entries recorded
+//! individually plus the summarised repeats are set beside the kernel's own
+//! decision counter as of the latest summary (`agent_kernel_decisions`).
+//! Summaries claiming more repeats than the kernel made decisions are an
+//! error.
+
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -64,16 +75,92 @@ pub fn missing_fields(e: &Entry) -> Option<Vec<&'static str>> {
     Some(missing)
 }
 
+/// The fields of a `summary` entry that are missing or wrong; `None` if
+/// `e` is not a summary.
+pub fn summary_faults(e: &Entry) -> Option<Vec<&'static str>> {
+    if e.kind != "summary" {
+        return None;
+    }
+    let num = |k: &str| e.details.get(k).and_then(Value::as_u64);
+    let mut faults = Vec::new();
+    if num("count").is_none_or(|c| c == 0) {
+        faults.push("count");
+    }
+    match (
+        e.details.get("first_ns").and_then(Value::as_i64),
+        e.details.get("last_ns").and_then(Value::as_i64),
+    ) {
+        (Some(f), Some(l)) if f <= l => {}
+        (None, _) => faults.push("first_ns"),
+        _ => faults.push("last_ns"),
+    }
+    if e.policy_snapshot == "none" || e.policy_snapshot.is_empty() {
+        faults.push("policy_snapshot");
+    }
+    Some(faults)
+}
+
+/// One agent's decisions as the log accounts for them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// `decision` and `hold` entries: actions recorded one by one.
+    pub individual: u64,
+    /// Repeats of allowed actions, summed over `summary` entries.
+    pub counted: u64,
+    /// `summary` entries.
+    pub summaries: u64,
+    /// The kernel's decision counter for the agent at its latest summary.
+    pub kernel_decisions: Option<u64>,
+    /// Repeats summarised, and entries recorded individually, up to that
+    /// summary: what the log accounts for of the kernel's figure.
+    pub counted_at_kernel: u64,
+    pub individual_at_kernel: u64,
+}
+
 /// Result of checking a whole log.
 #[derive(Debug, Default)]
 pub struct Completeness {
     pub gated: u64,
     /// (seq, missing fields) of each incomplete entry.
     pub incomplete: Vec<(u64, Vec<&'static str>)>,
+    /// Per agent, once the log has summaries.
+    pub agents: BTreeMap<String, Accounting>,
 }
 
 impl Completeness {
+    /// Agents whose summaries claim more repeats than the kernel decided.
+    pub fn overcounted(&self) -> Vec<(&str, &Accounting)> {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.kernel_decisions.is_some_and(|k| a.counted_at_kernel > k))
+            .map(|(n, a)| (n.as_str(), a))
+            .collect()
+    }
+
     pub fn push(&mut self, e: &Entry) {
+        match e.kind.as_str() {
+            "decision" | "hold" => self.agents.entry(e.agent.clone()).or_default().individual += 1,
+            "summary" => {
+                let a = self.agents.entry(e.agent.clone()).or_default();
+                a.summaries += 1;
+                a.counted += e.details.get("count").and_then(Value::as_u64).unwrap_or(0);
+                if let Some(k) = e
+                    .details
+                    .get("agent_kernel_decisions")
+                    .and_then(Value::as_u64)
+                {
+                    a.kernel_decisions = Some(k);
+                    a.counted_at_kernel = a.counted;
+                    a.individual_at_kernel = a.individual;
+                }
+            }
+            _ => {}
+        }
+        if let Some(faults) = summary_faults(e) {
+            if !faults.is_empty() {
+                self.incomplete.push((e.seq, faults));
+            }
+        }
         if let Some(missing) = missing_fields(e) {
             self.gated += 1;
             if !missing.is_empty() {
@@ -133,5 +220,36 @@ mod tests {
         c.push(&entry("hold", "held", json!({"approval_id": 1, "approval_required": false, "job_hash": "h", "expires_at_ns": 9})));
         assert_eq!(c.gated, 1);
         assert_eq!(c.incomplete, vec![(3, vec!["approval_required"])]);
+    }
+
+    #[test]
+    fn summaries_are_checked_and_counted_against_the_kernel() {
+        let mut c = Completeness::default();
+        c.push(&entry("decision", "allow", json!({})));
+        c.push(&entry(
+            "summary",
+            "counted",
+            json!({"count": 999, "first_ns": 5, "last_ns": 9, "agent_kernel_decisions": 1000}),
+        ));
+        assert!(c.incomplete.is_empty(), "{:?}", c.incomplete);
+        let a = &c.agents["a"];
+        assert_eq!(
+            (a.individual, a.counted, a.kernel_decisions),
+            (1, 999, Some(1000))
+        );
+        assert!(c.overcounted().is_empty());
+
+        c.push(&entry(
+            "summary",
+            "counted",
+            json!({"count": 0, "first_ns": 9, "last_ns": 5, "agent_kernel_decisions": 1000}),
+        ));
+        assert_eq!(c.incomplete, vec![(3, vec!["count", "last_ns"])]);
+        c.push(&entry(
+            "summary",
+            "counted",
+            json!({"count": 5, "first_ns": 1, "last_ns": 2, "agent_kernel_decisions": 1000}),
+        ));
+        assert_eq!(c.overcounted().len(), 1, "1004 repeats of 1000 decisions");
     }
 }

@@ -106,6 +106,7 @@ pub const KINDS: &[&str] = &[
     // A control request refused because of who sent it (an agent's
     // mutating verb).
     "control_refused",
+    "summary",
 ];
 
 #[derive(Debug, thiserror::Error)]

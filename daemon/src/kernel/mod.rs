@@ -67,11 +67,13 @@ pub mod lsm;
 mod mechanism;
 mod pinned;
 mod rules;
+mod summaries;
 
 pub use counters::Counters;
 pub use mechanism::{disabled, DISABLE_VAR};
 pub use pinned::{set_revoked_pinned, uninstall, Revocation};
 pub use rules::AgentRules;
+pub use summaries::{sum_cpus, Swept};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

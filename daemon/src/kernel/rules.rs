@@ -31,6 +31,10 @@ pub struct AgentRules<'a> {
     pub fail_open: bool,
     /// `mode: record`.
     pub record: bool,
+    /// `evidence: { allowed: each }`: no counting of repeats.
+    pub each_allowed: bool,
+    /// `evidence: { per: agent }`: repeats counted across processes.
+    pub count_per_agent: bool,
 }
 
 /// Rule keys carry the agent slot they belong to.
@@ -94,6 +98,8 @@ impl Kernel {
             revoked,
             fail_open,
             record,
+            each_allowed,
+            count_per_agent,
         } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -118,6 +124,12 @@ impl Kernel {
         }
         if record {
             flags |= agent_flags::RECORD;
+        }
+        if each_allowed {
+            flags |= agent_flags::EACH_ALLOWED;
+        }
+        if count_per_agent {
+            flags |= agent_flags::COUNT_PER_AGENT;
         }
         let info = AgentInfo {
             agent_id,

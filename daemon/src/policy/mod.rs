@@ -24,8 +24,9 @@ pub use compile::{
     PathEntry,
 };
 pub use model::{
-    policy_needs, Approvers, Cidr, CidrError, Decision, EvidenceLoss, Mode, Needs, PathMatch,
-    Policy, Protocol, Rule, Selector, SocketKind, SNAPSHOT_DOMAIN,
+    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, Evidence,
+    EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
+    SNAPSHOT_DOMAIN,
 };
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,

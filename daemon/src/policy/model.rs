@@ -35,6 +35,10 @@ pub struct Policy {
     /// `enforce`, so the snapshots of policies written before it stay.
     #[serde(skip_serializing_if = "Mode::is_enforce")]
     pub mode: Mode,
+    /// `evidence: { allowed: .. }`. Left out of the canonical JSON while
+    /// it is the default, so policies written before it keep their snapshot.
+    #[serde(skip_serializing_if = "Evidence::is_default")]
+    pub evidence: Evidence,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -96,6 +100,56 @@ impl Mode {
     pub fn is_enforce(&self) -> bool {
         *self == Mode::Enforce
     }
+}
+
+/// `evidence:` settings: how much of what the agent does is written down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "evidence: a mapping with `allowed`")]
+pub struct Evidence {
+    #[serde(default)]
+    pub allowed: AllowedEvidence,
+    /// What repeats are counted per (first-then-count only). Left out of
+    /// the canonical JSON while it is the default.
+    #[serde(default, skip_serializing_if = "CountPer::is_default")]
+    pub per: CountPer,
+}
+
+/// Whose repeats one summary counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`process` or `agent`")]
+pub enum CountPer {
+    /// Each process's repeats apart: a summary names one process.
+    #[default]
+    Process,
+    /// All the agent's processes together: a summary names the first
+    /// process and counts the repeats of any of them.
+    Agent,
+}
+
+impl CountPer {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Process
+    }
+}
+
+impl Evidence {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How allowed actions are recorded. Denials, holds, approvals, kills and
+/// gaps are always recorded one entry each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "`first-then-count` or `each`")]
+pub enum AllowedEvidence {
+    /// The first allowed action of a key (agent, process, file or
+    /// destination, access, rule, policy) is recorded individually; its
+    /// repeats are counted in the kernel and written as `summary` entries.
+    #[default]
+    FirstThenCount,
+    /// Every allowed action gets its own entry.
+    Each,
 }
 
 /// One rule of a policy.

@@ -32,6 +32,7 @@ mod maps;
 mod offsets;
 mod parked;
 mod paths;
+mod summaries;
 
 pub use counters::*;
 pub use events::*;
@@ -41,6 +42,7 @@ pub use maps::*;
 pub use offsets::*;
 pub use parked::*;
 pub use paths::*;
+pub use summaries::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -69,4 +71,6 @@ mod pod {
     unsafe impl aya::Pod for LossCounts {}
     unsafe impl aya::Pod for SocketEvent {}
     unsafe impl aya::Pod for SockRules {}
+    unsafe impl aya::Pod for SummaryKey {}
+    unsafe impl aya::Pod for SummaryCount {}
 }

@@ -38,3 +38,6 @@ pub const HEARTBEAT_STALE_NS: u64 = 5_000_000_000;
 /// always fit together, mid-reload included, and one agent's big policy
 /// cannot make another's fail.
 pub const RULE_MAP_SHARES: u32 = 8;
+/// Distinct repeated-action keys counted at once (`SUMMARIES`); beyond
+/// it, actions of new keys are recorded individually.
+pub const MAX_SUMMARY_KEYS: u32 = 65536;

@@ -26,6 +26,14 @@ pub mod agent_flags {
     /// the policy would have denied or held is recorded as such (method
     /// `Recorded`) and not carried out. A revoked agent is still refused.
     pub const RECORD: u32 = 1 << 4;
+    /// The policy says `evidence: { allowed: each }`: every allowed action
+    /// gets its own record. Without it, repeats of an allowed action are
+    /// counted in `SUMMARIES` (first-then-count, the default).
+    pub const EACH_ALLOWED: u32 = 1 << 8;
+    /// The policy says `evidence: { allowed: first-then-count, per: agent }`:
+    /// repeats are counted per agent, whichever of its processes made them
+    /// (`SummaryKey::tgid` is 0), instead of per process.
+    pub const COUNT_PER_AGENT: u32 = 1 << 9;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

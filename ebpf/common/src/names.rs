@@ -12,11 +12,13 @@ pub const AGENT_COUNTERS: &str = "AGENT_COUNTERS";
 /// `Array<u32>`, one entry: bit L set when some agent cgroup is at level L
 /// of the cgroup2 hierarchy (root = 0); see `limits::MAX_AGENT_LEVEL`.
 pub const AGENT_LEVELS: &str = "AGENT_LEVELS";
+/// Hash of repeated allowed actions, `SummaryKey` -> `SummaryCount`.
+pub const SUMMARIES: &str = "SUMMARIES";
 
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 18] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -34,6 +36,7 @@ pub const PINNED_MAPS: [&str; 17] = [
     AGENT_BUDGET,
     AGENT_LOSS,
     SOCK_RULES,
+    SUMMARIES,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";

@@ -20,7 +20,10 @@ use warden_common::{
 use crate::{
     agent::current_agent,
     counters::{count, count_agent, count_loss},
-    events::{event_header, park, submit_flags, unrecorded, waiting, wake_flags, within_share},
+    events::{
+        counted_repeat, event_header, first_recorded, park, submit_flags, summary_key, unrecorded,
+        waiting, wake_flags, within_share,
+    },
     judge::{
         net::{match_rules, Dest, AF_INET, AF_INET6},
         sock,
@@ -219,6 +222,21 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // ring buffer is full the action is refused and the drop is counted.
     let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed connect already recorded is counted, not copied.
+    let repeat = summary_key(
+        &agent,
+        decision,
+        kind,
+        rule_idx,
+        u32::from(dest.port) | u32::from(dest.proto) << 16,
+        0,
+        0,
+        dest.addr,
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return ALLOW;
+    }
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         // An allowed action goes ahead with its record parked for the
         // daemon (`park`). Not stopped: a cgroup hook cannot signal, and
@@ -258,6 +276,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         count(counter::DENIED);
         return DENY;
     };
+    first_recorded(&repeat);
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let (decision, method) = match decision {

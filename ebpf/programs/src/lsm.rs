@@ -28,14 +28,16 @@ use aya_ebpf::{
 };
 use warden_common::{
     access, agent_counter, agent_flags, counter, syscalls, AgentInfo, Decision, EventKind,
-    ExecEvent, HoldKey, Method, OpenEvent, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC, FMODE_NOACCOUNT,
-    SIGSTOP,
+    ExecEvent, HoldKey, Method, OpenEvent, SummaryKey, EPERM, ERESTARTNOINTR, FLAG_FMODE_EXEC,
+    FMODE_NOACCOUNT, SIGSTOP,
 };
 
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_exec, fill_open, submit_flags, unrecorded},
+    events::{
+        counted_repeat, fill_exec, fill_open, first_recorded, submit_flags, summary_key, unrecorded,
+    },
     judge::{exec, file},
     maps::{EVENTS, GRANTS},
     path::{self, off},
@@ -69,7 +71,19 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
     };
     let j = exec::judge(s, cgroup_id, &agent, bprm);
     let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
-    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision, record) {
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        j.decision,
+        EventKind::Exec,
+        j.rule_idx,
+        0,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision, record, &repeat)
+    {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };
@@ -84,17 +98,27 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
 
 /// No action without a record: reserves the event before anything is
 /// allowed. Without room, the action is refused, or allowed and counted
-/// where the agent's policy says so (`Err`: what the hook returns).
+/// where the agent's policy says so (`Err`: what the hook returns). A
+/// repeat of an allowed action already recorded is counted instead
+/// (`repeat`, see `events::counted_repeat`) and allowed.
 #[inline(always)]
 fn reserve<T>(
     agent: &AgentInfo,
     kind: EventKind,
     judged: Decision,
     record: bool,
+    repeat: &Option<SummaryKey>,
 ) -> Result<RingBufEntry<T>, i32> {
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    if counted_repeat(repeat) {
+        count(counter::ALLOWED);
+        return Err(ALLOW);
+    }
     match EVENTS.reserve::<T>(0) {
-        Some(entry) => Ok(entry),
+        Some(entry) => {
+            first_recorded(repeat);
+            Ok(entry)
+        }
         None if unrecorded(agent, kind, judged == Decision::Allow || record) => {
             count(counter::ALLOWED);
             Err(ALLOW)
@@ -244,7 +268,19 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
     };
     let j = file::judge(s, cgroup_id, &agent, file, requested, hook, 0);
     let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
-    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision, record) {
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        j.decision,
+        EventKind::Open,
+        j.rule_idx,
+        c.access,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision, record, &repeat)
+    {
         Ok(entry) => entry,
         Err(ret) => return ret,
     };

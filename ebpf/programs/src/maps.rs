@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey,
-    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules,
+    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules, SummaryCount, SummaryKey,
 };
 
 #[map]
@@ -97,3 +97,12 @@ pub static AGENT_LOSS: PerCpuHashMap<LossKey, LossCounts> =
 #[map]
 pub static SOCK_RULES: HashMap<u32, SockRules> =
     HashMap::with_max_entries(limits::MAX_AGENTS * 2, 0);
+
+/// Repeated allowed actions, counted instead of recorded (see
+/// `warden_common::SummaryKey`). Per-CPU, so a repeat is a plain add (the
+/// BPF target has no atomic add in stable Rust); the daemon sums the CPUs.
+/// Not LRU: nothing is evicted, a full map means new keys are recorded
+/// individually.
+#[map]
+pub static SUMMARIES: PerCpuHashMap<SummaryKey, SummaryCount> =
+    PerCpuHashMap::with_max_entries(limits::MAX_SUMMARY_KEYS, 0);

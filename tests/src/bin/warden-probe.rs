@@ -206,6 +206,34 @@ fn run(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("read") => report_read(open_read(&arg(args, 1), libc::O_RDONLY)),
+        // Opens and reads a file N times in this one process.
+        Some("read-n") => {
+            let n: u64 = arg(args, 2).parse().unwrap_or(1);
+            let mut last = Ok(Vec::new());
+            for _ in 0..n {
+                last = open_read(&arg(args, 1), libc::O_RDONLY);
+                if last.is_err() {
+                    break;
+                }
+            }
+            report_read(last)
+        }
+        // Connects N times to ADDR; prints how many succeeded and how many
+        // were refused with EPERM.
+        Some("connect-n") => {
+            let to = addr(args.get(1));
+            let n: u64 = arg(args, 2).parse().unwrap_or(1);
+            let (mut ok, mut eperm) = (0u64, 0u64);
+            for _ in 0..n {
+                match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    Err(_) => {}
+                }
+            }
+            println!("ok={ok} eperm={eperm}");
+            ExitCode::SUCCESS
+        }
         Some("append") => report(append(&arg(args, 1), &arg(args, 2))),
         Some("reopen-pipe") => report_read(reopen_pipe(&arg(args, 1))),
         Some("openat2") => report_read(openat2_read(&arg(args, 1))),

@@ -7,7 +7,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::policy::model::{
-    normalise_ports, Decision, EvidenceLoss, Mode, PathMatch, Protocol, Rule, Selector, SocketKind,
+    normalise_ports, Decision, Evidence, EvidenceLoss, Mode, PathMatch, Protocol, Rule, Selector,
+    SocketKind,
 };
 
 use super::values::*;
@@ -29,6 +30,7 @@ pub(in crate::policy) struct RawPolicy {
     /// Shipped profiles whose rules follow the policy's own.
     #[serde(default)]
     pub(in crate::policy) include: Vec<String>,
+    pub(in crate::policy) evidence: Option<Evidence>,
     pub(in crate::policy) rules: RuleList,
 }
 

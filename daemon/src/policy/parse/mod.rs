@@ -154,6 +154,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         hold_timeout: raw.hold_timeout.map_or(DEFAULT_HOLD_TIMEOUT, |h| h.0),
         on_evidence_loss: raw.on_evidence_loss.unwrap_or_default(),
         mode: raw.mode.unwrap_or_default(),
+        evidence: raw.evidence.unwrap_or_default(),
         rules,
         source,
     })

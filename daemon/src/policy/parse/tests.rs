@@ -59,7 +59,7 @@ fn unknown_field_in_rule_and_at_top() {
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
-             `rules`"
+             `evidence`, `rules`"
     );
     assert_eq!(
         err(&one_rule(
@@ -406,6 +406,28 @@ fn settings() {
     .unwrap();
     assert_eq!(p.hold_timeout, Duration::from_secs(86400));
     assert_eq!(p.on_evidence_loss, EvidenceLoss::Allow);
+}
+
+#[test]
+fn evidence_setting_parses_defaults_and_keeps_old_snapshots() {
+    use crate::policy::AllowedEvidence;
+    let plain = parse_policy(FILE, "version: 1\nrules: []\n").unwrap();
+    assert_eq!(plain.evidence.allowed, AllowedEvidence::FirstThenCount);
+    let explicit = parse_policy(
+        FILE,
+        "version: 1\nevidence: { allowed: first-then-count }\nrules: []\n",
+    )
+    .unwrap();
+    // The default is left out of the canonical JSON: no snapshot changes.
+    assert_eq!(plain.snapshot(), explicit.snapshot());
+    assert!(!plain.canonical_json().contains("\"evidence\""));
+    let each = parse_policy(FILE, "version: 1\nevidence: { allowed: each }\nrules: []\n").unwrap();
+    assert_eq!(each.evidence.allowed, AllowedEvidence::Each);
+    assert_ne!(each.snapshot(), plain.snapshot());
+    let bad = err("version: 1\nevidence: { allowed: some }\nrules: []\n");
+    assert!(bad.contains("`first-then-count` or `each`"), "{bad}");
+    let bad = err("version: 1\nevidence: { alowed: each }\nrules: []\n");
+    assert!(bad.contains("unknown field `alowed`"), "{bad}");
 }
 
 #[test]

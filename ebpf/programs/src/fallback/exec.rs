@@ -28,7 +28,9 @@ use warden_common::{
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_exec, park, submit_flags, unrecorded},
+    events::{
+        counted_repeat, fill_exec, first_recorded, park, submit_flags, summary_key, unrecorded,
+    },
     fallback::hold,
     judge::exec::judge,
     maps::EVENTS,
@@ -60,6 +62,22 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     // No exec without a record: reserve the event before allowing.
     let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed exec already recorded is counted, not copied.
+    let c = &j.carry;
+    let repeat = summary_key(
+        agent,
+        decision,
+        EventKind::Exec,
+        j.rule_idx,
+        0,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         // An allowed exec waits, stopped before its first instruction, for
         // its record to be drained (`park`) instead of being killed.
@@ -82,6 +100,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
         }
         return;
     };
+    first_recorded(&repeat);
     let (decision, method, kill_failed) = if record {
         // Record mode: written down as judged, not carried out.
         count(counter::ALLOWED);

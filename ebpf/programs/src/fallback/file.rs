@@ -33,7 +33,9 @@ use warden_common::{
 use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
-    events::{fill_open, park, submit_flags, unrecorded},
+    events::{
+        counted_repeat, fill_open, first_recorded, park, submit_flags, summary_key, unrecorded,
+    },
     fallback::hold,
     judge::file::judge,
     maps::EVENTS,
@@ -150,6 +152,22 @@ pub fn decide(regs: *const u8, ret: i64) {
     // No open without a record: reserve the event before allowing.
     let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
+    // A repeat of an allowed open already recorded is counted, not copied.
+    let c = &j.carry;
+    let repeat = summary_key(
+        &agent,
+        decision,
+        EventKind::Open,
+        j.rule_idx,
+        c.access,
+        c.dev,
+        c.ino,
+        [0; 16],
+    );
+    if counted_repeat(&repeat) {
+        count(counter::ALLOWED);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
         // The open happened; an allowed one waits, stopped, for its record
         // to be drained (`park`) instead of being killed for being busy.
@@ -172,6 +190,7 @@ pub fn decide(regs: *const u8, ret: i64) {
         }
         return;
     };
+    first_recorded(&repeat);
     // A hold stops the thread with the fd in hand, before user space sees
     // it: a human decides whether it gets it (continue) or not (kill).
     let (decision, method, kill_failed) = if record {

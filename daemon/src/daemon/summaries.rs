@@ -1,0 +1,351 @@
+//! Summary entries: repeats of an allowed action, counted in the kernel
+//! (`SUMMARIES`) and written here, one `summary` entry per key and sweep.
+//!
+//! The event reader remembers the entry of each individually recorded
+//! allowed action (`FirstSeen`), so that the enforcer, sweeping the kernel's
+//! counts every interval, can write the summary with the same agent,
+//! process, executable, target, rule and policy snapshot as the first. The
+//! memory is bounded: at most `limits::MAX_SUMMARY_KEYS` entries per
+//! generation, two generations (the current sweep's and the previous one's,
+//! for a first decoded just after its key was swept). A summary whose first
+//! is not remembered names the file by `dev:ino` (or the destination).
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde_json::json;
+use warden_common::{limits, EventKind, SummaryKey};
+
+use crate::{
+    attribution::{AgentView, PolicyView, ProcessFacts},
+    decode::{Action, FileId, KernelEvent},
+    evidence::{record::UNSET_ID, NewEntry},
+    kernel::Swept,
+};
+
+/// What makes two allowed actions the same, as the daemon sees it (the
+/// kernel's `SummaryKey` with the file identity decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RepeatKey {
+    agent_id: u32,
+    policy_gen: u32,
+    pid: u32,
+    kind: u32,
+    rule_idx: u32,
+    access: u32,
+    file: Option<(u64, u64)>,
+    addr: [u8; 16],
+}
+
+impl RepeatKey {
+    pub fn of_event(ev: &KernelEvent) -> Self {
+        let (access, file, addr) = match &ev.action {
+            Action::Net { addr, port, proto } => {
+                let mut a = [0u8; 16];
+                match addr {
+                    IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => a = v6.octets(),
+                }
+                (u32::from(*port) | u32::from(*proto) << 16, None, a)
+            }
+            Action::Exec { file, .. } => (0, Some((file.dev, file.ino)), [0; 16]),
+            Action::Open { file, access, .. } => (*access, Some((file.dev, file.ino)), [0; 16]),
+            // Never counted by the kernel (each is recorded): a key no
+            // summary will name.
+            Action::Socket { .. } | Action::Name { .. } => (0, None, [0; 16]),
+        };
+        Self {
+            agent_id: ev.agent_id,
+            policy_gen: ev.policy_gen,
+            pid: ev.pid,
+            kind: ev.kind as u32,
+            rule_idx: ev.rule_idx,
+            access,
+            file,
+            addr,
+        }
+    }
+
+    pub fn of_kernel(k: &SummaryKey) -> Self {
+        let is_net = !matches!(
+            EventKind::from_u32(k.kind),
+            Some(EventKind::Exec | EventKind::Open)
+        );
+        let file = (!is_net).then(|| {
+            let f = FileId::from_kernel(k.dev, k.ino);
+            (f.dev, f.ino)
+        });
+        Self {
+            agent_id: k.agent_id,
+            policy_gen: k.policy_gen,
+            pid: k.tgid,
+            kind: k.kind,
+            rule_idx: k.rule_idx,
+            access: k.access,
+            file,
+            addr: k.addr,
+        }
+    }
+
+    pub fn agent_id(&self) -> u32 {
+        self.agent_id
+    }
+
+    pub fn policy_gen(&self) -> u32 {
+        self.policy_gen
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The action's target when its first entry is not remembered.
+    fn fallback_target(&self) -> String {
+        match self.file {
+            Some((dev, ino)) => FileId { dev, ino }.to_string(),
+            None => {
+                let port = self.access & 0xffff;
+                let ip = if self.addr[4..] == [0; 12] {
+                    IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+                } else {
+                    IpAddr::from(self.addr)
+                };
+                match ip {
+                    IpAddr::V4(v4) => format!("{v4}:{port}"),
+                    IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+                }
+            }
+        }
+    }
+
+    fn action(&self) -> &'static str {
+        match EventKind::from_u32(self.kind) {
+            Some(EventKind::Exec) => "exec",
+            Some(EventKind::Open) => "open",
+            Some(EventKind::Connect4) => "connect4",
+            Some(EventKind::Connect6) => "connect6",
+            Some(EventKind::Sendmsg4) => "sendmsg4",
+            Some(EventKind::Sendmsg6) => "sendmsg6",
+            Some(EventKind::Socket) => "socket",
+            Some(EventKind::Rename) => "rename",
+            Some(EventKind::Link) => "link",
+            None => "unknown",
+        }
+    }
+}
+
+/// The entries of allowed actions recorded individually, by key, so a
+/// summary can name what its first named.
+#[derive(Default)]
+pub struct FirstSeen {
+    current: HashMap<RepeatKey, NewEntry>,
+    previous: HashMap<RepeatKey, NewEntry>,
+}
+
+impl FirstSeen {
+    /// Remembers the entry of an individually recorded plain allow (the
+    /// only decisions the kernel counts); drops it when this generation is
+    /// full.
+    pub fn remember(&mut self, key: RepeatKey, entry: NewEntry) {
+        if self.current.len() + 1 < limits::MAX_SUMMARY_KEYS as usize {
+            // Also as the first of the agent's (any process: pid 0), for
+            // agents whose repeats are counted per agent; the first one
+            // stays.
+            self.current
+                .entry(RepeatKey { pid: 0, ..key })
+                .or_insert_with(|| entry.clone());
+            self.current.insert(key, entry);
+        }
+    }
+
+    fn get(&self, key: &RepeatKey) -> Option<&NewEntry> {
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    /// After a sweep: the kernel deleted every key, so each first recorded
+    /// before the previous sweep is no longer needed.
+    pub fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// The `summary` entry for one swept key: the first's fields (or what the
+/// key says), with the count and the time span. `to_unix` turns a boot
+/// time into Unix nanoseconds.
+pub fn summary_entry(
+    swept: &Swept,
+    first: &FirstSeen,
+    now_ns: i64,
+    to_unix: impl Fn(u64) -> i64,
+    ctx: impl FnOnce(&RepeatKey) -> (AgentView, std::sync::Arc<PolicyView>, ProcessFacts),
+) -> NewEntry {
+    let key = RepeatKey::of_kernel(&swept.key);
+    let mut entry = match first.get(&key) {
+        Some(e) => e.clone(),
+        None => {
+            let (agent, policy, process) = ctx(&key);
+            let mut details = serde_json::Map::new();
+            details.insert("first_entry".into(), json!("not in this daemon's memory"));
+            NewEntry {
+                ts_ns: now_ns,
+                kind: "summary".into(),
+                agent: agent.name.clone(),
+                owner: agent.owner.clone(),
+                uid: UNSET_ID,
+                loginuid: process.loginuid,
+                user: "unknown".into(),
+                login_user: "unknown".into(),
+                pid: key.pid,
+                exe: process.exe.clone(),
+                action: key.action().into(),
+                target: key.fallback_target(),
+                decision: "allow".into(),
+                rule_id: policy.rule_id(key.rule_idx),
+                policy_snapshot: policy.snapshot.clone(),
+                method: "allow".into(),
+                details,
+            }
+        }
+    };
+    entry.ts_ns = now_ns;
+    entry.kind = "summary".into();
+    entry.method = "counted".into();
+    // Fields of the first only (its thread and its time) would mislead.
+    entry.details.remove("tid");
+    entry.details.remove("boot_ns");
+    entry.details.insert("count".into(), json!(swept.count));
+    entry
+        .details
+        .insert("first_ns".into(), json!(to_unix(swept.first_boot_ns)));
+    entry
+        .details
+        .insert("last_ns".into(), json!(to_unix(swept.last_boot_ns)));
+    entry
+        .details
+        .insert("policy_version".into(), json!(swept.key.policy_gen));
+    if key.pid == 0 {
+        // Counted per agent: the first's process made the first, any of
+        // the agent's processes the repeats.
+        entry.details.insert("counted_per".into(), json!("agent"));
+    }
+    if let Some((dev, ino)) = key.file {
+        entry
+            .details
+            .insert("file".into(), json!(FileId { dev, ino }.to_string()));
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn swept(key: SummaryKey) -> Swept {
+        Swept {
+            key,
+            count: 999,
+            first_boot_ns: 10,
+            last_boot_ns: 20,
+        }
+    }
+
+    fn open_key() -> SummaryKey {
+        SummaryKey {
+            agent_id: 3,
+            policy_gen: 7,
+            tgid: 42,
+            kind: EventKind::Open as u32,
+            rule_idx: 0,
+            access: 1,
+            dev: (8 << 20) | 1,
+            _pad: 0,
+            ino: 99,
+            addr: [0; 16],
+        }
+    }
+
+    #[test]
+    fn a_remembered_first_names_the_summary() {
+        let k = open_key();
+        let ev_key = RepeatKey::of_kernel(&k);
+        let mut first = FirstSeen::default();
+        let mut details = serde_json::Map::new();
+        details.insert("tid".into(), json!(43));
+        details.insert("boot_ns".into(), json!(10));
+        let entry = NewEntry {
+            ts_ns: 1,
+            kind: "decision".into(),
+            agent: "a".into(),
+            owner: "o".into(),
+            uid: 0,
+            loginuid: 0,
+            user: "root".into(),
+            login_user: "root".into(),
+            pid: 42,
+            exe: "/bin/x".into(),
+            action: "open".into(),
+            target: "/etc/x".into(),
+            decision: "allow".into(),
+            rule_id: "r".into(),
+            policy_snapshot: "s".into(),
+            method: "allow".into(),
+            details,
+        };
+        first.remember(ev_key, entry);
+        let s = summary_entry(
+            &swept(k),
+            &first,
+            500,
+            |b| b as i64 + 1000,
+            |_| panic!("the first is remembered"),
+        );
+        assert_eq!((s.kind.as_str(), s.method.as_str()), ("summary", "counted"));
+        assert_eq!((s.target.as_str(), s.pid, s.ts_ns), ("/etc/x", 42, 500));
+        assert_eq!(s.details["count"], 999);
+        assert_eq!(s.details["first_ns"], 1010);
+        assert_eq!(s.details["last_ns"], 1020);
+        assert_eq!(s.details["file"], "2049:99");
+        assert!(s.details.get("tid").is_none() && s.details.get("boot_ns").is_none());
+
+        // Two rotations later the first is forgotten: the summary names the
+        // file by identity.
+        first.rotate();
+        first.rotate();
+        let s = summary_entry(
+            &swept(k),
+            &first,
+            500,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "s".into(),
+                        rule_ids: vec!["r".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!((s.target.as_str(), s.rule_id.as_str()), ("2049:99", "r"));
+        assert_eq!(s.action, "open");
+    }
+
+    #[test]
+    fn network_keys_match_between_kernel_and_event() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let k = SummaryKey {
+            kind: EventKind::Connect4 as u32,
+            access: 8080 | 6 << 16,
+            addr,
+            ..SummaryKey::default()
+        };
+        assert_eq!(RepeatKey::of_kernel(&k).fallback_target(), "127.0.0.1:8080");
+    }
+}

@@ -1,0 +1,146 @@
+//! Sweeping the kernel's counts of repeated allowed actions (`SUMMARIES`).
+//!
+//! Each key is read and deleted in one `BPF_MAP_LOOKUP_AND_DELETE_ELEM`
+//! (atomic under the map's bucket lock), so a repeat is either in the count
+//! read here or, once the key is gone, recorded individually as the next
+//! first. The one window left: a program that found the key just before
+//! the delete and adds to the deleted value a moment later; that repeat is
+//! still in the agent's kernel decision counter, which is what
+//! `log verify --completeness` compares the log with.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{Map, PerCpuHashMap};
+use warden_common::{names, SummaryCount, SummaryKey};
+
+use super::{map_err, Kernel, KernelError};
+
+/// One key's counts, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub key: SummaryKey,
+    /// Repeats counted since the key's individual record.
+    pub count: u64,
+    /// Boot time of the individual record (`SummaryCount::first_ns`).
+    pub first_boot_ns: u64,
+    /// Boot time of the last repeat.
+    pub last_boot_ns: u64,
+}
+
+/// Sums one key's per-CPU values. CPUs that never saw the key hold zeros.
+pub fn sum_cpus(key: SummaryKey, values: &[SummaryCount]) -> Swept {
+    let mut out = Swept {
+        key,
+        count: 0,
+        first_boot_ns: 0,
+        last_boot_ns: 0,
+    };
+    for v in values {
+        out.count += v.count;
+        if v.first_ns != 0 && (out.first_boot_ns == 0 || v.first_ns < out.first_boot_ns) {
+            out.first_boot_ns = v.first_ns;
+        }
+        out.last_boot_ns = out.last_boot_ns.max(v.last_ns);
+    }
+    out
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// `union bpf_attr` for the map element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl Kernel {
+    /// Reads and deletes every key of `SUMMARIES`, returning those with a
+    /// nonzero count (a key whose first was not repeated is just deleted).
+    pub fn sweep_summaries(&mut self) -> Result<Vec<Swept>, KernelError> {
+        let map = self.bpf.map(names::SUMMARIES).ok_or(KernelError::Missing {
+            what: "map",
+            name: names::SUMMARIES,
+        })?;
+        let keys: Vec<SummaryKey> = {
+            let hash: PerCpuHashMap<_, SummaryKey, SummaryCount> =
+                PerCpuHashMap::try_from(map).map_err(map_err("open", names::SUMMARIES))?;
+            hash.keys().filter_map(Result::ok).collect()
+        };
+        let Map::PerCpuHashMap(data) = map else {
+            return Err(KernelError::Pin {
+                what: names::SUMMARIES.into(),
+                detail: "not a per-CPU hash map".into(),
+            });
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Pin {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        let mut values = vec![SummaryCount::default(); cpus];
+        let mut out = Vec::new();
+        for key in keys {
+            let attr = ElemAttr {
+                map_fd: fd as u32,
+                _pad: 0,
+                key: std::ptr::addr_of!(key) as u64,
+                value: values.as_mut_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: `attr` points at a key of the map's key size and a
+            // buffer of one (8-byte aligned, 24-byte) value per possible
+            // CPU, as the kernel expects for a per-CPU hash.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                    std::ptr::addr_of!(attr),
+                    std::mem::size_of::<ElemAttr>() as libc::c_uint,
+                )
+            };
+            if rc != 0 {
+                // ENOENT: gone meanwhile (nothing to count).
+                continue;
+            }
+            let swept = sum_cpus(key, &values);
+            if swept.count > 0 {
+                out.push(swept);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_are_summed_and_times_span_them() {
+        let key = SummaryKey::default();
+        let v = [
+            SummaryCount {
+                count: 0,
+                first_ns: 100,
+                last_ns: 100,
+            },
+            SummaryCount::default(),
+            SummaryCount {
+                count: 5,
+                first_ns: 150,
+                last_ns: 400,
+            },
+            SummaryCount {
+                count: 2,
+                first_ns: 120,
+                last_ns: 300,
+            },
+        ];
+        let s = sum_cpus(key, &v);
+        assert_eq!((s.count, s.first_boot_ns, s.last_boot_ns), (7, 100, 400));
+    }
+}

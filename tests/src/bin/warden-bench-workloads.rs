@@ -1,0 +1,397 @@
+//! `warden-bench-workloads` (as root): real workloads run outside any agent
+//! and as two agents whose policy governs every file open and exec (file
+//! and exec rules allowing everything the workloads touch), interleaved,
+//! `--rounds` times each (default 3):
+//!
+//! - `git`: init, add, commit, log, grep on a generated 300-file repo;
+//! - `compileall`: `python3 -m compileall` on a copy of a stdlib directory;
+//! - `make`: a C build with make and gcc, 40 generated sources;
+//! - `read`: reading up to 60,000 files under /usr/share, one process.
+//!
+//! One agent's policy says `evidence: { allowed: each }` (one entry per
+//! allowed action, as before summaries), one the default
+//! `first-then-count` (per process), one `first-then-count, per: agent`. Printed per workload: median wall time of each side,
+//! the ratios to outside, and the evidence entries and bytes (sum of the
+//! stored columns) each agent run added, summaries included (the daemon
+//! sweeps every second here, and the bench waits for the log to settle
+//! before it counts; that wait is not timed).
+//!
+//!   warden-bench-workloads [--rounds R] [--files N]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use warden_tests::{is_root, TestEnv};
+
+const EACH: &str = "wl-each";
+const COUNT: &str = "wl-count";
+const PER_AGENT: &str = "wl-agent";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("read-list") => read_list(args.get(1).map(String::as_str).unwrap_or("")),
+        _ => run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden-bench-workloads: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads every file named in `list` (one path a line).
+fn read_list(list: &str) -> Result<()> {
+    let text = std::fs::read_to_string(list).with_context(|| format!("read {list}"))?;
+    let mut bytes = 0usize;
+    for path in text.lines() {
+        if let Ok(b) = std::fs::read(path) {
+            bytes += b.len();
+        }
+    }
+    println!("{bytes}");
+    Ok(())
+}
+
+fn flag(args: &[String], name: &str, default: usize) -> Result<usize> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(args
+            .get(i + 1)
+            .with_context(|| format!("{name} needs a value"))?
+            .parse()?),
+        None => Ok(default),
+    }
+}
+
+struct Workload {
+    name: &'static str,
+    /// A shell script run with `sh -c` in `dir`.
+    script: String,
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+/// Generates the workloads' inputs under `root`.
+fn prepare(root: &Path, files: usize) -> Result<Vec<Workload>> {
+    // git: a generated tree, copied fresh into a scratch repo each run.
+    let src = root.join("git-src");
+    std::fs::create_dir_all(&src)?;
+    for i in 0..300 {
+        let d = src.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&d)?;
+        write(
+            &d.join(format!("f{i}.txt")),
+            &format!("line one of {i}\nneedle {i}\nline three\n").repeat(20),
+        )?;
+    }
+    let git = format!(
+        "rm -rf repo && cp -r {src} repo && cd repo && git init -q && git add . && \
+         git -c user.name=b -c user.email=b@b commit -qm gen && git log --oneline >/dev/null && \
+         git grep -c needle >/dev/null && git status --short >/dev/null",
+        src = src.display()
+    );
+    // compileall: a copy of a stdlib package, caches removed each run.
+    let stdlib = [
+        "/usr/lib/python3.11/email",
+        "/usr/lib/python3/dist-packages",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_dir())
+    .context("no stdlib directory to compile")?;
+    let py = root.join("py");
+    let status = Command::new("cp").args(["-r", stdlib]).arg(&py).status()?;
+    ensure!(status.success(), "copy {stdlib}");
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let compileall = format!(
+        "find {py} -name __pycache__ -prune -exec rm -rf {{}} + ; {python} -m compileall -q {py} >/dev/null",
+        py = py.display()
+    );
+    // make: 40 sources and a Makefile.
+    let c = root.join("c");
+    std::fs::create_dir_all(&c)?;
+    let mut objs = Vec::new();
+    for i in 0..40 {
+        write(
+            &c.join(format!("u{i}.c")),
+            &format!("#include <stdio.h>\n#include <string.h>\nint u{i}(int x) {{ char b[32]; snprintf(b, sizeof b, \"%d\", x); return (int)strlen(b) + {i}; }}\n"),
+        )?;
+        objs.push(format!("u{i}.o"));
+    }
+    let calls: String = (0..40).map(|i| format!("s += u{i}(s);")).collect();
+    let decls: String = (0..40).map(|i| format!("int u{i}(int);")).collect();
+    write(
+        &c.join("main.c"),
+        &format!("{decls}\nint main(void) {{ int s = 1; {calls} return s == 0; }}\n"),
+    )?;
+    write(
+        &c.join("Makefile"),
+        &format!(
+            "prog: main.o {objs}\n\tgcc -o $@ $^\n%.o: %.c\n\tgcc -O1 -c $< -o $@\nclean:\n\trm -f *.o prog\n",
+            objs = objs.join(" ")
+        ),
+    )?;
+    let make = format!("cd {} && make -s clean && make -s prog", c.display());
+    // read: a list of files under /usr/share.
+    let out = Command::new("find")
+        .args(["/usr/share", "-type", "f", "-size", "-256k"])
+        .stderr(Stdio::null())
+        .output()?;
+    let list: Vec<&str> = std::str::from_utf8(&out.stdout)?
+        .lines()
+        .take(files)
+        .collect();
+    let list_file = root.join("files.list");
+    write(&list_file, &(list.join("\n") + "\n"))?;
+    eprintln!("read: {} files under /usr/share", list.len());
+    let me = std::env::current_exe()?;
+    let read = format!(
+        "{} read-list {} >/dev/null",
+        me.display(),
+        list_file.display()
+    );
+    Ok(vec![
+        Workload {
+            name: "git",
+            script: git,
+        },
+        Workload {
+            name: "compileall",
+            script: compileall,
+        },
+        Workload {
+            name: "make",
+            script: make,
+        },
+        Workload {
+            name: "read",
+            script: read,
+        },
+    ])
+}
+
+/// Entries and stored bytes in the evidence log.
+fn log_size(db: &Path) -> Result<(u64, u64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let (n, bytes): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(length(kind)+length(agent)+length(owner)+length(user)+length(login_user)+length(exe)+length(action)+length(target)+length(decision)+length(rule_id)+length(policy_snapshot)+length(method)+length(details)+length(prev_hash)+length(hash)+40), 0) FROM evidence",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((n as u64, bytes as u64))
+}
+
+/// Waits until the log stops growing (the reader drained, the sweep ran).
+fn settled(db: &Path) -> Result<(u64, u64)> {
+    let mut last = log_size(db)?;
+    let mut still = 0;
+    while still < 3 {
+        std::thread::sleep(Duration::from_millis(700));
+        let now = log_size(db)?;
+        if now == last {
+            still += 1;
+        } else {
+            still = 0;
+            last = now;
+        }
+    }
+    Ok(last)
+}
+
+fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let out = cmd.output()?;
+    let took = t.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{what}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+/// As `timed`, but a failed run (an agent killed because the ring buffer
+/// was full: issue #14 section 2) is reported and counted, not fatal.
+fn timed_or_killed(cmd: Command, what: &str, kills: &mut u64) -> Result<Duration> {
+    let t = Instant::now();
+    match timed(cmd, what) {
+        Ok(d) => Ok(d),
+        Err(e) => {
+            eprintln!("{e:#}");
+            *kills += 1;
+            Ok(t.elapsed())
+        }
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn run(args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("needs root (loads eBPF programs, creates cgroups)");
+    }
+    let rounds = flag(args, "--rounds", 3)?;
+    let files = flag(args, "--files", 60_000)?;
+    let mut env = TestEnv::new("workloads");
+    // Outside the state directory, which agents may not touch.
+    let work = tempfile::tempdir()?;
+    let root: PathBuf = work.path().canonicalize()?;
+    std::fs::create_dir_all(root.join("tmp"))?;
+    let workloads = prepare(&root, files)?;
+    // Everything the workloads read, write and execute is allowed by file
+    // and exec rules, so every open and exec is decided and recorded.
+    let policy = |evidence: &str| {
+        format!(
+            "version: 1\n{evidence}rules:\n  - id: all-files\n    file: {{ prefix: /, access: [read, write] }}\n    decision: allow\n  - id: all-programs\n    exec: {{ prefix: / }}\n    decision: allow\n"
+        )
+    };
+    env.write_policy("each.yaml", &policy("evidence: { allowed: each }\n"));
+    env.write_policy("count.yaml", &policy(""));
+    env.write_policy(
+        "agent.yaml",
+        &policy("evidence: { allowed: first-then-count, per: agent }\n"),
+    );
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "1"), ("WARDEN_LOG", "info")]);
+    env.add_agent(EACH, "each.yaml");
+    env.add_agent(COUNT, "count.yaml");
+    env.add_agent(PER_AGENT, "agent.yaml");
+    let db = env.database();
+
+    struct Side {
+        wall: Vec<Duration>,
+        entries: Vec<u64>,
+        bytes: Vec<u64>,
+        failed: u64,
+    }
+    let new_side = || Side {
+        wall: Vec::new(),
+        entries: Vec::new(),
+        bytes: Vec::new(),
+        failed: 0,
+    };
+    let mut results: Vec<[Side; 4]> = workloads
+        .iter()
+        .map(|_| [new_side(), new_side(), new_side(), new_side()])
+        .collect();
+    for round in 0..rounds {
+        for (w, res) in workloads.iter().zip(results.iter_mut()) {
+            // Warm the page cache and the workload's own caches alike.
+            if round == 0 {
+                let mut warm = Command::new("sh");
+                warm.args(["-c", &w.script])
+                    .current_dir(&root)
+                    .env("TMPDIR", root.join("tmp"));
+                timed(warm, w.name)?;
+            }
+            for (side, agent) in [
+                (0usize, None),
+                (1, Some(EACH)),
+                (2, Some(COUNT)),
+                (3, Some(PER_AGENT)),
+            ] {
+                let before = settled(&db)?;
+                let cmd = match agent {
+                    None => {
+                        let mut c = Command::new("sh");
+                        c.args(["-c", &w.script]);
+                        c
+                    }
+                    Some(a) => {
+                        let mut c = env.warden();
+                        c.args(["run", "--agent", a, "--", "sh", "-c", &w.script]);
+                        c
+                    }
+                };
+                let mut cmd = cmd;
+                // The test environment's state directory is under /tmp, and
+                // agents may not create files beside it (self-protection).
+                cmd.current_dir(&root).env("TMPDIR", root.join("tmp"));
+                let s = &mut res[side];
+                let took = timed_or_killed(cmd, &format!("{} ({agent:?})", w.name), &mut s.failed)?;
+                let after = settled(&db)?;
+                s.wall.push(took);
+                s.entries.push(after.0 - before.0);
+                s.bytes.push(after.1 - before.1);
+            }
+        }
+    }
+    println!(
+        "workloads, {rounds} rounds each, interleaved; medians. Sides: outside any agent, and agents with \
+         evidence allowed: each (today's one entry per action), first-then-count per process (new default), per agent"
+    );
+    println!(
+        "{:<11} {:>9} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>7} {:>11} {:>11} {:>11}",
+        "workload",
+        "outside",
+        "each/x",
+        "proc/x",
+        "agent/x",
+        "ent:each",
+        "ent:proc",
+        "ent:agent",
+        "fewer:p",
+        "fewer:a",
+        "B:each",
+        "B:proc",
+        "B:agent"
+    );
+    for (w, res) in workloads.iter().zip(results.iter_mut()) {
+        let med = |v: &mut Vec<u64>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let o = median(&mut res[0].wall);
+        let walls: Vec<f64> = res[1..]
+            .iter_mut()
+            .map(|s| median(&mut s.wall).as_secs_f64() / o.as_secs_f64())
+            .collect();
+        let ents: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.entries)).collect();
+        let bytes: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.bytes)).collect();
+        println!(
+            "{:<11} {:>7.0}ms {:>6.2}x {:>6.2}x {:>6.2}x {:>9} {:>9} {:>9} {:>6.1}x {:>6.1}x {:>11} {:>11} {:>11}",
+            w.name,
+            o.as_secs_f64() * 1e3,
+            walls[0],
+            walls[1],
+            walls[2],
+            ents[0],
+            ents[1],
+            ents[2],
+            ents[0] as f64 / ents[1].max(1) as f64,
+            ents[0] as f64 / ents[2].max(1) as f64,
+            bytes[0],
+            bytes[1],
+            bytes[2]
+        );
+        let failed: Vec<u64> = res.iter().map(|s| s.failed).collect();
+        if failed.iter().any(|f| *f > 0) {
+            println!(
+                "{:<11} failed runs (killed): outside {}, each {}, proc {}, agent {}",
+                w.name, failed[0], failed[1], failed[2], failed[3]
+            );
+        }
+    }
+    let verify = env.cli(&["log", "verify", "--completeness"]);
+    println!(
+        "log verify --completeness: {}",
+        String::from_utf8_lossy(&verify.stdout).trim()
+    );
+    Ok(())
+}
