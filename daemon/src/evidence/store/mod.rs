@@ -304,11 +304,24 @@ impl EvidenceStore {
     /// refilled for each row, so `f` must clone what it wants to keep.
     pub fn for_each_entry<B>(
         &self,
+        f: impl FnMut(&Entry) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, StoreError> {
+        self.for_each_in_range(1, u64::MAX >> 1, f)
+    }
+
+    /// [`Self::for_each_entry`] for `from_seq <= seq <= to_seq`.
+    pub fn for_each_in_range<B>(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
         mut f: impl FnMut(&Entry) -> ControlFlow<B>,
     ) -> Result<ControlFlow<B>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM evidence ORDER BY seq");
+        let sql =
+            format!("SELECT {COLUMNS} FROM evidence WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql).map_err(self.sql("read evidence"))?;
-        let mut rows = stmt.query([]).map_err(self.sql("read evidence"))?;
+        let mut rows = stmt
+            .query(params![from_seq, to_seq])
+            .map_err(self.sql("read evidence"))?;
         let mut entry = Entry::blank();
         while let Some(row) = rows.next().map_err(self.sql("read evidence"))? {
             self.read_row(row, &mut entry)?;
