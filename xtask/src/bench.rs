@@ -2,7 +2,8 @@
 //! in one run. Implemented in the tests crate (`warden-tests`, bins
 //! `warden-bench` for connect and `warden-bench-fallback` for exec, file
 //! opens and the global `sys_exit` cost, `warden-bench-control` for
-//! evidence rates, hold and kill latency) so they share the test harness;
+//! evidence rates, hold and kill latency, `warden-bench-scale` for the CLI
+//! at 10k, 1M and 10M evidence entries) so they share the test harness;
 //! this only builds and runs them.
 
 use std::process::Command;
@@ -33,6 +34,7 @@ pub fn run() -> Result<i32> {
         "warden-bench",
         "warden-bench-fallback",
         "warden-bench-control",
+        "warden-bench-scale",
     ] {
         let status = Command::new(setup::cargo())
             .current_dir(workspace())

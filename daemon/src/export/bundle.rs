@@ -319,8 +319,7 @@ fn gather(
 }
 
 /// The last seq of the bundle: the newest entry before `to_ns` (the chain
-/// from its start up to the last entry of the window), or the head. Walks
-/// back from the head, so it costs the entries after the window.
+/// from its start up to the last entry of the window), or the head.
 fn end_of_window(
     store: &EvidenceStore,
     to_ns: Option<i64>,
@@ -334,16 +333,18 @@ fn end_of_window(
     use rusqlite::OptionalExtension;
     let seq: Option<u64> = match to_ns {
         None => store.head()?.map(|(seq, _)| seq),
-        // NOT INDEXED: the time index would visit every entry before `to`.
+        // Through the time index: it visits the entries before `to`, which
+        // the export writes anyway, never the (maybe far larger) rest.
         Some(to) => store
             .connection()
             .query_row(
-                "SELECT seq FROM evidence NOT INDEXED WHERE ts_ns < ?1 ORDER BY seq DESC LIMIT 1",
+                "SELECT max(seq) FROM evidence INDEXED BY evidence_ts WHERE ts_ns < ?1",
                 [to],
-                |row| row.get(0),
+                |row| row.get::<_, Option<u64>>(0),
             )
             .optional()
-            .map_err(sql_err)?,
+            .map_err(sql_err)?
+            .flatten(),
     };
     Ok(seq.unwrap_or(0))
 }
