@@ -367,6 +367,10 @@ fn the_readme_python_recomputes_every_entry_hash() {
 
 /// Runs `warden ARGS` and returns its output and peak RSS in KiB (wait4).
 fn run_with_peak_rss(env: &TestEnv, args: &[&str]) -> (bool, String, u64) {
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also returns its rusage"
+    )]
     let child = env
         .warden()
         .args(args)

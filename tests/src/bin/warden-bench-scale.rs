@@ -30,6 +30,10 @@ fn run_once(env: &TestEnv, args: &[String]) -> (Duration, u64, bool) {
     let mut cmd = env.warden();
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also returns its rusage"
+    )]
     let child = cmd.spawn().unwrap();
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child,
