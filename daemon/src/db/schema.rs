@@ -121,7 +121,7 @@ CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, hold_key);
 /// filtered read costs what it returns, not the size of the log. Each ends
 /// in `seq` so "the newest N matching" walks one index backwards. Additive:
 /// an older file gets them the first time this build opens it (a one-time
-/// build, ~1-2 s per million entries); the entries are unchanged and an
+/// build, proportional to the log); the entries are unchanged and an
 /// older build ignores them. Each costs the writer an index insert per entry.
 pub(crate) const EVIDENCE_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS evidence_agent ON evidence (agent, seq);
