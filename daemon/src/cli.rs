@@ -161,8 +161,14 @@ pub struct LogArgs {
     pub agent: Option<String>,
     #[arg(long)]
     pub kind: Option<String>,
+    /// As the log prints it (`deny` and `denied` both select refusals);
+    /// an unknown value is an error listing the valid ones.
     #[arg(long)]
     pub decision: Option<String>,
+    /// Only entries from this time on: RFC 3339 UTC, unix seconds, or an
+    /// age (`30s`, `5m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
     /// Show at most this many (the newest).
     #[arg(long)]
     pub limit: Option<usize>,

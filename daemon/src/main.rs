@@ -14,7 +14,6 @@ use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, LogCmd, PolicyCmd};
 use warden::{
     commands::{self, render, AddAgent},
     config::Paths,
-    evidence,
 };
 
 fn main() -> ExitCode {
@@ -197,14 +196,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             None => {
-                let filter = evidence::Filter {
+                let query = commands::LogQuery {
                     agent: args.agent,
                     kind: args.kind,
                     decision: args.decision,
+                    since: args.since,
                     limit: args.limit,
-                    ..Default::default()
                 };
-                let entries = commands::log(&paths, &filter)?;
+                let entries = commands::log(&paths, &query)?;
                 if args.json {
                     print!("{}", render::log_json(&entries)?);
                 } else {

@@ -570,3 +570,86 @@ pub fn killed(out: &Output) -> bool {
     use std::os::unix::process::ExitStatusExt;
     out.status.signal() == Some(libc::SIGKILL)
 }
+
+/// Agents `bench-0`..`bench-7` take turns in [`synthetic_entry`].
+pub const SYNTHETIC_AGENTS: u64 = 8;
+/// Spacing of the synthetic entries' times: 10M entries span ~28 hours.
+pub const SYNTHETIC_SPACING_NS: i64 = 10_000_000;
+
+/// Entry `i` of a synthetic log (benchmarks and scale tests, appended with
+/// the store's own `append`, so the chain is valid): mostly allowed opens of many files by
+/// several agents, with denials, execs, connects and a few GAP entries, the
+/// mix of an agent's working day.
+pub fn synthetic_entry(i: u64, base_ns: i64) -> warden::evidence::NewEntry {
+    let agent = i % SYNTHETIC_AGENTS;
+    let mut details = serde_json::Map::new();
+    details.insert("tid".into(), serde_json::json!(1000 + i % 50_000));
+    details.insert("comm".into(), serde_json::json!("python3"));
+    details.insert("policy_version".into(), serde_json::json!(3));
+    let (kind, action, target, decision, rule, method) = if i % 100_000 == 99_999 {
+        details.insert("lost".into(), serde_json::json!(1));
+        (
+            "gap",
+            "evidence.lost",
+            "ring buffer".to_string(),
+            "denied",
+            "none",
+            "recorded",
+        )
+    } else if i % 1_000 == 7 {
+        (
+            "decision",
+            "open",
+            format!("/etc/secret/{}", i % 37),
+            "deny",
+            "default",
+            "deny",
+        )
+    } else if i % 50 == 3 {
+        (
+            "decision",
+            "exec",
+            format!("/usr/bin/tool{}", i % 20),
+            "allow",
+            "tools",
+            "allow",
+        )
+    } else if i % 50 == 5 {
+        (
+            "decision",
+            "connect4",
+            format!("127.0.0.1:{}/tcp", 8000 + i % 10),
+            "allow",
+            "local-api",
+            "allow",
+        )
+    } else {
+        (
+            "decision",
+            "open",
+            format!("/usr/share/doc/pkg{}/file{}", i % 997, i % 50_021),
+            "allow",
+            "read-share",
+            "allow",
+        )
+    };
+    warden::evidence::NewEntry {
+        ts_ns: base_ns + i as i64 * SYNTHETIC_SPACING_NS,
+        kind: kind.into(),
+        agent: format!("bench-{agent}"),
+        owner: format!("owner{agent}@example.com"),
+        uid: 1000,
+        loginuid: 1000,
+        user: "svc".into(),
+        login_user: "alice".into(),
+        pid: 4000 + (i % 300) as u32,
+        exe: "/usr/bin/python3".into(),
+        action: action.into(),
+        target,
+        decision: decision.into(),
+        rule_id: rule.into(),
+        policy_snapshot: "ab".repeat(32),
+        method: method.into(),
+        details,
+    }
+}

@@ -2,7 +2,8 @@
 //! in one run. Implemented in the tests crate (`warden-tests`, bins
 //! `warden-bench` for connect and `warden-bench-fallback` for exec, file
 //! opens and the global `sys_exit` cost, `warden-bench-control` for
-//! evidence rates, hold and kill latency; with `--workloads`,
+//! evidence rates, hold and kill latency, `warden-bench-scale` for the CLI
+//! at 10k, 1M and 10M evidence entries; with `--workloads`,
 //! `warden-bench-workloads` for real workloads and their evidence volume)
 //! so they share the test harness; this only builds and runs them.
 
@@ -37,6 +38,7 @@ pub fn run(workloads: bool) -> Result<i32> {
             "warden-bench",
             "warden-bench-fallback",
             "warden-bench-control",
+            "warden-bench-scale",
         ]
     };
     for &bench in benches {

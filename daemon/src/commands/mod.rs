@@ -33,7 +33,7 @@ pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
 pub use approvals::{approvals, decide, status};
 pub use evidence::{evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
-pub use log::{checkpoints, completeness, log, log_verify, tail, Verified};
+pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
 pub use policy::{policy_check, policy_history, policy_reload, policy_suggest, resolve_policy};
 pub use render::{format_entry, LOG_HEADER};
 pub use run::run;
@@ -106,6 +106,8 @@ pub enum CommandError {
     Time(#[from] crate::clock::TimeError),
     #[error(transparent)]
     Bundle(#[from] crate::export::BundleError),
+    #[error("unknown decision '{given}'; valid: {valid}")]
+    UnknownDecision { given: String, valid: String },
     #[error("create state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -134,7 +136,18 @@ fn open_registry(paths: &Paths) -> Result<Registry> {
     Ok(Registry::open(&paths.database())?)
 }
 
+/// The store for a verb: no integrity check, so the verb's cost does not
+/// grow with the log (`PRAGMA quick_check` reads the whole file: 16 s at
+/// 7.5M entries). `warden log verify` and the daemon's start check it.
 fn open_store(paths: &Paths) -> Result<EvidenceStore> {
+    Ok(EvidenceStore::open_with(
+        &paths.database(),
+        crate::db::Integrity::Trust,
+    )?)
+}
+
+/// The store after `PRAGMA quick_check`, for `warden log verify`.
+fn open_store_checked(paths: &Paths) -> Result<EvidenceStore> {
     Ok(EvidenceStore::open(&paths.database())?)
 }
 

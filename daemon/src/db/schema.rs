@@ -117,8 +117,21 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, hold_key);
 ";
 
+/// Indexes for `warden log`'s filters (`EvidenceStore::query`), so a
+/// filtered read costs what it returns, not the size of the log. Each ends
+/// in `seq` so "the newest N matching" walks one index backwards. Additive:
+/// an older file gets them the first time this build opens it (a one-time
+/// build, proportional to the log); the entries are unchanged and an
+/// older build ignores them. Each costs the writer an index insert per entry.
+pub(crate) const EVIDENCE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS evidence_agent ON evidence (agent, seq);
+CREATE INDEX IF NOT EXISTS evidence_kind ON evidence (kind, seq);
+CREATE INDEX IF NOT EXISTS evidence_decision ON evidence (decision, seq);
+CREATE INDEX IF NOT EXISTS evidence_ts ON evidence (ts_ns);
+";
+
 /// Every table of the file, in the order they are created.
-pub(crate) const ALL: [&str; 4] = [EVIDENCE, CHECKPOINTS, REGISTRY, APPROVALS];
+pub(crate) const ALL: [&str; 5] = [EVIDENCE, EVIDENCE_INDEXES, CHECKPOINTS, REGISTRY, APPROVALS];
 
 /// Idempotently creates every table, index and trigger.
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {

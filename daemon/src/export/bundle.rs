@@ -24,7 +24,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{control_map::CONTROL_MAP, report};
+use super::{
+    control_map::CONTROL_MAP,
+    report,
+    summary::{self, Summary},
+};
 use crate::{
     approvals::{Approval, Approvals},
     clock,
@@ -123,13 +127,19 @@ impl BundleReport {
     }
 }
 
-/// The data a bundle is made of (also what the HTML report shows).
+/// The data a bundle is made of (also what the HTML report shows). The
+/// entries themselves are streamed from the store, never all in memory.
 pub struct Contents {
     pub manifest_window: Window,
     pub host: String,
     pub created_at_ns: i64,
     pub key_id: String,
-    pub entries: Vec<Entry>,
+    /// The bundle holds the chain from seq 1 to this seq.
+    pub end_seq: u64,
+    /// The window's aggregates, for the report.
+    pub summary: Summary,
+    /// Kill switch entries (kill, revive) up to `end_seq`.
+    pub kills: Vec<Entry>,
     pub checkpoints: Vec<Checkpoint>,
     pub agents: Vec<Agent>,
     pub versions: Vec<PolicyVersion>,
@@ -240,9 +250,14 @@ fn describe_selector(s: &policy::Selector) -> String {
     }
 }
 
-fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleError> {
+fn gather(
+    paths: &Paths,
+    window: &Window,
+) -> Result<(Contents, HostKey, EvidenceStore), BundleError> {
     let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
-    let store = EvidenceStore::open(&paths.database()).map_err(|e| src(&e))?;
+    // No quick_check: the host verification below reads every entry anyway.
+    let store = EvidenceStore::open_with(&paths.database(), crate::db::Integrity::Trust)
+        .map_err(|e| src(&e))?;
     let key = HostKey::load_or_create(&paths.state_dir).map_err(|e| src(&e))?;
     let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[])
     {
@@ -252,21 +267,24 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
         )),
         Err(e) => Err(crate::error_chain(&e)),
     };
-    let mut entries = store.query(&Filter::default()).map_err(|e| src(&e))?;
-    if let Some(to) = window.to_ns {
-        // The chain from its start up to the last entry of the window.
-        let end = entries
-            .iter()
-            .rposition(|e| e.ts_ns < to)
-            .map_or(0, |i| i + 1);
-        entries.truncate(end);
-    }
-    let n = entries.len() as u64;
+    let end_seq = end_of_window(&store, window.to_ns).map_err(|e| src(&e))?;
     let checkpoints = checkpoint::read_all(store.connection())
         .map_err(|e| src(&e))?
         .into_iter()
-        .filter(|c| c.size <= n)
+        .filter(|c| c.size <= end_seq)
         .collect();
+    let summary = summary::summarise(&store, window, end_seq).map_err(|e| src(&e))?;
+    let mut kills = Vec::new();
+    for kind in ["kill", "revive"] {
+        let found = store
+            .query(&Filter {
+                kind: Some(kind.into()),
+                ..Filter::default()
+            })
+            .map_err(|e| src(&e))?;
+        kills.extend(found.into_iter().filter(|e| e.seq <= end_seq));
+    }
+    kills.sort_by_key(|e| e.seq);
     let registry = Registry::open(&paths.database()).map_err(|e| src(&e))?;
     let mut agents = registry.list().map_err(|e| src(&e))?;
     let mut versions = registry.policy_versions(None).map_err(|e| src(&e))?;
@@ -287,7 +305,9 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
             .to_string(),
         created_at_ns: clock::now_ns(),
         key_id: checkpoint::key_id(&key.verifying_key()),
-        entries,
+        end_seq,
+        summary,
+        kills,
         checkpoints,
         agents,
         versions,
@@ -295,7 +315,95 @@ fn gather(paths: &Paths, window: &Window) -> Result<(Contents, HostKey), BundleE
         capabilities,
         verification,
     };
-    Ok((contents, key))
+    Ok((contents, key, store))
+}
+
+/// The last seq of the bundle: the newest entry before `to_ns` (the chain
+/// from its start up to the last entry of the window), or the head.
+fn end_of_window(
+    store: &EvidenceStore,
+    to_ns: Option<i64>,
+) -> Result<u64, crate::evidence::StoreError> {
+    let op = "find the end of the export window";
+    let sql_err = |source| crate::evidence::StoreError::Sqlite {
+        op,
+        path: store.path().to_path_buf(),
+        source,
+    };
+    use rusqlite::OptionalExtension;
+    let seq: Option<u64> = match to_ns {
+        None => store.head()?.map(|(seq, _)| seq),
+        // Through the time index: it visits the entries before `to`, which
+        // the export writes anyway, never the (maybe far larger) rest.
+        Some(to) => store
+            .connection()
+            .query_row(
+                "SELECT max(seq) FROM evidence INDEXED BY evidence_ts WHERE ts_ns < ?1",
+                [to],
+                |row| row.get::<_, Option<u64>>(0),
+            )
+            .optional()
+            .map_err(sql_err)?
+            .flatten(),
+    };
+    Ok(seq.unwrap_or(0))
+}
+
+/// A writer that hashes what passes through it, so a multi-gigabyte file
+/// is not read back to be hashed.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hashing_file(path: &Path) -> Result<Hashing<std::io::BufWriter<fs::File>>, BundleError> {
+    Ok(Hashing {
+        inner: std::io::BufWriter::with_capacity(
+            1 << 20,
+            fs::File::create(path).map_err(io_err("create", path))?,
+        ),
+        hash: Sha256::new(),
+    })
+}
+
+/// Progress on stderr, only when it is a terminal.
+struct Progress {
+    total: u64,
+    shown: std::time::Instant,
+    on: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Progress {
+            total,
+            shown: std::time::Instant::now(),
+            on: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        }
+    }
+
+    fn tick(&mut self, done: u64) {
+        if self.on && (done == self.total || self.shown.elapsed().as_millis() >= 250) {
+            self.shown = std::time::Instant::now();
+            let pct = (done * 100).checked_div(self.total).unwrap_or(100);
+            eprint!("\rexport: {done} / {} entries ({pct}%)", self.total);
+            if done == self.total {
+                eprintln!();
+            }
+        }
+    }
 }
 
 fn write_json<T: Serialize + ?Sized>(dir: &Path, name: &str, value: &T) -> Result<(), BundleError> {
@@ -350,34 +458,56 @@ fn csv_row(e: &Entry) -> String {
 }
 
 fn sha256_file(path: &Path) -> Result<String, BundleError> {
-    let bytes = fs::read(path).map_err(io_err("read", path))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    let mut file = fs::File::open(path).map_err(io_err("read", path))?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash).map_err(io_err("read", path))?;
+    Ok(hex::encode(hash.finalize()))
 }
 
 /// `warden evidence export --out DIR`: writes the bundle; returns its manifest.
 pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, BundleError> {
-    let (c, key) = gather(paths, window)?;
+    let (c, key, store) = gather(paths, window)?;
     fs::create_dir_all(out).map_err(io_err("create", out))?;
 
+    // The chain from seq 1 to the end of the window, one row at a time.
     let path = out.join("entries.jsonl");
-    let mut file =
-        std::io::BufWriter::new(fs::File::create(&path).map_err(io_err("create", &path))?);
-    let mut csv = std::io::BufWriter::new(
-        fs::File::create(out.join("entries.csv"))
-            .map_err(io_err("create", &out.join("entries.csv")))?,
-    );
-    writeln!(csv, "{CSV_COLUMNS}").map_err(io_err("write", &out.join("entries.csv")))?;
-    for e in &c.entries {
-        let line = serde_json::to_string(e).map_err(|source| BundleError::Json {
-            path: path.clone(),
-            source,
-        })?;
-        writeln!(file, "{line}").map_err(io_err("write", &path))?;
-        writeln!(csv, "{}", csv_row(e)).map_err(io_err("write", &out.join("entries.csv")))?;
+    let csv_path = out.join("entries.csv");
+    let mut file = hashing_file(&path)?;
+    let mut csv = hashing_file(&csv_path)?;
+    writeln!(csv, "{CSV_COLUMNS}").map_err(io_err("write", &csv_path))?;
+    let mut written = 0u64;
+    let mut head_hash = crate::evidence::record::GENESIS_PREV_HASH.to_string();
+    let mut progress = Progress::new(c.end_seq);
+    let flow = store
+        .for_each_in_range(1, c.end_seq, |e| {
+            let step = (|| {
+                serde_json::to_writer(&mut file, e).map_err(|source| BundleError::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+                writeln!(file).map_err(io_err("write", &path))?;
+                writeln!(csv, "{}", csv_row(e)).map_err(io_err("write", &csv_path))
+            })();
+            if let Err(err) = step {
+                return std::ops::ControlFlow::Break(err);
+            }
+            written += 1;
+            head_hash.clone_from(&e.hash);
+            if written.is_multiple_of(4096) {
+                progress.tick(written);
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|e| BundleError::Source(crate::error_chain(&e)))?;
+    if let std::ops::ControlFlow::Break(err) = flow {
+        return Err(err);
     }
+    progress.tick(c.end_seq.max(written));
     file.flush().map_err(io_err("write", &path))?;
-    csv.flush()
-        .map_err(io_err("write", &out.join("entries.csv")))?;
+    csv.flush().map_err(io_err("write", &csv_path))?;
+    let mut streamed = BTreeMap::new();
+    streamed.insert("entries.jsonl", hex::encode(file.hash.finalize()));
+    streamed.insert("entries.csv", hex::encode(csv.hash.finalize()));
 
     write_json(out, "checkpoints.json", &c.checkpoints)?;
     let public = out.join(checkpoint::PUBLIC_KEY_FILE);
@@ -387,12 +517,7 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
     write_json(out, "capabilities.json", &c.capabilities)?;
     write_json(out, "policy_versions.json", &c.versions)?;
     write_json(out, "approvals.json", &c.approvals)?;
-    let kills: Vec<&Entry> = c
-        .entries
-        .iter()
-        .filter(|e| e.kind == "kill" || e.kind == "revive")
-        .collect();
-    write_json(out, "kill_switch.json", &kills)?;
+    write_json(out, "kill_switch.json", &c.kills)?;
     let verification = match &c.verification {
         Ok(summary) => serde_json::json!({ "valid": true, "summary": summary }),
         Err(problem) => serde_json::json!({ "valid": false, "problem": problem }),
@@ -417,18 +542,19 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
         "control_map.json",
         "report.html",
     ] {
-        files.insert(name.to_string(), sha256_file(&out.join(name))?);
+        let hash = match streamed.get(name) {
+            Some(hash) => hash.clone(),
+            None => sha256_file(&out.join(name))?,
+        };
+        files.insert(name.to_string(), hash);
     }
     let manifest = Manifest {
         format: FORMAT.into(),
         created_at_ns: c.created_at_ns,
         host: c.host.clone(),
         key_id: c.key_id.clone(),
-        entries: c.entries.len() as u64,
-        head_hash: c.entries.last().map_or_else(
-            || crate::evidence::record::GENESIS_PREV_HASH.into(),
-            |e| e.hash.clone(),
-        ),
+        entries: written,
+        head_hash,
         window: window.clone(),
         files,
     };
@@ -468,6 +594,19 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
         }
     }
 
+    let checkpoints_path = dir.join("checkpoints.json");
+    let checkpoints: Vec<Checkpoint> = fs::read(&checkpoints_path)
+        .map_err(io_err("read", &checkpoints_path))
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|source| BundleError::Json {
+                path: checkpoints_path.clone(),
+                source,
+            })
+        })?;
+    // Only the hashes a checkpoint signed are kept: memory stays bounded
+    // however long the chain.
+    let wanted: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.size).collect();
+
     // The chain first: its problems name the first bad sequence number.
     let entries_path = dir.join("entries.jsonl");
     let file = fs::File::open(&entries_path).map_err(io_err("open", &entries_path))?;
@@ -486,18 +625,11 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
             problems.push(e.to_string());
             break;
         }
-        hashes.insert(entry.seq, entry.hash);
+        if wanted.contains(&entry.seq) {
+            hashes.insert(entry.seq, entry.hash);
+        }
     }
     let chain = verifier.finish();
-    let checkpoints_path = dir.join("checkpoints.json");
-    let checkpoints: Vec<Checkpoint> = fs::read(&checkpoints_path)
-        .map_err(io_err("read", &checkpoints_path))
-        .and_then(|b| {
-            serde_json::from_slice(&b).map_err(|source| BundleError::Json {
-                path: checkpoints_path.clone(),
-                source,
-            })
-        })?;
     let signed = if problems.is_empty() {
         match checkpoint::verify_all(&checkpoints, &key, chain.entries, &|seq| {
             hashes.get(&seq).cloned()

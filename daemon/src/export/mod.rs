@@ -5,5 +5,6 @@ pub mod bundle;
 pub mod control_map;
 pub mod ocsf;
 pub mod report;
+pub mod summary;
 
 pub use bundle::{export, verify, BundleError, BundleReport, Manifest, Window};

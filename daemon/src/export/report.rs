@@ -5,8 +5,12 @@
 
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::{bundle::Contents, control_map::CONTROL_MAP};
-use crate::{clock::format_ns, evidence::Entry};
+use super::{
+    bundle::Contents,
+    control_map::CONTROL_MAP,
+    summary::{AgentCounts, Chart, TopRow, TOP_N},
+};
+use crate::clock::format_ns;
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -37,58 +41,38 @@ const ALLOW: &str = "#2da44e";
 const DENY: &str = "#cf222e";
 const HOLD: &str = "#bf8700";
 
-fn in_window(c: &Contents, e: &Entry) -> bool {
-    c.manifest_window.contains(e)
-}
-
-/// Per-agent decision counts.
-#[derive(Default)]
-struct Counts {
-    allow: u64,
-    deny: u64,
-    hold: u64,
-    approvals: u64,
-    /// Record mode: went ahead, would have been denied or held.
-    would: u64,
-    last_ns: i64,
-}
-
-fn chart(c: &Contents, decisions: &[&Entry]) -> String {
-    let (Some(first), Some(last)) = (decisions.first(), decisions.last()) else {
+/// A stacked bar chart of `chart`'s buckets; `classes` picks which of
+/// [allowed, denied, held] to draw (each chart has its own scale, so a
+/// handful of denials is visible beside millions of allowed actions).
+fn chart_svg(chart: Option<&Chart>, classes: [bool; 3], label: &str) -> String {
+    let Some(chart) = chart else {
         return "<p class=meta>No decisions in this window.</p>".into();
     };
-    const BUCKETS: usize = 24;
-    let (start, end) = (first.ts_ns, last.ts_ns.max(first.ts_ns + 1));
-    let width = ((end - start) as f64 / BUCKETS as f64).max(1.0);
-    let mut buckets = [[0u64; 3]; BUCKETS];
-    for e in decisions {
-        let i = (((e.ts_ns - start) as f64 / width) as usize).min(BUCKETS - 1);
-        match (e.kind.as_str(), e.decision.as_str()) {
-            // Record mode's would-deny/would-hold went ahead.
-            (_, "allow" | "would-deny" | "would-hold") => buckets[i][0] += 1,
-            ("hold", _) | (_, "hold") => buckets[i][2] += 1,
-            _ => buckets[i][1] += 1,
-        }
-    }
-    let max = buckets
+    let pick = |b: &[u64; 3], i: usize| if classes[i] { b[i] } else { 0 };
+    let max = chart
+        .buckets
         .iter()
-        .map(|b| b.iter().sum::<u64>())
+        .map(|b| (0..3).map(|i| pick(b, i)).sum::<u64>())
         .max()
-        .unwrap_or(1)
-        .max(1);
-    let (w, h, bar) = (960.0, 180.0, 960.0 / BUCKETS as f64);
+        .unwrap_or(0);
+    if max == 0 {
+        return format!("<p class=meta>No {label} in this window.</p>");
+    }
+    let n = chart.buckets.len().max(1);
+    let (w, h, bar) = (960.0, 180.0, 960.0 / n as f64);
     let mut svg = format!(
-        "<svg role=img aria-label='decisions over time' width='{w}' height='{}' viewBox='0 0 {w} {}' xmlns='http://www.w3.org/2000/svg'>",
+        "<svg role=img aria-label='{label} over time' width='{w}' height='{}' viewBox='0 0 {w} {}' xmlns='http://www.w3.org/2000/svg'>",
         h + 40.0,
         h + 40.0
     );
-    for (i, b) in buckets.iter().enumerate() {
+    for (i, b) in chart.buckets.iter().enumerate() {
         let mut y = h;
-        for (count, color) in [(b[0], ALLOW), (b[1], DENY), (b[2], HOLD)] {
+        for (k, color) in [ALLOW, DENY, HOLD].into_iter().enumerate() {
+            let count = pick(b, k);
             if count == 0 {
                 continue;
             }
-            let bh = count as f64 / max as f64 * (h - 10.0);
+            let bh = (count as f64 / max as f64 * (h - 10.0)).max(1.0);
             y -= bh;
             let _ = write!(
                 svg,
@@ -102,36 +86,40 @@ fn chart(c: &Contents, decisions: &[&Entry]) -> String {
         svg,
         "<line x1='0' y1='{h}' x2='{w}' y2='{h}' stroke='#57606a'/><text x='0' y='{}' font-size='12'>{}</text><text x='{w}' y='{}' font-size='12' text-anchor='end'>{}</text><text x='{w}' y='{}' font-size='12' text-anchor='end'>tallest bar: {max}</text></svg>",
         h + 18.0,
-        esc(&format_ns(start)),
+        esc(&format_ns(chart.start_ns)),
         h + 18.0,
-        esc(&format_ns(end)),
+        esc(&format_ns(chart.end_ns)),
         h + 34.0,
     );
-    let _ = c;
     svg
 }
 
-pub fn render(c: &Contents) -> String {
-    let window: Vec<&Entry> = c.entries.iter().filter(|e| in_window(c, e)).collect();
-    // Kernel decisions, and holds (recorded as their own kind).
-    let decisions: Vec<&Entry> = window
-        .iter()
-        .copied()
-        .filter(|e| e.kind == "decision" || e.kind == "hold")
-        .collect();
-    let mut per_agent: BTreeMap<&str, Counts> = BTreeMap::new();
-    for e in &window {
-        let counts = per_agent.entry(&e.agent).or_default();
-        counts.last_ns = counts.last_ns.max(e.ts_ns);
-        match (e.kind.as_str(), e.decision.as_str()) {
-            ("decision", "allow") => counts.allow += 1,
-            ("decision", "hold") | ("hold", _) => counts.hold += 1,
-            ("decision", "would-deny" | "would-hold") => counts.would += 1,
-            ("decision", _) => counts.deny += 1,
-            ("approval", _) => counts.approvals += 1,
-            _ => {}
-        }
+fn top_table(h: &mut String, title: &str, rows: &[TopRow], none: &str) {
+    let _ = write!(h, "<h2>{title}</h2>");
+    if rows.is_empty() {
+        let _ = write!(h, "<p class=meta>{none}</p>");
+        return;
     }
+    h.push_str("<table><tr><th class=n>count</th><th>agent</th><th>action</th><th>target</th><th>rule</th><th>last</th></tr>");
+    for r in rows {
+        let _ = write!(
+            h,
+            "<tr><td class=n>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            r.count,
+            esc(&r.agent),
+            esc(&r.action),
+            esc(&r.target),
+            esc(&r.rule_id),
+            esc(&format_ns(r.last_ns))
+        );
+    }
+    h.push_str("</table>");
+}
+
+pub fn render(c: &Contents) -> String {
+    let s = &c.summary;
+    let per_agent: BTreeMap<&str, &AgentCounts> =
+        s.per_agent.iter().map(|a| (a.agent.as_str(), a)).collect();
 
     let mut h = String::new();
     let _ = write!(
@@ -141,11 +129,12 @@ pub fn render(c: &Contents) -> String {
     );
     let _ = write!(
         h,
-        "<h1>Warden evidence report</h1><p class=meta>Host <b>{}</b> · exported {} · signing key <code>{}</code> · entries 1–{}{}</p>",
+        "<h1>Warden evidence report</h1><p class=meta>Host <b>{}</b> · exported {} · signing key <code>{}</code> · entries 1–{} · {} in this report's window{}</p>",
         esc(&c.host),
         esc(&format_ns(c.created_at_ns)),
         esc(&c.key_id),
-        c.entries.len(),
+        c.end_seq,
+        s.window_entries,
         c.manifest_window.agent.as_ref().map(|a| format!(" · agent <b>{}</b>", esc(a))).unwrap_or_default()
     );
     match &c.verification {
@@ -169,7 +158,7 @@ pub fn render(c: &Contents) -> String {
     h.push_str("<h2>Agents</h2><table><tr><th>agent</th><th>owner</th><th>status</th><th>cgroup</th><th class=n>allowed</th><th class=n>denied</th><th class=n>held</th><th class=n>approval decisions</th><th class=n>record mode: would deny or hold</th><th>last activity</th></tr>");
     for a in &c.agents {
         let n = per_agent.get(a.name.as_str());
-        let get = |f: fn(&Counts) -> u64| n.map_or(0, f);
+        let get = |f: fn(&AgentCounts) -> u64| n.map_or(0, |c| f(c));
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{:?}</td><td><code>{}</code></td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td>{}</td></tr>",
@@ -189,9 +178,23 @@ pub fn render(c: &Contents) -> String {
 
     let _ = write!(
         h,
-        "<h2>Decisions over time</h2><p class=legend><span style='background:{ALLOW}'></span>allowed<span style='background:{DENY}'></span>denied<span style='background:{HOLD}'></span>held</p>{}",
-        chart(c, &decisions)
+        "<h2>Decisions over time</h2><p class=legend><span style='background:{ALLOW}'></span>allowed<span style='background:{DENY}'></span>denied<span style='background:{HOLD}'></span>held</p>{}<h2>Denied and held over time</h2><p class=meta>On their own scale, so a few refusals show beside many allowed actions.</p>{}",
+        chart_svg(s.chart.as_ref(), [true, true, true], "decisions"),
+        chart_svg(s.chart.as_ref(), [false, true, true], "denied or held decisions")
     );
+    top_table(
+        &mut h,
+        &format!("Most frequent denied and held actions (top {TOP_N})"),
+        &s.top_denied,
+        "No action was denied or held in this window.",
+    );
+    top_table(
+        &mut h,
+        &format!("Most frequent allowed actions (top {TOP_N})"),
+        &s.top_allowed,
+        "No action was allowed in this window.",
+    );
+    h.push_str("<p class=meta>Every entry, with these and all others, is in <a href='entries.jsonl'>entries.jsonl</a> and <a href='entries.csv'>entries.csv</a>.</p>");
 
     h.push_str("<h2>Holds and approvals</h2>");
     if c.approvals.is_empty() {
@@ -220,10 +223,18 @@ pub fn render(c: &Contents) -> String {
     }
 
     h.push_str("<h2>Gaps in monitoring</h2>");
-    let gaps: Vec<&&Entry> = window.iter().filter(|e| e.kind == "gap").collect();
+    let gaps = &s.gaps;
     if gaps.is_empty() {
         h.push_str("<p class=meta>No gap entries in this window: every action the kernel counted reached the log, and the daemon recorded each of its starts and stops.</p>");
     } else {
+        if s.gaps_total > gaps.len() as u64 {
+            let _ = write!(
+                h,
+                "<p class=meta>{} gap entries; the first {} are listed, all are in entries.jsonl (kind <code>gap</code>).</p>",
+                s.gaps_total,
+                gaps.len()
+            );
+        }
         h.push_str("<table><tr><th>seq</th><th>time</th><th>agent</th><th>what</th></tr>");
         for g in gaps {
             let _ = write!(

@@ -79,7 +79,8 @@ pub enum Durability {
 pub struct Filter {
     pub agent: Option<String>,
     pub kind: Option<String>,
-    pub decision: Option<String>,
+    /// Any of these decisions (empty: any decision).
+    pub decisions: Vec<String>,
     /// Inclusive lower bound on `ts_ns`.
     pub since_ns: Option<i64>,
     /// Exclusive upper bound on `ts_ns`.
@@ -255,32 +256,65 @@ impl EvidenceStore {
     }
 
     /// Matching entries, oldest first; with a limit, the newest `limit`.
+    ///
+    /// Only the filters that are set become terms of the WHERE clause, so
+    /// SQLite can pick one of the evidence indexes (`schema::EVIDENCE_INDEXES`)
+    /// instead of scanning the log: the cost follows the matches, not the
+    /// size of the log.
+    ///
+    /// Several decisions are one query each (SQLite cannot keep the
+    /// `(decision, seq)` order across an `IN` list, so "the newest N" would
+    /// sort every match), merged here.
     pub fn query(&self, filter: &Filter) -> Result<Vec<Entry>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM evidence \
-             WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR kind = ?2) \
-               AND (?3 IS NULL OR decision = ?3) \
-               AND (?4 IS NULL OR ts_ns >= ?4) AND (?5 IS NULL OR ts_ns < ?5) \
-             ORDER BY seq DESC LIMIT ?6"
-        );
-        // SQLite reads a negative LIMIT as "no limit".
-        let limit = filter
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut entries = self.collect(
-            &sql,
-            params![
-                filter.agent,
-                filter.kind,
-                filter.decision,
-                filter.since_ns,
-                filter.until_ns,
-                limit
-            ],
-            "query evidence",
-        )?;
+        let mut entries = Vec::new();
+        let parts: Vec<Filter> = if filter.decisions.len() > 1 {
+            filter
+                .decisions
+                .iter()
+                .map(|d| Filter {
+                    decisions: vec![d.clone()],
+                    ..filter.clone()
+                })
+                .collect()
+        } else {
+            vec![filter.clone()]
+        };
+        for part in &parts {
+            let (sql, values) = query_sql(part);
+            entries.extend(self.collect(
+                &sql,
+                rusqlite::params_from_iter(values.iter()),
+                "query evidence",
+            )?);
+        }
+        if parts.len() > 1 {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
+            entries.dedup_by_key(|e| e.seq);
+            if let Some(limit) = filter.limit {
+                entries.truncate(limit);
+            }
+        }
         entries.reverse();
         Ok(entries)
+    }
+
+    /// Every distinct `decision` in the log, found by skipping through the
+    /// decision index (one lookup per distinct value, not a scan).
+    pub fn distinct_decisions(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT min(decision) FROM evidence WHERE decision > ?1")
+            .map_err(self.sql("list decisions"))?;
+        let mut found = Vec::new();
+        let mut after = String::new();
+        while let Some(next) = stmt
+            .query_row([&after], |row| row.get::<_, Option<String>>(0))
+            .map_err(self.sql("list decisions"))?
+        {
+            found.push(next.clone());
+            after = next;
+        }
+        Ok(found)
     }
 
     /// Streams every entry in seq order to `f` until it breaks, without
@@ -288,11 +322,24 @@ impl EvidenceStore {
     /// refilled for each row, so `f` must clone what it wants to keep.
     pub fn for_each_entry<B>(
         &self,
+        f: impl FnMut(&Entry) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>, StoreError> {
+        self.for_each_in_range(1, u64::MAX >> 1, f)
+    }
+
+    /// [`Self::for_each_entry`] for `from_seq <= seq <= to_seq`.
+    pub fn for_each_in_range<B>(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
         mut f: impl FnMut(&Entry) -> ControlFlow<B>,
     ) -> Result<ControlFlow<B>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM evidence ORDER BY seq");
+        let sql =
+            format!("SELECT {COLUMNS} FROM evidence WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql).map_err(self.sql("read evidence"))?;
-        let mut rows = stmt.query([]).map_err(self.sql("read evidence"))?;
+        let mut rows = stmt
+            .query(params![from_seq, to_seq])
+            .map_err(self.sql("read evidence"))?;
         let mut entry = Entry::blank();
         while let Some(row) = rows.next().map_err(self.sql("read evidence"))? {
             self.read_row(row, &mut entry)?;
@@ -365,6 +412,61 @@ impl EvidenceStore {
             source,
         }
     }
+}
+
+/// The SELECT for `filter` and its parameters, newest first.
+pub(crate) fn query_sql(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut terms: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut mark = |value: Value| {
+        values.push(value);
+        format!("?{}", values.len())
+    };
+    if let Some(agent) = &filter.agent {
+        terms.push(format!("agent = {}", mark(Value::Text(agent.clone()))));
+    }
+    if let Some(kind) = &filter.kind {
+        terms.push(format!("kind = {}", mark(Value::Text(kind.clone()))));
+    }
+    if !filter.decisions.is_empty() {
+        let marks: Vec<String> = filter
+            .decisions
+            .iter()
+            .map(|d| mark(Value::Text(d.clone())))
+            .collect();
+        terms.push(format!("decision IN ({})", marks.join(", ")));
+    }
+    if let Some(since) = filter.since_ns {
+        terms.push(format!("ts_ns >= {}", mark(Value::Integer(since))));
+    }
+    if let Some(until) = filter.until_ns {
+        terms.push(format!("ts_ns < {}", mark(Value::Integer(until))));
+    }
+    let limit = filter
+        .limit
+        .map(|l| mark(Value::Integer(i64::try_from(l).unwrap_or(i64::MAX))));
+    let mut sql = format!("SELECT {COLUMNS} FROM evidence");
+    if !terms.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&terms.join(" AND "));
+    }
+    // With only a time bound, walking the primary key backwards would read
+    // the whole log when the bound is early or nothing matches (SQLite
+    // cannot know time follows seq); walking the time index backwards stops
+    // after `limit` rows. The order is then by time (seq breaks ties),
+    // which is the seq order whenever entries were sealed in time order.
+    let time_only = filter.agent.is_none() && filter.kind.is_none() && filter.decisions.is_empty();
+    if time_only && (filter.since_ns.is_some() || filter.until_ns.is_some()) {
+        sql.push_str(" ORDER BY ts_ns DESC, seq DESC");
+    } else {
+        sql.push_str(" ORDER BY seq DESC");
+    }
+    if let Some(limit) = limit {
+        sql.push_str(" LIMIT ");
+        sql.push_str(&limit);
+    }
+    (sql, values)
 }
 
 fn read_head(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {

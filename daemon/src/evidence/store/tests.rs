@@ -209,7 +209,7 @@ fn query_filters_and_keeps_newest() {
     );
     // sample(n) denies when n % 3 == 0, i.e. seq 1, 4, 7, 10.
     let deny = Filter {
-        decision: Some("deny".into()),
+        decisions: vec!["deny".into()],
         ..Filter::default()
     };
     assert_eq!(seqs(deny.clone()), [1, 4, 7, 10]);
@@ -253,4 +253,126 @@ fn concurrent_appenders_keep_one_linear_chain() {
     let store = EvidenceStore::open(&path).expect("open");
     let report = crate::evidence::verify_store(&store).expect("chain intact");
     assert_eq!(report.entries, 1000);
+}
+
+/// `warden log`'s filters read through an index, never a scan of the log
+/// (with a limit and no filter, the newest rows by rowid, which is fine).
+#[test]
+fn every_log_filter_uses_an_index() {
+    let (_dir, _path, mut store) = new_store();
+    store.append(&batch(1, 20), Durability::Batched).unwrap();
+    let a = || Some("a1".to_string());
+    let filters = [
+        Filter {
+            agent: a(),
+            ..Filter::default()
+        },
+        Filter {
+            kind: Some("decision".into()),
+            ..Filter::default()
+        },
+        Filter {
+            decisions: vec!["deny".into()],
+            ..Filter::default()
+        },
+        Filter {
+            decisions: vec!["allow".into()],
+            limit: Some(20),
+            ..Filter::default()
+        },
+        Filter {
+            since_ns: Some(5),
+            limit: Some(20),
+            ..Filter::default()
+        },
+        Filter {
+            since_ns: Some(5),
+            ..Filter::default()
+        },
+        Filter {
+            since_ns: Some(5),
+            until_ns: Some(9),
+            ..Filter::default()
+        },
+        Filter {
+            agent: a(),
+            decisions: vec!["deny".into()],
+            limit: Some(20),
+            ..Filter::default()
+        },
+        Filter {
+            agent: a(),
+            since_ns: Some(5),
+            limit: Some(20),
+            ..Filter::default()
+        },
+        Filter {
+            kind: Some("gap".into()),
+            limit: Some(1),
+            ..Filter::default()
+        },
+    ];
+    for filter in filters {
+        let (sql, values) = query_sql(&filter);
+        let mut stmt = store
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(values.iter()), |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("USING INDEX evidence_")
+                || plan.contains("USING COVERING INDEX evidence_"),
+            "{filter:?} scans: {plan}"
+        );
+        assert!(
+            !plan.contains("SCAN evidence;") && plan != "SCAN evidence",
+            "{filter:?}: {plan}"
+        );
+        // A limit is met by walking the index in order, not by sorting.
+        if filter.limit.is_some() {
+            assert!(!plan.contains("TEMP B-TREE"), "{filter:?} sorts: {plan}");
+        }
+    }
+    // No filter and a limit: the newest rows by primary key, no sort.
+    let (sql, _) = query_sql(&Filter {
+        limit: Some(20),
+        ..Filter::default()
+    });
+    let plan: String = store
+        .connection()
+        .query_row(&format!("EXPLAIN QUERY PLAN {sql}"), [20], |row| row.get(3))
+        .unwrap();
+    assert_eq!(plan, "SCAN evidence", "{sql}");
+}
+
+#[test]
+fn several_decisions_merge_newest_first() {
+    let (_dir, _path, mut store) = new_store();
+    store.append(&batch(1, 10), Durability::Batched).unwrap();
+    let seqs = |limit| {
+        store
+            .query(&Filter {
+                decisions: vec!["deny".into(), "allow".into()],
+                limit,
+                ..Filter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(None), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs(Some(3)), [8, 9, 10]);
+}
+
+#[test]
+fn distinct_decisions_lists_each_once() {
+    let (_dir, _path, mut store) = new_store();
+    store.append(&batch(1, 10), Durability::Batched).unwrap();
+    assert_eq!(store.distinct_decisions().unwrap(), ["allow", "deny"]);
 }

@@ -1,0 +1,302 @@
+//! The CLI at millions of entries, for `cargo xtask bench`: grows one
+//! synthetic but valid hash-chained log (the store's own append, in large
+//! transactions) through 10k, 1M and N entries (default 10M;
+//! `WARDEN_BENCH_SCALE_ENTRIES` or the first argument), and at each size
+//! times every verb that does not need a running agent, side by side, plus
+//! `kill` and `revive` of a registered agent whose cgroup exists. Prints
+//! each verb's time at the largest size over its time at 10k (target ~1.0:
+//! cost independent of the log's size), and for `evidence export` (which
+//! writes the whole chain, so its time grows) its wall time and peak RSS.
+//! `log verify` must pass at every size. Everything lives in a temporary
+//! directory under /tmp, deleted at the end. The benchmark reports, it
+//! does not fail.
+
+#![allow(clippy::unwrap_used, reason = "a benchmark: a panic is the report")]
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use warden::evidence::{Durability, EvidenceStore, NewEntry};
+use warden_tests::{synthetic_entry as entry, TestEnv, SYNTHETIC_SPACING_NS as SPACING_NS};
+
+const KILL_AGENT: &str = "bench-kill";
+const RUNS: usize = 5;
+
+/// Runs `warden ARGS` once; returns the wall time, the child's peak RSS
+/// (KiB, from wait4) and whether it succeeded.
+fn run_once(env: &TestEnv, args: &[String]) -> (Duration, u64, bool) {
+    let mut cmd = env.warden();
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also returns its rusage"
+    )]
+    let child = cmd.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child,
+    // which std has not reaped (we never call wait on it).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: as above.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed();
+    assert_eq!(r, pid, "wait4");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        eprintln!("warden {args:?} failed: {err}");
+    }
+    (wall, usage.ru_maxrss.max(0) as u64, ok)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+struct Verb {
+    name: &'static str,
+    args: Vec<String>,
+}
+
+fn verbs(since_s: i64) -> Vec<Verb> {
+    let v = |name, args: &[&str]| Verb {
+        name,
+        args: args.iter().map(|s| s.to_string()).collect(),
+    };
+    let since = since_s.to_string();
+    vec![
+        v("log --limit 20", &["log", "--limit", "20"]),
+        v(
+            "log --agent A --limit 20",
+            &["log", "--agent", "bench-3", "--limit", "20"],
+        ),
+        v(
+            "log --decision deny --limit 20",
+            &["log", "--decision", "deny", "--limit", "20"],
+        ),
+        v(
+            "log --decision allow --limit 20",
+            &["log", "--decision", "allow", "--limit", "20"],
+        ),
+        v(
+            "log --kind gap --limit 20",
+            &["log", "--kind", "gap", "--limit", "20"],
+        ),
+        v(
+            "log --since T --limit 20",
+            &["log", "--since", &since, "--limit", "20"],
+        ),
+        v(
+            "log --agent A --since T --decision deny",
+            &[
+                "log",
+                "--agent",
+                "bench-7",
+                "--since",
+                &since,
+                "--decision",
+                "deny",
+            ],
+        ),
+        v("agent list", &["agent", "list"]),
+        v("agent show", &["agent", "show", KILL_AGENT]),
+        v("log tail --no-follow", &["log", "tail", "--no-follow"]),
+        v("policy history", &["policy", "history"]),
+        v("log checkpoints", &["log", "checkpoints"]),
+    ]
+}
+
+/// One column of the table: the median time of each verb at one size.
+struct Column {
+    entries: u64,
+    times: Vec<Duration>,
+    kill: Duration,
+    revive: Duration,
+    verify: Duration,
+    export: Duration,
+    export_rss_kib: u64,
+    export_window: Duration,
+    export_window_rss_kib: u64,
+    bundle_verify: Duration,
+}
+
+fn measure(env: &TestEnv, entries: u64, head_ts_ns: i64) -> Column {
+    let since_s = head_ts_ns / 1_000_000_000 - 300;
+    let mut times = Vec::new();
+    for verb in verbs(since_s) {
+        let samples: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let (t, _, ok) = run_once(env, &verb.args);
+                assert!(ok, "{}", verb.name);
+                t
+            })
+            .collect();
+        times.push(median(samples));
+    }
+    let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (mut kills, mut revives) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let (k, _, ok) = run_once(env, &s(&["kill", KILL_AGENT, "--reason", "bench"]));
+        assert!(ok, "kill");
+        kills.push(k);
+        let (r, _, ok) = run_once(env, &s(&["revive", KILL_AGENT, "--reason", "bench"]));
+        assert!(ok, "revive");
+        revives.push(r);
+    }
+    let (verify, _, ok) = run_once(env, &s(&["log", "verify"]));
+    assert!(ok, "log verify must pass at {entries} entries");
+
+    let out = env.dir.path().join("bundle");
+    let out_s = out.to_str().unwrap().to_string();
+    let (export, export_rss_kib, ok) = run_once(env, &s(&["evidence", "export", "--out", &out_s]));
+    assert!(ok, "export");
+    let (bundle_verify, _, ok) = run_once(env, &s(&["evidence", "verify", &out_s]));
+    assert!(ok, "the exported bundle verifies");
+    std::fs::remove_dir_all(&out).unwrap();
+    // The first 10k entries' window, from a log of any size.
+    let base_s = (head_ts_ns - (entries as i64 - 1) * SPACING_NS) / 1_000_000_000;
+    let to = (base_s + 10_000 * SPACING_NS / 1_000_000_000).to_string();
+    let (export_window, export_window_rss_kib, ok) = run_once(
+        env,
+        &s(&["evidence", "export", "--out", &out_s, "--to", &to]),
+    );
+    assert!(ok, "windowed export");
+    let (_, _, ok) = run_once(env, &s(&["evidence", "verify", &out_s]));
+    assert!(ok, "the windowed bundle verifies");
+    std::fs::remove_dir_all(&out).unwrap();
+    Column {
+        entries,
+        times,
+        kill: median(kills),
+        revive: median(revives),
+        verify,
+        export,
+        export_rss_kib,
+        export_window,
+        export_window_rss_kib,
+        bundle_verify,
+    }
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("WARDEN_BENCH_SCALE_ENTRIES").ok())
+        .map_or(10_000_000, |s| s.parse().expect("entries: a number"));
+    let mut sizes = vec![10_000u64, 1_000_000, n];
+    sizes.retain(|s| *s <= n);
+    sizes.dedup();
+
+    let env = TestEnv::new("bench-scale");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    env.write_policy(
+        "kill.yaml",
+        "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
+    );
+    env.add_agent(KILL_AGENT, "kill.yaml");
+
+    let mut store = EvidenceStore::open(&env.database()).unwrap();
+    let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
+    println!(
+        "CLI cost against the size of the log (median of {RUNS} runs each; database in {})",
+        env.state_dir().display()
+    );
+    let mut columns = Vec::new();
+    let mut made = 0u64;
+    for &size in &sizes {
+        const BATCH: u64 = 50_000;
+        let t = Instant::now();
+        let from = made;
+        while made < size {
+            let upto = (made + BATCH).min(size);
+            let batch: Vec<NewEntry> = (made..upto).map(|i| entry(i, base_ns)).collect();
+            store.append(&batch, Durability::Batched).unwrap();
+            made = upto;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let db = std::fs::metadata(env.database()).map_or(0, |m| m.len());
+        println!(
+            "  generated {} entries in {secs:.1} s ({:.0}/s with the store's append); warden.db {} MiB",
+            made - from,
+            (made - from) as f64 / secs.max(1e-9),
+            db >> 20
+        );
+        let head_ts = base_ns + (made as i64 - 1) * SPACING_NS;
+        // + the register entry and every kill/revive so far: verbs see them too.
+        columns.push(measure(&env, made, head_ts));
+    }
+    drop(store);
+
+    let (first, last) = (&columns[0], &columns[columns.len() - 1]);
+    let header: Vec<String> = columns.iter().map(|c| human(c.entries)).collect();
+    println!(
+        "\n  {:<42} {:>10} {:>10} {:>10}   ratio {} / {}",
+        "verb (ms)",
+        header.first().cloned().unwrap_or_default(),
+        header.get(1).cloned().unwrap_or_default(),
+        header.get(2).cloned().unwrap_or_default(),
+        human(last.entries),
+        human(first.entries)
+    );
+    let row = |name: &str, pick: &dyn Fn(&Column) -> Duration| {
+        let cells: Vec<String> = columns.iter().map(|c| ms(pick(c))).collect();
+        let ratio = pick(last).as_secs_f64() / pick(first).as_secs_f64().max(1e-9);
+        println!(
+            "  {name:<42} {:>10} {:>10} {:>10}   {ratio:.2}",
+            cells.first().cloned().unwrap_or_default(),
+            cells.get(1).cloned().unwrap_or_default(),
+            cells.get(2).cloned().unwrap_or_default(),
+        );
+    };
+    for (i, verb) in verbs(0).iter().enumerate() {
+        row(verb.name, &|c| c.times[i]);
+    }
+    row("kill (registered agent, cgroup exists)", &|c| c.kill);
+    row("revive", &|c| c.revive);
+    let kill_ms = last.kill.as_secs_f64() * 1e3;
+    println!(
+        "  kill at {} entries: {kill_ms:.1} ms (target < 50 ms: {})",
+        human(last.entries),
+        if kill_ms < 50.0 { "met" } else { "MISSED" }
+    );
+    println!("\n  grows with the log by design (reads every entry):");
+    row("log verify (quick_check + chain)", &|c| c.verify);
+    row("evidence export (whole chain)", &|c| c.export);
+    row("evidence verify (the bundle)", &|c| c.bundle_verify);
+    row("evidence export --to (first 10k entries)", &|c| {
+        c.export_window
+    });
+    for c in &columns {
+        println!(
+            "  export at {:>4}: whole chain {:>8} ms, peak RSS {:>6} MiB; first 10k entries {:>8} ms, peak RSS {:>6} MiB",
+            human(c.entries),
+            ms(c.export),
+            c.export_rss_kib / 1024,
+            ms(c.export_window),
+            c.export_window_rss_kib / 1024
+        );
+    }
+    println!(
+        "  (`approvals` and `status` are answered by the daemon over its socket, not from the log; not timed here)"
+    );
+    // The cgroup and the temporary directory (and the database) go with `env`.
+}
