@@ -9,6 +9,9 @@
 //!
 //! These tests need root and a kernel that loads the programs. Outside CI a
 //! test without root prints why and returns; under `CI=true` it fails.
+//!
+//! (Over 600 lines: the one test harness every root test and benchmark
+//! shares: environments, the daemon, cgroups, probes and waits.)
 
 use std::{
     path::{Path, PathBuf},

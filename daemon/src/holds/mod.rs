@@ -17,6 +17,8 @@
 //! anything else kills it. The kernel kills a paused thread that runs
 //! again without a grant (a SIGCONT before the seize; see
 //! `ebpf/programs/src/hold.rs`).
+//!
+//! (Over 600 lines because of its unit tests, about 70 of them.)
 
 mod entries;
 mod paused;

@@ -14,7 +14,7 @@
 //! CIDR decides, and among rules with the same CIDR the first in the file
 //! that matches port and protocol decides.
 //!
-//! (Over 600 lines because of its unit tests, about 540 lines that check
+//! (Over 600 lines because of its unit tests, about 600 lines that check
 //! the compiled tables against a model of the kernel's lookup.)
 
 use std::cmp::Reverse;
