@@ -66,9 +66,14 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     // The evidence report test renders report.html in a real browser.
     setup::ensure_apt(&["chromium"])?;
     let mut integration = Command::new(setup::cargo());
-    integration
-        .current_dir(&root)
-        .args(["test", "--package", "warden-tests", "--lib", "--bins"]);
+    integration.current_dir(&root).args([
+        "test",
+        "--no-fail-fast",
+        "--package",
+        "warden-tests",
+        "--lib",
+        "--bins",
+    ]);
     // Every test file but the guest's: on this kernel those tests could only
     // return early, and a test that checks nothing must not count as passed.
     let mut files: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
@@ -91,10 +96,14 @@ pub fn run(filter: Option<&str>) -> Result<i32> {
     if let Some(f) = filter {
         integration.arg(f);
     }
-    setup::run(&mut integration)?;
+    // Every file runs (--no-fail-fast), and the guest tier runs even when a
+    // host test failed, so one run shows every failure; the run fails after.
+    let host = setup::run(&mut integration);
 
     println!("== QEMU guest tests (BPF LSM: tests/tests/{VM_TESTS}.rs and {GUEST_TOO}.rs)");
-    vm_tier(&bin, filter)?;
+    let guest = vm_tier(&bin, filter);
+    host.context("root integration tests")?;
+    guest?;
     Ok(0)
 }
 
