@@ -12,6 +12,9 @@
 //! LSM list, and without it (`WARDEN_GUEST_MECHANISM=fmod_ret`), where the
 //! daemon decides the same way through `fmod_ret` on `security_bprm_check`
 //! and `security_file_open` (BPF LSM built but not active, as on Ubuntu).
+//!
+//! (Over 600 lines: one file for the guest tier, each test an independent
+//! scenario run on both mechanisms.)
 
 #![allow(
     clippy::unwrap_used,

@@ -17,6 +17,9 @@
 //! anything else kills it. The kernel kills a paused thread that runs
 //! again without a grant (a SIGCONT before the seize; see
 //! `ebpf/programs/src/hold.rs`).
+//!
+//! (Over 600 lines because of its unit tests, about 70 of them, and the
+//! hold lifecycle read top to bottom.)
 
 mod entries;
 mod paused;
