@@ -88,6 +88,17 @@ fn evidence(env: &TestEnv) -> Vec<Value> {
     panic!("warden log kept failing")
 }
 
+/// The daemon's peak resident memory (VmHWM), in KiB.
+fn daemon_peak_kib(env: &TestEnv) -> u64 {
+    let pid = env.daemon_pid().expect("the daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
 fn status(env: &TestEnv) -> Value {
     serde_json::from_str(&env.ok(&["status", "--json"])).unwrap()
 }
@@ -264,6 +275,10 @@ rules:
     let out = reader.wait_with_output().unwrap();
     let elapsed = started.elapsed();
     let grown = db_bytes(&env).saturating_sub(before);
+    // The daemon's peak memory: a writer that falls behind makes the event
+    // reader wait (and the kernel's backpressure act) rather than queue
+    // the flood in the daemon without limit (once 11 GiB in 5 minutes).
+    let peak_kib = daemon_peak_kib(&env);
     // The flood is ours: end it.
     flood.kill().unwrap();
     flood.wait().unwrap();
@@ -312,12 +327,16 @@ rules:
         flood.id(),
         "{throttled}"
     );
+    assert!(
+        peak_kib < 512 * 1024,
+        "the daemon's memory stays bounded under a flood: peak {peak_kib} KiB"
+    );
     let flood_entries = entries
         .iter()
         .filter(|e| e["agent"] == "flood" && e["kind"] == "decision")
         .count();
     eprintln!(
-        "share: {flood_entries} flood decisions recorded in {:.1} s; evidence grew {} bytes ({:.0} bytes/s) while flooding",
+        "share: {flood_entries} flood decisions recorded in {:.1} s; evidence grew {} bytes ({:.0} bytes/s) while flooding; daemon peak {peak_kib} KiB",
         elapsed.as_secs_f64(),
         grown,
         grown as f64 / elapsed.as_secs_f64()

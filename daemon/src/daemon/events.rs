@@ -10,7 +10,7 @@ use super::{
     enforcer::Command,
     summaries::{FirstSeen, RepeatKey},
     views::{Stats, Views},
-    writer::EvidenceWriter,
+    writer::{EvidenceWriter, MAX_BATCH},
 };
 use crate::{
     attribution::{self, AgentView, PolicyView, ProcessFacts, UserNames},
@@ -46,6 +46,7 @@ pub(super) async fn read_events(
         warden_common::limits::EVENTS_POLL_MS,
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backlog = false;
     loop {
         let agent_ids: Vec<u32> = views
             .read()
@@ -59,19 +60,27 @@ pub(super) async fn read_events(
             tracing::warn!(error = %e, "heartbeat not written");
         }
         let mut firsts = Vec::new();
-        let mut batch = tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts));
-                guard.clear_ready();
-                batch
-            }
-            _ = tick.tick() => {
-                let ring = fd.get_mut();
-                off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+        // A drain that stopped at `MAX_BATCH` left records behind: take them
+        // now rather than on the next wake-up.
+        let mut batch = if backlog {
+            let ring = fd.get_mut();
+            off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+        } else {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    let ring = guard.get_inner_mut();
+                    let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts));
+                    guard.clear_ready();
+                    batch
+                }
+                _ = tick.tick() => {
+                    let ring = fd.get_mut();
+                    off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+                }
             }
         };
+        backlog = batch.len() >= MAX_BATCH;
         let (more, resume) = drain_parked(
             &mut parked,
             &views,
@@ -82,7 +91,8 @@ pub(super) async fn read_events(
         );
         batch.extend(more);
         if !batch.is_empty() {
-            writer.queue(batch);
+            // Waits while the writer is behind (see `QUEUED_JOBS`).
+            off_the_workers(|| writer.queue(batch));
         }
         // Remembered once queued, so a summary naming a first is always
         // queued after it.
@@ -106,6 +116,8 @@ fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// Takes records from the ring buffer until it is empty or `MAX_BATCH`
+/// entries are collected.
 pub(super) fn drain(
     ring: &mut RingBuf<MapData>,
     views: &RwLock<Views>,
@@ -116,7 +128,8 @@ pub(super) fn drain(
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
-    while let Some(item) = ring.next() {
+    while batch.len() < MAX_BATCH {
+        let Some(item) = ring.next() else { break };
         let decoded = decode::decode(&item);
         drop(item);
         route(

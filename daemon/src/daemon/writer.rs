@@ -32,9 +32,19 @@ pub struct WriteJob {
     done: Option<oneshot::Sender<Result<(), WriteError>>>,
 }
 
+/// How many jobs may wait for the writer. With the event reader's batches
+/// capped at `MAX_BATCH` entries, this bounds the daemon's memory: when the
+/// writer falls behind, the reader waits, the ring buffer fills and the
+/// kernel's backpressure (parking, each agent's share) takes over, instead
+/// of the backlog growing in the daemon without limit.
+const QUEUED_JOBS: usize = 4;
+
+/// The most entries the event reader hands the writer in one job.
+pub(super) const MAX_BATCH: usize = 4096;
+
 #[derive(Clone)]
 pub struct EvidenceWriter {
-    tx: mpsc::Sender<WriteJob>,
+    tx: mpsc::SyncSender<WriteJob>,
 }
 
 impl EvidenceWriter {
@@ -44,7 +54,7 @@ impl EvidenceWriter {
         key: HostKey,
         checkpoints: CheckpointPolicy,
     ) -> (Self, std::thread::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUED_JOBS);
         let handle = std::thread::Builder::new()
             .name("evidence-writer".into())
             .spawn(move || write_loop(store, rx, stats, key, checkpoints))
@@ -52,7 +62,8 @@ impl EvidenceWriter {
         (Self { tx }, handle)
     }
 
-    /// Queues entries for the next group commit.
+    /// Queues entries for the next group commit; waits while the writer is
+    /// `QUEUED_JOBS` jobs behind.
     pub(super) fn queue(&self, entries: Vec<NewEntry>) {
         let job = WriteJob {
             entries,

@@ -18,7 +18,8 @@
 //! again without a grant (a SIGCONT before the seize; see
 //! `ebpf/programs/src/hold.rs`).
 //!
-//! (Over 600 lines because of its unit tests, about 70 of them.)
+//! (Over 600 lines because of its unit tests, about 70 of them, and the
+//! hold lifecycle read top to bottom.)
 
 mod entries;
 mod paused;
