@@ -91,8 +91,17 @@ pub(super) async fn read_events(
         );
         batch.extend(more);
         if !batch.is_empty() {
-            // Waits while the writer is behind (see `QUEUED_JOBS`).
-            off_the_workers(|| writer.queue(batch));
+            // Waits while the writer is behind (see `QUEUED_JOBS`), still
+            // beating: the daemon is alive and the parked threads will be
+            // continued, so the kernel should keep parking, not give up.
+            let mut pending = batch;
+            while let Err(back) = writer.try_queue(pending) {
+                pending = back;
+                if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
+                    tracing::warn!(error = %e, "heartbeat not written");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
         // Remembered once queued, so a summary naming a first is always
         // queued after it.

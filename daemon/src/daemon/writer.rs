@@ -75,6 +75,25 @@ impl EvidenceWriter {
         }
     }
 
+    /// Queues entries if the writer has room now; gives them back if it is
+    /// `QUEUED_JOBS` jobs behind, so the caller can do something else (the
+    /// event reader keeps its heartbeat) before trying again.
+    pub(super) fn try_queue(&self, entries: Vec<NewEntry>) -> Result<(), Vec<NewEntry>> {
+        let job = WriteJob {
+            entries,
+            durability: Durability::Batched,
+            done: None,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(job)) => Err(job.entries),
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                tracing::error!("evidence writer is gone; entries lost");
+                Ok(())
+            }
+        }
+    }
+
     /// Appends entries and returns once they are durably on disk.
     pub fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), WriteError> {
         let (done, wait) = oneshot::channel();
