@@ -41,6 +41,7 @@ impl PolicyView {
             warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
             warden_common::rule::UNRESOLVED => "unresolved-path".into(),
             warden_common::rule::ANONYMOUS_EXEC => "anonymous-exec".into(),
+            warden_common::rule::LEFT_AGENT => "left-agent".into(),
             i => self
                 .rule_ids
                 .get(i as usize)
@@ -155,6 +156,35 @@ pub fn decision_entry(
     let mut exe = process.exe.clone();
     match &ev.action {
         Action::Net { .. } => {}
+        Action::Escape {
+            pid,
+            from_cgroup,
+            to_cgroup,
+            how,
+            killed,
+        } => {
+            // Both cgroups: the agent's, and where the process is now.
+            details.insert("escaped_pid".into(), json!(pid));
+            details.insert("from_cgroup".into(), json!(from_cgroup));
+            details.insert("to_cgroup".into(), json!(to_cgroup));
+            let how = match *how {
+                warden_common::escape_how::FORK => "fork-into-cgroup",
+                warden_common::escape_how::ATTACH => "migrated",
+                _ => "unknown",
+            };
+            details.insert("how".into(), json!(how));
+            let mut k = Vec::new();
+            if killed & warden_common::escape_killed::ESCAPED != 0 {
+                k.push("escaped-in-kernel");
+            }
+            if killed & warden_common::escape_killed::ACTOR != 0 {
+                k.push("actor-in-kernel");
+            }
+            if killed & warden_common::escape_killed::FAILED != 0 {
+                k.push("kill-failed");
+            }
+            details.insert("killed".into(), json!(k));
+        }
         Action::Socket {
             family,
             sock_type,

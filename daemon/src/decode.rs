@@ -8,8 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
-    access, path_flags, sock_class, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method,
-    NameEvent, NetEvent, OpenEvent, SocketEvent,
+    access, path_flags, sock_class, Decision, EscapeEvent, EventHeader, EventKind, ExecEvent,
+    HoldKey, Method, NameEvent, NetEvent, OpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -95,6 +95,18 @@ pub enum Action {
         old_rule: u32,
         new_rule: u32,
         flags: u32,
+    },
+    /// A process of the agent that appeared in a cgroup outside the
+    /// agent's subtree (see `EscapeEvent`).
+    Escape {
+        /// The escaped process (thread group id).
+        pid: u32,
+        from_cgroup: u64,
+        to_cgroup: u64,
+        /// `escape_how`.
+        how: u32,
+        /// `escape_killed` bits.
+        killed: u32,
     },
 }
 
@@ -189,6 +201,7 @@ impl KernelEvent {
             EventKind::Socket => "socket",
             EventKind::Rename => "rename",
             EventKind::Link => "link",
+            EventKind::Escape => "leave-agent",
         }
     }
 
@@ -213,7 +226,9 @@ impl KernelEvent {
             }
             // Never held (the kernel refuses a held rename or link): a key
             // that no grant is ever written for.
-            Action::Name { .. } => return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0),
+            Action::Name { .. } | Action::Escape { .. } => {
+                return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0)
+            }
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -257,6 +272,8 @@ impl KernelEvent {
             } => socket_target(*class, *family, *sock_type, *protocol),
             // The name the action created (the old one is in the details).
             Action::Name { new_path, .. } => new_path.clone(),
+            // The process that left, and where it is now.
+            Action::Escape { pid, to_cgroup, .. } => format!("pid {pid} -> cgroup {to_cgroup}"),
         }
     }
 }
@@ -366,6 +383,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 old_rule: ev.old_rule,
                 new_rule: ev.new_rule,
                 flags: ev.flags,
+            }
+        }
+        EventKind::Escape => {
+            let ev: EscapeEvent = read(bytes, "escape event")?;
+            Action::Escape {
+                pid: ev.pid,
+                from_cgroup: ev.from_cgroup,
+                to_cgroup: ev.to_cgroup,
+                how: ev.how,
+                killed: ev.killed,
             }
         }
     };

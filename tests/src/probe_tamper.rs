@@ -19,6 +19,11 @@
 //!                                         CGROUP; the child prints
 //!                                         `child cgroup=...` and exits
 //!   warden-probe rlimit-core              prints `core=SOFT/HARD`
+//!   warden-probe clone3-stay CGROUP FILE  clone3(CLONE_INTO_CGROUP) into
+//!                                         CGROUP; the child writes its pid
+//!                                         to FILE and sleeps 60 s; the
+//!                                         parent waits for it
+//!   warden-probe stay FILE                write our pid to FILE, sleep 60 s
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -43,6 +48,12 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "perf" => report(perf(&arg(1))),
         "fds" => fds(),
         "clone3-into" => report(clone3_into(&arg(1))),
+        "clone3-stay" => report(clone3_stay(&arg(1), &arg(2))),
+        "stay" => {
+            let _ = std::fs::write(arg(1), std::process::id().to_string());
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            ExitCode::SUCCESS
+        }
         "rlimit-core" => rlimit_core(),
         _ => return None,
     };
@@ -285,6 +296,40 @@ fn clone3_into(cgroup: &str) -> io::Result<()> {
         let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let line = cg.lines().find(|l| l.starts_with("0::")).unwrap_or("");
         println!("child cgroup={}", line.trim_start_matches("0::"));
+        // SAFETY: leave at once, running no destructor of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    Ok(())
+}
+
+/// As `clone3_into`, but the child stays (the escape tests watch it die).
+fn clone3_stay(cgroup: &str, pid_file: &str) -> io::Result<()> {
+    // SAFETY: a valid C string; the fd is closed below.
+    let fd = unsafe { libc::open(c(cgroup).as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+    check(fd.into())?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the child writes a file,
+    // sleeps and exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    close(fd.into());
+    check(pid)?;
+    if pid == 0 {
+        let _ = std::fs::write(pid_file, std::process::id().to_string());
+        std::thread::sleep(std::time::Duration::from_secs(60));
         // SAFETY: leave at once, running no destructor of the parent's.
         unsafe { libc::_exit(0) };
     }

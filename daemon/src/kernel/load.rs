@@ -171,6 +171,9 @@ impl Kernel {
             // and after.
             drop(pinned);
         }
+        if let Err(why) = kernel.attach_escape(&btf) {
+            tracing::warn!(reason = %why, "agents leaving their cgroup are not detected on this kernel");
+        }
         kernel.adopt_installed()?;
         Ok(kernel)
     }
