@@ -219,11 +219,16 @@ pub fn decision_entry(
             flags,
         } => {
             // Both names, each decided as a write; rebuilt from the
-            // syscall's arguments after it succeeded (see NameEvent).
-            details.insert("old_path".into(), json!(old_path));
-            details.insert("new_path".into(), json!(new_path));
-            details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
-            details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
+            // syscall's arguments after it succeeded (see NameEvent). An
+            // operation on one name (unlink, mkdir, chmod, ...) has one.
+            if new_path.is_empty() {
+                details.insert("path".into(), json!(old_path));
+            } else {
+                details.insert("old_path".into(), json!(old_path));
+                details.insert("new_path".into(), json!(new_path));
+                details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
+                details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
+            }
             details.insert("syscall".into(), json!(syscall));
             details.insert("path_flags".into(), json!(path_flag_names(*flags)));
             if process.binary != "unknown" {

@@ -181,6 +181,27 @@ pub fn access_name(bits: u32) -> String {
     }
 }
 
+/// The action name of an operation on one name (`EventKind::PathOp`), by
+/// its x86-64 syscall number.
+pub fn path_op_name(syscall: u32) -> &'static str {
+    use warden_common::syscalls as nr;
+    match syscall {
+        nr::UNLINK | nr::UNLINKAT => "unlink",
+        nr::MKDIR | nr::MKDIRAT => "mkdir",
+        nr::RMDIR => "rmdir",
+        nr::SYMLINK | nr::SYMLINKAT => "symlink",
+        nr::MKNOD | nr::MKNODAT => "mknod",
+        nr::CHMOD | nr::FCHMODAT | nr::FCHMODAT2 => "chmod",
+        nr::CHOWN | nr::LCHOWN | nr::FCHOWNAT => "chown",
+        nr::TRUNCATE => "truncate",
+        nr::SETXATTR | nr::LSETXATTR => "setxattr",
+        nr::REMOVEXATTR | nr::LREMOVEXATTR => "removexattr",
+        nr::UTIME | nr::UTIMES | nr::FUTIMESAT | nr::UTIMENSAT => "utime",
+        nr::BIND => "bind",
+        _ => "path-op",
+    }
+}
+
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
 /// evidence is UTF-8, so invalid sequences become U+FFFD.
 fn c_text(bytes: &[u8]) -> String {
@@ -202,6 +223,10 @@ impl KernelEvent {
             EventKind::Rename => "rename",
             EventKind::Link => "link",
             EventKind::Escape => "leave-agent",
+            EventKind::PathOp => match &self.action {
+                Action::Name { syscall, .. } => path_op_name(*syscall),
+                _ => "path-op",
+            },
         }
     }
 
@@ -271,6 +296,10 @@ impl KernelEvent {
                 class,
             } => socket_target(*class, *family, *sock_type, *protocol),
             // The name the action created (the old one is in the details).
+            // (An operation on one name has only the old one.)
+            Action::Name {
+                old_path, new_path, ..
+            } if new_path.is_empty() => old_path.clone(),
             Action::Name { new_path, .. } => new_path.clone(),
             // The process that left, and where it is now.
             Action::Escape { pid, to_cgroup, .. } => format!("pid {pid} -> cgroup {to_cgroup}"),
@@ -374,7 +403,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 class: ev.class,
             }
         }
-        EventKind::Rename | EventKind::Link => {
+        EventKind::Rename | EventKind::Link | EventKind::PathOp => {
             let ev: NameEvent = read(bytes, "name event")?;
             Action::Name {
                 old_path: c_text(&ev.old_path),

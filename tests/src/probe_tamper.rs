@@ -24,6 +24,14 @@
 //!                                         to FILE and sleeps 60 s; the
 //!                                         parent waits for it
 //!   warden-probe stay FILE                write our pid to FILE, sleep 60 s
+//!   warden-probe move CGROUP PID          write PID to CGROUP/cgroup.procs
+//!   warden-probe op NAME PATH             one operation on a name: unlink,
+//!                                         mkdir, rmdir, symlink (to
+//!                                         /etc/hostname), mknod (a fifo),
+//!                                         chmod (0600), chown (to 0:0),
+//!                                         truncate (to 0), setxattr
+//!                                         (user.w), utime (now), bind (a
+//!                                         unix socket)
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -49,6 +57,8 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "fds" => fds(),
         "clone3-into" => report(clone3_into(&arg(1))),
         "clone3-stay" => report(clone3_stay(&arg(1), &arg(2))),
+        "op" => report(path_op(&arg(1), &arg(2))),
+        "move" => report(std::fs::write(format!("{}/cgroup.procs", arg(1)), arg(2))),
         "stay" => {
             let _ = std::fs::write(arg(1), std::process::id().to_string());
             std::thread::sleep(std::time::Duration::from_secs(60));
@@ -350,4 +360,46 @@ fn rlimit_core() -> ExitCode {
     }
     println!("core={}/{}", r.rlim_cur, r.rlim_max);
     ExitCode::SUCCESS
+}
+
+/// One operation on the name `path` (see the module's list).
+fn path_op(op: &str, path: &str) -> io::Result<()> {
+    let p = c(path);
+    let p = p.as_ptr();
+    // SAFETY: each call gets a valid C string and plain values; bind gets
+    // a sockaddr_un we own.
+    let ret: i64 = unsafe {
+        match op {
+            "unlink" => libc::unlink(p).into(),
+            "mkdir" => libc::mkdir(p, 0o755).into(),
+            "rmdir" => libc::rmdir(p).into(),
+            "symlink" => libc::symlink(c("/etc/hostname").as_ptr(), p).into(),
+            "mknod" => libc::mknod(p, libc::S_IFIFO | 0o644, 0).into(),
+            "chmod" => libc::chmod(p, 0o600).into(),
+            "chown" => libc::chown(p, 0, 0).into(),
+            "truncate" => libc::truncate(p, 0).into(),
+            "setxattr" => {
+                libc::setxattr(p, c("user.w").as_ptr(), b"1".as_ptr().cast(), 1, 0).into()
+            }
+            "utime" => libc::utimes(p, std::ptr::null()).into(),
+            "bind" => {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                check(fd.into())?;
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (d, s) in addr.sun_path.iter_mut().zip(path.bytes().take(107)) {
+                    *d = s as libc::c_char;
+                }
+                let r = libc::bind(
+                    fd,
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as u32,
+                );
+                libc::close(fd);
+                r.into()
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    };
+    check(ret)
 }

@@ -128,10 +128,21 @@ fn an_adopted_agent_process_that_moves_itself_out_is_killed_in_the_kernel() {
     let agent = s.agent.to_str().unwrap();
     let out_str = s.out.to_str().unwrap();
 
-    // Joins the agent (so it is the agent's), then writes its own pid into
-    // the other cgroup's cgroup.procs: killed before the write returns.
+    // Joins the agent (so it is the agent's), moves to a child cgroup of
+    // the agent (still the agent: not killed, the entry below names the
+    // outside cgroup), then writes its own pid into the other cgroup's
+    // cgroup.procs: killed before the write returns.
+    let below = s.agent.join("below");
+    std::fs::create_dir_all(&below).unwrap();
     let child = Command::new(probe_bin())
-        .args(["join", agent, "enter", out_str])
+        .args([
+            "join",
+            agent,
+            "join",
+            below.to_str().unwrap(),
+            "enter",
+            out_str,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -284,4 +295,36 @@ fn a_process_of_an_adopted_agent_moved_out_by_anyone_is_killed() {
     );
     outsider.kill().unwrap();
     outsider.wait().unwrap();
+}
+
+#[test]
+fn an_agent_process_that_moves_another_out_is_killed_with_it() {
+    if !can_run("leave_mover") {
+        return;
+    }
+    let s = setup("leavemover", |_| {});
+    let agent = s.agent.to_str().unwrap();
+    let file = s.env.dir.path().join("moved.pid");
+    let (mut moved, moved_pid) =
+        spawn_staying(&["join", agent, "stay", file.to_str().unwrap()], &file);
+    // Another process of the agent moves it out: the mover is killed in
+    // the kernel, the moved process from the record.
+    let pid = moved_pid.to_string();
+    let out = Command::new(probe_bin())
+        .args(["join", agent, "move", s.out.to_str().unwrap(), &pid])
+        .output()
+        .unwrap();
+    assert!(killed(&out), "the mover: {out:?}");
+    let status = moved.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the moved: {status:?}"
+    );
+    let e = escape_entry(&s, moved_pid, "migrated");
+    assert_eq!(
+        e["details"]["killed"],
+        serde_json::json!(["actor-in-kernel"]),
+        "{e}"
+    );
 }

@@ -131,6 +131,7 @@ impl RepeatKey {
             Some(EventKind::Rename) => "rename",
             Some(EventKind::Link) => "link",
             Some(EventKind::Escape) => "leave-agent",
+            Some(EventKind::PathOp) => "path-op",
             None => "unknown",
         }
     }

@@ -24,6 +24,9 @@ impl Kernel {
     /// the exec link is). On failure the reason is returned and the daemon
     /// goes on without escape detection (`warden status` says so).
     pub(super) fn attach_escape(&mut self, btf: &Btf) -> Result<(), String> {
+        if let Some(why) = super::mechanism::disabled("escape") {
+            return Err(why);
+        }
         let mut links = Vec::new();
         for (name, tp) in names::ESCAPE_PROGRAMS {
             let prog: &mut BtfTracePoint = self

@@ -100,6 +100,10 @@ pub enum EventKind {
     /// A process of an agent appeared in a cgroup outside the agent's
     /// subtree (`EscapeEvent`).
     Escape = 15,
+    /// An operation on one name that succeeded (unlink, mkdir, rmdir,
+    /// symlink, mknod, chmod, chown, truncate, setxattr, utime, bind of a
+    /// unix socket): `NameEvent` with the path in `old_path`, `new_len` 0.
+    PathOp = 16,
 }
 
 impl EventKind {
@@ -115,6 +119,7 @@ impl EventKind {
             13 => Some(Self::Rename),
             14 => Some(Self::Link),
             15 => Some(Self::Escape),
+            16 => Some(Self::PathOp),
             _ => None,
         }
     }

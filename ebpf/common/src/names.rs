@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 20] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -38,6 +38,7 @@ pub const PINNED_MAPS: [&str; 19] = [
     SOCK_RULES,
     SUMMARIES,
     MEMBERS,
+    SYS_EXIT_TAIL,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -130,3 +131,10 @@ pub const ESCAPE_PROGRAMS: [(&str, &str); 3] = [
     (PROG_CGROUP_ATTACH, CGROUP_ATTACH_TRACEPOINT),
     (PROG_FORK, FORK_TRACEPOINT),
 ];
+/// Program array the `sys_exit` program tail-calls for operations on one
+/// name (index 0: `PROG_PATH_OPS`), so their checks do not add to its
+/// verifier cost. Pinned: a program array is emptied when its last user
+/// reference goes, and the pinned `sys_exit` link outlives the daemon.
+pub const SYS_EXIT_TAIL: &str = "SYS_EXIT_TAIL";
+/// `tp_btf/sys_exit`, reached only by tail call from `PROG_SYS_EXIT`.
+pub const PROG_PATH_OPS: &str = "warden_path_ops";

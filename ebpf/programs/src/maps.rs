@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use warden_common::{
     limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey, Member,
@@ -113,3 +113,8 @@ pub static SUMMARIES: PerCpuHashMap<SummaryKey, SummaryCount> =
 #[map]
 pub static MEMBERS: HashMap<u32, Member> =
     HashMap::with_max_entries(limits::MAX_MEMBERS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// `[0]`: `fallback::path_ops::warden_path_ops`, tail-called by the
+/// `sys_exit` program (see `warden_common::names::SYS_EXIT_TAIL`).
+#[map]
+pub static SYS_EXIT_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
