@@ -720,6 +720,55 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_path_op_and_escape() {
+        let ev = NameEvent {
+            header: header(EventKind::PathOp, Decision::Deny, Method::Kill),
+            syscall: warden_common::syscalls::UNLINKAT,
+            flags: 0,
+            old_rule: warden_common::rule::DEFAULT,
+            new_rule: warden_common::rule::DEFAULT,
+            old_len: 12,
+            new_len: 0,
+            old_path: path_field("/srv/victim"),
+            new_path: path_field(""),
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.action_name(), "unlink");
+        assert_eq!(got.target(), "/srv/victim");
+        for (nr, name) in [
+            (warden_common::syscalls::FCHMODAT2, "chmod"),
+            (warden_common::syscalls::BIND, "bind"),
+            (warden_common::syscalls::UTIMENSAT, "utime"),
+            (9999, "path-op"),
+        ] {
+            assert_eq!(path_op_name(nr), name);
+        }
+
+        let ev = warden_common::EscapeEvent {
+            header: header(EventKind::Escape, Decision::Deny, Method::Kill),
+            pid: 4242,
+            tid: 4242,
+            from_cgroup: 7,
+            to_cgroup: 9,
+            how: warden_common::escape_how::FORK,
+            killed: warden_common::escape_killed::ACTOR,
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.action_name(), "leave-agent");
+        assert_eq!(got.target(), "pid 4242 -> cgroup 9");
+        assert_eq!(
+            got.action,
+            Action::Escape {
+                pid: 4242,
+                from_cgroup: 7,
+                to_cgroup: 9,
+                how: warden_common::escape_how::FORK,
+                killed: warden_common::escape_killed::ACTOR,
+            }
+        );
+    }
+
+    #[test]
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(decode(&[0u8; 10]), Err(DecodeError::Short { .. })));
         let mut raw = bytes_of(&sample(EventKind::Connect4, 2, [0; 16]));

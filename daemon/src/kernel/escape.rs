@@ -36,6 +36,7 @@ impl Kernel {
                 .ok_or_else(|| format!("the eBPF object has no tp_btf program {name}"))?;
             prog.load(tp, btf)
                 .map_err(|e| format!("load tp_btf/{tp} ({name}): {}", crate::error_chain(&e)))?;
+            super::mechanism::log_verified(prog, name);
             let id = prog
                 .attach()
                 .map_err(|e| format!("attach tp_btf/{tp}: {}", crate::error_chain(&e)))?;

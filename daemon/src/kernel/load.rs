@@ -233,6 +233,7 @@ fn load_path_ops(bpf: &mut aya::Ebpf, btf: &Btf) -> Result<(), String> {
         .ok_or_else(|| format!("the eBPF object has no tp_btf program {name}"))?;
     prog.load(names::SYS_EXIT_TRACEPOINT, btf)
         .map_err(|e| format!("load {name}: {}", crate::error_chain(&e)))?;
+    super::mechanism::log_verified(prog, name);
     let fd = prog
         .fd()
         .map_err(|e| format!("{name} fd: {e}"))?

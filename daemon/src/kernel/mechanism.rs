@@ -32,7 +32,7 @@ pub fn disabled(what: &str) -> Option<String> {
 
 /// Logs how many instructions the verifier went through for a program (the
 /// path walk is bounded; this shows how close it is to the 1M limit).
-fn log_verified(prog: &BtfTracePoint, name: &str) {
+pub(super) fn log_verified(prog: &BtfTracePoint, name: &str) {
     if let Ok(info) = prog.info() {
         tracing::info!(
             program = name,

@@ -22,7 +22,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, rule, syscalls, Decision, EventKind, NameEvent,
+    agent_counter, agent_flags, counter, held_state, rule, syscalls, Decision, EventKind, Method,
+    NameEvent,
 };
 
 use crate::{
@@ -161,7 +162,14 @@ fn decide(regs: *const u8) {
     } else {
         Decision::Deny
     };
-    let (decision, method, kill_failed) = hold::carry_out(decision, held_state::PAUSED);
+    let (decision, method, kill_failed) = if crate::judge::recorded(agent.flags, decision, deciding)
+    {
+        // Record mode: written down as judged, not carried out.
+        count(counter::ALLOWED);
+        (decision, Method::Recorded, 0)
+    } else {
+        hold::carry_out(decision, held_state::PAUSED)
+    };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is a reserved NameEvent; every field is written.
     unsafe {
@@ -184,7 +192,7 @@ fn decide(regs: *const u8) {
         (*ev).new_path[0] = 0;
     }
     entry.submit(submit_flags(
-        decision == Decision::Allow,
+        decision == Decision::Allow || method == Method::Recorded,
         core::mem::size_of::<NameEvent>() as u64,
     ));
     count(counter::EVENTS);
