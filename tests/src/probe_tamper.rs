@@ -25,6 +25,8 @@
 //!                                         parent waits for it
 //!   warden-probe stay FILE                write our pid to FILE, sleep 60 s
 //!   warden-probe move CGROUP PID          write PID to CGROUP/cgroup.procs
+//!   warden-probe forks N                  N times fork, _exit(0), wait;
+//!                                         prints `forked=N`
 //!   warden-probe op NAME PATH             one operation on a name: unlink,
 //!                                         mkdir, rmdir, symlink (to
 //!                                         /etc/hostname), mknod (a fifo),
@@ -58,6 +60,22 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "clone3-into" => report(clone3_into(&arg(1))),
         "clone3-stay" => report(clone3_stay(&arg(1), &arg(2))),
         "op" => report(path_op(&arg(1), &arg(2))),
+        "forks" => {
+            let n: u64 = arg(1).parse().unwrap_or(1000);
+            for _ in 0..n {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: leave at once.
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            }
+            println!("forked={n}");
+            ExitCode::SUCCESS
+        }
         "move" => report(std::fs::write(format!("{}/cgroup.procs", arg(1)), arg(2))),
         "stay" => {
             let _ = std::fs::write(arg(1), std::process::id().to_string());

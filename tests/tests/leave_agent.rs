@@ -328,3 +328,57 @@ fn an_agent_process_that_moves_another_out_is_killed_with_it() {
         "{e}"
     );
 }
+
+/// `MEMBERS` holds the live processes of agents only: after many forks in
+/// an agent (each child exits at once) it is back to what it was.
+#[test]
+fn membership_does_not_grow_with_forks() {
+    if !can_run("leave_members_scale") {
+        return;
+    }
+    let forks: u64 = std::env::var("WARDEN_TEST_FORKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let s = setup("leavescale", |_| {});
+    let members = || {
+        let pin = s.env.pin_dir().join("maps").join("MEMBERS");
+        let data = aya::maps::MapData::from_pin(&pin).unwrap();
+        let map = aya::maps::Map::HashMap(data);
+        let m: aya::maps::HashMap<_, u32, [u8; 16]> = aya::maps::HashMap::try_from(&map).unwrap();
+        m.keys().filter_map(Result::ok).count()
+    };
+    let before = members();
+    let out = Command::new(probe_bin())
+        .args([
+            "join",
+            s.agent.to_str().unwrap(),
+            "forks",
+            &forks.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), format!("forked={forks}"), "{}", stderr(&out));
+    // The forker itself has exited too.
+    let after = members();
+    assert!(
+        after <= before + 1,
+        "MEMBERS grew from {before} to {after} after {forks} forks"
+    );
+    eprintln!("MEMBERS: {before} before, {after} after {forks} forks in the agent");
+    // It does record them: a process that stays is there until it exits.
+    let file = s.env.dir.path().join("stay.pid");
+    let (mut stay, pid) = spawn_staying(
+        &[
+            "join",
+            s.agent.to_str().unwrap(),
+            "stay",
+            file.to_str().unwrap(),
+        ],
+        &file,
+    );
+    assert_eq!(members(), after + 1, "the staying process {pid}");
+    stay.kill().unwrap();
+    stay.wait().unwrap();
+    wait_until("its entry removed at exit", || members() == after);
+}
