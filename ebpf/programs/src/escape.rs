@@ -13,20 +13,21 @@
 //!   process whose cgroup is outside the agent's subtree was forked there
 //!   (`clone3(CLONE_INTO_CGROUP)`). The parent is killed in place; the
 //!   child cannot be signalled from here (`bpf_send_signal` signals the
-//!   caller only, and this kernel's BPF cannot call the
-//!   `bpf_send_signal_task` kfunc through aya), so the daemon kills it from
-//!   the record.
+//!   caller only, and aya 0.14 cannot emit a call to the 6.13+ kfunc
+//!   `bpf_send_signal_task`), so the daemon kills it from the record.
 //! - `cgroup_attach_task` (the mover's context): a member moved outside
 //!   its agent's subtree. If it moved itself it is killed in place; if a
-//!   process of an agent moved it, that process is killed in place; the
-//!   moved process is killed by the daemon from the record otherwise.
+//!   process of an agent moved it, that process is killed in place; unless
+//!   it moved itself, the moved process is killed by the daemon from the
+//!   record.
 //!
 //! Cost outside agents: a fork pays `current_agent` (one helper call, one
 //! hash lookup, one array read, and a helper call and lookup per level
 //! that holds agents); an exit one helper call and, for a thread group
 //! leader, one hash delete; a migration one probe read and one hash lookup
 //! plus, for a process that is no member, the destination's agent lookup
-//! (three probe reads and a hash lookup per level that holds agents).
+//! (three probe reads and a hash lookup for each of the two deepest levels
+//! that hold agents).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_send_signal},
