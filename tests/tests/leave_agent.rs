@@ -158,6 +158,13 @@ fn an_adopted_agent_process_that_moves_itself_out_is_killed_in_the_kernel() {
         "{e}"
     );
 
+    // `warden status` says what detects it here.
+    let status = s.env.ok(&["status"]);
+    assert!(
+        status.contains("tp_btf/sched_process_fork, cgroup_attach_task"),
+        "{status}"
+    );
+
     // A process outside every agent moves between the same cgroups freely.
     let out = Command::new(probe_bin())
         .args(["enter", out_str])

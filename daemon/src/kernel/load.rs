@@ -103,7 +103,8 @@ impl Kernel {
             .map_err(|source| KernelError::ProgramLoad { name, source })?;
         // Operations on one name, tail-called from `sys_exit`. Without it
         // they are not decided (said at start-up), the rest still is.
-        if let Err(why) = load_path_ops(&mut bpf, &btf) {
+        let path_ops_unavailable = load_path_ops(&mut bpf, &btf).err();
+        if let Some(why) = &path_ops_unavailable {
             tracing::warn!(reason = %why, "unlink, mkdir, chmod and other operations on names are not decided on the fallback");
         }
         for name in [
@@ -151,6 +152,8 @@ impl Kernel {
             exec_unavailable,
             file_unavailable,
             lsm,
+            escape_unavailable: None,
+            path_ops_unavailable,
         };
         for (name, link) in lsm_links {
             // Kept attached by the pin, like the exec link below.
@@ -178,6 +181,7 @@ impl Kernel {
         }
         if let Err(why) = kernel.attach_escape(&btf) {
             tracing::warn!(reason = %why, "agents leaving their cgroup are not detected on this kernel");
+            kernel.escape_unavailable = Some(why);
         }
         kernel.adopt_installed()?;
         Ok(kernel)

@@ -170,6 +170,12 @@ pub struct Kernel {
     /// not: `sched_process_exec` stays detached, `sys_exit` never decides
     /// opens).
     lsm: lsm::LsmState,
+    /// Why a process leaving its agent's subtree is not detected here, if
+    /// it is not (`escape.rs`).
+    escape_unavailable: Option<String>,
+    /// Why operations on one name are not decided on the fallback, if
+    /// they are not (`load.rs`, `warden_path_ops`).
+    path_ops_unavailable: Option<String>,
 }
 
 // Map access every file below uses.
