@@ -41,6 +41,7 @@ impl PolicyView {
             warden_common::rule::UNKNOWN_CGROUP => "unknown-cgroup".into(),
             warden_common::rule::UNRESOLVED => "unresolved-path".into(),
             warden_common::rule::ANONYMOUS_EXEC => "anonymous-exec".into(),
+            warden_common::rule::LEFT_AGENT => "left-agent".into(),
             i => self
                 .rule_ids
                 .get(i as usize)
@@ -155,6 +156,35 @@ pub fn decision_entry(
     let mut exe = process.exe.clone();
     match &ev.action {
         Action::Net { .. } => {}
+        Action::Escape {
+            pid,
+            from_cgroup,
+            to_cgroup,
+            how,
+            killed,
+        } => {
+            // Both cgroups: the agent's, and where the process is now.
+            details.insert("escaped_pid".into(), json!(pid));
+            details.insert("from_cgroup".into(), json!(from_cgroup));
+            details.insert("to_cgroup".into(), json!(to_cgroup));
+            let how = match *how {
+                warden_common::escape_how::FORK => "fork-into-cgroup",
+                warden_common::escape_how::ATTACH => "migrated",
+                _ => "unknown",
+            };
+            details.insert("how".into(), json!(how));
+            let mut k = Vec::new();
+            if killed & warden_common::escape_killed::ESCAPED != 0 {
+                k.push("escaped-in-kernel");
+            }
+            if killed & warden_common::escape_killed::ACTOR != 0 {
+                k.push("actor-in-kernel");
+            }
+            if killed & warden_common::escape_killed::FAILED != 0 {
+                k.push("kill-failed");
+            }
+            details.insert("killed".into(), json!(k));
+        }
         Action::Socket {
             family,
             sock_type,
@@ -189,11 +219,16 @@ pub fn decision_entry(
             flags,
         } => {
             // Both names, each decided as a write; rebuilt from the
-            // syscall's arguments after it succeeded (see NameEvent).
-            details.insert("old_path".into(), json!(old_path));
-            details.insert("new_path".into(), json!(new_path));
-            details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
-            details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
+            // syscall's arguments after it succeeded (see NameEvent). An
+            // operation on one name (unlink, mkdir, chmod, ...) has one.
+            if new_path.is_empty() {
+                details.insert("path".into(), json!(old_path));
+            } else {
+                details.insert("old_path".into(), json!(old_path));
+                details.insert("new_path".into(), json!(new_path));
+                details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
+                details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
+            }
             details.insert("syscall".into(), json!(syscall));
             details.insert("path_flags".into(), json!(path_flag_names(*flags)));
             if process.binary != "unknown" {

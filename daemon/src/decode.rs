@@ -8,8 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
-    access, path_flags, sock_class, Decision, EventHeader, EventKind, ExecEvent, HoldKey, Method,
-    NameEvent, NetEvent, OpenEvent, SocketEvent,
+    access, path_flags, sock_class, Decision, EscapeEvent, EventHeader, EventKind, ExecEvent,
+    HoldKey, Method, NameEvent, NetEvent, OpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,6 +96,18 @@ pub enum Action {
         new_rule: u32,
         flags: u32,
     },
+    /// A process of the agent that appeared in a cgroup outside the
+    /// agent's subtree (see `EscapeEvent`).
+    Escape {
+        /// The escaped process (thread group id).
+        pid: u32,
+        from_cgroup: u64,
+        to_cgroup: u64,
+        /// `escape_how`.
+        how: u32,
+        /// `escape_killed` bits.
+        killed: u32,
+    },
 }
 
 /// A file's identity: device (as `stat()` encodes `st_dev`) and inode.
@@ -169,6 +181,27 @@ pub fn access_name(bits: u32) -> String {
     }
 }
 
+/// The action name of an operation on one name (`EventKind::PathOp`), by
+/// its x86-64 syscall number.
+pub fn path_op_name(syscall: u32) -> &'static str {
+    use warden_common::syscalls as nr;
+    match syscall {
+        nr::UNLINK | nr::UNLINKAT => "unlink",
+        nr::MKDIR | nr::MKDIRAT => "mkdir",
+        nr::RMDIR => "rmdir",
+        nr::SYMLINK | nr::SYMLINKAT => "symlink",
+        nr::MKNOD | nr::MKNODAT => "mknod",
+        nr::CHMOD | nr::FCHMODAT | nr::FCHMODAT2 => "chmod",
+        nr::CHOWN | nr::LCHOWN | nr::FCHOWNAT => "chown",
+        nr::TRUNCATE => "truncate",
+        nr::SETXATTR | nr::LSETXATTR => "setxattr",
+        nr::REMOVEXATTR | nr::LREMOVEXATTR => "removexattr",
+        nr::UTIME | nr::UTIMES | nr::FUTIMESAT | nr::UTIMENSAT => "utime",
+        nr::BIND => "bind",
+        _ => "path-op",
+    }
+}
+
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
 /// evidence is UTF-8, so invalid sequences become U+FFFD.
 fn c_text(bytes: &[u8]) -> String {
@@ -189,6 +222,11 @@ impl KernelEvent {
             EventKind::Socket => "socket",
             EventKind::Rename => "rename",
             EventKind::Link => "link",
+            EventKind::Escape => "leave-agent",
+            EventKind::PathOp => match &self.action {
+                Action::Name { syscall, .. } => path_op_name(*syscall),
+                _ => "path-op",
+            },
         }
     }
 
@@ -213,7 +251,9 @@ impl KernelEvent {
             }
             // Never held (the kernel refuses a held rename or link): a key
             // that no grant is ever written for.
-            Action::Name { .. } => return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0),
+            Action::Name { .. } | Action::Escape { .. } => {
+                return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0)
+            }
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -256,7 +296,13 @@ impl KernelEvent {
                 class,
             } => socket_target(*class, *family, *sock_type, *protocol),
             // The name the action created (the old one is in the details).
+            // (An operation on one name has only the old one.)
+            Action::Name {
+                old_path, new_path, ..
+            } if new_path.is_empty() => old_path.clone(),
             Action::Name { new_path, .. } => new_path.clone(),
+            // The process that left, and where it is now.
+            Action::Escape { pid, to_cgroup, .. } => format!("pid {pid} -> cgroup {to_cgroup}"),
         }
     }
 }
@@ -357,7 +403,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 class: ev.class,
             }
         }
-        EventKind::Rename | EventKind::Link => {
+        EventKind::Rename | EventKind::Link | EventKind::PathOp => {
             let ev: NameEvent = read(bytes, "name event")?;
             Action::Name {
                 old_path: c_text(&ev.old_path),
@@ -366,6 +412,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 old_rule: ev.old_rule,
                 new_rule: ev.new_rule,
                 flags: ev.flags,
+            }
+        }
+        EventKind::Escape => {
+            let ev: EscapeEvent = read(bytes, "escape event")?;
+            Action::Escape {
+                pid: ev.pid,
+                from_cgroup: ev.from_cgroup,
+                to_cgroup: ev.to_cgroup,
+                how: ev.how,
+                killed: ev.killed,
             }
         }
     };
@@ -660,6 +716,55 @@ mod tests {
                 path_flags::DETACHED | path_flags::ANONYMOUS | path_flags::NOT_NORMALISED
             ),
             ["detached_mount", "anonymous", "not_normalised"]
+        );
+    }
+
+    #[test]
+    fn round_trip_path_op_and_escape() {
+        let ev = NameEvent {
+            header: header(EventKind::PathOp, Decision::Deny, Method::Kill),
+            syscall: warden_common::syscalls::UNLINKAT,
+            flags: 0,
+            old_rule: warden_common::rule::DEFAULT,
+            new_rule: warden_common::rule::DEFAULT,
+            old_len: 12,
+            new_len: 0,
+            old_path: path_field("/srv/victim"),
+            new_path: path_field(""),
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.action_name(), "unlink");
+        assert_eq!(got.target(), "/srv/victim");
+        for (nr, name) in [
+            (warden_common::syscalls::FCHMODAT2, "chmod"),
+            (warden_common::syscalls::BIND, "bind"),
+            (warden_common::syscalls::UTIMENSAT, "utime"),
+            (9999, "path-op"),
+        ] {
+            assert_eq!(path_op_name(nr), name);
+        }
+
+        let ev = warden_common::EscapeEvent {
+            header: header(EventKind::Escape, Decision::Deny, Method::Kill),
+            pid: 4242,
+            tid: 4242,
+            from_cgroup: 7,
+            to_cgroup: 9,
+            how: warden_common::escape_how::FORK,
+            killed: warden_common::escape_killed::ACTOR,
+        };
+        let got = decode(&raw(&ev)).unwrap();
+        assert_eq!(got.action_name(), "leave-agent");
+        assert_eq!(got.target(), "pid 4242 -> cgroup 9");
+        assert_eq!(
+            got.action,
+            Action::Escape {
+                pid: 4242,
+                from_cgroup: 7,
+                to_cgroup: 9,
+                how: warden_common::escape_how::FORK,
+                killed: warden_common::escape_killed::ACTOR,
+            }
         );
     }
 

@@ -210,6 +210,8 @@ pub fn class_name(kind: u32) -> &'static str {
         Some(EventKind::Socket) => "socket",
         Some(EventKind::Rename) => "rename",
         Some(EventKind::Link) => "link",
+        Some(EventKind::Escape) => "leave-agent",
+        Some(EventKind::PathOp) => "path-op",
         None => "unknown",
     }
 }

@@ -19,6 +19,21 @@
 //!                                         CGROUP; the child prints
 //!                                         `child cgroup=...` and exits
 //!   warden-probe rlimit-core              prints `core=SOFT/HARD`
+//!   warden-probe clone3-stay CGROUP FILE  clone3(CLONE_INTO_CGROUP) into
+//!                                         CGROUP; the child writes its pid
+//!                                         to FILE and sleeps 60 s; the
+//!                                         parent waits for it
+//!   warden-probe stay FILE                write our pid to FILE, sleep 60 s
+//!   warden-probe move CGROUP PID          write PID to CGROUP/cgroup.procs
+//!   warden-probe forks N                  N times fork, _exit(0), wait;
+//!                                         prints `forked=N`
+//!   warden-probe op NAME PATH             one operation on a name: unlink,
+//!                                         mkdir, rmdir, symlink (to
+//!                                         /etc/hostname), mknod (a fifo),
+//!                                         chmod (0600), chown (to 0:0),
+//!                                         truncate (to 0), setxattr
+//!                                         (user.w), utime (now), bind (a
+//!                                         unix socket)
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -43,6 +58,30 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         "perf" => report(perf(&arg(1))),
         "fds" => fds(),
         "clone3-into" => report(clone3_into(&arg(1))),
+        "clone3-stay" => report(clone3_stay(&arg(1), &arg(2))),
+        "op" => report(path_op(&arg(1), &arg(2))),
+        "forks" => {
+            let n: u64 = arg(1).parse().unwrap_or(1000);
+            for _ in 0..n {
+                // SAFETY: the child only calls _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: leave at once.
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+            }
+            println!("forked={n}");
+            ExitCode::SUCCESS
+        }
+        "move" => report(std::fs::write(format!("{}/cgroup.procs", arg(1)), arg(2))),
+        "stay" => {
+            let _ = std::fs::write(arg(1), std::process::id().to_string());
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            ExitCode::SUCCESS
+        }
         "rlimit-core" => rlimit_core(),
         _ => return None,
     };
@@ -294,6 +333,40 @@ fn clone3_into(cgroup: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// As `clone3_into`, but the child stays (the escape tests watch it die).
+fn clone3_stay(cgroup: &str, pid_file: &str) -> io::Result<()> {
+    // SAFETY: a valid C string; the fd is closed below.
+    let fd = unsafe { libc::open(c(cgroup).as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+    check(fd.into())?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork; the child writes a file,
+    // sleeps and exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    close(fd.into());
+    check(pid)?;
+    if pid == 0 {
+        let _ = std::fs::write(pid_file, std::process::id().to_string());
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        // SAFETY: leave at once, running no destructor of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    Ok(())
+}
+
 fn rlimit_core() -> ExitCode {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -305,4 +378,46 @@ fn rlimit_core() -> ExitCode {
     }
     println!("core={}/{}", r.rlim_cur, r.rlim_max);
     ExitCode::SUCCESS
+}
+
+/// One operation on the name `path` (see the module's list).
+fn path_op(op: &str, path: &str) -> io::Result<()> {
+    let p = c(path);
+    let p = p.as_ptr();
+    // SAFETY: each call gets a valid C string and plain values; bind gets
+    // a sockaddr_un we own.
+    let ret: i64 = unsafe {
+        match op {
+            "unlink" => libc::unlink(p).into(),
+            "mkdir" => libc::mkdir(p, 0o755).into(),
+            "rmdir" => libc::rmdir(p).into(),
+            "symlink" => libc::symlink(c("/etc/hostname").as_ptr(), p).into(),
+            "mknod" => libc::mknod(p, libc::S_IFIFO | 0o644, 0).into(),
+            "chmod" => libc::chmod(p, 0o600).into(),
+            "chown" => libc::chown(p, 0, 0).into(),
+            "truncate" => libc::truncate(p, 0).into(),
+            "setxattr" => {
+                libc::setxattr(p, c("user.w").as_ptr(), b"1".as_ptr().cast(), 1, 0).into()
+            }
+            "utime" => libc::utimes(p, std::ptr::null()).into(),
+            "bind" => {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                check(fd.into())?;
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (d, s) in addr.sun_path.iter_mut().zip(path.bytes().take(107)) {
+                    *d = s as libc::c_char;
+                }
+                let r = libc::bind(
+                    fd,
+                    (&addr as *const libc::sockaddr_un).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as u32,
+                );
+                libc::close(fd);
+                r.into()
+            }
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    };
+    check(ret)
 }

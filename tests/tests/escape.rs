@@ -299,7 +299,10 @@ fn a_process_descended_from_an_agent_never_approves() {
             l.port
         ),
     );
-    env.start_daemon();
+    // The second line of defence: with escape detection on, the shell that
+    // leaves the agent is killed before it can ask (leave_agent.rs); off,
+    // the daemon still refuses the approval.
+    env.start_daemon_with(&[("WARDEN_DISABLE_MECHANISMS", "escape")]);
     let agent_cg = env.cgroup_parent.join("adopted");
     std::fs::create_dir_all(&agent_cg).unwrap();
     env.ok(&[

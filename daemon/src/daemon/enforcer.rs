@@ -81,6 +81,12 @@ pub(super) enum Command {
         reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
     },
     ExpireHolds,
+    /// A process of an agent left the agent's subtree and the kernel could
+    /// not kill it in place (it did not move itself): kill it here.
+    KillEscaped {
+        pid: u32,
+        agent_cgroup: u64,
+    },
     /// Write the kernel's counts of repeated allowed actions as `summary`
     /// entries and reset them (every `WARDEN_SUMMARY_SECS`).
     SweepSummaries,
@@ -161,6 +167,17 @@ impl Enforcer {
                     reply,
                 } => {
                     let _ = reply.send(self.decide(id, verdict, reason.as_deref(), &caller));
+                }
+                Command::KillEscaped { pid, agent_cgroup } => {
+                    let dir = self
+                        .enforced
+                        .values()
+                        .find(|e| e.cgroup_id == agent_cgroup)
+                        .map(|e| e.cgroup.clone());
+                    let killed = dir.is_some_and(|dir| {
+                        crate::kernel::escape::kill_escaped(&self.kernel, pid, agent_cgroup, &dir)
+                    });
+                    tracing::warn!(pid, agent_cgroup, killed, "process left its agent's cgroup");
                 }
                 Command::Approvals { all, uid, reply } => {
                     let _ = reply.send(self.approvals(all, uid));

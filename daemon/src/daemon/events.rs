@@ -224,6 +224,21 @@ fn route(
                 })
             });
         drop(views);
+        if let decode::Action::Escape {
+            pid,
+            from_cgroup,
+            killed,
+            ..
+        } = ev.action
+        {
+            // Killed here unless the kernel killed it in place.
+            if killed & warden_common::escape_killed::ESCAPED == 0 {
+                let _ = enforcer.send(Command::KillEscaped {
+                    pid,
+                    agent_cgroup: from_cgroup,
+                });
+            }
+        }
         let facts = ProcessFacts::read(ev.pid, &ev.comm);
         let entry = attribution::decision_entry(
             &ev,

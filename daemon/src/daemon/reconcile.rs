@@ -394,7 +394,12 @@ impl Enforcer {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel.install(cgroup_id, rules)?;
-        Ok(self.kernel.attach(&agent.cgroup, cgroup_id)?)
+        self.kernel.attach(&agent.cgroup, cgroup_id)?;
+        // Processes already in an adopted cgroup were not forked under the
+        // escape programs' eyes: they become members here.
+        let added = self.kernel.seed_members(&agent.cgroup, cgroup_id)?;
+        tracing::debug!(agent = %agent.name, added, "agent processes tracked");
+        Ok(())
     }
 
     pub(super) fn record_policy_rejected(&self, agent: &Agent, actor: &Actor, error: &str) {

@@ -51,7 +51,9 @@ impl RepeatKey {
             Action::Open { file, access, .. } => (*access, Some((file.dev, file.ino)), [0; 16]),
             // Never counted by the kernel (each is recorded): a key no
             // summary will name.
-            Action::Socket { .. } | Action::Name { .. } => (0, None, [0; 16]),
+            Action::Socket { .. } | Action::Name { .. } | Action::Escape { .. } => {
+                (0, None, [0; 16])
+            }
         };
         Self {
             agent_id: ev.agent_id,
@@ -128,6 +130,8 @@ impl RepeatKey {
             Some(EventKind::Socket) => "socket",
             Some(EventKind::Rename) => "rename",
             Some(EventKind::Link) => "link",
+            Some(EventKind::Escape) => "leave-agent",
+            Some(EventKind::PathOp) => "path-op",
             None => "unknown",
         }
     }

@@ -147,8 +147,9 @@ pub struct Holds {
 ///
 /// Known limit: an ancestor that exited (its descendants reparented to a
 /// subreaper or init) or that moved out of the agent is no longer seen here;
-/// on this kernel an agent process that moves out is killed only for
-/// `warden run` agents' own paths (README, Known gaps).
+/// an agent process that moves out of its agent's subtree is killed (the
+/// escape programs, `kernel/escape.rs`; README, Known gaps), so this is the
+/// second line of defence.
 fn refuse_agent_caller(caller: &Caller, agent_cgroups: &[PathBuf]) -> Result<(), HoldError> {
     let mount = crate::cgroup::cgroup2_mount().map_err(|source| HoldError::CallerUnknown {
         pid: caller.pid,

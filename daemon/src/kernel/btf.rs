@@ -347,6 +347,15 @@ impl Btf {
             task_fs: self.offset("task_struct", "fs", 8)?,
             fs_pwd_mnt: self.offset("fs_struct", "pwd.mnt", 8)?,
             fs_pwd_dentry: self.offset("fs_struct", "pwd.dentry", 8)?,
+            task_tgid: self.offset("task_struct", "tgid", 4)?,
+            task_cgroups: self.offset("task_struct", "cgroups", 8)?,
+            css_set_dfl_cgrp: self.offset("css_set", "dfl_cgrp", 8)?,
+            cgroup_kn: self.offset("cgroup", "kn", 8)?,
+            kernfs_node_id: self.offset("kernfs_node", "id", 8)?,
+            cgroup_level: self.offset("cgroup", "level", 4)?,
+            // A flexible array of pointers: any width.
+            cgroup_ancestors: self.member("cgroup", "ancestors")?.0,
+            _pad_escape: 0,
         };
         check_dentry_span(&offsets)?;
         Ok(offsets)

@@ -101,6 +101,12 @@ impl Kernel {
         sys_exit
             .load(names::SYS_EXIT_TRACEPOINT, &btf)
             .map_err(|source| KernelError::ProgramLoad { name, source })?;
+        // Operations on one name, tail-called from `sys_exit`. Without it
+        // they are not decided (said at start-up), the rest still is.
+        let path_ops_unavailable = load_path_ops(&mut bpf, &btf).err();
+        if let Some(why) = &path_ops_unavailable {
+            tracing::warn!(reason = %why, "unlink, mkdir, chmod and other operations on names are not decided on the fallback");
+        }
         for name in [
             names::AGENTS,
             names::NET4_RULES,
@@ -146,6 +152,8 @@ impl Kernel {
             exec_unavailable,
             file_unavailable,
             lsm,
+            escape_unavailable: None,
+            path_ops_unavailable,
         };
         for (name, link) in lsm_links {
             // Kept attached by the pin, like the exec link below.
@@ -170,6 +178,10 @@ impl Kernel {
             // Owned by `owned`; the pin keeps it attached for the daemon's life
             // and after.
             drop(pinned);
+        }
+        if let Err(why) = kernel.attach_escape(&btf) {
+            tracing::warn!(reason = %why, "agents leaving their cgroup are not detected on this kernel");
+            kernel.escape_unavailable = Some(why);
         }
         kernel.adopt_installed()?;
         Ok(kernel)
@@ -213,4 +225,29 @@ impl Kernel {
         );
         Ok(())
     }
+}
+
+/// Loads `warden_path_ops` and puts it in `SYS_EXIT_TAIL`, where the
+/// `sys_exit` program tail-calls it.
+fn load_path_ops(bpf: &mut aya::Ebpf, btf: &Btf) -> Result<(), String> {
+    let name = names::PROG_PATH_OPS;
+    let prog: &mut BtfTracePoint = bpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| format!("the eBPF object has no tp_btf program {name}"))?;
+    prog.load(names::SYS_EXIT_TRACEPOINT, btf)
+        .map_err(|e| format!("load {name}: {}", crate::error_chain(&e)))?;
+    super::mechanism::log_verified(prog, name);
+    let fd = prog
+        .fd()
+        .map_err(|e| format!("{name} fd: {e}"))?
+        .try_clone()
+        .map_err(|e| format!("{name} fd: {e}"))?;
+    let map = bpf
+        .map_mut(names::SYS_EXIT_TAIL)
+        .ok_or_else(|| format!("the eBPF object has no map {}", names::SYS_EXIT_TAIL))?;
+    let mut tail = aya::maps::ProgramArray::try_from(map)
+        .map_err(|e| format!("open {}: {e}", names::SYS_EXIT_TAIL))?;
+    tail.set(0, &fd, 0)
+        .map_err(|e| format!("set {}[0]: {e}", names::SYS_EXIT_TAIL))
 }

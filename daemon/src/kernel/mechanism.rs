@@ -32,7 +32,7 @@ pub fn disabled(what: &str) -> Option<String> {
 
 /// Logs how many instructions the verifier went through for a program (the
 /// path walk is bounded; this shows how close it is to the 1M limit).
-fn log_verified(prog: &BtfTracePoint, name: &str) {
+pub(super) fn log_verified(prog: &BtfTracePoint, name: &str) {
     if let Ok(info) = prog.info() {
         tracing::info!(
             program = name,
@@ -311,6 +311,21 @@ impl Kernel {
                         "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
                     },
                 ),
+            },
+            Mechanism {
+                action: "leaving the agent (a process in a cgroup outside the agent's subtree)".into(),
+                mechanism: match &self.escape_unavailable {
+                    None => "tp_btf/sched_process_fork, cgroup_attach_task, sched_process_exit (MEMBERS): killed, the mover or forking parent in the kernel, the escaped process by the daemon from the record".into(),
+                    Some(why) => format!("not detected on this kernel ({why})"),
+                },
+            },
+            Mechanism {
+                action: "unlink, mkdir, rmdir, symlink, mknod, chmod, chown, truncate, setxattr, utime, bind (fallback)".into(),
+                mechanism: match &self.path_ops_unavailable {
+                    _ if self.lsm().file => "not decided where BPF LSM or fmod_ret decides opens (path_* hooks not implemented)".into(),
+                    None => "tp_btf/sys_exit (tail call), decided as a write of the path after the fact, deny = SIGKILL".into(),
+                    Some(why) => format!("not decided on this kernel ({why})"),
+                },
             },
         ]
     }

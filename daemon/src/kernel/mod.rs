@@ -41,6 +41,8 @@
 //! - `counters.rs`: the kernel's counters.
 //! - `backpressure.rs`: the ring buffer's size, records parked while it is
 //!   full (`OVERFLOW`) and the daemon's heartbeat.
+//! - `escape.rs`: the programs that kill and record a process of an agent
+//!   that leaves the agent's subtree, and `MEMBERS` (processes by agent).
 //! - `pinned.rs`: what works on the pins with no daemon (kill switch,
 //!   uninstall) and the bpffs mount.
 
@@ -59,6 +61,7 @@ use warden_common::{names, AgentInfo, Net4Key, Net6Key, PathKey};
 pub mod backpressure;
 pub mod btf;
 mod counters;
+pub mod escape;
 pub mod fmod_ret;
 mod holds;
 mod links;
@@ -167,6 +170,12 @@ pub struct Kernel {
     /// not: `sched_process_exec` stays detached, `sys_exit` never decides
     /// opens).
     lsm: lsm::LsmState,
+    /// Why a process leaving its agent's subtree is not detected here, if
+    /// it is not (`escape.rs`).
+    escape_unavailable: Option<String>,
+    /// Why operations on one name are not decided on the fallback, if
+    /// they are not (`load.rs`, `warden_path_ops`).
+    path_ops_unavailable: Option<String>,
 }
 
 // Map access every file below uses.

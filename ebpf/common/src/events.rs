@@ -97,6 +97,13 @@ pub enum EventKind {
     Rename = 13,
     /// A link/linkat that succeeded (`NameEvent`).
     Link = 14,
+    /// A process of an agent appeared in a cgroup outside the agent's
+    /// subtree (`EscapeEvent`).
+    Escape = 15,
+    /// An operation on one name that succeeded (unlink, mkdir, rmdir,
+    /// symlink, mknod, chmod, chown, truncate, setxattr, utime, bind of a
+    /// unix socket): `NameEvent` with the path in `old_path`, `new_len` 0.
+    PathOp = 16,
 }
 
 impl EventKind {
@@ -111,6 +118,8 @@ impl EventKind {
             12 => Some(Self::Socket),
             13 => Some(Self::Rename),
             14 => Some(Self::Link),
+            15 => Some(Self::Escape),
+            16 => Some(Self::PathOp),
             _ => None,
         }
     }
@@ -135,6 +144,9 @@ pub mod rule {
     /// refused, whatever the exec rules say. (Far from the values above so
     /// that other reserved values can be added next to them.)
     pub const ANONYMOUS_EXEC: u32 = u32::MAX - 15;
+    /// A process of the agent appeared in a cgroup outside the agent's
+    /// subtree (`EscapeEvent`): killed whatever the policy says.
+    pub const LEFT_AGENT: u32 = u32::MAX - 16;
 }
 
 /// Header of every ring buffer record.
@@ -265,3 +277,46 @@ pub struct NameEvent {
     pub new_path: [u8; EVENT_PATH_BYTES],
 }
 const _: () = assert!(size_of::<NameEvent>() == 72 + 24 + 2 * EVENT_PATH_BYTES);
+
+/// How a process of an agent left the agent's cgroup subtree
+/// (`EscapeEvent::how`).
+pub mod escape_how {
+    /// Forked straight into another cgroup (`clone3(CLONE_INTO_CGROUP)`),
+    /// seen at `sched_process_fork`.
+    pub const FORK: u32 = 1;
+    /// Migrated (a write to another cgroup's `cgroup.procs`, by itself or
+    /// anyone), seen at `cgroup_attach_task`.
+    pub const ATTACH: u32 = 2;
+}
+
+/// `EscapeEvent::killed` bits: what the kernel killed in place.
+pub mod escape_killed {
+    /// The escaped process itself (it moved itself: the caller).
+    pub const ESCAPED: u32 = 1;
+    /// The process that moved it or forked it out (a process of the agent).
+    pub const ACTOR: u32 = 2;
+    /// `bpf_send_signal` failed.
+    pub const FAILED: u32 = 4;
+}
+
+/// A process of an agent that appeared in a cgroup outside the agent's
+/// subtree. The header is the caller's (the process that forked or moved
+/// it, or the escaped process itself); the agent is the one it belonged to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EscapeEvent {
+    pub header: EventHeader,
+    /// The escaped process (thread group id) and the task seen (its
+    /// thread-group leader, or the new child).
+    pub pid: u32,
+    pub tid: u32,
+    /// The agent's cgroup (for a fork: the parent's own cgroup).
+    pub from_cgroup: u64,
+    /// The cgroup it is in now.
+    pub to_cgroup: u64,
+    /// `escape_how`.
+    pub how: u32,
+    /// `escape_killed` bits.
+    pub killed: u32,
+}
+const _: () = assert!(size_of::<EscapeEvent>() == 72 + 32);

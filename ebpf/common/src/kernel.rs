@@ -33,6 +33,71 @@ pub mod syscalls {
     pub const RENAMEAT: u32 = 264;
     pub const LINKAT: u32 = 265;
     pub const RENAMEAT2: u32 = 316;
+    /// Operations on one name, decided as a `write` of that path at
+    /// `sys_exit` on the fallback (`fallback::path_ops`).
+    pub const UNLINK: u32 = 87;
+    pub const UNLINKAT: u32 = 263;
+    pub const MKDIR: u32 = 83;
+    pub const MKDIRAT: u32 = 258;
+    pub const RMDIR: u32 = 84;
+    pub const SYMLINK: u32 = 88;
+    pub const SYMLINKAT: u32 = 266;
+    pub const MKNOD: u32 = 133;
+    pub const MKNODAT: u32 = 259;
+    pub const CHMOD: u32 = 90;
+    pub const FCHMODAT: u32 = 268;
+    pub const FCHMODAT2: u32 = 452;
+    pub const CHOWN: u32 = 92;
+    pub const LCHOWN: u32 = 94;
+    pub const FCHOWNAT: u32 = 260;
+    pub const TRUNCATE: u32 = 76;
+    pub const SETXATTR: u32 = 188;
+    pub const LSETXATTR: u32 = 189;
+    pub const REMOVEXATTR: u32 = 197;
+    pub const LREMOVEXATTR: u32 = 198;
+    pub const UTIME: u32 = 132;
+    pub const UTIMES: u32 = 235;
+    pub const FUTIMESAT: u32 = 261;
+    pub const UTIMENSAT: u32 = 280;
+    pub const BIND: u32 = 49;
+    /// Every syscall above, as a bitmap by number (`PATH_OPS[nr / 64]`
+    /// bit `nr % 64`): the `sys_exit` program's one-load filter.
+    pub const PATH_OPS: [u64; 8] = {
+        let nrs = [
+            UNLINK,
+            UNLINKAT,
+            MKDIR,
+            MKDIRAT,
+            RMDIR,
+            SYMLINK,
+            SYMLINKAT,
+            MKNOD,
+            MKNODAT,
+            CHMOD,
+            FCHMODAT,
+            FCHMODAT2,
+            CHOWN,
+            LCHOWN,
+            FCHOWNAT,
+            TRUNCATE,
+            SETXATTR,
+            LSETXATTR,
+            REMOVEXATTR,
+            LREMOVEXATTR,
+            UTIME,
+            UTIMES,
+            FUTIMESAT,
+            UTIMENSAT,
+            BIND,
+        ];
+        let mut bits = [0u64; 8];
+        let mut i = 0;
+        while i < nrs.len() {
+            bits[(nrs[i] / 64) as usize] |= 1 << (nrs[i] % 64);
+            i += 1;
+        }
+        bits
+    };
     /// The ia32 table (int 0x80 works from 64-bit code too, and the numbers
     /// mean other syscalls in the 64-bit table: 5 is fstat there).
     pub const IA32_OPEN: u32 = 5;

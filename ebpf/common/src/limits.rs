@@ -45,3 +45,7 @@ pub const RULE_MAP_SHARES: u32 = 8;
 /// Distinct repeated-action keys counted at once (`SUMMARIES`); beyond
 /// it, actions of new keys are recorded individually.
 pub const MAX_SUMMARY_KEYS: u32 = 65536;
+/// Processes of agents tracked at once (`MEMBERS`, not preallocated).
+/// Beyond it a new process of an agent is not tracked (its escape would
+/// not be seen): see README, Known gaps.
+pub const MAX_MEMBERS: u32 = 1 << 18;

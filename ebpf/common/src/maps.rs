@@ -214,3 +214,18 @@ pub struct SockRules {
     pub raw: SockRule,
 }
 const _: () = assert!(size_of::<SockRules>() == 8);
+
+/// `MEMBERS` value: the agent a process (by thread group id) belongs to,
+/// filled at fork, at migration into an agent's subtree, and by the daemon
+/// for the processes an adopted cgroup already holds; removed at exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The agent's cgroup id (its subtree is where the process may be).
+    pub agent_cgroup: u64,
+    pub agent_id: u32,
+    /// The agent cgroup's level in the cgroup2 hierarchy (root = 0): a
+    /// cgroup is in the subtree when its ancestor at this level is it.
+    pub level: u32,
+}
+const _: () = assert!(size_of::<Member>() == 16);

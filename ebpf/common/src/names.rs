@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 18] = [
+pub const PINNED_MAPS: [&str; 20] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -37,6 +37,8 @@ pub const PINNED_MAPS: [&str; 18] = [
     AGENT_LOSS,
     SOCK_RULES,
     SUMMARIES,
+    MEMBERS,
+    SYS_EXIT_TAIL,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -112,3 +114,27 @@ pub const PARK_SCRATCH: &str = "PARK_SCRATCH";
 pub const AGENT_BUDGET: &str = "AGENT_BUDGET";
 /// Per-CPU hash of `LossCounts` by `LossKey` (agent, action class).
 pub const AGENT_LOSS: &str = "AGENT_LOSS";
+
+/// Hash of `Member` by thread group id (`u32`): which agent a process
+/// belongs to, wherever its cgroup is now.
+pub const MEMBERS: &str = "MEMBERS";
+/// Escape detection (`escape.rs`): global tracepoints, always attached.
+pub const PROG_FORK: &str = "warden_fork";
+pub const FORK_TRACEPOINT: &str = "sched_process_fork";
+pub const PROG_TASK_EXIT: &str = "warden_task_exit";
+pub const TASK_EXIT_TRACEPOINT: &str = "sched_process_exit";
+pub const PROG_CGROUP_ATTACH: &str = "warden_cgroup_attach";
+pub const CGROUP_ATTACH_TRACEPOINT: &str = "cgroup_attach_task";
+/// The escape programs with their tracepoints, attached in this order.
+pub const ESCAPE_PROGRAMS: [(&str, &str); 3] = [
+    (PROG_TASK_EXIT, TASK_EXIT_TRACEPOINT),
+    (PROG_CGROUP_ATTACH, CGROUP_ATTACH_TRACEPOINT),
+    (PROG_FORK, FORK_TRACEPOINT),
+];
+/// Program array the `sys_exit` program tail-calls for operations on one
+/// name (index 0: `PROG_PATH_OPS`), so their checks do not add to its
+/// verifier cost. Pinned: a program array is emptied when its last user
+/// reference goes, and the pinned `sys_exit` link outlives the daemon.
+pub const SYS_EXIT_TAIL: &str = "SYS_EXIT_TAIL";
+/// `tp_btf/sys_exit`, reached only by tail call from `PROG_SYS_EXIT`.
+pub const PROG_PATH_OPS: &str = "warden_path_ops";

@@ -67,5 +67,17 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     pub fs_pwd_mnt: u32,
     pub fs_pwd_dentry: u32,
+    /// `task_struct.tgid`, `task_struct.cgroups`, `css_set.dfl_cgrp`,
+    /// `cgroup.kn`, `kernfs_node.id`, `cgroup.level`, `cgroup.ancestors`:
+    /// the cgroup2 cgroup of a task that is not the caller, and its
+    /// ancestors (escape detection, `escape.rs`).
+    pub task_tgid: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub cgroup_level: u32,
+    pub cgroup_ancestors: u32,
+    pub _pad_escape: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 36 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 44 * 4);

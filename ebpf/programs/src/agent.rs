@@ -17,11 +17,20 @@ use crate::maps::{AGENTS, AGENT_LEVELS};
 /// ancestor, with the caller's own cgroup id (what events record).
 #[inline(always)]
 pub fn current_agent() -> (u64, Option<AgentInfo>) {
+    let (cgroup_id, _, _, agent) = current_agent_cgroup();
+    (cgroup_id, agent)
+}
+
+/// As `current_agent`, with the agent's own cgroup id (the caller's, or
+/// the ancestor's whose entry it is; 0 without an agent) and, for an
+/// ancestor, its level (0 when the caller's own cgroup is the agent's).
+#[inline(always)]
+pub fn current_agent_cgroup() -> (u64, u64, u32, Option<AgentInfo>) {
     // SAFETY: a plain helper call with no arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: AGENTS values are plain data replaced whole by the daemon.
     if let Some(agent) = unsafe { AGENTS.get(&cgroup_id) } {
-        return (cgroup_id, Some(*agent));
+        return (cgroup_id, cgroup_id, 0, Some(*agent));
     }
     // An array lookup the verifier inlines: no helper call.
     let mut levels = AGENT_LEVELS.get(0).copied().unwrap_or(0);
@@ -36,13 +45,13 @@ pub fn current_agent() -> (u64, Option<AgentInfo>) {
             if ancestor != 0 && ancestor != cgroup_id {
                 // SAFETY: as above.
                 if let Some(agent) = unsafe { AGENTS.get(&ancestor) } {
-                    return (cgroup_id, Some(*agent));
+                    return (cgroup_id, ancestor, level, Some(*agent));
                 }
             }
         }
         level -= 1;
     }
-    (cgroup_id, None)
+    (cgroup_id, 0, 0, None)
 }
 
 /// The calling process's cgroup id and agent entry, if it runs in an agent

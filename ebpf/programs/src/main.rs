@@ -26,6 +26,11 @@
 //!   `fallback::hold::warden_fault_guard`: `tp_btf/page_fault_user`,
 //!   attached only while some policy holds execs on the fallback.
 //!
+//! - `escape`: global tracepoints (`sched_process_fork`,
+//!   `cgroup_attach_task`, `sched_process_exit`) that keep each agent's
+//!   processes in `MEMBERS` and kill and record a process of an agent that
+//!   appears in a cgroup outside the agent's subtree.
+//!
 //! What they share:
 //! - `judge`: the decisions themselves (`judge::net`, `judge::exec`,
 //!   `judge::file`), lookups in the maps that every hook of an action calls.
@@ -43,6 +48,7 @@
 mod agent;
 mod cgroup_sock;
 mod counters;
+mod escape;
 mod events;
 mod fallback;
 mod fmod_ret;

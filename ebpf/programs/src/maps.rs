@@ -3,10 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey,
+    limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey, Member,
     Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules, SummaryCount, SummaryKey,
 };
 
@@ -106,3 +106,15 @@ pub static SOCK_RULES: HashMap<u32, SockRules> =
 #[map]
 pub static SUMMARIES: PerCpuHashMap<SummaryKey, SummaryCount> =
     PerCpuHashMap::with_max_entries(limits::MAX_SUMMARY_KEYS, 0);
+
+/// Which agent each process belongs to, by thread group id (see
+/// `warden_common::Member`, `escape.rs`). Not preallocated: it holds the
+/// live processes of agents only.
+#[map]
+pub static MEMBERS: HashMap<u32, Member> =
+    HashMap::with_max_entries(limits::MAX_MEMBERS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// `[0]`: `fallback::path_ops::warden_path_ops`, tail-called by the
+/// `sys_exit` program (see `warden_common::names::SYS_EXIT_TAIL`).
+#[map]
+pub static SYS_EXIT_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);

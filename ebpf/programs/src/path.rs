@@ -62,6 +62,14 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     task_fs: 0,
     fs_pwd_mnt: 0,
     fs_pwd_dentry: 0,
+    task_tgid: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    cgroup_level: 0,
+    cgroup_ancestors: 0,
+    _pad_escape: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero

@@ -6,4 +6,5 @@ pub mod exec;
 pub mod file;
 pub mod hold;
 pub mod names;
+pub mod path_ops;
 pub mod sys_exit;

@@ -34,7 +34,7 @@ use crate::{
     path::{self, off, Built, Carry, Scratch, UNRESOLVED_FLAGS},
 };
 
-const AT_FDCWD: i32 = -100;
+pub(crate) const AT_FDCWD: i32 = -100;
 const MASK: usize = EVENT_PATH_BYTES - 1;
 
 /// Decides the rename or link (if this syscall is one that succeeded).
@@ -187,7 +187,7 @@ pub fn decide(regs: *const u8, ret: i64) {
 /// and 1 if it allows (a `hold` cannot pause a rename that already
 /// happened: refused).
 #[inline(always)]
-fn write_rule(s: &mut Scratch, slot: u32, b: &Built, flags_of_agent: u32) -> (u32, u32) {
+pub(crate) fn write_rule(s: &mut Scratch, slot: u32, b: &Built, flags_of_agent: u32) -> (u32, u32) {
     if flags_of_agent & agent_flags::REVOKED != 0 {
         return (rule::REVOKED, 0);
     }
@@ -207,7 +207,7 @@ fn write_rule(s: &mut Scratch, slot: u32, b: &Built, flags_of_agent: u32) -> (u3
 /// the user string if it is absolute, else the kernel's path of `dirfd`
 /// (or the working directory) and the string.
 #[inline(always)]
-fn resolve(s: &mut Scratch, task: u64, dirfd: i32, upath: u64) -> Built {
+pub(crate) fn resolve(s: &mut Scratch, task: u64, dirfd: i32, upath: u64) -> Built {
     let mut first = 0u8;
     // SAFETY: one byte into a local; the helper tolerates any address.
     let got = unsafe {

@@ -17,7 +17,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, ERESTARTNOINTR};
 
 use crate::{
-    fallback::{file, hold, names},
+    fallback::{file, hold, names, path_ops},
     maps::SYS_EXIT_MODE,
 };
 
@@ -40,6 +40,8 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     if mode & sys_exit_mode::FILES != 0 {
         file::decide(ctx.arg(0), ret);
         names::decide(ctx.arg(0), ret);
+        // Last: a tail call does not come back.
+        path_ops::dispatch(&ctx, ctx.arg(0), ret);
     }
     0
 }

@@ -1,0 +1,199 @@
+//! Operations on one name on kernels without BPF LSM: unlink, mkdir,
+//! rmdir, symlink (the new name), mknod, chmod, chown, truncate(2),
+//! setxattr/removexattr, utime/utimes/utimensat and binding a unix socket
+//! to a path, each decided as a `write` of that path by the agent's file
+//! rules at `sys_exit`, after it succeeded (64-bit syscall numbers).
+//!
+//! As `names.rs` (rename, link): after the fact, so a refusal kills the
+//! process before the syscall returns and the change stays made; the name
+//! is read from the caller's memory (racy against a sibling thread) and
+//! resolved on the kernel's path of its directory fd or working directory.
+//!
+//! A separate program reached by tail call from the `sys_exit` program
+//! (`SYS_EXIT_TAIL`), so its path walk does not add to that program's
+//! verifier cost; the `sys_exit` program pays one bitmap load per
+//! successful syscall to find these.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_task_btf, generated},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use warden_common::{
+    agent_counter, agent_flags, counter, held_state, rule, syscalls, Decision, EventKind, Method,
+    NameEvent,
+};
+
+use crate::{
+    agent::governing_agent,
+    counters::{count, count_agent},
+    events::{event_header, submit_flags},
+    fallback::{
+        hold,
+        names::{resolve, write_rule, AT_FDCWD},
+    },
+    maps::{EVENTS, SYS_EXIT_TAIL},
+    path::{self, off},
+};
+
+/// The `sys_exit` program's filter: a successful syscall whose number is
+/// one of these tail-calls `warden_path_ops` (which never returns here).
+#[inline(always)]
+pub fn dispatch(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
+    if ret != 0 || !path::offsets_valid() {
+        return;
+    }
+    // SAFETY: a direct, BTF-checked load at a frozen offset (as file.rs).
+    let nr = unsafe { read_volatile(regs.add(off!(pt_regs_orig_ax) as usize).cast::<u64>()) };
+    if nr >= 512 || syscalls::PATH_OPS[(nr / 64) as usize & 7] & (1 << (nr % 64)) == 0 {
+        return;
+    }
+    // SAFETY: the array holds only `warden_path_ops`, a tp_btf/sys_exit
+    // program like this one; on failure (slot empty) control returns.
+    unsafe { SYS_EXIT_TAIL.tail_call(ctx, 0) };
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn warden_path_ops(ctx: BtfTracePointContext) -> i32 {
+    decide(ctx.arg(0));
+    0
+}
+
+/// AF_UNIX.
+const AF_UNIX: u16 = 1;
+
+#[inline(always)]
+fn decide(regs: *const u8) {
+    if !path::offsets_valid() {
+        return;
+    }
+    let arg = |field: u64| -> u64 {
+        // SAFETY: a direct, BTF-checked load at a frozen offset.
+        unsafe { read_volatile(regs.add(field as usize).cast::<u64>()) }
+    };
+    let nr = arg(off!(pt_regs_orig_ax)) as u32;
+    // SAFETY: the typed current task.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: a direct, BTF-checked load at a frozen offset.
+    let status = unsafe { read_volatile(task.add(off!(task_ti_status) as usize).cast::<u32>()) };
+    if status & 0x0002 != 0 {
+        // An ia32 syscall: these numbers are other calls there.
+        return;
+    }
+    let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
+        return;
+    };
+    let (di, si, dx) = (
+        arg(off!(pt_regs_di)),
+        arg(off!(pt_regs_si)),
+        arg(off!(pt_regs_dx)),
+    );
+    // (directory fd, user address of the name)
+    let (dfd, upath) = match nr {
+        syscalls::UNLINK
+        | syscalls::MKDIR
+        | syscalls::RMDIR
+        | syscalls::MKNOD
+        | syscalls::CHMOD
+        | syscalls::CHOWN
+        | syscalls::LCHOWN
+        | syscalls::TRUNCATE
+        | syscalls::SETXATTR
+        | syscalls::LSETXATTR
+        | syscalls::REMOVEXATTR
+        | syscalls::LREMOVEXATTR
+        | syscalls::UTIME
+        | syscalls::UTIMES => (AT_FDCWD, di),
+        syscalls::SYMLINK => (AT_FDCWD, si),
+        syscalls::SYMLINKAT => (si as i32, dx),
+        syscalls::BIND => {
+            // Only a unix socket bound to a path names a file.
+            let mut family = 0u16;
+            // SAFETY: two bytes into a local; the helper tolerates any
+            // address.
+            let got = unsafe {
+                generated::bpf_probe_read_user((&mut family as *mut u16).cast(), 2, si as *const _)
+            };
+            if got != 0 || family != AF_UNIX {
+                return;
+            }
+            let mut first = 0u8;
+            // SAFETY: as above.
+            unsafe {
+                generated::bpf_probe_read_user(
+                    (&mut first as *mut u8).cast(),
+                    1,
+                    (si + 2) as *const _,
+                )
+            };
+            if first == 0 {
+                // The abstract namespace: no file.
+                return;
+            }
+            (AT_FDCWD, si + 2)
+        }
+        _ => {
+            // The *at forms: (dirfd, name, ...). A NULL name
+            // (utimensat(fd, NULL), futimens) acts on an open descriptor,
+            // whose open was decided: not decided again here.
+            if si == 0 {
+                return;
+            }
+            (di as i32, si)
+        }
+    };
+
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
+    let Some(s) = path::scratch() else {
+        hold::kill_unrecorded();
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<NameEvent>(0) else {
+        crate::events::unrecorded(&agent, EventKind::PathOp, false);
+        hold::kill_unrecorded();
+        return;
+    };
+    let b = resolve(s, task as u64, dfd, upath);
+    let (deciding, allowed) = write_rule(s, agent.slot, &b, agent.flags);
+    let decision = if allowed != 0 {
+        Decision::Allow
+    } else {
+        Decision::Deny
+    };
+    let (decision, method, kill_failed) = if crate::judge::recorded(agent.flags, decision, deciding)
+    {
+        // Record mode: written down as judged, not carried out.
+        count(counter::ALLOWED);
+        (decision, Method::Recorded, 0)
+    } else {
+        hold::carry_out(decision, held_state::PAUSED)
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is a reserved NameEvent; every field is written.
+    unsafe {
+        (*ev).header = event_header(
+            EventKind::PathOp,
+            decision,
+            method,
+            deciding,
+            agent.agent_id,
+            agent.policy_gen,
+            cgroup_id,
+        );
+        (*ev).syscall = nr;
+        (*ev).flags = b.flags | kill_failed;
+        (*ev).old_rule = deciding;
+        (*ev).new_rule = rule::DEFAULT;
+        (*ev).old_len = b.len;
+        (*ev).new_len = 0;
+        path::copy_to(core::ptr::addr_of_mut!((*ev).old_path), s);
+        (*ev).new_path[0] = 0;
+    }
+    entry.submit(submit_flags(
+        decision == Decision::Allow || method == Method::Recorded,
+        core::mem::size_of::<NameEvent>() as u64,
+    ));
+    count(counter::EVENTS);
+}
