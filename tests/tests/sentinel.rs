@@ -217,3 +217,56 @@ fn on_alert_kill_ends_the_agent_and_records_it() {
     let out = env.probe_as("bursty", &["connect", &to]);
     assert!(!out.status.success(), "{}", stdout(&out));
 }
+
+#[test]
+fn on_alert_hold_freezes_the_agent_until_a_human_revives_it() {
+    if !can_run("sentinel") {
+        return;
+    }
+    let mut env = TestEnv::new("senthold");
+    let l = Listener::tcp4();
+    env.write_policy("p.yaml", &policy(l.port, "hold"));
+    env.start_daemon_with(&FAST);
+    env.add_agent("held", "p.yaml");
+    let to = format!("127.0.0.1:{}", l.port);
+    let probe = warden_tests::probe_bin();
+    let mut child = env
+        .warden()
+        .args(["run", "--agent", "held", "--", probe.to_str().unwrap()])
+        .args(["connect-rate", &to, "10:20", "300:30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let alert = wait_alert(&env, "held", is_rate_rise);
+    assert_eq!(alert["details"]["on_alert"], "hold");
+    let kill = env.wait_for_evidence("the kill switch's freeze", |e| {
+        e["kind"] == "kill" && e["agent"] == "held"
+    });
+    assert_eq!(kill["details"]["mode"], "freeze");
+    assert!(kill["details"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("seq {}", alert["seq"])));
+    let events = env.agent_cgroup("held").join("cgroup.events");
+    warden_tests::wait_until("the agent is frozen", || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("frozen 1")
+    });
+    // Frozen, not ended: the run is still there until a human decides.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the frozen agent ended"
+    );
+    env.ok(&["revive", "held", "--reason", "checked the burst"]);
+    warden_tests::wait_until("the agent is thawed", || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("frozen 0")
+    });
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("ok="), "{text}");
+}
