@@ -263,7 +263,7 @@ impl Sentinel {
         let (detector, key) = novelty::key_of(e, class)?;
         let horizon = i64::from(cfg.new_behaviour_days) * 86_400 * 1_000_000_000;
         let seen = self.seen.entry(e.agent.clone()).or_default();
-        let (new, persist) = seen.see(detector, &key, e.ts_ns, horizon);
+        let (new, persist) = seen.see(detector, key, e.ts_ns, horizon);
         // Nothing is new while the agent is learning (its first `warmup`
         // windows).
         let learning = i64::from(cfg.warmup) * window_ns;
@@ -272,7 +272,7 @@ impl Sentinel {
             self.dirty.push(novelty::SeenRow {
                 agent: e.agent.clone(),
                 detector,
-                key: key.clone(),
+                key: key.to_string(),
                 last_ns: e.ts_ns,
             });
         }
@@ -290,7 +290,7 @@ impl Sentinel {
             observed: 1.0,
             window_start_ns: e.ts_ns - horizon,
             window_end_ns: e.ts_ns,
-            target: key,
+            target: key.to_string(),
             on_alert: cfg.on_alert,
         })
     }

@@ -15,10 +15,10 @@ pub const MAX_SEEN_PER_AGENT: usize = 4096;
 const REFRESH_NS: i64 = 86_400 * 1_000_000_000;
 
 /// The new-behaviour detector and key an allowed entry stands for.
-pub fn key_of(e: &NewEntry, class: usize) -> Option<(&'static str, String)> {
+pub fn key_of(e: &NewEntry, class: usize) -> Option<(&'static str, &str)> {
     match class {
-        0 => Some(("new-connect", e.target.clone())),
-        1 => Some(("new-exec", e.target.clone())),
+        0 => Some((DETECTORS[0], e.target.as_str())),
+        1 => Some((DETECTORS[1], e.target.as_str())),
         2 => {
             let write = e
                 .details
@@ -39,16 +39,21 @@ pub fn key_of(e: &NewEntry, class: usize) -> Option<(&'static str, String)> {
                 Some(i) => &path[..i + 1],
                 None => path,
             };
-            Some(("new-write-prefix", dir.to_string()))
+            Some((DETECTORS[2], dir))
         }
         _ => None,
     }
 }
 
+/// The new-behaviour detectors, in the order of `Seen::keys`.
+pub const DETECTORS: [&str; 3] = ["new-connect", "new-exec", "new-write-prefix"];
+
 /// One agent's memory.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
-    keys: HashMap<(&'static str, String), i64>,
+    /// Per detector: key -> last seen (ns). Looked up by `&str`, so a key
+    /// seen before costs no allocation.
+    keys: [HashMap<String, i64>; 3],
     /// When the agent was first seen: nothing is new while it is learning.
     pub since_ns: Option<i64>,
 }
@@ -73,8 +78,8 @@ impl Seen {
         horizon_ns: i64,
     ) -> (bool, bool) {
         self.since_ns.get_or_insert(ts);
-        // Look up without allocating on the common path.
-        if let Some(last) = self.keys.get_mut(&(detector, key.to_string())) {
+        let d = slot(detector);
+        if let Some(last) = self.keys[d].get_mut(key) {
             let new = ts - *last > horizon_ns;
             let persist = new || ts - *last > REFRESH_NS;
             if ts > *last {
@@ -82,43 +87,47 @@ impl Seen {
             }
             return (new, persist);
         }
-        if self.keys.len() >= MAX_SEEN_PER_AGENT {
+        if self.len() >= MAX_SEEN_PER_AGENT {
             self.forget_oldest_quarter();
         }
-        self.keys.insert((detector, key.to_string()), ts);
+        self.keys[d].insert(key.to_string(), ts);
         (true, true)
     }
 
     /// Loads a remembered key (start-up).
     pub fn load(&mut self, detector: &'static str, key: String, last_ns: i64) {
-        if self.keys.len() >= MAX_SEEN_PER_AGENT {
+        if self.len() >= MAX_SEEN_PER_AGENT {
             self.forget_oldest_quarter();
         }
         self.since_ns = Some(self.since_ns.map_or(last_ns, |s| s.min(last_ns)));
-        self.keys.insert((detector, key), last_ns);
+        self.keys[slot(detector)].insert(key, last_ns);
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.iter().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     fn forget_oldest_quarter(&mut self) {
-        let mut times: Vec<i64> = self.keys.values().copied().collect();
+        let mut times: Vec<i64> = self.keys.iter().flat_map(|m| m.values().copied()).collect();
         times.sort_unstable();
         let cut = times[times.len() / 4];
-        self.keys.retain(|_, t| *t > cut);
+        for m in &mut self.keys {
+            m.retain(|_, t| *t > cut);
+        }
     }
 }
 
 /// The detector names, for reading them back from SQLite.
 pub fn detector_name(s: &str) -> Option<&'static str> {
-    ["new-connect", "new-exec", "new-write-prefix"]
-        .into_iter()
-        .find(|d| *d == s)
+    DETECTORS.into_iter().find(|d| *d == s)
+}
+
+fn slot(detector: &str) -> usize {
+    DETECTORS.iter().position(|d| *d == detector).unwrap_or(0)
 }
 
 #[cfg(test)]
