@@ -145,6 +145,18 @@ fn sentinel_side_by_side(batches: &[Vec<NewEntry>]) {
         (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
     };
     let (off, on) = (median(&mut off), median(&mut on));
+    // The sentinel alone (no SQLite): its cost per entry.
+    let mut hook = SentinelHook::new(Default::default(), None);
+    let t = Instant::now();
+    for batch in batches {
+        hook.observe(batch);
+        let _ = hook.due(batch[batch.len() - 1].ts_ns);
+    }
+    let alone = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "  sentinel alone (observe + judge)  {alone:>10.0} entries/s   ({:.0} ns per entry)",
+        1e9 / alone
+    );
     println!(
         "  append with the sentinel on    {on:>10.0} entries/s   off {off:.0}/s, ratio on/off {:.3} (target on >= 50000: {})",
         on / off,
