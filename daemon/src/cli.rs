@@ -86,6 +86,17 @@ pub enum Cmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// The sentinel's alerts (evidence entries of kind `alert`), newest last.
+    Alerts {
+        #[arg(long)]
+        agent: Option<String>,
+        /// The newest N (default 100).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The entries as JSON Lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// What the daemon enforces, with which mechanisms, and its counters.
     Status {
         #[arg(long)]

@@ -48,6 +48,7 @@ pub mod kernel;
 pub use kernel::lsm;
 pub mod policy;
 pub mod registry;
+pub mod sentinel;
 
 /// An error and all its sources, "outer: inner: innermost", for messages
 /// that cross a process boundary as text (control socket, evidence).

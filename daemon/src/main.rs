@@ -261,6 +261,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let message = commands::decide(&paths, id, false, reason.as_deref())?;
             print!("{}", render::decided(&message));
         }
+        Cmd::Alerts { agent, limit, json } => {
+            let query = commands::LogQuery {
+                agent,
+                kind: Some("alert".into()),
+                decision: None,
+                since: None,
+                limit: Some(limit),
+            };
+            let entries = commands::log(&paths, &query)?;
+            if json {
+                print!("{}", render::log_json(&entries)?);
+            } else {
+                print!("{}", render::alerts(&entries));
+            }
+        }
         Cmd::Status { json } => {
             let status = commands::status(&paths)?;
             print!("{}", listing(json, &status, render::status)?);

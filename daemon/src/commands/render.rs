@@ -448,3 +448,53 @@ pub fn status(s: &StatusReport) -> String {
     }
     out
 }
+
+/// `warden alerts`: one line per alert, with what tripped it.
+pub fn alerts(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    put!(
+        out,
+        "{:>8}  {:<22} {:<16} {:<18} {:<8} {:<6} {:>10} {:>8} {:>10} {:<7} target",
+        "seq",
+        "time",
+        "agent",
+        "detector",
+        "class",
+        "dir",
+        "statistic",
+        "thresh",
+        "baseline",
+        "action"
+    );
+    for e in entries {
+        let d = |k: &str| {
+            e.details
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+                .to_string()
+        };
+        let baseline = e
+            .details
+            .get("baseline")
+            .and_then(|b| b.get("mean"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("-");
+        put!(
+            out,
+            "{:>8}  {:<22} {:<16} {:<18} {:<8} {:<6} {:>10} {:>8} {:>10} {:<7} {}",
+            e.seq,
+            clock::format_ns(e.ts_ns),
+            clip(&e.agent, 16),
+            d("detector"),
+            d("class"),
+            d("direction"),
+            d("statistic"),
+            d("threshold"),
+            baseline,
+            d("on_alert"),
+            e.target
+        );
+    }
+    out
+}

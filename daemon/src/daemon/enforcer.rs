@@ -116,6 +116,8 @@ pub(super) struct Enforcer {
     pub(super) key_id: String,
     /// Entries of allowed actions recorded individually (see `summaries`).
     pub(super) first_seen: Arc<Mutex<FirstSeen>>,
+    /// Each agent's `monitor:` settings, read by the sentinel.
+    pub(super) monitors: crate::sentinel::hook::Monitors,
 }
 
 impl Enforcer {

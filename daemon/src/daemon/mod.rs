@@ -146,8 +146,14 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let key = HostKey::load_or_create(&paths.state_dir)?;
     let public_key = hex::encode(key.verifying_key().as_bytes());
     let key_id = checkpoint::key_id(&key.verifying_key());
-    let (writer, writer_thread) =
-        EvidenceWriter::spawn(store, stats.clone(), key, CheckpointPolicy::from_env());
+    let monitors: crate::sentinel::hook::Monitors = Default::default();
+    let (writer, writer_thread) = EvidenceWriter::spawn(
+        store,
+        stats.clone(),
+        key,
+        CheckpointPolicy::from_env(),
+        crate::sentinel::hook::SentinelHook::new(monitors.clone(), Some(paths.clone())),
+    );
     let holds = Holds::new(approvals, writer.clone());
     let views = Arc::new(RwLock::new(Views::default()));
     // Decisions queued while no daemon ran name policy versions loaded by
@@ -207,6 +213,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         public_key,
         key_id,
         first_seen: first_seen.clone(),
+        monitors,
     };
     let enforcer_thread = std::thread::Builder::new()
         .name("enforcer".into())

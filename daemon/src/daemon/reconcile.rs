@@ -312,6 +312,10 @@ impl Enforcer {
                 hold_timeout: parsed.hold_timeout,
             }),
         );
+        self.monitors
+            .write()
+            .expect("monitors lock")
+            .insert(agent.name.clone(), parsed.monitor.clone());
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
         // (`update_sys_exit`).

@@ -15,6 +15,7 @@ use crate::{
         checkpoint::{self, HostKey},
         Durability, EvidenceStore, NewEntry, StoreError,
     },
+    sentinel::hook::SentinelHook,
 };
 
 /// Why entries could not be written.
@@ -53,11 +54,12 @@ impl EvidenceWriter {
         stats: Arc<Stats>,
         key: HostKey,
         checkpoints: CheckpointPolicy,
+        sentinel: SentinelHook,
     ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel(QUEUED_JOBS);
         let handle = std::thread::Builder::new()
             .name("evidence-writer".into())
-            .spawn(move || write_loop(store, rx, stats, key, checkpoints))
+            .spawn(move || write_loop(store, rx, stats, key, checkpoints, sentinel))
             .expect("spawn evidence writer thread");
         (Self { tx }, handle)
     }
@@ -139,16 +141,27 @@ pub(super) fn write_loop(
     stats: Arc<Stats>,
     key: HostKey,
     policy: CheckpointPolicy,
+    mut sentinel: SentinelHook,
 ) {
     let mut unsigned = 0u64;
     let mut last_checkpoint = std::time::Instant::now();
+    if let Err(e) = sentinel.load(store.connection()) {
+        tracing::warn!(error = %e, "sentinel: new-behaviour memory not loaded");
+    }
     loop {
-        let wait = policy.period.saturating_sub(last_checkpoint.elapsed());
+        // At least once a second, for the sentinel's windows.
+        let wait = policy
+            .period
+            .saturating_sub(last_checkpoint.elapsed())
+            .min(std::time::Duration::from_secs(1));
         match rx.recv_timeout(wait.max(std::time::Duration::from_millis(10))) {
-            Ok(first) => unsigned += append_jobs(&mut store, first, &rx, &stats),
+            Ok(first) => {
+                unsigned += append_jobs(&mut store, first, &rx, &stats, Some(&mut sentinel))
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        unsigned += write_alerts(&mut store, &mut sentinel, &stats);
         let due = unsigned >= policy.entries || last_checkpoint.elapsed() >= policy.period;
         if due && unsigned > 0 {
             sign_checkpoint(&mut store, &key, &stats);
@@ -160,6 +173,32 @@ pub(super) fn write_loop(
     }
     if unsigned > 0 {
         sign_checkpoint(&mut store, &key, &stats);
+    }
+}
+
+/// Appends the sentinel's alerts that are due (durably: one may stop an
+/// agent), carries out their `on_alert`, and saves its memory.
+fn write_alerts(store: &mut EvidenceStore, sentinel: &mut SentinelHook, stats: &Stats) -> u64 {
+    let alerts = sentinel.due(clock::now_ns());
+    if let Err(e) = sentinel.persist(store.connection()) {
+        tracing::warn!(error = %e, "sentinel: new-behaviour memory not saved");
+    }
+    if alerts.is_empty() {
+        return 0;
+    }
+    match store.append(&sentinel.entries(&alerts), Durability::Fsync) {
+        Ok(written) => {
+            stats
+                .recorded
+                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            let seqs: Vec<u64> = written.iter().map(|e| e.seq).collect();
+            sentinel.respond(&alerts, &seqs);
+            written.len() as u64
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::error_chain(&e), alerts = alerts.len(), "sentinel alerts lost");
+            0
+        }
     }
 }
 
@@ -221,6 +260,7 @@ pub(super) fn append_jobs(
     first: WriteJob,
     rx: &mpsc::Receiver<WriteJob>,
     stats: &Stats,
+    mut sentinel: Option<&mut SentinelHook>,
 ) -> u64 {
     let mut jobs = vec![first];
     while jobs.len() < 256 {
@@ -246,6 +286,9 @@ pub(super) fn append_jobs(
             stats
                 .recorded
                 .fetch_add(written.len() as u64, Ordering::Relaxed);
+            if let Some(s) = sentinel.as_deref_mut() {
+                s.observe(&all);
+            }
             for job in jobs {
                 if let Some(done) = job.done {
                     let _ = done.send(Ok(()));
@@ -263,6 +306,9 @@ pub(super) fn append_jobs(
                     .append(&job.entries, durability)
                     .map(|w| count += w.len() as u64)
                     .map_err(WriteError::Store);
+                if let (Ok(()), Some(s)) = (&result, sentinel.as_deref_mut()) {
+                    s.observe(&job.entries);
+                }
                 if let Err(e) = &result {
                     tracing::error!(error = %crate::error_chain(e), entries = job.entries.len(), "evidence lost");
                 }

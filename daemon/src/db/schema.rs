@@ -130,6 +130,25 @@ CREATE INDEX IF NOT EXISTS evidence_decision ON evidence (decision, seq);
 CREATE INDEX IF NOT EXISTS evidence_ts ON evidence (ts_ns);
 ";
 
+/// The sentinel's new-behaviour memory (`sentinel::novelty`): what each
+/// agent executed, connected to and wrote below, and when it was last
+/// seen. Not evidence (the alerts are); bounded per agent by the writer.
+/// Created by the evidence writer when it first needs it.
+pub(crate) const SENTINEL_SEEN: &str = "
+CREATE TABLE IF NOT EXISTS sentinel_seen (
+    agent    TEXT    NOT NULL,
+    detector TEXT    NOT NULL,
+    key      TEXT    NOT NULL,
+    last_ns  INTEGER NOT NULL,
+    PRIMARY KEY (agent, detector, key)
+) STRICT;
+CREATE INDEX IF NOT EXISTS sentinel_seen_age ON sentinel_seen (agent, last_ns);
+";
+
+pub(crate) fn create_sentinel_seen(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SENTINEL_SEEN)
+}
+
 /// Every table of the file, in the order they are created.
 pub(crate) const ALL: [&str; 5] = [EVIDENCE, EVIDENCE_INDEXES, CHECKPOINTS, REGISTRY, APPROVALS];
 

@@ -107,6 +107,8 @@ pub const KINDS: &[&str] = &[
     // mutating verb).
     "control_refused",
     "summary",
+    // A sentinel alert (`crate::sentinel`).
+    "alert",
 ];
 
 #[derive(Debug, thiserror::Error)]

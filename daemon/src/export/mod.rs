@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod control_map;
 pub mod ocsf;
 pub mod report;
+pub mod sigma;
 pub mod summary;
 
 pub use bundle::{export, verify, BundleError, BundleReport, Manifest, Window};

@@ -13,6 +13,7 @@
 
 mod compile;
 mod model;
+mod monitor;
 mod parse;
 mod pipeline;
 
@@ -28,6 +29,7 @@ pub use model::{
     EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
     SNAPSHOT_DOMAIN,
 };
+pub use monitor::{Monitor, OnAlert};
 pub use parse::{
     load_policy_file, parse_policy, Location, PolicyError, PolicyErrorKind, RuleRef,
     DEFAULT_HOLD_TIMEOUT, MAX_NESTING_DEPTH, MAX_PATH_BYTES, MAX_POLICY_BYTES, MAX_PREFIX_BYTES,

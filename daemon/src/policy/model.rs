@@ -41,6 +41,10 @@ pub struct Policy {
     /// it is the default, so policies written before it keep their snapshot.
     #[serde(skip_serializing_if = "Evidence::is_default")]
     pub evidence: Evidence,
+    /// `monitor:`: the sentinel's parameters. Left out of the canonical
+    /// JSON while they are the defaults.
+    #[serde(skip_serializing_if = "super::monitor::Monitor::is_default")]
+    pub monitor: super::monitor::Monitor,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,

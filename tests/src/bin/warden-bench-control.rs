@@ -94,6 +94,7 @@ fn evidence() {
         "  append, group commit of {BATCH}  {append:>10.0} entries/s   (target >= 50000: {})",
         mark(append >= 50_000.0)
     );
+    sentinel_side_by_side(&batches);
     verify_rate(&store, N, "one agent's run");
     // Consecutive entries of different agents share no SHA-256 state.
     let mut mixed = EvidenceStore::open(&dir.path().join("mixed.db")).unwrap();
@@ -102,6 +103,65 @@ fn evidence() {
         mixed.append(&batch, Durability::Batched).unwrap();
     }
     verify_rate(&mixed, N, "3 agents taking turns");
+}
+
+/// The same appends with the sentinel off and on (it counts every entry
+/// the writer appended and judges windows once a second, as in the
+/// daemon), in alternating rounds on fresh databases, so the host's drift
+/// lands on both.
+fn sentinel_side_by_side(batches: &[Vec<NewEntry>]) {
+    use warden::sentinel::hook::SentinelHook;
+    let n: usize = batches.iter().map(Vec::len).sum();
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        for with in [round % 2 == 0, round % 2 == 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = EvidenceStore::open(&dir.path().join("s.db")).unwrap();
+            let mut hook = SentinelHook::new(Default::default(), None);
+            let t = Instant::now();
+            for batch in batches {
+                store.append(batch, Durability::Batched).unwrap();
+                if with {
+                    hook.observe(batch);
+                    let alerts = hook.due(batch[batch.len() - 1].ts_ns);
+                    hook.persist(store.connection()).unwrap();
+                    if !alerts.is_empty() {
+                        store
+                            .append(&hook.entries(&alerts), Durability::Batched)
+                            .unwrap();
+                    }
+                }
+            }
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            if with {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let (off, on) = (median(&mut off), median(&mut on));
+    // The sentinel alone (no SQLite): its cost per entry.
+    let mut hook = SentinelHook::new(Default::default(), None);
+    let t = Instant::now();
+    for batch in batches {
+        hook.observe(batch);
+        let _ = hook.due(batch[batch.len() - 1].ts_ns);
+    }
+    let alone = n as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "  sentinel alone (observe + judge)  {alone:>10.0} entries/s   ({:.0} ns per entry)",
+        1e9 / alone
+    );
+    println!(
+        "  append with the sentinel on    {on:>10.0} entries/s   off {off:.0}/s, ratio on/off {:.3} (target on >= 50000: {})",
+        on / off,
+        mark(on >= 50_000.0)
+    );
 }
 
 /// Full-chain verification of `store`'s `n` entries. One pass takes a
@@ -252,6 +312,10 @@ fn kill(rounds: usize) {
 fn main() {
     let t = Instant::now();
     evidence();
+    // `--evidence-only`: the library figures alone (no daemon, no root).
+    if std::env::args().any(|a| a == "--evidence-only") {
+        return;
+    }
     if warden_tests::is_root() {
         hold(20);
         kill(20);

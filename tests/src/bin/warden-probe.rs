@@ -18,6 +18,9 @@
 //!                                         sleeps until killed
 //!   warden-probe udp-flood ADDR:PORT N    N unconnected UDP sends; prints
 //!                                         `sent=S eperm=E`
+//!   warden-probe connect-rate ADDR:PORT RATE:SECS...
+//!                                         paced connects, phase by phase
+//!                                         (sentinel.rs)
 //!
 //! File opens (exec_file.rs). Each prints `ok` and what it read, or `errno=N`:
 //!   warden-probe read PATH                open O_RDONLY, print the content
@@ -232,6 +235,42 @@ fn run(args: &[String]) -> ExitCode {
                 }
             }
             println!("ok={ok} eperm={eperm}");
+            ExitCode::SUCCESS
+        }
+        // Connects at RATE per second for SECS, phase after phase, paced
+        // to a schedule (a late connect is made at once, so a stall moves
+        // actions, it does not lose them); prints `phase I START_NS` (unix
+        // time) as each phase starts, then `ok=N other=M`.
+        Some("connect-rate") => {
+            let to = addr(args.get(1));
+            let (mut ok, mut other) = (0u64, 0u64);
+            for (i, phase) in args[2..].iter().enumerate() {
+                let (rate, secs) = phase
+                    .split_once(':')
+                    .and_then(|(r, s)| Some((r.parse::<f64>().ok()?, s.parse::<f64>().ok()?)))
+                    .unwrap_or_else(|| {
+                        eprintln!("usage: warden-probe connect-rate ADDR RATE:SECS...");
+                        std::process::exit(2)
+                    });
+                let start = std::time::Instant::now();
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                println!("phase {i} {unix}");
+                let _ = io::stdout().flush();
+                let n = (rate * secs) as u64;
+                for k in 0..n {
+                    let due = Duration::from_secs_f64(k as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                    match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                        Ok(_) => ok += 1,
+                        Err(_) => other += 1,
+                    }
+                }
+            }
+            println!("ok={ok} other={other}");
             ExitCode::SUCCESS
         }
         Some("append") => report(append(&arg(args, 1), &arg(args, 2))),

@@ -31,6 +31,7 @@ pub(in crate::policy) struct RawPolicy {
     #[serde(default)]
     pub(in crate::policy) include: Vec<String>,
     pub(in crate::policy) evidence: Option<Evidence>,
+    pub(in crate::policy) monitor: Option<crate::policy::monitor::Monitor>,
     pub(in crate::policy) rules: RuleList,
 }
 

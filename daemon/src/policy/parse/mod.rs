@@ -155,6 +155,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         on_evidence_loss: raw.on_evidence_loss.unwrap_or_default(),
         mode: raw.mode.unwrap_or_default(),
         evidence: raw.evidence.unwrap_or_default(),
+        monitor: raw.monitor.unwrap_or_default(),
         rules,
         source,
     })

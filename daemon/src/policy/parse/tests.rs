@@ -59,7 +59,7 @@ fn unknown_field_in_rule_and_at_top() {
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
-             `evidence`, `rules`"
+             `evidence`, `monitor`, `rules`"
     );
     assert_eq!(
         err(&one_rule(
@@ -796,4 +796,59 @@ fn deep_nesting_and_huge_input_are_refused_fast() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn monitor_section_parses_defaults_and_keeps_old_snapshots() {
+    use crate::policy::{Monitor, OnAlert};
+    let plain = parse_policy(FILE, "version: 1\nrules: []\n").unwrap();
+    assert_eq!(plain.monitor, Monitor::default());
+    assert!(!plain.canonical_json().contains("\"monitor\""));
+    let same = parse_policy(
+        FILE,
+        "version: 1\nmonitor: { window: 10s, k: 1.0 }\nrules: []\n",
+    )
+    .unwrap();
+    assert_eq!(same.snapshot(), plain.snapshot());
+    let set = parse_policy(
+        FILE,
+        "version: 1\nmonitor:\n  window: 5s\n  settle: 0s\n  warmup: 3\n  alpha: 0.2\n  k: 0.5\n  \
+         h: 4\n  min_rate: 2\n  new_behaviour_days: 7\n  on_alert: kill\nrules: []\n",
+    )
+    .unwrap();
+    let m = &set.monitor;
+    assert_eq!(m.window, std::time::Duration::from_secs(5));
+    assert_eq!(m.settle, std::time::Duration::ZERO);
+    assert_eq!(
+        (m.warmup, m.alpha, m.k, m.h, m.min_rate),
+        (3, 0.2, 0.5, 4.0, 2.0)
+    );
+    assert_eq!((m.new_behaviour_days, m.on_alert), (7, OnAlert::Kill));
+    assert_ne!(set.snapshot(), plain.snapshot());
+    // Floats are decimal strings in the canonical JSON.
+    assert!(
+        set.canonical_json().contains("\"alpha\":\"0.2\""),
+        "{}",
+        set.canonical_json()
+    );
+}
+
+#[test]
+fn monitor_section_errors_name_file_and_line() {
+    let bad = err("version: 1\nmonitor:\n  on_alert: explode\nrules: []\n");
+    assert!(bad.starts_with("policies/payments.yaml:3:"), "{bad}");
+    assert!(
+        bad.contains("expected one of `record`, `hold`, `kill`"),
+        "{bad}"
+    );
+    let bad = err("version: 1\nmonitor:\n  windw: 10s\nrules: []\n");
+    assert!(bad.starts_with("policies/payments.yaml:3:"), "{bad}");
+    assert!(bad.contains("unknown field `windw`"), "{bad}");
+    let bad = err("version: 1\nmonitor:\n  alpha: 1.5\nrules: []\n");
+    assert!(bad.starts_with("policies/payments.yaml:"), "{bad}");
+    assert!(bad.contains("alpha must be above 0 and at most 1"), "{bad}");
+    let bad = err("version: 1\nmonitor:\n  window: 0s\nrules: []\n");
+    assert!(bad.contains("invalid window '0s'"), "{bad}");
+    let bad = err("version: 1\nmonitor:\n  warmup: 0\nrules: []\n");
+    assert!(bad.contains("warmup must be 1 to 1000"), "{bad}");
 }
