@@ -210,6 +210,7 @@ fn route(
                 Arc::new(PolicyView {
                     snapshot: "none".into(),
                     rule_ids: Vec::new(),
+                    budget_ids: Vec::new(),
                     approvers: Default::default(),
                     hold_timeout: std::time::Duration::from_secs(1),
                 })

@@ -308,6 +308,7 @@ impl Enforcer {
             Arc::new(PolicyView {
                 snapshot: snapshot.clone(),
                 rule_ids: parsed.rule_ids(),
+                budget_ids: parsed.budgets.iter().map(|b| b.id.clone()).collect(),
                 approvers: parsed.approvers.clone(),
                 hold_timeout: parsed.hold_timeout,
             }),
@@ -460,6 +461,18 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     let net = holds(|s| matches!(s, policy::Selector::Connect { .. })) && !lsm.net_holds;
     let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
     let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
+    // A budget's hold is an ordinary hold, and its kill of a connect is
+    // sent at the syscall's exit (a cgroup hook cannot signal): both need
+    // what a hold rule of that class needs.
+    use policy::budget::{BudgetCount as C, BudgetThen as T};
+    let budget = |class: C| {
+        p.budgets
+            .iter()
+            .any(|b| b.then != T::Deny && (b.count == class || b.count == C::Any))
+    };
+    let net = net || (budget(C::Connect) && !lsm.net_holds);
+    let exec = exec || (budget(C::Exec) && !lsm.exec);
+    let file = file || (budget(C::File) && !lsm.file);
     (net || exec || file, exec)
 }
 

@@ -325,6 +325,7 @@ mod tests {
                     Arc::new(PolicyView {
                         snapshot: "s".into(),
                         rule_ids: vec!["r".into()],
+                        budget_ids: Vec::new(),
                         approvers: Default::default(),
                         hold_timeout: std::time::Duration::from_secs(1),
                     }),

@@ -135,6 +135,21 @@ pub mod rule {
     /// refused, whatever the exec rules say. (Far from the values above so
     /// that other reserved values can be added next to them.)
     pub const ANONYMOUS_EXEC: u32 = u32::MAX - 15;
+    /// Budget `i` of the policy (`budgets[i]`) was over its limit:
+    /// `BUDGET_BASE + i`, for `i < MAX_BUDGETS`.
+    pub const BUDGET_BASE: u32 = u32::MAX - 63;
+    /// The `rule_idx` of an action refused by budget `index`.
+    pub const fn budget(index: u32) -> u32 {
+        BUDGET_BASE + index
+    }
+    /// The budget index of a `rule_idx`, if it names a budget.
+    pub const fn budget_index(rule_idx: u32) -> Option<u32> {
+        if rule_idx >= BUDGET_BASE && rule_idx < BUDGET_BASE + crate::MAX_BUDGETS as u32 {
+            Some(rule_idx - BUDGET_BASE)
+        } else {
+            None
+        }
+    }
 }
 
 /// Header of every ring buffer record.

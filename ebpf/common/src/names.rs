@@ -112,3 +112,7 @@ pub const PARK_SCRATCH: &str = "PARK_SCRATCH";
 pub const AGENT_BUDGET: &str = "AGENT_BUDGET";
 /// Per-CPU hash of `LossCounts` by `LossKey` (agent, action class).
 pub const AGENT_LOSS: &str = "AGENT_LOSS";
+/// Hash of `BudgetSet` by agent rule slot: each policy's budgets.
+pub const BUDGETS: &str = "BUDGETS";
+/// Hash of packed window and count (`budget_use`) by `BudgetUseKey`.
+pub const BUDGET_USE: &str = "BUDGET_USE";

@@ -32,6 +32,9 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) include: Vec<String>,
     pub(in crate::policy) evidence: Option<Evidence>,
     pub(in crate::policy) rules: RuleList,
+    /// Per-agent action budgets, enforced by the kernel.
+    #[serde(default)]
+    pub(in crate::policy) budgets: Vec<crate::policy::budget::RawBudget>,
 }
 
 #[derive(Deserialize, Default)]
