@@ -248,3 +248,185 @@ fn racing_processes_never_get_more_than_the_limit() {
         budget_refusals(&env).len() as u64 == eperm
     });
 }
+
+/// An exec budget on the fallback (`tp_btf/sched_process_exec`, the judge
+/// the LSM hooks share): the 4th exec of a budget of 3 is refused, which
+/// the fallback carries out by killing the process before the new image's
+/// first instruction; the execs the budget does not match are not counted.
+#[test]
+fn an_exec_budget_kills_the_exec_over_the_limit() {
+    if !can_run("budget_exec") {
+        return;
+    }
+    let mut env = TestEnv::new("budgetexec");
+    let f = warden_tests::Files::new(&env);
+    let touch = f.binary("touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: tools
+    exec: {{ path: {touch} }}
+    decision: allow
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+budgets:
+  - id: touches
+    count: exec
+    match: {{ rule: tools }}
+    limit: 3
+    per: 1m
+    then: deny
+",
+            probe = warden_tests::probe_path(),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("execer", "exec.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    for i in 0..4 {
+        let marker = f.marker(&format!("m{i}"));
+        let out = env.probe_as("execer", &["exec", &touch, &marker]);
+        let ran = Path::new(&marker).exists();
+        if i < 3 {
+            assert!(out.status.success() && ran, "exec {i}: {:?}", out.status);
+        } else {
+            assert!(killed(&out) && !ran, "exec {i}: {:?}", out.status);
+        }
+    }
+    let e = env.wait_for_evidence("the exec budget's refusal", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:touches"
+    });
+    assert_eq!(
+        (e["action"].as_str(), e["method"].as_str()),
+        (Some("exec"), Some("kill")),
+        "{e}"
+    );
+}
+
+fn budget_state(env: &TestEnv) -> Value {
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    status["agents"][0]["budgets"][0].clone()
+}
+
+/// `warden status` shows the kernel's count; `warden budget reset` starts
+/// it afresh for the agent's approvers only, never from inside an agent,
+/// and records who did it and what it cleared.
+#[test]
+fn status_shows_use_and_only_an_approver_outside_the_agent_resets_it() {
+    if !can_run("budget_reset") {
+        return;
+    }
+    let (env, _l, addr) = setup("budgetreset", "deny");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "22"])),
+        "ok=20 eperm=2"
+    );
+    let b = budget_state(&env);
+    assert_eq!(
+        (b["id"].as_str(), b["used"].as_u64(), b["limit"].as_u64()),
+        (Some("api-calls"), Some(20), Some(20)),
+        "{b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("budget api-calls: 20/20 connect per 60s, then deny"),
+        "{text}"
+    );
+
+    // Not an approver.
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = {
+        use std::os::unix::process::CommandExt;
+        env.warden()
+            .args(["budget", "reset", "bot", "api-calls", "--reason", "x"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert!(!out.status.success());
+    assert!(
+        warden_tests::stderr(&out).contains("not an approver"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    // Root, from inside the agent.
+    let warden = warden_tests::warden_bin();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "bot",
+        "--",
+        warden.to_str().unwrap(),
+        "budget",
+        "reset",
+        "bot",
+        "api-calls",
+        "--reason",
+        "more please",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        warden_tests::stderr(&out).contains("agents cannot change Warden"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    // Unknown budget.
+    let out = env.cli(&["budget", "reset", "bot", "nope", "--reason", "x"]);
+    assert!(
+        warden_tests::stderr(&out).contains("has no budget 'nope'"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    assert_eq!(budget_state(&env)["used"], 20, "nothing changed");
+
+    let said = env.ok(&[
+        "budget",
+        "reset",
+        "bot",
+        "api-calls",
+        "--reason",
+        "ticket 7 approved",
+    ]);
+    assert!(said.contains("reset (20/20 used"), "{said}");
+    let e = env.wait_for_evidence("the reset", |e| e["kind"] == "budget_reset");
+    assert_eq!(e["target"], "budget:api-calls", "{e}");
+    assert_eq!(e["details"]["used"], 20, "{e}");
+    assert_eq!(e["details"]["reason"], "ticket 7 approved", "{e}");
+    assert_eq!(e["details"]["approver_role"], "user:root", "{e}");
+    assert_eq!(budget_state(&env)["used"], 0);
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "3"])),
+        "ok=3 eperm=0"
+    );
+    assert_eq!(budget_state(&env)["used"], 3);
+}
+
+/// The counts live in pinned maps: restarting the daemon does not give
+/// the agent a fresh budget.
+#[test]
+fn a_daemon_restart_does_not_refill_a_budget() {
+    if !can_run("budget_restart") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetrestart", "deny");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "15"])),
+        "ok=15 eperm=0"
+    );
+    env.stop_daemon();
+    env.start_daemon();
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "10"])),
+        "ok=5 eperm=5"
+    );
+}

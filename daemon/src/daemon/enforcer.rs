@@ -80,6 +80,14 @@ pub(super) enum Command {
         uid: u32,
         reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
     },
+    /// `warden budget reset`: replies with what was done, or the refusal.
+    BudgetReset {
+        agent: String,
+        budget: String,
+        reason: String,
+        actor: Actor,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     ExpireHolds,
     /// Write the kernel's counts of repeated allowed actions as `summary`
     /// entries and reset them (every `WARDEN_SUMMARY_SECS`).
@@ -161,6 +169,15 @@ impl Enforcer {
                     reply,
                 } => {
                     let _ = reply.send(self.decide(id, verdict, reason.as_deref(), &caller));
+                }
+                Command::BudgetReset {
+                    agent,
+                    budget,
+                    reason,
+                    actor,
+                    reply,
+                } => {
+                    let _ = reply.send(self.budget_reset(&agent, &budget, &reason, &actor));
                 }
                 Command::Approvals { all, uid, reply } => {
                     let _ = reply.send(self.approvals(all, uid));

@@ -88,6 +88,10 @@ pub(super) struct Enforced {
     pub(super) record: bool,
     /// The policy's use of its share of each rule map (`Capacity`).
     pub(super) rule_maps: String,
+    /// The agent's id (the kernel's budget counts are keyed by it) and
+    /// the budgets of the policy in force.
+    pub(super) agent_id: u32,
+    pub(super) budgets: Vec<policy::budget::Budget>,
 }
 
 impl Enforcer {
@@ -249,6 +253,8 @@ impl Enforcer {
                             needs_fault_guard: false,
                             record: false,
                             rule_maps: String::new(),
+                            agent_id: agent.id,
+                            budgets: Vec::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -341,6 +347,7 @@ impl Enforcer {
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
         };
         self.install(agent, cgroup_id, &rules)?;
+        self.reset_changed_budgets(agent, &parsed.budgets);
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -353,6 +360,8 @@ impl Enforcer {
                 needs_fault_guard,
                 record: parsed.mode == policy::Mode::Record,
                 rule_maps: capacity.to_string(),
+                agent_id: agent.id,
+                budgets: parsed.budgets.clone(),
             },
         );
         let mut details = serde_json::Map::new();

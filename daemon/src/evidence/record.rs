@@ -107,6 +107,8 @@ pub const KINDS: &[&str] = &[
     // mutating verb).
     "control_refused",
     "summary",
+    // An approver started a budget's count afresh.
+    "budget_reset",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,29 @@ pub enum BudgetCount {
     Any,
 }
 
+impl BudgetCount {
+    /// The word the policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Exec => "exec",
+            Self::File => "file",
+            Self::Any => "any",
+        }
+    }
+}
+
+impl BudgetThen {
+    /// The word the policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+        }
+    }
+}
+
 /// What happens to an action over the limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", expecting = "`hold`, `deny` or `kill`")]

@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 18] = [
+pub const PINNED_MAPS: [&str; 20] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -37,6 +37,8 @@ pub const PINNED_MAPS: [&str; 18] = [
     AGENT_LOSS,
     SOCK_RULES,
     SUMMARIES,
+    BUDGETS,
+    BUDGET_USE,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
