@@ -231,20 +231,30 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // ring buffer is full the action is refused and the drop is counted.
     let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
-    // A repeat of an allowed connect already recorded is counted, not copied.
-    let repeat = summary_key(
-        &agent,
-        decision,
-        kind,
-        rule_idx,
-        u32::from(dest.port) | u32::from(dest.proto) << 16,
-        0,
-        0,
-        dest.addr,
-    );
+    // A repeat of an allowed connect already recorded is counted, not
+    // copied; so is a repeat of a budget's refusal (still refused). A
+    // `kill` budget's refusal is always recorded.
+    let repeat = if kill {
+        None
+    } else {
+        summary_key(
+            &agent,
+            decision,
+            kind,
+            rule_idx,
+            u32::from(dest.port) | u32::from(dest.proto) << 16,
+            0,
+            0,
+            dest.addr,
+        )
+    };
     if counted_repeat(&repeat) {
-        count(counter::ALLOWED);
-        return ALLOW;
+        if decision == Decision::Allow {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
+        count(counter::DENIED);
+        return DENY;
     }
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         // An allowed action goes ahead with its record parked for the
