@@ -120,6 +120,41 @@ fn a_connect_budget_denies_the_21st_with_the_daemon_running() {
     // Every refusal is on the record (none silent): the first of each
     // process and destination individually, the rest counted.
     env.wait_for_evidence("five refusals", |_| budget_refusals(&env) == (1, 4));
+
+    // The export bundle lists the budget in force, and maps it to controls.
+    let out = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", out.to_str().unwrap()]);
+    let read = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+    };
+    let caps = read("capabilities.json");
+    let row = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule_id"] == "budget:api-calls")
+        .unwrap_or_else(|| panic!("no budget row: {caps:#}"));
+    assert_eq!(
+        row["capability"],
+        "budget: 20 connect allowed by api per 60 s, enforced in the kernel"
+    );
+    assert_eq!(row["decision"], "deny over the limit");
+    let map = read("control_map.json");
+    assert!(
+        map.as_array().unwrap().iter().any(|m| m["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "budget_reset")
+            && m["soc2"][0] == "CC7.2"
+            && m["iso27001"][0] == "A.8.16"),
+        "{map:#}"
+    );
+    let verified = env.ok(&["evidence", "verify", out.to_str().unwrap()]);
+    assert!(
+        verified.contains("OK") || verified.to_lowercase().contains("valid"),
+        "{verified}"
+    );
 }
 
 #[test]
