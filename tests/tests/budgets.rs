@@ -483,3 +483,34 @@ fn a_daemon_restart_does_not_refill_a_budget() {
         "ok=5 eperm=5"
     );
 }
+
+/// With the daemon stopped, the kernel holds the 21st connect itself (the
+/// thread stops at the syscall); the next daemon finds the hold in the
+/// pinned ring buffer and a human approves it.
+#[test]
+fn a_hold_budget_holds_with_the_daemon_stopped_until_the_next_daemon_approves() {
+    if !can_run("budget_hold_no_daemon") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetholddown", "hold");
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let child = Command::new(probe_bin())
+        .arg("join")
+        .arg(&cg)
+        .args(["connect-n", &addr, "21"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    warden_tests::wait_until("the 21st connect is held", || {
+        warden_tests::state_of(child.id()) == 'T'
+    });
+    env.start_daemon_with(&FAST_SWEEP);
+    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the hold reaches the daemon");
+    assert_eq!(pending["rule_id"], "budget:api-calls", "{pending}");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id, "--reason", "one more"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok=21 eperm=0");
+}
