@@ -28,6 +28,8 @@ pub struct AgentView {
 pub struct PolicyView {
     pub snapshot: String,
     pub rule_ids: Vec<String>,
+    /// Budget ids by index: a refusal by budget `i` names `budget:<id>`.
+    pub budget_ids: Vec<String>,
     pub approvers: crate::policy::Approvers,
     pub hold_timeout: std::time::Duration,
 }
@@ -42,6 +44,13 @@ impl PolicyView {
             warden_common::rule::UNRESOLVED => "unresolved-path".into(),
             warden_common::rule::ANONYMOUS_EXEC => "anonymous-exec".into(),
             warden_common::rule::LEFT_AGENT => "left-agent".into(),
+            i if warden_common::rule::budget_index(i).is_some() => {
+                let b = warden_common::rule::budget_index(i).unwrap_or(0) as usize;
+                match self.budget_ids.get(b) {
+                    Some(id) => format!("budget:{id}"),
+                    None => format!("budget#{b}"),
+                }
+            }
             i => self
                 .rule_ids
                 .get(i as usize)
@@ -303,6 +312,7 @@ mod tests {
         let p = PolicyView {
             snapshot: "s".into(),
             rule_ids: vec!["a".into(), "b".into()],
+            budget_ids: Vec::new(),
             approvers: Default::default(),
             hold_timeout: std::time::Duration::from_secs(1),
         };

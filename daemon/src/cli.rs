@@ -102,6 +102,23 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Policy budgets (their use is in `warden status`).
+    Budget {
+        #[command(subcommand)]
+        cmd: BudgetCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BudgetCmd {
+    /// Start a budget's count afresh (the agent's approvers only; recorded).
+    Reset {
+        agent: String,
+        /// The budget's id in the agent's policy.
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]

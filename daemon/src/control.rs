@@ -33,6 +33,13 @@ pub enum Request {
         approve: bool,
         reason: Option<String>,
     },
+    /// Start an agent's budget afresh. Only the agent's approvers, from
+    /// outside every agent; recorded (`budget_reset`).
+    BudgetReset {
+        agent: String,
+        budget: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +73,24 @@ pub struct AgentState {
     /// (`NET4_RULES 3/4096, ...`; empty: no policy in force).
     #[serde(default)]
     pub rule_maps: String,
+    /// Each budget of the policy in force, with its use now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<BudgetState>,
+}
+
+/// One budget and its use in the current window (read from the kernel).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BudgetState {
+    pub id: String,
+    /// `connect`, `exec`, `file` or `any`.
+    pub count: String,
+    pub used: u64,
+    pub limit: u64,
+    pub per_secs: u64,
+    /// `deny`, `hold` or `kill`.
+    pub then: String,
+    /// Seconds until the kernel starts the next window.
+    pub resets_in_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

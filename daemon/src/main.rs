@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, LogCmd, PolicyCmd};
+use cli::{AgentCmd, BudgetCmd, Cli, Cmd, EvidenceCmd, LogCmd, PolicyCmd};
 use warden::{
     commands::{self, render, AddAgent},
     config::Paths,
@@ -279,6 +279,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { json } => {
             let status = commands::status(&paths)?;
             print!("{}", listing(json, &status, render::status)?);
+        }
+        Cmd::Budget {
+            cmd: BudgetCmd::Reset { agent, id, reason },
+        } => {
+            let message = commands::budget_reset(&paths, &agent, &id, &reason)?;
+            print!("{}", render::decided(&message));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,19 @@ pub fn decide(paths: &Paths, id: u64, approve: bool, reason: Option<&str>) -> Re
     }
 }
 
+/// `warden budget reset AGENT ID --reason TEXT`.
+pub fn budget_reset(paths: &Paths, agent: &str, budget: &str, reason: &str) -> Result<String> {
+    let request = Request::BudgetReset {
+        agent: agent.to_string(),
+        budget: budget.to_string(),
+        reason: reason.to_string(),
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
 pub fn status(paths: &Paths) -> Result<control::StatusReport> {
     match ask(paths, &Request::Status)? {
         Response::Status(s) => Ok(*s),

@@ -30,7 +30,7 @@ mod run;
 
 pub use admin_event::AdminEvent;
 pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
-pub use approvals::{approvals, decide, status};
+pub use approvals::{approvals, budget_reset, decide, status};
 pub use evidence::{evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};

@@ -428,6 +428,20 @@ pub fn status(s: &StatusReport) -> String {
         if !a.rule_maps.is_empty() {
             put!(out, "  {:<20} rule map share used: {}", "", a.rule_maps);
         }
+        for b in &a.budgets {
+            put!(
+                out,
+                "  {:<20} budget {}: {}/{} {} per {}s, then {} (window resets in {}s)",
+                "",
+                b.id,
+                b.used,
+                b.limit,
+                b.count,
+                b.per_secs,
+                b.then,
+                b.resets_in_secs
+            );
+        }
     }
     put!(
         out,

@@ -277,6 +277,26 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+        Request::BudgetReset {
+            agent,
+            budget,
+            reason,
+        } => {
+            let actor = Actor::of(uid, pid);
+            match ask(enforcer, |reply| Command::BudgetReset {
+                agent,
+                budget,
+                reason,
+                actor,
+                reply,
+            })
+            .await
+            {
+                Some(Ok(message)) => Response::Ok { message },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

@@ -80,6 +80,14 @@ pub(super) enum Command {
         uid: u32,
         reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
     },
+    /// `warden budget reset`: replies with what was done, or the refusal.
+    BudgetReset {
+        agent: String,
+        budget: String,
+        reason: String,
+        actor: Actor,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     ExpireHolds,
     /// A process of an agent left the agent's subtree and the kernel could
     /// not kill it in place (it did not move itself): kill it here.
@@ -180,6 +188,15 @@ impl Enforcer {
                         crate::kernel::escape::kill_escaped(&self.kernel, pid, agent_cgroup, &dir)
                     });
                     tracing::warn!(pid, agent_cgroup, killed, "process left its agent's cgroup");
+                }
+                Command::BudgetReset {
+                    agent,
+                    budget,
+                    reason,
+                    actor,
+                    reply,
+                } => {
+                    let _ = reply.send(self.budget_reset(&agent, &budget, &reason, &actor));
                 }
                 Command::Approvals { all, uid, reply } => {
                     let _ = reply.send(self.approvals(all, uid));
@@ -425,6 +442,7 @@ impl Enforcer {
                                 Arc::new(PolicyView {
                                     snapshot: "none".into(),
                                     rule_ids: Vec::new(),
+                                    budget_ids: Vec::new(),
                                     approvers: Default::default(),
                                     hold_timeout: std::time::Duration::from_secs(1),
                                 })

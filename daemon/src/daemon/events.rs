@@ -219,6 +219,7 @@ fn route(
                 Arc::new(PolicyView {
                     snapshot: "none".into(),
                     rule_ids: Vec::new(),
+                    budget_ids: Vec::new(),
                     approvers: Default::default(),
                     hold_timeout: std::time::Duration::from_secs(1),
                 })
@@ -265,7 +266,12 @@ fn route(
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
             }
             _ => {
-                if ev.method == warden_common::Method::Allow {
+                // The kernel counts repeats of plain allows, and of a
+                // connect a budget refused (`events::summary_key`).
+                if ev.method == warden_common::Method::Allow
+                    || (ev.method == warden_common::Method::CgroupDeny
+                        && warden_common::rule::budget_index(ev.rule_idx).is_some())
+                {
                     firsts.push((RepeatKey::of_event(&ev), entry.clone()));
                 }
                 batch.push(entry);

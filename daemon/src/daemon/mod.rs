@@ -10,6 +10,7 @@
 //!   in one transaction each (group commit), fsyncing when a caller needs
 //!   the entry durable before it answers.
 
+mod budgets;
 mod control_server;
 mod enforcer;
 mod events;

@@ -88,6 +88,10 @@ pub(super) struct Enforced {
     pub(super) record: bool,
     /// The policy's use of its share of each rule map (`Capacity`).
     pub(super) rule_maps: String,
+    /// The agent's id (the kernel's budget counts are keyed by it) and
+    /// the budgets of the policy in force.
+    pub(super) agent_id: u32,
+    pub(super) budgets: Vec<policy::budget::Budget>,
 }
 
 impl Enforcer {
@@ -249,6 +253,8 @@ impl Enforcer {
                             needs_fault_guard: false,
                             record: false,
                             rule_maps: String::new(),
+                            agent_id: agent.id,
+                            budgets: Vec::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -308,6 +314,7 @@ impl Enforcer {
             Arc::new(PolicyView {
                 snapshot: snapshot.clone(),
                 rule_ids: parsed.rule_ids(),
+                budget_ids: parsed.budgets.iter().map(|b| b.id.clone()).collect(),
                 approvers: parsed.approvers.clone(),
                 hold_timeout: parsed.hold_timeout,
             }),
@@ -344,6 +351,7 @@ impl Enforcer {
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
         };
         self.install(agent, cgroup_id, &rules)?;
+        self.reset_changed_budgets(agent, &parsed.budgets);
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -356,6 +364,8 @@ impl Enforcer {
                 needs_fault_guard,
                 record: parsed.mode == policy::Mode::Record,
                 rule_maps: capacity.to_string(),
+                agent_id: agent.id,
+                budgets: parsed.budgets.clone(),
             },
         );
         let mut details = serde_json::Map::new();
@@ -469,6 +479,18 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     let net = holds(|s| matches!(s, policy::Selector::Connect { .. })) && !lsm.net_holds;
     let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
     let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
+    // A budget's hold is an ordinary hold, and its kill of a connect is
+    // sent at the syscall's exit (a cgroup hook cannot signal): both need
+    // what a hold rule of that class needs.
+    use policy::budget::{BudgetCount as C, BudgetThen as T};
+    let budget = |class: C| {
+        p.budgets
+            .iter()
+            .any(|b| b.then != T::Deny && (b.count == class || b.count == C::Any))
+    };
+    let net = net || (budget(C::Connect) && !lsm.net_holds);
+    let exec = exec || (budget(C::Exec) && !lsm.exec);
+    let file = file || (budget(C::File) && !lsm.file);
     (net || exec || file, exec)
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::enforcer::Enforcer;
 use crate::{
-    control::{AgentState, GlobalHook, StatusReport},
+    control::{AgentState, BudgetState, GlobalHook, StatusReport},
     registry::{AgentStatus, RegistryError},
 };
 
@@ -21,7 +21,30 @@ impl Enforcer {
             revoked: agent.status == AgentStatus::Revoked,
             record: enforced.is_some_and(|e| e.record),
             rule_maps: enforced.map_or_else(String::new, |e| e.rule_maps.clone()),
+            budgets: enforced.map_or_else(Vec::new, |e| self.budget_states(e)),
         })
+    }
+
+    /// Each budget of `e`'s policy with its use, read from the kernel (a
+    /// budget whose count cannot be read shows no use rather than failing
+    /// the whole status).
+    pub(super) fn budget_states(&self, e: &super::reconcile::Enforced) -> Vec<BudgetState> {
+        e.budgets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let now = self.kernel.budget_use(e.agent_id, i as u32, b.per).ok();
+                BudgetState {
+                    id: b.id.clone(),
+                    count: b.count.name().into(),
+                    used: now.map_or(0, |n| n.used),
+                    limit: b.limit,
+                    per_secs: b.per.as_secs(),
+                    then: b.then.name().into(),
+                    resets_in_secs: now.map_or(0, |n| n.resets_in.as_secs()),
+                }
+            })
+            .collect()
     }
 
     pub(super) fn status(&self) -> StatusReport {
@@ -36,6 +59,7 @@ impl Enforcer {
                 revoked: e.revoked,
                 record: e.record,
                 rule_maps: e.rule_maps.clone(),
+                budgets: self.budget_states(e),
             })
             .collect();
         agents.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -202,7 +202,13 @@ pub fn summary_entry(
                 exe: process.exe.clone(),
                 action: key.action().into(),
                 target: key.fallback_target(),
-                decision: "allow".into(),
+                // A budget's refusals are counted too; every other
+                // counted repeat is of an allowed action.
+                decision: if warden_common::rule::budget_index(key.rule_idx).is_some() {
+                    "deny".into()
+                } else {
+                    "allow".into()
+                },
                 rule_id: policy.rule_id(key.rule_idx),
                 policy_snapshot: policy.snapshot.clone(),
                 method: "allow".into(),
@@ -329,6 +335,7 @@ mod tests {
                     Arc::new(PolicyView {
                         snapshot: "s".into(),
                         rule_ids: vec!["r".into()],
+                        budget_ids: Vec::new(),
                         approvers: Default::default(),
                         hold_timeout: std::time::Duration::from_secs(1),
                     }),

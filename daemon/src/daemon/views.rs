@@ -47,6 +47,7 @@ pub(super) fn prefill_views(registry: &Registry, views: &RwLock<Views>) {
                 Arc::new(PolicyView {
                     snapshot: version.sha256.clone(),
                     rule_ids: p.rule_ids(),
+                    budget_ids: p.budgets.iter().map(|b| b.id.clone()).collect(),
                     approvers: p.approvers.clone(),
                     hold_timeout: p.hold_timeout,
                 }),

@@ -109,6 +109,8 @@ pub const KINDS: &[&str] = &[
     "summary",
     // A sentinel alert (`crate::sentinel`).
     "alert",
+    // An approver started a budget's count afresh.
+    "budget_reset",
 ];
 
 #[derive(Debug, thiserror::Error)]

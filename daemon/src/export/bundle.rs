@@ -186,6 +186,28 @@ fn capabilities(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<Capability>
                 policy_snapshot: v.sha256.clone(),
             });
         }
+        // The budgets in force: one row each, named as the evidence names
+        // a refusal (`budget:<id>`).
+        for b in &p.budgets {
+            let only = if b.rules.is_empty() {
+                String::new()
+            } else {
+                format!(" allowed by {}", b.rules.join(", "))
+            };
+            rows.push(Capability {
+                subject: format!("agent:{}", agent.name),
+                agent: agent.name.clone(),
+                capability: format!(
+                    "budget: {} {}{only} per {} s, enforced in the kernel",
+                    b.limit,
+                    b.count.name(),
+                    b.per.as_secs()
+                ),
+                decision: format!("{} over the limit", b.then.name()),
+                rule_id: format!("budget:{}", b.id),
+                policy_snapshot: v.sha256.clone(),
+            });
+        }
         let held: Vec<&str> = p
             .rules
             .iter()

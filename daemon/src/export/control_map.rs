@@ -95,6 +95,14 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         nist_ai_rmf: &["MEASURE 2.7", "MANAGE 4.1"],
     },
     ControlMapping {
+        control: "Per-agent action budgets (connects, execs, opens per window) are enforced in the kernel with or without the daemon: past the limit the action is denied, held for a human or its process killed, and recorded under the budget's name (the first refusal per process and destination individually, the repeats counted); resets are approver-only and recorded",
+        records: &["decision (rule_id budget:<id>)", "summary (decision deny, rule_id budget:<id>)", "budget_reset", "capabilities.json (budget rows)"],
+        fields: &["rule_id", "decision", "method", "details.count", "details.used", "details.reason", "details.approver_role", "policy_snapshot"],
+        soc2: &["CC7.2"],
+        iso27001: &["A.8.16"],
+        nist_ai_rmf: &["MEASURE 2.6", "MEASURE 3.1", "MANAGE 2.4"],
+    },
+    ControlMapping {
         control: "Monitoring gaps are explicit: periods without a reading daemon and lost events are recorded, not hidden",
         records: &["gap", "daemon_start", "daemon_stop"],
         fields: &["details (counts, period)", "ts_ns"],

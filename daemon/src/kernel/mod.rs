@@ -60,6 +60,7 @@ use warden_common::{names, AgentInfo, Net4Key, Net6Key, PathKey};
 
 pub mod backpressure;
 pub mod btf;
+mod budgets;
 mod counters;
 pub mod escape;
 pub mod fmod_ret;
@@ -72,6 +73,7 @@ mod pinned;
 mod rules;
 mod summaries;
 
+pub use budgets::BudgetUse;
 pub use counters::Counters;
 pub use mechanism::{disabled, DISABLE_VAR};
 pub use pinned::{set_revoked_pinned, uninstall, Revocation};

@@ -10,8 +10,8 @@ use aya::{
     Ebpf,
 };
 use warden_common::{
-    agent_flags, names, AgentInfo, FileRule, Net4Key, Net6Key, NetRules, PathKey, PathRule,
-    SockRules, SLOT_PREFIX_BITS,
+    agent_flags, names, AgentInfo, BudgetSet, FileRule, Net4Key, Net6Key, NetRules, PathKey,
+    PathRule, SockRules, SLOT_PREFIX_BITS,
 };
 
 use super::{map_err, Installed, Kernel, KernelError};
@@ -317,6 +317,12 @@ impl Kernel {
         sock.insert(slot, net.sockets, 0)
             .map_err(map_err("update", name))?;
         into.sock = true;
+        // Under the same slot (cleared with it): the policy's budgets.
+        let name = names::BUDGETS;
+        let mut budgets: BpfHashMap<_, u32, BudgetSet> = self.map_mut(name)?;
+        budgets
+            .insert(slot, net.budgets, 0)
+            .map_err(map_err("update", name))?;
         Ok(())
     }
 
@@ -328,6 +334,7 @@ impl Kernel {
         remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &inst.file);
         if inst.sock {
             let _ = self.delete::<u32, SockRules>(names::SOCK_RULES, &inst.info.slot);
+            let _ = self.delete::<u32, BudgetSet>(names::BUDGETS, &inst.info.slot);
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct CompiledNet {
     pub v6: Vec<Net6Entry>,
     /// Raw socket creation: the first `socket` rule of each kind.
     pub sockets: warden_common::SockRules,
+    /// The policy's budgets (`policy::budget`). Carried with the network
+    /// tables because, like `sockets`, they are one entry written under the
+    /// agent's rule slot, swapped with the rest on a reload.
+    pub budgets: warden_common::BudgetSet,
 }
 
 /// A connect rule, flattened for compilation.

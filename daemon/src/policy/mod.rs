@@ -11,6 +11,7 @@
 //!
 //! The file format is documented in `policies/README.md`.
 
+pub mod budget;
 mod compile;
 mod model;
 mod monitor;

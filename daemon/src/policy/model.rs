@@ -48,6 +48,11 @@ pub struct Policy {
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
+    /// `budgets:`, in file order (the index is the kernel's budget index).
+    /// Left out of the canonical JSON when empty, so the snapshots of
+    /// policies without budgets stay.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<crate::policy::budget::Budget>,
     /// Where the policy came from, to point error messages found after
     /// parsing (for example by the network compiler) at a line. Not part of
     /// the policy's meaning, so not serialised.

@@ -122,7 +122,8 @@ pub fn compile_policy(
     check_supported(&parsed, caps)?;
     // The compilers refuse what exceeds `policy_share` of a map, where they
     // know which rule overflowed.
-    let net = compile_network(&parsed)?;
+    let mut net = compile_network(&parsed)?;
+    net.budgets = super::budget::compile_budgets(&parsed)?;
     let paths = compile_paths(&parsed)?;
     // After the capacity checks, so its pass over the rules is bounded.
     check_write_exec(&parsed)?;

@@ -147,6 +147,21 @@ pub mod rule {
     /// A process of the agent appeared in a cgroup outside the agent's
     /// subtree (`EscapeEvent`): killed whatever the policy says.
     pub const LEFT_AGENT: u32 = u32::MAX - 16;
+    /// Budget `i` of the policy (`budgets[i]`) was over its limit:
+    /// `BUDGET_BASE + i`, for `i < MAX_BUDGETS`.
+    pub const BUDGET_BASE: u32 = u32::MAX - 63;
+    /// The `rule_idx` of an action refused by budget `index`.
+    pub const fn budget(index: u32) -> u32 {
+        BUDGET_BASE + index
+    }
+    /// The budget index of a `rule_idx`, if it names a budget.
+    pub const fn budget_index(rule_idx: u32) -> Option<u32> {
+        if rule_idx >= BUDGET_BASE && rule_idx < BUDGET_BASE + crate::MAX_BUDGETS as u32 {
+            Some(rule_idx - BUDGET_BASE)
+        } else {
+            None
+        }
+    }
 }
 
 /// Header of every ring buffer record.

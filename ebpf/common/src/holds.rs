@@ -102,4 +102,7 @@ pub mod held_state {
     /// `HELD` is a breach, and the thread is killed. Approval removes the
     /// entry before it continues the thread.
     pub const PAUSED: u32 = 3;
+    /// A cgroup hook refused an action over a `then: kill` budget: kill
+    /// the process at this syscall's exit (a cgroup hook cannot signal).
+    pub const KILL_AT_EXIT: u32 = 4;
 }

@@ -24,6 +24,7 @@
 pub mod limits;
 pub mod names;
 
+mod budgets;
 mod counters;
 mod events;
 mod holds;
@@ -34,6 +35,7 @@ mod parked;
 mod paths;
 mod summaries;
 
+pub use budgets::*;
 pub use counters::*;
 pub use events::*;
 pub use holds::*;
@@ -50,6 +52,8 @@ mod pod {
     // SAFETY: all of these are `repr(C)`, `Copy`, contain only integers and
     // byte arrays, and have no padding (checked by the size assertions).
     unsafe impl aya::Pod for AgentInfo {}
+    unsafe impl aya::Pod for BudgetSet {}
+    unsafe impl aya::Pod for BudgetUseKey {}
     unsafe impl aya::Pod for Net4Key {}
     unsafe impl aya::Pod for Net6Key {}
     unsafe impl aya::Pod for NetRules {}

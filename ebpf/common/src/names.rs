@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 22] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -39,6 +39,8 @@ pub const PINNED_MAPS: [&str; 20] = [
     SUMMARIES,
     MEMBERS,
     SYS_EXIT_TAIL,
+    BUDGETS,
+    BUDGET_USE,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -138,3 +140,7 @@ pub const ESCAPE_PROGRAMS: [(&str, &str); 3] = [
 pub const SYS_EXIT_TAIL: &str = "SYS_EXIT_TAIL";
 /// `tp_btf/sys_exit`, reached only by tail call from `PROG_SYS_EXIT`.
 pub const PROG_PATH_OPS: &str = "warden_path_ops";
+/// Hash of `BudgetSet` by agent rule slot: each policy's budgets.
+pub const BUDGETS: &str = "BUDGETS";
+/// Hash of packed window and count (`budget_use`) by `BudgetUseKey`.
+pub const BUDGET_USE: &str = "BUDGET_USE";

@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, SockContext},
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, rule, AgentInfo, Decision, EventKind, Held,
-    HoldKey, Method, NetEvent, SocketEvent, ERESTARTNOINTR,
+    agent_counter, agent_flags, budget_class, counter, held_state, rule, AgentInfo, Decision,
+    EventKind, Held, HoldKey, Method, NetEvent, SocketEvent, ERESTARTNOINTR,
 };
 
 use crate::{
@@ -25,6 +25,7 @@ use crate::{
         waiting, wake_flags, within_share,
     },
     judge::{
+        budget,
         net::{match_rules, Dest, AF_INET, AF_INET6},
         sock,
     },
@@ -217,25 +218,43 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             (d, r, a)
         }
     };
+    // An allowed connect counts against the agent's budgets; over one, the
+    // budget decides (sendmsg is not a connect: not counted).
+    let (decision, rule_idx, kill) = match kind {
+        EventKind::Connect4 | EventKind::Connect6 => {
+            budget::judge(&agent, budget_class::CONNECT, decision, rule_idx)
+        }
+        _ => (decision, rule_idx, false),
+    };
 
     // No action without a record: reserve the event before allowing. If the
     // ring buffer is full the action is refused and the drop is counted.
     let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
-    // A repeat of an allowed connect already recorded is counted, not copied.
-    let repeat = summary_key(
-        &agent,
-        decision,
-        kind,
-        rule_idx,
-        u32::from(dest.port) | u32::from(dest.proto) << 16,
-        0,
-        0,
-        dest.addr,
-    );
+    // A repeat of an allowed connect already recorded is counted, not
+    // copied; so is a repeat of a budget's refusal (still refused). A
+    // `kill` budget's refusal is always recorded.
+    let repeat = if kill {
+        None
+    } else {
+        summary_key(
+            &agent,
+            decision,
+            kind,
+            rule_idx,
+            u32::from(dest.port) | u32::from(dest.proto) << 16,
+            0,
+            0,
+            dest.addr,
+        )
+    };
     if counted_repeat(&repeat) {
-        count(counter::ALLOWED);
-        return ALLOW;
+        if decision == Decision::Allow {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
+        count(counter::DENIED);
+        return DENY;
     }
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         // An allowed action goes ahead with its record parked for the
@@ -282,6 +301,7 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     let (decision, method) = match decision {
         _ if record => (decision, Method::Recorded),
         Decision::Allow => (Decision::Allow, Method::Allow),
+        Decision::Deny if kill => kill_at_exit(tid),
         Decision::Deny => (Decision::Deny, Method::CgroupDeny),
         Decision::Hold => hold(cgroup_id, tid, &dest),
     };
@@ -345,6 +365,24 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             count(counter::DENIED);
             DENY
         }
+    }
+}
+
+/// A `then: kill` budget refused the connect: the syscall fails here and
+/// the process is killed at its exit (`fallback::hold`, `hold_stop`), as a
+/// cgroup hook cannot signal. If the mark cannot be made, the connect is
+/// still refused.
+#[inline(always)]
+fn kill_at_exit(tid: u32) -> (Decision, Method) {
+    let mark = Held {
+        state: held_state::KILL_AT_EXIT,
+        _pad: 0,
+        // SAFETY: a plain helper call.
+        start_time: unsafe { bpf_ktime_get_ns() },
+    };
+    match HELD.insert(&tid, &mark, 0) {
+        Ok(()) => (Decision::Deny, Method::Kill),
+        Err(_) => (Decision::Deny, Method::CgroupDeny),
     }
 }
 

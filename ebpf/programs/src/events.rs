@@ -7,8 +7,8 @@ use aya_ebpf::helpers::{
     generated,
 };
 use warden_common::{
-    agent_counter, agent_flags, limits, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
-    Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES,
+    agent_counter, agent_flags, limits, rule, AgentInfo, Decision, EventHeader, EventKind,
+    ExecEvent, Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES,
 };
 
 use crate::{
@@ -316,7 +316,17 @@ pub fn summary_key(
     ino: u64,
     addr: [u8; 16],
 ) -> Option<SummaryKey> {
-    if decision != Decision::Allow || agent.flags & agent_flags::EACH_ALLOWED != 0 {
+    // Repeats of an allowed action (unless each is to be recorded), and
+    // of a connect a `deny` budget refused: the first refusal of each
+    // destination is recorded, the rest counted (the caller never passes a
+    // `kill` budget's refusal). Only connects: the fallback carries a deny
+    // out by killing, which a counted repeat would skip.
+    let allowed = decision == Decision::Allow && agent.flags & agent_flags::EACH_ALLOWED == 0;
+    let over_budget = decision == Decision::Deny
+        && rule::budget_index(rule_idx).is_some()
+        && agent.flags & agent_flags::RECORD == 0
+        && matches!(kind, EventKind::Connect4 | EventKind::Connect6);
+    if !allowed && !over_budget {
         return None;
     }
     Some(SummaryKey {

@@ -14,11 +14,14 @@
 //! processes outside agents return after one lookup.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_send_signal_thread},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_send_signal, bpf_send_signal_thread},
+    },
     macros::fexit,
     programs::FExitContext,
 };
-use warden_common::{counter, held_state, SIGSTOP};
+use warden_common::{counter, held_state, SIGKILL, SIGSTOP};
 
 use crate::{agent::current_agent, counters::count, maps::HELD};
 
@@ -37,6 +40,15 @@ pub fn warden_hold_stop(_ctx: FExitContext) -> i32 {
     let Some(mark) = (unsafe { HELD.get(&tid) }).copied() else {
         return 0;
     };
+    if mark.state == held_state::KILL_AT_EXIT {
+        // A `then: kill` budget refused the action (`cgroup_sock`).
+        let _ = HELD.remove(&tid);
+        // SAFETY: a plain helper call; kills the current process.
+        if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+            count(counter::KILL_FAILED);
+        }
+        return 0;
+    }
     if mark.state != held_state::STOP_AT_EXIT {
         return 0;
     }

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, Budget, FileRule, Held, HoldKey, LossCounts, LossKey, Member,
-    Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules, SummaryCount, SummaryKey,
+    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, FileRule, Held, HoldKey,
+    LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules,
+    SummaryCount, SummaryKey,
 };
 
 #[map]
@@ -118,3 +119,13 @@ pub static MEMBERS: HashMap<u32, Member> =
 /// `sys_exit` program (see `warden_common::names::SYS_EXIT_TAIL`).
 #[map]
 pub static SYS_EXIT_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Each policy's budgets, by agent rule slot (two per agent).
+#[map]
+pub static BUDGETS: HashMap<u32, BudgetSet> = HashMap::with_max_entries(limits::MAX_AGENTS * 2, 0);
+
+/// Each (agent, budget)'s window and count (`warden_common::budget_use`).
+/// Shared, not per-CPU: one compare-and-swap per counted action keeps the
+/// limit exact across CPUs (see `judge::budget`).
+#[map]
+pub static BUDGET_USE: HashMap<BudgetUseKey, u64> =
+    HashMap::with_max_entries(limits::MAX_AGENTS * warden_common::MAX_BUDGETS as u32, 0);

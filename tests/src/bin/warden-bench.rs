@@ -41,7 +41,15 @@
 //! into its cgroup exactly as `warden run` does (its pid into
 //! `cgroup.procs`) before it connects at all.
 //!
-//!   warden-bench [--rounds R] [--blocks B] [--block N] [--accept child|thread] [--pin] [--stop-daemon] [--verbose]
+//!   warden-bench [--rounds R] [--blocks B] [--block N] [--accept child|thread] [--pin] [--stop-daemon] [--budget] [--verbose]
+//!
+//! `--budget` pairs two agents instead of agent and non-agent: the timed
+//! agent's policy has a budget that counts every connect (limit 2^32-1 per
+//! hour, never reached), the baseline is a second agent with the same
+//! policy without it. Both sides then run the whole agent path (program,
+//! ring buffer or summary count, evidence), and each block of either side
+//! waits for its events to be recorded, so the ratio is what the budget's
+//! lookup and compare-and-swap add to a connect.
 //!
 //! Defaults: 12 rounds x 20 block pairs x 250 connects, about 15 s here.
 //! `--pin` and `--stop-daemon` are diagnostics that split the agent's cost
@@ -77,8 +85,10 @@ const TARGET_P50: f64 = 1.05;
 /// Untimed connects each child makes before it reports ready (page faults,
 /// first socket allocations, the daemon's first events).
 const WARMUP: usize = 500;
+/// The baseline agent of `--budget`: the same policy without the budget.
+const NO_BUDGET_AGENT: &str = "bench-nobudget";
 const USAGE: &str = "usage: warden-bench [--rounds R] [--blocks B] [--block N] \
-                     [--accept child|thread] [--pin] [--stop-daemon] [--verbose]";
+                     [--accept child|thread] [--pin] [--stop-daemon] [--budget] [--verbose]";
 
 struct Config {
     /// Rounds; the daemon is stopped once and started once per two rounds.
@@ -98,6 +108,9 @@ struct Config {
     stop_daemon: bool,
     /// Print each round's p50s as it completes.
     verbose: bool,
+    /// Agent with a budget counting every connect vs the same agent
+    /// without it (see the top).
+    budget: bool,
 }
 
 impl Config {
@@ -111,6 +124,7 @@ impl Config {
             pin: false,
             stop_daemon: false,
             verbose: false,
+            budget: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -125,6 +139,10 @@ impl Config {
                 }
                 "--stop-daemon" => {
                     c.stop_daemon = true;
+                    continue;
+                }
+                "--budget" => {
+                    c.budget = true;
                     continue;
                 }
                 "--accept" => {
@@ -493,7 +511,8 @@ fn status(env: &TestEnv) -> Result<Status> {
         events: s.kernel.events,
         dropped: s.kernel.dropped,
         recorded: s.recorded,
-        enforced: s.agents.iter().any(|a| a.agent == AGENT && a.enforced),
+        // Every agent of the bench (one, or two with `--budget`).
+        enforced: !s.agents.is_empty() && s.agents.iter().all(|a| a.enforced),
     })
 }
 
@@ -612,6 +631,20 @@ rules:
     )
 }
 
+/// `policy` plus a budget that counts every connect and is never reached.
+fn budget_policy(port: u16) -> String {
+    format!(
+        "{}budgets:
+  - id: every-connect
+    count: connect
+    limit: 4294967295
+    per: 1h
+    then: deny
+",
+        policy(port)
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Rounds
 
@@ -707,19 +740,18 @@ impl Bench<'_> {
     /// Agent and non-agent blocks, A-B-B-A, each agent block followed by a
     /// wait until its events are recorded.
     fn loaded_phase(&mut self, sides: &mut Sides) -> Result<()> {
-        let n = self.c.block;
         let before = status(&self.env)?;
         let checkpoints_before = checkpoints(&self.env)?;
         // The first pair after a (re)start is discarded: first wake-ups of
         // the daemon's reader and writer.
         self.agent_block(before)?;
-        self.plain.block(n)?;
+        self.plain_block(before)?;
         for i in 0..self.c.blocks {
             let (a, b) = if i.is_multiple_of(2) {
                 let a = self.agent_block(before)?;
-                (a, self.plain.block(n)?)
+                (a, self.plain_block(before)?)
             } else {
-                let b = self.plain.block(n)?;
+                let b = self.plain_block(before)?;
                 (self.agent_block(before)?, b)
             };
             sides.pairs.push(block_p50(&a.ns) / block_p50(&b.ns));
@@ -750,6 +782,17 @@ impl Bench<'_> {
         ev.recorded += decisions;
         ev.checkpoints += signed;
         Ok(())
+    }
+
+    /// A baseline block while the daemon runs. With `--budget` the
+    /// baseline is an agent too: it waits for its events to be recorded,
+    /// as agent blocks do, so neither side pays for the other's evidence.
+    fn plain_block(&mut self, phase_start: Status) -> Result<Block> {
+        let b = self.plain.block(self.c.block)?;
+        if self.c.budget {
+            wait_recorded(&self.env, phase_start)?;
+        }
+        Ok(b)
     }
 
     fn agent_block(&mut self, phase_start: Status) -> Result<Block> {
@@ -803,15 +846,28 @@ fn bench(c: &Config) -> Result<()> {
     // (ending the loops in them) however we leave.
     let mut env = TestEnv::new("bench");
     env.write_policy("bench.yaml", &policy(target.port));
+    env.write_policy("bench-budget.yaml", &budget_policy(target.port));
     env.start_daemon_quiet();
-    env.add_agent(AGENT, "bench.yaml"); // creates the agent's cgroup
+    // Creates the agent's cgroup (and, with `--budget`, the baseline
+    // agent's beside it).
+    if c.budget {
+        env.add_agent(AGENT, "bench-budget.yaml");
+        env.add_agent(NO_BUDGET_AGENT, "bench.yaml");
+    } else {
+        env.add_agent(AGENT, "bench.yaml");
+    }
     wait_enforced(&env)?;
     if let Some(p) = pin {
         pin_daemon(&env, p.daemon_cpu)?;
     }
     let agent_cg = env.agent_cgroup(AGENT);
-    let plain_cg = env.cgroup_parent.join(PLAIN);
-    std::fs::create_dir(&plain_cg).with_context(|| format!("create {}", plain_cg.display()))?;
+    let plain_cg = if c.budget {
+        env.agent_cgroup(NO_BUDGET_AGENT)
+    } else {
+        let cg = env.cgroup_parent.join(PLAIN);
+        std::fs::create_dir(&cg).with_context(|| format!("create {}", cg.display()))?;
+        cg
+    };
     ensure!(
         agent_cg.parent() == plain_cg.parent(),
         "agent cgroup {} is not beside {}",
@@ -958,8 +1014,17 @@ fn report(
     );
     println!("{:<34}{:>9} {:>10}", "", "p50", "p99");
     let row = |name: &str, p50: f64, p99: f64| format!("{name:<34}{:>9} {:>10}", us(p50), us(p99));
-    println!("{}", row("baseline: non-agent, Warden loaded", o50, o99));
-    println!("{}", row("agent, allow rule", a50, a99));
+    if c.budget {
+        println!(
+            "BUDGET MODE: both sides are agents; the baseline has no budget, the timed one a \
+             budget counting every connect"
+        );
+        println!("{}", row("baseline: agent, allow rule", o50, o99));
+        println!("{}", row("agent, allow rule + budget", a50, a99));
+    } else {
+        println!("{}", row("baseline: non-agent, Warden loaded", o50, o99));
+        println!("{}", row("agent, allow rule", a50, a99));
+    }
     println!(
         "{:<34}{:>8.3}x {:>9.2}x",
         "ratio, all samples pooled",
@@ -988,8 +1053,15 @@ fn report(
     let outside: Vec<f64> = rounds.iter().map(|r| r.outside).collect();
     let outside_med = quantile(&outside, 0.5);
     println!(
-        "{}   non-agent/not loaded {:.3}x (pooled {:.3}x; expect ~1.00x){}",
+        "{}   {} {:.3}x (pooled {:.3}x; expect ~1.00x){}",
         row("Warden not loaded (daemon off)", n50, n99),
+        // With `--budget` the baseline is an agent: this row is then the
+        // agent path's own cost, not Warden's global one.
+        if c.budget {
+            "baseline agent/not loaded"
+        } else {
+            "non-agent/not loaded"
+        },
         outside_med,
         o50 / n50,
         if outside_med > TARGET_P50 {

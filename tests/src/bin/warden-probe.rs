@@ -271,6 +271,38 @@ fn run(args: &[String]) -> ExitCode {
                 }
             }
             println!("ok={ok} other={other}");
+        }
+        // Connects N times to ADDR from each of T threads at once; prints
+        // how many succeeded and how many were refused with EPERM.
+        Some("connect-threads") => {
+            let to = addr(args.get(1));
+            let threads: u64 = arg(args, 2).parse().unwrap_or(1);
+            let n: u64 = arg(args, 3).parse().unwrap_or(1);
+            let start = std::sync::Arc::new(std::sync::Barrier::new(threads as usize));
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let (mut ok, mut eperm) = (0u64, 0u64);
+                        for _ in 0..n {
+                            match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                                Ok(_) => ok += 1,
+                                Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                                Err(_) => {}
+                            }
+                        }
+                        (ok, eperm)
+                    })
+                })
+                .collect();
+            let (mut ok, mut eperm) = (0u64, 0u64);
+            for h in handles {
+                let (o, e) = h.join().unwrap_or((0, 0));
+                ok += o;
+                eperm += e;
+            }
+            println!("ok={ok} eperm={eperm}");
             ExitCode::SUCCESS
         }
         Some("append") => report(append(&arg(args, 1), &arg(args, 2))),

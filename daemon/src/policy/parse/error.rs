@@ -124,6 +124,9 @@ pub enum PolicyErrorKind {
     /// policy is refused rather than loaded with those rules ignored.
     #[error("{}; refusing the policy", .missing.join("; "))]
     Unsupported { missing: Vec<String> },
+    /// A budget (`budgets:`) that cannot be used: "budget 'ID': why".
+    #[error("{0}")]
+    Budget(String),
 }
 
 /// The two rules that let the agent write what it may execute. `path` is

@@ -33,6 +33,9 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) evidence: Option<Evidence>,
     pub(in crate::policy) monitor: Option<crate::policy::monitor::Monitor>,
     pub(in crate::policy) rules: RuleList,
+    /// Per-agent action budgets, enforced by the kernel.
+    #[serde(default)]
+    pub(in crate::policy) budgets: Vec<crate::policy::budget::RawBudget>,
 }
 
 #[derive(Deserialize, Default)]

@@ -139,6 +139,8 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
     let own = rules.len();
     rules.extend(resolve_includes(&raw.include, &source)?);
     check_unique_included_ids(&rules, own, &source)?;
+    let rule_ids: Vec<String> = rules.iter().map(|r| r.id.clone()).collect();
+    let budgets = crate::policy::budget::check_budgets(raw.budgets, &rule_ids, name, text)?;
     let mut approvers = Approvers {
         users: raw.approvers.users.into_iter().map(|p| p.0).collect(),
         groups: raw.approvers.groups.into_iter().map(|p| p.0).collect(),
@@ -157,6 +159,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         evidence: raw.evidence.unwrap_or_default(),
         monitor: raw.monitor.unwrap_or_default(),
         rules,
+        budgets,
         source,
     })
 }
@@ -182,6 +185,7 @@ fn resolve_includes(include: &[String], source: &Source) -> Result<Vec<Rule>, Po
             || profile.mode != Mode::Enforce
             || profile.on_evidence_loss != EvidenceLoss::Deny
             || profile.hold_timeout != DEFAULT_HOLD_TIMEOUT
+            || !profile.budgets.is_empty()
             || text.lines().any(|l| l.starts_with("include:"))
         {
             let kind = PolicyErrorKind::ProfileSettings { file };
@@ -255,6 +259,14 @@ fn check_unique_ids(rules: &[RawRule], source: &Source) -> Result<(), PolicyErro
     }
     Ok(())
 }
+
+/// The location of the YAML node at `path` (for `policy::budget`).
+pub(in crate::policy) fn locate_in(text: &str, path: &[Step<'_>]) -> Option<Location> {
+    locate(text, path)
+}
+
+/// A rule id, checked as rule ids are (budget ids follow the same form).
+pub(in crate::policy) type RawId = self::values::RuleId;
 
 /// An error about rule `index` found after parsing, located at the rule's
 /// first key (the line of `- id: ...` in the usual layout).

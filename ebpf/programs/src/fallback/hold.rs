@@ -135,6 +135,13 @@ fn guard(at_exit: bool) {
                 count(counter::HOLD_FAILED);
             }
         }
+        held_state::KILL_AT_EXIT if at_exit => {
+            let _ = HELD.remove(&tid);
+            // SAFETY: a plain helper call; kills the current process.
+            if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+                count(counter::KILL_FAILED);
+            }
+        }
         held_state::EXEC_STOPPING if at_exit => {
             // The held execve's own exit: the stop comes right after it.
             // SAFETY: as above.

@@ -11,10 +11,11 @@
 //! to run in `SYS_EXIT_MODE`, so a machine with file rules and no holds
 //! never pays for the `HELD` lookup, and one with holds only never looks at
 //! opens. With holds, the lookup is made only where a hold can be: a
-//! syscall failed with ERESTARTNOINTR, or while a thread is paused.
+//! syscall failed with ERESTARTNOINTR (or EPERM: a budget kill), or while
+//! a thread is paused.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use warden_common::{sys_exit_mode, ERESTARTNOINTR};
+use warden_common::{sys_exit_mode, EPERM, ERESTARTNOINTR};
 
 use crate::{
     fallback::{file, hold, names, path_ops},
@@ -29,11 +30,12 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     if mode & sys_exit_mode::HOLDS != 0 {
         // A network hook's mark is only ever for a syscall it failed with
-        // ERESTARTNOINTR, and paused threads are flagged: every other
-        // syscall exit skips the `HELD` lookup (a register compare and a
-        // direct load).
+        // ERESTARTNOINTR (a hold) or EPERM (a `then: kill` budget's
+        // refusal), and paused threads are flagged: every other syscall
+        // exit skips the `HELD` lookup (a register compare and a direct
+        // load).
         let paused = SYS_EXIT_MODE.get(1).copied().unwrap_or(1) != 0;
-        if ret == i64::from(ERESTARTNOINTR) || paused {
+        if ret == i64::from(ERESTARTNOINTR) || ret == -i64::from(EPERM) || paused {
             hold::at_sys_exit();
         }
     }

@@ -77,6 +77,16 @@ pub fn judge(s: &mut Scratch, cgroup_id: u64, agent: &AgentInfo, bprm: u64) -> J
             None => (Decision::Deny, rule::DEFAULT),
         }
     };
+    // An allowed exec counts against the agent's budgets; over one, the
+    // budget decides. (A `then: kill` budget is a deny here: the fallback
+    // kills on deny, the LSM hooks fail the syscall.)
+    let (decision, rule_idx, _) = super::budget::judge_slot(
+        c.agent_id,
+        c.slot,
+        warden_common::budget_class::EXEC,
+        decision,
+        rule_idx,
+    );
     Judged {
         decision,
         rule_idx,

@@ -95,6 +95,16 @@ pub fn judge(
         }
         out
     };
+    // An allowed file counts against the agent's budgets; over one, the
+    // budget decides. (A `then: kill` budget is a deny here: the fallback
+    // kills on deny, the LSM hooks fail the syscall.)
+    let (decision, rule_idx, _) = super::budget::judge_slot(
+        c.agent_id,
+        c.slot,
+        warden_common::budget_class::FILE,
+        decision,
+        rule_idx,
+    );
     Judged {
         decision,
         rule_idx,

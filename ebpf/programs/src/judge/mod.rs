@@ -14,6 +14,7 @@ pub fn recorded(flags: u32, decision: Decision, rule_idx: u32) -> bool {
     flags & agent_flags::RECORD != 0 && decision != Decision::Allow && rule_idx != rule::REVOKED
 }
 
+pub mod budget;
 pub mod exec;
 pub mod file;
 pub mod net;

@@ -1,0 +1,398 @@
+//! Budgets: `budgets:` in a policy, validated (`parse`), and compiled into
+//! the `BudgetSet` the kernel enforces (`compile`). Each budget counts the
+//! agent's allowed actions of one class (optionally only those decided by
+//! named rules) over a fixed window; the kernel refuses, holds or kills
+//! past the limit (see `ebpf/programs/src/judge/budget.rs`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use warden_common::{
+    budget_class, budget_then, BudgetRule, BudgetSet, MAX_BUDGETS, MAX_BUDGET_MATCH,
+};
+
+use super::model::{Policy, Selector};
+use super::parse::{Location, PolicyError, PolicyErrorKind, Step};
+
+/// Shortest and longest `per`.
+const MIN_PER: Duration = Duration::from_secs(1);
+const MAX_PER: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Which actions a budget counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "lowercase",
+    expecting = "`connect`, `exec`, `file` or `any`"
+)]
+pub enum BudgetCount {
+    Connect,
+    Exec,
+    File,
+    /// Every class the policy governs.
+    Any,
+}
+
+impl BudgetCount {
+    /// The word the policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Exec => "exec",
+            Self::File => "file",
+            Self::Any => "any",
+        }
+    }
+}
+
+impl BudgetThen {
+    /// The word the policy uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+        }
+    }
+}
+
+/// What happens to an action over the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`hold`, `deny` or `kill`")]
+pub enum BudgetThen {
+    /// An ordinary hold: a human approves one more action, or it is
+    /// rejected.
+    Hold,
+    Deny,
+    /// Refused, and the process is killed.
+    Kill,
+}
+
+/// One budget, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Budget {
+    pub id: String,
+    pub count: BudgetCount,
+    /// Rule ids of `match: { rule: .. }` (empty: every action of `count`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    pub limit: u64,
+    #[serde(rename = "per_secs", serialize_with = "serialize_secs")]
+    pub per: Duration,
+    pub then: BudgetThen,
+}
+
+fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// The YAML shape of a budget.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a budget: a mapping with `id`, `count`, `limit`, `per`, `then` and optional `match`"
+)]
+pub(in crate::policy) struct RawBudget {
+    id: super::parse::RawId,
+    count: BudgetCount,
+    #[serde(rename = "match")]
+    matching: Option<RawMatch>,
+    limit: u64,
+    per: Per,
+    then: BudgetThen,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "match: a mapping with `rule` (a rule id or a list of them)"
+)]
+struct RawMatch {
+    rule: OneOrMany,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a rule id or a list of rule ids")]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `N` followed by `s`, `m`, `h` or `d`, between 1s and 7d.
+struct Per(Duration);
+
+impl<'de> Deserialize<'de> for Per {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the visitor, so the error points at the value.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Per;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as 30s, 1m, 1h or 1d")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Per, E> {
+                parse_per(v).map(Per).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+fn parse_per(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid per '{s}': write a whole number followed by s, m, h or d, such as 1h");
+    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    let multiplier = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let secs = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier));
+    match secs.map(Duration::from_secs) {
+        Some(d) if (MIN_PER..=MAX_PER).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "per '{s}' is out of range; it must be between 1s and 7d"
+        )),
+    }
+}
+
+/// Validates the raw budgets against the whole policy (rule ids exist,
+/// budget ids unique, bounds), with errors at the offending budget.
+pub(in crate::policy) fn check_budgets(
+    raw: Vec<RawBudget>,
+    rule_ids: &[String],
+    name: &str,
+    text: &str,
+) -> Result<Vec<Budget>, PolicyError> {
+    let at = |i: usize, key: Option<&'static str>| -> Option<Location> {
+        let mut path = vec![Step::Key("budgets"), Step::Index(i)];
+        if let Some(k) = key {
+            path.push(Step::Key(k));
+        }
+        super::parse::locate_in(text, &path)
+    };
+    let err = |i: usize, key, id: &str, msg: String| {
+        PolicyError::new(
+            name,
+            at(i, key),
+            None,
+            PolicyErrorKind::Budget(format!("budget '{id}': {msg}")),
+        )
+    };
+    if raw.len() > MAX_BUDGETS {
+        return Err(PolicyError::new(
+            name,
+            at(MAX_BUDGETS, None),
+            None,
+            PolicyErrorKind::Budget(format!(
+                "a policy may have at most {MAX_BUDGETS} budgets; this one has {}",
+                raw.len()
+            )),
+        ));
+    }
+    let mut out: Vec<Budget> = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
+        let id = b.id.0;
+        if out.iter().any(|o| o.id == id) {
+            return Err(err(i, Some("id"), &id, "budget id used twice".into()));
+        }
+        if b.limit == 0 || b.limit > u64::from(u32::MAX) {
+            return Err(err(
+                i,
+                Some("limit"),
+                &id,
+                format!(
+                    "limit {} is out of range; it must be between 1 and {}",
+                    b.limit,
+                    u32::MAX
+                ),
+            ));
+        }
+        let rules = match b.matching.map(|m| m.rule) {
+            None => Vec::new(),
+            Some(OneOrMany::One(r)) => vec![r],
+            Some(OneOrMany::Many(v)) => v,
+        };
+        if rules.len() > MAX_BUDGET_MATCH {
+            return Err(err(
+                i,
+                Some("match"),
+                &id,
+                format!(
+                    "match names {} rules; at most {MAX_BUDGET_MATCH}",
+                    rules.len()
+                ),
+            ));
+        }
+        if let Some(unknown) = rules.iter().find(|r| !rule_ids.contains(r)) {
+            return Err(err(
+                i,
+                Some("match"),
+                &id,
+                format!("match names rule '{unknown}', which the policy does not have"),
+            ));
+        }
+        out.push(Budget {
+            id,
+            count: b.count,
+            rules,
+            limit: b.limit,
+            per: b.per.0,
+            then: b.then,
+        });
+    }
+    Ok(out)
+}
+
+/// The classes a budget counts, as the kernel's `budget_class` bits:
+/// `any` is every class the policy governs.
+fn classes(policy: &Policy, count: BudgetCount) -> u32 {
+    match count {
+        BudgetCount::Connect => budget_class::CONNECT,
+        BudgetCount::Exec => budget_class::EXEC,
+        BudgetCount::File => budget_class::FILE,
+        BudgetCount::Any => {
+            let mut c = budget_class::CONNECT;
+            for r in &policy.rules {
+                match r.selector {
+                    Selector::Exec { .. } => c |= budget_class::EXEC,
+                    Selector::File { .. } => c |= budget_class::FILE,
+                    _ => {}
+                }
+            }
+            c
+        }
+    }
+}
+
+/// Compiles a policy's budgets. An `exec` or `file` budget needs the
+/// policy to govern that class (exec or file rules): otherwise the kernel
+/// never judges those actions, and the budget would count nothing.
+pub fn compile_budgets(policy: &Policy) -> Result<BudgetSet, PolicyError> {
+    let mut set = BudgetSet::default();
+    for (i, b) in policy.budgets.iter().enumerate() {
+        let governed = match b.count {
+            BudgetCount::Exec => policy
+                .rules
+                .iter()
+                .any(|r| matches!(r.selector, Selector::Exec { .. })),
+            BudgetCount::File => policy
+                .rules
+                .iter()
+                .any(|r| matches!(r.selector, Selector::File { .. })),
+            BudgetCount::Connect | BudgetCount::Any => true,
+        };
+        if !governed {
+            let class = if b.count == BudgetCount::Exec {
+                "exec"
+            } else {
+                "file"
+            };
+            let text = &policy.source.text;
+            let at = super::parse::locate_in(
+                text,
+                &[Step::Key("budgets"), Step::Index(i), Step::Key("count")],
+            );
+            return Err(PolicyError::new(
+                &policy.source.name,
+                at,
+                None,
+                PolicyErrorKind::Budget(format!(
+                    "budget '{}': count: {class} needs {class} rules in the policy (without \
+                     them the kernel does not decide those actions)",
+                    b.id
+                )),
+            ));
+        }
+        let mut match_rules = [0u32; MAX_BUDGET_MATCH];
+        for (j, id) in b.rules.iter().enumerate() {
+            match_rules[j] = policy.rules.iter().position(|r| &r.id == id).unwrap_or(0) as u32;
+        }
+        let rule = BudgetRule {
+            classes: classes(policy, b.count),
+            then: match b.then {
+                BudgetThen::Deny => budget_then::DENY,
+                BudgetThen::Hold => budget_then::HOLD,
+                BudgetThen::Kill => budget_then::KILL,
+            },
+            limit: b.limit,
+            per_ns: b.per.as_nanos() as u64,
+            match_count: b.rules.len() as u32,
+            match_rules,
+            _pad: 0,
+        };
+        set.classes |= rule.classes;
+        set.budgets[i] = rule;
+        set.count += 1;
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    const BASE: &str =
+        "version: 1\nrules:\n  - id: api\n    connect: { to: 127.0.0.1/32 }\n    decision: allow\n";
+
+    fn parse(budgets: &str) -> Result<Policy, PolicyError> {
+        parse_policy("p.yaml", &format!("{BASE}budgets:\n{budgets}"))
+    }
+
+    #[test]
+    fn a_budget_parses_and_compiles() {
+        let p = parse("  - id: calls\n    count: connect\n    match: { rule: api }\n    limit: 20\n    per: 1m\n    then: deny\n").unwrap();
+        assert_eq!(p.budgets.len(), 1);
+        assert_eq!(p.budgets[0].per, Duration::from_secs(60));
+        let set = compile_budgets(&p).unwrap();
+        assert_eq!(set.count, 1);
+        assert_eq!(set.classes, budget_class::CONNECT);
+        let b = set.budgets[0];
+        assert_eq!(
+            (b.limit, b.per_ns, b.then),
+            (20, 60_000_000_000, budget_then::DENY)
+        );
+        assert_eq!((b.match_count, b.match_rules[0]), (1, 0));
+    }
+
+    #[test]
+    fn a_policy_without_budgets_keeps_its_snapshot() {
+        let with = parse_policy("p.yaml", BASE).unwrap();
+        assert!(!with.canonical_json().contains("budgets"));
+    }
+
+    #[test]
+    fn bad_budgets_are_refused_at_their_line() {
+        let cases = [
+            ("  - id: b\n    count: connect\n    limit: 0\n    per: 1m\n    then: deny\n", "limit 0 is out of range", 9),
+            ("  - id: b\n    count: connect\n    limit: 5\n    per: 1w\n    then: deny\n", "invalid per '1w'", 10),
+            ("  - id: b\n    count: dns\n    limit: 5\n    per: 1m\n    then: deny\n", "unknown variant", 8),
+            ("  - id: b\n    count: connect\n    match: { rule: nope }\n    limit: 5\n    per: 1m\n    then: deny\n", "rule 'nope'", 9),
+            ("  - id: b\n    count: connect\n    limit: 5\n    per: 1m\n    then: deny\n  - id: b\n    count: exec\n    limit: 5\n    per: 1m\n    then: deny\n", "budget id used twice", 12),
+            ("  - id: b\n    count: connect\n    limit: 5\n    per: 1m\n    then: explode\n", "unknown variant", 11),
+        ];
+        for (yaml, want, line) in cases {
+            let e = parse(yaml).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(want), "{text}");
+            assert!(text.contains(&format!("p.yaml:{line}:")), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_exec_budget_needs_exec_rules() {
+        let p = parse("  - id: b\n    count: exec\n    limit: 5\n    per: 1m\n    then: deny\n")
+            .unwrap();
+        let e = compile_budgets(&p).unwrap_err().to_string();
+        assert!(e.contains("needs exec rules"), "{e}");
+        assert!(e.contains("p.yaml:8:"), "{e}");
+    }
+}

@@ -1,0 +1,516 @@
+//! Budgets: the kernel counts an agent's allowed actions per window and,
+//! past the limit, refuses (deny), holds or kills, with the daemon running
+//! or stopped, and records the refusal under `budget:<id>`.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::{
+    path::Path,
+    process::{Command, Output, Stdio},
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use warden_tests::{can_run, killed, probe_bin, stdout, Listener, TestEnv};
+
+const LIMIT: u64 = 20;
+
+fn policy(port: u16, then: &str, limit: u64, per: &str) -> String {
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{port}], protocol: tcp }}
+    decision: allow
+budgets:
+  - id: api-calls
+    count: connect
+    match: {{ rule: api }}
+    limit: {limit}
+    per: {per}
+    then: {then}
+"
+    )
+}
+
+/// Waits until at least `margin` remains of the current `per`-long window
+/// of the kernel's clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC; windows
+/// are aligned to multiples of `per`), so a test's actions fall in one
+/// window.
+fn within_one_window(per: Duration, margin: Duration) {
+    let now = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+    };
+    let per = per.as_nanos();
+    let left = per - now() % per;
+    if left < margin.as_nanos() {
+        thread::sleep(Duration::from_nanos(left as u64 + 50_000_000));
+    }
+}
+
+/// Counted refusals are written at each sweep: every second here.
+const FAST_SWEEP: [(&str, &str); 1] = [("WARDEN_SUMMARY_SECS", "1")];
+
+fn setup(name: &str, then: &str) -> (TestEnv, Listener, String) {
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new(name);
+    env.write_policy("p.yaml", &policy(l.port, then, LIMIT, "1m"));
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    let addr = format!("127.0.0.1:{}", l.port);
+    (env, l, addr)
+}
+
+/// The probe moves itself into `cgroup` and connects `n` times: the
+/// kernel alone decides (no `warden run`, no daemon needed).
+fn connect_n_in(cgroup: &Path, addr: &str, n: u64) -> Output {
+    Command::new(probe_bin())
+        .arg("join")
+        .arg(cgroup)
+        .args(["connect-n", addr, &n.to_string()])
+        .output()
+        .unwrap()
+}
+
+/// The budget's refusals on the record: (recorded individually, counted
+/// in `summary` entries).
+fn budget_refusals(env: &TestEnv) -> (u64, u64) {
+    let mut out = (0, 0);
+    for e in env.evidence() {
+        if e["rule_id"] != "budget:api-calls" {
+            continue;
+        }
+        if e["kind"] == "decision" {
+            out.0 += 1;
+        } else if e["kind"] == "summary" {
+            assert_eq!(e["decision"], "deny", "{e}");
+            out.1 += e["details"]["count"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn a_connect_budget_denies_the_21st_with_the_daemon_running() {
+    if !can_run("budget_deny") {
+        return;
+    }
+    let (env, _l, addr) = setup("budgetdeny", "deny");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(20));
+    let out = env.probe_as("bot", &["connect-n", &addr, "25"]);
+    assert_eq!(stdout(&out), "ok=20 eperm=5");
+    let e = env.wait_for_evidence("the budget's refusal", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:api-calls"
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], "cgroup-deny", "{e}");
+    assert_eq!(e["target"], format!("{addr}/tcp"), "{e}");
+    // Every refusal is on the record (none silent): the first of each
+    // process and destination individually, the rest counted.
+    env.wait_for_evidence("five refusals", |_| budget_refusals(&env) == (1, 4));
+
+    // The export bundle lists the budget in force, and maps it to controls.
+    let out = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", out.to_str().unwrap()]);
+    let read = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+    };
+    let caps = read("capabilities.json");
+    let row = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule_id"] == "budget:api-calls")
+        .unwrap_or_else(|| panic!("no budget row: {caps:#}"));
+    assert_eq!(
+        row["capability"],
+        "budget: 20 connect allowed by api per 60 s, enforced in the kernel"
+    );
+    assert_eq!(row["decision"], "deny over the limit");
+    let map = read("control_map.json");
+    assert!(
+        map.as_array().unwrap().iter().any(|m| m["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "budget_reset")
+            && m["soc2"][0] == "CC7.2"
+            && m["iso27001"][0] == "A.8.16"),
+        "{map:#}"
+    );
+    let verified = env.ok(&["evidence", "verify", out.to_str().unwrap()]);
+    assert!(
+        verified.contains("OK") || verified.to_lowercase().contains("valid"),
+        "{verified}"
+    );
+}
+
+#[test]
+fn a_connect_budget_is_enforced_with_the_daemon_stopped() {
+    if !can_run("budget_no_daemon") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetdown", "deny");
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(20));
+    assert_eq!(stdout(&connect_n_in(&cg, &addr, 25)), "ok=20 eperm=5");
+    // The first refusal waited in the pinned ring buffer for the next
+    // daemon, the count of the rest in the pinned summaries.
+    env.start_daemon_with(&FAST_SWEEP);
+    let e = env.wait_for_evidence("a refusal made while the daemon was down", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:api-calls"
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+    env.wait_for_evidence("five refusals", |_| budget_refusals(&env) == (1, 4));
+}
+
+#[test]
+fn a_hold_budget_holds_the_21st_until_a_human_approves_one_more() {
+    if !can_run("budget_hold") {
+        return;
+    }
+    let (env, _l, addr) = setup("budgethold", "hold");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let probe = probe_bin();
+    let child = env
+        .warden()
+        .args(["run", "--agent", "bot", "--", probe.to_str().unwrap()])
+        .args(["connect-n", &addr, "21"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the 21st connect is held");
+    assert_eq!(pending["job"]["target"], format!("{addr}/tcp"), "{pending}");
+    assert_eq!(pending["rule_id"], "budget:api-calls", "{pending}");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id, "--reason", "one more call"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok=21 eperm=0");
+    env.wait_for_evidence("the approved over-budget connect", |e| {
+        e["kind"] == "decision" && e["method"] == "approved" && e["rule_id"] == "budget:api-calls"
+    });
+}
+
+#[test]
+fn a_kill_budget_kills_the_process_at_the_21st() {
+    if !can_run("budget_kill") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetkill", "kill");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(20));
+    let out = env.probe_as("bot", &["connect-n", &addr, "25"]);
+    assert!(killed(&out), "{:?}", out.status);
+    let e = env.wait_for_evidence("the kill", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:api-calls"
+    });
+    assert_eq!(
+        (e["decision"].as_str(), e["method"].as_str()),
+        (Some("deny"), Some("kill")),
+        "{e}"
+    );
+    // The kill is the kernel's too: with the daemon stopped, in a new
+    // window's worth of budget... the same budget is already spent, so
+    // the next connect is refused and its process killed.
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    let out = connect_n_in(&cg, &addr, 1);
+    assert!(
+        killed(&out),
+        "daemon stopped: {:?} {}",
+        out.status,
+        stdout(&out)
+    );
+}
+
+/// Many processes with many threads race one budget: the kernel counts
+/// with compare-and-swap, so no two CPUs take the same unit and the agent
+/// never gets more than the limit (slack 0). A lost race retries; after 4
+/// lost tries the action is refused, so a few may be refused early
+/// (never allowed late).
+#[test]
+fn racing_processes_never_get_more_than_the_limit() {
+    if !can_run("budget_race") {
+        return;
+    }
+    const RACE_LIMIT: u64 = 200;
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new("budgetrace");
+    env.write_policy("p.yaml", &policy(l.port, "deny", RACE_LIMIT, "1h"));
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    let addr = format!("127.0.0.1:{}", l.port);
+    let cg = env.agent_cgroup("bot");
+    within_one_window(Duration::from_secs(3600), Duration::from_secs(120));
+    // 16 processes x 4 threads x 10 connects = 640 tries for 200 units.
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            Command::new(probe_bin())
+                .arg("join")
+                .arg(&cg)
+                .args(["connect-threads", &addr, "4", "10"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut ok, mut eperm) = (0u64, 0u64);
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let s = stdout(&out);
+        let mut parts = s.split(' ');
+        let field = |p: Option<&str>, name: &str| -> u64 {
+            p.and_then(|p| p.strip_prefix(name))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        ok += field(parts.next(), "ok=");
+        eperm += field(parts.next(), "eperm=");
+    }
+    assert_eq!(
+        ok + eperm,
+        640,
+        "every connect either went through or was refused"
+    );
+    assert!(
+        ok <= RACE_LIMIT,
+        "{ok} connects went through a budget of {RACE_LIMIT}"
+    );
+    assert!(
+        ok >= RACE_LIMIT - 8,
+        "only {ok} of {RACE_LIMIT} went through"
+    );
+    // Each refusal is on the record, individually (the first of each
+    // process) or counted.
+    env.wait_for_evidence("every refusal", |_| {
+        let (each, counted) = budget_refusals(&env);
+        each <= 16 && each + counted == eperm
+    });
+}
+
+/// An exec budget on the fallback (`tp_btf/sched_process_exec`, the judge
+/// the LSM hooks share): the 4th exec of a budget of 3 is refused, which
+/// the fallback carries out by killing the process before the new image's
+/// first instruction; the execs the budget does not match are not counted.
+#[test]
+fn an_exec_budget_kills_the_exec_over_the_limit() {
+    if !can_run("budget_exec") {
+        return;
+    }
+    let mut env = TestEnv::new("budgetexec");
+    let f = warden_tests::Files::new(&env);
+    let touch = f.binary("touch", "/usr/bin/touch");
+    env.write_policy(
+        "exec.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: tools
+    exec: {{ path: {touch} }}
+    decision: allow
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+budgets:
+  - id: touches
+    count: exec
+    match: {{ rule: tools }}
+    limit: 3
+    per: 1m
+    then: deny
+",
+            probe = warden_tests::probe_path(),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("execer", "exec.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    for i in 0..4 {
+        let marker = f.marker(&format!("m{i}"));
+        let out = env.probe_as("execer", &["exec", &touch, &marker]);
+        let ran = Path::new(&marker).exists();
+        if i < 3 {
+            assert!(out.status.success() && ran, "exec {i}: {:?}", out.status);
+        } else {
+            assert!(killed(&out) && !ran, "exec {i}: {:?}", out.status);
+        }
+    }
+    let e = env.wait_for_evidence("the exec budget's refusal", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:touches"
+    });
+    assert_eq!(
+        (e["action"].as_str(), e["method"].as_str()),
+        (Some("exec"), Some("kill")),
+        "{e}"
+    );
+}
+
+fn budget_state(env: &TestEnv) -> Value {
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    status["agents"][0]["budgets"][0].clone()
+}
+
+/// `warden status` shows the kernel's count; `warden budget reset` starts
+/// it afresh for the agent's approvers only, never from inside an agent,
+/// and records who did it and what it cleared.
+#[test]
+fn status_shows_use_and_only_an_approver_outside_the_agent_resets_it() {
+    if !can_run("budget_reset") {
+        return;
+    }
+    let (env, _l, addr) = setup("budgetreset", "deny");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "22"])),
+        "ok=20 eperm=2"
+    );
+    let b = budget_state(&env);
+    assert_eq!(
+        (b["id"].as_str(), b["used"].as_u64(), b["limit"].as_u64()),
+        (Some("api-calls"), Some(20), Some(20)),
+        "{b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("budget api-calls: 20/20 connect per 60s, then deny"),
+        "{text}"
+    );
+
+    // Not an approver.
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = {
+        use std::os::unix::process::CommandExt;
+        env.warden()
+            .args(["budget", "reset", "bot", "api-calls", "--reason", "x"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    assert!(!out.status.success());
+    assert!(
+        warden_tests::stderr(&out).contains("not an approver"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    // Root, from inside the agent.
+    let warden = warden_tests::warden_bin();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "bot",
+        "--",
+        warden.to_str().unwrap(),
+        "budget",
+        "reset",
+        "bot",
+        "api-calls",
+        "--reason",
+        "more please",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        warden_tests::stderr(&out).contains("agents cannot change Warden"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    // Unknown budget.
+    let out = env.cli(&["budget", "reset", "bot", "nope", "--reason", "x"]);
+    assert!(
+        warden_tests::stderr(&out).contains("has no budget 'nope'"),
+        "{}",
+        warden_tests::stderr(&out)
+    );
+    assert_eq!(budget_state(&env)["used"], 20, "nothing changed");
+
+    let said = env.ok(&[
+        "budget",
+        "reset",
+        "bot",
+        "api-calls",
+        "--reason",
+        "ticket 7 approved",
+    ]);
+    assert!(said.contains("reset (20/20 used"), "{said}");
+    let e = env.wait_for_evidence("the reset", |e| e["kind"] == "budget_reset");
+    assert_eq!(e["target"], "budget:api-calls", "{e}");
+    assert_eq!(e["details"]["used"], 20, "{e}");
+    assert_eq!(e["details"]["reason"], "ticket 7 approved", "{e}");
+    assert_eq!(e["details"]["approver_role"], "user:root", "{e}");
+    assert_eq!(budget_state(&env)["used"], 0);
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "3"])),
+        "ok=3 eperm=0"
+    );
+    assert_eq!(budget_state(&env)["used"], 3);
+}
+
+/// The counts live in pinned maps: restarting the daemon does not give
+/// the agent a fresh budget.
+#[test]
+fn a_daemon_restart_does_not_refill_a_budget() {
+    if !can_run("budget_restart") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetrestart", "deny");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "15"])),
+        "ok=15 eperm=0"
+    );
+    env.stop_daemon();
+    env.start_daemon();
+    assert_eq!(
+        stdout(&env.probe_as("bot", &["connect-n", &addr, "10"])),
+        "ok=5 eperm=5"
+    );
+}
+
+/// With the daemon stopped, the kernel holds the 21st connect itself (the
+/// thread stops at the syscall); the next daemon finds the hold in the
+/// pinned ring buffer and a human approves it.
+#[test]
+fn a_hold_budget_holds_with_the_daemon_stopped_until_the_next_daemon_approves() {
+    if !can_run("budget_hold_no_daemon") {
+        return;
+    }
+    let (mut env, _l, addr) = setup("budgetholddown", "hold");
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let child = Command::new(probe_bin())
+        .arg("join")
+        .arg(&cg)
+        .args(["connect-n", &addr, "21"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    warden_tests::wait_until("the 21st connect is held", || {
+        warden_tests::state_of(child.id()) == 'T'
+    });
+    env.start_daemon_with(&FAST_SWEEP);
+    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the hold reaches the daemon");
+    assert_eq!(pending["rule_id"], "budget:api-calls", "{pending}");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id, "--reason", "one more"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok=21 eperm=0");
+}
