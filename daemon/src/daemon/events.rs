@@ -241,7 +241,12 @@ fn route(
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
             }
             _ => {
-                if ev.method == warden_common::Method::Allow {
+                // The decisions the kernel counts repeats of: plain allows,
+                // and denials refused by a cgroup hook (no kill).
+                if matches!(
+                    ev.method,
+                    warden_common::Method::Allow | warden_common::Method::CgroupDeny
+                ) {
                     firsts.push((RepeatKey::of_event(&ev), entry.clone()));
                 }
                 batch.push(entry);

@@ -34,6 +34,9 @@ pub struct RepeatKey {
     access: u32,
     file: Option<(u64, u64)>,
     addr: [u8; 16],
+    /// `Decision as u32`: a denial and an allow of the same target are
+    /// counted apart.
+    decision: u32,
 }
 
 impl RepeatKey {
@@ -62,6 +65,7 @@ impl RepeatKey {
             access,
             file,
             addr,
+            decision: ev.decision as u32,
         }
     }
 
@@ -83,6 +87,7 @@ impl RepeatKey {
             access: k.access,
             file,
             addr: k.addr,
+            decision: k.decision,
         }
     }
 
@@ -96,6 +101,15 @@ impl RepeatKey {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The decision as the log spells it.
+    fn decision_name(&self) -> &'static str {
+        if self.decision == warden_common::Decision::Deny as u32 {
+            "deny"
+        } else {
+            "allow"
+        }
     }
 
     /// The action's target when its first entry is not remembered.
@@ -198,10 +212,10 @@ pub fn summary_entry(
                 exe: process.exe.clone(),
                 action: key.action().into(),
                 target: key.fallback_target(),
-                decision: "allow".into(),
+                decision: key.decision_name().into(),
                 rule_id: policy.rule_id(key.rule_idx),
                 policy_snapshot: policy.snapshot.clone(),
-                method: "allow".into(),
+                method: "counted".into(),
                 details,
             }
         }
@@ -258,7 +272,7 @@ mod tests {
             rule_idx: 0,
             access: 1,
             dev: (8 << 20) | 1,
-            _pad: 0,
+            decision: warden_common::Decision::Allow as u32,
             ino: 99,
             addr: [0; 16],
         }
@@ -334,6 +348,50 @@ mod tests {
         );
         assert_eq!((s.target.as_str(), s.rule_id.as_str()), ("2049:99", "r"));
         assert_eq!(s.action, "open");
+    }
+
+    #[test]
+    fn a_forgotten_denial_is_summarised_as_a_denial() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let k = SummaryKey {
+            kind: EventKind::Connect4 as u32,
+            access: 8080 | 6 << 16,
+            decision: warden_common::Decision::Deny as u32,
+            addr,
+            ..SummaryKey::default()
+        };
+        let allow = SummaryKey {
+            decision: warden_common::Decision::Allow as u32,
+            ..k
+        };
+        assert_ne!(RepeatKey::of_kernel(&k), RepeatKey::of_kernel(&allow));
+        let s = summary_entry(
+            &swept(k),
+            &FirstSeen::default(),
+            5,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "s".into(),
+                        rule_ids: vec!["default-deny".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!(
+            (s.decision.as_str(), s.method.as_str()),
+            ("deny", "counted")
+        );
+        assert_eq!(s.target, "127.0.0.1:8080");
     }
 
     #[test]

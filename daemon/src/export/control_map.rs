@@ -87,7 +87,7 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         nist_ai_rmf: &["MEASURE 2.7", "MANAGE 4.1"],
     },
     ControlMapping {
-        control: "Repeated allowed actions are counted, not copied: the first allowed open, exec or connect of a key (agent, process, file identity or destination, access, rule, policy version) is a decision entry; its repeats are counted in the kernel and written as one chained summary entry per key and sweep (every 10 s by default). Denials, holds, approvals, kills and gaps are always one entry each. `evidence: { allowed: each }` in a policy turns counting off. `warden log verify --completeness` sets individual entries plus counted repeats beside the kernel's decision counter (agent_kernel_decisions)",
+        control: "Repeated allowed actions are counted, not copied: the first allowed open, exec or connect of a key (agent, process, file identity or destination, access, rule, policy version) is a decision entry; its repeats are counted in the kernel and written as one chained summary entry per key and sweep (every 10 s by default). Denials refused without a kill (connect, sendmsg) are counted the same way, the key holding the decision (summary decision `deny`); `evidence: { denied: each }` records each. Holds, approvals, kills and gaps are always one entry each. `evidence: { allowed: each }` in a policy turns counting of allowed actions off. `warden log verify --completeness` sets individual entries plus counted repeats beside the kernel's decision counter (agent_kernel_decisions)",
         records: &["summary", "decision"],
         fields: &["details.count", "details.first_ns", "details.last_ns", "details.agent_kernel_decisions", "pid", "target", "rule_id", "policy_snapshot"],
         soc2: &["CC7.2"],

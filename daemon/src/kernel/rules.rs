@@ -35,6 +35,8 @@ pub struct AgentRules<'a> {
     pub each_allowed: bool,
     /// `evidence: { per: agent }`: repeats counted across processes.
     pub count_per_agent: bool,
+    /// `evidence: { denied: each }`: no counting of repeated denials.
+    pub each_denied: bool,
 }
 
 /// Rule keys carry the agent slot they belong to.
@@ -100,6 +102,7 @@ impl Kernel {
             record,
             each_allowed,
             count_per_agent,
+            each_denied,
         } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -130,6 +133,9 @@ impl Kernel {
         }
         if count_per_agent {
             flags |= agent_flags::COUNT_PER_AGENT;
+        }
+        if each_denied {
+            flags |= agent_flags::EACH_DENIED;
         }
         let info = AgentInfo {
             agent_id,

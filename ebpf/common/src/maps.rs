@@ -34,6 +34,10 @@ pub mod agent_flags {
     /// repeats are counted per agent, whichever of its processes made them
     /// (`SummaryKey::tgid` is 0), instead of per process.
     pub const COUNT_PER_AGENT: u32 = 1 << 9;
+    /// The policy says `evidence: { denied: each }`: every denial gets its
+    /// own record. Without it, repeats of a denial the kernel refuses
+    /// without a kill (network hooks) are counted in `SUMMARIES`.
+    pub const EACH_DENIED: u32 = 1 << 10;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

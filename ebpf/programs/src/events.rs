@@ -319,7 +319,48 @@ pub fn summary_key(
     if decision != Decision::Allow || agent.flags & agent_flags::EACH_ALLOWED != 0 {
         return None;
     }
-    Some(SummaryKey {
+    Some(repeat_key(
+        agent, decision, kind, rule_idx, access, dev, ino, addr,
+    ))
+}
+
+/// The key of a repeated denial, for hooks that refuse without killing
+/// (the caller chooses: a kill stays one entry each), or `None` when the
+/// decision is not a denial, the agent's policy records each denial
+/// (`evidence: { denied: each }`), or the agent is in record mode (its
+/// would-be denials go ahead and stay individual).
+#[inline(always)]
+pub fn denial_key(
+    agent: &AgentInfo,
+    decision: Decision,
+    kind: EventKind,
+    rule_idx: u32,
+    access: u32,
+    addr: [u8; 16],
+) -> Option<SummaryKey> {
+    if decision != Decision::Deny
+        || agent.flags & (agent_flags::EACH_DENIED | agent_flags::RECORD) != 0
+    {
+        return None;
+    }
+    Some(repeat_key(
+        agent, decision, kind, rule_idx, access, 0, 0, addr,
+    ))
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn repeat_key(
+    agent: &AgentInfo,
+    decision: Decision,
+    kind: EventKind,
+    rule_idx: u32,
+    access: u32,
+    dev: u32,
+    ino: u64,
+    addr: [u8; 16],
+) -> SummaryKey {
+    SummaryKey {
         agent_id: agent.agent_id,
         policy_gen: agent.policy_gen,
         tgid: if agent.flags & agent_flags::COUNT_PER_AGENT != 0 {
@@ -331,10 +372,10 @@ pub fn summary_key(
         rule_idx,
         access,
         dev,
-        _pad: 0,
+        decision: decision as u32,
         ino,
         addr,
-    })
+    }
 }
 
 /// A repeat of an allowed action already recorded: counts it in
