@@ -78,6 +78,19 @@ impl Database {
     }
 }
 
+/// Bytes of the pages the database uses (its size less its free pages, as
+/// this connection's snapshot sees it, write-ahead log included). Read
+/// through SQLite: opening the file any other way in this process would
+/// drop SQLite's POSIX locks on it.
+pub fn bytes_in_use(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| -> rusqlite::Result<u64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+            .map(|v| v.max(0) as u64)
+    };
+    let pages = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
+    Ok(pages.saturating_mul(pragma("page_size")?))
+}
+
 /// Opens (creating if missing) the database at `path`.
 ///
 /// Several processes (daemon, CLI) may have it open at once: WAL and a busy

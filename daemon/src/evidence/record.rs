@@ -107,6 +107,8 @@ pub const KINDS: &[&str] = &[
     // mutating verb).
     "control_refused",
     "summary",
+    // The evidence disk cap reached or lifted (`daemon::evidence_cap`).
+    "evidence_cap",
 ];
 
 #[derive(Debug, thiserror::Error)]

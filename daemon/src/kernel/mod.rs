@@ -167,6 +167,9 @@ pub struct Kernel {
     /// not: `sched_process_exec` stays detached, `sys_exit` never decides
     /// opens).
     lsm: lsm::LsmState,
+    /// The evidence cap holds: every agent installed gets
+    /// `agent_flags::COUNT_ALL` (`set_count_all`).
+    count_all: bool,
 }
 
 // Map access every file below uses.

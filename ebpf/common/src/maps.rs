@@ -38,6 +38,13 @@ pub mod agent_flags {
     /// own record. Without it, repeats of a denial the kernel refuses
     /// without a kill (network hooks) are counted in `SUMMARIES`.
     pub const EACH_DENIED: u32 = 1 << 10;
+    /// The evidence disk cap is reached (the daemon sets it on every
+    /// agent): every action that can be counted (allowed, and denials
+    /// refused without a kill) is counted in `SUMMARIES`, its first too
+    /// (`SUMMARY_COUNT_ALL`), with no individual record, whatever the
+    /// policy's `evidence:` says. Kills, holds and their outcomes stay
+    /// individual.
+    pub const COUNT_ALL: u32 = 1 << 11;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

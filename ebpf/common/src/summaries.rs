@@ -38,6 +38,11 @@ pub struct SummaryKey {
 }
 const _: () = assert!(size_of::<SummaryKey>() == 56);
 
+/// A bit of `SummaryKey::decision`: the key was counted while the evidence
+/// cap held (`agent_flags::COUNT_ALL`), so its count includes the first
+/// action, which has no individual record.
+pub const SUMMARY_COUNT_ALL: u32 = 0x100;
+
 /// Value of `SUMMARIES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{
 };
 use warden_common::{
     agent_counter, agent_flags, limits, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
-    Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES,
+    Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES, SUMMARY_COUNT_ALL,
 };
 
 use crate::{
@@ -316,7 +316,15 @@ pub fn summary_key(
     ino: u64,
     addr: [u8; 16],
 ) -> Option<SummaryKey> {
-    if decision != Decision::Allow || agent.flags & agent_flags::EACH_ALLOWED != 0 {
+    if decision != Decision::Allow {
+        return None;
+    }
+    if agent.flags & agent_flags::COUNT_ALL != 0 {
+        return Some(count_all(repeat_key(
+            agent, decision, kind, rule_idx, access, dev, ino, addr,
+        )));
+    }
+    if agent.flags & agent_flags::EACH_ALLOWED != 0 {
         return None;
     }
     Some(repeat_key(
@@ -338,14 +346,27 @@ pub fn denial_key(
     access: u32,
     addr: [u8; 16],
 ) -> Option<SummaryKey> {
-    if decision != Decision::Deny
-        || agent.flags & (agent_flags::EACH_DENIED | agent_flags::RECORD) != 0
-    {
+    if decision != Decision::Deny || agent.flags & agent_flags::RECORD != 0 {
+        return None;
+    }
+    if agent.flags & agent_flags::COUNT_ALL != 0 {
+        return Some(count_all(repeat_key(
+            agent, decision, kind, rule_idx, access, 0, 0, addr,
+        )));
+    }
+    if agent.flags & agent_flags::EACH_DENIED != 0 {
         return None;
     }
     Some(repeat_key(
         agent, decision, kind, rule_idx, access, 0, 0, addr,
     ))
+}
+
+/// Marks a key counted under the evidence cap: its first is counted too.
+#[inline(always)]
+fn count_all(mut key: SummaryKey) -> SummaryKey {
+    key.decision |= SUMMARY_COUNT_ALL;
+    key
 }
 
 #[inline(always)]
@@ -363,7 +384,9 @@ fn repeat_key(
     SummaryKey {
         agent_id: agent.agent_id,
         policy_gen: agent.policy_gen,
-        tgid: if agent.flags & agent_flags::COUNT_PER_AGENT != 0 {
+        // Under the evidence cap too: one key per agent and target keeps
+        // the summaries (and `SUMMARIES`) small for many short processes.
+        tgid: if agent.flags & (agent_flags::COUNT_PER_AGENT | agent_flags::COUNT_ALL) != 0 {
             0
         } else {
             (bpf_get_current_pid_tgid() >> 32) as u32
@@ -387,8 +410,30 @@ pub fn counted_repeat(key: &Option<SummaryKey>) -> bool {
     let Some(key) = key else {
         return false;
     };
-    let Some(v) = SUMMARIES.get_ptr_mut(key) else {
-        return false;
+    let v = match SUMMARIES.get_ptr_mut(key) {
+        Some(v) => v,
+        // Under the evidence cap the first is counted as well: the key is
+        // made here, with no record. A full map leaves it out (recorded
+        // individually, as without the cap).
+        None if key.decision & SUMMARY_COUNT_ALL != 0 => {
+            // SAFETY: a plain helper call with no arguments.
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let first = SummaryCount {
+                count: 1,
+                first_ns: now,
+                last_ns: now,
+            };
+            // BPF_NOEXIST: when another CPU made the key first, this CPU's
+            // (zeroed) copy is counted below instead.
+            if SUMMARIES.insert(key, &first, 1).is_ok() {
+                return true;
+            }
+            match SUMMARIES.get_ptr_mut(key) {
+                Some(v) => v,
+                None => return false,
+            }
+        }
+        None => return false,
     };
     // SAFETY: `v` points at this CPU's copy of a map value, valid for the
     // program's run; nothing else writes it concurrently. Another CPU's
