@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub(crate) use schema::EVIDENCE_NO_DELETE;
 pub use schema::SCHEMA_VERSION;
 
 /// How long a writer waits for another process's lock (daemon and CLI share

@@ -109,6 +109,9 @@ pub const KINDS: &[&str] = &[
     "summary",
     // The evidence disk cap reached or lifted (`daemon::evidence_cap`).
     "evidence_cap",
+    // `warden evidence archive` pruned the log's beginning
+    // (`export::archive`).
+    "archive",
 ];
 
 #[derive(Debug, thiserror::Error)]
