@@ -353,3 +353,29 @@ fn denied_repeats_are_counted_per_interval_and_add_up() {
     assert_eq!(individual + counted, total, "{checked}");
     assert_eq!(total, kernel, "{checked}");
 }
+
+#[test]
+fn a_denied_udp_flood_is_one_entry_and_a_count() {
+    if !can_run("summaries") {
+        return;
+    }
+    let mut env = TestEnv::new("summudp");
+    env.write_policy("p.yaml", "version: 1\nrules: []\n");
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("udp", "p.yaml");
+
+    let out = env.probe_as("udp", &["udp-flood", "127.0.0.1:9", "50000"]);
+    assert_eq!(stdout(&out), "sent=0 eperm=50000", "{}", stderr(&out));
+    let target = "127.0.0.1:9/udp";
+    env.wait_for_evidence("the first denied send", |e| {
+        e["kind"] == "decision" && e["target"] == target
+    });
+    env.stop_daemon();
+    let firsts = entries(&env, "decision", "sendmsg4", target);
+    assert_eq!(firsts.len(), 1, "{firsts:#?}");
+    let s = entries(&env, "summary", "sendmsg4", target);
+    assert_eq!(s.len(), 1, "{s:#?}");
+    assert_eq!(s[0]["details"]["count"], 49_999);
+    assert_eq!(s[0]["decision"], "deny");
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+}
