@@ -102,4 +102,20 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         iso27001: &["A.8.16"],
         nist_ai_rmf: &["MANAGE 4.1"],
     },
+    ControlMapping {
+        control: "Evidence storage is bounded: at the disk cap allowed actions and denials without a kill are counted only (summary entries with count_includes_first), kills, holds, approvals and gaps stay individual; reaching and lifting the cap are recorded",
+        records: &["evidence_cap", "summary", "daemon_start"],
+        fields: &["details.cap_bytes", "details.used_bytes", "details.count_includes_first", "details.evidence_cap_bytes"],
+        soc2: &["A1.1", "CC7.2"],
+        iso27001: &["A.8.6", "A.8.15"],
+        nist_ai_rmf: &["MANAGE 4.1"],
+    },
+    ControlMapping {
+        control: "Retention without losing verifiability: old evidence is exported to a verified bundle before it is pruned, and the remaining chain verifies from a signed checkpoint named by a chained archive entry",
+        records: &["archive", "checkpoints.json", "manifest.json"],
+        fields: &["details.pruned_through", "details.base_hash", "details.checkpoint_id", "details.bundle_manifest_sha256", "base"],
+        soc2: &["CC7.2", "C1.2"],
+        iso27001: &["A.5.33", "A.8.15"],
+        nist_ai_rmf: &["MANAGE 4.1"],
+    },
 ];
