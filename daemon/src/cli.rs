@@ -222,6 +222,16 @@ pub enum EvidenceCmd {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Export the entries before a time as a bundle, verify it, then prune
+    /// them from the log, which stays verifiable from a signed checkpoint.
+    Archive {
+        /// Archive entries before this time (RFC 3339 UTC or unix seconds);
+        /// the cut is the newest signed checkpoint before it.
+        #[arg(long)]
+        before: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Verify a bundle with nothing but its files; exit 0 only if it holds.
     Verify {
         dir: PathBuf,

@@ -114,6 +114,9 @@ pub struct StatusReport {
     /// while attached, and why they are attached now.
     #[serde(default)]
     pub global_hooks: Vec<GlobalHook>,
+    /// The evidence disk cap, use, and whether it holds.
+    #[serde(default)]
+    pub evidence_cap: Option<crate::daemon::evidence_cap::CapState>,
 }
 
 /// A program attached machine-wide only while some agent's policy needs it:

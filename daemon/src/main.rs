@@ -221,6 +221,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands::evidence_export(&paths, &out, from.as_deref(), to.as_deref(), agent)?;
             print!("{}", render::exported(&manifest, &out));
         }
+        Cmd::Evidence(EvidenceCmd::Archive { before, out }) => {
+            let done = commands::evidence_archive(&paths, &before, &out)?;
+            println!(
+                "archived {} entries (seq {}..={}) to {}, verified, and pruned them; the log now starts after seq {} (checkpoint {}); recorded as entry {}",
+                done.entries,
+                done.plan.base + 1,
+                done.plan.through,
+                done.out.display(),
+                done.plan.through,
+                done.plan.checkpoint_id,
+                done.entry.seq
+            );
+        }
         Cmd::Evidence(EvidenceCmd::Verify { dir, key }) => {
             let report = commands::evidence_verify(&dir, key.as_deref())?;
             match render::bundle(&report, &dir) {

@@ -112,6 +112,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Bytes of pages the database uses (`db::bytes_in_use`).
+    pub fn database_bytes(&self) -> Result<u64, rusqlite::Error> {
+        db::bytes_in_use(&self.conn)
+    }
+
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         Ok(Self::from_database(db::open(path, Integrity::Trust)?))
     }

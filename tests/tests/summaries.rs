@@ -1,7 +1,10 @@
 //! Repeated allowed actions are counted, not copied: the first allowed open
 //! (or exec, or connect) of a key is recorded individually, its repeats are
 //! counted in the kernel and written as one `summary` entry per key and
-//! sweep, chained like any entry. Denials stay individual every time.
+//! sweep, chained like any entry. Repeated denials refused by a cgroup hook
+//! (connect, sendmsg) are counted the same way (`evidence: { denied:
+//! first-then-count }`, the default), or kept one entry each (`denied:
+//! each`).
 //!
 //! The sweep interval is set to an hour here and the daemon's stop sweeps,
 //! so one burst is never split by a periodic sweep.
@@ -120,7 +123,7 @@ fn allowed_each_keeps_one_entry_per_open() {
 }
 
 #[test]
-fn repeated_denials_stay_individual_and_allowed_connects_are_counted() {
+fn denied_each_keeps_every_denial_and_allowed_connects_are_counted() {
     if !can_run("summaries") {
         return;
     }
@@ -130,7 +133,7 @@ fn repeated_denials_stay_individual_and_allowed_connects_are_counted() {
     env.write_policy(
         "p.yaml",
         &format!(
-            "version: 1\nrules:\n  - id: api\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: allow\n",
+            "version: 1\nevidence: {{ denied: each }}\nrules:\n  - id: api\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: allow\n",
             allowed.port
         ),
     );
@@ -199,4 +202,180 @@ fn per_agent_counts_repeats_across_processes() {
     assert_eq!(s[0]["details"]["counted_per"], "agent");
     assert!(env.ok(&["log", "verify"]).contains("intact"));
     env.ok(&["log", "verify", "--completeness"]);
+}
+
+/// The numbers of "... accounts for X + Y = T of the kernel's K decisions".
+fn accounting(checked: &str, agent: &str) -> (u64, u64, u64, u64) {
+    let line = checked
+        .lines()
+        .find(|l| l.starts_with(&format!("agent {agent}: at its latest summary")))
+        .unwrap_or_else(|| panic!("no accounting for {agent}: {checked}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "=").unwrap();
+    let num = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{w} in {line}"))
+    };
+    (
+        num(words[at - 3]),
+        num(words[at - 1]),
+        num(words[at + 1]),
+        num(words[at + 5]),
+    )
+}
+
+#[test]
+fn a_hundred_thousand_denied_connects_are_one_entry_and_counted_summaries() {
+    if !can_run("summaries") {
+        return;
+    }
+    let denied = Listener::tcp4();
+    let mut env = TestEnv::new("summdeny");
+    env.write_policy("p.yaml", "version: 1\nrules: []\n");
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("hammer", "p.yaml");
+
+    let to = format!("127.0.0.1:{}", denied.port);
+    let out = env.probe_as("hammer", &["connect-n", &to, "100000"]);
+    assert_eq!(stdout(&out), "ok=0 eperm=100000", "{}", stderr(&out));
+    let target = format!("{to}/tcp");
+    env.wait_for_evidence("the first denial", |e| {
+        e["kind"] == "decision" && e["target"] == target.as_str()
+    });
+    // Another process of the agent: its own first, its own count.
+    let out = env.probe_as("hammer", &["connect-n", &to, "10"]);
+    assert_eq!(stdout(&out), "ok=0 eperm=10", "{}", stderr(&out));
+    warden_tests::wait_until("the second process's first denial", || {
+        entries(&env, "decision", "connect4", &target).len() >= 2
+    });
+    env.stop_daemon();
+
+    let firsts = entries(&env, "decision", "connect4", &target);
+    assert_eq!(firsts.len(), 2, "one first per process: {firsts:#?}");
+    assert!(firsts
+        .iter()
+        .all(|d| d["decision"] == "deny" && d["method"] == "cgroup-deny"));
+    let summaries = entries(&env, "summary", "connect4", &target);
+    assert_eq!(
+        summaries.len(),
+        2,
+        "one summary per process: {summaries:#?}"
+    );
+    let mut counts: Vec<u64> = summaries
+        .iter()
+        .map(|s| s["details"]["count"].as_u64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![9, 99_999], "{summaries:#?}");
+    for s in &summaries {
+        assert_eq!(
+            (s["decision"].as_str(), s["method"].as_str()),
+            (Some("deny"), Some("counted"))
+        );
+        assert_eq!(s["rule_id"], firsts[0]["rule_id"]);
+        assert!(
+            firsts.iter().any(|f| f["pid"] == s["pid"]),
+            "names its first's process"
+        );
+    }
+    // `log --decision deny` finds the counted denials too.
+    let listed = env.ok(&[
+        "log",
+        "--agent",
+        "hammer",
+        "--decision",
+        "deny",
+        "--limit",
+        "100",
+    ]);
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains(target.as_str()))
+            .count(),
+        4,
+        "two firsts and two summaries: {listed}"
+    );
+
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    let checked = env.ok(&["log", "verify", "--completeness"]);
+    // The agent was idle at the stop's sweep: entries + counts equal the
+    // kernel's decision counter exactly (100,010 connects, plus whatever
+    // else the probe decided).
+    let (individual, counted, total, kernel) = accounting(&checked, "hammer");
+    assert_eq!(individual + counted, total, "{checked}");
+    assert_eq!(total, kernel, "individual + counted = kernel: {checked}");
+    assert!(counted >= 100_008, "{checked}");
+}
+
+#[test]
+fn denied_repeats_are_counted_per_interval_and_add_up() {
+    if !can_run("summaries") {
+        return;
+    }
+    let denied = Listener::tcp4();
+    let mut env = TestEnv::new("summdenyint");
+    // Counted per agent, so the runs below share one key across processes.
+    env.write_policy(
+        "p.yaml",
+        "version: 1\nevidence: { per: agent }\nrules: []\n",
+    );
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "1")]);
+    env.add_agent("steady", "p.yaml");
+
+    // Sweeps happen between (and during) the runs: each interval's first is
+    // an entry, its repeats a summary; together they are every attempt.
+    let to = format!("127.0.0.1:{}", denied.port);
+    for _ in 0..4 {
+        let out = env.probe_as("steady", &["connect-n", &to, "20000"]);
+        assert_eq!(stdout(&out), "ok=0 eperm=20000", "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    let target = format!("{to}/tcp");
+    env.stop_daemon();
+    let firsts = entries(&env, "decision", "connect4", &target).len() as u64;
+    let counted: u64 = entries(&env, "summary", "connect4", &target)
+        .iter()
+        .map(|s| s["details"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        firsts + counted,
+        80_000,
+        "{firsts} entries + {counted} counted"
+    );
+    assert!(
+        (4..1000).contains(&firsts),
+        "a first per interval: {firsts} entries"
+    );
+    let checked = env.ok(&["log", "verify", "--completeness"]);
+    let (individual, counted, total, kernel) = accounting(&checked, "steady");
+    assert_eq!(individual + counted, total, "{checked}");
+    assert_eq!(total, kernel, "{checked}");
+}
+
+#[test]
+fn a_denied_udp_flood_is_one_entry_and_a_count() {
+    if !can_run("summaries") {
+        return;
+    }
+    let mut env = TestEnv::new("summudp");
+    env.write_policy("p.yaml", "version: 1\nrules: []\n");
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("udp", "p.yaml");
+
+    let out = env.probe_as("udp", &["udp-flood", "127.0.0.1:9", "50000"]);
+    assert_eq!(stdout(&out), "sent=0 eperm=50000", "{}", stderr(&out));
+    let target = "127.0.0.1:9/udp";
+    env.wait_for_evidence("the first denied send", |e| {
+        e["kind"] == "decision" && e["target"] == target
+    });
+    env.stop_daemon();
+    let firsts = entries(&env, "decision", "sendmsg4", target);
+    assert_eq!(firsts.len(), 1, "{firsts:#?}");
+    let s = entries(&env, "summary", "sendmsg4", target);
+    assert_eq!(s.len(), 1, "{s:#?}");
+    assert_eq!(s[0]["details"]["count"], 49_999);
+    assert_eq!(s[0]["decision"], "deny");
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
 }

@@ -26,6 +26,16 @@ pub fn evidence_export(
     Ok(export::export(paths, out, &window)?)
 }
 
+/// `warden evidence archive --before T --out DIR`.
+pub fn evidence_archive(
+    paths: &Paths,
+    before: &str,
+    out: &Path,
+) -> Result<export::archive::Archived> {
+    let before_ns = clock::parse_time(before)?;
+    Ok(export::archive::archive(paths, before_ns, out)?)
+}
+
 /// `warden evidence verify DIR [--key HEX]`: a bundle's problems are in the
 /// report, not an error; errors are only for a bundle that cannot be read.
 pub fn evidence_verify(dir: &Path, key: Option<&str>) -> Result<BundleReport> {

@@ -31,7 +31,7 @@ mod run;
 pub use admin_event::AdminEvent;
 pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
 pub use approvals::{approvals, budget_reset, decide, status};
-pub use evidence::{evidence_export, evidence_verify};
+pub use evidence::{evidence_archive, evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
 pub use policy::{policy_check, policy_history, policy_reload, policy_suggest, resolve_policy};
@@ -106,6 +106,8 @@ pub enum CommandError {
     Time(#[from] crate::clock::TimeError),
     #[error(transparent)]
     Bundle(#[from] crate::export::BundleError),
+    #[error(transparent)]
+    Archive(#[from] crate::export::archive::ArchiveError),
     #[error("unknown decision '{given}'; valid: {valid}")]
     UnknownDecision { given: String, valid: String },
     #[error("create state directory {path}: {source}")]

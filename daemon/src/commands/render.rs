@@ -394,6 +394,29 @@ pub fn status(s: &StatusReport) -> String {
         s.key_id,
         s.public_key
     );
+    if let Some(c) = &s.evidence_cap {
+        let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+        let source = match c.source {
+            crate::daemon::evidence_cap::CapSource::Configured => "WARDEN_EVIDENCE_CAP",
+            crate::daemon::evidence_cap::CapSource::Filesystem => "a quarter of the filesystem",
+        };
+        let state = match (c.reached, c.since_ns) {
+            (true, Some(t)) => format!(
+                "CAP REACHED since {}: allowed actions and denials without a kill are counted only",
+                clock::format_ns(t)
+            ),
+            (true, None) => {
+                "CAP REACHED: allowed actions and denials without a kill are counted only".into()
+            }
+            (false, _) => "below the cap: recorded as the policies say".into(),
+        };
+        put!(
+            out,
+            "evidence disk: {:.1} MiB of {:.1} MiB ({source}); {state}",
+            mib(c.used_bytes),
+            mib(c.cap_bytes)
+        );
+    }
     put!(out, "enforcement:");
     for m in &s.mechanisms {
         put!(out, "  {:<44} {}", m.action, m.mechanism);

@@ -126,6 +126,8 @@ pub(super) struct Enforcer {
     pub(super) first_seen: Arc<Mutex<FirstSeen>>,
     /// Each agent's `monitor:` settings, read by the sentinel.
     pub(super) monitors: crate::sentinel::hook::Monitors,
+    /// The evidence disk cap and whether it holds (`evidence_cap`).
+    pub(super) cap: super::evidence_cap::CapState,
 }
 
 impl Enforcer {
@@ -202,6 +204,7 @@ impl Enforcer {
                     let _ = reply.send(self.approvals(all, uid));
                 }
                 Command::ExpireHolds => {
+                    self.check_cap();
                     if let (Ok(counters), Ok(per_agent)) =
                         (self.kernel.counters(), self.kernel.agent_counters())
                     {
@@ -474,6 +477,66 @@ impl Enforcer {
             tracing::debug!(summaries = entries.len(), "repeated actions summarised");
             self.writer.queue(entries);
         }
+    }
+
+    /// Measures the database and reaches or lifts the evidence cap
+    /// (see `evidence_cap`), recording either change.
+    pub(super) fn check_cap(&mut self) {
+        use super::evidence_cap::{transition, used_bytes};
+        let pages = match self.registry.database_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "evidence cap: measure the database");
+                return;
+            }
+        };
+        self.cap.used_bytes = used_bytes(pages, &self.paths.database());
+        let Some(reach) = transition(self.cap.reached, self.cap.used_bytes, self.cap.cap_bytes)
+        else {
+            return;
+        };
+        if let Err(e) = self.kernel.set_count_all(reach) {
+            tracing::error!(error = %crate::error_chain(&e), "evidence cap: set agent flags");
+            return;
+        }
+        self.cap.reached = reach;
+        self.cap.since_ns = reach.then(crate::clock::now_ns);
+        let mut details = serde_json::Map::new();
+        details.insert("cap_bytes".into(), json!(self.cap.cap_bytes));
+        details.insert("used_bytes".into(), json!(self.cap.used_bytes));
+        details.insert("cap_source".into(), json!(self.cap.source));
+        details.insert(
+            "effect".into(),
+            json!(if reach {
+                "allowed actions and denials without a kill are counted only (summary entries); kills, holds, approvals and gaps are recorded one by one"
+            } else {
+                "actions are recorded as the policies say"
+            }),
+        );
+        if reach {
+            tracing::warn!(
+                used = self.cap.used_bytes,
+                cap = self.cap.cap_bytes,
+                "evidence cap reached: countable actions are counted only"
+            );
+        } else {
+            tracing::info!(
+                used = self.cap.used_bytes,
+                cap = self.cap.cap_bytes,
+                "evidence cap lifted"
+            );
+        }
+        let entry = Actor::current().entry(Recorded {
+            kind: "evidence_cap",
+            agent: "warden",
+            owner: "system",
+            action: "evidence.cap",
+            target: &self.paths.database().display().to_string(),
+            decision: if reach { "reached" } else { "lifted" },
+            policy_snapshot: "none",
+            details,
+        });
+        self.record(entry);
     }
 
     pub(super) fn stop(&mut self, actor: &Actor) {

@@ -266,12 +266,12 @@ fn route(
                 enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
             }
             _ => {
-                // The kernel counts repeats of plain allows, and of a
-                // connect a budget refused (`events::summary_key`).
-                if ev.method == warden_common::Method::Allow
-                    || (ev.method == warden_common::Method::CgroupDeny
-                        && warden_common::rule::budget_index(ev.rule_idx).is_some())
-                {
+                // The decisions the kernel counts repeats of: plain allows,
+                // and denials refused by a cgroup hook (no kill).
+                if matches!(
+                    ev.method,
+                    warden_common::Method::Allow | warden_common::Method::CgroupDeny
+                ) {
                     firsts.push((RepeatKey::of_event(&ev), entry.clone()));
                 }
                 batch.push(entry);

@@ -14,6 +14,7 @@ mod budgets;
 mod control_server;
 mod enforcer;
 mod events;
+pub mod evidence_cap;
 mod reconcile;
 mod startup;
 mod status;
@@ -85,6 +86,8 @@ pub enum DaemonError {
     Approvals(#[from] crate::approvals::ApprovalError),
     #[error(transparent)]
     HostKey(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    EvidenceCap(#[from] evidence_cap::CapError),
 }
 
 /// Sends a command to the enforcer and waits for its reply.
@@ -133,6 +136,11 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         path: paths.state_dir.clone(),
         source,
     })?;
+    // Refused before anything is loaded: a bad cap changes nothing.
+    let (cap_bytes, cap_source) = evidence_cap::configured(
+        std::env::var("WARDEN_EVIDENCE_CAP").ok().as_deref(),
+        &paths.state_dir,
+    )?;
     let store = EvidenceStore::open(&paths.database())?;
     let registry = Registry::open(&paths.database())?;
     let (downtime, dropped_recorded) = previous_run(&store)?;
@@ -182,6 +190,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         "policy_dir".into(),
         json!(paths.policy_dir.display().to_string()),
     );
+    details.insert("evidence_cap_bytes".into(), json!(cap_bytes));
+    details.insert("evidence_cap_source".into(), json!(cap_source));
     let start = actor.entry(Recorded {
         kind: "daemon_start",
         agent: "warden",
@@ -215,6 +225,13 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         key_id,
         first_seen: first_seen.clone(),
         monitors,
+        cap: evidence_cap::CapState {
+            cap_bytes,
+            source: cap_source,
+            used_bytes: 0,
+            reached: false,
+            since_ns: None,
+        },
     };
     let enforcer_thread = std::thread::Builder::new()
         .name("enforcer".into())

@@ -239,6 +239,7 @@ impl Enforcer {
                         record: false,
                         each_allowed: false,
                         count_per_agent: false,
+                        each_denied: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
                     self.enforced.insert(
@@ -349,6 +350,7 @@ impl Enforcer {
             record: parsed.mode == policy::Mode::Record,
             each_allowed: parsed.evidence.allowed == policy::AllowedEvidence::Each,
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
+            each_denied: parsed.evidence.denied == policy::DeniedEvidence::Each,
         };
         self.install(agent, cgroup_id, &rules)?;
         self.reset_changed_budgets(agent, &parsed.budgets);

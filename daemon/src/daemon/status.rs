@@ -76,6 +76,7 @@ impl Enforcer {
             public_key: self.public_key.clone(),
             key_id: self.key_id.clone(),
             global_hooks: self.global_hooks(),
+            evidence_cap: Some(self.cap.clone()),
         }
     }
 

@@ -34,6 +34,9 @@ pub struct RepeatKey {
     access: u32,
     file: Option<(u64, u64)>,
     addr: [u8; 16],
+    /// `Decision as u32`: a denial and an allow of the same target are
+    /// counted apart.
+    decision: u32,
 }
 
 impl RepeatKey {
@@ -64,6 +67,7 @@ impl RepeatKey {
             access,
             file,
             addr,
+            decision: ev.decision as u32,
         }
     }
 
@@ -85,6 +89,7 @@ impl RepeatKey {
             access: k.access,
             file,
             addr: k.addr,
+            decision: k.decision,
         }
     }
 
@@ -100,20 +105,46 @@ impl RepeatKey {
         self.pid
     }
 
+    /// The decision as the log spells it.
+    fn decision_name(&self) -> &'static str {
+        if self.decision & !warden_common::SUMMARY_COUNT_ALL == warden_common::Decision::Deny as u32
+        {
+            "deny"
+        } else {
+            "allow"
+        }
+    }
+
+    /// Counted under the evidence cap: the count includes the first.
+    fn counts_first(&self) -> bool {
+        self.decision & warden_common::SUMMARY_COUNT_ALL != 0
+    }
+
     /// The action's target when its first entry is not remembered.
     fn fallback_target(&self) -> String {
         match self.file {
             Some((dev, ino)) => FileId { dev, ino }.to_string(),
             None => {
+                // As a decision entry names it (`KernelEvent::target`), so
+                // a summary and its first name one target alike.
                 let port = self.access & 0xffff;
-                let ip = if self.addr[4..] == [0; 12] {
-                    IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
-                } else {
+                let proto = match self.access >> 16 {
+                    6 => "tcp".to_string(),
+                    17 => "udp".to_string(),
+                    p => format!("proto{p}"),
+                };
+                let v6 = matches!(
+                    EventKind::from_u32(self.kind),
+                    Some(EventKind::Connect6 | EventKind::Sendmsg6)
+                );
+                let ip = if v6 {
                     IpAddr::from(self.addr)
+                } else {
+                    IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
                 };
                 match ip {
-                    IpAddr::V4(v4) => format!("{v4}:{port}"),
-                    IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+                    IpAddr::V4(v4) => format!("{v4}:{port}/{proto}"),
+                    IpAddr::V6(v6) => format!("[{v6}]:{port}/{proto}"),
                 }
             }
         }
@@ -188,7 +219,14 @@ pub fn summary_entry(
         None => {
             let (agent, policy, process) = ctx(&key);
             let mut details = serde_json::Map::new();
-            details.insert("first_entry".into(), json!("not in this daemon's memory"));
+            if key.counts_first() {
+                // The evidence cap held: the first has no entry of its own
+                // and is in `count`.
+                details.insert("evidence_cap".into(), json!(true));
+                details.insert("count_includes_first".into(), json!(true));
+            } else {
+                details.insert("first_entry".into(), json!("not in this daemon's memory"));
+            }
             NewEntry {
                 ts_ns: now_ns,
                 kind: "summary".into(),
@@ -202,16 +240,10 @@ pub fn summary_entry(
                 exe: process.exe.clone(),
                 action: key.action().into(),
                 target: key.fallback_target(),
-                // A budget's refusals are counted too; every other
-                // counted repeat is of an allowed action.
-                decision: if warden_common::rule::budget_index(key.rule_idx).is_some() {
-                    "deny".into()
-                } else {
-                    "allow".into()
-                },
+                decision: key.decision_name().into(),
                 rule_id: policy.rule_id(key.rule_idx),
                 policy_snapshot: policy.snapshot.clone(),
-                method: "allow".into(),
+                method: "counted".into(),
                 details,
             }
         }
@@ -268,7 +300,7 @@ mod tests {
             rule_idx: 0,
             access: 1,
             dev: (8 << 20) | 1,
-            _pad: 0,
+            decision: warden_common::Decision::Allow as u32,
             ino: 99,
             addr: [0; 16],
         }
@@ -348,6 +380,83 @@ mod tests {
     }
 
     #[test]
+    fn a_forgotten_denial_is_summarised_as_a_denial() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let k = SummaryKey {
+            kind: EventKind::Connect4 as u32,
+            access: 8080 | 6 << 16,
+            decision: warden_common::Decision::Deny as u32,
+            addr,
+            ..SummaryKey::default()
+        };
+        let allow = SummaryKey {
+            decision: warden_common::Decision::Allow as u32,
+            ..k
+        };
+        assert_ne!(RepeatKey::of_kernel(&k), RepeatKey::of_kernel(&allow));
+        let s = summary_entry(
+            &swept(k),
+            &FirstSeen::default(),
+            5,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "s".into(),
+                        rule_ids: vec!["default-deny".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!(
+            (s.decision.as_str(), s.method.as_str()),
+            ("deny", "counted")
+        );
+        assert_eq!(s.target, "127.0.0.1:8080/tcp");
+    }
+
+    #[test]
+    fn a_key_counted_under_the_cap_says_its_count_includes_the_first() {
+        let k = SummaryKey {
+            decision: warden_common::Decision::Allow as u32 | warden_common::SUMMARY_COUNT_ALL,
+            ..open_key()
+        };
+        let s = summary_entry(
+            &swept(k),
+            &FirstSeen::default(),
+            5,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "s".into(),
+                        rule_ids: vec!["r".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!(s.decision, "allow");
+        assert_eq!(s.details["count_includes_first"], true);
+        assert_eq!(s.details["evidence_cap"], true);
+        assert!(s.details.get("first_entry").is_none());
+    }
+
+    #[test]
     fn network_keys_match_between_kernel_and_event() {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -357,6 +466,9 @@ mod tests {
             addr,
             ..SummaryKey::default()
         };
-        assert_eq!(RepeatKey::of_kernel(&k).fallback_target(), "127.0.0.1:8080");
+        assert_eq!(
+            RepeatKey::of_kernel(&k).fallback_target(),
+            "127.0.0.1:8080/tcp"
+        );
     }
 }

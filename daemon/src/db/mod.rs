@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub(crate) use schema::EVIDENCE_NO_DELETE;
 pub use schema::SCHEMA_VERSION;
 
 /// How long a writer waits for another process's lock (daemon and CLI share
@@ -76,6 +77,19 @@ impl Database {
     pub fn into_parts(self) -> (Connection, PathBuf) {
         (self.conn, self.path)
     }
+}
+
+/// Bytes of the pages the database uses (its size less its free pages, as
+/// this connection's snapshot sees it, write-ahead log included). Read
+/// through SQLite: opening the file any other way in this process would
+/// drop SQLite's POSIX locks on it.
+pub fn bytes_in_use(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| -> rusqlite::Result<u64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+            .map(|v| v.max(0) as u64)
+    };
+    let pages = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
+    Ok(pages.saturating_mul(pragma("page_size")?))
 }
 
 /// Opens (creating if missing) the database at `path`.

@@ -8,6 +8,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 /// migrates a version 1 database in place.
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// The delete guard of `EVIDENCE`, which `warden evidence archive` lifts
+/// and restores inside its pruning transaction (the same text: checked by
+/// `the_delete_guard_is_the_schemas`).
+pub(crate) const EVIDENCE_NO_DELETE: &str =
+    "CREATE TRIGGER IF NOT EXISTS evidence_no_delete BEFORE DELETE ON evidence
+BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;";
+
 /// The evidence chain and its metadata.
 pub(crate) const EVIDENCE: &str = "
 CREATE TABLE IF NOT EXISTS evidence (

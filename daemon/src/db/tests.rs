@@ -296,3 +296,8 @@ fn the_schema_names_every_object_it_creates_and_a_complete_file_is_not_written()
     );
     holder.execute_batch("ROLLBACK").expect("release");
 }
+
+#[test]
+fn the_delete_guard_is_the_schemas() {
+    assert!(super::schema::EVIDENCE.contains(super::EVIDENCE_NO_DELETE));
+}

@@ -313,6 +313,19 @@ pub fn verify_all(
     chain_len: u64,
     hash_at: &dyn Fn(u64) -> Option<String>,
 ) -> Result<CheckpointReport, CheckpointError> {
+    verify_all_from(checkpoints, key, 0, chain_len, hash_at)
+}
+
+/// [`verify_all`] for a chain archived and pruned up to `base_seq`: the
+/// checkpoints of the pruned part are checked as a chain of signatures
+/// (their entries are in the archive's bundle, not here).
+pub fn verify_all_from(
+    checkpoints: &[Checkpoint],
+    key: &VerifyingKey,
+    base_seq: u64,
+    chain_len: u64,
+    hash_at: &dyn Fn(u64) -> Option<String>,
+) -> Result<CheckpointReport, CheckpointError> {
     let mut prev: Option<&Checkpoint> = None;
     for cp in checkpoints {
         let invalid = |problem: String| CheckpointError::Invalid { id: cp.id, problem };
@@ -334,7 +347,9 @@ pub fn verify_all(
                 return Err(invalid("goes backwards in size or time (replayed)".into()));
             }
         }
-        verify_against_chain(cp, chain_len, hash_at)?;
+        if cp.size >= base_seq {
+            verify_against_chain(cp, chain_len, hash_at)?;
+        }
         prev = Some(cp);
     }
     Ok(CheckpointReport {
@@ -342,6 +357,31 @@ pub fn verify_all(
         signed_size: prev.map_or(0, |p| p.size),
         key_id: key_id(key),
     })
+}
+
+/// A pruned chain's base must be a signed checkpoint's head (the signed
+/// anchor the remaining chain is verified from).
+pub fn base_is_signed(
+    checkpoints: &[Checkpoint],
+    base: Option<&super::store::ChainBase>,
+) -> Result<(), CheckpointError> {
+    let Some(b) = base else {
+        return Ok(());
+    };
+    if checkpoints
+        .iter()
+        .any(|c| c.size == b.seq && c.head_hash == b.hash)
+    {
+        Ok(())
+    } else {
+        Err(CheckpointError::Invalid {
+            id: 0,
+            problem: format!(
+                "the chain starts after seq {} (archived), but no signed checkpoint has that head",
+                b.seq
+            ),
+        })
+    }
 }
 
 /// Checks one (signature-verified) checkpoint against the chain: the chain

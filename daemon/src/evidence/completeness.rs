@@ -4,8 +4,8 @@
 //! already refuses incomplete decisions; this checks the chain itself, which
 //! is what travels to auditors and SIEMs.
 //!
-//! It also accounts for `summary` entries (repeats of an allowed action,
-//! counted in the kernel): each must say how many repeats it stands for
+//! It also accounts for `summary` entries (repeats of an allowed action or
+//! of a denial, counted in the kernel): each must say how many repeats it stands for
 //! (`count` >= 1), when the first and last happened (`first_ns` <=
 //! `last_ns`) and under which policy; per agent, the entries recorded
 //! individually plus the summarised repeats are set beside the kernel's own
@@ -105,7 +105,8 @@ pub fn summary_faults(e: &Entry) -> Option<Vec<&'static str>> {
 pub struct Accounting {
     /// `decision` and `hold` entries: actions recorded one by one.
     pub individual: u64,
-    /// Repeats of allowed actions, summed over `summary` entries.
+    /// Repeats of allowed actions and of denials, summed over `summary`
+    /// entries.
     pub counted: u64,
     /// `summary` entries.
     pub summaries: u64,

@@ -111,6 +111,11 @@ pub const KINDS: &[&str] = &[
     "alert",
     // An approver started a budget's count afresh.
     "budget_reset",
+    // The evidence disk cap reached or lifted (`daemon::evidence_cap`).
+    "evidence_cap",
+    // `warden evidence archive` pruned the log's beginning
+    // (`export::archive`).
+    "archive",
 ];
 
 #[derive(Debug, thiserror::Error)]

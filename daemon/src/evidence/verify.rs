@@ -16,7 +16,7 @@ use super::record::{
     DOMAIN_ENTRY_V2, GENESIS_PREV_HASH,
 };
 use super::scan::{Scan, ScanRow};
-use super::store::{EvidenceStore, StoreError, COLUMNS};
+use super::store::{ChainBase, EvidenceStore, StoreError, COLUMNS};
 
 /// What is wrong with the first bad row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,17 @@ impl ChainVerifier {
             head_seq: 0,
             head_hash: GENESIS_PREV_HASH.to_string(),
         }
+    }
+
+    /// A verifier for a chain whose beginning was archived and pruned: the
+    /// first entry must follow `base`.
+    pub fn from_base(base: Option<&ChainBase>) -> Self {
+        let mut v = Self::new();
+        if let Some(b) = base {
+            v.head_seq = b.seq;
+            v.head_hash.clone_from(&b.hash);
+        }
+        v
     }
 
     pub fn push(&mut self, entry: &Entry) -> Result<(), ChainError> {
@@ -184,10 +195,11 @@ fn verify_chain(
     store: &EvidenceStore,
     observe: &mut dyn FnMut(u64, &str),
 ) -> Result<VerifyReport, VerifyError> {
-    if let Some(report) = verify_raw(store.connection(), observe) {
+    let base = store.base()?;
+    if let Some(report) = verify_raw(store.connection(), base.as_ref(), observe) {
         return Ok(report);
     }
-    verify_streaming(store, &mut |e| observe(e.seq, &e.hash))
+    verify_streaming(store, base.as_ref(), &mut |e| observe(e.seq, &e.hash))
 }
 
 /// Verification on the rows' own bytes, without building entries: each
@@ -205,7 +217,11 @@ fn verify_chain(
 /// and the details text must then be the sealed entry's canonical details
 /// object. So equal bytes mean every column holds what the slow path decodes
 /// to that same entry. Integers are range-checked, never truncated.
-fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<VerifyReport> {
+fn verify_raw(
+    conn: &Connection,
+    base: Option<&ChainBase>,
+    observe: &mut dyn FnMut(u64, &str),
+) -> Option<VerifyReport> {
     // No mmap_size: on the benchmark's database stepping through mmap cost
     // ~100 ns a row more than SQLite's ordinary page reads.
     let sql = CString::new(format!("SELECT {COLUMNS} FROM evidence ORDER BY seq")).ok()?;
@@ -216,6 +232,12 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
     let mut head = [0u8; 32];
     let mut head_hex = [b'0'; 64];
     let mut head_seq = 0u64;
+    if let Some(b) = base {
+        hex::decode_to_slice(&b.hash, &mut head).ok()?;
+        head_hex = hex_lower(&head);
+        head_seq = b.seq;
+    }
+    let first = head_seq;
     while let Some(mut row) = scan.next().ok()? {
         let seq = row.int(Field::Seq as i32)?;
         if u64::try_from(seq).ok()? != head_seq + 1 || row.text(Field::PrevHash as i32)? != head_hex
@@ -243,7 +265,7 @@ fn verify_raw(conn: &Connection, observe: &mut dyn FnMut(u64, &str)) -> Option<V
         observe(head_seq, std::str::from_utf8(&head_hex).ok()?);
     }
     Some(VerifyReport {
-        entries: head_seq,
+        entries: head_seq - first,
         head_seq,
         head_hash: String::from_utf8(head_hex.to_vec()).ok()?,
     })
@@ -452,25 +474,35 @@ pub fn verify_store_signed(
     let wanted: std::collections::HashSet<u64> =
         checkpoints.iter().chain(anchors).map(|c| c.size).collect();
     let mut hashes = std::collections::HashMap::new();
+    // Archived and pruned up to `base`: the chain continues from its hash,
+    // which a checkpoint must have signed (checked below).
+    let base = store.base()?;
+    if let Some(b) = &base {
+        hashes.insert(b.seq, b.hash.clone());
+    }
+    let base_seq = base.as_ref().map_or(0, |b| b.seq);
     let report = verify_chain(store, &mut |seq, hash| {
         if wanted.contains(&seq) {
             hashes.insert(seq, hash.to_string());
         }
     })?;
     let hash_at = |seq: u64| hashes.get(&seq).cloned();
-    let signed = checkpoint::verify_all(&checkpoints, key, report.entries, &hash_at)?;
-    for anchor in anchors {
+    let signed =
+        checkpoint::verify_all_from(&checkpoints, key, base_seq, report.head_seq, &hash_at)?;
+    checkpoint::base_is_signed(&checkpoints, base.as_ref())?;
+    for anchor in anchors.iter().filter(|a| a.size >= base_seq) {
         anchor.verify_signature(key)?;
-        checkpoint::verify_against_chain(anchor, report.entries, &hash_at)?;
+        checkpoint::verify_against_chain(anchor, report.head_seq, &hash_at)?;
     }
     Ok((report, signed))
 }
 
 fn verify_streaming(
     store: &EvidenceStore,
+    base: Option<&ChainBase>,
     observe: &mut dyn FnMut(&Entry),
 ) -> Result<VerifyReport, VerifyError> {
-    let mut verifier = ChainVerifier::new();
+    let mut verifier = ChainVerifier::from_base(base);
     let flow = store.for_each_entry(|entry| match verifier.push(entry) {
         Ok(()) => {
             observe(entry);

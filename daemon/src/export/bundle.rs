@@ -111,6 +111,18 @@ pub struct Manifest {
     pub window: Window,
     /// File name -> lowercase hex sha256.
     pub files: BTreeMap<String, String>,
+    /// The chain in `entries.jsonl` starts after this entry (its seq and
+    /// hash): the log's beginning was archived and pruned before, and a
+    /// checkpoint in `checkpoints.json` signed this head. Absent for a
+    /// chain from seq 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BundleBase>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleBase {
+    pub seq: u64,
+    pub hash: String,
 }
 
 /// What `warden evidence verify` established. `problems` empty = valid.
@@ -137,8 +149,9 @@ pub struct Contents {
     pub host: String,
     pub created_at_ns: i64,
     pub key_id: String,
-    /// The bundle holds the chain from seq 1 to this seq.
+    /// The bundle holds the chain from `base` (or seq 1) to this seq.
     pub end_seq: u64,
+    pub base: Option<crate::evidence::store::ChainBase>,
     /// The window's aggregates, for the report.
     pub summary: Summary,
     /// Kill switch entries (kill, revive) up to `end_seq`.
@@ -278,6 +291,7 @@ fn describe_selector(s: &policy::Selector) -> String {
 fn gather(
     paths: &Paths,
     window: &Window,
+    through: Option<u64>,
 ) -> Result<(Contents, HostKey, EvidenceStore), BundleError> {
     let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
     // No quick_check: the host verification below reads every entry anyway.
@@ -292,7 +306,11 @@ fn gather(
         )),
         Err(e) => Err(crate::error_chain(&e)),
     };
-    let end_seq = end_of_window(&store, window.to_ns).map_err(|e| src(&e))?;
+    let end_seq = match through {
+        Some(seq) => seq,
+        None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
+    };
+    let base = store.base().map_err(|e| src(&e))?;
     let checkpoints = checkpoint::read_all(store.connection())
         .map_err(|e| src(&e))?
         .into_iter()
@@ -331,6 +349,7 @@ fn gather(
         created_at_ns: clock::now_ns(),
         key_id: checkpoint::key_id(&key.verifying_key()),
         end_seq,
+        base,
         summary,
         kills,
         checkpoints,
@@ -491,7 +510,19 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
 
 /// `warden evidence export --out DIR`: writes the bundle; returns its manifest.
 pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, BundleError> {
-    let (c, key, store) = gather(paths, window)?;
+    export_through(paths, out, window, None)
+}
+
+/// [`export`] of the chain up to seq `through` (the end of the window
+/// when `None`), every file synced to disk before it returns (an archive
+/// prunes what it holds).
+pub fn export_through(
+    paths: &Paths,
+    out: &Path,
+    window: &Window,
+    through: Option<u64>,
+) -> Result<Manifest, BundleError> {
+    let (c, key, store) = gather(paths, window, through)?;
     fs::create_dir_all(out).map_err(io_err("create", out))?;
 
     // The chain from seq 1 to the end of the window, one row at a time.
@@ -501,10 +532,14 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
     let mut csv = hashing_file(&csv_path)?;
     writeln!(csv, "{CSV_COLUMNS}").map_err(io_err("write", &csv_path))?;
     let mut written = 0u64;
-    let mut head_hash = crate::evidence::record::GENESIS_PREV_HASH.to_string();
+    let mut head_hash = c.base.as_ref().map_or_else(
+        || crate::evidence::record::GENESIS_PREV_HASH.to_string(),
+        |b| b.hash.clone(),
+    );
+    let first_seq = c.base.as_ref().map_or(1, |b| b.seq + 1);
     let mut progress = Progress::new(c.end_seq);
     let flow = store
-        .for_each_in_range(1, c.end_seq, |e| {
+        .for_each_in_range(first_seq, c.end_seq, |e| {
             let step = (|| {
                 serde_json::to_writer(&mut file, e).map_err(|source| BundleError::Json {
                     path: path.clone(),
@@ -582,6 +617,10 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
         head_hash,
         window: window.clone(),
         files,
+        base: c.base.as_ref().map(|b| BundleBase {
+            seq: b.seq,
+            hash: b.hash.clone(),
+        }),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|source| BundleError::Json {
         path: out.join("manifest.json"),
@@ -591,6 +630,22 @@ pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, Bu
         .map_err(io_err("write", &out.join("manifest.json")))?;
     let sig = key.sign(DOMAIN_BUNDLE, &text);
     fs::write(out.join("manifest.sig"), sig).map_err(io_err("write", &out.join("manifest.sig")))?;
+    if through.is_some() {
+        for name in manifest
+            .files
+            .keys()
+            .map(String::as_str)
+            .chain(["manifest.json", "manifest.sig"])
+        {
+            let p = out.join(name);
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("sync", &p))?;
+        }
+        fs::File::open(out)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync", out))?;
+    }
     Ok(manifest)
 }
 
@@ -635,8 +690,18 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     // The chain first: its problems name the first bad sequence number.
     let entries_path = dir.join("entries.jsonl");
     let file = fs::File::open(&entries_path).map_err(io_err("open", &entries_path))?;
-    let mut verifier = ChainVerifier::new();
+    let base = manifest
+        .base
+        .as_ref()
+        .map(|b| crate::evidence::store::ChainBase {
+            seq: b.seq,
+            hash: b.hash.clone(),
+        });
+    let mut verifier = ChainVerifier::from_base(base.as_ref());
     let mut hashes = std::collections::HashMap::new();
+    if let Some(b) = &base {
+        hashes.insert(b.seq, b.hash.clone());
+    }
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io_err("read", &entries_path))?;
         let entry: Entry = match serde_json::from_str(&line) {
@@ -656,9 +721,12 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     }
     let chain = verifier.finish();
     let signed = if problems.is_empty() {
-        match checkpoint::verify_all(&checkpoints, &key, chain.entries, &|seq| {
+        let base_seq = base.as_ref().map_or(0, |b| b.seq);
+        match checkpoint::verify_all_from(&checkpoints, &key, base_seq, chain.head_seq, &|seq| {
             hashes.get(&seq).cloned()
-        }) {
+        })
+        .and_then(|r| checkpoint::base_is_signed(&checkpoints, base.as_ref()).map(|()| r))
+        {
             Ok(r) => r.signed_size,
             Err(e) => {
                 problems.push(e.to_string());

@@ -87,7 +87,7 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         nist_ai_rmf: &["MEASURE 2.7", "MANAGE 4.1"],
     },
     ControlMapping {
-        control: "Repeated allowed actions are counted, not copied: the first allowed open, exec or connect of a key (agent, process, file identity or destination, access, rule, policy version) is a decision entry; its repeats are counted in the kernel and written as one chained summary entry per key and sweep (every 10 s by default). Denials, holds, approvals, kills and gaps are always one entry each. `evidence: { allowed: each }` in a policy turns counting off. `warden log verify --completeness` sets individual entries plus counted repeats beside the kernel's decision counter (agent_kernel_decisions)",
+        control: "Repeated allowed actions are counted, not copied: the first allowed open, exec or connect of a key (agent, process, file identity or destination, access, rule, policy version) is a decision entry; its repeats are counted in the kernel and written as one chained summary entry per key and sweep (every 10 s by default). Denials refused without a kill (connect, sendmsg) are counted the same way, the key holding the decision (summary decision `deny`); `evidence: { denied: each }` records each. Holds, approvals, kills and gaps are always one entry each. `evidence: { allowed: each }` in a policy turns counting of allowed actions off. `warden log verify --completeness` sets individual entries plus counted repeats beside the kernel's decision counter (agent_kernel_decisions)",
         records: &["summary", "decision"],
         fields: &["details.count", "details.first_ns", "details.last_ns", "details.agent_kernel_decisions", "pid", "target", "rule_id", "policy_snapshot"],
         soc2: &["CC7.2"],
@@ -108,6 +108,22 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         fields: &["details (counts, period)", "ts_ns"],
         soc2: &["CC7.2"],
         iso27001: &["A.8.16"],
+        nist_ai_rmf: &["MANAGE 4.1"],
+    },
+    ControlMapping {
+        control: "Evidence storage is bounded: at the disk cap allowed actions and denials without a kill are counted only (summary entries with count_includes_first), kills, holds, approvals and gaps stay individual; reaching and lifting the cap are recorded",
+        records: &["evidence_cap", "summary", "daemon_start"],
+        fields: &["details.cap_bytes", "details.used_bytes", "details.count_includes_first", "details.evidence_cap_bytes"],
+        soc2: &["A1.1", "CC7.2"],
+        iso27001: &["A.8.6", "A.8.15"],
+        nist_ai_rmf: &["MANAGE 4.1"],
+    },
+    ControlMapping {
+        control: "Retention without losing verifiability: old evidence is exported to a verified bundle before it is pruned, and the remaining chain verifies from a signed checkpoint named by a chained archive entry",
+        records: &["archive", "checkpoints.json", "manifest.json"],
+        fields: &["details.pruned_through", "details.base_hash", "details.checkpoint_id", "details.bundle_manifest_sha256", "base"],
+        soc2: &["CC7.2", "C1.2"],
+        iso27001: &["A.5.33", "A.8.15"],
         nist_ai_rmf: &["MANAGE 4.1"],
     },
 ];

@@ -1,6 +1,7 @@
 //! Export: evidence bundles an auditor verifies on another machine, the
 //! control map, and the HTML report.
 
+pub mod archive;
 pub mod bundle;
 pub mod control_map;
 pub mod ocsf;

@@ -145,6 +145,7 @@ impl Kernel {
             owned: HashSet::new(),
             links: HashMap::new(),
             installed: HashMap::new(),
+            count_all: false,
             sys_exit: None,
             sys_exit_mode: 0,
             fault_guard_loaded,

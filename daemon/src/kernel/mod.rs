@@ -178,6 +178,9 @@ pub struct Kernel {
     /// Why operations on one name are not decided on the fallback, if
     /// they are not (`load.rs`, `warden_path_ops`).
     path_ops_unavailable: Option<String>,
+    /// The evidence cap holds: every agent installed gets
+    /// `agent_flags::COUNT_ALL` (`set_count_all`).
+    count_all: bool,
 }
 
 // Map access every file below uses.

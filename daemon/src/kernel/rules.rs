@@ -35,6 +35,8 @@ pub struct AgentRules<'a> {
     pub each_allowed: bool,
     /// `evidence: { per: agent }`: repeats counted across processes.
     pub count_per_agent: bool,
+    /// `evidence: { denied: each }`: no counting of repeated denials.
+    pub each_denied: bool,
 }
 
 /// Rule keys carry the agent slot they belong to.
@@ -100,6 +102,7 @@ impl Kernel {
             record,
             each_allowed,
             count_per_agent,
+            each_denied,
         } = *rules;
         let old = self.installed.remove(&cgroup_id);
         let half = old.as_ref().map_or(0, |o| (o.info.slot & 1) ^ 1);
@@ -130,6 +133,12 @@ impl Kernel {
         }
         if count_per_agent {
             flags |= agent_flags::COUNT_PER_AGENT;
+        }
+        if each_denied {
+            flags |= agent_flags::EACH_DENIED;
+        }
+        if self.count_all {
+            flags |= agent_flags::COUNT_ALL;
         }
         let info = AgentInfo {
             agent_id,
@@ -226,6 +235,34 @@ impl Kernel {
             .map_err(map_err("update", names::AGENTS))?;
         if let Some(inst) = self.installed.get_mut(&cgroup_id) {
             inst.info = info;
+        }
+        Ok(())
+    }
+
+    /// Sets or clears `agent_flags::COUNT_ALL` (the evidence cap) on every
+    /// agent installed, and on every agent installed from now on.
+    pub fn set_count_all(&mut self, on: bool) -> Result<(), KernelError> {
+        self.count_all = on;
+        let ids: Vec<u64> = self.installed.keys().copied().collect();
+        for cgroup_id in ids {
+            let Some(inst) = self.installed.get(&cgroup_id) else {
+                continue;
+            };
+            let mut info = inst.info;
+            // Keep a kill switch set in the pinned map meanwhile.
+            info.flags |= self.current_flags(cgroup_id) & agent_flags::REVOKED;
+            info.flags = if on {
+                info.flags | agent_flags::COUNT_ALL
+            } else {
+                info.flags & !agent_flags::COUNT_ALL
+            };
+            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
+            agents
+                .insert(cgroup_id, info, 0)
+                .map_err(map_err("update", names::AGENTS))?;
+            if let Some(inst) = self.installed.get_mut(&cgroup_id) {
+                inst.info = info;
+            }
         }
         Ok(())
     }

@@ -26,8 +26,8 @@ pub use compile::{
     PathEntry,
 };
 pub use model::{
-    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, Evidence,
-    EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
+    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, DeniedEvidence,
+    Evidence, EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
     SNAPSHOT_DOMAIN,
 };
 pub use monitor::{Monitor, OnAlert};

@@ -115,10 +115,17 @@ impl Mode {
 
 /// `evidence:` settings: how much of what the agent does is written down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "evidence: a mapping with `allowed`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "evidence: a mapping with `allowed`, `per` or `denied`"
+)]
 pub struct Evidence {
     #[serde(default)]
     pub allowed: AllowedEvidence,
+    /// How repeated denials are recorded. Left out of the canonical JSON
+    /// while it is the default, so older policies keep their snapshot.
+    #[serde(default, skip_serializing_if = "DeniedEvidence::is_default")]
+    pub denied: DeniedEvidence,
     /// What repeats are counted per (first-then-count only). Left out of
     /// the canonical JSON while it is the default.
     #[serde(default, skip_serializing_if = "CountPer::is_default")]
@@ -161,6 +168,30 @@ pub enum AllowedEvidence {
     FirstThenCount,
     /// Every allowed action gets its own entry.
     Each,
+}
+
+/// How repeated denials are recorded (`evidence: { denied: ... }`). Only
+/// denials the kernel refuses without a kill are counted (connect and
+/// sendmsg); a kill, a hold, an approval and a GAP are one entry each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", expecting = "`first-then-count` or `each`")]
+pub enum DeniedEvidence {
+    /// The first denial of a key (agent, process, destination, rule,
+    /// policy) is recorded individually; its repeats are counted in the
+    /// kernel and written as `summary` entries with decision `deny`. The
+    /// default: every refusal is still accounted for, by an exact kernel
+    /// count, while an agent hammering a refused destination can no longer
+    /// fill the disk and bury the other agents' evidence.
+    #[default]
+    FirstThenCount,
+    /// Every denial gets its own entry.
+    Each,
+}
+
+impl DeniedEvidence {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One rule of a policy.

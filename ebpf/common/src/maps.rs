@@ -34,6 +34,17 @@ pub mod agent_flags {
     /// repeats are counted per agent, whichever of its processes made them
     /// (`SummaryKey::tgid` is 0), instead of per process.
     pub const COUNT_PER_AGENT: u32 = 1 << 9;
+    /// The policy says `evidence: { denied: each }`: every denial gets its
+    /// own record. Without it, repeats of a denial the kernel refuses
+    /// without a kill (network hooks) are counted in `SUMMARIES`.
+    pub const EACH_DENIED: u32 = 1 << 10;
+    /// The evidence disk cap is reached (the daemon sets it on every
+    /// agent): every action that can be counted (allowed, and denials
+    /// refused without a kill) is counted in `SUMMARIES`, its first too
+    /// (`SUMMARY_COUNT_ALL`), with no individual record, whatever the
+    /// policy's `evidence:` says. Kills, holds and their outcomes stay
+    /// individual.
+    pub const COUNT_ALL: u32 = 1 << 11;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of

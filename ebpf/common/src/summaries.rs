@@ -1,5 +1,5 @@
-//! Repeated allowed actions, counted in the kernel (`SUMMARIES`): the first
-//! allowed action of a key goes to the ring buffer as an individual record;
+//! Repeated allowed actions (and repeated denials that refuse without a
+//! kill), counted in the kernel (`SUMMARIES`): the first action of a key goes to the ring buffer as an individual record;
 //! its repeats only add one to the key's count. The daemon sweeps the map
 //! every interval, writes one `summary` entry per key with a nonzero count,
 //! and deletes the key, so the next repeat is recorded individually again.
@@ -28,12 +28,20 @@ pub struct SummaryKey {
     pub access: u32,
     /// File identity (open, exec): `sb->s_dev` as in the events, else 0.
     pub dev: u32,
-    pub _pad: u32,
+    /// `Decision` of the action: `Allow` for repeated allowed actions,
+    /// `Deny` for repeated denials the kernel refuses without killing
+    /// (`evidence: { denied: first-then-count }`, network hooks).
+    pub decision: u32,
     pub ino: u64,
     /// Network: the destination address as in `NetEvent`, else zeros.
     pub addr: [u8; 16],
 }
 const _: () = assert!(size_of::<SummaryKey>() == 56);
+
+/// A bit of `SummaryKey::decision`: the key was counted while the evidence
+/// cap held (`agent_flags::COUNT_ALL`), so its count includes the first
+/// action, which has no individual record.
+pub const SUMMARY_COUNT_ALL: u32 = 0x100;
 
 /// Value of `SUMMARIES`.
 #[repr(C)]

@@ -21,8 +21,8 @@ use crate::{
     agent::current_agent,
     counters::{count, count_agent, count_loss},
     events::{
-        counted_repeat, event_header, first_recorded, park, submit_flags, summary_key, unrecorded,
-        waiting, wake_flags, within_share,
+        counted_repeat, denial_key, event_header, first_recorded, park, submit_flags, summary_key,
+        unrecorded, waiting, wake_flags, within_share,
     },
     judge::{
         budget,
@@ -231,30 +231,22 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
     // ring buffer is full the action is refused and the drop is counted.
     let record = crate::judge::recorded(agent.flags, decision, rule_idx);
     count_agent(agent.agent_id, agent_counter::DECISIONS);
-    // A repeat of an allowed connect already recorded is counted, not
-    // copied; so is a repeat of a budget's refusal (still refused). A
-    // `kill` budget's refusal is always recorded.
-    let repeat = if kill {
-        None
-    } else {
-        summary_key(
-            &agent,
-            decision,
-            kind,
-            rule_idx,
-            u32::from(dest.port) | u32::from(dest.proto) << 16,
-            0,
-            0,
-            dest.addr,
-        )
+    // A repeat of an allowed connect already recorded is counted, not copied;
+    // so is a repeat of a denial (refused here, nothing killed), a budget's
+    // included. A `kill` budget's refusal is always recorded.
+    let access = u32::from(dest.port) | u32::from(dest.proto) << 16;
+    let repeat = match decision {
+        _ if kill => None,
+        Decision::Deny => denial_key(&agent, decision, kind, rule_idx, access, dest.addr),
+        _ => summary_key(&agent, decision, kind, rule_idx, access, 0, 0, dest.addr),
     };
     if counted_repeat(&repeat) {
-        if decision == Decision::Allow {
-            count(counter::ALLOWED);
-            return ALLOW;
+        if decision == Decision::Deny {
+            count(counter::DENIED);
+            return DENY;
         }
-        count(counter::DENIED);
-        return DENY;
+        count(counter::ALLOWED);
+        return ALLOW;
     }
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         // An allowed action goes ahead with its record parked for the

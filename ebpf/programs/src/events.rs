@@ -7,8 +7,8 @@ use aya_ebpf::helpers::{
     generated,
 };
 use warden_common::{
-    agent_counter, agent_flags, limits, rule, AgentInfo, Decision, EventHeader, EventKind,
-    ExecEvent, Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES,
+    agent_counter, agent_flags, limits, AgentInfo, Decision, EventHeader, EventKind, ExecEvent,
+    Method, OpenEvent, SummaryCount, SummaryKey, EVENT_PATH_BYTES, SUMMARY_COUNT_ALL,
 };
 
 use crate::{
@@ -316,23 +316,77 @@ pub fn summary_key(
     ino: u64,
     addr: [u8; 16],
 ) -> Option<SummaryKey> {
-    // Repeats of an allowed action (unless each is to be recorded), and
-    // of a connect a `deny` budget refused: the first refusal of each
-    // destination is recorded, the rest counted (the caller never passes a
-    // `kill` budget's refusal). Only connects: the fallback carries a deny
-    // out by killing, which a counted repeat would skip.
-    let allowed = decision == Decision::Allow && agent.flags & agent_flags::EACH_ALLOWED == 0;
-    let over_budget = decision == Decision::Deny
-        && rule::budget_index(rule_idx).is_some()
-        && agent.flags & agent_flags::RECORD == 0
-        && matches!(kind, EventKind::Connect4 | EventKind::Connect6);
-    if !allowed && !over_budget {
+    if decision != Decision::Allow {
         return None;
     }
-    Some(SummaryKey {
+    if agent.flags & agent_flags::COUNT_ALL != 0 {
+        return Some(count_all(repeat_key(
+            agent, decision, kind, rule_idx, access, dev, ino, addr,
+        )));
+    }
+    if agent.flags & agent_flags::EACH_ALLOWED != 0 {
+        return None;
+    }
+    Some(repeat_key(
+        agent, decision, kind, rule_idx, access, dev, ino, addr,
+    ))
+}
+
+/// The key of a repeated denial, for hooks that refuse without killing
+/// (the caller chooses: a kill stays one entry each), or `None` when the
+/// decision is not a denial, the agent's policy records each denial
+/// (`evidence: { denied: each }`), or the agent is in record mode (its
+/// would-be denials go ahead and stay individual).
+#[inline(always)]
+pub fn denial_key(
+    agent: &AgentInfo,
+    decision: Decision,
+    kind: EventKind,
+    rule_idx: u32,
+    access: u32,
+    addr: [u8; 16],
+) -> Option<SummaryKey> {
+    if decision != Decision::Deny || agent.flags & agent_flags::RECORD != 0 {
+        return None;
+    }
+    if agent.flags & agent_flags::COUNT_ALL != 0 {
+        return Some(count_all(repeat_key(
+            agent, decision, kind, rule_idx, access, 0, 0, addr,
+        )));
+    }
+    if agent.flags & agent_flags::EACH_DENIED != 0 {
+        return None;
+    }
+    Some(repeat_key(
+        agent, decision, kind, rule_idx, access, 0, 0, addr,
+    ))
+}
+
+/// Marks a key counted under the evidence cap: its first is counted too.
+#[inline(always)]
+fn count_all(mut key: SummaryKey) -> SummaryKey {
+    key.decision |= SUMMARY_COUNT_ALL;
+    key
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn repeat_key(
+    agent: &AgentInfo,
+    decision: Decision,
+    kind: EventKind,
+    rule_idx: u32,
+    access: u32,
+    dev: u32,
+    ino: u64,
+    addr: [u8; 16],
+) -> SummaryKey {
+    SummaryKey {
         agent_id: agent.agent_id,
         policy_gen: agent.policy_gen,
-        tgid: if agent.flags & agent_flags::COUNT_PER_AGENT != 0 {
+        // Under the evidence cap too: one key per agent and target keeps
+        // the summaries (and `SUMMARIES`) small for many short processes.
+        tgid: if agent.flags & (agent_flags::COUNT_PER_AGENT | agent_flags::COUNT_ALL) != 0 {
             0
         } else {
             (bpf_get_current_pid_tgid() >> 32) as u32
@@ -341,10 +395,10 @@ pub fn summary_key(
         rule_idx,
         access,
         dev,
-        _pad: 0,
+        decision: decision as u32,
         ino,
         addr,
-    })
+    }
 }
 
 /// A repeat of an allowed action already recorded: counts it in
@@ -356,8 +410,30 @@ pub fn counted_repeat(key: &Option<SummaryKey>) -> bool {
     let Some(key) = key else {
         return false;
     };
-    let Some(v) = SUMMARIES.get_ptr_mut(key) else {
-        return false;
+    let v = match SUMMARIES.get_ptr_mut(key) {
+        Some(v) => v,
+        // Under the evidence cap the first is counted as well: the key is
+        // made here, with no record. A full map leaves it out (recorded
+        // individually, as without the cap).
+        None if key.decision & SUMMARY_COUNT_ALL != 0 => {
+            // SAFETY: a plain helper call with no arguments.
+            let now = unsafe { bpf_ktime_get_boot_ns() };
+            let first = SummaryCount {
+                count: 1,
+                first_ns: now,
+                last_ns: now,
+            };
+            // BPF_NOEXIST: when another CPU made the key first, this CPU's
+            // (zeroed) copy is counted below instead.
+            if SUMMARIES.insert(key, &first, 1).is_ok() {
+                return true;
+            }
+            match SUMMARIES.get_ptr_mut(key) {
+                Some(v) => v,
+                None => return false,
+            }
+        }
+        None => return false,
     };
     // SAFETY: `v` points at this CPU's copy of a map value, valid for the
     // program's run; nothing else writes it concurrently. Another CPU's

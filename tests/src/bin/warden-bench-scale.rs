@@ -197,11 +197,89 @@ fn human(n: u64) -> String {
     }
 }
 
+/// `WARDEN_BENCH_SCALE_ONLY=archive`: a log of `n` entries with a signed
+/// checkpoint at its middle, then `warden evidence archive` of the first
+/// half (export, bundle verification, prune) and `log verify` of the rest,
+/// each timed once with its peak RSS.
+fn archive_only(n: u64) {
+    let env = TestEnv::new("bench-archive");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let key = warden::evidence::checkpoint::HostKey::load_or_create(&env.state_dir()).unwrap();
+    let mut store = EvidenceStore::open(&env.database()).unwrap();
+    let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
+    let half = n / 2;
+    let t = Instant::now();
+    let mut made = 0u64;
+    while made < n {
+        let upto = (made + 50_000)
+            .min(n)
+            .min(if made < half { half } else { n });
+        let batch: Vec<NewEntry> = (made..upto).map(|i| entry(i, base_ns)).collect();
+        store.append(&batch, Durability::Batched).unwrap();
+        made = upto;
+        if made == half {
+            let (size, head) = store.head().unwrap().unwrap();
+            warden::evidence::checkpoint::write(store.connection(), &key, size, &head, base_ns)
+                .unwrap();
+        }
+    }
+    drop(store);
+    let db = std::fs::metadata(env.database()).map_or(0, |m| m.len());
+    println!(
+        "generated {n} entries (checkpoint at {half}) in {:.1} s; warden.db {} MiB",
+        t.elapsed().as_secs_f64(),
+        db >> 20
+    );
+    let before = format!(
+        "{}",
+        (base_ns + half as i64 * SPACING_NS) / 1_000_000_000 + 1
+    );
+    let out = env.state_dir().join("archive");
+    let args: Vec<String> = ["evidence", "archive", "--before", &before, "--out"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect();
+    let (wall, rss, ok) = run_once(&env, &args);
+    println!(
+        "  warden evidence archive --before <entry {half}> : {} ms, peak RSS {} MiB, {}",
+        ms(wall),
+        rss / 1024,
+        if ok { "ok" } else { "FAILED" }
+    );
+    let (wall, rss, ok) = run_once(&env, &["log".into(), "verify".into()]);
+    println!(
+        "  warden log verify (the remaining {} entries): {} ms, peak RSS {} MiB, {}",
+        n - half,
+        ms(wall),
+        rss / 1024,
+        if ok { "ok" } else { "FAILED" }
+    );
+    let (wall, rss, ok) = run_once(
+        &env,
+        &[
+            "evidence".into(),
+            "verify".into(),
+            out.display().to_string(),
+        ],
+    );
+    println!(
+        "  warden evidence verify (the archive's {half} entries): {} ms, peak RSS {} MiB, {}",
+        ms(wall),
+        rss / 1024,
+        if ok { "ok" } else { "FAILED" }
+    );
+}
+
 fn main() {
     let n: u64 = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("WARDEN_BENCH_SCALE_ENTRIES").ok())
         .map_or(10_000_000, |s| s.parse().expect("entries: a number"));
+    if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("archive") {
+        archive_only(n);
+        return;
+    }
     let mut sizes = vec![10_000u64, 1_000_000, n];
     sizes.retain(|s| *s <= n);
     sizes.dedup();

@@ -61,7 +61,27 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("archive evidence in {path}: entry {seq} is not the archived one any more (hash {found}, archived {expected}); nothing was pruned")]
+    ArchiveMoved {
+        path: PathBuf,
+        seq: u64,
+        found: String,
+        expected: String,
+    },
 }
+
+/// Where the stored chain starts after `warden evidence archive` pruned
+/// its beginning: the last pruned entry (`seq`, `hash`), as the newest
+/// `archive` entry names it. The next stored row must be `seq + 1` and
+/// link to `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBase {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// `kind` of the entry `warden evidence archive` appends.
+pub const ARCHIVE_KIND: &str = "archive";
 
 /// How durable an append must be before `append` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +186,113 @@ impl EvidenceStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin append"))?;
-        let (mut seq, mut prev_hash) = read_head(&tx)
+        let sealed = seal_into(&tx, path, entries)?;
+        tx.commit().map_err(sql("commit append"))?;
+        Ok(sealed)
+    }
+
+    /// Prunes the entries up to `through` (inclusive), whose last one must
+    /// still hash to `through_hash`, and appends `entry` (the `archive`
+    /// entry naming them), in one transaction, durably: a crash leaves
+    /// either everything or nothing done. The entry is appended first, so
+    /// the chain's head survives even when everything else is pruned.
+    pub fn prune_archived(
+        &mut self,
+        through: u64,
+        through_hash: &str,
+        entry: NewEntry,
+    ) -> Result<Entry, StoreError> {
+        self.set_synchronous("FULL")?;
+        let result = self.prune_tx(through, through_hash, entry);
+        let _ = self.set_synchronous("NORMAL");
+        result
+    }
+
+    fn prune_tx(
+        &mut self,
+        through: u64,
+        through_hash: &str,
+        entry: NewEntry,
+    ) -> Result<Entry, StoreError> {
+        let path = &self.path;
+        let sql = |op| {
+            move |source| StoreError::Sqlite {
+                op,
+                path: path.clone(),
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin archive"))?;
+        let found: Option<String> = tx
+            .query_row("SELECT hash FROM evidence WHERE seq = ?1", [through], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read the last archived entry"))?;
+        if found.as_deref() != Some(through_hash) {
+            return Err(StoreError::ArchiveMoved {
+                path: path.clone(),
+                seq: through,
+                found: found.unwrap_or_else(|| "none".into()),
+                expected: through_hash.into(),
+            });
+        }
+        let mut sealed = seal_into(&tx, path, &[entry])?;
+        // The append-only guard (`db::schema`) is lifted for this delete
+        // only, inside the transaction: it is back when the prune commits.
+        tx.execute_batch("DROP TRIGGER IF EXISTS evidence_no_delete")
+            .map_err(sql("lift the append-only guard"))?;
+        tx.execute("DELETE FROM evidence WHERE seq <= ?1", [through])
+            .map_err(sql("prune archived evidence"))?;
+        tx.execute_batch(crate::db::EVIDENCE_NO_DELETE)
+            .map_err(sql("restore the append-only guard"))?;
+        tx.commit().map_err(sql("commit archive"))?;
+        Ok(sealed.remove(0))
+    }
+
+    /// Where the stored chain starts: `None` if it starts at seq 1 (never
+    /// pruned). Read from the newest `archive` entry (through the kind
+    /// index); a malformed one is treated as no base, so verification
+    /// reports the missing rows.
+    pub fn base(&self) -> Result<Option<ChainBase>, StoreError> {
+        let details: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT details FROM evidence WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                [ARCHIVE_KIND],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("read the archive base"))?;
+        Ok(details.and_then(|d| {
+            let v: Value = serde_json::from_str(&d).ok()?;
+            Some(ChainBase {
+                seq: v.get("pruned_through")?.as_u64()?,
+                hash: v.get("base_hash")?.as_str()?.to_string(),
+            })
+        }))
+    }
+}
+
+/// Seals `entries` after the stored head and inserts them, inside the
+/// caller's transaction.
+fn seal_into(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    entries: &[NewEntry],
+) -> Result<Vec<Entry>, StoreError> {
+    let sql = |op| {
+        move |source| StoreError::Sqlite {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    {
+        let (mut seq, mut prev_hash) = read_head(tx)
             .map_err(sql("read evidence head"))?
             .unwrap_or((0, GENESIS_PREV_HASH.to_string()));
 
@@ -177,7 +303,7 @@ impl EvidenceStore {
             for (index, new) in entries.iter().enumerate() {
                 seq += 1;
                 let seal_err = |source| StoreError::Seal {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     index,
                     seq,
                     source,
@@ -215,10 +341,11 @@ impl EvidenceStore {
                 sealed.push(entry);
             }
         }
-        tx.commit().map_err(sql("commit append"))?;
         Ok(sealed)
     }
+}
 
+impl EvidenceStore {
     /// The last stored `(seq, hash)`, or `None` for an empty log.
     pub fn head(&self) -> Result<Option<(u64, String)>, StoreError> {
         read_head(&self.conn).map_err(self.sql("read evidence head"))

@@ -27,11 +27,11 @@ fn chain() -> (tempfile::TempDir, PathBuf, EvidenceStore) {
 fn the_fast_path_verifies_intact_chains_and_gives_up_on_tampering() {
     let (_dir, _path, store) = chain();
     let mut seen = Vec::new();
-    let fast = verify_raw(store.connection(), &mut |seq, _| seen.push(seq))
+    let fast = verify_raw(store.connection(), None, &mut |seq, _| seen.push(seq))
         .expect("an intact chain takes the fast path");
     assert_eq!(
         fast,
-        verify_streaming(&store, &mut |_| {}).expect("slow path")
+        verify_streaming(&store, None, &mut |_| {}).expect("slow path")
     );
     assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
     // A late field, and fields in the first two SHA-256 blocks, which
@@ -46,7 +46,7 @@ fn the_fast_path_verifies_intact_chains_and_gives_up_on_tampering() {
         let sql = format!("UPDATE evidence SET {column} = '{value}' WHERE seq = 7");
         let _attacker = tamper(&path, &sql);
         assert!(
-            verify_raw(store.connection(), &mut |_, _| {}).is_none(),
+            verify_raw(store.connection(), None, &mut |_, _| {}).is_none(),
             "{sql}"
         );
         assert_eq!(broken_at(&store), (7, TamperKind::HashMismatch), "{sql}");
@@ -419,11 +419,11 @@ fn mixed_version_chains_take_the_fast_path_and_a_changed_version_is_caught() {
         (dir, path, store)
     };
     let (_dir, _path, store) = build();
-    let fast =
-        verify_raw(store.connection(), &mut |_, _| {}).expect("a mixed chain takes the fast path");
+    let fast = verify_raw(store.connection(), None, &mut |_, _| {})
+        .expect("a mixed chain takes the fast path");
     assert_eq!(
         fast,
-        verify_streaming(&store, &mut |_| {}).expect("slow path")
+        verify_streaming(&store, None, &mut |_| {}).expect("slow path")
     );
     assert_eq!(fast.entries, 10);
     for (seq, v, kind) in [
@@ -435,7 +435,7 @@ fn mixed_version_chains_take_the_fast_path_and_a_changed_version_is_caught() {
         let sql = format!("UPDATE evidence SET v = {v} WHERE seq = {seq}");
         tamper(&path, &sql);
         assert!(
-            verify_raw(store.connection(), &mut |_, _| {}).is_none(),
+            verify_raw(store.connection(), None, &mut |_, _| {}).is_none(),
             "{sql}"
         );
         assert_eq!(broken_at(&store), (seq, kind), "{sql}");

@@ -431,6 +431,24 @@ fn evidence_setting_parses_defaults_and_keeps_old_snapshots() {
 }
 
 #[test]
+fn denied_evidence_defaults_to_counting_and_keeps_old_snapshots() {
+    use crate::policy::DeniedEvidence;
+    let plain = parse_policy(FILE, "version: 1\nrules: []\n").unwrap();
+    assert_eq!(plain.evidence.denied, DeniedEvidence::FirstThenCount);
+    let explicit = parse_policy(
+        FILE,
+        "version: 1\nevidence: { denied: first-then-count }\nrules: []\n",
+    )
+    .unwrap();
+    assert_eq!(plain.snapshot(), explicit.snapshot());
+    let each = parse_policy(FILE, "version: 1\nevidence: { denied: each }\nrules: []\n").unwrap();
+    assert_eq!(each.evidence.denied, DeniedEvidence::Each);
+    assert_ne!(each.snapshot(), plain.snapshot());
+    let bad = err("version: 1\nevidence: { denied: never }\nrules: []\n");
+    assert!(bad.contains("`first-then-count` or `each`"), "{bad}");
+}
+
+#[test]
 fn not_utf8_and_unreadable_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
