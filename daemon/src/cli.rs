@@ -144,6 +144,20 @@ pub enum PolicyCmd {
         #[arg(long)]
         diff: Option<PathBuf>,
     },
+    /// Replay AGENT's recorded decisions (and summaries) against a
+    /// candidate policy, offline, and print what would be decided
+    /// differently, by rule, with counts and examples.
+    Shadow {
+        agent: String,
+        /// The candidate policy file (any path).
+        candidate: PathBuf,
+        /// Only entries from this time on: RFC 3339 UTC, unix seconds, or
+        /// an age (`30s`, `5m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every policy version loaded, with its hash, author and time.
     History {
         #[arg(long)]

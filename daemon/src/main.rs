@@ -154,6 +154,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{changes}");
             }
         }
+        Cmd::Policy(PolicyCmd::Shadow {
+            agent,
+            candidate,
+            since,
+            json,
+        }) => {
+            let report = commands::policy_shadow(&paths, &agent, &candidate, since.as_deref())?;
+            print!("{}", listing(json, &report, render::shadow)?);
+        }
         Cmd::Policy(PolicyCmd::Reload) => {
             commands::policy_reload(&paths)?;
             println!("policies reloaded");

@@ -88,6 +88,34 @@ pub fn policy_suggest(
     Ok((suggestion, diff))
 }
 
+/// `warden policy shadow AGENT CANDIDATE [--since T]`: the agent's
+/// decision and summary entries replayed against the candidate.
+pub fn policy_shadow(
+    paths: &Paths,
+    agent: &str,
+    candidate: &Path,
+    since: Option<&str>,
+) -> Result<policy::shadow::ShadowReport> {
+    let text = std::fs::read_to_string(candidate).map_err(|source| CommandError::ReadPolicy {
+        file: candidate.to_path_buf(),
+        source,
+    })?;
+    let since_ns = since.map(crate::clock::parse_time).transpose()?;
+    let store = super::open_store(paths)?;
+    let mut entries = Vec::new();
+    for kind in ["decision", "summary"] {
+        entries.extend(store.query(&crate::evidence::Filter {
+            agent: Some(agent.to_string()),
+            kind: Some(kind.into()),
+            since_ns,
+            ..Default::default()
+        })?);
+    }
+    entries.sort_by_key(|e| e.seq);
+    let name = candidate.display().to_string();
+    Ok(policy::shadow::shadow(agent, &name, &text, &entries)?)
+}
+
 pub fn policy_history(
     paths: &Paths,
     agent: Option<&str>,

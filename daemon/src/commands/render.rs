@@ -114,6 +114,56 @@ pub fn policy_history(versions: &[PolicyVersion]) -> String {
     out
 }
 
+/// `warden policy shadow`.
+pub fn shadow(r: &crate::policy::shadow::ShadowReport) -> String {
+    use crate::policy::shadow::Change;
+    let mut out = String::new();
+    put!(
+        out,
+        "shadow of {} against {} ({}): {} entries, {} actions replayed",
+        r.agent,
+        r.candidate,
+        r.candidate_snapshot,
+        r.entries,
+        r.actions
+    );
+    put!(
+        out,
+        "  unchanged {}, would-deny {}, would-hold {}, would-allow {}",
+        r.unchanged,
+        r.total(Change::WouldDeny),
+        r.total(Change::WouldHold),
+        r.total(Change::WouldAllow)
+    );
+    for (why, n) in &r.skipped {
+        put!(out, "  not replayed: {n} entries ({why})");
+    }
+    if r.differences.is_empty() {
+        put!(out, "no differences");
+    }
+    for g in &r.differences {
+        put!(
+            out,
+            "{:<11} {:<24} {:>8} actions ({} entries)",
+            g.change.name(),
+            g.rule,
+            g.actions,
+            g.entries
+        );
+        for e in &g.examples {
+            put!(
+                out,
+                "    seq {:<8} {:<9} {}  (recorded {})",
+                e.seq,
+                e.action,
+                e.target,
+                e.recorded
+            );
+        }
+    }
+    out
+}
+
 /// `warden log tail --format`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum TailFormat {

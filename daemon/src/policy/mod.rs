@@ -17,6 +17,7 @@ mod parse;
 mod pipeline;
 
 pub mod profiles;
+pub mod shadow;
 pub mod suggest;
 
 pub use compile::{
