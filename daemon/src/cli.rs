@@ -158,12 +158,29 @@ pub enum PolicyCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every policy version loaded, with its hash, author and time.
+    /// Every policy version loaded, with its hash, author and time; then
+    /// the reviewed-change proposals, their reviews and activation.
     History {
         #[arg(long)]
         agent: Option<String>,
+        /// With --json: the proposals instead of the versions.
+        #[arg(long)]
+        proposals: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Propose FILE as AGENT's next policy (its policy in force says
+    /// `change_review`): recorded with its diff, you as author.
+    Propose { agent: String, file: PathBuf },
+    /// Approve or reject a proposal (an approver other than its author).
+    Review {
+        id: u64,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
     },
 }
 

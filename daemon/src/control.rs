@@ -33,6 +33,20 @@ pub enum Request {
         approve: bool,
         reason: Option<String>,
     },
+    /// Propose a new policy for an agent whose policy in force asks for
+    /// review (`change_review`). The author is the socket's peer.
+    Propose {
+        agent: String,
+        /// Where the text came from (shown, not read by the daemon).
+        file: String,
+        text: String,
+    },
+    /// Approve or reject a proposal. The reviewer is the socket's peer.
+    Review {
+        id: u64,
+        approve: bool,
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -167,9 +167,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::policy_reload(&paths)?;
             println!("policies reloaded");
         }
-        Cmd::Policy(PolicyCmd::History { agent, json }) => {
+        Cmd::Policy(PolicyCmd::History {
+            agent,
+            proposals,
+            json,
+        }) => {
             let versions = commands::policy_history(&paths, agent.as_deref())?;
-            print!("{}", listing(json, &versions[..], render::policy_history)?);
+            let props = commands::policy_proposals(&paths, agent.as_deref())?;
+            if json && proposals {
+                print!("{}", render::json(&props[..])?);
+            } else if json {
+                print!("{}", render::json(&versions[..])?);
+            } else {
+                print!("{}", render::policy_history(&versions));
+                print!("{}", render::proposals(&props));
+            }
+        }
+        Cmd::Policy(PolicyCmd::Propose { agent, file }) => {
+            println!("{}", commands::policy_propose(&paths, &agent, &file)?);
+        }
+        Cmd::Policy(PolicyCmd::Review {
+            id,
+            approve,
+            reject: _,
+            comment,
+        }) => {
+            println!(
+                "{}",
+                commands::policy_review(&paths, id, approve, comment.as_deref())?
+            );
         }
         Cmd::Log(args) => match args.cmd {
             Some(LogCmd::Tail {

@@ -10,6 +10,8 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
+use std::os::unix::process::CommandExt;
+
 use serde_json::Value;
 use warden_tests::{can_run, stderr, stdout, Listener, TestEnv};
 
@@ -170,4 +172,192 @@ rules:
     let out = env.cli(&["policy", "shadow", "bot", candidate.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("candidate.yaml"), "{}", stderr(&out));
+}
+
+fn reviewed_policy(allowed: &[u16]) -> String {
+    let mut yaml = String::from(
+        "version: 1
+change_review: { approvers: [root, nobody], min: 1 }
+rules:
+",
+    );
+    for port in allowed {
+        yaml.push_str(&format!(
+            "  - id: port-{port}\n    connect: {{ to: 127.0.0.1, ports: [{port}] }}\n    decision: allow\n"
+        ));
+    }
+    yaml
+}
+
+/// `warden ARGS` as the unprivileged user `nobody` (uid 65534).
+fn as_nobody(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    env.warden()
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap()
+}
+
+fn connects(env: &TestEnv, port: u16) -> String {
+    let out = env.probe_as("bot", &["connect-n", &format!("127.0.0.1:{port}"), "1"]);
+    stdout(&out)
+}
+
+/// A two-person change: the author cannot approve their own proposal, a
+/// reload (or a daemon restart) without an approved proposal installs
+/// nothing, an agent cannot review, and once another approver approves,
+/// the reload installs exactly the proposed policy. The chain has the
+/// proposal, the review and the activation, and `policy history` shows them.
+#[test]
+fn a_reviewed_change_is_refused_for_its_author_and_installed_after_another_approves() {
+    if !can_run("governance") {
+        return;
+    }
+    let mut env = TestEnv::new("review");
+    // Let an unprivileged user reach the socket and read the proposal; the
+    // daemon authorises by the peer's credentials.
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (a, b) = (Listener::tcp4(), Listener::tcp4());
+    env.write_policy("bot.yaml", &reviewed_policy(&[a.port]));
+    env.start_daemon();
+    env.add_agent("bot", "bot.yaml");
+    assert_eq!(connects(&env, a.port), "ok=1 eperm=0");
+    assert_eq!(connects(&env, b.port), "ok=0 eperm=1");
+
+    // Editing the file and reloading is not a way around review.
+    let v2 = reviewed_policy(&[a.port, b.port]);
+    env.write_policy("bot.yaml", &v2);
+    let out = env.cli(&["policy", "reload"]);
+    assert!(!out.status.success(), "an unreviewed change was installed");
+    assert!(stderr(&out).contains("requires review"), "{}", stderr(&out));
+    assert_eq!(
+        connects(&env, b.port),
+        "ok=0 eperm=1",
+        "the old policy stays"
+    );
+    let refused = env.wait_for_evidence("the refused change", |e| {
+        e["kind"] == "policy_load"
+            && e["decision"] == "rejected"
+            && e["details"]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("requires review")
+    });
+    assert_eq!(refused["agent"], "bot");
+    // Nor is a restart: the daemon installs the reviewed version in force.
+    env.stop_daemon();
+    env.start_daemon();
+    assert_eq!(
+        connects(&env, b.port),
+        "ok=0 eperm=1",
+        "restart installed it"
+    );
+
+    // nobody proposes.
+    let file = env.dir.path().join("v2.yaml");
+    std::fs::write(&file, &v2).unwrap();
+    let out = as_nobody(&env, &["policy", "propose", "bot", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    let id: u64 = said
+        .strip_prefix("proposal ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no proposal id in {said}"));
+    assert!(
+        said.contains(&format!("port-{}", b.port)),
+        "no diff: {said}"
+    );
+
+    // The author cannot review it.
+    let out = as_nobody(&env, &["policy", "review", &id.to_string(), "--approve"]);
+    assert!(
+        !out.status.success(),
+        "the author approved their own change"
+    );
+    assert!(stderr(&out).contains("cannot review"), "{}", stderr(&out));
+    // Nor can root from inside the agent.
+    let warden = warden_tests::warden_bin();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "bot",
+        "--",
+        warden.to_str().unwrap(),
+        "policy",
+        "review",
+        &id.to_string(),
+        "--approve",
+    ]);
+    assert!(!out.status.success(), "an agent approved a change");
+    assert!(stderr(&out).contains("agents"), "{}", stderr(&out));
+    // Still nothing installed.
+    assert!(!env.cli(&["policy", "reload"]).status.success());
+    assert_eq!(connects(&env, b.port), "ok=0 eperm=1");
+
+    // Another approver approves; the reload installs it.
+    env.ok(&[
+        "policy",
+        "review",
+        &id.to_string(),
+        "--approve",
+        "--comment",
+        "b is the new API",
+    ]);
+    env.ok(&["policy", "reload"]);
+    assert_eq!(connects(&env, b.port), "ok=1 eperm=0");
+
+    let entries = env.evidence();
+    let find = |kind: &str| {
+        entries
+            .iter()
+            .find(|e| {
+                e["kind"] == kind
+                    && (e["details"]["proposal"] == id || e["seq"] == id)
+                    && e["agent"] == "bot"
+            })
+            .unwrap_or_else(|| panic!("no {kind} entry for proposal {id}"))
+            .clone()
+    };
+    let proposal = find("policy_proposal");
+    assert_eq!(proposal["user"], "nobody");
+    assert_eq!(proposal["uid"], 65534);
+    let reviews: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "policy_review" && e["details"]["proposal"] == id)
+        .collect();
+    assert_eq!(
+        reviews.len(),
+        1,
+        "refused reviews are not reviews: {reviews:#?}"
+    );
+    assert_eq!(reviews[0]["user"], "root");
+    assert_eq!(reviews[0]["decision"], "approved");
+    assert_eq!(reviews[0]["details"]["role"], "user:root");
+    let load = entries
+        .iter()
+        .find(|e| {
+            e["kind"] == "policy_load"
+                && e["decision"] == "loaded"
+                && e["details"]["proposal"] == id
+        })
+        .unwrap_or_else(|| panic!("no activation of proposal {id}"));
+    assert_eq!(load["details"]["approved_by"], serde_json::json!(["root"]));
+    assert_eq!(load["policy_snapshot"], proposal["policy_snapshot"]);
+    let seq = |e: &Value| e["seq"].as_u64().unwrap();
+    assert!(seq(&proposal) < seq(reviews[0]) && seq(reviews[0]) < seq(load));
+
+    let history = env.ok(&["policy", "history", "--agent", "bot"]);
+    assert!(history.contains("proposals (change_review):"), "{history}");
+    assert!(history.contains("activated"), "{history}");
+    assert!(
+        history.contains("approved by root (user:root): b is the new API"),
+        "{history}"
+    );
+    env.ok(&["log", "verify"]);
 }

@@ -116,6 +116,64 @@ pub fn policy_shadow(
     Ok(policy::shadow::shadow(agent, &name, &text, &entries)?)
 }
 
+/// `warden policy propose AGENT FILE`: the daemon records the proposal,
+/// with this process's credentials as the author.
+pub fn policy_propose(paths: &Paths, agent: &str, file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|source| CommandError::ReadPolicy {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let request = Request::Propose {
+        agent: agent.into(),
+        file: file.display().to_string(),
+        text,
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `warden policy review ID --approve|--reject`.
+pub fn policy_review(
+    paths: &Paths,
+    id: u64,
+    approve: bool,
+    comment: Option<&str>,
+) -> Result<String> {
+    let request = Request::Review {
+        id,
+        approve,
+        comment: comment.map(str::to_string),
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The reviewed-change proposals, from the evidence log.
+pub fn policy_proposals(
+    paths: &Paths,
+    agent: Option<&str>,
+) -> Result<Vec<policy::review::Proposal>> {
+    let store = super::open_store(paths)?;
+    let mut entries = Vec::new();
+    for kind in [
+        policy::review::PROPOSAL_KIND,
+        policy::review::REVIEW_KIND,
+        "policy_load",
+    ] {
+        entries.extend(store.query(&crate::evidence::Filter {
+            agent: agent.map(str::to_string),
+            kind: Some(kind.into()),
+            ..Default::default()
+        })?);
+    }
+    entries.sort_by_key(|e| e.seq);
+    Ok(policy::review::proposals(&entries))
+}
+
 pub fn policy_history(
     paths: &Paths,
     agent: Option<&str>,

@@ -164,6 +164,54 @@ pub fn shadow(r: &crate::policy::shadow::ShadowReport) -> String {
     out
 }
 
+/// The proposals part of `warden policy history` (nothing when none).
+pub fn proposals(list: &[crate::policy::review::Proposal]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        return out;
+    }
+    put!(out, "proposals (change_review):");
+    for p in list {
+        let approved = p
+            .reviews
+            .iter()
+            .filter(|r| r.decision == "approved")
+            .count();
+        let state = match p.activated {
+            Some(seq) => format!("activated (seq {seq})"),
+            None if p.reviews.iter().any(|r| r.decision == "rejected") => "rejected".into(),
+            None => format!("{approved} approval(s), not activated"),
+        };
+        put!(
+            out,
+            "{:>6}  {}  {:<18} {}  by {}  {}",
+            p.id,
+            clock::format_ns(p.ts_ns),
+            p.agent,
+            p.snapshot,
+            p.author,
+            state
+        );
+        for r in &p.reviews {
+            put!(
+                out,
+                "        review seq {}  {}  {} by {} ({}){}",
+                r.seq,
+                clock::format_ns(r.ts_ns),
+                r.decision,
+                r.reviewer,
+                r.role,
+                if r.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.comment)
+                }
+            );
+        }
+    }
+    out
+}
+
 /// `warden log tail --format`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum TailFormat {

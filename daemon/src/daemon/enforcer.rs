@@ -80,6 +80,22 @@ pub(super) enum Command {
         uid: u32,
         reply: oneshot::Sender<Vec<crate::approvals::Approval>>,
     },
+    /// `warden policy propose` (daemon/governance.rs).
+    Propose {
+        agent: String,
+        file: String,
+        text: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// `warden policy review`.
+    Review {
+        id: u64,
+        approve: bool,
+        comment: Option<String>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     ExpireHolds,
     /// Write the kernel's counts of repeated allowed actions as `summary`
     /// entries and reset them (every `WARDEN_SUMMARY_SECS`).
@@ -164,6 +180,24 @@ impl Enforcer {
                 }
                 Command::Approvals { all, uid, reply } => {
                     let _ = reply.send(self.approvals(all, uid));
+                }
+                Command::Propose {
+                    agent,
+                    file,
+                    text,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.propose(&agent, &file, &text, &caller));
+                }
+                Command::Review {
+                    id,
+                    approve,
+                    comment,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.review(id, approve, comment.as_deref(), &caller));
                 }
                 Command::ExpireHolds => {
                     if let (Ok(counters), Ok(per_agent)) =

@@ -13,6 +13,7 @@
 mod control_server;
 mod enforcer;
 mod events;
+mod governance;
 mod reconcile;
 mod startup;
 mod status;

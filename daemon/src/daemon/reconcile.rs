@@ -46,6 +46,10 @@ pub enum ReconcileError {
     Write(#[from] WriteError),
     #[error("{} is not inside the cgroup2 hierarchy", .0.display())]
     OutsideHierarchy(PathBuf),
+    /// The policy in force asks for review and this change has none (or
+    /// a freeze window refuses changes): the policy in force stays.
+    #[error("policy change refused: {0}")]
+    ChangeRefused(String),
 }
 
 impl From<KernelError> for ReconcileError {
@@ -260,6 +264,12 @@ impl Enforcer {
                 return Err(e);
             }
         };
+        // A policy whose version in force says `change_review` changes
+        // only by an approved proposal (daemon/governance.rs).
+        let super::governance::Gated {
+            compiled,
+            details: reviewed,
+        } = self.gate(agent, actor, compiled)?;
         let policy::CompiledPolicy {
             parsed,
             net,
@@ -362,6 +372,7 @@ impl Enforcer {
             details.insert("mode".into(), json!("record"));
         }
         details.insert("previous_snapshot".into(), json!(previous));
+        details.extend(reviewed.unwrap_or_default());
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {
             kind: "policy_load",

@@ -107,6 +107,10 @@ pub const KINDS: &[&str] = &[
     // mutating verb).
     "control_refused",
     "summary",
+    // Governed change (policy/review.rs, daemon/governance.rs): a proposed
+    // policy change and its reviews.
+    "policy_proposal",
+    "policy_review",
 ];
 
 #[derive(Debug, thiserror::Error)]

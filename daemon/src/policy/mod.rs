@@ -17,6 +17,7 @@ mod parse;
 mod pipeline;
 
 pub mod profiles;
+pub mod review;
 pub mod shadow;
 pub mod suggest;
 
@@ -25,8 +26,8 @@ pub use compile::{
     PathEntry,
 };
 pub use model::{
-    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, Evidence,
-    EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
+    policy_needs, AllowedEvidence, Approvers, ChangeReview, Cidr, CidrError, CountPer, Decision,
+    Evidence, EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
     SNAPSHOT_DOMAIN,
 };
 pub use parse::{

@@ -41,6 +41,11 @@ pub struct Policy {
     /// it is the default, so policies written before it keep their snapshot.
     #[serde(skip_serializing_if = "Evidence::is_default")]
     pub evidence: Evidence,
+    /// `change_review:`: a change of this policy is installed only after
+    /// approvers other than its author approved it. Left out of the
+    /// canonical JSON when absent, so older policies keep their snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_review: Option<ChangeReview>,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -72,6 +77,13 @@ impl fmt::Debug for Source {
 pub struct Approvers {
     pub users: Vec<String>,
     pub groups: Vec<String>,
+}
+
+/// Who must approve a change of the policy, and how many of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangeReview {
+    pub approvers: Approvers,
+    pub min: u32,
 }
 
 /// What the kernel does with an action it cannot record.

@@ -31,7 +31,22 @@ pub(in crate::policy) struct RawPolicy {
     #[serde(default)]
     pub(in crate::policy) include: Vec<String>,
     pub(in crate::policy) evidence: Option<Evidence>,
+    /// `change_review: { approvers: [..], groups: [..], min: 1 }`.
+    pub(in crate::policy) change_review: Option<RawChangeReview>,
     pub(in crate::policy) rules: RuleList,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "change_review: a mapping with `approvers` (user names), `groups` and `min`"
+)]
+pub(in crate::policy) struct RawChangeReview {
+    #[serde(default)]
+    pub(in crate::policy) approvers: Vec<Principal>,
+    #[serde(default)]
+    pub(in crate::policy) groups: Vec<Principal>,
+    pub(in crate::policy) min: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::model::{Approvers, EvidenceLoss, Mode, Policy, Rule, Source};
+use crate::policy::model::{Approvers, ChangeReview, EvidenceLoss, Mode, Policy, Rule, Source};
 use crate::policy::profiles;
 
 pub use self::bounds::{MAX_NESTING_DEPTH, MAX_POLICY_BYTES};
@@ -147,6 +147,10 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         names.sort();
         names.dedup();
     }
+    let change_review = raw
+        .change_review
+        .map(|r| change_review(r, &source))
+        .transpose()?;
     Ok(Policy {
         version: POLICY_VERSION,
         description: raw.description,
@@ -155,9 +159,49 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         on_evidence_loss: raw.on_evidence_loss.unwrap_or_default(),
         mode: raw.mode.unwrap_or_default(),
         evidence: raw.evidence.unwrap_or_default(),
+        change_review,
         rules,
         source,
     })
+}
+
+/// `change_review`: at least one approver (user or group), and `min`
+/// (default 1) no more than the named users when no group is named.
+fn change_review(
+    raw: fields::RawChangeReview,
+    source: &Source,
+) -> Result<ChangeReview, PolicyError> {
+    let mut approvers = Approvers {
+        users: raw.approvers.into_iter().map(|p| p.0).collect(),
+        groups: raw.groups.into_iter().map(|p| p.0).collect(),
+    };
+    for names in [&mut approvers.users, &mut approvers.groups] {
+        names.sort();
+        names.dedup();
+    }
+    let min = raw.min.unwrap_or(1);
+    let problem = if approvers.users.is_empty() && approvers.groups.is_empty() {
+        Some("change_review names no approvers: list users in `approvers` or `groups`".to_string())
+    } else if min == 0 {
+        Some("change_review: `min` must be at least 1".to_string())
+    } else if approvers.groups.is_empty() && min as usize > approvers.users.len() {
+        Some(format!(
+            "change_review: `min` is {min} but only {} approvers are named",
+            approvers.users.len()
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        let at = locate(&source.text, &[Step::Key("change_review")]);
+        return Err(PolicyError::new(
+            &source.name,
+            at,
+            None,
+            PolicyErrorKind::Invalid(message),
+        ));
+    }
+    Ok(ChangeReview { approvers, min })
 }
 
 /// The rules of the profiles `include` names, in order, each id prefixed
