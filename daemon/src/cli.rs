@@ -43,6 +43,10 @@ pub enum Cmd {
     /// Check, reload and list policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Freeze windows (`freeze:` in a policy or the state directory's
+    /// freeze.yaml).
+    #[command(subcommand)]
+    Freeze(FreezeCmd),
     /// Show the evidence log, or verify its hash chain.
     Log(LogArgs),
     /// Export a bundle an auditor verifies elsewhere, or verify one.
@@ -181,6 +185,17 @@ pub enum PolicyCmd {
         reject: bool,
         #[arg(long)]
         comment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FreezeCmd {
+    /// Break glass: lift AGENT's open freeze window until it closes (an
+    /// approver; recorded with the reason).
+    Override {
+        agent: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 

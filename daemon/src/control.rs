@@ -47,6 +47,11 @@ pub enum Request {
         approve: bool,
         comment: Option<String>,
     },
+    /// Lift an agent's open freeze window (an approver; the socket's peer).
+    FreezeOverride {
+        agent: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

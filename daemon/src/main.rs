@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, LogCmd, PolicyCmd};
+use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, FreezeCmd, LogCmd, PolicyCmd};
 use warden::{
     commands::{self, render, AddAgent},
     config::Paths,
@@ -182,6 +182,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", render::policy_history(&versions));
                 print!("{}", render::proposals(&props));
             }
+        }
+        Cmd::Freeze(FreezeCmd::Override { agent, reason }) => {
+            println!("{}", commands::freeze_override(&paths, &agent, &reason)?);
         }
         Cmd::Policy(PolicyCmd::Propose { agent, file }) => {
             println!("{}", commands::policy_propose(&paths, &agent, &file)?);

@@ -361,3 +361,149 @@ fn a_reviewed_change_is_refused_for_its_author_and_installed_after_another_appro
     );
     env.ok(&["log", "verify"]);
 }
+
+/// RFC 3339 UTC, whole seconds, `secs` from now.
+fn rfc3339_in(secs: i64) -> String {
+    let now = warden::clock::now_ns();
+    let t = warden::clock::format_ns(now + secs * 1_000_000_000);
+    format!("{}Z", t.split('.').next().unwrap())
+}
+
+fn freeze_policy(from: &str, to: &str, api: u16, deploy: u16) -> String {
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+freeze:
+  - id: release-freeze
+    from: {from}
+    to: {to}
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{api}] }}
+    decision: allow
+  - id: deploy
+    connect: {{ to: 127.0.0.1, ports: [{deploy}] }}
+    decision: allow
+    destructive: true
+"
+    )
+}
+
+/// During a freeze window a destructive rule's action is refused by the
+/// kernel, by either address family, and the denial names the window; a
+/// policy change is refused; a non-approver cannot lift it; an approver's
+/// override (recorded with the reason) lifts it.
+#[test]
+fn a_freeze_window_denies_destructive_rules_and_refuses_changes() {
+    if !can_run("governance") {
+        return;
+    }
+    let mut env = TestEnv::new("freeze");
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    let policy = freeze_policy(&rfc3339_in(-3600), &rfc3339_in(3600), api.port, deploy.port);
+    env.write_policy("rel.yaml", &policy);
+    env.start_daemon();
+    env.add_agent("bot", "rel.yaml");
+
+    assert_eq!(connects(&env, api.port), "ok=1 eperm=0");
+    assert_eq!(
+        connects(&env, deploy.port),
+        "ok=0 eperm=1",
+        "destructive allowed in a freeze"
+    );
+    // The other family's path to the same destination.
+    let mapped = format!("[::ffff:127.0.0.1]:{}", deploy.port);
+    let out = env.probe_as("bot", &["connect-n", &mapped, "1"]);
+    assert_eq!(stdout(&out), "ok=0 eperm=1", "{}", stderr(&out));
+    let denial = env.wait_for_evidence("the frozen denial", |e| {
+        e["kind"] == "decision"
+            && e["decision"] == "deny"
+            && e["target"] == format!("127.0.0.1:{}/tcp", deploy.port).as_str()
+    });
+    assert_eq!(denial["rule_id"], "deploy", "{denial}");
+    assert_eq!(
+        denial["details"]["freeze_window"], "release-freeze",
+        "{denial}"
+    );
+    let load = env.wait_for_evidence("the frozen load", |e| {
+        e["kind"] == "policy_load" && e["decision"] == "loaded"
+    });
+    assert_eq!(load["details"]["freeze_window"], "release-freeze", "{load}");
+
+    // No policy change while the window is open.
+    env.write_policy("rel.yaml", &policy.replace("    destructive: true\n", ""));
+    let out = env.cli(&["policy", "reload"]);
+    assert!(!out.status.success(), "a change went in during a freeze");
+    assert!(
+        stderr(&out).contains("freeze window 'release-freeze' is open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(connects(&env, deploy.port), "ok=0 eperm=1");
+    env.write_policy("rel.yaml", &policy);
+
+    // Break glass: not by a non-approver, nor without a reason.
+    let out = as_nobody(&env, &["freeze", "override", "bot", "--reason", "hotfix"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not an approver"), "{}", stderr(&out));
+    let out = env.cli(&["freeze", "override", "bot", "--reason", " "]);
+    assert!(!out.status.success());
+    env.ok(&["freeze", "override", "bot", "--reason", "hotfix INC-42"]);
+    assert_eq!(
+        connects(&env, deploy.port),
+        "ok=1 eperm=0",
+        "override did not lift"
+    );
+    let o = env.wait_for_evidence("the override", |e| e["kind"] == "freeze_override");
+    assert_eq!(o["user"], "root");
+    assert_eq!(o["details"]["reason"], "hotfix INC-42");
+    assert_eq!(o["details"]["freeze_window"], "release-freeze");
+}
+
+/// The daemon swaps the kernel's rules at a window's edges: allowed
+/// before it opens, refused while open, allowed after it closes.
+#[test]
+fn the_kernel_follows_a_freeze_window_open_and_close() {
+    if !can_run("governance") {
+        return;
+    }
+    let mut env = TestEnv::new("freezeedge");
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    // Generous: the agent must be added and checked before the window opens.
+    let (open_in, close_in) = (8, 16);
+    let policy = freeze_policy(
+        &rfc3339_in(open_in),
+        &rfc3339_in(close_in),
+        api.port,
+        deploy.port,
+    );
+    let start = std::time::Instant::now();
+    env.write_policy("rel.yaml", &policy);
+    env.start_daemon();
+    env.add_agent("bot", "rel.yaml");
+    let before = connects(&env, deploy.port);
+    if start.elapsed().as_secs() < open_in as u64 - 1 {
+        assert_eq!(before, "ok=1 eperm=0", "refused before the window");
+    }
+    warden_tests::wait_until("the window to deny", || {
+        connects(&env, deploy.port) == "ok=0 eperm=1"
+    });
+    assert!(
+        start.elapsed().as_secs() + 2 >= open_in as u64,
+        "denied before the window opened"
+    );
+    warden_tests::wait_until("the window to close", || {
+        connects(&env, deploy.port) == "ok=1 eperm=0"
+    });
+    assert!(
+        start.elapsed().as_secs() + 2 >= close_in as u64,
+        "allowed before the window closed"
+    );
+    assert_eq!(connects(&env, api.port), "ok=1 eperm=0");
+}

@@ -35,8 +35,8 @@ pub use evidence::{evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
 pub use policy::{
-    policy_check, policy_history, policy_proposals, policy_propose, policy_reload, policy_review,
-    policy_shadow, policy_suggest, resolve_policy,
+    freeze_override, policy_check, policy_history, policy_proposals, policy_propose, policy_reload,
+    policy_review, policy_shadow, policy_suggest, resolve_policy,
 };
 pub use render::{format_entry, LOG_HEADER};
 pub use run::run;

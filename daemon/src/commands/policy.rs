@@ -134,6 +134,18 @@ pub fn policy_propose(paths: &Paths, agent: &str, file: &Path) -> Result<String>
     }
 }
 
+/// `warden freeze override AGENT --reason R`.
+pub fn freeze_override(paths: &Paths, agent: &str, reason: &str) -> Result<String> {
+    let request = Request::FreezeOverride {
+        agent: agent.into(),
+        reason: reason.into(),
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// `warden policy review ID --approve|--reject`.
 pub fn policy_review(
     paths: &Paths,

@@ -311,6 +311,20 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+        Request::FreezeOverride { agent, reason } => {
+            let caller = Caller { uid, pid };
+            let asked = ask(enforcer, |reply| Command::FreezeOverride {
+                agent,
+                reason,
+                caller,
+                reply,
+            });
+            match asked.await {
+                Some(Ok(message)) => Response::Ok { message },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

@@ -96,6 +96,13 @@ pub(super) enum Command {
         caller: Caller,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// `warden freeze override`.
+    FreezeOverride {
+        agent: String,
+        reason: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     ExpireHolds,
     /// Write the kernel's counts of repeated allowed actions as `summary`
     /// entries and reset them (every `WARDEN_SUMMARY_SECS`).
@@ -199,7 +206,18 @@ impl Enforcer {
                 } => {
                     let _ = reply.send(self.review(id, approve, comment.as_deref(), &caller));
                 }
+                Command::FreezeOverride {
+                    agent,
+                    reason,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.freeze_override(&agent, &reason, &caller));
+                }
                 Command::ExpireHolds => {
+                    // Freeze window edges: the kernel's rules follow the
+                    // clock within a second.
+                    self.freeze_tick();
                     if let (Ok(counters), Ok(per_agent)) =
                         (self.kernel.counters(), self.kernel.agent_counters())
                     {

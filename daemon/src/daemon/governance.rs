@@ -16,6 +16,32 @@ use crate::{
     registry::{Agent, PolicyVersion},
 };
 
+/// Evidence kind of a break-glass freeze override.
+pub const FREEZE_OVERRIDE_KIND: &str = "freeze_override";
+
+/// The bit that marks a generation as a freeze window's variant of the
+/// registry's policy version (versions are small row ids).
+const FROZEN_GENERATION: u32 = 1 << 31;
+
+/// The kernel generation of `version`, frozen or not.
+pub(super) fn generation(version: u32, window: Option<&str>) -> u32 {
+    match window {
+        Some(_) => version | FROZEN_GENERATION,
+        None => version,
+    }
+}
+
+/// The host-wide windows' file in the state directory.
+pub const HOST_FREEZE_FILE: &str = "freeze.yaml";
+
+/// What the reconcile installs during a freeze (or not).
+pub(super) struct Frozen {
+    pub compiled: CompiledPolicy,
+    pub windows: Vec<policy::freeze::Window>,
+    /// The open window whose variant `compiled` is.
+    pub window: Option<String>,
+}
+
 /// What the reconcile installs, and the proposal that allows it (if the
 /// policy in force asked for review).
 pub(super) struct Gated {
@@ -199,6 +225,168 @@ impl Enforcer {
         ))
     }
 
+    /// The agent's windows: its policy's, then the host's (a host file
+    /// that does not parse is logged and ignored: it cannot name a rule).
+    fn windows_of(&self, parsed: &policy::Policy) -> Vec<policy::freeze::Window> {
+        let mut windows = parsed.freeze.clone();
+        let file = self.paths.state_dir.join(HOST_FREEZE_FILE);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            match policy::freeze::host_windows(&text) {
+                Ok(host) => windows.extend(host),
+                Err(e) => {
+                    tracing::error!(file = %file.display(), error = %e, "host freeze windows")
+                }
+            }
+        }
+        windows
+    }
+
+    /// The open window for `agent` that no override lifts.
+    fn open_window(&self, agent: &str, windows: &[policy::freeze::Window]) -> Option<String> {
+        let now = crate::clock::now_ns();
+        let views = self.views.read().expect("views lock");
+        let lifted = views.freeze_overrides.get(agent);
+        windows
+            .iter()
+            .filter(|w| w.active(now))
+            .find(|w| lifted != Some(&w.id))
+            .map(|w| w.id.clone())
+    }
+
+    /// During an open window: the policy with its destructive rules
+    /// denying, compiled by the pipeline's compilers.
+    pub(super) fn freeze_variant(
+        &mut self,
+        agent: &Agent,
+        compiled: CompiledPolicy,
+    ) -> Result<Frozen, ReconcileError> {
+        let windows = self.windows_of(&compiled.parsed);
+        let window = self.open_window(&agent.name, &windows);
+        let Some(frozen) = window
+            .as_ref()
+            .and_then(|_| policy::freeze::frozen(&compiled.parsed))
+        else {
+            return Ok(Frozen {
+                compiled,
+                windows,
+                window,
+            });
+        };
+        let compiled = CompiledPolicy {
+            net: policy::compile_network(&frozen)?,
+            paths: policy::compile_paths(&frozen)?,
+            parsed: frozen,
+            ..compiled
+        };
+        Ok(Frozen {
+            compiled,
+            windows,
+            window,
+        })
+    }
+
+    /// Each second: an agent whose window opened or closed gets the other
+    /// variant installed (an override of a closed window ends).
+    pub(super) fn freeze_tick(&mut self) {
+        let now = crate::clock::now_ns();
+        let due: Vec<String> = self
+            .enforced
+            .iter()
+            .filter(|(name, e)| e.freeze != self.open_window(name, &e.windows))
+            .map(|(name, _)| name.clone())
+            .collect();
+        {
+            let mut views = self.views.write().expect("views lock");
+            let enforced = &self.enforced;
+            views.freeze_overrides.retain(|agent, window| {
+                enforced
+                    .get(agent)
+                    .is_some_and(|e| e.windows.iter().any(|w| &w.id == window && w.active(now)))
+            });
+        }
+        for name in due {
+            let actor = Actor::current();
+            match self.registry.get(&name) {
+                Ok(agent) => {
+                    if let Err(e) = self.reconcile_agent(&agent, &actor) {
+                        tracing::error!(agent = %name, error = %crate::error_chain(&e), "freeze window edge");
+                    }
+                }
+                Err(e) => tracing::error!(agent = %name, error = %e, "freeze window edge"),
+            }
+        }
+    }
+
+    /// `warden freeze override AGENT --reason R`: an approver (change
+    /// review's, or the policy's hold approvers) lifts the open window for
+    /// the agent until it closes; recorded.
+    pub(super) fn freeze_override(
+        &mut self,
+        agent: &str,
+        reason: &str,
+        caller: &Caller,
+    ) -> Result<String, String> {
+        let actor = Actor::of(caller.uid, caller.pid);
+        if let Some(why) = self.refuse_agent_caller(&actor, "freeze override") {
+            return Err(why);
+        }
+        if reason.trim().is_empty() {
+            return Err("a freeze override needs a --reason".into());
+        }
+        let registered = self.registry.get(agent).map_err(|e| e.to_string())?;
+        let in_force = self
+            .in_force(agent)
+            .and_then(|v| policy::parse_policy(&v.file, &v.content).ok())
+            .ok_or_else(|| format!("agent '{agent}' has no policy in force"))?;
+        let windows = self.windows_of(&in_force);
+        let window = self
+            .open_window(agent, &windows)
+            .ok_or_else(|| format!("no freeze window is open for agent '{agent}'"))?;
+        let mut list = in_force.approvers.clone();
+        if let Some(cr) = &in_force.change_review {
+            list.users.extend(cr.approvers.users.iter().cloned());
+            list.groups.extend(cr.approvers.groups.iter().cloned());
+        }
+        let user = nix::unistd::User::from_uid(caller.uid.into())
+            .ok()
+            .flatten();
+        let groups = user.as_ref().map(approvals::groups_of).unwrap_or_default();
+        let Some(role) = approvals::approver_role(&list, &actor.user, &groups) else {
+            return Err(format!(
+                "refused: {} is not an approver for agent '{agent}' (users {:?}, groups {:?})",
+                actor.user, list.users, list.groups
+            ));
+        };
+        let mut details = serde_json::Map::new();
+        details.insert("freeze_window".into(), json!(window));
+        details.insert("reason".into(), json!(reason));
+        details.insert("role".into(), json!(role));
+        let entry = actor.entry(Recorded {
+            kind: FREEZE_OVERRIDE_KIND,
+            agent,
+            owner: &registered.owner,
+            action: "freeze.override",
+            target: &window,
+            decision: "overridden",
+            policy_snapshot: &in_force.snapshot(),
+            details,
+        });
+        self.writer
+            .write_durable(vec![entry])
+            .map_err(|e| format!("record the override: {}", crate::error_chain(&e)))?;
+        self.views
+            .write()
+            .expect("views lock")
+            .freeze_overrides
+            .insert(agent.into(), window.clone());
+        // Install the unfrozen policy now rather than at the next tick.
+        self.freeze_tick();
+        Ok(format!(
+            "freeze window '{window}' lifted for agent '{agent}' by {} ({role}) until it closes",
+            actor.describe()
+        ))
+    }
+
     /// Before the reconcile installs `compiled` for `agent`: if the version
     /// in force says `change_review`, a changed policy needs an approved
     /// proposal of exactly this snapshot. Refused: recorded; an agent
@@ -221,6 +409,19 @@ impl Enforcer {
         };
         if in_force.sha256 == compiled.snapshot {
             return pass(compiled);
+        }
+        // No change while a window is open (unless overridden): the
+        // windows of the policy in force and the host's.
+        if let Ok(current) = policy::parse_policy(&in_force.file, &in_force.content) {
+            let windows = self.windows_of(&current);
+            if let Some(window) = self.open_window(&agent.name, &windows) {
+                let why = format!(
+                    "freeze window '{window}' is open: policy changes wait until it closes \
+                     (or `warden freeze override {} --reason ...`)",
+                    agent.name
+                );
+                return self.refuse_change(agent, actor, &in_force, why);
+            }
         }
         let Some(rule) = policy::parse_policy(&in_force.file, &in_force.content)
             .ok()
@@ -252,17 +453,31 @@ impl Enforcer {
                     details: Some(details),
                 })
             }
-            Err(why) => {
-                let message = format!("policy change refused: {why}");
-                self.record_policy_rejected(agent, actor, &message);
-                if self.enforced.contains_key(&agent.name) {
-                    return Err(ReconcileError::ChangeRefused(why));
-                }
-                tracing::warn!(agent = %agent.name, %why, "installing the reviewed policy in force instead of the file");
-                let caps = self.kernel.capabilities();
-                let back = policy::compile_policy(&in_force.file, &in_force.content, &caps)?;
-                pass(back)
-            }
+            Err(why) => self.refuse_change(agent, actor, &in_force, why),
         }
+    }
+
+    /// A refused change: recorded; an agent already enforced keeps its
+    /// policy (error), one not yet enforced (a daemon start) gets the
+    /// version in force back from the registry.
+    fn refuse_change(
+        &mut self,
+        agent: &Agent,
+        actor: &Actor,
+        in_force: &PolicyVersion,
+        why: String,
+    ) -> Result<Gated, ReconcileError> {
+        let message = format!("policy change refused: {why}");
+        self.record_policy_rejected(agent, actor, &message);
+        if self.enforced.contains_key(&agent.name) {
+            return Err(ReconcileError::ChangeRefused(why));
+        }
+        tracing::warn!(agent = %agent.name, %why, "installing the policy in force instead of the file");
+        let caps = self.kernel.capabilities();
+        let back = policy::compile_policy(&in_force.file, &in_force.content, &caps)?;
+        Ok(Gated {
+            compiled: back,
+            details: None,
+        })
     }
 }

@@ -90,6 +90,11 @@ pub(super) struct Enforced {
     pub(super) needs_fault_guard: bool,
     /// The policy in force says `mode: record`.
     pub(super) record: bool,
+    /// The freeze window whose variant of the policy is installed
+    /// (destructive rules deny), and every window that applies to the
+    /// agent (its policy's and the host's), checked each second.
+    pub(super) freeze: Option<String>,
+    pub(super) windows: Vec<policy::freeze::Window>,
     /// The policy's use of its share of each rule map (`Capacity`).
     pub(super) rule_maps: String,
 }
@@ -253,6 +258,8 @@ impl Enforcer {
                             needs_fault_guard: false,
                             record: false,
                             rule_maps: String::new(),
+                            freeze: None,
+                            windows: Vec::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -270,6 +277,12 @@ impl Enforcer {
             compiled,
             details: reviewed,
         } = self.gate(agent, actor, compiled)?;
+        // In a freeze window: the variant whose destructive rules deny.
+        let super::governance::Frozen {
+            compiled,
+            windows,
+            window: freeze,
+        } = self.freeze_variant(agent, compiled)?;
         let policy::CompiledPolicy {
             parsed,
             net,
@@ -293,7 +306,8 @@ impl Enforcer {
             paths
         };
         if let Some(old) = self.enforced.get_mut(&agent.name) {
-            if old.snapshot == snapshot {
+            old.windows.clone_from(&windows);
+            if old.snapshot == snapshot && old.freeze == freeze {
                 if old.revoked != revoked {
                     self.kernel.set_revoked(cgroup_id, revoked)?;
                     old.revoked = revoked;
@@ -313,8 +327,12 @@ impl Enforcer {
             clock::now_ns(),
             &actor.describe(),
         )?;
-        self.views.write().expect("views lock").policies.insert(
-            version,
+        // A frozen variant is installed under a generation of its own, so
+        // its decisions name the window (daemon/governance.rs).
+        let gen = super::governance::generation(version, freeze.as_deref());
+        let mut views = self.views.write().expect("views lock");
+        views.policies.insert(
+            gen,
             Arc::new(PolicyView {
                 snapshot: snapshot.clone(),
                 rule_ids: parsed.rule_ids(),
@@ -322,6 +340,10 @@ impl Enforcer {
                 hold_timeout: parsed.hold_timeout,
             }),
         );
+        if let Some(window) = &freeze {
+            views.freezes.insert(gen, window.clone());
+        }
+        drop(views);
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
         // (`update_sys_exit`).
@@ -340,7 +362,7 @@ impl Enforcer {
         let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
         let rules = AgentRules {
             agent_id: agent.id,
-            policy_gen: version,
+            policy_gen: gen,
             net,
             paths,
             revoked,
@@ -362,6 +384,8 @@ impl Enforcer {
                 needs_fault_guard,
                 record: parsed.mode == policy::Mode::Record,
                 rule_maps: capacity.to_string(),
+                freeze: freeze.clone(),
+                windows,
             },
         );
         let mut details = serde_json::Map::new();
@@ -373,6 +397,9 @@ impl Enforcer {
         }
         details.insert("previous_snapshot".into(), json!(previous));
         details.extend(reviewed.unwrap_or_default());
+        if let Some(window) = &freeze {
+            details.insert("freeze_window".into(), json!(window));
+        }
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {
             kind: "policy_load",

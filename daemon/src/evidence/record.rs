@@ -111,6 +111,8 @@ pub const KINDS: &[&str] = &[
     // policy change and its reviews.
     "policy_proposal",
     "policy_review",
+    // A break-glass lift of a freeze window (daemon/governance.rs).
+    "freeze_override",
 ];
 
 #[derive(Debug, thiserror::Error)]

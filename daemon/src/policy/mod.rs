@@ -16,6 +16,7 @@ mod model;
 mod parse;
 mod pipeline;
 
+pub mod freeze;
 pub mod profiles;
 pub mod review;
 pub mod shadow;

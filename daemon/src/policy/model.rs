@@ -46,6 +46,9 @@ pub struct Policy {
     /// canonical JSON when absent, so older policies keep their snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_review: Option<ChangeReview>,
+    /// `freeze:` windows. Left out of the canonical JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<super::freeze::Window>,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -181,6 +184,10 @@ pub struct Rule {
     /// so policies without it keep their hash.
     #[serde(skip_serializing_if = "is_false")]
     pub allow_write_exec: bool,
+    /// `destructive: true`: denied while a freeze window is open. Left out
+    /// of the snapshot when false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub destructive: bool,
 }
 
 fn is_false(b: &bool) -> bool {

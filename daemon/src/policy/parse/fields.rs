@@ -33,6 +33,8 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) evidence: Option<Evidence>,
     /// `change_review: { approvers: [..], groups: [..], min: 1 }`.
     pub(in crate::policy) change_review: Option<RawChangeReview>,
+    /// `freeze: [windows]` (policy/freeze.rs).
+    pub(in crate::policy) freeze: Option<Vec<crate::policy::freeze::RawWindow>>,
     pub(in crate::policy) rules: RuleList,
 }
 
@@ -83,6 +85,8 @@ pub(in crate::policy) struct RuleFields {
     pub(in crate::policy) file: Option<FileSpec>,
     pub(in crate::policy) socket: Option<SocketFields>,
     pub(in crate::policy) allow_write_exec: Option<bool>,
+    /// Denied during a freeze window (policy/freeze.rs).
+    pub(in crate::policy) destructive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +190,7 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
         decision: f.decision,
         selector,
         allow_write_exec: f.allow_write_exec.unwrap_or(false),
+        destructive: f.destructive.unwrap_or(false),
     }))
 }
 

@@ -151,6 +151,23 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         .change_review
         .map(|r| change_review(r, &source))
         .transpose()?;
+    let mut freeze = Vec::new();
+    for (i, w) in raw.freeze.unwrap_or_default().into_iter().enumerate() {
+        let w = w.validate().map_err(|message| {
+            let at = locate(&source.text, &[Step::Key("freeze"), Step::Index(i)]);
+            PolicyError::new(&source.name, at, None, PolicyErrorKind::Invalid(message))
+        })?;
+        if freeze
+            .iter()
+            .any(|f: &crate::policy::freeze::Window| f.id == w.id)
+        {
+            let at = locate(&source.text, &[Step::Key("freeze"), Step::Index(i)]);
+            let kind =
+                PolicyErrorKind::Invalid(format!("freeze window id '{}' is used twice", w.id));
+            return Err(PolicyError::new(&source.name, at, None, kind));
+        }
+        freeze.push(w);
+    }
     Ok(Policy {
         version: POLICY_VERSION,
         description: raw.description,
@@ -160,6 +177,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         mode: raw.mode.unwrap_or_default(),
         evidence: raw.evidence.unwrap_or_default(),
         change_review,
+        freeze,
         rules,
         source,
     })
