@@ -47,6 +47,9 @@ pub enum Cmd {
     /// freeze.yaml).
     #[command(subcommand)]
     Freeze(FreezeCmd),
+    /// Access reviews of the agents (who keeps which capabilities).
+    #[command(subcommand)]
+    Review(ReviewCmd),
     /// Show the evidence log, or verify its hash chain.
     Log(LogArgs),
     /// Export a bundle an auditor verifies elsewhere, or verify one.
@@ -185,6 +188,27 @@ pub enum PolicyCmd {
         reject: bool,
         #[arg(long)]
         comment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReviewCmd {
+    /// Open an access review campaign (recorded, naming every agent).
+    Start,
+    /// Sign the review of AGENTs: keep, or revoke (as `warden kill`).
+    Sign {
+        #[arg(long, value_enum)]
+        decision: warden::commands::review::ReviewDecision,
+        #[arg(required = true)]
+        agents: Vec<String>,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Every agent's latest review; due ones (none, or older than the
+    /// policy's `review_every`, default 90d) first.
+    Status {
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, FreezeCmd, LogCmd, PolicyCmd};
+use cli::{AgentCmd, Cli, Cmd, EvidenceCmd, FreezeCmd, LogCmd, PolicyCmd, ReviewCmd};
 use warden::{
     commands::{self, render, AddAgent},
     config::Paths,
@@ -182,6 +182,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", render::policy_history(&versions));
                 print!("{}", render::proposals(&props));
             }
+        }
+        Cmd::Review(ReviewCmd::Start) => {
+            let seq = commands::review::review_start(&paths)?;
+            println!("access review started (seq {seq})");
+        }
+        Cmd::Review(ReviewCmd::Sign {
+            decision,
+            agents,
+            comment,
+        }) => {
+            for line in commands::review::review_sign(&paths, decision, &agents, &comment)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Review(ReviewCmd::Status { json }) => {
+            let now = warden::clock::now_ns();
+            let status = commands::review::review_status(&paths, now)?;
+            print!("{}", listing(json, &status[..], render::review_status)?);
         }
         Cmd::Freeze(FreezeCmd::Override { agent, reason }) => {
             println!("{}", commands::freeze_override(&paths, &agent, &reason)?);

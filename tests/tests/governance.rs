@@ -507,3 +507,144 @@ fn the_kernel_follows_a_freeze_window_open_and_close() {
     );
     assert_eq!(connects(&env, api.port), "ok=1 eperm=0");
 }
+
+/// Access reviews: a never-reviewed agent is due; a signed keep names the
+/// reviewer, the snapshot and the capabilities and clears it; an unknown
+/// agent changes nothing; a revoke ends the agent's processes and refuses
+/// its next action like the kill switch; the export bundle and its report
+/// carry the latest review per agent.
+#[test]
+fn access_reviews_are_signed_per_agent_and_revoke_ends_the_agent() {
+    if !can_run("governance") {
+        return;
+    }
+    let mut env = TestEnv::new("areview");
+    let api = Listener::tcp4();
+    let policy = format!(
+        "version: 1\nreview_every: 30d\nrules:\n  - id: api\n    connect: {{ to: 127.0.0.1, ports: [{}] }}\n    decision: allow\n",
+        api.port
+    );
+    env.write_policy("p.yaml", &policy);
+    env.start_daemon();
+    env.add_agent("keeper", "p.yaml");
+    env.add_agent("leaver", "p.yaml");
+    let status: Value = serde_json::from_str(&env.ok(&["review", "status", "--json"])).unwrap();
+    assert!(
+        status.as_array().unwrap().iter().all(|s| s["due"] == true),
+        "{status:#}"
+    );
+    assert_eq!(status[0]["review_every_secs"], 30 * 86_400);
+
+    assert!(env
+        .ok(&["review", "start"])
+        .contains("access review started"));
+    // An unknown agent in the list: nothing is signed.
+    let out = env.cli(&[
+        "review",
+        "sign",
+        "--decision",
+        "keep",
+        "keeper",
+        "ghost",
+        "--comment",
+        "q4",
+    ]);
+    assert!(!out.status.success());
+    assert!(env.evidence().iter().all(|e| e["action"] != "review.sign"));
+
+    env.ok(&[
+        "review",
+        "sign",
+        "--decision",
+        "keep",
+        "keeper",
+        "--comment",
+        "q4: still needed",
+    ]);
+    // A long-running process of the agent that a revoke must end.
+    let to = format!("127.0.0.1:{}", api.port);
+    let probe = warden_tests::probe_bin();
+    let mut child = env
+        .warden()
+        .args([
+            "run",
+            "--agent",
+            "leaver",
+            "--",
+            probe.to_str().unwrap(),
+            "sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    warden_tests::wait_until("the leaver's process", || {
+        std::fs::read_to_string(env.agent_cgroup("leaver").join("cgroup.procs"))
+            .is_ok_and(|p| !p.trim().is_empty())
+    });
+    let said = env.ok(&[
+        "review",
+        "sign",
+        "--decision",
+        "revoke",
+        "leaver",
+        "--comment",
+        "project ended",
+    ]);
+    assert!(said.contains("revoked"), "{said}");
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the leaver's process survived the revoke"
+    );
+    let out = env.probe_as("leaver", &["connect", &to]);
+    assert!(
+        !out.status.success() || stdout(&out) != "ok",
+        "revoked agent acted: {out:?}"
+    );
+    assert_eq!(connects_as(&env, "keeper", api.port), "ok=1 eperm=0");
+
+    let entries = env.evidence();
+    let kept = entries
+        .iter()
+        .find(|e| e["kind"] == "access_review" && e["agent"] == "keeper")
+        .unwrap();
+    assert_eq!(kept["decision"], "keep");
+    assert_eq!(kept["user"], "root");
+    assert_eq!(
+        kept["details"]["capabilities"],
+        serde_json::json!(["api allow"])
+    );
+    assert_eq!(kept["policy_snapshot"].as_str().unwrap().len(), 64);
+    assert!(entries
+        .iter()
+        .any(|e| e["kind"] == "kill" && e["agent"] == "leaver"));
+
+    let status: Value = serde_json::from_str(&env.ok(&["review", "status", "--json"])).unwrap();
+    let of = |a: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["agent"] == a)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of("keeper")["due"], false, "{status:#}");
+    assert_eq!(of("leaver")["last_review"]["decision"], "revoke");
+
+    let bundle = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", bundle.to_str().unwrap()]);
+    let reviews: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("access_reviews.json")).unwrap())
+            .unwrap();
+    assert_eq!(reviews.as_array().unwrap().len(), 2, "{reviews:#}");
+    let html = std::fs::read_to_string(bundle.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Access reviews</h2>") && html.contains("project ended"));
+    assert!(html.contains("CC8.1") && html.contains("A.8.32"));
+    env.ok(&["evidence", "verify", bundle.to_str().unwrap()]);
+}
+
+fn connects_as(env: &TestEnv, agent: &str, port: u16) -> String {
+    let out = env.probe_as(agent, &["connect-n", &format!("127.0.0.1:{port}"), "1"]);
+    stdout(&out)
+}

@@ -26,6 +26,7 @@ mod kill;
 mod log;
 mod policy;
 pub mod render;
+pub mod review;
 mod run;
 
 pub use admin_event::AdminEvent;

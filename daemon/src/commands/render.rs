@@ -164,6 +164,27 @@ pub fn shadow(r: &crate::policy::shadow::ShadowReport) -> String {
     out
 }
 
+/// `warden review status`.
+pub fn review_status(list: &[super::review::ReviewStatus]) -> String {
+    let mut out = String::new();
+    for s in list {
+        let last = match &s.last_review {
+            Some(e) => format!("{} {} by {}", e.decision, clock::format_ns(e.ts_ns), e.user),
+            None => "never reviewed".into(),
+        };
+        put!(
+            out,
+            "{:<5} {:<18} {:<28} {}  (every {}d)",
+            if s.due { "DUE" } else { "ok" },
+            s.agent,
+            s.owner,
+            last,
+            s.review_every_secs / 86_400
+        );
+    }
+    out
+}
+
 /// The proposals part of `warden policy history` (nothing when none).
 pub fn proposals(list: &[crate::policy::review::Proposal]) -> String {
     let mut out = String::new();

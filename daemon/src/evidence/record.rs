@@ -113,6 +113,9 @@ pub const KINDS: &[&str] = &[
     "policy_review",
     // A break-glass lift of a freeze window (daemon/governance.rs).
     "freeze_override",
+    // An access review: a campaign started, or one agent kept or revoked
+    // (commands/review.rs).
+    "access_review",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,10 @@ pub struct Policy {
     /// canonical JSON when absent, so older policies keep their snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_review: Option<ChangeReview>,
+    /// `review_every:` in seconds: an access review older than this is
+    /// due (`warden review status`; 90 days when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_every_secs: Option<u64>,
     /// `freeze:` windows. Left out of the canonical JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<super::freeze::Window>,

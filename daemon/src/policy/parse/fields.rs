@@ -33,6 +33,8 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) evidence: Option<Evidence>,
     /// `change_review: { approvers: [..], groups: [..], min: 1 }`.
     pub(in crate::policy) change_review: Option<RawChangeReview>,
+    /// `review_every: 90d`: how old an access review may get.
+    pub(in crate::policy) review_every: Option<String>,
     /// `freeze: [windows]` (policy/freeze.rs).
     pub(in crate::policy) freeze: Option<Vec<crate::policy::freeze::RawWindow>>,
     pub(in crate::policy) rules: RuleList,

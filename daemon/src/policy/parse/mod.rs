@@ -151,6 +151,16 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         .change_review
         .map(|r| change_review(r, &source))
         .transpose()?;
+    let review_every_secs = match raw.review_every {
+        None => None,
+        Some(text) => Some(review_every(&text).ok_or_else(|| {
+            let at = locate(&source.text, &[Step::Key("review_every")]);
+            let kind = PolicyErrorKind::Invalid(format!(
+                "review_every '{text}' is not a positive age like 90d, 12h, 30m or 45s"
+            ));
+            PolicyError::new(&source.name, at, None, kind)
+        })?),
+    };
     let mut freeze = Vec::new();
     for (i, w) in raw.freeze.unwrap_or_default().into_iter().enumerate() {
         let w = w.validate().map_err(|message| {
@@ -177,10 +187,26 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         mode: raw.mode.unwrap_or_default(),
         evidence: raw.evidence.unwrap_or_default(),
         change_review,
+        review_every_secs,
         freeze,
         rules,
         source,
     })
+}
+
+/// `N` then `s`, `m`, `h` or `d`, more than zero, as seconds.
+fn review_every(text: &str) -> Option<u64> {
+    let i = text.len().checked_sub(1)?;
+    let (n, unit) = text.split_at(i);
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit)
 }
 
 /// `change_review`: at least one approver (user or group), and `min`

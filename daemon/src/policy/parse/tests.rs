@@ -59,7 +59,7 @@ fn unknown_field_in_rule_and_at_top() {
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
-             `evidence`, `change_review`, `freeze`, `rules`"
+             `evidence`, `change_review`, `review_every`, `freeze`, `rules`"
     );
     assert_eq!(
         err(&one_rule(
