@@ -101,19 +101,19 @@ pub fn policy_shadow(
         source,
     })?;
     let since_ns = since.map(crate::clock::parse_time).transpose()?;
-    let store = super::open_store(paths)?;
-    let mut entries = Vec::new();
-    for kind in ["decision", "summary"] {
-        entries.extend(store.query(&crate::evidence::Filter {
-            agent: Some(agent.to_string()),
-            kind: Some(kind.into()),
-            since_ns,
-            ..Default::default()
-        })?);
-    }
-    entries.sort_by_key(|e| e.seq);
     let name = candidate.display().to_string();
-    Ok(policy::shadow::shadow(agent, &name, &text, &entries)?)
+    let compiled = policy::compile_policy(&name, &text, &policy::Capabilities::assume_all())?;
+    let store = super::open_store(paths)?;
+    // Streamed in seq order, one row in memory at a time: the agent's
+    // record can be millions of entries.
+    let mut replay = policy::shadow::Replay::new(agent, &name, &compiled);
+    let _: std::ops::ControlFlow<()> = store.for_each_entry(|e| {
+        if since_ns.is_none_or(|t| e.ts_ns >= t) {
+            replay.add(e);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    })?;
+    Ok(replay.finish())
 }
 
 /// `warden policy propose AGENT FILE`: the daemon records the proposal,

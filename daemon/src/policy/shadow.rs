@@ -30,7 +30,7 @@ use crate::evidence::Entry;
 pub const EXAMPLES: usize = 3;
 
 /// One recorded action, in the terms the kernel decided it on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Replayed {
     /// connect or sendmsg: destination and IP protocol number.
     Net {
@@ -423,31 +423,66 @@ pub fn replay(
     compiled: &CompiledPolicy,
     entries: &[Entry],
 ) -> ShadowReport {
-    let eval = Evaluator { compiled };
-    let ids = compiled.parsed.rule_ids();
-    let rule_name = |v: &Verdict| -> String {
+    let mut r = Replay::new(agent, candidate_name, compiled);
+    for e in entries {
+        r.add(e);
+    }
+    r.finish()
+}
+
+/// A replay fed one entry at a time, so a log of any size is replayed in
+/// bounded memory (groups keep counts and 3 examples; decisions are
+/// memoised per distinct action, which repeats far more than it varies).
+pub struct Replay<'a> {
+    agent: String,
+    eval: Evaluator<'a>,
+    ids: Vec<String>,
+    report: ShadowReport,
+    groups: BTreeMap<(Change, String), Group>,
+    memo: std::collections::HashMap<Replayed, Verdict>,
+}
+
+/// Distinct actions whose verdicts are kept; past it, each is decided
+/// afresh (the cost of a lookup, not a failure).
+const MEMO_LIMIT: usize = 1 << 16;
+
+impl<'a> Replay<'a> {
+    pub fn new(agent: &str, candidate_name: &str, compiled: &'a CompiledPolicy) -> Self {
+        Replay {
+            agent: agent.into(),
+            eval: Evaluator { compiled },
+            ids: compiled.parsed.rule_ids(),
+            report: ShadowReport {
+                agent: agent.into(),
+                candidate: candidate_name.into(),
+                candidate_snapshot: compiled.snapshot.clone(),
+                ..Default::default()
+            },
+            groups: BTreeMap::new(),
+            memo: std::collections::HashMap::new(),
+        }
+    }
+
+    fn rule_name(&self, v: &Verdict) -> String {
         if !v.governed {
             return "not-governed".into();
         }
         match v.rule_idx {
             rule::DEFAULT => "default-deny".into(),
-            i => ids
+            i => self
+                .ids
                 .get(i as usize)
                 .cloned()
                 .unwrap_or_else(|| format!("rule#{i}")),
         }
-    };
-    let mut report = ShadowReport {
-        agent: agent.into(),
-        candidate: candidate_name.into(),
-        candidate_snapshot: compiled.snapshot.clone(),
-        ..Default::default()
-    };
-    let mut groups: BTreeMap<(Change, String), Group> = BTreeMap::new();
-    for e in entries {
-        if e.agent != agent || (e.kind != "decision" && e.kind != "summary") {
-            continue;
+    }
+
+    /// Replays one entry (any kind and agent: others are passed over).
+    pub fn add(&mut self, e: &Entry) {
+        if e.agent != self.agent || (e.kind != "decision" && e.kind != "summary") {
+            return;
         }
+        let report = &mut self.report;
         report.entries += 1;
         let weight = if e.kind == "summary" {
             e.details
@@ -460,24 +495,34 @@ pub fn replay(
         report.actions += weight;
         if NOT_BY_RULES.contains(&e.rule_id.as_str()) {
             *report.skipped.entry(e.rule_id.clone()).or_default() += 1;
-            continue;
+            return;
         }
         let (Some(was), Some(action)) = (recorded_decision(&e.decision), replayed(e)) else {
             *report.skipped.entry("not replayable".into()).or_default() += 1;
-            continue;
+            return;
         };
-        let now = eval.decide(&action);
+        let now = match self.memo.get(&action) {
+            Some(v) => *v,
+            None => {
+                let v = self.eval.decide(&action);
+                if self.memo.len() < MEMO_LIMIT {
+                    self.memo.insert(action, v);
+                }
+                v
+            }
+        };
         if now.decision == was {
-            report.unchanged += weight;
-            continue;
+            self.report.unchanged += weight;
+            return;
         }
         let change = match now.decision {
             Decision::Deny => Change::WouldDeny,
             Decision::Hold => Change::WouldHold,
             Decision::Allow => Change::WouldAllow,
         };
-        let rule = rule_name(&now);
-        let g = groups
+        let rule = self.rule_name(&now);
+        let g = self
+            .groups
             .entry((change, rule.clone()))
             .or_insert_with(|| Group {
                 change,
@@ -497,15 +542,19 @@ pub fn replay(
             });
         }
     }
-    let mut differences: Vec<Group> = groups.into_values().collect();
-    differences.sort_by(|a, b| {
-        a.change
-            .cmp(&b.change)
-            .then(b.actions.cmp(&a.actions))
-            .then(a.rule.cmp(&b.rule))
-    });
-    report.differences = differences;
-    report
+
+    /// The report: differences by change, then most actions first.
+    pub fn finish(mut self) -> ShadowReport {
+        let mut differences: Vec<Group> = self.groups.into_values().collect();
+        differences.sort_by(|a, b| {
+            a.change
+                .cmp(&b.change)
+                .then(b.actions.cmp(&a.actions))
+                .then(a.rule.cmp(&b.rule))
+        });
+        self.report.differences = differences;
+        self.report
+    }
 }
 
 #[cfg(test)]
