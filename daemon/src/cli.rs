@@ -43,6 +43,13 @@ pub enum Cmd {
     /// Check, reload and list policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Freeze windows (`freeze:` in a policy or the state directory's
+    /// freeze.yaml).
+    #[command(subcommand)]
+    Freeze(FreezeCmd),
+    /// Access reviews of the agents (who keeps which capabilities).
+    #[command(subcommand)]
+    Review(ReviewCmd),
     /// Show the evidence log, or verify its hash chain.
     Log(LogArgs),
     /// Export a bundle an auditor verifies elsewhere, or verify one.
@@ -172,12 +179,75 @@ pub enum PolicyCmd {
         #[arg(long)]
         diff: Option<PathBuf>,
     },
-    /// Every policy version loaded, with its hash, author and time.
+    /// Replay AGENT's recorded decisions (and summaries) against a
+    /// candidate policy, offline, and print what would be decided
+    /// differently, by rule, with counts and examples.
+    Shadow {
+        agent: String,
+        /// The candidate policy file (any path).
+        candidate: PathBuf,
+        /// Only entries from this time on: RFC 3339 UTC, unix seconds, or
+        /// an age (`30s`, `5m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every policy version loaded, with its hash, author and time; then
+    /// the reviewed-change proposals, their reviews and activation.
     History {
         #[arg(long)]
         agent: Option<String>,
+        /// With --json: the proposals instead of the versions.
+        #[arg(long)]
+        proposals: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Propose FILE as AGENT's next policy (its policy in force says
+    /// `change_review`): recorded with its diff, you as author.
+    Propose { agent: String, file: PathBuf },
+    /// Approve or reject a proposal (an approver other than its author).
+    Review {
+        id: u64,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReviewCmd {
+    /// Open an access review campaign (recorded, naming every agent).
+    Start,
+    /// Sign the review of AGENTs: keep, or revoke (as `warden kill`).
+    Sign {
+        #[arg(long, value_enum)]
+        decision: warden::commands::review::ReviewDecision,
+        #[arg(required = true)]
+        agents: Vec<String>,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Every agent's latest review; due ones (none, or older than the
+    /// policy's `review_every`, default 90d) first.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FreezeCmd {
+    /// Break glass: lift AGENT's open freeze window until it closes (an
+    /// approver; recorded with the reason).
+    Override {
+        agent: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 

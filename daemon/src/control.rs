@@ -40,6 +40,25 @@ pub enum Request {
         budget: String,
         reason: String,
     },
+    /// Propose a new policy for an agent whose policy in force asks for
+    /// review (`change_review`). The author is the socket's peer.
+    Propose {
+        agent: String,
+        /// Where the text came from (shown, not read by the daemon).
+        file: String,
+        text: String,
+    },
+    /// Approve or reject a proposal. The reviewer is the socket's peer.
+    Review {
+        id: u64,
+        approve: bool,
+        comment: Option<String>,
+    },
+    /// Lift an agent's open freeze window (an approver; the socket's peer).
+    FreezeOverride {
+        agent: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

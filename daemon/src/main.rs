@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{AgentCmd, BudgetCmd, Cli, Cmd, EvidenceCmd, LogCmd, PolicyCmd};
+use cli::{AgentCmd, BudgetCmd, Cli, Cmd, EvidenceCmd, FreezeCmd, LogCmd, PolicyCmd, ReviewCmd};
 use warden::{
     commands::{self, render, AddAgent},
     config::Paths,
@@ -154,13 +154,69 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{changes}");
             }
         }
+        Cmd::Policy(PolicyCmd::Shadow {
+            agent,
+            candidate,
+            since,
+            json,
+        }) => {
+            let report = commands::policy_shadow(&paths, &agent, &candidate, since.as_deref())?;
+            print!("{}", listing(json, &report, render::shadow)?);
+        }
         Cmd::Policy(PolicyCmd::Reload) => {
             commands::policy_reload(&paths)?;
             println!("policies reloaded");
         }
-        Cmd::Policy(PolicyCmd::History { agent, json }) => {
+        Cmd::Policy(PolicyCmd::History {
+            agent,
+            proposals,
+            json,
+        }) => {
             let versions = commands::policy_history(&paths, agent.as_deref())?;
-            print!("{}", listing(json, &versions[..], render::policy_history)?);
+            let props = commands::policy_proposals(&paths, agent.as_deref())?;
+            if json && proposals {
+                print!("{}", render::json(&props[..])?);
+            } else if json {
+                print!("{}", render::json(&versions[..])?);
+            } else {
+                print!("{}", render::policy_history(&versions));
+                print!("{}", render::proposals(&props));
+            }
+        }
+        Cmd::Review(ReviewCmd::Start) => {
+            let seq = commands::review::review_start(&paths)?;
+            println!("access review started (seq {seq})");
+        }
+        Cmd::Review(ReviewCmd::Sign {
+            decision,
+            agents,
+            comment,
+        }) => {
+            for line in commands::review::review_sign(&paths, decision, &agents, &comment)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Review(ReviewCmd::Status { json }) => {
+            let now = warden::clock::now_ns();
+            let status = commands::review::review_status(&paths, now)?;
+            print!("{}", listing(json, &status[..], render::review_status)?);
+        }
+        Cmd::Freeze(FreezeCmd::Override { agent, reason }) => {
+            println!("{}", commands::freeze_override(&paths, &agent, &reason)?);
+        }
+        Cmd::Policy(PolicyCmd::Propose { agent, file }) => {
+            println!("{}", commands::policy_propose(&paths, &agent, &file)?);
+        }
+        Cmd::Policy(PolicyCmd::Review {
+            id,
+            approve,
+            reject: _,
+            comment,
+        }) => {
+            println!(
+                "{}",
+                commands::policy_review(&paths, id, approve, comment.as_deref())?
+            );
         }
         Cmd::Log(args) => match args.cmd {
             Some(LogCmd::Tail {

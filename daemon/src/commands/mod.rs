@@ -26,6 +26,7 @@ mod kill;
 mod log;
 mod policy;
 pub mod render;
+pub mod review;
 mod run;
 
 pub use admin_event::AdminEvent;
@@ -34,7 +35,10 @@ pub use approvals::{approvals, budget_reset, decide, status};
 pub use evidence::{evidence_archive, evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
-pub use policy::{policy_check, policy_history, policy_reload, policy_suggest, resolve_policy};
+pub use policy::{
+    freeze_override, policy_check, policy_history, policy_proposals, policy_propose, policy_reload,
+    policy_review, policy_shadow, policy_suggest, resolve_policy,
+};
 pub use render::{format_entry, LOG_HEADER};
 pub use run::run;
 

@@ -88,6 +88,104 @@ pub fn policy_suggest(
     Ok((suggestion, diff))
 }
 
+/// `warden policy shadow AGENT CANDIDATE [--since T]`: the agent's
+/// decision and summary entries replayed against the candidate.
+pub fn policy_shadow(
+    paths: &Paths,
+    agent: &str,
+    candidate: &Path,
+    since: Option<&str>,
+) -> Result<policy::shadow::ShadowReport> {
+    let text = std::fs::read_to_string(candidate).map_err(|source| CommandError::ReadPolicy {
+        file: candidate.to_path_buf(),
+        source,
+    })?;
+    let since_ns = since.map(crate::clock::parse_time).transpose()?;
+    let name = candidate.display().to_string();
+    let compiled = policy::compile_policy(&name, &text, &policy::Capabilities::assume_all())?;
+    let store = super::open_store(paths)?;
+    // Streamed in seq order, one row in memory at a time: the agent's
+    // record can be millions of entries.
+    let mut replay = policy::shadow::Replay::new(agent, &name, &compiled);
+    let _: std::ops::ControlFlow<()> = store.for_each_entry(|e| {
+        if since_ns.is_none_or(|t| e.ts_ns >= t) {
+            replay.add(e);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    })?;
+    Ok(replay.finish())
+}
+
+/// `warden policy propose AGENT FILE`: the daemon records the proposal,
+/// with this process's credentials as the author.
+pub fn policy_propose(paths: &Paths, agent: &str, file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|source| CommandError::ReadPolicy {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let request = Request::Propose {
+        agent: agent.into(),
+        file: file.display().to_string(),
+        text,
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `warden freeze override AGENT --reason R`.
+pub fn freeze_override(paths: &Paths, agent: &str, reason: &str) -> Result<String> {
+    let request = Request::FreezeOverride {
+        agent: agent.into(),
+        reason: reason.into(),
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `warden policy review ID --approve|--reject`.
+pub fn policy_review(
+    paths: &Paths,
+    id: u64,
+    approve: bool,
+    comment: Option<&str>,
+) -> Result<String> {
+    let request = Request::Review {
+        id,
+        approve,
+        comment: comment.map(str::to_string),
+    };
+    match ask(paths, &request)? {
+        Response::Ok { message } => Ok(message),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The reviewed-change proposals, from the evidence log.
+pub fn policy_proposals(
+    paths: &Paths,
+    agent: Option<&str>,
+) -> Result<Vec<policy::review::Proposal>> {
+    let store = super::open_store(paths)?;
+    let mut entries = Vec::new();
+    for kind in [
+        policy::review::PROPOSAL_KIND,
+        policy::review::REVIEW_KIND,
+        "policy_load",
+    ] {
+        entries.extend(store.query(&crate::evidence::Filter {
+            agent: agent.map(str::to_string),
+            kind: Some(kind.into()),
+            ..Default::default()
+        })?);
+    }
+    entries.sort_by_key(|e| e.seq);
+    Ok(policy::review::proposals(&entries))
+}
+
 pub fn policy_history(
     paths: &Paths,
     agent: Option<&str>,

@@ -114,6 +114,125 @@ pub fn policy_history(versions: &[PolicyVersion]) -> String {
     out
 }
 
+/// `warden policy shadow`.
+pub fn shadow(r: &crate::policy::shadow::ShadowReport) -> String {
+    use crate::policy::shadow::Change;
+    let mut out = String::new();
+    put!(
+        out,
+        "shadow of {} against {} ({}): {} entries, {} actions replayed",
+        r.agent,
+        r.candidate,
+        r.candidate_snapshot,
+        r.entries,
+        r.actions
+    );
+    put!(
+        out,
+        "  unchanged {}, would-deny {}, would-hold {}, would-allow {}",
+        r.unchanged,
+        r.total(Change::WouldDeny),
+        r.total(Change::WouldHold),
+        r.total(Change::WouldAllow)
+    );
+    for (why, n) in &r.skipped {
+        put!(out, "  not replayed: {n} entries ({why})");
+    }
+    if r.differences.is_empty() {
+        put!(out, "no differences");
+    }
+    for g in &r.differences {
+        put!(
+            out,
+            "{:<11} {:<24} {:>8} actions ({} entries)",
+            g.change.name(),
+            g.rule,
+            g.actions,
+            g.entries
+        );
+        for e in &g.examples {
+            put!(
+                out,
+                "    seq {:<8} {:<9} {}  (recorded {})",
+                e.seq,
+                e.action,
+                e.target,
+                e.recorded
+            );
+        }
+    }
+    out
+}
+
+/// `warden review status`.
+pub fn review_status(list: &[super::review::ReviewStatus]) -> String {
+    let mut out = String::new();
+    for s in list {
+        let last = match &s.last_review {
+            Some(e) => format!("{} {} by {}", e.decision, clock::format_ns(e.ts_ns), e.user),
+            None => "never reviewed".into(),
+        };
+        put!(
+            out,
+            "{:<5} {:<18} {:<28} {}  (every {}d)",
+            if s.due { "DUE" } else { "ok" },
+            s.agent,
+            s.owner,
+            last,
+            s.review_every_secs / 86_400
+        );
+    }
+    out
+}
+
+/// The proposals part of `warden policy history` (nothing when none).
+pub fn proposals(list: &[crate::policy::review::Proposal]) -> String {
+    let mut out = String::new();
+    if list.is_empty() {
+        return out;
+    }
+    put!(out, "proposals (change_review):");
+    for p in list {
+        let approved = p
+            .reviews
+            .iter()
+            .filter(|r| r.decision == "approved")
+            .count();
+        let state = match p.activated {
+            Some(seq) => format!("activated (seq {seq})"),
+            None if p.reviews.iter().any(|r| r.decision == "rejected") => "rejected".into(),
+            None => format!("{approved} approval(s), not activated"),
+        };
+        put!(
+            out,
+            "{:>6}  {}  {:<18} {}  by {}  {}",
+            p.id,
+            clock::format_ns(p.ts_ns),
+            p.agent,
+            p.snapshot,
+            p.author,
+            state
+        );
+        for r in &p.reviews {
+            put!(
+                out,
+                "        review seq {}  {}  {} by {} ({}){}",
+                r.seq,
+                clock::format_ns(r.ts_ns),
+                r.decision,
+                r.reviewer,
+                r.role,
+                if r.comment.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.comment)
+                }
+            );
+        }
+    }
+    out
+}
+
 /// `warden log tail --format`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum TailFormat {

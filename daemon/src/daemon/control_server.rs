@@ -297,6 +297,54 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+        Request::Propose { agent, file, text } => {
+            let caller = Caller { uid, pid };
+            let asked = ask(enforcer, |reply| Command::Propose {
+                agent,
+                file,
+                text,
+                caller,
+                reply,
+            });
+            match asked.await {
+                Some(Ok(message)) => Response::Ok { message },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
+        Request::Review {
+            id,
+            approve,
+            comment,
+        } => {
+            let caller = Caller { uid, pid };
+            let asked = ask(enforcer, |reply| Command::Review {
+                id,
+                approve,
+                comment,
+                caller,
+                reply,
+            });
+            match asked.await {
+                Some(Ok(message)) => Response::Ok { message },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
+        Request::FreezeOverride { agent, reason } => {
+            let caller = Caller { uid, pid };
+            let asked = ask(enforcer, |reply| Command::FreezeOverride {
+                agent,
+                reason,
+                caller,
+                reply,
+            });
+            match asked.await {
+                Some(Ok(message)) => Response::Ok { message },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

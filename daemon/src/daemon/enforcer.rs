@@ -88,6 +88,29 @@ pub(super) enum Command {
         actor: Actor,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// `warden policy propose` (daemon/governance.rs).
+    Propose {
+        agent: String,
+        file: String,
+        text: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// `warden policy review`.
+    Review {
+        id: u64,
+        approve: bool,
+        comment: Option<String>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// `warden freeze override`.
+    FreezeOverride {
+        agent: String,
+        reason: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     ExpireHolds,
     /// A process of an agent left the agent's subtree and the kernel could
     /// not kill it in place (it did not move itself): kill it here.
@@ -203,8 +226,37 @@ impl Enforcer {
                 Command::Approvals { all, uid, reply } => {
                     let _ = reply.send(self.approvals(all, uid));
                 }
+                Command::Propose {
+                    agent,
+                    file,
+                    text,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.propose(&agent, &file, &text, &caller));
+                }
+                Command::Review {
+                    id,
+                    approve,
+                    comment,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.review(id, approve, comment.as_deref(), &caller));
+                }
+                Command::FreezeOverride {
+                    agent,
+                    reason,
+                    caller,
+                    reply,
+                } => {
+                    let _ = reply.send(self.freeze_override(&agent, &reason, &caller));
+                }
                 Command::ExpireHolds => {
                     self.check_cap();
+                    // Freeze window edges: the kernel's rules follow the
+                    // clock within a second.
+                    self.freeze_tick();
                     if let (Ok(counters), Ok(per_agent)) =
                         (self.kernel.counters(), self.kernel.agent_counters())
                     {

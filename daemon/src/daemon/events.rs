@@ -224,6 +224,7 @@ fn route(
                     hold_timeout: std::time::Duration::from_secs(1),
                 })
             });
+        let freeze = views.freezes.get(&ev.policy_gen).cloned();
         drop(views);
         if let decode::Action::Escape {
             pid,
@@ -241,7 +242,7 @@ fn route(
             }
         }
         let facts = ProcessFacts::read(ev.pid, &ev.comm);
-        let entry = attribution::decision_entry(
+        let mut entry = attribution::decision_entry(
             &ev,
             boot.to_unix_ns(ev.boot_ns),
             &agent,
@@ -249,6 +250,12 @@ fn route(
             &facts,
             users,
         );
+        if let Some(window) = freeze {
+            // Decided under a freeze window's variant of the policy.
+            entry
+                .details
+                .insert("freeze_window".into(), serde_json::json!(window));
+        }
         tracing::debug!(agent = %entry.agent, pid = ev.pid, rule = %entry.rule_id, decision = %entry.decision, target = %entry.target, "decision");
         // Holds and their outcomes go to the enforcer, which owns the
         // approvals and the kernel's grants.

@@ -15,6 +15,7 @@ mod control_server;
 mod enforcer;
 mod events;
 pub mod evidence_cap;
+mod governance;
 mod reconcile;
 mod startup;
 mod status;

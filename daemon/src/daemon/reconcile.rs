@@ -46,6 +46,10 @@ pub enum ReconcileError {
     Write(#[from] WriteError),
     #[error("{} is not inside the cgroup2 hierarchy", .0.display())]
     OutsideHierarchy(PathBuf),
+    /// The policy in force asks for review and this change has none (or
+    /// a freeze window refuses changes): the policy in force stays.
+    #[error("policy change refused: {0}")]
+    ChangeRefused(String),
 }
 
 impl From<KernelError> for ReconcileError {
@@ -86,6 +90,11 @@ pub(super) struct Enforced {
     pub(super) needs_fault_guard: bool,
     /// The policy in force says `mode: record`.
     pub(super) record: bool,
+    /// The freeze window whose variant of the policy is installed
+    /// (destructive rules deny), and every window that applies to the
+    /// agent (its policy's and the host's), checked each second.
+    pub(super) freeze: Option<String>,
+    pub(super) windows: Vec<policy::freeze::Window>,
     /// The policy's use of its share of each rule map (`Capacity`).
     pub(super) rule_maps: String,
     /// The agent's id (the kernel's budget counts are keyed by it) and
@@ -256,6 +265,8 @@ impl Enforcer {
                             rule_maps: String::new(),
                             agent_id: agent.id,
                             budgets: Vec::new(),
+                            freeze: None,
+                            windows: Vec::new(),
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -267,6 +278,18 @@ impl Enforcer {
                 return Err(e);
             }
         };
+        // A policy whose version in force says `change_review` changes
+        // only by an approved proposal (daemon/governance.rs).
+        let super::governance::Gated {
+            compiled,
+            details: reviewed,
+        } = self.gate(agent, actor, compiled)?;
+        // In a freeze window: the variant whose destructive rules deny.
+        let super::governance::Frozen {
+            compiled,
+            windows,
+            window: freeze,
+        } = self.freeze_variant(agent, compiled)?;
         let policy::CompiledPolicy {
             parsed,
             net,
@@ -290,7 +313,8 @@ impl Enforcer {
             paths
         };
         if let Some(old) = self.enforced.get_mut(&agent.name) {
-            if old.snapshot == snapshot {
+            old.windows.clone_from(&windows);
+            if old.snapshot == snapshot && old.freeze == freeze {
                 if old.revoked != revoked {
                     self.kernel.set_revoked(cgroup_id, revoked)?;
                     old.revoked = revoked;
@@ -310,8 +334,12 @@ impl Enforcer {
             clock::now_ns(),
             &actor.describe(),
         )?;
-        self.views.write().expect("views lock").policies.insert(
-            version,
+        // A frozen variant is installed under a generation of its own, so
+        // its decisions name the window (daemon/governance.rs).
+        let gen = super::governance::generation(version, freeze.as_deref());
+        let mut views = self.views.write().expect("views lock");
+        views.policies.insert(
+            gen,
             Arc::new(PolicyView {
                 snapshot: snapshot.clone(),
                 rule_ids: parsed.rule_ids(),
@@ -324,6 +352,10 @@ impl Enforcer {
             .write()
             .expect("monitors lock")
             .insert(agent.name.clone(), parsed.monitor.clone());
+        if let Some(window) = &freeze {
+            views.freezes.insert(gen, window.clone());
+        }
+        drop(views);
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
         // (`update_sys_exit`).
@@ -342,7 +374,7 @@ impl Enforcer {
         let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
         let rules = AgentRules {
             agent_id: agent.id,
-            policy_gen: version,
+            policy_gen: gen,
             net,
             paths,
             revoked,
@@ -368,6 +400,8 @@ impl Enforcer {
                 rule_maps: capacity.to_string(),
                 agent_id: agent.id,
                 budgets: parsed.budgets.clone(),
+                freeze: freeze.clone(),
+                windows,
             },
         );
         let mut details = serde_json::Map::new();
@@ -378,6 +412,10 @@ impl Enforcer {
             details.insert("mode".into(), json!("record"));
         }
         details.insert("previous_snapshot".into(), json!(previous));
+        details.extend(reviewed.unwrap_or_default());
+        if let Some(window) = &freeze {
+            details.insert("freeze_window".into(), json!(window));
+        }
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {
             kind: "policy_load",

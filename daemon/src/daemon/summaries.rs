@@ -411,6 +411,7 @@ mod tests {
                         rule_ids: vec!["default-deny".into()],
                         approvers: Default::default(),
                         hold_timeout: std::time::Duration::from_secs(1),
+                        budget_ids: Vec::new(),
                     }),
                     ProcessFacts::read(key.pid(), "gone"),
                 )
@@ -445,6 +446,7 @@ mod tests {
                         rule_ids: vec!["r".into()],
                         approvers: Default::default(),
                         hold_timeout: std::time::Duration::from_secs(1),
+                        budget_ids: Vec::new(),
                     }),
                     ProcessFacts::read(key.pid(), "gone"),
                 )

@@ -17,6 +17,11 @@ use crate::{
 pub struct Views {
     pub(super) agents: HashMap<u32, AgentView>,
     pub(super) policies: HashMap<u32, Arc<PolicyView>>,
+    /// Generations installed as a freeze window's variant: the window id
+    /// their decisions carry (daemon/governance.rs).
+    pub(super) freezes: HashMap<u32, String>,
+    /// Freeze overrides in force: agent -> the window it lifts.
+    pub(super) freeze_overrides: HashMap<String, String>,
 }
 
 #[derive(Default)]

@@ -116,6 +116,15 @@ pub const KINDS: &[&str] = &[
     // `warden evidence archive` pruned the log's beginning
     // (`export::archive`).
     "archive",
+    // Governed change (policy/review.rs, daemon/governance.rs): a proposed
+    // policy change and its reviews.
+    "policy_proposal",
+    "policy_review",
+    // A break-glass lift of a freeze window (daemon/governance.rs).
+    "freeze_override",
+    // An access review: a campaign started, or one agent kept or revoked
+    // (commands/review.rs).
+    "access_review",
 ];
 
 #[derive(Debug, thiserror::Error)]

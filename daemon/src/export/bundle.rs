@@ -9,6 +9,7 @@
 //! - `agents.json`, `capabilities.json`, `policy_versions.json`,
 //!   `approvals.json`, `kill_switch.json`: inventory, role/approver ->
 //!   capability matrix, policy history, approvals, revocations;
+//! - `access_reviews.json`: the latest access review per agent;
 //! - `verification.json`: the host's own verification at export time;
 //! - `control_map.json`, `report.html`: controls to records, and a report;
 //! - `manifest.json` (sha256 of every file, the chain head) and
@@ -161,6 +162,9 @@ pub struct Contents {
     pub versions: Vec<PolicyVersion>,
     pub approvals: Vec<Approval>,
     pub capabilities: Vec<Capability>,
+    /// The latest access review per agent (commands/review.rs), up to
+    /// `end_seq`.
+    pub reviews: Vec<Entry>,
     pub verification: Result<String, String>,
 }
 
@@ -340,6 +344,20 @@ fn gather(
         approvals.retain(|x| &x.job.agent == a);
     }
     let capabilities = capabilities(&agents, &versions);
+    let reviews: Vec<Entry> = crate::commands::review::latest_reviews(
+        store
+            .query(&Filter {
+                kind: Some(crate::commands::review::ACCESS_REVIEW_KIND.into()),
+                ..Filter::default()
+            })
+            .map_err(|e| src(&e))?
+            .into_iter()
+            .filter(|e| e.seq <= end_seq)
+            .filter(|e| window.agent.as_ref().is_none_or(|a| &e.agent == a))
+            .collect(),
+    )
+    .into_values()
+    .collect();
     let contents = Contents {
         manifest_window: window.clone(),
         host: fs::read_to_string("/proc/sys/kernel/hostname")
@@ -357,6 +375,7 @@ fn gather(
         versions,
         approvals,
         capabilities,
+        reviews,
         verification,
     };
     Ok((contents, key, store))
@@ -578,6 +597,7 @@ pub fn export_through(
     write_json(out, "policy_versions.json", &c.versions)?;
     write_json(out, "approvals.json", &c.approvals)?;
     write_json(out, "kill_switch.json", &c.kills)?;
+    write_json(out, "access_reviews.json", &c.reviews)?;
     let verification = match &c.verification {
         Ok(summary) => serde_json::json!({ "valid": true, "summary": summary }),
         Err(problem) => serde_json::json!({ "valid": false, "problem": problem }),
@@ -598,6 +618,7 @@ pub fn export_through(
         "policy_versions.json",
         "approvals.json",
         "kill_switch.json",
+        "access_reviews.json",
         "verification.json",
         "control_map.json",
         "report.html",

@@ -126,4 +126,28 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         iso27001: &["A.5.33", "A.8.15"],
         nist_ai_rmf: &["MANAGE 4.1"],
     },
+    ControlMapping {
+        control: "A change of a policy that says change_review is installed only after approvers other than its author approved that exact policy (proposal with diff, reviews, activation naming the proposal); refused changes are recorded and the reviewed policy stays in force",
+        records: &["policy_proposal", "policy_review", "policy_load"],
+        fields: &["user (author, reviewer)", "policy_snapshot", "details.from_snapshot", "details.diff", "details.proposal", "details.role", "details.approved_by", "decision"],
+        soc2: &["CC8.1"],
+        iso27001: &["A.8.32"],
+        nist_ai_rmf: &["GOVERN 1.4", "MANAGE 2.4"],
+    },
+    ControlMapping {
+        control: "During a freeze window destructive rules are denied by the kernel and policy changes refused; a break-glass override names the approver and the reason",
+        records: &["decision", "policy_load", "freeze_override"],
+        fields: &["details.freeze_window", "rule_id", "details.reason", "user"],
+        soc2: &["CC8.1"],
+        iso27001: &["A.8.32"],
+        nist_ai_rmf: &["MANAGE 2.4"],
+    },
+    ControlMapping {
+        control: "Each agent's access is reviewed periodically: a signed keep or revoke per agent names the reviewer, the policy snapshot, its capabilities and the last activity; a revoke ends the agent as the kill switch does",
+        records: &["access_review", "access_reviews.json", "kill"],
+        fields: &["user (reviewer)", "decision", "policy_snapshot", "details.capabilities", "details.last_activity_ns", "details.comment"],
+        soc2: &["CC6.2", "CC6.3"],
+        iso27001: &["A.5.15", "A.5.18"],
+        nist_ai_rmf: &["GOVERN 2.1"],
+    },
 ];

@@ -264,6 +264,24 @@ pub fn render(c: &Contents) -> String {
     }
     h.push_str("</table>");
 
+    h.push_str("<h2>Access reviews</h2><table><tr><th>agent</th><th>decision</th><th>reviewer</th><th>signed at</th><th>policy reviewed</th><th>comment</th></tr>");
+    for e in &c.reviews {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            esc(&e.agent),
+            esc(&e.decision),
+            esc(&e.user),
+            esc(&format_ns(e.ts_ns)),
+            esc(&e.policy_snapshot),
+            esc(e.details.get("comment").and_then(|v| v.as_str()).unwrap_or(""))
+        );
+    }
+    if c.reviews.is_empty() {
+        h.push_str("<tr><td colspan=6>no access review signed</td></tr>");
+    }
+    h.push_str("</table>");
+
     h.push_str("<h2>Who may do what</h2><table><tr><th>subject</th><th>agent</th><th>capability</th><th>decision</th><th>rule</th></tr>");
     for cap in &c.capabilities {
         let _ = write!(

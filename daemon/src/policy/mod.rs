@@ -18,7 +18,10 @@ mod monitor;
 mod parse;
 mod pipeline;
 
+pub mod freeze;
 pub mod profiles;
+pub mod review;
+pub mod shadow;
 pub mod suggest;
 
 pub use compile::{
@@ -26,9 +29,9 @@ pub use compile::{
     PathEntry,
 };
 pub use model::{
-    policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, DeniedEvidence,
-    Evidence, EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule, Selector, SocketKind,
-    SNAPSHOT_DOMAIN,
+    policy_needs, AllowedEvidence, Approvers, ChangeReview, Cidr, CidrError, CountPer, Decision,
+    DeniedEvidence, Evidence, EvidenceLoss, Mode, Needs, PathMatch, Policy, Protocol, Rule,
+    Selector, SocketKind, SNAPSHOT_DOMAIN,
 };
 pub use monitor::{Monitor, OnAlert};
 pub use parse::{

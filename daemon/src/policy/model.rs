@@ -45,6 +45,18 @@ pub struct Policy {
     /// JSON while they are the defaults.
     #[serde(skip_serializing_if = "super::monitor::Monitor::is_default")]
     pub monitor: super::monitor::Monitor,
+    /// `change_review:`: a change of this policy is installed only after
+    /// approvers other than its author approved it. Left out of the
+    /// canonical JSON when absent, so older policies keep their snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_review: Option<ChangeReview>,
+    /// `review_every:` in seconds: an access review older than this is
+    /// due (`warden review status`; 90 days when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_every_secs: Option<u64>,
+    /// `freeze:` windows. Left out of the canonical JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<super::freeze::Window>,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -81,6 +93,13 @@ impl fmt::Debug for Source {
 pub struct Approvers {
     pub users: Vec<String>,
     pub groups: Vec<String>,
+}
+
+/// Who must approve a change of the policy, and how many of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangeReview {
+    pub approvers: Approvers,
+    pub min: u32,
 }
 
 /// What the kernel does with an action it cannot record.
@@ -209,6 +228,10 @@ pub struct Rule {
     /// so policies without it keep their hash.
     #[serde(skip_serializing_if = "is_false")]
     pub allow_write_exec: bool,
+    /// `destructive: true`: denied while a freeze window is open. Left out
+    /// of the snapshot when false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub destructive: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -129,6 +129,10 @@ struct Column {
     export_window: Duration,
     export_window_rss_kib: u64,
     bundle_verify: Duration,
+    /// `policy shadow` of one synthetic agent (an eighth of the log)
+    /// against a candidate: streams the whole log.
+    shadow: Duration,
+    shadow_rss_kib: u64,
 }
 
 fn measure(env: &TestEnv, entries: u64, head_ts_ns: i64) -> Column {
@@ -175,7 +179,26 @@ fn measure(env: &TestEnv, entries: u64, head_ts_ns: i64) -> Column {
     let (_, _, ok) = run_once(env, &s(&["evidence", "verify", &out_s]));
     assert!(ok, "the windowed bundle verifies");
     std::fs::remove_dir_all(&out).unwrap();
+    let candidate = env.dir.path().join("shadow-candidate.yaml");
+    std::fs::write(
+        &candidate,
+        "version: 1\nrules:\n  - id: share\n    file: { prefix: /usr/share/doc/, access: [read] }\n    decision: allow\n  - id: tools\n    exec: { prefix: /usr/bin/ }\n    decision: hold\n",
+    )
+    .unwrap();
+    let (shadow, shadow_rss_kib, ok) = run_once(
+        env,
+        &s(&[
+            "policy",
+            "shadow",
+            "bench-7",
+            candidate.to_str().unwrap(),
+            "--json",
+        ]),
+    );
+    assert!(ok, "policy shadow");
     Column {
+        shadow,
+        shadow_rss_kib,
         entries,
         times,
         kill: median(kills),
@@ -360,6 +383,14 @@ fn main() {
     row("log verify (quick_check + chain)", &|c| c.verify);
     row("evidence export (whole chain)", &|c| c.export);
     row("evidence verify (the bundle)", &|c| c.bundle_verify);
+    row("policy shadow (one agent, streams the log)", &|c| c.shadow);
+    for c in &columns {
+        println!(
+            "  policy shadow at {:>4}: peak RSS {:>6} MiB",
+            human(c.entries),
+            c.shadow_rss_kib / 1024
+        );
+    }
     row("evidence export --to (first 10k entries)", &|c| {
         c.export_window
     });

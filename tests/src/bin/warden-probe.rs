@@ -271,6 +271,7 @@ fn run(args: &[String]) -> ExitCode {
                 }
             }
             println!("ok={ok} other={other}");
+            ExitCode::SUCCESS
         }
         // Connects N times to ADDR from each of T threads at once; prints
         // how many succeeded and how many were refused with EPERM.

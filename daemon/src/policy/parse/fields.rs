@@ -32,10 +32,29 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) include: Vec<String>,
     pub(in crate::policy) evidence: Option<Evidence>,
     pub(in crate::policy) monitor: Option<crate::policy::monitor::Monitor>,
+    /// `change_review: { approvers: [..], groups: [..], min: 1 }`.
+    pub(in crate::policy) change_review: Option<RawChangeReview>,
+    /// `review_every: 90d`: how old an access review may get.
+    pub(in crate::policy) review_every: Option<String>,
+    /// `freeze: [windows]` (policy/freeze.rs).
+    pub(in crate::policy) freeze: Option<Vec<crate::policy::freeze::RawWindow>>,
     pub(in crate::policy) rules: RuleList,
     /// Per-agent action budgets, enforced by the kernel.
     #[serde(default)]
     pub(in crate::policy) budgets: Vec<crate::policy::budget::RawBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "change_review: a mapping with `approvers` (user names), `groups` and `min`"
+)]
+pub(in crate::policy) struct RawChangeReview {
+    #[serde(default)]
+    pub(in crate::policy) approvers: Vec<Principal>,
+    #[serde(default)]
+    pub(in crate::policy) groups: Vec<Principal>,
+    pub(in crate::policy) min: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,6 +91,8 @@ pub(in crate::policy) struct RuleFields {
     pub(in crate::policy) file: Option<FileSpec>,
     pub(in crate::policy) socket: Option<SocketFields>,
     pub(in crate::policy) allow_write_exec: Option<bool>,
+    /// Denied during a freeze window (policy/freeze.rs).
+    pub(in crate::policy) destructive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +196,7 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
         decision: f.decision,
         selector,
         allow_write_exec: f.allow_write_exec.unwrap_or(false),
+        destructive: f.destructive.unwrap_or(false),
     }))
 }
 

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::model::{Approvers, EvidenceLoss, Mode, Policy, Rule, Source};
+use crate::policy::model::{Approvers, ChangeReview, EvidenceLoss, Mode, Policy, Rule, Source};
 use crate::policy::profiles;
 
 pub use self::bounds::{MAX_NESTING_DEPTH, MAX_POLICY_BYTES};
@@ -149,6 +149,37 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         names.sort();
         names.dedup();
     }
+    let change_review = raw
+        .change_review
+        .map(|r| change_review(r, &source))
+        .transpose()?;
+    let review_every_secs = match raw.review_every {
+        None => None,
+        Some(text) => Some(review_every(&text).ok_or_else(|| {
+            let at = locate(&source.text, &[Step::Key("review_every")]);
+            let kind = PolicyErrorKind::Invalid(format!(
+                "review_every '{text}' is not a positive age like 90d, 12h, 30m or 45s"
+            ));
+            PolicyError::new(&source.name, at, None, kind)
+        })?),
+    };
+    let mut freeze = Vec::new();
+    for (i, w) in raw.freeze.unwrap_or_default().into_iter().enumerate() {
+        let w = w.validate().map_err(|message| {
+            let at = locate(&source.text, &[Step::Key("freeze"), Step::Index(i)]);
+            PolicyError::new(&source.name, at, None, PolicyErrorKind::Invalid(message))
+        })?;
+        if freeze
+            .iter()
+            .any(|f: &crate::policy::freeze::Window| f.id == w.id)
+        {
+            let at = locate(&source.text, &[Step::Key("freeze"), Step::Index(i)]);
+            let kind =
+                PolicyErrorKind::Invalid(format!("freeze window id '{}' is used twice", w.id));
+            return Err(PolicyError::new(&source.name, at, None, kind));
+        }
+        freeze.push(w);
+    }
     Ok(Policy {
         version: POLICY_VERSION,
         description: raw.description,
@@ -158,10 +189,67 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         mode: raw.mode.unwrap_or_default(),
         evidence: raw.evidence.unwrap_or_default(),
         monitor: raw.monitor.unwrap_or_default(),
+        change_review,
+        review_every_secs,
+        freeze,
         rules,
         budgets,
         source,
     })
+}
+
+/// `N` then `s`, `m`, `h` or `d`, more than zero, as seconds.
+fn review_every(text: &str) -> Option<u64> {
+    let i = text.len().checked_sub(1)?;
+    let (n, unit) = text.split_at(i);
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit)
+}
+
+/// `change_review`: at least one approver (user or group), and `min`
+/// (default 1) no more than the named users when no group is named.
+fn change_review(
+    raw: fields::RawChangeReview,
+    source: &Source,
+) -> Result<ChangeReview, PolicyError> {
+    let mut approvers = Approvers {
+        users: raw.approvers.into_iter().map(|p| p.0).collect(),
+        groups: raw.groups.into_iter().map(|p| p.0).collect(),
+    };
+    for names in [&mut approvers.users, &mut approvers.groups] {
+        names.sort();
+        names.dedup();
+    }
+    let min = raw.min.unwrap_or(1);
+    let problem = if approvers.users.is_empty() && approvers.groups.is_empty() {
+        Some("change_review names no approvers: list users in `approvers` or `groups`".to_string())
+    } else if min == 0 {
+        Some("change_review: `min` must be at least 1".to_string())
+    } else if approvers.groups.is_empty() && min as usize > approvers.users.len() {
+        Some(format!(
+            "change_review: `min` is {min} but only {} approvers are named",
+            approvers.users.len()
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        let at = locate(&source.text, &[Step::Key("change_review")]);
+        return Err(PolicyError::new(
+            &source.name,
+            at,
+            None,
+            PolicyErrorKind::Invalid(message),
+        ));
+    }
+    Ok(ChangeReview { approvers, min })
 }
 
 /// The rules of the profiles `include` names, in order, each id prefixed

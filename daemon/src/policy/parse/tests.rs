@@ -59,14 +59,14 @@ fn unknown_field_in_rule_and_at_top() {
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
-             `evidence`, `monitor`, `rules`"
+             `evidence`, `monitor`, `change_review`, `review_every`, `freeze`, `rules`, `budgets`"
     );
     assert_eq!(
         err(&one_rule(
             "    exec: { path: /bin/sh }\n    decision: allow\n    note: x\n"
         )),
         "policies/payments.yaml:7:5: rule 'payments-api': unknown field `note`, expected one of \
-             `id`, `decision`, `connect`, `exec`, `file`, `socket`, `allow_write_exec`"
+             `id`, `decision`, `connect`, `exec`, `file`, `socket`, `allow_write_exec`, `destructive`"
     );
 }
 
