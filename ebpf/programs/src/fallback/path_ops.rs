@@ -45,8 +45,9 @@ pub fn dispatch(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
     if ret != 0 || !path::offsets_valid() {
         return;
     }
+    let orig_ax = off!(pt_regs_orig_ax) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset (as file.rs).
-    let nr = unsafe { read_volatile(regs.add(off!(pt_regs_orig_ax) as usize).cast::<u64>()) };
+    let nr = unsafe { read_volatile(regs.add(orig_ax).cast::<u64>()) };
     if nr >= 512 || syscalls::PATH_OPS[(nr / 64) as usize & 7] & (1 << (nr % 64)) == 0 {
         return;
     }
@@ -76,8 +77,9 @@ fn decide(regs: *const u8) {
     let nr = arg(off!(pt_regs_orig_ax)) as u32;
     // SAFETY: the typed current task.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let ti_status = off!(task_ti_status) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset.
-    let status = unsafe { read_volatile(task.add(off!(task_ti_status) as usize).cast::<u32>()) };
+    let status = unsafe { read_volatile(task.add(ti_status).cast::<u32>()) };
     if status & 0x0002 != 0 {
         // An ia32 syscall: these numbers are other calls there.
         return;
