@@ -77,6 +77,28 @@ pub fn parse_time(s: &str) -> Result<i64, TimeError> {
 }
 
 /// (year, month, day) to days since 1970-01-01 (inverse of civil_from_days).
+/// `N` followed by one unit letter of `units` (`s`, `m`, `h`, `d`), such
+/// as `90d` or `15m`, as seconds; `None` unless written so. A figure too
+/// large for `u64` saturates, so a caller's range check calls it out of
+/// range rather than malformed.
+pub fn whole_secs(s: &str, units: &str) -> Option<u64> {
+    let unit = s.chars().last()?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if !units.contains(unit) || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    // Only digits: parsing fails on overflow alone.
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX).saturating_mul(per))
+}
+
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -104,6 +126,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn whole_secs_reads_a_number_and_one_unit() {
+        use super::whole_secs;
+        assert_eq!(whole_secs("90d", "smhd"), Some(90 * 86_400));
+        assert_eq!(whole_secs("15m", "smh"), Some(900));
+        assert_eq!(whole_secs("1d", "smh"), None);
+        assert_eq!(whole_secs("m", "smh"), None);
+        assert_eq!(whole_secs("-1s", "smh"), None);
+        assert_eq!(whole_secs("1é", "smh"), None);
+        assert_eq!(whole_secs("", "smh"), None);
+        assert_eq!(whole_secs("99999999999999999999999h", "smh"), Some(u64::MAX));
+    }
+
     use super::*;
 
     #[test]

@@ -110,20 +110,8 @@ pub fn decision_values(given: &str, valid: &[String]) -> Result<Vec<String>> {
 
 /// `--since`: an absolute time, or an age before `now_ns`.
 pub fn parse_since(s: &str, now_ns: i64) -> Result<i64> {
-    let age = s
-        .len()
-        .checked_sub(1)
-        .and_then(|i| {
-            let (n, unit) = s.split_at(i);
-            let secs: i64 = match unit {
-                "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return None,
-            };
-            n.parse::<i64>().ok().filter(|n| *n >= 0).map(|n| n * secs)
-        })
+    let age = crate::clock::whole_secs(s, "smhd")
+        .and_then(|secs| i64::try_from(secs).ok())
         .and_then(|secs| secs.checked_mul(1_000_000_000));
     match age {
         Some(age) => Ok(now_ns.saturating_sub(age)),

@@ -221,6 +221,17 @@ pub(super) async fn handle_client(
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
+/// The reply of a command that answers a message or a refusal.
+fn answer(reply: Option<Result<String, String>>) -> Response {
+    match reply {
+        Some(Ok(message)) => Response::Ok { message },
+        Some(Err(message)) => Response::Error { message },
+        None => Response::Error {
+            message: "daemon is shutting down".into(),
+        },
+    }
+}
+
 pub(super) async fn dispatch(
     req: Request,
     uid: u32,
@@ -283,34 +294,25 @@ pub(super) async fn dispatch(
             reason,
         } => {
             let actor = Actor::of(uid, pid);
-            match ask(enforcer, |reply| Command::BudgetReset {
+            answer(ask(enforcer, |reply| Command::BudgetReset {
                 agent,
                 budget,
                 reason,
                 actor,
                 reply,
             })
-            .await
-            {
-                Some(Ok(message)) => Response::Ok { message },
-                Some(Err(message)) => Response::Error { message },
-                None => gone(),
-            }
+            .await)
         }
         Request::Propose { agent, file, text } => {
             let caller = Caller { uid, pid };
-            let asked = ask(enforcer, |reply| Command::Propose {
+            answer(ask(enforcer, |reply| Command::Propose {
                 agent,
                 file,
                 text,
                 caller,
                 reply,
-            });
-            match asked.await {
-                Some(Ok(message)) => Response::Ok { message },
-                Some(Err(message)) => Response::Error { message },
-                None => gone(),
-            }
+            })
+            .await)
         }
         Request::Review {
             id,
@@ -318,32 +320,24 @@ pub(super) async fn dispatch(
             comment,
         } => {
             let caller = Caller { uid, pid };
-            let asked = ask(enforcer, |reply| Command::Review {
+            answer(ask(enforcer, |reply| Command::Review {
                 id,
                 approve,
                 comment,
                 caller,
                 reply,
-            });
-            match asked.await {
-                Some(Ok(message)) => Response::Ok { message },
-                Some(Err(message)) => Response::Error { message },
-                None => gone(),
-            }
+            })
+            .await)
         }
         Request::FreezeOverride { agent, reason } => {
             let caller = Caller { uid, pid };
-            let asked = ask(enforcer, |reply| Command::FreezeOverride {
+            answer(ask(enforcer, |reply| Command::FreezeOverride {
                 agent,
                 reason,
                 caller,
                 reply,
-            });
-            match asked.await {
-                Some(Ok(message)) => Response::Ok { message },
-                Some(Err(message)) => Response::Error { message },
-                None => gone(),
-            }
+            })
+            .await)
         }
         Request::Reload => {
             if uid != 0 {

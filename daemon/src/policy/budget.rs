@@ -140,23 +140,9 @@ impl<'de> Deserialize<'de> for Per {
 fn parse_per(s: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid per '{s}': write a whole number followed by s, m, h or d, such as 1h");
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
-    let multiplier = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(bad()),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let secs = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier));
-    match secs.map(Duration::from_secs) {
-        Some(d) if (MIN_PER..=MAX_PER).contains(&d) => Ok(d),
+    let secs = crate::clock::whole_secs(s, "smhd").ok_or_else(bad)?;
+    match Duration::from_secs(secs) {
+        d if (MIN_PER..=MAX_PER).contains(&d) => Ok(d),
         _ => Err(format!(
             "per '{s}' is out of range; it must be between 1s and 7d"
         )),

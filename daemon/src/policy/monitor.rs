@@ -114,7 +114,7 @@ impl TryFrom<RawMonitor> for Monitor {
         let d = Monitor::default();
         let duration = |v: Option<String>, name: &str, default: Duration, min: u64| match v {
             None => Ok(default),
-            Some(s) => match parse_secs(&s) {
+            Some(s) => match crate::clock::whole_secs(&s, "smh") {
                 Some(n) if (min..=3600).contains(&n) => Ok(Duration::from_secs(n)),
                 _ => Err(format!(
                     "monitor: invalid {name} '{s}': write a whole number of s, m or h between \
@@ -157,21 +157,6 @@ impl TryFrom<RawMonitor> for Monitor {
         };
         Ok(m)
     }
-}
-
-/// `30s`, `5m`, `1h` as seconds.
-fn parse_secs(s: &str) -> Option<u64> {
-    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
-    let multiplier = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return None,
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
 impl<'de> Deserialize<'de> for Monitor {

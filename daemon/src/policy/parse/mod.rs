@@ -200,17 +200,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
 
 /// `N` then `s`, `m`, `h` or `d`, more than zero, as seconds.
 fn review_every(text: &str) -> Option<u64> {
-    let i = text.len().checked_sub(1)?;
-    let (n, unit) = text.split_at(i);
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
-    n.checked_mul(unit)
+    crate::clock::whole_secs(text, "smhd").filter(|n| (1..u64::MAX).contains(n))
 }
 
 /// `change_review`: at least one approver (user or group), and `min`

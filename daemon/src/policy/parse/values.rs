@@ -145,22 +145,9 @@ pub(in crate::policy) fn parse_hold_timeout(s: &str) -> Result<Duration, String>
             "invalid hold_timeout '{s}': write a whole number followed by s, m or h, such as 15m"
         )
     };
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
-    let multiplier = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(bad()),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let secs = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier));
-    match secs.map(Duration::from_secs) {
-        Some(d) if (MIN_HOLD_TIMEOUT..=MAX_HOLD_TIMEOUT).contains(&d) => Ok(d),
+    let secs = crate::clock::whole_secs(s, "smh").ok_or_else(bad)?;
+    match Duration::from_secs(secs) {
+        d if (MIN_HOLD_TIMEOUT..=MAX_HOLD_TIMEOUT).contains(&d) => Ok(d),
         _ => Err(format!(
             "hold_timeout '{s}' is out of range; it must be between 1s and 24h"
         )),
