@@ -457,7 +457,12 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     };
     // Where the fexit after the cgroup hook runs (`hold_stop.rs`), it stops
     // held network actions itself.
-    let net = holds(|s| matches!(s, policy::Selector::Connect { .. })) && !lsm.net_holds;
+    let net = holds(|s| {
+        matches!(
+            s,
+            policy::Selector::Connect { .. } | policy::Selector::ConnectHost { .. }
+        )
+    }) && !lsm.net_holds;
     let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
     let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
     (net || exec || file, exec)

@@ -12,6 +12,7 @@
 //! The file format is documented in `policies/README.md`.
 
 mod compile;
+pub mod host;
 mod model;
 mod parse;
 mod pipeline;
