@@ -106,6 +106,7 @@ impl Enforcer {
             .collect();
         for name in gone {
             if let Some(old) = self.enforced.remove(&name) {
+                crate::dns::forget_cgroup(old.cgroup_id);
                 if let Err(e) = self.kernel.remove(old.cgroup_id) {
                     errors.push(format!("agent '{name}': {}", crate::error_chain(&e)));
                 }
@@ -181,6 +182,7 @@ impl Enforcer {
                 // The cgroup was recreated: enforce on the new one.
                 let old_id = old.cgroup_id;
                 self.enforced.remove(&agent.name);
+                crate::dns::forget_cgroup(old_id);
                 self.kernel.remove(old_id)?;
             }
         }
@@ -237,6 +239,8 @@ impl Enforcer {
                         count_per_agent: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
+                    let _ =
+                        crate::dns::configure(agent.id, &agent.name, &agent.owner, cgroup_id, None);
                     self.enforced.insert(
                         agent.name.clone(),
                         Enforced {
@@ -340,6 +344,17 @@ impl Enforcer {
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
         };
         self.install(agent, cgroup_id, &rules)?;
+        // Its DNS proxy, for `host` rules (after the install: the old
+        // slot's learned addresses are gone with it).
+        if let Err(e) = crate::dns::configure(
+            agent.id,
+            &agent.name,
+            &agent.owner,
+            cgroup_id,
+            Some((parsed, &snapshot)),
+        ) {
+            tracing::warn!(agent = %agent.name, error = %crate::error_chain(&e), "DNS proxy not started: the agent's DNS is decided by its CIDR rules");
+        }
         self.enforced.insert(
             agent.name.clone(),
             Enforced {

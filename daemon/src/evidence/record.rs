@@ -107,6 +107,8 @@ pub const KINDS: &[&str] = &[
     // mutating verb).
     "control_refused",
     "summary",
+    // A DNS question of an agent with `host` rules, decided by its proxy.
+    "dns",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -59,6 +59,7 @@ use warden_common::{names, AgentInfo, Net4Key, Net6Key, PathKey};
 pub mod backpressure;
 pub mod btf;
 mod counters;
+pub mod dns;
 pub mod fmod_ret;
 mod holds;
 mod links;

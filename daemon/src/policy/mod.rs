@@ -21,8 +21,8 @@ pub mod profiles;
 pub mod suggest;
 
 pub use compile::{
-    compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths, Net4Entry, Net6Entry,
-    PathEntry,
+    compile_network, compile_paths, learned_entry, policy_share, CompiledNet, CompiledPaths,
+    Net4Entry, Net6Entry, PathEntry,
 };
 pub use model::{
     policy_needs, AllowedEvidence, Approvers, Cidr, CidrError, CountPer, Decision, Evidence,

@@ -73,4 +73,6 @@ mod pod {
     unsafe impl aya::Pod for SockRules {}
     unsafe impl aya::Pod for SummaryKey {}
     unsafe impl aya::Pod for SummaryCount {}
+    unsafe impl aya::Pod for DnsProxy {}
+    unsafe impl aya::Pod for DnsOrig {}
 }

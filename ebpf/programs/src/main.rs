@@ -43,6 +43,7 @@
 mod agent;
 mod cgroup_sock;
 mod counters;
+mod dns;
 mod events;
 mod fallback;
 mod fmod_ret;

@@ -800,7 +800,7 @@ fn deep_nesting_and_huge_input_are_refused_fast() {
 
 #[test]
 fn host_rules_parse_and_hash_by_their_name() {
-    let yaml = "version: 1\nrules:\n  - id: openai\n    connect: { host: API.OpenAI.com, ports: [443], protocol: tcp }\n    decision: allow\n  - id: gh\n    connect: { host: \"*.github.com\" }\n    decision: hold\n";
+    let yaml = "version: 1\nrules:\n  - id: openai\n    connect: { host: API.OpenAI.com, ports: [443], protocol: tcp }\n    decision: allow\n  - id: gh\n    connect: { host: \"*.github.com\" }\n    decision: deny\n";
     let p = parse_policy(FILE, yaml).unwrap();
     assert!(p.has_host_rules());
     assert_eq!(
