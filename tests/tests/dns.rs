@@ -399,3 +399,48 @@ fn one_agents_flood_does_not_delay_anothers_queries() {
     let sent = String::from_utf8_lossy(&out.stdout);
     assert!(sent.trim().starts_with("sent="), "{sent}");
 }
+
+#[test]
+fn side_doors_other_ports_and_other_agents_stay_closed() {
+    let Some(env) = setup("dns-side") else { return };
+    env.add_agent("dns-other", "dns.yaml");
+    let p = port().to_string();
+    // DNS to another port is not redirected: decided by the CIDR rules
+    // (none: default deny), so the agent cannot ask a resolver the proxy
+    // does not see.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", "127.0.17.2:5353", "api.test.warden", "A"],
+    );
+    assert_eq!(out, format!("connect errno={}", libc::EPERM));
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &[
+            "resolve",
+            "udp-unconnected",
+            "127.0.17.2:5353",
+            "api.test.warden",
+            "A",
+        ],
+    );
+    assert_eq!(out, format!("send errno={}", libc::EPERM));
+    // One agent's learned address is not another's.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", RESOLVER4, "api.test.warden", "A", &p],
+    );
+    assert_eq!(out, format!("NOERROR {API} connect=ok"));
+    let out = env.probe_as("dns-other", &["connect", &format!("{API}:{p}")]);
+    assert_eq!(
+        stdout(&out),
+        format!("errno={}", libc::EPERM),
+        "{}",
+        stderr(&out)
+    );
+    // The learned address opens only the rule's ports and protocol.
+    let out = env.probe_as("dns-agent", &["connect", &format!("{API}:1")]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+}
