@@ -47,7 +47,7 @@ fn port() -> u16 {
             });
         }
         let answers = |ttl_short: u32| {
-            vec![
+            let mut v = vec![
                 ("api.test.warden".to_string(), API.parse().expect("ip"), 300),
                 (
                     "evil.test.warden".to_string(),
@@ -79,7 +79,13 @@ fn port() -> u16 {
                     "::1".parse().expect("ip"),
                     300,
                 ),
-            ]
+            ];
+            // More addresses for one name than an agent may learn.
+            for i in 0..1100u32 {
+                let ip = std::net::Ipv4Addr::new(127, 18, (i >> 8) as u8, i as u8);
+                v.push(("many.test.warden".to_string(), IpAddr::V4(ip), 300));
+            }
+            v
         };
         let _ = Box::leak(Box::new(TestResolver::start(
             RESOLVER4.parse().expect("addr"),
@@ -112,6 +118,9 @@ rules:
     decision: allow
   - id: v6
     connect: {{ host: v6.test.warden, ports: [{p}] }}
+    decision: allow
+  - id: many
+    connect: {{ host: many.test.warden, ports: [{p}] }}
     decision: allow
 "
     )
@@ -443,4 +452,35 @@ fn side_doors_other_ports_and_other_agents_stay_closed() {
     // The learned address opens only the rule's ports and protocol.
     let out = env.probe_as("dns-agent", &["connect", &format!("{API}:1")]);
     assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+}
+
+#[test]
+fn an_agent_cannot_learn_addresses_without_bound() {
+    let Some(env) = setup("dns-many") else { return };
+    let p = port().to_string();
+    // 1100 addresses in one answer: past the 1024 an agent may hold, the
+    // answer is SERVFAIL and recorded; the proxy goes on serving.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", RESOLVER4, "many.test.warden", "A"],
+    );
+    assert_eq!(out, "SERVFAIL");
+    let e = env.wait_for_evidence("learned-address limit", |e| {
+        e["kind"] == "dns" && e["target"] == "many.test.warden"
+    });
+    assert_eq!(e["decision"], "error");
+    assert!(
+        e["details"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("1024 learned addresses")),
+        "{e}"
+    );
+    // Full: a new address is refused until some expire.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", RESOLVER4, "api.test.warden", "A", &p],
+    );
+    assert_eq!(out, "SERVFAIL");
 }

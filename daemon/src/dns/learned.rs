@@ -18,6 +18,12 @@ pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// Longest: a name's addresses are asked again at least hourly.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 
+/// Addresses one agent may have learned at once: they share the kernel's
+/// rule tries with every agent's policy (`limits::MAX_NET_ENTRIES`), so
+/// one agent resolving without end must not fill them. Past it, answers
+/// with new addresses get SERVFAIL (recorded) until some expire.
+pub const MAX_LEARNED_PER_AGENT: usize = 1024;
+
 pub fn clamp_ttl(ttl_s: u32) -> Duration {
     Duration::from_secs(u64::from(ttl_s)).clamp(MIN_TTL, MAX_TTL)
 }
@@ -69,6 +75,12 @@ impl Learned {
         name: &str,
         ttl: Duration,
     ) -> Result<(), String> {
+        if !self.by_addr.contains_key(&addr) && self.by_addr.len() >= MAX_LEARNED_PER_AGENT {
+            return Err(format!(
+                "the agent already has {MAX_LEARNED_PER_AGENT} learned addresses (the limit); \
+                 {addr} not added"
+            ));
+        }
         let until = Instant::now() + ttl;
         let grants = self.by_addr.entry(addr).or_default();
         match grants.iter_mut().find(|g| g.rule == rule && g.name == name) {
