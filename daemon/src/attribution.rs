@@ -164,7 +164,14 @@ pub fn decision_entry(
     details.insert("boot_ns".into(), json!(ev.boot_ns));
     let mut exe = process.exe.clone();
     match &ev.action {
-        Action::Net { .. } => {}
+        Action::Net { addr, .. } => {
+            // The names the agent resolved to this address through its DNS
+            // proxy (`host` rules), while their answers are live.
+            let hosts = crate::dns::names_of(ev.agent_id, *addr);
+            if !hosts.is_empty() {
+                details.insert("hosts".into(), json!(hosts));
+            }
+        }
         Action::Escape {
             pid,
             from_cgroup,

@@ -84,8 +84,7 @@ pub fn parse_time(s: &str) -> Result<i64, TimeError> {
 pub fn whole_secs(s: &str, units: &str) -> Option<u64> {
     let unit = s.chars().last()?;
     let digits = &s[..s.len() - unit.len_utf8()];
-    if !units.contains(unit) || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
+    if !units.contains(unit) || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let per = match unit {
@@ -96,7 +95,12 @@ pub fn whole_secs(s: &str, units: &str) -> Option<u64> {
         _ => return None,
     };
     // Only digits: parsing fails on overflow alone.
-    Some(digits.parse::<u64>().unwrap_or(u64::MAX).saturating_mul(per))
+    Some(
+        digits
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+            .saturating_mul(per),
+    )
 }
 
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -136,7 +140,10 @@ mod tests {
         assert_eq!(whole_secs("-1s", "smh"), None);
         assert_eq!(whole_secs("1é", "smh"), None);
         assert_eq!(whole_secs("", "smh"), None);
-        assert_eq!(whole_secs("99999999999999999999999h", "smh"), Some(u64::MAX));
+        assert_eq!(
+            whole_secs("99999999999999999999999h", "smh"),
+            Some(u64::MAX)
+        );
     }
 
     use super::*;

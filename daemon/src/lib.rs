@@ -39,6 +39,7 @@ pub mod control;
 pub mod daemon;
 pub mod db;
 pub mod decode;
+pub mod dns;
 pub mod evidence;
 pub mod export;
 pub mod gaps;

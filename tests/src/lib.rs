@@ -13,6 +13,8 @@
 //! (Over 600 lines: the one test harness every root test and benchmark
 //! shares: environments, the daemon, cgroups, probes and waits.)
 
+pub mod dns_resolver;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},

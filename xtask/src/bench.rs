@@ -3,7 +3,8 @@
 //! `warden-bench` for connect and `warden-bench-fallback` for exec, file
 //! opens and the global `sys_exit` cost, `warden-bench-control` for
 //! evidence rates, hold and kill latency, `warden-bench-scale` for the CLI
-//! at 10k, 1M and 10M evidence entries; with `--workloads`,
+//! at 10k, 1M and 10M evidence entries, `warden-bench-dns` for rules by
+//! name (DNS through the proxy, connects to learned addresses); with `--workloads`,
 //! `warden-bench-workloads` for real workloads and their evidence volume)
 //! so they share the test harness; this only builds and runs them.
 
@@ -39,6 +40,7 @@ pub fn run(workloads: bool) -> Result<i32> {
             "warden-bench-fallback",
             "warden-bench-control",
             "warden-bench-scale",
+            "warden-bench-dns",
         ]
     };
     for &bench in benches {

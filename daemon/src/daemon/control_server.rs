@@ -294,25 +294,29 @@ pub(super) async fn dispatch(
             reason,
         } => {
             let actor = Actor::of(uid, pid);
-            answer(ask(enforcer, |reply| Command::BudgetReset {
-                agent,
-                budget,
-                reason,
-                actor,
-                reply,
-            })
-            .await)
+            answer(
+                ask(enforcer, |reply| Command::BudgetReset {
+                    agent,
+                    budget,
+                    reason,
+                    actor,
+                    reply,
+                })
+                .await,
+            )
         }
         Request::Propose { agent, file, text } => {
             let caller = Caller { uid, pid };
-            answer(ask(enforcer, |reply| Command::Propose {
-                agent,
-                file,
-                text,
-                caller,
-                reply,
-            })
-            .await)
+            answer(
+                ask(enforcer, |reply| Command::Propose {
+                    agent,
+                    file,
+                    text,
+                    caller,
+                    reply,
+                })
+                .await,
+            )
         }
         Request::Review {
             id,
@@ -320,24 +324,28 @@ pub(super) async fn dispatch(
             comment,
         } => {
             let caller = Caller { uid, pid };
-            answer(ask(enforcer, |reply| Command::Review {
-                id,
-                approve,
-                comment,
-                caller,
-                reply,
-            })
-            .await)
+            answer(
+                ask(enforcer, |reply| Command::Review {
+                    id,
+                    approve,
+                    comment,
+                    caller,
+                    reply,
+                })
+                .await,
+            )
         }
         Request::FreezeOverride { agent, reason } => {
             let caller = Caller { uid, pid };
-            answer(ask(enforcer, |reply| Command::FreezeOverride {
-                agent,
-                reason,
-                caller,
-                reply,
-            })
-            .await)
+            answer(
+                ask(enforcer, |reply| Command::FreezeOverride {
+                    agent,
+                    reason,
+                    caller,
+                    reply,
+                })
+                .await,
+            )
         }
         Request::Reload => {
             if uid != 0 {

@@ -206,6 +206,22 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let w = writer.clone();
     tokio::task::spawn_blocking(move || w.write_durable(vec![start])).await??;
 
+    // Rules by name: the DNS proxies write the kernel's tables through
+    // handles of their own and queue their `dns` entries.
+    match kernel.dns_maps() {
+        Ok(maps) => {
+            let w = writer.clone();
+            crate::dns::start(
+                maps,
+                move |batch| w.queue(batch),
+                tokio::runtime::Handle::current(),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::error_chain(&e), "DNS proxy unavailable: host rules are not enforced by name")
+        }
+    }
+
     let first_seen = Arc::new(Mutex::new(summaries::FirstSeen::default()));
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let enforcer = Enforcer {
@@ -332,6 +348,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     })
     .await;
     let _ = enforcer_thread.join();
+    // The DNS proxies stop and their evidence thread lets go of the writer.
+    crate::dns::shutdown();
     drop(cmd_tx);
     drop(writer);
     let _ = writer_thread.join();

@@ -119,6 +119,7 @@ impl Enforcer {
             .collect();
         for name in gone {
             if let Some(old) = self.enforced.remove(&name) {
+                crate::dns::forget_cgroup(old.cgroup_id);
                 if let Err(e) = self.kernel.remove(old.cgroup_id) {
                     errors.push(format!("agent '{name}': {}", crate::error_chain(&e)));
                 }
@@ -194,6 +195,7 @@ impl Enforcer {
                 // The cgroup was recreated: enforce on the new one.
                 let old_id = old.cgroup_id;
                 self.enforced.remove(&agent.name);
+                crate::dns::forget_cgroup(old_id);
                 self.kernel.remove(old_id)?;
             }
         }
@@ -251,6 +253,8 @@ impl Enforcer {
                         each_denied: false,
                     };
                     self.install(agent, cgroup_id, &rules)?;
+                    let _ =
+                        crate::dns::configure(agent.id, &agent.name, &agent.owner, cgroup_id, None);
                     self.enforced.insert(
                         agent.name.clone(),
                         Enforced {
@@ -386,6 +390,17 @@ impl Enforcer {
         };
         self.install(agent, cgroup_id, &rules)?;
         self.reset_changed_budgets(agent, &parsed.budgets);
+        // Its DNS proxy, for `host` rules (after the install: the old
+        // slot's learned addresses are gone with it).
+        if let Err(e) = crate::dns::configure(
+            agent.id,
+            &agent.name,
+            &agent.owner,
+            cgroup_id,
+            Some((parsed, &snapshot)),
+        ) {
+            tracing::warn!(agent = %agent.name, error = %crate::error_chain(&e), "DNS proxy not started: the agent's DNS is decided by its CIDR rules");
+        }
         self.enforced.insert(
             agent.name.clone(),
             Enforced {
@@ -516,7 +531,12 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     };
     // Where the fexit after the cgroup hook runs (`hold_stop.rs`), it stops
     // held network actions itself.
-    let net = holds(|s| matches!(s, policy::Selector::Connect { .. })) && !lsm.net_holds;
+    let net = holds(|s| {
+        matches!(
+            s,
+            policy::Selector::Connect { .. } | policy::Selector::ConnectHost { .. }
+        )
+    }) && !lsm.net_holds;
     let exec = holds(|s| matches!(s, policy::Selector::Exec { .. })) && !lsm.exec;
     let file = holds(|s| matches!(s, policy::Selector::File { .. })) && !lsm.file;
     // A budget's hold is an ordinary hold, and its kill of a connect is

@@ -125,6 +125,8 @@ pub const KINDS: &[&str] = &[
     // An access review: a campaign started, or one agent kept or revoked
     // (commands/review.rs).
     "access_review",
+    // A DNS question of an agent with `host` rules, decided by its proxy.
+    "dns",
 ];
 
 #[derive(Debug, thiserror::Error)]

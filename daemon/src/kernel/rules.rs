@@ -140,6 +140,9 @@ impl Kernel {
         if self.count_all {
             flags |= agent_flags::COUNT_ALL;
         }
+        if net.dns {
+            flags |= agent_flags::DNS;
+        }
         let info = AgentInfo {
             agent_id,
             policy_gen,
@@ -367,6 +370,16 @@ impl Kernel {
     fn clear_rules(&mut self, inst: &Installed) {
         remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &inst.v4);
         remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &inst.v6);
+        if inst.info.flags & agent_flags::DNS != 0 {
+            // Addresses the DNS proxy learned under this slot (daemon/src/
+            // dns/): not in `inst`, and the slot is reused by the reload
+            // after next.
+            let slot = inst.info.slot;
+            let v4 = keys_in_slot::<Net4Key, NetRules>(&self.bpf, names::NET4_RULES, slot);
+            remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &v4);
+            let v6 = keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, slot);
+            remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &v6);
+        }
         remove_keys::<PathKey, PathRule>(&mut self.bpf, names::EXEC_RULES, &inst.exec);
         remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &inst.file);
         if inst.sock {

@@ -49,6 +49,9 @@ pub struct CompiledNet {
     /// tables because, like `sockets`, they are one entry written under the
     /// agent's rule slot, swapped with the rest on a reload.
     pub budgets: warden_common::BudgetSet,
+    /// The policy has `host` rules: the agent's DNS goes through its
+    /// proxy (`agent_flags::DNS`), which adds learned addresses.
+    pub dns: bool,
 }
 
 /// A connect rule, flattened for compilation.
@@ -151,6 +154,7 @@ pub fn compile_network(policy: &Policy) -> Result<CompiledNet, PolicyError> {
 
     let mut out = CompiledNet {
         sockets: compile_sockets(policy),
+        dns: policy.has_host_rules(),
         ..CompiledNet::default()
     };
     for cidr in distinct {
@@ -205,6 +209,64 @@ fn entry_rules(
     }
     out.count = count as u32;
     Ok(out)
+}
+
+/// The kernel entry (a `/32` or `/128`) of an address the agent's DNS
+/// proxy learned through `host` rules (policies/README.md, "Rules by
+/// name"): first the `to` rules whose CIDR contains the address, ordered
+/// as for any CIDR entry, then the ports of each rule of `host_rules` in
+/// that order. Port rules past the entry's capacity are left out (those
+/// ports then fall to the default, deny); the flag says whether any were.
+pub fn learned_entry(policy: &Policy, addr: IpAddr, host_rules: &[usize]) -> (NetRules, bool) {
+    let host = Cidr::new(addr, if addr.is_ipv4() { 32 } else { 128 });
+    // (CIDR prefix, rule index, ports, protocol, decision).
+    type Covering<'a> = (u8, usize, &'a [(u16, u16)], Protocol, Decision);
+    let mut covering: Vec<Covering<'_>> = Vec::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        if let Selector::Connect {
+            cidr,
+            ports,
+            protocol,
+        } = &rule.selector
+        {
+            if host.as_ref().is_ok_and(|h| cidr.contains(h)) {
+                let ports: &[(u16, u16)] = if ports.is_empty() { &ALL_PORTS } else { ports };
+                covering.push((cidr.prefix(), index, ports, *protocol, rule.decision));
+            }
+        }
+    }
+    covering.sort_by_key(|c| Reverse(c.0));
+    for &index in host_rules {
+        if let Some(Selector::ConnectHost {
+            ports, protocol, ..
+        }) = policy.rules.get(index).map(|r| &r.selector)
+        {
+            let ports: &[(u16, u16)] = if ports.is_empty() { &ALL_PORTS } else { ports };
+            covering.push((0, index, ports, *protocol, policy.rules[index].decision));
+        }
+    }
+    let mut out = NetRules::default();
+    let mut count = 0;
+    let mut cut = false;
+    for (_, index, ports, protocol, decision) in covering {
+        for &(lo, hi) in ports {
+            let Some(slot) = out.rules.get_mut(count) else {
+                cut = true;
+                continue;
+            };
+            *slot = PortRule {
+                port_lo: lo,
+                port_hi: hi,
+                proto: protocol.to_kernel(),
+                decision: decision.to_kernel() as u8,
+                _pad: [0; 2],
+                rule_idx: index as u32,
+            };
+            count += 1;
+        }
+    }
+    out.count = count as u32;
+    (out, cut)
 }
 
 // ---------------------------------------------------------------------------
@@ -553,6 +615,33 @@ pub(super) mod tests {
 
     fn compile(yaml: &str) -> CompiledNet {
         compile_network(&parse_policy("test.yaml", yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn learned_addresses_take_cidr_rules_first_then_their_host_rules() {
+        let p = parse_policy(
+            "test.yaml",
+            "version: 1\nrules:\n  - id: meta\n    connect: { to: 10.0.0.0/8, ports: [80] }\n    decision: deny\n  - id: api\n    connect: { host: api.example, ports: [80, 443], protocol: tcp }\n    decision: allow\n",
+        )
+        .unwrap();
+        let (e, cut) = learned_entry(&p, "10.1.2.3".parse().unwrap(), &[1]);
+        assert!(!cut);
+        let got: Vec<(u16, u16, u8, u8, u32)> = e.rules[..e.count as usize]
+            .iter()
+            .map(|r| (r.port_lo, r.port_hi, r.proto, r.decision, r.rule_idx))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (80, 80, 0, DENY, 0),
+                (80, 80, 6, ALLOW, 1),
+                (443, 443, 6, ALLOW, 1)
+            ]
+        );
+        // Outside every CIDR: the host rule alone.
+        let (e, _) = learned_entry(&p, "::1".parse().unwrap(), &[1]);
+        assert_eq!(e.count, 2);
+        assert_eq!(e.rules[0].rule_idx, 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod budget;
 mod compile;
+pub mod host;
 mod model;
 mod monitor;
 mod parse;
@@ -25,8 +26,8 @@ pub mod shadow;
 pub mod suggest;
 
 pub use compile::{
-    compile_network, compile_paths, policy_share, CompiledNet, CompiledPaths, Net4Entry, Net6Entry,
-    PathEntry,
+    compile_network, compile_paths, learned_entry, policy_share, CompiledNet, CompiledPaths,
+    Net4Entry, Net6Entry, PathEntry,
 };
 pub use model::{
     policy_needs, AllowedEvidence, Approvers, ChangeReview, Cidr, CidrError, CountPer, Decision,

@@ -271,6 +271,16 @@ pub enum Selector {
         ports: Vec<(u16, u16)>,
         protocol: Protocol,
     },
+    /// Outgoing connections to the addresses a name resolved to through
+    /// the agent's DNS proxy (`connect: { host: ... }`): the name is
+    /// decided when the agent asks for it, its addresses enter the
+    /// kernel's tables for the answer's TTL (daemon/src/dns/).
+    #[serde(rename = "connect")]
+    ConnectHost {
+        host: super::host::HostPattern,
+        ports: Vec<(u16, u16)>,
+        protocol: Protocol,
+    },
     /// Executing a binary.
     Exec {
         #[serde(flatten)]
@@ -539,7 +549,7 @@ pub fn policy_needs(policy: &Policy) -> Needs {
     let mut needs = Needs::default();
     for rule in &policy.rules {
         match rule.selector {
-            Selector::Connect { .. } => needs.network = true,
+            Selector::Connect { .. } | Selector::ConnectHost { .. } => needs.network = true,
             Selector::Exec { .. } => needs.exec = true,
             Selector::File { .. } => needs.file = true,
             Selector::Socket { .. } => needs.network = true,
@@ -554,6 +564,30 @@ impl Policy {
     /// parser), as used in error messages.
     pub fn source_name(&self) -> &str {
         &self.source.name
+    }
+
+    /// Whether the policy has `connect: { host: ... }` rules (its agent's
+    /// DNS then goes through the daemon's proxy).
+    pub fn has_host_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.selector, Selector::ConnectHost { .. }))
+    }
+
+    /// The host rule that decides a queried name: the most specific
+    /// pattern that matches (an exact name, then the longest `*.` domain,
+    /// then `*`), equal ones in policy order. Its index in `rules`.
+    pub fn host_rule_for(&self, name: &str) -> Option<usize> {
+        let mut best: Option<(usize, (u8, usize))> = None;
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Selector::ConnectHost { host, .. } = &r.selector {
+                let spec = host.specificity();
+                if host.matches(name) && best.is_none_or(|(_, b)| spec > b) {
+                    best = Some((i, spec));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     /// Rule ids in policy order: `rule_ids()[rule_idx]` names the rule the

@@ -79,4 +79,6 @@ mod pod {
     unsafe impl aya::Pod for SummaryCount {}
     unsafe impl aya::Pod for EscapeEvent {}
     unsafe impl aya::Pod for Member {}
+    unsafe impl aya::Pod for DnsProxy {}
+    unsafe impl aya::Pod for DnsOrig {}
 }

@@ -1,6 +1,9 @@
 //! Capacity of the maps. The daemon validates policies against these, so a
 //! policy that does not fit is rejected at load time, never truncated.
 
+/// Redirected DNS sockets whose original resolver is kept (`DNS_ORIG`, an
+/// LRU map: the oldest is forgotten first).
+pub const MAX_DNS_SOCKETS: u32 = 65536;
 /// Agents (cgroups) the kernel can track at once.
 pub const MAX_AGENTS: u32 = 4096;
 /// Distinct (slot, CIDR) entries across all agents and both slots.

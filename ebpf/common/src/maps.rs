@@ -45,6 +45,10 @@ pub mod agent_flags {
     /// policy's `evidence:` says. Kills, holds and their outcomes stay
     /// individual.
     pub const COUNT_ALL: u32 = 1 << 11;
+    /// The policy has `connect: { host: ... }` rules: the agent's DNS
+    /// (port 53, UDP and TCP) goes to its proxy in the daemon
+    /// (`DNS_PROXY`), the original destination kept in `DNS_ORIG`.
+    pub const DNS: u32 = 1 << 14;
 }
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of
@@ -240,3 +244,26 @@ pub struct Member {
     pub level: u32,
 }
 const _: () = assert!(size_of::<Member>() == 16);
+/// Value of `DNS_PROXY`, keyed by agent id (`u32`): where the agent's DNS
+/// proxy listens, on 127.0.0.1 and ::1 (host byte order). No entry (no
+/// daemon serving it): the agent's DNS is decided by its CIDR rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsProxy {
+    pub port4: u16,
+    pub port6: u16,
+}
+const _: () = assert!(size_of::<DnsProxy>() == 4);
+
+/// Value of `DNS_ORIG`, keyed by socket cookie (`u64`): the resolver a
+/// redirected DNS socket asked (family, port in host byte order, address
+/// as `NetEvent::addr`), restored as the source of its replies and read
+/// by the proxy to forward the question there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsOrig {
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<DnsOrig>() == 20);

@@ -59,9 +59,24 @@ pub const SOCK_RULES: &str = "SOCK_RULES";
 pub const PROG_SYS_EXIT: &str = "warden_sys_exit";
 pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 
+/// `cgroup/recvmsg4`/`recvmsg6`: a redirected DNS socket's replies show
+/// the resolver it asked as their source.
+pub const PROG_RECVMSG4: &str = "warden_recvmsg4";
+pub const PROG_RECVMSG6: &str = "warden_recvmsg6";
+/// Hash of `DnsProxy`, keyed by agent id (`u32`).
+pub const DNS_PROXY: &str = "DNS_PROXY";
+/// LRU hash of `DnsOrig`, keyed by socket cookie (`u64`).
+pub const DNS_ORIG: &str = "DNS_ORIG";
+
 /// The cgroup sock_addr programs, attached to every agent cgroup.
-pub const CGROUP_NET_PROGRAMS: [&str; 4] =
-    [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6];
+pub const CGROUP_NET_PROGRAMS: [&str; 6] = [
+    PROG_CONNECT4,
+    PROG_CONNECT6,
+    PROG_SENDMSG4,
+    PROG_SENDMSG6,
+    PROG_RECVMSG4,
+    PROG_RECVMSG6,
+];
 
 /// Exec rules: LPM trie keyed by `PathKey`, values `PathRule`.
 pub const EXEC_RULES: &str = "EXEC_RULES";

@@ -213,6 +213,14 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
             },
         ),
         Some(a) if a.flags & agent_flags::REVOKED != 0 => (Decision::Deny, rule::REVOKED, a),
+        // DNS of an agent with `host` rules: to its proxy, which decides
+        // and records the name (`dns.rs`).
+        Some(a)
+            if a.flags & agent_flags::DNS != 0 && crate::dns::redirect(ctx, kind, &a, &dest) =>
+        {
+            count(counter::ALLOWED);
+            return ALLOW;
+        }
         Some(a) => {
             let (d, r) = match_rules(&dest, a.slot);
             (d, r, a)

@@ -56,6 +56,7 @@
 mod agent;
 mod cgroup_sock;
 mod counters;
+mod dns;
 mod escape;
 mod events;
 mod fallback;

@@ -3,12 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+    },
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, FileRule, Held, HoldKey,
-    LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules, Parked, PathKey, PathRule, SockRules,
-    SummaryCount, SummaryKey,
+    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, DnsOrig, DnsProxy, FileRule,
+    Held, HoldKey, LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules, Parked, PathKey,
+    PathRule, SockRules, SummaryCount, SummaryKey,
 };
 
 #[map]
@@ -27,6 +29,15 @@ pub static NET4_RULES: LpmTrie<Net4Key, NetRules> =
 #[map]
 pub static NET6_RULES: LpmTrie<Net6Key, NetRules> =
     LpmTrie::with_max_entries(limits::MAX_NET_ENTRIES, 0);
+
+/// Where each DNS-redirected agent's proxy listens (`DnsProxy`).
+#[map]
+pub static DNS_PROXY: HashMap<u32, DnsProxy> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
+
+/// The resolver each redirected DNS socket asked (`DnsOrig`).
+#[map]
+pub static DNS_ORIG: LruHashMap<u64, DnsOrig> =
+    LruHashMap::with_max_entries(limits::MAX_DNS_SOCKETS, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENTS_BYTES, 0);

@@ -107,10 +107,11 @@ pub(in crate::policy) struct SocketFields {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "connect: a mapping with `to` and optional `ports`, `protocol`"
+    expecting = "connect: a mapping with `to` or `host`, and optional `ports`, `protocol`"
 )]
 pub(in crate::policy) struct ConnectFields {
-    pub(in crate::policy) to: CidrSpec,
+    pub(in crate::policy) to: Option<CidrSpec>,
+    pub(in crate::policy) host: Option<HostSpec>,
     pub(in crate::policy) ports: Option<PortList>,
     pub(in crate::policy) protocol: Option<Protocol>,
 }
@@ -170,11 +171,40 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
             }
             Selector::Socket { kind: s.kind }
         }
-        (Some(c), None, None, None) => Selector::Connect {
-            cidr: c.to.0,
-            ports: c.ports.map_or_else(Vec::new, |p| normalise_ports(p.0)),
-            protocol: c.protocol.unwrap_or(Protocol::Any),
-        },
+        (Some(c), None, None, None) => {
+            let ports = c.ports.map_or_else(Vec::new, |p| normalise_ports(p.0));
+            let protocol = c.protocol.unwrap_or(Protocol::Any);
+            match (c.to, c.host) {
+                (Some(to), None) => Selector::Connect {
+                    cidr: to.0,
+                    ports,
+                    protocol,
+                },
+                (None, Some(_)) if f.decision == Decision::Hold => {
+                    return Err(
+                        "`hold` on a `host` rule is not supported yet: write `allow` or \
+                         `deny` (a held name would need the approval path for DNS questions)"
+                            .to_string(),
+                    )
+                }
+                (None, Some(host)) => Selector::ConnectHost {
+                    host: host.0,
+                    ports,
+                    protocol,
+                },
+                (Some(_), Some(_)) => {
+                    return Err(
+                        "a `connect` rule has `to` (addresses) or `host` (a name), not both"
+                            .to_string(),
+                    )
+                }
+                (None, None) => {
+                    return Err(
+                        "a `connect` rule needs `to` (addresses) or `host` (a name)".to_string()
+                    )
+                }
+            }
+        }
         (None, Some(e), None, None) => Selector::Exec { target: e.0 },
         (None, None, Some(file), None) => file.0,
         _ => {
@@ -188,7 +218,12 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
             ));
         }
     };
-    if f.allow_write_exec.is_some() && matches!(selector, Selector::Connect { .. }) {
+    if f.allow_write_exec.is_some()
+        && matches!(
+            selector,
+            Selector::Connect { .. } | Selector::ConnectHost { .. }
+        )
+    {
         return Err("`allow_write_exec` applies to `exec` and `file` rules only".to_string());
     }
     Ok(RawRule(Rule {

@@ -53,7 +53,7 @@ fn unknown_field_in_rule_and_at_top() {
     assert_eq!(
         err(&yaml),
         "policies/payments.yaml:7:7: rule 'payments-api': unknown field `prot`, expected one of \
-             `to`, `ports`, `protocol`"
+             `to`, `host`, `ports`, `protocol`"
     );
     assert_eq!(
         err("version: 1\nrulez: []\nrules: []\n"),
@@ -869,4 +869,45 @@ fn monitor_section_errors_name_file_and_line() {
     assert!(bad.contains("invalid window '0s'"), "{bad}");
     let bad = err("version: 1\nmonitor:\n  warmup: 0\nrules: []\n");
     assert!(bad.contains("warmup must be 1 to 1000"), "{bad}");
+}
+
+#[test]
+fn host_rules_parse_and_hash_by_their_name() {
+    let yaml = "version: 1\nrules:\n  - id: openai\n    connect: { host: API.OpenAI.com, ports: [443], protocol: tcp }\n    decision: allow\n  - id: gh\n    connect: { host: \"*.github.com\" }\n    decision: deny\n";
+    let p = parse_policy(FILE, yaml).unwrap();
+    assert!(p.has_host_rules());
+    assert_eq!(
+        p.rules[0].selector,
+        Selector::ConnectHost {
+            host: crate::policy::host::HostPattern::Exact("api.openai.com".into()),
+            ports: vec![(443, 443)],
+            protocol: Protocol::Tcp,
+        }
+    );
+    assert!(p.canonical_json().contains(
+        r#"{"connect":{"host":"api.openai.com","ports":[[443,443]],"protocol":"tcp"},"decision":"allow","id":"openai"}"#
+    ));
+    assert_eq!(p.host_rule_for("x.github.com"), Some(1));
+    assert_eq!(p.host_rule_for("api.openai.com."), Some(0));
+    assert_eq!(p.host_rule_for("github.com"), None);
+}
+
+#[test]
+fn host_errors_name_file_line_and_rule() {
+    let yaml = one_rule("    connect: { host: a.*.example }\n    decision: allow\n");
+    let e = err(&yaml);
+    assert!(
+        e.starts_with("policies/payments.yaml:5:")
+            && e.contains("rule 'payments-api': host 'a.*.example'"),
+        "{e}"
+    );
+    let yaml = one_rule("    connect: { host: a.example, to: 10.0.0.0/8 }\n    decision: allow\n");
+    let e = err(&yaml);
+    assert!(
+        e.contains("rule 'payments-api'")
+            && e.contains("`to` (addresses) or `host` (a name), not both"),
+        "{e}"
+    );
+    let yaml = one_rule("    connect: { ports: [443] }\n    decision: allow\n");
+    assert!(err(&yaml).contains("needs `to` (addresses) or `host`"));
 }

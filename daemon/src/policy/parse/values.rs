@@ -51,6 +51,14 @@ string_newtype!(CidrSpec, "an IP address or CIDR such as 10.0.0.0/8", |s| {
     Ok(CidrSpec(cidr))
 });
 
+/// `host: api.example.com`, `host: "*.example.com"` or `host: "*"`.
+pub(in crate::policy) struct HostSpec(pub(in crate::policy) crate::policy::host::HostPattern);
+string_newtype!(
+    HostSpec,
+    "a host name such as api.example.com, *.example.com or *",
+    |s| { crate::policy::host::HostPattern::parse(s).map(HostSpec) }
+);
+
 pub(in crate::policy) struct ExactPath(pub(in crate::policy) String);
 string_newtype!(ExactPath, "an absolute path such as /usr/bin/curl", |s| {
     check_path(s, false).map(|()| ExactPath(s.to_string()))

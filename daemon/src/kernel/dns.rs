@@ -1,0 +1,114 @@
+//! The maps the DNS proxy (daemon/src/dns/) writes from its own tasks:
+//! handles of their own (the same kernel maps, opened by id), so the proxy
+//! never waits for the enforcer thread that owns the `Ebpf` handle.
+
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    HashMap as BpfHashMap, Map, MapData,
+};
+use warden_common::{
+    names, AgentInfo, DnsOrig, DnsProxy, Net4Key, Net6Key, NetRules, SLOT_PREFIX_BITS,
+};
+
+use super::{map_err, Kernel, KernelError};
+
+/// The proxy's handles.
+pub struct DnsMaps {
+    pub agents: BpfHashMap<MapData, u64, AgentInfo>,
+    pub proxy: BpfHashMap<MapData, u32, DnsProxy>,
+    pub orig: BpfHashMap<MapData, u64, DnsOrig>,
+    pub net4: LpmTrie<MapData, Net4Key, NetRules>,
+    pub net6: LpmTrie<MapData, Net6Key, NetRules>,
+}
+
+impl Kernel {
+    /// Opens the proxy's own handles of the maps it writes.
+    pub fn dns_maps(&self) -> Result<DnsMaps, KernelError> {
+        let open = |name: &'static str| -> Result<MapData, KernelError> {
+            let map = self
+                .bpf
+                .map(name)
+                .ok_or(KernelError::Missing { what: "map", name })?;
+            let data = match map {
+                Map::HashMap(d) | Map::LruHashMap(d) | Map::LpmTrie(d) => d,
+                _ => {
+                    return Err(KernelError::Missing {
+                        what: "hash or trie map",
+                        name,
+                    })
+                }
+            };
+            let id = data.info().map_err(map_err("info of", name))?.id();
+            MapData::from_id(id).map_err(map_err("open by id", name))
+        };
+        Ok(DnsMaps {
+            agents: BpfHashMap::try_from(Map::HashMap(open(names::AGENTS)?))
+                .map_err(map_err("open", names::AGENTS))?,
+            proxy: BpfHashMap::try_from(Map::HashMap(open(names::DNS_PROXY)?))
+                .map_err(map_err("open", names::DNS_PROXY))?,
+            orig: BpfHashMap::try_from(Map::LruHashMap(open(names::DNS_ORIG)?))
+                .map_err(map_err("open", names::DNS_ORIG))?,
+            net4: LpmTrie::try_from(Map::LpmTrie(open(names::NET4_RULES)?))
+                .map_err(map_err("open", names::NET4_RULES))?,
+            net6: LpmTrie::try_from(Map::LpmTrie(open(names::NET6_RULES)?))
+                .map_err(map_err("open", names::NET6_RULES))?,
+        })
+    }
+}
+
+impl DnsMaps {
+    /// The agent's slot now (rules are written under it), if enforced.
+    pub fn slot(&self, cgroup_id: u64) -> Option<u32> {
+        self.agents.get(&cgroup_id, 0).ok().map(|a| a.slot)
+    }
+
+    /// Writes (`Some`) or removes (`None`) the `/32` or `/128` entry of
+    /// `addr` under `slot`.
+    pub fn set_host(
+        &mut self,
+        slot: u32,
+        addr: std::net::IpAddr,
+        rules: Option<&NetRules>,
+    ) -> Result<(), KernelError> {
+        match addr {
+            std::net::IpAddr::V4(a) => {
+                let key = Key::new(
+                    SLOT_PREFIX_BITS + 32,
+                    Net4Key {
+                        slot,
+                        addr: a.octets(),
+                    },
+                );
+                match rules {
+                    Some(r) => self
+                        .net4
+                        .insert(&key, r, 0)
+                        .map_err(map_err("update", names::NET4_RULES)),
+                    None => {
+                        let _ = self.net4.remove(&key);
+                        Ok(())
+                    }
+                }
+            }
+            std::net::IpAddr::V6(a) => {
+                let key = Key::new(
+                    SLOT_PREFIX_BITS + 128,
+                    Net6Key {
+                        slot,
+                        addr: a.octets(),
+                    },
+                );
+                match rules {
+                    Some(r) => self
+                        .net6
+                        .insert(&key, r, 0)
+                        .map_err(map_err("update", names::NET6_RULES)),
+                    None => {
+                        let _ = self.net6.remove(&key);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
