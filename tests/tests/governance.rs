@@ -32,8 +32,12 @@ fn shadow_replay_counts_match_a_hand_computed_expectation() {
     );
     env.write_policy(
         "bot.yaml",
+        // Denials recorded one by one (`denied: each`), so the expectation
+        // below counts entries by hand; counted denials are replayed by the
+        // same summary path as counted allows.
         &format!(
             "version: 1
+evidence: {{ denied: each }}
 rules:
   - id: api
     connect: {{ to: 127.0.0.1, ports: [{}] }}

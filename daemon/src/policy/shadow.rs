@@ -10,7 +10,7 @@
 //! written). Its unit tests hold it to those semantics.
 //!
 //! Weights: a `decision` entry is one action, a `summary` entry stands for
-//! `count` repeats of the allowed action before it. What the rules did not
+//! `count` repeats of the action (allowed, or denied) before it. What the rules did not
 //! decide (revoked agent, unresolved path, anonymous exec, no evidence,
 //! unknown cgroup) is left out and counted apart: no policy changes it.
 //! Recorded `would-deny`/`would-hold` (record mode) compare as deny/hold:
