@@ -327,22 +327,29 @@ fn denied_repeats_are_counted_per_interval_and_add_up() {
     // Sweeps happen between (and during) the runs: each interval's first is
     // an entry, its repeats a summary; together they are every attempt.
     let to = format!("127.0.0.1:{}", denied.port);
+    let started = std::time::Instant::now();
     for _ in 0..4 {
         let out = env.probe_as("steady", &["connect-n", &to, "20000"]);
         assert_eq!(stdout(&out), "ok=0 eperm=20000", "{}", stderr(&out));
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
     let target = format!("{to}/tcp");
+    // A sweep that deletes the key while a program is between finding it
+    // and adding to it loses that one repeat (README, Evidence: the window
+    // is a few instructions). Sweeps ran during the attempts here, so at
+    // most one repeat per sweep and CPU may be missing; none may be extra.
+    let sweeps = started.elapsed().as_secs() + 2;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let slack = sweeps * cpus;
     env.stop_daemon();
     let firsts = entries(&env, "decision", "connect4", &target).len() as u64;
     let counted: u64 = entries(&env, "summary", "connect4", &target)
         .iter()
         .map(|s| s["details"]["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(
-        firsts + counted,
-        80_000,
-        "{firsts} entries + {counted} counted"
+    assert!(
+        firsts + counted <= 80_000 && 80_000 - (firsts + counted) <= slack,
+        "{firsts} entries + {counted} counted, of 80,000 (at most {slack} lost to sweeps)"
     );
     assert!(
         (4..1000).contains(&firsts),
@@ -351,7 +358,7 @@ fn denied_repeats_are_counted_per_interval_and_add_up() {
     let checked = env.ok(&["log", "verify", "--completeness"]);
     let (individual, counted, total, kernel) = accounting(&checked, "steady");
     assert_eq!(individual + counted, total, "{checked}");
-    assert_eq!(total, kernel, "{checked}");
+    assert!(total <= kernel && kernel - total <= slack, "{checked}");
 }
 
 #[test]
