@@ -223,15 +223,27 @@ impl Kernel {
 
     /// Sets or clears the kill-switch flag without touching the rules.
     pub fn set_revoked(&mut self, cgroup_id: u64, revoked: bool) -> Result<(), KernelError> {
+        self.update_flags(cgroup_id, |flags| {
+            if revoked {
+                flags | agent_flags::REVOKED
+            } else {
+                flags & !agent_flags::REVOKED
+            }
+        })
+    }
+
+    /// Rewrites an installed agent's flags, in the kernel's `AGENTS` and in
+    /// `installed`; an agent not installed is left alone.
+    fn update_flags(
+        &mut self,
+        cgroup_id: u64,
+        f: impl FnOnce(u32) -> u32,
+    ) -> Result<(), KernelError> {
         let Some(inst) = self.installed.get(&cgroup_id) else {
             return Ok(());
         };
         let mut info = inst.info;
-        info.flags = if revoked {
-            info.flags | agent_flags::REVOKED
-        } else {
-            info.flags & !agent_flags::REVOKED
-        };
+        info.flags = f(info.flags);
         let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
         agents
             .insert(cgroup_id, info, 0)
@@ -248,24 +260,16 @@ impl Kernel {
         self.count_all = on;
         let ids: Vec<u64> = self.installed.keys().copied().collect();
         for cgroup_id in ids {
-            let Some(inst) = self.installed.get(&cgroup_id) else {
-                continue;
-            };
-            let mut info = inst.info;
             // Keep a kill switch set in the pinned map meanwhile.
-            info.flags |= self.current_flags(cgroup_id) & agent_flags::REVOKED;
-            info.flags = if on {
-                info.flags | agent_flags::COUNT_ALL
-            } else {
-                info.flags & !agent_flags::COUNT_ALL
-            };
-            let mut agents: BpfHashMap<_, u64, AgentInfo> = self.map_mut(names::AGENTS)?;
-            agents
-                .insert(cgroup_id, info, 0)
-                .map_err(map_err("update", names::AGENTS))?;
-            if let Some(inst) = self.installed.get_mut(&cgroup_id) {
-                inst.info = info;
-            }
+            let revoked = self.current_flags(cgroup_id) & agent_flags::REVOKED;
+            self.update_flags(cgroup_id, |flags| {
+                let flags = flags | revoked;
+                if on {
+                    flags | agent_flags::COUNT_ALL
+                } else {
+                    flags & !agent_flags::COUNT_ALL
+                }
+            })?;
         }
         Ok(())
     }
