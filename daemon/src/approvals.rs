@@ -213,6 +213,22 @@ impl Approvals {
             .map_err(sql("look up pending approval"))
     }
 
+    /// The latest approved or rejected hold for this key (a held DNS name
+    /// decided before: the decision stands for its policy snapshot).
+    pub fn decided_for_key(&self, hold_key: &str) -> Result<Option<Approval>, ApprovalError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "{SELECT} WHERE status IN ('approved', 'rejected') AND hold_key = ?1
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [hold_key],
+                row,
+            )
+            .optional()
+            .map_err(sql("look up decided approval"))
+    }
+
     /// The decided hold for this key whose outcome the kernel has not
     /// reported yet.
     pub fn awaiting_outcome(&self, hold_key: &str) -> Result<Option<Approval>, ApprovalError> {

@@ -22,6 +22,9 @@ const WILD1: &str = "127.0.17.12";
 const WILD2: &str = "127.0.17.13";
 const BARE: &str = "127.0.17.14";
 const SHORT: &str = "127.0.17.15";
+/// What the held names resolve to.
+const HELD_OK: &str = "127.0.17.16";
+const HELD_NO: &str = "127.0.17.17";
 
 fn dns_probe() -> PathBuf {
     probe_bin().with_file_name("warden-dns-probe")
@@ -35,7 +38,7 @@ fn port() -> u16 {
         let first = TcpListener::bind(format!("{API}:0")).expect("bind listener");
         let port = first.local_addr().expect("addr").port();
         let mut listeners = vec![first];
-        for a in [EVIL, WILD1, WILD2, BARE, SHORT, "::1"] {
+        for a in [EVIL, WILD1, WILD2, BARE, SHORT, HELD_OK, HELD_NO, "::1"] {
             let ip: IpAddr = a.parse().expect("ip");
             listeners.push(TcpListener::bind(SocketAddr::new(ip, port)).expect("bind listener"));
         }
@@ -79,6 +82,16 @@ fn port() -> u16 {
                     "::1".parse().expect("ip"),
                     300,
                 ),
+                (
+                    "ok.held.test.warden".to_string(),
+                    HELD_OK.parse().expect("ip"),
+                    300,
+                ),
+                (
+                    "no.held.test.warden".to_string(),
+                    HELD_NO.parse().expect("ip"),
+                    300,
+                ),
             ];
             // More addresses for one name than an agent may learn.
             for i in 0..1100u32 {
@@ -103,6 +116,8 @@ fn policy() -> String {
     let p = port();
     format!(
         "version: 1
+approvers:
+  users: [root]
 rules:
   - id: api
     connect: {{ host: API.test.warden, ports: [{p}], protocol: tcp }}
@@ -122,6 +137,9 @@ rules:
   - id: many
     connect: {{ host: many.test.warden, ports: [{p}] }}
     decision: allow
+  - id: held
+    connect: {{ host: \"*.held.test.warden\", ports: [{p}] }}
+    decision: hold
 "
     )
 }
@@ -483,4 +501,235 @@ fn an_agent_cannot_learn_addresses_without_bound() {
         &["resolve", "udp", RESOLVER4, "api.test.warden", "A", &p],
     );
     assert_eq!(out, "SERVFAIL");
+}
+
+/// Starts the probe as `agent` without waiting for it (a held question
+/// waits for the test to decide).
+fn spawn_dns(env: &TestEnv, agent: &str, args: &[&str]) -> std::process::Child {
+    let probe = dns_probe();
+    env.warden()
+        .args([
+            "run",
+            "--agent",
+            agent,
+            "--",
+            probe.to_str().expect("utf-8"),
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start probe")
+}
+
+fn finish(child: std::process::Child) -> String {
+    let out = child.wait_with_output().expect("probe");
+    assert!(
+        !stdout(&out).is_empty(),
+        "probe printed nothing: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Every approval (any status) of the held `name`.
+fn approvals_of(env: &TestEnv, name: &str) -> Vec<serde_json::Value> {
+    warden_tests::approvals(env, true)
+        .into_iter()
+        .filter(|a| a["job"]["target"] == name && a["job"]["action"] == "dns")
+        .collect()
+}
+
+/// Waits for `name`'s hold to be pending, then lets the client retry
+/// (1 s apart) for 3 s more; the retries must have joined that one hold.
+fn wait_pending_and_retries(env: &TestEnv, name: &str) -> serde_json::Value {
+    warden_tests::wait_until("the name is held", || {
+        warden_tests::approvals(env, false)
+            .iter()
+            .any(|a| a["job"]["target"] == name)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let all = approvals_of(env, name);
+    assert_eq!(all.len(), 1, "retries must join one hold: {all:#?}");
+    let a = all.into_iter().next().expect("one");
+    assert_eq!(a["status"], "pending");
+    assert_eq!(a["job"]["agent"], "dns-agent");
+    assert_eq!(a["rule_id"], "held");
+    a
+}
+
+#[test]
+fn held_name_waits_is_approved_then_resolves_and_connects() {
+    let Some(env) = setup("dns-hold-ok") else {
+        return;
+    };
+    let p = port().to_string();
+    let name = "ok.held.test.warden";
+    // Before any answer, the address is closed.
+    let out = env.probe_as("dns-agent", &["connect", &format!("{HELD_OK}:{p}")]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+    let child = spawn_dns(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "90", &p],
+    );
+    let a = wait_pending_and_retries(&env, name);
+    let id = a["id"].to_string();
+    let said = env.ok(&["approve", &id, "--reason", "new API vendor"]);
+    assert!(said.contains("approved"), "{said}");
+    let out = finish(child);
+    let (line, tries) = out.rsplit_once(" tries=").expect("tries");
+    assert_eq!(line, format!("NOERROR {HELD_OK} connect=ok"));
+    assert!(tries.parse::<u32>().expect("n") >= 3, "{out}");
+
+    // Recorded: the hold (name, rule, job hash, snapshot), the approval,
+    // the answered question, the connect naming the host.
+    let hold = env.wait_for_evidence("hold of the name", |e| {
+        e["kind"] == "hold" && e["target"] == name
+    });
+    assert_eq!(hold["action"], "dns");
+    assert_eq!(hold["rule_id"], "held");
+    assert_eq!(hold["details"]["approval_id"], a["id"]);
+    assert_eq!(hold["details"]["job_hash"], a["job_hash"]);
+    assert_eq!(hold["policy_snapshot"], a["policy_snapshot"]);
+    let approval = env.wait_for_evidence("approval of the name", |e| {
+        e["kind"] == "approval" && e["target"] == name
+    });
+    assert_eq!(approval["decision"], "approved");
+    assert_eq!(approval["details"]["approved_by"], "root");
+    let answered = env.wait_for_evidence("answered held name", |e| {
+        e["kind"] == "dns" && e["target"] == name && e["decision"] == "allow"
+    });
+    assert_eq!(answered["rule_id"], "held");
+    assert_eq!(answered["details"]["approval_id"], a["id"]);
+    let connect = env.wait_for_evidence("connect to the approved name's address", |e| {
+        e["kind"] == "decision"
+            && e["decision"] == "allow"
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("{HELD_OK}:{p}")))
+    });
+    assert_eq!(connect["rule_id"], "held");
+    assert_eq!(connect["details"]["hosts"], serde_json::json!([name]));
+
+    // The approval stands for later questions of the name (this policy
+    // snapshot): answered at once, over TCP too, and no new hold.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", RESOLVER4, name, "A", &p],
+    );
+    assert_eq!(out, format!("NOERROR {HELD_OK} connect=ok"));
+    let out = dns_as(&env, "dns-agent", &["resolve", "tcp", RESOLVER4, name, "A"]);
+    assert_eq!(out, format!("NOERROR {HELD_OK}"));
+    assert_eq!(approvals_of(&env, name).len(), 1);
+    let all = approvals_of(&env, name);
+    assert_eq!(all[0]["final_status"], "answered");
+}
+
+#[test]
+fn held_name_rejected_gets_refused_recorded_and_stays_refused() {
+    let Some(env) = setup("dns-hold-no") else {
+        return;
+    };
+    let p = port().to_string();
+    let name = "no.held.test.warden";
+    // Over TCP the question waits too; the retries come over UDP.
+    let tcp = spawn_dns(&env, "dns-agent", &["resolve", "tcp", RESOLVER4, name, "A"]);
+    let child = spawn_dns(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "90", &p],
+    );
+    let a = wait_pending_and_retries(&env, name);
+    let id = a["id"].to_string();
+    let said = env.ok(&["reject", &id, "--reason", "unknown vendor"]);
+    assert!(said.contains("rejected"), "{said}");
+    let out = finish(child);
+    assert!(out.starts_with("REFUSED  tries="), "{out}");
+    // The TCP question asked before the decision: refused as well (or,
+    // had it waited past the probe's 4 s, timed out unanswered).
+    let tcp_out = finish(tcp);
+    assert!(tcp_out == "REFUSED" || tcp_out == "timeout", "{tcp_out}");
+    let refused = env.wait_for_evidence("refused held name", |e| {
+        e["kind"] == "dns" && e["target"] == name && e["decision"] == "deny"
+    });
+    assert_eq!(refused["rule_id"], "held");
+    assert_eq!(refused["details"]["response_code"], "REFUSED");
+    assert_eq!(refused["details"]["approval_id"], a["id"]);
+    let rejection = env.wait_for_evidence("rejection of the name", |e| {
+        e["kind"] == "approval" && e["target"] == name
+    });
+    assert_eq!(rejection["decision"], "rejected");
+    // Later questions: refused at once, no new hold; the address stays
+    // closed when connected to directly.
+    let out = dns_as(&env, "dns-agent", &["resolve", "udp", RESOLVER4, name, "A"]);
+    assert_eq!(out, "REFUSED");
+    let all = approvals_of(&env, name);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["final_status"], "refused");
+    let out = env.probe_as("dns-agent", &["connect", &format!("{HELD_NO}:{p}")]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+    // A second decision changes nothing.
+    let again = env.cli(&["approve", &id]);
+    assert!(!again.status.success(), "approve after reject must fail");
+}
+
+#[test]
+fn a_flood_of_distinct_held_names_is_bounded_and_recorded() {
+    let Some(env) = setup("dns-hold-flood") else {
+        return;
+    };
+    // 40 distinct held names at once: 16 wait (the bound), 24 are
+    // refused at once and recorded.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["burst", RESOLVER4, "flood.held.test.warden", "40", "3000"],
+    );
+    assert_eq!(out, "refused=24 other=0");
+    let pending: Vec<serde_json::Value> = warden_tests::approvals(&env, false)
+        .into_iter()
+        .filter(|a| a["job"]["action"] == "dns")
+        .collect();
+    assert_eq!(pending.len(), 16, "{pending:#?}");
+    let mut over = 0;
+    warden_tests::wait_until("24 over-bound refusals recorded", || {
+        over = env
+            .evidence()
+            .iter()
+            .filter(|e| {
+                e["kind"] == "dns"
+                    && e["decision"] == "deny"
+                    && e["rule_id"] == "held"
+                    && e["details"]["error"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("16 names"))
+            })
+            .count();
+        over == 24
+    });
+    // The bound is per agent: another agent's held name still waits.
+    env.add_agent("dns-other", "dns.yaml");
+    let child = spawn_dns(
+        &env,
+        "dns-other",
+        &["resolve-retry", RESOLVER4, "ok.held.test.warden", "A", "30"],
+    );
+    warden_tests::wait_until("the other agent's name is held", || {
+        warden_tests::approvals(&env, false)
+            .iter()
+            .any(|a| a["job"]["agent"] == "dns-other")
+    });
+    let id = warden_tests::approvals(&env, false)
+        .into_iter()
+        .find(|a| a["job"]["agent"] == "dns-other")
+        .expect("held")["id"]
+        .to_string();
+    env.ok(&["approve", &id]);
+    let out = finish(child);
+    assert!(
+        out.starts_with(&format!("NOERROR {HELD_OK} tries=")),
+        "{out}"
+    );
 }

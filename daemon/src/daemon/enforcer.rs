@@ -63,6 +63,8 @@ pub(super) enum Command {
         policy: Arc<PolicyView>,
         facts: ProcessFacts,
     },
+    /// The DNS proxy held a name (`dns::HoldRequest`).
+    DnsHeld(crate::dns::HoldRequest),
     /// The kernel applied a decision on a held action.
     Outcome {
         ev: KernelEvent,
@@ -188,6 +190,13 @@ impl Enforcer {
                         Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
                     }
                 }
+                Command::DnsHeld(held) => match self.holds.on_dns_held(held) {
+                    Ok(Some(entry)) => self.record(entry),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %crate::error_chain(&e), "record held DNS name")
+                    }
+                },
                 Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
                     Ok(entry) => self.record(entry),
                     Err(e) => {

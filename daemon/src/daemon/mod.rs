@@ -206,14 +206,25 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     let w = writer.clone();
     tokio::task::spawn_blocking(move || w.write_durable(vec![start])).await??;
 
+    let (cmd_tx, cmd_rx) = mpsc::channel();
     // Rules by name: the DNS proxies write the kernel's tables through
-    // handles of their own and queue their `dns` entries.
+    // handles of their own and queue their `dns` entries; a held name
+    // goes to the enforcer, which owns the approvals.
     match kernel.dns_maps() {
         Ok(maps) => {
             let w = writer.clone();
+            let holds_tx = std::sync::Mutex::new(cmd_tx.clone());
             crate::dns::start(
                 maps,
                 move |batch| w.queue(batch),
+                move |held| {
+                    let tx = holds_tx
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if tx.send(Command::DnsHeld(held)).is_err() {
+                        tracing::error!("held DNS name not recorded: the enforcer has stopped");
+                    }
+                },
                 tokio::runtime::Handle::current(),
             );
         }
@@ -223,7 +234,6 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
     }
 
     let first_seen = Arc::new(Mutex::new(summaries::FirstSeen::default()));
-    let (cmd_tx, cmd_rx) = mpsc::channel();
     let enforcer = Enforcer {
         kernel,
         holds,

@@ -11,7 +11,10 @@
 //! - `serve`: the per-agent listeners, the decision, the forwarding.
 //! - `learned`: learned addresses, their kernel entries and expiry, and
 //!   the address-to-names map that connect evidence names hosts from.
+//! - `held`: names a `hold` rule decides, waiting for a human (the
+//!   approval itself is recorded and decided by `holds`, like any hold).
 
+mod held;
 mod learned;
 mod origin;
 mod serve;
@@ -26,7 +29,27 @@ use crate::evidence::NewEntry;
 use crate::kernel::dns::DnsMaps;
 use crate::policy::Policy;
 
+pub use held::{NameDecision, HOLD_WAIT, MAX_HELD_NAMES_PER_AGENT, MAX_WAITERS_PER_NAME};
 pub use learned::{clamp_ttl, MAX_TTL, MIN_TTL};
+
+/// `job.action` of a held DNS name in the approvals table.
+pub const HOLD_ACTION: &str = "dns";
+
+/// A name a `hold` rule decides was asked for the first time: the daemon
+/// records a pending approval (`holds::Holds::on_dns_held`) and later
+/// calls [`decided`].
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub agent: String,
+    pub owner: String,
+    pub cgroup_id: u64,
+    pub name: String,
+    pub rule_id: String,
+    pub snapshot: String,
+    pub hold_timeout: Duration,
+    /// The `hold` evidence entry (the daemon adds the approval's fields).
+    pub entry: NewEntry,
+}
 
 /// Queries of one agent being forwarded at once; more are dropped (the
 /// client retries), so one agent's flood cannot take the proxy's time
@@ -55,6 +78,8 @@ pub enum DnsError {
 struct Shared {
     maps: Mutex<DnsMaps>,
     evidence: std::sync::mpsc::Sender<NewEntry>,
+    /// Where held names go to become approvals (the enforcer).
+    hold: Box<dyn Fn(HoldRequest) + Send + Sync>,
     rt: tokio::runtime::Handle,
 }
 
@@ -91,6 +116,7 @@ pub fn shutdown() {
 pub fn start(
     maps: DnsMaps,
     queue: impl Fn(Vec<NewEntry>) + Send + 'static,
+    hold: impl Fn(HoldRequest) + Send + Sync + 'static,
     rt: tokio::runtime::Handle,
 ) {
     let (tx, rx) = std::sync::mpsc::channel::<NewEntry>();
@@ -119,6 +145,7 @@ pub fn start(
         shared: Arc::new(Shared {
             maps: Mutex::new(maps),
             evidence: tx,
+            hold: Box::new(hold),
             rt,
         }),
         agents: HashMap::new(),
@@ -188,4 +215,23 @@ pub fn names_of(agent_id: u32, addr: IpAddr) -> Vec<String> {
 /// The proxy's ports of an agent (`warden status`, tests).
 pub fn ports_of(agent_id: u32) -> Option<(u16, u16)> {
     proxies().as_ref()?.agents.get(&agent_id).map(|a| a.ports)
+}
+
+/// A human (or expiry) decided held name `name` of the agent of
+/// `cgroup_id` under policy `snapshot`: its waiting questions are answered
+/// (or refused), and so are later ones while that snapshot is in force.
+/// False if no proxy serves that agent and snapshot now (the policy
+/// changed: its proxy and waiting questions are gone).
+pub fn decided(cgroup_id: u64, snapshot: &str, name: &str, d: NameDecision) -> bool {
+    let guard = proxies();
+    let Some(p) = guard.as_ref() else {
+        return false;
+    };
+    p.agents
+        .values()
+        .find(|a| a.cgroup_id() == cgroup_id && a.snapshot() == snapshot)
+        .is_some_and(|a| {
+            a.decide_name(name, d);
+            true
+        })
 }

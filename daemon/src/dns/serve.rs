@@ -12,13 +12,15 @@ use hickory_proto::rr::RData;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use warden_common::DnsProxy;
 
+use super::held::{Ask, HeldNames, NameDecision, HOLD_WAIT, MAX_HELD_NAMES_PER_AGENT};
 use super::learned::{clamp_ttl, Learned};
 use super::{
-    origin, DnsError, Shared, MAX_INFLIGHT_PER_AGENT, MAX_TCP_PER_AGENT, UPSTREAM_TIMEOUT,
+    origin, DnsError, HoldRequest, Shared, HOLD_ACTION, MAX_INFLIGHT_PER_AGENT, MAX_TCP_PER_AGENT,
+    UPSTREAM_TIMEOUT,
 };
 use crate::evidence::{record::UNSET_ID, NewEntry};
 use crate::policy::{Decision, Policy};
@@ -36,6 +38,7 @@ pub struct AgentInfo {
 struct Agent {
     info: AgentInfo,
     learned: Mutex<Learned>,
+    held: Mutex<HeldNames>,
     inflight: Arc<Semaphore>,
     tcp: Arc<Semaphore>,
 }
@@ -90,6 +93,7 @@ impl AgentProxy {
         let agent = Arc::new(Agent {
             info,
             learned: Mutex::new(Learned::default()),
+            held: Mutex::new(HeldNames::default()),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_PER_AGENT)),
             tcp: Arc::new(Semaphore::new(MAX_TCP_PER_AGENT)),
         });
@@ -144,6 +148,18 @@ impl AgentProxy {
         self.agent.info.cgroup_id
     }
 
+    pub(super) fn snapshot(&self) -> &str {
+        &self.agent.info.snapshot
+    }
+
+    pub(super) fn decide_name(&self, name: &str, d: NameDecision) {
+        self.agent
+            .held
+            .lock()
+            .expect("held names lock")
+            .decide(name, d);
+    }
+
     pub(super) fn stop(self, shared: &Shared) {
         let mut maps = shared.maps.lock().expect("dns maps lock");
         let _ = maps.proxy.remove(&self.agent.info.agent_id);
@@ -193,10 +209,10 @@ async fn serve_udp(sock: Arc<UdpSocket>, agent: Arc<Agent>, shared: Arc<Shared>)
         let query = buf[..n].to_vec();
         let (sock, agent, shared) = (sock.clone(), agent.clone(), shared.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let Some(local) = local else { return };
             let origin = origin::cookie_of(peer, local, false);
-            if let Some(reply) = answer(&agent, &shared, &query, origin, false).await {
+            if let Some(reply) = answer(&agent, &shared, &query, origin, false, Some(permit)).await
+            {
                 let _ = sock.send_to(&reply, peer).await;
             }
         });
@@ -237,7 +253,7 @@ async fn serve_conn(
         }
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
         s.read_exact(&mut query).await?;
-        if let Some(reply) = answer(agent, shared, &query, origin, true).await {
+        if let Some(reply) = answer(agent, shared, &query, origin, true, None).await {
             let n = u16::try_from(reply.len()).unwrap_or(u16::MAX);
             s.write_all(&n.to_be_bytes()).await?;
             s.write_all(&reply[..usize::from(n)]).await?;
@@ -284,6 +300,8 @@ struct Outcome<'a> {
     addresses: Vec<String>,
     code: ResponseCode,
     detail: Option<String>,
+    /// The approval that decided a held name.
+    approval: Option<u64>,
 }
 
 /// The RFC mnemonic of a response code (`NOERROR`, `REFUSED`, ...).
@@ -313,7 +331,22 @@ fn record(agent: &Agent, shared: &Shared, o: Outcome<'_>) {
     if let Some(d) = o.detail {
         details.insert("error".into(), json!(d));
     }
-    let entry = NewEntry {
+    if let Some(id) = o.approval {
+        details.insert("approval_id".into(), json!(id));
+    }
+    let entry = dns_entry(agent, o.name, o.decision, o.rule, details);
+    let _ = shared.evidence.send(entry);
+}
+
+/// A `dns` entry of this agent (the proxy knows the socket, not the task).
+fn dns_entry(
+    agent: &Agent,
+    name: String,
+    decision: &str,
+    rule: String,
+    details: serde_json::Map<String, serde_json::Value>,
+) -> NewEntry {
+    NewEntry {
         ts_ns: crate::clock::now_ns(),
         kind: "dns".into(),
         agent: agent.info.name.clone(),
@@ -326,14 +359,76 @@ fn record(agent: &Agent, shared: &Shared, o: Outcome<'_>) {
         // The asking process is not known here (a socket, not a task).
         exe: "unknown".into(),
         action: "dns".into(),
-        target: o.name,
-        decision: o.decision.into(),
-        rule_id: o.rule,
+        target: name,
+        decision: decision.into(),
+        rule_id: rule,
         policy_snapshot: agent.info.snapshot.clone(),
         method: "dns-proxy".into(),
         details,
+    }
+}
+
+/// What waiting on a held name came to.
+enum Held {
+    Approved(u64),
+    /// Rejected (or expired): its approval's id.
+    Rejected(u64),
+    /// Too many names pending: refused, with why.
+    OverBound(String),
+    /// No decision in time, or too many questions waiting: no answer (the
+    /// client retries, and the retry joins the hold).
+    NoAnswer,
+}
+
+/// A question of a name a `hold` rule decides: the decision made before,
+/// or a wait for it (the first question records the hold). The query's
+/// share of the in-flight bound is given back while it waits: the held
+/// names and their waiters have bounds of their own.
+async fn wait_for_name(
+    agent: &Agent,
+    shared: &Shared,
+    name: &str,
+    rule_id: &str,
+    hold_entry: impl FnOnce() -> NewEntry,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Held {
+    let asked = agent.held.lock().expect("held names lock").ask(name);
+    let (mut rx, _waiter) = match asked {
+        Ask::Decided(d) if d.approved => return Held::Approved(d.id),
+        Ask::Decided(d) => return Held::Rejected(d.id),
+        Ask::Full => {
+            return Held::OverBound(format!(
+                "{MAX_HELD_NAMES_PER_AGENT} names of this agent already wait for a decision (the limit)"
+            ))
+        }
+        Ask::Busy => return Held::NoAnswer,
+        Ask::Wait { rx, waiter, new } => {
+            if new {
+                (shared.hold)(HoldRequest {
+                    agent: agent.info.name.clone(),
+                    owner: agent.info.owner.clone(),
+                    cgroup_id: agent.info.cgroup_id,
+                    name: name.to_string(),
+                    rule_id: rule_id.to_string(),
+                    snapshot: agent.info.snapshot.clone(),
+                    hold_timeout: agent.info.policy.hold_timeout,
+                    entry: hold_entry(),
+                });
+            }
+            (rx, waiter)
+        }
     };
-    let _ = shared.evidence.send(entry);
+    drop(permit);
+    let decided = match tokio::time::timeout(HOLD_WAIT, rx.wait_for(Option::is_some)).await {
+        Ok(Ok(d)) => *d,
+        // Timed out, or the proxy stopped (policy changed).
+        _ => None,
+    };
+    match decided {
+        Some(d) if d.approved => Held::Approved(d.id),
+        Some(d) => Held::Rejected(d.id),
+        None => Held::NoAnswer,
+    }
 }
 
 /// Decides and answers one query. None: no answer (the upstream did not
@@ -344,6 +439,7 @@ async fn answer(
     query: &[u8],
     cookie: Option<u64>,
     tcp: bool,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Option<Vec<u8>> {
     let transport = if tcp { "tcp" } else { "udp" };
     let parsed = Message::from_vec(query).ok();
@@ -365,6 +461,7 @@ async fn answer(
                 addresses: Vec::new(),
                 code: ResponseCode::FormErr,
                 detail: Some(format!("{} bytes that are not a DNS query", query.len())),
+                approval: None,
             },
         );
         return Some(error_reply(query, None, ResponseCode::FormErr));
@@ -397,8 +494,41 @@ async fn answer(
         addresses: Vec::new(),
         code,
         detail,
+        approval: None,
     };
-    if decision != Some(Decision::Allow) {
+    let mut approval = None;
+    if decision == Some(Decision::Hold) {
+        let hold_entry = || {
+            let mut details = serde_json::Map::new();
+            details.insert("qtype".into(), json!(qtype));
+            details.insert("transport".into(), json!(transport));
+            if let Some(r) = resolver {
+                details.insert("resolver".into(), json!(r.to_string()));
+            }
+            let mut e = dns_entry(agent, name.clone(), "hold", rule_id.clone(), details);
+            e.kind = "hold".into();
+            e.action = HOLD_ACTION.into();
+            e
+        };
+        match wait_for_name(agent, shared, &name, &rule_id, hold_entry, permit).await {
+            Held::Approved(id) => approval = Some(id),
+            Held::Rejected(id) => {
+                let mut o = base("deny", ResponseCode::Refused, None);
+                o.approval = Some(id);
+                record(agent, shared, o);
+                return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
+            }
+            Held::OverBound(why) => {
+                record(
+                    agent,
+                    shared,
+                    base("deny", ResponseCode::Refused, Some(why)),
+                );
+                return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
+            }
+            Held::NoAnswer => return None,
+        }
+    } else if decision != Some(Decision::Allow) {
         record(agent, shared, base("deny", ResponseCode::Refused, None));
         return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
     }
@@ -470,6 +600,7 @@ async fn answer(
     }
     let mut o = base("allow", answer.response_code(), None);
     o.addresses = addresses;
+    o.approval = approval;
     record(agent, shared, o);
     Some(reply)
 }

@@ -21,6 +21,7 @@
 //! (Over 600 lines because of its unit tests, about 70 of them, and the
 //! hold lifecycle read top to bottom.)
 
+mod dns;
 mod entries;
 mod paused;
 
@@ -456,6 +457,11 @@ impl Holds {
     /// the held process has ended: then nothing is applied and the hold's
     /// final status says so (`PROCESS_ENDED`).
     fn apply(&mut self, kernel: &mut Kernel, a: &Approval, status: Status) -> bool {
+        // A held DNS name stops no thread: its proxy answers.
+        if dns::is_dns(a) {
+            self.apply_dns(a, status);
+            return true;
+        }
         if process_ended(a.job.pid, a.job.tid) {
             for result in [
                 self.store.mark_applied(a.id),

@@ -242,7 +242,13 @@ pub fn learned_entry(policy: &Policy, addr: IpAddr, host_rules: &[usize]) -> (Ne
         }) = policy.rules.get(index).map(|r| &r.selector)
         {
             let ports: &[(u16, u16)] = if ports.is_empty() { &ALL_PORTS } else { ports };
-            covering.push((0, index, ports, *protocol, policy.rules[index].decision));
+            // A `hold` host rule is decided at the name: its addresses
+            // are learned only after a human approved the name.
+            let decision = match policy.rules[index].decision {
+                Decision::Hold => Decision::Allow,
+                d => d,
+            };
+            covering.push((0, index, ports, *protocol, decision));
         }
     }
     let mut out = NetRules::default();

@@ -6,6 +6,10 @@
 //! resolve MODE SERVER NAME TYPE [PORT]   MODE: udp | udp-unconnected | tcp
 //! raw SERVER HEX
 //! flood SERVER NAME MILLIS
+//! resolve-retry SERVER NAME TYPE SECS [PORT]  connected UDP, asked again
+//!   every second (as a stub resolver retries) until answered or SECS pass
+//! burst SERVER DOMAIN N WAIT_MS   N distinct names `qI.DOMAIN` at once;
+//!   counts the answers by response code within WAIT_MS
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -150,6 +154,70 @@ fn main() {
                 Ok(n) => println!("{}", describe(&buf[..n], None).0),
                 Err(_) => println!("timeout"),
             }
+        }
+        ["resolve-retry", server, name, rtype, secs, rest @ ..] => {
+            let server: SocketAddr = server.parse().expect("server");
+            let rtype = if *rtype == "AAAA" {
+                RecordType::AAAA
+            } else {
+                RecordType::A
+            };
+            let s = udp_for(server);
+            s.set_read_timeout(Some(Duration::from_secs(1)))
+                .expect("timeout");
+            s.connect(server).expect("connect");
+            let q = query(name, rtype, 0x4b4b);
+            let end = Instant::now() + Duration::from_secs(secs.parse().expect("secs"));
+            let mut buf = vec![0u8; 65535];
+            let mut tries = 0u32;
+            let mut answer = None;
+            while answer.is_none() && Instant::now() < end {
+                tries += 1;
+                s.send(&q).expect("send");
+                if let Ok(n) = s.recv(&mut buf) {
+                    answer = Some(describe(&buf[..n], None));
+                }
+            }
+            let Some((mut line, addrs)) = answer else {
+                println!("timeout tries={tries}");
+                return;
+            };
+            if let (Some(port), Some(addr)) = (rest.first(), addrs.first()) {
+                let port: u16 = port.parse().expect("port");
+                let to = SocketAddr::new(*addr, port);
+                match TcpStream::connect_timeout(&to, Duration::from_secs(4)) {
+                    Ok(_) => line.push_str(" connect=ok"),
+                    Err(e) => {
+                        line.push_str(&format!(" connect=errno={}", e.raw_os_error().unwrap_or(0)))
+                    }
+                }
+            }
+            println!("{line} tries={tries}");
+        }
+        ["burst", server, domain, n, wait_ms] => {
+            let server: SocketAddr = server.parse().expect("server");
+            let s = udp_for(server);
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            s.connect(server).expect("connect");
+            let n: u16 = n.parse().expect("n");
+            for i in 0..n {
+                s.send(&query(&format!("q{i}.{domain}"), RecordType::A, i))
+                    .expect("send");
+            }
+            let end = Instant::now() + Duration::from_millis(wait_ms.parse().expect("wait"));
+            let mut buf = vec![0u8; 65535];
+            let (mut refused, mut other) = (0u32, 0u32);
+            while Instant::now() < end {
+                if let Ok(k) = s.recv(&mut buf) {
+                    if describe(&buf[..k], None).0.starts_with("REFUSED") {
+                        refused += 1;
+                    } else {
+                        other += 1;
+                    }
+                }
+            }
+            println!("refused={refused} other={other}");
         }
         ["flood", server, name, millis] => {
             let server: SocketAddr = server.parse().expect("server");

@@ -180,13 +180,6 @@ pub(in crate::policy) fn check_rule(f: RuleFields) -> Result<RawRule, String> {
                     ports,
                     protocol,
                 },
-                (None, Some(_)) if f.decision == Decision::Hold => {
-                    return Err(
-                        "`hold` on a `host` rule is not supported yet: write `allow` or \
-                         `deny` (a held name would need the approval path for DNS questions)"
-                            .to_string(),
-                    )
-                }
                 (None, Some(host)) => Selector::ConnectHost {
                     host: host.0,
                     ports,
