@@ -733,3 +733,63 @@ fn a_flood_of_distinct_held_names_is_bounded_and_recorded() {
         "{out}"
     );
 }
+
+#[test]
+fn getpeername_on_redirected_dns_sockets_shows_the_resolver_asked() {
+    let Some(env) = setup("dns-peer") else { return };
+    // TCP DNS, IPv4 and IPv6: the peer is the resolver, not the proxy,
+    // and the same socket is still answered by the proxy.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "tcp", RESOLVER4, "api.test.warden"],
+    );
+    assert_eq!(out, format!("peer={RESOLVER4} NOERROR {API}"));
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "tcp", RESOLVER6, "api.test.warden"],
+    );
+    assert_eq!(out, format!("peer={RESOLVER6} NOERROR {API}"));
+    // Connected UDP (what glibc uses).
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "udp", RESOLVER4, "api.test.warden"],
+    );
+    assert_eq!(out, format!("peer={RESOLVER4} NOERROR {API}"));
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "udp", RESOLVER6, "evil.test.warden"],
+    );
+    assert_eq!(out, format!("peer={RESOLVER6} REFUSED"));
+    // Another resolver address on port 53 (nobody listens there; the
+    // proxy answers for it): the peer is still the address asked.
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "tcp", "127.0.17.3:53", "evil.test.warden"],
+    );
+    assert_eq!(out, "peer=127.0.17.3:53 REFUSED");
+    // A socket that was not redirected shows its real peer: the agent's
+    // connect to a learned address (the listener there hangs up: no
+    // answer to the question).
+    let p = port();
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve", "udp", RESOLVER4, "api.test.warden", "A"],
+    );
+    assert_eq!(out, format!("NOERROR {API}"));
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "tcp", &format!("{API}:{p}"), "api.test.warden"],
+    );
+    assert_eq!(out, format!("peer={API}:{p} timeout"));
+    // Outside the agent, nothing is rewritten: the test's own TCP socket
+    // to the resolver shows the resolver (the real one answers it).
+    let s = std::net::TcpStream::connect(RESOLVER4).expect("connect resolver");
+    assert_eq!(s.peer_addr().expect("peer").to_string(), RESOLVER4);
+}

@@ -63,19 +63,25 @@ pub const SYS_EXIT_TRACEPOINT: &str = "sys_exit";
 /// the resolver it asked as their source.
 pub const PROG_RECVMSG4: &str = "warden_recvmsg4";
 pub const PROG_RECVMSG6: &str = "warden_recvmsg6";
+/// `cgroup/getpeername4`/`getpeername6`: a redirected DNS socket's peer
+/// (TCP, connected UDP) shows as the resolver it asked.
+pub const PROG_GETPEERNAME4: &str = "warden_getpeername4";
+pub const PROG_GETPEERNAME6: &str = "warden_getpeername6";
 /// Hash of `DnsProxy`, keyed by agent id (`u32`).
 pub const DNS_PROXY: &str = "DNS_PROXY";
 /// LRU hash of `DnsOrig`, keyed by socket cookie (`u64`).
 pub const DNS_ORIG: &str = "DNS_ORIG";
 
 /// The cgroup sock_addr programs, attached to every agent cgroup.
-pub const CGROUP_NET_PROGRAMS: [&str; 6] = [
+pub const CGROUP_NET_PROGRAMS: [&str; 8] = [
     PROG_CONNECT4,
     PROG_CONNECT6,
     PROG_SENDMSG4,
     PROG_SENDMSG6,
     PROG_RECVMSG4,
     PROG_RECVMSG6,
+    PROG_GETPEERNAME4,
+    PROG_GETPEERNAME6,
 ];
 
 /// Exec rules: LPM trie keyed by `PathKey`, values `PathRule`.

@@ -1,7 +1,8 @@
 //! DNS redirection for agents with `host` rules: their queries (port 53,
 //! UDP and TCP, any address) are sent to their proxy in the daemon, which
 //! decides the name; the resolver asked is kept per socket and shown as
-//! the source of the replies (`recvmsg4/6`), so the agent sees an
+//! the source of the replies (`recvmsg4/6`) and as the socket's peer
+//! (`getpeername4/6`, for TCP and connected UDP), so the agent sees an
 //! ordinary answer from the resolver it asked.
 
 use aya_ebpf::{
@@ -93,8 +94,20 @@ pub fn warden_recvmsg6(ctx: SockAddrContext) -> i32 {
     1
 }
 
-/// A datagram received by a redirected DNS socket: its source becomes the
-/// resolver the socket asked. Sockets never redirected have no entry and
+#[cgroup_sock_addr(getpeername4)]
+pub fn warden_getpeername4(ctx: SockAddrContext) -> i32 {
+    restore(&ctx, true);
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn warden_getpeername6(ctx: SockAddrContext) -> i32 {
+    restore(&ctx, false);
+    1
+}
+
+/// A datagram received by a redirected DNS socket, or its peer asked
+/// for: the address becomes the resolver the socket asked. Sockets never redirected have no entry and
 /// cost one lookup.
 #[inline(always)]
 fn restore(ctx: &SockAddrContext, v4: bool) {

@@ -8,6 +8,8 @@
 //! flood SERVER NAME MILLIS
 //! resolve-retry SERVER NAME TYPE SECS [PORT]  connected UDP, asked again
 //!   every second (as a stub resolver retries) until answered or SECS pass
+//! peer tcp|udp SERVER NAME      connect (UDP: connected), print the
+//!   socket's peer (`getpeername`), then ask NAME on that socket
 //! burst SERVER DOMAIN N WAIT_MS   N distinct names `qI.DOMAIN` at once;
 //!   counts the answers by response code within WAIT_MS
 
@@ -193,6 +195,49 @@ fn main() {
                 }
             }
             println!("{line} tries={tries}");
+        }
+        ["peer", mode, server, name] => {
+            let server: SocketAddr = server.parse().expect("server");
+            let q = query(name, RecordType::A, 0x3c3c);
+            let mut buf = vec![0u8; 65535];
+            match *mode {
+                "tcp" => {
+                    let mut s = match TcpStream::connect_timeout(&server, Duration::from_secs(4)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            println!("connect errno={}", e.raw_os_error().unwrap_or(0));
+                            return;
+                        }
+                    };
+                    let peer = s.peer_addr().expect("getpeername");
+                    s.set_read_timeout(Some(Duration::from_secs(4)))
+                        .expect("timeout");
+                    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&q);
+                    s.write_all(&framed).expect("send");
+                    let mut len = [0u8; 2];
+                    let code = match s.read_exact(&mut len) {
+                        Ok(()) => {
+                            let mut out = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            s.read_exact(&mut out).expect("read");
+                            describe(&out, None).0
+                        }
+                        Err(_) => "timeout".into(),
+                    };
+                    println!("peer={peer} {code}");
+                }
+                _ => {
+                    let s = udp_for(server);
+                    s.connect(server).expect("connect");
+                    let peer = s.peer_addr().expect("getpeername");
+                    s.send(&q).expect("send");
+                    let code = match s.recv(&mut buf) {
+                        Ok(n) => describe(&buf[..n], None).0,
+                        Err(_) => "timeout".into(),
+                    };
+                    println!("peer={peer} {code}");
+                }
+            }
         }
         ["burst", server, domain, n, wait_ms] => {
             let server: SocketAddr = server.parse().expect("server");
