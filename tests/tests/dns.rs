@@ -793,3 +793,57 @@ fn getpeername_on_redirected_dns_sockets_shows_the_resolver_asked() {
     let s = std::net::TcpStream::connect(RESOLVER4).expect("connect resolver");
     assert_eq!(s.peer_addr().expect("peer").to_string(), RESOLVER4);
 }
+
+#[test]
+fn held_name_expires_to_refused_and_a_decision_survives_a_daemon_restart() {
+    let Some(mut env) = setup("dns-hold-exp") else {
+        return;
+    };
+    let p = port().to_string();
+    // An approved name stays approved for its policy snapshot across a
+    // daemon restart: answered at once, no second hold.
+    let name = "ok.held.test.warden";
+    let child = spawn_dns(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "60"],
+    );
+    warden_tests::wait_until("the name is held", || !approvals_of(&env, name).is_empty());
+    let id = approvals_of(&env, name)[0]["id"].to_string();
+    env.ok(&["approve", &id]);
+    assert!(finish(child).starts_with(&format!("NOERROR {HELD_OK} tries=")));
+    env.stop_daemon();
+    env.start_daemon();
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "20", &p],
+    );
+    assert!(
+        out.starts_with(&format!("NOERROR {HELD_OK} connect=ok tries=")),
+        "{out}"
+    );
+    assert_eq!(approvals_of(&env, name).len(), 1);
+
+    // No decision within `hold_timeout`: expired, the question REFUSED.
+    env.write_policy(
+        "dns.yaml",
+        &policy().replacen("version: 1\n", "version: 1\nhold_timeout: 2s\n", 1),
+    );
+    env.ok(&["policy", "reload"]);
+    let name = "no.held.test.warden";
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "30"],
+    );
+    assert!(out.starts_with("REFUSED  tries="), "{out}");
+    let all = approvals_of(&env, name);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0]["status"], "expired");
+    assert_eq!(all[0]["final_status"], "refused");
+    let e = env.wait_for_evidence("expiry of the held name", |e| {
+        e["kind"] == "approval" && e["target"] == name
+    });
+    assert_eq!(e["decision"], "expired");
+}
