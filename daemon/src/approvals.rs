@@ -458,6 +458,79 @@ mod tests {
         assert!(matches!(a.get(999), Err(ApprovalError::Unknown(999))));
     }
 
+    /// `n` decided approvals with keys `k0`..: one statement, fast.
+    fn fill(a: &Approvals, n: u64) {
+        let job = serde_json::to_string(&job()).unwrap();
+        a.conn
+            .execute(
+                "WITH RECURSIVE i(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM i WHERE x + 1 < ?1)
+                 INSERT INTO approvals (agent, owner, job, job_hash, rule_id, policy_snapshot,
+                    hold_key, approval_required, created_at_ns, expires_at_ns, status,
+                    decided_by, decided_role, decided_at_ns)
+                 SELECT 'bot', 'o', ?2, printf('%064d', x), 'r', printf('%064d', 0),
+                    'k' || x, 1, 1, 2, CASE x % 2 WHEN 0 THEN 'approved' ELSE 'rejected' END,
+                    'alice', 'user:alice', 3 FROM i",
+                params![n, job],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn decided_for_key_finds_the_latest_decision_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Approvals::open(&dir.path().join("w.db")).unwrap();
+        fill(&a, 1000);
+        assert_eq!(
+            a.decided_for_key("k7").unwrap().unwrap().status,
+            Status::Rejected
+        );
+        assert!(a.decided_for_key("nope").unwrap().is_none());
+        // Pending and expired holds are not decisions that stand.
+        let snap = "a".repeat(64);
+        let id = a.create("o", &job(), "r", &snap, "p1", 1, 100).unwrap();
+        assert!(a.decided_for_key("p1").unwrap().is_none());
+        let d = Decided {
+            status: Status::Expired,
+            by: "warden",
+            role: "expiry",
+            at_ns: 5,
+            reason: None,
+        };
+        a.decide(id, &d).unwrap();
+        assert!(a.decided_for_key("p1").unwrap().is_none());
+        let plan: Vec<String> = a
+            .conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {SELECT} WHERE status IN ('approved', 'rejected')
+                 AND hold_key = ?1 ORDER BY id DESC LIMIT 1"
+            ))
+            .unwrap()
+            .query_map(["k7"], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("INDEX approvals_pending"), "scans: {plan}");
+    }
+
+    /// `cargo test -p warden --lib decided_for_key_at_a_million -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: 1,000,000 approvals"]
+    fn decided_for_key_at_a_million_approvals() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Approvals::open(&dir.path().join("w.db")).unwrap();
+        fill(&a, 1_000_000);
+        let started = std::time::Instant::now();
+        for i in 0..10_000u64 {
+            let key = format!("k{}", i * 97 % 1_000_000);
+            assert!(a.decided_for_key(&key).unwrap().is_some());
+        }
+        println!(
+            "decided_for_key over 1,000,000 approvals: {:?} per lookup",
+            started.elapsed() / 10_000
+        );
+    }
+
     #[test]
     fn schema_refuses_a_decision_without_approver() {
         let dir = tempfile::tempdir().unwrap();

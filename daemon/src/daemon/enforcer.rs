@@ -190,13 +190,18 @@ impl Enforcer {
                         Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
                     }
                 }
-                Command::DnsHeld(held) => match self.holds.on_dns_held(held) {
-                    Ok(Some(entry)) => self.record(entry),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %crate::error_chain(&e), "record held DNS name")
+                Command::DnsHeld(held) => {
+                    let (cgroup_id, snapshot, name) =
+                        (held.cgroup_id, held.snapshot.clone(), held.name.clone());
+                    match self.holds.on_dns_held(held) {
+                        Ok(Some(entry)) => self.record(entry),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %crate::error_chain(&e), name = %name, "record held DNS name");
+                            crate::dns::hold_failed(cgroup_id, &snapshot, &name);
+                        }
                     }
-                },
+                }
                 Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
                     Ok(entry) => self.record(entry),
                     Err(e) => {

@@ -113,6 +113,12 @@ impl HeldNames {
         }
     }
 
+    /// The hold of `name` could not be recorded: forget it, so that its
+    /// waiters give up and the next question asks for a hold again.
+    pub fn forget(&mut self, name: &str) {
+        self.pending.remove(name);
+    }
+
     #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -146,6 +152,11 @@ mod tests {
         assert_eq!(*rx2.borrow(), Some(d));
         assert_eq!(h.pending(), 0);
         assert!(matches!(h.ask("a.example"), Ask::Decided(x) if x == d));
+        // A hold that could not be recorded is asked for again.
+        let (rx, _w, _) = wait(h.ask("b.example"));
+        h.forget("b.example");
+        assert!(rx.has_changed().is_err(), "its waiters give up");
+        assert!(matches!(h.ask("b.example"), Ask::Wait { new: true, .. }));
     }
 
     #[test]

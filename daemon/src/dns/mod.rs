@@ -217,6 +217,18 @@ pub fn ports_of(agent_id: u32) -> Option<(u16, u16)> {
     proxies().as_ref()?.agents.get(&agent_id).map(|a| a.ports)
 }
 
+/// The hold of `name` could not be recorded: the proxy forgets it (its
+/// waiting questions go unanswered; the next question asks again).
+pub fn hold_failed(cgroup_id: u64, snapshot: &str, name: &str) {
+    if let Some(p) = proxies().as_ref() {
+        for a in p.agents.values() {
+            if a.cgroup_id() == cgroup_id && a.snapshot() == snapshot {
+                a.forget_name(name);
+            }
+        }
+    }
+}
+
 /// A human (or expiry) decided held name `name` of the agent of
 /// `cgroup_id` under policy `snapshot`: its waiting questions are answered
 /// (or refused), and so are later ones while that snapshot is in force.

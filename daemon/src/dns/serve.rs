@@ -152,6 +152,14 @@ impl AgentProxy {
         &self.agent.info.snapshot
     }
 
+    pub(super) fn forget_name(&self, name: &str) {
+        self.agent
+            .held
+            .lock()
+            .expect("held names lock")
+            .forget(name);
+    }
+
     pub(super) fn decide_name(&self, name: &str, d: NameDecision) {
         self.agent
             .held
