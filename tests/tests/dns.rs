@@ -552,6 +552,18 @@ fn wait_pending_and_retries(env: &TestEnv, name: &str) -> serde_json::Value {
     let all = approvals_of(env, name);
     assert_eq!(all.len(), 1, "retries must join one hold: {all:#?}");
     let a = all.into_iter().next().expect("one");
+    // The human listing names the agent, the action, the name and the rule.
+    let text = env.ok(&["approvals"]);
+    let row = text
+        .lines()
+        .find(|l| l.contains(name))
+        .unwrap_or_else(|| panic!("{name} not listed: {text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cols[1..6],
+        &["pending", "dns-agent", "dns", name, "held"],
+        "{row}"
+    );
     assert_eq!(a["status"], "pending");
     assert_eq!(a["job"]["agent"], "dns-agent");
     assert_eq!(a["rule_id"], "held");

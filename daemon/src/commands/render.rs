@@ -468,22 +468,26 @@ pub fn approvals(list: &[Approval]) -> String {
     let mut out = String::new();
     put!(
         out,
-        "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} job_hash",
+        "{:>4}  {:<9} {:<16} {:<9} {:<24} {:<16} {:<22} {:<12} job_hash",
         "id",
         "status",
         "agent",
+        "action",
         "target",
+        "rule",
         "held at",
         "by"
     );
     for a in list {
         put!(
             out,
-            "{:>4}  {:<9} {:<16} {:<24} {:<22} {:<12} {}",
+            "{:>4}  {:<9} {:<16} {:<9} {:<24} {:<16} {:<22} {:<12} {}",
             a.id,
             a.status.as_str(),
             a.job.agent,
+            a.job.action,
             a.job.target,
+            a.rule_id,
             clock::format_ns(a.created_at_ns),
             a.decided_by.as_deref().unwrap_or("-"),
             &a.job_hash[..16]

@@ -651,6 +651,21 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn an_address_learned_through_a_held_name_is_allowed_a_cidr_hold_still_holds() {
+        let p = parse_policy(
+            "test.yaml",
+            "version: 1\nrules:\n  - id: lab\n    connect: { to: 10.0.0.0/8, ports: [22] }\n    decision: hold\n  - id: new\n    connect: { host: \"*\", ports: [443] }\n    decision: hold\n",
+        )
+        .unwrap();
+        let (e, _) = learned_entry(&p, "10.1.2.3".parse().unwrap(), &[1]);
+        let got: Vec<(u16, u8, u32)> = e.rules[..e.count as usize]
+            .iter()
+            .map(|r| (r.port_lo, r.decision, r.rule_idx))
+            .collect();
+        assert_eq!(got, [(22, HOLD, 0), (443, ALLOW, 1)]);
+    }
+
+    #[test]
     fn the_first_socket_rule_decides_raw_sockets() {
         let none = compile("version: 1\nrules: []\n");
         assert_eq!(none.sockets.raw.decision, 0, "no rule: the kernel denies");
