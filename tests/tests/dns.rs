@@ -859,3 +859,61 @@ fn held_name_expires_to_refused_and_a_decision_survives_a_daemon_restart() {
     });
     assert_eq!(e["decision"], "expired");
 }
+
+#[test]
+fn a_held_names_approval_is_bound_to_its_policy_snapshot() {
+    let Some(env) = setup("dns-hold-snap") else {
+        return;
+    };
+    let name = "ok.held.test.warden";
+    let first = spawn_dns(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "8"],
+    );
+    warden_tests::wait_until("the name is held", || !approvals_of(&env, name).is_empty());
+    let old = approvals_of(&env, name)[0].clone();
+    // The policy changes while the name waits: the proxy restarts (a new
+    // port), so that question is never answered ...
+    env.write_policy(
+        "dns.yaml",
+        &policy().replacen("version: 1\n", "version: 1\nhold_timeout: 10m\n", 1),
+    );
+    env.ok(&["policy", "reload"]);
+    assert!(finish(first).starts_with("timeout"));
+    // ... and the client's next lookup is held anew, under the new
+    // snapshot.
+    let child = spawn_dns(
+        &env,
+        "dns-agent",
+        &["resolve-retry", RESOLVER4, name, "A", "90"],
+    );
+    warden_tests::wait_until("held again under the new policy", || {
+        approvals_of(&env, name).len() == 2
+    });
+    let all = approvals_of(&env, name);
+    let new = all.iter().find(|a| a["id"] != old["id"]).expect("new hold");
+    assert_ne!(new["policy_snapshot"], old["policy_snapshot"]);
+    // Approving the old one is a conflict: it answers nothing.
+    let said = env.ok(&["approve", &old["id"].to_string()]);
+    assert!(said.contains("conflict"), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    let pending = warden_tests::approvals(&env, false);
+    assert!(
+        pending.iter().any(|a| a["id"] == new["id"]),
+        "the new hold still waits: {pending:#?}"
+    );
+    // The new one decides.
+    env.ok(&["approve", &new["id"].to_string()]);
+    let out = finish(child);
+    assert!(
+        out.starts_with(&format!("NOERROR {HELD_OK} tries=")),
+        "{out}"
+    );
+    let old_now = approvals_of(&env, name)
+        .into_iter()
+        .find(|a| a["id"] == old["id"])
+        .expect("old");
+    assert_eq!(old_now["status"], "conflict");
+    assert_eq!(old_now["final_status"], "redecided");
+}
