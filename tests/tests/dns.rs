@@ -763,6 +763,13 @@ fn getpeername_on_redirected_dns_sockets_shows_the_resolver_asked() {
         &["peer", "tcp", RESOLVER6, "api.test.warden"],
     );
     assert_eq!(out, format!("peer={RESOLVER6} NOERROR {API}"));
+    // An IPv6 socket asking an IPv4 resolver (`::ffff:a.b.c.d`).
+    let out = dns_as(
+        &env,
+        "dns-agent",
+        &["peer", "tcp", "[::ffff:127.0.17.2]:53", "api.test.warden"],
+    );
+    assert_eq!(out, format!("peer=[::ffff:127.0.17.2]:53 NOERROR {API}"));
     // Connected UDP (what glibc uses).
     let out = dns_as(
         &env,
