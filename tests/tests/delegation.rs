@@ -422,11 +422,38 @@ fn a_parent_without_delegate_cannot_start_the_child_and_the_refusal_is_recorded(
     assert_eq!(stdout(&out), "");
     let refusals = entries_where(&env, |e| e["kind"] == "run" && e["decision"] == "refused");
     assert_eq!(refusals.len(), 3, "{refusals:#?}");
+
     // Nothing ran as the child.
     assert!(entries_where(&env, |e| e["kind"] == "decision"
         && e["agent"] == "dg-child")
     .is_empty());
 
+    // Upwards: the child (started from outside, as root may) asking to run
+    // as its parent, or as itself again, is refused.
+    let warden = warden_bin();
+    for target in ["dg-parent", "dg-child"] {
+        let out = env.cli(&[
+            "run",
+            "--agent",
+            "dg-child",
+            "--",
+            probe_bin().to_str().unwrap(),
+            "exec",
+            warden.to_str().unwrap(),
+            "run",
+            "--agent",
+            target,
+            "--",
+            &probe_path(),
+            "connect",
+            &addr,
+        ]);
+        assert!(!out.status.success(), "child ran as {target}: {out:?}");
+        assert_eq!(stdout(&out), "", "as {target}");
+        assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    }
+    let refusals = entries_where(&env, |e| e["kind"] == "run" && e["decision"] == "refused");
+    assert_eq!(refusals.len(), 5, "{refusals:#?}");
     // Outside every agent, the usual rules of `warden run` apply (root may
     // start any agent), and the child is still decided by the
     // intersection.
