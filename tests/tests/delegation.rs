@@ -461,6 +461,20 @@ fn a_parent_without_delegate_cannot_start_the_child_and_the_refusal_is_recorded(
     assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
     let out = env.probe_as("dg-child", &["connect", "127.0.0.1:1"]);
     assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+    // Entries the CLI writes about the child carry the chain too.
+    let chain = serde_json::json!([
+        {"agent": "dg-child", "owner": CHILD_OWNER},
+        {"agent": "dg-parent", "owner": PARENT_OWNER},
+    ]);
+    let run = env.wait_for_evidence("the child's run from outside", |e| {
+        e["kind"] == "run" && e["agent"] == "dg-child" && e["decision"] == "started"
+    });
+    assert_eq!(run["details"]["lineage"], chain, "{run}");
+    let register = env.wait_for_evidence("the child's registration", |e| {
+        e["kind"] == "agent_register" && e["agent"] == "dg-child"
+    });
+    assert_eq!(register["details"]["parent"], "dg-parent", "{register}");
+    assert_eq!(register["details"]["lineage"], chain, "{register}");
 
     // Bad input changes nothing: an unknown parent, a parent and --cgroup.
     let out = env.cli(&[

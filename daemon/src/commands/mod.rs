@@ -162,8 +162,25 @@ fn open_store_checked(paths: &Paths) -> Result<EvidenceStore> {
 }
 
 fn record_durably(paths: &Paths, entry: NewEntry) -> Result<()> {
+    let entry = with_lineage(paths, entry);
     open_store(paths)?.append(&[entry], Durability::Fsync)?;
     Ok(())
+}
+
+/// An entry the CLI writes itself about a delegated child carries the
+/// chain too (`details.lineage`, as the daemon's writer adds it).
+fn with_lineage(paths: &Paths, mut entry: NewEntry) -> NewEntry {
+    if entry.details.contains_key("lineage") {
+        return entry;
+    }
+    if let Ok(chain) = open_registry(paths).and_then(|r| Ok(r.lineage(&entry.agent)?)) {
+        if chain.len() > 1 {
+            entry
+                .details
+                .insert("lineage".into(), crate::lineage::chain_value(&chain));
+        }
+    }
+    entry
 }
 
 /// Asks a running daemon to reconcile. `Ok(false)` when no daemon runs.

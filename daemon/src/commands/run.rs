@@ -88,6 +88,7 @@ pub fn run(
         confinement: confinement.describe(),
     }
     .entry(&Actor::current());
+    let entry = super::with_lineage(paths, entry);
     let head = {
         let mut store = open_store(paths)?;
         store.append(&[entry], Durability::Fsync)?;
