@@ -48,6 +48,10 @@ pub struct Lineage {
     pub started_by: Option<StartedBy>,
 }
 
+/// How many of the agent's latest runs before an entry are searched for
+/// the delegated one that started it.
+const RUNS_SEARCHED: usize = 1000;
+
 pub fn lineage(paths: &Paths, seq: u64) -> Result<Lineage> {
     let store = open_store(paths)?;
     let entry = store
@@ -85,13 +89,15 @@ pub fn lineage(paths: &Paths, seq: u64) -> Result<Lineage> {
             (chain, "registry")
         }
     };
+    // The newest runs of the agent up to the entry (a run is written before
+    // the child acts), bounded: the log of a busy child holds many.
     let runs = store.query(&evidence::Filter {
         agent: Some(entry.agent.clone()),
         kind: Some("run".into()),
         decisions: vec!["started".into()],
         since_ns: None,
-        until_ns: None,
-        limit: None,
+        until_ns: Some(entry.ts_ns.saturating_add(1)),
+        limit: Some(RUNS_SEARCHED),
     })?;
     let started_by = runs
         .iter()
