@@ -249,6 +249,21 @@ impl Registry {
             .map_err(sql("list child agents"))
     }
 
+    /// Every agent below `name` (children, their children, ...).
+    pub fn descendants(&self, name: &str) -> Result<Vec<Agent>, RegistryError> {
+        let mut out: Vec<Agent> = Vec::new();
+        let mut next = vec![name.to_string()];
+        while let Some(n) = next.pop() {
+            for child in self.children(&n)? {
+                if child != name && !out.iter().any(|a| a.name == child) {
+                    out.push(self.get(&child)?);
+                    next.push(child);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `name`, its parent, the parent's parent, ...: the chain of agents
     /// answerable for what `name` does, nearest first. Stops at a cycle
     /// (which registration never creates).

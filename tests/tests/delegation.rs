@@ -309,6 +309,28 @@ fn a_delegated_child_is_refused_what_its_parent_denies_and_allowed_what_both_all
     );
     assert_eq!(load.last().unwrap()["details"]["delegated_by"], "dg-parent");
 
+    // The kill switch on the parent revokes the child too: started from
+    // outside, it is refused, and a running one is gone with the parent's
+    // subtree. Reviving the parent lifts it.
+    env.ok(&["kill", "dg-parent", "--reason", "delegation test"]);
+    let out = env.probe_as("dg-child", &["connect", &denied_addr]);
+    assert!(
+        !out.status.success(),
+        "a revoked parent's child ran: {out:?}"
+    );
+    assert_eq!(stdout(&out), "", "{}", stderr(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    env.ok(&["revive", "dg-parent", "--reason", "delegation test"]);
+    let out = env.probe_as("dg-child", &["connect", &both_addr]);
+    assert_eq!(
+        stdout(&out),
+        eperm,
+        "after revive, the reloaded parent still narrows"
+    );
+    // The reloaded parent denies `both` and allows the other port now.
+    let out = env.probe_as("dg-child", &["connect", &denied_addr]);
+    assert_eq!(stdout(&out), "ok", "after revive: {}", stderr(&out));
+
     // A parent with children cannot be removed first.
     let out = env.cli(&["agent", "remove", "dg-parent"]);
     assert!(!out.status.success());

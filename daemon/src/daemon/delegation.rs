@@ -109,7 +109,10 @@ impl Enforcer {
                     "the policy in force of '{parent}' does not say `delegate: [{child}]`"
                 ))
             }
-            Some(a) if a.status == AgentStatus::Revoked => {
+            Some(a)
+                if a.status == AgentStatus::Revoked
+                    || self.enforced.get(child).is_some_and(|e| e.revoked) =>
+            {
                 Some(format!("agent '{child}' is revoked (kill switch)"))
             }
             Some(_) if !self.enforced.contains_key(child) => {

@@ -200,7 +200,14 @@ impl Enforcer {
         actor: &Actor,
     ) -> Result<(), ReconcileError> {
         let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
-        let revoked = agent.status == AgentStatus::Revoked;
+        // A delegated child of a revoked agent is revoked with it.
+        let revoked = agent.status == AgentStatus::Revoked
+            || (agent.parent.is_some()
+                && self
+                    .registry
+                    .lineage(&agent.name)?
+                    .iter()
+                    .any(|a| a.status == AgentStatus::Revoked));
         if let Some(old) = self.enforced.get(&agent.name) {
             if old.cgroup_id != cgroup_id {
                 // The cgroup was recreated: enforce on the new one.
