@@ -423,6 +423,44 @@ mod tests {
     }
 
     #[test]
+    fn a_child_records_its_parent_and_the_lineage_walks_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open(&dir.path().join("w.db")).unwrap();
+        reg.add(&new_agent("root-bot", Path::new("/cg/root")))
+            .unwrap();
+        let mut child = new_agent("child-bot", Path::new("/cg/root/child"));
+        child.parent = Some("root-bot");
+        child.owner = "carol@example.com";
+        assert_eq!(reg.add(&child).unwrap().parent.as_deref(), Some("root-bot"));
+        let mut grandchild = new_agent("grand-bot", Path::new("/cg/root/child/g"));
+        grandchild.parent = Some("child-bot");
+        reg.add(&grandchild).unwrap();
+        let names: Vec<String> = reg
+            .lineage("grand-bot")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["grand-bot", "child-bot", "root-bot"]);
+        let below: Vec<String> = reg
+            .descendants("root-bot")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(below, ["child-bot", "grand-bot"]);
+        // A parent goes after its children, never before.
+        assert!(matches!(
+            reg.remove("child-bot"),
+            Err(RegistryError::HasChildren(..))
+        ));
+        reg.remove("grand-bot").unwrap();
+        reg.remove("child-bot").unwrap();
+        assert!(reg.children("root-bot").unwrap().is_empty());
+        reg.remove("root-bot").unwrap();
+    }
+
+    #[test]
     fn policy_versions_are_kept_and_deduplicated() {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = Registry::open(&dir.path().join("w.db")).unwrap();
