@@ -141,8 +141,12 @@ pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateErro
 /// Each side's budgets, counting on the child: an action passes only if it
 /// is within every budget of both, so each limit is at most the smaller.
 /// A budget that counts the actions of named rules counts those of the
-/// effective rules its rule contributed to; one whose rules contributed to
-/// none counts nothing and is left out.
+/// effective rules its rules contributed to; one whose rules contributed to
+/// none counts nothing and is left out. Where that cannot be said exactly
+/// (an effective rule id written at several keys, which the kernel's
+/// budget match names by its first index, or more than
+/// `MAX_BUDGET_MATCH` of them), it counts every action of its class:
+/// more actions against the same limit, so never wider.
 fn budgets(parent: &Policy, child: &Policy, rules: &[Rule]) -> Vec<Budget> {
     let mut out = Vec::new();
     for (budget, prefix, side_of) in child
@@ -159,16 +163,24 @@ fn budgets(parent: &Policy, child: &Policy, rules: &[Rule]) -> Vec<Budget> {
         let mut b = budget.clone();
         b.id = format!("{prefix}{}", budget.id);
         if !budget.rules.is_empty() {
-            b.rules = rules
+            let counted: Vec<&Rule> = rules
                 .iter()
                 .filter(|r| budget.rules.iter().any(|id| id == side_of(&r.id)))
-                .map(|r| r.id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
                 .collect();
-            if b.rules.is_empty() {
+            if counted.is_empty() {
                 continue;
             }
+            let ids: BTreeSet<String> = counted.iter().map(|r| r.id.clone()).collect();
+            let exact = ids.len() == counted.len()
+                && ids.len() <= warden_common::MAX_BUDGET_MATCH
+                && ids
+                    .iter()
+                    .all(|id| rules.iter().filter(|r| &r.id == id).count() == 1);
+            b.rules = if exact {
+                ids.into_iter().collect()
+            } else {
+                Vec::new()
+            };
         }
         out.push(b);
     }

@@ -302,3 +302,66 @@ fn host_rules_on_either_side_are_refused_with_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn a_budget_on_named_rules_counts_the_effective_rules_they_decide() {
+    let caps = Capabilities::assume_all();
+    let parent = compile_policy(
+        "parent.yaml",
+        "version: 1\nrules:\n  - id: p-local\n    connect: { to: 127.0.0.0/8 }\n    decision: allow\n",
+        &caps,
+    )
+    .unwrap();
+    let child = compile_policy(
+        "child.yaml",
+        "version: 1\nrules:\n  - id: api\n    connect: { to: 127.0.0.1, ports: [443] }\n    decision: allow\n  \
+         - id: other\n    connect: { to: 10.0.0.0/8 }\n    decision: allow\n\
+         budgets:\n  - id: api-calls\n    count: connect\n    match: { rule: [api] }\n    limit: 5\n    per: 1m\n    then: deny\n",
+        &caps,
+    )
+    .unwrap();
+    let eff = compile_delegated(&parent, &child, &caps).unwrap();
+    let b = &eff.parsed.budgets[0];
+    assert_eq!(b.id, "api-calls");
+    assert!(!b.rules.is_empty());
+    // Every effective rule the budget counts was decided by the child's
+    // `api` rule, and every effective rule `api` decided is counted.
+    for r in &eff.parsed.rules {
+        let from_api = r.id.starts_with("api+parent:");
+        assert_eq!(b.rules.contains(&r.id), from_api, "{}", r.id);
+    }
+}
+
+#[test]
+fn a_budget_that_cannot_name_its_rules_exactly_counts_its_whole_class() {
+    let caps = Capabilities::assume_all();
+    // The parent splits the child's `api` rule over two CIDR keys, both
+    // combined as `api+parent:p-any`.
+    let parent = compile_policy(
+        "parent.yaml",
+        "version: 1\nrules:\n  - id: p-any\n    connect: { to: 0.0.0.0/0 }\n    decision: allow\n  \
+         - id: p-no\n    connect: { to: 10.1.0.0/16, ports: [1] }\n    decision: deny\n",
+        &caps,
+    )
+    .unwrap();
+    let child = compile_policy(
+        "child.yaml",
+        "version: 1\nrules:\n  - id: api\n    connect: { to: 10.0.0.0/8 }\n    decision: allow\n\
+         budgets:\n  - id: api-calls\n    count: connect\n    match: { rule: [api] }\n    limit: 5\n    per: 1m\n    then: deny\n",
+        &caps,
+    )
+    .unwrap();
+    let eff = compile_delegated(&parent, &child, &caps).unwrap();
+    let twice = eff
+        .parsed
+        .rules
+        .iter()
+        .filter(|r| r.id == "api+parent:p-any")
+        .count();
+    assert!(twice > 1, "{:#?}", eff.parsed.rules);
+    assert_eq!(eff.parsed.budgets[0].id, "api-calls");
+    assert!(
+        eff.parsed.budgets[0].rules.is_empty(),
+        "counts every connect"
+    );
+}
