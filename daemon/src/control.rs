@@ -65,6 +65,10 @@ pub enum Request {
     DelegatedRun {
         agent: String,
         argv: Vec<String>,
+        /// `--user` or `--keep-fd` was given: refused for a delegated run
+        /// (it keeps the caller's user and descriptors).
+        #[serde(default)]
+        options: bool,
     },
 }
 

@@ -178,6 +178,34 @@ fn a_delegated_child_is_refused_what_its_parent_denies_and_allowed_what_both_all
         stderr(&out)
     );
 
+    // Options a delegated run cannot honour are refused before anything
+    // moves: it keeps the caller's user and descriptors.
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "dg-parent",
+        "--",
+        probe_bin().to_str().unwrap(),
+        "exec",
+        warden_bin().to_str().unwrap(),
+        "run",
+        "--user",
+        "nobody",
+        "--agent",
+        "dg-child",
+        "--",
+        &probe_path(),
+        "connect",
+        &both_addr,
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("--user and --keep-fd are not available to a delegated run"),
+        "{}",
+        stderr(&out)
+    );
+
     // Denied by the parent: EPERM for the child, although its own allows.
     let out = delegated(
         &env,

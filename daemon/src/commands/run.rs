@@ -28,7 +28,8 @@ pub fn run(
 
     // From inside an agent, only a delegation (decided and carried out by
     // the daemon); outside every agent, the usual rules below.
-    if delegated(paths, agent_name, cmd)? {
+    let options = user.is_some() || !keep_fds.is_empty();
+    if delegated(paths, agent_name, cmd, options)? {
         let source = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
         return Err(CommandError::Exec {
             cmd: cmd[0].clone(),
@@ -149,10 +150,16 @@ pub fn run(
 /// process now runs in the child's cgroup (it keeps the confinement it
 /// had, and execs the command), `Ok(false)` when it runs in no agent or no
 /// daemon answers (the usual `warden run` follows, which needs a daemon).
-fn delegated(paths: &crate::config::Paths, agent: &str, cmd: &[String]) -> Result<bool> {
+fn delegated(
+    paths: &crate::config::Paths,
+    agent: &str,
+    cmd: &[String],
+    options: bool,
+) -> Result<bool> {
     let request = Request::DelegatedRun {
         agent: agent.into(),
         argv: cmd.to_vec(),
+        options,
     };
     match control::call(&paths.socket, &request, DAEMON_TIMEOUT) {
         Ok(Response::Delegated { started, .. }) => Ok(started),

@@ -347,11 +347,16 @@ pub(super) async fn dispatch(
                 .await,
             )
         }
-        Request::DelegatedRun { agent, argv } => {
+        Request::DelegatedRun {
+            agent,
+            argv,
+            options,
+        } => {
             let actor = Actor::of(uid, pid);
             match ask(enforcer, |reply| Command::DelegatedRun {
                 child: agent,
                 argv,
+                options,
                 actor,
                 reply,
             })

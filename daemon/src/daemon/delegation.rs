@@ -69,6 +69,7 @@ impl Enforcer {
         &mut self,
         child: &str,
         argv: &[String],
+        options: bool,
         actor: &Actor,
     ) -> Result<DelegatedRun, String> {
         let caller_cgroup = match crate::cgroup::cgroup_of(&self.cgroup2, actor.pid) {
@@ -93,6 +94,11 @@ impl Enforcer {
         };
         let registered = self.registry.get(child).ok();
         let why = match &registered {
+            _ if options => Some(
+                "--user and --keep-fd are not available to a delegated run (it keeps the \
+                 caller's user and descriptors)"
+                    .to_string(),
+            ),
             None => Some(format!("'{child}' is not a registered agent")),
             Some(a) if a.parent.as_deref() != Some(parent.as_str()) => Some(format!(
                 "'{child}' is not a delegated child of '{parent}' (registered parent: {})",
@@ -157,6 +163,18 @@ impl Enforcer {
         self.writer
             .write_durable(vec![entry])
             .map_err(|e| format!("record the delegated run: {e}"))?;
+        // The peer's pid again, right before the move: a caller that exited
+        // meanwhile (its pid reused by a process elsewhere) is not moved.
+        match crate::cgroup::cgroup_of(&self.cgroup2, actor.pid) {
+            Ok(now) if now == caller_cgroup => {}
+            _ => {
+                return Err(format!(
+                    "pid {} left {} before it could be moved",
+                    actor.pid,
+                    caller_cgroup.display()
+                ))
+            }
+        }
         crate::cgroup::move_process(&cgroup, actor.pid).map_err(|e| {
             format!(
                 "move pid {} into {}: {}",

@@ -116,6 +116,7 @@ pub(super) enum Command {
     DelegatedRun {
         child: String,
         argv: Vec<String>,
+        options: bool,
         actor: Actor,
         reply: oneshot::Sender<Result<super::delegation::DelegatedRun, String>>,
     },
@@ -170,10 +171,11 @@ impl Enforcer {
                 Command::DelegatedRun {
                     child,
                     argv,
+                    options,
                     actor,
                     reply,
                 } => {
-                    let _ = reply.send(self.delegated_run(&child, &argv, &actor));
+                    let _ = reply.send(self.delegated_run(&child, &argv, options, &actor));
                 }
                 Command::Reconcile { actor, reply } => {
                     let errors = self.reconcile(&actor);
