@@ -142,6 +142,10 @@ pub enum AgentCmd {
         /// Adopt this existing cgroup (e.g. a systemd service's) instead.
         #[arg(long)]
         cgroup: Option<PathBuf>,
+        /// A registered agent that may start this one (its policy says
+        /// `delegate: [NAME]`); the effective policy is the intersection.
+        #[arg(long)]
+        parent: Option<String>,
     },
     List {
         #[arg(long)]
@@ -273,6 +277,10 @@ pub struct LogArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Print who answers for the entry with this seq: its agent and the
+    /// agents above it with their owners, the human, the delegated run.
+    #[arg(long, value_name = "ENTRY_SEQ")]
+    pub lineage: Option<u64>,
 }
 
 #[derive(Subcommand)]

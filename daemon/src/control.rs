@@ -59,6 +59,17 @@ pub enum Request {
         agent: String,
         reason: String,
     },
+    /// `warden run --agent CHILD` from the socket's peer: if the peer runs
+    /// inside an agent, the daemon decides the delegation and moves the
+    /// peer into CHILD's cgroup (answer `Delegated`).
+    DelegatedRun {
+        agent: String,
+        argv: Vec<String>,
+        /// `--user` or `--keep-fd` was given: refused for a delegated run
+        /// (it keeps the caller's user and descriptors).
+        #[serde(default)]
+        options: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +84,12 @@ pub enum Response {
         approvals: Vec<crate::approvals::Approval>,
     },
     Error {
+        message: String,
+    },
+    /// `started: false`: the peer runs in no agent (the usual rules of
+    /// `warden run` apply); `true`: it now runs as the child.
+    Delegated {
+        started: bool,
         message: String,
     },
 }

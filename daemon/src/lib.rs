@@ -45,6 +45,7 @@ pub mod export;
 pub mod gaps;
 pub mod holds;
 pub mod kernel;
+pub mod lineage;
 /// BPF LSM's probe and state live in `kernel::lsm`; kept at this path too.
 pub use kernel::lsm;
 pub mod policy;

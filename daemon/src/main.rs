@@ -81,12 +81,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             owner,
             policy,
             cgroup,
+            parent,
         }) => {
             let request = AddAgent {
                 name: &name,
                 owner: &owner,
                 policy: &policy,
                 adopt: cgroup.as_deref(),
+                parent: parent.as_deref(),
             };
             let (agent, note) = commands::agent_add(&paths, &request)?;
             print!("{}", render::agent_added(&agent, &note));
@@ -249,6 +251,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             return Ok(ExitCode::FAILURE);
                         }
                     }
+                }
+            }
+            None if args.lineage.is_some() => {
+                let seq = args.lineage.unwrap_or_default();
+                let lineage = commands::lineage(&paths, seq)?;
+                if args.json {
+                    print!("{}", render::json(&lineage)?);
+                } else {
+                    print!("{}", render::lineage(&lineage));
                 }
             }
             None => {

@@ -26,6 +26,8 @@ pub enum RegistryError {
     Exists(String),
     #[error("cgroup {0} already belongs to agent '{1}'")]
     CgroupTaken(String, String),
+    #[error("agent '{0}' has delegated children ({1}): remove them first")]
+    HasChildren(String, String),
     #[error("invalid agent name '{0}': use 1-64 of a-z, 0-9, '-', '_', '.', starting with a letter or digit")]
     BadName(String),
 }
@@ -73,6 +75,10 @@ pub struct Agent {
     pub status: AgentStatus,
     pub created_at_ns: i64,
     pub created_by: String,
+    /// The agent that delegates to this one (`agent add --parent`); its
+    /// cgroup is a child of the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 pub struct NewAgent<'a> {
@@ -83,6 +89,7 @@ pub struct NewAgent<'a> {
     pub adopted: bool,
     pub created_at_ns: i64,
     pub created_by: &'a str,
+    pub parent: Option<&'a str>,
 }
 
 /// One loaded policy version of one agent.
@@ -174,6 +181,13 @@ impl Registry {
             ],
         )
         .map_err(sql("insert agent"))?;
+        if let Some(parent) = agent.parent {
+            tx.execute(
+                "INSERT INTO agent_parents (child, parent) VALUES (?1, ?2)",
+                params![agent.name, parent],
+            )
+            .map_err(sql("insert agent parent"))?;
+        }
         tx.commit().map_err(sql("commit agent registration"))?;
         self.get(agent.name)
     }
@@ -203,10 +217,65 @@ impl Registry {
 
     pub fn remove(&mut self, name: &str) -> Result<Agent, RegistryError> {
         let agent = self.get(name)?;
-        self.conn
-            .execute("DELETE FROM agents WHERE name = ?1", [name])
+        let children = self.children(name)?;
+        if !children.is_empty() {
+            return Err(RegistryError::HasChildren(
+                name.to_string(),
+                children.join(", "),
+            ));
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(sql("begin agent removal"))?;
+        tx.execute("DELETE FROM agents WHERE name = ?1", [name])
             .map_err(sql("remove agent"))?;
+        tx.execute("DELETE FROM agent_parents WHERE child = ?1", [name])
+            .map_err(sql("remove agent parent"))?;
+        tx.commit().map_err(sql("commit agent removal"))?;
         Ok(agent)
+    }
+
+    /// The registered agents `name` delegates to, by name.
+    pub fn children(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT child FROM agent_parents WHERE parent = ?1 ORDER BY child")
+            .map_err(sql("list child agents"))?;
+        let rows = stmt
+            .query_map([name], |r| r.get(0))
+            .map_err(sql("list child agents"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list child agents"))
+    }
+
+    /// Every agent below `name` (children, their children, ...).
+    pub fn descendants(&self, name: &str) -> Result<Vec<Agent>, RegistryError> {
+        let mut out: Vec<Agent> = Vec::new();
+        let mut next = vec![name.to_string()];
+        while let Some(n) = next.pop() {
+            for child in self.children(&n)? {
+                if child != name && !out.iter().any(|a| a.name == child) {
+                    out.push(self.get(&child)?);
+                    next.push(child);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `name`, its parent, the parent's parent, ...: the chain of agents
+    /// answerable for what `name` does, nearest first. Stops at a cycle
+    /// (which registration never creates).
+    pub fn lineage(&self, name: &str) -> Result<Vec<Agent>, RegistryError> {
+        let mut chain = vec![self.get(name)?];
+        while let Some(parent) = chain.last().and_then(|a| a.parent.clone()) {
+            if chain.iter().any(|a| a.name == parent) {
+                break;
+            }
+            chain.push(self.get(&parent)?);
+        }
+        Ok(chain)
     }
 
     pub fn set_status(&mut self, name: &str, status: AgentStatus) -> Result<(), RegistryError> {
@@ -289,7 +358,8 @@ impl Registry {
 }
 
 const SELECT_AGENT: &str =
-    "SELECT id, name, owner, policy, cgroup, adopted, status, created_at_ns, created_by FROM agents";
+    "SELECT id, name, owner, policy, cgroup, adopted, status, created_at_ns, created_by, \
+     (SELECT parent FROM agent_parents WHERE child = agents.name) FROM agents";
 
 fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -302,6 +372,7 @@ fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
         status: AgentStatus::parse(&r.get::<_, String>(6)?),
         created_at_ns: r.get(7)?,
         created_by: r.get(8)?,
+        parent: r.get(9)?,
     })
 }
 
@@ -318,6 +389,7 @@ mod tests {
             adopted: false,
             created_at_ns: 1,
             created_by: "root",
+            parent: None,
         }
     }
 
@@ -348,6 +420,44 @@ mod tests {
             reg.get("bot"),
             Err(RegistryError::UnknownAgent(_))
         ));
+    }
+
+    #[test]
+    fn a_child_records_its_parent_and_the_lineage_walks_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open(&dir.path().join("w.db")).unwrap();
+        reg.add(&new_agent("root-bot", Path::new("/cg/root")))
+            .unwrap();
+        let mut child = new_agent("child-bot", Path::new("/cg/root/child"));
+        child.parent = Some("root-bot");
+        child.owner = "carol@example.com";
+        assert_eq!(reg.add(&child).unwrap().parent.as_deref(), Some("root-bot"));
+        let mut grandchild = new_agent("grand-bot", Path::new("/cg/root/child/g"));
+        grandchild.parent = Some("child-bot");
+        reg.add(&grandchild).unwrap();
+        let names: Vec<String> = reg
+            .lineage("grand-bot")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["grand-bot", "child-bot", "root-bot"]);
+        let below: Vec<String> = reg
+            .descendants("root-bot")
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(below, ["child-bot", "grand-bot"]);
+        // A parent goes after its children, never before.
+        assert!(matches!(
+            reg.remove("child-bot"),
+            Err(RegistryError::HasChildren(..))
+        ));
+        reg.remove("grand-bot").unwrap();
+        reg.remove("child-bot").unwrap();
+        assert!(reg.children("root-bot").unwrap().is_empty());
+        reg.remove("root-bot").unwrap();
     }
 
     #[test]

@@ -63,6 +63,9 @@ impl AdminEvent<'_> {
                 details.insert("cgroup".into(), json!(agent.cgroup.display().to_string()));
                 details.insert("adopted".into(), json!(agent.adopted));
                 details.insert("agent_id".into(), json!(agent.id));
+                if let Some(parent) = &agent.parent {
+                    details.insert("parent".into(), json!(parent));
+                }
                 actor.entry(Recorded {
                     kind: "agent_register",
                     agent: &agent.name,
@@ -235,6 +238,7 @@ mod tests {
             status: AgentStatus::Active,
             created_at_ns: 1,
             created_by: "root".into(),
+            parent: None,
         }
     }
 

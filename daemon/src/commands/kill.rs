@@ -36,6 +36,17 @@ pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<Kil
     registry.set_status(name, crate::registry::AgentStatus::Revoked)?;
     let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
     let kernel = crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, true)?;
+    // Its delegated children, whose cgroups are below its own (cgroup.kill
+    // and cgroup.freeze below reach their processes): refused in the
+    // kernel too, so none can be started again. Their registry status
+    // stays; the daemon keeps them revoked while an ancestor is. Best
+    // effort: the agent itself is revoked already, and a child not yet in
+    // the kernel is revoked by the daemon's next reconcile.
+    for child in registry.descendants(name).unwrap_or_default() {
+        if let Ok(id) = cgroup::cgroup_id(&child.cgroup) {
+            let _ = crate::kernel::set_revoked_pinned(&paths.pin_dir, id, child.id, true);
+        }
+    }
     let to_kernel = start.elapsed();
 
     let processes: Vec<(u32, String)> = cgroup::procs(&agent.cgroup)?

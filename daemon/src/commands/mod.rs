@@ -23,6 +23,7 @@ mod agent;
 mod approvals;
 mod evidence;
 mod kill;
+mod lineage;
 mod log;
 mod policy;
 pub mod render;
@@ -34,6 +35,7 @@ pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
 pub use approvals::{approvals, budget_reset, decide, status};
 pub use evidence::{evidence_archive, evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
+pub use lineage::{lineage, Lineage};
 pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
 pub use policy::{
     freeze_override, policy_check, policy_history, policy_proposals, policy_propose, policy_reload,
@@ -94,6 +96,8 @@ pub enum CommandError {
     },
     #[error("unknown user '{0}'")]
     UnknownUser(String),
+    #[error("agent add --parent: {0}")]
+    Delegation(String),
     #[error("{op}: {source}")]
     Sys {
         op: String,
@@ -158,8 +162,25 @@ fn open_store_checked(paths: &Paths) -> Result<EvidenceStore> {
 }
 
 fn record_durably(paths: &Paths, entry: NewEntry) -> Result<()> {
+    let entry = with_lineage(paths, entry);
     open_store(paths)?.append(&[entry], Durability::Fsync)?;
     Ok(())
+}
+
+/// An entry the CLI writes itself about a delegated child carries the
+/// chain too (`details.lineage`, as the daemon's writer adds it).
+fn with_lineage(paths: &Paths, mut entry: NewEntry) -> NewEntry {
+    if entry.details.contains_key("lineage") {
+        return entry;
+    }
+    if let Ok(chain) = open_registry(paths).and_then(|r| Ok(r.lineage(&entry.agent)?)) {
+        if chain.len() > 1 {
+            entry
+                .details
+                .insert("lineage".into(), crate::lineage::chain_value(&chain));
+        }
+    }
+    entry
 }
 
 /// Asks a running daemon to reconcile. `Ok(false)` when no daemon runs.

@@ -304,6 +304,38 @@ pub const LOG_HEADER: &str =
     "   seq  time                      agent          user                   pid  action         target                     decision  rule";
 
 /// `warden log verify`.
+/// `warden log --lineage SEQ`.
+pub fn lineage(l: &super::Lineage) -> String {
+    let mut out = format!(
+        "entry {}: {} {} {} -> {} (rule {})\n",
+        l.seq, l.kind, l.action, l.target, l.decision, l.rule_id
+    );
+    for (i, link) in l.chain.iter().enumerate() {
+        let role = if i == 0 { "agent" } else { "parent" };
+        out.push_str(&format!("{role:<8}{}  owner {}\n", link.agent, link.owner));
+    }
+    out.push_str(&format!(
+        "human   {} (loginuid {}), ran as {}, pid {}\n",
+        l.login_user, l.loginuid, l.user, l.pid
+    ));
+    match &l.started_by {
+        Some(s) => out.push_str(&format!(
+            "started by run entry {} ({}): delegated by {} pid {}, human {} (loginuid {}), as {}: {}\n",
+            s.seq,
+            crate::clock::format_ns(s.ts_ns),
+            s.delegated_by,
+            s.pid,
+            s.login_user,
+            s.loginuid,
+            s.user,
+            s.argv
+        )),
+        None => out.push_str("started by no delegated run (not a delegated child, or started before one was recorded)\n"),
+    }
+    out.push_str(&format!("chain read from the {}\n", l.chain_from));
+    out
+}
+
 pub fn verified(v: &Verified) -> String {
     let mut out = String::new();
     put!(

@@ -26,6 +26,17 @@ pub fn run(
     // Before this process opens anything of its own.
     let inherited = crate::confine::inherited_fds();
 
+    // From inside an agent, only a delegation (decided and carried out by
+    // the daemon); outside every agent, the usual rules below.
+    let options = user.is_some() || !keep_fds.is_empty();
+    if delegated(paths, agent_name, cmd, options)? {
+        let source = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+        return Err(CommandError::Exec {
+            cmd: cmd[0].clone(),
+            source,
+        });
+    }
+
     require_root("warden run")?;
     let agent = open_registry(paths)?.get(agent_name)?;
     let state = match control::call(
@@ -78,6 +89,7 @@ pub fn run(
         confinement: confinement.describe(),
     }
     .entry(&Actor::current());
+    let entry = super::with_lineage(paths, entry);
     let head = {
         let mut store = open_store(paths)?;
         store.append(&[entry], Durability::Fsync)?;
@@ -131,6 +143,31 @@ pub fn run(
         cmd: cmd[0].clone(),
         source,
     })
+}
+
+/// Asks the daemon whether this process runs inside an agent and, if it
+/// does, to start `agent` as its delegated child: `Ok(true)` when this
+/// process now runs in the child's cgroup (it keeps the confinement it
+/// had, and execs the command), `Ok(false)` when it runs in no agent or no
+/// daemon answers (the usual `warden run` follows, which needs a daemon).
+fn delegated(
+    paths: &crate::config::Paths,
+    agent: &str,
+    cmd: &[String],
+    options: bool,
+) -> Result<bool> {
+    let request = Request::DelegatedRun {
+        agent: agent.into(),
+        argv: cmd.to_vec(),
+        options,
+    };
+    match control::call(&paths.socket, &request, DAEMON_TIMEOUT) {
+        Ok(Response::Delegated { started, .. }) => Ok(started),
+        Ok(Response::Error { message }) => Err(CommandError::Daemon(message)),
+        Ok(other) => Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
+        Err(ControlError::NotRunning { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Signals passed on to the agent started in its own session: the ones a

@@ -347,6 +347,35 @@ pub(super) async fn dispatch(
                 .await,
             )
         }
+        Request::DelegatedRun {
+            agent,
+            argv,
+            options,
+        } => {
+            let actor = Actor::of(uid, pid);
+            match ask(enforcer, |reply| Command::DelegatedRun {
+                child: agent,
+                argv,
+                options,
+                actor,
+                reply,
+            })
+            .await
+            {
+                Some(Ok(super::delegation::DelegatedRun::NotInAgent)) => Response::Delegated {
+                    started: false,
+                    message: "the caller runs in no agent".into(),
+                },
+                Some(Ok(super::delegation::DelegatedRun::Started(message))) => {
+                    Response::Delegated {
+                        started: true,
+                        message,
+                    }
+                }
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

@@ -114,6 +114,14 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<String, String>>,
     },
     ExpireHolds,
+    /// `warden run --agent CHILD` from a process that may be in an agent.
+    DelegatedRun {
+        child: String,
+        argv: Vec<String>,
+        options: bool,
+        actor: Actor,
+        reply: oneshot::Sender<Result<super::delegation::DelegatedRun, String>>,
+    },
     /// A process of an agent left the agent's subtree and the kernel could
     /// not kill it in place (it did not move itself): kill it here.
     KillEscaped {
@@ -161,6 +169,15 @@ impl Enforcer {
             match cmd {
                 Command::RefuseAgentCaller { actor, verb, reply } => {
                     let _ = reply.send(self.refuse_agent_caller(&actor, verb));
+                }
+                Command::DelegatedRun {
+                    child,
+                    argv,
+                    options,
+                    actor,
+                    reply,
+                } => {
+                    let _ = reply.send(self.delegated_run(&child, &argv, options, &actor));
                 }
                 Command::Reconcile { actor, reply } => {
                     let errors = self.reconcile(&actor);

@@ -12,6 +12,7 @@
 
 mod budgets;
 mod control_server;
+mod delegation;
 mod enforcer;
 mod events;
 pub mod evidence_cap;

@@ -50,6 +50,9 @@ pub enum ReconcileError {
     /// a freeze window refuses changes): the policy in force stays.
     #[error("policy change refused: {0}")]
     ChangeRefused(String),
+    /// A delegated child whose effective policy cannot be computed.
+    #[error("delegation: {0}")]
+    Delegation(String),
 }
 
 impl From<KernelError> for ReconcileError {
@@ -101,6 +104,10 @@ pub(super) struct Enforced {
     /// the budgets of the policy in force.
     pub(super) agent_id: u32,
     pub(super) budgets: Vec<policy::budget::Budget>,
+    /// The policy in force before any freeze variant (for a delegated
+    /// child: the intersection), from which its children's effective
+    /// policies are computed; `None` while the agent has no valid policy.
+    pub(super) effective: Option<Arc<policy::CompiledPolicy>>,
 }
 
 impl Enforcer {
@@ -125,6 +132,10 @@ impl Enforcer {
                 }
             }
         }
+        // A delegated child's policy is computed from its parent's in
+        // force, and its cgroup is below the parent's: parents first.
+        let mut agents = agents;
+        agents.sort_by_key(|a| a.cgroup.components().count());
         for agent in &agents {
             if let Err(e) = self.reconcile_agent(agent, actor) {
                 errors.push(format!(
@@ -189,7 +200,14 @@ impl Enforcer {
         actor: &Actor,
     ) -> Result<(), ReconcileError> {
         let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
-        let revoked = agent.status == AgentStatus::Revoked;
+        // A delegated child of a revoked agent is revoked with it.
+        let revoked = agent.status == AgentStatus::Revoked
+            || (agent.parent.is_some()
+                && self
+                    .registry
+                    .lineage(&agent.name)?
+                    .iter()
+                    .any(|a| a.status == AgentStatus::Revoked));
         if let Some(old) = self.enforced.get(&agent.name) {
             if old.cgroup_id != cgroup_id {
                 // The cgroup was recreated: enforce on the new one.
@@ -271,6 +289,7 @@ impl Enforcer {
                             budgets: Vec::new(),
                             freeze: None,
                             windows: Vec::new(),
+                            effective: None,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -288,6 +307,10 @@ impl Enforcer {
             compiled,
             details: reviewed,
         } = self.gate(agent, actor, compiled)?;
+        // A delegated child: the intersection with its parent's policy in
+        // force (daemon/delegation.rs).
+        let (compiled, delegation) = self.delegated(agent, compiled, &caps)?;
+        let effective = Arc::new(compiled.clone());
         // In a freeze window: the variant whose destructive rules deny.
         let super::governance::Frozen {
             compiled,
@@ -318,6 +341,7 @@ impl Enforcer {
         };
         if let Some(old) = self.enforced.get_mut(&agent.name) {
             old.windows.clone_from(&windows);
+            old.effective = Some(effective.clone());
             if old.snapshot == snapshot && old.freeze == freeze {
                 if old.revoked != revoked {
                     self.kernel.set_revoked(cgroup_id, revoked)?;
@@ -417,6 +441,7 @@ impl Enforcer {
                 budgets: parsed.budgets.clone(),
                 freeze: freeze.clone(),
                 windows,
+                effective: Some(effective.clone()),
             },
         );
         let mut details = serde_json::Map::new();
@@ -432,6 +457,7 @@ impl Enforcer {
             details.insert("freeze_window".into(), json!(window));
         }
         details.insert("file".into(), json!(file.display().to_string()));
+        details.extend(delegation);
         let entry = actor.entry(Recorded {
             kind: "policy_load",
             agent: &agent.name,

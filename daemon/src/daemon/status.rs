@@ -18,7 +18,8 @@ impl Enforcer {
             enforced: enforced.is_some_and(|e| self.kernel.is_attached(e.cgroup_id)),
             cgroup: agent.cgroup.display().to_string(),
             policy_snapshot: enforced.map_or_else(|| "none".into(), |e| e.snapshot.clone()),
-            revoked: agent.status == AgentStatus::Revoked,
+            // Or revoked through a revoked parent (delegation).
+            revoked: agent.status == AgentStatus::Revoked || enforced.is_some_and(|e| e.revoked),
             record: enforced.is_some_and(|e| e.record),
             rule_maps: enforced.map_or_else(String::new, |e| e.rule_maps.clone()),
             budgets: enforced.map_or_else(Vec::new, |e| self.budget_states(e)),

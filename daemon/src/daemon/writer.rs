@@ -66,7 +66,8 @@ impl EvidenceWriter {
 
     /// Queues entries for the next group commit; waits while the writer is
     /// `QUEUED_JOBS` jobs behind.
-    pub(super) fn queue(&self, entries: Vec<NewEntry>) {
+    pub(super) fn queue(&self, mut entries: Vec<NewEntry>) {
+        crate::lineage::annotate(&mut entries);
         let job = WriteJob {
             entries,
             durability: Durability::Batched,
@@ -80,7 +81,8 @@ impl EvidenceWriter {
     /// Queues entries if the writer has room now; gives them back if it is
     /// `QUEUED_JOBS` jobs behind, so the caller can do something else (the
     /// event reader keeps its heartbeat) before trying again.
-    pub(super) fn try_queue(&self, entries: Vec<NewEntry>) -> Result<(), Vec<NewEntry>> {
+    pub(super) fn try_queue(&self, mut entries: Vec<NewEntry>) -> Result<(), Vec<NewEntry>> {
+        crate::lineage::annotate(&mut entries);
         let job = WriteJob {
             entries,
             durability: Durability::Batched,
@@ -97,7 +99,8 @@ impl EvidenceWriter {
     }
 
     /// Appends entries and returns once they are durably on disk.
-    pub fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), WriteError> {
+    pub fn write_durable(&self, mut entries: Vec<NewEntry>) -> Result<(), WriteError> {
+        crate::lineage::annotate(&mut entries);
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
             entries,

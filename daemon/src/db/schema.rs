@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS policy_versions (
     loaded_by    TEXT NOT NULL CHECK (loaded_by <> '')
 );
 CREATE INDEX IF NOT EXISTS policy_versions_agent ON policy_versions (agent, id);
+CREATE TABLE IF NOT EXISTS agent_parents (
+    child  TEXT PRIMARY KEY CHECK (child <> ''),
+    parent TEXT NOT NULL CHECK (parent <> '' AND parent <> child)
+);
 ";
 
 /// Held actions and their decisions (`approvals`). The last CHECK makes a

@@ -202,13 +202,14 @@ fn settings(conn: &rusqlite::Connection) -> (String, i64, i64, i64, Vec<String>)
 
 #[test]
 fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
-    const ALL_OBJECTS: [&str; 14] = [
+    const ALL_OBJECTS: [&str; 15] = [
         "index approvals_pending",
         "index evidence_agent",
         "index evidence_decision",
         "index evidence_kind",
         "index evidence_ts",
         "index policy_versions_agent",
+        "table agent_parents",
         "table agents",
         "table approvals",
         "table checkpoints",

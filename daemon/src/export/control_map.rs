@@ -150,4 +150,12 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         iso27001: &["A.5.15", "A.5.18"],
         nist_ai_rmf: &["GOVERN 2.1"],
     },
+    ControlMapping {
+        control: "Delegation only narrows: a child agent runs under the intersection of its own policy and its parent's (deny if either denies, hold if either holds), only a parent whose policy says delegate may start it (refusals recorded), and every entry of the child names the chain of agents and owners",
+        records: &["agent_register (details.parent)", "run (details.delegated_by)", "policy_load (details.delegated_by, own_snapshot, parent_snapshot)", "decision (details.lineage)"],
+        fields: &["details.lineage", "details.delegated_by", "rule_id (CHILD+parent:PARENT)", "login_user", "decision"],
+        soc2: &["CC6.1", "CC6.3"],
+        iso27001: &["A.5.15", "A.5.18", "A.8.2"],
+        nist_ai_rmf: &["GOVERN 2.1", "GOVERN 6.1"],
+    },
 ];

@@ -13,6 +13,7 @@
 
 pub mod budget;
 mod compile;
+pub mod delegate;
 pub mod host;
 mod model;
 mod monitor;
@@ -41,8 +42,8 @@ pub use parse::{
     MAX_RULE_ID_BYTES, POLICY_VERSION,
 };
 pub use pipeline::{
-    check_supported, compile_policy, compile_policy_file, Capabilities, Capacity, CompiledPolicy,
-    TableUse,
+    check_supported, compile_delegated, compile_policy, compile_policy_file, Capabilities,
+    Capacity, CompiledPolicy, TableUse,
 };
 
 #[cfg(test)]

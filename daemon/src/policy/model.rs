@@ -57,6 +57,11 @@ pub struct Policy {
     /// `freeze:` windows. Left out of the canonical JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<super::freeze::Window>,
+    /// `delegate: [CHILD, ..]`: registered child agents a process of this
+    /// agent may start (`warden run --agent CHILD` from inside it). Sorted,
+    /// deduplicated; left out of the canonical JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub delegate: Vec<String>,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,

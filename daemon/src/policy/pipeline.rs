@@ -139,6 +139,39 @@ pub fn compile_policy(
     })
 }
 
+/// The effective policy of a delegated child (`policy/delegate.rs`): the
+/// intersection of `child` and `parent` (both already compiled by
+/// [`compile_policy`]) through the same compilers. Its snapshot is the
+/// effective policy's; its text is the child's file.
+pub fn compile_delegated(
+    parent: &CompiledPolicy,
+    child: &CompiledPolicy,
+    caps: &Capabilities,
+) -> Result<CompiledPolicy, PolicyError> {
+    let parsed = super::delegate::intersect(&parent.parsed, &child.parsed).map_err(|e| {
+        PolicyError::new(
+            child.parsed.source_name(),
+            None,
+            None,
+            PolicyErrorKind::Invalid(e.to_string()),
+        )
+    })?;
+    check_supported(&parsed, caps)?;
+    let mut net = compile_network(&parsed)?;
+    net.budgets = super::budget::compile_budgets(&parsed)?;
+    let paths = compile_paths(&parsed)?;
+    check_write_exec(&parsed)?;
+    let capacity = Capacity::of(&net, &paths);
+    let snapshot = parsed.snapshot();
+    Ok(CompiledPolicy {
+        parsed,
+        net,
+        paths,
+        snapshot,
+        capacity,
+    })
+}
+
 /// [`compile_policy`] of a file; errors name the file as `path` displays.
 pub fn compile_policy_file(
     path: &Path,

@@ -38,6 +38,9 @@ pub(in crate::policy) struct RawPolicy {
     pub(in crate::policy) review_every: Option<String>,
     /// `freeze: [windows]` (policy/freeze.rs).
     pub(in crate::policy) freeze: Option<Vec<crate::policy::freeze::RawWindow>>,
+    /// `delegate: [child, ..]`: agents a process of this one may start.
+    #[serde(default)]
+    pub(in crate::policy) delegate: Vec<String>,
     pub(in crate::policy) rules: RuleList,
     /// Per-agent action budgets, enforced by the kernel.
     #[serde(default)]

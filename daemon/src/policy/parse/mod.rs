@@ -180,6 +180,18 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         }
         freeze.push(w);
     }
+    let mut delegate = raw.delegate;
+    for (i, child) in delegate.iter().enumerate() {
+        if !crate::registry::valid_agent_name(child) {
+            let at = locate(&source.text, &[Step::Key("delegate"), Step::Index(i)]);
+            let kind = PolicyErrorKind::Invalid(format!(
+                "delegate: '{child}' is not an agent name (1-64 of a-z, 0-9, '-', '_', '.')"
+            ));
+            return Err(PolicyError::new(&source.name, at, None, kind));
+        }
+    }
+    delegate.sort();
+    delegate.dedup();
     Ok(Policy {
         version: POLICY_VERSION,
         description: raw.description,
@@ -192,6 +204,7 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         change_review,
         review_every_secs,
         freeze,
+        delegate,
         rules,
         budgets,
         source,

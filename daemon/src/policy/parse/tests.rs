@@ -59,7 +59,8 @@ fn unknown_field_in_rule_and_at_top() {
         err("version: 1\nrulez: []\nrules: []\n"),
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
-             `evidence`, `monitor`, `change_review`, `review_every`, `freeze`, `rules`, `budgets`"
+             `evidence`, `monitor`, `change_review`, `review_every`, `freeze`, `delegate`, `rules`, \
+             `budgets`"
     );
     assert_eq!(
         err(&one_rule(

@@ -1,0 +1,525 @@
+//! Delegation: the effective policy of a child agent is the intersection of
+//! its own policy and its parent's (README, "Delegation").
+//!
+//! For every action, `combine(parent, child)`: deny if either denies (a
+//! default deny included), else hold if either holds, else allow. The
+//! result is an ordinary [`Policy`] that the one pipeline compiles
+//! ([`super::pipeline::compile_delegated`]), so the kernel decides a child
+//! exactly as it decides any agent.
+//!
+//! How it stays exact: every table the kernel looks up is a longest-match
+//! table (CIDRs, exec and file paths). For any action, the longest key of
+//! the union of both policies' keys that matches it is `k`; each side's own
+//! longest match is then its longest key matching `k` itself (a longer one
+//! would be in the union and match). So deciding both sides once per union
+//! key, and writing one rule per key (per port segment and protocol for
+//! connects, per access for files), reproduces `combine` for every action.
+//! The unit tests check this on generated policies against direct
+//! evaluation of the two sides.
+//!
+//! Effective rule ids name both sides: `CHILD_RULE+parent:PARENT_RULE`
+//! (`default-deny` for a side's default, `ungoverned` for a side without
+//! exec or file rules, which allows every exec or open).
+
+use std::collections::BTreeSet;
+
+use super::budget::Budget;
+use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Rule, Selector, SocketKind};
+
+/// Why two policies cannot be intersected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DelegateError {
+    #[error(
+        "delegation: {side} policy '{name}' has `connect: {{ host: .. }}` rules, which a delegated \
+         child cannot be given yet (its addresses are learned at run time; see README Known gaps)"
+    )]
+    HostRules { side: &'static str, name: String },
+}
+
+/// What one side decides for one action, and by which rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Verdict {
+    decision: Decision,
+    rule: String,
+    write_exec: bool,
+    destructive: bool,
+}
+
+impl Verdict {
+    fn default_deny() -> Self {
+        Self::fixed(Decision::Deny, "default-deny")
+    }
+    fn ungoverned() -> Self {
+        Self::fixed(Decision::Allow, "ungoverned")
+    }
+    fn fixed(decision: Decision, rule: &str) -> Self {
+        Self {
+            decision,
+            rule: rule.into(),
+            write_exec: false,
+            destructive: false,
+        }
+    }
+    fn of(rule: &Rule) -> Self {
+        Self {
+            decision: rule.decision,
+            rule: rule.id.clone(),
+            write_exec: rule.allow_write_exec,
+            destructive: rule.destructive,
+        }
+    }
+}
+
+/// deny > hold > allow.
+pub fn combine(a: Decision, b: Decision) -> Decision {
+    match (a, b) {
+        (Decision::Deny, _) | (_, Decision::Deny) => Decision::Deny,
+        (Decision::Hold, _) | (_, Decision::Hold) => Decision::Hold,
+        _ => Decision::Allow,
+    }
+}
+
+/// One effective rule: both sides' verdicts combined.
+fn joined(child: &Verdict, parent: &Verdict, selector: Selector) -> Rule {
+    Rule {
+        id: format!("{}+parent:{}", child.rule, parent.rule),
+        decision: combine(child.decision, parent.decision),
+        selector,
+        allow_write_exec: child.write_exec || parent.write_exec,
+        destructive: child.destructive || parent.destructive,
+    }
+}
+
+/// The effective policy of `child` delegated by `parent`. Settings come
+/// from the child, narrowed: `mode: record` only if both record,
+/// `on_evidence_loss: allow` only if both allow, the shorter hold timeout,
+/// both sides' budgets (the parent's named `parent:ID`) and freeze windows,
+/// and the approvers of both (a hold may come from either side's rule).
+pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateError> {
+    for (side, p) in [("parent", parent), ("child", child)] {
+        if p.has_host_rules() {
+            return Err(DelegateError::HostRules {
+                side,
+                name: p.source_name().to_string(),
+            });
+        }
+    }
+    let mut rules = Vec::new();
+    connect_rules(parent, child, &mut rules);
+    socket_rules(parent, child, &mut rules);
+    exec_rules(parent, child, &mut rules);
+    file_rules(parent, child, &mut rules);
+
+    let mut out = child.clone();
+    out.mode = if parent.mode == child.mode {
+        child.mode
+    } else {
+        super::model::Mode::Enforce
+    };
+    if parent.on_evidence_loss == super::model::EvidenceLoss::Deny {
+        out.on_evidence_loss = super::model::EvidenceLoss::Deny;
+    }
+    out.hold_timeout = parent.hold_timeout.min(child.hold_timeout);
+    for (mine, theirs) in [
+        (&mut out.approvers.users, &parent.approvers.users),
+        (&mut out.approvers.groups, &parent.approvers.groups),
+    ] {
+        mine.extend(theirs.iter().cloned());
+        mine.sort();
+        mine.dedup();
+    }
+    for w in &parent.freeze {
+        let mut w = w.clone();
+        w.id = format!("parent:{}", w.id);
+        out.freeze.push(w);
+    }
+    out.budgets = budgets(parent, child, &rules);
+    out.rules = rules;
+    Ok(out)
+}
+
+/// Each side's budgets, counting on the child: an action passes only if it
+/// is within every budget of both, so each limit is at most the smaller.
+/// A budget that counts the actions of named rules counts those of the
+/// effective rules its rules contributed to; one whose rules contributed to
+/// none counts nothing and is left out. Where that cannot be said exactly
+/// (an effective rule id written at several keys, which the kernel's
+/// budget match names by its first index, or more than
+/// `MAX_BUDGET_MATCH` of them), it counts every action of its class:
+/// more actions against the same limit, so never wider.
+fn budgets(parent: &Policy, child: &Policy, rules: &[Rule]) -> Vec<Budget> {
+    let mut out = Vec::new();
+    for (budget, prefix, side_of) in child
+        .budgets
+        .iter()
+        .map(|b| (b, "", child_part as fn(&str) -> &str))
+        .chain(
+            parent
+                .budgets
+                .iter()
+                .map(|b| (b, "parent:", parent_part as fn(&str) -> &str)),
+        )
+    {
+        let mut b = budget.clone();
+        b.id = format!("{prefix}{}", budget.id);
+        if !budget.rules.is_empty() {
+            let counted: Vec<&Rule> = rules
+                .iter()
+                .filter(|r| budget.rules.iter().any(|id| id == side_of(&r.id)))
+                .collect();
+            if counted.is_empty() {
+                continue;
+            }
+            let ids: BTreeSet<String> = counted.iter().map(|r| r.id.clone()).collect();
+            let exact = ids.len() == counted.len()
+                && ids.len() <= warden_common::MAX_BUDGET_MATCH
+                && ids
+                    .iter()
+                    .all(|id| rules.iter().filter(|r| &r.id == id).count() == 1);
+            b.rules = if exact {
+                ids.into_iter().collect()
+            } else {
+                Vec::new()
+            };
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn child_part(id: &str) -> &str {
+    id.split_once("+parent:").map_or(id, |(c, _)| c)
+}
+
+fn parent_part(id: &str) -> &str {
+    id.split_once("+parent:").map_or(id, |(_, p)| p)
+}
+
+// ---------------------------------------------------------------------------
+// Connect rules
+
+/// The socket protocols a port rule distinguishes: TCP, UDP, and any other
+/// (matched only by `protocol: any` rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sock {
+    Tcp,
+    Udp,
+    Other,
+}
+
+const SOCKS: [Sock; 3] = [Sock::Tcp, Sock::Udp, Sock::Other];
+
+fn proto_matches(p: Protocol, s: Sock) -> bool {
+    matches!(
+        (p, s),
+        (Protocol::Any, _) | (Protocol::Tcp, Sock::Tcp) | (Protocol::Udp, Sock::Udp)
+    )
+}
+
+/// A side's decision for destinations whose longest union key is `key`:
+/// its rules whose CIDR contains `key`, most specific first, then in file
+/// order; the first that matches port and protocol (`compile_network`).
+fn connect_verdict(policy: &Policy, key: &Cidr, port: u16, sock: Sock) -> Verdict {
+    let mut covering: Vec<(&Rule, u8)> = policy
+        .rules
+        .iter()
+        .filter_map(|r| match &r.selector {
+            Selector::Connect {
+                cidr,
+                ports,
+                protocol,
+            } if cidr.contains(key) => {
+                let port_ok =
+                    ports.is_empty() || ports.iter().any(|&(lo, hi)| lo <= port && port <= hi);
+                (port_ok && proto_matches(*protocol, sock)).then_some((r, cidr.prefix()))
+            }
+            _ => None,
+        })
+        .collect();
+    covering.sort_by_key(|&(_, prefix)| std::cmp::Reverse(prefix));
+    covering
+        .first()
+        .map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+}
+
+fn connect_cidrs(policy: &Policy) -> impl Iterator<Item = (Cidr, &[(u16, u16)])> {
+    policy.rules.iter().filter_map(|r| match &r.selector {
+        Selector::Connect { cidr, ports, .. } => Some((*cidr, ports.as_slice())),
+        _ => None,
+    })
+}
+
+/// Per union CIDR: the port axis cut at every range edge of either side;
+/// per segment and socket protocol both sides decided. The most common
+/// combined rule becomes one `0-65535 any` rule written last; the others
+/// are written before it as `tcp`/`udp`/`any` rules of their segment, so
+/// the entry never needs rules of a shorter CIDR (`compile_network` stops
+/// at a rule covering every port and protocol).
+fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let mut keys: Vec<Cidr> = Vec::new();
+    let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
+    for (cidr, ports) in connect_cidrs(child).chain(connect_cidrs(parent)) {
+        if !keys.contains(&cidr) {
+            keys.push(cidr);
+        }
+        for &(lo, hi) in ports {
+            cuts.insert(u32::from(lo));
+            cuts.insert(u32::from(hi) + 1);
+        }
+    }
+    let cuts: Vec<u32> = cuts.into_iter().collect();
+    for key in keys {
+        // (segment, sock, rule) for every cell of the key's grid.
+        let mut cells: Vec<((u16, u16), Sock, Rule)> = Vec::new();
+        for seg in cuts.windows(2) {
+            let (lo, hi) = (seg[0] as u16, (seg[1] - 1) as u16);
+            for sock in SOCKS {
+                let c = connect_verdict(child, &key, lo, sock);
+                let p = connect_verdict(parent, &key, lo, sock);
+                let rule = joined(
+                    &c,
+                    &p,
+                    Selector::Socket {
+                        kind: SocketKind::Raw,
+                    },
+                );
+                cells.push(((lo, hi), sock, rule));
+            }
+        }
+        // The most common rule (first seen on a tie) is the fallback.
+        let mut fallback: Option<(&Rule, usize)> = None;
+        for (_, _, r) in &cells {
+            let n = cells.iter().filter(|(_, _, o)| o == r).count();
+            if fallback.is_none_or(|(_, best)| n > best) {
+                fallback = Some((r, n));
+            }
+        }
+        let Some((fallback, _)) = fallback else {
+            continue;
+        };
+        let fallback = fallback.clone();
+        let with = |r: &Rule, ports: Vec<(u16, u16)>, protocol: Protocol| Rule {
+            selector: Selector::Connect {
+                cidr: key,
+                ports,
+                protocol,
+            },
+            ..r.clone()
+        };
+        // Segments whose three protocols agree (and differ from the
+        // fallback) become one `any` rule; otherwise a `tcp` and a `udp`
+        // rule where they differ from the `any` cell, then the `any` cell.
+        // Adjacent segments with the same rule and protocol merge.
+        let mut pending: Vec<(Rule, Protocol, (u16, u16))> = Vec::new();
+        let mut push = |rule: &Rule, proto: Protocol, seg: (u16, u16)| {
+            if let Some(last) = pending
+                .iter_mut()
+                .rev()
+                .find(|(r, p, _)| r == rule && *p == proto)
+            {
+                if u32::from(last.2 .1) + 1 == u32::from(seg.0) {
+                    last.2 .1 = seg.1;
+                    return;
+                }
+            }
+            pending.push((rule.clone(), proto, seg));
+        };
+        for chunk in cells.chunks(3) {
+            let seg = chunk[0].0;
+            let (tcp, udp, other) = (&chunk[0].2, &chunk[1].2, &chunk[2].2);
+            if tcp == other && udp == other {
+                if *other != fallback {
+                    push(other, Protocol::Any, seg);
+                }
+                continue;
+            }
+            if tcp != other {
+                push(tcp, Protocol::Tcp, seg);
+            }
+            if udp != other {
+                push(udp, Protocol::Udp, seg);
+            }
+            if *other != fallback {
+                push(other, Protocol::Any, seg);
+            }
+        }
+        // Order matters only between a segment's tcp/udp rules and its
+        // `any` rule: pushed in that order, and merging keeps the first
+        // position, so sort `any` rules after the protocol ones.
+        pending.sort_by_key(|(_, p, _)| *p == Protocol::Any);
+        for (rule, proto, seg) in pending {
+            out.push(with(&rule, vec![seg], proto));
+        }
+        out.push(with(&fallback, Vec::new(), Protocol::Any));
+    }
+}
+
+fn socket_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let verdict = |p: &Policy, kind: SocketKind| {
+        p.rules
+            .iter()
+            .find(|r| matches!(r.selector, Selector::Socket { kind: k } if k == kind))
+            .map_or_else(Verdict::default_deny, Verdict::of)
+    };
+    let named = |p: &Policy| {
+        p.rules
+            .iter()
+            .any(|r| matches!(r.selector, Selector::Socket { .. }))
+    };
+    if named(parent) || named(child) {
+        let kind = SocketKind::Raw;
+        out.push(joined(
+            &verdict(child, kind),
+            &verdict(parent, kind),
+            Selector::Socket { kind },
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Exec and file rules
+
+/// Whether an exec or file rule's target matches every path `key` matches
+/// (for files, a prefix also matches its directory: `compile::covers`).
+fn covers(rule: &PathMatch, key: &PathMatch, file: bool) -> bool {
+    match (rule, key) {
+        (PathMatch::Exact(r), PathMatch::Exact(k)) => r == k,
+        (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+        (PathMatch::Prefix(r), PathMatch::Exact(k)) => {
+            k.starts_with(r.as_str())
+                || (file && r.strip_suffix('/').is_some_and(|d| !d.is_empty() && d == k))
+        }
+        (PathMatch::Prefix(r), PathMatch::Prefix(k)) => k.starts_with(r.as_str()),
+    }
+}
+
+fn specificity(target: &PathMatch) -> (bool, usize) {
+    match target {
+        PathMatch::Exact(p) => (true, p.len()),
+        PathMatch::Prefix(p) => (false, p.len()),
+    }
+}
+
+/// The most specific of `rules` covering `key` (the first in the file on a
+/// tie), or the default.
+fn best<'a>(
+    rules: impl Iterator<Item = (&'a Rule, &'a PathMatch)>,
+    key: &PathMatch,
+    file: bool,
+) -> Verdict {
+    let mut found: Option<(&Rule, (bool, usize))> = None;
+    for (r, t) in rules {
+        if covers(t, key, file) && found.is_none_or(|(_, s)| specificity(t) > s) {
+            found = Some((r, specificity(t)));
+        }
+    }
+    found.map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+}
+
+fn exec_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch)> {
+    p.rules.iter().filter_map(|r| match &r.selector {
+        Selector::Exec { target } => Some((r, target)),
+        _ => None,
+    })
+}
+
+fn exec_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let governed = |p: &Policy| exec_targets(p).next().is_some();
+    let verdict = |p: &Policy, key: &PathMatch| {
+        if governed(p) {
+            best(exec_targets(p), key, false)
+        } else {
+            Verdict::ungoverned()
+        }
+    };
+    let mut keys: Vec<&PathMatch> = Vec::new();
+    for (_, t) in exec_targets(child).chain(exec_targets(parent)) {
+        if !keys.contains(&t) {
+            keys.push(t);
+        }
+    }
+    for key in keys {
+        out.push(joined(
+            &verdict(child, key),
+            &verdict(parent, key),
+            Selector::Exec {
+                target: key.clone(),
+            },
+        ));
+    }
+}
+
+fn file_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch, bool, bool)> {
+    p.rules.iter().filter_map(|r| match &r.selector {
+        Selector::File {
+            target,
+            read,
+            write,
+        } => Some((r, target, *read, *write)),
+        _ => None,
+    })
+}
+
+fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let governed = |p: &Policy| file_targets(p).next().is_some();
+    let verdict = |p: &Policy, key: &PathMatch, write: bool| {
+        if !governed(p) {
+            return Verdict::ungoverned();
+        }
+        let listing = file_targets(p)
+            .filter(|&(_, _, r, w)| if write { w } else { r })
+            .map(|(rule, t, _, _)| (rule, t));
+        best(listing, key, true)
+    };
+    // Every target of either side, and each prefix's directory (decided by
+    // the rules covering it, as `compile_paths` does).
+    let mut keys: Vec<PathMatch> = Vec::new();
+    for (_, t, _, _) in file_targets(child).chain(file_targets(parent)) {
+        let dir = match t {
+            PathMatch::Prefix(p) => p
+                .strip_suffix('/')
+                .filter(|d| !d.is_empty())
+                .map(|d| PathMatch::Exact(d.to_owned())),
+            PathMatch::Exact(_) => None,
+        };
+        for k in std::iter::once(t.clone()).chain(dir) {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    for key in keys {
+        let read = joined(
+            &verdict(child, &key, false),
+            &verdict(parent, &key, false),
+            Selector::Exec {
+                target: key.clone(),
+            },
+        );
+        let write = joined(
+            &verdict(child, &key, true),
+            &verdict(parent, &key, true),
+            Selector::Exec {
+                target: key.clone(),
+            },
+        );
+        let file = |r: Rule, read: bool, write: bool| Rule {
+            selector: Selector::File {
+                target: key.clone(),
+                read,
+                write,
+            },
+            ..r
+        };
+        if read == write {
+            out.push(file(read, true, true));
+        } else {
+            out.push(file(read, true, false));
+            out.push(file(write, false, true));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "delegate_tests.rs"]
+mod tests;
