@@ -549,6 +549,119 @@ fn a_parent_without_delegate_cannot_start_the_child_and_the_refusal_is_recorded(
     env.unload();
 }
 
+/// Both agents of a nest allow every connect to loopback, record each
+/// allowed one, and name root an approver; the child holds one port.
+fn nest_policy(hold: Option<u16>) -> String {
+    let held = hold.map_or_else(String::new, |port| {
+        format!(
+            "  - id: child-held
+    connect: {{ to: 127.0.0.1, ports: [{port}] }}
+    decision: hold
+"
+        )
+    });
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+evidence: {{ allowed: each }}
+rules:
+{held}  - id: local
+    connect: {{ to: 127.0.0.1 }}
+    decision: allow
+"
+    )
+}
+
+/// A cgroup's network programs also run for the cgroups below it, and each
+/// set decides for the caller's deepest agent: a nested agent with its own
+/// set attached would have each connect decided and recorded twice, and a
+/// held connect's grant consumed by one set would be held again by the
+/// other. Only the top of a nest has programs attached.
+#[test]
+fn a_nested_agent_is_decided_once_and_its_approved_hold_completes() {
+    if !can_run("delegation_nest") {
+        return;
+    }
+    let open = Listener::tcp4();
+    let held = Listener::tcp4();
+    let mut env = TestEnv::new("deleg-nest");
+    env.write_policy("parent.yaml", &nest_policy(None));
+    env.write_policy("child.yaml", &nest_policy(Some(held.port)));
+    env.start_daemon();
+    env.add_agent("nest-parent", "parent.yaml");
+    env.ok(&[
+        "agent",
+        "add",
+        "nest-child",
+        "--owner",
+        CHILD_OWNER,
+        "--policy",
+        "child.yaml",
+        "--parent",
+        "nest-parent",
+    ]);
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let child = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "nest-child")
+        .unwrap_or_else(|| panic!("no nest-child in {status}"));
+    assert_eq!(child["enforced"], true, "{child}");
+
+    let open_addr = format!("127.0.0.1:{}", open.port);
+    for _ in 0..3 {
+        let out = env.probe_as("nest-child", &["connect", &open_addr]);
+        assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
+    }
+    let target = format!("{open_addr}/tcp");
+    let connects = || {
+        entries_where(&env, |e| {
+            e["kind"] == "decision" && e["target"] == target.as_str()
+        })
+    };
+    warden_tests::wait_until("the child's three connects are recorded", || {
+        connects().len() >= 3
+    });
+    // Let any second record of the same connects drain before counting.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let decided = connects();
+    assert_eq!(decided.len(), 3, "one entry per connect: {decided:#?}");
+    assert!(decided.iter().all(|e| e["agent"] == "nest-child"));
+
+    let held_addr = format!("127.0.0.1:{}", held.port);
+    let probe = probe_bin();
+    let running = env
+        .warden()
+        .args([
+            "run",
+            "--agent",
+            "nest-child",
+            "--",
+            probe.to_str().unwrap(),
+            "connect",
+            &held_addr,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn warden run");
+    let pending =
+        warden_tests::wait_held(&env, running.id(), &['T'], "the child's connect is held");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    env.ok(&["approve", &id, "--reason", "nested"]);
+    let out = running.wait_with_output().expect("wait probe");
+    assert_eq!(
+        stdout(&out),
+        "ok",
+        "the approved connect completes: {}",
+        stderr(&out)
+    );
+    let holds = entries_where(&env, |e| e["kind"] == "hold" && e["agent"] == "nest-child");
+    assert_eq!(holds.len(), 1, "held once: {holds:#?}");
+}
+
 /// `warden log --lineage` on a large log: the delegated run that started
 /// the child is found behind `WARDEN_TEST_LINEAGE_ENTRIES` (default 200k;
 /// measured with 1,000,000: 73 ms for `log --lineage`, debug build, after

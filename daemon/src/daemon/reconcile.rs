@@ -1,7 +1,10 @@
 //! Reconcile: brings the kernel's maps in line with the registry and the
 //! policy files, and decides which machine-wide programs must be attached.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde_json::json;
 use warden_common::sys_exit_mode;
@@ -132,6 +135,11 @@ impl Enforcer {
                 }
             }
         }
+        // An agent nested below a removed one gets its own programs now,
+        // not after every policy is compiled.
+        if let Err(e) = self.attach_nests() {
+            errors.push(crate::error_chain(&e));
+        }
         // A delegated child's policy is computed from its parent's in
         // force, and its cgroup is below the parent's: parents first.
         let mut agents = agents;
@@ -145,6 +153,9 @@ impl Enforcer {
                 ));
             }
         }
+        if let Err(e) = self.attach_nests() {
+            errors.push(crate::error_chain(&e));
+        }
         if let Err(e) = self.update_sys_exit() {
             errors.push(crate::error_chain(&e));
         }
@@ -153,6 +164,40 @@ impl Enforcer {
         }
         self.policy_errors = errors.clone();
         errors
+    }
+
+    /// The enforced agent whose cgroup is the top-most strict ancestor of
+    /// `cgroup`, if any: its cgroup programs decide for the agent at
+    /// `cgroup` too (`Kernel::cover`).
+    fn nest_top(&self, cgroup: &Path) -> Option<u64> {
+        self.enforced
+            .values()
+            .filter(|e| e.cgroup != cgroup && cgroup.starts_with(&e.cgroup))
+            .min_by_key(|e| e.cgroup.components().count())
+            .map(|e| e.cgroup_id)
+    }
+
+    /// Nested agents (delegated children, or an adopted cgroup below
+    /// another agent's): only the top-most agent of each nest has the
+    /// cgroup network programs attached. Tops first, so an agent whose
+    /// ancestor went away gets its own before anything is covered.
+    pub(super) fn attach_nests(&mut self) -> Result<(), ReconcileError> {
+        let agents: Vec<(u64, PathBuf, Option<u64>)> = self
+            .enforced
+            .values()
+            .map(|e| (e.cgroup_id, e.cgroup.clone(), self.nest_top(&e.cgroup)))
+            .collect();
+        for (id, cgroup, top) in &agents {
+            if top.is_none() {
+                self.kernel.attach(cgroup, *id)?;
+            }
+        }
+        for (id, _, top) in &agents {
+            if let Some(top) = top {
+                self.kernel.cover(*id, *top);
+            }
+        }
+        Ok(())
     }
 
     /// Attaches the `sys_exit` program while some agent needs it and
@@ -489,7 +534,10 @@ impl Enforcer {
         // Rules and the agent entry first, then attach: the programs never
         // run for this cgroup without its rules in place.
         self.kernel.install(cgroup_id, rules)?;
-        self.kernel.attach(&agent.cgroup, cgroup_id)?;
+        match self.nest_top(&agent.cgroup) {
+            Some(top) if self.kernel.is_attached(top) => self.kernel.cover(cgroup_id, top),
+            _ => self.kernel.attach(&agent.cgroup, cgroup_id)?,
+        }
         // Processes already in an adopted cgroup were not forked under the
         // escape programs' eyes: they become members here.
         let added = self.kernel.seed_members(&agent.cgroup, cgroup_id)?;

@@ -118,6 +118,7 @@ impl Kernel {
         if self.links.contains_key(&cgroup_id) {
             return Ok(());
         }
+        self.covered_by.remove(&cgroup_id);
         let file = File::open(cgroup).map_err(|source| KernelError::OpenCgroup {
             cgroup: cgroup.display().to_string(),
             source,
@@ -255,7 +256,32 @@ impl Kernel {
         }
     }
 
+    /// Whether programs decide the agent's network actions: its own, or
+    /// those of the ancestor agent that covers it.
     pub fn is_attached(&self, cgroup_id: u64) -> bool {
-        self.links.contains_key(&cgroup_id) && self.installed.contains_key(&cgroup_id)
+        let attached = self.links.contains_key(&cgroup_id)
+            || self
+                .covered_by
+                .get(&cgroup_id)
+                .is_some_and(|top| self.links.contains_key(top));
+        attached && self.installed.contains_key(&cgroup_id)
+    }
+
+    /// Hands an agent nested below another over to the ancestor's cgroup
+    /// programs. A cgroup's attached programs run for every cgroup below it
+    /// too, and each looks the caller's deepest agent up, so the ancestor's
+    /// already decide for the nested agent with its own policy; a second
+    /// set would decide and record each action twice (and consume a held
+    /// action's grant in the first set, holding it again in the second).
+    /// Does nothing until `top` is attached, so the agent is never left
+    /// without programs.
+    pub fn cover(&mut self, cgroup_id: u64, top: u64) {
+        if !self.links.contains_key(&top) {
+            return;
+        }
+        self.covered_by.insert(cgroup_id, top);
+        if let Some(links) = self.links.remove(&cgroup_id) {
+            self.detach_links(links);
+        }
     }
 }

@@ -144,6 +144,7 @@ impl Kernel {
             pins: pins.to_path_buf(),
             owned: HashSet::new(),
             links: HashMap::new(),
+            covered_by: HashMap::new(),
             installed: HashMap::new(),
             count_all: false,
             sys_exit: None,

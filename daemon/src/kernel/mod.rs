@@ -156,6 +156,9 @@ pub struct Kernel {
     /// Pins this daemon created (the rest in links/ are a predecessor's).
     owned: HashSet<PathBuf>,
     links: HashMap<u64, Vec<Pinned>>,
+    /// Agents nested below another agent, by the ancestor whose cgroup
+    /// programs decide for them (see `cover`).
+    covered_by: HashMap<u64, u64>,
     installed: HashMap<u64, Installed>,
     /// The `sys_exit` link while attached, and the `sys_exit_mode` bits in
     /// force.

@@ -276,6 +276,7 @@ impl Kernel {
 
     /// Detaches an agent's programs and removes its maps entries.
     pub fn remove(&mut self, cgroup_id: u64) -> Result<(), KernelError> {
+        self.covered_by.remove(&cgroup_id);
         if let Some(links) = self.links.remove(&cgroup_id) {
             self.detach_links(links);
         }
