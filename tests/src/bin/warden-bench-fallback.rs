@@ -463,6 +463,9 @@ fn run(args: &[String]) -> Result<()> {
     let mut kernel_open = (0u64, 0u64);
     // What decides execs here, as `warden status` says (read once).
     let mut exec_mechanism = String::new();
+    // Whether `sys_exit` (every syscall's dispatch) was attached while the
+    // non-agent getppid loops ran: file rules, then file rules and holds.
+    let (mut sys_exit_files, mut sys_exit_holds) = (false, false);
     let mut exec_paired = Paired::default();
     let mut open_paired = Paired::default();
     let mut fault_paired = Paired::default();
@@ -553,6 +556,7 @@ fn run(args: &[String]) -> Result<()> {
         env.write_policy("p.yaml", &policy(&file, false));
         env.ok(&["policy", "reload"]);
         settle(&env, start)?;
+        sys_exit_files = hook_attached(&env, "tp_btf/sys_exit")?;
         sides[5]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
@@ -561,6 +565,7 @@ fn run(args: &[String]) -> Result<()> {
             .extend(measure(&plain, "fault", getppid_batches, None)?);
         env.write_policy("p.yaml", &policy(&file, true));
         env.ok(&["policy", "reload"]);
+        sys_exit_holds = hook_attached(&env, "tp_btf/sys_exit")?;
         sides[6]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
@@ -676,11 +681,23 @@ fn run(args: &[String]) -> Result<()> {
             "getppid_loaded_vs_not_loaded": times(4, 5),
             "getppid_holds_p50_ns": p50(6),
             "getppid_holds_vs_not_loaded": times(4, 6),
+            "sys_exit_attached_files": sys_exit_files,
+            "sys_exit_attached_holds": sys_exit_holds,
         });
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Whether `warden status --json` lists the machine-wide `hook` as attached.
+fn hook_attached(env: &TestEnv, hook: &str) -> Result<bool> {
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"]))?;
+    Ok(status["global_hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|h| h["hook"] == hook && h["attached"] == true))
 }
 
 /// The mechanism `warden status --json` names for `action` ("exec", ...).

@@ -219,6 +219,25 @@ fn table(b: &GuestBench, results: &[Value]) -> String {
             .collect();
         t.push_str(&format!("| {label} | {} | |\n", cells.join(" | ")));
     }
+    let attached = |r: &Value, k: &str| match r[k].as_bool() {
+        Some(true) => "attached",
+        Some(false) => "detached",
+        None => "?",
+    };
+    let cells: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "{} / {}",
+                attached(r, "sys_exit_attached_files"),
+                attached(r, "sys_exit_attached_holds")
+            )
+        })
+        .collect();
+    t.push_str(&format!(
+        "| `tp_btf/sys_exit` during the getppid rows (file rules / + holds) | {} | |\n",
+        cells.join(" | ")
+    ));
     t.push_str("\nexec mechanism the daemon reported in each boot:\n");
     for (m, r) in MECHANISMS.iter().zip(results) {
         t.push_str(&format!(
