@@ -246,6 +246,10 @@ pub fn decision_entry(
                 details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
             }
             details.insert("syscall".into(), json!(syscall));
+            if flags & warden_common::path_flags::IA32 != 0 {
+                // `syscall` is the ia32 number (int 0x80).
+                details.insert("syscall_table".into(), json!("ia32"));
+            }
             details.insert("path_flags".into(), json!(path_flag_names(*flags)));
             if process.binary != "unknown" {
                 details.insert("binary".into(), json!(process.binary));

@@ -202,6 +202,17 @@ pub fn path_op_name(syscall: u32) -> &'static str {
     }
 }
 
+/// The x86-64 number of a name event's syscall: an ia32 one
+/// (`path_flags::IA32`, made with `int 0x80`) is mapped to the 64-bit call
+/// it makes.
+pub fn native_syscall(syscall: u32, flags: u32) -> u32 {
+    if flags & path_flags::IA32 != 0 {
+        warden_common::syscalls::ia32_native(syscall)
+    } else {
+        syscall
+    }
+}
+
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
 /// evidence is UTF-8, so invalid sequences become U+FFFD.
 fn c_text(bytes: &[u8]) -> String {
@@ -224,7 +235,9 @@ impl KernelEvent {
             EventKind::Link => "link",
             EventKind::Escape => "leave-agent",
             EventKind::PathOp => match &self.action {
-                Action::Name { syscall, .. } => path_op_name(*syscall),
+                Action::Name { syscall, flags, .. } => {
+                    path_op_name(native_syscall(*syscall, *flags))
+                }
                 _ => "path-op",
             },
         }
@@ -743,6 +756,33 @@ mod tests {
         ] {
             assert_eq!(path_op_name(nr), name);
         }
+
+        // An ia32 syscall's event carries its ia32 number: named by the
+        // call it makes, not by the 64-bit call of that number (10 is
+        // mprotect there).
+        let ev = NameEvent {
+            syscall: warden_common::syscalls::IA32_UNLINK,
+            flags: path_flags::IA32,
+            ..ev
+        };
+        assert_eq!(decode(&raw(&ev)).unwrap().action_name(), "unlink");
+        for (nr, name) in [
+            (warden_common::syscalls::IA32_MKDIR, "mkdir"),
+            (warden_common::syscalls::IA32_CHOWN16, "chown"),
+            (warden_common::syscalls::IA32_TRUNCATE64, "truncate"),
+            (warden_common::syscalls::IA32_SOCKETCALL, "bind"),
+            (warden_common::syscalls::IA32_FCHMODAT2, "chmod"),
+            (warden_common::syscalls::IA32_UTIMENSAT_TIME64, "utime"),
+            (14, "mknod"),
+            (5, "path-op"), // open: not a name operation
+        ] {
+            assert_eq!(
+                path_op_name(native_syscall(nr, path_flags::IA32)),
+                name,
+                "{nr}"
+            );
+        }
+        assert_eq!(path_flag_names(path_flags::IA32), Vec::<&str>::new());
 
         let ev = warden_common::EscapeEvent {
             header: header(EventKind::Escape, Decision::Deny, Method::Kill),

@@ -8,15 +8,22 @@
 //! `warden-bench-workloads` for real workloads and their evidence volume)
 //! so they share the test harness; this only builds and runs them.
 
+mod guest;
+
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
+pub use guest::GuestBench;
+
 use crate::{setup, workspace};
 
-pub fn run(workloads: bool) -> Result<i32> {
+pub fn run(workloads: bool, guest: Option<GuestBench>) -> Result<i32> {
     if !setup::is_root() {
         bail!("the benchmarks load eBPF programs and create cgroups: run them as root");
+    }
+    if let Some(g) = guest {
+        return guest::run(g);
     }
     setup::setup()?;
     let bin = setup::build(true)?;

@@ -45,6 +45,26 @@ enum Cmd {
         /// reading /usr/share; as agents and outside, interleaved).
         #[arg(long)]
         workloads: bool,
+        /// Run `warden-bench-fallback` in the QEMU guest instead, once per
+        /// mechanism (BPF LSM, fmod_ret, tracepoint fallback), and print the
+        /// ratios side by side (TCG-emulated: only the ratios mean anything).
+        #[arg(long, conflicts_with = "workloads")]
+        guest: bool,
+        /// With --guest: rounds of the bench per mechanism.
+        #[arg(long, default_value_t = 1, requires = "guest")]
+        rounds: usize,
+        /// With --guest: execs per side per round.
+        #[arg(long, default_value_t = 20, requires = "guest")]
+        execs: usize,
+        /// With --guest: opens per side per round.
+        #[arg(long, default_value_t = 500, requires = "guest")]
+        opens: usize,
+        /// With --guest: block pairs per round of the paired measurements.
+        #[arg(long, default_value_t = 4, requires = "guest")]
+        pairs: usize,
+        /// With --guest: seconds per guest boot before QEMU is killed.
+        #[arg(long, default_value_t = 2400, requires = "guest")]
+        timeout: u64,
     },
     /// Run a command as root in a QEMU guest whose kernel has BPF LSM.
     Vm {
@@ -70,7 +90,24 @@ fn main() -> ExitCode {
             .map(|_| 0),
         Cmd::Demo => demo::run(),
         Cmd::Test { filter } => testing::run(filter.as_deref()),
-        Cmd::Bench { workloads } => bench::run(workloads),
+        Cmd::Bench {
+            workloads,
+            guest,
+            rounds,
+            execs,
+            opens,
+            pairs,
+            timeout,
+        } => bench::run(
+            workloads,
+            guest.then_some(bench::GuestBench {
+                rounds,
+                execs,
+                opens,
+                pairs,
+                timeout_secs: timeout,
+            }),
+        ),
         Cmd::Vm { args } => vm::main(args),
     };
     match result {

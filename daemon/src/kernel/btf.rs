@@ -356,6 +356,8 @@ impl Btf {
             // A flexible array of pointers: any width.
             cgroup_ancestors: self.member("cgroup", "ancestors")?.0,
             _pad_escape: 0,
+            pt_regs_bx: self.offset("pt_regs", "bx", 8)?,
+            pt_regs_cx: self.offset("pt_regs", "cx", 8)?,
         };
         check_dentry_span(&offsets)?;
         Ok(offsets)

@@ -279,7 +279,7 @@ const _: () = assert!(size_of::<SocketEvent>() == 72 + 16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NameEvent {
     pub header: EventHeader,
-    /// The syscall number (64-bit table).
+    /// The syscall number (64-bit table, or ia32 with `path_flags::IA32`).
     pub syscall: u32,
     /// `path_flags` of both resolutions, or-ed.
     pub flags: u32,

@@ -107,6 +107,108 @@ pub mod syscalls {
     pub const IA32_OPENAT2: u32 = 437;
     /// Set in x32 syscall numbers.
     pub const X32_BIT: u32 = 0x4000_0000;
+    /// The ia32 numbers of the operations on names (`names.rs`,
+    /// `path_ops.rs`): the same calls, with their arguments in `bx, cx, dx,
+    /// si` (32 bits each). The 16-bit-uid `chown`/`lchown` and
+    /// `truncate64` take the same name argument as their 64-bit namesakes.
+    pub const IA32_LINK: u32 = 9;
+    pub const IA32_UNLINK: u32 = 10;
+    pub const IA32_MKNOD: u32 = 14;
+    pub const IA32_CHMOD: u32 = 15;
+    pub const IA32_LCHOWN16: u32 = 16;
+    pub const IA32_UTIME: u32 = 30;
+    pub const IA32_RENAME: u32 = 38;
+    pub const IA32_MKDIR: u32 = 39;
+    pub const IA32_RMDIR: u32 = 40;
+    pub const IA32_SYMLINK: u32 = 83;
+    pub const IA32_TRUNCATE: u32 = 92;
+    /// `socketcall(call, args)`: `call` 2 is `bind`, `args` a user array of
+    /// three 32-bit words (fd, address, length).
+    pub const IA32_SOCKETCALL: u32 = 102;
+    pub const IA32_SOCKETCALL_BIND: u32 = 2;
+    pub const IA32_CHOWN16: u32 = 182;
+    pub const IA32_TRUNCATE64: u32 = 193;
+    pub const IA32_LCHOWN32: u32 = 198;
+    pub const IA32_CHOWN32: u32 = 212;
+    pub const IA32_SETXATTR: u32 = 226;
+    pub const IA32_LSETXATTR: u32 = 227;
+    pub const IA32_REMOVEXATTR: u32 = 235;
+    pub const IA32_LREMOVEXATTR: u32 = 236;
+    pub const IA32_UTIMES: u32 = 271;
+    pub const IA32_MKDIRAT: u32 = 296;
+    pub const IA32_MKNODAT: u32 = 297;
+    pub const IA32_FCHOWNAT: u32 = 298;
+    pub const IA32_FUTIMESAT: u32 = 299;
+    pub const IA32_UNLINKAT: u32 = 301;
+    pub const IA32_RENAMEAT: u32 = 302;
+    pub const IA32_LINKAT: u32 = 303;
+    pub const IA32_SYMLINKAT: u32 = 304;
+    pub const IA32_FCHMODAT: u32 = 306;
+    pub const IA32_UTIMENSAT: u32 = 320;
+    pub const IA32_RENAMEAT2: u32 = 353;
+    pub const IA32_BIND: u32 = 361;
+    pub const IA32_UTIMENSAT_TIME64: u32 = 412;
+    pub const IA32_FCHMODAT2: u32 = 452;
+    /// The 64-bit number of the call an ia32 number of an operation on
+    /// names makes (`IA32_SOCKETCALL`: `BIND`, the only one decided), or
+    /// `u32::MAX` for any other number.
+    pub const fn ia32_native(nr: u32) -> u32 {
+        match nr {
+            IA32_LINK => LINK,
+            IA32_UNLINK => UNLINK,
+            IA32_MKNOD => MKNOD,
+            IA32_CHMOD => CHMOD,
+            IA32_LCHOWN16 | IA32_LCHOWN32 => LCHOWN,
+            IA32_UTIME => UTIME,
+            IA32_RENAME => RENAME,
+            IA32_MKDIR => MKDIR,
+            IA32_RMDIR => RMDIR,
+            IA32_SYMLINK => SYMLINK,
+            IA32_TRUNCATE | IA32_TRUNCATE64 => TRUNCATE,
+            IA32_SOCKETCALL | IA32_BIND => BIND,
+            IA32_CHOWN16 | IA32_CHOWN32 => CHOWN,
+            IA32_SETXATTR => SETXATTR,
+            IA32_LSETXATTR => LSETXATTR,
+            IA32_REMOVEXATTR => REMOVEXATTR,
+            IA32_LREMOVEXATTR => LREMOVEXATTR,
+            IA32_UTIMES => UTIMES,
+            IA32_MKDIRAT => MKDIRAT,
+            IA32_MKNODAT => MKNODAT,
+            IA32_FCHOWNAT => FCHOWNAT,
+            IA32_FUTIMESAT => FUTIMESAT,
+            IA32_UNLINKAT => UNLINKAT,
+            IA32_RENAMEAT => RENAMEAT,
+            IA32_LINKAT => LINKAT,
+            IA32_SYMLINKAT => SYMLINKAT,
+            IA32_FCHMODAT => FCHMODAT,
+            IA32_UTIMENSAT | IA32_UTIMENSAT_TIME64 => UTIMENSAT,
+            IA32_RENAMEAT2 => RENAMEAT2,
+            IA32_FCHMODAT2 => FCHMODAT2,
+            _ => u32::MAX,
+        }
+    }
+    /// The ia32 numbers `warden_path_ops` decides (every one above but the
+    /// renames and links, which `names.rs` decides), as a bitmap like
+    /// `PATH_OPS`.
+    pub const IA32_PATH_OPS: [u64; 8] = {
+        let mut bits = [0u64; 8];
+        let mut nr = 0u32;
+        while nr < 512 {
+            let native = ia32_native(nr);
+            let name = matches!(native, RENAME | RENAMEAT | RENAMEAT2 | LINK | LINKAT);
+            if native != u32::MAX && !name {
+                bits[(nr / 64) as usize] |= 1 << (nr % 64);
+            }
+            nr += 1;
+        }
+        bits
+    };
+    const _: () = assert!(
+        IA32_PATH_OPS[0] & (1 << IA32_UNLINK) != 0
+            && IA32_PATH_OPS[0] & (1 << IA32_RENAME) == 0
+            && IA32_PATH_OPS[0] & (1 << IA32_LINK) == 0
+            && IA32_PATH_OPS[(IA32_FCHMODAT2 / 64) as usize] & (1 << (IA32_FCHMODAT2 % 64)) != 0
+    );
     /// `OpenEvent::syscall` of an open decided at `lsm/file_open`, which
     /// sees every open (any syscall, io_uring, the kernel's on the
     /// process's behalf) and not which syscall made it.

@@ -79,5 +79,9 @@ pub struct KernelOffsets {
     pub cgroup_level: u32,
     pub cgroup_ancestors: u32,
     pub _pad_escape: u32,
+    /// `pt_regs.bx`, `cx`: the first two arguments of an ia32 syscall
+    /// (`bx, cx, dx, si, di`), for the name checks at `sys_exit`.
+    pub pt_regs_bx: u32,
+    pub pt_regs_cx: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 44 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 46 * 4);

@@ -45,4 +45,8 @@ pub mod path_flags {
     /// A name taken from user memory (rename, link) has a `.` or `..`
     /// component or an empty one (`//`): not normalised, refused.
     pub const NOT_NORMALISED: u32 = 1 << 9;
+    /// Not a path property: the name came from an ia32 syscall (`int
+    /// 0x80`; `NameEvent::syscall` is then an ia32 number, see
+    /// `syscalls::ia32_native`).
+    pub const IA32: u32 = 1 << 10;
 }

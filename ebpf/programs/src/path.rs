@@ -70,6 +70,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     cgroup_level: 0,
     cgroup_ancestors: 0,
     _pad_escape: 0,
+    pt_regs_bx: 0,
+    pt_regs_cx: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero

@@ -29,7 +29,13 @@
 //! cgroup (its pid into `cgroup.procs`, as `warden run` does), warms up,
 //! then times each operation.
 //!
-//!   warden-bench-fallback [--rounds R] [--execs N] [--opens N]
+//!   warden-bench-fallback [--rounds R] [--execs N] [--opens N] [--pairs P]
+//!                         [--json FILE]
+//!
+//! `--pairs` sets the block pairs per round of the paired measurements
+//! (default 25 for exec, 10 for opens and page faults); `--json` also
+//! writes the ratios and the exec mechanism `warden status` names to FILE
+//! (`cargo xtask bench --guest` collects one per guest mechanism).
 //!
 //! (One file of about 600 lines: one measurement, read top to bottom.)
 
@@ -162,6 +168,9 @@ struct Config {
     rounds: usize,
     execs: usize,
     opens: usize,
+    /// Block pairs per round of every paired measurement (0: the defaults).
+    pairs: usize,
+    json: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Config> {
@@ -169,6 +178,8 @@ fn parse(args: &[String]) -> Result<Config> {
         rounds: 6,
         execs: 300,
         opens: 5000,
+        pairs: 0,
+        json: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -176,6 +187,11 @@ fn parse(args: &[String]) -> Result<Config> {
             "--rounds" => &mut c.rounds,
             "--execs" => &mut c.execs,
             "--opens" => &mut c.opens,
+            "--pairs" => &mut c.pairs,
+            "--json" => {
+                c.json = Some(it.next().context("a file name after --json")?.into());
+                continue;
+            }
             other => bail!("unknown argument {other:?}"),
         };
         *slot = it.next().context("a number")?.parse()?;
@@ -226,6 +242,17 @@ impl Paired {
             self.off.0.extend(off.0);
         }
         Ok(())
+    }
+
+    /// Pooled p50 ratio and the median of the per-pair ratios.
+    fn ratios(&self) -> (f64, f64) {
+        let mut r = self.ratios.clone();
+        r.sort_by(f64::total_cmp);
+        let median = r.get(r.len().saturating_sub(1) / 2).copied();
+        (
+            self.on.percentile(0.5) / self.off.percentile(0.5),
+            median.unwrap_or(f64::NAN),
+        )
     }
 
     /// "pooled p50 R (+D ns); per pair median, quartiles (N pairs)".
@@ -404,6 +431,7 @@ fn run(args: &[String]) -> Result<()> {
         "run as root (it loads eBPF programs and creates cgroups)"
     );
     let c = parse(args)?;
+    let pairs = |default: usize| if c.pairs == 0 { default } else { c.pairs };
     let mut env = TestEnv::new("benchfb");
     std::fs::create_dir_all(&env.cgroup_parent)?;
     let plain = env.cgroup_parent.join("bench-plain");
@@ -433,6 +461,11 @@ fn run(args: &[String]) -> Result<()> {
     // over the untimed passes of the agent's exec and open loops.
     let mut kernel_exec = (0u64, 0u64);
     let mut kernel_open = (0u64, 0u64);
+    // What decides execs here, as `warden status` says (read once).
+    let mut exec_mechanism = String::new();
+    // Whether `sys_exit` (every syscall's dispatch) was attached while the
+    // non-agent getppid loops ran: file rules, then file rules and holds.
+    let (mut sys_exit_files, mut sys_exit_holds) = (false, false);
     let mut exec_paired = Paired::default();
     let mut open_paired = Paired::default();
     let mut fault_paired = Paired::default();
@@ -450,6 +483,9 @@ fn run(args: &[String]) -> Result<()> {
         env.write_policy("p.yaml", &policy(&file, false));
         env.start_daemon_quiet();
         thread::sleep(Duration::from_millis(300));
+        if exec_mechanism.is_empty() {
+            exec_mechanism = mechanism_of(&env, "exec")?;
+        }
         let start = event_counts(&env)?;
         sides[1].0.extend(measure(&agent, "exec", c.execs, None)?);
         settle(&env, start)?;
@@ -499,20 +535,20 @@ fn run(args: &[String]) -> Result<()> {
         // Exec again in short blocks, agent and non-agent cgroup with
         // Warden loaded, in A-B-B-A order: the host's drift between minutes
         // lands on both blocks of a pair.
-        exec_paired.measure(EXEC_PAIRS, |in_agent| {
+        exec_paired.measure(pairs(EXEC_PAIRS), |in_agent| {
             let cgroup = if in_agent { &agent } else { &plain };
             measure(cgroup, "exec", EXEC_BLOCK, None).map(Side)
         })?;
         // Non-agent opens, the `sys_exit` program attached (file rules)
         // and detached (none).
-        open_paired.measure(OPEN_PAIRS, |files| {
+        open_paired.measure(pairs(OPEN_PAIRS), |files| {
             env.write_policy("p.yaml", &policy_with(&file, files, false));
             env.ok(&["policy", "reload"]);
             measure(&plain, "open", OPEN_BLOCK, Some(&file)).map(Side)
         })?;
         // Non-agent page faults, with the page-fault guard of held execs
         // attached (a policy that holds execs) and detached.
-        fault_paired.measure(FAULT_PAIRS, |holds| {
+        fault_paired.measure(pairs(FAULT_PAIRS), |holds| {
             env.write_policy("p.yaml", &policy(&file, holds));
             env.ok(&["policy", "reload"]);
             measure(&plain, "fault", FAULT_BLOCK, None).map(Side)
@@ -520,6 +556,7 @@ fn run(args: &[String]) -> Result<()> {
         env.write_policy("p.yaml", &policy(&file, false));
         env.ok(&["policy", "reload"]);
         settle(&env, start)?;
+        sys_exit_files = hook_attached(&env, "tp_btf/sys_exit")?;
         sides[5]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
@@ -528,6 +565,7 @@ fn run(args: &[String]) -> Result<()> {
             .extend(measure(&plain, "fault", getppid_batches, None)?);
         env.write_policy("p.yaml", &policy(&file, true));
         env.ok(&["policy", "reload"]);
+        sys_exit_holds = hook_attached(&env, "tp_btf/sys_exit")?;
         sides[6]
             .0
             .extend(measure(&plain, "getppid", getppid_batches, None)?);
@@ -617,5 +655,60 @@ fn run(args: &[String]) -> Result<()> {
          guard attached / detached, A-B-B-A): {}",
         fault_paired.summary()
     );
+    if let Some(path) = &c.json {
+        let p50 = |i: usize| sides[i].percentile(0.5);
+        let (exec_pooled, exec_median) = exec_paired.ratios();
+        let (open_pooled, open_median) = open_paired.ratios();
+        let summary = serde_json::json!({
+            "exec_mechanism": exec_mechanism,
+            "rounds": c.rounds,
+            "execs": c.execs,
+            "opens": c.opens,
+            "exec_not_loaded_p50_ns": p50(0),
+            "exec_agent_p50_ns": p50(1),
+            "exec_agent_vs_not_loaded": times(0, 1),
+            "exec_paired_pooled": exec_pooled,
+            "exec_paired_median": exec_median,
+            "exec_pairs": exec_paired.ratios.len(),
+            "open_not_loaded_p50_ns": p50(2),
+            "open_agent_p50_ns": p50(3),
+            "open_agent_vs_not_loaded": times(2, 3),
+            "open_nonagent_paired_pooled": open_pooled,
+            "open_nonagent_paired_median": open_median,
+            "open_pairs": open_paired.ratios.len(),
+            "getppid_not_loaded_p50_ns": p50(4),
+            "getppid_loaded_p50_ns": p50(5),
+            "getppid_loaded_vs_not_loaded": times(4, 5),
+            "getppid_holds_p50_ns": p50(6),
+            "getppid_holds_vs_not_loaded": times(4, 6),
+            "sys_exit_attached_files": sys_exit_files,
+            "sys_exit_attached_holds": sys_exit_holds,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Whether `warden status --json` lists the machine-wide `hook` as attached.
+fn hook_attached(env: &TestEnv, hook: &str) -> Result<bool> {
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"]))?;
+    Ok(status["global_hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|h| h["hook"] == hook && h["attached"] == true))
+}
+
+/// The mechanism `warden status --json` names for `action` ("exec", ...).
+fn mechanism_of(env: &TestEnv, action: &str) -> Result<String> {
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"]))?;
+    status["mechanisms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["action"] == action)
+        .and_then(|m| m["mechanism"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("`warden status --json` names no mechanism for {action:?}"))
 }

@@ -29,6 +29,8 @@
 //!   warden-probe reopen-pipe DIR          write PIPE into a new pipe, read it
 //!                                         back through DIR/N (/dev/fd/N)
 //!   warden-probe open32 PATH              ia32 open (int 0x80) from 64-bit code
+//!   warden-probe op32 OP PATH [PATH2]     an operation on a name through
+//!                                         int 0x80 (tests/src/probe_ia32.rs)
 //!   warden-probe race-open OK SECRET N    a sibling thread flips the path
 //!                                         buffer between OK and SECRET (same
 //!                                         length) while the main thread opens
@@ -57,6 +59,9 @@
 mod names;
 #[path = "../probe_tamper.rs"]
 mod tamper;
+// Operations on names through the ia32 table (path_ops.rs).
+#[path = "../probe_ia32.rs"]
+mod ia32;
 
 use std::{
     ffi::CString,
@@ -97,6 +102,9 @@ fn run(args: &[String]) -> ExitCode {
         return code;
     }
     if let Some(code) = names::run(args) {
+        return code;
+    }
+    if let Some(code) = ia32::run(args) {
         return code;
     }
     match args.first().map(String::as_str) {

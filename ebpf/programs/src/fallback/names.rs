@@ -35,6 +35,8 @@ use crate::{
 };
 
 pub(crate) const AT_FDCWD: i32 = -100;
+/// `thread_info.status` bit set during an ia32 syscall (x86).
+pub(crate) const TS_COMPAT: u32 = 0x0002;
 const MASK: usize = EVENT_PATH_BYTES - 1;
 
 /// Decides the rename or link (if this syscall is one that succeeded).
@@ -47,20 +49,42 @@ pub fn decide(regs: *const u8, ret: i64) {
     // SAFETY: a direct, BTF-checked load at a frozen offset (as file.rs).
     let nr = unsafe { read_volatile(regs.add(orig_ax).cast::<u64>()) };
     let nr = nr as u32;
-    let kind = match nr {
-        syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 => EventKind::Rename,
-        syscalls::LINK | syscalls::LINKAT => EventKind::Link,
-        _ => return,
-    };
+    // Any number that is a rename or link in either table (the table is
+    // checked after, as file.rs does): the 64-bit numbers, then the ia32
+    // ones (`int 0x80` works from 64-bit code).
+    if !matches!(
+        nr,
+        syscalls::RENAME
+            | syscalls::RENAMEAT
+            | syscalls::RENAMEAT2
+            | syscalls::LINK
+            | syscalls::LINKAT
+            | syscalls::IA32_RENAME
+            | syscalls::IA32_RENAMEAT
+            | syscalls::IA32_RENAMEAT2
+            | syscalls::IA32_LINK
+            | syscalls::IA32_LINKAT
+    ) {
+        return;
+    }
     // SAFETY: as above, the typed current task.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let ti_status = off!(task_ti_status) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset.
     let status = unsafe { read_volatile(task.add(ti_status).cast::<u32>()) };
-    if status & 0x0002 != 0 {
-        // An ia32 syscall: these numbers are other calls there.
-        return;
-    }
+    let compat = status & TS_COMPAT != 0;
+    // An ia32 number means another call in the 64-bit table (38 is
+    // setitimer there) and the reverse: each table's own numbers only.
+    let native = if compat {
+        syscalls::ia32_native(nr)
+    } else {
+        nr
+    };
+    let kind = match native {
+        syscalls::RENAME | syscalls::RENAMEAT | syscalls::RENAMEAT2 => EventKind::Rename,
+        syscalls::LINK | syscalls::LINKAT => EventKind::Link,
+        _ => return,
+    };
     let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
         return;
     };
@@ -68,19 +92,33 @@ pub fn decide(regs: *const u8, ret: i64) {
         // SAFETY: a direct, BTF-checked load at a frozen offset.
         unsafe { read_volatile(regs.add(field as usize).cast::<u64>()) }
     };
-    let (di, si, dx, r10) = (
-        arg(off!(pt_regs_di)),
-        arg(off!(pt_regs_si)),
-        arg(off!(pt_regs_dx)),
-        arg(off!(pt_regs_r10)),
-    );
+    // The first four arguments: `di, si, dx, r10` (64-bit), `bx, cx, dx,
+    // si` (ia32, where the kernel uses the low 32 bits of each: so does
+    // this, or high bits the kernel ignores would point the read
+    // elsewhere).
+    let (di, si, dx, r10) = if compat {
+        (
+            arg(off!(pt_regs_bx)) as u32 as u64,
+            arg(off!(pt_regs_cx)) as u32 as u64,
+            arg(off!(pt_regs_dx)) as u32 as u64,
+            arg(off!(pt_regs_si)) as u32 as u64,
+        )
+    } else {
+        (
+            arg(off!(pt_regs_di)),
+            arg(off!(pt_regs_si)),
+            arg(off!(pt_regs_dx)),
+            arg(off!(pt_regs_r10)),
+        )
+    };
     // rename(old, new), link(old, new); the *at forms take a directory fd
     // before each name.
-    let (old_dfd, old, new_dfd, new) = if nr == syscalls::RENAME || nr == syscalls::LINK {
+    let (old_dfd, old, new_dfd, new) = if native == syscalls::RENAME || native == syscalls::LINK {
         (AT_FDCWD, di, AT_FDCWD, si)
     } else {
         (di as i32, si, dx as i32, r10)
     };
+    let ia32 = if compat { path_flags::IA32 } else { 0 };
 
     count_agent(agent.agent_id, agent_counter::DECISIONS);
     let Some(s) = path::scratch() else {
@@ -127,7 +165,9 @@ pub fn decide(regs: *const u8, ret: i64) {
             flags: 0,
             access: 0,
             syscall: new_dfd as u32,
-            compat: 0,
+            // Parked like the rest: a known constant kept live across
+            // the walks would make the verifier walk them once per table.
+            compat: ia32,
             _pad: 0,
         },
     );
@@ -158,6 +198,7 @@ pub fn decide(regs: *const u8, ret: i64) {
             read_volatile(addr_of_mut!((*ev).flags)) | b.flags,
         )
     };
+    let flags = flags | c.compat;
     let allowed = old_allowed != 0 && new_allowed != 0;
     // The rule of the first name refused, or of the new name if allowed.
     let deciding = if old_allowed == 0 { old_rule } else { new_rule };

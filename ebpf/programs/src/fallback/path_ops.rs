@@ -14,7 +14,7 @@
 //! verifier cost; the `sys_exit` program pays one bitmap load per
 //! successful syscall to find these.
 
-use core::ptr::read_volatile;
+use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 use aya_ebpf::{
     helpers::{bpf_get_current_task_btf, generated},
@@ -22,8 +22,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use warden_common::{
-    agent_counter, agent_flags, counter, held_state, rule, syscalls, Decision, EventKind, Method,
-    NameEvent,
+    agent_counter, agent_flags, counter, held_state, path_flags, rule, syscalls, Decision,
+    EventKind, Method, NameEvent,
 };
 
 use crate::{
@@ -32,7 +32,7 @@ use crate::{
     events::{event_header, submit_flags},
     fallback::{
         hold,
-        names::{resolve, write_rule, AT_FDCWD},
+        names::{resolve, write_rule, AT_FDCWD, TS_COMPAT},
     },
     maps::{EVENTS, SYS_EXIT_TAIL},
     path::{self, off},
@@ -48,8 +48,27 @@ pub fn dispatch(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
     let orig_ax = off!(pt_regs_orig_ax) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset (as file.rs).
     let nr = unsafe { read_volatile(regs.add(orig_ax).cast::<u64>()) };
-    if nr >= 512 || syscalls::PATH_OPS[(nr / 64) as usize & 7] & (1 << (nr % 64)) == 0 {
+    if nr >= 512 {
         return;
+    }
+    let (word, bit) = ((nr / 64) as usize & 7, 1 << (nr % 64));
+    if syscalls::PATH_OPS[word] & bit == 0 {
+        // Not a 64-bit number of one: an ia32 one? Only then is the task's
+        // status read (a helper call), so the 64-bit calls that share those
+        // numbers (14 is rt_sigprocmask) pay one more bitmap load.
+        if syscalls::IA32_PATH_OPS[word] & bit == 0 {
+            return;
+        }
+        let ti_status = off!(task_ti_status) as usize;
+        // SAFETY: the typed current task; a direct, BTF-checked load at a
+        // frozen offset.
+        let status = unsafe {
+            let task = bpf_get_current_task_btf() as *const u8;
+            read_volatile(task.add(ti_status).cast::<u32>())
+        };
+        if status & TS_COMPAT == 0 {
+            return;
+        }
     }
     // SAFETY: the array holds only `warden_path_ops`, a tp_btf/sys_exit
     // program like this one; on failure (slot empty) control returns.
@@ -80,20 +99,55 @@ fn decide(regs: *const u8) {
     let ti_status = off!(task_ti_status) as usize;
     // SAFETY: a direct, BTF-checked load at a frozen offset.
     let status = unsafe { read_volatile(task.add(ti_status).cast::<u32>()) };
-    if status & 0x0002 != 0 {
-        // An ia32 syscall: these numbers are other calls there.
+    // An ia32 syscall (`int 0x80`, from 32- or 64-bit code): its numbers
+    // are other calls in the 64-bit table (10 is mprotect there), its
+    // arguments are in `bx, cx, dx` and 32 bits wide (the kernel ignores
+    // the high bits, so must this, or they would point the read
+    // elsewhere).
+    let compat = status & TS_COMPAT != 0;
+    let native = if compat {
+        syscalls::ia32_native(nr)
+    } else {
+        nr
+    };
+    if native == u32::MAX {
         return;
     }
     let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
         return;
     };
-    let (di, si, dx) = (
-        arg(off!(pt_regs_di)),
-        arg(off!(pt_regs_si)),
-        arg(off!(pt_regs_dx)),
-    );
+    let (mut di, mut si, dx) = if compat {
+        (
+            arg(off!(pt_regs_bx)) as u32 as u64,
+            arg(off!(pt_regs_cx)) as u32 as u64,
+            arg(off!(pt_regs_dx)) as u32 as u64,
+        )
+    } else {
+        (
+            arg(off!(pt_regs_di)),
+            arg(off!(pt_regs_si)),
+            arg(off!(pt_regs_dx)),
+        )
+    };
+    if compat && nr == syscalls::IA32_SOCKETCALL {
+        // socketcall(call, args): only `bind` names a file; its address is
+        // the second 32-bit word of the user array `args`.
+        if di != u64::from(syscalls::IA32_SOCKETCALL_BIND) {
+            return;
+        }
+        let mut addr = 0u32;
+        // SAFETY: four bytes into a local; the helper tolerates any
+        // address.
+        let got = unsafe {
+            generated::bpf_probe_read_user((&mut addr as *mut u32).cast(), 4, (si + 4) as *const _)
+        };
+        if got != 0 {
+            return;
+        }
+        (di, si) = (0, u64::from(addr));
+    }
     // (directory fd, user address of the name)
-    let (dfd, upath) = match nr {
+    let (dfd, upath) = match native {
         syscalls::UNLINK
         | syscalls::MKDIR
         | syscalls::RMDIR
@@ -157,6 +211,16 @@ fn decide(regs: *const u8) {
         hold::kill_unrecorded();
         return;
     };
+    let ev = entry.as_mut_ptr();
+    // Parked in the record across the walk: a known constant kept live
+    // would make the verifier walk the path once per table.
+    // SAFETY: a field of the reserved record, written again below.
+    unsafe {
+        write_volatile(
+            addr_of_mut!((*ev).flags),
+            if compat { path_flags::IA32 } else { 0 },
+        )
+    };
     let b = resolve(s, task as u64, dfd, upath);
     let (deciding, allowed) = write_rule(s, agent.slot, &b, agent.flags);
     let decision = if allowed != 0 {
@@ -172,9 +236,9 @@ fn decide(regs: *const u8) {
     } else {
         hold::carry_out(decision, held_state::PAUSED)
     };
-    let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is a reserved NameEvent; every field is written.
     unsafe {
+        let ia32 = read_volatile(addr_of_mut!((*ev).flags));
         (*ev).header = event_header(
             EventKind::PathOp,
             decision,
@@ -185,7 +249,7 @@ fn decide(regs: *const u8) {
             cgroup_id,
         );
         (*ev).syscall = nr;
-        (*ev).flags = b.flags | kill_failed;
+        (*ev).flags = b.flags | kill_failed | ia32;
         (*ev).old_rule = deciding;
         (*ev).new_rule = rule::DEFAULT;
         (*ev).old_len = b.len;
