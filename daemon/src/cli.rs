@@ -273,6 +273,11 @@ pub struct LogArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Only count: `entries N counted M` (the matching entries, and the
+    /// repeats their summaries count; with `--json` one object), read
+    /// through the indexes without printing an entry. `--limit` is ignored.
+    #[arg(long)]
+    pub count: bool,
 }
 
 #[derive(Subcommand)]
