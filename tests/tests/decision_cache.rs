@@ -305,3 +305,40 @@ fn cached_repeats_leave_the_same_evidence_first_then_count() {
     }
     assert!(env.ok(&["log", "verify"]).contains("intact"));
 }
+
+/// Unmounts what the test bind-mounted, on every path out of it.
+struct BindMount(String);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn bind_mount_at_a_denied_path_is_refused() {
+    if !can_run("decision_cache") {
+        return;
+    }
+    let (env, f) = env_with_agent("dcache-bind", "bind-agent");
+    std::fs::create_dir_all(f.path("public/dir")).unwrap();
+    let file = f.write("public/dir/b.txt", "BOUND");
+    let mut agent = Scripted::start(&env, "bind-agent");
+    read_from_cache(&env, &mut agent, &file, "BOUND");
+
+    // The same directory, and so the same inode, mounted where reads are
+    // denied: another mount, another path.
+    let at = f.path("other/mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["--bind", &f.path("public/dir"), &at])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind");
+    let _mounted = BindMount(at.clone());
+    let through = format!("{at}/b.txt");
+    assert_eq!(agent.step(&format!("read {through} 1")), None);
+    assert!(agent.killed(), "read through the bind mount");
+    let e = wait_for_denial(&env, &through);
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+}

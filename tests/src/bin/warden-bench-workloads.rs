@@ -288,7 +288,7 @@ fn run(args: &[String]) -> Result<()> {
     // and exec rules, so every open and exec is decided and recorded.
     let policy = |evidence: &str| {
         format!(
-            "version: 1\n{evidence}rules:\n  - id: all-files\n    file: {{ prefix: /, access: [read, write] }}\n    decision: allow\n  - id: all-programs\n    exec: {{ prefix: / }}\n    decision: allow\n"
+            "version: 1\n{evidence}rules:\n  - id: all-files\n    file: {{ prefix: /, access: [read, write] }}\n    decision: allow\n  - id: all-programs\n    exec: {{ prefix: / }}\n    decision: allow\n    allow_write_exec: true\n"
         )
     };
     env.write_policy("each.yaml", &policy("evidence: { allowed: each }\n"));
