@@ -342,3 +342,48 @@ fn bind_mount_at_a_denied_path_is_refused() {
     let e = wait_for_denial(&env, &through);
     assert_eq!(e["rule_id"], "default-deny", "{e}");
 }
+
+/// A budget that counts opens sees every one: such an agent's allows are
+/// never cached, so the open over the limit is refused however often the
+/// same file was opened before.
+#[test]
+fn a_file_budget_counts_every_open_and_refuses_the_one_over_it() {
+    if !can_run("decision_cache") {
+        return;
+    }
+    let mut env = TestEnv::new("dcache-budget");
+    let f = Files::new(&env);
+    let file = f.write("public/budget.txt", "BUDGET");
+    env.write_policy(
+        "cache.yaml",
+        &policy(
+            &f,
+            "budgets:
+  - id: opens
+    count: file
+    match: { rule: read-public }
+    limit: 300
+    per: 1h
+    then: deny
+",
+        ),
+    );
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "1")]);
+    env.add_agent("budget-agent", "cache.yaml");
+    let mut agent = Scripted::start(&env, "budget-agent");
+    let before = cache_hits(&env);
+    assert_eq!(
+        agent.step(&format!("read {file} {REPEATS}")).as_deref(),
+        Some(format!("ok {REPEATS} BUDGET").as_str())
+    );
+    assert_eq!(
+        cache_hits(&env),
+        before,
+        "an agent whose budget counts opens was decided from the cache"
+    );
+    // 200 more: the 301st open is over the budget.
+    assert_eq!(agent.step(&format!("read {file} {REPEATS}")), None);
+    assert!(agent.killed(), "the open over the budget");
+    let e = wait_for_denial(&env, &file);
+    assert_eq!(e["rule_id"], "budget:opens", "{e}");
+}
