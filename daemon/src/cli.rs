@@ -281,6 +281,11 @@ pub struct LogArgs {
     /// agents above it with their owners, the human, the delegated run.
     #[arg(long, value_name = "ENTRY_SEQ")]
     pub lineage: Option<u64>,
+    /// Only count: `entries N counted M` (the matching entries, and the
+    /// repeats their summaries count; with `--json` one object), read
+    /// through the indexes without printing an entry. `--limit` is ignored.
+    #[arg(long)]
+    pub count: bool,
 }
 
 #[derive(Subcommand)]

@@ -270,6 +270,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     since: args.since,
                     limit: args.limit,
                 };
+                if args.count {
+                    let c = commands::log_count(&paths, &query)?;
+                    if args.json {
+                        println!("{}", serde_json::to_string(&c)?);
+                    } else {
+                        println!("entries {} counted {}", c.entries, c.counted);
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let entries = commands::log(&paths, &query)?;
                 if args.json {
                     print!("{}", render::log_json(&entries)?);

@@ -19,6 +19,19 @@ pub struct LogQuery {
 
 pub fn log(paths: &Paths, query: &LogQuery) -> Result<Vec<evidence::Entry>> {
     let store = open_store(paths)?;
+    let filter = log_filter(&store, query)?;
+    Ok(store.query(&filter)?)
+}
+
+/// `warden log --count` with the same filters: how many entries match and
+/// the repeats their summaries count, without reading the entries out.
+pub fn log_count(paths: &Paths, query: &LogQuery) -> Result<evidence::Counted> {
+    let store = open_store(paths)?;
+    let filter = log_filter(&store, query)?;
+    Ok(store.count_matching(&filter)?)
+}
+
+fn log_filter(store: &evidence::EvidenceStore, query: &LogQuery) -> Result<evidence::Filter> {
     let decisions = match &query.decision {
         None => Vec::new(),
         Some(given) => {
@@ -40,7 +53,7 @@ pub fn log(paths: &Paths, query: &LogQuery) -> Result<Vec<evidence::Entry>> {
         until_ns: None,
         limit: query.limit,
     };
-    Ok(store.query(&filter)?)
+    Ok(filter)
 }
 
 /// Every `decision` Warden writes, so a valid value is accepted before the

@@ -36,7 +36,7 @@ pub use approvals::{approvals, budget_reset, decide, status};
 pub use evidence::{evidence_archive, evidence_export, evidence_verify};
 pub use kill::{kill, revive, uninstall, KillReport};
 pub use lineage::{lineage, Lineage};
-pub use log::{checkpoints, completeness, log, log_verify, tail, LogQuery, Verified};
+pub use log::{checkpoints, completeness, log, log_count, log_verify, tail, LogQuery, Verified};
 pub use policy::{
     freeze_override, policy_check, policy_history, policy_proposals, policy_propose, policy_reload,
     policy_review, policy_shadow, policy_suggest, resolve_policy,

@@ -358,9 +358,52 @@ impl Btf {
             _pad_escape: 0,
             pt_regs_bx: self.offset("pt_regs", "bx", 8)?,
             pt_regs_cx: self.offset("pt_regs", "cx", 8)?,
+            inode_i_nlink: 0,
+            inode_i_generation: 0,
+            inode_i_ctime_sec: 0,
+            inode_i_ctime_nsec: 0,
+            cache_valid: 0,
+            _pad_cache: 0,
         };
         check_dentry_span(&offsets)?;
+        let mut offsets = offsets;
+        if let Some(c) = self.cache_offsets() {
+            offsets.inode_i_nlink = c[0];
+            offsets.inode_i_generation = c[1];
+            offsets.inode_i_ctime_sec = c[2];
+            offsets.inode_i_ctime_nsec = c[3];
+            offsets.cache_valid = 1;
+        }
         Ok(offsets)
+    }
+}
+
+impl Btf {
+    /// The decision cache's inode fields (`i_nlink`, `i_generation`, ctime
+    /// seconds and nanoseconds), or `None` (the cache stays off) where
+    /// this kernel's `struct inode` has another shape. The ctime is
+    /// `i_ctime_sec`/`i_ctime_nsec` since 6.11, `__i_ctime` (6.6-6.10) or
+    /// `i_ctime` before: a `timespec64`, seconds then nanoseconds.
+    fn cache_offsets(&self) -> Option<[u32; 4]> {
+        let nlink = self.offset("inode", "i_nlink", 4).ok()?;
+        let generation = self.offset("inode", "i_generation", 4).ok()?;
+        let (sec, nsec) = match (
+            self.offset("inode", "i_ctime_sec", 8),
+            self.offset("inode", "i_ctime_nsec", 4),
+        ) {
+            (Ok(s), Ok(n)) => (s, n),
+            _ => {
+                let base = self
+                    .member("inode", "__i_ctime")
+                    .or_else(|_| self.member("inode", "i_ctime"))
+                    .ok()?;
+                if base.1 != 16 {
+                    return None;
+                }
+                (base.0, base.0 + 8)
+            }
+        };
+        Some([nlink, generation, sec, nsec])
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Counters {
     /// with their thread stopped until the daemon drained them.
     #[serde(default)]
     pub parked: u64,
+    /// Opens counted from the decision cache, without a path walk.
+    #[serde(default)]
+    pub cache_hits: u64,
 }
 
 impl Kernel {
@@ -51,6 +54,7 @@ impl Kernel {
             kill_failed: sum(counter::KILL_FAILED)?,
             // A counters map pinned by an older daemon has no such slot.
             parked: sum(counter::PARKED).unwrap_or(0),
+            cache_hits: sum(counter::CACHE_HITS).unwrap_or(0),
         })
     }
 

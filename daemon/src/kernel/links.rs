@@ -77,6 +77,8 @@ impl Kernel {
     }
 
     fn write_sys_exit_mode(&mut self, mode: u32) -> Result<(), KernelError> {
+        // While `sys_exit` was off no rename moved the epoch on.
+        self.forget_cached_decisions();
         let name = names::SYS_EXIT_MODE;
         let map = self
             .bpf

@@ -59,6 +59,11 @@ impl Kernel {
                 ),
             };
         let events_bytes = super::backpressure::events_bytes()?;
+        let cache_ttl_ns = super::decision_cache::ttl_ns(
+            std::env::var(super::decision_cache::TTL_VAR)
+                .ok()
+                .as_deref(),
+        )?;
         let mut loader = EbpfLoader::new();
         // A ring buffer pinned by a previous daemon keeps its size.
         loader.map_max_entries(names::EVENTS, events_bytes);
@@ -186,6 +191,7 @@ impl Kernel {
             kernel.escape_unavailable = Some(why);
         }
         kernel.adopt_installed()?;
+        kernel.set_decision_cache_ttl(cache_ttl_ns)?;
         Ok(kernel)
     }
 

@@ -62,6 +62,7 @@ pub mod backpressure;
 pub mod btf;
 mod budgets;
 mod counters;
+pub mod decision_cache;
 pub mod dns;
 pub mod escape;
 pub mod fmod_ret;

@@ -172,6 +172,7 @@ impl Kernel {
                     }
                 }
                 self.installed.insert(cgroup_id, new);
+                self.forget_cached_decisions();
                 Ok(())
             }
             Err(e) => {
@@ -283,6 +284,7 @@ impl Kernel {
         if let Some(old) = self.installed.remove(&cgroup_id) {
             self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;
             self.clear_rules(&old);
+            self.forget_cached_decisions();
         }
         Ok(())
     }

@@ -25,7 +25,9 @@ pub mod counter {
     /// Records the full ring buffer could not take, parked in `OVERFLOW`
     /// (the acting thread stopped until the daemon drained them).
     pub const PARKED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Opens allowed from the decision cache (`DECISION_CACHE`), no walk.
+    pub const CACHE_HITS: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Value of the per-CPU `AGENT_COUNTERS` hash, keyed by agent id: what

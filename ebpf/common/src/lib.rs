@@ -25,6 +25,7 @@ pub mod limits;
 pub mod names;
 
 mod budgets;
+mod cache;
 mod counters;
 mod events;
 mod holds;
@@ -36,6 +37,7 @@ mod paths;
 mod summaries;
 
 pub use budgets::*;
+pub use cache::*;
 pub use counters::*;
 pub use events::*;
 pub use holds::*;
@@ -81,4 +83,6 @@ mod pod {
     unsafe impl aya::Pod for Member {}
     unsafe impl aya::Pod for DnsProxy {}
     unsafe impl aya::Pod for DnsOrig {}
+    unsafe impl aya::Pod for CacheKey {}
+    unsafe impl aya::Pod for CacheEntry {}
 }

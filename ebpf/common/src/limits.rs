@@ -48,6 +48,9 @@ pub const RULE_MAP_SHARES: u32 = 8;
 /// Distinct repeated-action keys counted at once (`SUMMARIES`); beyond
 /// it, actions of new keys are recorded individually.
 pub const MAX_SUMMARY_KEYS: u32 = 65536;
+/// Allowed opens remembered at once (`DECISION_CACHE`, LRU: the least
+/// recently used entry makes room, which only costs a walk).
+pub const MAX_DECISION_CACHE: u32 = 65536;
 /// Processes of agents tracked at once (`MEMBERS`, not preallocated).
 /// Beyond it a new process of an agent is not tracked (its escape would
 /// not be seen): see README, Known gaps.

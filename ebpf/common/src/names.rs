@@ -165,3 +165,9 @@ pub const PROG_PATH_OPS: &str = "warden_path_ops";
 pub const BUDGETS: &str = "BUDGETS";
 /// Hash of packed window and count (`budget_use`) by `BudgetUseKey`.
 pub const BUDGET_USE: &str = "BUDGET_USE";
+
+/// LRU hash of allowed opens, `CacheKey` -> `CacheEntry` (not pinned: a
+/// cache, not state).
+pub const DECISION_CACHE: &str = "DECISION_CACHE";
+/// `Array<u64>` of `decision_cache` slots: the epoch and the entries' TTL.
+pub const DECISION_CACHE_CONF: &str = "DECISION_CACHE_CONF";

@@ -83,5 +83,15 @@ pub struct KernelOffsets {
     /// (`bx, cx, dx, si, di`), for the name checks at `sys_exit`.
     pub pt_regs_bx: u32,
     pub pt_regs_cx: u32,
+    /// `inode.i_nlink`, `inode.i_generation`, the inode's ctime seconds
+    /// (8 bytes) and nanoseconds (4): what a decision cache hit checks
+    /// (`decision_cache`). `cache_valid` is 0 when the kernel's BTF lacks
+    /// one of them: the cache is then off, nothing else changes.
+    pub inode_i_nlink: u32,
+    pub inode_i_generation: u32,
+    pub inode_i_ctime_sec: u32,
+    pub inode_i_ctime_nsec: u32,
+    pub cache_valid: u32,
+    pub _pad_cache: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 46 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 52 * 4);

@@ -12,6 +12,7 @@ use warden_common::{
     Held, HoldKey, LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules, Parked, PathKey,
     PathRule, SockRules, SummaryCount, SummaryKey,
 };
+use warden_common::{CacheEntry, CacheKey};
 
 #[map]
 pub static AGENTS: HashMap<u64, AgentInfo> = HashMap::with_max_entries(limits::MAX_AGENTS, 0);
@@ -140,3 +141,16 @@ pub static BUDGETS: HashMap<u32, BudgetSet> = HashMap::with_max_entries(limits::
 #[map]
 pub static BUDGET_USE: HashMap<BudgetUseKey, u64> =
     HashMap::with_max_entries(limits::MAX_AGENTS * warden_common::MAX_BUDGETS as u32, 0);
+
+/// Allowed opens by file identity (`warden_common::CacheKey`), so that a
+/// counted repeat skips the path walk (`fallback::cache`). LRU: bounded,
+/// an evicted entry only costs the next open a walk.
+#[map]
+pub static DECISION_CACHE: LruHashMap<CacheKey, CacheEntry> =
+    LruHashMap::with_max_entries(limits::MAX_DECISION_CACHE, 0);
+
+/// `decision_cache` slots: the epoch (bumped by `sys_exit` and the daemon)
+/// and the entries' TTL (the daemon's; 0 turns the cache off).
+#[map]
+pub static DECISION_CACHE_CONF: Array<u64> =
+    Array::with_max_entries(warden_common::decision_cache::COUNT, 0);

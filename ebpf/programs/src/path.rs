@@ -72,6 +72,12 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     _pad_escape: 0,
     pt_regs_bx: 0,
     pt_regs_cx: 0,
+    inode_i_nlink: 0,
+    inode_i_generation: 0,
+    inode_i_ctime_sec: 0,
+    inode_i_ctime_nsec: 0,
+    cache_valid: 0,
+    _pad_cache: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
@@ -142,6 +148,36 @@ pub struct Scratch {
     generation: u64,
     /// What the caller needs after the walk, parked here (see `park`).
     carry: Carry,
+    /// The decision cache's epoch and `cache_state` bits, parked across
+    /// the walk for the same reason as `carry` (`park_cache`).
+    cache_epoch: u64,
+    cache_state: u32,
+    _cache_pad: u32,
+}
+
+/// Bits of the parked `cache_state`.
+pub mod cache_state {
+    /// An allow may be remembered (the cache is on for this open).
+    pub const ON: u32 = 1;
+    /// The agent's decision counter already counted this open.
+    pub const COUNTED: u32 = 2;
+}
+
+/// Parks the decision cache's epoch and state (see `Carry`).
+#[inline(always)]
+pub fn park_cache(s: &mut Scratch, epoch: u64, state: u32) {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe {
+        write_volatile(&mut s.cache_epoch, epoch);
+        write_volatile(&mut s.cache_state, state);
+    }
+}
+
+/// Reads back what `park_cache` stored.
+#[inline(always)]
+pub fn unpark_cache(s: &Scratch) -> (u64, u32) {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe { (read_volatile(&s.cache_epoch), read_volatile(&s.cache_state)) }
 }
 
 /// Values a program computes before the walk and uses after it.

@@ -454,6 +454,7 @@ fn run(args: &[String]) -> Result<()> {
         "getppid sys_exit FILES+HOLDS",
         "page fault, no holds",
         "page fault, exec holds",
+        "open agent, cache off",
     ];
     let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
     let getppid_batches = 40;
@@ -574,6 +575,16 @@ fn run(args: &[String]) -> Result<()> {
             .0
             .extend(measure(&plain, "fault", getppid_batches, None)?);
         env.unload();
+        // The agent's opens again with the decision cache off: every
+        // repeat walks the path (what `open agent` cost before the cache).
+        env.start_daemon_with(&[("WARDEN_LOG", "info"), ("WARDEN_DECISION_CACHE_MS", "0")]);
+        thread::sleep(Duration::from_millis(300));
+        let start = event_counts(&env)?;
+        sides[9]
+            .0
+            .extend(measure(&agent, "open", c.opens, Some(&file))?);
+        settle(&env, start)?;
+        env.unload();
         eprintln!(
             "round {}/{} done in {:.1} s",
             round + 1,
@@ -631,6 +642,14 @@ fn run(args: &[String]) -> Result<()> {
         "open: agent p50 / baseline p50 = {:.3}x ({:+.0} ns; target 1.10x)",
         times(2, 3),
         ratio(2, 3)
+    );
+    println!(
+        "open: agent with the decision cache off (every repeat walks) p50 / baseline p50 = \
+         {:.3}x ({:+.0} ns); cache hits / cache off = {:.3}x ({:+.0} ns)",
+        times(2, 9),
+        ratio(2, 9),
+        times(9, 3),
+        ratio(9, 3)
     );
     println!(
         "open (non-agent), paired blocks of {OPEN_BLOCK} (sys_exit attached / detached, \

@@ -193,6 +193,35 @@ fn log_size(db: &Path) -> Result<(u64, u64)> {
     Ok((n as u64, bytes as u64))
 }
 
+fn head_seq(db: &Path) -> Result<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM evidence", [], |r| {
+        r.get(0)
+    })?;
+    Ok(seq as u64)
+}
+
+/// For the `each` agent's run after `after_seq` (every allowed action its
+/// own entry): (allowed actions, distinct (process, action, file identity
+/// or target, access, rule, policy) keys, the same without the process).
+/// The keys are the floor of first-then-count's entries per sweep.
+fn distinct_keys(db: &Path, after_seq: u64) -> Result<(u64, u64, u64)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let key = "action || '|' || COALESCE(json_extract(details, '$.file'), target) || '|' || \
+               COALESCE(json_extract(details, '$.access'), '') || '|' || rule_id || '|' || policy_snapshot";
+    let sql = format!(
+        "SELECT COUNT(*), COUNT(DISTINCT pid || '|' || {key}), COUNT(DISTINCT {key}) FROM evidence \
+         WHERE seq > ?1 AND agent = ?2 AND kind = 'decision' AND decision = 'allow'"
+    );
+    let (n, p, a): (i64, i64, i64) =
+        conn.query_row(&sql, rusqlite::params![after_seq as i64, EACH], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok((n as u64, p as u64, a as u64))
+}
+
 /// Waits until the log stops growing (the reader drained, the sweep ran).
 fn settled(db: &Path) -> Result<(u64, u64)> {
     let mut last = log_size(db)?;
@@ -259,7 +288,7 @@ fn run(args: &[String]) -> Result<()> {
     // and exec rules, so every open and exec is decided and recorded.
     let policy = |evidence: &str| {
         format!(
-            "version: 1\n{evidence}rules:\n  - id: all-files\n    file: {{ prefix: /, access: [read, write] }}\n    decision: allow\n  - id: all-programs\n    exec: {{ prefix: / }}\n    decision: allow\n"
+            "version: 1\n{evidence}rules:\n  - id: all-files\n    file: {{ prefix: /, access: [read, write] }}\n    decision: allow\n  - id: all-programs\n    exec: {{ prefix: / }}\n    decision: allow\n    allow_write_exec: true\n"
         )
     };
     env.write_policy("each.yaml", &policy("evidence: { allowed: each }\n"));
@@ -279,12 +308,15 @@ fn run(args: &[String]) -> Result<()> {
         entries: Vec<u64>,
         bytes: Vec<u64>,
         failed: u64,
+        /// `each` side only: `distinct_keys` per run.
+        keys: Vec<(u64, u64, u64)>,
     }
     let new_side = || Side {
         wall: Vec::new(),
         entries: Vec::new(),
         bytes: Vec::new(),
         failed: 0,
+        keys: Vec::new(),
     };
     let mut results: Vec<[Side; 4]> = workloads
         .iter()
@@ -307,6 +339,7 @@ fn run(args: &[String]) -> Result<()> {
                 (3, Some(PER_AGENT)),
             ] {
                 let before = settled(&db)?;
+                let before_seq = head_seq(&db)?;
                 let cmd = match agent {
                     None => {
                         let mut c = Command::new("sh");
@@ -329,6 +362,9 @@ fn run(args: &[String]) -> Result<()> {
                 s.wall.push(took);
                 s.entries.push(after.0 - before.0);
                 s.bytes.push(after.1 - before.1);
+                if agent == Some(EACH) {
+                    s.keys.push(distinct_keys(&db, before_seq)?);
+                }
             }
         }
     }
@@ -380,6 +416,15 @@ fn run(args: &[String]) -> Result<()> {
             bytes[1],
             bytes[2]
         );
+        if let Some(&(n, per_process, per_agent)) = res[1].keys.get(res[1].keys.len() / 2) {
+            println!(
+                "{:<11} allowed actions {n}, distinct keys per process {per_process} ({:.1}x fewer at best), \
+                 per agent {per_agent} ({:.1}x)",
+                w.name,
+                n as f64 / per_process.max(1) as f64,
+                n as f64 / per_agent.max(1) as f64
+            );
+        }
         let failed: Vec<u64> = res.iter().map(|s| s.failed).collect();
         if failed.iter().any(|f| *f > 0) {
             println!(

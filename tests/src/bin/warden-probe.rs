@@ -217,6 +217,7 @@ fn run(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("read") => report_read(open_read(&arg(args, 1), libc::O_RDONLY)),
+        Some("script") => script(),
         // Opens and reads a file N times in this one process.
         Some("read-n") => {
             let n: u64 = arg(args, 2).parse().unwrap_or(1);
@@ -331,7 +332,7 @@ fn run(args: &[String]) -> ExitCode {
             eprintln!(
                 "usage: warden-probe connect|udp ADDR:PORT | sleep SECS | read|openat2|open32 PATH \
                  | append PATH TEXT | race-open OK SECRET N | race-read SECRET | race-exec A B ARG \
-                 | exec PATH ARG... | truncate PATH | create-excl PATH"
+                 | exec PATH ARG... | truncate PATH | create-excl PATH | script"
             );
             ExitCode::from(2)
         }
@@ -634,4 +635,42 @@ fn truncate(path: &str) -> io::Result<()> {
     // SAFETY: fd is ours.
     unsafe { libc::close(fd) };
     Ok(())
+}
+
+/// `script`: one process that takes its steps from stdin, one per line,
+/// and answers each on stdout (a test changes the world between steps):
+/// `read PATH N` opens and reads PATH N times (`ok N CONTENT` or
+/// `errno=E`), `rename OLD NEW` (`ok` or `errno=E`); EOF ends it.
+fn script() -> ExitCode {
+    use std::io::BufRead;
+    let stdin = io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["read", path, n] => {
+                let n: u64 = n.parse().unwrap_or(1);
+                let mut last = Ok(Vec::new());
+                for _ in 0..n {
+                    last = open_read(path, libc::O_RDONLY);
+                    if last.is_err() {
+                        break;
+                    }
+                }
+                match last {
+                    Ok(bytes) => format!("ok {n} {}", String::from_utf8_lossy(&bytes)),
+                    Err(e) => format!("errno={}", e.raw_os_error().unwrap_or(-1)),
+                }
+            }
+            ["rename", from, to] => match std::fs::rename(from, to) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("errno={}", e.raw_os_error().unwrap_or(-1)),
+            },
+            _ => "usage: read PATH N | rename OLD NEW".to_string(),
+        };
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{answer}");
+        let _ = out.flush();
+    }
+    ExitCode::SUCCESS
 }

@@ -94,6 +94,15 @@ pub enum Durability {
     Fsync,
 }
 
+/// What [`EvidenceStore::count_matching`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counted {
+    /// Entries that match.
+    pub entries: u64,
+    /// Repeats counted by the matching `summary` entries.
+    pub counted: u64,
+}
+
 /// Selection for [`EvidenceStore::query`]; unset fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -423,6 +432,34 @@ impl EvidenceStore {
         }
         entries.reverse();
         Ok(entries)
+    }
+
+    /// How many entries match `filter` (its `limit` ignored), and the
+    /// repeats their `summary` entries count (`details.count`): what
+    /// `warden log --count` prints, read through the same indexes as
+    /// `query` without materialising a row.
+    pub fn count_matching(&self, filter: &Filter) -> Result<Counted, StoreError> {
+        let (sql, values) = query_sql(&Filter {
+            limit: None,
+            ..filter.clone()
+        });
+        // The same WHERE clause as `query`, without its ORDER BY.
+        let rest = sql.split_once(" FROM evidence").map_or("", |(_, r)| r);
+        let filter_sql = rest.split_once(" ORDER BY").map_or(rest, |(w, _)| w);
+        let sql = format!(
+            "SELECT count(*), coalesce(sum(CASE WHEN kind = 'summary' \
+             THEN json_extract(details, '$.count') ELSE 0 END), 0) FROM evidence{filter_sql}"
+        );
+        let (entries, counted): (i64, i64) = self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(values.iter()), |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(self.sql("count evidence"))?;
+        Ok(Counted {
+            entries: entries.max(0) as u64,
+            counted: counted.max(0) as u64,
+        })
     }
 
     /// Every distinct `decision` in the log, found by skipping through the

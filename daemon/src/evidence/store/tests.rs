@@ -376,3 +376,60 @@ fn distinct_decisions_lists_each_once() {
     store.append(&batch(1, 10), Durability::Batched).unwrap();
     assert_eq!(store.distinct_decisions().unwrap(), ["allow", "deny"]);
 }
+
+/// `warden log --count`: the entries `query` would return (any limit
+/// ignored) and the repeats their summaries count.
+#[test]
+fn count_matching_counts_entries_and_summarised_repeats() {
+    let (_dir, _path, mut store) = new_store();
+    let mut entries = batch(0, 10);
+    entries[2].kind = "summary".into();
+    entries[2].details = [("count".to_string(), serde_json::json!(40))]
+        .into_iter()
+        .collect();
+    entries[3].kind = "summary".into();
+    entries[3].details = [("count".to_string(), serde_json::json!(2))]
+        .into_iter()
+        .collect();
+    entries[3].agent = "other".into();
+    store.append(&entries, Durability::Batched).expect("append");
+    let count = |f: Filter| store.count_matching(&f).expect("count");
+    assert_eq!(
+        count(Filter::default()),
+        Counted {
+            entries: 10,
+            counted: 42
+        }
+    );
+    let mine = Filter {
+        agent: Some(entries[0].agent.clone()),
+        limit: Some(1),
+        ..Filter::default()
+    };
+    assert_eq!(
+        count(mine.clone()),
+        Counted {
+            entries: 9,
+            counted: 40
+        }
+    );
+    assert_eq!(
+        count(Filter {
+            kind: Some("summary".into()),
+            ..mine
+        }),
+        Counted {
+            entries: 1,
+            counted: 40
+        }
+    );
+    // The same selection `query` makes.
+    let deny = Filter {
+        decisions: vec!["deny".into()],
+        ..Filter::default()
+    };
+    assert_eq!(
+        count(deny.clone()).entries,
+        store.query(&deny).expect("query").len() as u64
+    );
+}

@@ -36,10 +36,10 @@ use crate::{
     events::{
         counted_repeat, fill_open, first_recorded, park, submit_flags, summary_key, unrecorded,
     },
-    fallback::hold,
+    fallback::{cache, hold},
     judge::file::judge,
     maps::EVENTS,
-    path::{self, off},
+    path::{self, cache_state, off},
 };
 
 /// `thread_info.status` bit set during an ia32 syscall (x86).
@@ -142,16 +142,56 @@ pub fn decide(regs: *const u8, ret: i64) {
         return;
     }
 
+    // A repeat of an allow the cache still vouches for, whose record would
+    // only be counted: counted without the walk.
+    let mut state = 0;
+    let mut epoch = 0;
+    if let Some(p) = cache::probe(&agent, file, requested) {
+        state = cache_state::ON;
+        epoch = p.epoch;
+        if p.hit != 0 {
+            // Counted before the repeat, as below, so a sweep never sees
+            // more repeats than decisions.
+            count_agent(agent.agent_id, agent_counter::DECISIONS);
+            state |= cache_state::COUNTED;
+            let repeat = summary_key(
+                &agent,
+                Decision::Allow,
+                EventKind::Open,
+                p.hit - 1,
+                requested,
+                p.dev,
+                p.ino,
+                [0; 16],
+            );
+            if counted_repeat(&repeat) {
+                count(counter::ALLOWED);
+                count(counter::CACHE_HITS);
+                return;
+            }
+            // The first of this key (another process, or after a sweep):
+            // walked and recorded in full.
+        }
+    }
+
     let Some(s) = path::scratch() else {
         hold::kill_unrecorded();
         return;
     };
+    // Verifier: kept out of registers across the walk (see `path::Carry`).
+    path::park_cache(s, epoch, state);
     let j = judge(s, cgroup_id, &agent, file, requested, nr, compat as u32);
     let decision = j.decision;
+    let (epoch, state) = path::unpark_cache(s);
+    if decision == Decision::Allow && state & cache_state::ON != 0 {
+        cache::remember(epoch, &agent, file, j.carry.access, j.rule_idx);
+    }
 
     // No open without a record: reserve the event before allowing.
     let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
-    count_agent(agent.agent_id, agent_counter::DECISIONS);
+    if state & cache_state::COUNTED == 0 {
+        count_agent(agent.agent_id, agent_counter::DECISIONS);
+    }
     // A repeat of an allowed open already recorded is counted, not copied.
     let c = &j.carry;
     let repeat = summary_key(

@@ -2,6 +2,7 @@
 //! `sched_process_exec` and opens at `sys_exit`, after the action took
 //! effect, so a denial kills the process and a hold stops it (`hold`).
 
+pub mod cache;
 pub mod exec;
 pub mod file;
 pub mod hold;

@@ -18,7 +18,7 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, EPERM, ERESTARTNOINTR};
 
 use crate::{
-    fallback::{file, hold, names, path_ops},
+    fallback::{cache, file, hold, names, path_ops},
     maps::SYS_EXIT_MODE,
 };
 
@@ -40,6 +40,7 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
         }
     }
     if mode & sys_exit_mode::FILES != 0 {
+        cache::note_path_change(ctx.arg(0), ret);
         file::decide(ctx.arg(0), ret);
         names::decide(ctx.arg(0), ret);
         // Last: a tail call does not come back.
