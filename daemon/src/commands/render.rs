@@ -570,6 +570,23 @@ pub fn status(s: &StatusReport) -> String {
         if !a.rule_maps.is_empty() {
             put!(out, "  {:<20} rule map share used: {}", "", a.rule_maps);
         }
+        if let Some(sh) = &a.shadow {
+            let total: u64 = sh.differences.iter().map(|d| d.count).sum();
+            let each: Vec<String> = sh
+                .differences
+                .iter()
+                .map(|d| format!("{} {} (rule {})", d.count, d.decision, d.rule))
+                .collect();
+            put!(
+                out,
+                "  {:<20} shadow {}: {} difference(s){}{}",
+                "",
+                sh.snapshot,
+                total,
+                if each.is_empty() { "" } else { ": " },
+                each.join(", ")
+            );
+        }
         for b in &a.budgets {
             put!(
                 out,

@@ -101,6 +101,9 @@ pub(super) struct Enforced {
     /// the budgets of the policy in force.
     pub(super) agent_id: u32,
     pub(super) budgets: Vec<policy::budget::Budget>,
+    /// The snapshot of the `shadow:` candidate the kernel evaluates beside
+    /// the policy in force, if any.
+    pub(super) shadow: Option<String>,
 }
 
 impl Enforcer {
@@ -271,6 +274,7 @@ impl Enforcer {
                             budgets: Vec::new(),
                             freeze: None,
                             windows: Vec::new(),
+                            shadow: None,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -300,6 +304,7 @@ impl Enforcer {
             paths,
             snapshot,
             capacity,
+            ..
         } = &compiled;
         let snapshot = snapshot.clone();
         // Record mode governs every exec and open the kernel can see (the
@@ -359,6 +364,19 @@ impl Enforcer {
         if let Some(window) = &freeze {
             views.freezes.insert(gen, window.clone());
         }
+        if let Some(candidate) = &compiled.shadow {
+            // The candidate's rule names, for the shadow records it causes.
+            views.policies.insert(
+                gen | warden_common::SHADOW_GENERATION,
+                Arc::new(PolicyView {
+                    snapshot: candidate.snapshot.clone(),
+                    rule_ids: candidate.parsed.rule_ids(),
+                    budget_ids: Vec::new(),
+                    approvers: candidate.parsed.approvers.clone(),
+                    hold_timeout: candidate.parsed.hold_timeout,
+                }),
+            );
+        }
         drop(views);
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
@@ -388,7 +406,16 @@ impl Enforcer {
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
             each_denied: parsed.evidence.denied == policy::DeniedEvidence::Each,
         };
+        let had_shadow = self
+            .enforced
+            .get(&agent.name)
+            .is_some_and(|e| e.shadow.is_some());
         self.install(agent, cgroup_id, &rules)?;
+        if compiled.shadow.is_some() || had_shadow {
+            // After the install, which cleared the flag (kernel/rules.rs).
+            let candidate = compiled.shadow.as_ref().map(|c| &c.net);
+            self.kernel.install_shadow(cgroup_id, candidate)?;
+        }
         self.reset_changed_budgets(agent, &parsed.budgets);
         // Its DNS proxy, for `host` rules (after the install: the old
         // slot's learned addresses are gone with it).
@@ -417,6 +444,7 @@ impl Enforcer {
                 budgets: parsed.budgets.clone(),
                 freeze: freeze.clone(),
                 windows,
+                shadow: compiled.shadow.as_ref().map(|c| c.snapshot.clone()),
             },
         );
         let mut details = serde_json::Map::new();
@@ -430,6 +458,11 @@ impl Enforcer {
         details.extend(reviewed.unwrap_or_default());
         if let Some(window) = &freeze {
             details.insert("freeze_window".into(), json!(window));
+        }
+        if let Some(candidate) = &compiled.shadow {
+            // Evaluated beside it, never enforced.
+            details.insert("shadow_snapshot".into(), json!(candidate.snapshot));
+            details.insert("shadow_file".into(), json!(candidate.parsed.source_name()));
         }
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {
