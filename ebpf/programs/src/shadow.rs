@@ -10,11 +10,12 @@
 //! individual record, its repeats a count in `SUMMARIES` the daemon sweeps.
 
 use warden_common::{
-    agent_flags, shadow_summary_decision, AgentInfo, Decision, EventKind, Method, NetEvent,
-    ShadowNetEvent, SummaryKey, SHADOW_GENERATION, SHADOW_SLOT, SUMMARY_COUNT_ALL,
+    agent_flags, counter, shadow_summary_decision, AgentInfo, Decision, EventKind, Method,
+    NetEvent, ShadowNetEvent, SummaryKey, SHADOW_GENERATION, SHADOW_SLOT, SUMMARY_COUNT_ALL,
 };
 
 use crate::{
+    counters::count,
     events::{counted_repeat, event_header, first_recorded, submit_flags},
     judge::net::{match_rules, Dest},
     maps::EVENTS,
@@ -86,4 +87,5 @@ pub fn evaluate(
         true,
         core::mem::size_of::<ShadowNetEvent>() as u64,
     ));
+    count(counter::EVENTS);
 }
