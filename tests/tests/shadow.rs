@@ -94,6 +94,15 @@ fn a_shadow_candidate_that_would_deny_changes_nothing_and_every_difference_is_co
         let out = env.probe_as("cand", &["connect", &to]);
         assert_eq!(stdout(&out), "ok", "{}", stderr(&out));
     }
+    // A race: 4 threads at once, on every CPU, counted without loss.
+    const THREADED: u64 = 4 * 500;
+    let out = env.probe_as("cand", &["connect-threads", &to, "4", "500"]);
+    assert_eq!(
+        stdout(&out),
+        format!("ok={THREADED} eperm=0"),
+        "{}",
+        stderr(&out)
+    );
     // A candidate that would hold does not stop anything either.
     let to_held = format!("127.0.0.1:{}", held.port);
     let out = env.probe_as("cand", &["connect", &to_held]);
@@ -149,7 +158,7 @@ fn a_shadow_candidate_that_would_deny_changes_nothing_and_every_difference_is_co
     let entries = shadow_entries(&env, "cand", &target);
     let individual = entries.iter().filter(|e| e["method"] == "shadow").count();
     assert_eq!(individual, 1, "first individual, then counted: {entries:?}");
-    assert_eq!(actions(&entries), N + 3, "{entries:?}");
+    assert_eq!(actions(&entries), N + 3 + THREADED, "{entries:?}");
     assert!(entries
         .iter()
         .all(|e| e["decision"] == "would-deny" && e["rule_id"] == "no-web"));
@@ -176,8 +185,8 @@ fn a_shadow_candidate_that_would_allow_a_denied_port_does_not_open_it() {
     env.start_daemon_with(&LONG_SWEEP);
     env.add_agent("cand", "p.yaml");
 
-    // Denied in force, allowed by the candidate: refused, by IPv4 and by
-    // the IPv4-mapped IPv6 address of the same destination.
+    // Denied in force, allowed by the candidate: refused, by IPv4, by the
+    // IPv4-mapped IPv6 address of the same destination, and by UDP.
     let to = format!("127.0.0.1:{}", closed.port);
     let out = env.probe_as("cand", &["connect-n", &to, "50"]);
     assert_eq!(stdout(&out), "ok=0 eperm=50", "{}", stderr(&out));
@@ -193,6 +202,19 @@ fn a_shadow_candidate_that_would_allow_a_denied_port_does_not_open_it() {
     assert_eq!(e["rule_id"], "open-closed", "{e}");
     assert_eq!(e["details"]["enforced_decision"], "deny", "{e}");
     assert_eq!(e["details"]["enforced_rule"], "default-deny", "{e}");
+    // Sendmsg: UDP datagrams to the same port, each refused, each a
+    // difference (one entry, the rest counted).
+    let out = env.probe_as("cand", &["udp-flood", &to, "200"]);
+    assert_eq!(stdout(&out), "sent=0 eperm=200", "{}", stderr(&out));
+    let udp = format!("{to}/udp");
+    let u = env.wait_for_evidence("the would-allow of a datagram", |e| {
+        e["kind"] == "shadow" && e["target"] == udp.as_str()
+    });
+    assert_eq!(
+        (u["action"].as_str(), u["decision"].as_str()),
+        (Some("sendmsg4"), Some("would-allow")),
+        "{u}"
+    );
     let e6 = env.wait_for_evidence("the would-allow over IPv6", |e| {
         e["kind"] == "shadow" && e["action"] == "connect6"
     });
@@ -226,4 +248,5 @@ fn a_shadow_candidate_that_would_allow_a_denied_port_does_not_open_it() {
     env.stop_daemon();
     let total = actions(&shadow_entries(&env, "cand", &target));
     assert_eq!(total, 50, "differences after the candidate was removed");
+    assert_eq!(actions(&shadow_entries(&env, "cand", &udp)), 200);
 }
