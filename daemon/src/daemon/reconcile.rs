@@ -411,10 +411,18 @@ impl Enforcer {
             .get(&agent.name)
             .is_some_and(|e| e.shadow.is_some());
         self.install(agent, cgroup_id, &rules)?;
+        // After the install, which cleared the flag (kernel/rules.rs). A
+        // candidate that cannot be installed leaves the policy in force
+        // as installed, unshadowed; the load entry says why.
+        let mut shadow_error = None;
         if compiled.shadow.is_some() || had_shadow {
-            // After the install, which cleared the flag (kernel/rules.rs).
             let candidate = compiled.shadow.as_ref().map(|c| &c.net);
-            self.kernel.install_shadow(cgroup_id, candidate)?;
+            if let Err(e) = self.kernel.install_shadow(cgroup_id, candidate) {
+                let why = crate::error_chain(&e);
+                tracing::error!(agent = %agent.name, error = %why, "shadow candidate not installed");
+                let _ = self.kernel.install_shadow(cgroup_id, None);
+                shadow_error = Some(why);
+            }
         }
         self.reset_changed_budgets(agent, &parsed.budgets);
         // Its DNS proxy, for `host` rules (after the install: the old
@@ -444,7 +452,11 @@ impl Enforcer {
                 budgets: parsed.budgets.clone(),
                 freeze: freeze.clone(),
                 windows,
-                shadow: compiled.shadow.as_ref().map(|c| c.snapshot.clone()),
+                shadow: compiled
+                    .shadow
+                    .as_ref()
+                    .filter(|_| shadow_error.is_none())
+                    .map(|c| c.snapshot.clone()),
             },
         );
         let mut details = serde_json::Map::new();
@@ -463,6 +475,9 @@ impl Enforcer {
             // Evaluated beside it, never enforced.
             details.insert("shadow_snapshot".into(), json!(candidate.snapshot));
             details.insert("shadow_file".into(), json!(candidate.parsed.source_name()));
+            if let Some(why) = &shadow_error {
+                details.insert("shadow_error".into(), json!(why));
+            }
         }
         details.insert("file".into(), json!(file.display().to_string()));
         let entry = actor.entry(Recorded {
