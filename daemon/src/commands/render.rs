@@ -86,8 +86,19 @@ pub fn agent_removed(a: &Agent) -> String {
 /// share of each rule map, then the `ok` line (last, so that the snapshot
 /// ends the output).
 pub fn policy_ok(file: &Path, c: &CompiledPolicy) -> String {
+    // Its shadow candidate, checked by the same pipeline, before the `ok`.
+    let shadow = c.shadow.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "{}: shadow candidate {}: {} rules, snapshot {}, rule map share used: {}\n",
+            file.display(),
+            s.parsed.source_name(),
+            s.parsed.rules.len(),
+            s.snapshot,
+            s.capacity
+        )
+    });
     format!(
-        "{}: rule map share used: {}\n{}: ok ({} rules, snapshot {})\n",
+        "{}: rule map share used: {}\n{shadow}{}: ok ({} rules, snapshot {})\n",
         file.display(),
         c.capacity,
         file.display(),

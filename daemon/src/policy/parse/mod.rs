@@ -219,7 +219,9 @@ fn shadow_candidate(value: serde_yaml::Value, source: &Source) -> Result<Policy,
                 Some(dir) if path.is_relative() => dir.join(path),
                 _ => path.to_path_buf(),
             };
-            let (name, text) = read_policy_file(&path)?;
+            // Named from the policy that points at it.
+            let (name, text) =
+                read_policy_file(&path).map_err(|e| invalid(format!("shadow: {e}")))?;
             parse_policy(&name, &text)?
         }
         serde_yaml::Value::Mapping(_) => {
