@@ -250,3 +250,85 @@ fn a_shadow_candidate_that_would_allow_a_denied_port_does_not_open_it() {
     assert_eq!(total, 50, "differences after the candidate was removed");
     assert_eq!(actions(&shadow_entries(&env, "cand", &udp)), 200);
 }
+
+/// The candidate follows the agent's rules across a reload (the rule slots
+/// swap halves) and a daemon restart (the maps stay pinned, the daemon
+/// reinstalls): its differences keep being recorded, each naming the
+/// policy in force at the time.
+#[test]
+fn a_shadow_candidate_survives_reloads_and_a_daemon_restart() {
+    if !can_run("shadow") {
+        return;
+    }
+    let web = Listener::tcp4();
+    let held = Listener::tcp4();
+    let closed = Listener::tcp4();
+    let mut env = TestEnv::new("shadowreload");
+    let first = policy(web.port, closed.port, held.port);
+    env.write_policy("p.yaml", &first);
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("cand", "p.yaml");
+    let to = format!("127.0.0.1:{}", closed.port);
+    let target = format!("{to}/tcp");
+    let differences = |env: &TestEnv| -> Vec<Value> {
+        env.evidence()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "shadow" && e["target"] == target.as_str() && e["method"] == "shadow"
+            })
+            .collect()
+    };
+    let refused = |env: &TestEnv| {
+        let out = env.probe_as("cand", &["connect", &to]);
+        assert_eq!(stdout(&out), "errno=1", "{out:?}");
+    };
+    refused(&env);
+    env.wait_for_evidence("the first difference", |e| {
+        e["kind"] == "shadow" && e["target"] == target.as_str()
+    });
+
+    // A changed policy in force, the same candidate: reloaded into the
+    // other half of the agent's slots.
+    let second = first.replacen(
+        "rules:\n",
+        "rules:\n  - id: extra\n    connect: { to: 10.9.9.9 }\n    decision: allow\n",
+        1,
+    );
+    env.write_policy("p.yaml", &second);
+    env.ok(&["policy", "reload"]);
+    let load = env.wait_for_evidence("the reload", |e| {
+        e["kind"] == "policy_load"
+            && e["decision"] == "loaded"
+            && e["details"]["policy_version"] == 2
+    });
+    refused(&env);
+    // A new key (the generation changed): a new individual entry.
+    warden_tests::wait_until("a difference under the reloaded policy", || {
+        differences(&env)
+            .iter()
+            .any(|e| e["details"]["enforced_snapshot"] == load["policy_snapshot"])
+    });
+
+    // A daemon restart: the pinned programs and maps stay, the new daemon
+    // installs the candidate again.
+    env.stop_daemon();
+    let before = differences(&env).len();
+    env.start_daemon_with(&LONG_SWEEP);
+    env.wait_for_evidence("the reinstall", |e| {
+        e["kind"] == "policy_load"
+            && e["decision"] == "loaded"
+            && e["seq"].as_u64() > load["seq"].as_u64()
+            && !e["details"]["shadow_snapshot"].is_null()
+    });
+    refused(&env);
+    // The stop swept the counted keys, so the first after the restart is
+    // an individual entry again.
+    warden_tests::wait_until("a difference after the restart", || {
+        differences(&env).len() > before
+    });
+    let status = env.ok(&["status"]);
+    assert!(
+        status.contains("would-allow (rule open-closed)"),
+        "{status}"
+    );
+}
