@@ -2,21 +2,21 @@
 //! an agent's destination up a second time, under its candidate's slot,
 //! and record where the candidate would have decided otherwise. Nothing
 //! here changes the enforced decision: the caller has made it and carries
-//! it out whatever happens below (a full ring buffer loses the shadow
-//! record only).
+//! it out whatever happens below (a congested or full ring buffer loses
+//! the shadow record only).
 //!
 //! Differences are first-then-count, per agent, like allowed repeats: the
 //! first of a (candidate rule, decisions, destination) key is an
 //! individual record, its repeats a count in `SUMMARIES` the daemon sweeps.
 
 use warden_common::{
-    agent_flags, counter, shadow_summary_decision, AgentInfo, Decision, EventKind, Method,
+    agent_flags, counter, limits, shadow_summary_decision, AgentInfo, Decision, EventKind, Method,
     NetEvent, ShadowNetEvent, SummaryKey, SHADOW_GENERATION, SHADOW_SLOT, SUMMARY_COUNT_ALL,
 };
 
 use crate::{
     counters::count,
-    events::{counted_repeat, event_header, first_recorded, submit_flags},
+    events::{counted_repeat, event_header, first_recorded, submit_flags, waiting},
     judge::net::{match_rules, Dest},
     maps::EVENTS,
 };
@@ -56,6 +56,11 @@ pub fn evaluate(
         addr: dest.addr,
     });
     if counted_repeat(&key) {
+        return;
+    }
+    // Advisory: while the ring buffer is congested the agent's own records
+    // and everyone else's come first, and the difference is not recorded.
+    if waiting() >= limits::EVENTS_WAKEUP_BYTES {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ShadowNetEvent>(0) else {
