@@ -132,6 +132,16 @@ pub fn method_name(m: warden_common::Method) -> &'static str {
         warden_common::Method::LsmDeny => "lsm-deny",
         warden_common::Method::FmodRetDeny => "fmodret-deny",
         warden_common::Method::Recorded => "record",
+        warden_common::Method::Shadow => "shadow",
+    }
+}
+
+/// A decision as evidence spells it when it was carried out.
+pub fn decision_name(d: warden_common::Decision) -> &'static str {
+    match d {
+        warden_common::Decision::Allow => "allow",
+        warden_common::Decision::Deny => "deny",
+        warden_common::Decision::Hold => "hold",
     }
 }
 
@@ -147,15 +157,31 @@ pub fn decision_entry(
     // Record mode: the action went ahead; the decision says what the
     // policy would have done (`mode: record`, policies/README.md).
     let record = ev.method == warden_common::Method::Recorded;
+    // A shadow candidate's difference (`shadow:`): what the candidate
+    // would have decided, beside what was carried out. Record mode and
+    // shadow share the `would-*` form and `details.enforced_decision`.
+    let shadow = ev.method == warden_common::Method::Shadow;
+    let would = record || shadow;
     let decision = match ev.decision {
+        warden_common::Decision::Allow if shadow => "would-allow",
         warden_common::Decision::Allow => "allow",
-        warden_common::Decision::Deny if record => "would-deny",
-        warden_common::Decision::Hold if record => "would-hold",
+        warden_common::Decision::Deny if would => "would-deny",
+        warden_common::Decision::Hold if would => "would-hold",
         warden_common::Decision::Deny => "deny",
         warden_common::Decision::Hold => "hold",
     };
     let method = method_name(ev.method);
     let mut details = serde_json::Map::new();
+    match ev.enforced {
+        Some((enforced, _)) => {
+            details.insert("enforced_decision".into(), json!(decision_name(enforced)));
+        }
+        // Record mode carries nothing out but the action itself.
+        None if record && ev.decision != warden_common::Decision::Allow => {
+            details.insert("enforced_decision".into(), json!("allow"));
+        }
+        None => {}
+    }
     details.insert("tid".into(), json!(ev.tid));
     details.insert("gid".into(), json!(ev.gid));
     details.insert("comm".into(), json!(ev.comm));
@@ -295,7 +321,7 @@ pub fn decision_entry(
     }
     NewEntry {
         ts_ns,
-        kind: "decision".into(),
+        kind: if shadow { "shadow" } else { "decision" }.into(),
         agent: agent.name.clone(),
         owner: agent.owner.clone(),
         uid: ev.uid,

@@ -112,6 +112,26 @@ pub struct AgentState {
     /// Each budget of the policy in force, with its use now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budgets: Vec<BudgetState>,
+    /// The `shadow:` candidate evaluated beside the policy in force, with
+    /// the differences recorded since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowState>,
+}
+
+/// A shadow candidate and its differences from the policy in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShadowState {
+    pub snapshot: String,
+    /// Per (would-decision, candidate rule): the actions, most first.
+    pub differences: Vec<ShadowCount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShadowCount {
+    /// `would-allow`, `would-deny` or `would-hold`.
+    pub decision: String,
+    pub rule: String,
+    pub count: u64,
 }
 
 /// One budget and its use in the current window (read from the kernel).

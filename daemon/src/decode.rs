@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
     access, path_flags, sock_class, Decision, EscapeEvent, EventHeader, EventKind, ExecEvent,
-    HoldKey, Method, NameEvent, NetEvent, OpenEvent, SocketEvent,
+    HoldKey, Method, NameEvent, NetEvent, OpenEvent, ShadowNetEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -43,6 +43,10 @@ pub struct KernelEvent {
     pub boot_ns: u64,
     pub comm: String,
     pub action: Action,
+    /// A shadow record (`Method::Shadow`): the enforced policy's decision
+    /// and rule for the action; `decision` and `rule_idx` are then the
+    /// candidate's.
+    pub enforced: Option<(Decision, u32)>,
 }
 
 /// What the agent tried to do.
@@ -438,6 +442,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             }
         }
     };
+    let enforced = if method == Method::Shadow {
+        let ev: ShadowNetEvent = read(bytes, "shadow event")?;
+        let d = Decision::from_u32(ev.enforced_decision).ok_or(DecodeError::UnknownValue {
+            field: "enforced decision",
+            value: ev.enforced_decision,
+        })?;
+        Some((d, ev.enforced_rule))
+    } else {
+        None
+    };
     let comm_len = header
         .comm
         .iter()
@@ -458,6 +472,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         boot_ns: header.boot_ns,
         comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
         action,
+        enforced,
     })
 }
 
@@ -551,6 +566,45 @@ mod tests {
         assert_eq!(ev.comm, "curl");
         assert_eq!(ev.target(), "127.0.0.1:8080/tcp");
         assert_eq!(ev.action_name(), "connect4");
+    }
+
+    #[test]
+    fn round_trip_shadow_record() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut net = sample(EventKind::Connect4, 2, addr);
+        net.header.method = Method::Shadow as u32;
+        net.header.decision = Decision::Deny as u32;
+        let ev = ShadowNetEvent {
+            net,
+            enforced_decision: Decision::Allow as u32,
+            enforced_rule: 5,
+        };
+        // SAFETY: ShadowNetEvent is repr(C) plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const ShadowNetEvent).cast::<u8>(),
+                size_of::<ShadowNetEvent>(),
+            )
+        };
+        let got = decode(bytes).unwrap();
+        assert_eq!((got.method, got.decision), (Method::Shadow, Decision::Deny));
+        assert_eq!(got.enforced, Some((Decision::Allow, 5)));
+        assert_eq!(got.target(), "127.0.0.1:8080/tcp");
+        // A plain network record is not a shadow one; a shadow record cut
+        // short is refused.
+        assert_eq!(decode(&bytes_of(&net_plain())).unwrap().enforced, None);
+        assert!(matches!(
+            decode(&bytes[..size_of::<NetEvent>()]),
+            Err(DecodeError::Short {
+                what: "shadow event",
+                ..
+            })
+        ));
+    }
+
+    fn net_plain() -> NetEvent {
+        sample(EventKind::Connect4, 2, [0; 16])
     }
 
     #[test]

@@ -512,6 +512,87 @@ fn the_kernel_follows_a_freeze_window_open_and_close() {
     assert_eq!(connects(&env, api.port), "ok=1 eperm=0");
 }
 
+/// A weekly window in a named zone (`tz: Europe/Paris`) is open at the
+/// zone's local time, with its daylight saving (the unit tests cross the
+/// changes): open now when written in Paris's local time, closed when the
+/// same local times are read in a zone nine hours away.
+#[test]
+fn a_weekly_freeze_window_in_a_named_zone_follows_its_local_time() {
+    if !can_run("governance") {
+        return;
+    }
+    let local = |zone: &str, minutes: i64| {
+        let out = std::process::Command::new("date")
+            .env("TZ", zone)
+            .args(["-d", &format!("{minutes} minutes"), "+%H:%M"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    // A 40-minute window around now, Paris time, every day (it may run
+    // past midnight: `end` <= `start` does).
+    let (start, end) = (local("Europe/Paris", -10), local("Europe/Paris", 30));
+    let policy = |tz: &str, api: u16, deploy: u16| {
+        format!(
+            "version: 1
+freeze:
+  - id: paris-evening
+    days: [mon, tue, wed, thu, fri, sat, sun]
+    start: \"{start}\"
+    end: \"{end}\"
+    tz: {tz}
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{api}] }}
+    decision: allow
+  - id: deploy
+    connect: {{ to: 127.0.0.1, ports: [{deploy}] }}
+    decision: allow
+    destructive: true
+"
+        )
+    };
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("freezetz");
+    env.write_policy("rel.yaml", &policy("Europe/Paris", api.port, deploy.port));
+    // The same local times in a zone nine hours behind Paris: not open.
+    env.write_policy(
+        "far.yaml",
+        &policy("America/Los_Angeles", api.port, deploy.port),
+    );
+    env.start_daemon();
+    env.add_agent("bot", "rel.yaml");
+    env.add_agent("far", "far.yaml");
+    assert_eq!(
+        connects(&env, deploy.port),
+        "ok=0 eperm=1",
+        "the Paris window is not open"
+    );
+    assert_eq!(connects(&env, api.port), "ok=1 eperm=0");
+    assert_eq!(
+        connects_as(&env, "far", deploy.port),
+        "ok=1 eperm=0",
+        "the window opened in the wrong zone"
+    );
+    let denial = env.wait_for_evidence("the frozen denial", |e| {
+        e["kind"] == "decision" && e["agent"] == "bot" && e["decision"] == "deny"
+    });
+    assert_eq!(
+        denial["details"]["freeze_window"], "paris-evening",
+        "{denial}"
+    );
+    // An unknown zone is refused with its name, and nothing changes.
+    let bad = env.policy_dir().join("bad.yaml");
+    std::fs::write(&bad, policy("Europe/Atlantis", api.port, deploy.port)).unwrap();
+    let out = env.cli(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("'Europe/Atlantis' is not a known IANA zone"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Access reviews: a never-reviewed agent is due; a signed keep names the
 /// reviewer, the snapshot and the capabilities and clears it; an unknown
 /// agent changes nothing; a revoke ends the agent's processes and refuses

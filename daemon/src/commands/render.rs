@@ -86,8 +86,19 @@ pub fn agent_removed(a: &Agent) -> String {
 /// share of each rule map, then the `ok` line (last, so that the snapshot
 /// ends the output).
 pub fn policy_ok(file: &Path, c: &CompiledPolicy) -> String {
+    // Its shadow candidate, checked by the same pipeline, before the `ok`.
+    let shadow = c.shadow.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "{}: shadow candidate {}: {} rules, snapshot {}, rule map share used: {}\n",
+            file.display(),
+            s.parsed.source_name(),
+            s.parsed.rules.len(),
+            s.snapshot,
+            s.capacity
+        )
+    });
     format!(
-        "{}: rule map share used: {}\n{}: ok ({} rules, snapshot {})\n",
+        "{}: rule map share used: {}\n{shadow}{}: ok ({} rules, snapshot {})\n",
         file.display(),
         c.capacity,
         file.display(),
@@ -605,6 +616,23 @@ pub fn status(s: &StatusReport) -> String {
         );
         if !a.rule_maps.is_empty() {
             put!(out, "  {:<20} rule map share used: {}", "", a.rule_maps);
+        }
+        if let Some(sh) = &a.shadow {
+            let total: u64 = sh.differences.iter().map(|d| d.count).sum();
+            let each: Vec<String> = sh
+                .differences
+                .iter()
+                .map(|d| format!("{} {} (rule {})", d.count, d.decision, d.rule))
+                .collect();
+            put!(
+                out,
+                "  {:<20} shadow {}: {} difference(s){}{}",
+                "",
+                sh.snapshot,
+                total,
+                if each.is_empty() { "" } else { ": " },
+                each.join(", ")
+            );
         }
         for b in &a.budgets {
             put!(

@@ -541,6 +541,12 @@ impl Enforcer {
         first.rotate();
         drop(first);
         drop(views);
+        {
+            let mut views = self.views.write().expect("views lock");
+            for e in &entries {
+                views.count_shadow(e);
+            }
+        }
         // The agent's kernel decision counter as of this sweep, so an
         // auditor can check that individual entries and counts add up.
         let kernel: HashMap<u32, u64> = self

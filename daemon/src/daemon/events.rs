@@ -202,6 +202,7 @@ fn route(
                 return;
             }
         };
+        let lock = views;
         let views = views.read().expect("views lock");
         let agent = views
             .agents
@@ -225,6 +226,13 @@ fn route(
                 })
             });
         let freeze = views.freezes.get(&ev.policy_gen).cloned();
+        // A shadow record: the policy in force, which decided the action.
+        let enforced_policy = ev.enforced.map(|_| {
+            views
+                .policies
+                .get(&(ev.policy_gen & !warden_common::SHADOW_GENERATION))
+                .cloned()
+        });
         drop(views);
         if let decode::Action::Escape {
             pid,
@@ -250,6 +258,21 @@ fn route(
             &facts,
             users,
         );
+        if let (Some((_, rule)), Some(enforced)) = (ev.enforced, enforced_policy) {
+            let (rule, snapshot) = enforced.map_or_else(
+                || (format!("rule#{rule}"), "none".to_string()),
+                |p| (p.rule_id(rule), p.snapshot.clone()),
+            );
+            entry
+                .details
+                .insert("enforced_rule".into(), serde_json::json!(rule));
+            entry
+                .details
+                .insert("enforced_snapshot".into(), serde_json::json!(snapshot));
+        }
+        if ev.enforced.is_some() {
+            lock.write().expect("views lock").count_shadow(&entry);
+        }
         if let Some(window) = freeze {
             // Decided under a freeze window's variant of the policy.
             entry
@@ -277,7 +300,9 @@ fn route(
                 // and denials refused by a cgroup hook (no kill).
                 if matches!(
                     ev.method,
-                    warden_common::Method::Allow | warden_common::Method::CgroupDeny
+                    warden_common::Method::Allow
+                        | warden_common::Method::CgroupDeny
+                        | warden_common::Method::Shadow
                 ) {
                     firsts.push((RepeatKey::of_event(&ev), entry.clone()));
                 }

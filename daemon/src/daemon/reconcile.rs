@@ -111,6 +111,9 @@ pub(super) struct Enforced {
     /// child: the intersection), from which its children's effective
     /// policies are computed; `None` while the agent has no valid policy.
     pub(super) effective: Option<Arc<policy::CompiledPolicy>>,
+    /// The snapshot of the `shadow:` candidate the kernel evaluates beside
+    /// the policy in force, if any.
+    pub(super) shadow: Option<String>,
 }
 
 impl Enforcer {
@@ -335,6 +338,7 @@ impl Enforcer {
                             freeze: None,
                             windows: Vec::new(),
                             effective: None,
+                            shadow: None,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -368,6 +372,7 @@ impl Enforcer {
             paths,
             snapshot,
             capacity,
+            ..
         } = &compiled;
         let snapshot = snapshot.clone();
         // Record mode governs every exec and open the kernel can see (the
@@ -428,6 +433,19 @@ impl Enforcer {
         if let Some(window) = &freeze {
             views.freezes.insert(gen, window.clone());
         }
+        if let Some(candidate) = &compiled.shadow {
+            // The candidate's rule names, for the shadow records it causes.
+            views.policies.insert(
+                gen | warden_common::SHADOW_GENERATION,
+                Arc::new(PolicyView {
+                    snapshot: candidate.snapshot.clone(),
+                    rule_ids: candidate.parsed.rule_ids(),
+                    budget_ids: Vec::new(),
+                    approvers: candidate.parsed.approvers.clone(),
+                    hold_timeout: candidate.parsed.hold_timeout,
+                }),
+            );
+        }
         drop(views);
         // The sys_exit program must run before the agent's flags ask for
         // it: attach (or widen its mode) first, narrow it after the install
@@ -457,7 +475,24 @@ impl Enforcer {
             count_per_agent: parsed.evidence.per == policy::CountPer::Agent,
             each_denied: parsed.evidence.denied == policy::DeniedEvidence::Each,
         };
+        let had_shadow = self
+            .enforced
+            .get(&agent.name)
+            .is_some_and(|e| e.shadow.is_some());
         self.install(agent, cgroup_id, &rules)?;
+        // After the install, which cleared the flag (kernel/rules.rs). A
+        // candidate that cannot be installed leaves the policy in force
+        // as installed, unshadowed; the load entry says why.
+        let mut shadow_error = None;
+        if compiled.shadow.is_some() || had_shadow {
+            let candidate = compiled.shadow.as_ref().map(|c| &c.net);
+            if let Err(e) = self.kernel.install_shadow(cgroup_id, candidate) {
+                let why = crate::error_chain(&e);
+                tracing::error!(agent = %agent.name, error = %why, "shadow candidate not installed");
+                let _ = self.kernel.install_shadow(cgroup_id, None);
+                shadow_error = Some(why);
+            }
+        }
         self.reset_changed_budgets(agent, &parsed.budgets);
         // Its DNS proxy, for `host` rules (after the install: the old
         // slot's learned addresses are gone with it).
@@ -487,6 +522,11 @@ impl Enforcer {
                 freeze: freeze.clone(),
                 windows,
                 effective: Some(effective.clone()),
+                shadow: compiled
+                    .shadow
+                    .as_ref()
+                    .filter(|_| shadow_error.is_none())
+                    .map(|c| c.snapshot.clone()),
             },
         );
         let mut details = serde_json::Map::new();
@@ -500,6 +540,14 @@ impl Enforcer {
         details.extend(reviewed.unwrap_or_default());
         if let Some(window) = &freeze {
             details.insert("freeze_window".into(), json!(window));
+        }
+        if let Some(candidate) = &compiled.shadow {
+            // Evaluated beside it, never enforced.
+            details.insert("shadow_snapshot".into(), json!(candidate.snapshot));
+            details.insert("shadow_file".into(), json!(candidate.parsed.source_name()));
+            if let Some(why) = &shadow_error {
+                details.insert("shadow_error".into(), json!(why));
+            }
         }
         details.insert("file".into(), json!(file.display().to_string()));
         details.extend(delegation);

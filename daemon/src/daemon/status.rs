@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::enforcer::Enforcer;
 use crate::{
-    control::{AgentState, BudgetState, GlobalHook, StatusReport},
+    control::{AgentState, BudgetState, GlobalHook, ShadowCount, ShadowState, StatusReport},
     registry::{AgentStatus, RegistryError},
 };
 
@@ -23,6 +23,33 @@ impl Enforcer {
             record: enforced.is_some_and(|e| e.record),
             rule_maps: enforced.map_or_else(String::new, |e| e.rule_maps.clone()),
             budgets: enforced.map_or_else(Vec::new, |e| self.budget_states(e)),
+            shadow: enforced.and_then(|e| self.shadow_state(name, e)),
+        })
+    }
+
+    /// The agent's shadow candidate and the differences counted for it.
+    pub(super) fn shadow_state(
+        &self,
+        name: &str,
+        e: &super::reconcile::Enforced,
+    ) -> Option<ShadowState> {
+        let snapshot = e.shadow.clone()?;
+        let views = self.views.read().expect("views lock");
+        let mut differences: Vec<ShadowCount> = views
+            .shadow_counts
+            .get(&(name.to_string(), snapshot.clone()))
+            .into_iter()
+            .flatten()
+            .map(|((decision, rule), count)| ShadowCount {
+                decision: decision.clone(),
+                rule: rule.clone(),
+                count: *count,
+            })
+            .collect();
+        differences.sort_by_key(|d| std::cmp::Reverse(d.count));
+        Some(ShadowState {
+            snapshot,
+            differences,
         })
     }
 
@@ -61,6 +88,7 @@ impl Enforcer {
                 record: e.record,
                 rule_maps: e.rule_maps.clone(),
                 budgets: self.budget_states(e),
+                shadow: self.shadow_state(name, e),
             })
             .collect();
         agents.sort_by(|a, b| a.agent.cmp(&b.agent));

@@ -67,7 +67,13 @@ impl RepeatKey {
             access,
             file,
             addr,
-            decision: ev.decision as u32,
+            decision: match ev.enforced {
+                // As the kernel keys a shadow difference (`shadow.rs`).
+                Some((enforced, _)) => {
+                    warden_common::shadow_summary_decision(ev.decision as u32, enforced as u32)
+                }
+                None => ev.decision as u32,
+            },
         }
     }
 
@@ -105,8 +111,20 @@ impl RepeatKey {
         self.pid
     }
 
+    /// A shadow candidate's differences (`warden_common::SUMMARY_SHADOW`).
+    fn is_shadow(&self) -> bool {
+        self.decision & warden_common::SUMMARY_SHADOW != 0
+    }
+
     /// The decision as the log spells it.
     fn decision_name(&self) -> &'static str {
+        if self.is_shadow() {
+            return match self.decision & 0xff {
+                1 => "would-allow",
+                3 => "would-hold",
+                _ => "would-deny",
+            };
+        }
         if self.decision & !warden_common::SUMMARY_COUNT_ALL == warden_common::Decision::Deny as u32
         {
             "deny"
@@ -249,7 +267,17 @@ pub fn summary_entry(
         }
     };
     entry.ts_ns = now_ns;
-    entry.kind = "summary".into();
+    // A shadow candidate's repeated difference stays a `shadow` entry, so
+    // that nothing counting decisions counts it.
+    entry.kind = if key.is_shadow() { "shadow" } else { "summary" }.into();
+    if key.is_shadow() && !entry.details.contains_key("enforced_decision") {
+        let enforced = (key.decision >> 12) & 0xf;
+        let name = warden_common::Decision::from_u32(enforced)
+            .map_or("unknown", crate::attribution::decision_name);
+        entry
+            .details
+            .insert("enforced_decision".into(), json!(name));
+    }
     entry.method = "counted".into();
     // Fields of the first only (its thread and its time) would mislead.
     entry.details.remove("tid");
@@ -456,6 +484,55 @@ mod tests {
         assert_eq!(s.details["count_includes_first"], true);
         assert_eq!(s.details["evidence_cap"], true);
         assert!(s.details.get("first_entry").is_none());
+    }
+
+    #[test]
+    fn a_shadow_difference_is_summarised_as_shadow() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let k = SummaryKey {
+            kind: EventKind::Connect4 as u32,
+            access: 8080 | 6 << 16,
+            decision: warden_common::shadow_summary_decision(
+                warden_common::Decision::Deny as u32,
+                warden_common::Decision::Allow as u32,
+            ),
+            rule_idx: 0,
+            dev: 0,
+            addr,
+            ..SummaryKey::default()
+        };
+        let s = summary_entry(
+            &swept(k),
+            &FirstSeen::default(),
+            5,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: "candidate".into(),
+                        rule_ids: vec!["no-web".into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                        budget_ids: Vec::new(),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        );
+        assert_eq!(
+            (s.kind.as_str(), s.decision.as_str(), s.method.as_str()),
+            ("shadow", "would-deny", "counted")
+        );
+        assert_eq!(s.details["enforced_decision"], "allow");
+        assert_eq!(
+            (s.rule_id.as_str(), s.details["count"].as_u64()),
+            ("no-web", Some(999))
+        );
     }
 
     #[test]

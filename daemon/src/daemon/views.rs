@@ -1,9 +1,10 @@
 //! What the event reader needs to attribute a decision without asking the
 //! enforcer: agent names and owners, policy versions by id, and the
-//! daemon's counters. The enforcer writes them; the reader only reads.
+//! daemon's counters. The enforcer writes them; the reader only reads,
+//! but for the shadow difference counts it adds to (`count_shadow`).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{atomic::AtomicU64, Arc, RwLock},
 };
 
@@ -22,6 +23,30 @@ pub struct Views {
     pub(super) freezes: HashMap<u32, String>,
     /// Freeze overrides in force: agent -> the window it lifts.
     pub(super) freeze_overrides: HashMap<String, String>,
+    /// Shadow differences recorded since the daemon started, per (agent,
+    /// candidate snapshot): (would-decision, candidate rule) -> actions.
+    pub(super) shadow_counts: HashMap<(String, String), BTreeMap<(String, String), u64>>,
+}
+
+impl Views {
+    /// Counts a written `shadow` entry (one action, or a summary's
+    /// `count`) for `warden status`.
+    pub(super) fn count_shadow(&mut self, e: &crate::evidence::NewEntry) {
+        if e.kind != "shadow" {
+            return;
+        }
+        let n = if e.method == "counted" {
+            e.details.get("count").and_then(|v| v.as_u64()).unwrap_or(0)
+        } else {
+            1
+        };
+        *self
+            .shadow_counts
+            .entry((e.agent.clone(), e.policy_snapshot.clone()))
+            .or_default()
+            .entry((e.decision.clone(), e.rule_id.clone()))
+            .or_default() += n;
+    }
 }
 
 #[derive(Default)]

@@ -127,6 +127,9 @@ pub const KINDS: &[&str] = &[
     "access_review",
     // A DNS question of an agent with `host` rules, decided by its proxy.
     "dns",
+    // A `shadow:` candidate would have decided an action otherwise
+    // (`would-allow`/`would-deny`/`would-hold`; counted after the first).
+    "shadow",
 ];
 
 #[derive(Debug, thiserror::Error)]

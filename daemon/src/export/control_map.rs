@@ -143,6 +143,14 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         nist_ai_rmf: &["MANAGE 2.4"],
     },
     ControlMapping {
+        control: "A candidate policy is evaluated by the kernel beside the policy in force before it goes live (shadow): every action it would decide otherwise is recorded with both decisions and rules, and the policy in force alone decides",
+        records: &["shadow", "policy_load"],
+        fields: &["decision (would-allow, would-deny, would-hold)", "rule_id", "policy_snapshot (the candidate's)", "details.enforced_decision", "details.enforced_rule", "details.enforced_snapshot", "details.count", "details.shadow_snapshot"],
+        soc2: &["CC8.1"],
+        iso27001: &["A.8.32"],
+        nist_ai_rmf: &["MEASURE 2.7", "MANAGE 2.4"],
+    },
+    ControlMapping {
         control: "Each agent's access is reviewed periodically: a signed keep or revoke per agent names the reviewer, the policy snapshot, its capabilities and the last activity; a revoke ends the agent as the kill switch does",
         records: &["access_review", "access_reviews.json", "kill"],
         fields: &["user (reviewer)", "decision", "policy_snapshot", "details.capabilities", "details.last_activity_ns", "details.comment"],

@@ -11,7 +11,7 @@ use aya::{
 };
 use warden_common::{
     agent_flags, names, AgentInfo, BudgetSet, FileRule, Net4Key, Net6Key, NetRules, PathKey,
-    PathRule, SockRules, SLOT_PREFIX_BITS,
+    PathRule, SockRules, SHADOW_SLOT, SLOT_PREFIX_BITS,
 };
 
 use super::{map_err, Installed, Kernel, KernelError};
@@ -186,6 +186,58 @@ impl Kernel {
         }
     }
 
+    /// Installs (or, with `None`, removes) an agent's shadow candidate:
+    /// its network rules under `shadow_slot` of the agent's slot in force,
+    /// then `agent_flags::SHADOW`. Call after `install` (which clears the
+    /// flag), so the kernel never evaluates a half-written candidate.
+    /// Whatever a previous install (or daemon) left under either half's
+    /// shadow slot is cleared first.
+    pub fn install_shadow(
+        &mut self,
+        cgroup_id: u64,
+        net: Option<&CompiledNet>,
+    ) -> Result<(), KernelError> {
+        let Some(slot) = self.installed.get(&cgroup_id).map(|i| i.info.slot) else {
+            return Ok(());
+        };
+        self.update_flags(cgroup_id, |flags| flags & !agent_flags::SHADOW)?;
+        for half in [slot & !1, slot | 1] {
+            let shadow = half | SHADOW_SLOT;
+            let v4 = keys_in_slot::<Net4Key, NetRules>(&self.bpf, names::NET4_RULES, shadow);
+            remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &v4);
+            let v6 = keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, shadow);
+            remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &v6);
+        }
+        let Some(net) = net else {
+            return Ok(());
+        };
+        let slot = slot | SHADOW_SLOT;
+        let mut v4: LpmTrie<_, Net4Key, NetRules> = self.trie_mut(names::NET4_RULES)?;
+        for (prefix, addr, rules) in &net.v4 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net4Key { slot, addr: *addr });
+            v4.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET4_RULES))?;
+        }
+        let mut v6: LpmTrie<_, Net6Key, NetRules> = self.trie_mut(names::NET6_RULES)?;
+        for (prefix, addr, rules) in &net.v6 {
+            let key = Key::new(SLOT_PREFIX_BITS + prefix, Net6Key { slot, addr: *addr });
+            v6.insert(&key, rules, 0)
+                .map_err(map_err("update", names::NET6_RULES))?;
+        }
+        self.update_flags(cgroup_id, |flags| flags | agent_flags::SHADOW)
+    }
+
+    fn trie_mut<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut aya::maps::MapData, K, V>, KernelError> {
+        let map = self
+            .bpf
+            .map_mut(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        LpmTrie::try_from(map).map_err(map_err("open", name))
+    }
+
     /// Marks cgroup `level` as holding an agent cgroup, so the programs
     /// look processes' ancestors up there (a process in a cgroup below an
     /// agent's is the agent's). Bits are only ever set: a stale one costs a
@@ -280,6 +332,14 @@ impl Kernel {
         self.covered_by.remove(&cgroup_id);
         if let Some(links) = self.links.remove(&cgroup_id) {
             self.detach_links(links);
+        }
+        let shadowed = self
+            .installed
+            .get(&cgroup_id)
+            .is_some_and(|i| i.info.flags & agent_flags::SHADOW != 0);
+        if shadowed {
+            // Its shadow candidate's rules.
+            self.install_shadow(cgroup_id, None)?;
         }
         if let Some(old) = self.installed.remove(&cgroup_id) {
             self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;

@@ -7,9 +7,10 @@
 //! Two forms, each with an `id` that denials and refusals name:
 //! - absolute: `{ id, from: RFC 3339, to: RFC 3339 }` (`Z` or `+HH:MM`);
 //! - weekly: `{ id, days: [sat, sun], start: "HH:MM", end: "HH:MM",
-//!   tz: "+02:00" }`, `end` <= `start` running past midnight. Time zones are
-//!   fixed UTC offsets (`UTC`, `+HH:MM`, `-HH:MM`); named zones and their
-//!   daylight saving are not read (a known gap).
+//!   tz: "Europe/Paris" }`, `end` <= `start` running past midnight. `tz` is
+//!   `UTC`, a fixed offset (`+HH:MM`, `-HH:MM`) or a named IANA zone, whose
+//!   offset is taken at each instant asked (daylight saving followed) from
+//!   the host tzdata, or jiff's bundled copy where the host has none.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,13 +46,52 @@ pub enum When {
     /// Unix nanoseconds, `from` inclusive, `to` exclusive.
     Absolute { from_ns: i64, to_ns: i64 },
     /// Days as bits (Monday = bit 0), minutes after local midnight, and
-    /// the zone's offset from UTC in seconds.
+    /// the zone.
     Weekly {
         days: u8,
         start_min: u32,
         end_min: u32,
-        offset_secs: i32,
+        zone: Zone,
     },
+}
+
+/// The time zone of a weekly window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    /// Seconds east of UTC, all year.
+    Fixed(i32),
+    /// A named IANA zone, resolved when the window is validated.
+    Named(#[serde(serialize_with = "zone_name")] jiff::tz::TimeZone),
+}
+
+fn zone_name<S: serde::Serializer>(tz: &jiff::tz::TimeZone, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.iana_name().unwrap_or("?"))
+}
+
+impl Zone {
+    /// Seconds east of UTC at `now_ns` (Unix nanoseconds).
+    fn offset_at(&self, now_ns: i64) -> i32 {
+        match self {
+            Zone::Fixed(secs) => *secs,
+            Zone::Named(tz) => {
+                // Every i64 of nanoseconds is within jiff's range.
+                let ts = jiff::Timestamp::from_nanosecond(i128::from(now_ns))
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                tz.to_offset(ts).seconds()
+            }
+        }
+    }
+}
+
+/// `UTC`, a fixed offset, or a named IANA zone (`Europe/Paris`).
+fn zone(s: &str) -> Result<Zone, String> {
+    if s.contains('/') {
+        return jiff::tz::TimeZone::get(s)
+            .map(Zone::Named)
+            .map_err(|e| format!("time zone '{s}' is not a known IANA zone: {e}"));
+    }
+    offset(s).map(Zone::Fixed)
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
@@ -61,7 +101,11 @@ fn offset(s: &str) -> Result<i32, String> {
     if s == "Z" || s.eq_ignore_ascii_case("utc") {
         return Ok(0);
     }
-    let bad = || format!("time zone '{s}' is not UTC or a fixed offset like +02:00");
+    let bad = || {
+        format!(
+            "time zone '{s}' is not UTC, a fixed offset like +02:00 or a zone like Europe/Paris"
+        )
+    };
     let (sign, rest) = match s.as_bytes().first() {
         Some(b'+') => (1, &s[1..]),
         Some(b'-') => (-1, &s[1..]),
@@ -142,7 +186,7 @@ impl RawWindow {
                     days: bits,
                     start_min: minutes(&need(self.start, "start")?)?,
                     end_min: minutes(&need(self.end, "end")?)?,
-                    offset_secs: offset(&need(self.tz, "tz")?)?,
+                    zone: zone(&need(self.tz, "tz")?)?,
                 }
             }
             _ => {
@@ -165,9 +209,9 @@ impl Window {
                 days,
                 start_min,
                 end_min,
-                offset_secs,
+                ref zone,
             } => {
-                let local = now_ns.div_euclid(1_000_000_000) + i64::from(offset_secs);
+                let local = now_ns.div_euclid(1_000_000_000) + i64::from(zone.offset_at(now_ns));
                 let day_index = local.div_euclid(86_400);
                 // 1970-01-01 was a Thursday (index 3 from Monday).
                 let day = (day_index + 3).rem_euclid(7) as u8;
@@ -293,6 +337,56 @@ mod tests {
     }
 
     #[test]
+    fn named_zones_follow_daylight_saving() {
+        // Sundays 09:00 to 10:00 in Paris: UTC+01:00 in winter, +02:00 in
+        // summer. Clocks went forward on 2026-03-29 (a Sunday) at 02:00 and
+        // back on 2026-10-25 (a Sunday) at 03:00.
+        let w = RawWindow {
+            days: Some(vec!["sun".into()]),
+            start: Some("09:00".into()),
+            end: Some("10:00".into()),
+            tz: Some("Europe/Paris".into()),
+            ..raw("sunday-release")
+        }
+        .validate()
+        .unwrap();
+        // The Sunday before the spring change: 09:00 local is 08:00 UTC.
+        assert!(!w.active(at("2026-03-22T07:59:00Z")));
+        assert!(w.active(at("2026-03-22T08:00:00Z")));
+        assert!(!w.active(at("2026-03-22T09:00:00Z")));
+        // The day of the change, after it: 09:00 local is 07:00 UTC.
+        assert!(!w.active(at("2026-03-29T06:59:00Z")));
+        assert!(w.active(at("2026-03-29T07:00:00Z")));
+        assert!(w.active(at("2026-03-29T07:59:00Z")));
+        assert!(!w.active(at("2026-03-29T08:00:00Z")), "10:00 CEST");
+        // The day of the autumn change, after it: back to 08:00 UTC.
+        assert!(!w.active(at("2026-10-25T07:30:00Z")), "08:30 CET");
+        assert!(w.active(at("2026-10-25T08:00:00Z")));
+        // A window across the change itself (Sunday 01:00-04:00 local):
+        // in March it lasts 2 hours of UTC, in October 4.
+        let night = RawWindow {
+            days: Some(vec!["sun".into()]),
+            start: Some("01:00".into()),
+            end: Some("04:00".into()),
+            tz: Some("Europe/Paris".into()),
+            ..raw("night")
+        }
+        .validate()
+        .unwrap();
+        let open_minutes = |day: &str| {
+            let start = at(&format!("{day}T00:00:00Z"));
+            (-120..360)
+                .filter(|m| night.active(start + m * 60_000_000_000))
+                .count()
+        };
+        assert_eq!(open_minutes("2026-03-29"), 120);
+        assert_eq!(open_minutes("2026-10-25"), 240);
+        // The zone is kept by name in what the daemon records.
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json["weekly"]["zone"]["named"], "Europe/Paris", "{json}");
+    }
+
+    #[test]
     fn bad_windows_say_why() {
         for (w, says) in [
             (raw("a"), "either"),
@@ -321,7 +415,17 @@ mod tests {
                     days: Some(vec!["mon".into()]),
                     start: Some("01:00".into()),
                     end: Some("02:00".into()),
-                    tz: Some("Europe/Paris".into()),
+                    tz: Some("Europe/Nowhere".into()),
+                    ..raw("a")
+                },
+                "not a known IANA zone",
+            ),
+            (
+                RawWindow {
+                    days: Some(vec!["mon".into()]),
+                    start: Some("01:00".into()),
+                    end: Some("02:00".into()),
+                    tz: Some("CEST".into()),
                     ..raw("a")
                 },
                 "fixed offset",

@@ -62,6 +62,15 @@ pub struct Policy {
     /// deduplicated; left out of the canonical JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delegate: Vec<String>,
+    /// `shadow:`: a candidate policy the kernel evaluates beside this one
+    /// (its differences are recorded, never enforced). In the canonical
+    /// JSON as the candidate's snapshot, so a changed candidate is a
+    /// changed policy; left out when absent.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_shadow"
+    )]
+    pub shadow: Option<Box<Policy>>,
     /// In file order: the index into this vector is the `rule_idx` the kernel
     /// reports.
     pub rules: Vec<Rule>,
@@ -511,6 +520,13 @@ impl fmt::Display for Cidr {
 impl Serialize for Cidr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+fn serialize_shadow<S: Serializer>(p: &Option<Box<Policy>>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.snapshot()),
+        None => s.serialize_none(),
     }
 }
 

@@ -101,6 +101,9 @@ pub struct CompiledPolicy {
     /// `parsed.snapshot()`, the hash the evidence names.
     pub snapshot: String,
     pub capacity: Capacity,
+    /// `shadow:`: the candidate, compiled by this same pipeline (its
+    /// network tables are what the kernel evaluates beside the policy).
+    pub shadow: Option<Box<CompiledPolicy>>,
 }
 
 impl CompiledPolicy {
@@ -130,12 +133,21 @@ pub fn compile_policy(
     let capacity = Capacity::of(&net, &paths);
     debug_assert!(capacity.tables().iter().all(|t| t.used <= t.limit));
     let snapshot = parsed.snapshot();
+    let shadow = match &parsed.shadow {
+        Some(c) => Some(Box::new(compile_policy(
+            c.source_name(),
+            &c.source.text,
+            caps,
+        )?)),
+        None => None,
+    };
     Ok(CompiledPolicy {
         parsed,
         net,
         paths,
         snapshot,
         capacity,
+        shadow,
     })
 }
 
@@ -169,6 +181,9 @@ pub fn compile_delegated(
         paths,
         snapshot,
         capacity,
+        // A child's own `shadow:` candidate is not intersected with its
+        // parent, so the kernel does not evaluate it (README, Known gaps).
+        shadow: None,
     })
 }
 

@@ -60,6 +60,11 @@ pub enum Method {
     /// hold, in the event's `decision`) was recorded, not carried out; the
     /// action went ahead.
     Recorded = 9,
+    /// A shadow candidate (`agent_flags::SHADOW`) would have decided
+    /// otherwise: the event's `decision` and `rule_idx` are the
+    /// candidate's, the enforced ones follow in `ShadowNetEvent`. The
+    /// action was decided by the enforced policy (its own record).
+    Shadow = 10,
 }
 
 impl Method {
@@ -74,6 +79,7 @@ impl Method {
             7 => Some(Self::LsmDeny),
             8 => Some(Self::FmodRetDeny),
             9 => Some(Self::Recorded),
+            10 => Some(Self::Shadow),
             _ => None,
         }
     }
@@ -202,6 +208,19 @@ pub struct NetEvent {
     pub addr: [u8; 16],
 }
 const _: () = assert!(size_of::<NetEvent>() == 72 + 24);
+
+/// A network action on which the shadow candidate differs from the
+/// enforced policy (`Method::Shadow`): the header names the candidate's
+/// decision, rule and generation (`SHADOW_GENERATION`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowNetEvent {
+    pub net: NetEvent,
+    /// The enforced policy's `Decision` and rule for the same action.
+    pub enforced_decision: u32,
+    pub enforced_rule: u32,
+}
+const _: () = assert!(size_of::<ShadowNetEvent>() == 96 + 8);
 
 /// An exec, seen at `sched_process_exec`: after the point of no return,
 /// before the new image's first instruction.

@@ -49,7 +49,21 @@ pub mod agent_flags {
     /// (port 53, UDP and TCP) goes to its proxy in the daemon
     /// (`DNS_PROXY`), the original destination kept in `DNS_ORIG`.
     pub const DNS: u32 = 1 << 14;
+    /// The policy carries a `shadow:` candidate: the network hooks also
+    /// look the destination up under the candidate's slot
+    /// (`shadow_slot(slot)`) and record a difference (`Method::Shadow`).
+    /// The enforced decision is never changed by it.
+    pub const SHADOW: u32 = 1 << 22;
 }
+
+/// The rule slot of an agent's shadow candidate: its enforced slot with the
+/// top bit set (agent slots are `agent_id * 2 + half`, far below it), so
+/// the candidate's rules swap halves with the enforced ones.
+pub const SHADOW_SLOT: u32 = 1 << 31;
+
+/// The `policy_gen` a shadow record carries: the enforced generation with
+/// this bit set (the daemon registers the candidate's rule names there).
+pub const SHADOW_GENERATION: u32 = 1 << 30;
 
 /// Value of the `AGENTS` map, keyed by cgroup id (`u64`, the inode number of
 /// the cgroup directory).

@@ -43,6 +43,17 @@ const _: () = assert!(size_of::<SummaryKey>() == 56);
 /// action, which has no individual record.
 pub const SUMMARY_COUNT_ALL: u32 = 0x100;
 
+/// A bit of `SummaryKey::decision`: the key counts a shadow candidate's
+/// differences (`Method::Shadow`); the low byte is the candidate's
+/// decision, bits 12..16 the enforced one (`shadow_summary_decision`),
+/// `rule_idx` the candidate's rule, `dev` the enforced rule.
+pub const SUMMARY_SHADOW: u32 = 0x200;
+
+/// `SummaryKey::decision` of a shadow difference.
+pub const fn shadow_summary_decision(candidate: u32, enforced: u32) -> u32 {
+    candidate | SUMMARY_SHADOW | (enforced & 0xf) << 12
+}
+
 /// Value of `SUMMARIES`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -223,6 +223,10 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         }
         Some(a) => {
             let (d, r) = match_rules(&dest, a.slot);
+            if a.flags & agent_flags::SHADOW != 0 {
+                // The candidate beside it, recorded apart; `d` stands.
+                crate::shadow::evaluate(&a, kind, &dest, d, r, cgroup_id);
+            }
             (d, r, a)
         }
     };
@@ -361,7 +365,8 @@ fn decide(ctx: &SockAddrContext, kind: EventKind) -> i32 {
         | Method::Rejected
         | Method::Kill
         | Method::LsmDeny
-        | Method::FmodRetDeny => {
+        | Method::FmodRetDeny
+        | Method::Shadow => {
             count(counter::DENIED);
             DENY
         }

@@ -66,6 +66,7 @@ mod judge;
 mod lsm;
 mod maps;
 mod path;
+mod shadow;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -41,7 +41,7 @@
 //! into its cgroup exactly as `warden run` does (its pid into
 //! `cgroup.procs`) before it connects at all.
 //!
-//!   warden-bench [--rounds R] [--blocks B] [--block N] [--accept child|thread] [--pin] [--stop-daemon] [--budget] [--verbose]
+//!   warden-bench [--rounds R] [--blocks B] [--block N] [--accept child|thread] [--pin] [--stop-daemon] [--budget|--shadow] [--verbose]
 //!
 //! `--budget` pairs two agents instead of agent and non-agent: the timed
 //! agent's policy has a budget that counts every connect (limit 2^32-1 per
@@ -50,6 +50,11 @@
 //! ring buffer or summary count, evidence), and each block of either side
 //! waits for its events to be recorded, so the ratio is what the budget's
 //! lookup and compare-and-swap add to a connect.
+//!
+//! `--shadow` pairs two agents the same way: the timed agent's policy
+//! carries a `shadow:` candidate that would deny the bench's connects (so
+//! every connect pays the second lookup and counts a difference), the
+//! baseline agent has the same policy without it.
 //!
 //! Defaults: 12 rounds x 20 block pairs x 250 connects, about 15 s here.
 //! `--pin` and `--stop-daemon` are diagnostics that split the agent's cost
@@ -88,7 +93,7 @@ const WARMUP: usize = 500;
 /// The baseline agent of `--budget`: the same policy without the budget.
 const NO_BUDGET_AGENT: &str = "bench-nobudget";
 const USAGE: &str = "usage: warden-bench [--rounds R] [--blocks B] [--block N] \
-                     [--accept child|thread] [--pin] [--stop-daemon] [--budget] [--verbose]";
+                     [--accept child|thread] [--pin] [--stop-daemon] [--budget|--shadow] [--verbose]";
 
 struct Config {
     /// Rounds; the daemon is stopped once and started once per two rounds.
@@ -111,9 +116,16 @@ struct Config {
     /// Agent with a budget counting every connect vs the same agent
     /// without it (see the top).
     budget: bool,
+    /// Agent with a `shadow:` candidate vs the same agent without it.
+    shadow: bool,
 }
 
 impl Config {
+    /// Both sides are agents (`--budget`, `--shadow`).
+    fn agents_paired(&self) -> bool {
+        self.budget || self.shadow
+    }
+
     fn from_args(args: &[String]) -> Result<Self> {
         let mut c = Config {
             // Even, so each side comes first or last equally often.
@@ -125,6 +137,7 @@ impl Config {
             stop_daemon: false,
             verbose: false,
             budget: false,
+            shadow: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -143,6 +156,10 @@ impl Config {
                 }
                 "--budget" => {
                     c.budget = true;
+                    continue;
+                }
+                "--shadow" => {
+                    c.shadow = true;
                     continue;
                 }
                 "--accept" => {
@@ -631,6 +648,21 @@ rules:
     )
 }
 
+/// `policy` plus a shadow candidate that would deny the listener (every
+/// connect is a difference: the second lookup and a counted repeat).
+fn shadow_policy(port: u16) -> String {
+    format!(
+        "{}shadow:
+  version: 1
+  rules:
+    - id: deny-bench-listener
+      connect: {{ to: 127.0.0.1/32, ports: [{port}], protocol: tcp }}
+      decision: deny
+",
+        policy(port)
+    )
+}
+
 /// `policy` plus a budget that counts every connect and is never reached.
 fn budget_policy(port: u16) -> String {
     format!(
@@ -789,7 +821,7 @@ impl Bench<'_> {
     /// as agent blocks do, so neither side pays for the other's evidence.
     fn plain_block(&mut self, phase_start: Status) -> Result<Block> {
         let b = self.plain.block(self.c.block)?;
-        if self.c.budget {
+        if self.c.agents_paired() {
             wait_recorded(&self.env, phase_start)?;
         }
         Ok(b)
@@ -847,11 +879,17 @@ fn bench(c: &Config) -> Result<()> {
     let mut env = TestEnv::new("bench");
     env.write_policy("bench.yaml", &policy(target.port));
     env.write_policy("bench-budget.yaml", &budget_policy(target.port));
+    env.write_policy("bench-shadow.yaml", &shadow_policy(target.port));
     env.start_daemon_quiet();
     // Creates the agent's cgroup (and, with `--budget`, the baseline
     // agent's beside it).
-    if c.budget {
-        env.add_agent(AGENT, "bench-budget.yaml");
+    if c.agents_paired() {
+        let timed = if c.shadow {
+            "bench-shadow.yaml"
+        } else {
+            "bench-budget.yaml"
+        };
+        env.add_agent(AGENT, timed);
         env.add_agent(NO_BUDGET_AGENT, "bench.yaml");
     } else {
         env.add_agent(AGENT, "bench.yaml");
@@ -861,7 +899,7 @@ fn bench(c: &Config) -> Result<()> {
         pin_daemon(&env, p.daemon_cpu)?;
     }
     let agent_cg = env.agent_cgroup(AGENT);
-    let plain_cg = if c.budget {
+    let plain_cg = if c.agents_paired() {
         env.agent_cgroup(NO_BUDGET_AGENT)
     } else {
         let cg = env.cgroup_parent.join(PLAIN);
@@ -1014,7 +1052,14 @@ fn report(
     );
     println!("{:<34}{:>9} {:>10}", "", "p50", "p99");
     let row = |name: &str, p50: f64, p99: f64| format!("{name:<34}{:>9} {:>10}", us(p50), us(p99));
-    if c.budget {
+    if c.shadow {
+        println!(
+            "SHADOW MODE: both sides are agents; the baseline has no shadow, the timed one a \
+             shadow candidate that would deny every connect (each one a counted difference)"
+        );
+        println!("{}", row("baseline: agent, allow rule", o50, o99));
+        println!("{}", row("agent, allow rule + shadow", a50, a99));
+    } else if c.budget {
         println!(
             "BUDGET MODE: both sides are agents; the baseline has no budget, the timed one a \
              budget counting every connect"
@@ -1057,7 +1102,7 @@ fn report(
         row("Warden not loaded (daemon off)", n50, n99),
         // With `--budget` the baseline is an agent: this row is then the
         // agent path's own cost, not Warden's global one.
-        if c.budget {
+        if c.agents_paired() {
             "baseline agent/not loaded"
         } else {
             "non-agent/not loaded"

@@ -45,6 +45,8 @@ pub(in crate::policy) struct RawPolicy {
     /// Per-agent action budgets, enforced by the kernel.
     #[serde(default)]
     pub(in crate::policy) budgets: Vec<crate::policy::budget::RawBudget>,
+    /// `shadow:` a candidate policy inline, or the path of its file.
+    pub(in crate::policy) shadow: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]

@@ -192,6 +192,11 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
     }
     delegate.sort();
     delegate.dedup();
+    let shadow = raw
+        .shadow
+        .map(|v| shadow_candidate(v, &source))
+        .transpose()?
+        .map(Box::new);
     Ok(Policy {
         version: POLICY_VERSION,
         description: raw.description,
@@ -205,10 +210,50 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
         review_every_secs,
         freeze,
         delegate,
+        shadow,
         rules,
         budgets,
         source,
     })
+}
+
+/// `shadow:`: a candidate policy written inline, or the path of its file
+/// (relative to the policy's own directory), parsed as any policy. A
+/// candidate carries no shadow of its own.
+fn shadow_candidate(value: serde_yaml::Value, source: &Source) -> Result<Policy, PolicyError> {
+    let at = || locate(&source.text, &[Step::Key("shadow")]);
+    let invalid = |message: String| {
+        PolicyError::new(&source.name, at(), None, PolicyErrorKind::Invalid(message))
+    };
+    let candidate = match value {
+        serde_yaml::Value::String(path) => {
+            let path = std::path::Path::new(&path);
+            let path = match std::path::Path::new(&source.name).parent() {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.to_path_buf(),
+            };
+            // Named from the policy that points at it.
+            let (name, text) =
+                read_policy_file(&path).map_err(|e| invalid(format!("shadow: {e}")))?;
+            parse_policy(&name, &text)?
+        }
+        serde_yaml::Value::Mapping(_) => {
+            let text =
+                serde_yaml::to_string(&value).map_err(|e| invalid(format!("shadow: {e}")))?;
+            parse_policy(&format!("{} (shadow)", source.name), &text)?
+        }
+        _ => return Err(invalid(
+            "shadow: a candidate policy (a mapping with `version` and `rules`) or the path of one"
+                .into(),
+        )),
+    };
+    if candidate.shadow.is_some() {
+        return Err(invalid(format!(
+            "shadow: the candidate {} has a `shadow:` of its own",
+            candidate.source.name
+        )));
+    }
+    Ok(candidate)
 }
 
 /// `N` then `s`, `m`, `h` or `d`, more than zero, as seconds.

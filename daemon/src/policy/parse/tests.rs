@@ -60,7 +60,7 @@ fn unknown_field_in_rule_and_at_top() {
         "policies/payments.yaml:2:1: unknown field `rulez`, expected one of `version`, \
              `description`, `approvers`, `hold_timeout`, `on_evidence_loss`, `mode`, `include`, \
              `evidence`, `monitor`, `change_review`, `review_every`, `freeze`, `delegate`, `rules`, \
-             `budgets`"
+             `budgets`, `shadow`"
     );
     assert_eq!(
         err(&one_rule(
@@ -911,4 +911,48 @@ fn host_errors_name_file_line_and_rule() {
     );
     let yaml = one_rule("    connect: { ports: [443] }\n    decision: allow\n");
     assert!(err(&yaml).contains("needs `to` (addresses) or `host`"));
+}
+
+#[test]
+fn a_shadow_candidate_is_parsed_inline_or_from_a_file_and_changes_the_snapshot() {
+    let base = "version: 1\nrules:\n  - id: web\n    connect: { to: 127.0.0.1, ports: [80] }\n    decision: allow\n";
+    let inline = format!(
+        "{base}shadow:\n  version: 1\n  rules:\n    - id: no-web\n      connect: {{ to: 127.0.0.1, ports: [80] }}\n      decision: deny\n"
+    );
+    let p = parse_policy(FILE, &inline).unwrap();
+    let c = p.shadow.as_deref().unwrap();
+    assert_eq!(c.rule_ids(), vec!["no-web".to_string()]);
+    let plain = parse_policy(FILE, base).unwrap();
+    assert!(plain.shadow.is_none());
+    // The candidate is part of what the policy means: its snapshot is in
+    // the canonical form, so changing only the candidate changes the policy.
+    assert_ne!(p.snapshot(), plain.snapshot());
+    assert!(p.canonical_json().contains(&c.snapshot()));
+    assert!(!plain.canonical_json().contains("shadow"));
+
+    // From a file beside the policy: the same candidate, the same snapshot.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("candidate.yaml"),
+        "version: 1\nrules:\n  - id: no-web\n    connect: { to: 127.0.0.1, ports: [80] }\n    decision: deny\n",
+    )
+    .unwrap();
+    let name = dir.path().join("p.yaml").display().to_string();
+    let from_file = parse_policy(&name, &format!("{base}shadow: candidate.yaml\n")).unwrap();
+    assert_eq!(from_file.snapshot(), p.snapshot());
+
+    // Refused, saying why: a missing file, a bad candidate (its own
+    // error), a candidate with a shadow, something that is neither.
+    let e = parse_policy(&name, &format!("{base}shadow: missing.yaml\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.yaml"), "{e}");
+    let e = err(&format!("{base}shadow:\n  version: 1\n  rules: 3\n"));
+    assert!(e.contains("(shadow)"), "{e}");
+    let e = err(&format!(
+        "{base}shadow:\n  version: 1\n  rules: []\n  shadow:\n    version: 1\n    rules: []\n"
+    ));
+    assert!(e.contains("has a `shadow:` of its own"), "{e}");
+    let e = err(&format!("{base}shadow: [1]\n"));
+    assert!(e.contains("a candidate policy"), "{e}");
 }
