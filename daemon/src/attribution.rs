@@ -245,7 +245,11 @@ pub fn decision_entry(
                 details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
                 details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
             }
-            details.insert("syscall".into(), json!(syscall));
+            match crate::decode::name_hook(*syscall) {
+                // Decided before the change, whichever syscall made it.
+                Some(hook) => details.insert("hook".into(), json!(hook)),
+                None => details.insert("syscall".into(), json!(syscall)),
+            };
             details.insert("path_flags".into(), json!(path_flag_names(*flags)));
             if process.binary != "unknown" {
                 details.insert("binary".into(), json!(process.binary));

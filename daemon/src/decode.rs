@@ -185,7 +185,7 @@ pub fn access_name(bits: u32) -> String {
 /// its x86-64 syscall number.
 pub fn path_op_name(syscall: u32) -> &'static str {
     use warden_common::syscalls as nr;
-    match syscall {
+    match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
         nr::UNLINK | nr::UNLINKAT => "unlink",
         nr::MKDIR | nr::MKDIRAT => "mkdir",
         nr::RMDIR => "rmdir",
@@ -200,6 +200,29 @@ pub fn path_op_name(syscall: u32) -> &'static str {
         nr::BIND => "bind",
         _ => "path-op",
     }
+}
+
+/// The hook that decided an operation on names before it happened
+/// (`NameEvent::syscall` with `NAME_HOOK_LSM` or `NAME_HOOK_FMODRET`), e.g.
+/// `lsm/path_rename`, `fmod_ret/security_path_unlink`; `None` for one
+/// decided at `sys_exit` (the syscall's number is recorded then).
+pub fn name_hook(syscall: u32) -> Option<String> {
+    use warden_common::syscalls as nr;
+    let prefix = if syscall & nr::NAME_HOOK_LSM != 0 {
+        "lsm/path_"
+    } else if syscall & nr::NAME_HOOK_FMODRET != 0 {
+        "fmod_ret/security_path_"
+    } else {
+        return None;
+    };
+    let op = match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
+        nr::RENAME => "rename",
+        nr::LINK => "link",
+        // The bind of a unix socket to a path is a mknod of the socket.
+        nr::BIND => "mknod",
+        other => path_op_name(other),
+    };
+    Some(format!("{prefix}{op}"))
 }
 
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
@@ -743,6 +766,26 @@ mod tests {
         ] {
             assert_eq!(path_op_name(nr), name);
         }
+        // Decided at a path_* hook: the operation and the hook.
+        use warden_common::syscalls as nr;
+        for (syscall, name, hook) in [
+            (nr::NAME_HOOK_LSM | nr::UNLINK, "unlink", "lsm/path_unlink"),
+            (nr::NAME_HOOK_LSM | nr::BIND, "bind", "lsm/path_mknod"),
+            (
+                nr::NAME_HOOK_FMODRET | nr::CHMOD,
+                "chmod",
+                "fmod_ret/security_path_chmod",
+            ),
+            (
+                nr::NAME_HOOK_FMODRET | nr::RENAME,
+                "path-op",
+                "fmod_ret/security_path_rename",
+            ),
+        ] {
+            assert_eq!(path_op_name(syscall), name);
+            assert_eq!(name_hook(syscall).as_deref(), Some(hook));
+        }
+        assert_eq!(name_hook(nr::UNLINKAT), None);
 
         let ev = warden_common::EscapeEvent {
             header: header(EventKind::Escape, Decision::Deny, Method::Kill),
