@@ -198,6 +198,8 @@ pub fn path_op_name(syscall: u32) -> &'static str {
         nr::REMOVEXATTR | nr::LREMOVEXATTR => "removexattr",
         nr::UTIME | nr::UTIMES | nr::FUTIMESAT | nr::UTIMENSAT => "utime",
         nr::BIND => "bind",
+        // A regular file created at `path_mknod` (an open with O_CREAT).
+        nr::CREAT => "create",
         _ => "path-op",
     }
 }
@@ -218,8 +220,9 @@ pub fn name_hook(syscall: u32) -> Option<String> {
     let op = match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
         nr::RENAME => "rename",
         nr::LINK => "link",
-        // The bind of a unix socket to a path is a mknod of the socket.
-        nr::BIND => "mknod",
+        // The bind of a unix socket to a path, a regular file's creation:
+        // the kernel's mknod of the new name.
+        nr::BIND | nr::CREAT => "mknod",
         other => path_op_name(other),
     };
     Some(format!("{prefix}{op}"))
@@ -335,17 +338,20 @@ impl KernelEvent {
 pub fn socket_target(class: u32, family: u32, sock_type: u32, protocol: u32) -> String {
     let class = match class {
         sock_class::RAW => "raw".to_string(),
+        sock_class::PACKET => "packet".to_string(),
         c => format!("class{c}"),
     };
     let family = match family {
         2 => "inet".to_string(),
         10 => "inet6".to_string(),
+        17 => "packet".to_string(),
         f => format!("family{f}"),
     };
     let ty = match sock_type {
         1 => "stream".to_string(),
         2 => "dgram".to_string(),
         3 => "raw".to_string(),
+        10 => "packet".to_string(),
         t => format!("type{t}"),
     };
     format!("{class} {family} {ty} protocol={protocol}")
@@ -543,6 +549,10 @@ mod tests {
             })
         );
         assert_eq!(socket_target(1, 10, 3, 58), "raw inet6 raw protocol=58");
+        assert_eq!(
+            socket_target(sock_class::PACKET, 17, 10, 768),
+            "packet packet packet protocol=768"
+        );
     }
 
     #[test]
@@ -771,6 +781,7 @@ mod tests {
         for (syscall, name, hook) in [
             (nr::NAME_HOOK_LSM | nr::UNLINK, "unlink", "lsm/path_unlink"),
             (nr::NAME_HOOK_LSM | nr::BIND, "bind", "lsm/path_mknod"),
+            (nr::NAME_HOOK_LSM | nr::CREAT, "create", "lsm/path_mknod"),
             (
                 nr::NAME_HOOK_FMODRET | nr::CHMOD,
                 "chmod",

@@ -966,3 +966,99 @@ rules:{RUNTIME_FILES}
     );
     assert!(env.ok(&["log", "verify"]).contains("intact"));
 }
+
+/// Packet sockets never reach the cgroup `sock_create` hook (inet only);
+/// with BPF LSM (`socket_create`) or fmod_ret (`security_socket_create`)
+/// they are refused at creation for every agent, here an adopted cgroup
+/// whose root process has `CAP_NET_RAW` and whose policy allows raw
+/// sockets: `AF_PACKET` and `AF_INET`/`SOCK_PACKET` fail with EPERM and
+/// are recorded; the allowed raw socket is decided once, by the cgroup
+/// hook; outside any agent root opens a packet socket, unrecorded.
+#[test]
+fn packet_sockets_fail_with_eperm_for_an_adopted_agent() {
+    if !in_vm("lsm_packet") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmpacket");
+    env.write_policy(
+        "p.yaml",
+        "version: 1
+rules:
+  - id: ping
+    socket: { kind: raw }
+    decision: allow
+",
+    );
+    env.start_daemon();
+    env.add_agent("packet-agent", "p.yaml");
+
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let row = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["action"] == "network: packet sockets (AF_PACKET, SOCK_PACKET)")
+        .unwrap_or_else(|| panic!("no packet row: {status}"))["mechanism"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = if fmod_ret() {
+        "fmod_ret/security_socket_create"
+    } else {
+        "lsm/socket_create"
+    };
+    assert!(row.starts_with(expected), "{row}");
+
+    // AF_PACKET/SOCK_RAW, and AF_INET/SOCK_PACKET (the kernel makes it an
+    // AF_PACKET socket before the hook).
+    for (args, target) in [
+        (["17", "3", "768"], "packet packet raw protocol=768"),
+        (["2", "10", "768"], "packet packet packet protocol=768"),
+    ] {
+        let mut probe = vec!["socket"];
+        probe.extend_from_slice(&args);
+        let out = probe_joined(&env, "packet-agent", &probe);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "socket {args:?}: {out:?}"
+        );
+        let e = env.wait_for_evidence(target, |e| {
+            e["kind"] == "decision" && e["agent"] == "packet-agent" && e["target"] == target
+        });
+        assert_eq!(e["action"], "socket", "{e}");
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["method"], deny_method(), "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["family"], 17, "{e}");
+    }
+
+    // A raw inet socket: allowed by the rule, decided by the cgroup hook
+    // alone (one entry).
+    let out = probe_joined(&env, "packet-agent", &["socket", "2", "3", "1"]);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    let e = env.wait_for_evidence("the allowed raw socket", |e| {
+        e["kind"] == "decision" && e["target"] == "raw inet raw protocol=1"
+    });
+    assert_eq!(e["rule_id"], "ping", "{e}");
+    let raws = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["target"] == "raw inet raw protocol=1")
+        .count();
+    assert_eq!(raws, 1);
+
+    // Outside every agent: root's packet socket is created, not recorded.
+    let out = Command::new(warden_tests::probe_bin())
+        .args(["socket", "17", "3", "768"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok", "outside: {out:?}");
+    let packets = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["details"]["family"] == 17)
+        .count();
+    assert_eq!(packets, 2, "only the agent's two attempts are recorded");
+}

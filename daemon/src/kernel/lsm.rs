@@ -50,6 +50,16 @@ pub struct LsmState {
     pub names: bool,
     /// Why not, when BPF LSM or fmod_ret decides opens but not names.
     pub names_unavailable: Option<String>,
+    /// Packet sockets are decided at creation by `socket_create` (BPF LSM)
+    /// or, with `fmod_ret`, `security_socket_create` (`lsm_sock.rs`).
+    pub packet: bool,
+    /// Why not, where BPF LSM or fmod_ret decides something.
+    pub packet_unavailable: Option<String>,
+}
+
+/// Attaches BPF LSM `socket_create` (packet sockets).
+pub fn attach_socket(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
+    attach(bpf, btf, names::PROG_LSM_SOCKET, names::LSM_SOCKET_HOOK)
 }
 
 /// What decides operations on names where `LsmState::names`.

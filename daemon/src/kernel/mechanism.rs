@@ -128,6 +128,24 @@ pub(super) fn select(
         }
     }
 
+    // Packet sockets, which the cgroup sock_create hook never sees: where
+    // BPF LSM or fmod_ret runs, socket_create decides them for every agent.
+    if lsm.exec || lsm.file {
+        let tried = match disabled("packet") {
+            Some(why) => Err(why),
+            None if lsm.fmod_ret => fmod_ret::probe(bpf, object, btf, &fmod_ret::socket())
+                .map(|links| fmod_ret_links.extend(links)),
+            None => lsm::attach_socket(bpf, btf).map(|link| lsm_links.push(("lsm-socket", link))),
+        };
+        match tried {
+            Ok(()) => lsm.packet = true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "packet sockets are decided by warden run's seccomp only");
+                lsm.packet_unavailable = Some(why);
+            }
+        }
+    }
+
     // Held network actions: where BPF LSM or fmod_ret decides (BPF
     // trampolines work), an fexit after the cgroup hook stops the held
     // thread instead of sys_exit.
@@ -304,6 +322,17 @@ impl Kernel {
                         .map(|w| format!(" (fexit stop not used: {w})"))
                         .unwrap_or_default();
                     format!("hook fails the syscall with ERESTARTNOINTR, tp_btf/sys_exit stops the thread (attached while a policy holds){why}")
+                },
+            },
+            Mechanism {
+                action: "network: packet sockets (AF_PACKET, SOCK_PACKET)".into(),
+                mechanism: match (self.lsm().packet, self.lsm().fmod_ret, &self.lsm().packet_unavailable) {
+                    (true, true, _) => "fmod_ret/security_socket_create, every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
+                    (true, false, _) => "lsm/socket_create (BPF LSM), every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
+                    (false, _, why) => format!(
+                        "warden run's seccomp only (EPERM, not recorded per attempt; adopted agents with CAP_NET_RAW are not decided){}",
+                        why.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
+                    ),
                 },
             },
             Mechanism {

@@ -114,6 +114,12 @@ pub const PROG_FMODRET_EXEC: &str = "warden_fmodret_exec";
 pub const FMODRET_EXEC_FN: &str = "security_bprm_check";
 pub const PROG_FMODRET_OPEN: &str = "warden_fmodret_open";
 pub const FMODRET_OPEN_FN: &str = "security_file_open";
+/// Packet sockets decided at creation (`lsm_sock`): BPF LSM
+/// `socket_create`, or `fmod_ret` on `security_socket_create`.
+pub const PROG_LSM_SOCKET: &str = "warden_lsm_socket";
+pub const LSM_SOCKET_HOOK: &str = "socket_create";
+pub const PROG_FMODRET_SOCKET: &str = "warden_fmodret_socket";
+pub const FMODRET_SOCKET_FN: &str = "security_socket_create";
 /// Operations on names decided before they happen (`lsm_names`): one BPF
 /// LSM program per `path_*` hook and its `fmod_ret` twin on the
 /// `security_path_*` function, attached where opens are decided by BPF LSM

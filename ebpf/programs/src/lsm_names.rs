@@ -14,7 +14,12 @@
 //! held name operation is not implemented.
 //!
 //! `path_mknod` also runs for the bind of a unix socket to a path
-//! (`S_IFSOCK`): recorded as `bind`. `path_chmod`/`path_chown` also run for
+//! (`S_IFSOCK`): recorded as `bind`; and for the creation of a regular file
+//! (`open` with `O_CREAT` of a new name, `mknod` with `S_IFREG`), recorded
+//! as `create` and decided only to refuse: where the path may be written
+//! or held, the open that follows decides (and records, and holds), so an
+//! allowed creation is not recorded twice and a held one is held at the
+//! open as before; where it may not, the file is never created. `path_chmod`/`path_chown` also run for
 //! `fchmod`/`fchown` on an open descriptor, and are decided the same way.
 //!
 //! Global hooks: the agent cgroup lookup comes first and everything else
@@ -50,6 +55,7 @@ const DENY: i32 = -EPERM;
 /// `S_IFMT`, `S_IFSOCK` (include/uapi/linux/stat.h).
 const S_IFMT: u32 = 0o170000;
 const S_IFSOCK: u32 = 0o140000;
+const S_IFREG: u32 = 0o100000;
 
 /// `struct path { struct vfsmount *mnt; struct dentry *dentry; }`: the
 /// (dentry, mnt) of a `const struct path *`. `mnt` is its first field; the
@@ -82,8 +88,9 @@ fn no_record(agent: &warden_common::AgentInfo, kind: EventKind) -> i32 {
 }
 
 /// The decision on one name (`dentry` on mount `mnt`): `nr` is the
-/// operation (its plain syscall's number), `previous` the verdict of the
-/// hook's earlier programs, `deny` how a refusal is recorded.
+/// operation (its plain syscall's number; `CREAT`: a regular file's
+/// creation, decided only to refuse), `previous` the verdict of the hook's
+/// earlier programs, `deny` how a refusal is recorded.
 #[inline(always)]
 pub(crate) fn decide_one(nr: u32, dentry: u64, mnt: u64, previous: i32, deny: Method) -> i32 {
     if previous != 0 {
@@ -106,6 +113,11 @@ pub(crate) fn decide_one(nr: u32, dentry: u64, mnt: u64, previous: i32, deny: Me
     };
     let b = path::build(s, dentry, mnt);
     let (deciding, allowed) = write_rule(s, agent.slot, &b, agent.flags);
+    if nr == syscalls::CREAT && (allowed != 0 || held(s, agent.slot, &b, agent.flags)) {
+        // The open after it decides, records and holds.
+        entry.discard(0);
+        return ALLOW;
+    }
     let judged = if allowed != 0 {
         Decision::Allow
     } else {
@@ -253,6 +265,17 @@ pub(crate) fn decide_two(
     ret
 }
 
+/// Whether a `hold` rule decides the write of the built path.
+#[inline(always)]
+fn held(s: &mut path::Scratch, slot: u32, b: &path::Built, flags: u32) -> bool {
+    if flags & agent_flags::REVOKED != 0 || b.flags & path::UNRESOLVED_FLAGS != 0 {
+        return false;
+    }
+    crate::maps::FILE_RULES
+        .get(path::key(s, slot, b))
+        .is_some_and(|r| r.write.decision == Decision::Hold as u8)
+}
+
 /// (decision, method, the hook's return) for a judged write.
 #[inline(always)]
 fn carry_out(judged: Decision, flags: u32, deciding: u32, deny: Method) -> (Decision, Method, i32) {
@@ -337,13 +360,14 @@ fn at_path(nr: u32, p: u64, previous: u64, deny: Method) -> i32 {
     decide_one(nr, dentry, mnt, previous as i32, deny)
 }
 
-/// mknod(dir, dentry, mode, dev): a unix socket bound to a path is `bind`.
+/// mknod(dir, dentry, mode, dev): a unix socket bound to a path is `bind`,
+/// a regular file `create` (an open with `O_CREAT`, or mknod(2)).
 #[inline(always)]
 fn mknod(a: [u64; 5], deny: Method) -> i32 {
-    let nr = if (a[2] as u32) & S_IFMT == S_IFSOCK {
-        syscalls::BIND
-    } else {
-        syscalls::MKNOD
+    let nr = match (a[2] as u32) & S_IFMT {
+        S_IFSOCK => syscalls::BIND,
+        0 | S_IFREG => syscalls::CREAT,
+        _ => syscalls::MKNOD,
     };
     in_dir(nr, a[0], a[1], a[4], deny)
 }
