@@ -965,6 +965,13 @@ rules:{RUNTIME_FILES}
         "an outsider's unlink was recorded"
     );
     assert!(env.ok(&["log", "verify"]).contains("intact"));
+    // The verifier's cost of the hooks, as logged at load (BPF LSM; shown
+    // with --nocapture).
+    for line in env.daemon_log().lines() {
+        if line.contains("verified_insns") && line.contains("warden_lsm_") {
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// Packet sockets never reach the cgroup `sock_create` hook (inet only);

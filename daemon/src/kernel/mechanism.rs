@@ -381,7 +381,7 @@ impl Kernel {
                         "not decided ({})",
                         self.lsm().names_unavailable.as_deref().unwrap_or("path_* hooks not attached")
                     ),
-                    None => "tp_btf/sys_exit (tail call), decided as a write of the path after the fact, deny = SIGKILL".into(),
+                    None => "tp_btf/sys_exit (fallback; rename and link there, the others by tail call), decided as a write of the path after the fact, deny = SIGKILL; a hold rule refuses".into(),
                     Some(why) => format!("not decided on this kernel ({why})"),
                 },
             },
