@@ -271,10 +271,18 @@ pub fn decision_entry(
                 details.insert("old_rule".into(), json!(policy.rule_id(*old_rule)));
                 details.insert("new_rule".into(), json!(policy.rule_id(*new_rule)));
             }
-            details.insert("syscall".into(), json!(syscall));
-            if flags & warden_common::path_flags::IA32 != 0 {
-                // `syscall` is the ia32 number (int 0x80).
-                details.insert("syscall_table".into(), json!("ia32"));
+            match crate::decode::name_hook(*syscall) {
+                // Decided before the change, whichever syscall made it.
+                Some(hook) => {
+                    details.insert("hook".into(), json!(hook));
+                }
+                None => {
+                    details.insert("syscall".into(), json!(syscall));
+                    if flags & warden_common::path_flags::IA32 != 0 {
+                        // `syscall` is the ia32 number (int 0x80).
+                        details.insert("syscall_table".into(), json!("ia32"));
+                    }
+                }
             }
             details.insert("path_flags".into(), json!(path_flag_names(*flags)));
             if process.binary != "unknown" {

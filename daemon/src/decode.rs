@@ -189,7 +189,7 @@ pub fn access_name(bits: u32) -> String {
 /// its x86-64 syscall number.
 pub fn path_op_name(syscall: u32) -> &'static str {
     use warden_common::syscalls as nr;
-    match syscall {
+    match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
         nr::UNLINK | nr::UNLINKAT => "unlink",
         nr::MKDIR | nr::MKDIRAT => "mkdir",
         nr::RMDIR => "rmdir",
@@ -202,6 +202,8 @@ pub fn path_op_name(syscall: u32) -> &'static str {
         nr::REMOVEXATTR | nr::LREMOVEXATTR => "removexattr",
         nr::UTIME | nr::UTIMES | nr::FUTIMESAT | nr::UTIMENSAT => "utime",
         nr::BIND => "bind",
+        // A regular file created at `path_mknod` (an open with O_CREAT).
+        nr::CREAT => "create",
         _ => "path-op",
     }
 }
@@ -215,6 +217,30 @@ pub fn native_syscall(syscall: u32, flags: u32) -> u32 {
     } else {
         syscall
     }
+}
+
+/// The hook that decided an operation on names before it happened
+/// (`NameEvent::syscall` with `NAME_HOOK_LSM` or `NAME_HOOK_FMODRET`), e.g.
+/// `lsm/path_rename`, `fmod_ret/security_path_unlink`; `None` for one
+/// decided at `sys_exit` (the syscall's number is recorded then).
+pub fn name_hook(syscall: u32) -> Option<String> {
+    use warden_common::syscalls as nr;
+    let prefix = if syscall & nr::NAME_HOOK_LSM != 0 {
+        "lsm/path_"
+    } else if syscall & nr::NAME_HOOK_FMODRET != 0 {
+        "fmod_ret/security_path_"
+    } else {
+        return None;
+    };
+    let op = match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
+        nr::RENAME => "rename",
+        nr::LINK => "link",
+        // The bind of a unix socket to a path, a regular file's creation:
+        // the kernel's mknod of the new name.
+        nr::BIND | nr::CREAT => "mknod",
+        other => path_op_name(other),
+    };
+    Some(format!("{prefix}{op}"))
 }
 
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
@@ -329,17 +355,20 @@ impl KernelEvent {
 pub fn socket_target(class: u32, family: u32, sock_type: u32, protocol: u32) -> String {
     let class = match class {
         sock_class::RAW => "raw".to_string(),
+        sock_class::PACKET => "packet".to_string(),
         c => format!("class{c}"),
     };
     let family = match family {
         2 => "inet".to_string(),
         10 => "inet6".to_string(),
+        17 => "packet".to_string(),
         f => format!("family{f}"),
     };
     let ty = match sock_type {
         1 => "stream".to_string(),
         2 => "dgram".to_string(),
         3 => "raw".to_string(),
+        10 => "packet".to_string(),
         t => format!("type{t}"),
     };
     format!("{class} {family} {ty} protocol={protocol}")
@@ -548,6 +577,10 @@ mod tests {
             })
         );
         assert_eq!(socket_target(1, 10, 3, 58), "raw inet6 raw protocol=58");
+        assert_eq!(
+            socket_target(sock_class::PACKET, 17, 10, 768),
+            "packet packet packet protocol=768"
+        );
     }
 
     #[test]
@@ -810,6 +843,27 @@ mod tests {
         ] {
             assert_eq!(path_op_name(nr), name);
         }
+        // Decided at a path_* hook: the operation and the hook.
+        use warden_common::syscalls as nr;
+        for (syscall, name, hook) in [
+            (nr::NAME_HOOK_LSM | nr::UNLINK, "unlink", "lsm/path_unlink"),
+            (nr::NAME_HOOK_LSM | nr::BIND, "bind", "lsm/path_mknod"),
+            (nr::NAME_HOOK_LSM | nr::CREAT, "create", "lsm/path_mknod"),
+            (
+                nr::NAME_HOOK_FMODRET | nr::CHMOD,
+                "chmod",
+                "fmod_ret/security_path_chmod",
+            ),
+            (
+                nr::NAME_HOOK_FMODRET | nr::RENAME,
+                "path-op",
+                "fmod_ret/security_path_rename",
+            ),
+        ] {
+            assert_eq!(path_op_name(syscall), name);
+            assert_eq!(name_hook(syscall).as_deref(), Some(hook));
+        }
+        assert_eq!(name_hook(nr::UNLINKAT), None);
 
         // An ia32 syscall's event carries its ia32 number: named by the
         // call it makes, not by the 64-bit call of that number (10 is

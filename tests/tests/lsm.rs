@@ -736,3 +736,336 @@ fn held_connect_stops_without_sys_exit_approved_and_rejected() {
     assert_eq!(stdout(&out), "ok", "{out:?}");
     assert!(!sys_exit_attached(&env));
 }
+
+/// The hook the expected mechanism names in the evidence of an operation
+/// on names (`path_*`, or its `security_path_*` function).
+fn name_hook(op: &str) -> String {
+    if fmod_ret() {
+        format!("fmod_ret/security_path_{op}")
+    } else {
+        format!("lsm/path_{op}")
+    }
+}
+
+/// Runs the probe inside `agent`'s cgroup, without `warden run` (whose
+/// Landlock would refuse some of these first): a hostile adopted agent.
+fn probe_joined(env: &TestEnv, agent: &str, args: &[&str]) -> Output {
+    Command::new(warden_tests::probe_bin())
+        .arg("join")
+        .arg(env.agent_cgroup(agent))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Operations on names (issue #15 §3) are decided before they happen by
+/// the `path_*` hooks (BPF LSM) or `security_path_*` (fmod_ret): each
+/// name as a `write` of its path. From inside an agent: renaming a copy of
+/// a denied binary over an exec-allowed path, linking a denied file into a
+/// writable directory, and unlink, chmod, mkdir, truncate(2) and a unix
+/// socket's bind in a directory it may only read all fail with EPERM, the
+/// process lives on, the file system is unchanged, and the entry names the
+/// rule, both paths and the hook. One decision per operation: the
+/// fallback's `sys_exit` does not decide them as well.
+#[test]
+fn operations_on_names_fail_with_eperm_before_anything_changes() {
+    if !in_vm("lsm_names") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new("lsmnames");
+    let f = Files::new(&env);
+    let tool = f.binary("tool", "/usr/bin/true");
+    let evil = f.path("work/evil");
+    std::fs::copy("/usr/bin/touch", &evil).unwrap();
+    let secret = f.write("other/secret.txt", "SECRET-CONTENT");
+    let marker = f.marker("evil-ran");
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1
+rules:{RUNTIME_FILES}
+  - id: work
+    file: {{ prefix: {work}/, access: [read, write] }}
+    decision: allow
+  - id: other-read
+    file: {{ prefix: {other}/, access: [read] }}
+    decision: allow
+  - id: run-tool
+    exec: {{ path: {tool} }}
+    decision: allow
+",
+            work = f.path("work"),
+            other = f.path("other"),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("names-agent", "p.yaml");
+
+    // The status names the mechanism that decides them.
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let row = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["action"]
+                .as_str()
+                .unwrap_or("")
+                .contains("(operations on names)")
+        })
+        .unwrap_or_else(|| panic!("no operations-on-names row: {status}"))["mechanism"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = if fmod_ret() {
+        "fmod_ret/security_path_*"
+    } else {
+        "lsm/path_*"
+    };
+    assert!(row.starts_with(expected), "{row}");
+
+    // A rename inside the work directory: allowed, recorded with both
+    // names and the hook.
+    let moved = f.path("work/evil2");
+    let out = probe_joined(&env, "names-agent", &["rename", &evil, &moved]);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    let e = env.wait_for_evidence("the allowed rename", |e| {
+        e["action"] == "rename" && e["target"] == moved.as_str()
+    });
+    assert_eq!(e["decision"], "allow", "{e}");
+    assert_eq!(e["details"]["old_path"], evil.as_str(), "{e}");
+    assert_eq!(e["details"]["hook"], name_hook("rename"), "{e}");
+
+    // Over the exec-allowed binary: rename(2) fails with EPERM, the exec
+    // never comes, both files are where they were.
+    let out = probe_joined(
+        &env,
+        "names-agent",
+        &["rename-exec", &moved, &tool, &marker],
+    );
+    not_killed(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("rename errno={}", libc::EPERM),
+        "{out:?}"
+    );
+    assert!(!Path::new(&marker).exists(), "the renamed binary ran");
+    assert!(Path::new(&moved).exists(), "the old name is gone");
+    assert_eq!(
+        std::fs::read(&tool).unwrap(),
+        std::fs::read("/usr/bin/true").unwrap(),
+        "the allowed binary was replaced"
+    );
+    let e = env.wait_for_evidence("the refused rename", |e| {
+        e["action"] == "rename" && e["target"] == tool.as_str()
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], deny_method(), "{e}");
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+    assert_eq!(e["details"]["old_path"], moved.as_str(), "{e}");
+    assert_eq!(e["details"]["new_path"], tool.as_str(), "{e}");
+    assert_eq!(e["details"]["old_rule"], "work", "{e}");
+    assert_eq!(e["details"]["new_rule"], "default-deny", "{e}");
+    assert_eq!(e["details"]["hook"], name_hook("rename"), "{e}");
+
+    // A link of a file it may only read into the writable directory:
+    // link(2) fails with EPERM, the new name never exists, nothing read.
+    let copy = f.path("work/copy.txt");
+    let out = probe_joined(&env, "names-agent", &["link-read", &secret, &copy]);
+    not_killed(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("link errno={}", libc::EPERM),
+        "{out:?}"
+    );
+    assert!(!Path::new(&copy).exists(), "the link was made");
+    let e = env.wait_for_evidence("the refused link", |e| {
+        e["action"] == "link" && e["target"] == copy.as_str()
+    });
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], deny_method(), "{e}");
+    // The old name decides: no rule lets the agent write other/.
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+    assert_eq!(e["details"]["old_path"], secret.as_str(), "{e}");
+    assert_eq!(e["details"]["new_path"], copy.as_str(), "{e}");
+    assert_eq!(e["details"]["old_rule"], "default-deny", "{e}");
+    assert_eq!(e["details"]["new_rule"], "work", "{e}");
+    assert_eq!(e["details"]["hook"], name_hook("link"), "{e}");
+
+    // Operations on one name in the read-only directory: EPERM, unchanged.
+    let victim = f.write("other/victim", "content");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = f.path("other/newdir");
+    let sock = f.path("other/sock");
+    for (op, path, hook) in [
+        ("unlink", victim.as_str(), "unlink"),
+        ("chmod", victim.as_str(), "chmod"),
+        ("truncate", victim.as_str(), "truncate"),
+        ("mkdir", dir.as_str(), "mkdir"),
+        ("bind", sock.as_str(), "mknod"),
+    ] {
+        let out = probe_joined(&env, "names-agent", &["op", op, path]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{op}: {out:?}"
+        );
+        let e = env.wait_for_evidence(&format!("the refused {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == op && e["target"] == path
+        });
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["method"], deny_method(), "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["path"], path, "{e}");
+        assert_eq!(e["details"]["hook"], name_hook(hook), "{e}");
+    }
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o644,
+        "chmod took effect"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "content");
+    assert!(!Path::new(&dir).exists(), "mkdir took effect");
+    assert!(!Path::new(&sock).exists(), "bind made the socket file");
+
+    // The same in the writable directory: allowed and recorded.
+    let made = f.path("work/newdir");
+    let out = probe_joined(&env, "names-agent", &["op", "mkdir", &made]);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    let e = env.wait_for_evidence("the allowed mkdir", |e| {
+        e["action"] == "mkdir" && e["target"] == made.as_str()
+    });
+    assert_eq!(e["decision"], "allow", "{e}");
+    assert_eq!(e["rule_id"], "work", "{e}");
+
+    // One decision per operation, by the hook (no sys_exit entry too).
+    let unlinks: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["action"] == "unlink")
+        .collect();
+    assert_eq!(unlinks.len(), 1, "{unlinks:#?}");
+
+    // Outside the agent the same unlink is not decided.
+    let out = Command::new(warden_tests::probe_bin())
+        .args(["op", "unlink", &victim])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert!(!Path::new(&victim).exists());
+    assert_eq!(
+        env.evidence()
+            .iter()
+            .filter(|e| e["action"] == "unlink")
+            .count(),
+        1,
+        "an outsider's unlink was recorded"
+    );
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    // The verifier's cost of the hooks, as logged at load (BPF LSM; shown
+    // with --nocapture).
+    for line in env.daemon_log().lines() {
+        if line.contains("verified_insns") && line.contains("warden_lsm_") {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Packet sockets never reach the cgroup `sock_create` hook (inet only);
+/// with BPF LSM (`socket_create`) or fmod_ret (`security_socket_create`)
+/// they are refused at creation for every agent, here an adopted cgroup
+/// whose root process has `CAP_NET_RAW` and whose policy allows raw
+/// sockets: `AF_PACKET` and `AF_INET`/`SOCK_PACKET` fail with EPERM and
+/// are recorded; the allowed raw socket is decided once, by the cgroup
+/// hook; outside any agent root opens a packet socket, unrecorded.
+#[test]
+fn packet_sockets_fail_with_eperm_for_an_adopted_agent() {
+    if !in_vm("lsm_packet") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmpacket");
+    env.write_policy(
+        "p.yaml",
+        "version: 1
+rules:
+  - id: ping
+    socket: { kind: raw }
+    decision: allow
+",
+    );
+    env.start_daemon();
+    env.add_agent("packet-agent", "p.yaml");
+
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let row = status["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["action"] == "network: packet sockets (AF_PACKET, SOCK_PACKET)")
+        .unwrap_or_else(|| panic!("no packet row: {status}"))["mechanism"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = if fmod_ret() {
+        "fmod_ret/security_socket_create"
+    } else {
+        "lsm/socket_create"
+    };
+    assert!(row.starts_with(expected), "{row}");
+
+    // AF_PACKET/SOCK_RAW, and AF_INET/SOCK_PACKET (the kernel makes it an
+    // AF_PACKET socket before the hook).
+    for (args, target) in [
+        (["17", "3", "768"], "packet packet raw protocol=768"),
+        (["2", "10", "768"], "packet packet packet protocol=768"),
+    ] {
+        let mut probe = vec!["socket"];
+        probe.extend_from_slice(&args);
+        let out = probe_joined(&env, "packet-agent", &probe);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "socket {args:?}: {out:?}"
+        );
+        let e = env.wait_for_evidence(target, |e| {
+            e["kind"] == "decision" && e["agent"] == "packet-agent" && e["target"] == target
+        });
+        assert_eq!(e["action"], "socket", "{e}");
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["method"], deny_method(), "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["family"], 17, "{e}");
+    }
+
+    // A raw inet socket: allowed by the rule, decided by the cgroup hook
+    // alone (one entry).
+    let out = probe_joined(&env, "packet-agent", &["socket", "2", "3", "1"]);
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    let e = env.wait_for_evidence("the allowed raw socket", |e| {
+        e["kind"] == "decision" && e["target"] == "raw inet raw protocol=1"
+    });
+    assert_eq!(e["rule_id"], "ping", "{e}");
+    let raws = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["target"] == "raw inet raw protocol=1")
+        .count();
+    assert_eq!(raws, 1);
+
+    // Outside every agent: root's packet socket is created, not recorded.
+    let out = Command::new(warden_tests::probe_bin())
+        .args(["socket", "17", "3", "768"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok", "outside: {out:?}");
+    let packets = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["details"]["family"] == 17)
+        .count();
+    assert_eq!(packets, 2, "only the agent's two attempts are recorded");
+}

@@ -67,6 +67,26 @@ pub fn exec_file(exec: bool, file: bool) -> Vec<Wanted> {
     wanted
 }
 
+/// What decides operations on names where fmod_ret does (`LsmState::names`).
+pub const NAMES_MECHANISM: &str = "fmod_ret/security_path_* (BPF LSM built but not active: rename, link, unlink, mkdir, rmdir, symlink, mknod (also a unix socket's bind), chmod, chown, truncate), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule refuses";
+
+/// The program that decides packet sockets (`security_socket_create`).
+pub fn socket() -> Vec<Wanted> {
+    vec![(
+        names::PROG_FMODRET_SOCKET,
+        names::FMODRET_SOCKET_FN,
+        "fmodret-socket",
+    )]
+}
+
+/// The programs that decide operations on names (`security_path_*`).
+pub fn names() -> Vec<Wanted> {
+    names::NAME_HOOKS
+        .iter()
+        .map(|h| (h.fmodret_prog, h.fmodret_fn, h.fmodret_pin))
+        .collect()
+}
+
 /// Loads and attaches the `wanted` fmod_ret programs. On any failure
 /// nothing stays attached (the links are dropped) and the reason names the
 /// program and the kernel's error (with the verifier's last lines).

@@ -44,6 +44,38 @@ pub struct LsmState {
     pub net_holds: bool,
     /// Why not (`None` when `net_holds`, or when not tried).
     pub net_holds_unavailable: Option<String>,
+    /// Operations on names (rename, link, unlink, mkdir, ...) are decided
+    /// before they happen by the `path_*` hooks (`ebpf/programs/src/lsm_names.rs`),
+    /// BPF LSM or, with `fmod_ret`, `security_path_*`.
+    pub names: bool,
+    /// Why not, when BPF LSM or fmod_ret decides opens but not names.
+    pub names_unavailable: Option<String>,
+    /// Packet sockets are decided at creation by `socket_create` (BPF LSM)
+    /// or, with `fmod_ret`, `security_socket_create` (`lsm_sock.rs`).
+    pub packet: bool,
+    /// Why not, where BPF LSM or fmod_ret decides something.
+    pub packet_unavailable: Option<String>,
+}
+
+/// Attaches BPF LSM `socket_create` (packet sockets).
+pub fn attach_socket(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
+    attach(bpf, btf, names::PROG_LSM_SOCKET, names::LSM_SOCKET_HOOK)
+}
+
+/// What decides operations on names where `LsmState::names`.
+pub const NAMES_MECHANISM: &str = "lsm/path_* (BPF LSM: path_rename, path_link, path_unlink, path_mkdir, path_rmdir, path_symlink, path_mknod (also a unix socket's bind), path_chmod, path_chown, path_truncate), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule refuses";
+
+/// Attaches the BPF LSM `path_*` programs (operations on names), all or
+/// none: the links to pin, or why not (nothing stays attached).
+pub fn attach_names(bpf: &mut Ebpf, btf: &Btf) -> Result<Vec<(&'static str, FdLink)>, String> {
+    let mut links = Vec::new();
+    for hook in &names::NAME_HOOKS {
+        links.push((
+            hook.lsm_pin,
+            attach(bpf, btf, hook.lsm_prog, hook.lsm_hook)?,
+        ));
+    }
+    Ok(links)
 }
 
 /// What the LSM path does, for `warden status` and the daemon_start entry.

@@ -104,6 +104,48 @@ pub(super) fn select(
         }
     }
 
+    // Operations on names: where BPF LSM or fmod_ret decides opens, its
+    // path_* hooks decide them before they happen (sys_exit decides no
+    // file rule there). Optional: without them opens are still decided,
+    // and the status says names are not.
+    let mut lsm_links = lsm_links;
+    if lsm.file {
+        let tried = match disabled("names") {
+            Some(why) => Err(why),
+            None if lsm.fmod_ret => {
+                fmod_ret::probe(bpf, object, btf, &fmod_ret::names()).map(|links| {
+                    fmod_ret_links.extend(links);
+                })
+            }
+            None => lsm::attach_names(bpf, btf).map(|links| lsm_links.extend(links)),
+        };
+        match tried {
+            Ok(()) => lsm.names = true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "operations on names are not decided on this kernel");
+                lsm.names_unavailable = Some(why);
+            }
+        }
+    }
+
+    // Packet sockets, which the cgroup sock_create hook never sees: where
+    // BPF LSM or fmod_ret runs, socket_create decides them for every agent.
+    if lsm.exec || lsm.file {
+        let tried = match disabled("packet") {
+            Some(why) => Err(why),
+            None if lsm.fmod_ret => fmod_ret::probe(bpf, object, btf, &fmod_ret::socket())
+                .map(|links| fmod_ret_links.extend(links)),
+            None => lsm::attach_socket(bpf, btf).map(|link| lsm_links.push(("lsm-socket", link))),
+        };
+        match tried {
+            Ok(()) => lsm.packet = true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "packet sockets are decided by warden run's seccomp only");
+                lsm.packet_unavailable = Some(why);
+            }
+        }
+    }
+
     // Held network actions: where BPF LSM or fmod_ret decides (BPF
     // trampolines work), an fexit after the cgroup hook stops the held
     // thread instead of sys_exit.
@@ -283,6 +325,17 @@ impl Kernel {
                 },
             },
             Mechanism {
+                action: "network: packet sockets (AF_PACKET, SOCK_PACKET)".into(),
+                mechanism: match (self.lsm().packet, self.lsm().fmod_ret, &self.lsm().packet_unavailable) {
+                    (true, true, _) => "fmod_ret/security_socket_create, every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
+                    (true, false, _) => "lsm/socket_create (BPF LSM), every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
+                    (false, _, why) => format!(
+                        "warden run's seccomp only (EPERM, not recorded per attempt; adopted agents with CAP_NET_RAW are not decided){}",
+                        why.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
+                    ),
+                },
+            },
+            Mechanism {
                 action: "BPF LSM".into(),
                 mechanism: lsm::status(self.lsm()),
             },
@@ -320,10 +373,15 @@ impl Kernel {
                 },
             },
             Mechanism {
-                action: "unlink, mkdir, rmdir, symlink, mknod, chmod, chown, truncate, setxattr, utime, bind (fallback)".into(),
+                action: "rename, link, unlink, mkdir, rmdir, symlink, mknod, chmod, chown, truncate, setxattr, utime, bind (operations on names)".into(),
                 mechanism: match &self.path_ops_unavailable {
-                    _ if self.lsm().file => "not decided where BPF LSM or fmod_ret decides opens (path_* hooks not implemented)".into(),
-                    None => "tp_btf/sys_exit (tail call), decided as a write of the path after the fact, deny = SIGKILL".into(),
+                    _ if self.lsm().names && self.lsm().fmod_ret => format!("{}; setxattr, removexattr, utime: not decided", fmod_ret::NAMES_MECHANISM),
+                    _ if self.lsm().names => format!("{}; setxattr, removexattr, utime: not decided", lsm::NAMES_MECHANISM),
+                    _ if self.lsm().file => format!(
+                        "not decided ({})",
+                        self.lsm().names_unavailable.as_deref().unwrap_or("path_* hooks not attached")
+                    ),
+                    None => "tp_btf/sys_exit (fallback; rename and link there, the others by tail call), decided as a write of the path after the fact, deny = SIGKILL; a hold rule refuses".into(),
                     Some(why) => format!("not decided on this kernel ({why})"),
                 },
             },

@@ -314,7 +314,8 @@ pub enum Selector {
 
 /// The socket kinds a `socket` rule names (`warden_common::sock_class`).
 /// Packet sockets are not a kind: the kernel's `sock_create` hook does not
-/// see them, and `warden run` refuses them whatever the policy.
+/// see them; `warden run` refuses them whatever the policy, and where BPF
+/// LSM or fmod_ret runs `socket_create` refuses them for every agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", expecting = "`raw`")]
 pub enum SocketKind {

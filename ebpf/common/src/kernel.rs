@@ -216,6 +216,14 @@ pub mod syscalls {
     /// `OpenEvent::syscall` of an open decided at `fmod_ret/security_file_open`
     /// (as `LSM_HOOK`, where BPF LSM is built but not active).
     pub const FMODRET_HOOK: u32 = u32::MAX - 1;
+    /// `NameEvent::syscall` of an operation on names decided at a BPF LSM
+    /// `path_*` hook (`lsm_names`): this bit, or-ed with the 64-bit number
+    /// of the operation's plain syscall (`RENAME`, `LINK`, `UNLINK`,
+    /// `MKDIR`, `RMDIR`, `SYMLINK`, `MKNOD`, `BIND`, `CHMOD`, `CHOWN`,
+    /// `TRUNCATE`), whichever syscall made it.
+    pub const NAME_HOOK_LSM: u32 = 1 << 31;
+    /// As `NAME_HOOK_LSM`, decided at `fmod_ret/security_path_*`.
+    pub const NAME_HOOK_FMODRET: u32 = 1 << 30;
 }
 
 pub const SIGKILL: u32 = 9;

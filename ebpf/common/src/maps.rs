@@ -221,8 +221,13 @@ pub mod sock_class {
     /// `SOCK_RAW` in `AF_INET` or `AF_INET6` (including `IPPROTO_RAW`, a
     /// hand-built IP header).
     pub const RAW: u32 = 1;
-    // `AF_PACKET` sockets would be 2, but the kernel runs `sock_create`
-    // for inet sockets only; `warden run` refuses them by seccomp.
+    /// `AF_PACKET` (and `SOCK_PACKET`, which the kernel turns into
+    /// `AF_PACKET`): the cgroup `sock_create` hook runs for inet sockets
+    /// only, so these are decided at BPF LSM `socket_create` or
+    /// `fmod_ret/security_socket_create` where those run (`lsm_sock`), and
+    /// refused by `warden run`'s seccomp elsewhere. No rule names them:
+    /// denied.
+    pub const PACKET: u32 = 2;
 }
 
 /// One `sock_class`'s rule: the decision (`Decision` as `u32`, 0 when no

@@ -120,6 +120,52 @@ pub const PROG_FMODRET_EXEC: &str = "warden_fmodret_exec";
 pub const FMODRET_EXEC_FN: &str = "security_bprm_check";
 pub const PROG_FMODRET_OPEN: &str = "warden_fmodret_open";
 pub const FMODRET_OPEN_FN: &str = "security_file_open";
+/// Packet sockets decided at creation (`lsm_sock`): BPF LSM
+/// `socket_create`, or `fmod_ret` on `security_socket_create`.
+pub const PROG_LSM_SOCKET: &str = "warden_lsm_socket";
+pub const LSM_SOCKET_HOOK: &str = "socket_create";
+pub const PROG_FMODRET_SOCKET: &str = "warden_fmodret_socket";
+pub const FMODRET_SOCKET_FN: &str = "security_socket_create";
+/// Operations on names decided before they happen (`lsm_names`): one BPF
+/// LSM program per `path_*` hook and its `fmod_ret` twin on the
+/// `security_path_*` function, attached where opens are decided by BPF LSM
+/// or `fmod_ret` respectively.
+pub struct NameHook {
+    /// The operation.
+    pub op: &'static str,
+    pub lsm_prog: &'static str,
+    pub lsm_hook: &'static str,
+    pub fmodret_prog: &'static str,
+    pub fmodret_fn: &'static str,
+    /// Pin names of their links.
+    pub lsm_pin: &'static str,
+    pub fmodret_pin: &'static str,
+}
+macro_rules! name_hook {
+    ($op:literal) => {
+        NameHook {
+            op: $op,
+            lsm_prog: concat!("warden_lsm_", $op),
+            lsm_hook: concat!("path_", $op),
+            fmodret_prog: concat!("warden_fmodret_", $op),
+            fmodret_fn: concat!("security_path_", $op),
+            lsm_pin: concat!("lsm-", $op),
+            fmodret_pin: concat!("fmodret-", $op),
+        }
+    };
+}
+pub const NAME_HOOKS: [NameHook; 10] = [
+    name_hook!("rename"),
+    name_hook!("link"),
+    name_hook!("unlink"),
+    name_hook!("mkdir"),
+    name_hook!("rmdir"),
+    name_hook!("symlink"),
+    name_hook!("mknod"),
+    name_hook!("chmod"),
+    name_hook!("chown"),
+    name_hook!("truncate"),
+];
 /// The stop of held network actions without `sys_exit` (where BPF
 /// trampolines work): `fexit` after the cgroup sock_addr programs run.
 pub const PROG_HOLD_STOP: &str = "warden_hold_stop";

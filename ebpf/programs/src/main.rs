@@ -12,6 +12,11 @@
 //! - `fmod_ret`: the same decisions as `lsm`, as `fmod_ret` programs on
 //!   `security_bprm_check` and `security_file_open`, where BPF LSM is built
 //!   but not active.
+//! - `lsm_names`: rename, link, unlink, mkdir, ... decided before they
+//!   happen at BPF LSM `path_*` hooks and their `fmod_ret` twins on
+//!   `security_path_*` (EPERM), beside `lsm`/`fmod_ret`.
+//! - `lsm_sock`: packet sockets (`AF_PACKET`) decided at BPF LSM
+//!   `socket_create` or `fmod_ret/security_socket_create` (EPERM).
 //! - `hold_stop`: `fexit` after the cgroup sock_addr programs, stops a
 //!   thread whose network action they held (instead of `sys_exit`, where
 //!   trampolines work).
@@ -64,6 +69,8 @@ mod fmod_ret;
 mod hold_stop;
 mod judge;
 mod lsm;
+mod lsm_names;
+mod lsm_sock;
 mod maps;
 mod path;
 mod shadow;
