@@ -514,3 +514,271 @@ fn a_hold_budget_holds_with_the_daemon_stopped_until_the_next_daemon_approves() 
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "ok=21 eperm=0");
 }
+
+// ---- bytes: egress ----
+
+/// Bytes an egress byte budget lets out per window: 256 KiB.
+const EGRESS_LIMIT: u64 = 256 * 1024;
+
+fn egress_policy(tcp: u16, udp: u16) -> String {
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+rules:
+  - id: sink-tcp
+    connect: {{ to: 127.0.0.1, ports: [{tcp}], protocol: tcp }}
+    decision: allow
+  - id: sink-udp
+    connect: {{ to: 127.0.0.1, ports: [{udp}], protocol: udp }}
+    decision: allow
+budgets:
+  - id: egress
+    bytes: egress
+    limit: 256KiB
+    per: 1m
+    then: deny
+"
+    )
+}
+
+/// Loopback receivers outside every agent that count the bytes that
+/// arrive: what the agent got out.
+struct Sink {
+    tcp_port: u16,
+    udp_port: u16,
+    tcp: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    udp: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink {
+    fn new() -> Self {
+        use std::{
+            io::Read,
+            net::{TcpListener, UdpSocket},
+            os::fd::AsRawFd,
+            sync::{atomic::AtomicU64, atomic::Ordering, Arc},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_port = listener.local_addr().unwrap().port();
+        let tcp = Arc::new(AtomicU64::new(0));
+        let count = tcp.clone();
+        thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let count = count.clone();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        count.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_port = sock.local_addr().unwrap().port();
+        // Room for a whole burst, so the receiver loses nothing itself.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on our own socket with an int we own.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::addr_of!(size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        let udp = Arc::new(AtomicU64::new(0));
+        let count = udp.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = sock.recv(&mut buf) {
+                count.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        });
+        Self {
+            tcp_port,
+            udp_port,
+            tcp,
+            udp,
+        }
+    }
+
+    /// What arrived so far, once nothing more arrives for a second.
+    fn settled(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        let mut last = counter.load(std::sync::atomic::Ordering::SeqCst);
+        loop {
+            thread::sleep(Duration::from_secs(1));
+            let now = counter.load(std::sync::atomic::Ordering::SeqCst);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn tcp_bytes(&self) -> u64 {
+        Self::settled(&self.tcp)
+    }
+
+    fn udp_bytes(&self) -> u64 {
+        Self::settled(&self.udp)
+    }
+}
+
+/// The egress budget's entries: (`decision` entries, dropped packets and
+/// bytes over every entry).
+fn egress_drops(env: &TestEnv) -> (u64, u64, u64) {
+    let mut out = (0, 0, 0);
+    for e in env.evidence() {
+        if e["rule_id"] != "budget:egress" || e["action"] != "egress" {
+            continue;
+        }
+        assert_eq!(e["decision"], "deny", "{e}");
+        if e["kind"] == "decision" {
+            assert_eq!(e["method"], "cgroup-skb-drop", "{e}");
+            out.0 += 1;
+        } else {
+            assert_eq!(e["kind"], "summary", "{e}");
+            assert_eq!(
+                e["details"]["count"], e["details"]["dropped_packets"],
+                "{e}"
+            );
+        }
+        out.1 += e["details"]["dropped_packets"].as_u64().unwrap();
+        out.2 += e["details"]["dropped_bytes"].as_u64().unwrap();
+    }
+    out
+}
+
+fn egress_setup(name: &str) -> (TestEnv, Sink) {
+    let sink = Sink::new();
+    let mut env = TestEnv::new(name);
+    env.write_policy("p.yaml", &egress_policy(sink.tcp_port, sink.udp_port));
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    (env, sink)
+}
+
+/// An agent streams 4 MiB over loopback TCP against a 256 KiB egress
+/// budget: no more than the limit arrives (the budget counts whole IP
+/// packets, headers included, so the payload that arrives is below it),
+/// the drops are recorded once for the window and then counted, `warden
+/// status` shows the use, and after `warden budget reset` UDP datagrams get
+/// out again, again only up to the limit.
+#[test]
+fn an_egress_budget_drops_tcp_and_udp_past_the_limit_and_records_it() {
+    if !can_run("budget_egress") {
+        return;
+    }
+    let (env, sink) = egress_setup("budgetegress");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let out = env.probe_as("bot", &["tcp-send", &tcp, &(4u64 << 20).to_string(), "4"]);
+    assert!(stdout(&out).starts_with("sent="), "{out:?}");
+    let got = sink.tcp_bytes();
+    eprintln!(
+        "tcp: {} ; {got} bytes arrived (limit {EGRESS_LIMIT})",
+        stdout(&out)
+    );
+    assert!(
+        got <= EGRESS_LIMIT,
+        "{got} bytes arrived, over the {EGRESS_LIMIT} limit"
+    );
+    assert!(got >= EGRESS_LIMIT / 4, "only {got} bytes arrived");
+    let e = env.wait_for_evidence("the egress budget's drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert_eq!(e["target"], "egress", "{e}");
+    assert_eq!(e["details"]["limit_bytes"], EGRESS_LIMIT, "{e}");
+    assert!(
+        e["details"]["dropped_packets"].as_u64().unwrap() >= 1,
+        "{e}"
+    );
+    assert!(e["details"]["dropped_bytes"].as_u64().unwrap() >= 1, "{e}");
+    // Later sweeps of the same window count; they never add a decision.
+    thread::sleep(Duration::from_secs(3));
+    let (decisions, packets, bytes) = egress_drops(&env);
+    eprintln!("recorded: {decisions} decision, {packets} packets / {bytes} bytes dropped");
+    assert_eq!(decisions, 1);
+    assert!(
+        packets >= 1 && bytes >= packets,
+        "{packets} packets, {bytes} bytes"
+    );
+
+    let b = budget_state(&env);
+    assert_eq!(b["id"], "egress", "{b}");
+    assert_eq!(b["count"], "bytes egress", "{b}");
+    let used = b["used"].as_u64().unwrap();
+    assert!(
+        used <= EGRESS_LIMIT && used >= got,
+        "used {used}, arrived {got}: {b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "budget egress: {used}/{EGRESS_LIMIT} bytes egress per 60s, then deny"
+        )),
+        "{text}"
+    );
+
+    let said = env.ok(&["budget", "reset", "bot", "egress", "--reason", "more data"]);
+    assert!(said.contains("reset ("), "{said}");
+    assert!(budget_state(&env)["used"].as_u64().unwrap() < 1000);
+    // 400 datagrams of 1000 bytes (1028 with headers): about 255 fit.
+    let udp = format!("127.0.0.1:{}", sink.udp_port);
+    let out = env.probe_as("bot", &["udp-send", &udp, "400", "1000"]);
+    let said = stdout(&out);
+    assert!(said.starts_with("sent="), "{out:?}");
+    let got = sink.udp_bytes();
+    eprintln!("udp: {said} ; {got} bytes arrived (limit {EGRESS_LIMIT})");
+    assert!(got <= EGRESS_LIMIT, "{got} UDP bytes arrived: {said}");
+    assert!(
+        got >= 200 * 1000,
+        "only {got} UDP bytes arrived after the reset: {said}"
+    );
+    // After a reset the next drop is on the record again as a decision.
+    env.wait_for_evidence("a second decision after the reset", |_| {
+        egress_drops(&env).0 == 2
+    });
+}
+
+/// With no daemon the pinned program keeps counting and dropping; the
+/// drops wait in the pinned map and the next daemon records them.
+#[test]
+fn an_egress_budget_drops_with_the_daemon_stopped() {
+    if !can_run("budget_egress_down") {
+        return;
+    }
+    let (mut env, sink) = egress_setup("budgetegressdown");
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let out = Command::new(probe_bin())
+        .arg("join")
+        .arg(&cg)
+        .args(["tcp-send", &tcp, &(4u64 << 20).to_string(), "4"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("sent="), "{out:?}");
+    let got = sink.tcp_bytes();
+    eprintln!(
+        "tcp, no daemon: {} ; {got} bytes arrived (limit {EGRESS_LIMIT})",
+        stdout(&out)
+    );
+    assert!(got <= EGRESS_LIMIT, "{got} bytes arrived with no daemon");
+    assert!(got >= EGRESS_LIMIT / 4, "only {got} bytes arrived");
+    env.start_daemon_with(&FAST_SWEEP);
+    let e = env.wait_for_evidence("drops made while the daemon was down", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert!(
+        e["details"]["dropped_packets"].as_u64().unwrap() >= 1,
+        "{e}"
+    );
+}

@@ -464,6 +464,9 @@ impl Enforcer {
         // run for this cgroup without its rules in place.
         self.kernel.install(cgroup_id, rules)?;
         self.kernel.attach(&agent.cgroup, cgroup_id)?;
+        // After the install: the egress program finds the budgets in place.
+        let egress = rules.net.budgets.classes & warden_common::budget_class::EGRESS_BYTES != 0;
+        self.kernel.set_egress(&agent.cgroup, cgroup_id, egress)?;
         // Processes already in an adopted cgroup were not forked under the
         // escape programs' eyes: they become members here.
         let added = self.kernel.seed_members(&agent.cgroup, cgroup_id)?;

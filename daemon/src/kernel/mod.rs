@@ -39,6 +39,8 @@
 //!   switch flag.
 //! - `holds.rs`: the `HELD` and `GRANTS` maps of paused actions.
 //! - `counters.rs`: the kernel's counters.
+//! - `egress.rs`: the `cgroup_skb/egress` program of `bytes: egress`
+//!   budgets and the sweep of the packets it dropped.
 //! - `backpressure.rs`: the ring buffer's size, records parked while it is
 //!   full (`OVERFLOW`) and the daemon's heartbeat.
 //! - `escape.rs`: the programs that kill and record a process of an agent
@@ -63,6 +65,7 @@ pub mod btf;
 mod budgets;
 mod counters;
 pub mod dns;
+mod egress;
 pub mod escape;
 pub mod fmod_ret;
 mod holds;
@@ -76,6 +79,7 @@ mod summaries;
 
 pub use budgets::BudgetUse;
 pub use counters::Counters;
+pub use egress::EgressSwept;
 pub use mechanism::{disabled, DISABLE_VAR};
 pub use pinned::{set_revoked_pinned, uninstall, Revocation};
 pub use rules::AgentRules;
@@ -156,6 +160,9 @@ pub struct Kernel {
     /// Pins this daemon created (the rest in links/ are a predecessor's).
     owned: HashSet<PathBuf>,
     links: HashMap<u64, Vec<Pinned>>,
+    /// The `cgroup_skb/egress` link of each agent with a `bytes: egress`
+    /// budget (`egress.rs`).
+    egress: HashMap<u64, Pinned>,
     installed: HashMap<u64, Installed>,
     /// The `sys_exit` link while attached, and the `sys_exit_mode` bits in
     /// force.

@@ -279,6 +279,7 @@ impl Kernel {
         if let Some(links) = self.links.remove(&cgroup_id) {
             self.detach_links(links);
         }
+        self.drop_egress(cgroup_id);
         if let Some(old) = self.installed.remove(&cgroup_id) {
             self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;
             self.clear_rules(&old);
