@@ -782,3 +782,53 @@ fn an_egress_budget_drops_with_the_daemon_stopped() {
         "{e}"
     );
 }
+
+/// Racing senders: four TCP streams and four UDP floods at once, half of
+/// them from a cgroup the agent made below its own (a process there is
+/// still the agent's). The budget's word is moved by compare-and-swap, so
+/// all of them together get no more than the limit out.
+#[test]
+fn racing_senders_in_the_agent_and_its_child_cgroup_share_one_egress_limit() {
+    if !can_run("budget_egress_race") {
+        return;
+    }
+    let (env, sink) = egress_setup("budgetegressrace");
+    let cg = env.agent_cgroup("bot");
+    let child = cg.join("worker");
+    std::fs::create_dir(&child).unwrap();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let udp = format!("127.0.0.1:{}", sink.udp_port);
+    let senders: Vec<_> = (0..8)
+        .map(|i| {
+            let at = if i % 2 == 0 { &cg } else { &child };
+            let mut cmd = Command::new(probe_bin());
+            cmd.arg("join").arg(at);
+            if i < 4 {
+                cmd.args(["tcp-send", &tcp, &(2u64 << 20).to_string(), "4"]);
+            } else {
+                cmd.args(["udp-send", &udp, "400", "1000"]);
+            }
+            cmd.stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for s in senders {
+        let out = s.wait_with_output().unwrap();
+        // A stream whose SYN came after the limit never connects.
+        let said = stdout(&out);
+        assert!(
+            said.starts_with("sent=") || said.starts_with("connect errno="),
+            "{out:?}"
+        );
+    }
+    let (t, u) = (sink.tcp_bytes(), sink.udp_bytes());
+    eprintln!("race: {t} TCP + {u} UDP bytes arrived (limit {EGRESS_LIMIT})");
+    assert!(t + u <= EGRESS_LIMIT, "{t} + {u} bytes arrived");
+    assert!(t + u >= EGRESS_LIMIT / 4, "only {t} + {u} bytes arrived");
+    let b = budget_state(&env);
+    assert!(b["used"].as_u64().unwrap() <= EGRESS_LIMIT, "{b}");
+    env.wait_for_evidence("the race's drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    std::fs::remove_dir(&child).unwrap();
+}
