@@ -726,6 +726,29 @@ fn an_egress_budget_drops_tcp_and_udp_past_the_limit_and_records_it() {
         "{text}"
     );
 
+    // The export bundle lists the budget in force in its own file.
+    let bundle = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", bundle.to_str().unwrap()]);
+    let budgets: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("budgets.json")).unwrap())
+            .unwrap();
+    let row = &budgets.as_array().unwrap()[0];
+    assert_eq!(
+        (&row["agent"], &row["rule_id"], &row["count"], &row["unit"]),
+        (
+            &Value::from("bot"),
+            &Value::from("budget:egress"),
+            &Value::from("bytes egress"),
+            &Value::from("bytes")
+        ),
+        "{budgets:#}"
+    );
+    assert_eq!(row["limit"], EGRESS_LIMIT, "{row}");
+    assert_eq!(
+        (row["per_secs"].as_u64(), row["then"].as_str()),
+        (Some(60), Some("deny"))
+    );
+
     let said = env.ok(&["budget", "reset", "bot", "egress", "--reason", "more data"]);
     assert!(said.contains("reset ("), "{said}");
     assert!(budget_state(&env)["used"].as_u64().unwrap() < 1000);
