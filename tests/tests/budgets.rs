@@ -855,3 +855,37 @@ fn racing_senders_in_the_agent_and_its_child_cgroup_share_one_egress_limit() {
     });
     std::fs::remove_dir(&child).unwrap();
 }
+
+/// `mode: record`: nothing is dropped; what would have been is recorded
+/// as `would-deny` under the budget.
+#[test]
+fn a_record_mode_egress_budget_sends_everything_and_records_would_deny() {
+    if !can_run("budget_egress_record") {
+        return;
+    }
+    let sink = Sink::new();
+    let mut env = TestEnv::new("budgetegressrec");
+    let p = egress_policy(sink.tcp_port, sink.udp_port)
+        .replace("version: 1\n", "version: 1\nmode: record\n");
+    env.write_policy("p.yaml", &p);
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let total = 1u64 << 20;
+    let out = env.probe_as("bot", &["tcp-send", &tcp, &total.to_string(), "10"]);
+    assert_eq!(stdout(&out), format!("sent={total}"), "{out:?}");
+    let got = sink.tcp_bytes();
+    assert!(
+        got > EGRESS_LIMIT,
+        "only {got} bytes arrived in record mode"
+    );
+    let e = env.wait_for_evidence("the would-be drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert_eq!(
+        (e["decision"].as_str(), e["method"].as_str()),
+        (Some("would-deny"), Some("record")),
+        "{e}"
+    );
+}

@@ -230,6 +230,18 @@ fn run(args: &[String]) -> ExitCode {
                     Err(_) => break,
                 }
             }
+            // Until the deadline, wait for what was written to leave
+            // (the send queue drains unless the kernel drops it).
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+            loop {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: TIOCOUTQ on our own socket writes one int.
+                let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+                if rc != 0 || queued == 0 || std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             // Close with a reset: nothing left queued to retransmit after
             // the probe exits (it would count against the next window).
             let linger = libc::linger {
