@@ -39,8 +39,9 @@ rules:
 "
     );
     if budget {
-        // The largest byte limit a window can hold; per 1s it is far above
-        // what the sender reaches here (checked: no drops recorded).
+        // The largest byte limit a window can hold (4 GiB per 1 s): above
+        // what the blocks send per second here; the report says whether
+        // any packet was dropped.
         p.push_str(
             "budgets:
   - id: egress
@@ -180,6 +181,8 @@ fn main() -> Result<()> {
         with.extend([a1, a2]);
         without.extend([b1, b2]);
     }
+    // Drops are swept into evidence every 10 s: wait one sweep.
+    thread::sleep(std::time::Duration::from_secs(11));
     let status = env.ok(&["status", "--json"]);
     let drops = env
         .evidence()
