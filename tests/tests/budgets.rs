@@ -889,3 +889,67 @@ fn a_record_mode_egress_budget_sends_everything_and_records_would_deny() {
         "{e}"
     );
 }
+
+/// IPv6 is counted the same: UDP datagrams to `::1` stop at the limit.
+#[test]
+fn an_egress_budget_counts_ipv6_too() {
+    if !can_run("budget_egress_v6") {
+        return;
+    }
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    };
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on our own socket with an int we own.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = sock.recv(&mut buf) {
+            count.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    });
+    let mut env = TestEnv::new("budgetegress6");
+    let p = egress_policy(1, 2).replace(
+        "budgets:",
+        &format!(
+            "  - id: sink-v6
+    connect: {{ to: \"::1\", ports: [{port}], protocol: udp }}
+    decision: allow
+budgets:"
+        ),
+    );
+    env.write_policy("p.yaml", &p);
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let out = env.probe_as(
+        "bot",
+        &["udp-send", &format!("[::1]:{port}"), "400", "1000"],
+    );
+    let said = stdout(&out);
+    assert!(said.starts_with("sent="), "{out:?}");
+    let got = Sink::settled(&got);
+    eprintln!("udp6: {said} ; {got} bytes arrived (limit {EGRESS_LIMIT})");
+    // 1048 bytes per datagram with the IPv6 and UDP headers: 250 fit.
+    assert!(got <= EGRESS_LIMIT, "{got} bytes arrived over IPv6: {said}");
+    assert!(
+        got >= 200 * 1000,
+        "only {got} bytes arrived over IPv6: {said}"
+    );
+    env.wait_for_evidence("the IPv6 drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+}

@@ -266,7 +266,12 @@ fn run(args: &[String]) -> ExitCode {
             let to = addr(args.get(1));
             let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
             let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
-            let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
+            let bind = if to.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
+            let Ok(sock) = UdpSocket::bind(bind) else {
                 eprintln!("bind a UDP socket");
                 return ExitCode::from(2);
             };
