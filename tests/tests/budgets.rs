@@ -514,3 +514,442 @@ fn a_hold_budget_holds_with_the_daemon_stopped_until_the_next_daemon_approves() 
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "ok=21 eperm=0");
 }
+
+// ---- bytes: egress ----
+
+/// Bytes an egress byte budget lets out per window: 256 KiB.
+const EGRESS_LIMIT: u64 = 256 * 1024;
+
+fn egress_policy(tcp: u16, udp: u16) -> String {
+    format!(
+        "version: 1
+approvers:
+  users: [root]
+rules:
+  - id: sink-tcp
+    connect: {{ to: 127.0.0.1, ports: [{tcp}], protocol: tcp }}
+    decision: allow
+  - id: sink-udp
+    connect: {{ to: 127.0.0.1, ports: [{udp}], protocol: udp }}
+    decision: allow
+budgets:
+  - id: egress
+    bytes: egress
+    limit: 256KiB
+    per: 1m
+    then: deny
+"
+    )
+}
+
+/// Loopback receivers outside every agent that count the bytes that
+/// arrive: what the agent got out.
+struct Sink {
+    tcp_port: u16,
+    udp_port: u16,
+    tcp: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    udp: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink {
+    fn new() -> Self {
+        use std::{
+            io::Read,
+            net::{TcpListener, UdpSocket},
+            os::fd::AsRawFd,
+            sync::{atomic::AtomicU64, atomic::Ordering, Arc},
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_port = listener.local_addr().unwrap().port();
+        let tcp = Arc::new(AtomicU64::new(0));
+        let count = tcp.clone();
+        thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { continue };
+                let count = count.clone();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        count.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_port = sock.local_addr().unwrap().port();
+        // Room for a whole burst, so the receiver loses nothing itself.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: setsockopt on our own socket with an int we own.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::addr_of!(size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        let udp = Arc::new(AtomicU64::new(0));
+        let count = udp.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = sock.recv(&mut buf) {
+                count.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        });
+        Self {
+            tcp_port,
+            udp_port,
+            tcp,
+            udp,
+        }
+    }
+
+    /// What arrived so far, once nothing more arrives for a second.
+    fn settled(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        let mut last = counter.load(std::sync::atomic::Ordering::SeqCst);
+        loop {
+            thread::sleep(Duration::from_secs(1));
+            let now = counter.load(std::sync::atomic::Ordering::SeqCst);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn tcp_bytes(&self) -> u64 {
+        Self::settled(&self.tcp)
+    }
+
+    fn udp_bytes(&self) -> u64 {
+        Self::settled(&self.udp)
+    }
+}
+
+/// The egress budget's entries: (`decision` entries, dropped packets and
+/// bytes over every entry).
+fn egress_drops(env: &TestEnv) -> (u64, u64, u64) {
+    let mut out = (0, 0, 0);
+    for e in env.evidence() {
+        if e["rule_id"] != "budget:egress" || e["action"] != "egress" {
+            continue;
+        }
+        assert_eq!(e["decision"], "deny", "{e}");
+        if e["kind"] == "decision" {
+            assert_eq!(e["method"], "cgroup-skb-drop", "{e}");
+            out.0 += 1;
+        } else {
+            assert_eq!(e["kind"], "summary", "{e}");
+            assert_eq!(
+                e["details"]["count"], e["details"]["dropped_packets"],
+                "{e}"
+            );
+        }
+        out.1 += e["details"]["dropped_packets"].as_u64().unwrap();
+        out.2 += e["details"]["dropped_bytes"].as_u64().unwrap();
+    }
+    out
+}
+
+fn egress_setup(name: &str) -> (TestEnv, Sink) {
+    let sink = Sink::new();
+    let mut env = TestEnv::new(name);
+    env.write_policy("p.yaml", &egress_policy(sink.tcp_port, sink.udp_port));
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    (env, sink)
+}
+
+/// An agent streams 4 MiB over loopback TCP against a 256 KiB egress
+/// budget: no more than the limit arrives (the budget counts whole IP
+/// packets, headers included, so the payload that arrives is below it),
+/// the drops are recorded once for the window and then counted, `warden
+/// status` shows the use, and after `warden budget reset` UDP datagrams get
+/// out again, again only up to the limit.
+#[test]
+fn an_egress_budget_drops_tcp_and_udp_past_the_limit_and_records_it() {
+    if !can_run("budget_egress") {
+        return;
+    }
+    let (env, sink) = egress_setup("budgetegress");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let out = env.probe_as("bot", &["tcp-send", &tcp, &(4u64 << 20).to_string(), "4"]);
+    assert!(stdout(&out).starts_with("sent="), "{out:?}");
+    let got = sink.tcp_bytes();
+    eprintln!(
+        "tcp: {} ; {got} bytes arrived (limit {EGRESS_LIMIT})",
+        stdout(&out)
+    );
+    assert!(
+        got <= EGRESS_LIMIT,
+        "{got} bytes arrived, over the {EGRESS_LIMIT} limit"
+    );
+    assert!(got >= EGRESS_LIMIT / 4, "only {got} bytes arrived");
+    let e = env.wait_for_evidence("the egress budget's drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert_eq!(e["target"], "egress", "{e}");
+    assert_eq!(e["details"]["limit_bytes"], EGRESS_LIMIT, "{e}");
+    assert!(
+        e["details"]["dropped_packets"].as_u64().unwrap() >= 1,
+        "{e}"
+    );
+    assert!(e["details"]["dropped_bytes"].as_u64().unwrap() >= 1, "{e}");
+    // Later sweeps of the same window count; they never add a decision.
+    thread::sleep(Duration::from_secs(3));
+    let (decisions, packets, bytes) = egress_drops(&env);
+    eprintln!("recorded: {decisions} decision, {packets} packets / {bytes} bytes dropped");
+    assert_eq!(decisions, 1);
+    assert!(
+        packets >= 1 && bytes >= packets,
+        "{packets} packets, {bytes} bytes"
+    );
+
+    let b = budget_state(&env);
+    assert_eq!(b["id"], "egress", "{b}");
+    assert_eq!(b["count"], "bytes egress", "{b}");
+    let used = b["used"].as_u64().unwrap();
+    assert!(
+        used <= EGRESS_LIMIT && used >= got,
+        "used {used}, arrived {got}: {b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "budget egress: {used}/{EGRESS_LIMIT} bytes egress per 60s, then deny"
+        )),
+        "{text}"
+    );
+
+    // The export bundle lists the budget in force in its own file.
+    let bundle = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", bundle.to_str().unwrap()]);
+    let budgets: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("budgets.json")).unwrap())
+            .unwrap();
+    let row = &budgets.as_array().unwrap()[0];
+    assert_eq!(
+        (&row["agent"], &row["rule_id"], &row["count"], &row["unit"]),
+        (
+            &Value::from("bot"),
+            &Value::from("budget:egress"),
+            &Value::from("bytes egress"),
+            &Value::from("bytes")
+        ),
+        "{budgets:#}"
+    );
+    assert_eq!(row["limit"], EGRESS_LIMIT, "{row}");
+    assert_eq!(
+        (row["per_secs"].as_u64(), row["then"].as_str()),
+        (Some(60), Some("deny"))
+    );
+
+    let said = env.ok(&["budget", "reset", "bot", "egress", "--reason", "more data"]);
+    assert!(said.contains("reset ("), "{said}");
+    assert!(budget_state(&env)["used"].as_u64().unwrap() < 1000);
+    // 400 datagrams of 1000 bytes (1028 with headers): about 255 fit.
+    let udp = format!("127.0.0.1:{}", sink.udp_port);
+    let out = env.probe_as("bot", &["udp-send", &udp, "400", "1000"]);
+    let said = stdout(&out);
+    assert!(said.starts_with("sent="), "{out:?}");
+    let got = sink.udp_bytes();
+    eprintln!("udp: {said} ; {got} bytes arrived (limit {EGRESS_LIMIT})");
+    assert!(got <= EGRESS_LIMIT, "{got} UDP bytes arrived: {said}");
+    assert!(
+        got >= 200 * 1000,
+        "only {got} UDP bytes arrived after the reset: {said}"
+    );
+    // After a reset the next drop is on the record again as a decision.
+    env.wait_for_evidence("a second decision after the reset", |_| {
+        egress_drops(&env).0 == 2
+    });
+}
+
+/// With no daemon the pinned program keeps counting and dropping; the
+/// drops wait in the pinned map and the next daemon records them.
+#[test]
+fn an_egress_budget_drops_with_the_daemon_stopped() {
+    if !can_run("budget_egress_down") {
+        return;
+    }
+    let (mut env, sink) = egress_setup("budgetegressdown");
+    let cg = env.agent_cgroup("bot");
+    env.stop_daemon();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let out = Command::new(probe_bin())
+        .arg("join")
+        .arg(&cg)
+        .args(["tcp-send", &tcp, &(4u64 << 20).to_string(), "4"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).starts_with("sent="), "{out:?}");
+    let got = sink.tcp_bytes();
+    eprintln!(
+        "tcp, no daemon: {} ; {got} bytes arrived (limit {EGRESS_LIMIT})",
+        stdout(&out)
+    );
+    assert!(got <= EGRESS_LIMIT, "{got} bytes arrived with no daemon");
+    assert!(got >= EGRESS_LIMIT / 4, "only {got} bytes arrived");
+    env.start_daemon_with(&FAST_SWEEP);
+    let e = env.wait_for_evidence("drops made while the daemon was down", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert!(
+        e["details"]["dropped_packets"].as_u64().unwrap() >= 1,
+        "{e}"
+    );
+}
+
+/// Racing senders: four TCP streams and four UDP floods at once, half of
+/// them from a cgroup the agent made below its own (a process there is
+/// still the agent's). The budget's word is moved by compare-and-swap, so
+/// all of them together get no more than the limit out.
+#[test]
+fn racing_senders_in_the_agent_and_its_child_cgroup_share_one_egress_limit() {
+    if !can_run("budget_egress_race") {
+        return;
+    }
+    let (env, sink) = egress_setup("budgetegressrace");
+    let cg = env.agent_cgroup("bot");
+    let child = cg.join("worker");
+    std::fs::create_dir(&child).unwrap();
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let udp = format!("127.0.0.1:{}", sink.udp_port);
+    let senders: Vec<_> = (0..8)
+        .map(|i| {
+            let at = if i % 2 == 0 { &cg } else { &child };
+            let mut cmd = Command::new(probe_bin());
+            cmd.arg("join").arg(at);
+            if i < 4 {
+                cmd.args(["tcp-send", &tcp, &(2u64 << 20).to_string(), "4"]);
+            } else {
+                cmd.args(["udp-send", &udp, "400", "1000"]);
+            }
+            cmd.stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for s in senders {
+        let out = s.wait_with_output().unwrap();
+        // A stream whose SYN came after the limit never connects.
+        let said = stdout(&out);
+        assert!(
+            said.starts_with("sent=") || said.starts_with("connect errno="),
+            "{out:?}"
+        );
+    }
+    let (t, u) = (sink.tcp_bytes(), sink.udp_bytes());
+    eprintln!("race: {t} TCP + {u} UDP bytes arrived (limit {EGRESS_LIMIT})");
+    assert!(t + u <= EGRESS_LIMIT, "{t} + {u} bytes arrived");
+    assert!(t + u >= EGRESS_LIMIT / 4, "only {t} + {u} bytes arrived");
+    let b = budget_state(&env);
+    assert!(b["used"].as_u64().unwrap() <= EGRESS_LIMIT, "{b}");
+    env.wait_for_evidence("the race's drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    std::fs::remove_dir(&child).unwrap();
+}
+
+/// `mode: record`: nothing is dropped; what would have been is recorded
+/// as `would-deny` under the budget.
+#[test]
+fn a_record_mode_egress_budget_sends_everything_and_records_would_deny() {
+    if !can_run("budget_egress_record") {
+        return;
+    }
+    let sink = Sink::new();
+    let mut env = TestEnv::new("budgetegressrec");
+    let p = egress_policy(sink.tcp_port, sink.udp_port)
+        .replace("version: 1\n", "version: 1\nmode: record\n");
+    env.write_policy("p.yaml", &p);
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let tcp = format!("127.0.0.1:{}", sink.tcp_port);
+    let total = 1u64 << 20;
+    let out = env.probe_as("bot", &["tcp-send", &tcp, &total.to_string(), "10"]);
+    assert_eq!(stdout(&out), format!("sent={total}"), "{out:?}");
+    let got = sink.tcp_bytes();
+    assert!(
+        got > EGRESS_LIMIT,
+        "only {got} bytes arrived in record mode"
+    );
+    let e = env.wait_for_evidence("the would-be drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+    assert_eq!(
+        (e["decision"].as_str(), e["method"].as_str()),
+        (Some("would-deny"), Some("record")),
+        "{e}"
+    );
+}
+
+/// IPv6 is counted the same: UDP datagrams to `::1` stop at the limit.
+#[test]
+fn an_egress_budget_counts_ipv6_too() {
+    if !can_run("budget_egress_v6") {
+        return;
+    }
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    };
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let size: libc::c_int = 8 << 20;
+    // SAFETY: setsockopt on our own socket with an int we own.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = sock.recv(&mut buf) {
+            count.fetch_add(n as u64, Ordering::SeqCst);
+        }
+    });
+    let mut env = TestEnv::new("budgetegress6");
+    let p = egress_policy(1, 2).replace(
+        "budgets:",
+        &format!(
+            "  - id: sink-v6
+    connect: {{ to: \"::1\", ports: [{port}], protocol: udp }}
+    decision: allow
+budgets:"
+        ),
+    );
+    env.write_policy("p.yaml", &p);
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("bot", "p.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(30));
+    let out = env.probe_as(
+        "bot",
+        &["udp-send", &format!("[::1]:{port}"), "400", "1000"],
+    );
+    let said = stdout(&out);
+    assert!(said.starts_with("sent="), "{out:?}");
+    let got = Sink::settled(&got);
+    eprintln!("udp6: {said} ; {got} bytes arrived (limit {EGRESS_LIMIT})");
+    // 1048 bytes per datagram with the IPv6 and UDP headers: 250 fit.
+    assert!(got <= EGRESS_LIMIT, "{got} bytes arrived over IPv6: {said}");
+    assert!(
+        got >= 200 * 1000,
+        "only {got} bytes arrived over IPv6: {said}"
+    );
+    env.wait_for_evidence("the IPv6 drops", |e| {
+        e["kind"] == "decision" && e["rule_id"] == "budget:egress"
+    });
+}

@@ -216,6 +216,54 @@ fn on_alert_kill_ends_the_agent_and_records_it() {
     assert!(env.ok(&["agent", "list"]).contains("revoked"));
     let out = env.probe_as("bursty", &["connect", &to]);
     assert!(!out.status.success(), "{}", stdout(&out));
+
+    // The export bundle carries the alert, the detection rules it was
+    // judged beside, and maps them to the monitoring controls.
+    let bundle = env.dir.path().join("bundle");
+    env.ok(&["evidence", "export", "--out", bundle.to_str().unwrap()]);
+    let read = |f: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(bundle.join(f)).unwrap()).unwrap()
+    };
+    let alerts = read("alerts.json");
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["seq"] == alert["seq"]
+                && a["kind"] == "alert"
+                && a["details"]["detector"] == "cusum-rate"),
+        "{alerts:#}"
+    );
+    let rules = read("detections.json");
+    let rules = rules.as_array().unwrap();
+    assert_eq!(rules.len(), 4, "{rules:#?}");
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["file"] == "warden-sentinel-rate-rise.yml"
+                && r["sigma"].as_str().unwrap().contains("detection:")
+                && r["sha256"].as_str().unwrap().len() == 64),
+        "{rules:#?}"
+    );
+    let map = read("control_map.json");
+    assert!(
+        map.as_array().unwrap().iter().any(|m| {
+            let has = |k: &str, v: &str| m[k].as_array().unwrap().iter().any(|x| x == v);
+            has("records", "alerts.json")
+                && has("records", "detections.json")
+                && has("soc2", "CC7.2")
+                && has("iso27001", "A.8.16")
+                && m["nist_ai_rmf"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.as_str().unwrap().starts_with("MEASURE"))
+        }),
+        "{map:#}"
+    );
+    let verified = env.ok(&["evidence", "verify", bundle.to_str().unwrap()]);
+    assert!(verified.contains("bundle valid"), "{verified}");
 }
 
 #[test]

@@ -85,6 +85,8 @@ impl Enforcer {
                     crate::error_chain(&e)
                 )
             })?;
+        // The next egress drop in this window is a first again.
+        self.egress_windows.remove(&(agent_id, index as u32));
         let mut details = serde_json::Map::new();
         details.insert("budget".into(), json!(b.id));
         details.insert("used".into(), json!(used));

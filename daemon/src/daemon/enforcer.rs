@@ -161,6 +161,9 @@ pub(super) struct Enforcer {
     pub(super) monitors: crate::sentinel::hook::Monitors,
     /// The evidence disk cap and whether it holds (`evidence_cap`).
     pub(super) cap: super::evidence_cap::CapState,
+    /// The budget window of the last egress drops recorded, per (agent
+    /// id, budget index): the next sweep in it counts (`egress`).
+    pub(super) egress_windows: HashMap<(u32, u32), u64>,
 }
 
 impl Enforcer {
@@ -367,9 +370,13 @@ impl Enforcer {
                     }
                     let _ = reply.send(());
                 }
-                Command::SweepSummaries => self.sweep_summaries(),
+                Command::SweepSummaries => {
+                    self.sweep_summaries();
+                    self.sweep_egress();
+                }
                 Command::Stop { actor, reply } => {
                     self.sweep_summaries();
+                    self.sweep_egress();
                     self.stop(&actor);
                     let _ = reply.send(());
                     return;

@@ -13,6 +13,7 @@
 mod budgets;
 mod control_server;
 mod delegation;
+mod egress;
 mod enforcer;
 mod events;
 pub mod evidence_cap;
@@ -253,6 +254,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         key_id,
         first_seen: first_seen.clone(),
         monitors,
+        egress_windows: HashMap::new(),
         cap: evidence_cap::CapState {
             cap_bytes,
             source: cap_source,

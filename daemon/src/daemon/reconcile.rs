@@ -586,6 +586,9 @@ impl Enforcer {
             Some(top) if self.kernel.is_attached(top) => self.kernel.cover(cgroup_id, top),
             _ => self.kernel.attach(&agent.cgroup, cgroup_id)?,
         }
+        // After the install: the egress program finds the budgets in place.
+        let egress = rules.net.budgets.classes & warden_common::budget_class::EGRESS_BYTES != 0;
+        self.kernel.set_egress(&agent.cgroup, cgroup_id, egress)?;
         // Processes already in an adopted cgroup were not forked under the
         // escape programs' eyes: they become members here.
         let added = self.kernel.seed_members(&agent.cgroup, cgroup_id)?;

@@ -10,6 +10,9 @@
 //!   `approvals.json`, `kill_switch.json`: inventory, role/approver ->
 //!   capability matrix, policy history, approvals, revocations;
 //! - `access_reviews.json`: the latest access review per agent;
+//! - `budgets.json`: the budgets in force per agent (latest policy
+//!   version); `alerts.json`: the sentinel's alerts in the window;
+//!   `detections.json`: the shipped Sigma detection rules, with hashes;
 //! - `verification.json`: the host's own verification at export time;
 //! - `control_map.json`, `report.html`: controls to records, and a report;
 //! - `manifest.json` (sha256 of every file, the chain head) and
@@ -166,6 +169,59 @@ pub struct Contents {
     /// `end_seq`.
     pub reviews: Vec<Entry>,
     pub verification: Result<String, String>,
+    /// The budgets in force per agent (`budgets.json`).
+    pub budgets: Vec<BudgetInForce>,
+    /// The sentinel's `alert` entries in the window (`alerts.json`).
+    pub alerts: Vec<Entry>,
+}
+
+/// One budget in force (`budgets.json`): what the kernel counts and
+/// enforces for the agent, named as the evidence names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetInForce {
+    pub agent: String,
+    /// `budget:<id>`, the evidence's rule_id for its refusals.
+    pub rule_id: String,
+    pub id: String,
+    /// `connect`, `exec`, `file`, `any` or `bytes egress`.
+    pub count: String,
+    /// Rule ids of `match` (empty: every action of `count`).
+    pub matched_rules: Vec<String>,
+    pub limit: u64,
+    /// `actions` or `bytes`.
+    pub unit: String,
+    pub per_secs: u64,
+    pub then: String,
+    pub policy_snapshot: String,
+}
+
+/// The budgets of each agent's latest policy version.
+fn budgets_in_force(agents: &[Agent], versions: &[PolicyVersion]) -> Vec<BudgetInForce> {
+    let mut rows = Vec::new();
+    for agent in agents {
+        let Some(v) = versions.iter().rev().find(|v| v.agent == agent.name) else {
+            continue;
+        };
+        let Ok(p) = policy::parse_policy(&v.file, &v.content) else {
+            continue;
+        };
+        for b in &p.budgets {
+            let bytes = b.count == policy::budget::BudgetCount::EgressBytes;
+            rows.push(BudgetInForce {
+                agent: agent.name.clone(),
+                rule_id: format!("budget:{}", b.id),
+                id: b.id.clone(),
+                count: b.count.name().into(),
+                matched_rules: b.rules.clone(),
+                limit: b.limit,
+                unit: if bytes { "bytes" } else { "actions" }.into(),
+                per_secs: b.per.as_secs(),
+                then: b.then.name().into(),
+                policy_snapshot: v.sha256.clone(),
+            });
+        }
+    }
+    rows
 }
 
 /// One row of the role/approver -> capability matrix.
@@ -344,6 +400,16 @@ fn gather(
         approvals.retain(|x| &x.job.agent == a);
     }
     let capabilities = capabilities(&agents, &versions);
+    let budgets = budgets_in_force(&agents, &versions);
+    let alerts: Vec<Entry> = store
+        .query(&Filter {
+            kind: Some("alert".into()),
+            ..Filter::default()
+        })
+        .map_err(|e| src(&e))?
+        .into_iter()
+        .filter(|e| e.seq <= end_seq && window.contains(e))
+        .collect();
     let reviews: Vec<Entry> = crate::commands::review::latest_reviews(
         store
             .query(&Filter {
@@ -377,6 +443,8 @@ fn gather(
         capabilities,
         reviews,
         verification,
+        budgets,
+        alerts,
     };
     Ok((contents, key, store))
 }
@@ -598,6 +666,9 @@ pub fn export_through(
     write_json(out, "approvals.json", &c.approvals)?;
     write_json(out, "kill_switch.json", &c.kills)?;
     write_json(out, "access_reviews.json", &c.reviews)?;
+    write_json(out, "budgets.json", &c.budgets)?;
+    write_json(out, "alerts.json", &c.alerts)?;
+    write_json(out, "detections.json", &super::detections::shipped())?;
     let verification = match &c.verification {
         Ok(summary) => serde_json::json!({ "valid": true, "summary": summary }),
         Err(problem) => serde_json::json!({ "valid": false, "problem": problem }),
@@ -619,6 +690,9 @@ pub fn export_through(
         "approvals.json",
         "kill_switch.json",
         "access_reviews.json",
+        "budgets.json",
+        "alerts.json",
+        "detections.json",
         "verification.json",
         "control_map.json",
         "report.html",

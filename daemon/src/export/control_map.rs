@@ -95,12 +95,20 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         nist_ai_rmf: &["MEASURE 2.7", "MANAGE 4.1"],
     },
     ControlMapping {
-        control: "Per-agent action budgets (connects, execs, opens per window) are enforced in the kernel with or without the daemon: past the limit the action is denied, held for a human or its process killed, and recorded under the budget's name (the first refusal per process and destination individually, the repeats counted); resets are approver-only and recorded",
-        records: &["decision (rule_id budget:<id>)", "summary (decision deny, rule_id budget:<id>)", "budget_reset", "capabilities.json (budget rows)"],
-        fields: &["rule_id", "decision", "method", "details.count", "details.used", "details.reason", "details.approver_role", "policy_snapshot"],
+        control: "Per-agent action budgets (connects, execs, opens per window) and egress byte budgets (bytes sent per window) are enforced in the kernel with or without the daemon: past the limit the action is denied, held for a human or its process killed, or the packet dropped, and recorded under the budget's name (the first refusal per process and destination, or the first drops of a byte budget per window, individually; the repeats counted); resets are approver-only and recorded; the budgets in force are listed per agent",
+        records: &["decision (rule_id budget:<id>)", "summary (decision deny, rule_id budget:<id>)", "budget_reset", "budgets.json", "capabilities.json (budget rows)"],
+        fields: &["rule_id", "decision", "method", "details.count", "details.dropped_packets", "details.dropped_bytes", "details.used", "details.reason", "details.approver_role", "policy_snapshot"],
         soc2: &["CC7.2"],
         iso27001: &["A.8.16"],
         nist_ai_rmf: &["MEASURE 2.6", "MEASURE 3.1", "MANAGE 2.4"],
+    },
+    ControlMapping {
+        control: "Active monitoring of agent behaviour: the sentinel raises an alert entry on a change in an agent's action or denial rate (EWMA and CUSUM) or on new behaviour (first exec, destination, write prefix), optionally killing or freezing the agent; the shipped Sigma detection rules over the OCSF stream are in the bundle with their hashes beside the alerts of the window",
+        records: &["alert", "alerts.json", "detections.json", "kill"],
+        fields: &["details.detector", "details.statistic", "details.threshold", "details.baseline", "details.window", "details.on_alert", "detections.json sha256"],
+        soc2: &["CC7.2"],
+        iso27001: &["A.8.16"],
+        nist_ai_rmf: &["MEASURE 2.4", "MEASURE 3.1"],
     },
     ControlMapping {
         control: "Monitoring gaps are explicit: periods without a reading daemon and lost events are recorded, not hidden",

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod bundle;
 pub mod control_map;
+pub mod detections;
 pub mod ocsf;
 pub mod report;
 pub mod sigma;

@@ -10,7 +10,7 @@ use std::{
 
 use aya::{
     maps::HashMap as BpfHashMap,
-    programs::{BtfTracePoint, CgroupSock, CgroupSockAddr},
+    programs::{BtfTracePoint, CgroupSkb, CgroupSock, CgroupSockAddr},
     Btf, EbpfLoader,
 };
 use warden_common::{
@@ -94,6 +94,18 @@ impl Kernel {
         sock_create
             .load()
             .map_err(|source| KernelError::ProgramLoad { name, source })?;
+        // `bytes: egress` budgets (attached per agent, `egress.rs`).
+        let name = names::PROG_EGRESS;
+        let egress: &mut CgroupSkb = bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                what: "cgroup skb program",
+                name,
+            })?;
+        egress
+            .load()
+            .map_err(|source| KernelError::ProgramLoad { name, source })?;
         let btf = Btf::from_sys_fs().map_err(KernelError::Btf)?;
         let name = names::PROG_SYS_EXIT;
         let sys_exit: &mut BtfTracePoint = bpf
@@ -150,6 +162,7 @@ impl Kernel {
             owned: HashSet::new(),
             links: HashMap::new(),
             covered_by: HashMap::new(),
+            egress: HashMap::new(),
             installed: HashMap::new(),
             count_all: false,
             sys_exit: None,

@@ -39,6 +39,8 @@
 //!   switch flag.
 //! - `holds.rs`: the `HELD` and `GRANTS` maps of paused actions.
 //! - `counters.rs`: the kernel's counters.
+//! - `egress.rs`: the `cgroup_skb/egress` program of `bytes: egress`
+//!   budgets and the sweep of the packets it dropped.
 //! - `backpressure.rs`: the ring buffer's size, records parked while it is
 //!   full (`OVERFLOW`) and the daemon's heartbeat.
 //! - `escape.rs`: the programs that kill and record a process of an agent
@@ -64,6 +66,7 @@ mod budgets;
 mod counters;
 pub mod decision_cache;
 pub mod dns;
+mod egress;
 pub mod escape;
 pub mod fmod_ret;
 mod holds;
@@ -77,6 +80,7 @@ mod summaries;
 
 pub use budgets::BudgetUse;
 pub use counters::Counters;
+pub use egress::EgressSwept;
 pub use mechanism::{disabled, DISABLE_VAR};
 pub use pinned::{set_revoked_pinned, uninstall, Revocation};
 pub use rules::AgentRules;
@@ -160,6 +164,9 @@ pub struct Kernel {
     /// Agents nested below another agent, by the ancestor whose cgroup
     /// programs decide for them (see `cover`).
     covered_by: HashMap<u64, u64>,
+    /// The `cgroup_skb/egress` link of each agent with a `bytes: egress`
+    /// budget (`egress.rs`).
+    egress: HashMap<u64, Pinned>,
     installed: HashMap<u64, Installed>,
     /// The `sys_exit` link while attached, and the `sys_exit_mode` bits in
     /// force.

@@ -341,6 +341,7 @@ impl Kernel {
             // Its shadow candidate's rules.
             self.install_shadow(cgroup_id, None)?;
         }
+        self.drop_egress(cgroup_id);
         if let Some(old) = self.installed.remove(&cgroup_id) {
             self.delete::<u64, AgentInfo>(names::AGENTS, &cgroup_id)?;
             self.clear_rules(&old);

@@ -30,6 +30,9 @@ pub enum BudgetCount {
     File,
     /// Every class the policy governs.
     Any,
+    /// `bytes: egress`: bytes the agent sends (never written as `count:`).
+    #[serde(rename = "bytes-egress", skip_deserializing)]
+    EgressBytes,
 }
 
 impl BudgetCount {
@@ -40,6 +43,7 @@ impl BudgetCount {
             Self::Exec => "exec",
             Self::File => "file",
             Self::Any => "any",
+            Self::EgressBytes => "bytes egress",
         }
     }
 }
@@ -89,16 +93,54 @@ fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a budget: a mapping with `id`, `count`, `limit`, `per`, `then` and optional `match`"
+    expecting = "a budget: a mapping with `id`, `count` (or `bytes: egress`), `limit`, `per`, `then` and optional `match`"
 )]
 pub(in crate::policy) struct RawBudget {
     id: super::parse::RawId,
-    count: BudgetCount,
+    count: Option<BudgetCount>,
+    /// `bytes: egress` instead of `count:`.
+    bytes: Option<BytesOf>,
     #[serde(rename = "match")]
     matching: Option<RawMatch>,
-    limit: u64,
+    limit: RawLimit,
     per: Per,
     then: BudgetThen,
+}
+
+/// What a byte budget counts: `egress` (bytes sent) is the one kind.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "`egress`")]
+enum BytesOf {
+    Egress,
+}
+
+/// `limit:` as written: a number, or for byte budgets a size such as
+/// `50MiB`.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a whole number, or a size such as 50MiB")]
+enum RawLimit {
+    Number(u64),
+    Text(String),
+}
+
+/// A size: a whole number with an optional unit `B`, `KiB`, `MiB`, `GiB`
+/// (powers of 1024) or `kB`, `MB`, `GB` (powers of 1000).
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 #[derive(Deserialize)]
@@ -189,16 +231,82 @@ pub(in crate::policy) fn check_budgets(
         if out.iter().any(|o| o.id == id) {
             return Err(err(i, Some("id"), &id, "budget id used twice".into()));
         }
-        if b.limit == 0 || b.limit > u64::from(u32::MAX) {
+        let count = match (b.count, b.bytes) {
+            (Some(c), None) => c,
+            (None, Some(BytesOf::Egress)) => BudgetCount::EgressBytes,
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    i,
+                    Some("bytes"),
+                    &id,
+                    "has both `count` and `bytes`; a budget counts actions or bytes, not both"
+                        .into(),
+                ))
+            }
+            (None, None) => {
+                return Err(err(
+                    i,
+                    None,
+                    &id,
+                    "needs `count: connect|exec|file|any` or `bytes: egress`".into(),
+                ))
+            }
+        };
+        let bytes = count == BudgetCount::EgressBytes;
+        let limit = match &b.limit {
+            RawLimit::Number(n) => Some(*n),
+            RawLimit::Text(t) if bytes => parse_size(t),
+            RawLimit::Text(_) => None,
+        };
+        let Some(limit) = limit else {
+            let RawLimit::Text(t) = &b.limit else {
+                unreachable!("a number always parses")
+            };
+            let want = if bytes {
+                "a whole number of bytes, or a size such as 50MiB (B, KiB, MiB, GiB, kB, MB, GB)"
+            } else {
+                "a whole number of actions"
+            };
+            return Err(err(
+                i,
+                Some("limit"),
+                &id,
+                format!("invalid limit '{t}': write {want}"),
+            ));
+        };
+        // The kernel keeps the count in 32 bits (`budget_use`).
+        if limit == 0 || limit > u64::from(u32::MAX) {
+            let unit = if bytes { " bytes (4GiB - 1)" } else { "" };
             return Err(err(
                 i,
                 Some("limit"),
                 &id,
                 format!(
-                    "limit {} is out of range; it must be between 1 and {}",
-                    b.limit,
+                    "limit {limit} is out of range; it must be between 1 and {}{unit}",
                     u32::MAX
                 ),
+            ));
+        }
+        if bytes && b.then != BudgetThen::Deny {
+            return Err(err(
+                i,
+                Some("then"),
+                &id,
+                format!(
+                    "then: {} does not apply to bytes: packets over an egress byte budget are \
+                     dropped; write then: deny",
+                    b.then.name()
+                ),
+            ));
+        }
+        if bytes && b.matching.is_some() {
+            return Err(err(
+                i,
+                Some("match"),
+                &id,
+                "match does not apply to bytes: an egress byte budget counts every packet \
+                 the agent sends"
+                    .into(),
             ));
         }
         let rules = match b.matching.map(|m| m.rule) {
@@ -227,9 +335,9 @@ pub(in crate::policy) fn check_budgets(
         }
         out.push(Budget {
             id,
-            count: b.count,
+            count,
             rules,
-            limit: b.limit,
+            limit,
             per: b.per.0,
             then: b.then,
         });
@@ -244,6 +352,7 @@ fn classes(policy: &Policy, count: BudgetCount) -> u32 {
         BudgetCount::Connect => budget_class::CONNECT,
         BudgetCount::Exec => budget_class::EXEC,
         BudgetCount::File => budget_class::FILE,
+        BudgetCount::EgressBytes => budget_class::EGRESS_BYTES,
         BudgetCount::Any => {
             let mut c = budget_class::CONNECT;
             for r in &policy.rules {
@@ -273,7 +382,7 @@ pub fn compile_budgets(policy: &Policy) -> Result<BudgetSet, PolicyError> {
                 .rules
                 .iter()
                 .any(|r| matches!(r.selector, Selector::File { .. })),
-            BudgetCount::Connect | BudgetCount::Any => true,
+            BudgetCount::Connect | BudgetCount::Any | BudgetCount::EgressBytes => true,
         };
         if !governed {
             let class = if b.count == BudgetCount::Exec {
@@ -370,6 +479,95 @@ mod tests {
             let text = e.to_string();
             assert!(text.contains(want), "{text}");
             assert!(text.contains(&format!("p.yaml:{line}:")), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_egress_byte_budget_parses_sizes_and_compiles() {
+        let p = parse(
+            "  - id: out\n    bytes: egress\n    limit: 50MiB\n    per: 1h\n    then: deny\n",
+        )
+        .unwrap();
+        assert_eq!(p.budgets[0].count, BudgetCount::EgressBytes);
+        assert_eq!(p.budgets[0].limit, 50 << 20);
+        let set = compile_budgets(&p).unwrap();
+        assert_eq!(set.classes, budget_class::EGRESS_BYTES);
+        assert_eq!(set.budgets[0].limit, 50 << 20);
+        // A plain number is bytes; decimal units are powers of 1000.
+        for (limit, bytes) in [
+            ("4096", 4096),
+            ("2kB", 2000),
+            ("1GiB", 1 << 30),
+            ("3 MB", 3_000_000),
+        ] {
+            let p = parse(&format!(
+                "  - id: out\n    bytes: egress\n    limit: {limit}\n    per: 1h\n    then: deny\n"
+            ))
+            .unwrap();
+            assert_eq!(p.budgets[0].limit, bytes, "{limit}");
+        }
+        // The snapshot names it.
+        assert!(p.canonical_json().contains("bytes-egress"));
+    }
+
+    #[test]
+    fn bad_egress_byte_budgets_are_refused_at_their_line() {
+        let b = |rest: &str| format!("  - id: out\n    bytes: egress\n{rest}");
+        let cases = [
+            (
+                b("    limit: 5TiB\n    per: 1h\n    then: deny\n"),
+                "invalid limit '5TiB'",
+                9,
+            ),
+            (
+                b("    limit: 8GiB\n    per: 1h\n    then: deny\n"),
+                "out of range",
+                9,
+            ),
+            (
+                b("    limit: 1MiB\n    per: 1h\n    then: hold\n"),
+                "then: hold does not apply to bytes",
+                11,
+            ),
+            (
+                b("    limit: 1MiB\n    per: 1h\n    then: kill\n"),
+                "then: kill does not apply to bytes",
+                11,
+            ),
+            (
+                b("    match: { rule: api }\n    limit: 1MiB\n    per: 1h\n    then: deny\n"),
+                "match does not apply to bytes",
+                9,
+            ),
+            (
+                b("    count: connect\n    limit: 1MiB\n    per: 1h\n    then: deny\n"),
+                "both `count` and `bytes`",
+                8,
+            ),
+            (
+                "  - id: out\n    bytes: ingress\n    limit: 1\n    per: 1h\n    then: deny\n"
+                    .into(),
+                "unknown variant",
+                8,
+            ),
+            (
+                "  - id: out\n    limit: 1\n    per: 1h\n    then: deny\n".into(),
+                "needs `count",
+                7,
+            ),
+            // Sizes are for bytes only.
+            (
+                "  - id: n\n    count: connect\n    limit: 1MiB\n    per: 1h\n    then: deny\n"
+                    .into(),
+                "invalid limit '1MiB'",
+                9,
+            ),
+        ];
+        for (yaml, want, line) in cases {
+            let e = parse(&yaml).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(want), "{yaml}: {text}");
+            assert!(text.contains(&format!("p.yaml:{line}:")), "{yaml}: {text}");
         }
     }
 

@@ -17,6 +17,9 @@ pub mod budget_class {
     pub const CONNECT: u32 = 1 << 0;
     pub const EXEC: u32 = 1 << 1;
     pub const FILE: u32 = 1 << 2;
+    /// `bytes: egress`: bytes the agent's sockets send, counted by the
+    /// `cgroup_skb/egress` program (`limit` in bytes, at most `u32::MAX`).
+    pub const EGRESS_BYTES: u32 = 1 << 3;
 }
 
 /// `BudgetRule::then`: what the kernel does with an action over the limit.
@@ -83,3 +86,20 @@ pub mod budget_use {
         (window << 32) | (count & 0xffff_ffff)
     }
 }
+
+/// Value of `EGRESS_DROPS` (per CPU), keyed by `BudgetUseKey`: packets an
+/// egress byte budget dropped since the daemon last swept the key (it
+/// reads and deletes it, as `SUMMARIES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EgressDrops {
+    pub packets: u64,
+    /// Sum of the dropped packets' `skb->len`.
+    pub bytes: u64,
+    /// `bpf_ktime_get_boot_ns()` of the first and latest drop counted here.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The budget window (`ktime / per_ns`) of the latest drop.
+    pub window: u64,
+}
+const _: () = assert!(size_of::<EgressDrops>() == 40);

@@ -56,6 +56,7 @@ mod pod {
     unsafe impl aya::Pod for AgentInfo {}
     unsafe impl aya::Pod for BudgetSet {}
     unsafe impl aya::Pod for BudgetUseKey {}
+    unsafe impl aya::Pod for EgressDrops {}
     unsafe impl aya::Pod for Net4Key {}
     unsafe impl aya::Pod for Net6Key {}
     unsafe impl aya::Pod for NetRules {}

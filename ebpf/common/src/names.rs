@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 22] = [
+pub const PINNED_MAPS: [&str; 23] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -41,6 +41,7 @@ pub const PINNED_MAPS: [&str; 22] = [
     SYS_EXIT_TAIL,
     BUDGETS,
     BUDGET_USE,
+    EGRESS_DROPS,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -217,3 +218,11 @@ pub const BUDGET_USE: &str = "BUDGET_USE";
 pub const DECISION_CACHE: &str = "DECISION_CACHE";
 /// `Array<u64>` of `decision_cache` slots: the epoch and the entries' TTL.
 pub const DECISION_CACHE_CONF: &str = "DECISION_CACHE_CONF";
+
+/// `cgroup_skb/egress`: counts an agent's sent bytes against its `bytes:
+/// egress` budgets and drops packets past the limit. Attached only to the
+/// cgroups of agents whose policy has such a budget.
+pub const PROG_EGRESS: &str = "warden_egress";
+/// Per-CPU hash of `EgressDrops` by `BudgetUseKey`: packets dropped over
+/// an egress byte budget, swept by the daemon.
+pub const EGRESS_DROPS: &str = "EGRESS_DROPS";

@@ -31,6 +31,9 @@
 //!   `fallback::hold::warden_fault_guard`: `tp_btf/page_fault_user`,
 //!   attached only while some policy holds execs on the fallback.
 //!
+//! - `egress`: `cgroup_skb/egress` on the cgroups of agents with a `bytes:
+//!   egress` budget: counts sent bytes, drops packets past the limit.
+//!
 //! - `escape`: global tracepoints (`sched_process_fork`,
 //!   `cgroup_attach_task`, `sched_process_exit`) that keep each agent's
 //!   processes in `MEMBERS` and kill and record a process of an agent that
@@ -62,6 +65,7 @@ mod agent;
 mod cgroup_sock;
 mod counters;
 mod dns;
+mod egress;
 mod escape;
 mod events;
 mod fallback;

@@ -8,9 +8,9 @@ use aya_ebpf::{
     },
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, DnsOrig, DnsProxy, FileRule,
-    Held, HoldKey, LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules, Parked, PathKey,
-    PathRule, SockRules, SummaryCount, SummaryKey,
+    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, DnsOrig, DnsProxy,
+    EgressDrops, FileRule, Held, HoldKey, LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules,
+    Parked, PathKey, PathRule, SockRules, SummaryCount, SummaryKey,
 };
 use warden_common::{CacheEntry, CacheKey};
 
@@ -154,3 +154,9 @@ pub static DECISION_CACHE: LruHashMap<CacheKey, CacheEntry> =
 #[map]
 pub static DECISION_CACHE_CONF: Array<u64> =
     Array::with_max_entries(warden_common::decision_cache::COUNT, 0);
+
+/// Packets dropped over `bytes: egress` budgets, per (agent, budget), per
+/// CPU (plain adds), read and deleted by the daemon's sweep.
+#[map]
+pub static EGRESS_DROPS: PerCpuHashMap<BudgetUseKey, EgressDrops> =
+    PerCpuHashMap::with_max_entries(limits::MAX_AGENTS * warden_common::MAX_BUDGETS as u32, 0);

@@ -211,6 +211,89 @@ fn run(args: &[String]) -> ExitCode {
             println!("sent={sent} eperm={eperm}");
             ExitCode::SUCCESS
         }
+        Some("tcp-send") => {
+            // Sends up to BYTES over one connection for at most SECS
+            // (writes time out while the kernel drops what would be sent).
+            let to = addr(args.get(1));
+            let total: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
+            let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+            let mut s = match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("connect errno={}", e.raw_os_error().unwrap_or(-1));
+                    return ExitCode::SUCCESS;
+                }
+            };
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let chunk = [0x5au8; 16 * 1024];
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+            let mut sent = 0u64;
+            while sent < total && std::time::Instant::now() < deadline {
+                let n = chunk.len().min((total - sent) as usize);
+                match s.write(&chunk[..n]) {
+                    Ok(n) => sent += n as u64,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+            // Until the deadline, wait for what was written to leave
+            // (the send queue drains unless the kernel drops it).
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+            loop {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: TIOCOUTQ on our own socket writes one int.
+                let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+                if rc != 0 || queued == 0 || std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Close with a reset: nothing left queued to retransmit after
+            // the probe exits (it would count against the next window).
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt on our own fd with a linger struct we own.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    std::ptr::addr_of!(linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            println!("sent={sent}");
+            ExitCode::SUCCESS
+        }
+        Some("udp-send") => {
+            // N datagrams of SIZE bytes; prints how many the kernel took.
+            let to = addr(args.get(1));
+            let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            let bind = if to.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            };
+            let Ok(sock) = UdpSocket::bind(bind) else {
+                eprintln!("bind a UDP socket");
+                return ExitCode::from(2);
+            };
+            let buf = vec![0x5au8; size];
+            let (mut sent, mut failed) = (0u64, 0u64);
+            for _ in 0..n {
+                match sock.send_to(&buf, to) {
+                    Ok(_) => sent += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("sent={sent} failed={failed}");
+            ExitCode::SUCCESS
+        }
         Some("sleep") => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
             std::thread::sleep(Duration::from_secs(secs));

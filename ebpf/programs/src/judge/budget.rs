@@ -109,6 +109,14 @@ fn matches(b: &BudgetRule, rule_idx: u32) -> bool {
 /// within the limit (and is now counted), false if the window is full.
 #[inline(always)]
 fn take(agent_id: u32, index: u32, b: &BudgetRule, now: u64) -> bool {
+    take_n(agent_id, index, b, now, 1)
+}
+
+/// Counts `n` (1 for an action, `skb->len` for an egress byte budget)
+/// against budget `index`: true if the count stays within the limit (and
+/// now includes `n`), false if it would pass it (nothing counted).
+#[inline(always)]
+pub fn take_n(agent_id: u32, index: u32, b: &BudgetRule, now: u64, n: u64) -> bool {
     if b.per_ns == 0 {
         return true;
     }
@@ -132,13 +140,16 @@ fn take(agent_id: u32, index: u32, b: &BudgetRule, now: u64) -> bool {
     for _ in 0..4 {
         // SAFETY: a pointer to a map value, valid for this program run.
         let old = unsafe { core::ptr::read_volatile(ptr) };
-        let new = if budget_use::window(old) != window {
-            budget_use::pack(window, 1)
-        } else if budget_use::count(old) >= b.limit {
-            return false;
+        let used = if budget_use::window(old) != window {
+            0
         } else {
-            old + 1
+            budget_use::count(old)
         };
+        // `limit` is at most u32::MAX, so the new count fits its 32 bits.
+        if used + n > b.limit {
+            return false;
+        }
+        let new = budget_use::pack(window, used + n);
         // SAFETY: an aligned u64 in a map value; BPF_CMPXCHG.
         let (_, swapped) = unsafe {
             core::intrinsics::atomic_cxchg::<

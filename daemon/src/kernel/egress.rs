@@ -1,0 +1,230 @@
+//! `bytes: egress` budgets in the kernel: the `cgroup_skb/egress` program
+//! attached to (and detached from) the cgroups of agents whose policy has
+//! one, pinned like the other links so it keeps dropping with no daemon;
+//! and the sweep of the packets it dropped (`EGRESS_DROPS`).
+
+use std::{
+    fs::File,
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
+
+use aya::{
+    maps::{Map, PerCpuHashMap},
+    programs::{
+        links::{CgroupAttachMode, FdLink},
+        CgroupSkb, CgroupSkbAttachType,
+    },
+};
+use warden_common::{names, BudgetUseKey, EgressDrops};
+
+use super::{map_err, Kernel, KernelError};
+
+/// Drops of one egress budget since the last sweep, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressSwept {
+    pub agent_id: u32,
+    /// The budget's index in the agent's policy.
+    pub index: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Boot time of the first and latest drop counted.
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+    /// Budget window (`ktime / per_ns`) of the latest drop.
+    pub window: u64,
+}
+
+/// Sums one key's per-CPU values (CPUs that never dropped hold zeros).
+pub fn sum_drops(key: BudgetUseKey, values: &[EgressDrops]) -> EgressSwept {
+    let mut out = EgressSwept {
+        agent_id: key.agent_id,
+        index: key.index,
+        packets: 0,
+        bytes: 0,
+        first_boot_ns: 0,
+        last_boot_ns: 0,
+        window: 0,
+    };
+    for v in values {
+        out.packets += v.packets;
+        out.bytes += v.bytes;
+        if v.first_ns != 0 && (out.first_boot_ns == 0 || v.first_ns < out.first_boot_ns) {
+            out.first_boot_ns = v.first_ns;
+        }
+        if v.last_ns > out.last_boot_ns {
+            out.last_boot_ns = v.last_ns;
+            out.window = v.window;
+        }
+    }
+    out
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+
+/// `union bpf_attr` for the map element commands.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+impl Kernel {
+    /// Attaches the egress program to an agent's cgroup when `on` (its
+    /// policy has a `bytes: egress` budget), detaches it otherwise.
+    /// Idempotent.
+    pub fn set_egress(
+        &mut self,
+        cgroup: &Path,
+        cgroup_id: u64,
+        on: bool,
+    ) -> Result<(), KernelError> {
+        if on == self.egress.contains_key(&cgroup_id) {
+            return Ok(());
+        }
+        if !on {
+            if let Some(pinned) = self.egress.remove(&cgroup_id) {
+                self.detach_links(vec![pinned]);
+            }
+            return Ok(());
+        }
+        let name = names::PROG_EGRESS;
+        let file = File::open(cgroup).map_err(|source| KernelError::OpenCgroup {
+            cgroup: cgroup.display().to_string(),
+            source,
+        })?;
+        let attach_err = |source| KernelError::Attach {
+            name,
+            cgroup: cgroup.display().to_string(),
+            source,
+        };
+        let prog: &mut CgroupSkb = self
+            .bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(KernelError::Missing {
+                what: "cgroup skb program",
+                name,
+            })?;
+        let id = prog
+            .attach(&file, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        let link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
+            what: format!("{name} link on {}", cgroup.display()),
+            detail: e.to_string(),
+        })?;
+        let pinned = self.pin_link(link, &format!("cg-{cgroup_id}-{name}"))?;
+        self.egress.insert(cgroup_id, pinned);
+        tracing::info!(cgroup = %cgroup.display(), "cgroup_skb/egress attached (bytes: egress budget)");
+        Ok(())
+    }
+
+    /// Whether the egress program is attached to the agent's cgroup.
+    pub fn egress_attached(&self, cgroup_id: u64) -> bool {
+        self.egress.contains_key(&cgroup_id)
+    }
+
+    /// Detaches the egress program of a removed agent.
+    pub(super) fn drop_egress(&mut self, cgroup_id: u64) {
+        if let Some(pinned) = self.egress.remove(&cgroup_id) {
+            self.detach_links(vec![pinned]);
+        }
+    }
+
+    /// Reads and deletes every key of `EGRESS_DROPS` (one
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` each, as `sweep_summaries`): a drop
+    /// is either in what this returns or counted afresh under a new key.
+    pub fn sweep_egress_drops(&mut self) -> Result<Vec<EgressSwept>, KernelError> {
+        let name = names::EGRESS_DROPS;
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let keys: Vec<BudgetUseKey> = {
+            let hash: PerCpuHashMap<_, BudgetUseKey, EgressDrops> =
+                PerCpuHashMap::try_from(map).map_err(map_err("open", name))?;
+            hash.keys().filter_map(Result::ok).collect()
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Map::PerCpuHashMap(data) = map else {
+            return Err(KernelError::Pin {
+                what: name.into(),
+                detail: "not a per-CPU hash map".into(),
+            });
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Pin {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        let mut values = vec![EgressDrops::default(); cpus];
+        let mut out = Vec::new();
+        for key in keys {
+            let attr = ElemAttr {
+                map_fd: fd as u32,
+                _pad: 0,
+                key: std::ptr::addr_of!(key) as u64,
+                value: values.as_mut_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: `attr` points at a key of the map's key size and a
+            // buffer of one (8-byte aligned, 40-byte) value per possible
+            // CPU, as the kernel expects for a per-CPU hash.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                    std::ptr::addr_of!(attr),
+                    std::mem::size_of::<ElemAttr>() as libc::c_uint,
+                )
+            };
+            if rc != 0 {
+                continue;
+            }
+            let swept = sum_drops(key, &values);
+            if swept.packets > 0 {
+                out.push(swept);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpus_are_summed_and_the_latest_window_kept() {
+        let key = BudgetUseKey {
+            agent_id: 3,
+            index: 1,
+        };
+        let v = [
+            EgressDrops {
+                packets: 2,
+                bytes: 3000,
+                first_ns: 200,
+                last_ns: 500,
+                window: 7,
+            },
+            EgressDrops::default(),
+            EgressDrops {
+                packets: 1,
+                bytes: 60,
+                first_ns: 100,
+                last_ns: 100,
+                window: 6,
+            },
+        ];
+        let s = sum_drops(key, &v);
+        assert_eq!((s.agent_id, s.index, s.packets, s.bytes), (3, 1, 3, 3060));
+        assert_eq!((s.first_boot_ns, s.last_boot_ns, s.window), (100, 500, 7));
+    }
+}
