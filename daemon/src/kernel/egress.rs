@@ -3,22 +3,15 @@
 //! one, pinned like the other links so it keeps dropping with no daemon;
 //! and the sweep of the packets it dropped (`EGRESS_DROPS`).
 
-use std::{
-    fs::File,
-    os::fd::{AsFd, AsRawFd},
-    path::Path,
-};
+use std::{fs::File, path::Path};
 
-use aya::{
-    maps::{Map, PerCpuHashMap},
-    programs::{
-        links::{CgroupAttachMode, FdLink},
-        CgroupSkb, CgroupSkbAttachType,
-    },
+use aya::programs::{
+    links::{CgroupAttachMode, FdLink},
+    CgroupSkb, CgroupSkbAttachType,
 };
 use warden_common::{names, BudgetUseKey, EgressDrops};
 
-use super::{map_err, Kernel, KernelError};
+use super::{Kernel, KernelError};
 
 /// Drops of one egress budget since the last sweep, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +51,6 @@ pub fn sum_drops(key: BudgetUseKey, values: &[EgressDrops]) -> EgressSwept {
         }
     }
     out
-}
-
-const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
-
-/// `union bpf_attr` for the map element commands.
-#[repr(C)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
 }
 
 impl Kernel {
@@ -139,59 +120,16 @@ impl Kernel {
     /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` each, as `sweep_summaries`): a drop
     /// is either in what this returns or counted afresh under a new key.
     pub fn sweep_egress_drops(&mut self) -> Result<Vec<EgressSwept>, KernelError> {
-        let name = names::EGRESS_DROPS;
-        let map = self
-            .bpf
-            .map(name)
-            .ok_or(KernelError::Missing { what: "map", name })?;
-        let keys: Vec<BudgetUseKey> = {
-            let hash: PerCpuHashMap<_, BudgetUseKey, EgressDrops> =
-                PerCpuHashMap::try_from(map).map_err(map_err("open", name))?;
-            hash.keys().filter_map(Result::ok).collect()
-        };
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Map::PerCpuHashMap(data) = map else {
-            return Err(KernelError::Pin {
-                what: name.into(),
-                detail: "not a per-CPU hash map".into(),
-            });
-        };
-        let fd = data.fd().as_fd().as_raw_fd();
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Pin {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
-        let mut values = vec![EgressDrops::default(); cpus];
         let mut out = Vec::new();
-        for key in keys {
-            let attr = ElemAttr {
-                map_fd: fd as u32,
-                _pad: 0,
-                key: std::ptr::addr_of!(key) as u64,
-                value: values.as_mut_ptr() as u64,
-                flags: 0,
-            };
-            // SAFETY: `attr` points at a key of the map's key size and a
-            // buffer of one (8-byte aligned, 40-byte) value per possible
-            // CPU, as the kernel expects for a per-CPU hash.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-                    std::ptr::addr_of!(attr),
-                    std::mem::size_of::<ElemAttr>() as libc::c_uint,
-                )
-            };
-            if rc != 0 {
-                continue;
-            }
-            let swept = sum_drops(key, &values);
-            if swept.packets > 0 {
-                out.push(swept);
-            }
-        }
+        self.take_per_cpu(
+            names::EGRESS_DROPS,
+            |key: BudgetUseKey, values: &[EgressDrops]| {
+                let swept = sum_drops(key, values);
+                if swept.packets > 0 {
+                    out.push(swept);
+                }
+            },
+        )?;
         Ok(out)
     }
 }

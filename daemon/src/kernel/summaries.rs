@@ -10,7 +10,10 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{Map, PerCpuHashMap};
+use aya::{
+    maps::{Map, PerCpuHashMap},
+    Pod,
+};
 use warden_common::{names, SummaryCount, SummaryKey};
 
 use super::{map_err, Kernel, KernelError};
@@ -58,31 +61,47 @@ struct ElemAttr {
 }
 
 impl Kernel {
-    /// Reads and deletes every key of `SUMMARIES`, returning those with a
-    /// nonzero count (a key whose first was not repeated is just deleted).
-    pub fn sweep_summaries(&mut self) -> Result<Vec<Swept>, KernelError> {
-        let map = self.bpf.map(names::SUMMARIES).ok_or(KernelError::Missing {
-            what: "map",
-            name: names::SUMMARIES,
-        })?;
-        let keys: Vec<SummaryKey> = {
-            let hash: PerCpuHashMap<_, SummaryKey, SummaryCount> =
-                PerCpuHashMap::try_from(map).map_err(map_err("open", names::SUMMARIES))?;
+    /// Reads and deletes every key of the per-CPU hash `name`, one
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` each, and hands `each` the key with
+    /// its value on every possible CPU. A key gone meanwhile (ENOENT) is
+    /// skipped: whatever it counted was read by whoever deleted it.
+    pub(super) fn take_per_cpu<K: Pod, V: Pod + Default>(
+        &mut self,
+        name: &'static str,
+        mut each: impl FnMut(K, &[V]),
+    ) -> Result<(), KernelError> {
+        let map = self
+            .bpf
+            .map(name)
+            .ok_or(KernelError::Missing { what: "map", name })?;
+        let keys: Vec<K> = {
+            let hash: PerCpuHashMap<_, K, V> =
+                PerCpuHashMap::try_from(map).map_err(map_err("open", name))?;
             hash.keys().filter_map(Result::ok).collect()
         };
+        if keys.is_empty() {
+            return Ok(());
+        }
         let Map::PerCpuHashMap(data) = map else {
             return Err(KernelError::Pin {
-                what: names::SUMMARIES.into(),
+                what: name.into(),
                 detail: "not a per-CPU hash map".into(),
             });
         };
+        // The kernel copies one value per CPU, each rounded up to 8 bytes:
+        // the buffer below matches only for values of a multiple of 8.
+        if !std::mem::size_of::<V>().is_multiple_of(8) {
+            return Err(KernelError::Pin {
+                what: name.into(),
+                detail: "per-CPU value size is not a multiple of 8".into(),
+            });
+        }
         let fd = data.fd().as_fd().as_raw_fd();
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| KernelError::Pin {
             what: what.into(),
             detail: e.to_string(),
         })?;
-        let mut values = vec![SummaryCount::default(); cpus];
-        let mut out = Vec::new();
+        let mut values = vec![V::default(); cpus];
         for key in keys {
             let attr = ElemAttr {
                 map_fd: fd as u32,
@@ -92,8 +111,8 @@ impl Kernel {
                 flags: 0,
             };
             // SAFETY: `attr` points at a key of the map's key size and a
-            // buffer of one (8-byte aligned, 24-byte) value per possible
-            // CPU, as the kernel expects for a per-CPU hash.
+            // buffer of one value (a multiple of 8 bytes, checked above)
+            // per possible CPU, as the kernel expects for a per-CPU hash.
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_bpf,
@@ -102,15 +121,26 @@ impl Kernel {
                     std::mem::size_of::<ElemAttr>() as libc::c_uint,
                 )
             };
-            if rc != 0 {
-                // ENOENT: gone meanwhile (nothing to count).
-                continue;
-            }
-            let swept = sum_cpus(key, &values);
-            if swept.count > 0 {
-                out.push(swept);
+            if rc == 0 {
+                each(key, &values);
             }
         }
+        Ok(())
+    }
+
+    /// Reads and deletes every key of `SUMMARIES`, returning those with a
+    /// nonzero count (a key whose first was not repeated is just deleted).
+    pub fn sweep_summaries(&mut self) -> Result<Vec<Swept>, KernelError> {
+        let mut out = Vec::new();
+        self.take_per_cpu(
+            names::SUMMARIES,
+            |key: SummaryKey, values: &[SummaryCount]| {
+                let swept = sum_cpus(key, values);
+                if swept.count > 0 {
+                    out.push(swept);
+                }
+            },
+        )?;
         Ok(out)
     }
 }
