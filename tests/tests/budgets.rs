@@ -664,6 +664,70 @@ fn egress_setup(name: &str) -> (TestEnv, Sink) {
     (env, sink)
 }
 
+/// A delegated child and its parent both have an egress budget: each of the
+/// child's packets is counted once against the child. (The program runs
+/// for every cgroup below the one it is attached to, so attached at both
+/// it counted every packet twice, and the child got half its limit out.)
+/// UDP, so that no retransmission blurs the count: 400 datagrams of 1,000
+/// bytes, 1,028 bytes each as IP packets.
+#[test]
+fn a_nested_agents_egress_is_counted_once() {
+    if !can_run("budget_egress_nested") {
+        return;
+    }
+    let sink = Sink::new();
+    let mut env = TestEnv::new("budgetegressnest");
+    env.write_policy("child.yaml", &egress_policy(sink.tcp_port, sink.udp_port));
+    env.write_policy(
+        "parent.yaml",
+        "version: 1
+rules:
+  - id: local
+    connect: { to: 127.0.0.1 }
+    decision: allow
+budgets:
+  - id: egress
+    bytes: egress
+    limit: 100MiB
+    per: 1m
+    then: deny
+",
+    );
+    env.start_daemon_with(&FAST_SWEEP);
+    env.add_agent("top", "parent.yaml");
+    env.ok(&[
+        "agent",
+        "add",
+        "bot",
+        "--owner",
+        "carol@example.com",
+        "--policy",
+        "child.yaml",
+        "--parent",
+        "top",
+    ]);
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let udp = format!("127.0.0.1:{}", sink.udp_port);
+    let out = env.probe_as("bot", &["udp-send", &udp, "400", "1000"]);
+    assert!(stdout(&out).starts_with("sent="), "{out:?}");
+    let got = sink.udp_bytes();
+    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+    let bot = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "bot")
+        .unwrap_or_else(|| panic!("no bot in {status}"))
+        .clone();
+    let used = bot["budgets"][0]["used"].as_u64().unwrap();
+    eprintln!("nested: {got} bytes arrived, {used} counted (limit {EGRESS_LIMIT})");
+    // Once each: every datagram that fits goes out (255 of 1,028 bytes).
+    assert_eq!(got, EGRESS_LIMIT / 1028 * 1000, "{used} counted");
+    assert_eq!(used, got / 1000 * 1028, "each datagram counted once");
+    let (decisions, packets, _) = egress_drops(&env);
+    assert!(decisions >= 1 && packets >= 1, "the drops are recorded");
+}
+
 /// An agent streams 4 MiB over loopback TCP against a 256 KiB egress
 /// budget: no more than the limit arrives (the budget counts whole IP
 /// packets, headers included, so the payload that arrives is below it),

@@ -184,7 +184,17 @@ impl Enforcer {
     /// another agent's): only the top-most agent of each nest has the
     /// cgroup network programs attached. Tops first, so an agent whose
     /// ancestor went away gets its own before anything is covered.
+    ///
+    /// The `cgroup_skb/egress` program likewise: it is attached at the top
+    /// of a nest while any agent of the nest has a `bytes: egress` budget
+    /// (it counts each packet against the sender's deepest agent), and at
+    /// no agent below the top, where it would count each packet again.
     pub(super) fn attach_nests(&mut self) -> Result<(), ReconcileError> {
+        let egress = |e: &Enforced| {
+            e.budgets
+                .iter()
+                .any(|b| b.count == policy::budget::BudgetCount::EgressBytes)
+        };
         let agents: Vec<(u64, PathBuf, Option<u64>)> = self
             .enforced
             .values()
@@ -193,11 +203,19 @@ impl Enforcer {
         for (id, cgroup, top) in &agents {
             if top.is_none() {
                 self.kernel.attach(cgroup, *id)?;
+                let nest_egress = self
+                    .enforced
+                    .values()
+                    .any(|e| e.cgroup.starts_with(cgroup) && egress(e));
+                self.kernel.set_egress(cgroup, *id, nest_egress)?;
             }
         }
-        for (id, _, top) in &agents {
+        for (id, cgroup, top) in &agents {
             if let Some(top) = top {
                 self.kernel.cover(*id, *top);
+                if self.kernel.egress_attached(*top) {
+                    self.kernel.set_egress(cgroup, *id, false)?;
+                }
             }
         }
         Ok(())
@@ -587,8 +605,11 @@ impl Enforcer {
             _ => self.kernel.attach(&agent.cgroup, cgroup_id)?,
         }
         // After the install: the egress program finds the budgets in place.
+        // In a nest it is attached at the top only (`attach_nests`).
         let egress = rules.net.budgets.classes & warden_common::budget_class::EGRESS_BYTES != 0;
-        self.kernel.set_egress(&agent.cgroup, cgroup_id, egress)?;
+        if egress && self.nest_top(&agent.cgroup).is_none() {
+            self.kernel.set_egress(&agent.cgroup, cgroup_id, true)?;
+        }
         // Processes already in an adopted cgroup were not forked under the
         // escape programs' eyes: they become members here.
         let added = self.kernel.seed_members(&agent.cgroup, cgroup_id)?;
