@@ -924,3 +924,127 @@ fn a_held_names_approval_is_bound_to_its_policy_snapshot() {
     assert_eq!(old_now["status"], "conflict");
     assert_eq!(old_now["final_status"], "redecided");
 }
+
+/// Sleeps into the next `per` window (`CLOCK_MONOTONIC`, the clock of the
+/// budget windows) when less than `margin` of this one is left.
+fn within_one_window(per: Duration, margin: Duration) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+    let left = per.as_nanos() - now % per.as_nanos();
+    if left < margin.as_nanos() {
+        std::thread::sleep(Duration::from_nanos(left as u64 + 50_000_000));
+    }
+}
+
+/// `count: dns`: 5 allowed questions per minute (over UDP and TCP, the
+/// same or other names of the matched rules) are answered; a denied name
+/// does not count; past the limit questions are REFUSED and recorded as
+/// `budget:<id>`, a name first asked past it stays closed in the kernel;
+/// `warden status` shows 5/5 and `warden budget reset` lets the next one
+/// through.
+#[test]
+fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
+    if !can_run("dns") {
+        return;
+    }
+    let p = port().to_string();
+    let mut env = TestEnv::new("dns-budget");
+    let yaml = format!(
+        "{}budgets:
+  - id: names
+    count: dns
+    match: {{ rule: [api, wild] }}
+    limit: 5
+    per: 1m
+    then: deny
+",
+        policy()
+    );
+    env.write_policy("dns.yaml", &yaml);
+    env.start_daemon();
+    env.add_agent("dns-agent", "dns.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    let ask = |transport: &str, name: &str| {
+        dns_as(
+            &env,
+            "dns-agent",
+            &["resolve", transport, RESOLVER4, name, "A"],
+        )
+    };
+    let api_ok = format!("NOERROR {API}");
+    let wild_ok = format!("NOERROR {WILD1}");
+    assert_eq!(ask("udp", "api.test.warden"), api_ok);
+    assert_eq!(ask("udp", "a.wild.test.warden"), wild_ok);
+    // Denied by its rule: refused, not counted.
+    assert_eq!(ask("udp", "evil.test.warden"), "REFUSED");
+    assert_eq!(ask("tcp", "api.test.warden"), api_ok);
+    assert_eq!(ask("udp", "api.test.warden"), api_ok);
+    assert_eq!(ask("udp", "a.wild.test.warden"), wild_ok);
+    // Over the limit: the same name, another transport, a new name.
+    assert_eq!(ask("udp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask("tcp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask("udp", "x.y.wild.test.warden"), "REFUSED");
+    // The refused name's address was never learned: closed in the kernel.
+    let out = env.probe_as("dns-agent", &["connect", &format!("{WILD2}:{p}")]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+
+    let over = |name: &str, transport: &str| {
+        env.wait_for_evidence(&format!("budget refusal of {name} over {transport}"), |e| {
+            e["kind"] == "dns"
+                && e["target"] == name
+                && e["decision"] == "deny"
+                && e["details"]["transport"] == transport
+        })
+    };
+    for (name, transport) in [
+        ("api.test.warden", "udp"),
+        ("api.test.warden", "tcp"),
+        ("x.y.wild.test.warden", "udp"),
+    ] {
+        let e = over(name, transport);
+        assert_eq!(e["rule_id"], "budget:names", "{e}");
+        assert_eq!(e["details"]["response_code"], "REFUSED", "{e}");
+    }
+    let evil = env.wait_for_evidence("dns deny of evil", |e| {
+        e["kind"] == "dns" && e["target"] == "evil.test.warden"
+    });
+    assert_eq!(evil["rule_id"], "evil");
+    let allowed = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "dns" && e["decision"] == "allow")
+        .count();
+    assert_eq!(allowed, 5);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    let b = &status["agents"][0]["budgets"][0];
+    assert_eq!(
+        (b["id"].as_str(), b["used"].as_u64(), b["limit"].as_u64()),
+        (Some("names"), Some(5), Some(5)),
+        "{b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("budget names: 5/5 dns per 60s, then deny"),
+        "{text}"
+    );
+
+    env.ok(&["budget", "reset", "dns-agent", "names", "--reason", "test"]);
+    env.wait_for_evidence("the reset", |e| {
+        e["kind"] == "budget_reset" && e["target"] == "budget:names" && e["details"]["used"] == 5
+    });
+    assert_eq!(ask("udp", "api.test.warden"), api_ok);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    assert_eq!(
+        status["agents"][0]["budgets"][0]["used"].as_u64(),
+        Some(1),
+        "{status}"
+    );
+}

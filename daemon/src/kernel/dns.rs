@@ -7,7 +7,8 @@ use aya::maps::{
     HashMap as BpfHashMap, Map, MapData,
 };
 use warden_common::{
-    names, AgentInfo, DnsOrig, DnsProxy, Net4Key, Net6Key, NetRules, SLOT_PREFIX_BITS,
+    budget_use, names, AgentInfo, BudgetUseKey, DnsOrig, DnsProxy, Net4Key, Net6Key, NetRules,
+    SLOT_PREFIX_BITS,
 };
 
 use super::{map_err, Kernel, KernelError};
@@ -19,6 +20,10 @@ pub struct DnsMaps {
     pub orig: BpfHashMap<MapData, u64, DnsOrig>,
     pub net4: LpmTrie<MapData, Net4Key, NetRules>,
     pub net6: LpmTrie<MapData, Net6Key, NetRules>,
+    /// `count: dns` budgets: the daemon counts them here, in the kernel's
+    /// encoding, so `warden status` and `warden budget reset` work as for
+    /// the kernel's budgets.
+    pub budget_use: BpfHashMap<MapData, BudgetUseKey, u64>,
 }
 
 impl Kernel {
@@ -52,11 +57,41 @@ impl Kernel {
                 .map_err(map_err("open", names::NET4_RULES))?,
             net6: LpmTrie::try_from(Map::LpmTrie(open(names::NET6_RULES)?))
                 .map_err(map_err("open", names::NET6_RULES))?,
+            budget_use: BpfHashMap::try_from(Map::HashMap(open(names::BUDGET_USE)?))
+                .map_err(map_err("open", names::BUDGET_USE))?,
         })
     }
 }
 
 impl DnsMaps {
+    /// Counts one action against budget `index` of `agent_id` (`limit`
+    /// per `per_ns`, windows as the kernel's): false when the window's
+    /// count is already at the limit (not counted). No program writes a
+    /// `dns` budget's key and the proxy calls this under its maps lock,
+    /// so read-then-write loses no count; a reset (delete) in between
+    /// starts the window afresh, as in the kernel.
+    pub fn take_budget(
+        &mut self,
+        agent_id: u32,
+        index: u32,
+        limit: u64,
+        per_ns: u64,
+    ) -> Result<bool, KernelError> {
+        let key = BudgetUseKey { agent_id, index };
+        let window = super::budgets::monotonic_ns() / per_ns.max(1);
+        let used = match self.budget_use.get(&key, 0) {
+            Ok(v) if budget_use::window(v) == window => budget_use::count(v),
+            _ => 0,
+        };
+        if used >= limit {
+            return Ok(false);
+        }
+        self.budget_use
+            .insert(key, budget_use::pack(window, used + 1), 0)
+            .map_err(map_err("update", names::BUDGET_USE))?;
+        Ok(true)
+    }
+
     /// The agent's slot now (rules are written under it), if enforced.
     pub fn slot(&self, cgroup_id: u64) -> Option<u32> {
         self.agents.get(&cgroup_id, 0).ok().map(|a| a.slot)
