@@ -941,19 +941,12 @@ fn within_one_window(per: Duration, margin: Duration) {
     }
 }
 
-/// `count: dns`: 5 allowed questions per minute (over UDP and TCP, the
-/// same or other names of the matched rules) are answered; a denied name
-/// does not count; past the limit questions are REFUSED and recorded as
-/// `budget:<id>`, a name first asked past it stays closed in the kernel;
-/// `warden status` shows 5/5 and `warden budget reset` lets the next one
-/// through.
-#[test]
-fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
-    if !can_run("dns") {
-        return;
-    }
-    let p = port().to_string();
-    let mut env = TestEnv::new("dns-budget");
+/// A daemon and agent `dns-agent` with the test policy and budget `names`:
+/// 5 questions per minute of rules `api` and `wild`, then deny; at least
+/// 40 s of the window left.
+fn dns_budget_env(name: &str) -> TestEnv {
+    port();
+    let mut env = TestEnv::new(name);
     let yaml = format!(
         "{}budgets:
   - id: names
@@ -969,6 +962,22 @@ fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
     env.start_daemon();
     env.add_agent("dns-agent", "dns.yaml");
     within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    env
+}
+
+/// `count: dns`: 5 allowed questions per minute (over UDP and TCP, the
+/// same or other names of the matched rules) are answered; a denied name
+/// does not count; past the limit questions are REFUSED and recorded as
+/// `budget:<id>`, a name first asked past it stays closed in the kernel;
+/// `warden status` shows 5/5 and `warden budget reset` lets the next one
+/// through.
+#[test]
+fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
+    if !can_run("dns") {
+        return;
+    }
+    let p = port().to_string();
+    let env = dns_budget_env("dns-budget");
     let ask = |transport: &str, name: &str| {
         dns_as(
             &env,
@@ -1045,6 +1054,79 @@ fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
     assert_eq!(
         status["agents"][0]["budgets"][0]["used"].as_u64(),
         Some(1),
+        "{status}"
+    );
+}
+
+/// A race on the count: 12 processes of the agent ask at once (UDP and
+/// TCP, two names; 12 stays under the daemon's 16 control connections per
+/// peer that `warden run` needs); exactly 5 are answered and 7 refused as
+/// `budget:names`, and `warden status` shows 5/5 (no count lost or
+/// doubled between the proxy's concurrent tasks).
+#[test]
+fn concurrent_questions_never_pass_a_dns_budget() {
+    if !can_run("dns") {
+        return;
+    }
+    let env = dns_budget_env("dns-budget-race");
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            let transport = if i % 3 == 0 { "tcp" } else { "udp" };
+            let name = if i % 2 == 0 {
+                "api.test.warden"
+            } else {
+                "a.wild.test.warden"
+            };
+            spawn_dns(
+                &env,
+                "dns-agent",
+                &["resolve", transport, RESOLVER4, name, "A"],
+            )
+        })
+        .collect();
+    let outs: Vec<String> = children.into_iter().map(finish).collect();
+    let answered = outs.iter().filter(|o| o.starts_with("NOERROR")).count();
+    let refused = outs.iter().filter(|o| *o == "REFUSED").count();
+    assert_eq!((answered, refused), (5, 7), "{outs:?}");
+    // Every `dns` entry: a TCP client closing its connection is not a
+    // (malformed) question.
+    let dns = || -> Vec<serde_json::Value> {
+        env.evidence()
+            .into_iter()
+            .filter(|e| e["kind"] == "dns")
+            .collect()
+    };
+    for _ in 0..300 {
+        if dns().len() >= 12 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Anything written after the 12th (a spurious entry) shows up too.
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = dns();
+    let by = |d: &str, r: Option<&str>| {
+        seen.iter()
+            .filter(|e| e["decision"] == d && r.is_none_or(|r| e["rule_id"] == r))
+            .count()
+    };
+    assert_eq!(
+        (
+            by("allow", None),
+            by("deny", Some("budget:names")),
+            seen.len()
+        ),
+        (5, 7, 12),
+        "{:?}",
+        seen.iter()
+            .map(|e| format!("{} {} {}", e["target"], e["decision"], e["rule_id"]))
+            .collect::<Vec<_>>()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    assert_eq!(
+        status["agents"][0]["budgets"][0]["used"].as_u64(),
+        Some(5),
         "{status}"
     );
 }

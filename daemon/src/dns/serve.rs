@@ -254,10 +254,12 @@ async fn serve_conn(
     let origin = origin::cookie_of(peer, local, true);
     loop {
         let mut len = [0u8; 2];
-        if tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
-            .await
-            .is_err()
-        {
+        // Idle for 10 s, or the client closed: done (a closed connection
+        // is not an empty query).
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
             return Ok(());
         }
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
