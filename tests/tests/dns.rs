@@ -969,35 +969,35 @@ fn dns_budget_env(name: &str) -> TestEnv {
 /// same or other names of the matched rules) are answered; a denied name
 /// does not count; past the limit questions are REFUSED and recorded as
 /// `budget:<id>`, a name first asked past it stays closed in the kernel;
-/// `warden status` shows 5/5 and `warden budget reset` lets the next one
-/// through.
+/// `warden status` shows 5/5, a daemon restart keeps the count, and
+/// `warden budget reset` lets the next one through.
 #[test]
 fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
     if !can_run("dns") {
         return;
     }
     let p = port().to_string();
-    let env = dns_budget_env("dns-budget");
-    let ask = |transport: &str, name: &str| {
+    let mut env = dns_budget_env("dns-budget");
+    fn ask(env: &TestEnv, transport: &str, name: &str) -> String {
         dns_as(
-            &env,
+            env,
             "dns-agent",
             &["resolve", transport, RESOLVER4, name, "A"],
         )
-    };
+    }
     let api_ok = format!("NOERROR {API}");
     let wild_ok = format!("NOERROR {WILD1}");
-    assert_eq!(ask("udp", "api.test.warden"), api_ok);
-    assert_eq!(ask("udp", "a.wild.test.warden"), wild_ok);
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "a.wild.test.warden"), wild_ok);
     // Denied by its rule: refused, not counted.
-    assert_eq!(ask("udp", "evil.test.warden"), "REFUSED");
-    assert_eq!(ask("tcp", "api.test.warden"), api_ok);
-    assert_eq!(ask("udp", "api.test.warden"), api_ok);
-    assert_eq!(ask("udp", "a.wild.test.warden"), wild_ok);
+    assert_eq!(ask(&env, "udp", "evil.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "tcp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "a.wild.test.warden"), wild_ok);
     // Over the limit: the same name, another transport, a new name.
-    assert_eq!(ask("udp", "api.test.warden"), "REFUSED");
-    assert_eq!(ask("tcp", "api.test.warden"), "REFUSED");
-    assert_eq!(ask("udp", "x.y.wild.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "udp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "tcp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "udp", "x.y.wild.test.warden"), "REFUSED");
     // The refused name's address was never learned: closed in the kernel.
     let out = env.probe_as("dns-agent", &["connect", &format!("{WILD2}:{p}")]);
     assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
@@ -1044,11 +1044,16 @@ fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
         "{text}"
     );
 
+    // The count is the kernel's pinned map: a daemon restart keeps it.
+    env.stop_daemon();
+    env.start_daemon();
+    assert_eq!(ask(&env, "udp", "api.test.warden"), "REFUSED");
+
     env.ok(&["budget", "reset", "dns-agent", "names", "--reason", "test"]);
     env.wait_for_evidence("the reset", |e| {
         e["kind"] == "budget_reset" && e["target"] == "budget:names" && e["details"]["used"] == 5
     });
-    assert_eq!(ask("udp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
     let status: serde_json::Value =
         serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
     assert_eq!(
