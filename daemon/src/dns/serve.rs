@@ -544,8 +544,8 @@ async fn answer(
         return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
     }
     let rule = rule?;
-    if let Some(over) = over_budget(agent, shared, rule) {
-        let mut o = base("deny", ResponseCode::Refused, None);
+    if let Some((over, why)) = over_budget(agent, shared, rule) {
+        let mut o = base("deny", ResponseCode::Refused, why);
         o.rule = over;
         o.approval = approval;
         record(agent, shared, o);
@@ -626,9 +626,8 @@ async fn answer(
 /// Counts an allowed question (decided by rule `rule`) against the
 /// agent's `count: dns` budgets, in policy order as the kernel does; the
 /// first one at its limit refuses it: `budget:<id>`. A budget whose count
-/// cannot be written lets the question through (logged): the proxy's
-/// decision by rules stands.
-fn over_budget(agent: &Agent, shared: &Shared, rule: usize) -> Option<String> {
+/// cannot be written refuses too (fails closed), with the error.
+fn over_budget(agent: &Agent, shared: &Shared, rule: usize) -> Option<(String, Option<String>)> {
     let policy = &agent.info.policy;
     let rule_id = &policy.rules[rule].id;
     let mut maps = shared.maps.lock().expect("dns maps lock");
@@ -643,9 +642,10 @@ fn over_budget(agent: &Agent, shared: &Shared, rule: usize) -> Option<String> {
             b.per.as_nanos() as u64,
         ) {
             Ok(true) => {}
-            Ok(false) => return Some(format!("budget:{}", b.id)),
+            Ok(false) => return Some((format!("budget:{}", b.id), None)),
             Err(e) => {
-                tracing::warn!(agent = %agent.info.name, budget = %b.id, error = %crate::error_chain(&e), "count a dns budget");
+                let why = format!("count budget '{}': {}", b.id, crate::error_chain(&e));
+                return Some((format!("budget:{}", b.id), Some(why)));
             }
         }
     }

@@ -67,9 +67,11 @@ impl DnsMaps {
     /// Counts one action against budget `index` of `agent_id` (`limit`
     /// per `per_ns`, windows as the kernel's): false when the window's
     /// count is already at the limit (not counted). No program writes a
-    /// `dns` budget's key and the proxy calls this under its maps lock,
-    /// so read-then-write loses no count; a reset (delete) in between
-    /// starts the window afresh, as in the kernel.
+    /// `dns` budget's key and the proxy calls this under its maps lock;
+    /// the one other writer is `warden budget reset` (a delete), so the
+    /// write is conditional on the key being as read (there: `BPF_EXIST`,
+    /// absent: `BPF_NOEXIST`) and a reset in between makes it read again:
+    /// no count is lost and no reset undone.
     pub fn take_budget(
         &mut self,
         agent_id: u32,
@@ -77,19 +79,31 @@ impl DnsMaps {
         limit: u64,
         per_ns: u64,
     ) -> Result<bool, KernelError> {
+        const BPF_NOEXIST: u64 = 1;
+        const BPF_EXIST: u64 = 2;
         let key = BudgetUseKey { agent_id, index };
-        let window = super::budgets::monotonic_ns() / per_ns.max(1);
-        let used = match self.budget_use.get(&key, 0) {
-            Ok(v) if budget_use::window(v) == window => budget_use::count(v),
-            _ => 0,
-        };
-        if used >= limit {
-            return Ok(false);
+        let mut tries = 0;
+        loop {
+            let window = super::budgets::monotonic_ns() / per_ns.max(1);
+            let (used, flag) = match self.budget_use.get(&key, 0) {
+                Ok(v) if budget_use::window(v) == window => (budget_use::count(v), BPF_EXIST),
+                Ok(_) => (0, BPF_EXIST),
+                Err(aya::maps::MapError::KeyNotFound) => (0, BPF_NOEXIST),
+                Err(e) => return Err(map_err("lookup", names::BUDGET_USE)(e)),
+            };
+            if used >= limit {
+                return Ok(false);
+            }
+            match self
+                .budget_use
+                .insert(key, budget_use::pack(window, used + 1), flag)
+            {
+                Ok(()) => return Ok(true),
+                // The key changed under us (a reset): read again.
+                Err(_) if tries < 3 => tries += 1,
+                Err(e) => return Err(map_err("update", names::BUDGET_USE)(e)),
+            }
         }
-        self.budget_use
-            .insert(key, budget_use::pack(window, used + 1), 0)
-            .map_err(map_err("update", names::BUDGET_USE))?;
-        Ok(true)
     }
 
     /// The agent's slot now (rules are written under it), if enforced.
