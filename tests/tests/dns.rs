@@ -924,3 +924,214 @@ fn a_held_names_approval_is_bound_to_its_policy_snapshot() {
     assert_eq!(old_now["status"], "conflict");
     assert_eq!(old_now["final_status"], "redecided");
 }
+
+/// Sleeps into the next `per` window (`CLOCK_MONOTONIC`, the clock of the
+/// budget windows) when less than `margin` of this one is left.
+fn within_one_window(per: Duration, margin: Duration) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now = ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128;
+    let left = per.as_nanos() - now % per.as_nanos();
+    if left < margin.as_nanos() {
+        std::thread::sleep(Duration::from_nanos(left as u64 + 50_000_000));
+    }
+}
+
+/// A daemon and agent `dns-agent` with the test policy and budget `names`:
+/// 5 questions per minute of rules `api` and `wild`, then deny; at least
+/// 40 s of the window left.
+fn dns_budget_env(name: &str) -> TestEnv {
+    port();
+    let mut env = TestEnv::new(name);
+    let yaml = format!(
+        "{}budgets:
+  - id: names
+    count: dns
+    match: {{ rule: [api, wild] }}
+    limit: 5
+    per: 1m
+    then: deny
+",
+        policy()
+    );
+    env.write_policy("dns.yaml", &yaml);
+    env.start_daemon();
+    env.add_agent("dns-agent", "dns.yaml");
+    within_one_window(Duration::from_secs(60), Duration::from_secs(40));
+    env
+}
+
+/// `count: dns`: 5 allowed questions per minute (over UDP and TCP, the
+/// same or other names of the matched rules) are answered; a denied name
+/// does not count; past the limit questions are REFUSED and recorded as
+/// `budget:<id>`, a name first asked past it stays closed in the kernel;
+/// `warden status` shows 5/5, a daemon restart keeps the count, and
+/// `warden budget reset` lets the next one through.
+#[test]
+fn a_dns_budget_refuses_questions_past_its_limit_until_reset() {
+    if !can_run("dns") {
+        return;
+    }
+    let p = port().to_string();
+    let mut env = dns_budget_env("dns-budget");
+    fn ask(env: &TestEnv, transport: &str, name: &str) -> String {
+        dns_as(
+            env,
+            "dns-agent",
+            &["resolve", transport, RESOLVER4, name, "A"],
+        )
+    }
+    let api_ok = format!("NOERROR {API}");
+    let wild_ok = format!("NOERROR {WILD1}");
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "a.wild.test.warden"), wild_ok);
+    // Denied by its rule: refused, not counted.
+    assert_eq!(ask(&env, "udp", "evil.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "tcp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
+    assert_eq!(ask(&env, "udp", "a.wild.test.warden"), wild_ok);
+    // Over the limit: the same name, another transport, a new name.
+    assert_eq!(ask(&env, "udp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "tcp", "api.test.warden"), "REFUSED");
+    assert_eq!(ask(&env, "udp", "x.y.wild.test.warden"), "REFUSED");
+    // The refused name's address was never learned: closed in the kernel.
+    let out = env.probe_as("dns-agent", &["connect", &format!("{WILD2}:{p}")]);
+    assert_eq!(stdout(&out), format!("errno={}", libc::EPERM));
+
+    let over = |name: &str, transport: &str| {
+        env.wait_for_evidence(&format!("budget refusal of {name} over {transport}"), |e| {
+            e["kind"] == "dns"
+                && e["target"] == name
+                && e["decision"] == "deny"
+                && e["details"]["transport"] == transport
+        })
+    };
+    for (name, transport) in [
+        ("api.test.warden", "udp"),
+        ("api.test.warden", "tcp"),
+        ("x.y.wild.test.warden", "udp"),
+    ] {
+        let e = over(name, transport);
+        assert_eq!(e["rule_id"], "budget:names", "{e}");
+        assert_eq!(e["details"]["response_code"], "REFUSED", "{e}");
+    }
+    let evil = env.wait_for_evidence("dns deny of evil", |e| {
+        e["kind"] == "dns" && e["target"] == "evil.test.warden"
+    });
+    assert_eq!(evil["rule_id"], "evil");
+    let allowed = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "dns" && e["decision"] == "allow")
+        .count();
+    assert_eq!(allowed, 5);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    let b = &status["agents"][0]["budgets"][0];
+    assert_eq!(
+        (b["id"].as_str(), b["used"].as_u64(), b["limit"].as_u64()),
+        (Some("names"), Some(5), Some(5)),
+        "{b}"
+    );
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("budget names: 5/5 dns per 60s, then deny"),
+        "{text}"
+    );
+
+    // The count is the kernel's pinned map: a daemon restart keeps it.
+    env.stop_daemon();
+    env.start_daemon();
+    assert_eq!(ask(&env, "udp", "api.test.warden"), "REFUSED");
+
+    env.ok(&["budget", "reset", "dns-agent", "names", "--reason", "test"]);
+    env.wait_for_evidence("the reset", |e| {
+        e["kind"] == "budget_reset" && e["target"] == "budget:names" && e["details"]["used"] == 5
+    });
+    assert_eq!(ask(&env, "udp", "api.test.warden"), api_ok);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    assert_eq!(
+        status["agents"][0]["budgets"][0]["used"].as_u64(),
+        Some(1),
+        "{status}"
+    );
+}
+
+/// A race on the count: 12 processes of the agent ask at once (UDP and
+/// TCP, two names; 12 stays under the daemon's 16 control connections per
+/// peer that `warden run` needs); exactly 5 are answered and 7 refused as
+/// `budget:names`, and `warden status` shows 5/5 (no count lost or
+/// doubled between the proxy's concurrent tasks).
+#[test]
+fn concurrent_questions_never_pass_a_dns_budget() {
+    if !can_run("dns") {
+        return;
+    }
+    let env = dns_budget_env("dns-budget-race");
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            let transport = if i % 3 == 0 { "tcp" } else { "udp" };
+            let name = if i % 2 == 0 {
+                "api.test.warden"
+            } else {
+                "a.wild.test.warden"
+            };
+            spawn_dns(
+                &env,
+                "dns-agent",
+                &["resolve", transport, RESOLVER4, name, "A"],
+            )
+        })
+        .collect();
+    let outs: Vec<String> = children.into_iter().map(finish).collect();
+    let answered = outs.iter().filter(|o| o.starts_with("NOERROR")).count();
+    let refused = outs.iter().filter(|o| *o == "REFUSED").count();
+    assert_eq!((answered, refused), (5, 7), "{outs:?}");
+    // Every `dns` entry: a TCP client closing its connection is not a
+    // (malformed) question.
+    let dns = || -> Vec<serde_json::Value> {
+        env.evidence()
+            .into_iter()
+            .filter(|e| e["kind"] == "dns")
+            .collect()
+    };
+    for _ in 0..300 {
+        if dns().len() >= 12 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Anything written after the 12th (a spurious entry) shows up too.
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = dns();
+    let by = |d: &str, r: Option<&str>| {
+        seen.iter()
+            .filter(|e| e["decision"] == d && r.is_none_or(|r| e["rule_id"] == r))
+            .count()
+    };
+    assert_eq!(
+        (
+            by("allow", None),
+            by("deny", Some("budget:names")),
+            seen.len()
+        ),
+        (5, 7, 12),
+        "{:?}",
+        seen.iter()
+            .map(|e| format!("{} {} {}", e["target"], e["decision"], e["rule_id"]))
+            .collect::<Vec<_>>()
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status json");
+    assert_eq!(
+        status["agents"][0]["budgets"][0]["used"].as_u64(),
+        Some(5),
+        "{status}"
+    );
+}

@@ -23,6 +23,7 @@ use super::{
     UPSTREAM_TIMEOUT,
 };
 use crate::evidence::{record::UNSET_ID, NewEntry};
+use crate::policy::budget::BudgetCount;
 use crate::policy::{Decision, Policy};
 
 /// Who the proxy serves.
@@ -253,10 +254,12 @@ async fn serve_conn(
     let origin = origin::cookie_of(peer, local, true);
     loop {
         let mut len = [0u8; 2];
-        if tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
-            .await
-            .is_err()
-        {
+        // Idle for 10 s, or the client closed: done (a closed connection
+        // is not an empty query).
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        ) {
             return Ok(());
         }
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
@@ -541,6 +544,13 @@ async fn answer(
         return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
     }
     let rule = rule?;
+    if let Some((over, why)) = over_budget(agent, shared, rule) {
+        let mut o = base("deny", ResponseCode::Refused, why);
+        o.rule = over;
+        o.approval = approval;
+        record(agent, shared, o);
+        return Some(error_reply(query, Some(&parsed), ResponseCode::Refused));
+    }
     let Some(upstream) = resolver else {
         let why = "the original resolver of this socket is unknown".to_string();
         record(
@@ -611,6 +621,35 @@ async fn answer(
     o.approval = approval;
     record(agent, shared, o);
     Some(reply)
+}
+
+/// Counts an allowed question (decided by rule `rule`) against the
+/// agent's `count: dns` budgets, in policy order as the kernel does; the
+/// first one at its limit refuses it: `budget:<id>`. A budget whose count
+/// cannot be written refuses too (fails closed), with the error.
+fn over_budget(agent: &Agent, shared: &Shared, rule: usize) -> Option<(String, Option<String>)> {
+    let policy = &agent.info.policy;
+    let rule_id = &policy.rules[rule].id;
+    let mut maps = shared.maps.lock().expect("dns maps lock");
+    for (i, b) in policy.budgets.iter().enumerate() {
+        if b.count != BudgetCount::Dns || !(b.rules.is_empty() || b.rules.contains(rule_id)) {
+            continue;
+        }
+        match maps.take_budget(
+            agent.info.agent_id,
+            i as u32,
+            b.limit,
+            b.per.as_nanos() as u64,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return Some((format!("budget:{}", b.id), None)),
+            Err(e) => {
+                let why = format!("count budget '{}': {}", b.id, crate::error_chain(&e));
+                return Some((format!("budget:{}", b.id), Some(why)));
+            }
+        }
+    }
+    None
 }
 
 async fn forward(upstream: SocketAddr, query: &[u8], tcp: bool) -> std::io::Result<Vec<u8>> {

@@ -11,7 +11,7 @@ use warden_common::{budget_use, names, BudgetUseKey};
 use super::{map_err, Kernel, KernelError};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -7,7 +7,8 @@ use aya::maps::{
     HashMap as BpfHashMap, Map, MapData,
 };
 use warden_common::{
-    names, AgentInfo, DnsOrig, DnsProxy, Net4Key, Net6Key, NetRules, SLOT_PREFIX_BITS,
+    budget_use, names, AgentInfo, BudgetUseKey, DnsOrig, DnsProxy, Net4Key, Net6Key, NetRules,
+    SLOT_PREFIX_BITS,
 };
 
 use super::{map_err, Kernel, KernelError};
@@ -19,6 +20,10 @@ pub struct DnsMaps {
     pub orig: BpfHashMap<MapData, u64, DnsOrig>,
     pub net4: LpmTrie<MapData, Net4Key, NetRules>,
     pub net6: LpmTrie<MapData, Net6Key, NetRules>,
+    /// `count: dns` budgets: the daemon counts them here, in the kernel's
+    /// encoding, so `warden status` and `warden budget reset` work as for
+    /// the kernel's budgets.
+    pub budget_use: BpfHashMap<MapData, BudgetUseKey, u64>,
 }
 
 impl Kernel {
@@ -52,11 +57,55 @@ impl Kernel {
                 .map_err(map_err("open", names::NET4_RULES))?,
             net6: LpmTrie::try_from(Map::LpmTrie(open(names::NET6_RULES)?))
                 .map_err(map_err("open", names::NET6_RULES))?,
+            budget_use: BpfHashMap::try_from(Map::HashMap(open(names::BUDGET_USE)?))
+                .map_err(map_err("open", names::BUDGET_USE))?,
         })
     }
 }
 
 impl DnsMaps {
+    /// Counts one action against budget `index` of `agent_id` (`limit`
+    /// per `per_ns`, windows as the kernel's): false when the window's
+    /// count is already at the limit (not counted). No program writes a
+    /// `dns` budget's key and the proxy calls this under its maps lock;
+    /// the one other writer is `warden budget reset` (a delete), so the
+    /// write is conditional on the key being as read (there: `BPF_EXIST`,
+    /// absent: `BPF_NOEXIST`) and a reset in between makes it read again:
+    /// no count is lost and no reset undone.
+    pub fn take_budget(
+        &mut self,
+        agent_id: u32,
+        index: u32,
+        limit: u64,
+        per_ns: u64,
+    ) -> Result<bool, KernelError> {
+        const BPF_NOEXIST: u64 = 1;
+        const BPF_EXIST: u64 = 2;
+        let key = BudgetUseKey { agent_id, index };
+        let mut tries = 0;
+        loop {
+            let window = super::budgets::monotonic_ns() / per_ns.max(1);
+            let (used, flag) = match self.budget_use.get(&key, 0) {
+                Ok(v) if budget_use::window(v) == window => (budget_use::count(v), BPF_EXIST),
+                Ok(_) => (0, BPF_EXIST),
+                Err(aya::maps::MapError::KeyNotFound) => (0, BPF_NOEXIST),
+                Err(e) => return Err(map_err("lookup", names::BUDGET_USE)(e)),
+            };
+            if used >= limit {
+                return Ok(false);
+            }
+            match self
+                .budget_use
+                .insert(key, budget_use::pack(window, used + 1), flag)
+            {
+                Ok(()) => return Ok(true),
+                // The key changed under us (a reset): read again.
+                Err(_) if tries < 3 => tries += 1,
+                Err(e) => return Err(map_err("update", names::BUDGET_USE)(e)),
+            }
+        }
+    }
+
     /// The agent's slot now (rules are written under it), if enforced.
     pub fn slot(&self, cgroup_id: u64) -> Option<u32> {
         self.agents.get(&cgroup_id, 0).ok().map(|a| a.slot)

@@ -22,14 +22,16 @@ const MAX_PER: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     rename_all = "lowercase",
-    expecting = "`connect`, `exec`, `file` or `any`"
+    expecting = "`connect`, `exec`, `file`, `dns` or `any`"
 )]
 pub enum BudgetCount {
     Connect,
     Exec,
     File,
-    /// Every class the policy governs.
+    /// Every class the policy governs (not `dns`).
     Any,
+    /// Questions the agent's DNS proxy allows (counted by the daemon).
+    Dns,
     /// `bytes: egress`: bytes the agent sends (never written as `count:`).
     #[serde(rename = "bytes-egress", skip_deserializing)]
     EgressBytes,
@@ -43,6 +45,7 @@ impl BudgetCount {
             Self::Exec => "exec",
             Self::File => "file",
             Self::Any => "any",
+            Self::Dns => "dns",
             Self::EgressBytes => "bytes egress",
         }
     }
@@ -196,6 +199,7 @@ fn parse_per(s: &str) -> Result<Duration, String> {
 pub(in crate::policy) fn check_budgets(
     raw: Vec<RawBudget>,
     rule_ids: &[String],
+    host_rule_ids: &[String],
     name: &str,
     text: &str,
 ) -> Result<Vec<Budget>, PolicyError> {
@@ -248,7 +252,7 @@ pub(in crate::policy) fn check_budgets(
                     i,
                     None,
                     &id,
-                    "needs `count: connect|exec|file|any` or `bytes: egress`".into(),
+                    "needs `count: connect|exec|file|dns|any` or `bytes: egress`".into(),
                 ))
             }
         };
@@ -309,6 +313,19 @@ pub(in crate::policy) fn check_budgets(
                     .into(),
             ));
         }
+        let dns = count == BudgetCount::Dns;
+        if dns && b.then != BudgetThen::Deny {
+            return Err(err(
+                i,
+                Some("then"),
+                &id,
+                format!(
+                    "then: {} does not apply to dns: the DNS proxy refuses questions over a dns \
+                     budget; write then: deny",
+                    b.then.name()
+                ),
+            ));
+        }
         let rules = match b.matching.map(|m| m.rule) {
             None => Vec::new(),
             Some(OneOrMany::One(r)) => vec![r],
@@ -333,6 +350,19 @@ pub(in crate::policy) fn check_budgets(
                 format!("match names rule '{unknown}', which the policy does not have"),
             ));
         }
+        if dns {
+            if let Some(r) = rules.iter().find(|r| !host_rule_ids.contains(r)) {
+                return Err(err(
+                    i,
+                    Some("match"),
+                    &id,
+                    format!(
+                        "match names rule '{r}', which is not a host rule (connect: {{ host: .. }}); \
+                         a dns budget counts names the host rules decide"
+                    ),
+                ));
+            }
+        }
         out.push(Budget {
             id,
             count,
@@ -353,6 +383,7 @@ fn classes(policy: &Policy, count: BudgetCount) -> u32 {
         BudgetCount::Exec => budget_class::EXEC,
         BudgetCount::File => budget_class::FILE,
         BudgetCount::EgressBytes => budget_class::EGRESS_BYTES,
+        BudgetCount::Dns => budget_class::DNS,
         BudgetCount::Any => {
             let mut c = budget_class::CONNECT;
             for r in &policy.rules {
@@ -383,12 +414,13 @@ pub fn compile_budgets(policy: &Policy) -> Result<BudgetSet, PolicyError> {
                 .iter()
                 .any(|r| matches!(r.selector, Selector::File { .. })),
             BudgetCount::Connect | BudgetCount::Any | BudgetCount::EgressBytes => true,
+            BudgetCount::Dns => policy.has_host_rules(),
         };
         if !governed {
-            let class = if b.count == BudgetCount::Exec {
-                "exec"
-            } else {
-                "file"
+            let (class, what) = match b.count {
+                BudgetCount::Exec => ("exec", "exec rules"),
+                BudgetCount::Dns => ("dns", "host rules (connect: { host: .. })"),
+                _ => ("file", "file rules"),
             };
             let text = &policy.source.text;
             let at = super::parse::locate_in(
@@ -400,8 +432,8 @@ pub fn compile_budgets(policy: &Policy) -> Result<BudgetSet, PolicyError> {
                 at,
                 None,
                 PolicyErrorKind::Budget(format!(
-                    "budget '{}': count: {class} needs {class} rules in the policy (without \
-                     them the kernel does not decide those actions)",
+                    "budget '{}': count: {class} needs {what} in the policy (without \
+                     them nothing decides those actions)",
                     b.id
                 )),
             ));
@@ -469,7 +501,7 @@ mod tests {
         let cases = [
             ("  - id: b\n    count: connect\n    limit: 0\n    per: 1m\n    then: deny\n", "limit 0 is out of range", 9),
             ("  - id: b\n    count: connect\n    limit: 5\n    per: 1w\n    then: deny\n", "invalid per '1w'", 10),
-            ("  - id: b\n    count: dns\n    limit: 5\n    per: 1m\n    then: deny\n", "unknown variant", 8),
+            ("  - id: b\n    count: names\n    limit: 5\n    per: 1m\n    then: deny\n", "unknown variant", 8),
             ("  - id: b\n    count: connect\n    match: { rule: nope }\n    limit: 5\n    per: 1m\n    then: deny\n", "rule 'nope'", 9),
             ("  - id: b\n    count: connect\n    limit: 5\n    per: 1m\n    then: deny\n  - id: b\n    count: exec\n    limit: 5\n    per: 1m\n    then: deny\n", "budget id used twice", 12),
             ("  - id: b\n    count: connect\n    limit: 5\n    per: 1m\n    then: explode\n", "unknown variant", 11),
@@ -569,6 +601,61 @@ mod tests {
             assert!(text.contains(want), "{yaml}: {text}");
             assert!(text.contains(&format!("p.yaml:{line}:")), "{yaml}: {text}");
         }
+    }
+
+    const HOSTS: &str = "version: 1\nrules:\n  - id: api\n    connect: { to: 127.0.0.1/32 }\n    decision: allow\n  - id: web\n    connect: { host: \"*.example.com\" }\n    decision: allow\nbudgets:\n";
+
+    #[test]
+    fn a_dns_budget_parses_and_compiles_to_a_class_no_program_counts() {
+        let p = parse_policy(
+            "p.yaml",
+            &format!("{HOSTS}  - id: names\n    count: dns\n    match: {{ rule: web }}\n    limit: 5\n    per: 1m\n    then: deny\n"),
+        )
+        .unwrap();
+        assert_eq!(p.budgets[0].count, BudgetCount::Dns);
+        assert_eq!(p.budgets[0].rules, vec!["web".to_string()]);
+        let set = compile_budgets(&p).unwrap();
+        assert_eq!(set.classes, budget_class::DNS);
+        assert_eq!(set.budgets[0].classes & !budget_class::DNS, 0);
+        assert!(p.canonical_json().contains("\"dns\""));
+    }
+
+    #[test]
+    fn bad_dns_budgets_are_refused_at_their_line() {
+        let b = |rest: &str| format!("{HOSTS}  - id: names\n    count: dns\n{rest}");
+        let cases = [
+            (
+                b("    limit: 5\n    per: 1m\n    then: hold\n"),
+                "then: hold does not apply to dns",
+                14,
+            ),
+            (
+                b("    limit: 5\n    per: 1m\n    then: kill\n"),
+                "then: kill does not apply to dns",
+                14,
+            ),
+            (
+                b("    match: { rule: api }\n    limit: 5\n    per: 1m\n    then: deny\n"),
+                "rule 'api', which is not a host rule",
+                12,
+            ),
+            (
+                b("    match: { rule: nope }\n    limit: 5\n    per: 1m\n    then: deny\n"),
+                "rule 'nope', which the policy does not have",
+                12,
+            ),
+        ];
+        for (yaml, want, line) in cases {
+            let e = parse_policy("p.yaml", &yaml).unwrap_err().to_string();
+            assert!(e.contains(want), "{yaml}: {e}");
+            assert!(e.contains(&format!("p.yaml:{line}:")), "{yaml}: {e}");
+        }
+        // Without host rules no name is decided: refused at compile.
+        let p = parse("  - id: n\n    count: dns\n    limit: 5\n    per: 1m\n    then: deny\n")
+            .unwrap();
+        let e = compile_budgets(&p).unwrap_err().to_string();
+        assert!(e.contains("count: dns needs host rules"), "{e}");
+        assert!(e.contains("p.yaml:8:"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub mod budget_class {
     /// `bytes: egress`: bytes the agent's sockets send, counted by the
     /// `cgroup_skb/egress` program (`limit` in bytes, at most `u32::MAX`).
     pub const EGRESS_BYTES: u32 = 1 << 3;
+    /// `count: dns`: questions the daemon's DNS proxy allows; counted by
+    /// the daemon in `BUDGET_USE` (same encoding), no program has it.
+    pub const DNS: u32 = 1 << 4;
 }
 
 /// `BudgetRule::then`: what the kernel does with an action over the limit.

@@ -140,7 +140,18 @@ pub fn parse_policy(name: &str, text: &str) -> Result<Policy, PolicyError> {
     rules.extend(resolve_includes(&raw.include, &source)?);
     check_unique_included_ids(&rules, own, &source)?;
     let rule_ids: Vec<String> = rules.iter().map(|r| r.id.clone()).collect();
-    let budgets = crate::policy::budget::check_budgets(raw.budgets, &rule_ids, name, text)?;
+    let host_rule_ids: Vec<String> = rules
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.selector,
+                crate::policy::model::Selector::ConnectHost { .. }
+            )
+        })
+        .map(|r| r.id.clone())
+        .collect();
+    let budgets =
+        crate::policy::budget::check_budgets(raw.budgets, &rule_ids, &host_rule_ids, name, text)?;
     let mut approvers = Approvers {
         users: raw.approvers.users.into_iter().map(|p| p.0).collect(),
         groups: raw.approvers.groups.into_iter().map(|p| p.0).collect(),
