@@ -93,6 +93,15 @@ fn delegated(env: &TestEnv, parent: &str, child: &str, inner: &[&str]) -> Output
     cmd.output().expect("run warden")
 }
 
+/// `warden agent add NAME --owner OWNER --policy POLICY [--parent PARENT]`.
+fn add_agent(env: &TestEnv, name: &str, owner: &str, policy: &str, parent: Option<&str>) {
+    let mut args = vec!["agent", "add", name, "--owner", owner, "--policy", policy];
+    if let Some(parent) = parent {
+        args.extend(["--parent", parent]);
+    }
+    env.ok(&args);
+}
+
 fn entries_where(env: &TestEnv, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
     env.evidence().into_iter().filter(|e| pred(e)).collect()
 }
@@ -114,36 +123,16 @@ fn a_delegated_child_is_refused_what_its_parent_denies_and_allowed_what_both_all
     );
     env.write_policy("child.yaml", CHILD_POLICY);
     env.start_daemon();
-    env.ok(&[
-        "agent",
-        "add",
-        "dg-parent",
-        "--owner",
-        PARENT_OWNER,
-        "--policy",
-        "parent.yaml",
-    ]);
-    env.ok(&[
-        "agent",
-        "add",
+    add_agent(&env, "dg-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
         "dg-child",
-        "--owner",
         CHILD_OWNER,
-        "--policy",
         "child.yaml",
-        "--parent",
-        "dg-parent",
-    ]);
+        Some("dg-parent"),
+    );
     // The same policy, not delegated: what the child's own policy allows.
-    env.ok(&[
-        "agent",
-        "add",
-        "dg-solo",
-        "--owner",
-        CHILD_OWNER,
-        "--policy",
-        "child.yaml",
-    ]);
+    add_agent(&env, "dg-solo", CHILD_OWNER, "child.yaml", None);
     let shown: Value =
         serde_json::from_str(&env.ok(&["agent", "show", "dg-child", "--json"])).unwrap();
     assert_eq!(shown["parent"], "dg-parent", "{shown}");
@@ -388,44 +377,16 @@ fn a_parent_without_delegate_cannot_start_the_child_and_the_refusal_is_recorded(
     );
     env.write_policy("child.yaml", CHILD_POLICY);
     env.start_daemon();
-    env.ok(&[
-        "agent",
-        "add",
-        "dg-parent",
-        "--owner",
-        PARENT_OWNER,
-        "--policy",
-        "parent.yaml",
-    ]);
-    env.ok(&[
-        "agent",
-        "add",
-        "dg-other",
-        "--owner",
-        PARENT_OWNER,
-        "--policy",
-        "other.yaml",
-    ]);
-    env.ok(&[
-        "agent",
-        "add",
+    add_agent(&env, "dg-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(&env, "dg-other", PARENT_OWNER, "other.yaml", None);
+    add_agent(
+        &env,
         "dg-child",
-        "--owner",
         CHILD_OWNER,
-        "--policy",
         "child.yaml",
-        "--parent",
-        "dg-parent",
-    ]);
-    env.ok(&[
-        "agent",
-        "add",
-        "dg-stranger",
-        "--owner",
-        CHILD_OWNER,
-        "--policy",
-        "child.yaml",
-    ]);
+        Some("dg-parent"),
+    );
+    add_agent(&env, "dg-stranger", CHILD_OWNER, "child.yaml", None);
     let addr = format!("127.0.0.1:{}", port.port);
 
     let out = delegated(
@@ -590,17 +551,13 @@ fn a_nested_agent_is_decided_once_and_its_approved_hold_completes() {
     env.write_policy("child.yaml", &nest_policy(Some(held.port)));
     env.start_daemon();
     env.add_agent("nest-parent", "parent.yaml");
-    env.ok(&[
-        "agent",
-        "add",
+    add_agent(
+        &env,
         "nest-child",
-        "--owner",
         CHILD_OWNER,
-        "--policy",
         "child.yaml",
-        "--parent",
-        "nest-parent",
-    ]);
+        Some("nest-parent"),
+    );
     let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
     let child = status["agents"]
         .as_array()
