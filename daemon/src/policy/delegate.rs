@@ -111,6 +111,7 @@ pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateErro
     file_rules(parent, child, &mut rules);
 
     let mut out = child.clone();
+    out.shadow = intersect_shadow(parent, child)?.map(Box::new);
     out.mode = if parent.mode == child.mode {
         child.mode
     } else {
@@ -136,6 +137,26 @@ pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateErro
     out.budgets = budgets(parent, child, &rules);
     out.rules = rules;
     Ok(out)
+}
+
+/// The effective `shadow:` candidate of a child: what the child's
+/// effective policy would be if the candidates went live, i.e. (the
+/// child's candidate, else its own policy) intersected with (the parent's
+/// candidate, else its policy in force). For a grandchild the parent's
+/// candidate is its effective one, so a candidate anywhere up the chain
+/// shows in every descendant's shadow. `None` when neither side has a
+/// candidate. Its rule ids name both sides, so a difference says which
+/// side's candidate rule made it.
+pub fn intersect_shadow(parent: &Policy, child: &Policy) -> Result<Option<Policy>, DelegateError> {
+    if parent.shadow.is_none() && child.shadow.is_none() {
+        return Ok(None);
+    }
+    let side = |p: &Policy| {
+        let mut side = p.shadow.as_deref().unwrap_or(p).clone();
+        side.shadow = None;
+        side
+    };
+    intersect(&side(parent), &side(child)).map(Some)
 }
 
 /// Each side's budgets, counting on the child: an action passes only if it

@@ -210,6 +210,64 @@ fn the_effective_policy_is_the_combine_of_both_and_never_wider_on_generated_poli
     assert!(too_many < 60, "{too_many} of 400 pairs over MAX_PORT_RULES");
 }
 
+/// A child's `shadow:` candidate is evaluated against the same
+/// intersection: the effective candidate decides every action as
+/// `combine(parent side, child's candidate)`, where the parent side is the
+/// parent's own candidate if it has one, else its policy in force; the
+/// effective policy in force is not touched by either candidate. Over
+/// generated policies, with a candidate on the child, the parent or both.
+#[test]
+fn a_childs_shadow_candidate_is_intersected_with_its_parent_on_generated_policies() {
+    let caps = Capabilities::assume_all();
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let actions = actions();
+    let mut compared = 0;
+    for round in 0..150 {
+        let mut next = |tag: &str| {
+            let yaml = generated_policy(&mut g, tag);
+            compile_policy(&format!("{tag}.yaml"), &yaml, &caps).ok()
+        };
+        let (Some(mut parent), Some(mut child), Some(p_cand), Some(c_cand)) =
+            (next("p"), next("c"), next("pc"), next("cc"))
+        else {
+            continue;
+        };
+        // Round-robin: the child's candidate, the parent's, both.
+        if round % 3 != 1 {
+            child.parsed.shadow = Some(Box::new(c_cand.parsed.clone()));
+        }
+        if round % 3 != 0 {
+            parent.parsed.shadow = Some(Box::new(p_cand.parsed.clone()));
+        }
+        let eff = match compile_delegated(&parent, &child, &caps) {
+            Ok(eff) => eff,
+            Err(e) if e.to_string().contains("port rules") => continue,
+            Err(e) => panic!("{e}"),
+        };
+        let shadow = eff.shadow.as_deref().expect("a candidate on a side");
+        assert_eq!(
+            eff.parsed.shadow.as_deref().map(Policy::snapshot),
+            Some(shadow.snapshot.clone()),
+            "the effective snapshot names the effective candidate"
+        );
+        let parent_side = if round % 3 != 0 { &p_cand } else { &parent };
+        let child_side = if round % 3 != 1 { &c_cand } else { &child };
+        for a in &actions {
+            let (p, c) = (decide(&parent, a), decide(&child, a));
+            assert_eq!(decide(&eff, a), combine(p, c), "{a:?}: enforced changed");
+            let (ps, cs) = (decide(parent_side, a), decide(child_side, a));
+            let s = decide(shadow, a);
+            assert_eq!(s, combine(ps, cs), "{a:?}: candidate");
+            assert!(
+                strictness(s) >= strictness(ps),
+                "{a:?}: wider than the parent side"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}
+
 #[test]
 fn a_parent_deny_wins_over_a_child_allow_and_the_rule_names_both() {
     let caps = Capabilities::assume_all();
