@@ -1118,3 +1118,168 @@ rules:
     );
     assert!(o["details"]["effective_snapshot"].is_string(), "{o}");
 }
+
+/// The test resolver of this file (tests/src/dns_resolver.rs) and what its
+/// names resolve to: loopback addresses of their own, so no other test's
+/// resolver or listener is in the way.
+const RESOLVER: &str = "127.0.19.2:53";
+const API_ADDR: &str = "127.0.19.10";
+const EXTRA_ADDR: &str = "127.0.19.11";
+
+/// A TCP listener on both answer addresses (one port) and the resolver;
+/// once per test process.
+fn dns_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        let first = std::net::TcpListener::bind(format!("{API_ADDR}:0")).expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let second = std::net::TcpListener::bind(format!("{EXTRA_ADDR}:{port}")).expect("bind");
+        for l in [first, second] {
+            std::thread::spawn(move || {
+                for c in l.incoming() {
+                    drop(c)
+                }
+            });
+        }
+        let answers = vec![
+            (
+                "api.deleg.warden".to_string(),
+                API_ADDR.parse().expect("ip"),
+                300,
+            ),
+            (
+                "extra.deleg.warden".to_string(),
+                EXTRA_ADDR.parse().expect("ip"),
+                300,
+            ),
+        ];
+        let _ = Box::leak(Box::new(warden_tests::dns_resolver::TestResolver::start(
+            RESOLVER.parse().expect("addr"),
+            answers,
+        )));
+        port
+    })
+}
+
+fn resolve_as(env: &TestEnv, agent: &str, name: &str, port: u16) -> String {
+    let probe = probe_bin().with_file_name("warden-dns-probe");
+    let port = port.to_string();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        agent,
+        "--",
+        probe.to_str().expect("utf-8"),
+        "resolve",
+        "udp",
+        RESOLVER,
+        name,
+        "A",
+        &port,
+    ]);
+    stdout(&out)
+}
+
+/// Rules by name for a delegated child: its DNS proxy decides each name by
+/// both policies (the parent's and the child's host rules, intersected), and
+/// the learned address opens only on the ports and protocol both name. A
+/// name the child allows and the parent does not is refused (REFUSED, a
+/// `dns` deny naming both sides), and its address stays closed; the same
+/// policy not delegated resolves and connects it.
+#[test]
+fn a_childs_host_rule_allowed_by_both_resolves_and_connects_and_a_child_only_name_is_refused() {
+    if !can_run("delegation") {
+        return;
+    }
+    let p = dns_port();
+    let mut env = TestEnv::new("dghost");
+    env.write_policy(
+        "parent.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: parent-api
+    connect: {{ host: api.deleg.warden, ports: [{p}], protocol: tcp }}
+    decision: allow
+"
+        ),
+    );
+    env.write_policy(
+        "child.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: child-names
+    connect: {{ host: \"*.deleg.warden\" }}
+    decision: allow
+  - id: child-extra
+    connect: {{ host: extra.deleg.warden, ports: [{p}] }}
+    decision: allow
+"
+        ),
+    );
+    env.start_daemon();
+    add_agent(&env, "dh-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dh-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dh-parent"),
+    );
+    add_agent(&env, "dh-solo", CHILD_OWNER, "child.yaml", None);
+
+    // What the child's own policy allows, not delegated.
+    assert_eq!(
+        resolve_as(&env, "dh-solo", "extra.deleg.warden", p),
+        format!("NOERROR {EXTRA_ADDR} connect=ok")
+    );
+
+    // Allowed by both: resolves and connects.
+    assert_eq!(
+        resolve_as(&env, "dh-child", "api.deleg.warden", p),
+        format!("NOERROR {API_ADDR} connect=ok")
+    );
+    let dns = env.wait_for_evidence("the child's dns allow", |e| {
+        e["kind"] == "dns" && e["agent"] == "dh-child" && e["target"] == "api.deleg.warden"
+    });
+    assert_eq!(dns["decision"], "allow", "{dns}");
+    assert_eq!(dns["rule_id"], "child-names+parent:parent-api", "{dns}");
+    assert_eq!(dns["details"]["lineage"][1]["agent"], "dh-parent", "{dns}");
+    let api_target = format!("{API_ADDR}:{p}/tcp");
+    let connect = env.wait_for_evidence("the child's connect", |e| {
+        e["kind"] == "decision" && e["agent"] == "dh-child" && e["target"] == api_target.as_str()
+    });
+    assert_eq!(connect["decision"], "allow", "{connect}");
+    assert_eq!(connect["rule_id"], "child-names+parent:parent-api");
+    // The learned address opens only where both rules do: not over UDP
+    // (the parent's rule is tcp), not on another port (the child's rule
+    // has every port).
+    let eperm = format!("errno={}", libc::EPERM);
+    let out = env.probe_as("dh-child", &["udp", &format!("{API_ADDR}:{p}")]);
+    assert_eq!(stdout(&out), eperm, "udp: {}", stderr(&out));
+    let other = p.wrapping_add(1).max(1);
+    let out = env.probe_as("dh-child", &["connect", &format!("{API_ADDR}:{other}")]);
+    assert_eq!(stdout(&out), eperm, "other port: {}", stderr(&out));
+
+    // Only the child allows this name: refused, and its address closed.
+    assert_eq!(
+        resolve_as(&env, "dh-child", "extra.deleg.warden", p),
+        "REFUSED"
+    );
+    let refused = env.wait_for_evidence("the child's dns deny", |e| {
+        e["kind"] == "dns" && e["agent"] == "dh-child" && e["target"] == "extra.deleg.warden"
+    });
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(
+        refused["rule_id"], "child-extra+parent:default-deny",
+        "{refused}"
+    );
+    let out = env.probe_as("dh-child", &["connect", &format!("{EXTRA_ADDR}:{p}")]);
+    assert_eq!(stdout(&out), eperm, "extra direct: {}", stderr(&out));
+    let direct = format!("{EXTRA_ADDR}:{p}/tcp");
+    let deny = env.wait_for_evidence("the direct connect's denial", |e| {
+        e["kind"] == "decision" && e["agent"] == "dh-child" && e["target"] == direct.as_str()
+    });
+    assert_eq!(deny["decision"], "deny", "{deny}");
+}

@@ -24,17 +24,14 @@
 use std::collections::BTreeSet;
 
 use super::budget::Budget;
+use super::host::HostPattern;
 use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Rule, Selector, SocketKind};
 
-/// Why two policies cannot be intersected.
+/// Why two policies cannot be intersected. None is left: every rule kind
+/// intersects (host rules since `host_rules`); kept so callers keep one
+/// error path when a kind that cannot be intersected is added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DelegateError {
-    #[error(
-        "delegation: {side} policy '{name}' has `connect: {{ host: .. }}` rules, which a delegated \
-         child cannot be given yet (its addresses are learned at run time; see README Known gaps)"
-    )]
-    HostRules { side: &'static str, name: String },
-}
+pub enum DelegateError {}
 
 /// What one side decides for one action, and by which rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,16 +93,9 @@ fn joined(child: &Verdict, parent: &Verdict, selector: Selector) -> Rule {
 /// both sides' budgets (the parent's named `parent:ID`) and freeze windows,
 /// and the approvers of both (a hold may come from either side's rule).
 pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateError> {
-    for (side, p) in [("parent", parent), ("child", child)] {
-        if p.has_host_rules() {
-            return Err(DelegateError::HostRules {
-                side,
-                name: p.source_name().to_string(),
-            });
-        }
-    }
     let mut rules = Vec::new();
     connect_rules(parent, child, &mut rules);
+    host_rules(parent, child, &mut rules);
     socket_rules(parent, child, &mut rules);
     exec_rules(parent, child, &mut rules);
     file_rules(parent, child, &mut rules);
@@ -372,6 +362,141 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             out.push(with(&rule, vec![seg], proto));
         }
         out.push(with(&fallback, Vec::new(), Protocol::Any));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Host rules (`connect: { host: .. }`)
+
+/// Whether `rule` matches every name `key` matches. Patterns that match one
+/// name form a chain (the name, `*.` of each parent domain, longest first,
+/// then `*`), so, as for CIDRs, each side's most specific pattern matching
+/// a name is its most specific pattern covering the most specific union
+/// key that matches it.
+fn host_covers(rule: &HostPattern, key: &HostPattern) -> bool {
+    match (rule, key) {
+        (HostPattern::Any, _) => true,
+        (_, HostPattern::Any) => false,
+        (HostPattern::Exact(r), HostPattern::Exact(k)) => r == k,
+        (HostPattern::Exact(_), HostPattern::Below(_)) => false,
+        (HostPattern::Below(_), HostPattern::Exact(k)) => rule.matches(k),
+        (HostPattern::Below(d), HostPattern::Below(e)) => d == e || rule.matches(e),
+    }
+}
+
+/// A side's host rule for names whose most specific union key is `key`:
+/// its most specific covering pattern, the first in the file on a tie (as
+/// `Policy::host_rule_for`); `None`: the side refuses the name (default
+/// deny; a side without host rules refuses every name, as its CIDR rules,
+/// not a name, decide its addresses).
+fn host_verdict<'a>(p: &'a Policy, key: &HostPattern) -> Option<&'a Rule> {
+    let mut best: Option<(&Rule, (u8, usize))> = None;
+    for r in &p.rules {
+        if let Selector::ConnectHost { host, .. } = &r.selector {
+            let spec = host.specificity();
+            if host_covers(host, key) && best.is_none_or(|(_, b)| spec > b) {
+                best = Some((r, spec));
+            }
+        }
+    }
+    best.map(|(r, _)| r)
+}
+
+fn host_side<'a>(p: &'a Policy, key: &HostPattern) -> (Verdict, (&'a [(u16, u16)], Protocol)) {
+    match host_verdict(p, key) {
+        Some(r) => (Verdict::of(r), ports_and_proto(r)),
+        None => (Verdict::default_deny(), (&[], Protocol::Any)),
+    }
+}
+
+fn ports_and_proto(r: &Rule) -> (&[(u16, u16)], Protocol) {
+    match &r.selector {
+        Selector::ConnectHost {
+            ports, protocol, ..
+        } => (ports.as_slice(), *protocol),
+        _ => (&[], Protocol::Any),
+    }
+}
+
+/// Both port lists' common ports (empty: every port), sorted and merged;
+/// `None` if they share none.
+fn common_ports(a: &[(u16, u16)], b: &[(u16, u16)]) -> Option<Vec<(u16, u16)>> {
+    if a.is_empty() || b.is_empty() {
+        return Some(if a.is_empty() { b } else { a }.to_vec());
+    }
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &(alo, ahi) in a {
+        for &(blo, bhi) in b {
+            let (lo, hi) = (alo.max(blo), ahi.min(bhi));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+        }
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in out {
+        match merged.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    (!merged.is_empty()).then_some(merged)
+}
+
+fn common_proto(a: Protocol, b: Protocol) -> Option<Protocol> {
+    match (a, b) {
+        (Protocol::Any, p) | (p, Protocol::Any) => Some(p),
+        (a, b) if a == b => Some(a),
+        _ => None,
+    }
+}
+
+/// One effective host rule per pattern of either side: the name is
+/// decided by `combine` of both sides' rules for it, and its addresses
+/// are opened only on the ports and protocol both rules name. Where both
+/// rules allow (or hold) but share no port or protocol, nothing could be
+/// connected: the name is refused (deny), as neither side alone would
+/// have let a connection through. An address a name taught the child is
+/// also decided by the effective CIDR rules that cover it before the host
+/// rules (`compile::learned_entry`); those cover every port of their
+/// CIDRs, so there a CIDR rule of either side decides with the other
+/// side's CIDR default (deny): narrower than each side alone, never wider.
+fn host_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let mut keys: Vec<&HostPattern> = Vec::new();
+    for p in [child, parent] {
+        for r in &p.rules {
+            if let Selector::ConnectHost { host, .. } = &r.selector {
+                if !keys.contains(&host) {
+                    keys.push(host);
+                }
+            }
+        }
+    }
+    for key in keys {
+        let (c, (c_ports, c_proto)) = host_side(child, key);
+        let (p, (p_ports, p_proto)) = host_side(parent, key);
+        let mut rule = joined(
+            &c,
+            &p,
+            Selector::Socket {
+                kind: SocketKind::Raw,
+            },
+        );
+        let common = common_ports(c_ports, p_ports).zip(common_proto(c_proto, p_proto));
+        let (ports, protocol) = match common {
+            Some(both) => both,
+            None => {
+                rule.decision = Decision::Deny;
+                (c_ports.to_vec(), c_proto)
+            }
+        };
+        rule.selector = Selector::ConnectHost {
+            host: key.clone(),
+            ports,
+            protocol,
+        };
+        out.push(rule);
     }
 }
 
