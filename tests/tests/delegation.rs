@@ -1016,7 +1016,7 @@ fn a_childs_reviewed_change_is_refused_for_its_author_and_a_parent_reload_is_not
 fn rfc3339_in(secs: i64) -> String {
     let now = warden::clock::now_ns();
     let t = warden::clock::format_ns(now + secs * 1_000_000_000);
-    format!("{}Z", t.split('.').next().unwrap())
+    format!("{}Z", t.split('.').next().expect("a time"))
 }
 
 /// A freeze window in a child's own policy: the child's destructive rule

@@ -728,6 +728,15 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     (net || exec || file, exec)
 }
 
+/// The (own, parent) snapshots of a delegated child's `policy_load`
+/// details (`Enforcer::delegated`); `None` for an agent without a parent.
+fn delegation_snapshots(
+    details: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(String, String)> {
+    let text = |k: &str| details.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    Some((text("own_snapshot")?, text("parent_snapshot")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -767,13 +776,4 @@ mod tests {
         assert_eq!(hold_needs(&net_hold, &lsm_net), (false, false));
         assert_eq!(hold_needs(&exec_hold, &lsm_net), (false, false));
     }
-}
-
-/// The (own, parent) snapshots of a delegated child's `policy_load`
-/// details (`Enforcer::delegated`); `None` for an agent without a parent.
-fn delegation_snapshots(
-    details: &serde_json::Map<String, serde_json::Value>,
-) -> Option<(String, String)> {
-    let text = |k: &str| details.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    Some((text("own_snapshot")?, text("parent_snapshot")?))
 }

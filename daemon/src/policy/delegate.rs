@@ -402,14 +402,17 @@ fn host_verdict<'a>(p: &'a Policy, key: &HostPattern) -> Option<&'a Rule> {
     best.map(|(r, _)| r)
 }
 
-fn host_side<'a>(p: &'a Policy, key: &HostPattern) -> (Verdict, (&'a [(u16, u16)], Protocol)) {
+/// A host rule's ports and protocol.
+type HostPorts<'a> = (&'a [(u16, u16)], Protocol);
+
+fn host_side<'a>(p: &'a Policy, key: &HostPattern) -> (Verdict, HostPorts<'a>) {
     match host_verdict(p, key) {
         Some(r) => (Verdict::of(r), ports_and_proto(r)),
         None => (Verdict::default_deny(), (&[], Protocol::Any)),
     }
 }
 
-fn ports_and_proto(r: &Rule) -> (&[(u16, u16)], Protocol) {
+fn ports_and_proto(r: &Rule) -> HostPorts<'_> {
     match &r.selector {
         Selector::ConnectHost {
             ports, protocol, ..
