@@ -1283,3 +1283,86 @@ rules:
     });
     assert_eq!(deny["decision"], "deny", "{deny}");
 }
+
+/// A window in the parent's policy freezes its delegated child too: the
+/// child's destructive rule is refused (named `parent:ID`), and so is a
+/// change of the child's own policy file, while the parent's own
+/// (non-destructive) actions go on.
+#[test]
+fn a_parents_freeze_window_freezes_its_childs_destructive_rule_and_changes() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgpfreeze");
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy(
+            "parent-both",
+            &[api.port, deploy.port],
+            &format!(
+                "freeze:\n  - id: quarter-end\n    from: {}\n    to: {}\n",
+                rfc3339_in(-3600),
+                rfc3339_in(3600)
+            ),
+        ),
+    );
+    let child = format!(
+        "version: 1
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+  - id: deploy
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+    destructive: true
+",
+        api.port, deploy.port
+    );
+    env.write_policy("child.yaml", &child);
+    env.start_daemon();
+    add_agent(&env, "dp-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dp-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dp-parent"),
+    );
+    assert_eq!(connects_as(&env, "dp-parent", deploy.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "dp-child", api.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "dp-child", deploy.port), "ok=0 eperm=1");
+    let denial = env.wait_for_evidence("the child's frozen denial", |e| {
+        e["kind"] == "decision"
+            && e["agent"] == "dp-child"
+            && e["target"] == format!("127.0.0.1:{}/tcp", deploy.port).as_str()
+    });
+    assert_eq!(denial["decision"], "deny", "{denial}");
+    assert_eq!(
+        denial["details"]["freeze_window"], "parent:quarter-end",
+        "{denial}"
+    );
+    // The child's own change waits for the parent's window.
+    env.write_policy("child.yaml", &child.replace("    destructive: true\n", ""));
+    let out = env.cli(&["policy", "reload"]);
+    assert!(
+        !out.status.success(),
+        "a child change went in during its parent's freeze"
+    );
+    assert!(
+        stderr(&out).contains("freeze window 'parent:quarter-end' is open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(connects_as(&env, "dp-child", deploy.port), "ok=0 eperm=1");
+    let rejected = env.wait_for_evidence("the refused child change", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "dp-child" && e["decision"] == "rejected"
+    });
+    assert!(
+        rejected["details"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("parent:quarter-end")),
+        "{rejected}"
+    );
+}
