@@ -21,7 +21,7 @@
 //! (`default-deny` for a side's default, `ungoverned` for a side without
 //! exec or file rules, which allows every exec or open).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::budget::Budget;
 use super::host::HostPattern;
@@ -384,29 +384,58 @@ fn host_covers(rule: &HostPattern, key: &HostPattern) -> bool {
     }
 }
 
+/// A side's host rules by pattern, the first in the file for each (the
+/// one `Policy::host_rule_for` picks among equal patterns).
+fn host_index(p: &Policy) -> HashMap<&HostPattern, &Rule> {
+    let mut index = HashMap::new();
+    for r in &p.rules {
+        if let Selector::ConnectHost { host, .. } = &r.selector {
+            index.entry(host).or_insert(r);
+        }
+    }
+    index
+}
+
+/// The patterns covering `key`, most specific first: the key itself, `*.`
+/// of each parent domain (longest first), `*`. Their number is the key's
+/// labels, so deciding a side is a few lookups, not a pass over its rules
+/// (a policy may hold tens of thousands of host rules).
+fn covering_patterns(key: &HostPattern) -> Vec<HostPattern> {
+    let name = match key {
+        HostPattern::Any => return vec![HostPattern::Any],
+        HostPattern::Exact(n) | HostPattern::Below(n) => n,
+    };
+    let mut out = vec![key.clone()];
+    let mut rest = name.as_str();
+    while let Some((_, parent)) = rest.split_once('.') {
+        out.push(HostPattern::Below(parent.to_string()));
+        rest = parent;
+    }
+    out.push(HostPattern::Any);
+    debug_assert!(out.iter().all(|p| host_covers(p, key)));
+    out
+}
+
 /// A side's host rule for names whose most specific union key is `key`:
 /// its most specific covering pattern, the first in the file on a tie (as
 /// `Policy::host_rule_for`); `None`: the side refuses the name (default
 /// deny; a side without host rules refuses every name, as its CIDR rules,
 /// not a name, decide its addresses).
-fn host_verdict<'a>(p: &'a Policy, key: &HostPattern) -> Option<&'a Rule> {
-    let mut best: Option<(&Rule, (u8, usize))> = None;
-    for r in &p.rules {
-        if let Selector::ConnectHost { host, .. } = &r.selector {
-            let spec = host.specificity();
-            if host_covers(host, key) && best.is_none_or(|(_, b)| spec > b) {
-                best = Some((r, spec));
-            }
-        }
-    }
-    best.map(|(r, _)| r)
+fn host_verdict<'a>(
+    index: &HashMap<&HostPattern, &'a Rule>,
+    covering: &[HostPattern],
+) -> Option<&'a Rule> {
+    covering.iter().find_map(|p| index.get(p).copied())
 }
 
 /// A host rule's ports and protocol.
 type HostPorts<'a> = (&'a [(u16, u16)], Protocol);
 
-fn host_side<'a>(p: &'a Policy, key: &HostPattern) -> (Verdict, HostPorts<'a>) {
-    match host_verdict(p, key) {
+fn host_side<'a>(
+    index: &HashMap<&HostPattern, &'a Rule>,
+    covering: &[HostPattern],
+) -> (Verdict, HostPorts<'a>) {
+    match host_verdict(index, covering) {
         Some(r) => (Verdict::of(r), ports_and_proto(r)),
         None => (Verdict::default_deny(), (&[], Protocol::Any)),
     }
@@ -467,18 +496,21 @@ fn common_proto(a: Protocol, b: Protocol) -> Option<Protocol> {
 /// side's CIDR default (deny): narrower than each side alone, never wider.
 fn host_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
     let mut keys: Vec<&HostPattern> = Vec::new();
+    let mut seen: HashSet<&HostPattern> = HashSet::new();
     for p in [child, parent] {
         for r in &p.rules {
             if let Selector::ConnectHost { host, .. } = &r.selector {
-                if !keys.contains(&host) {
+                if seen.insert(host) {
                     keys.push(host);
                 }
             }
         }
     }
+    let (child_index, parent_index) = (host_index(child), host_index(parent));
     for key in keys {
-        let (c, (c_ports, c_proto)) = host_side(child, key);
-        let (p, (p_ports, p_proto)) = host_side(parent, key);
+        let covering = covering_patterns(key);
+        let (c, (c_ports, c_proto)) = host_side(&child_index, &covering);
+        let (p, (p_ports, p_proto)) = host_side(&parent_index, &covering);
         let mut rule = joined(
             &c,
             &p,

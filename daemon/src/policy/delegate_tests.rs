@@ -578,3 +578,39 @@ fn a_budget_that_cannot_name_its_rules_exactly_counts_its_whole_class() {
         "counts every connect"
     );
 }
+
+/// A measurement, not a check (README "Delegation" quotes it): the time to
+/// intersect two policies of many host rules, each side's rules decided by
+/// pattern lookups. `cargo test -p warden --lib measure_intersecting --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_large_host_rule_policies() {
+    let caps = Capabilities::assume_all();
+    let mk = |tag: &str, n: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            y.push_str(&format!("  - id: {tag}{i}\n    connect: {{ host: 'h{i}.x{}.example.com', ports: [443] }}\n    decision: allow\n", i % 50));
+            if i % 10 == 0 {
+                y.push_str(&format!("  - id: {tag}w{i}\n    connect: {{ host: '*.x{i}.example.com' }}\n    decision: allow\n"));
+            }
+        }
+        y
+    };
+    for n in [1000usize, 5000, 20000] {
+        let p = compile_policy("p.yaml", &mk("p", n), &caps);
+        let c = compile_policy("c.yaml", &mk("c", n), &caps);
+        let (Ok(p), Ok(c)) = (p, c) else {
+            eprintln!("n={n}: refused");
+            continue;
+        };
+        let t = std::time::Instant::now();
+        let e = compile_delegated(&p, &c, &caps).unwrap();
+        eprintln!(
+            "n={n} rules/side={} effective={} took {:?}",
+            p.parsed.rules.len(),
+            e.parsed.rules.len(),
+            t.elapsed()
+        );
+    }
+}
