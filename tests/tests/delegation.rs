@@ -702,3 +702,667 @@ fn lineage_finds_the_delegated_run_behind_many_entries() {
     assert_eq!(json["chain"][1]["owner"], PARENT_OWNER, "{json}");
     assert_eq!(json["chain_from"], "entry", "{json}");
 }
+
+/// The parent: 127.0.0.1 on the given ports, nothing else.
+fn ports_policy(id: &str, ports: &[u16], extra: &str) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "version: 1
+{extra}rules:
+  - id: {id}
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+",
+        list.join(", ")
+    )
+}
+
+fn connects_as(env: &TestEnv, agent: &str, port: u16) -> String {
+    let out = env.probe_as(agent, &["connect-n", &format!("127.0.0.1:{port}"), "1"]);
+    stdout(&out)
+}
+
+/// A child's `shadow:` candidate is evaluated against the intersection with
+/// its parent: a port the candidate and the parent allow (the child's own
+/// policy does not) is a `would-allow` difference naming both rules, while a
+/// port only the candidate allows is no difference at all (the parent would
+/// still refuse it); neither is opened. `warden policy shadow CHILD` replays
+/// the record against the same intersection.
+#[test]
+fn a_childs_shadow_difference_is_recorded_against_the_intersection() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (a, b, c) = (Listener::tcp4(), Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgshadow");
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy("parent-ab", &[a.port, b.port], ""),
+    );
+    let candidate = format!(
+        "  version: 1\n  rules:\n    - id: cand-abc\n      connect: {{ to: 127.0.0.1, ports: [{}, {}, {}] }}\n      decision: allow\n",
+        a.port, b.port, c.port
+    );
+    env.write_policy(
+        "child.yaml",
+        &ports_policy("child-a", &[a.port], &format!("shadow:\n{candidate}")),
+    );
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "3600")]);
+    add_agent(&env, "ds-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "ds-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("ds-parent"),
+    );
+    let load = env.wait_for_evidence("the child's load", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "ds-child" && e["decision"] == "loaded"
+    });
+    assert!(
+        load["details"]["shadow_snapshot"].is_string(),
+        "no shadow installed for the child: {load}"
+    );
+    assert_eq!(load["details"]["snapshot_of"], "effective", "{load}");
+
+    assert_eq!(connects_as(&env, "ds-child", a.port), "ok=1 eperm=0");
+    // Neither the candidate's port the parent allows, nor the one only the
+    // candidate allows, is opened; over UDP neither.
+    assert_eq!(connects_as(&env, "ds-child", b.port), "ok=0 eperm=1");
+    assert_eq!(connects_as(&env, "ds-child", c.port), "ok=0 eperm=1");
+    let out = env.probe_as("ds-child", &["udp", &format!("127.0.0.1:{}", c.port)]);
+    assert_eq!(
+        stdout(&out),
+        format!("errno={}", libc::EPERM),
+        "{}",
+        stderr(&out)
+    );
+
+    let b_target = format!("127.0.0.1:{}/tcp", b.port);
+    let diff = env.wait_for_evidence("the child's shadow difference", |e| {
+        e["kind"] == "shadow" && e["agent"] == "ds-child" && e["target"] == b_target.as_str()
+    });
+    assert_eq!(diff["decision"], "would-allow", "{diff}");
+    assert_eq!(diff["rule_id"], "cand-abc+parent:parent-ab", "{diff}");
+    assert_eq!(diff["details"]["enforced_decision"], "deny", "{diff}");
+    assert_eq!(
+        diff["policy_snapshot"], load["details"]["shadow_snapshot"],
+        "{diff}"
+    );
+    assert_eq!(
+        diff["details"]["lineage"][1]["agent"], "ds-parent",
+        "{diff}"
+    );
+    // The denial of c was recorded (the kernel saw it), and no shadow
+    // entry for it: the parent refuses it under the candidate too.
+    let c_target = format!("127.0.0.1:{}/tcp", c.port);
+    env.wait_for_evidence("the denial of c", |e| {
+        e["kind"] == "decision" && e["agent"] == "ds-child" && e["target"] == c_target.as_str()
+    });
+    let c_shadows = entries_where(&env, |e| {
+        e["kind"] == "shadow"
+            && e["agent"] == "ds-child"
+            && e["target"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!(":{}/", c.port)))
+    });
+    assert!(
+        c_shadows.is_empty(),
+        "a difference the parent refuses: {c_shadows:?}"
+    );
+
+    // Offline: the same candidate replayed against the same intersection.
+    let file = env.dir.path().join("cand.yaml");
+    std::fs::write(
+        &file,
+        candidate
+            .lines()
+            .map(|l| l.strip_prefix("  ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let r: Value = serde_json::from_str(&env.ok(&[
+        "policy",
+        "shadow",
+        "ds-child",
+        file.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let groups: Vec<(String, String)> = r["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["change"].as_str().unwrap().to_string(),
+                g["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![("would-allow".into(), "cand-abc+parent:parent-ab".into())],
+        "{r:#}"
+    );
+    let examples = r["differences"][0]["examples"].to_string();
+    assert!(examples.contains(&format!(":{}/", b.port)), "{r:#}");
+    assert!(!examples.contains(&format!(":{}/", c.port)), "{r:#}");
+}
+
+fn as_nobody(env: &TestEnv, args: &[&str]) -> Output {
+    env.warden()
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run warden as nobody")
+}
+
+/// A child's `change_review` governs its OWN policy file: the parent's
+/// reload (which changes the child's effective policy) is installed for
+/// the child without review and recorded with both snapshots; a change of
+/// the child's file is refused until an approver other than its author
+/// approves a proposal bound to the child's own snapshot.
+#[test]
+fn a_childs_reviewed_change_is_refused_for_its_author_and_a_parent_reload_is_not_one() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (a, b, c) = (Listener::tcp4(), Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgreview");
+    std::fs::set_permissions(
+        env.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let reviewed = "change_review: { approvers: [root, nobody], min: 1 }\n";
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy("parent-ab", &[a.port, b.port], ""),
+    );
+    env.write_policy("child.yaml", &ports_policy("child", &[a.port], reviewed));
+    env.start_daemon();
+    add_agent(&env, "dr-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dr-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dr-parent"),
+    );
+    assert_eq!(connects_as(&env, "dr-child", a.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "dr-child", b.port), "ok=0 eperm=1");
+    let first = env.wait_for_evidence("the child's load", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "dr-child" && e["decision"] == "loaded"
+    });
+    let own = first["details"]["own_snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The parent narrows (drops a): the child's effective policy changes,
+    // its own does not, and no review is asked for.
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy("parent-bc", &[b.port, c.port], ""),
+    );
+    env.ok(&["policy", "reload"]);
+    assert_eq!(connects_as(&env, "dr-child", a.port), "ok=0 eperm=1");
+    let by_parent = env.wait_for_evidence("the child's load after the parent's", |e| {
+        e["kind"] == "policy_load"
+            && e["agent"] == "dr-child"
+            && e["decision"] == "loaded"
+            && e["seq"].as_u64() > first["seq"].as_u64()
+    });
+    let d = &by_parent["details"];
+    assert_eq!(d["changed"], serde_json::json!(["parent"]), "{by_parent}");
+    assert_eq!(d["own_snapshot"], own.as_str(), "{by_parent}");
+    assert_eq!(d["previous_own_snapshot"], own.as_str(), "{by_parent}");
+    assert_eq!(
+        d["previous_parent_snapshot"],
+        first["details"]["parent_snapshot"]
+    );
+    assert_ne!(d["parent_snapshot"], first["details"]["parent_snapshot"]);
+    assert_eq!(
+        d["previous_snapshot"], first["policy_snapshot"],
+        "{by_parent}"
+    );
+    assert_eq!(d["snapshot_of"], "effective", "{by_parent}");
+
+    // The child's own file changes (to b): refused without a proposal.
+    let v2 = ports_policy("child", &[a.port, b.port], reviewed);
+    env.write_policy("child.yaml", &v2);
+    let out = env.cli(&["policy", "reload"]);
+    assert!(!out.status.success(), "an unreviewed child change went in");
+    assert!(stderr(&out).contains("requires review"), "{}", stderr(&out));
+    assert_eq!(connects_as(&env, "dr-child", b.port), "ok=0 eperm=1");
+
+    // nobody proposes; the proposal is of the child's own policy.
+    let file = env.dir.path().join("child-v2.yaml");
+    std::fs::write(&file, &v2).unwrap();
+    let out = as_nobody(
+        &env,
+        &["policy", "propose", "dr-child", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    let id: u64 = said
+        .strip_prefix("proposal ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no proposal id in {said}"));
+    let proposal = env.wait_for_evidence("the proposal", |e| {
+        e["kind"] == "policy_proposal" && e["seq"] == id
+    });
+    assert_eq!(proposal["details"]["snapshot_of"], "own", "{proposal}");
+    assert_eq!(
+        proposal["details"]["from_snapshot"],
+        own.as_str(),
+        "{proposal}"
+    );
+    assert_eq!(
+        proposal["details"]["effective_snapshot"], by_parent["policy_snapshot"],
+        "{proposal}"
+    );
+    assert_eq!(proposal["details"]["lineage"][1]["agent"], "dr-parent");
+    // Its author cannot review it, nor the child itself from inside.
+    let out = as_nobody(&env, &["policy", "review", &id.to_string(), "--approve"]);
+    assert!(
+        !out.status.success(),
+        "the author approved their own change"
+    );
+    assert!(stderr(&out).contains("cannot review"), "{}", stderr(&out));
+    let out = env.probe_as(
+        "dr-child",
+        &[
+            "exec",
+            warden_bin().to_str().unwrap(),
+            "policy",
+            "review",
+            &id.to_string(),
+            "--approve",
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "the child approved a change: {out:?}"
+    );
+    assert!(!env.cli(&["policy", "reload"]).status.success());
+    assert_eq!(connects_as(&env, "dr-child", b.port), "ok=0 eperm=1");
+
+    // root approves: installed, and only the child's side changed.
+    env.ok(&["policy", "review", &id.to_string(), "--approve"]);
+    let review = env.wait_for_evidence("the review", |e| {
+        e["kind"] == "policy_review" && e["details"]["proposal"] == id
+    });
+    assert_eq!(review["details"]["snapshot_of"], "own", "{review}");
+    env.ok(&["policy", "reload"]);
+    assert_eq!(connects_as(&env, "dr-child", b.port), "ok=1 eperm=0");
+    // Still narrowed by the parent: a stays refused.
+    assert_eq!(connects_as(&env, "dr-child", a.port), "ok=0 eperm=1");
+    let activated = env.wait_for_evidence("the activation", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "dr-child" && e["details"]["proposal"] == id
+    });
+    assert_eq!(activated["details"]["changed"], serde_json::json!(["own"]));
+    assert_eq!(activated["details"]["previous_own_snapshot"], own.as_str());
+    assert_eq!(
+        activated["details"]["own_snapshot"], proposal["policy_snapshot"],
+        "{activated}"
+    );
+}
+
+fn rfc3339_in(secs: i64) -> String {
+    let now = warden::clock::now_ns();
+    let t = warden::clock::format_ns(now + secs * 1_000_000_000);
+    format!("{}Z", t.split('.').next().expect("a time"))
+}
+
+/// A freeze window in a child's own policy: the child's destructive rule
+/// is refused by the kernel (the parent allows it), the denial names the
+/// window, the child's own policy change is refused, and an approver's
+/// override is recorded against the child's own snapshot.
+#[test]
+fn a_freeze_on_a_delegated_child_denies_its_destructive_rule_and_refuses_its_changes() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgfreeze");
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy("parent-both", &[api.port, deploy.port], ""),
+    );
+    let child = format!(
+        "version: 1
+approvers:
+  users: [root]
+freeze:
+  - id: child-freeze
+    from: {}
+    to: {}
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+  - id: deploy
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+    destructive: true
+",
+        rfc3339_in(-3600),
+        rfc3339_in(3600),
+        api.port,
+        deploy.port
+    );
+    env.write_policy("child.yaml", &child);
+    env.start_daemon();
+    add_agent(&env, "df-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "df-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("df-parent"),
+    );
+    // The parent itself is not frozen.
+    assert_eq!(connects_as(&env, "df-parent", deploy.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "df-child", api.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "df-child", deploy.port), "ok=0 eperm=1");
+    let mapped = format!("[::ffff:127.0.0.1]:{}", deploy.port);
+    let out = env.probe_as("df-child", &["connect-n", &mapped, "1"]);
+    assert_eq!(stdout(&out), "ok=0 eperm=1", "{}", stderr(&out));
+    let denial = env.wait_for_evidence("the frozen denial", |e| {
+        e["kind"] == "decision"
+            && e["agent"] == "df-child"
+            && e["target"] == format!("127.0.0.1:{}/tcp", deploy.port).as_str()
+    });
+    assert_eq!(denial["decision"], "deny", "{denial}");
+    assert_eq!(denial["rule_id"], "deploy+parent:parent-both", "{denial}");
+    assert_eq!(
+        denial["details"]["freeze_window"], "child-freeze",
+        "{denial}"
+    );
+
+    // The child's own change waits for the window.
+    env.write_policy("child.yaml", &child.replace("    destructive: true\n", ""));
+    let out = env.cli(&["policy", "reload"]);
+    assert!(
+        !out.status.success(),
+        "a child change went in during its freeze"
+    );
+    assert!(
+        stderr(&out).contains("freeze window 'child-freeze' is open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(connects_as(&env, "df-child", deploy.port), "ok=0 eperm=1");
+    env.write_policy("child.yaml", &child);
+
+    // Break glass by an approver of the child's policy.
+    env.ok(&["freeze", "override", "df-child", "--reason", "hotfix INC-7"]);
+    assert_eq!(connects_as(&env, "df-child", deploy.port), "ok=1 eperm=0");
+    let o = env.wait_for_evidence("the override", |e| {
+        e["kind"] == "freeze_override" && e["agent"] == "df-child"
+    });
+    assert_eq!(o["details"]["freeze_window"], "child-freeze", "{o}");
+    assert_eq!(o["details"]["snapshot_of"], "own", "{o}");
+    let load = entries_where(&env, |e| {
+        e["kind"] == "policy_load" && e["agent"] == "df-child" && e["decision"] == "loaded"
+    });
+    let first = load.first().expect("a load");
+    assert_eq!(
+        o["policy_snapshot"], first["details"]["own_snapshot"],
+        "{o}"
+    );
+    assert!(o["details"]["effective_snapshot"].is_string(), "{o}");
+}
+
+/// The test resolver of this file (tests/src/dns_resolver.rs) and what its
+/// names resolve to: loopback addresses of their own, so no other test's
+/// resolver or listener is in the way.
+const RESOLVER: &str = "127.0.19.2:53";
+const API_ADDR: &str = "127.0.19.10";
+const EXTRA_ADDR: &str = "127.0.19.11";
+
+/// A TCP listener on both answer addresses (one port) and the resolver;
+/// once per test process.
+fn dns_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        let first = std::net::TcpListener::bind(format!("{API_ADDR}:0")).expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let second = std::net::TcpListener::bind(format!("{EXTRA_ADDR}:{port}")).expect("bind");
+        for l in [first, second] {
+            std::thread::spawn(move || {
+                for c in l.incoming() {
+                    drop(c)
+                }
+            });
+        }
+        let answers = vec![
+            (
+                "api.deleg.warden".to_string(),
+                API_ADDR.parse().expect("ip"),
+                300,
+            ),
+            (
+                "extra.deleg.warden".to_string(),
+                EXTRA_ADDR.parse().expect("ip"),
+                300,
+            ),
+        ];
+        let _ = Box::leak(Box::new(warden_tests::dns_resolver::TestResolver::start(
+            RESOLVER.parse().expect("addr"),
+            answers,
+        )));
+        port
+    })
+}
+
+fn resolve_as(env: &TestEnv, agent: &str, name: &str, port: u16) -> String {
+    let probe = probe_bin().with_file_name("warden-dns-probe");
+    let port = port.to_string();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        agent,
+        "--",
+        probe.to_str().expect("utf-8"),
+        "resolve",
+        "udp",
+        RESOLVER,
+        name,
+        "A",
+        &port,
+    ]);
+    stdout(&out)
+}
+
+/// Rules by name for a delegated child: its DNS proxy decides each name by
+/// both policies (the parent's and the child's host rules, intersected), and
+/// the learned address opens only on the ports and protocol both name. A
+/// name the child allows and the parent does not is refused (REFUSED, a
+/// `dns` deny naming both sides), and its address stays closed; the same
+/// policy not delegated resolves and connects it.
+#[test]
+fn a_childs_host_rule_allowed_by_both_resolves_and_connects_and_a_child_only_name_is_refused() {
+    if !can_run("delegation") {
+        return;
+    }
+    let p = dns_port();
+    let mut env = TestEnv::new("dghost");
+    env.write_policy(
+        "parent.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: parent-api
+    connect: {{ host: api.deleg.warden, ports: [{p}], protocol: tcp }}
+    decision: allow
+"
+        ),
+    );
+    env.write_policy(
+        "child.yaml",
+        &format!(
+            "version: 1
+rules:
+  - id: child-names
+    connect: {{ host: \"*.deleg.warden\" }}
+    decision: allow
+  - id: child-extra
+    connect: {{ host: extra.deleg.warden, ports: [{p}] }}
+    decision: allow
+"
+        ),
+    );
+    env.start_daemon();
+    add_agent(&env, "dh-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dh-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dh-parent"),
+    );
+    add_agent(&env, "dh-solo", CHILD_OWNER, "child.yaml", None);
+
+    // What the child's own policy allows, not delegated.
+    assert_eq!(
+        resolve_as(&env, "dh-solo", "extra.deleg.warden", p),
+        format!("NOERROR {EXTRA_ADDR} connect=ok")
+    );
+
+    // Allowed by both: resolves and connects.
+    assert_eq!(
+        resolve_as(&env, "dh-child", "api.deleg.warden", p),
+        format!("NOERROR {API_ADDR} connect=ok")
+    );
+    let dns = env.wait_for_evidence("the child's dns allow", |e| {
+        e["kind"] == "dns" && e["agent"] == "dh-child" && e["target"] == "api.deleg.warden"
+    });
+    assert_eq!(dns["decision"], "allow", "{dns}");
+    assert_eq!(dns["rule_id"], "child-names+parent:parent-api", "{dns}");
+    assert_eq!(dns["details"]["lineage"][1]["agent"], "dh-parent", "{dns}");
+    let api_target = format!("{API_ADDR}:{p}/tcp");
+    let connect = env.wait_for_evidence("the child's connect", |e| {
+        e["kind"] == "decision" && e["agent"] == "dh-child" && e["target"] == api_target.as_str()
+    });
+    assert_eq!(connect["decision"], "allow", "{connect}");
+    assert_eq!(connect["rule_id"], "child-names+parent:parent-api");
+    // The learned address opens only where both rules do: not over UDP
+    // (the parent's rule is tcp), not on another port (the child's rule
+    // has every port).
+    let eperm = format!("errno={}", libc::EPERM);
+    let out = env.probe_as("dh-child", &["udp", &format!("{API_ADDR}:{p}")]);
+    assert_eq!(stdout(&out), eperm, "udp: {}", stderr(&out));
+    let other = p.wrapping_add(1).max(1);
+    let out = env.probe_as("dh-child", &["connect", &format!("{API_ADDR}:{other}")]);
+    assert_eq!(stdout(&out), eperm, "other port: {}", stderr(&out));
+
+    // Only the child allows this name: refused, and its address closed.
+    assert_eq!(
+        resolve_as(&env, "dh-child", "extra.deleg.warden", p),
+        "REFUSED"
+    );
+    let refused = env.wait_for_evidence("the child's dns deny", |e| {
+        e["kind"] == "dns" && e["agent"] == "dh-child" && e["target"] == "extra.deleg.warden"
+    });
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(
+        refused["rule_id"], "child-extra+parent:default-deny",
+        "{refused}"
+    );
+    let out = env.probe_as("dh-child", &["connect", &format!("{EXTRA_ADDR}:{p}")]);
+    assert_eq!(stdout(&out), eperm, "extra direct: {}", stderr(&out));
+    let direct = format!("{EXTRA_ADDR}:{p}/tcp");
+    let deny = env.wait_for_evidence("the direct connect's denial", |e| {
+        e["kind"] == "decision" && e["agent"] == "dh-child" && e["target"] == direct.as_str()
+    });
+    assert_eq!(deny["decision"], "deny", "{deny}");
+}
+
+/// A window in the parent's policy freezes its delegated child too: the
+/// child's destructive rule is refused (named `parent:ID`), and so is a
+/// change of the child's own policy file, while the parent's own
+/// (non-destructive) actions go on.
+#[test]
+fn a_parents_freeze_window_freezes_its_childs_destructive_rule_and_changes() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (api, deploy) = (Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgpfreeze");
+    env.write_policy(
+        "parent.yaml",
+        &ports_policy(
+            "parent-both",
+            &[api.port, deploy.port],
+            &format!(
+                "freeze:\n  - id: quarter-end\n    from: {}\n    to: {}\n",
+                rfc3339_in(-3600),
+                rfc3339_in(3600)
+            ),
+        ),
+    );
+    let child = format!(
+        "version: 1
+rules:
+  - id: api
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+  - id: deploy
+    connect: {{ to: 127.0.0.1, ports: [{}] }}
+    decision: allow
+    destructive: true
+",
+        api.port, deploy.port
+    );
+    env.write_policy("child.yaml", &child);
+    env.start_daemon();
+    add_agent(&env, "dp-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dp-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dp-parent"),
+    );
+    assert_eq!(connects_as(&env, "dp-parent", deploy.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "dp-child", api.port), "ok=1 eperm=0");
+    assert_eq!(connects_as(&env, "dp-child", deploy.port), "ok=0 eperm=1");
+    let denial = env.wait_for_evidence("the child's frozen denial", |e| {
+        e["kind"] == "decision"
+            && e["agent"] == "dp-child"
+            && e["target"] == format!("127.0.0.1:{}/tcp", deploy.port).as_str()
+    });
+    assert_eq!(denial["decision"], "deny", "{denial}");
+    assert_eq!(
+        denial["details"]["freeze_window"], "parent:quarter-end",
+        "{denial}"
+    );
+    // The child's own change waits for the parent's window.
+    env.write_policy("child.yaml", &child.replace("    destructive: true\n", ""));
+    let out = env.cli(&["policy", "reload"]);
+    assert!(
+        !out.status.success(),
+        "a child change went in during its parent's freeze"
+    );
+    assert!(
+        stderr(&out).contains("freeze window 'parent:quarter-end' is open"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(connects_as(&env, "dp-child", deploy.port), "ok=0 eperm=1");
+    let rejected = env.wait_for_evidence("the refused child change", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "dp-child" && e["decision"] == "rejected"
+    });
+    assert!(
+        rejected["details"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("parent:quarter-end")),
+        "{rejected}"
+    );
+}

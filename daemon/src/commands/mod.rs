@@ -98,6 +98,10 @@ pub enum CommandError {
     UnknownUser(String),
     #[error("agent add --parent: {0}")]
     Delegation(String),
+    #[error(
+        "agent '{0}' (a parent of the agent asked for) has no policy in force in the registry"
+    )]
+    NoPolicyInForce(String),
     #[error("{op}: {source}")]
     Sys {
         op: String,

@@ -102,7 +102,13 @@ pub fn policy_shadow(
     })?;
     let since_ns = since.map(crate::clock::parse_time).transpose()?;
     let name = candidate.display().to_string();
-    let compiled = policy::compile_policy(&name, &text, &policy::Capabilities::assume_all())?;
+    let caps = policy::Capabilities::assume_all();
+    let mut compiled = policy::compile_policy(&name, &text, &caps)?;
+    // A delegated child is decided by the intersection: its candidate is
+    // replayed as it would be enforced, under its parent's policy in force.
+    if let Some(parent) = parent_in_force(paths, agent)? {
+        compiled = policy::compile_under(&parent, &compiled.parsed, &caps)?;
+    }
     let store = super::open_store(paths)?;
     // Streamed in seq order, one row in memory at a time: the agent's
     // record can be millions of entries.
@@ -114,6 +120,39 @@ pub fn policy_shadow(
         std::ops::ControlFlow::<()>::Continue(())
     })?;
     Ok(replay.finish())
+}
+
+/// The policy in force of `agent`'s parent as the kernel enforces it on
+/// the parent (for a grandchild, the intersection down the chain), from
+/// the registry's latest versions; `None` for an agent without a parent.
+/// Candidates (`shadow:`) of the ancestors are left out: the replay asks
+/// what this agent's candidate changes.
+fn parent_in_force(paths: &Paths, agent: &str) -> Result<Option<policy::Policy>> {
+    let registry = open_registry(paths)?;
+    let chain = match registry.lineage(agent) {
+        Ok(chain) => chain,
+        // An agent the registry does not know: its record is replayed
+        // against the candidate alone, as before delegation.
+        Err(crate::registry::RegistryError::UnknownAgent(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut effective: Option<policy::Policy> = None;
+    for ancestor in chain.iter().skip(1).rev() {
+        let version = registry
+            .policy_versions(Some(&ancestor.name))?
+            .pop()
+            .ok_or_else(|| CommandError::NoPolicyInForce(ancestor.name.clone()))?;
+        let file = paths.policy_dir.join(&version.file).display().to_string();
+        let mut own = policy::parse_policy(&file, &version.content)?;
+        own.shadow = None;
+        let mut next = match &effective {
+            Some(parent) => policy::intersect_named(parent, &own)?,
+            None => own,
+        };
+        next.shadow = None;
+        effective = Some(next);
+    }
+    Ok(effective)
 }
 
 /// `warden policy propose AGENT FILE`: the daemon records the proposal,

@@ -63,6 +63,23 @@ impl Enforcer {
             .and_then(|mut v| v.pop())
     }
 
+    /// The snapshot a change of `agent`'s policy file is compared with: its
+    /// OWN policy in force. A version records the snapshot the kernel
+    /// enforces with the agent's own text; for a delegated child that
+    /// snapshot is the effective one (the intersection with its parent),
+    /// so its own snapshot is the recorded text's, parsed as the reconcile
+    /// parses the file. A text that no longer parses (a `shadow:` file
+    /// gone) gives the effective snapshot, which no file matches: the
+    /// change then needs review (fails closed).
+    fn own_snapshot(&self, agent: &Agent, v: &PolicyVersion) -> String {
+        if agent.parent.is_none() {
+            return v.sha256.clone();
+        }
+        let file = self.paths.policy_dir.join(&v.file);
+        policy::parse_policy(&file.display().to_string(), &v.content)
+            .map_or_else(|_| v.sha256.clone(), |p| p.snapshot())
+    }
+
     /// Proposals (with reviews and activations) of one agent.
     fn proposals_of(&self, agent: &str) -> Result<Vec<review::Proposal>, String> {
         let store = self.store()?;
@@ -96,12 +113,18 @@ impl Enforcer {
         let caps = self.kernel.capabilities();
         let compiled =
             policy::compile_policy(file, text, &caps).map_err(|e| crate::error_chain(&e))?;
+        // A delegated child's proposal is of its own file, diffed against
+        // and bound to its own policy in force (the effective one is
+        // recorded beside it).
+        let mut effective = None;
         let (from_snapshot, diff) = match self.in_force(agent) {
             Some(v) => {
                 let diff = policy::parse_policy(&v.file, &v.content)
                     .map(|cur| policy::suggest::diff(&cur, &compiled.parsed))
                     .unwrap_or_else(|e| format!("(the policy in force does not parse: {e})"));
-                (v.sha256, diff)
+                let own = self.own_snapshot(&registered, &v);
+                effective = Some(v.sha256);
+                (own, diff)
             }
             None => ("none".to_string(), "(no policy in force)".to_string()),
         };
@@ -115,6 +138,11 @@ impl Enforcer {
         details.insert("diff".into(), json!(diff));
         details.insert("file".into(), json!(file));
         details.insert("content".into(), json!(text));
+        if let Some(parent) = &registered.parent {
+            details.insert("snapshot_of".into(), json!("own"));
+            details.insert("delegated_by".into(), json!(parent));
+            details.insert("effective_snapshot".into(), json!(effective));
+        }
         let entry = actor.entry(Recorded {
             kind: review::PROPOSAL_KIND,
             agent,
@@ -204,6 +232,10 @@ impl Enforcer {
         details.insert("role".into(), json!(role));
         details.insert("comment".into(), json!(comment.unwrap_or("")));
         details.insert("author".into(), json!(proposal_entry.user));
+        if let Some(of) = proposal_entry.details.get("snapshot_of") {
+            // The proposal's snapshot is the child's own policy's.
+            details.insert("snapshot_of".into(), of.clone());
+        }
         let target = format!("proposal {id}");
         let entry = actor.entry(Recorded {
             kind: review::REVIEW_KIND,
@@ -338,7 +370,16 @@ impl Enforcer {
             .in_force(agent)
             .and_then(|v| policy::parse_policy(&v.file, &v.content).ok())
             .ok_or_else(|| format!("agent '{agent}' has no policy in force"))?;
-        let windows = self.windows_of(&in_force);
+        let mut windows = self.windows_of(&in_force);
+        // A delegated child's parents' windows apply to it too.
+        if let Some(e) = self.enforced.get(agent) {
+            windows.extend(
+                e.windows
+                    .iter()
+                    .filter(|w| w.id.starts_with("parent:"))
+                    .cloned(),
+            );
+        }
         let window = self
             .open_window(agent, &windows)
             .ok_or_else(|| format!("no freeze window is open for agent '{agent}'"))?;
@@ -361,6 +402,13 @@ impl Enforcer {
         details.insert("freeze_window".into(), json!(window));
         details.insert("reason".into(), json!(reason));
         details.insert("role".into(), json!(role));
+        if registered.parent.is_some() {
+            // The entry's snapshot is the child's own policy's.
+            details.insert("snapshot_of".into(), json!("own"));
+            if let Some(e) = self.enforced.get(agent) {
+                details.insert("effective_snapshot".into(), json!(e.snapshot));
+            }
+        }
         let entry = actor.entry(Recorded {
             kind: FREEZE_OVERRIDE_KIND,
             agent,
@@ -407,13 +455,28 @@ impl Enforcer {
         let Some(in_force) = self.in_force(&agent.name) else {
             return pass(compiled);
         };
-        if in_force.sha256 == compiled.snapshot {
+        // `compiled` is the agent's own file; a delegated child's version
+        // in force records its effective snapshot, so compare own with own
+        // (a parent's reload changes the child's effective policy, never
+        // its file: that is not a change of the child to review).
+        let own_in_force = self.own_snapshot(agent, &in_force);
+        if own_in_force == compiled.snapshot {
             return pass(compiled);
         }
         // No change while a window is open (unless overridden): the
-        // windows of the policy in force and the host's.
+        // windows of the policy in force and the host's; for a delegated
+        // child also its parents' (those of its effective policy in
+        // force), as its actions are frozen by them too.
         if let Ok(current) = policy::parse_policy(&in_force.file, &in_force.content) {
-            let windows = self.windows_of(&current);
+            let mut windows = self.windows_of(&current);
+            if let Some(e) = self.enforced.get(&agent.name) {
+                windows.extend(
+                    e.windows
+                        .iter()
+                        .filter(|w| w.id.starts_with("parent:"))
+                        .cloned(),
+                );
+            }
             if let Some(window) = self.open_window(&agent.name, &windows) {
                 let why = format!(
                     "freeze window '{window}' is open: policy changes wait until it closes \
@@ -438,10 +501,10 @@ impl Enforcer {
                     format!(
                         "the policy in force ({}) requires review and no proposal of {} exists; \
                          run `warden policy propose {} FILE`",
-                        in_force.sha256, compiled.snapshot, agent.name
+                        own_in_force, compiled.snapshot, agent.name
                     )
                 })?;
-            review::verdict(p, &in_force.sha256, &rule).map(|by| (p.id, by))
+            review::verdict(p, &own_in_force, &rule).map(|by| (p.id, by))
         });
         match verdict {
             Ok((id, by)) => {

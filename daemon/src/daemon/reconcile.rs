@@ -114,6 +114,10 @@ pub(super) struct Enforced {
     /// The snapshot of the `shadow:` candidate the kernel evaluates beside
     /// the policy in force, if any.
     pub(super) shadow: Option<String>,
+    /// A delegated child: the snapshots of its own policy and of its
+    /// parent's that its policy in force was computed from (the next
+    /// `policy_load` says which side changed).
+    pub(super) delegation: Option<(String, String)>,
 }
 
 impl Enforcer {
@@ -357,6 +361,7 @@ impl Enforcer {
                             windows: Vec::new(),
                             effective: None,
                             shadow: None,
+                            delegation: None,
                         },
                     );
                 } else if let Some(old) = self.enforced.get_mut(&agent.name) {
@@ -376,7 +381,29 @@ impl Enforcer {
         } = self.gate(agent, actor, compiled)?;
         // A delegated child: the intersection with its parent's policy in
         // force (daemon/delegation.rs).
-        let (compiled, delegation) = self.delegated(agent, compiled, &caps)?;
+        let (compiled, mut delegation) = self.delegated(agent, compiled, &caps)?;
+        let delegation_pair = delegation_snapshots(&delegation);
+        if let Some((own, parent)) = &delegation_pair {
+            // What an auditor of the child asks: which snapshot this entry
+            // names (the effective one), and which side changed it.
+            delegation.insert("snapshot_of".into(), json!("effective"));
+            let before = self
+                .enforced
+                .get(&agent.name)
+                .and_then(|e| e.delegation.clone());
+            if let Some((own_before, parent_before)) = before {
+                let mut changed = Vec::new();
+                if own_before != *own {
+                    changed.push("own");
+                }
+                if parent_before != *parent {
+                    changed.push("parent");
+                }
+                delegation.insert("previous_own_snapshot".into(), json!(own_before));
+                delegation.insert("previous_parent_snapshot".into(), json!(parent_before));
+                delegation.insert("changed".into(), json!(changed));
+            }
+        }
         let effective = Arc::new(compiled.clone());
         // In a freeze window: the variant whose destructive rules deny.
         let super::governance::Frozen {
@@ -545,6 +572,7 @@ impl Enforcer {
                     .as_ref()
                     .filter(|_| shadow_error.is_none())
                     .map(|c| c.snapshot.clone()),
+                delegation: delegation_pair.clone(),
             },
         );
         let mut details = serde_json::Map::new();
@@ -698,6 +726,15 @@ pub(super) fn hold_needs(p: &policy::Policy, lsm: &crate::lsm::LsmState) -> (boo
     let exec = exec || (budget(C::Exec) && !lsm.exec);
     let file = file || (budget(C::File) && !lsm.file);
     (net || exec || file, exec)
+}
+
+/// The (own, parent) snapshots of a delegated child's `policy_load`
+/// details (`Enforcer::delegated`); `None` for an agent without a parent.
+fn delegation_snapshots(
+    details: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(String, String)> {
+    let text = |k: &str| details.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    Some((text("own_snapshot")?, text("parent_snapshot")?))
 }
 
 #[cfg(test)]

@@ -21,20 +21,17 @@
 //! (`default-deny` for a side's default, `ungoverned` for a side without
 //! exec or file rules, which allows every exec or open).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::budget::Budget;
+use super::host::HostPattern;
 use super::model::{Cidr, Decision, PathMatch, Policy, Protocol, Rule, Selector, SocketKind};
 
-/// Why two policies cannot be intersected.
+/// Why two policies cannot be intersected. None is left: every rule kind
+/// intersects (host rules since `host_rules`); kept so callers keep one
+/// error path when a kind that cannot be intersected is added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DelegateError {
-    #[error(
-        "delegation: {side} policy '{name}' has `connect: {{ host: .. }}` rules, which a delegated \
-         child cannot be given yet (its addresses are learned at run time; see README Known gaps)"
-    )]
-    HostRules { side: &'static str, name: String },
-}
+pub enum DelegateError {}
 
 /// What one side decides for one action, and by which rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,21 +93,15 @@ fn joined(child: &Verdict, parent: &Verdict, selector: Selector) -> Rule {
 /// both sides' budgets (the parent's named `parent:ID`) and freeze windows,
 /// and the approvers of both (a hold may come from either side's rule).
 pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateError> {
-    for (side, p) in [("parent", parent), ("child", child)] {
-        if p.has_host_rules() {
-            return Err(DelegateError::HostRules {
-                side,
-                name: p.source_name().to_string(),
-            });
-        }
-    }
     let mut rules = Vec::new();
     connect_rules(parent, child, &mut rules);
+    host_rules(parent, child, &mut rules);
     socket_rules(parent, child, &mut rules);
     exec_rules(parent, child, &mut rules);
     file_rules(parent, child, &mut rules);
 
     let mut out = child.clone();
+    out.shadow = intersect_shadow(parent, child)?.map(Box::new);
     out.mode = if parent.mode == child.mode {
         child.mode
     } else {
@@ -136,6 +127,26 @@ pub fn intersect(parent: &Policy, child: &Policy) -> Result<Policy, DelegateErro
     out.budgets = budgets(parent, child, &rules);
     out.rules = rules;
     Ok(out)
+}
+
+/// The effective `shadow:` candidate of a child: what the child's
+/// effective policy would be if the candidates went live, i.e. (the
+/// child's candidate, else its own policy) intersected with (the parent's
+/// candidate, else its policy in force). For a grandchild the parent's
+/// candidate is its effective one, so a candidate anywhere up the chain
+/// shows in every descendant's shadow. `None` when neither side has a
+/// candidate. Its rule ids name both sides, so a difference says which
+/// side's candidate rule made it.
+pub fn intersect_shadow(parent: &Policy, child: &Policy) -> Result<Option<Policy>, DelegateError> {
+    if parent.shadow.is_none() && child.shadow.is_none() {
+        return Ok(None);
+    }
+    let side = |p: &Policy| {
+        let mut side = p.shadow.as_deref().unwrap_or(p).clone();
+        side.shadow = None;
+        side
+    };
+    intersect(&side(parent), &side(child)).map(Some)
 }
 
 /// Each side's budgets, counting on the child: an action passes only if it
@@ -351,6 +362,176 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             out.push(with(&rule, vec![seg], proto));
         }
         out.push(with(&fallback, Vec::new(), Protocol::Any));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Host rules (`connect: { host: .. }`)
+
+/// Whether `rule` matches every name `key` matches. Patterns that match one
+/// name form a chain (the name, `*.` of each parent domain, longest first,
+/// then `*`), so, as for CIDRs, each side's most specific pattern matching
+/// a name is its most specific pattern covering the most specific union
+/// key that matches it.
+fn host_covers(rule: &HostPattern, key: &HostPattern) -> bool {
+    match (rule, key) {
+        (HostPattern::Any, _) => true,
+        (_, HostPattern::Any) => false,
+        (HostPattern::Exact(r), HostPattern::Exact(k)) => r == k,
+        (HostPattern::Exact(_), HostPattern::Below(_)) => false,
+        (HostPattern::Below(_), HostPattern::Exact(k)) => rule.matches(k),
+        (HostPattern::Below(d), HostPattern::Below(e)) => d == e || rule.matches(e),
+    }
+}
+
+/// A side's host rules by pattern, the first in the file for each (the
+/// one `Policy::host_rule_for` picks among equal patterns).
+fn host_index(p: &Policy) -> HashMap<&HostPattern, &Rule> {
+    let mut index = HashMap::new();
+    for r in &p.rules {
+        if let Selector::ConnectHost { host, .. } = &r.selector {
+            index.entry(host).or_insert(r);
+        }
+    }
+    index
+}
+
+/// The patterns covering `key`, most specific first: the key itself, `*.`
+/// of each parent domain (longest first), `*`. Their number is the key's
+/// labels, so deciding a side is a few lookups, not a pass over its rules
+/// (a policy may hold tens of thousands of host rules).
+fn covering_patterns(key: &HostPattern) -> Vec<HostPattern> {
+    let name = match key {
+        HostPattern::Any => return vec![HostPattern::Any],
+        HostPattern::Exact(n) | HostPattern::Below(n) => n,
+    };
+    let mut out = vec![key.clone()];
+    let mut rest = name.as_str();
+    while let Some((_, parent)) = rest.split_once('.') {
+        out.push(HostPattern::Below(parent.to_string()));
+        rest = parent;
+    }
+    out.push(HostPattern::Any);
+    debug_assert!(out.iter().all(|p| host_covers(p, key)));
+    out
+}
+
+/// A side's host rule for names whose most specific union key is `key`:
+/// its most specific covering pattern, the first in the file on a tie (as
+/// `Policy::host_rule_for`); `None`: the side refuses the name (default
+/// deny; a side without host rules refuses every name, as its CIDR rules,
+/// not a name, decide its addresses).
+fn host_verdict<'a>(
+    index: &HashMap<&HostPattern, &'a Rule>,
+    covering: &[HostPattern],
+) -> Option<&'a Rule> {
+    covering.iter().find_map(|p| index.get(p).copied())
+}
+
+/// A host rule's ports and protocol.
+type HostPorts<'a> = (&'a [(u16, u16)], Protocol);
+
+fn host_side<'a>(
+    index: &HashMap<&HostPattern, &'a Rule>,
+    covering: &[HostPattern],
+) -> (Verdict, HostPorts<'a>) {
+    match host_verdict(index, covering) {
+        Some(r) => (Verdict::of(r), ports_and_proto(r)),
+        None => (Verdict::default_deny(), (&[], Protocol::Any)),
+    }
+}
+
+fn ports_and_proto(r: &Rule) -> HostPorts<'_> {
+    match &r.selector {
+        Selector::ConnectHost {
+            ports, protocol, ..
+        } => (ports.as_slice(), *protocol),
+        _ => (&[], Protocol::Any),
+    }
+}
+
+/// Both port lists' common ports (empty: every port), sorted and merged;
+/// `None` if they share none.
+fn common_ports(a: &[(u16, u16)], b: &[(u16, u16)]) -> Option<Vec<(u16, u16)>> {
+    if a.is_empty() || b.is_empty() {
+        return Some(if a.is_empty() { b } else { a }.to_vec());
+    }
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &(alo, ahi) in a {
+        for &(blo, bhi) in b {
+            let (lo, hi) = (alo.max(blo), ahi.min(bhi));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+        }
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (lo, hi) in out {
+        match merged.last_mut() {
+            Some(last) if u32::from(lo) <= u32::from(last.1) + 1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    (!merged.is_empty()).then_some(merged)
+}
+
+fn common_proto(a: Protocol, b: Protocol) -> Option<Protocol> {
+    match (a, b) {
+        (Protocol::Any, p) | (p, Protocol::Any) => Some(p),
+        (a, b) if a == b => Some(a),
+        _ => None,
+    }
+}
+
+/// One effective host rule per pattern of either side: the name is
+/// decided by `combine` of both sides' rules for it, and its addresses
+/// are opened only on the ports and protocol both rules name. Where both
+/// rules allow (or hold) but share no port or protocol, nothing could be
+/// connected: the name is refused (deny), as neither side alone would
+/// have let a connection through. An address a name taught the child is
+/// also decided by the effective CIDR rules that cover it before the host
+/// rules (`compile::learned_entry`); those cover every port of their
+/// CIDRs, so there a CIDR rule of either side decides with the other
+/// side's CIDR default (deny): narrower than each side alone, never wider.
+fn host_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let mut keys: Vec<&HostPattern> = Vec::new();
+    let mut seen: HashSet<&HostPattern> = HashSet::new();
+    for p in [child, parent] {
+        for r in &p.rules {
+            if let Selector::ConnectHost { host, .. } = &r.selector {
+                if seen.insert(host) {
+                    keys.push(host);
+                }
+            }
+        }
+    }
+    let (child_index, parent_index) = (host_index(child), host_index(parent));
+    for key in keys {
+        let covering = covering_patterns(key);
+        let (c, (c_ports, c_proto)) = host_side(&child_index, &covering);
+        let (p, (p_ports, p_proto)) = host_side(&parent_index, &covering);
+        let mut rule = joined(
+            &c,
+            &p,
+            Selector::Socket {
+                kind: SocketKind::Raw,
+            },
+        );
+        let common = common_ports(c_ports, p_ports).zip(common_proto(c_proto, p_proto));
+        let (ports, protocol) = match common {
+            Some(both) => both,
+            None => {
+                rule.decision = Decision::Deny;
+                (c_ports.to_vec(), c_proto)
+            }
+        };
+        rule.selector = Selector::ConnectHost {
+            host: key.clone(),
+            ports,
+            protocol,
+        };
+        out.push(rule);
     }
 }
 

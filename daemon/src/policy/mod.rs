@@ -42,8 +42,8 @@ pub use parse::{
     MAX_RULE_ID_BYTES, POLICY_VERSION,
 };
 pub use pipeline::{
-    check_supported, compile_delegated, compile_policy, compile_policy_file, Capabilities,
-    Capacity, CompiledPolicy, TableUse,
+    check_supported, compile_delegated, compile_policy, compile_policy_file, compile_under,
+    intersect_named, Capabilities, Capacity, CompiledPolicy, TableUse,
 };
 
 #[cfg(test)]

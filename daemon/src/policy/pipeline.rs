@@ -160,14 +160,37 @@ pub fn compile_delegated(
     child: &CompiledPolicy,
     caps: &Capabilities,
 ) -> Result<CompiledPolicy, PolicyError> {
-    let parsed = super::delegate::intersect(&parent.parsed, &child.parsed).map_err(|e| {
+    compile_under(&parent.parsed, &child.parsed, caps)
+}
+
+/// [`compile_delegated`] from the parent's parsed policy (its effective
+/// one for a grandchild): what `warden policy shadow CHILD` compiles a
+/// candidate with, offline, from the registry's versions in force.
+pub fn compile_under(
+    parent: &Policy,
+    child: &Policy,
+    caps: &Capabilities,
+) -> Result<CompiledPolicy, PolicyError> {
+    compile_parsed(intersect_named(parent, child)?, caps)
+}
+
+/// [`super::delegate::intersect`], its error named by the child's file.
+pub fn intersect_named(parent: &Policy, child: &Policy) -> Result<Policy, PolicyError> {
+    super::delegate::intersect(parent, child).map_err(|e| {
         PolicyError::new(
-            child.parsed.source_name(),
+            child.source_name(),
             None,
             None,
             PolicyErrorKind::Invalid(e.to_string()),
         )
-    })?;
+    })
+}
+
+/// The compilers over an already intersected policy, and over its
+/// (intersected) `shadow:` candidate likewise: the kernel evaluates a
+/// child's candidate against the same intersection (README,
+/// "Delegation").
+fn compile_parsed(parsed: Policy, caps: &Capabilities) -> Result<CompiledPolicy, PolicyError> {
     check_supported(&parsed, caps)?;
     let mut net = compile_network(&parsed)?;
     net.budgets = super::budget::compile_budgets(&parsed)?;
@@ -175,15 +198,17 @@ pub fn compile_delegated(
     check_write_exec(&parsed)?;
     let capacity = Capacity::of(&net, &paths);
     let snapshot = parsed.snapshot();
+    let shadow = match &parsed.shadow {
+        Some(c) => Some(Box::new(compile_parsed((**c).clone(), caps)?)),
+        None => None,
+    };
     Ok(CompiledPolicy {
         parsed,
         net,
         paths,
         snapshot,
         capacity,
-        // A child's own `shadow:` candidate is not intersected with its
-        // parent, so the kernel does not evaluate it (README, Known gaps).
-        shadow: None,
+        shadow,
     })
 }
 
