@@ -39,6 +39,16 @@ pub struct RepeatKey {
     decision: u32,
 }
 
+/// A file's shadow difference keys the enforced rule where a network
+/// key has its address; zeros for every other event.
+fn shadow_addr(ev: &KernelEvent) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    if let Some((_, rule)) = ev.enforced {
+        addr[..4].copy_from_slice(&rule.to_ne_bytes());
+    }
+    addr
+}
+
 impl RepeatKey {
     pub fn of_event(ev: &KernelEvent) -> Self {
         let (access, file, addr) = match &ev.action {
@@ -50,8 +60,12 @@ impl RepeatKey {
                 }
                 (u32::from(*port) | u32::from(*proto) << 16, None, a)
             }
-            Action::Exec { file, .. } => (0, Some((file.dev, file.ino)), [0; 16]),
-            Action::Open { file, access, .. } => (*access, Some((file.dev, file.ino)), [0; 16]),
+            // A shadow difference keys the enforced rule in the address
+            // (`fallback/shadow.rs`).
+            Action::Exec { file, .. } => (0, Some((file.dev, file.ino)), shadow_addr(ev)),
+            Action::Open { file, access, .. } => {
+                (*access, Some((file.dev, file.ino)), shadow_addr(ev))
+            }
             // Never counted by the kernel (each is recorded): a key no
             // summary will name.
             Action::Socket { .. } | Action::Name { .. } | Action::Escape { .. } => {
