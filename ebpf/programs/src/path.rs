@@ -158,6 +158,9 @@ pub struct Scratch {
     shadow_pending: u32,
     shadow_len: u32,
     shadow_flags: u32,
+    /// The judged decision and rule (`Decision as u32`, rule index).
+    shadow_decision: u32,
+    shadow_rule: u32,
     _shadow_pad: u32,
 }
 
@@ -165,12 +168,26 @@ pub struct Scratch {
 /// decision (`fallback::shadow`): whether it runs, and the built path's
 /// length and flags (the path and `Carry` stay in the scratch space).
 #[inline(always)]
-pub fn park_shadow(s: &mut Scratch, pending: u32, len: u32, flags: u32) {
+pub fn park_shadow(s: &mut Scratch, pending: u32, len: u32, flags: u32, judged: (u32, u32)) {
     // SAFETY: fields of this CPU's scratch value.
     unsafe {
         write_volatile(&mut s.shadow_pending, pending);
         write_volatile(&mut s.shadow_len, len);
         write_volatile(&mut s.shadow_flags, flags);
+        write_volatile(&mut s.shadow_decision, judged.0);
+        write_volatile(&mut s.shadow_rule, judged.1);
+    }
+}
+
+/// The judged `(Decision as u32, rule)` `park_shadow` stored.
+#[inline(always)]
+pub fn shadow_judged(s: &Scratch) -> (u32, u32) {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe {
+        (
+            read_volatile(&s.shadow_decision),
+            read_volatile(&s.shadow_rule),
+        )
     }
 }
 

@@ -63,7 +63,13 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     // not once per way of carrying out (205k instructions inline, 90k
     // parked; 58k without the candidate, measured 5 Dec).
     let pending = shadow::wanted(j.carry.agent_flags, agent_flags::SHADOW_EXEC, j.flags);
-    path::park_shadow(s, pending as u32, j.len, j.flags);
+    path::park_shadow(
+        s,
+        pending as u32,
+        j.len,
+        j.flags,
+        (j.decision as u32, j.rule_idx),
+    );
     carry_out(agent, &j, s);
     if let Some(built) = path::take_shadow(s) {
         shadow::evaluate(s, EventKind::Exec, &built);

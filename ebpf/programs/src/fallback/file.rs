@@ -190,7 +190,13 @@ pub fn decide(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
     // handoff to its tail call (`fallback::shadow`), written for every
     // open so a stale one is never taken.
     let pending = shadow::wanted(j.carry.agent_flags, agent_flags::SHADOW_FILE, j.flags);
-    path::park_shadow(s, pending as u32, j.len, j.flags);
+    path::park_shadow(
+        s,
+        pending as u32,
+        j.len,
+        j.flags,
+        (j.decision as u32, j.rule_idx),
+    );
     carry_out(&agent, &j, state, s);
     shadow::dispatch_open(ctx, s);
 }

@@ -90,13 +90,27 @@ fn file_rules(s: &mut Scratch, slot: u32, built: &Built) -> FileRule {
 pub fn evaluate(s: &mut Scratch, kind: EventKind, built: &Built) {
     let c = path::unpark(s);
     let shadow_slot = c.slot | SHADOW_SLOT;
+    // The judge's decision is the rules' unless a budget decided: then
+    // the rules are looked up again (compared before budgets).
+    let (judged, judged_rule) = path::shadow_judged(s);
+    let budget = rule::budget_index(judged_rule).is_some();
+    let judged = match Decision::from_u32(judged) {
+        Some(d) if !budget => Some((d, judged_rule)),
+        _ => None,
+    };
     let (enforced, enforced_rule, candidate, candidate_rule, read_rule, write_rule) =
         if kind == EventKind::Exec {
-            let (d, r) = exec_rule(s, c.slot, built);
+            let (d, r) = match judged {
+                Some(j) => j,
+                None => exec_rule(s, c.slot, built),
+            };
             let (cd, cr) = exec_rule(s, shadow_slot, built);
             (d, r, cd, cr, 0, 0)
         } else {
-            let (d, r) = by_access(&file_rules(s, c.slot, built), c.access);
+            let (d, r) = match judged {
+                Some(j) => j,
+                None => by_access(&file_rules(s, c.slot, built), c.access),
+            };
             let cand = file_rules(s, shadow_slot, built);
             let (cd, cr) = by_access(&cand, c.access);
             let read = if c.access & warden_common::access::READ != 0 {
