@@ -13,7 +13,9 @@
 )]
 
 use serde_json::Value;
-use warden_tests::{can_run, killed, probe_path, stdout, Files, TestEnv, RUNTIME_FILES};
+use warden_tests::{
+    can_run, killed, probe_path, stdout, wait_until, Files, TestEnv, RUNTIME_FILES,
+};
 
 /// No sweep while the test runs: the stop's sweep writes every count.
 const LONG_SWEEP: [(&str, &str); 1] = [("WARDEN_SUMMARY_SECS", "3600")];
@@ -316,5 +318,95 @@ fn a_shadow_candidate_of_execs_and_opens_changes_nothing_and_records_each_differ
             .count();
         assert_eq!(kills, 2, "{agent}: the two enforced denials");
     }
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+}
+
+/// The same file by other syscalls (`openat2`, the ia32 `open` through
+/// `int 0x80`), by a symbolic link, and in a flood from several processes
+/// at once: every open is the enforced allow and every one is a counted
+/// difference of the one key (the file, its access, both rules). After a
+/// reload without the candidate nothing more is compared.
+#[test]
+fn a_shadow_candidate_sees_every_way_to_the_same_file_and_a_flood_and_stops_at_a_reload() {
+    if !can_run("shadow-fs") {
+        return;
+    }
+    let mut env = TestEnv::new("shadowfsflood");
+    let f = Files::new(&env);
+    let p = Paths {
+        held_bin: f.binary("held-true", "/usr/bin/true"),
+        other_bin: f.binary("other-true", "/usr/bin/true"),
+        a: f.write("public/a.txt", "alpha"),
+        b: f.write("work/b.txt", "bravo"),
+        c: f.write("other/c.txt", "charlie"),
+    };
+    let link = f.path("other/link-to-a");
+    std::os::unix::fs::symlink(&p.a, &link).unwrap();
+    env.write_policy("cand.yaml", &policy(&p, true));
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("cand", "cand.yaml");
+
+    let mut opens = 0u64;
+    for mode in ["read", "openat2", "open32"] {
+        for path in [p.a.as_str(), link.as_str()] {
+            let out = env.probe_as("cand", &[mode, path]);
+            assert_eq!(stdout(&out), "ok alpha", "{mode} {path}: {out:?}");
+            opens += 1;
+        }
+    }
+    // A flood from 4 processes at once, on both CPUs.
+    const EACH: u64 = 2000;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| env.probe_as("cand", &["read-n", &p.a, &EACH.to_string()])))
+            .collect();
+        for r in runs {
+            let out = r.join().unwrap();
+            assert_eq!(stdout(&out), "ok alpha", "{out:?}");
+        }
+    });
+    opens += 4 * EACH;
+    env.wait_for_evidence("the first difference", |e| {
+        e["kind"] == "shadow" && e["action"] == "open" && e["target"] == p.a.as_str()
+    });
+
+    // Without the candidate: the same policy in force, nothing compared.
+    env.write_policy("cand.yaml", &policy(&p, false));
+    let unshadowed = |env: &TestEnv| {
+        env.evidence().iter().any(|e| {
+            e["kind"] == "policy_load"
+                && e["agent"] == "cand"
+                && e["decision"] == "loaded"
+                && e["details"]["shadow_snapshot"].is_null()
+        })
+    };
+    assert!(!unshadowed(&env), "loaded without the candidate already");
+    env.ok(&["policy", "reload"]);
+    wait_until("the reload without the candidate", || unshadowed(&env));
+    let out = env.probe_as("cand", &["read-n", &p.a, "100"]);
+    assert_eq!(stdout(&out), "ok alpha", "{out:?}");
+    let out = env.cli(&["run", "--agent", "cand", "--", "/usr/bin/true"]);
+    assert!(out.status.success(), "{out:?}");
+
+    env.stop_daemon();
+    let entries = shadow_entries(&env, "cand", "open", &p.a);
+    assert_eq!(
+        entries.iter().filter(|e| e["method"] == "shadow").count(),
+        1,
+        "{entries:?}"
+    );
+    assert_eq!(actions(&entries), opens, "{entries:?}");
+    assert!(entries
+        .iter()
+        .all(|e| e["decision"] == "would-deny" && e["rule_id"] == "no-a"));
+    assert!(
+        shadow_entries(&env, "cand", "exec", "/usr/bin/true").is_empty(),
+        "an exec compared after the candidate was removed"
+    );
+    // The enforced reads were never refused.
+    assert!(!env
+        .evidence()
+        .iter()
+        .any(|e| e["kind"] == "decision" && e["decision"] == "deny"));
     assert!(env.ok(&["log", "verify"]).contains("intact"));
 }

@@ -60,7 +60,7 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     // A `shadow:` candidate's lookup, after the exec is carried out (in
     // this program: it has the verifier budget the `sys_exit` one lacks).
     // Verifier: parked and taken back, so the lookup is explored once and
-    // not once per way of carrying out (205k instructions inline, 90k
+    // not once per way of carrying out (205k instructions inline, 87k
     // parked; 58k without the candidate, measured 5 Dec).
     let pending = shadow::wanted(j.carry.agent_flags, agent_flags::SHADOW_EXEC, j.flags);
     path::park_shadow(
