@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use warden_common::{
     access, path_flags, sock_class, Decision, EscapeEvent, EventHeader, EventKind, ExecEvent,
-    HoldKey, Method, NameEvent, NetEvent, OpenEvent, ShadowNetEvent, SocketEvent,
+    HoldKey, Method, NameEvent, NetEvent, OpenEvent, ShadowExecEvent, ShadowNetEvent,
+    ShadowOpenEvent, SocketEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -472,12 +473,26 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         }
     };
     let enforced = if method == Method::Shadow {
-        let ev: ShadowNetEvent = read(bytes, "shadow event")?;
-        let d = Decision::from_u32(ev.enforced_decision).ok_or(DecodeError::UnknownValue {
+        // The enforced decision and rule follow the kind's own body.
+        let (decision, rule) = match kind {
+            EventKind::Exec => {
+                let ev: ShadowExecEvent = read(bytes, "shadow exec event")?;
+                (ev.enforced_decision, ev.enforced_rule)
+            }
+            EventKind::Open => {
+                let ev: ShadowOpenEvent = read(bytes, "shadow open event")?;
+                (ev.enforced_decision, ev.enforced_rule)
+            }
+            _ => {
+                let ev: ShadowNetEvent = read(bytes, "shadow event")?;
+                (ev.enforced_decision, ev.enforced_rule)
+            }
+        };
+        let d = Decision::from_u32(decision).ok_or(DecodeError::UnknownValue {
             field: "enforced decision",
-            value: ev.enforced_decision,
+            value: decision,
         })?;
-        Some((d, ev.enforced_rule))
+        Some((d, rule))
     } else {
         None
     };
@@ -780,6 +795,60 @@ mod tests {
         assert_eq!(access_name(bits), "read,write");
         assert_eq!((read_rule, write_rule, compat), (2, 3, false));
         assert_eq!(access_name(0), "none");
+    }
+
+    #[test]
+    fn round_trip_shadow_exec_and_open_records() {
+        let exec = ShadowExecEvent {
+            exec: ExecEvent {
+                header: header(EventKind::Exec, Decision::Hold, Method::Shadow),
+                dev: 7,
+                flags: 0,
+                ino: 9,
+                path_len: 13,
+                _pad: 0,
+                path: path_field("/usr/bin/true"),
+                filename: path_field("true"),
+            },
+            enforced_decision: Decision::Allow as u32,
+            enforced_rule: 4,
+        };
+        let got = decode(&raw(&exec)).unwrap();
+        assert_eq!((got.method, got.decision), (Method::Shadow, Decision::Hold));
+        assert_eq!(got.enforced, Some((Decision::Allow, 4)));
+        assert_eq!(got.target(), "/usr/bin/true");
+        let open = ShadowOpenEvent {
+            open: OpenEvent {
+                header: header(EventKind::Open, Decision::Allow, Method::Shadow),
+                dev: 7,
+                flags: 0,
+                ino: 9,
+                path_len: 10,
+                access: access::READ,
+                syscall: 257,
+                syscall_compat: 0,
+                read_rule: 1,
+                write_rule: u32::MAX,
+                path: path_field("/srv/b.txt"),
+            },
+            enforced_decision: Decision::Deny as u32,
+            enforced_rule: u32::MAX,
+        };
+        let got = decode(&raw(&open)).unwrap();
+        assert_eq!(got.enforced, Some((Decision::Deny, u32::MAX)));
+        assert_eq!(got.target(), "/srv/b.txt");
+        // The enforced pair is required: a shadow open without it is short,
+        // and a plain open (not `Method::Shadow`) has none.
+        assert!(matches!(
+            decode(&raw(&open)[..size_of::<OpenEvent>()]),
+            Err(DecodeError::Short {
+                what: "shadow open event",
+                ..
+            })
+        ));
+        let mut plain = open.open;
+        plain.header.method = Method::Allow as u32;
+        assert_eq!(decode(&raw(&plain)).unwrap().enforced, None);
     }
 
     #[test]

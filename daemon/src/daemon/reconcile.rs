@@ -530,7 +530,7 @@ impl Enforcer {
         // as installed, unshadowed; the load entry says why.
         let mut shadow_error = None;
         if compiled.shadow.is_some() || had_shadow {
-            let candidate = compiled.shadow.as_ref().map(|c| &c.net);
+            let candidate = compiled.shadow.as_ref().map(|c| (&c.net, &c.paths));
             if let Err(e) = self.kernel.install_shadow(cgroup_id, candidate) {
                 let why = crate::error_chain(&e);
                 tracing::error!(agent = %agent.name, error = %why, "shadow candidate not installed");

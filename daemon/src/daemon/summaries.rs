@@ -39,6 +39,16 @@ pub struct RepeatKey {
     decision: u32,
 }
 
+/// A file's shadow difference keys the enforced rule where a network
+/// key has its address; zeros for every other event.
+fn shadow_addr(ev: &KernelEvent) -> [u8; 16] {
+    let mut addr = [0u8; 16];
+    if let Some((_, rule)) = ev.enforced {
+        addr[..4].copy_from_slice(&rule.to_ne_bytes());
+    }
+    addr
+}
+
 impl RepeatKey {
     pub fn of_event(ev: &KernelEvent) -> Self {
         let (access, file, addr) = match &ev.action {
@@ -50,8 +60,12 @@ impl RepeatKey {
                 }
                 (u32::from(*port) | u32::from(*proto) << 16, None, a)
             }
-            Action::Exec { file, .. } => (0, Some((file.dev, file.ino)), [0; 16]),
-            Action::Open { file, access, .. } => (*access, Some((file.dev, file.ino)), [0; 16]),
+            // A shadow difference keys the enforced rule in the address
+            // (`fallback/shadow.rs`).
+            Action::Exec { file, .. } => (0, Some((file.dev, file.ino)), shadow_addr(ev)),
+            Action::Open { file, access, .. } => {
+                (*access, Some((file.dev, file.ino)), shadow_addr(ev))
+            }
             // Never counted by the kernel (each is recorded): a key no
             // summary will name.
             Action::Socket { .. } | Action::Name { .. } | Action::Escape { .. } => {
@@ -549,5 +563,60 @@ mod tests {
             RepeatKey::of_kernel(&k).fallback_target(),
             "127.0.0.1:8080/tcp"
         );
+    }
+
+    #[test]
+    fn shadow_file_keys_match_between_kernel_and_event() {
+        use warden_common::{Decision, Method};
+        // As `fallback/shadow.rs` keys an open's difference: the file, its
+        // access, the candidate's rule, both decisions, the enforced rule in
+        // the address, counted per agent.
+        let kdev = (254 << 20) | 1;
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&7u32.to_ne_bytes());
+        let k = SummaryKey {
+            agent_id: 3,
+            policy_gen: 5 | warden_common::SHADOW_GENERATION,
+            kind: EventKind::Open as u32,
+            rule_idx: 2,
+            access: 1,
+            dev: kdev,
+            ino: 99,
+            decision: warden_common::shadow_summary_decision(
+                Decision::Deny as u32,
+                Decision::Allow as u32,
+            ),
+            addr,
+            ..SummaryKey::default()
+        };
+        let ev = |enforced_rule: u32| KernelEvent {
+            kind: EventKind::Open,
+            decision: Decision::Deny,
+            method: Method::Shadow,
+            rule_idx: 2,
+            agent_id: 3,
+            policy_gen: 5 | warden_common::SHADOW_GENERATION,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            boot_ns: 0,
+            comm: String::new(),
+            action: Action::Open {
+                path: "/srv/a".into(),
+                file: FileId::from_kernel(kdev, 99),
+                access: 1,
+                syscall: 257,
+                compat: false,
+                read_rule: 2,
+                write_rule: u32::MAX,
+                flags: 0,
+            },
+            enforced: Some((Decision::Allow, enforced_rule)),
+        };
+        assert_eq!(RepeatKey::of_event(&ev(7)), RepeatKey::of_kernel(&k));
+        // Another enforced rule is another key.
+        assert_ne!(RepeatKey::of_event(&ev(8)), RepeatKey::of_kernel(&k));
     }
 }

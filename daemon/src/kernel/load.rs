@@ -124,6 +124,12 @@ impl Kernel {
         if let Some(why) = &path_ops_unavailable {
             tracing::warn!(reason = %why, "unlink, mkdir, chmod and other operations on names are not decided on the fallback");
         }
+        // A `shadow:` candidate's opens, tail-called from `sys_exit`.
+        // Without it they are not compared (said at start-up); nothing
+        // enforced depends on it.
+        if let Err(why) = load_tail(&mut bpf, &btf, names::PROG_SHADOW_OPEN, names::SHADOW_TAIL) {
+            tracing::warn!(reason = %why, "a shadow candidate's file rules are not evaluated on the fallback");
+        }
         for name in [
             names::AGENTS,
             names::NET4_RULES,
@@ -251,7 +257,17 @@ impl Kernel {
 /// Loads `warden_path_ops` and puts it in `SYS_EXIT_TAIL`, where the
 /// `sys_exit` program tail-calls it.
 fn load_path_ops(bpf: &mut aya::Ebpf, btf: &Btf) -> Result<(), String> {
-    let name = names::PROG_PATH_OPS;
+    load_tail(bpf, btf, names::PROG_PATH_OPS, names::SYS_EXIT_TAIL)
+}
+
+/// Loads tp_btf/sys_exit program `name` and puts it at index 0 of program
+/// array `tail`, where the `sys_exit` program tail-calls it.
+fn load_tail(
+    bpf: &mut aya::Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    tail: &'static str,
+) -> Result<(), String> {
     let prog: &mut BtfTracePoint = bpf
         .program_mut(name)
         .and_then(|p| p.try_into().ok())
@@ -265,10 +281,11 @@ fn load_path_ops(bpf: &mut aya::Ebpf, btf: &Btf) -> Result<(), String> {
         .try_clone()
         .map_err(|e| format!("{name} fd: {e}"))?;
     let map = bpf
-        .map_mut(names::SYS_EXIT_TAIL)
-        .ok_or_else(|| format!("the eBPF object has no map {}", names::SYS_EXIT_TAIL))?;
-    let mut tail = aya::maps::ProgramArray::try_from(map)
-        .map_err(|e| format!("open {}: {e}", names::SYS_EXIT_TAIL))?;
-    tail.set(0, &fd, 0)
-        .map_err(|e| format!("set {}[0]: {e}", names::SYS_EXIT_TAIL))
+        .map_mut(tail)
+        .ok_or_else(|| format!("the eBPF object has no map {tail}"))?;
+    let mut array =
+        aya::maps::ProgramArray::try_from(map).map_err(|e| format!("open {tail}: {e}"))?;
+    array
+        .set(0, &fd, 0)
+        .map_err(|e| format!("set {tail}[0]: {e}"))
 }

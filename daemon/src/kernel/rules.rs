@@ -187,28 +187,36 @@ impl Kernel {
     }
 
     /// Installs (or, with `None`, removes) an agent's shadow candidate:
-    /// its network rules under `shadow_slot` of the agent's slot in force,
-    /// then `agent_flags::SHADOW`. Call after `install` (which clears the
-    /// flag), so the kernel never evaluates a half-written candidate.
+    /// its network, exec and file rules under `shadow_slot` of the agent's
+    /// slot in force, then `agent_flags::SHADOW` (and `SHADOW_EXEC` /
+    /// `SHADOW_FILE` where the candidate has such rules and the policy in
+    /// force governs them: the fallback's exec and open hooks run only for
+    /// agents that have them). Call after `install` (which clears the
+    /// flags), so the kernel never evaluates a half-written candidate.
     /// Whatever a previous install (or daemon) left under either half's
     /// shadow slot is cleared first.
     pub fn install_shadow(
         &mut self,
         cgroup_id: u64,
-        net: Option<&CompiledNet>,
+        candidate: Option<(&CompiledNet, &CompiledPaths)>,
     ) -> Result<(), KernelError> {
         let Some(slot) = self.installed.get(&cgroup_id).map(|i| i.info.slot) else {
             return Ok(());
         };
-        self.update_flags(cgroup_id, |flags| flags & !agent_flags::SHADOW)?;
+        let all = agent_flags::SHADOW | agent_flags::SHADOW_EXEC | agent_flags::SHADOW_FILE;
+        self.update_flags(cgroup_id, |flags| flags & !all)?;
         for half in [slot & !1, slot | 1] {
             let shadow = half | SHADOW_SLOT;
             let v4 = keys_in_slot::<Net4Key, NetRules>(&self.bpf, names::NET4_RULES, shadow);
             remove_keys::<Net4Key, NetRules>(&mut self.bpf, names::NET4_RULES, &v4);
             let v6 = keys_in_slot::<Net6Key, NetRules>(&self.bpf, names::NET6_RULES, shadow);
             remove_keys::<Net6Key, NetRules>(&mut self.bpf, names::NET6_RULES, &v6);
+            let exec = keys_in_slot::<PathKey, PathRule>(&self.bpf, names::EXEC_RULES, shadow);
+            remove_keys::<PathKey, PathRule>(&mut self.bpf, names::EXEC_RULES, &exec);
+            let file = keys_in_slot::<PathKey, FileRule>(&self.bpf, names::FILE_RULES, shadow);
+            remove_keys::<PathKey, FileRule>(&mut self.bpf, names::FILE_RULES, &file);
         }
-        let Some(net) = net else {
+        let Some((net, paths)) = candidate else {
             return Ok(());
         };
         let slot = slot | SHADOW_SLOT;
@@ -224,7 +232,29 @@ impl Kernel {
             v6.insert(&key, rules, 0)
                 .map_err(map_err("update", names::NET6_RULES))?;
         }
-        self.update_flags(cgroup_id, |flags| flags | agent_flags::SHADOW)
+        let mut exec: LpmTrie<_, PathKey, PathRule> = self.trie_mut(names::EXEC_RULES)?;
+        for entry in &paths.exec {
+            let (bits, data) = entry.key(slot);
+            exec.insert(&Key::new(bits, data), entry.value, 0)
+                .map_err(map_err("update", names::EXEC_RULES))?;
+        }
+        let mut file: LpmTrie<_, PathKey, FileRule> = self.trie_mut(names::FILE_RULES)?;
+        for entry in &paths.file {
+            let (bits, data) = entry.key(slot);
+            file.insert(&Key::new(bits, data), entry.value, 0)
+                .map_err(map_err("update", names::FILE_RULES))?;
+        }
+        let (exec, file) = (paths.exec_governed, paths.file_governed);
+        self.update_flags(cgroup_id, |flags| {
+            let mut flags = flags | agent_flags::SHADOW;
+            if exec && flags & agent_flags::EXEC != 0 {
+                flags |= agent_flags::SHADOW_EXEC;
+            }
+            if file && flags & agent_flags::FILE != 0 {
+                flags |= agent_flags::SHADOW_FILE;
+            }
+            flags
+        })
     }
 
     fn trie_mut<K: aya::Pod, V: aya::Pod>(

@@ -222,6 +222,28 @@ pub struct ShadowNetEvent {
 }
 const _: () = assert!(size_of::<ShadowNetEvent>() == 96 + 8);
 
+/// An exec on which the shadow candidate differs (`Method::Shadow`, the
+/// header the candidate's, as `ShadowNetEvent`), the enforced decision
+/// and rule after the exec's record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowExecEvent {
+    pub exec: ExecEvent,
+    pub enforced_decision: u32,
+    pub enforced_rule: u32,
+}
+const _: () = assert!(size_of::<ShadowExecEvent>() == size_of::<ExecEvent>() + 8);
+
+/// An open on which the shadow candidate differs (as `ShadowExecEvent`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowOpenEvent {
+    pub open: OpenEvent,
+    pub enforced_decision: u32,
+    pub enforced_rule: u32,
+}
+const _: () = assert!(size_of::<ShadowOpenEvent>() == size_of::<OpenEvent>() + 8);
+
 /// An exec, seen at `sched_process_exec`: after the point of no return,
 /// before the new image's first instruction.
 #[repr(C)]

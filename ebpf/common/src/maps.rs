@@ -54,6 +54,13 @@ pub mod agent_flags {
     /// (`shadow_slot(slot)`) and record a difference (`Method::Shadow`).
     /// The enforced decision is never changed by it.
     pub const SHADOW: u32 = 1 << 22;
+    /// With `SHADOW`: the candidate has exec rules, installed under its
+    /// slot; the exec fallback also decides each exec by them and records
+    /// a difference. (A candidate without exec rules leaves execs alone.)
+    pub const SHADOW_EXEC: u32 = 1 << 28;
+    /// With `SHADOW`: the candidate has file rules; the open fallback also
+    /// decides each open by them (`fallback::shadow`, a tail call).
+    pub const SHADOW_FILE: u32 = 1 << 29;
 }
 
 /// The rule slot of an agent's shadow candidate: its enforced slot with the

@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 23] = [
+pub const PINNED_MAPS: [&str; 24] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -39,6 +39,7 @@ pub const PINNED_MAPS: [&str; 23] = [
     SUMMARIES,
     MEMBERS,
     SYS_EXIT_TAIL,
+    SHADOW_TAIL,
     BUDGETS,
     BUDGET_USE,
     EGRESS_DROPS,
@@ -208,6 +209,13 @@ pub const ESCAPE_PROGRAMS: [(&str, &str); 3] = [
 pub const SYS_EXIT_TAIL: &str = "SYS_EXIT_TAIL";
 /// `tp_btf/sys_exit`, reached only by tail call from `PROG_SYS_EXIT`.
 pub const PROG_PATH_OPS: &str = "warden_path_ops";
+/// Program array the open fallback tail-calls when a `shadow:` candidate
+/// has file rules (index 0: `PROG_SHADOW_OPEN`): the candidate's lookup
+/// and record stay out of the `sys_exit` program's verifier cost. Pinned
+/// for the reason `SYS_EXIT_TAIL` is.
+pub const SHADOW_TAIL: &str = "SHADOW_TAIL";
+/// `tp_btf/sys_exit`, reached only by tail call from `PROG_SYS_EXIT`.
+pub const PROG_SHADOW_OPEN: &str = "warden_shadow_open";
 /// Hash of `BudgetSet` by agent rule slot: each policy's budgets.
 pub const BUDGETS: &str = "BUDGETS";
 /// Hash of packed window and count (`budget_use`) by `BudgetUseKey`.

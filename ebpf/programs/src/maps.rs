@@ -131,6 +131,10 @@ pub static MEMBERS: HashMap<u32, Member> =
 /// `sys_exit` program (see `warden_common::names::SYS_EXIT_TAIL`).
 #[map]
 pub static SYS_EXIT_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// `[0]`: `fallback::shadow::warden_shadow_open`, tail-called by the open
+/// fallback for a `shadow:` candidate (`warden_common::names::SHADOW_TAIL`).
+#[map]
+pub static SHADOW_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Each policy's budgets, by agent rule slot (two per agent).
 #[map]
 pub static BUDGETS: HashMap<u32, BudgetSet> = HashMap::with_max_entries(limits::MAX_AGENTS * 2, 0);

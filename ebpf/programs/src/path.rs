@@ -153,6 +153,65 @@ pub struct Scratch {
     cache_epoch: u64,
     cache_state: u32,
     _cache_pad: u32,
+    /// What the open fallback leaves for the shadow candidate's tail call
+    /// (`park_shadow`): 1 when it is to run, the walk's length and flags.
+    shadow_pending: u32,
+    shadow_len: u32,
+    shadow_flags: u32,
+    /// The judged decision and rule (`Decision as u32`, rule index).
+    shadow_decision: u32,
+    shadow_rule: u32,
+    _shadow_pad: u32,
+}
+
+/// Parks what a `shadow:` candidate's lookup needs after the enforced
+/// decision (`fallback::shadow`): whether it runs, and the built path's
+/// length and flags (the path and `Carry` stay in the scratch space).
+#[inline(always)]
+pub fn park_shadow(s: &mut Scratch, pending: u32, len: u32, flags: u32, judged: (u32, u32)) {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe {
+        write_volatile(&mut s.shadow_pending, pending);
+        write_volatile(&mut s.shadow_len, len);
+        write_volatile(&mut s.shadow_flags, flags);
+        write_volatile(&mut s.shadow_decision, judged.0);
+        write_volatile(&mut s.shadow_rule, judged.1);
+    }
+}
+
+/// The judged `(Decision as u32, rule)` `park_shadow` stored.
+#[inline(always)]
+pub fn shadow_judged(s: &Scratch) -> (u32, u32) {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe {
+        (
+            read_volatile(&s.shadow_decision),
+            read_volatile(&s.shadow_rule),
+        )
+    }
+}
+
+/// Whether `park_shadow` left a lookup pending.
+#[inline(always)]
+pub fn shadow_pending(s: &Scratch) -> bool {
+    // SAFETY: a field of this CPU's scratch value.
+    unsafe { read_volatile(&s.shadow_pending) != 0 }
+}
+
+/// Takes what `park_shadow` stored, once: `(len, flags)` if pending.
+#[inline(always)]
+pub fn take_shadow(s: &mut Scratch) -> Option<Built> {
+    // SAFETY: fields of this CPU's scratch value.
+    unsafe {
+        if read_volatile(&s.shadow_pending) == 0 {
+            return None;
+        }
+        write_volatile(&mut s.shadow_pending, 0);
+        Some(Built {
+            len: read_volatile(&s.shadow_len),
+            flags: read_volatile(&s.shadow_flags),
+        })
+    }
 }
 
 /// Bits of the parked `cache_state`.

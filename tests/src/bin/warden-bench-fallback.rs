@@ -31,11 +31,19 @@
 //!
 //!   warden-bench-fallback [--rounds R] [--execs N] [--opens N] [--pairs P]
 //!                         [--json FILE]
+//!   warden-bench-fallback --shadow [--rounds R] [--pairs P]
 //!
 //! `--pairs` sets the block pairs per round of the paired measurements
 //! (default 25 for exec, 10 for opens and page faults); `--json` also
 //! writes the ratios and the exec mechanism `warden status` names to FILE
 //! (`cargo xtask bench --guest` collects one per guest mechanism).
+//!
+//! `--shadow` measures only what a `shadow:` candidate with exec and file
+//! rules adds: two agents with the same policy, one of them carrying a
+//! candidate that would deny its execs of `/usr/bin/true` and its opens of
+//! the file (each action pays the candidate's lookup and a counted
+//! difference), exec and open blocks in A-B-B-A pairs, each block waiting
+//! for the evidence of the last.
 //!
 //! (One file of about 600 lines: one measurement, read top to bottom.)
 
@@ -171,6 +179,8 @@ struct Config {
     /// Block pairs per round of every paired measurement (0: the defaults).
     pairs: usize,
     json: Option<PathBuf>,
+    /// `--shadow`: only the shadow candidate's cost (`run_shadow`).
+    shadow: bool,
 }
 
 fn parse(args: &[String]) -> Result<Config> {
@@ -180,6 +190,7 @@ fn parse(args: &[String]) -> Result<Config> {
         opens: 5000,
         pairs: 0,
         json: None,
+        shadow: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -190,6 +201,10 @@ fn parse(args: &[String]) -> Result<Config> {
             "--pairs" => &mut c.pairs,
             "--json" => {
                 c.json = Some(it.next().context("a file name after --json")?.into());
+                continue;
+            }
+            "--shadow" => {
+                c.shadow = true;
                 continue;
             }
             other => bail!("unknown argument {other:?}"),
@@ -377,6 +392,89 @@ rules:
     )
 }
 
+/// The agent with a `shadow:` candidate in `--shadow`.
+const SHADOWED: &str = "fallback-shadowed";
+
+/// `--shadow`: exec and open blocks of an agent whose policy carries a
+/// candidate that would deny both ("on") against an agent with the same
+/// policy and no candidate ("off").
+fn run_shadow(c: &Config) -> Result<()> {
+    let pairs = |default: usize| if c.pairs == 0 { default } else { c.pairs };
+    let mut env = TestEnv::new("benchshadow");
+    let file: PathBuf = env.dir.path().canonicalize()?.join("bench-file.txt");
+    std::fs::write(&file, "x")?;
+    let plain = policy(&file, false);
+    // The same rules, but the two measured actions denied.
+    let candidate = format!(
+        "shadow:
+  version: 1
+  rules:
+    - id: no-true
+      exec: {{ path: /usr/bin/true }}
+      decision: deny
+    - id: loader-cache
+      file: {{ path: /etc/ld.so.cache, access: [read] }}
+      decision: allow
+    - id: system-libraries
+      file: {{ prefix: /usr/lib/, access: [read] }}
+      decision: allow
+    - id: no-bench-file
+      file: {{ path: {}, access: [read] }}
+      decision: deny
+",
+        file.display()
+    );
+    env.write_policy("plain.yaml", &plain);
+    env.write_policy("shadowed.yaml", &format!("{plain}{candidate}"));
+    env.start_daemon_quiet();
+    env.add_agent(AGENT, "plain.yaml");
+    env.add_agent(SHADOWED, "shadowed.yaml");
+    let (off, on) = (env.agent_cgroup(AGENT), env.agent_cgroup(SHADOWED));
+    let start = event_counts(&env)?;
+    let mut exec_paired = Paired::default();
+    let mut open_paired = Paired::default();
+    for round in 0..c.rounds {
+        let t = Instant::now();
+        exec_paired.measure(pairs(EXEC_PAIRS), |shadow| {
+            let cgroup = if shadow { &on } else { &off };
+            let side = measure(cgroup, "exec", EXEC_BLOCK, None).map(Side)?;
+            settle(&env, start)?;
+            Ok(side)
+        })?;
+        open_paired.measure(pairs(OPEN_PAIRS), |shadow| {
+            let cgroup = if shadow { &on } else { &off };
+            let side = measure(cgroup, "open", OPEN_BLOCK, Some(&file)).map(Side)?;
+            settle(&env, start)?;
+            Ok(side)
+        })?;
+        eprintln!("round {round}: {:.0} s", t.elapsed().as_secs_f64());
+    }
+    // The candidate was evaluated: its differences are in the status.
+    let status = env.ok(&["status"]);
+    ensure!(
+        status.contains("would-deny (rule no-true)")
+            && status.contains("would-deny (rule no-bench-file)"),
+        "the candidate's differences are not counted:\n{status}"
+    );
+    env.unload();
+    println!(
+        "exec, agent with a shadow candidate / without: {}",
+        exec_paired.summary()
+    );
+    println!(
+        "open, agent with a shadow candidate / without: {}",
+        open_paired.summary()
+    );
+    for (name, p) in [("exec", &exec_paired), ("open", &open_paired)] {
+        println!(
+            "{name} p50: {:.1} us with, {:.1} us without",
+            p.on.percentile(0.5) / 1e3,
+            p.off.percentile(0.5) / 1e3
+        );
+    }
+    Ok(())
+}
+
 /// Run count and run time (ns) of the programs behind the environment's
 /// pinned links, by program name.
 fn program_stats(env: &TestEnv) -> std::collections::HashMap<String, (u64, u64)> {
@@ -431,6 +529,9 @@ fn run(args: &[String]) -> Result<()> {
         "run as root (it loads eBPF programs and creates cgroups)"
     );
     let c = parse(args)?;
+    if c.shadow {
+        return run_shadow(&c);
+    }
     let pairs = |default: usize| if c.pairs == 0 { default } else { c.pairs };
     let mut env = TestEnv::new("benchfb");
     std::fs::create_dir_all(&env.cgroup_parent)?;

@@ -65,8 +65,9 @@ fn identity(file: u64, agent: &AgentInfo, requested: u32) -> Option<(CacheKey, C
 }
 
 /// Looks the opened file up. `None` when the cache is off (TTL 0, or this
-/// kernel's inode fields unknown), the agent is revoked, or it records
-/// each allowed action (no repeat would be counted).
+/// kernel's inode fields unknown), the agent is revoked, it records
+/// each allowed action (no repeat would be counted), or its shadow
+/// candidate has file rules.
 #[inline(always)]
 pub fn probe(agent: &AgentInfo, file: u64, requested: u32) -> Option<Probe> {
     if off!(cache_valid) == 0 {
@@ -75,6 +76,9 @@ pub fn probe(agent: &AgentInfo, file: u64, requested: u32) -> Option<Probe> {
     if agent.flags & (agent_flags::EACH_ALLOWED | agent_flags::COUNT_ALL)
         == agent_flags::EACH_ALLOWED
         || agent.flags & agent_flags::REVOKED != 0
+        // A `shadow:` candidate with file rules compares every open on its
+        // path (`fallback::shadow`), which a hit would skip.
+        || agent.flags & agent_flags::SHADOW_FILE != 0
     {
         return None;
     }

@@ -24,10 +24,10 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::bpf_get_current_task_btf;
+use aya_ebpf::{helpers::bpf_get_current_task_btf, programs::BtfTracePointContext};
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, Decision, EventKind, Method,
-    OpenEvent,
+    access, agent_counter, agent_flags, counter, held_state, syscalls, AgentInfo, Decision,
+    EventKind, Method, OpenEvent,
 };
 
 use crate::{
@@ -36,10 +36,10 @@ use crate::{
     events::{
         counted_repeat, fill_open, first_recorded, park, submit_flags, summary_key, unrecorded,
     },
-    fallback::{cache, hold},
-    judge::file::judge,
+    fallback::{cache, hold, shadow},
+    judge::file::{judge, Judged},
     maps::EVENTS,
-    path::{self, cache_state, off},
+    path::{self, cache_state, off, Scratch},
 };
 
 /// `thread_info.status` bit set during an ia32 syscall (x86).
@@ -69,7 +69,7 @@ fn maybe_open(nr: u32) -> bool {
 /// `regs` is the tracepoint's `struct pt_regs *`, `ret` the syscall's
 /// return value (the new fd).
 #[inline(always)]
-pub fn decide(regs: *const u8, ret: i64) {
+pub fn decide(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
     if ret < 0 || !path::offsets_valid() {
         // Without offsets the daemon never sets FILE on an agent.
         return;
@@ -186,6 +186,25 @@ pub fn decide(regs: *const u8, ret: i64) {
     if decision == Decision::Allow && state & cache_state::ON != 0 {
         cache::remember(epoch, &agent, file, j.carry.access, j.rule_idx);
     }
+    // A `shadow:` candidate's lookup, after this open is carried out: the
+    // handoff to its tail call (`fallback::shadow`), written for every
+    // open so a stale one is never taken.
+    let pending = shadow::wanted(j.carry.agent_flags, agent_flags::SHADOW_FILE, j.flags);
+    path::park_shadow(
+        s,
+        pending as u32,
+        j.len,
+        j.flags,
+        (j.decision as u32, j.rule_idx),
+    );
+    carry_out(&agent, &j, state, s);
+    shadow::dispatch_open(ctx, s);
+}
+
+/// Records and carries out a judged open (its first, or a count).
+#[inline(always)]
+fn carry_out(agent: &AgentInfo, j: &Judged, state: u32, s: &mut Scratch) {
+    let decision = j.decision;
 
     // No open without a record: reserve the event before allowing.
     let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
@@ -195,7 +214,7 @@ pub fn decide(regs: *const u8, ret: i64) {
     // A repeat of an allowed open already recorded is counted, not copied.
     let c = &j.carry;
     let repeat = summary_key(
-        &agent,
+        agent,
         decision,
         EventKind::Open,
         j.rule_idx,
@@ -213,14 +232,14 @@ pub fn decide(regs: *const u8, ret: i64) {
         // to be drained (`park`) instead of being killed for being busy.
         if decision == Decision::Allow
             && park(core::mem::size_of::<OpenEvent>() as u32, true, |ev| {
-                fill_open(ev.cast(), &j, decision, Method::Allow, j.flags, s)
+                fill_open(ev.cast(), j, decision, Method::Allow, j.flags, s)
             })
         {
             count(counter::ALLOWED);
             return;
         }
         if unrecorded(
-            &agent,
+            agent,
             EventKind::Open,
             decision == Decision::Allow || record,
         ) {
@@ -242,7 +261,7 @@ pub fn decide(regs: *const u8, ret: i64) {
     };
     fill_open(
         entry.as_mut_ptr(),
-        &j,
+        j,
         decision,
         method,
         j.flags | kill_failed,

@@ -8,4 +8,5 @@ pub mod file;
 pub mod hold;
 pub mod names;
 pub mod path_ops;
+pub mod shadow;
 pub mod sys_exit;

@@ -41,7 +41,7 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
     }
     if mode & sys_exit_mode::FILES != 0 {
         cache::note_path_change(ctx.arg(0), ret);
-        file::decide(ctx.arg(0), ret);
+        file::decide(&ctx, ctx.arg(0), ret);
         names::decide(ctx.arg(0), ret);
         // Last: a tail call does not come back.
         path_ops::dispatch(&ctx, ctx.arg(0), ret);

@@ -78,22 +78,13 @@ pub fn judge(
                 write: PathRule::DEFAULT,
             },
         };
-        // Each requested access is decided on its own; the strictest
-        // decides the open (deny, then hold, then allow), and on a tie the
-        // write, the riskier.
-        let mut out = (Decision::Allow, rule::DEFAULT);
         if requested & access::READ != 0 {
             read_rule = rules.read.rule_idx;
-            out = (kernel_decision(rules.read.decision), read_rule);
         }
         if requested & access::WRITE != 0 {
             write_rule = rules.write.rule_idx;
-            let write = (kernel_decision(rules.write.decision), write_rule);
-            if strictness(write.0) >= strictness(out.0) {
-                out = write;
-            }
         }
-        out
+        by_access(&rules, requested)
     };
     // An allowed file counts against the agent's budgets; over one, the
     // budget decides. (A `then: kill` budget is a deny here: the fallback
@@ -116,9 +107,27 @@ pub fn judge(
     }
 }
 
+/// Each requested access decided on its own; the strictest decides the
+/// open (deny, then hold, then allow), and on a tie the write, the
+/// riskier. Also the shadow candidate's decision (`fallback::shadow`).
+#[inline(always)]
+pub fn by_access(rules: &FileRule, requested: u32) -> (Decision, u32) {
+    let mut out = (Decision::Allow, rule::DEFAULT);
+    if requested & access::READ != 0 {
+        out = (kernel_decision(rules.read.decision), rules.read.rule_idx);
+    }
+    if requested & access::WRITE != 0 {
+        let write = (kernel_decision(rules.write.decision), rules.write.rule_idx);
+        if strictness(write.0) >= strictness(out.0) {
+            out = write;
+        }
+    }
+    out
+}
+
 /// A rule's stored decision; anything but allow or hold is a denial.
 #[inline(always)]
-fn kernel_decision(stored: u8) -> Decision {
+pub fn kernel_decision(stored: u8) -> Decision {
     match stored {
         1 => Decision::Allow,
         3 => Decision::Hold,
