@@ -87,10 +87,17 @@ pub(super) fn select(
     // Then fmod_ret on security_*, where BPF LSM decides nothing: the same
     // decisions from the same maps, before the action like BPF LSM.
     let mut fmod_ret_links = Vec::new();
+    let mut relocated = fmod_ret::Relocated::default();
     if let (Some(lsm_why), true) = (lsm.unavailable.clone(), want_exec || want_file) {
         let tried = match disabled("fmod_ret") {
             Some(why) => Err(why),
-            None => fmod_ret::probe(bpf, object, btf, &fmod_ret::exec_file(want_exec, want_file)),
+            None => fmod_ret::probe(
+                bpf,
+                object,
+                btf,
+                &fmod_ret::exec_file(want_exec, want_file),
+                &mut relocated,
+            ),
         };
         match tried {
             Ok(links) => {
@@ -120,7 +127,7 @@ pub(super) fn select(
         let tried = match disabled("names") {
             Some(why) => Err(why),
             None if lsm.fmod_ret => {
-                fmod_ret::probe(bpf, object, btf, &fmod_ret::names()).map(|links| {
+                fmod_ret::probe(bpf, object, btf, &fmod_ret::names(), &mut relocated).map(|links| {
                     fmod_ret_links.extend(links);
                 })
             }
@@ -140,8 +147,10 @@ pub(super) fn select(
     if lsm.exec || lsm.file {
         let tried = match disabled("packet") {
             Some(why) => Err(why),
-            None if lsm.fmod_ret => fmod_ret::probe(bpf, object, btf, &fmod_ret::socket())
-                .map(|links| fmod_ret_links.extend(links)),
+            None if lsm.fmod_ret => {
+                fmod_ret::probe(bpf, object, btf, &fmod_ret::socket(), &mut relocated)
+                    .map(|links| fmod_ret_links.extend(links))
+            }
             None => lsm::attach_socket(bpf, btf).map(|link| lsm_links.push(("lsm-socket", link))),
         };
         match tried {
