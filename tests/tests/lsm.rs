@@ -1141,17 +1141,29 @@ fn open_denied(env: &TestEnv, agent: &mut Scripted, path: &str) {
     assert_eq!(e["rule_id"], "default-deny", "{e}");
 }
 
-/// The decision cache under BPF LSM and fmod_ret: a repeat is decided from
-/// it (`cache_hits` moves), and a rename of the file's directory to a
-/// denied place, by the agent and by an outsider, makes the next open a
-/// walk again: denied with EPERM and recorded. The epoch moves on at
-/// `fexit` of `vfs_rename` (`cache_epoch.rs`).
+/// Unmounts what the test bind-mounted, on every path out of it.
+struct BindMount(String);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The decision cache under BPF LSM and fmod_ret, from one agent process:
+/// a repeat is decided from it (`cache_hits` moves), and every other way
+/// to put a cached file at a denied path makes the next open a walk again,
+/// denied with EPERM and recorded: its directory renamed by the agent and
+/// by an outsider (the epoch moves on at `fexit` of `vfs_rename`,
+/// `cache_epoch.rs`), a hard link (a file with two names is never decided
+/// from the cache), a bind mount. One test, so the guest boots start one
+/// daemon for all of it.
 #[test]
-fn cached_opens_are_decided_afresh_after_a_directory_rename() {
-    if !in_vm("lsm_cache_rename") {
+fn cached_opens_are_decided_afresh_after_a_rename_a_hard_link_or_a_bind_mount() {
+    if !in_vm("lsm_cache") {
         return;
     }
-    let (env, f) = cache_env("lsmcache-rename", "cache-agent");
+    let (env, f) = cache_env("lsmcache", "cache-agent");
     let text = env.ok(&["status"]);
     assert!(
         text.contains("fexit of vfs_rename"),
@@ -1185,33 +1197,9 @@ fn cached_opens_are_decided_afresh_after_a_directory_rename() {
     // Moved back: readable again, and cached again (nothing is stuck).
     std::fs::rename(&moved, f.path("public/by-outsider")).unwrap();
     read_cached(&env, &mut agent, &theirs, "THEIRS");
-    drop(agent);
-    assert!(env.ok(&["log", "verify"]).contains("intact"));
-}
 
-/// Unmounts what the test bind-mounted, on every path out of it.
-struct BindMount(String);
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// A hard link and a bind mount put a cached file at a denied path: the
-/// open through either is denied with EPERM and recorded, and a file with
-/// two names is never decided from the cache.
-#[test]
-fn cached_file_at_a_denied_path_by_hard_link_or_bind_mount_is_refused() {
-    if !in_vm("lsm_cache_link_bind") {
-        return;
-    }
-    let (env, f) = cache_env("lsmcache-linkbind", "alias-agent");
+    // A hard link at a denied path.
     let linked = f.write("public/h.txt", "LINKED");
-    std::fs::create_dir_all(f.path("public/dir")).unwrap();
-    let bound = f.write("public/dir/b.txt", "BOUND");
-    let mut agent = Scripted::start(&env, "alias-agent");
-
     read_cached(&env, &mut agent, &linked, "LINKED");
     let link = f.path("other/h-link.txt");
     std::fs::hard_link(&linked, &link).unwrap();
@@ -1229,6 +1217,8 @@ fn cached_file_at_a_denied_path_by_hard_link_or_bind_mount_is_refused() {
     open_denied(&env, &mut agent, &link);
 
     // The directory, and so the same inode, mounted where reads are denied.
+    std::fs::create_dir_all(f.path("public/dir")).unwrap();
+    let bound = f.write("public/dir/b.txt", "BOUND");
     read_cached(&env, &mut agent, &bound, "BOUND");
     let at = f.path("other/mnt");
     std::fs::create_dir_all(&at).unwrap();
@@ -1239,6 +1229,8 @@ fn cached_file_at_a_denied_path_by_hard_link_or_bind_mount_is_refused() {
     assert!(status.success(), "mount --bind");
     let _mounted = BindMount(at.clone());
     open_denied(&env, &mut agent, &format!("{at}/b.txt"));
+    drop(agent);
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
 }
 
 /// The decision entries and summed summary counts of `target`'s `action`.
