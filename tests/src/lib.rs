@@ -660,3 +660,78 @@ pub fn synthetic_entry(i: u64, base_ns: i64) -> warden::evidence::NewEntry {
         details,
     }
 }
+
+/// One agent process (`warden-probe script` under `warden run`) that takes
+/// its steps from the test (decision_cache.rs, lsm.rs).
+pub struct Scripted {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Scripted {
+    pub fn start(env: &TestEnv, agent: &str) -> Self {
+        use std::process::Stdio;
+        let mut child = env
+            .warden()
+            .args(["run", "--agent", agent, "--"])
+            .arg(probe_bin())
+            .arg("script")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warden run ... warden-probe script");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin: Some(stdin),
+            stdout,
+        }
+    }
+
+    /// Sends one step; its answer, or `None` if the process ended first.
+    pub fn step(&mut self, line: &str) -> Option<String> {
+        use std::io::{BufRead, Write};
+        let stdin = self.stdin.as_mut()?;
+        if writeln!(stdin, "{line}").is_err() {
+            return None;
+        }
+        let _ = stdin.flush();
+        let mut answer = String::new();
+        match self.stdout.read_line(&mut answer) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(answer.trim_end().to_string()),
+        }
+    }
+
+    /// Waits for the process; true if SIGKILL ended it (how the fallback
+    /// refuses an open).
+    pub fn killed(mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for the scripted agent");
+        status.signal() == Some(libc::SIGKILL)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        // Only our own child, and only if it still runs.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The kernel's count of opens decided from the decision cache
+/// (`kernel.cache_hits` in `warden status --json`).
+pub fn cache_hits(env: &TestEnv) -> u64 {
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status --json");
+    status["kernel"]["cache_hits"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no kernel.cache_hits in status: {status}"))
+}

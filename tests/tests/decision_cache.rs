@@ -13,87 +13,13 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    os::unix::process::ExitStatusExt,
-    process::{Child, ChildStdin, ChildStdout, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use warden_tests::{can_run, probe_bin, Files, TestEnv, RUNTIME_FILES};
+use warden_tests::{cache_hits, can_run, Files, Scripted, TestEnv, RUNTIME_FILES};
 
 /// Opens per "read" step: enough repeats that most are cache hits.
 const REPEATS: u64 = 200;
-
-/// One agent process (`warden-probe script` under `warden run`) that takes
-/// its steps from the test.
-struct Scripted {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Scripted {
-    fn start(env: &TestEnv, agent: &str) -> Self {
-        let mut child = env
-            .warden()
-            .args(["run", "--agent", agent, "--"])
-            .arg(probe_bin())
-            .arg("script")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self {
-            child,
-            stdin: Some(stdin),
-            stdout,
-        }
-    }
-
-    /// Sends one step; its answer, or `None` if the process ended first.
-    fn step(&mut self, line: &str) -> Option<String> {
-        let stdin = self.stdin.as_mut()?;
-        if writeln!(stdin, "{line}").is_err() {
-            return None;
-        }
-        let _ = stdin.flush();
-        let mut answer = String::new();
-        match self.stdout.read_line(&mut answer) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(answer.trim_end().to_string()),
-        }
-    }
-
-    /// Waits for the process; true if SIGKILL ended it (how the fallback
-    /// refuses an open).
-    fn killed(mut self) -> bool {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        status.signal() == Some(libc::SIGKILL)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        // Only our own child, and only if it still runs.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn cache_hits(env: &TestEnv) -> u64 {
-    let status: Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
-    status["kernel"]["cache_hits"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no kernel.cache_hits in status: {status}"))
-}
 
 /// Reads `path` REPEATS times in the scripted process, and checks that the
 /// cache decided some of them (the kernel's counter moved).

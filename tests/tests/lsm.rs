@@ -29,7 +29,8 @@ use std::{
 
 use serde_json::Value;
 use warden_tests::{
-    approvals, probe_path, state_of, stdout, wait_until, Files, Listener, TestEnv, RUNTIME_FILES,
+    approvals, cache_hits, probe_path, state_of, stdout, wait_until, Files, Listener, Scripted,
+    TestEnv, RUNTIME_FILES,
 };
 
 /// Whether this guest boot is the fmod_ret one (`bpf` left out of `lsm=`,
@@ -1068,4 +1069,233 @@ rules:
         .filter(|e| e["kind"] == "decision" && e["details"]["family"] == 17)
         .count();
     assert_eq!(packets, 2, "only the agent's two attempts are recorded");
+}
+
+/// Opens per cached read step: enough repeats that most are cache hits.
+const REPEATS: u64 = 200;
+
+/// The decision cache's policy: `public/` readable, everything below the
+/// test's root writable (renames are writes), the probe executable.
+fn cache_policy(f: &Files) -> String {
+    format!(
+        "version: 1
+rules:{RUNTIME_FILES}
+  - id: read-public
+    file: {{ prefix: {public}/, access: [read] }}
+    decision: allow
+  - id: write-anywhere-here
+    file: {{ prefix: {root}/, access: [write] }}
+    decision: allow
+  - id: probe
+    exec: {{ path: {probe} }}
+    decision: allow
+",
+        public = f.path("public"),
+        root = f.path("").trim_end_matches('/'),
+        probe = probe_path(),
+    )
+}
+
+fn cache_env(name: &str, agent: &str) -> (TestEnv, Files) {
+    let mut env = TestEnv::new(name);
+    let f = Files::new(&env);
+    env.write_policy("cache.yaml", &cache_policy(&f));
+    // Summaries every second, so the counted repeats show up quickly.
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "1")]);
+    env.add_agent(agent, "cache.yaml");
+    (env, f)
+}
+
+/// Reads `path` REPEATS times in the scripted process, and checks that the
+/// open hook decided some of them from the cache (the kernel's counter
+/// moved).
+fn read_cached(env: &TestEnv, agent: &mut Scripted, path: &str, content: &str) {
+    let before = cache_hits(env);
+    assert_eq!(
+        agent.step(&format!("read {path} {REPEATS}")).as_deref(),
+        Some(format!("ok {REPEATS} {content}").as_str()),
+        "allowed reads of {path}"
+    );
+    let hits = cache_hits(env) - before;
+    assert!(
+        hits >= REPEATS / 2,
+        "{REPEATS} reads of {path} by one process: only {hits} decided from the cache"
+    );
+}
+
+/// The next open of `path` fails with EPERM (the process lives on) and is
+/// recorded as a denial by the open hook, by default.
+fn open_denied(env: &TestEnv, agent: &mut Scripted, path: &str) {
+    assert_eq!(
+        agent.step(&format!("read {path} 1")),
+        Some(format!("errno={}", libc::EPERM)),
+        "open of {path}"
+    );
+    let e = env.wait_for_evidence(&format!("denied open of {path}"), |e| {
+        e["kind"] == "decision"
+            && e["action"] == "open"
+            && e["target"] == path
+            && e["decision"] == "deny"
+    });
+    assert_eq!(e["method"], deny_method(), "{e}");
+    assert_eq!(e["rule_id"], "default-deny", "{e}");
+}
+
+/// Unmounts what the test bind-mounted, on every path out of it.
+struct BindMount(String);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The decision cache under BPF LSM and fmod_ret, from one agent process:
+/// a repeat is decided from it (`cache_hits` moves), and every other way
+/// to put a cached file at a denied path makes the next open a walk again,
+/// denied with EPERM and recorded: its directory renamed by the agent and
+/// by an outsider (the epoch moves on at `fexit` of `vfs_rename`,
+/// `cache_epoch.rs`), a hard link (a file with two names is never decided
+/// from the cache), a bind mount. One test, so the guest boots start one
+/// daemon for all of it.
+#[test]
+fn cached_opens_are_decided_afresh_after_a_rename_a_hard_link_or_a_bind_mount() {
+    if !in_vm("lsm_cache") {
+        return;
+    }
+    let (env, f) = cache_env("lsmcache", "cache-agent");
+    let text = env.ok(&["status"]);
+    assert!(
+        text.contains("fexit of vfs_rename"),
+        "the status names the cache's epoch programs: {text}"
+    );
+    std::fs::create_dir_all(f.path("public/by-agent")).unwrap();
+    std::fs::create_dir_all(f.path("public/by-outsider")).unwrap();
+    let mine = f.write("public/by-agent/f.txt", "MINE");
+    let theirs = f.write("public/by-outsider/f.txt", "THEIRS");
+    let mut agent = Scripted::start(&env, "cache-agent");
+
+    // The agent moves its own directory (a write, allowed), then opens the
+    // file under the new, unreadable name.
+    read_cached(&env, &mut agent, &mine, "MINE");
+    let moved = f.path("other/by-agent");
+    assert_eq!(
+        agent
+            .step(&format!("rename {} {moved}", f.path("public/by-agent")))
+            .as_deref(),
+        Some("ok")
+    );
+    open_denied(&env, &mut agent, &format!("{moved}/f.txt"));
+
+    // Someone outside the agent moves the directory under the same
+    // process's cached allow.
+    read_cached(&env, &mut agent, &theirs, "THEIRS");
+    let moved = f.path("other/by-outsider");
+    std::fs::rename(f.path("public/by-outsider"), &moved).unwrap();
+    open_denied(&env, &mut agent, &format!("{moved}/f.txt"));
+
+    // Moved back: readable again, and cached again (nothing is stuck).
+    std::fs::rename(&moved, f.path("public/by-outsider")).unwrap();
+    read_cached(&env, &mut agent, &theirs, "THEIRS");
+
+    // A hard link at a denied path.
+    let linked = f.write("public/h.txt", "LINKED");
+    read_cached(&env, &mut agent, &linked, "LINKED");
+    let link = f.path("other/h-link.txt");
+    std::fs::hard_link(&linked, &link).unwrap();
+    // Still allowed through its allowed name, but walked every time.
+    let before = cache_hits(&env);
+    assert_eq!(
+        agent.step(&format!("read {linked} {REPEATS}")).as_deref(),
+        Some(format!("ok {REPEATS} LINKED").as_str())
+    );
+    assert_eq!(
+        cache_hits(&env),
+        before,
+        "a file with two names was decided from the cache"
+    );
+    open_denied(&env, &mut agent, &link);
+
+    // The directory, and so the same inode, mounted where reads are denied.
+    std::fs::create_dir_all(f.path("public/dir")).unwrap();
+    let bound = f.write("public/dir/b.txt", "BOUND");
+    read_cached(&env, &mut agent, &bound, "BOUND");
+    let at = f.path("other/mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let status = Command::new("mount")
+        .args(["--bind", &f.path("public/dir"), &at])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind");
+    let _mounted = BindMount(at.clone());
+    open_denied(&env, &mut agent, &format!("{at}/b.txt"));
+    drop(agent);
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+}
+
+/// The decision entries and summed summary counts of `target`'s `action`.
+fn firsts_and_counted(env: &TestEnv, action: &str, target: &str) -> (Vec<Value>, u64, u64) {
+    let entries: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["action"] == action && e["target"] == target)
+        .collect();
+    let firsts = entries.iter().filter(|e| e["kind"] == "decision").count() as u64;
+    let counted = entries
+        .iter()
+        .filter(|e| e["kind"] == "summary")
+        .map(|e| e["details"]["count"].as_u64().unwrap())
+        .sum();
+    (entries, firsts, counted)
+}
+
+/// Repeated identical EPERM denials of an open and of an exec by one
+/// process: each refused every time, recorded as its first decision and
+/// then counted in summaries (`evidence: { denied: first-then-count }`, the
+/// default), which add up to every attempt.
+#[test]
+fn repeated_open_and_exec_denials_are_a_first_and_a_counted_summary() {
+    if !in_vm("lsm_repeated_denials") {
+        return;
+    }
+    const TRIES: u64 = 30;
+    let (env, f) = cache_env("lsmdenials", "deny-agent");
+    let secret = f.write("secret.txt", "SECRET");
+    let bin = "/usr/bin/mkdir";
+    let mut agent = Scripted::start(&env, "deny-agent");
+    for _ in 0..TRIES {
+        assert_eq!(
+            agent.step(&format!("read {secret} 1")),
+            Some(format!("errno={}", libc::EPERM))
+        );
+        assert_eq!(
+            agent.step(&format!("exec {bin}")),
+            Some(format!("errno={}", libc::EPERM))
+        );
+    }
+    drop(agent);
+    for (action, target) in [("open", secret.as_str()), ("exec", bin)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (entries, firsts, counted) = firsts_and_counted(&env, action, target);
+            if firsts + counted == TRIES {
+                for e in &entries {
+                    assert_eq!(e["decision"], "deny", "{e}");
+                    assert_eq!(e["rule_id"], "default-deny", "{e}");
+                }
+                let first = entries.iter().find(|e| e["kind"] == "decision").unwrap();
+                assert_eq!(first["method"], deny_method(), "{first}");
+                // Repeats were counted, not recorded one by one (a sweep
+                // makes the next a new first: a few, not TRIES).
+                assert!(counted > 0 && firsts < TRIES / 2, "{entries:#?}");
+                break;
+            }
+            assert!(
+                firsts + counted < TRIES && std::time::Instant::now() < deadline,
+                "{action} {target}: {firsts} firsts + {counted} counted != {TRIES}: {entries:#?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
 }

@@ -297,11 +297,14 @@ fn route(
             }
             _ => {
                 // The decisions the kernel counts repeats of: plain allows,
-                // and denials refused by a cgroup hook (no kill).
+                // and denials refused without a kill (a cgroup hook; BPF
+                // LSM and fmod_ret execs and opens).
                 if matches!(
                     ev.method,
                     warden_common::Method::Allow
                         | warden_common::Method::CgroupDeny
+                        | warden_common::Method::LsmDeny
+                        | warden_common::Method::FmodRetDeny
                         | warden_common::Method::Shadow
                 ) {
                     firsts.push((RepeatKey::of_event(&ev), entry.clone()));

@@ -87,19 +87,31 @@ pub fn names() -> Vec<Wanted> {
         .collect()
 }
 
+/// The object parsed and relocated against the loaded maps, made by the
+/// first `probe` of a load and reused by the others (exec and opens,
+/// names, packet sockets), so the object is parsed and relocated once per
+/// daemon start, not once per step.
+#[derive(Default)]
+pub struct Relocated(Option<Object>);
+
 /// Loads and attaches the `wanted` fmod_ret programs. On any failure
 /// nothing stays attached (the links are dropped) and the reason names the
 /// program and the kernel's error (with the verifier's last lines).
+/// `relocated` is the object shared by the probes of one load.
 pub fn probe(
     bpf: &Ebpf,
     object: &[u8],
     btf: &Btf,
     wanted: &[Wanted],
+    relocated: &mut Relocated,
 ) -> Result<Vec<FmodRetLink>, String> {
     if wanted.is_empty() {
         return Err("neither exec nor file opens asked for".into());
     }
-    let mut obj = relocated(bpf, object)?;
+    let obj = match &mut relocated.0 {
+        Some(obj) => obj,
+        None => relocated.0.insert(relocate(bpf, object)?),
+    };
     let mut links = Vec::new();
     for &(name, function, pin) in wanted {
         let prog = obj
@@ -121,7 +133,7 @@ pub fn probe(
 
 /// The object with its map references pointing at `bpf`'s maps and its
 /// calls linked, as aya does for its own programs.
-fn relocated(bpf: &Ebpf, object: &[u8]) -> Result<Object, String> {
+fn relocate(bpf: &Ebpf, object: &[u8]) -> Result<Object, String> {
     let mut obj = Object::parse(object).map_err(|e| format!("parse the eBPF object: {e}"))?;
     let mut fds = Vec::new();
     for (name, map) in bpf.maps() {

@@ -157,6 +157,8 @@ impl Kernel {
             lsm_links,
             fmod_ret_links,
             hold_stop_link,
+            cache_epoch_links,
+            cache_unavailable,
             exec_link,
             exec_unavailable,
             fault_guard_loaded,
@@ -180,6 +182,7 @@ impl Kernel {
             lsm,
             escape_unavailable: None,
             path_ops_unavailable,
+            cache_unavailable: cache_unavailable.clone(),
         };
         for (name, link) in lsm_links {
             // Kept attached by the pin, like the exec link below.
@@ -199,6 +202,9 @@ impl Kernel {
         if let Some(link) = hold_stop_link {
             drop(kernel.pin_link(link, "hold-stop")?);
         }
+        for (name, link) in cache_epoch_links {
+            drop(kernel.pin_link(link, name)?);
+        }
         if let Some(link) = exec_link {
             let pinned = kernel.pin_link(link, "exec")?;
             // Owned by `owned`; the pin keeps it attached for the daemon's life
@@ -210,7 +216,13 @@ impl Kernel {
             kernel.escape_unavailable = Some(why);
         }
         kernel.adopt_installed()?;
-        kernel.set_decision_cache_ttl(cache_ttl_ns)?;
+        // Where BPF LSM or fmod_ret decides opens and the epoch programs
+        // are not attached, renames would go unseen: no cache.
+        kernel.set_decision_cache_ttl(if cache_unavailable.is_some() {
+            0
+        } else {
+            cache_ttl_ns
+        })?;
         Ok(kernel)
     }
 

@@ -51,6 +51,13 @@ pub(super) struct Selected {
     pub fmod_ret_links: Vec<fmod_ret::FmodRetLink>,
     /// The fexit that stops held network actions (`hold_stop`), to pin.
     pub hold_stop_link: Option<FdLink>,
+    /// The fexit programs that move the decision cache's epoch on after
+    /// renames and mount changes (where BPF LSM or fmod_ret decides opens),
+    /// with their pin names.
+    pub cache_epoch_links: Vec<(&'static str, FdLink)>,
+    /// Why the decision cache is off where BPF LSM or fmod_ret decides
+    /// opens (`None` elsewhere, or when it is on).
+    pub cache_unavailable: Option<String>,
     /// The attached `sched_process_exec` link (the exec fallback), to pin.
     pub exec_link: Option<FdLink>,
     pub exec_unavailable: Option<String>,
@@ -80,10 +87,17 @@ pub(super) fn select(
     // Then fmod_ret on security_*, where BPF LSM decides nothing: the same
     // decisions from the same maps, before the action like BPF LSM.
     let mut fmod_ret_links = Vec::new();
+    let mut relocated = fmod_ret::Relocated::default();
     if let (Some(lsm_why), true) = (lsm.unavailable.clone(), want_exec || want_file) {
         let tried = match disabled("fmod_ret") {
             Some(why) => Err(why),
-            None => fmod_ret::probe(bpf, object, btf, &fmod_ret::exec_file(want_exec, want_file)),
+            None => fmod_ret::probe(
+                bpf,
+                object,
+                btf,
+                &fmod_ret::exec_file(want_exec, want_file),
+                &mut relocated,
+            ),
         };
         match tried {
             Ok(links) => {
@@ -113,7 +127,7 @@ pub(super) fn select(
         let tried = match disabled("names") {
             Some(why) => Err(why),
             None if lsm.fmod_ret => {
-                fmod_ret::probe(bpf, object, btf, &fmod_ret::names()).map(|links| {
+                fmod_ret::probe(bpf, object, btf, &fmod_ret::names(), &mut relocated).map(|links| {
                     fmod_ret_links.extend(links);
                 })
             }
@@ -133,8 +147,10 @@ pub(super) fn select(
     if lsm.exec || lsm.file {
         let tried = match disabled("packet") {
             Some(why) => Err(why),
-            None if lsm.fmod_ret => fmod_ret::probe(bpf, object, btf, &fmod_ret::socket())
-                .map(|links| fmod_ret_links.extend(links)),
+            None if lsm.fmod_ret => {
+                fmod_ret::probe(bpf, object, btf, &fmod_ret::socket(), &mut relocated)
+                    .map(|links| fmod_ret_links.extend(links))
+            }
             None => lsm::attach_socket(bpf, btf).map(|link| lsm_links.push(("lsm-socket", link))),
         };
         match tried {
@@ -159,6 +175,21 @@ pub(super) fn select(
             Err(why) => {
                 tracing::warn!(reason = %why, "held network actions are stopped by sys_exit");
                 lsm.net_holds_unavailable = Some(why);
+            }
+        }
+    }
+
+    // The decision cache of opens where BPF LSM or fmod_ret decides them:
+    // fexit after renames and mount changes moves its epoch on (there is
+    // no sys_exit to do it). Without them the cache is off (`load`).
+    let mut cache_epoch_links = Vec::new();
+    let mut cache_unavailable = None;
+    if lsm.file {
+        match disabled("cache").map_or_else(|| cache_epoch(bpf, btf), Err) {
+            Ok(links) => cache_epoch_links = links,
+            Err(why) => {
+                tracing::warn!(reason = %why, "the decision cache of opens is off");
+                cache_unavailable = Some(why);
             }
         }
     }
@@ -243,6 +274,8 @@ pub(super) fn select(
         lsm_links,
         fmod_ret_links,
         hold_stop_link,
+        cache_epoch_links,
+        cache_unavailable,
         exec_link,
         exec_unavailable,
         fault_guard_loaded,
@@ -268,6 +301,29 @@ fn hold_stop(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
         .take_link(id)
         .map_err(|e| format!("take fexit/{function} link: {e}"))?;
     Ok(FdLink::from(link))
+}
+
+/// Loads and attaches the `fexit` programs of `names::CACHE_EPOCH_PROGRAMS`
+/// (`ebpf/programs/src/cache_epoch.rs`), all or none: the links to pin, or
+/// why not (nothing stays attached).
+fn cache_epoch(bpf: &mut Ebpf, btf: &Btf) -> Result<Vec<(&'static str, FdLink)>, String> {
+    let mut links = Vec::new();
+    for (name, function, pin) in names::CACHE_EPOCH_PROGRAMS {
+        let prog: &mut FExit = bpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| format!("the eBPF object has no fexit program {name}"))?;
+        prog.load(function, btf)
+            .map_err(|e| format!("load fexit/{function}: {}", crate::error_chain(&e)))?;
+        let id = prog
+            .attach()
+            .map_err(|e| format!("attach fexit/{function}: {}", crate::error_chain(&e)))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| format!("take fexit/{function} link: {e}"))?;
+        links.push((pin, FdLink::from(link)));
+    }
+    Ok(links)
 }
 
 impl Kernel {
@@ -364,6 +420,14 @@ impl Kernel {
                         "tp_btf/sys_exit after open (fallback, no BPF LSM), deny = SIGKILL before the fd is used (detect-and-kill; O_TRUNC/O_CREAT side effects happen first); hold = the process stops before the fd reaches it (ptrace-seized), approval continues it, rejection kills it"
                     },
                 ),
+            },
+            Mechanism {
+                action: "decision cache of allowed file opens".into(),
+                mechanism: match &self.cache_unavailable {
+                    Some(why) => format!("off ({why}): every open is walked"),
+                    None if self.lsm().file => "in the open hook; its epoch moves on at fexit of vfs_rename, path_mount, path_umount, do_move_mount and pivot_root (WARDEN_DECISION_CACHE_MS bounds an entry's age)".into(),
+                    None => "in tp_btf/sys_exit; its epoch moves on at the exit of every successful rename, mount, umount, move_mount and pivot_root syscall (WARDEN_DECISION_CACHE_MS bounds an entry's age)".into(),
+                },
             },
             Mechanism {
                 action: "leaving the agent (a process in a cgroup outside the agent's subtree)".into(),

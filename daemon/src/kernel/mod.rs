@@ -190,6 +190,9 @@ pub struct Kernel {
     /// Why operations on one name are not decided on the fallback, if
     /// they are not (`load.rs`, `warden_path_ops`).
     path_ops_unavailable: Option<String>,
+    /// Why the decision cache of opens is off where BPF LSM or fmod_ret
+    /// decides them (its epoch programs did not attach).
+    cache_unavailable: Option<String>,
     /// The evidence cap holds: every agent installed gets
     /// `agent_flags::COUNT_ALL` (`set_count_all`).
     count_all: bool,

@@ -1,4 +1,5 @@
-//! The fallback's decision cache (`DECISION_CACHE`): an allowed open of a
+//! The decision cache of opens (`DECISION_CACHE`; the fallback's
+//! `sys_exit` and the BPF LSM / `fmod_ret` open hooks): an allowed open of a
 //! file identity, remembered so that a repeat whose record would only be
 //! counted (`SUMMARIES`) skips the path walk and the rule lookup.
 //!
@@ -12,7 +13,10 @@
 //! - the global epoch (`DECISION_CACHE_CONF[EPOCH]`): bumped by `sys_exit`
 //!   after every successful rename, mount change or `pivot_root` of any
 //!   process, and by the daemon at every policy install and `sys_exit`
-//!   attach; so a directory renamed above the file invalidates every entry;
+//!   attach; where BPF LSM or `fmod_ret` decides opens, by `fexit` programs
+//!   at the return of `vfs_rename`, `path_mount`, `path_umount`,
+//!   `do_move_mount` and `pivot_root` (`names::CACHE_EPOCH_PROGRAMS`); so a
+//!   directory renamed above the file invalidates every entry;
 //! - its age: at most `DECISION_CACHE_CONF[TTL_NS]` (0: cache off), for
 //!   what `sys_exit` cannot see (`io_uring` renames, remote file systems).
 

@@ -172,6 +172,29 @@ pub const NAME_HOOKS: [NameHook; 10] = [
 /// trampolines work): `fexit` after the cgroup sock_addr programs run.
 pub const PROG_HOLD_STOP: &str = "warden_hold_stop";
 pub const HOLD_STOP_FN: &str = "__cgroup_bpf_run_filter_sock_addr";
+/// The decision cache's epoch where BPF LSM or fmod_ret decides opens:
+/// (program, kernel function it runs after, pin name). See
+/// `ebpf/programs/src/cache_epoch.rs`.
+pub const CACHE_EPOCH_PROGRAMS: [(&str, &str, &str); 6] = [
+    ("warden_epoch_rename", "vfs_rename", "epoch-rename"),
+    ("warden_epoch_mount", "path_mount", "epoch-mount"),
+    ("warden_epoch_umount", "path_umount", "epoch-umount"),
+    (
+        "warden_epoch_move_mount",
+        "do_move_mount",
+        "epoch-move-mount",
+    ),
+    (
+        "warden_epoch_pivot_root",
+        "__x64_sys_pivot_root",
+        "epoch-pivot-root",
+    ),
+    (
+        "warden_epoch_pivot_root_ia32",
+        "__ia32_sys_pivot_root",
+        "epoch-pivot-root-ia32",
+    ),
+];
 
 /// Hash of `Parked` records by thread id: events the full ring buffer
 /// could not take, whose threads wait stopped until the daemon drains them.

@@ -362,6 +362,25 @@ pub fn denial_key(
     ))
 }
 
+/// `denial_key` for a refusal of an exec or open without a kill (BPF LSM,
+/// `fmod_ret`: EPERM): the file's identity (`dev`, `ino`) is in the key,
+/// as in an allowed open's (`summary_key`).
+#[inline(always)]
+pub fn file_denial_key(
+    agent: &AgentInfo,
+    decision: Decision,
+    kind: EventKind,
+    rule_idx: u32,
+    access: u32,
+    dev: u32,
+    ino: u64,
+) -> Option<SummaryKey> {
+    let mut key = denial_key(agent, decision, kind, rule_idx, access, [0; 16])?;
+    key.dev = dev;
+    key.ino = ino;
+    Some(key)
+}
+
 /// Marks a key counted under the evidence cap: its first is counted too.
 #[inline(always)]
 fn count_all(mut key: SummaryKey) -> SummaryKey {

@@ -36,11 +36,13 @@ use crate::{
     agent::governing_agent,
     counters::{count, count_agent},
     events::{
-        counted_repeat, fill_exec, fill_open, first_recorded, submit_flags, summary_key, unrecorded,
+        counted_repeat, file_denial_key, fill_exec, fill_open, first_recorded, submit_flags,
+        summary_key, unrecorded,
     },
+    fallback::cache,
     judge::{exec, file},
     maps::{EVENTS, GRANTS},
-    path::{self, off},
+    path::{self, cache_state, off},
 };
 
 const ALLOW: i32 = 0;
@@ -72,16 +74,28 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
     let j = exec::judge(s, cgroup_id, &agent, bprm);
     let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
     let c = &j.carry;
-    let repeat = summary_key(
-        &agent,
-        j.decision,
-        EventKind::Exec,
-        j.rule_idx,
-        0,
-        c.dev,
-        c.ino,
-        [0; 16],
-    );
+    let repeat = match j.decision {
+        Decision::Deny => file_denial_key(
+            &agent,
+            j.decision,
+            EventKind::Exec,
+            j.rule_idx,
+            0,
+            c.dev,
+            c.ino,
+        ),
+        _ => summary_key(
+            &agent,
+            j.decision,
+            EventKind::Exec,
+            j.rule_idx,
+            0,
+            c.dev,
+            c.ino,
+            [0; 16],
+        ),
+    };
+    count_agent(agent.agent_id, agent_counter::DECISIONS);
     let mut entry = match reserve::<ExecEvent>(&agent, EventKind::Exec, j.decision, record, &repeat)
     {
         Ok(entry) => entry,
@@ -99,8 +113,9 @@ pub(crate) fn decide_exec(bprm: u64, previous: i32, deny: Method) -> i32 {
 /// No action without a record: reserves the event before anything is
 /// allowed. Without room, the action is refused, or allowed and counted
 /// where the agent's policy says so (`Err`: what the hook returns). A
-/// repeat of an allowed action already recorded is counted instead
-/// (`repeat`, see `events::counted_repeat`) and allowed.
+/// repeat of an action already recorded is counted instead (`repeat`, see
+/// `events::counted_repeat`): allowed, or refused if it is a denial's
+/// (`file_denial_key`). The caller has counted the decision.
 #[inline(always)]
 fn reserve<T>(
     agent: &AgentInfo,
@@ -109,8 +124,11 @@ fn reserve<T>(
     record: bool,
     repeat: &Option<SummaryKey>,
 ) -> Result<RingBufEntry<T>, i32> {
-    count_agent(agent.agent_id, agent_counter::DECISIONS);
     if counted_repeat(repeat) {
+        if judged == Decision::Deny && !record {
+            count(counter::DENIED);
+            return Err(DENY);
+        }
         count(counter::ALLOWED);
         return Err(ALLOW);
     }
@@ -257,6 +275,36 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
         // A pipe or socket reopened through /dev/fd/N: not a file.
         return ALLOW;
     }
+    // A repeat of an allow the decision cache still vouches for, whose
+    // record would only be counted: counted without the walk, as on the
+    // fallback (`fallback/file.rs`). The epoch moves on after renames and
+    // mount changes (`cache_epoch.rs`).
+    let mut state = 0;
+    let mut epoch = 0;
+    if let Some(p) = cache::probe(&agent, file, requested) {
+        state = cache_state::ON;
+        epoch = p.epoch;
+        if p.hit != 0 {
+            count_agent(agent.agent_id, agent_counter::DECISIONS);
+            state |= cache_state::COUNTED;
+            let repeat = summary_key(
+                &agent,
+                Decision::Allow,
+                EventKind::Open,
+                p.hit - 1,
+                requested,
+                p.dev,
+                p.ino,
+                [0; 16],
+            );
+            if counted_repeat(&repeat) {
+                count(counter::ALLOWED);
+                count(counter::CACHE_HITS);
+                return ALLOW;
+            }
+            // The first of this key: walked and recorded in full.
+        }
+    }
     let Some(s) = path::scratch() else {
         count(counter::DENIED);
         return DENY;
@@ -266,19 +314,39 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
     } else {
         syscalls::LSM_HOOK
     };
+    // Verifier: kept out of registers across the walk (see `path::Carry`).
+    path::park_cache(s, epoch, state);
     let j = file::judge(s, cgroup_id, &agent, file, requested, hook, 0);
+    let (epoch, state) = path::unpark_cache(s);
+    if j.decision == Decision::Allow && state & cache_state::ON != 0 {
+        cache::remember(epoch, &agent, file, j.carry.access, j.rule_idx);
+    }
     let record = crate::judge::recorded(agent.flags, j.decision, j.rule_idx);
     let c = &j.carry;
-    let repeat = summary_key(
-        &agent,
-        j.decision,
-        EventKind::Open,
-        j.rule_idx,
-        c.access,
-        c.dev,
-        c.ino,
-        [0; 16],
-    );
+    let repeat = match j.decision {
+        Decision::Deny => file_denial_key(
+            &agent,
+            j.decision,
+            EventKind::Open,
+            j.rule_idx,
+            c.access,
+            c.dev,
+            c.ino,
+        ),
+        _ => summary_key(
+            &agent,
+            j.decision,
+            EventKind::Open,
+            j.rule_idx,
+            c.access,
+            c.dev,
+            c.ino,
+            [0; 16],
+        ),
+    };
+    if state & cache_state::COUNTED == 0 {
+        count_agent(agent.agent_id, agent_counter::DECISIONS);
+    }
     let mut entry = match reserve::<OpenEvent>(&agent, EventKind::Open, j.decision, record, &repeat)
     {
         Ok(entry) => entry,

@@ -20,6 +20,9 @@
 //! - `hold_stop`: `fexit` after the cgroup sock_addr programs, stops a
 //!   thread whose network action they held (instead of `sys_exit`, where
 //!   trampolines work).
+//! - `cache_epoch`: `fexit` on the kernel functions that rename and mount,
+//!   moving the decision cache's epoch on where `lsm`/`fmod_ret` decide
+//!   opens (no `sys_exit` there).
 //! - `fallback`: the tracepoints used instead of `lsm` elsewhere.
 //!   `fallback::exec`: `tp_btf/sched_process_exec`, a global tracepoint
 //!   filtered on agent cgroups first; denies by SIGKILL before the first
@@ -62,6 +65,7 @@
 )]
 
 mod agent;
+mod cache_epoch;
 mod cgroup_sock;
 mod counters;
 mod dns;

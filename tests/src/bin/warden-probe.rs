@@ -723,7 +723,8 @@ fn truncate(path: &str) -> io::Result<()> {
 /// `script`: one process that takes its steps from stdin, one per line,
 /// and answers each on stdout (a test changes the world between steps):
 /// `read PATH N` opens and reads PATH N times (`ok N CONTENT` or
-/// `errno=E`), `rename OLD NEW` (`ok` or `errno=E`); EOF ends it.
+/// `errno=E`), `rename OLD NEW` (`ok` or `errno=E`), `exec PATH` (a
+/// denied exec: `errno=E`); EOF ends it.
 fn script() -> ExitCode {
     use std::io::BufRead;
     let stdin = io::stdin();
@@ -749,7 +750,20 @@ fn script() -> ExitCode {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("errno={}", e.raw_os_error().unwrap_or(-1)),
             },
-            _ => "usage: read PATH N | rename OLD NEW".to_string(),
+            // Only for a binary the policy denies (BPF LSM: an error);
+            // an exec that succeeds replaces this process.
+            ["exec", path] => {
+                let path_c = cstring(path);
+                let argv = [path_c.as_ptr(), std::ptr::null()];
+                // SAFETY: NUL-terminated path and argv; returns only on
+                // failure.
+                unsafe { libc::execv(path_c.as_ptr(), argv.as_ptr()) };
+                format!(
+                    "errno={}",
+                    io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+                )
+            }
+            _ => "usage: read PATH N | rename OLD NEW | exec PATH".to_string(),
         };
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "{answer}");

@@ -192,6 +192,27 @@ pub fn note_path_change(regs: *const u8, ret: i64) {
     bump();
 }
 
+/// Moves the epoch on, from the `fexit` programs after a change of paths
+/// completed (`cache_epoch.rs`: BPF LSM and `fmod_ret` hosts, which have
+/// no `sys_exit` to see it). One atomic add for every process on the
+/// machine: no agent lookup first, an outsider's rename counts too.
+#[inline(always)]
+pub fn bump_epoch() {
+    let Some(ptr) = DECISION_CACHE_CONF.get_ptr_mut(decision_cache::EPOCH) else {
+        return;
+    };
+    // SAFETY: an aligned u64 in an array map value, valid for the run. The
+    // result is unused, so this is BPF_ATOMIC_ADD without fetch (any
+    // kernel with trampolines has it).
+    unsafe {
+        let _ = core::intrinsics::atomic_xadd::<
+            u64,
+            u64,
+            { core::intrinsics::AtomicOrdering::SeqCst },
+        >(ptr, 1);
+    }
+}
+
 /// Moves the epoch on. One compare-and-swap: if it fails, another CPU
 /// moved the epoch after this syscall's change took effect, which
 /// invalidates the same entries.
