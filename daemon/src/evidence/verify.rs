@@ -66,7 +66,7 @@ pub enum VerifyError {
     /// maintained total (`evidence_counted`) was changed outside Warden.
     #[error(
         "the log's maintained totals disagree with the chain: {stored_entries} entries and \
-         {stored_counted} counted repeats stored, {entries} and {counted} in the chain"
+         {stored_counted} counted repeats stored, {entries} and {counted} in the entries"
     )]
     Totals {
         stored_entries: u64,
@@ -506,14 +506,13 @@ pub fn verify_store_signed(
         anchor.verify_signature(key)?;
         checkpoint::verify_against_chain(anchor, report.head_seq, &hash_at)?;
     }
-    let stored = store.count_matching(&super::store::Filter::default())?;
-    let counted = store.recount_summarised()?;
-    if stored.entries != report.entries || stored.counted != counted {
+    let (stored, recounted) = store.totals_and_recount()?;
+    if stored != recounted {
         return Err(VerifyError::Totals {
             stored_entries: stored.entries,
             stored_counted: stored.counted,
-            entries: report.entries,
-            counted,
+            entries: recounted.entries,
+            counted: recounted.counted,
         });
     }
     Ok((report, signed))

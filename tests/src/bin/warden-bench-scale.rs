@@ -298,7 +298,7 @@ fn archive_only(n: u64) {
 /// `WARDEN_BENCH_SCALE_ONLY=cli`: the everyday verbs of issue #14 only, at
 /// 10k, 1M and `n` entries (no whole-chain export, shadow or verify):
 /// `log --count`, `log --limit 20`, `kill` and `revive` of a registered
-/// agent, `evidence export --since` of the last minute (about 6,000
+/// agent, `evidence export --from` of the last minute (about 6,000
 /// entries) with the daemon stopped; then, with a daemon started on the
 /// same database (its start-up timed, which includes `quick_check`),
 /// `status` and `run --agent A -- /usr/bin/true` (start to exit). Median
@@ -322,7 +322,7 @@ fn cli_only(n: u64) {
         "log --limit 20",
         "kill (registered agent)",
         "revive",
-        "evidence export --since (last 60 s)",
+        "evidence export --from (last 60 s)",
         "daemon start to socket (once)",
         "status (daemon running)",
         "run --agent A -- /usr/bin/true",
@@ -370,8 +370,8 @@ fn cli_only(n: u64) {
         let remove = || std::fs::remove_dir_all(&out).unwrap();
         times.push(timed(
             &env,
-            &s(&["evidence", "export", "--out", &out_s, "--since", &since]),
-            "export --since",
+            &s(&["evidence", "export", "--out", &out_s, "--from", &since]),
+            "export --from",
             &remove,
         ));
         let t = Instant::now();

@@ -502,20 +502,41 @@ impl EvidenceStore {
         })
     }
 
-    /// The repeats every `summary` entry counts, summed from the entries
-    /// themselves (through the kind index): what `log verify` checks the
-    /// maintained total of [`Self::count_matching`] against.
-    pub fn recount_summarised(&self) -> Result<u64, StoreError> {
-        let counted: f64 = self
+    /// [`Self::count_matching`]'s quick totals without a filter, and the
+    /// same figures counted from the entries themselves (`count(*)`, and
+    /// the summaries' counts through the kind index), read in one snapshot
+    /// so that a writer appending meanwhile cannot make them differ: what
+    /// `log verify` checks the quick totals against.
+    pub fn totals_and_recount(&self) -> Result<(Counted, Counted), StoreError> {
+        let read = || -> Result<(Counted, Counted), StoreError> {
+            let quick = self.count_matching(&Filter::default())?;
+            let (entries, counted): (i64, f64) = self
+                .conn
+                .query_row(
+                    "SELECT (SELECT count(*) FROM evidence), \
+                     (SELECT total(json_extract(details, '$.count')) FROM evidence \
+                     WHERE kind = 'summary')",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(self.sql("recount evidence"))?;
+            let full = Counted {
+                entries: entries.max(0) as u64,
+                counted: counted.max(0.0) as u64,
+            };
+            Ok((quick, full))
+        };
+        if !self.conn.is_autocommit() {
+            // Already inside the caller's transaction: one snapshot.
+            return read();
+        }
+        let tx = self
             .conn
-            .query_row(
-                "SELECT total(json_extract(details, '$.count')) FROM evidence \
-                 WHERE kind = 'summary'",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(self.sql("recount summarised repeats"))?;
-        Ok(counted.max(0.0) as u64)
+            .unchecked_transaction()
+            .map_err(self.sql("begin recount"))?;
+        let result = read();
+        tx.finish().map_err(self.sql("end recount"))?;
+        result
     }
 
     /// Every distinct `decision` in the log, found by skipping through the
