@@ -323,10 +323,10 @@ fn cli_only(n: u64) {
         "log --limit 20",
         "kill (registered agent)",
         "revive",
-        "evidence export --from (last 60 s)",
         "daemon start to socket (once)",
         "status (daemon running)",
         "run --agent A -- /usr/bin/true",
+        "evidence export --from (last 60 s), once",
     ];
     let mut columns: Vec<(u64, Vec<Duration>)> = Vec::new();
     let mut made = 0u64;
@@ -353,10 +353,19 @@ fn cli_only(n: u64) {
         let out = env.dir.path().join("bundle");
         let out_s = out.to_str().unwrap().to_string();
         let none = || {};
-        let mut times = vec![
-            timed(&env, &s(&["log", "--count"]), "log --count", &none),
-            timed(&env, &s(&["log", "--limit", "20"]), "log --limit 20", &none),
-        ];
+        // Each figure printed as soon as it is measured.
+        let mut times = Vec::new();
+        let mut note = |t: Duration| {
+            println!("    {:<40} {:>9} ms", names[times.len()], ms(t));
+            times.push(t);
+        };
+        note(timed(&env, &s(&["log", "--count"]), "log --count", &none));
+        note(timed(
+            &env,
+            &s(&["log", "--limit", "20"]),
+            "log --limit 20",
+            &none,
+        ));
         let (mut kills, mut revives) = (Vec::new(), Vec::new());
         for _ in 0..RUNS {
             let (k, _, ok) = run_once(&env, &s(&["kill", KILL_AGENT, "--reason", "bench"]));
@@ -366,34 +375,32 @@ fn cli_only(n: u64) {
             assert!(ok, "revive");
             revives.push(r);
         }
-        times.push(median(kills));
-        times.push(median(revives));
-        // Once: it writes the chain up to the window's end (see README).
-        let (export, export_rss, ok) = run_once(
-            &env,
-            &s(&["evidence", "export", "--out", &out_s, "--from", &since]),
-        );
-        assert!(ok, "export --from");
-        std::fs::remove_dir_all(&out).unwrap();
-        println!(
-            "    evidence export --from (last 60 s): peak RSS {} MiB",
-            export_rss / 1024
-        );
-        times.push(export);
+        note(median(kills));
+        note(median(revives));
         let t = Instant::now();
         env.start_daemon_quiet();
-        times.push(t.elapsed());
-        times.push(timed(&env, &s(&["status"]), "status", &none));
-        times.push(timed(
+        note(t.elapsed());
+        note(timed(&env, &s(&["status"]), "status", &none));
+        note(timed(
             &env,
             &s(&["run", "--agent", "bench-run", "--", "/usr/bin/true"]),
             "run",
             &none,
         ));
         env.stop_daemon();
-        for (name, t) in names.iter().zip(&times) {
-            println!("    {name:<40} {:>9} ms", ms(*t));
-        }
+        // Last and once: it writes the chain up to the window's end (see
+        // README), the longest step here.
+        let (export, export_rss, ok) = run_once(
+            &env,
+            &s(&["evidence", "export", "--out", &out_s, "--from", &since]),
+        );
+        assert!(ok, "export --from");
+        std::fs::remove_dir_all(&out).unwrap();
+        note(export);
+        println!(
+            "    evidence export --from (last 60 s): peak RSS {} MiB",
+            export_rss / 1024
+        );
         columns.push((made, times));
     }
     let (first, last) = (&columns[0], &columns[columns.len() - 1]);
