@@ -133,12 +133,32 @@ CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (status, hold_key);
 /// in `seq` so "the newest N matching" walks one index backwards. Additive:
 /// an older file gets them the first time this build opens it (a one-time
 /// build, proportional to the log); the entries are unchanged and an
-/// older build ignores them. Each costs the writer an index insert per entry.
+/// older build ignores them. Each costs the writer an index insert per entry
+/// (and `evidence_counted` an update per `summary` entry).
 pub(crate) const EVIDENCE_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS evidence_agent ON evidence (agent, seq);
 CREATE INDEX IF NOT EXISTS evidence_kind ON evidence (kind, seq);
 CREATE INDEX IF NOT EXISTS evidence_decision ON evidence (decision, seq);
 CREATE INDEX IF NOT EXISTS evidence_ts ON evidence (ts_ns);
+
+-- The repeats every `summary` entry counts, summed, for `warden log
+-- --count` without a filter (a maintained total instead of a scan). Kept by
+-- triggers, so every writer (append, archive's prune) keeps it; seeded from
+-- the log the first time this build opens an older file, after the
+-- triggers exist, so no entry is missed or counted twice.
+CREATE TABLE IF NOT EXISTS evidence_counted (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    counted NUMERIC NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS evidence_counted_insert AFTER INSERT ON evidence
+WHEN NEW.kind = 'summary'
+BEGIN UPDATE evidence_counted SET counted = counted + coalesce(json_extract(NEW.details, '$.count'), 0) WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS evidence_counted_delete AFTER DELETE ON evidence
+WHEN OLD.kind = 'summary'
+BEGIN UPDATE evidence_counted SET counted = counted - coalesce(json_extract(OLD.details, '$.count'), 0) WHERE id = 1; END;
+INSERT OR IGNORE INTO evidence_counted (id, counted)
+SELECT 1, total(json_extract(details, '$.count')) FROM evidence
+WHERE kind = 'summary' AND NOT EXISTS (SELECT 1 FROM evidence_counted);
 ";
 
 /// The sentinel's new-behaviour memory (`sentinel::novelty`): what each

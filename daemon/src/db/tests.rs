@@ -202,7 +202,7 @@ fn settings(conn: &rusqlite::Connection) -> (String, i64, i64, i64, Vec<String>)
 
 #[test]
 fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
-    const ALL_OBJECTS: [&str; 15] = [
+    const ALL_OBJECTS: [&str; 18] = [
         "index approvals_pending",
         "index evidence_agent",
         "index evidence_decision",
@@ -214,8 +214,11 @@ fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
         "table approvals",
         "table checkpoints",
         "table evidence",
+        "table evidence_counted",
         "table evidence_meta",
         "table policy_versions",
+        "trigger evidence_counted_delete",
+        "trigger evidence_counted_insert",
         "trigger evidence_no_delete",
         "trigger evidence_no_update",
     ];

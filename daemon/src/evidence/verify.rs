@@ -62,6 +62,18 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Checkpoint(#[from] super::checkpoint::CheckpointError),
+    /// `warden log --count`'s quick answer disagrees with the chain: the
+    /// maintained total (`evidence_counted`) was changed outside Warden.
+    #[error(
+        "the log's maintained totals disagree with the chain: {stored_entries} entries and \
+         {stored_counted} counted repeats stored, {entries} and {counted} in the entries"
+    )]
+    Totals {
+        stored_entries: u64,
+        stored_counted: u64,
+        entries: u64,
+        counted: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,6 +505,15 @@ pub fn verify_store_signed(
     for anchor in anchors.iter().filter(|a| a.size >= base_seq) {
         anchor.verify_signature(key)?;
         checkpoint::verify_against_chain(anchor, report.head_seq, &hash_at)?;
+    }
+    let (stored, recounted) = store.totals_and_recount()?;
+    if stored != recounted {
+        return Err(VerifyError::Totals {
+            stored_entries: stored.entries,
+            stored_counted: stored.counted,
+            entries: recounted.entries,
+            counted: recounted.counted,
+        });
     }
     Ok((report, signed))
 }

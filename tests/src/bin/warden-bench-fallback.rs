@@ -32,6 +32,7 @@
 //!   warden-bench-fallback [--rounds R] [--execs N] [--opens N] [--pairs P]
 //!                         [--json FILE]
 //!   warden-bench-fallback --shadow [--rounds R] [--pairs P]
+//!   warden-bench-fallback --cache-full FILES [--rounds R] [--passes P]
 //!
 //! `--pairs` sets the block pairs per round of the paired measurements
 //! (default 25 for exec, 10 for opens and page faults); `--json` also
@@ -44,6 +45,17 @@
 //! the file (each action pays the candidate's lookup and a counted
 //! difference), exec and open blocks in A-B-B-A pairs, each block waiting
 //! for the evidence of the last.
+//!
+//! `--cache-full FILES` runs only the decision cache when full: one process
+//! opens FILES distinct files (default 100,000, more than the 65,536
+//! entries of `DECISION_CACHE` and of `SUMMARIES`) in turn, once untimed
+//! (every file's first) and then `--passes` times (default 2) timed, per
+//! open: Warden not loaded, an agent with the cache (every open a miss and,
+//! once full, an eviction) and an agent with `WARDEN_DECISION_CACHE_MS=0`,
+//! the three sides in one run, in A-B-C / C-B-A order round by round
+//! (default 3 rounds). It prints p50, p90, mean and p99 per side, their
+//! ratios, and per agent side the cache hits and the evidence entries the
+//! timed passes added.
 //!
 //! (One file of about 600 lines: one measurement, read top to bottom.)
 
@@ -114,6 +126,36 @@ fn child(args: &[String]) -> Result<()> {
             }
             (0..n).map(|_| once()).collect::<Result<Vec<u64>>>()?
         }
+        "open-many" => {
+            // `n` distinct files DIR/0..n, opened in turn: once untimed
+            // (each file's first), then PASSES timed passes.
+            let [dir, passes, ..] = rest else {
+                bail!("open-many needs DIR PASSES");
+            };
+            let passes: usize = passes.parse()?;
+            let files = (0..n)
+                .map(|i| std::ffi::CString::new(format!("{dir}/{i}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let once = |file: &std::ffi::CString| -> Result<u64> {
+                let t = Instant::now();
+                // SAFETY: a valid C string; the fd is closed at once.
+                let fd = unsafe { libc::openat(libc::AT_FDCWD, file.as_ptr(), libc::O_RDONLY) };
+                ensure!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+                Ok(t.elapsed().as_nanos() as u64)
+            };
+            for file in &files {
+                once(file)?;
+            }
+            let mut samples = Vec::with_capacity(n * passes);
+            for _ in 0..passes {
+                for file in &files {
+                    samples.push(once(file)?);
+                }
+            }
+            samples
+        }
         "getppid" => {
             // Per-call time of batches (one call is below the clock's reach).
             const BATCH: u64 = 10_000;
@@ -181,6 +223,10 @@ struct Config {
     json: Option<PathBuf>,
     /// `--shadow`: only the shadow candidate's cost (`run_shadow`).
     shadow: bool,
+    /// `--cache-full FILES`: only the full decision cache (0: not asked).
+    cache_full: usize,
+    /// Timed passes over the files of `--cache-full`.
+    passes: usize,
 }
 
 fn parse(args: &[String]) -> Result<Config> {
@@ -191,6 +237,8 @@ fn parse(args: &[String]) -> Result<Config> {
         pairs: 0,
         json: None,
         shadow: false,
+        cache_full: 0,
+        passes: 2,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -199,6 +247,8 @@ fn parse(args: &[String]) -> Result<Config> {
             "--execs" => &mut c.execs,
             "--opens" => &mut c.opens,
             "--pairs" => &mut c.pairs,
+            "--cache-full" => &mut c.cache_full,
+            "--passes" => &mut c.passes,
             "--json" => {
                 c.json = Some(it.next().context("a file name after --json")?.into());
                 continue;
@@ -508,7 +558,11 @@ fn event_counts(env: &TestEnv) -> Result<(u64, u64)> {
 /// (`event_counts` when the daemon came up), so that one side's evidence
 /// writing does not land on the next side.
 fn settle(env: &TestEnv, start: (u64, u64)) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    settle_within(env, start, 20)
+}
+
+fn settle_within(env: &TestEnv, start: (u64, u64), secs: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (events, recorded) = event_counts(env)?;
         // `recorded` also counts the daemon's own entries: close enough.
@@ -517,7 +571,7 @@ fn settle(env: &TestEnv, start: (u64, u64)) -> Result<()> {
         }
         ensure!(
             Instant::now() < deadline,
-            "the daemon did not record the kernel's events within 20 s"
+            "the daemon did not record the kernel's events within {secs} s"
         );
         thread::sleep(Duration::from_millis(50));
     }
@@ -528,9 +582,16 @@ fn run(args: &[String]) -> Result<()> {
         is_root(),
         "run as root (it loads eBPF programs and creates cgroups)"
     );
-    let c = parse(args)?;
+    let given = |flag: &str| args.iter().any(|a| a == flag);
+    let mut c = parse(args)?;
     if c.shadow {
         return run_shadow(&c);
+    }
+    if given("--cache-full") {
+        if !given("--rounds") {
+            c.rounds = 3;
+        }
+        return cache_full(&c);
     }
     let pairs = |default: usize| if c.pairs == 0 { default } else { c.pairs };
     let mut env = TestEnv::new("benchfb");
@@ -831,4 +892,143 @@ fn mechanism_of(env: &TestEnv, action: &str) -> Result<String> {
         .and_then(|m| m["mechanism"].as_str())
         .map(str::to_owned)
         .with_context(|| format!("`warden status --json` names no mechanism for {action:?}"))
+}
+
+/// `kernel.cache_hits` of `warden status --json`: opens the decision cache
+/// decided.
+fn cache_hits(env: &TestEnv) -> Result<u64> {
+    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"]))?;
+    Ok(status["kernel"]["cache_hits"].as_u64().unwrap_or(0))
+}
+
+/// `--cache-full FILES`: the decision cache when an agent's opens touch
+/// more distinct files than it holds, against the cache off and Warden not
+/// loaded (see the module doc).
+fn cache_full(c: &Config) -> Result<()> {
+    let n = c.cache_full;
+    let mut env = TestEnv::new("benchcache");
+    std::fs::create_dir_all(&env.cgroup_parent)?;
+    let plain = env.cgroup_parent.join("bench-plain");
+    std::fs::create_dir_all(&plain)?;
+    let dir: PathBuf = env.dir.path().canonicalize()?.join("many");
+    std::fs::create_dir_all(&dir)?;
+    for i in 0..n {
+        std::fs::write(dir.join(i.to_string()), "x")?;
+    }
+    let dir_s = dir
+        .to_str()
+        .context("a UTF-8 temporary directory")?
+        .to_string();
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1\nrules:\n  - id: run-true\n    exec: {{ path: /usr/bin/true }}\n    \
+             decision: allow\n  - id: many\n    file: {{ prefix: {dir_s}/, access: [read] }}\n    \
+             decision: allow\n"
+        ),
+    );
+    env.start_daemon_quiet();
+    env.add_agent(AGENT, "p.yaml");
+    env.unload();
+    let agent = env.agent_cgroup(AGENT);
+    let names = [
+        "open not loaded",
+        "open agent, cache on",
+        "open agent, cache off",
+    ];
+    let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
+    // Per agent side: (cache hits, evidence entries) over the timed passes.
+    let mut added = [(0u64, 0u64); 3];
+    let many = |cgroup: &Path| -> Result<Vec<u64>> {
+        let me = std::env::current_exe()?;
+        let out = Command::new(me)
+            .arg("child")
+            .arg(cgroup)
+            .arg("open-many")
+            .arg(n.to_string())
+            .arg(&dir_s)
+            .arg(c.passes.to_string())
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "open-many child in {}: {} {}",
+            cgroup.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|s| s.parse().context("sample"))
+            .collect()
+    };
+    for round in 0..c.rounds {
+        let t = Instant::now();
+        let mut order = [0usize, 1, 2];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for side in order {
+            if side == 0 {
+                sides[0].0.extend(many(&plain)?);
+                continue;
+            }
+            let ttl = if side == 1 { "1000" } else { "0" };
+            env.start_daemon_with(&[("WARDEN_LOG", "info"), ("WARDEN_DECISION_CACHE_MS", ttl)]);
+            thread::sleep(Duration::from_millis(300));
+            let start = event_counts(&env)?;
+            let hits = cache_hits(&env)?;
+            sides[side].0.extend(many(&agent)?);
+            settle_within(&env, start, 300)?;
+            let end = event_counts(&env)?;
+            added[side].0 += cache_hits(&env)? - hits;
+            added[side].1 += end.1 - start.1;
+            env.unload();
+        }
+        eprintln!(
+            "round {}/{} done in {:.1} s (load average {})",
+            round + 1,
+            c.rounds,
+            t.elapsed().as_secs_f64(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+    }
+    let mean = |s: &Side| s.0.iter().sum::<u64>() as f64 / s.0.len().max(1) as f64;
+    println!(
+        "{n} distinct files, {} timed passes per side and round, {} rounds",
+        c.passes, c.rounds
+    );
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>14}",
+        "side", "p50 ns", "p90 ns", "mean ns", "p99 ns", "samples", "cache hits", "entries added"
+    );
+    for (i, (name, side)) in names.iter().zip(&sides).enumerate() {
+        let (hits, entries) = if i == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (added[i].0.to_string(), added[i].1.to_string())
+        };
+        println!(
+            "{name:<24} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9} {hits:>12} {entries:>14}",
+            side.percentile(0.5),
+            side.percentile(0.9),
+            mean(side),
+            side.percentile(0.99),
+            side.0.len()
+        );
+    }
+    let p50 = |i: usize| sides[i].percentile(0.5);
+    println!(
+        "cache on / not loaded: p50 {:.3}x, mean {:.3}x; cache off / not loaded: p50 {:.3}x, \
+         mean {:.3}x; cache on / cache off: p50 {:.3}x ({:+.0} ns), mean {:.3}x",
+        p50(1) / p50(0),
+        mean(&sides[1]) / mean(&sides[0]),
+        p50(2) / p50(0),
+        mean(&sides[2]) / mean(&sides[0]),
+        p50(1) / p50(2),
+        p50(1) - p50(2),
+        mean(&sides[1]) / mean(&sides[2]),
+    );
+    Ok(())
 }

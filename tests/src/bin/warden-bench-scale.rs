@@ -77,6 +77,7 @@ fn verbs(since_s: i64) -> Vec<Verb> {
     let since = since_s.to_string();
     vec![
         v("log --limit 20", &["log", "--limit", "20"]),
+        v("log --count", &["log", "--count"]),
         v(
             "log --agent A --limit 20",
             &["log", "--agent", "bench-3", "--limit", "20"],
@@ -294,6 +295,156 @@ fn archive_only(n: u64) {
     );
 }
 
+/// `WARDEN_BENCH_SCALE_ONLY=cli`: the everyday verbs of issue #14 only, at
+/// 10k, 1M and `n` entries (no `log verify`, shadow or unwindowed export):
+/// `log --count`, `log --limit 20`, `kill` and `revive` of a registered
+/// agent (median of `RUNS` each), `evidence export --from` the last minute
+/// (about 6,000 entries; run once, with its peak RSS: the bundle holds the
+/// chain from its start to the window's end) with the daemon stopped;
+/// then a daemon started on the same database (its start-up timed once,
+/// `quick_check` included), `status` and `run --agent A -- /usr/bin/true`
+/// (start to exit, median of `RUNS`). Prints the largest size over 10k.
+fn cli_only(n: u64) {
+    let mut sizes = vec![10_000u64, 1_000_000, n];
+    sizes.retain(|s| *s <= n);
+    sizes.dedup();
+    let mut env = TestEnv::new("bench-scale-cli");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    env.write_policy(
+        "kill.yaml",
+        "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
+    );
+    env.add_agent(KILL_AGENT, "kill.yaml");
+    env.add_agent("bench-run", "kill.yaml");
+    let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
+    let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let names = [
+        "log --count",
+        "log --limit 20",
+        "kill (registered agent)",
+        "revive",
+        "daemon start to socket (once)",
+        "status (daemon running)",
+        "run --agent A -- /usr/bin/true",
+        "evidence export --from (last 60 s), once",
+    ];
+    let mut columns: Vec<(u64, Vec<Duration>)> = Vec::new();
+    let mut made = 0u64;
+    for &size in &sizes {
+        let t = Instant::now();
+        let mut store = EvidenceStore::open(&env.database()).unwrap();
+        while made < size {
+            let upto = (made + 50_000).min(size);
+            let batch: Vec<NewEntry> = (made..upto).map(|i| entry(i, base_ns)).collect();
+            store.append(&batch, Durability::Batched).unwrap();
+            made = upto;
+        }
+        drop(store);
+        let db = std::fs::metadata(env.database()).map_or(0, |m| m.len());
+        println!(
+            "  {} entries (grown in {:.1} s); warden.db {} MiB; load average {}",
+            human(made),
+            t.elapsed().as_secs_f64(),
+            db >> 20,
+            load()
+        );
+        let head_s = (base_ns + (made as i64 - 1) * SPACING_NS) / 1_000_000_000;
+        let since = (head_s - 60).to_string();
+        let out = env.dir.path().join("bundle");
+        let out_s = out.to_str().unwrap().to_string();
+        let none = || {};
+        // Each figure printed as soon as it is measured.
+        let mut times = Vec::new();
+        let mut note = |t: Duration| {
+            println!("    {:<40} {:>9} ms", names[times.len()], ms(t));
+            times.push(t);
+        };
+        note(timed(&env, &s(&["log", "--count"]), "log --count", &none));
+        note(timed(
+            &env,
+            &s(&["log", "--limit", "20"]),
+            "log --limit 20",
+            &none,
+        ));
+        let (mut kills, mut revives) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let (k, _, ok) = run_once(&env, &s(&["kill", KILL_AGENT, "--reason", "bench"]));
+            assert!(ok, "kill");
+            kills.push(k);
+            let (r, _, ok) = run_once(&env, &s(&["revive", KILL_AGENT, "--reason", "bench"]));
+            assert!(ok, "revive");
+            revives.push(r);
+        }
+        note(median(kills));
+        note(median(revives));
+        let t = Instant::now();
+        env.start_daemon_quiet();
+        note(t.elapsed());
+        note(timed(&env, &s(&["status"]), "status", &none));
+        note(timed(
+            &env,
+            &s(&["run", "--agent", "bench-run", "--", "/usr/bin/true"]),
+            "run",
+            &none,
+        ));
+        env.stop_daemon();
+        // Last and once: it writes the chain up to the window's end (see
+        // README), the longest step here.
+        let (export, export_rss, ok) = run_once(
+            &env,
+            &s(&["evidence", "export", "--out", &out_s, "--from", &since]),
+        );
+        assert!(ok, "export --from");
+        std::fs::remove_dir_all(&out).unwrap();
+        note(export);
+        println!(
+            "    evidence export --from (last 60 s): peak RSS {} MiB",
+            export_rss / 1024
+        );
+        columns.push((made, times));
+    }
+    let (first, last) = (&columns[0], &columns[columns.len() - 1]);
+    println!(
+        "\n  {:<40} {:>9} {:>9}   ratio",
+        "verb (ms, median of 5)",
+        human(first.0),
+        human(last.0)
+    );
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "  {name:<40} {:>9} {:>9}   {:.2}",
+            ms(first.1[i]),
+            ms(last.1[i]),
+            last.1[i].as_secs_f64() / first.1[i].as_secs_f64().max(1e-9)
+        );
+    }
+    println!("  load average at the end: {}", load());
+}
+
+/// The median of `RUNS` runs of `warden ARGS`, each followed by `after`.
+fn timed(env: &TestEnv, args: &[String], what: &str, after: &dyn Fn()) -> Duration {
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let (t, _, ok) = run_once(env, args);
+                assert!(ok, "{what}");
+                after();
+                t
+            })
+            .collect(),
+    )
+}
+
+/// The first three fields of /proc/loadavg (1, 5 and 15 minutes).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() {
     let n: u64 = std::env::args()
         .nth(1)
@@ -301,6 +452,10 @@ fn main() {
         .map_or(10_000_000, |s| s.parse().expect("entries: a number"));
     if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("archive") {
         archive_only(n);
+        return;
+    }
+    if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("cli") {
+        cli_only(n);
         return;
     }
     let mut sizes = vec![10_000u64, 1_000_000, n];

@@ -6,7 +6,15 @@
 //! - `git`: init, add, commit, log, grep on a generated 300-file repo;
 //! - `compileall`: `python3 -m compileall` on a copy of a stdlib directory;
 //! - `make`: a C build with make and gcc, 40 generated sources;
-//! - `read`: reading up to 60,000 files under /usr/share, one process.
+//! - `read`: reading up to 60,000 files under /usr/share, one process;
+//! - `unittest`: `python3 -m unittest` of a generated module of 300 tests;
+//! - `cargo`: `cargo build --offline` of a generated crate with no
+//!   dependencies (40 modules), its target directory removed each run.
+//!
+//! The sides of a workload run in turn, in reverse order every other round
+//! (so the host's drift lands on all alike), and each round also times
+//! `warden run --agent A -- /usr/bin/true` (what every agent side includes
+//! for starting the agent) and prints the load average.
 //!
 //! One agent's policy says `evidence: { allowed: each }` (one entry per
 //! allowed action, as before summaries), one the default
@@ -161,7 +169,68 @@ fn prepare(root: &Path, files: usize) -> Result<Vec<Workload>> {
         me.display(),
         list_file.display()
     );
+    // unittest: a generated module of 300 small tests.
+    let ut = root.join("ut");
+    std::fs::create_dir_all(&ut)?;
+    let tests: String = (0..300)
+        .map(|i| {
+            format!(
+                "    def test_{i}(self):\n        d = {{'k': {i}, 'v': list(range({i} % 50))}}\n        \
+                 self.assertEqual(json.loads(json.dumps(d)), d)\n"
+            )
+        })
+        .collect();
+    write(
+        &ut.join("test_gen.py"),
+        &format!("import json\nimport unittest\n\n\nclass Gen(unittest.TestCase):\n{tests}"),
+    )?;
+    let unittest = format!(
+        "cd {} && {python} -m unittest -q test_gen 2>/dev/null",
+        ut.display()
+    );
+    // cargo: a generated crate without dependencies, built offline.
+    let krate = root.join("krate");
+    std::fs::create_dir_all(krate.join("src"))?;
+    write(
+        &krate.join("Cargo.toml"),
+        "[package]\nname = \"gen\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+    )?;
+    let mods: String = (0..40).map(|i| format!("mod m{i};\n")).collect();
+    let uses: String = (0..40).map(|i| format!("s += m{i}::f(s);")).collect();
+    write(
+        &krate.join("src/main.rs"),
+        &format!("{mods}fn main() {{ let mut s = 1u64; {uses} println!(\"{{s}}\"); }}\n"),
+    )?;
+    for i in 0..40 {
+        write(
+            &krate.join(format!("src/m{i}.rs")),
+            &format!(
+                "pub fn f(x: u64) -> u64 {{ let v: Vec<u64> = (0..x % 64).collect(); \
+                 v.iter().sum::<u64>() + {i} }}\n"
+            ),
+        )?;
+    }
+    let cargo_bin = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("cargo"))
+                .find(|c| c.is_file())
+        })
+        .context("no cargo on PATH")?;
+    let cargo = format!(
+        "cd {} && rm -rf target && {} build --offline -q",
+        krate.display(),
+        cargo_bin.display()
+    );
     Ok(vec![
+        Workload {
+            name: "unittest",
+            script: unittest,
+        },
+        Workload {
+            name: "cargo",
+            script: cargo,
+        },
         Workload {
             name: "git",
             script: git,
@@ -322,7 +391,18 @@ fn run(args: &[String]) -> Result<()> {
         .iter()
         .map(|_| [new_side(), new_side(), new_side(), new_side()])
         .collect();
+    let mut starts = Vec::new();
     for round in 0..rounds {
+        let mut start = env.warden();
+        start.args(["run", "--agent", COUNT, "--", "/usr/bin/true"]);
+        starts.push(timed(start, "warden run -- true")?);
+        eprintln!(
+            "round {}/{rounds}: load average {}",
+            round + 1,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
         for (w, res) in workloads.iter().zip(results.iter_mut()) {
             // Warm the page cache and the workload's own caches alike.
             if round == 0 {
@@ -332,12 +412,16 @@ fn run(args: &[String]) -> Result<()> {
                     .env("TMPDIR", root.join("tmp"));
                 timed(warm, w.name)?;
             }
-            for (side, agent) in [
+            let mut order = [
                 (0usize, None),
                 (1, Some(EACH)),
                 (2, Some(COUNT)),
                 (3, Some(PER_AGENT)),
-            ] {
+            ];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for (side, agent) in order {
                 let before = settled(&db)?;
                 let before_seq = head_seq(&db)?;
                 let cmd = match agent {
@@ -433,6 +517,14 @@ fn run(args: &[String]) -> Result<()> {
             );
         }
     }
+    println!(
+        "`warden run --agent A -- /usr/bin/true` (in every agent side's wall time): median {:.1} ms \
+         over {rounds} rounds; load average at the end {}",
+        median(&mut starts).as_secs_f64() * 1e3,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let verify = env.cli(&["log", "verify", "--completeness"]);
     println!(
         "log verify --completeness: {}",

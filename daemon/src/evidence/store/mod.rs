@@ -437,29 +437,106 @@ impl EvidenceStore {
     /// How many entries match `filter` (its `limit` ignored), and the
     /// repeats their `summary` entries count (`details.count`): what
     /// `warden log --count` prints, read through the same indexes as
-    /// `query` without materialising a row.
+    /// `query` without materialising a row. Without a filter the entries
+    /// are the stored chain's length (its last seq minus its first, two
+    /// primary-key lookups: the chain is contiguous from its base, which
+    /// `log verify` checks) and the repeats are the total the schema's
+    /// triggers keep (`evidence_counted`), so the cost does not grow with
+    /// the log. With a filter the entries are counted in the
+    /// filter's index and the repeats over its summaries only.
     pub fn count_matching(&self, filter: &Filter) -> Result<Counted, StoreError> {
-        let (sql, values) = query_sql(&Filter {
+        let unfiltered = Filter {
             limit: None,
             ..filter.clone()
-        });
-        // The same WHERE clause as `query`, without its ORDER BY.
-        let rest = sql.split_once(" FROM evidence").map_or("", |(_, r)| r);
-        let filter_sql = rest.split_once(" ORDER BY").map_or(rest, |(w, _)| w);
-        let sql = format!(
-            "SELECT count(*), coalesce(sum(CASE WHEN kind = 'summary' \
-             THEN json_extract(details, '$.count') ELSE 0 END), 0) FROM evidence{filter_sql}"
-        );
-        let (entries, counted): (i64, i64) = self
-            .conn
-            .query_row(&sql, rusqlite::params_from_iter(values.iter()), |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(self.sql("count evidence"))?;
+        } == Filter::default();
+        let (entries, counted): (i64, f64) = if unfiltered {
+            let entries = self
+                .conn
+                .query_row(CHAIN_LENGTH_SQL, [], |row| row.get(0))
+                .map_err(self.sql("count evidence"))?;
+            let counted = self
+                .conn
+                .query_row(SUMMARY_COUNT_SQL, [], |row| row.get(0))
+                .optional()
+                .map_err(self.sql("count summarised repeats"))?
+                .unwrap_or(0.0);
+            (entries, counted)
+        } else {
+            let (sql, values) = query_sql(&Filter {
+                limit: None,
+                ..filter.clone()
+            });
+            // The same WHERE clause as `query`, without its ORDER BY.
+            let rest = sql.split_once(" FROM evidence").map_or("", |(_, r)| r);
+            let filter_sql = rest.split_once(" ORDER BY").map_or(rest, |(w, _)| w);
+            let params = || rusqlite::params_from_iter(values.iter());
+            let entries = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) FROM evidence{filter_sql}"),
+                    params(),
+                    |row| row.get(0),
+                )
+                .map_err(self.sql("count evidence"))?;
+            let counted = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT total(json_extract(details, '$.count')) FROM evidence\
+                         {filter_sql} {} kind = 'summary'",
+                        if filter_sql.is_empty() {
+                            "WHERE"
+                        } else {
+                            "AND"
+                        }
+                    ),
+                    params(),
+                    |row| row.get(0),
+                )
+                .map_err(self.sql("count summarised repeats"))?;
+            (entries, counted)
+        };
         Ok(Counted {
             entries: entries.max(0) as u64,
-            counted: counted.max(0) as u64,
+            counted: counted.max(0.0) as u64,
         })
+    }
+
+    /// [`Self::count_matching`]'s quick totals without a filter, and the
+    /// same figures counted from the entries themselves (`count(*)`, and
+    /// the summaries' counts through the kind index), read in one snapshot
+    /// so that a writer appending meanwhile cannot make them differ: what
+    /// `log verify` checks the quick totals against.
+    pub fn totals_and_recount(&self) -> Result<(Counted, Counted), StoreError> {
+        let read = || -> Result<(Counted, Counted), StoreError> {
+            let quick = self.count_matching(&Filter::default())?;
+            let (entries, counted): (i64, f64) = self
+                .conn
+                .query_row(
+                    "SELECT (SELECT count(*) FROM evidence), \
+                     (SELECT total(json_extract(details, '$.count')) FROM evidence \
+                     WHERE kind = 'summary')",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(self.sql("recount evidence"))?;
+            let full = Counted {
+                entries: entries.max(0) as u64,
+                counted: counted.max(0.0) as u64,
+            };
+            Ok((quick, full))
+        };
+        if !self.conn.is_autocommit() {
+            // Already inside the caller's transaction: one snapshot.
+            return read();
+        }
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(self.sql("begin recount"))?;
+        let result = read();
+        tx.finish().map_err(self.sql("end recount"))?;
+        result
     }
 
     /// Every distinct `decision` in the log, found by skipping through the
@@ -579,6 +656,14 @@ impl EvidenceStore {
 }
 
 /// The SELECT for `filter` and its parameters, newest first.
+/// The repeats every `summary` entry counts, as the `evidence_counted`
+/// triggers (`db::schema`) keep them.
+/// The stored chain's length from its two ends (primary-key lookups).
+pub(crate) const CHAIN_LENGTH_SQL: &str = "SELECT coalesce((SELECT max(seq) FROM evidence) - \
+     (SELECT min(seq) FROM evidence) + 1, 0)";
+
+pub(crate) const SUMMARY_COUNT_SQL: &str = "SELECT counted FROM evidence_counted WHERE id = 1";
+
 pub(crate) fn query_sql(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut terms: Vec<String> = Vec::new();

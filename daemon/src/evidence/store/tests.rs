@@ -433,3 +433,123 @@ fn count_matching_counts_entries_and_summarised_repeats() {
         store.query(&deny).expect("query").len() as u64
     );
 }
+
+/// `warden log --count` without a filter answers from two primary-key
+/// lookups and the triggers' maintained total (no scan of the table), and its
+/// figures equal a full `COUNT(*)` and sum over the rows after appends,
+/// after an archive prunes the chain's start, and after a reopen.
+#[test]
+fn unfiltered_count_uses_the_indexes_and_equals_a_full_count() {
+    let (_dir, path, mut store) = new_store();
+    let plan = |store: &EvidenceStore, sql: &str| -> String {
+        let mut stmt = store
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .expect("plan rows");
+        rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("\n")
+    };
+    for sql in [SUMMARY_COUNT_SQL, CHAIN_LENGTH_SQL] {
+        let p = plan(&store, sql);
+        assert!(!p.contains("SCAN evidence"), "{sql}: {p}");
+    }
+    let full = |store: &EvidenceStore| -> Counted {
+        let (entries, counted): (i64, i64) = store
+            .connection()
+            .query_row(
+                "SELECT count(*), coalesce(sum(CASE WHEN kind = 'summary' \
+                 THEN json_extract(details, '$.count') ELSE 0 END), 0) FROM evidence",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("full count");
+        Counted {
+            entries: entries as u64,
+            counted: counted as u64,
+        }
+    };
+    let count = |store: &EvidenceStore| store.count_matching(&Filter::default()).expect("count");
+    assert_eq!(count(&store), Counted::default());
+    for round in 0..3u64 {
+        let mut entries = batch(round * 10, 10);
+        for (i, e) in entries.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+            e.kind = "summary".into();
+            e.details = [("count".to_string(), serde_json::json!(i as u64 + round))]
+                .into_iter()
+                .collect();
+        }
+        store.append(&entries, Durability::Batched).expect("append");
+        assert_eq!(count(&store), full(&store));
+    }
+    assert_eq!(count(&store).entries, 30);
+    let (through, hash) = store
+        .connection()
+        .query_row("SELECT seq, hash FROM evidence WHERE seq = 12", [], |r| {
+            Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?))
+        })
+        .expect("entry 12");
+    store
+        .prune_archived(through, &hash, sample(99))
+        .expect("archive");
+    assert_eq!(count(&store), full(&store));
+    assert_eq!(count(&store).entries, 19);
+    drop(store);
+    let store = EvidenceStore::open(&path).expect("reopen");
+    assert_eq!(count(&store), full(&store));
+    // A file from a build before the total: seeded from the log on open.
+    store
+        .connection()
+        .execute_batch(
+            "DROP TRIGGER evidence_counted_insert; DROP TRIGGER evidence_counted_delete; \
+             DROP TABLE evidence_counted;",
+        )
+        .expect("drop the total");
+    drop(store);
+    let store = EvidenceStore::open(&path).expect("reopen an older file");
+    assert!(full(&store).counted > 0);
+    assert_eq!(count(&store), full(&store));
+    // The filtered path agrees with a filtered full count too.
+    let summaries = Filter {
+        kind: Some("summary".into()),
+        ..Filter::default()
+    };
+    let n: i64 = store
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM evidence WHERE kind = 'summary'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("summaries");
+    let got = store.count_matching(&summaries).expect("count summaries");
+    assert_eq!(got.entries, n as u64);
+    assert_eq!(got.counted, full(&store).counted);
+}
+
+/// `log verify` checks `--count`'s quick totals against the chain: a total
+/// changed outside Warden is reported.
+#[test]
+fn log_verify_checks_the_maintained_totals() {
+    let (dir, _path, mut store) = new_store();
+    let mut entries = batch(0, 6);
+    entries[1].kind = "summary".into();
+    entries[1].details = [("count".to_string(), serde_json::json!(7))]
+        .into_iter()
+        .collect();
+    store.append(&entries, Durability::Batched).expect("append");
+    let key = crate::evidence::checkpoint::HostKey::load_or_create(dir.path()).expect("key");
+    let verify = |store: &EvidenceStore| {
+        crate::evidence::verify::verify_store_signed(store, &key.verifying_key(), &[])
+    };
+    verify(&store).expect("the totals agree with the chain");
+    store
+        .connection()
+        .execute("UPDATE evidence_counted SET counted = counted + 1", [])
+        .expect("tamper with the total");
+    assert!(matches!(
+        verify(&store),
+        Err(crate::evidence::verify::VerifyError::Totals { .. })
+    ));
+}
