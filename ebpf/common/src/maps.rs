@@ -213,6 +213,10 @@ pub mod sys_exit_mode {
     pub const HOLDS: u32 = 1 << 0;
     /// Decide opens of agents with file rules.
     pub const FILES: u32 = 1 << 1;
+    /// Kill agents' processes that created a packet socket (`AF_PACKET`,
+    /// `SOCK_PACKET`) no rule allows (`fallback::packet`), where BPF LSM or
+    /// fmod_ret does not decide them at creation.
+    pub const PACKETS: u32 = 1 << 2;
 }
 
 /// Socket classes decided at creation (`sock_create`): sockets that send
@@ -225,8 +229,9 @@ pub mod sock_class {
     /// `AF_PACKET`): the cgroup `sock_create` hook runs for inet sockets
     /// only, so these are decided at BPF LSM `socket_create` or
     /// `fmod_ret/security_socket_create` where those run (`lsm_sock`), and
-    /// refused by `warden run`'s seccomp elsewhere. No rule names them:
-    /// denied.
+    /// refused by `warden run`'s seccomp, and detected at `sys_exit` and
+    /// killed (`fallback::packet`) elsewhere. Allowed only by a rule
+    /// `socket: { kind: packet }`.
     pub const PACKET: u32 = 2;
 }
 
@@ -246,8 +251,10 @@ const _: () = assert!(size_of::<SockRule>() == 8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SockRules {
     pub raw: SockRule,
+    /// `AF_PACKET` (and `SOCK_PACKET`) sockets: `socket: { kind: packet }`.
+    pub packet: SockRule,
 }
-const _: () = assert!(size_of::<SockRules>() == 8);
+const _: () = assert!(size_of::<SockRules>() == 16);
 
 /// `MEMBERS` value: the agent a process (by thread group id) belongs to,
 /// filled at fork, at migration into an agent's subtree, and by the daemon

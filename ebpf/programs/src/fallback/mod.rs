@@ -7,5 +7,6 @@ pub mod exec;
 pub mod file;
 pub mod hold;
 pub mod names;
+pub mod packet;
 pub mod path_ops;
 pub mod sys_exit;
