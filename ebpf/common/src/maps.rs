@@ -270,6 +270,24 @@ pub struct Member {
     pub level: u32,
 }
 const _: () = assert!(size_of::<Member>() == 16);
+
+/// `DOOMED` value, keyed by thread group id: a process of an agent that
+/// someone else moved out of the agent's subtree, to be killed
+/// at its next syscall exit (`fallback::doomed`), with what its record
+/// says. Removed at that kill or at the process's exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Doomed {
+    /// The agent's cgroup (where it came from) and where it went.
+    pub from_cgroup: u64,
+    pub to_cgroup: u64,
+    pub agent_id: u32,
+    pub policy_gen: u32,
+    /// `escape_how`.
+    pub how: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Doomed>() == 32);
 /// Value of `DNS_PROXY`, keyed by agent id (`u32`): where the agent's DNS
 /// proxy listens, on 127.0.0.1 and ::1 (host byte order). No entry (no
 /// daemon serving it): the agent's DNS is decided by its CIDR rules.

@@ -97,10 +97,11 @@ pub fn decide(regs: *const u8, ret: i64) -> bool {
     if nr != syscalls::SOCKET && nr != syscalls::IA32_SOCKETCALL && nr != syscalls::IA32_SOCKET {
         return false;
     }
+    let ti_status = off!(task_ti_status) as usize;
     // SAFETY: the typed current task; a direct, BTF-checked load.
     let status = unsafe {
         let task = bpf_get_current_task_btf() as *const u8;
-        read_volatile(task.add(off!(task_ti_status) as usize).cast::<u32>())
+        read_volatile(task.add(ti_status).cast::<u32>())
     };
     let compat = status & TS_COMPAT != 0;
     let (family, sock_type, protocol) = if !compat && nr == syscalls::SOCKET {
@@ -123,14 +124,11 @@ pub fn decide(regs: *const u8, ret: i64) -> bool {
             return true;
         }
         let mut words = [0u32; 3];
+        let args = arg(off!(pt_regs_cx)) as u32 as u64;
         // SAFETY: twelve bytes into a local; the helper tolerates any
         // address.
         let got = unsafe {
-            generated::bpf_probe_read_user(
-                words.as_mut_ptr().cast(),
-                12,
-                (arg(off!(pt_regs_cx)) as u32 as u64) as *const _,
-            )
+            generated::bpf_probe_read_user(words.as_mut_ptr().cast(), 12, args as *const _)
         };
         if got != 0 {
             // The arguments the kernel read a moment ago are gone (a

@@ -18,12 +18,15 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, EPERM, ERESTARTNOINTR};
 
 use crate::{
-    fallback::{cache, file, hold, names, packet, path_ops},
+    fallback::{cache, doomed, file, hold, names, packet, path_ops},
     maps::SYS_EXIT_MODE,
 };
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // A process an outsider moved out of its agent dies here (a tail
+    // call, only while some process is marked: one inlined array read).
+    doomed::dispatch(&ctx);
     // An array lookup the verifier inlines: no helper call.
     let mode = SYS_EXIT_MODE.get(0).copied().unwrap_or(0);
     // sys_exit(struct pt_regs *regs, long ret)
