@@ -27,7 +27,7 @@
 //! Cost outside agents: a fork pays `current_agent` (one helper call, one
 //! hash lookup, one array read, and a helper call and lookup per level
 //! that holds agents); an exit one helper call and, for a thread group
-//! leader, one hash delete; a migration one probe read and one hash lookup
+//! leader, two hash deletes (`MEMBERS`, `DOOMED`); a migration one probe read and one hash lookup
 //! plus, for a process that is no member, the destination's agent lookup
 //! (three probe reads and a hash lookup for each of the two deepest levels
 //! that hold agents).
@@ -60,6 +60,8 @@ pub fn warden_task_exit(_ctx: BtfTracePointContext) -> i32 {
         let _ = MEMBERS.remove(&tgid);
         // A marked process that died before its next syscall exit (the
         // daemon's kill): its mark goes, so a reused id is never killed.
+        // Not guarded by `DOOMED_ANY`: a count left low by a lost race
+        // must not leave a stale mark behind (one hash delete per exit).
         doomed::forget(tgid);
     }
     0
