@@ -143,7 +143,7 @@ fn packet_sockets_of_an_adopted_agent_are_killed_and_recorded() {
         hook["why"]
             .as_str()
             .unwrap()
-            .contains("packet sockets of adopted"),
+            .contains("packet sockets of the adopted agent(s) adopted"),
         "{hook}"
     );
 

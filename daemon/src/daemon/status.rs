@@ -133,7 +133,12 @@ impl Enforcer {
         let packets = if self.kernel.lsm().packet {
             None
         } else {
-            agents(&needs.packets, "packet sockets")
+            (!needs.packets.is_empty()).then(|| {
+                format!(
+                    "packet sockets of the adopted agent(s) {}",
+                    needs.packets.join(", ")
+                )
+            })
         };
         let hook = |hook: &str, attached: bool, cost: &str, reasons: Vec<Option<String>>| {
             let reasons: Vec<String> = reasons.into_iter().flatten().collect();
