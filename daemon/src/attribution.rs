@@ -222,6 +222,9 @@ pub fn decision_entry(
             if killed & warden_common::escape_killed::ACTOR != 0 {
                 k.push("actor-in-kernel");
             }
+            if killed & warden_common::escape_killed::AT_SYSCALL_EXIT != 0 {
+                k.push("escaped-at-syscall-exit");
+            }
             if killed & warden_common::escape_killed::FAILED != 0 {
                 k.push("kill-failed");
             }

@@ -10,6 +10,10 @@
 //!   chown (chown32), lchown16, truncate, truncate64, setxattr, utime,
 //!   bind (bind(2), number 361), socketcall-bind (socketcall(SYS_BIND)),
 //!   unlinkat (AT_FDCWD), rename PATH PATH2, link PATH PATH2
+//!
+//! `warden-probe op32 socket|socketcall-socket FAMILY TYPE PROTO`: a
+//! socket made by the ia32 `socket` (359) or `socketcall(SYS_SOCKET)`
+//! (tests/tests/packet.rs).
 
 use std::{ffi::c_void, io, process::ExitCode};
 
@@ -22,7 +26,13 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
         return None;
     }
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
-    Some(match op32(&arg(1), &arg(2), &arg(3)) {
+    let result = if arg(1) == "socket" || arg(1) == "socketcall-socket" {
+        let num = |i: usize| arg(i).parse::<u32>().unwrap_or(u32::MAX);
+        socket32(&arg(1), [num(2), num(3), num(4)])
+    } else {
+        op32(&arg(1), &arg(2), &arg(3))
+    };
+    Some(match result {
         Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
@@ -116,6 +126,29 @@ fn check(ret: i64) -> io::Result<()> {
 }
 
 const AT_FDCWD: u32 = -100i32 as u32;
+
+/// `socket(family, type, protocol)` as the ia32 `socket` (359) or as
+/// `socketcall(SYS_SOCKET, args)` (102); the socket is closed.
+fn socket32(op: &str, [family, ty, proto]: [u32; 3]) -> io::Result<()> {
+    let mut low = Low::new()?;
+    let ret = if op == "socket" {
+        int80(359, [family, ty, proto, 0, 0])
+    } else {
+        let mut words = Vec::new();
+        for w in [family, ty, proto] {
+            words.extend_from_slice(&w.to_ne_bytes());
+        }
+        let args = low.put(&words);
+        int80(102, [1, args, 0, 0, 0])
+    };
+    if ret >= 0 {
+        // SAFETY: the socket just made.
+        unsafe { libc::close(ret as i32) };
+    }
+    // SAFETY: the mapping made in `Low::new`.
+    unsafe { libc::munmap(low.base.cast::<c_void>(), 8192) };
+    check(ret)
+}
 
 fn op32(op: &str, path: &str, path2: &str) -> io::Result<()> {
     let mut low = Low::new()?;

@@ -15,6 +15,10 @@
 //!   warden-probe io-uring                 io_uring_setup(2)
 //!   warden-probe perf PID                 perf_event_open(2) on PID
 //!   warden-probe fds                      the targets of our open fds
+//!   warden-probe cgroup-loop MARKER PIDFILE  writes PIDFILE, then appends
+//!                                         its own cgroup (from
+//!                                         /proc/self/cgroup) to MARKER,
+//!                                         one line per pass, forever
 //!   warden-probe clone3-into CGROUP       raw clone3(CLONE_INTO_CGROUP) into
 //!                                         CGROUP; the child prints
 //!                                         `child cgroup=...` and exits
@@ -81,6 +85,29 @@ pub fn run(args: &[String]) -> Option<ExitCode> {
             let _ = std::fs::write(arg(1), std::process::id().to_string());
             std::thread::sleep(std::time::Duration::from_secs(60));
             ExitCode::SUCCESS
+        }
+        "cgroup-loop" => {
+            // Writes its pid file, then forever: reads its own cgroup and
+            // appends it to MARKER (one line per pass, two syscalls).
+            use std::io::Write;
+            let _ = std::fs::write(arg(2), std::process::id().to_string());
+            let mut marker = match std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(arg(1))
+            {
+                Ok(f) => f,
+                Err(_) => return Some(ExitCode::from(2)),
+            };
+            loop {
+                let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                let line = cgroup
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .unwrap_or("?")
+                    .to_string();
+                let _ = marker.write_all(format!("{line}\n").as_bytes());
+            }
         }
         "rlimit-core" => rlimit_core(),
         _ => return None,

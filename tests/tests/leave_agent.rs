@@ -389,3 +389,98 @@ fn membership_does_not_grow_with_forks() {
     stay.wait().unwrap();
     wait_until("its entry removed at exit", || members() == after);
 }
+
+/// A process of an adopted agent that an outside root process moves out
+/// (a write to another cgroup's `cgroup.procs`) is marked by the
+/// `cgroup_attach_task` program and killed by `sys_exit` when its current
+/// syscall returns: it never completes a syscall in the new cgroup. The
+/// daemon is stopped before the move, so the kernel's kill is the only
+/// one (the daemon's kill from the record would come later, and only with
+/// a daemon). The probe loops reading its own cgroup from
+/// `/proc/self/cgroup` and appending it to a marker file; no line may name
+/// the outside cgroup. Recorded twice, written when the daemon is back:
+/// the move (`killed` empty: the mover is outside every agent) and the
+/// kill at the syscall exit, both with both cgroups.
+#[test]
+fn a_process_moved_out_by_an_outsider_dies_before_a_syscall_completes_outside() {
+    if !can_run("leave_doomed") {
+        return;
+    }
+    let mut s = setup("leavedoomed", |_| {});
+    let marker = s.env.dir.path().join("cgroups.txt");
+    let pid_file = s.env.dir.path().join("loop.pid");
+    let (mut child, pid) = spawn_staying(
+        &[
+            "join",
+            s.agent.to_str().unwrap(),
+            "cgroup-loop",
+            marker.to_str().unwrap(),
+            pid_file.to_str().unwrap(),
+        ],
+        &pid_file,
+    );
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&marker)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    wait_until("the loop's first lines", || lines().len() >= 10);
+    s.env.stop_daemon();
+    std::fs::write(s.out.join("cgroup.procs"), pid.to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Our own probe: end it before failing.
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the moved process still ran 30 s after the move");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "no daemon runs: the kernel kills it ({status:?})"
+    );
+    let all = lines();
+    // The last line may be cut short by the kill.
+    let complete = &all[..all.len() - 1];
+    assert!(complete.len() >= 9, "{all:?}");
+    assert!(
+        !all.iter().any(|l| l.ends_with("/outside")),
+        "a syscall completed in the outside cgroup: {:?}",
+        &all[all.len().saturating_sub(5)..]
+    );
+    assert!(
+        complete.iter().all(|l| l.ends_with("/adopted")),
+        "{:?}",
+        &complete[..complete.len().min(5)]
+    );
+    s.env.start_daemon();
+    let moved = escape_entry(&s, pid, "migrated");
+    assert_eq!(moved["details"]["killed"], serde_json::json!([]), "{moved}");
+    let e = s
+        .env
+        .wait_for_evidence("the kill at the syscall exit", |e| {
+            e["action"] == "leave-agent"
+                && e["details"]["escaped_pid"] == pid
+                && e["details"]["killed"] == serde_json::json!(["escaped-at-syscall-exit"])
+        });
+    assert_eq!(e["agent"], "adopted", "{e}");
+    assert_eq!(
+        e["pid"], pid,
+        "recorded in the escaped process's context: {e}"
+    );
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert_eq!(e["method"], "kill", "{e}");
+    assert_eq!(e["rule_id"], "left-agent", "{e}");
+    assert_eq!(e["details"]["from_cgroup"], s.agent_id, "{e}");
+    assert_eq!(e["details"]["to_cgroup"], s.out_id, "{e}");
+    assert_eq!(e["details"]["how"], "migrated", "{e}");
+    assert!(s.env.ok(&["log", "verify"]).contains("intact"));
+}

@@ -1069,6 +1069,29 @@ rules:
         .filter(|e| e["kind"] == "decision" && e["details"]["family"] == 17)
         .count();
     assert_eq!(packets, 2, "only the agent's two attempts are recorded");
+
+    // `socket: { kind: packet }` allows them at the same hook: the socket
+    // is made, recorded as allowed by that rule.
+    env.write_policy(
+        "p.yaml",
+        "version: 1
+rules:
+  - id: ping
+    socket: { kind: raw }
+    decision: allow
+  - id: sniff
+    socket: { kind: packet }
+    decision: allow
+",
+    );
+    env.ok(&["policy", "reload"]);
+    let out = probe_joined(&env, "packet-agent", &["socket", "17", "3", "768"]);
+    assert_eq!(stdout(&out), "ok", "allowed by the rule: {out:?}");
+    let e = env.wait_for_evidence("the allowed packet socket", |e| {
+        e["kind"] == "decision" && e["details"]["family"] == 17 && e["decision"] == "allow"
+    });
+    assert_eq!(e["rule_id"], "sniff", "{e}");
+    assert_eq!(e["target"], "packet packet raw protocol=768", "{e}");
 }
 
 /// Opens per cached read step: enough repeats that most are cache hits.

@@ -241,8 +241,11 @@ fn route(
             ..
         } = ev.action
         {
-            // Killed here unless the kernel killed it in place.
-            if killed & warden_common::escape_killed::ESCAPED == 0 {
+            // Killed here unless the kernel killed it in place (the
+            // record of the move), or at its syscall exit (a second record).
+            let in_kernel = warden_common::escape_killed::ESCAPED
+                | warden_common::escape_killed::AT_SYSCALL_EXIT;
+            if killed & in_kernel == 0 {
                 let _ = enforcer.send(Command::KillEscaped {
                     pid,
                     agent_cgroup: from_cgroup,

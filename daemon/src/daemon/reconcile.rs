@@ -77,6 +77,10 @@ pub(super) struct GlobalNeeds<'a> {
     pub(super) pending: Option<usize>,
     /// Threads in `HELD`.
     pub(super) marked: usize,
+    /// Adopted agents: their processes can open packet sockets that no
+    /// seccomp filter refuses (`sys_exit` kills them unless a rule
+    /// allows, where BPF LSM or fmod_ret does not decide them).
+    pub(super) packets: Vec<&'a str>,
 }
 
 pub(super) struct Enforced {
@@ -94,6 +98,10 @@ pub(super) struct Enforced {
     /// The policy in force holds execs on the fallback (the page-fault
     /// guard runs).
     pub(super) needs_fault_guard: bool,
+    /// The agent's cgroup was adopted (`agent add --cgroup`): its
+    /// processes are not under `warden run`'s seccomp filter, so its
+    /// packet sockets need `sys_exit` on the fallback.
+    pub(super) adopted: bool,
     /// The policy in force says `mode: record`.
     pub(super) record: bool,
     /// The freeze window whose variant of the policy is installed
@@ -236,6 +244,7 @@ impl Enforcer {
     pub(super) fn update_sys_exit(&mut self) -> Result<(), ReconcileError> {
         let needs = self.global_needs();
         let files = !needs.files.is_empty();
+        let packets = !needs.packets.is_empty();
         // Pending holds that could not be listed count as some. Where the
         // fexit stops held network actions (then BPF LSM or fmod_ret
         // decides every class too), a pending hold needs no sys_exit: a
@@ -255,6 +264,9 @@ impl Enforcer {
         }
         if files {
             mode |= sys_exit_mode::FILES;
+        }
+        if packets {
+            mode |= sys_exit_mode::PACKETS;
         }
         self.kernel
             .set_sys_exit_mode(mode)
@@ -328,6 +340,10 @@ impl Enforcer {
                         let mode = self.kernel.sys_exit_mode() | sys_exit_mode::FILES;
                         self.kernel.set_sys_exit_mode(mode)?;
                     }
+                    if agent.adopted {
+                        let mode = self.kernel.sys_exit_mode() | sys_exit_mode::PACKETS;
+                        self.kernel.set_sys_exit_mode(mode)?;
+                    }
                     let rules = AgentRules {
                         agent_id: agent.id,
                         policy_gen: 0,
@@ -353,6 +369,7 @@ impl Enforcer {
                             needs_file: none.file_governed,
                             needs_hold: false,
                             needs_fault_guard: false,
+                            adopted: agent.adopted,
                             record: false,
                             rule_maps: String::new(),
                             agent_id: agent.id,
@@ -506,6 +523,9 @@ impl Enforcer {
         if paths.file_governed {
             mode |= sys_exit_mode::FILES;
         }
+        if agent.adopted {
+            mode |= sys_exit_mode::PACKETS;
+        }
         self.kernel.set_sys_exit_mode(mode)?;
         let fail_open = parsed.on_evidence_loss == policy::EvidenceLoss::Allow;
         let rules = AgentRules {
@@ -560,6 +580,7 @@ impl Enforcer {
                 needs_file: paths.file_governed,
                 needs_hold,
                 needs_fault_guard,
+                adopted: agent.adopted,
                 record: parsed.mode == policy::Mode::Record,
                 rule_maps: capacity.to_string(),
                 agent_id: agent.id,
@@ -686,6 +707,7 @@ impl Enforcer {
             fault_guard: agents(|e| e.needs_fault_guard),
             pending: self.holds.list(false).ok().map(|p| p.len()),
             marked: self.kernel.marked_threads(),
+            packets: agents(|e| e.adopted),
         }
     }
 }

@@ -129,6 +129,17 @@ impl Enforcer {
         } else {
             agents(&needs.files, "file rules")
         };
+        // Where socket_create decides packet sockets, they need no sys_exit.
+        let packets = if self.kernel.lsm().packet {
+            None
+        } else {
+            (!needs.packets.is_empty()).then(|| {
+                format!(
+                    "packet sockets of the adopted agent(s) {}",
+                    needs.packets.join(", ")
+                )
+            })
+        };
         let hook = |hook: &str, attached: bool, cost: &str, reasons: Vec<Option<String>>| {
             let reasons: Vec<String> = reasons.into_iter().flatten().collect();
             let why = match (attached, reasons.is_empty()) {
@@ -152,6 +163,7 @@ impl Enforcer {
                     agents(&needs.holds, "holds"),
                     pending,
                     marked.clone(),
+                    packets,
                 ],
             ),
             hook(

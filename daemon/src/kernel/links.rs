@@ -32,6 +32,12 @@ impl Kernel {
         } else {
             mode
         };
+        // Packet sockets are socket_create's where it is attached.
+        let mode = if self.lsm.packet {
+            mode & !warden_common::sys_exit_mode::PACKETS
+        } else {
+            mode
+        };
         if mode == self.sys_exit_mode && (mode != 0) == self.sys_exit.is_some() {
             return Ok(());
         }

@@ -383,8 +383,12 @@ impl Kernel {
             Mechanism {
                 action: "network: packet sockets (AF_PACKET, SOCK_PACKET)".into(),
                 mechanism: match (self.lsm().packet, self.lsm().fmod_ret, &self.lsm().packet_unavailable) {
-                    (true, true, _) => "fmod_ret/security_socket_create, every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
-                    (true, false, _) => "lsm/socket_create (BPF LSM), every agent: no rule allows them, deny = socket() fails with EPERM, recorded".into(),
+                    (true, true, _) => "fmod_ret/security_socket_create, every agent: allowed only by a `socket: { kind: packet }` rule, deny = socket() fails with EPERM, recorded".into(),
+                    (true, false, _) => "lsm/socket_create (BPF LSM), every agent: allowed only by a `socket: { kind: packet }` rule, deny = socket() fails with EPERM, recorded".into(),
+                    (false, _, why) if self.path_ops_unavailable.is_none() => format!(
+                        "tp_btf/sys_exit after a successful socket() (fallback; attached while an adopted agent is installed), every agent: allowed only by a `socket: {{ kind: packet }}` rule, deny = SIGKILL before socket() returns, recorded (detect-and-kill: the socket existed); warden run's seccomp refuses them with EPERM whatever the policy{}",
+                        why.as_ref().map(|w| format!(" (socket_create not used: {w})")).unwrap_or_default()
+                    ),
                     (false, _, why) => format!(
                         "warden run's seccomp only (EPERM, not recorded per attempt; adopted agents with CAP_NET_RAW are not decided){}",
                         why.as_ref().map(|w| format!(": {w}")).unwrap_or_default()
@@ -432,7 +436,7 @@ impl Kernel {
             Mechanism {
                 action: "leaving the agent (a process in a cgroup outside the agent's subtree)".into(),
                 mechanism: match &self.escape_unavailable {
-                    None => "tp_btf/sched_process_fork, cgroup_attach_task, sched_process_exit (MEMBERS): killed, the mover or forking parent in the kernel, the escaped process by the daemon from the record".into(),
+                    None => "tp_btf/sched_process_fork, cgroup_attach_task, sched_process_exit (MEMBERS): killed, the mover or forking parent in the kernel; a process moved out by another is marked (DOOMED) and killed at its next syscall exit where tp_btf/sys_exit is attached, and by the daemon from the record; a child forked out by the daemon from the record".into(),
                     Some(why) => format!("not detected on this kernel ({why})"),
                 },
             },

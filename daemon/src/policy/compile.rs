@@ -85,6 +85,7 @@ fn compile_sockets(policy: &Policy) -> warden_common::SockRules {
         };
         let slot = match kind {
             SocketKind::Raw => &mut out.raw,
+            SocketKind::Packet => &mut out.packet,
         };
         if slot.decision == 0 {
             *slot = warden_common::SockRule {
@@ -681,6 +682,26 @@ pub(super) mod tests {
                 rule_idx: 1
             }
         );
+    }
+
+    #[test]
+    fn the_first_packet_rule_decides_packet_sockets_apart_from_raw() {
+        let none = compile("version: 1\nrules: []\n");
+        assert_eq!(none.sockets.packet.decision, 0, "no rule: the kernel kills");
+        let c = compile(
+            "version: 1\nrules:\n  - id: ping\n    socket: { kind: raw }\n    decision: deny\n  \
+             - id: sniff\n    socket: { kind: packet }\n    decision: allow\n  \
+             - id: later\n    socket: { kind: packet }\n    decision: deny\n",
+        );
+        assert_eq!(
+            c.sockets.packet,
+            warden_common::SockRule {
+                decision: warden_common::Decision::Allow as u32,
+                rule_idx: 1
+            }
+        );
+        assert_eq!(c.sockets.raw.rule_idx, 0);
+        assert_eq!(c.sockets.raw.decision, warden_common::Decision::Deny as u32);
     }
 
     fn ip(s: &str) -> IpAddr {

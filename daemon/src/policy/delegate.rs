@@ -555,6 +555,25 @@ fn socket_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             Selector::Socket { kind },
         ));
     }
+    // Packet sockets only where either names them (no rule: denied).
+    let names_packet = |p: &Policy| {
+        p.rules.iter().any(|r| {
+            matches!(
+                r.selector,
+                Selector::Socket {
+                    kind: SocketKind::Packet
+                }
+            )
+        })
+    };
+    if names_packet(parent) || names_packet(child) {
+        let kind = SocketKind::Packet;
+        out.push(joined(
+            &verdict(child, kind),
+            &verdict(parent, kind),
+            Selector::Socket { kind },
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -72,6 +72,12 @@ fn generated_policy(g: &mut Gen, tag: &str) -> String {
             "  - id: {tag}raw\n    socket: {{ kind: raw }}\n    decision: {d}\n"
         ));
     }
+    if g.below(3) == 0 {
+        let d = g.pick(&["allow", "deny"]);
+        yaml.push_str(&format!(
+            "  - id: {tag}packet\n    socket: {{ kind: packet }}\n    decision: {d}\n"
+        ));
+    }
     let exec_side = g.below(2) == 0;
     for i in 0..g.below(5) {
         let target = g.pick(&TARGETS);
@@ -139,6 +145,7 @@ fn actions() -> Vec<Replayed> {
         }
     }
     out.push(Replayed::RawSocket);
+    out.push(Replayed::PacketSocket);
     out
 }
 
@@ -613,4 +620,29 @@ fn measure_intersecting_large_host_rule_policies() {
             t.elapsed()
         );
     }
+}
+
+/// Packet sockets: allowed for the child only where both allow them; a
+/// side without a `kind: packet` rule denies (and a policy naming only raw
+/// sockets leaves packet sockets denied).
+#[test]
+fn packet_sockets_are_allowed_only_where_both_allow_them() {
+    let caps = Capabilities::assume_all();
+    let compile = |name: &str, rules: &str| {
+        compile_policy(name, &format!("version: 1\nrules:\n{rules}"), &caps).unwrap()
+    };
+    let packet = "  - id: sniff\n    socket: { kind: packet }\n    decision: allow\n";
+    let raw = "  - id: ping\n    socket: { kind: raw }\n    decision: allow\n";
+    let both = compile("both.yaml", &format!("{packet}{raw}"));
+    let raw_only = compile("raw.yaml", raw);
+    let eff = compile_delegated(&both, &both, &caps).unwrap();
+    assert_eq!(decide(&eff, &Replayed::PacketSocket), Decision::Allow);
+    assert_eq!(decide(&eff, &Replayed::RawSocket), Decision::Allow);
+    for (parent, child) in [(&both, &raw_only), (&raw_only, &both)] {
+        let eff = compile_delegated(parent, child, &caps).unwrap();
+        assert_eq!(decide(&eff, &Replayed::PacketSocket), Decision::Deny);
+        assert_eq!(decide(&eff, &Replayed::RawSocket), Decision::Allow);
+    }
+    let eff = compile_delegated(&raw_only, &raw_only, &caps).unwrap();
+    assert_eq!(decide(&eff, &Replayed::PacketSocket), Decision::Deny);
 }

@@ -307,20 +307,24 @@ pub enum Selector {
         read: bool,
         write: bool,
     },
-    /// Creating a socket of a kind the connect rules cannot see (raw IP).
+    /// Creating a socket of a kind the connect rules cannot see (raw IP,
+    /// packet).
     /// Decided at creation; `allow` or `deny` only.
     Socket { kind: SocketKind },
 }
 
 /// The socket kinds a `socket` rule names (`warden_common::sock_class`).
-/// Packet sockets are not a kind: the kernel's `sock_create` hook does not
-/// see them; `warden run` refuses them whatever the policy, and where BPF
-/// LSM or fmod_ret runs `socket_create` refuses them for every agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "`raw`")]
+#[serde(rename_all = "lowercase", expecting = "`raw` or `packet`")]
 pub enum SocketKind {
-    /// `SOCK_RAW` in `AF_INET`/`AF_INET6` (`IPPROTO_RAW` included).
+    /// `SOCK_RAW` in `AF_INET`/`AF_INET6` (`IPPROTO_RAW` included),
+    /// decided by the cgroup `sock_create` hook.
     Raw,
+    /// `AF_PACKET` (and `SOCK_PACKET`): decided at BPF LSM `socket_create`
+    /// (or `fmod_ret/security_socket_create`), else detected at `sys_exit`
+    /// and killed when no rule allows it. `warden run`'s seccomp refuses
+    /// them whatever the policy.
+    Packet,
 }
 
 /// Transport protocol of a connect rule.

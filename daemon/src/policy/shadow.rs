@@ -48,6 +48,8 @@ pub enum Replayed {
     },
     /// A raw IP socket's creation.
     RawSocket,
+    /// A packet socket's creation (`AF_PACKET`, `SOCK_PACKET`).
+    PacketSocket,
     /// rename or link: both names are decided as writes.
     Name {
         old: String,
@@ -94,6 +96,7 @@ pub fn replayed(e: &Entry) -> Option<Replayed> {
             })
         }
         "socket" if e.target.starts_with("raw ") => Some(Replayed::RawSocket),
+        "socket" if e.target.starts_with("packet ") => Some(Replayed::PacketSocket),
         "rename" | "link" => Some(Replayed::Name {
             old: e.details.get("old_path")?.as_str()?.to_string(),
             new: e.target.clone(),
@@ -189,10 +192,14 @@ impl Evaluator<'_> {
                 }
                 out
             }
-            Replayed::RawSocket => {
+            Replayed::RawSocket | Replayed::PacketSocket => {
                 // judge/sock.rs: an allow or deny rule decides; no rule
                 // (or any other value) is the default, deny.
-                let r = self.compiled.net.sockets.raw;
+                let r = if *action == Replayed::PacketSocket {
+                    self.compiled.net.sockets.packet
+                } else {
+                    self.compiled.net.sockets.raw
+                };
                 if r.decision == warden_common::Decision::Allow as u32 {
                     Verdict::of(warden_common::Decision::Allow as u8, r.rule_idx)
                 } else if r.decision == warden_common::Decision::Deny as u32 {

@@ -401,6 +401,10 @@ fn targets_are_read_back_as_the_kernel_saw_them() {
         replayed(&e("socket", "raw inet raw protocol=255")),
         Some(Replayed::RawSocket)
     );
+    assert_eq!(
+        replayed(&e("socket", "packet packet raw protocol=768")),
+        Some(Replayed::PacketSocket)
+    );
     let mut rename = e("rename", "/srv/new");
     rename.details.insert("old_path".into(), json!("/srv/old"));
     assert_eq!(

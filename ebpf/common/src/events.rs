@@ -353,6 +353,10 @@ pub mod escape_killed {
     pub const ACTOR: u32 = 2;
     /// `bpf_send_signal` failed.
     pub const FAILED: u32 = 4;
+    /// The escaped process, moved out by another process, killed
+    /// by the kernel at its next syscall exit (`DOOMED`; a second record
+    /// after the one of the move).
+    pub const AT_SYSCALL_EXIT: u32 = 8;
 }
 
 /// A process of an agent that appeared in a cgroup outside the agent's

@@ -98,6 +98,9 @@ pub mod syscalls {
         }
         bits
     };
+    /// `socket(family, type, protocol)`: packet sockets are decided at its
+    /// exit on the fallback (`fallback::packet`).
+    pub const SOCKET: u32 = 41;
     /// The ia32 table (int 0x80 works from 64-bit code too, and the numbers
     /// mean other syscalls in the 64-bit table: 5 is fstat there).
     pub const IA32_OPEN: u32 = 5;
@@ -126,6 +129,11 @@ pub mod syscalls {
     /// three 32-bit words (fd, address, length).
     pub const IA32_SOCKETCALL: u32 = 102;
     pub const IA32_SOCKETCALL_BIND: u32 = 2;
+    /// `socketcall` `call` 1 is `socket`: `args` holds family, type and
+    /// protocol (32-bit words).
+    pub const IA32_SOCKETCALL_SOCKET: u32 = 1;
+    /// ia32 `socket(family, type, protocol)` (in `bx, cx, dx`).
+    pub const IA32_SOCKET: u32 = 359;
     pub const IA32_CHOWN16: u32 = 182;
     pub const IA32_TRUNCATE64: u32 = 193;
     pub const IA32_LCHOWN32: u32 = 198;

@@ -82,6 +82,7 @@ mod pod {
     unsafe impl aya::Pod for SummaryCount {}
     unsafe impl aya::Pod for EscapeEvent {}
     unsafe impl aya::Pod for Member {}
+    unsafe impl aya::Pod for Doomed {}
     unsafe impl aya::Pod for DnsProxy {}
     unsafe impl aya::Pod for DnsOrig {}
     unsafe impl aya::Pod for CacheKey {}

@@ -55,3 +55,6 @@ pub const MAX_DECISION_CACHE: u32 = 65536;
 /// Beyond it a new process of an agent is not tracked (its escape would
 /// not be seen): see README, Known gaps.
 pub const MAX_MEMBERS: u32 = 1 << 18;
+/// Escaped processes awaiting their kill at their next syscall exit at
+/// once (`DOOMED`); beyond it the daemon's kill from the record is all.
+pub const MAX_DOOMED: u32 = 4096;

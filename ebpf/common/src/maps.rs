@@ -220,6 +220,10 @@ pub mod sys_exit_mode {
     pub const HOLDS: u32 = 1 << 0;
     /// Decide opens of agents with file rules.
     pub const FILES: u32 = 1 << 1;
+    /// Kill agents' processes that created a packet socket (`AF_PACKET`,
+    /// `SOCK_PACKET`) no rule allows (`fallback::packet`), where BPF LSM or
+    /// fmod_ret does not decide them at creation.
+    pub const PACKETS: u32 = 1 << 2;
 }
 
 /// Socket classes decided at creation (`sock_create`): sockets that send
@@ -232,8 +236,9 @@ pub mod sock_class {
     /// `AF_PACKET`): the cgroup `sock_create` hook runs for inet sockets
     /// only, so these are decided at BPF LSM `socket_create` or
     /// `fmod_ret/security_socket_create` where those run (`lsm_sock`), and
-    /// refused by `warden run`'s seccomp elsewhere. No rule names them:
-    /// denied.
+    /// refused by `warden run`'s seccomp, and detected at `sys_exit` and
+    /// killed (`fallback::packet`) elsewhere. Allowed only by a rule
+    /// `socket: { kind: packet }`.
     pub const PACKET: u32 = 2;
 }
 
@@ -253,8 +258,10 @@ const _: () = assert!(size_of::<SockRule>() == 8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SockRules {
     pub raw: SockRule,
+    /// `AF_PACKET` (and `SOCK_PACKET`) sockets: `socket: { kind: packet }`.
+    pub packet: SockRule,
 }
-const _: () = assert!(size_of::<SockRules>() == 8);
+const _: () = assert!(size_of::<SockRules>() == 16);
 
 /// `MEMBERS` value: the agent a process (by thread group id) belongs to,
 /// filled at fork, at migration into an agent's subtree, and by the daemon
@@ -270,6 +277,24 @@ pub struct Member {
     pub level: u32,
 }
 const _: () = assert!(size_of::<Member>() == 16);
+
+/// `DOOMED` value, keyed by thread group id: a process of an agent that
+/// someone else moved out of the agent's subtree, to be killed
+/// at its next syscall exit (`fallback::doomed`), with what its record
+/// says. Removed at that kill or at the process's exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Doomed {
+    /// The agent's cgroup (where it came from) and where it went.
+    pub from_cgroup: u64,
+    pub to_cgroup: u64,
+    pub agent_id: u32,
+    pub policy_gen: u32,
+    /// `escape_how`.
+    pub how: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Doomed>() == 32);
 /// Value of `DNS_PROXY`, keyed by agent id (`u32`): where the agent's DNS
 /// proxy listens, on 127.0.0.1 and ::1 (host byte order). No entry (no
 /// daemon serving it): the agent's DNS is decided by its CIDR rules.

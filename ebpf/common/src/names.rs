@@ -18,7 +18,7 @@ pub const SUMMARIES: &str = "SUMMARIES";
 /// Maps pinned under `<pin dir>/maps/` and reused by the next daemon,
 /// so agents stay enforced (and their actions counted and queued) while
 /// no daemon runs. Scratch maps are not state and are not pinned.
-pub const PINNED_MAPS: [&str; 24] = [
+pub const PINNED_MAPS: [&str; 26] = [
     AGENTS,
     NET4_RULES,
     NET6_RULES,
@@ -43,6 +43,8 @@ pub const PINNED_MAPS: [&str; 24] = [
     BUDGETS,
     BUDGET_USE,
     EGRESS_DROPS,
+    DOOMED,
+    DOOMED_ANY,
 ];
 pub const HELD: &str = "HELD";
 pub const GRANTS: &str = "GRANTS";
@@ -212,6 +214,12 @@ pub const AGENT_LOSS: &str = "AGENT_LOSS";
 /// Hash of `Member` by thread group id (`u32`): which agent a process
 /// belongs to, wherever its cgroup is now.
 pub const MEMBERS: &str = "MEMBERS";
+/// Hash of `Doomed` by thread group id: escaped processes the `sys_exit`
+/// program kills at their next syscall exit (`fallback/doomed.rs`).
+pub const DOOMED: &str = "DOOMED";
+/// Array of one `u64`: how many `DOOMED` entries there are (the one word
+/// every syscall exit reads before looking a process up).
+pub const DOOMED_ANY: &str = "DOOMED_ANY";
 /// Escape detection (`escape.rs`): global tracepoints, always attached.
 pub const PROG_FORK: &str = "warden_fork";
 pub const FORK_TRACEPOINT: &str = "sched_process_fork";

@@ -19,12 +19,15 @@
 //!   its agent's subtree. If it moved itself it is killed in place; if a
 //!   process of an agent moved it, that process is killed in place; unless
 //!   it moved itself, the moved process is killed by the daemon from the
-//!   record.
+//!   record, and marked in `DOOMED` for the `sys_exit` program to kill at
+//!   its next syscall exit (`fallback/doomed.rs`), whichever comes first.
+//!   (A child forked out is not marked: its parent dies at the fork, and
+//!   the daemon kills it from the record.)
 //!
 //! Cost outside agents: a fork pays `current_agent` (one helper call, one
 //! hash lookup, one array read, and a helper call and lookup per level
 //! that holds agents); an exit one helper call and, for a thread group
-//! leader, one hash delete; a migration one probe read and one hash lookup
+//! leader, two hash deletes (`MEMBERS`, `DOOMED`); a migration one probe read and one hash lookup
 //! plus, for a process that is no member, the destination's agent lookup
 //! (three probe reads and a hash lookup for each of the two deepest levels
 //! that hold agents).
@@ -36,15 +39,16 @@ use aya_ebpf::{
     EbpfContext,
 };
 use warden_common::{
-    counter, escape_how, escape_killed, limits, rule, AgentInfo, Decision, EscapeEvent, EventKind,
-    Member, Method, SIGKILL,
+    counter, escape_how, escape_killed, limits, rule, AgentInfo, Decision, Doomed, EscapeEvent,
+    EventKind, Member, Method, SIGKILL,
 };
 
 use crate::{
     agent::{current_agent, current_agent_cgroup},
     counters::count,
     events::event_header,
-    maps::{AGENTS, AGENT_LEVELS, EVENTS, MEMBERS},
+    fallback::doomed,
+    maps::{AGENTS, AGENT_LEVELS, DOOMED, EVENTS, MEMBERS},
     path::{self, off},
 };
 
@@ -54,6 +58,11 @@ pub fn warden_task_exit(_ctx: BtfTracePointContext) -> i32 {
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == pid_tgid as u32 {
         let _ = MEMBERS.remove(&tgid);
+        // A marked process that died before its next syscall exit (the
+        // daemon's kill): its mark goes, so a reused id is never killed.
+        // Not guarded by `DOOMED_ANY`: a count left low by a lost race
+        // must not leave a stale mark behind (one hash delete per exit).
+        doomed::forget(tgid);
     }
     0
 }
@@ -146,13 +155,18 @@ pub fn warden_cgroup_attach(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
+    let to_cgroup = cgroup_id_of(dst);
+    if caller_tgid != tgid {
+        // Moved by another process: killed at its next syscall exit.
+        doom(tgid, &agent, m.agent_cgroup, to_cgroup, escape_how::ATTACH);
+    }
     record(
         &agent,
         caller_cgroup,
         tgid,
         tgid,
         m.agent_cgroup,
-        cgroup_id_of(dst),
+        to_cgroup,
         escape_how::ATTACH,
         killed,
     );
@@ -179,6 +193,24 @@ fn join_if_agent(tgid: u32, dst: u64) {
             level,
         };
         let _ = MEMBERS.insert(&tgid, &member, 0);
+    }
+}
+
+/// Marks `tgid` (another process than the caller) to be killed at its
+/// next syscall exit (`fallback::doomed`).
+#[inline(always)]
+fn doom(tgid: u32, agent: &AgentInfo, from_cgroup: u64, to_cgroup: u64, how: u32) {
+    let d = Doomed {
+        from_cgroup,
+        to_cgroup,
+        agent_id: agent.agent_id,
+        policy_gen: agent.policy_gen,
+        how,
+        _pad: 0,
+    };
+    // BPF_NOEXIST: counted once however often it is moved.
+    if DOOMED.insert(&tgid, &d, 1).is_ok() {
+        doomed::add_any(1);
     }
 }
 

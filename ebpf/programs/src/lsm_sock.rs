@@ -6,9 +6,9 @@
 //! kernel runs it for inet sockets only); raw inet sockets stay decided
 //! there, so each socket has one decision.
 //!
-//! No policy rule names packet sockets: the socket judge denies them
-//! (rule `default-deny`); a revoked agent is refused with `revoked`; an
-//! agent in record mode is recorded `would-deny` and goes ahead. A refusal
+//! The socket judge decides them by the agent's `socket: { kind: packet }`
+//! rule (none: `default-deny`); a revoked agent is refused with `revoked`;
+//! an agent in record mode is recorded `would-deny` and goes ahead. A refusal
 //! fails `socket()` with EPERM before the socket exists, recorded like the
 //! cgroup hook's (`EventKind::Socket`, class `packet`).
 //!

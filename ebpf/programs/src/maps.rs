@@ -8,7 +8,7 @@ use aya_ebpf::{
     },
 };
 use warden_common::{
-    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, DnsOrig, DnsProxy,
+    limits, AgentCounters, AgentInfo, Budget, BudgetSet, BudgetUseKey, DnsOrig, DnsProxy, Doomed,
     EgressDrops, FileRule, Held, HoldKey, LossCounts, LossKey, Member, Net4Key, Net6Key, NetRules,
     Parked, PathKey, PathRule, SockRules, SummaryCount, SummaryKey,
 };
@@ -126,6 +126,17 @@ pub static SUMMARIES: PerCpuHashMap<SummaryKey, SummaryCount> =
 #[map]
 pub static MEMBERS: HashMap<u32, Member> =
     HashMap::with_max_entries(limits::MAX_MEMBERS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Escaped processes to kill at their next syscall exit, by thread group
+/// id (`escape.rs` marks, `fallback/doomed.rs` kills).
+#[map]
+pub static DOOMED: HashMap<u32, Doomed> =
+    HashMap::with_max_entries(limits::MAX_DOOMED, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// `[0]`: the number of `DOOMED` entries, so every other syscall exit
+/// pays one array read (inlined) and no lookup.
+#[map]
+pub static DOOMED_ANY: Array<u64> = Array::with_max_entries(1, 0);
 
 /// `[0]`: `fallback::path_ops::warden_path_ops`, tail-called by the
 /// `sys_exit` program (see `warden_common::names::SYS_EXIT_TAIL`).

@@ -103,7 +103,7 @@ pub(in crate::policy) struct RuleFields {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "socket: a mapping with `kind` (`raw`)"
+    expecting = "socket: a mapping with `kind` (`raw` or `packet`)"
 )]
 pub(in crate::policy) struct SocketFields {
     pub(in crate::policy) kind: SocketKind,

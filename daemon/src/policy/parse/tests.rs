@@ -778,13 +778,43 @@ fn socket_rules_name_raw_and_cannot_hold() {
     .unwrap_err()
     .to_string();
     assert!(held.contains("socket creation cannot be held"), "{held}");
-    let packet = parse_policy(
+}
+
+/// `socket: { kind: packet }` names `AF_PACKET`/`SOCK_PACKET` sockets; a
+/// kind that does not exist is refused with the file, line and rule; a
+/// packet rule cannot hold either.
+#[test]
+fn socket_rules_name_packet_and_bad_kinds_are_refused() {
+    let p = parse_policy(
         FILE,
         "version: 1\nrules:\n  - id: sniff\n    socket: { kind: packet }\n    decision: allow\n",
     )
+    .unwrap();
+    assert_eq!(
+        p.rules[0].selector,
+        crate::policy::Selector::Socket {
+            kind: crate::policy::SocketKind::Packet
+        }
+    );
+    assert!(p.canonical_json().contains(r#""socket":{"kind":"packet"}"#));
+    let bad = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: ok\n    socket: { kind: raw }\n    decision: allow\n  \
+         - id: sniff\n    socket: { kind: ether }\n    decision: allow\n",
+    )
     .unwrap_err()
     .to_string();
-    assert!(packet.contains("expected `raw`"), "{packet}");
+    assert!(bad.contains(FILE), "{bad}");
+    assert!(bad.contains(":7:"), "line 7: {bad}");
+    assert!(bad.contains("sniff"), "{bad}");
+    assert!(bad.contains("`raw` or `packet`"), "{bad}");
+    let held = parse_policy(
+        FILE,
+        "version: 1\nrules:\n  - id: sniff\n    socket: { kind: packet }\n    decision: hold\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(held.contains("socket creation cannot be held"), "{held}");
 }
 
 /// 100,000 levels stalled the daemon 31 s; the bound refuses them before

@@ -3,10 +3,12 @@
 //! effect, so a denial kills the process and a hold stops it (`hold`).
 
 pub mod cache;
+pub mod doomed;
 pub mod exec;
 pub mod file;
 pub mod hold;
 pub mod names;
+pub mod packet;
 pub mod path_ops;
 pub mod shadow;
 pub mod sys_exit;

@@ -77,7 +77,15 @@ pub fn dispatch(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn warden_path_ops(ctx: BtfTracePointContext) -> i32 {
-    decide(ctx.arg(0));
+    // A marked escaped process is killed first (`doomed.rs`). Packet
+    // sockets share this program (`packet.rs`): the socket numbers are
+    // told apart next, the operations on names decided otherwise.
+    if super::doomed::at_sys_exit() {
+        return 0;
+    }
+    if !super::packet::decide(ctx.arg(0), ctx.arg(1)) {
+        decide(ctx.arg(0));
+    }
     0
 }
 

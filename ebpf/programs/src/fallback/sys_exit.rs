@@ -18,12 +18,15 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use warden_common::{sys_exit_mode, EPERM, ERESTARTNOINTR};
 
 use crate::{
-    fallback::{cache, file, hold, names, path_ops},
+    fallback::{cache, doomed, file, hold, names, packet, path_ops},
     maps::SYS_EXIT_MODE,
 };
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    // A process an outsider moved out of its agent dies here (a tail
+    // call, only while some process is marked: one inlined array read).
+    doomed::dispatch(&ctx);
     // An array lookup the verifier inlines: no helper call.
     let mode = SYS_EXIT_MODE.get(0).copied().unwrap_or(0);
     // sys_exit(struct pt_regs *regs, long ret)
@@ -45,6 +48,12 @@ pub fn warden_sys_exit(ctx: BtfTracePointContext) -> i32 {
         names::decide(ctx.arg(0), ret);
         // Last: a tail call does not come back.
         path_ops::dispatch(&ctx, ctx.arg(0), ret);
+    }
+    if mode & sys_exit_mode::PACKETS != 0 {
+        // Packet sockets (a tail call to the same program; never with the
+        // one above: their numbers differ, and ia32 `socketcall` goes
+        // there only when it returned 0, where `packet.rs` is asked first).
+        packet::dispatch(&ctx, ctx.arg(0), ret);
     }
     0
 }

@@ -28,11 +28,11 @@ pub fn decide(slot: u32, class: u32) -> (Decision, u32) {
     let Some(rules) = (unsafe { SOCK_RULES.get(&slot) }) else {
         return (Decision::Deny, rule::DEFAULT);
     };
-    if class != sock_class::RAW {
-        // No rule kind names another class (packet sockets): denied.
-        return (Decision::Deny, rule::DEFAULT);
-    }
-    let r: &SockRule = &rules.raw;
+    let r: &SockRule = if class == sock_class::PACKET {
+        &rules.packet
+    } else {
+        &rules.raw
+    };
     if r.decision == Decision::Allow as u32 {
         (Decision::Allow, r.rule_idx)
     } else if r.decision == Decision::Deny as u32 {
