@@ -68,7 +68,7 @@ pub fn exec_file(exec: bool, file: bool) -> Vec<Wanted> {
 }
 
 /// What decides operations on names where fmod_ret does (`LsmState::names`).
-pub const NAMES_MECHANISM: &str = "fmod_ret/security_path_* (BPF LSM built but not active: rename, link, unlink, mkdir, rmdir, symlink, mknod (also a unix socket's bind), chmod, chown, truncate), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule refuses";
+pub const NAMES_MECHANISM: &str = "fmod_ret/security_path_* (BPF LSM built but not active: rename, link, unlink, mkdir, rmdir, symlink, mknod (also a unix socket's bind), chmod, chown, truncate; security_inode_setxattr, removexattr, set_acl, remove_acl, setattr (times) under every mount of the file's super block, at most 4), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule holds the thread inside the syscall (path_*; the inode hooks refuse)";
 
 /// The program that decides packet sockets (`security_socket_create`).
 pub fn socket() -> Vec<Wanted> {
@@ -83,6 +83,7 @@ pub fn socket() -> Vec<Wanted> {
 pub fn names() -> Vec<Wanted> {
     names::NAME_HOOKS
         .iter()
+        .chain(&names::INODE_HOOKS)
         .map(|h| (h.fmodret_prog, h.fmodret_fn, h.fmodret_pin))
         .collect()
 }

@@ -49,4 +49,10 @@ pub mod path_flags {
     /// 0x80`; `NameEvent::syscall` is then an ia32 number, see
     /// `syscalls::ia32_native`).
     pub const IA32: u32 = 1 << 10;
+    /// An inode hook (setxattr, removexattr, utime: no mount) found more
+    /// mounts of the file's super block than it walks (`MAX_SB_MOUNTS`):
+    /// refused.
+    pub const TOO_MANY_MOUNTS: u32 = 1 << 11;
 }
+/// The mounts of one super block an inode hook decides the path under.
+pub const MAX_SB_MOUNTS: u32 = 4;
