@@ -1308,8 +1308,12 @@ rules:{RUNTIME_FILES}
         .iter()
         .any(|e| e["target"] == outside.as_str()));
     assert!(env.ok(&["log", "verify"]).contains("intact"));
-    for line in env.daemon_log().lines() {
-        if line.contains("verified_insns")
+    // The verifier's cost and the daemon's start-up (its first line, then
+    // each inode hook loaded or attached), shown with --nocapture.
+    let log = env.daemon_log();
+    eprintln!("{}", log.lines().next().unwrap_or_default());
+    for line in log.lines() {
+        if (line.contains("verified_insns") || line.contains("fmod_ret attached"))
             && (line.contains("setxattr") || line.contains("setattr"))
         {
             eprintln!("{line}");

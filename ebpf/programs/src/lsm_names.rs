@@ -341,16 +341,17 @@ fn next_mount(node: u64, head: u64) -> u64 {
 /// mount (the `inode_*` hooks): a `write` of its path under every mount of
 /// its super block that shows it to the acting process (see the module
 /// docs). Recorded is the path that decided: the first refused, else the
-/// first allowed.
+/// first allowed. `iattr`: setattr's `struct iattr` (0 for the other
+/// hooks), decided only for a change of times (`times_only`).
 #[inline(always)]
-pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method) -> i32 {
+pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method, iattr: u64) -> i32 {
     if previous != 0 {
         return previous;
     }
     let Some((cgroup_id, agent)) = governing_agent(agent_flags::FILE) else {
         return ALLOW;
     };
-    if overridden_creds() {
+    if (iattr != 0 && !times_only(iattr)) || overridden_creds() {
         return ALLOW;
     }
     count_agent(agent.agent_id, agent_counter::DECISIONS);
@@ -647,17 +648,21 @@ fn mknod(a: [u64; 5], deny: Method) -> i32 {
     in_dir(nr, a[0], a[1], a[4], deny)
 }
 
-/// setattr(idmap, dentry, attr): decided here only when it changes times
-/// and nothing the `path_*` hooks or the open decide (mode, owner, size).
+/// setattr(idmap, dentry, attr): decided only when it changes times and
+/// nothing the `path_*` hooks or the open decide (mode, owner, size); the
+/// `struct iattr` is read after the agent lookup (`decide_inode`).
 #[inline(always)]
 fn setattr(a: [u64; 4], deny: Method) -> i32 {
-    let valid: u32 = path::read(a[2], 0);
-    if valid & (ATTR_ATIME | ATTR_MTIME) == 0
-        || valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) != 0
-    {
-        return a[3] as i32;
-    }
-    decide_inode(syscalls::UTIMENSAT, a[1], a[3] as i32, deny)
+    decide_inode(syscalls::UTIMENSAT, a[1], a[3] as i32, deny, a[2])
+}
+
+/// Whether a `struct iattr` changes times and nothing else decided
+/// elsewhere.
+#[inline(always)]
+fn times_only(iattr: u64) -> bool {
+    let valid: u32 = path::read(iattr, 0);
+    valid & (ATTR_ATIME | ATTR_MTIME) != 0
+        && valid & (ATTR_MODE | ATTR_UID | ATTR_GID | ATTR_SIZE) == 0
 }
 
 macro_rules! args {
@@ -728,22 +733,28 @@ pub fn warden_lsm_truncate(ctx: LsmContext) -> i32 {
 #[lsm(hook = "inode_setxattr")]
 pub fn warden_lsm_setxattr(ctx: LsmContext) -> i32 {
     let a = args!(ctx, 7);
-    decide_inode(syscalls::SETXATTR, a[1], a[6] as i32, Method::LsmDeny)
+    decide_inode(syscalls::SETXATTR, a[1], a[6] as i32, Method::LsmDeny, 0)
 }
 #[lsm(hook = "inode_removexattr")]
 pub fn warden_lsm_removexattr(ctx: LsmContext) -> i32 {
     let a = args!(ctx, 4);
-    decide_inode(syscalls::REMOVEXATTR, a[1], a[3] as i32, Method::LsmDeny)
+    decide_inode(syscalls::REMOVEXATTR, a[1], a[3] as i32, Method::LsmDeny, 0)
 }
 #[lsm(hook = "inode_set_acl")]
 pub fn warden_lsm_set_acl(ctx: LsmContext) -> i32 {
     let a = args!(ctx, 5);
-    decide_inode(syscalls::LSETXATTR, a[1], a[4] as i32, Method::LsmDeny)
+    decide_inode(syscalls::LSETXATTR, a[1], a[4] as i32, Method::LsmDeny, 0)
 }
 #[lsm(hook = "inode_remove_acl")]
 pub fn warden_lsm_remove_acl(ctx: LsmContext) -> i32 {
     let a = args!(ctx, 4);
-    decide_inode(syscalls::LREMOVEXATTR, a[1], a[3] as i32, Method::LsmDeny)
+    decide_inode(
+        syscalls::LREMOVEXATTR,
+        a[1],
+        a[3] as i32,
+        Method::LsmDeny,
+        0,
+    )
 }
 #[lsm(hook = "inode_setattr")]
 pub fn warden_lsm_setattr(ctx: LsmContext) -> i32 {
@@ -818,7 +829,13 @@ pub fn warden_fmodret_truncate(ctx: *mut c_void) -> i32 {
 #[unsafe(link_section = "fexit/security_inode_setxattr")]
 pub fn warden_fmodret_setxattr(ctx: *mut c_void) -> i32 {
     let a = args!(FExitContext::new(ctx), 7);
-    decide_inode(syscalls::SETXATTR, a[1], a[6] as i32, Method::FmodRetDeny)
+    decide_inode(
+        syscalls::SETXATTR,
+        a[1],
+        a[6] as i32,
+        Method::FmodRetDeny,
+        0,
+    )
 }
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_inode_removexattr")]
@@ -829,13 +846,20 @@ pub fn warden_fmodret_removexattr(ctx: *mut c_void) -> i32 {
         a[1],
         a[3] as i32,
         Method::FmodRetDeny,
+        0,
     )
 }
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_inode_set_acl")]
 pub fn warden_fmodret_set_acl(ctx: *mut c_void) -> i32 {
     let a = args!(FExitContext::new(ctx), 5);
-    decide_inode(syscalls::LSETXATTR, a[1], a[4] as i32, Method::FmodRetDeny)
+    decide_inode(
+        syscalls::LSETXATTR,
+        a[1],
+        a[4] as i32,
+        Method::FmodRetDeny,
+        0,
+    )
 }
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "fexit/security_inode_remove_acl")]
@@ -846,6 +870,7 @@ pub fn warden_fmodret_remove_acl(ctx: *mut c_void) -> i32 {
         a[1],
         a[3] as i32,
         Method::FmodRetDeny,
+        0,
     )
 }
 #[unsafe(no_mangle)]
