@@ -1321,6 +1321,154 @@ rules:{RUNTIME_FILES}
     }
 }
 
+/// Processes in their own mount namespaces (`unshare -m`), kept alive
+/// during the check; killed (only they) on every path.
+struct Namespaces(Vec<Child>);
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The inode hooks decide under every mount of the file's super block, but
+/// only those of the acting process's mount namespace count (issue #15
+/// section 3): a host where systemd services each hold a mount of the root
+/// file system in their own namespace must not refuse every `touch` of an
+/// agent. 12 processes (3x the walked bound, `MAX_SB_MOUNTS` = 4), each in
+/// its own mount namespace (a copy of every mount, so 12 more mounts of
+/// the test directory's super block) with the read-only directory
+/// bind-mounted at a writable path there too (24 more), are alive during
+/// the check: from inside the agent, setxattr and utimensat in the
+/// writable directory still succeed, recorded as allowed by the writable
+/// rule, and in the read-only directory still fail with EPERM, nothing
+/// changed, recorded as refused by `default-deny` with no
+/// `too_many_mounts` flag.
+#[test]
+fn inode_operations_skip_the_mounts_of_other_namespaces() {
+    if !in_vm("lsm_inode_other_namespaces") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmmntns");
+    let f = Files::new(&env);
+    std::fs::create_dir_all(f.path("work/view")).unwrap();
+    std::fs::create_dir_all(f.path("other")).unwrap();
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1
+rules:{RUNTIME_FILES}
+  - id: work
+    file: {{ prefix: {work}/, access: [read, write] }}
+    decision: allow
+  - id: other-read
+    file: {{ prefix: {other}/, access: [read] }}
+    decision: allow
+",
+            work = f.path("work"),
+            other = f.path("other"),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("mntns-agent", "p.yaml");
+
+    let mut spaces = Namespaces(Vec::new());
+    for _ in 0..12 {
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' '{}' && echo ready && exec sleep 600",
+                f.path("other"),
+                f.path("work/view")
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        spaces.0.push(child);
+        assert_eq!(line.trim(), "ready", "unshare -m and mount --bind");
+    }
+    let dev = std::fs::metadata(f.path("work")).unwrap();
+    let mounts = spaces
+        .0
+        .iter()
+        .map(|c| {
+            let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", c.id())).unwrap();
+            let major_minor = format!(
+                " {}:{} ",
+                libc::major(std::os::unix::fs::MetadataExt::dev(&dev)),
+                libc::minor(std::os::unix::fs::MetadataExt::dev(&dev))
+            );
+            info.lines().filter(|l| l.contains(&major_minor)).count()
+        })
+        .sum::<usize>();
+    assert!(
+        mounts >= 24,
+        "other namespaces hold {mounts} mounts of the test file system"
+    );
+    eprintln!("mounts of the test file system in other namespaces: {mounts}");
+
+    // Writable directory: done, recorded as allowed.
+    for (op, action) in [("setxattr", "setxattr"), ("utimensat", "utime")] {
+        let path = prepared(&f, &format!("work/{op}"));
+        let out = probe_joined(&env, "mntns-agent", &["op", op, &path]);
+        assert_eq!(stdout(&out), "ok", "{op}: {out:?}");
+        let e = env.wait_for_evidence(&format!("the allowed {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "allow", "{e}");
+        assert_eq!(e["rule_id"], "work", "{e}");
+    }
+    assert_eq!(
+        xattr(&f.path("work/setxattr"), "user.w").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        mtime(&f.path("work/utimensat")),
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+    );
+
+    // Read-only directory: EPERM, unchanged, refused by the rules.
+    for (op, action) in [("setxattr", "setxattr"), ("utimensat", "utime")] {
+        let path = prepared(&f, &format!("other/{op}"));
+        let before = mtime(&path);
+        let out = probe_joined(&env, "mntns-agent", &["op", op, &path]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{op}: {out:?}"
+        );
+        assert_eq!(xattr(&path, "user.w"), None, "{op} set the xattr");
+        assert_eq!(mtime(&path), before, "{op} changed the times");
+        let e = env.wait_for_evidence(&format!("the refused {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["path"], path.as_str(), "{e}");
+        assert!(!e["details"].to_string().contains("too_many_mounts"), "{e}");
+    }
+    drop(spaces);
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    let log = env.daemon_log();
+    eprintln!("{}", log.lines().next().unwrap_or_default());
+    for line in log.lines() {
+        if (line.contains("verified_insns") || line.contains("fmod_ret attached"))
+            && (line.contains("setxattr") || line.contains("setattr"))
+        {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// Packet sockets never reach the cgroup `sock_create` hook (inet only);
 /// with BPF LSM (`socket_create`) or fmod_ret (`security_socket_create`)
 /// they are refused at creation for every agent, here an adopted cgroup

@@ -370,6 +370,8 @@ impl Btf {
             sb_mounts_kind: 0,
             task_cred: self.offset("task_struct", "cred", 8)?,
             task_real_cred: self.offset("task_struct", "real_cred", 8)?,
+            mount_mnt_ns: self.offset("mount", "mnt_ns", 8)?,
+            _pad_mnt_ns: 0,
         };
         check_dentry_span(&offsets)?;
         let mut offsets = offsets;

@@ -109,5 +109,9 @@ pub struct KernelOffsets {
     pub sb_mounts_kind: u32,
     pub task_cred: u32,
     pub task_real_cred: u32,
+    /// `mount.mnt_ns`: the inode hooks skip the mounts of other mount
+    /// namespaces (`bpf_loop`) before any path walk.
+    pub mount_mnt_ns: u32,
+    pub _pad_mnt_ns: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 58 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 60 * 4);

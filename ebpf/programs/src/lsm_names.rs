@@ -33,9 +33,13 @@
 //! the file's super block instead (`decide_inode`): each mount that shows
 //! the dentry in the acting process's mount namespace gives a path (the
 //! file under a bind mount, the same file at its first mount), and every
-//! one of them must be writable; a super block with more mounts than
-//! `MAX_SB_MOUNTS`, or with none that shows the file, refuses (fails
-//! closed). An inner call made under overridden credentials (overlayfs
+//! one of them must be writable. Mounts of other mount namespaces
+//! (systemd's PrivateTmp/ProtectSystem services each hold their own mount
+//! of the root file system) are skipped before any walk by comparing
+//! `mount.mnt_ns`, in a `bpf_loop` (`skip_other_namespaces`), so they do not
+//! count. More than `MAX_SB_MOUNTS` mounts in the acting process's
+//! namespace, more than `MAX_SB_MOUNT_SCAN` entries in the super block's
+//! mount list, or no mount that shows the file, refuse (fail closed). An inner call made under overridden credentials (overlayfs
 //! setting the xattr or times on its upper layer as its mounter, after the
 //! outer call on the overlay file was decided here) is left alone.
 //!
@@ -55,7 +59,7 @@ use aya_ebpf::{
 };
 use warden_common::{
     agent_counter, agent_flags, counter, name_hash, path_flags, rule, syscalls, Decision,
-    EventKind, HoldKey, Method, NameEvent, EPERM, MAX_SB_MOUNTS,
+    EventKind, HoldKey, Method, NameEvent, EPERM, MAX_SB_MOUNTS, MAX_SB_MOUNT_SCAN,
 };
 
 use crate::{
@@ -337,6 +341,94 @@ fn next_mount(node: u64, head: u64) -> u64 {
     }
 }
 
+/// `skip_other_namespaces` ran out of its scan budget: more entries in
+/// the mount list than `MAX_SB_MOUNT_SCAN` (never a mount's address).
+const SCAN_EXHAUSTED: u64 = u64::MAX;
+
+/// The state of `skip_other_namespaces` (on the caller's stack).
+#[repr(C)]
+struct Skip {
+    /// In: the first mount to look at (0: the end). Out: the first one of
+    /// `ns` at or after it, or 0 at the end (when `stopped`).
+    mount: u64,
+    /// The super block's `s_mounts` (the list's end, `next_mount`).
+    head: u64,
+    /// The acting process's mount namespace.
+    ns: u64,
+    /// 1 once the scan found a mount of `ns` or the end.
+    stopped: u64,
+}
+
+/// `bpf_loop` callback: one mount list entry. Stops (returns 1) at a
+/// mount of `ns` or at the end. Verifier: no counter lives in the state
+/// (the helper's `nr_loops` bounds the scan), so the callback's states
+/// converge after one pass whatever the bound.
+#[inline(never)]
+extern "C" fn skip_step(_index: u64, ctx: *mut c_void) -> i64 {
+    let k = ctx.cast::<Skip>();
+    // SAFETY: `ctx` is the caller's `Skip` (bpf_loop passes it through).
+    unsafe {
+        let mount = (*k).mount;
+        if mount == 0 || path::read::<u64>(mount, off!(mount_mnt_ns)) == (*k).ns {
+            (*k).stopped = 1;
+            return 1;
+        }
+        (*k).mount = next_mount(mount.wrapping_add(off!(mount_sb_link)), (*k).head);
+    }
+    0
+}
+
+/// The acting process's mount namespace (`task->nsproxy->mnt_ns`; 0 for
+/// an exiting task: then no mount matches and the call is refused).
+#[inline(always)]
+fn mount_namespace() -> u64 {
+    // SAFETY: a helper without arguments.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let nsproxy: u64 = path::read(task, off!(task_nsproxy));
+    if nsproxy == 0 {
+        return 0;
+    }
+    path::read(nsproxy, off!(nsproxy_mnt_ns))
+}
+
+/// The first mount of the acting process's namespace `ns` at or after
+/// `mount` in the super block's list (`head`), or 0 at the end, or
+/// `SCAN_EXHAUSTED`; `budget` is the scan budget left, updated. Other
+/// namespaces' mounts cost one read each and no path walk; `bpf_loop`
+/// keeps the verifier's cost to one pass over `skip_step` whatever the
+/// bound.
+#[inline(always)]
+fn skip_other_namespaces(mount: u64, head: u64, ns: u64, budget: &mut u32) -> u64 {
+    if mount == 0 {
+        return 0;
+    }
+    let mut k = Skip {
+        mount,
+        head,
+        ns,
+        stopped: 0,
+    };
+    // SAFETY: `skip_step` has bpf_loop's callback signature; `k` lives on
+    // this frame for the call.
+    let done = unsafe {
+        aya_ebpf::helpers::generated::bpf_loop(
+            *budget,
+            skip_step as *mut c_void,
+            addr_of_mut!(k).cast(),
+            0,
+        )
+    };
+    if done < 0 || k.stopped == 0 {
+        // The budget is spent (or the helper refused, never with these
+        // arguments): fail closed.
+        *budget = 0;
+        return SCAN_EXHAUSTED;
+    }
+    // `done` counts the stopping step too; never above `*budget`.
+    *budget = budget.saturating_sub(done as u32);
+    k.mount
+}
+
 /// The decision on one name the kernel gives as a dentry without its
 /// mount (the `inode_*` hooks): a `write` of its path under every mount of
 /// its super block that shows it to the acting process (see the module
@@ -397,6 +489,8 @@ pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method, ia
     } else {
         path::read(head, 0)
     };
+    let mut budget = MAX_SB_MOUNT_SCAN;
+    let first = skip_other_namespaces(first, head, mount_namespace(), &mut budget);
     // Verifier: the loop's state (the mount to walk next, the dentry, the
     // list head) is parked across each walk (see `path::Carry`).
     path::park(
@@ -411,7 +505,8 @@ pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method, ia
             agent_flags: agent.flags,
             dev: 0,
             flags: 0,
-            access: 0,
+            // The scan budget left.
+            access: budget,
             syscall: 0,
             compat: 0,
             _pad: 0,
@@ -423,7 +518,7 @@ pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method, ia
         if mount == 0 {
             break;
         }
-        if i == MAX_SB_MOUNTS {
+        if i == MAX_SB_MOUNTS || mount == SCAN_EXHAUSTED {
             // More mounts than walked: refused (fails closed).
             // SAFETY: fields of the reserved record.
             unsafe {
@@ -434,7 +529,14 @@ pub(crate) fn decide_inode(nr: u32, dentry: u64, previous: i32, deny: Method, ia
             }
             break;
         }
-        c.filename = next_mount(mount.wrapping_add(off!(mount_sb_link)), c.cgroup_id);
+        let mut budget = c.access;
+        c.filename = skip_other_namespaces(
+            next_mount(mount.wrapping_add(off!(mount_sb_link)), c.cgroup_id),
+            c.cgroup_id,
+            mount_namespace(),
+            &mut budget,
+        );
+        c.access = budget;
         path::park(s, c);
         let b = path::build(s, c.ino, mount.wrapping_add(off!(mount_mnt)));
         let c = path::unpark(s);

@@ -84,6 +84,8 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     sb_mounts_kind: 0,
     task_cred: 0,
     task_real_cred: 0,
+    mount_mnt_ns: 0,
+    _pad_mnt_ns: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
