@@ -262,6 +262,7 @@ pub fn decision_entry(
             old_rule,
             new_rule,
             flags,
+            hashes: _,
         } => {
             // Both names, each decided as a write; rebuilt from the
             // syscall's arguments after it succeeded (see NameEvent). An

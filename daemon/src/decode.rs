@@ -100,6 +100,9 @@ pub enum Action {
         old_rule: u32,
         new_rule: u32,
         flags: u32,
+        /// `name_hash` of the old and new path's bytes as received (the
+        /// key of a held operation on names, `HoldKey::name`).
+        hashes: [u64; 2],
     },
     /// A process of the agent that appeared in a cgroup outside the
     /// agent's subtree (see `EscapeEvent`).
@@ -163,6 +166,7 @@ pub fn path_flag_names(flags: u32) -> Vec<&'static str> {
         (path_flags::DETACHED, "detached_mount"),
         (path_flags::ANONYMOUS, "anonymous"),
         (path_flags::NOT_NORMALISED, "not_normalised"),
+        (path_flags::TOO_MANY_MOUNTS, "too_many_mounts"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)
@@ -227,12 +231,24 @@ pub fn native_syscall(syscall: u32, flags: u32) -> u32 {
 pub fn name_hook(syscall: u32) -> Option<String> {
     use warden_common::syscalls as nr;
     let prefix = if syscall & nr::NAME_HOOK_LSM != 0 {
-        "lsm/path_"
+        "lsm/"
     } else if syscall & nr::NAME_HOOK_FMODRET != 0 {
-        "fmod_ret/security_path_"
+        "fmod_ret/security_"
     } else {
         return None;
     };
+    // The inode hooks (no mount; `lsm_names::decide_inode`).
+    let inode = match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
+        nr::SETXATTR => Some("setxattr"),
+        nr::REMOVEXATTR => Some("removexattr"),
+        nr::LSETXATTR => Some("set_acl"),
+        nr::LREMOVEXATTR => Some("remove_acl"),
+        nr::UTIMENSAT => Some("setattr"),
+        _ => None,
+    };
+    if let Some(op) = inode {
+        return Some(format!("{prefix}inode_{op}"));
+    }
     let op = match syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET) {
         nr::RENAME => "rename",
         nr::LINK => "link",
@@ -241,7 +257,14 @@ pub fn name_hook(syscall: u32) -> Option<String> {
         nr::BIND | nr::CREAT => "mknod",
         other => path_op_name(other),
     };
-    Some(format!("{prefix}{op}"))
+    Some(format!("{prefix}path_{op}"))
+}
+
+/// `name_hash` of a NUL-terminated (or full) path field, as the hook
+/// hashes the path it recorded.
+fn path_hash(bytes: &[u8; warden_common::EVENT_PATH_BYTES]) -> u64 {
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    warden_common::name_hash(bytes, len as u32)
 }
 
 /// A NUL-terminated (or full) byte field as text. Paths are bytes on Linux;
@@ -293,11 +316,22 @@ impl KernelEvent {
                 let (dev, ino) = file.to_kernel();
                 return HoldKey::file(self.cgroup_id, self.tid, dev, ino, *access);
             }
-            // Never held (the kernel refuses a held rename or link): a key
-            // that no grant is ever written for.
-            Action::Name { .. } | Action::Escape { .. } => {
-                return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0)
+            // Held operations on names (the `path_*` hooks): to the
+            // operation and both paths; the new one 0 for one name.
+            Action::Name {
+                syscall, hashes, ..
+            } => {
+                use warden_common::syscalls as nr;
+                let op = syscall & !(nr::NAME_HOOK_LSM | nr::NAME_HOOK_FMODRET);
+                let new = if matches!(self.kind, EventKind::Rename | EventKind::Link) {
+                    hashes[1]
+                } else {
+                    0
+                };
+                return HoldKey::name(self.cgroup_id, self.tid, op, hashes[0], new);
             }
+            // Never held: a key that no grant is ever written for.
+            Action::Escape { .. } => return HoldKey::file(self.cgroup_id, self.tid, 0, 0, 0),
         };
         let (family, bytes) = match addr {
             IpAddr::V4(a) => {
@@ -459,6 +493,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 old_rule: ev.old_rule,
                 new_rule: ev.new_rule,
                 flags: ev.flags,
+                hashes: [path_hash(&ev.old_path), path_hash(&ev.new_path)],
             }
         }
         EventKind::Escape => {
@@ -877,6 +912,10 @@ mod tests {
                     old_rule: 4,
                     new_rule: warden_common::rule::DEFAULT,
                     flags: path_flags::NOT_NORMALISED,
+                    hashes: [
+                        warden_common::name_hash(&ev.old_path, 10),
+                        warden_common::name_hash(&ev.new_path, 13),
+                    ],
                 }
             );
         }
@@ -928,11 +967,57 @@ mod tests {
                 "path-op",
                 "fmod_ret/security_path_rename",
             ),
+            (
+                nr::NAME_HOOK_LSM | nr::SETXATTR,
+                "setxattr",
+                "lsm/inode_setxattr",
+            ),
+            (
+                nr::NAME_HOOK_FMODRET | nr::LSETXATTR,
+                "setxattr",
+                "fmod_ret/security_inode_set_acl",
+            ),
+            (
+                nr::NAME_HOOK_LSM | nr::REMOVEXATTR,
+                "removexattr",
+                "lsm/inode_removexattr",
+            ),
+            (
+                nr::NAME_HOOK_LSM | nr::UTIMENSAT,
+                "utime",
+                "lsm/inode_setattr",
+            ),
         ] {
             assert_eq!(path_op_name(syscall), name);
             assert_eq!(name_hook(syscall).as_deref(), Some(hook));
         }
         assert_eq!(name_hook(nr::UNLINKAT), None);
+
+        // A held rename's key: the operation and both paths, as the hook
+        // builds it from the bytes it recorded.
+        let held = |to: &str| NameEvent {
+            header: header(EventKind::Rename, Decision::Hold, Method::Held),
+            syscall: nr::NAME_HOOK_LSM | nr::RENAME,
+            old_path: path_field("/w/a"),
+            new_path: path_field(to),
+            ..ev
+        };
+        let key = decode(&raw(&held("/held/a"))).unwrap().hold_key();
+        let (mut old, mut new) = (
+            [0u8; warden_common::EVENT_PATH_BYTES],
+            [0u8; warden_common::EVENT_PATH_BYTES],
+        );
+        old[..4].copy_from_slice(b"/w/a");
+        new[..7].copy_from_slice(b"/held/a");
+        let want = HoldKey::name(
+            ev.header.cgroup_id,
+            ev.header.tid,
+            nr::RENAME,
+            warden_common::name_hash(&old, 4),
+            warden_common::name_hash(&new, 7),
+        );
+        assert_eq!(key, want);
+        assert_ne!(key, decode(&raw(&held("/held/b"))).unwrap().hold_key());
 
         // An ia32 syscall's event carries its ia32 number: named by the
         // call it makes, not by the 64-bit call of that number (10 is

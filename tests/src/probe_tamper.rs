@@ -37,7 +37,12 @@
 //!                                         chmod (0600), chown (to 0:0),
 //!                                         truncate (to 0), setxattr
 //!                                         (user.w), utime (now), bind (a
-//!                                         unix socket)
+//!                                         unix socket), removexattr
+//!                                         (user.keep), utimensat (to
+//!                                         2001-09-09), fsetxattr and
+//!                                         futimens (through a read-only
+//!                                         descriptor), setacl (an access
+//!                                         ACL equal to mode 0644)
 
 use std::{ffi::CString, io, process::ExitCode};
 
@@ -427,6 +432,45 @@ fn path_op(op: &str, path: &str) -> io::Result<()> {
                 libc::setxattr(p, c("user.w").as_ptr(), b"1".as_ptr().cast(), 1, 0).into()
             }
             "utime" => libc::utimes(p, std::ptr::null()).into(),
+            "removexattr" => libc::removexattr(p, c("user.keep").as_ptr()).into(),
+            "utimensat" => {
+                let t = [libc::timespec {
+                    tv_sec: 1_000_000_000,
+                    tv_nsec: 0,
+                }; 2];
+                libc::utimensat(libc::AT_FDCWD, p, t.as_ptr(), 0).into()
+            }
+            // The same through a descriptor (opened for reading only).
+            "fsetxattr" | "futimens" => {
+                let fd = libc::open(p, libc::O_RDONLY | libc::O_CLOEXEC);
+                check(fd.into())?;
+                let r = if op == "fsetxattr" {
+                    libc::fsetxattr(fd, c("user.w").as_ptr(), b"1".as_ptr().cast(), 1, 0)
+                } else {
+                    libc::futimens(fd, std::ptr::null())
+                };
+                libc::close(fd);
+                r.into()
+            }
+            // A POSIX access ACL equal to mode 0644 (ACL_USER_OBJ rw,
+            // ACL_GROUP_OBJ r, ACL_OTHER r), set through setxattr(2).
+            "setacl" => {
+                let mut acl = Vec::new();
+                acl.extend_from_slice(&2u32.to_le_bytes());
+                for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 4)] {
+                    acl.extend_from_slice(&tag.to_le_bytes());
+                    acl.extend_from_slice(&perm.to_le_bytes());
+                    acl.extend_from_slice(&u32::MAX.to_le_bytes());
+                }
+                libc::setxattr(
+                    p,
+                    c("system.posix_acl_access").as_ptr(),
+                    acl.as_ptr().cast(),
+                    acl.len(),
+                    0,
+                )
+                .into()
+            }
             "bind" => {
                 let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
                 check(fd.into())?;

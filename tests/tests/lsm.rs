@@ -975,6 +975,501 @@ rules:{RUNTIME_FILES}
     }
 }
 
+/// A `hold` rule on a name (here: writing into `held/`) holds a rename
+/// into it under BPF LSM / fmod_ret: the thread stops inside rename(2)
+/// before anything changed (both names as they were, the approval lists
+/// the rename and its new name); approved, the restarted rename succeeds
+/// (the file moved, recorded as approved/executed); rejected, it fails
+/// with EPERM and nothing moved (recorded as rejected/refused). An
+/// adopted agent, as in the test above.
+#[test]
+fn held_rename_proceeds_when_approved_and_fails_with_eperm_when_rejected() {
+    if !in_vm("lsm_hold_rename") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmholdname");
+    let f = Files::new(&env);
+    std::fs::create_dir_all(f.path("held")).unwrap();
+    let first = f.write("work/first", "FIRST");
+    let second = f.write("work/second", "SECOND");
+    start_hold_agent(
+        &mut env,
+        &format!(
+            "{RUNTIME_FILES}
+  - id: work
+    file: {{ prefix: {work}/, access: [read, write] }}
+    decision: allow
+  - id: held-dir
+    file: {{ prefix: {held}/, access: [write] }}
+    decision: hold
+",
+            work = f.path("work"),
+            held = f.path("held"),
+        ),
+    );
+    let spawn = |from: &str, to: &str| {
+        Command::new(warden_tests::probe_bin())
+            .arg("join")
+            .arg(env.agent_cgroup("hold-agent"))
+            .args(["rename", from, to])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Approved: the stopped rename restarts and moves the file.
+    let to = f.path("held/first");
+    let child = spawn(&first, &to);
+    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the rename is held");
+    assert_eq!(pending["job"]["action"], "rename", "{pending}");
+    assert_eq!(pending["job"]["target"], to.as_str(), "{pending}");
+    assert!(
+        Path::new(&first).exists() && !Path::new(&to).exists(),
+        "moved while held"
+    );
+    let id = pending["id"].as_u64().unwrap().to_string();
+    assert!(env.ok(&["approve", &id]).contains("approved"));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert!(!Path::new(&first).exists());
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), "FIRST");
+    let hold = env.wait_for_evidence("the hold", |e| {
+        e["kind"] == "hold" && e["action"] == "rename" && e["target"] == to.as_str()
+    });
+    assert_eq!(hold["rule_id"], "held-dir", "{hold}");
+    assert_eq!(hold["details"]["hook"], name_hook("rename"), "{hold}");
+    let outcome = env.wait_for_evidence("the approved rename", |e| {
+        e["kind"] == "decision" && e["action"] == "rename" && e["method"] == "approved"
+    });
+    assert_eq!(outcome["decision"], "allow", "{outcome}");
+    assert_eq!(outcome["target"], to.as_str(), "{outcome}");
+    assert_eq!(outcome["details"]["final_status"], "executed", "{outcome}");
+    assert_eq!(outcome["details"]["job_hash"], hold["details"]["job_hash"]);
+
+    // Rejected: the restarted rename fails with EPERM; nothing moved.
+    let to = f.path("held/second");
+    let child = spawn(&second, &to);
+    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the rename is held");
+    let id = pending["id"].as_u64().unwrap().to_string();
+    assert!(env.ok(&["reject", &id]).contains("rejected"));
+    let out = child.wait_with_output().unwrap();
+    not_killed(&out);
+    assert_eq!(
+        stdout(&out),
+        format!("rename errno={}", libc::EPERM),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), "SECOND");
+    assert!(
+        !Path::new(&to).exists(),
+        "the rejected rename moved the file"
+    );
+    let refused = env.wait_for_evidence("the rejected rename", |e| {
+        e["kind"] == "decision" && e["action"] == "rename" && e["method"] == "rejected"
+    });
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    assert_eq!(refused["details"]["final_status"], "refused", "{refused}");
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+}
+
+/// The hook of an operation decided at an inode hook (`inode_*`, or its
+/// `security_inode_*` function).
+fn inode_hook(op: &str) -> String {
+    if fmod_ret() {
+        format!("fmod_ret/security_inode_{op}")
+    } else {
+        format!("lsm/inode_{op}")
+    }
+}
+
+/// The value of the extended attribute `name` of `path`, `None` if absent.
+fn xattr(path: &str, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the length passed.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+fn set_xattr(path: &str, name: &str, value: &[u8]) {
+    let p = std::ffi::CString::new(path).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a value of the length passed.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {path} {name}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A file with `user.keep` set and an mtime of 1 January 2000 (the test
+/// process's, outside any agent).
+fn prepared(f: &Files, rel: &str) -> String {
+    let path = f.write(rel, "content");
+    set_xattr(&path, "user.keep", b"k");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800))
+        .unwrap();
+    path
+}
+
+fn mtime(path: &str) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// Unmounts (lazily) on drop: the test's bind mount goes on every path.
+struct Unmount(String);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let p = std::ffi::CString::new(self.0.as_str()).unwrap();
+        // SAFETY: a valid C string; MNT_DETACH of our own mount.
+        unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// setxattr, removexattr, POSIX ACLs and utime (issue #15 §3) have no
+/// `path_*` hook: their `inode_*` hooks (BPF LSM) or `security_inode_*`
+/// functions (fmod_ret) carry a dentry and no mount, and the name is
+/// decided as a `write` under every mount of the file's super block that
+/// shows it. From inside an agent, in a directory it may only read:
+/// setxattr, fsetxattr (through a descriptor), removexattr, a POSIX ACL,
+/// utimes, utimensat and futimens all fail with EPERM, the attributes and
+/// the mtime are unchanged, and each is recorded once with the rule, the
+/// path and the hook. In its writable directory (on the guest's overlayfs
+/// /tmp, whose inner calls on the upper layer are not decided again) the
+/// same succeed, recorded as allowed. A bind mount of the read-only
+/// directory inside the writable one (a second mount of the same super
+/// block, whose own path is writable) is refused, recorded with the
+/// read-only path that decided.
+#[test]
+fn inode_operations_fail_with_eperm_under_every_mount_of_the_file() {
+    if !in_vm("lsm_inode_ops") {
+        return;
+    }
+    let mut env = TestEnv::new("lsminode");
+    let f = Files::new(&env);
+    std::fs::create_dir_all(f.path("work/view")).unwrap();
+    std::fs::create_dir_all(f.path("other")).unwrap();
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1
+rules:{RUNTIME_FILES}
+  - id: work
+    file: {{ prefix: {work}/, access: [read, write] }}
+    decision: allow
+  - id: other-read
+    file: {{ prefix: {other}/, access: [read] }}
+    decision: allow
+",
+            work = f.path("work"),
+            other = f.path("other"),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("inode-agent", "p.yaml");
+
+    // In the read-only directory: EPERM, nothing changed, one entry each.
+    let before = mtime(&prepared(&f, "other/probe-mtime"));
+    for (op, action, hook) in [
+        ("setxattr", "setxattr", "setxattr"),
+        ("fsetxattr", "setxattr", "setxattr"),
+        ("removexattr", "removexattr", "removexattr"),
+        ("setacl", "setxattr", "set_acl"),
+        ("utime", "utime", "setattr"),
+        ("utimensat", "utime", "setattr"),
+        ("futimens", "utime", "setattr"),
+    ] {
+        let path = prepared(&f, &format!("other/{op}"));
+        let out = probe_joined(&env, "inode-agent", &["op", op, &path]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{op}: {out:?}"
+        );
+        assert_eq!(xattr(&path, "user.w"), None, "{op} set the xattr");
+        assert_eq!(
+            xattr(&path, "user.keep").as_deref(),
+            Some(&b"k"[..]),
+            "{op}"
+        );
+        assert_eq!(mtime(&path), before, "{op} changed the times");
+        let e = env.wait_for_evidence(&format!("the refused {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["method"], deny_method(), "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["path"], path.as_str(), "{e}");
+        assert_eq!(e["details"]["hook"], inode_hook(hook), "{e}");
+        let n = env
+            .evidence()
+            .iter()
+            .filter(|e| {
+                e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+            })
+            .count();
+        assert_eq!(n, 1, "{op}: one decision per operation");
+    }
+    // The ACL did not change the mode bits either.
+    let acl = f.path("other/setacl");
+    assert_eq!(xattr(&acl, "system.posix_acl_access"), None);
+
+    // In the writable directory: done, recorded as allowed.
+    for (op, action, hook) in [
+        ("setxattr", "setxattr", "setxattr"),
+        ("removexattr", "removexattr", "removexattr"),
+        ("utimensat", "utime", "setattr"),
+    ] {
+        let path = prepared(&f, &format!("work/{op}"));
+        let out = probe_joined(&env, "inode-agent", &["op", op, &path]);
+        assert_eq!(stdout(&out), "ok", "{op}: {out:?}");
+        let e = env.wait_for_evidence(&format!("the allowed {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "allow", "{e}");
+        assert_eq!(e["rule_id"], "work", "{e}");
+        assert_eq!(e["details"]["hook"], inode_hook(hook), "{e}");
+    }
+    assert_eq!(
+        xattr(&f.path("work/setxattr"), "user.w").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(xattr(&f.path("work/removexattr"), "user.keep"), None);
+    assert_eq!(
+        mtime(&f.path("work/utimensat")),
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+    );
+
+    // A second view of the read-only directory, bind-mounted at a path
+    // the agent may write: still refused, by the read-only path.
+    let view = f.path("work/view");
+    let target = prepared(&f, "other/bound");
+    let status = Command::new("mount")
+        .args(["--bind", &f.path("other"), &view])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount --bind");
+    let _unmount = Unmount(view.clone());
+    let through = format!("{view}/bound");
+    for op in ["setxattr", "utimensat"] {
+        let out = probe_joined(&env, "inode-agent", &["op", op, &through]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{op} through the bind mount: {out:?}"
+        );
+    }
+    assert_eq!(xattr(&target, "user.w"), None, "set through the bind mount");
+    assert_eq!(
+        mtime(&target),
+        before,
+        "times changed through the bind mount"
+    );
+    env.wait_for_evidence("the refusals through the bind mount", |e| {
+        e["kind"] == "decision" && e["action"] == "utime" && e["target"] == target.as_str()
+    });
+    let refused: Vec<Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["target"] == target.as_str())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    for e in &refused {
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+    }
+
+    // Outside the agent the same setxattr is not decided.
+    let outside = prepared(&f, "other/outside");
+    let out = Command::new(warden_tests::probe_bin())
+        .args(["op", "setxattr", &outside])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "ok", "{out:?}");
+    assert!(!env
+        .evidence()
+        .iter()
+        .any(|e| e["target"] == outside.as_str()));
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    // The verifier's cost and the daemon's start-up (its first line, then
+    // each inode hook loaded or attached), shown with --nocapture.
+    let log = env.daemon_log();
+    eprintln!("{}", log.lines().next().unwrap_or_default());
+    for line in log.lines() {
+        if (line.contains("verified_insns") || line.contains("fmod_ret attached"))
+            && (line.contains("setxattr") || line.contains("setattr"))
+        {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Processes in their own mount namespaces (`unshare -m`), kept alive
+/// during the check; killed (only they) on every path.
+struct Namespaces(Vec<Child>);
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The inode hooks decide under every mount of the file's super block, but
+/// only those of the acting process's mount namespace count (issue #15
+/// section 3): a host where systemd services each hold a mount of the root
+/// file system in their own namespace must not refuse every `touch` of an
+/// agent. 12 processes (3x the walked bound, `MAX_SB_MOUNTS` = 4), each in
+/// its own mount namespace (a copy of every mount, so 12 more mounts of
+/// the test directory's super block) with the read-only directory
+/// bind-mounted at a writable path there too (24 more), are alive during
+/// the check: from inside the agent, setxattr and utimensat in the
+/// writable directory still succeed, recorded as allowed by the writable
+/// rule, and in the read-only directory still fail with EPERM, nothing
+/// changed, recorded as refused by `default-deny` with no
+/// `too_many_mounts` flag.
+#[test]
+fn inode_operations_skip_the_mounts_of_other_namespaces() {
+    if !in_vm("lsm_inode_other_namespaces") {
+        return;
+    }
+    let mut env = TestEnv::new("lsmmntns");
+    let f = Files::new(&env);
+    std::fs::create_dir_all(f.path("work/view")).unwrap();
+    std::fs::create_dir_all(f.path("other")).unwrap();
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1
+rules:{RUNTIME_FILES}
+  - id: work
+    file: {{ prefix: {work}/, access: [read, write] }}
+    decision: allow
+  - id: other-read
+    file: {{ prefix: {other}/, access: [read] }}
+    decision: allow
+",
+            work = f.path("work"),
+            other = f.path("other"),
+        ),
+    );
+    env.start_daemon();
+    env.add_agent("mntns-agent", "p.yaml");
+
+    let mut spaces = Namespaces(Vec::new());
+    for _ in 0..12 {
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' '{}' && echo ready && exec sleep 600",
+                f.path("other"),
+                f.path("work/view")
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        spaces.0.push(child);
+        assert_eq!(line.trim(), "ready", "unshare -m and mount --bind");
+    }
+    let dev = std::fs::metadata(f.path("work")).unwrap();
+    let mounts = spaces
+        .0
+        .iter()
+        .map(|c| {
+            let info = std::fs::read_to_string(format!("/proc/{}/mountinfo", c.id())).unwrap();
+            let major_minor = format!(
+                " {}:{} ",
+                libc::major(std::os::unix::fs::MetadataExt::dev(&dev)),
+                libc::minor(std::os::unix::fs::MetadataExt::dev(&dev))
+            );
+            info.lines().filter(|l| l.contains(&major_minor)).count()
+        })
+        .sum::<usize>();
+    assert!(
+        mounts >= 24,
+        "other namespaces hold {mounts} mounts of the test file system"
+    );
+    eprintln!("mounts of the test file system in other namespaces: {mounts}");
+
+    // Writable directory: done, recorded as allowed.
+    for (op, action) in [("setxattr", "setxattr"), ("utimensat", "utime")] {
+        let path = prepared(&f, &format!("work/{op}"));
+        let out = probe_joined(&env, "mntns-agent", &["op", op, &path]);
+        assert_eq!(stdout(&out), "ok", "{op}: {out:?}");
+        let e = env.wait_for_evidence(&format!("the allowed {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "allow", "{e}");
+        assert_eq!(e["rule_id"], "work", "{e}");
+    }
+    assert_eq!(
+        xattr(&f.path("work/setxattr"), "user.w").as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        mtime(&f.path("work/utimensat")),
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+    );
+
+    // Read-only directory: EPERM, unchanged, refused by the rules.
+    for (op, action) in [("setxattr", "setxattr"), ("utimensat", "utime")] {
+        let path = prepared(&f, &format!("other/{op}"));
+        let before = mtime(&path);
+        let out = probe_joined(&env, "mntns-agent", &["op", op, &path]);
+        not_killed(&out);
+        assert_eq!(
+            stdout(&out),
+            format!("errno={}", libc::EPERM),
+            "{op}: {out:?}"
+        );
+        assert_eq!(xattr(&path, "user.w"), None, "{op} set the xattr");
+        assert_eq!(mtime(&path), before, "{op} changed the times");
+        let e = env.wait_for_evidence(&format!("the refused {op}"), |e| {
+            e["kind"] == "decision" && e["action"] == action && e["target"] == path.as_str()
+        });
+        assert_eq!(e["decision"], "deny", "{e}");
+        assert_eq!(e["rule_id"], "default-deny", "{e}");
+        assert_eq!(e["details"]["path"], path.as_str(), "{e}");
+        assert!(!e["details"].to_string().contains("too_many_mounts"), "{e}");
+    }
+    drop(spaces);
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    let log = env.daemon_log();
+    eprintln!("{}", log.lines().next().unwrap_or_default());
+    for line in log.lines() {
+        if (line.contains("verified_insns") || line.contains("fmod_ret attached"))
+            && (line.contains("setxattr") || line.contains("setattr"))
+        {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// Packet sockets never reach the cgroup `sock_create` hook (inet only);
 /// with BPF LSM (`socket_create`) or fmod_ret (`security_socket_create`)
 /// they are refused at creation for every agent, here an adopted cgroup

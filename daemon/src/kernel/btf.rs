@@ -364,6 +364,14 @@ impl Btf {
             inode_i_ctime_nsec: 0,
             cache_valid: 0,
             _pad_cache: 0,
+            dentry_d_sb: self.offset("dentry", "d_sb", 8)?,
+            sb_s_mounts: 0,
+            mount_sb_link: 0,
+            sb_mounts_kind: 0,
+            task_cred: self.offset("task_struct", "cred", 8)?,
+            task_real_cred: self.offset("task_struct", "real_cred", 8)?,
+            mount_mnt_ns: self.offset("mount", "mnt_ns", 8)?,
+            _pad_mnt_ns: 0,
         };
         check_dentry_span(&offsets)?;
         let mut offsets = offsets;
@@ -374,7 +382,29 @@ impl Btf {
             offsets.inode_i_ctime_nsec = c[3];
             offsets.cache_valid = 1;
         }
+        if let Some((head, link, kind)) = self.sb_mounts() {
+            offsets.sb_s_mounts = head;
+            offsets.mount_sb_link = link;
+            offsets.sb_mounts_kind = kind;
+        }
         Ok(offsets)
+    }
+}
+
+impl Btf {
+    /// How a super block lists its mounts: (`s_mounts`, the link in
+    /// `struct mount`, kind), kind 1 a `list_head` through
+    /// `mount.mnt_instance` (before 6.16), 2 a NULL-ended chain of
+    /// `mount.mnt_next_for_sb` pointers from the `s_mounts` pointer (6.16
+    /// on); `None` for another shape (the inode hooks then refuse agents).
+    fn sb_mounts(&self) -> Option<(u32, u32, u32)> {
+        if let Ok(link) = self.offset("mount", "mnt_next_for_sb", 8) {
+            let head = self.offset("super_block", "s_mounts", 8).ok()?;
+            return Some((head, link, 2));
+        }
+        let (head, width) = self.member("super_block", "s_mounts").ok()?;
+        let (link, link_width) = self.member("mount", "mnt_instance").ok()?;
+        (width == 16 && link_width == 16).then_some((head, link, 1))
     }
 }
 
@@ -626,6 +656,9 @@ mod tests {
         let o = btf.kernel_offsets().unwrap();
         assert_eq!(o.valid, 1);
         assert_ne!(o.dentry_d_name_name, o.dentry_d_name_len);
+        // The inode hooks' list of a super block's mounts: one of the two
+        // shapes (this host's 6.18: the pointer chain).
+        assert_ne!(o.sb_mounts_kind, 0);
     }
 
     /// The walk's single read per step needs `d_name` right after `d_parent`.

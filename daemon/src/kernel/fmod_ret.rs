@@ -68,7 +68,7 @@ pub fn exec_file(exec: bool, file: bool) -> Vec<Wanted> {
 }
 
 /// What decides operations on names where fmod_ret does (`LsmState::names`).
-pub const NAMES_MECHANISM: &str = "fmod_ret/security_path_* (BPF LSM built but not active: rename, link, unlink, mkdir, rmdir, symlink, mknod (also a unix socket's bind), chmod, chown, truncate), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule refuses";
+pub const NAMES_MECHANISM: &str = "fmod_ret/security_path_* (BPF LSM built but not active: rename, link, unlink, mkdir, rmdir, symlink, mknod (also a unix socket's bind), chmod, chown, truncate; security_inode_setxattr, removexattr, set_acl, remove_acl, setattr (times) under every mount of the file's super block in the caller's mount namespace, at most 4 there; other namespaces' mounts skipped, at most 4096 scanned), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule holds the thread inside the syscall (path_*; the inode hooks refuse)";
 
 /// The program that decides packet sockets (`security_socket_create`).
 pub fn socket() -> Vec<Wanted> {
@@ -83,16 +83,17 @@ pub fn socket() -> Vec<Wanted> {
 pub fn names() -> Vec<Wanted> {
     names::NAME_HOOKS
         .iter()
+        .chain(&names::INODE_HOOKS)
         .map(|h| (h.fmodret_prog, h.fmodret_fn, h.fmodret_pin))
         .collect()
 }
 
 /// The object parsed and relocated against the loaded maps, made by the
 /// first `probe` of a load and reused by the others (exec and opens,
-/// names, packet sockets), so the object is parsed and relocated once per
-/// daemon start, not once per step.
+/// names, packet sockets), so the object is parsed and relocated (and its
+/// BTF loaded) once per daemon start, not once per step.
 #[derive(Default)]
-pub struct Relocated(Option<Object>);
+pub struct Relocated(Option<(Object, Option<OwnedFd>)>);
 
 /// Loads and attaches the `wanted` fmod_ret programs. On any failure
 /// nothing stays attached (the links are dropped) and the reason names the
@@ -108,9 +109,9 @@ pub fn probe(
     if wanted.is_empty() {
         return Err("neither exec nor file opens asked for".into());
     }
-    let obj = match &mut relocated.0 {
-        Some(obj) => obj,
-        None => relocated.0.insert(relocate(bpf, object)?),
+    let (obj, obj_btf) = match &mut relocated.0 {
+        Some(shared) => shared,
+        None => relocated.0.insert(relocated_object(bpf, object)?),
     };
     let mut links = Vec::new();
     for &(name, function, pin) in wanted {
@@ -118,12 +119,24 @@ pub fn probe(
             .programs
             .remove(name)
             .ok_or_else(|| format!("the eBPF object has no fmod_ret program {name}"))?;
-        let insns = &obj.functions[&prog.function_key()].instructions;
+        let fun = &obj.functions[&prog.function_key()];
         let target = btf
             .id_by_type_name_kind(function, BtfKind::Func)
             .map_err(|e| format!("find {function} in vmlinux BTF: {e}"))?;
-        let prog_fd = load(name, insns, &prog.license, target)
-            .map_err(|e| format!("load fmod_ret/{function} ({name}): {e}"))?;
+        let info = obj_btf.as_ref().map(|fd| FuncInfo {
+            btf: fd,
+            bytes: fun.func_info.func_info_bytes(),
+            count: fun.func_info.len() as u32,
+            rec_size: fun.func_info_rec_size as u32,
+        });
+        let prog_fd = load(
+            name,
+            &fun.instructions,
+            &prog.license,
+            target,
+            info.as_ref(),
+        )
+        .map_err(|e| format!("load fmod_ret/{function} ({name}): {e}"))?;
         let link = attach(&prog_fd).map_err(|e| format!("attach fmod_ret/{function}: {e}"))?;
         tracing::info!(program = name, function, "fmod_ret attached");
         links.push(FmodRetLink { pin, link });
@@ -132,9 +145,29 @@ pub fn probe(
 }
 
 /// The object with its map references pointing at `bpf`'s maps and its
-/// calls linked, as aya does for its own programs.
-fn relocate(bpf: &Ebpf, object: &[u8]) -> Result<Object, String> {
+/// calls linked, as aya does for its own programs, and its BTF loaded into
+/// the kernel (sanitized as aya does) when it has one: a program that
+/// passes a callback (`bpf_loop`) needs its func_info. Without it the
+/// other programs still load.
+fn relocated_object(bpf: &Ebpf, object: &[u8]) -> Result<(Object, Option<OwnedFd>), String> {
     let mut obj = Object::parse(object).map_err(|e| format!("parse the eBPF object: {e}"))?;
+    let obj_btf = match aya::features().btf() {
+        Some(features) => match obj.fixup_and_sanitize_btf(features) {
+            Ok(Some(b)) => match load_btf(&b.to_bytes()) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "load the eBPF object's BTF for fmod_ret");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "sanitize the eBPF object's BTF for fmod_ret");
+                None
+            }
+        },
+        None => None,
+    };
     let mut fds = Vec::new();
     for (name, map) in bpf.maps() {
         fds.push((name.to_string(), map_fd(map)));
@@ -148,7 +181,28 @@ fn relocate(bpf: &Ebpf, object: &[u8]) -> Result<Object, String> {
         .map_err(|e| format!("relocate maps: {e}"))?;
     obj.relocate_calls(&text_sections)
         .map_err(|e| format!("relocate calls: {e}"))?;
-    Ok(obj)
+    Ok((obj, obj_btf))
+}
+
+/// BPF_BTF_LOAD of `bytes`.
+fn load_btf(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: bpf_attr is plain data; all-zero is its empty value.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: the BTF-load member of the union is the one in use.
+    let u = unsafe { &mut attr.__bindgen_anon_7 };
+    u.btf = bytes.as_ptr() as u64;
+    u.btf_size = bytes.len() as u32;
+    let fd = sys_bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr)?;
+    // SAFETY: BPF_BTF_LOAD returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A program's BTF function info (its own function and every linked one).
+struct FuncInfo<'a> {
+    btf: &'a OwnedFd,
+    bytes: Vec<u8>,
+    count: u32,
+    rec_size: u32,
 }
 
 /// The fd of a map aya created (every variant holds its `MapData`).
@@ -212,7 +266,13 @@ fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<i64> {
 
 /// BPF_PROG_LOAD as `BPF_MODIFY_RETURN` on vmlinux BTF id `target`. On a
 /// refusal, loads again with the verifier log and returns its last lines.
-fn load(name: &str, insns: &[bpf_insn], license: &CString, target: u32) -> Result<OwnedFd, String> {
+fn load(
+    name: &str,
+    insns: &[bpf_insn],
+    license: &CString,
+    target: u32,
+    info: Option<&FuncInfo<'_>>,
+) -> Result<OwnedFd, String> {
     let attempt = |log: &mut [u8]| {
         // SAFETY: bpf_attr is plain data; all-zero is its empty value.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
@@ -224,6 +284,12 @@ fn load(name: &str, insns: &[bpf_insn], license: &CString, target: u32) -> Resul
         u.insns = insns.as_ptr() as u64;
         u.insn_cnt = insns.len() as u32;
         u.license = license.as_ptr() as u64;
+        if let Some(i) = info.filter(|i| i.rec_size > 0 && i.count > 0) {
+            u.prog_btf_fd = i.btf.as_raw_fd() as u32;
+            u.func_info = i.bytes.as_ptr() as u64;
+            u.func_info_cnt = i.count;
+            u.func_info_rec_size = i.rec_size;
+        }
         let bytes = name.as_bytes();
         let len = bytes.len().min(u.prog_name.len() - 1);
         for (d, s) in u.prog_name.iter_mut().zip(&bytes[..len]) {

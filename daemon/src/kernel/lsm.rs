@@ -63,13 +63,13 @@ pub fn attach_socket(bpf: &mut Ebpf, btf: &Btf) -> Result<FdLink, String> {
 }
 
 /// What decides operations on names where `LsmState::names`.
-pub const NAMES_MECHANISM: &str = "lsm/path_* (BPF LSM: path_rename, path_link, path_unlink, path_mkdir, path_rmdir, path_symlink, path_mknod (also a unix socket's bind), path_chmod, path_chown, path_truncate), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule refuses";
+pub const NAMES_MECHANISM: &str = "lsm/path_* (BPF LSM: path_rename, path_link, path_unlink, path_mkdir, path_rmdir, path_symlink, path_mknod (also a unix socket's bind), path_chmod, path_chown, path_truncate; inode_setxattr, inode_removexattr, inode_set_acl, inode_remove_acl, inode_setattr (times) under every mount of the file's super block in the caller's mount namespace, at most 4 there; other namespaces' mounts skipped, at most 4096 scanned), every name decided as a write of its path before the change, deny = the syscall fails with EPERM; a hold rule holds the thread inside the syscall (path_*; the inode hooks refuse)";
 
 /// Attaches the BPF LSM `path_*` programs (operations on names), all or
 /// none: the links to pin, or why not (nothing stays attached).
 pub fn attach_names(bpf: &mut Ebpf, btf: &Btf) -> Result<Vec<(&'static str, FdLink)>, String> {
     let mut links = Vec::new();
-    for hook in &names::NAME_HOOKS {
+    for hook in names::NAME_HOOKS.iter().chain(&names::INODE_HOOKS) {
         links.push((
             hook.lsm_pin,
             attach(bpf, btf, hook.lsm_prog, hook.lsm_hook)?,

@@ -28,6 +28,27 @@ const _: () = assert!(size_of::<HoldKey>() == 40);
 pub const HOLD_FAMILY_EXEC: u16 = 0xe8ec;
 /// `HoldKey::family` of a held open (not an address family).
 pub const HOLD_FAMILY_FILE: u16 = 0xf11e;
+/// `HoldKey::family` of a held operation on names (BPF LSM / fmod_ret
+/// `path_*` hooks; not an address family).
+pub const HOLD_FAMILY_NAME: u16 = 0x4a3e;
+
+/// FNV-1a (64-bit) of the first `len` bytes of an event's path: a held
+/// operation on names is bound to its paths by these (`HoldKey::name`).
+/// The hook hashes the path it recorded, the daemon the bytes it received.
+#[inline(always)]
+pub fn name_hash(path: &[u8; crate::EVENT_PATH_BYTES], len: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < crate::EVENT_PATH_BYTES {
+        if i as u32 >= len {
+            break;
+        }
+        h ^= path[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
 
 impl HoldKey {
     /// The key of a held exec: the thread and the identity of the file it
@@ -58,6 +79,27 @@ impl HoldKey {
         key.family = HOLD_FAMILY_FILE;
         key.port = access as u16;
         key
+    }
+
+    /// The key of a held operation on names: the thread, the operation
+    /// (its plain syscall's number, in `port`) and the `name_hash` of each
+    /// path (the new one 0 for an operation on one name), so an approval
+    /// opens that rename of that name to that name only.
+    pub const fn name(cgroup_id: u64, tid: u32, op: u32, old_hash: u64, new_hash: u64) -> Self {
+        let o = old_hash.to_le_bytes();
+        let n = new_hash.to_le_bytes();
+        Self {
+            cgroup_id,
+            tid,
+            family: HOLD_FAMILY_NAME,
+            port: op as u16,
+            proto: 0,
+            _pad: [0; 7],
+            addr: [
+                o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], n[0], n[1], n[2], n[3], n[4], n[5],
+                n[6], n[7],
+            ],
+        }
     }
 }
 

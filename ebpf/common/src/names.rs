@@ -170,6 +170,29 @@ pub const NAME_HOOKS: [NameHook; 10] = [
     name_hook!("chown"),
     name_hook!("truncate"),
 ];
+/// The inode hooks that decide setxattr, removexattr, POSIX ACLs and
+/// utime (`lsm_names::decide_inode`), attached with `NAME_HOOKS`: BPF LSM
+/// `inode_*` and `fmod_ret` on `security_inode_*`.
+macro_rules! inode_hook {
+    ($op:literal) => {
+        NameHook {
+            op: $op,
+            lsm_prog: concat!("warden_lsm_", $op),
+            lsm_hook: concat!("inode_", $op),
+            fmodret_prog: concat!("warden_fmodret_", $op),
+            fmodret_fn: concat!("security_inode_", $op),
+            lsm_pin: concat!("lsm-", $op),
+            fmodret_pin: concat!("fmodret-", $op),
+        }
+    };
+}
+pub const INODE_HOOKS: [NameHook; 5] = [
+    inode_hook!("setxattr"),
+    inode_hook!("removexattr"),
+    inode_hook!("set_acl"),
+    inode_hook!("remove_acl"),
+    inode_hook!("setattr"),
+];
 /// The stop of held network actions without `sys_exit` (where BPF
 /// trampolines work): `fexit` after the cgroup sock_addr programs run.
 pub const PROG_HOLD_STOP: &str = "warden_hold_stop";

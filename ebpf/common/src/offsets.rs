@@ -93,5 +93,25 @@ pub struct KernelOffsets {
     pub inode_i_ctime_nsec: u32,
     pub cache_valid: u32,
     pub _pad_cache: u32,
+    /// `dentry.d_sb`, `super_block.s_mounts`, and the link from one mount
+    /// of a super block to the next (`mount.mnt_instance`, a `list_head`,
+    /// before 6.16: `sb_mounts_kind` 1; `mount.mnt_next_for_sb`, a pointer
+    /// ending in NULL, since: 2): the inode hooks (`lsm_names`: setxattr,
+    /// removexattr, utime), which carry a dentry but no mount, decide the
+    /// path under every mount of the file's super block. `task_struct.cred`
+    /// and `real_cred`: an inner call made under overridden credentials
+    /// (overlayfs on its upper layer) is not decided again.
+    /// `sb_mounts_kind` is 0 when this kernel has neither shape: the inode
+    /// hooks then refuse agents (fail closed).
+    pub dentry_d_sb: u32,
+    pub sb_s_mounts: u32,
+    pub mount_sb_link: u32,
+    pub sb_mounts_kind: u32,
+    pub task_cred: u32,
+    pub task_real_cred: u32,
+    /// `mount.mnt_ns`: the inode hooks skip the mounts of other mount
+    /// namespaces (`bpf_loop`) before any path walk.
+    pub mount_mnt_ns: u32,
+    pub _pad_mnt_ns: u32,
 }
-const _: () = assert!(size_of::<KernelOffsets>() == 52 * 4);
+const _: () = assert!(size_of::<KernelOffsets>() == 60 * 4);

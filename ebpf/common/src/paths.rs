@@ -49,4 +49,16 @@ pub mod path_flags {
     /// 0x80`; `NameEvent::syscall` is then an ia32 number, see
     /// `syscalls::ia32_native`).
     pub const IA32: u32 = 1 << 10;
+    /// An inode hook (setxattr, removexattr, utime: no mount) found more
+    /// mounts of the file's super block in the acting process's mount
+    /// namespace than it walks (`MAX_SB_MOUNTS`), or more entries in the
+    /// super block's mount list than it scans (`MAX_SB_MOUNT_SCAN`):
+    /// refused.
+    pub const TOO_MANY_MOUNTS: u32 = 1 << 11;
 }
+/// The mounts of one super block an inode hook decides the path under.
+pub const MAX_SB_MOUNTS: u32 = 4;
+/// The entries of a super block's mount list (every mount namespace's) an
+/// inode hook scans in one call; mounts of other namespaces are skipped by
+/// one pointer comparison each (`bpf_loop`), with no path walk.
+pub const MAX_SB_MOUNT_SCAN: u32 = 4096;

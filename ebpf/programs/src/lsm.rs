@@ -204,7 +204,7 @@ fn count_outcome(method: Method) -> bool {
 /// continued. Nothing of the exec or open has happened yet, so a SIGCONT
 /// only brings the thread back here.
 #[inline(always)]
-fn hold(key: &HoldKey, deny: Method) -> (Decision, Method, i32) {
+pub(crate) fn hold(key: &HoldKey, deny: Method) -> (Decision, Method, i32) {
     // SAFETY: plain data; a concurrent update yields the old or new value.
     match unsafe { GRANTS.get(key) }.copied() {
         Some(granted) => {

@@ -78,6 +78,14 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
     inode_i_ctime_nsec: 0,
     cache_valid: 0,
     _pad_cache: 0,
+    dentry_d_sb: 0,
+    sb_s_mounts: 0,
+    mount_sb_link: 0,
+    sb_mounts_kind: 0,
+    task_cred: 0,
+    task_real_cred: 0,
+    mount_mnt_ns: 0,
+    _pad_mnt_ns: 0,
 };
 
 /// One field offset of `KERNEL_OFFSETS`. Volatile, or LLVM folds the zero
@@ -648,4 +656,5 @@ pub const UNRESOLVED_FLAGS: u32 = path_flags::INCOMPLETE
     | path_flags::NO_OFFSETS
     | path_flags::DETACHED
     | path_flags::ANONYMOUS
-    | path_flags::NOT_NORMALISED;
+    | path_flags::NOT_NORMALISED
+    | path_flags::TOO_MANY_MOUNTS;
