@@ -366,14 +366,15 @@ struct Skip {
 #[inline(never)]
 extern "C" fn skip_step(_index: u64, ctx: *mut c_void) -> i64 {
     let k = ctx.cast::<Skip>();
+    let (ns_off, link_off) = (off!(mount_mnt_ns), off!(mount_sb_link));
     // SAFETY: `ctx` is the caller's `Skip` (bpf_loop passes it through).
     unsafe {
         let mount = (*k).mount;
-        if mount == 0 || path::read::<u64>(mount, off!(mount_mnt_ns)) == (*k).ns {
+        if mount == 0 || path::read::<u64>(mount, ns_off) == (*k).ns {
             (*k).stopped = 1;
             return 1;
         }
-        (*k).mount = next_mount(mount.wrapping_add(off!(mount_sb_link)), (*k).head);
+        (*k).mount = next_mount(mount.wrapping_add(link_off), (*k).head);
     }
     0
 }
