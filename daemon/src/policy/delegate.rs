@@ -574,27 +574,62 @@ fn covers(rule: &PathMatch, key: &PathMatch, file: bool) -> bool {
     }
 }
 
-fn specificity(target: &PathMatch) -> (bool, usize) {
-    match target {
-        PathMatch::Exact(p) => (true, p.len()),
-        PathMatch::Prefix(p) => (false, p.len()),
-    }
+/// A side's exec or file rules by target, the first in the file for each
+/// (the one the most-specific match picks among equal targets), so the
+/// rules covering a key are found by a lookup per prefix of the key rather
+/// than a pass over every rule (a policy may hold tens of thousands).
+#[derive(Default)]
+struct PathIndex<'a> {
+    exact: HashMap<&'a str, &'a Rule>,
+    prefix: HashMap<&'a str, &'a Rule>,
 }
 
-/// The most specific of `rules` covering `key` (the first in the file on a
-/// tie), or the default.
-fn best<'a>(
-    rules: impl Iterator<Item = (&'a Rule, &'a PathMatch)>,
-    key: &PathMatch,
-    file: bool,
-) -> Verdict {
-    let mut found: Option<(&Rule, (bool, usize))> = None;
-    for (r, t) in rules {
-        if covers(t, key, file) && found.is_none_or(|(_, s)| specificity(t) > s) {
-            found = Some((r, specificity(t)));
+impl<'a> PathIndex<'a> {
+    fn new(rules: impl Iterator<Item = (&'a Rule, &'a PathMatch)>) -> Self {
+        let mut index = Self::default();
+        for (r, t) in rules {
+            match t {
+                PathMatch::Exact(p) => index.exact.entry(p.as_str()).or_insert(r),
+                PathMatch::Prefix(p) => index.prefix.entry(p.as_str()).or_insert(r),
+            };
         }
+        index
     }
-    found.map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+
+    /// The most specific rule covering `key` (`covers`), or the default:
+    /// an exact target beats any prefix; for a file key, the prefix
+    /// `KEY/` (which also matches its directory) beats the key's own
+    /// prefixes; then the key's prefixes, longest first.
+    fn best(&self, key: &PathMatch, file: bool) -> Verdict {
+        let found = match key {
+            PathMatch::Exact(k) => self
+                .exact
+                .get(k.as_str())
+                .or_else(|| {
+                    (file && !k.is_empty())
+                        .then(|| self.prefix.get(format!("{k}/").as_str()))
+                        .flatten()
+                })
+                .or_else(|| self.longest_prefix(k)),
+            PathMatch::Prefix(k) => self.longest_prefix(k),
+        };
+        debug_assert!(found.is_none_or(|r| match &r.selector {
+            Selector::Exec { target } | Selector::File { target, .. } => covers(target, key, file),
+            _ => false,
+        }));
+        found.map_or_else(Verdict::default_deny, |r| Verdict::of(r))
+    }
+
+    /// The rule of the longest prefix target that `k` starts with.
+    fn longest_prefix(&self, k: &str) -> Option<&&'a Rule> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        (0..=k.len())
+            .rev()
+            .filter(|&n| k.is_char_boundary(n))
+            .find_map(|n| self.prefix.get(&k[..n]))
+    }
 }
 
 fn exec_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch)> {
@@ -604,25 +639,32 @@ fn exec_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch)> {
     })
 }
 
+/// A side's exec decision per key: its index, or `None` for a side
+/// without exec rules (ungoverned: every exec allowed).
+fn exec_side(p: &Policy) -> Option<PathIndex<'_>> {
+    exec_targets(p)
+        .next()
+        .is_some()
+        .then(|| PathIndex::new(exec_targets(p)))
+}
+
 fn exec_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
-    let governed = |p: &Policy| exec_targets(p).next().is_some();
-    let verdict = |p: &Policy, key: &PathMatch| {
-        if governed(p) {
-            best(exec_targets(p), key, false)
-        } else {
-            Verdict::ungoverned()
-        }
+    let verdict = |side: &Option<PathIndex<'_>>, key: &PathMatch| match side {
+        Some(index) => index.best(key, false),
+        None => Verdict::ungoverned(),
     };
+    let (child_side, parent_side) = (exec_side(child), exec_side(parent));
     let mut keys: Vec<&PathMatch> = Vec::new();
+    let mut seen: HashSet<&PathMatch> = HashSet::new();
     for (_, t) in exec_targets(child).chain(exec_targets(parent)) {
-        if !keys.contains(&t) {
+        if seen.insert(t) {
             keys.push(t);
         }
     }
     for key in keys {
         out.push(joined(
-            &verdict(child, key),
-            &verdict(parent, key),
+            &verdict(&child_side, key),
+            &verdict(&parent_side, key),
             Selector::Exec {
                 target: key.clone(),
             },
@@ -641,20 +683,35 @@ fn file_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch, bool, bo
     })
 }
 
-fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
-    let governed = |p: &Policy| file_targets(p).next().is_some();
-    let verdict = |p: &Policy, key: &PathMatch, write: bool| {
-        if !governed(p) {
-            return Verdict::ungoverned();
-        }
-        let listing = file_targets(p)
-            .filter(|&(_, _, r, w)| if write { w } else { r })
-            .map(|(rule, t, _, _)| (rule, t));
-        best(listing, key, true)
+/// A side's file decisions per key: the index of its rules that grant
+/// read and of those that grant write, or `None` for a side without file
+/// rules (ungoverned: every open allowed).
+fn file_side(p: &Policy) -> Option<(PathIndex<'_>, PathIndex<'_>)> {
+    let listing = move |write: bool| {
+        file_targets(p)
+            .filter(move |&(_, _, r, w)| if write { w } else { r })
+            .map(|(rule, t, _, _)| (rule, t))
     };
+    file_targets(p).next().is_some().then(|| {
+        (
+            PathIndex::new(listing(false)),
+            PathIndex::new(listing(true)),
+        )
+    })
+}
+
+fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let verdict =
+        |side: &Option<(PathIndex<'_>, PathIndex<'_>)>, key: &PathMatch, write: bool| match side {
+            Some((read, _)) if !write => read.best(key, true),
+            Some((_, written)) => written.best(key, true),
+            None => Verdict::ungoverned(),
+        };
+    let (child_side, parent_side) = (file_side(child), file_side(parent));
     // Every target of either side, and each prefix's directory (decided by
     // the rules covering it, as `compile_paths` does).
     let mut keys: Vec<PathMatch> = Vec::new();
+    let mut seen: HashSet<PathMatch> = HashSet::new();
     for (_, t, _, _) in file_targets(child).chain(file_targets(parent)) {
         let dir = match t {
             PathMatch::Prefix(p) => p
@@ -664,22 +721,22 @@ fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             PathMatch::Exact(_) => None,
         };
         for k in std::iter::once(t.clone()).chain(dir) {
-            if !keys.contains(&k) {
+            if seen.insert(k.clone()) {
                 keys.push(k);
             }
         }
     }
     for key in keys {
         let read = joined(
-            &verdict(child, &key, false),
-            &verdict(parent, &key, false),
+            &verdict(&child_side, &key, false),
+            &verdict(&parent_side, &key, false),
             Selector::Exec {
                 target: key.clone(),
             },
         );
         let write = joined(
-            &verdict(child, &key, true),
-            &verdict(parent, &key, true),
+            &verdict(&child_side, &key, true),
+            &verdict(&parent_side, &key, true),
             Selector::Exec {
                 target: key.clone(),
             },
