@@ -795,3 +795,38 @@ fn measure_intersecting_large_path_rule_policies() {
         t.elapsed()
     );
 }
+
+/// A measurement, not a check (README Known gaps quotes it): the time to
+/// intersect two policies of many connect (CIDR) rules, each with its own
+/// address and port, so the union has one key per rule and the port axis
+/// one cut per port. `cargo test -p warden --lib measure_intersecting --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_large_connect_rule_policies() {
+    let mk = |tag: &str, n: usize, salt: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            let j = i * 2 + salt;
+            y.push_str(&format!(
+                "  - id: {tag}{i}\n    connect: {{ to: '10.{}.{}.0/24', ports: [{}] }}\n    decision: allow\n",
+                j / 256,
+                j % 256,
+                1000 + j
+            ));
+        }
+        y
+    };
+    for n in [100usize, 200] {
+        let p = super::super::parse::parse_policy("p.yaml", &mk("p", n, 0)).unwrap();
+        let c = super::super::parse::parse_policy("c.yaml", &mk("c", n, 1)).unwrap();
+        let t = std::time::Instant::now();
+        let e = intersect(&p, &c).unwrap();
+        eprintln!(
+            "n={n} connect rules/side={} effective={} intersect took {:?}",
+            p.rules.len(),
+            e.rules.len(),
+            t.elapsed()
+        );
+    }
+}
