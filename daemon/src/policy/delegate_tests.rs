@@ -1048,3 +1048,48 @@ fn indexed_connect_intersection_equals_direct_on_generated_policies() {
     }
     assert!(rules > 5000, "the generated cases wrote few rules: {rules}");
 }
+
+/// A measurement, not a check: the time to intersect two policies of
+/// 10,000 connect rules a side (as above) that also carry budgets (at most
+/// 8 a policy), each naming one rule (the effective rules are scanned per
+/// budget).
+/// `cargo test -p warden --lib measure_intersecting -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_budgets_over_many_connect_rules() {
+    let mk = |tag: &str, n: usize, budgets: usize, salt: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            let j = i * 2 + salt;
+            y.push_str(&format!(
+                "  - id: {tag}{i}\n    connect: {{ to: '10.{}.{}.0/24', ports: [{}] }}\n    decision: allow\n",
+                j / 256,
+                j % 256,
+                1000 + j
+            ));
+        }
+        if budgets > 0 {
+            y.push_str("budgets:\n");
+        }
+        for i in 0..budgets {
+            y.push_str(&format!(
+                "  - id: b{i}\n    count: connect\n    match: {{ rule: [{tag}{i}] }}\n    limit: 5\n    per: 1m\n    then: deny\n"
+            ));
+        }
+        y
+    };
+    for budgets in [0usize, 1, 8] {
+        let n = 10_000;
+        let p = super::super::parse::parse_policy("p.yaml", &mk("p", n, budgets, 0)).unwrap();
+        let c = super::super::parse::parse_policy("c.yaml", &mk("c", n, budgets, 1)).unwrap();
+        let t = std::time::Instant::now();
+        let e = intersect(&p, &c).unwrap();
+        eprintln!(
+            "rules/side={n} budgets/side={budgets} effective rules={} budgets={} intersect took {:?}",
+            e.rules.len(),
+            e.budgets.len(),
+            t.elapsed()
+        );
+    }
+}
