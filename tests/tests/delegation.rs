@@ -1366,3 +1366,75 @@ rules:
         "{rejected}"
     );
 }
+
+/// `warden policy shadow CHILD` replays each recorded entry under the
+/// parent's policy in force when it was recorded. The parent allows port
+/// a, the child connects to a (allowed); the parent is reloaded to allow
+/// only b, the child connects to a again (denied by the parent). A
+/// candidate allowing a, replayed: the first connect is allowed under the
+/// parent of its time, the second denied under the reloaded parent, both
+/// as recorded, so no difference (under the parent of now only, the first
+/// would be a `would-deny`).
+#[test]
+fn a_childs_offline_replay_uses_the_parents_policy_of_each_entrys_time() {
+    if !can_run("delegation") {
+        return;
+    }
+    let (a, b) = (Listener::tcp4(), Listener::tcp4());
+    let mut env = TestEnv::new("dgreplay");
+    env.write_policy("parent.yaml", &ports_policy("parent-a", &[a.port], ""));
+    env.write_policy("child.yaml", &ports_policy("child-a", &[a.port], ""));
+    env.start_daemon_with(&[("WARDEN_SUMMARY_SECS", "3600")]);
+    add_agent(&env, "dr-parent", PARENT_OWNER, "parent.yaml", None);
+    add_agent(
+        &env,
+        "dr-child",
+        CHILD_OWNER,
+        "child.yaml",
+        Some("dr-parent"),
+    );
+    env.wait_for_evidence("the child's load", |e| {
+        e["kind"] == "policy_load" && e["agent"] == "dr-child" && e["decision"] == "loaded"
+    });
+    let a_target = format!("127.0.0.1:{}/tcp", a.port);
+    assert_eq!(connects_as(&env, "dr-child", a.port), "ok=1 eperm=0");
+    env.wait_for_evidence("the allowed connect", |e| {
+        e["kind"] == "decision"
+            && e["agent"] == "dr-child"
+            && e["target"] == a_target.as_str()
+            && e["decision"] == "allow"
+    });
+
+    env.write_policy("parent.yaml", &ports_policy("parent-b", &[b.port], ""));
+    env.ok(&["policy", "reload"]);
+    env.wait_for_evidence("the child's reload after its parent's", |e| {
+        e["kind"] == "policy_load"
+            && e["agent"] == "dr-child"
+            && e["details"]["changed"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|s| s == "parent"))
+    });
+    assert_eq!(connects_as(&env, "dr-child", a.port), "ok=0 eperm=1");
+    let deny = env.wait_for_evidence("the denied connect", |e| {
+        e["kind"] == "decision"
+            && e["agent"] == "dr-child"
+            && e["target"] == a_target.as_str()
+            && e["decision"] == "deny"
+    });
+    assert_eq!(deny["rule_id"], "child-a+parent:default-deny", "{deny}");
+
+    let file = env.dir.path().join("cand.yaml");
+    std::fs::write(&file, ports_policy("cand-a", &[a.port], "")).unwrap();
+    let r: Value = serde_json::from_str(&env.ok(&[
+        "policy",
+        "shadow",
+        "dr-child",
+        file.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(r["differences"], serde_json::json!([]), "{r:#}");
+    // Both connects replayed, both as recorded.
+    assert_eq!(r["actions"], 2, "{r:#}");
+    assert_eq!(r["unchanged"], 2, "{r:#}");
+}

@@ -103,18 +103,30 @@ pub fn policy_shadow(
     let since_ns = since.map(crate::clock::parse_time).transpose()?;
     let name = candidate.display().to_string();
     let caps = policy::Capabilities::assume_all();
-    let mut compiled = policy::compile_policy(&name, &text, &caps)?;
+    let compiled = policy::compile_policy(&name, &text, &caps)?;
     // A delegated child is decided by the intersection: its candidate is
-    // replayed as it would be enforced, under its parent's policy in force.
-    if let Some(parent) = parent_in_force(paths, agent)? {
-        compiled = policy::compile_under(&parent, &compiled.parsed, &caps)?;
-    }
+    // replayed as it would have been enforced, each entry under its
+    // parent's policy in force when the entry was recorded.
+    let under = match parents_over_time(paths, agent)? {
+        Some(parents) => Some(policy::shadow::ReplayUnder::new(
+            &compiled.parsed,
+            &parents,
+        )?),
+        None => None,
+    };
     let store = super::open_store(paths)?;
     // Streamed in seq order, one row in memory at a time: the agent's
     // record can be millions of entries.
-    let mut replay = policy::shadow::Replay::new(agent, &name, &compiled);
+    let first = under
+        .as_ref()
+        .and_then(policy::shadow::ReplayUnder::latest)
+        .unwrap_or(&compiled);
+    let mut replay = policy::shadow::Replay::new(agent, &name, first);
     let _: std::ops::ControlFlow<()> = store.for_each_entry(|e| {
         if since_ns.is_none_or(|t| e.ts_ns >= t) {
+            if let Some(c) = under.as_ref().and_then(|u| u.at(e.ts_ns)) {
+                replay.set_policy(c);
+            }
             replay.add(e);
         }
         std::ops::ControlFlow::<()>::Continue(())
@@ -122,12 +134,12 @@ pub fn policy_shadow(
     Ok(replay.finish())
 }
 
-/// The policy in force of `agent`'s parent as the kernel enforces it on
-/// the parent (for a grandchild, the intersection down the chain), from
-/// the registry's latest versions; `None` for an agent without a parent.
-/// Candidates (`shadow:`) of the ancestors are left out: the replay asks
-/// what this agent's candidate changes.
-fn parent_in_force(paths: &Paths, agent: &str) -> Result<Option<policy::Policy>> {
+/// The policy of `agent`'s parent as the kernel enforced it on the parent
+/// (for a grandchild, the intersection down the chain) over time, from
+/// every version the registry recorded for each ancestor; `None` for an
+/// agent without a parent. Candidates (`shadow:`) of the ancestors are
+/// left out: the replay asks what this agent's candidate changes.
+fn parents_over_time(paths: &Paths, agent: &str) -> Result<Option<Vec<(i64, policy::Policy)>>> {
     let registry = open_registry(paths)?;
     let chain = match registry.lineage(agent) {
         Ok(chain) => chain,
@@ -136,23 +148,25 @@ fn parent_in_force(paths: &Paths, agent: &str) -> Result<Option<policy::Policy>>
         Err(crate::registry::RegistryError::UnknownAgent(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut effective: Option<policy::Policy> = None;
+    let mut versions = Vec::new();
     for ancestor in chain.iter().skip(1).rev() {
-        let version = registry
+        let mine: policy::shadow::AncestorVersions = registry
             .policy_versions(Some(&ancestor.name))?
-            .pop()
-            .ok_or_else(|| CommandError::NoPolicyInForce(ancestor.name.clone()))?;
-        let file = paths.policy_dir.join(&version.file).display().to_string();
-        let mut own = policy::parse_policy(&file, &version.content)?;
-        own.shadow = None;
-        let mut next = match &effective {
-            Some(parent) => policy::intersect_named(parent, &own)?,
-            None => own,
-        };
-        next.shadow = None;
-        effective = Some(next);
+            .into_iter()
+            .map(|v| {
+                let file = paths.policy_dir.join(&v.file).display().to_string();
+                (v.loaded_at_ns, file, v.content)
+            })
+            .collect();
+        if mine.is_empty() {
+            return Err(CommandError::NoPolicyInForce(ancestor.name.clone()));
+        }
+        versions.push(mine);
     }
-    Ok(effective)
+    if versions.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(policy::shadow::parents_over_time(&versions)?))
 }
 
 /// `warden policy propose AGENT FILE`: the daemon records the proposal,

@@ -227,30 +227,113 @@ fn proto_matches(p: Protocol, s: Sock) -> bool {
     )
 }
 
-/// A side's decision for destinations whose longest union key is `key`:
-/// its rules whose CIDR contains `key`, most specific first, then in file
-/// order; the first that matches port and protocol (`compile_network`).
-fn connect_verdict(policy: &Policy, key: &Cidr, port: u16, sock: Sock) -> Verdict {
-    let mut covering: Vec<(&Rule, u8)> = policy
-        .rules
-        .iter()
-        .filter_map(|r| match &r.selector {
-            Selector::Connect {
+/// A side's connect rules, `(rule, ports, protocol)`, indexed by their
+/// CIDR, with the prefix lengths they use (longest first).
+struct ConnectIndex<'a> {
+    by_net: HashMap<Cidr, Vec<ConnectRule<'a>>>,
+    prefixes: Vec<(bool, u8)>,
+}
+
+type ConnectRule<'a> = (&'a Rule, &'a [(u16, u16)], Protocol);
+
+/// A cell's verdicts: the child's and the parent's rule (`None`: default deny).
+type CellPair = (Option<usize>, Option<usize>);
+
+impl<'a> ConnectIndex<'a> {
+    fn new(policy: &'a Policy) -> Self {
+        let mut by_net: HashMap<Cidr, Vec<ConnectRule<'a>>> = HashMap::new();
+        let mut prefixes = BTreeSet::new();
+        for r in &policy.rules {
+            if let Selector::Connect {
                 cidr,
                 ports,
                 protocol,
-            } if cidr.contains(key) => {
-                let port_ok =
-                    ports.is_empty() || ports.iter().any(|&(lo, hi)| lo <= port && port <= hi);
-                (port_ok && proto_matches(*protocol, sock)).then_some((r, cidr.prefix()))
+            } = &r.selector
+            {
+                by_net
+                    .entry(*cidr)
+                    .or_default()
+                    .push((r, ports.as_slice(), *protocol));
+                prefixes.insert((cidr.is_ipv4(), cidr.prefix()));
             }
-            _ => None,
-        })
-        .collect();
-    covering.sort_by_key(|&(_, prefix)| std::cmp::Reverse(prefix));
-    covering
-        .first()
-        .map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+        }
+        let mut prefixes: Vec<(bool, u8)> = prefixes.into_iter().collect();
+        prefixes.sort_by_key(|&(_, p)| std::cmp::Reverse(p));
+        Self { by_net, prefixes }
+    }
+
+    /// The rules whose CIDR contains `key`, most specific first, then in
+    /// file order: the order `compile_network` tries them in. One lookup
+    /// per prefix length the side uses.
+    fn covering(&self, key: &Cidr) -> Vec<ConnectRule<'a>> {
+        let mut out = Vec::new();
+        for &(v4, prefix) in &self.prefixes {
+            if v4 != key.is_ipv4() {
+                continue;
+            }
+            if let Some(rules) = key.supernet(prefix).and_then(|n| self.by_net.get(&n)) {
+                out.extend_from_slice(rules);
+            }
+        }
+        out
+    }
+}
+
+/// The first unfilled segment at or after `i` (`next` links filled
+/// segments onward; path compression keeps each fill near constant).
+fn next_free(next: &mut [usize], i: usize) -> usize {
+    let mut root = i;
+    while next[root] != root {
+        root = next[root];
+    }
+    let mut j = i;
+    while next[j] != root {
+        let n = next[j];
+        next[j] = root;
+        j = n;
+    }
+    root
+}
+
+/// A side's decision for every cell (segment * 3 + socket protocol) of a
+/// key's grid, as an index into `rules` (`None`: its default deny): each
+/// cell takes the first of `rules` matching its port and protocol, found
+/// by filling each rule's segments that no earlier rule filled, so a cell
+/// is written once and a rule costs a binary search per port range.
+fn connect_cells(rules: &[ConnectRule<'_>], cuts: &[u32]) -> Vec<Option<usize>> {
+    let segs = cuts.len() - 1;
+    let mut cells = vec![None; segs * 3];
+    let mut next: Vec<Vec<usize>> = (0..3).map(|_| (0..=segs).collect()).collect();
+    let mut left = segs * 3;
+    let seg_of = |edge: u32| cuts.binary_search(&edge).unwrap_or_else(|i| i);
+    for (ri, &(_, ports, protocol)) in rules.iter().enumerate() {
+        let ranges: Vec<(usize, usize)> = if ports.is_empty() {
+            vec![(0, segs)]
+        } else {
+            ports
+                .iter()
+                .map(|&(lo, hi)| (seg_of(u32::from(lo)), seg_of(u32::from(hi) + 1)))
+                .collect()
+        };
+        for (s, sock) in SOCKS.into_iter().enumerate() {
+            if !proto_matches(protocol, sock) {
+                continue;
+            }
+            for &(a, b) in &ranges {
+                let mut i = next_free(&mut next[s], a);
+                while i < b {
+                    cells[i * 3 + s] = Some(ri);
+                    left -= 1;
+                    next[s][i] = i + 1;
+                    i = next_free(&mut next[s], i + 1);
+                }
+            }
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    cells
 }
 
 fn connect_cidrs(policy: &Policy) -> impl Iterator<Item = (Cidr, &[(u16, u16)])> {
@@ -266,11 +349,18 @@ fn connect_cidrs(policy: &Policy) -> impl Iterator<Item = (Cidr, &[(u16, u16)])>
 /// are written before it as `tcp`/`udp`/`any` rules of their segment, so
 /// the entry never needs rules of a shorter CIDR (`compile_network` stops
 /// at a rule covering every port and protocol).
+///
+/// Each side's rules are gathered once per key (those covering it), the
+/// key's port axis cut only at their edges, and its cells filled in one
+/// sweep (`connect_cells`); combined rules are built once per distinct
+/// pair of verdicts and cells compared by index, so a key costs its
+/// covering rules, not a pass over every rule per global segment.
 fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
     let mut keys: Vec<Cidr> = Vec::new();
+    let mut seen: HashSet<Cidr> = HashSet::new();
     let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
     for (cidr, ports) in connect_cidrs(child).chain(connect_cidrs(parent)) {
-        if !keys.contains(&cidr) {
+        if seen.insert(cidr) {
             keys.push(cidr);
         }
         for &(lo, hi) in ports {
@@ -279,36 +369,69 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
         }
     }
     let cuts: Vec<u32> = cuts.into_iter().collect();
+    let global = |edge: u32| cuts.binary_search(&edge).unwrap_or_else(|i| i);
+    let (c_index, p_index) = (ConnectIndex::new(child), ConnectIndex::new(parent));
     for key in keys {
-        // (segment, sock, rule) for every cell of the key's grid.
-        let mut cells: Vec<((u16, u16), Sock, Rule)> = Vec::new();
-        for seg in cuts.windows(2) {
-            let (lo, hi) = (seg[0] as u16, (seg[1] - 1) as u16);
-            for sock in SOCKS {
-                let c = connect_verdict(child, &key, lo, sock);
-                let p = connect_verdict(parent, &key, lo, sock);
-                let rule = joined(
-                    &c,
-                    &p,
-                    Selector::Socket {
-                        kind: SocketKind::Raw,
-                    },
-                );
-                cells.push(((lo, hi), sock, rule));
+        let c_rules = c_index.covering(&key);
+        let p_rules = p_index.covering(&key);
+        // The key's own cuts: the edges of the rules covering it. Its
+        // segments are runs of the global ones whose cells all agree, so
+        // writing them merged is what merging the global ones wrote; a
+        // segment counts for the fallback as the global ones it spans.
+        let mut local: BTreeSet<u32> = BTreeSet::from([0, 65536]);
+        for &(_, ports, _) in c_rules.iter().chain(&p_rules) {
+            for &(lo, hi) in ports {
+                local.insert(u32::from(lo));
+                local.insert(u32::from(hi) + 1);
             }
         }
+        let local: Vec<u32> = local.into_iter().collect();
+        let seg = |i: usize| (local[i] as u16, (local[i + 1] - 1) as u16);
+        let weight = |i: usize| global(local[i + 1]) - global(local[i]);
+        let c_cells = connect_cells(&c_rules, &local);
+        let p_cells = connect_cells(&p_rules, &local);
+        let verdict = |rules: &[ConnectRule<'_>], i: Option<usize>| {
+            i.map_or_else(Verdict::default_deny, |i| Verdict::of(rules[i].0))
+        };
+        // Distinct combined rules in first-seen cell order; each cell an
+        // index into them (equal rules share one index).
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let mut by_pair: HashMap<CellPair, usize> = HashMap::new();
+        let mut cells: Vec<usize> = Vec::with_capacity(c_cells.len());
+        let mut last: Option<(CellPair, usize)> = None;
+        for (cell, (&c, &p)) in c_cells.iter().zip(&p_cells).enumerate() {
+            let idx = match last {
+                Some((pair, idx)) if pair == (c, p) => idx,
+                _ => *by_pair.entry((c, p)).or_insert_with(|| {
+                    let rule = joined(
+                        &verdict(&c_rules, c),
+                        &verdict(&p_rules, p),
+                        Selector::Socket {
+                            kind: SocketKind::Raw,
+                        },
+                    );
+                    rules.iter().position(|r| *r == rule).unwrap_or_else(|| {
+                        rules.push(rule);
+                        counts.push(0);
+                        rules.len() - 1
+                    })
+                }),
+            };
+            last = Some(((c, p), idx));
+            counts[idx] += weight(cell / 3);
+            cells.push(idx);
+        }
         // The most common rule (first seen on a tie) is the fallback.
-        let mut fallback: Option<(&Rule, usize)> = None;
-        for (_, _, r) in &cells {
-            let n = cells.iter().filter(|(_, _, o)| o == r).count();
+        let mut fallback: Option<(usize, usize)> = None;
+        for (i, &n) in counts.iter().enumerate() {
             if fallback.is_none_or(|(_, best)| n > best) {
-                fallback = Some((r, n));
+                fallback = Some((i, n));
             }
         }
         let Some((fallback, _)) = fallback else {
             continue;
         };
-        let fallback = fallback.clone();
         let with = |r: &Rule, ports: Vec<(u16, u16)>, protocol: Protocol| Rule {
             selector: Selector::Connect {
                 cidr: key,
@@ -320,26 +443,26 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
         // Segments whose three protocols agree (and differ from the
         // fallback) become one `any` rule; otherwise a `tcp` and a `udp`
         // rule where they differ from the `any` cell, then the `any` cell.
-        // Adjacent segments with the same rule and protocol merge.
-        let mut pending: Vec<(Rule, Protocol, (u16, u16))> = Vec::new();
-        let mut push = |rule: &Rule, proto: Protocol, seg: (u16, u16)| {
-            if let Some(last) = pending
-                .iter_mut()
-                .rev()
-                .find(|(r, p, _)| r == rule && *p == proto)
-            {
+        // Adjacent segments with the same rule and protocol merge (with
+        // the latest pending rule of that rule and protocol).
+        let mut pending: Vec<(usize, Protocol, (u16, u16))> = Vec::new();
+        let mut latest: HashMap<(usize, Protocol), usize> = HashMap::new();
+        let mut push = |rule: usize, proto: Protocol, seg: (u16, u16)| {
+            if let Some(&at) = latest.get(&(rule, proto)) {
+                let last = &mut pending[at];
                 if u32::from(last.2 .1) + 1 == u32::from(seg.0) {
                     last.2 .1 = seg.1;
                     return;
                 }
             }
-            pending.push((rule.clone(), proto, seg));
+            latest.insert((rule, proto), pending.len());
+            pending.push((rule, proto, seg));
         };
-        for chunk in cells.chunks(3) {
-            let seg = chunk[0].0;
-            let (tcp, udp, other) = (&chunk[0].2, &chunk[1].2, &chunk[2].2);
+        for (i, chunk) in cells.chunks(3).enumerate() {
+            let seg = seg(i);
+            let (tcp, udp, other) = (chunk[0], chunk[1], chunk[2]);
             if tcp == other && udp == other {
-                if *other != fallback {
+                if other != fallback {
                     push(other, Protocol::Any, seg);
                 }
                 continue;
@@ -350,7 +473,7 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             if udp != other {
                 push(udp, Protocol::Udp, seg);
             }
-            if *other != fallback {
+            if other != fallback {
                 push(other, Protocol::Any, seg);
             }
         }
@@ -359,9 +482,9 @@ fn connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
         // position, so sort `any` rules after the protocol ones.
         pending.sort_by_key(|(_, p, _)| *p == Protocol::Any);
         for (rule, proto, seg) in pending {
-            out.push(with(&rule, vec![seg], proto));
+            out.push(with(&rules[rule], vec![seg], proto));
         }
-        out.push(with(&fallback, Vec::new(), Protocol::Any));
+        out.push(with(&rules[fallback], Vec::new(), Protocol::Any));
     }
 }
 
@@ -593,27 +716,62 @@ fn covers(rule: &PathMatch, key: &PathMatch, file: bool) -> bool {
     }
 }
 
-fn specificity(target: &PathMatch) -> (bool, usize) {
-    match target {
-        PathMatch::Exact(p) => (true, p.len()),
-        PathMatch::Prefix(p) => (false, p.len()),
-    }
+/// A side's exec or file rules by target, the first in the file for each
+/// (the one the most-specific match picks among equal targets), so the
+/// rules covering a key are found by a lookup per prefix of the key rather
+/// than a pass over every rule (a policy may hold tens of thousands).
+#[derive(Default)]
+struct PathIndex<'a> {
+    exact: HashMap<&'a str, &'a Rule>,
+    prefix: HashMap<&'a str, &'a Rule>,
 }
 
-/// The most specific of `rules` covering `key` (the first in the file on a
-/// tie), or the default.
-fn best<'a>(
-    rules: impl Iterator<Item = (&'a Rule, &'a PathMatch)>,
-    key: &PathMatch,
-    file: bool,
-) -> Verdict {
-    let mut found: Option<(&Rule, (bool, usize))> = None;
-    for (r, t) in rules {
-        if covers(t, key, file) && found.is_none_or(|(_, s)| specificity(t) > s) {
-            found = Some((r, specificity(t)));
+impl<'a> PathIndex<'a> {
+    fn new(rules: impl Iterator<Item = (&'a Rule, &'a PathMatch)>) -> Self {
+        let mut index = Self::default();
+        for (r, t) in rules {
+            match t {
+                PathMatch::Exact(p) => index.exact.entry(p.as_str()).or_insert(r),
+                PathMatch::Prefix(p) => index.prefix.entry(p.as_str()).or_insert(r),
+            };
         }
+        index
     }
-    found.map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+
+    /// The most specific rule covering `key` (`covers`), or the default:
+    /// an exact target beats any prefix; for a file key, the prefix
+    /// `KEY/` (which also matches its directory) beats the key's own
+    /// prefixes; then the key's prefixes, longest first.
+    fn best(&self, key: &PathMatch, file: bool) -> Verdict {
+        let found = match key {
+            PathMatch::Exact(k) => self
+                .exact
+                .get(k.as_str())
+                .or_else(|| {
+                    (file && !k.is_empty())
+                        .then(|| self.prefix.get(format!("{k}/").as_str()))
+                        .flatten()
+                })
+                .or_else(|| self.longest_prefix(k)),
+            PathMatch::Prefix(k) => self.longest_prefix(k),
+        };
+        debug_assert!(found.is_none_or(|r| match &r.selector {
+            Selector::Exec { target } | Selector::File { target, .. } => covers(target, key, file),
+            _ => false,
+        }));
+        found.map_or_else(Verdict::default_deny, |r| Verdict::of(r))
+    }
+
+    /// The rule of the longest prefix target that `k` starts with.
+    fn longest_prefix(&self, k: &str) -> Option<&&'a Rule> {
+        if self.prefix.is_empty() {
+            return None;
+        }
+        (0..=k.len())
+            .rev()
+            .filter(|&n| k.is_char_boundary(n))
+            .find_map(|n| self.prefix.get(&k[..n]))
+    }
 }
 
 fn exec_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch)> {
@@ -623,25 +781,32 @@ fn exec_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch)> {
     })
 }
 
+/// A side's exec decision per key: its index, or `None` for a side
+/// without exec rules (ungoverned: every exec allowed).
+fn exec_side(p: &Policy) -> Option<PathIndex<'_>> {
+    exec_targets(p)
+        .next()
+        .is_some()
+        .then(|| PathIndex::new(exec_targets(p)))
+}
+
 fn exec_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
-    let governed = |p: &Policy| exec_targets(p).next().is_some();
-    let verdict = |p: &Policy, key: &PathMatch| {
-        if governed(p) {
-            best(exec_targets(p), key, false)
-        } else {
-            Verdict::ungoverned()
-        }
+    let verdict = |side: &Option<PathIndex<'_>>, key: &PathMatch| match side {
+        Some(index) => index.best(key, false),
+        None => Verdict::ungoverned(),
     };
+    let (child_side, parent_side) = (exec_side(child), exec_side(parent));
     let mut keys: Vec<&PathMatch> = Vec::new();
+    let mut seen: HashSet<&PathMatch> = HashSet::new();
     for (_, t) in exec_targets(child).chain(exec_targets(parent)) {
-        if !keys.contains(&t) {
+        if seen.insert(t) {
             keys.push(t);
         }
     }
     for key in keys {
         out.push(joined(
-            &verdict(child, key),
-            &verdict(parent, key),
+            &verdict(&child_side, key),
+            &verdict(&parent_side, key),
             Selector::Exec {
                 target: key.clone(),
             },
@@ -660,20 +825,35 @@ fn file_targets(p: &Policy) -> impl Iterator<Item = (&Rule, &PathMatch, bool, bo
     })
 }
 
-fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
-    let governed = |p: &Policy| file_targets(p).next().is_some();
-    let verdict = |p: &Policy, key: &PathMatch, write: bool| {
-        if !governed(p) {
-            return Verdict::ungoverned();
-        }
-        let listing = file_targets(p)
-            .filter(|&(_, _, r, w)| if write { w } else { r })
-            .map(|(rule, t, _, _)| (rule, t));
-        best(listing, key, true)
+/// A side's file decisions per key: the index of its rules that grant
+/// read and of those that grant write, or `None` for a side without file
+/// rules (ungoverned: every open allowed).
+fn file_side(p: &Policy) -> Option<(PathIndex<'_>, PathIndex<'_>)> {
+    let listing = move |write: bool| {
+        file_targets(p)
+            .filter(move |&(_, _, r, w)| if write { w } else { r })
+            .map(|(rule, t, _, _)| (rule, t))
     };
+    file_targets(p).next().is_some().then(|| {
+        (
+            PathIndex::new(listing(false)),
+            PathIndex::new(listing(true)),
+        )
+    })
+}
+
+fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let verdict =
+        |side: &Option<(PathIndex<'_>, PathIndex<'_>)>, key: &PathMatch, write: bool| match side {
+            Some((read, _)) if !write => read.best(key, true),
+            Some((_, written)) => written.best(key, true),
+            None => Verdict::ungoverned(),
+        };
+    let (child_side, parent_side) = (file_side(child), file_side(parent));
     // Every target of either side, and each prefix's directory (decided by
     // the rules covering it, as `compile_paths` does).
     let mut keys: Vec<PathMatch> = Vec::new();
+    let mut seen: HashSet<PathMatch> = HashSet::new();
     for (_, t, _, _) in file_targets(child).chain(file_targets(parent)) {
         let dir = match t {
             PathMatch::Prefix(p) => p
@@ -683,22 +863,22 @@ fn file_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
             PathMatch::Exact(_) => None,
         };
         for k in std::iter::once(t.clone()).chain(dir) {
-            if !keys.contains(&k) {
+            if seen.insert(k.clone()) {
                 keys.push(k);
             }
         }
     }
     for key in keys {
         let read = joined(
-            &verdict(child, &key, false),
-            &verdict(parent, &key, false),
+            &verdict(&child_side, &key, false),
+            &verdict(&parent_side, &key, false),
             Selector::Exec {
                 target: key.clone(),
             },
         );
         let write = joined(
-            &verdict(child, &key, true),
-            &verdict(parent, &key, true),
+            &verdict(&child_side, &key, true),
+            &verdict(&parent_side, &key, true),
             Selector::Exec {
                 target: key.clone(),
             },

@@ -586,6 +586,134 @@ fn a_budget_that_cannot_name_its_rules_exactly_counts_its_whole_class() {
     );
 }
 
+const EXEC_TARGETS: [&str; 10] = [
+    "path: /usr/bin/ls",
+    "path: /usr/bin",
+    "prefix: /usr/bin/",
+    "prefix: /usr/",
+    "path: /opt/a",
+    "prefix: /opt/a/",
+    "prefix: /opt/a/b/",
+    "prefix: /opt/ab/",
+    "path: /opt/dätä/x",
+    "prefix: /opt/dätä/",
+];
+const FILE_TARGETS: [&str; 11] = [
+    "path: /srv/data",
+    "prefix: /srv/data/",
+    "path: /srv/data/a",
+    "prefix: /srv/data/a/",
+    "prefix: /srv/",
+    "path: /srv/dat",
+    "prefix: /srv/dat/",
+    "prefix: /etc/",
+    "path: /etc/passwd",
+    "prefix: /srv/dätä/",
+    "path: /srv/dätä/x",
+];
+
+/// Exec and file rules only, many of them nested, equal targets repeated
+/// (the first in the file decides), a prefix next to the exact path of its
+/// directory and names sharing leading bytes but not a directory; a kind
+/// is sometimes absent (ungoverned on that side).
+fn generated_path_policy(g: &mut Gen, tag: &str) -> String {
+    let mut yaml = String::from("version: 1\nrules:\n");
+    let decision = |g: &mut Gen| g.pick(&["allow", "deny", "hold"]).to_string();
+    for i in 0..g.below(9) {
+        let d = decision(g);
+        yaml.push_str(&format!(
+            "  - id: {tag}e{i}\n    exec: {{ {} }}\n    decision: {d}\n    allow_write_exec: true\n",
+            g.pick(&EXEC_TARGETS)
+        ));
+    }
+    for i in 0..g.below(9) {
+        let d = decision(g);
+        let access = g.pick(&["[read]", "[write]", "[read, write]"]);
+        yaml.push_str(&format!(
+            "  - id: {tag}f{i}\n    file: {{ {}, access: {access} }}\n    decision: {d}\n    allow_write_exec: true\n",
+            g.pick(&FILE_TARGETS)
+        ));
+    }
+    if yaml.ends_with("rules:\n") {
+        yaml.push_str(&format!(
+            "  - id: {tag}only\n    connect: {{ to: 127.0.0.1, ports: [1] }}\n    decision: allow\n"
+        ));
+    }
+    yaml
+}
+
+/// The exec and file rules' intersection, each side's rules found by the
+/// prefixes of a key: over generated path policies, the effective policy
+/// decides every exec and open as `combine` of both sides, never wider.
+#[test]
+fn path_rules_intersect_exactly_on_generated_policies() {
+    let caps = Capabilities::assume_all();
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let mut actions = Vec::new();
+    for path in [
+        "/usr/bin/ls",
+        "/usr/bin/cat",
+        "/usr/bin",
+        "/usr/lib/x",
+        "/usr",
+        "/opt/a",
+        "/opt/a/x",
+        "/opt/a/b/c",
+        "/opt/a/b",
+        "/opt/ab/x",
+        "/opt/abc",
+        "/opt/dätä/x",
+        "/opt/dätä/y",
+        "/opt/dät",
+        "/srv/data",
+        "/srv/data/a",
+        "/srv/data/a/b",
+        "/srv/data/b",
+        "/srv/dat",
+        "/srv/dat/x",
+        "/srv/datum",
+        "/srv/dätä/x",
+        "/srv/dätä",
+        "/etc/passwd",
+        "/etc",
+        "/tmp/x",
+    ] {
+        actions.push(Replayed::Exec { path: path.into() });
+        for (read, write) in [(true, false), (false, true), (true, true)] {
+            actions.push(Replayed::Open {
+                path: path.into(),
+                read,
+                write,
+            });
+        }
+    }
+    let (mut compared, mut narrowed) = (0, 0);
+    for _ in 0..600 {
+        let p_yaml = generated_path_policy(&mut g, "p");
+        let c_yaml = generated_path_policy(&mut g, "c");
+        let (Ok(parent), Ok(child)) = (
+            compile_policy("parent.yaml", &p_yaml, &caps),
+            compile_policy("child.yaml", &c_yaml, &caps),
+        ) else {
+            continue;
+        };
+        let eff = compile_delegated(&parent, &child, &caps)
+            .unwrap_or_else(|e| panic!("{e}\n--- parent\n{p_yaml}--- child\n{c_yaml}"));
+        for a in &actions {
+            let (p, c, e) = (decide(&parent, a), decide(&child, a), decide(&eff, a));
+            assert_eq!(
+                e,
+                combine(p, c),
+                "{a:?}: parent {p:?} child {c:?}\n--- parent\n{p_yaml}--- child\n{c_yaml}"
+            );
+            narrowed += usize::from(strictness(e) > strictness(c));
+            compared += 1;
+        }
+    }
+    assert!(compared > 40_000, "{compared}");
+    assert!(narrowed > compared / 20, "{narrowed} of {compared}");
+}
+
 /// A measurement, not a check (README "Delegation" quotes it): the time to
 /// intersect two policies of many host rules, each side's rules decided by
 /// pattern lookups. `cargo test -p warden --lib measure_intersecting --
@@ -645,4 +773,355 @@ fn packet_sockets_are_allowed_only_where_both_allow_them() {
     }
     let eff = compile_delegated(&raw_only, &raw_only, &caps).unwrap();
     assert_eq!(decide(&eff, &Replayed::PacketSocket), Decision::Deny);
+}
+
+/// A measurement, not a check (README "Delegation" quotes it): the time to
+/// intersect two policies of many exec and file (path) rules, exact paths
+/// and prefixes nested under each other, each side's rules decided by the
+/// prefixes of a key. Timed on parsed policies: a compiled policy holds at
+/// most `policy_share(MAX_PATH_ENTRIES)` (1024) paths a kind, so sides
+/// this large are refused by the compiler; the pipeline (intersect, then
+/// compile) is timed where the intersection fits. `cargo test -p warden
+/// --lib measure_intersecting -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_large_path_rule_policies() {
+    let mk = |tag: &str, n: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n / 2 {
+            let d = if i % 7 == 0 { "deny" } else { "allow" };
+            y.push_str(&format!("  - id: {tag}e{i}\n    exec: {{ path: /opt/t{}/bin/{tag}{i} }}\n    decision: {d}\n", i % 50));
+            y.push_str(&format!("  - id: {tag}f{i}\n    file: {{ path: /srv/t{}/{tag}{i}, access: [read] }}\n    decision: {d}\n", i % 50));
+            if i % 10 == 0 {
+                y.push_str(&format!(
+                    "  - id: {tag}ep{i}\n    exec: {{ prefix: /opt/t{i}/ }}\n    decision: allow\n"
+                ));
+                y.push_str(&format!("  - id: {tag}fp{i}\n    file: {{ prefix: /srv/t{i}/, access: [read, write] }}\n    decision: allow\n"));
+            }
+        }
+        y
+    };
+    for n in [1000usize, 5000, 20000] {
+        let p = super::super::parse::parse_policy("p.yaml", &mk("p", n)).unwrap();
+        let c = super::super::parse::parse_policy("c.yaml", &mk("c", n)).unwrap();
+        let t = std::time::Instant::now();
+        let e = intersect(&p, &c).unwrap();
+        eprintln!(
+            "n={n} path rules/side={} effective={} intersect took {:?}",
+            p.rules.len(),
+            e.rules.len(),
+            t.elapsed()
+        );
+    }
+    // The largest that compiles: 462 exec and 462 file paths a side, 924
+    // (+ the prefixes' directories for files) in the intersection.
+    let caps = Capabilities::assume_all();
+    let p = compile_policy("p.yaml", &mk("p", 840), &caps).unwrap();
+    let c = compile_policy("c.yaml", &mk("c", 840), &caps).unwrap();
+    let t = std::time::Instant::now();
+    let e = compile_delegated(&p, &c, &caps).unwrap();
+    eprintln!(
+        "compiled: path rules/side={} effective={} intersect+compile took {:?}",
+        p.parsed.rules.len(),
+        e.parsed.rules.len(),
+        t.elapsed()
+    );
+}
+
+/// A measurement, not a check (README Known gaps quotes it): the time to
+/// intersect two policies of many connect (CIDR) rules, each with its own
+/// address and port, so the union has one key per rule and the port axis
+/// one cut per port. `cargo test -p warden --lib measure_intersecting --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_large_connect_rule_policies() {
+    let mk = |tag: &str, n: usize, salt: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            let j = i * 2 + salt;
+            y.push_str(&format!(
+                "  - id: {tag}{i}\n    connect: {{ to: '10.{}.{}.0/24', ports: [{}] }}\n    decision: allow\n",
+                j / 256,
+                j % 256,
+                1000 + j
+            ));
+        }
+        y
+    };
+    for n in [100usize, 200, 400, 1000, 10_000] {
+        let p = super::super::parse::parse_policy("p.yaml", &mk("p", n, 0)).unwrap();
+        let c = super::super::parse::parse_policy("c.yaml", &mk("c", n, 1)).unwrap();
+        let t = std::time::Instant::now();
+        let mut only = Vec::new();
+        connect_rules(&p, &c, &mut only);
+        let connect = t.elapsed();
+        let t = std::time::Instant::now();
+        let e = intersect(&p, &c).unwrap();
+        eprintln!(
+            "n={n} connect rules/side={} effective={} connect rules alone {connect:?}, intersect took {:?}",
+            p.rules.len(),
+            e.rules.len(),
+            t.elapsed()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connect rules: the indexed intersection against the direct one it replaced
+
+/// The connect intersection as it was before `connect_cells` (every rule
+/// scanned per key, segment and protocol), kept as the reference the
+/// indexed one must reproduce rule for rule.
+/// A side's decision for destinations whose longest union key is `key`:
+/// its rules whose CIDR contains `key`, most specific first, then in file
+/// order; the first that matches port and protocol (`compile_network`).
+fn reference_connect_verdict(policy: &Policy, key: &Cidr, port: u16, sock: Sock) -> Verdict {
+    let mut covering: Vec<(&Rule, u8)> = policy
+        .rules
+        .iter()
+        .filter_map(|r| match &r.selector {
+            Selector::Connect {
+                cidr,
+                ports,
+                protocol,
+            } if cidr.contains(key) => {
+                let port_ok =
+                    ports.is_empty() || ports.iter().any(|&(lo, hi)| lo <= port && port <= hi);
+                (port_ok && proto_matches(*protocol, sock)).then_some((r, cidr.prefix()))
+            }
+            _ => None,
+        })
+        .collect();
+    covering.sort_by_key(|&(_, prefix)| std::cmp::Reverse(prefix));
+    covering
+        .first()
+        .map_or_else(Verdict::default_deny, |(r, _)| Verdict::of(r))
+}
+
+/// Per union CIDR: the port axis cut at every range edge of either side;
+/// per segment and socket protocol both sides decided. The most common
+/// combined rule becomes one `0-65535 any` rule written last; the others
+/// are written before it as `tcp`/`udp`/`any` rules of their segment, so
+/// the entry never needs rules of a shorter CIDR (`compile_network` stops
+/// at a rule covering every port and protocol).
+fn reference_connect_rules(parent: &Policy, child: &Policy, out: &mut Vec<Rule>) {
+    let mut keys: Vec<Cidr> = Vec::new();
+    let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 65536]);
+    for (cidr, ports) in connect_cidrs(child).chain(connect_cidrs(parent)) {
+        if !keys.contains(&cidr) {
+            keys.push(cidr);
+        }
+        for &(lo, hi) in ports {
+            cuts.insert(u32::from(lo));
+            cuts.insert(u32::from(hi) + 1);
+        }
+    }
+    let cuts: Vec<u32> = cuts.into_iter().collect();
+    for key in keys {
+        // (segment, sock, rule) for every cell of the key's grid.
+        let mut cells: Vec<((u16, u16), Sock, Rule)> = Vec::new();
+        for seg in cuts.windows(2) {
+            let (lo, hi) = (seg[0] as u16, (seg[1] - 1) as u16);
+            for sock in SOCKS {
+                let c = reference_connect_verdict(child, &key, lo, sock);
+                let p = reference_connect_verdict(parent, &key, lo, sock);
+                let rule = joined(
+                    &c,
+                    &p,
+                    Selector::Socket {
+                        kind: SocketKind::Raw,
+                    },
+                );
+                cells.push(((lo, hi), sock, rule));
+            }
+        }
+        // The most common rule (first seen on a tie) is the fallback.
+        let mut fallback: Option<(&Rule, usize)> = None;
+        for (_, _, r) in &cells {
+            let n = cells.iter().filter(|(_, _, o)| o == r).count();
+            if fallback.is_none_or(|(_, best)| n > best) {
+                fallback = Some((r, n));
+            }
+        }
+        let Some((fallback, _)) = fallback else {
+            continue;
+        };
+        let fallback = fallback.clone();
+        let with = |r: &Rule, ports: Vec<(u16, u16)>, protocol: Protocol| Rule {
+            selector: Selector::Connect {
+                cidr: key,
+                ports,
+                protocol,
+            },
+            ..r.clone()
+        };
+        // Segments whose three protocols agree (and differ from the
+        // fallback) become one `any` rule; otherwise a `tcp` and a `udp`
+        // rule where they differ from the `any` cell, then the `any` cell.
+        // Adjacent segments with the same rule and protocol merge.
+        let mut pending: Vec<(Rule, Protocol, (u16, u16))> = Vec::new();
+        let mut push = |rule: &Rule, proto: Protocol, seg: (u16, u16)| {
+            if let Some(last) = pending
+                .iter_mut()
+                .rev()
+                .find(|(r, p, _)| r == rule && *p == proto)
+            {
+                if u32::from(last.2 .1) + 1 == u32::from(seg.0) {
+                    last.2 .1 = seg.1;
+                    return;
+                }
+            }
+            pending.push((rule.clone(), proto, seg));
+        };
+        for chunk in cells.chunks(3) {
+            let seg = chunk[0].0;
+            let (tcp, udp, other) = (&chunk[0].2, &chunk[1].2, &chunk[2].2);
+            if tcp == other && udp == other {
+                if *other != fallback {
+                    push(other, Protocol::Any, seg);
+                }
+                continue;
+            }
+            if tcp != other {
+                push(tcp, Protocol::Tcp, seg);
+            }
+            if udp != other {
+                push(udp, Protocol::Udp, seg);
+            }
+            if *other != fallback {
+                push(other, Protocol::Any, seg);
+            }
+        }
+        // Order matters only between a segment's tcp/udp rules and its
+        // `any` rule: pushed in that order, and merging keeps the first
+        // position, so sort `any` rules after the protocol ones.
+        pending.sort_by_key(|(_, p, _)| *p == Protocol::Any);
+        for (rule, proto, seg) in pending {
+            out.push(with(&rule, vec![seg], proto));
+        }
+        out.push(with(&fallback, Vec::new(), Protocol::Any));
+    }
+}
+
+/// Connect rules only, denser than `generated_policy`: nested and
+/// overlapping CIDRs (v4 and v6), several port ranges per rule, ranges
+/// that share edges or reach 0 and 65535, every protocol and decision,
+/// repeated CIDRs (file order decides between them).
+fn generated_connect_policy(g: &mut Gen, tag: &str) -> String {
+    const NETS: [&str; 10] = [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.0/24",
+        "10.1.2.3",
+        "10.2.0.0/16",
+        "::/0",
+        "fd00::/8",
+        "fd00:1::/64",
+        "fd00:1::5",
+    ];
+    let mut yaml = String::from("version: 1\nrules:\n");
+    for i in 0..1 + g.below(10) {
+        let mut ranges = Vec::new();
+        for _ in 0..g.below(4) {
+            let lo = match g.below(4) {
+                0 => 1,
+                1 => 65535 - g.below(3),
+                _ => 1 + g.below(8),
+            };
+            let hi = (lo + g.below(4)).min(65535);
+            ranges.push(if lo == hi {
+                format!("{lo}")
+            } else {
+                format!("\"{lo}-{hi}\"")
+            });
+        }
+        let ports = if ranges.is_empty() {
+            String::new()
+        } else {
+            format!(", ports: [{}]", ranges.join(", "))
+        };
+        let proto = g.pick(&["", ", protocol: tcp", ", protocol: udp", ", protocol: any"]);
+        let d = g.pick(&["allow", "deny", "hold"]);
+        yaml.push_str(&format!(
+            "  - id: {tag}n{i}\n    connect: {{ to: '{}'{ports}{proto} }}\n    decision: {d}\n",
+            g.pick(&NETS)
+        ));
+    }
+    yaml
+}
+
+/// The indexed connect intersection writes exactly the rules the direct
+/// one wrote (same CIDRs, segments, protocols, ids, decisions, order) over
+/// generated policies, both the dense connect-only ones and the mixed ones
+/// of the other generated tests; so deny over hold over allow and the most
+/// specific rule, then file order, are decided as before.
+#[test]
+fn indexed_connect_intersection_equals_direct_on_generated_policies() {
+    let mut g = Gen(0x1405_7b7e_f767_814f);
+    let parse = |name: &str, y: &str| super::super::parse::parse_policy(name, y).unwrap();
+    let mut rules = 0;
+    for case in 0..600 {
+        let (p, c) = if case % 3 == 0 {
+            (generated_policy(&mut g, "p"), generated_policy(&mut g, "c"))
+        } else {
+            (
+                generated_connect_policy(&mut g, "p"),
+                generated_connect_policy(&mut g, "c"),
+            )
+        };
+        let (p, c) = (parse("p.yaml", &p), parse("c.yaml", &c));
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        connect_rules(&p, &c, &mut got);
+        reference_connect_rules(&p, &c, &mut want);
+        assert_eq!(got, want, "case {case}:\nparent {p:#?}\nchild {c:#?}");
+        rules += got.len();
+    }
+    assert!(rules > 5000, "the generated cases wrote few rules: {rules}");
+}
+
+/// A measurement, not a check: the time to intersect two policies of
+/// 10,000 connect rules a side (as above) that also carry budgets (at most
+/// 8 a policy), each naming one rule (the effective rules are scanned per
+/// budget).
+/// `cargo test -p warden --lib measure_intersecting -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement: prints the time; run it by name"]
+fn measure_intersecting_budgets_over_many_connect_rules() {
+    let mk = |tag: &str, n: usize, budgets: usize, salt: usize| {
+        let mut y = String::from("version: 1\nrules:\n");
+        for i in 0..n {
+            let j = i * 2 + salt;
+            y.push_str(&format!(
+                "  - id: {tag}{i}\n    connect: {{ to: '10.{}.{}.0/24', ports: [{}] }}\n    decision: allow\n",
+                j / 256,
+                j % 256,
+                1000 + j
+            ));
+        }
+        if budgets > 0 {
+            y.push_str("budgets:\n");
+        }
+        for i in 0..budgets {
+            y.push_str(&format!(
+                "  - id: b{i}\n    count: connect\n    match: {{ rule: [{tag}{i}] }}\n    limit: 5\n    per: 1m\n    then: deny\n"
+            ));
+        }
+        y
+    };
+    for budgets in [0usize, 1, 8] {
+        let n = 10_000;
+        let p = super::super::parse::parse_policy("p.yaml", &mk("p", n, budgets, 0)).unwrap();
+        let c = super::super::parse::parse_policy("c.yaml", &mk("c", n, budgets, 1)).unwrap();
+        let t = std::time::Instant::now();
+        let e = intersect(&p, &c).unwrap();
+        eprintln!(
+            "rules/side={n} budgets/side={budgets} effective rules={} budgets={} intersect took {:?}",
+            e.rules.len(),
+            e.budgets.len(),
+            t.elapsed()
+        );
+    }
 }

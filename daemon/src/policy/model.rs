@@ -451,6 +451,15 @@ impl Cidr {
         self.addr.is_ipv4() == addr.is_ipv4() && mask(addr, self.prefix) == self.addr
     }
 
+    /// The network of `prefix` bits containing this one (`None` if
+    /// `prefix` is longer than this network's).
+    pub fn supernet(&self, prefix: u8) -> Option<Cidr> {
+        (prefix <= self.prefix).then(|| Cidr {
+            addr: mask(self.addr, prefix),
+            prefix,
+        })
+    }
+
     fn max_prefix(addr: IpAddr) -> u8 {
         if addr.is_ipv4() {
             32

@@ -470,6 +470,18 @@ impl<'a> Replay<'a> {
         }
     }
 
+    /// Decides the entries added from now on with `compiled` (a delegated
+    /// child's candidate under the parent's policy in force at their time:
+    /// [`ReplayUnder`]); the report keeps the candidate of [`Replay::new`].
+    pub fn set_policy(&mut self, compiled: &'a CompiledPolicy) {
+        if std::ptr::eq(self.eval.compiled, compiled) {
+            return;
+        }
+        self.eval = Evaluator { compiled };
+        self.ids = compiled.parsed.rule_ids();
+        self.memo.clear();
+    }
+
     fn rule_name(&self, v: &Verdict) -> String {
         if !v.governed {
             return "not-governed".into();
@@ -561,6 +573,80 @@ impl<'a> Replay<'a> {
         });
         self.report.differences = differences;
         self.report
+    }
+}
+
+/// An ancestor's policy versions, oldest first: (loaded at, file name,
+/// text), as the registry records them.
+pub type AncestorVersions = Vec<(i64, String, String)>;
+
+/// The effective policy of a delegated agent's parent over time, from
+/// each ancestor's versions (the root-most first): one step at each time
+/// any of them loaded a version, its policy the intersection down the
+/// chain of the version each had in force then (an agent's first version
+/// also stands for the time before it: its record starts after it).
+/// Candidates (`shadow:`) are left out. Empty for an empty chain.
+pub fn parents_over_time(
+    chain: &[AncestorVersions],
+) -> Result<Vec<(i64, super::Policy)>, PolicyError> {
+    let mut times: Vec<i64> = chain.iter().flatten().map(|v| v.0).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut out = Vec::new();
+    for t in times {
+        let mut effective: Option<super::Policy> = None;
+        for versions in chain {
+            let at = versions.partition_point(|v| v.0 <= t).saturating_sub(1);
+            let Some((_, file, text)) = versions.get(at) else {
+                continue;
+            };
+            let mut own = super::parse_policy(file, text)?;
+            own.shadow = None;
+            let mut next = match &effective {
+                Some(parent) => super::intersect_named(parent, &own)?,
+                None => own,
+            };
+            next.shadow = None;
+            effective = Some(next);
+        }
+        if let Some(p) = effective {
+            out.push((t, p));
+        }
+    }
+    Ok(out)
+}
+
+/// A replay of a delegated child's candidate: each entry decided by the
+/// candidate under the parent's policy in force when it was recorded.
+pub struct ReplayUnder {
+    /// (from, the candidate compiled under the parent's policy then).
+    steps: Vec<(i64, CompiledPolicy)>,
+}
+
+impl ReplayUnder {
+    /// Compiles `candidate` under each step of [`parents_over_time`].
+    pub fn new(
+        candidate: &super::Policy,
+        parents: &[(i64, super::Policy)],
+    ) -> Result<Self, PolicyError> {
+        let caps = Capabilities::assume_all();
+        let steps = parents
+            .iter()
+            .map(|(t, parent)| Ok((*t, super::compile_under(parent, candidate, &caps)?)))
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        Ok(Self { steps })
+    }
+
+    /// The candidate as compiled under the parent's latest policy (the
+    /// one the report names), `None` with no step.
+    pub fn latest(&self) -> Option<&CompiledPolicy> {
+        self.steps.last().map(|(_, c)| c)
+    }
+
+    /// The compiled candidate for an entry recorded at `ts_ns`.
+    pub fn at(&self, ts_ns: i64) -> Option<&CompiledPolicy> {
+        let i = self.steps.partition_point(|(t, _)| *t <= ts_ns);
+        self.steps.get(i.saturating_sub(1)).map(|(_, c)| c)
     }
 }
 

@@ -458,3 +458,72 @@ rules:
     });
     assert!(!v.governed && v.decision == Decision::Allow);
 }
+
+/// `warden policy shadow CHILD`: each entry is replayed under the parent's
+/// policy in force when it was recorded. The parent allowed port 1 until
+/// its reload at t=200 denied it; the child's candidate allows port 1.
+/// Recorded: t=150 allowed (both allowed), t=250 denied (the parent).
+/// Under the parent of each entry's time nothing differs; under the
+/// parent of now (the reloaded one) the t=150 entry would be denied.
+#[test]
+fn a_childs_replay_uses_the_parents_version_in_force_at_each_entry() {
+    let parent_v1 = "version: 1\nrules:\n  - id: p-open\n    connect: { to: 127.0.0.1, ports: [1] }\n    decision: allow\n";
+    let parent_v2 = "version: 1\nrules:\n  - id: p-shut\n    connect: { to: 127.0.0.1, ports: [1] }\n    decision: deny\n";
+    let candidate = "version: 1\nrules:\n  - id: c-open\n    connect: { to: 127.0.0.1, ports: [1] }\n    decision: allow\n";
+    let versions = vec![vec![
+        (100, "parent.yaml".to_string(), parent_v1.to_string()),
+        (200, "parent.yaml".to_string(), parent_v2.to_string()),
+    ]];
+    let parents = parents_over_time(&versions).unwrap();
+    assert_eq!(parents.iter().map(|p| p.0).collect::<Vec<_>>(), [100, 200]);
+    let candidate = compile_policy("cand.yaml", candidate, &Capabilities::assume_all()).unwrap();
+    let under = ReplayUnder::new(&candidate.parsed, &parents).unwrap();
+    let mut early = entry(
+        1,
+        "decision",
+        "connect4",
+        "127.0.0.1:1/tcp",
+        "allow",
+        "c-open+parent:p-open",
+    );
+    early.ts_ns = 150;
+    let mut late = entry(
+        2,
+        "decision",
+        "connect4",
+        "127.0.0.1:1/tcp",
+        "deny",
+        "c-open+parent:p-shut",
+    );
+    late.ts_ns = 250;
+    let replay_with = |by_time: bool| {
+        let latest = under.latest().unwrap();
+        let mut r = Replay::new("bot", "cand.yaml", latest);
+        for e in [&early, &late] {
+            if by_time {
+                r.set_policy(under.at(e.ts_ns).unwrap());
+            }
+            r.add(e);
+        }
+        r.finish()
+    };
+    let by_time = replay_with(true);
+    assert_eq!((by_time.entries, by_time.unchanged), (2, 2), "{by_time:?}");
+    assert!(by_time.differences.is_empty(), "{by_time:?}");
+    // The old behaviour, for contrast: the parent of now decides both.
+    let now = replay_with(false);
+    assert_eq!(now.unchanged, 1, "{now:?}");
+    assert_eq!(now.differences.len(), 1, "{now:?}");
+    let d = &now.differences[0];
+    assert_eq!(
+        (d.change, d.rule.as_str(), d.actions),
+        (Change::WouldDeny, "c-open+parent:p-shut", 1)
+    );
+    assert_eq!(d.examples[0].seq, 1);
+    // An entry before the parent's first version is decided by it.
+    assert!(std::ptr::eq(under.at(50).unwrap(), under.at(150).unwrap()));
+    assert!(std::ptr::eq(
+        under.at(200).unwrap(),
+        under.latest().unwrap()
+    ));
+}
