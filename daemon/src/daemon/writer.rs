@@ -30,7 +30,8 @@ pub enum WriteError {
 pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
-    done: Option<oneshot::Sender<Result<(), WriteError>>>,
+    /// Answered with the sequence number of the job's last entry.
+    done: Option<oneshot::Sender<Result<u64, WriteError>>>,
 }
 
 /// How many jobs may wait for the writer. With the event reader's batches
@@ -99,7 +100,12 @@ impl EvidenceWriter {
     }
 
     /// Appends entries and returns once they are durably on disk.
-    pub fn write_durable(&self, mut entries: Vec<NewEntry>) -> Result<(), WriteError> {
+    pub fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), WriteError> {
+        self.write_durable_seq(entries).map(|_| ())
+    }
+
+    /// As `write_durable`, returning the sequence number of the last entry.
+    pub fn write_durable_seq(&self, mut entries: Vec<NewEntry>) -> Result<u64, WriteError> {
         crate::lineage::annotate(&mut entries);
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
@@ -292,9 +298,12 @@ pub(super) fn append_jobs(
             if let Some(s) = sentinel.as_deref_mut() {
                 s.observe(&all);
             }
+            let mut end = 0;
             for job in jobs {
+                end += job.entries.len();
                 if let Some(done) = job.done {
-                    let _ = done.send(Ok(()));
+                    let seq = written.get(end.wrapping_sub(1)).map_or(0, |e| e.seq);
+                    let _ = done.send(Ok(seq));
                 }
             }
             written.len() as u64
@@ -307,9 +316,12 @@ pub(super) fn append_jobs(
             for job in jobs {
                 let result = store
                     .append(&job.entries, durability)
-                    .map(|w| count += w.len() as u64)
+                    .map(|w| {
+                        count += w.len() as u64;
+                        w.last().map_or(0, |e| e.seq)
+                    })
                     .map_err(WriteError::Store);
-                if let (Ok(()), Some(s)) = (&result, sentinel.as_deref_mut()) {
+                if let (Ok(_), Some(s)) = (&result, sentinel.as_deref_mut()) {
                     s.observe(&job.entries);
                 }
                 if let Err(e) = &result {

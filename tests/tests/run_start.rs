@@ -1,0 +1,108 @@
+//! `warden run`'s start (issue #14 §4): the daemon records the run, so the
+//! CLI opens no database on its way to the command. The record still names
+//! the human who started it and precedes every action of the command.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+use std::path::Path;
+
+use warden_tests::{can_run, probe_bin, stderr, stdout, TestEnv};
+
+const POLICY: &str = "version: 1\nrules:\n  - id: api\n    connect: { to: 127.0.0.1, ports: [9] }\n    decision: allow\n";
+
+/// The CLI is given a state directory it cannot create or open (under a
+/// regular file): the run still starts, and its `run` entry, written by the
+/// daemon, is attributed to the CLI's process (the command's pid: `warden
+/// run` execs it) and comes before the command's first decision.
+#[test]
+fn the_daemon_records_the_run_the_cli_could_not_have_written() {
+    if !can_run("run_start_by_daemon") {
+        return;
+    }
+    let mut env = TestEnv::new_in("runstart", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.write_policy("p.yaml", POLICY);
+    env.start_daemon();
+    env.add_agent("rs-agent", "p.yaml");
+
+    let blocker = env.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "").unwrap();
+    let unreachable = blocker.join("state");
+    let script = format!(
+        "echo $$; exec {} connect 127.0.0.1:1",
+        probe_bin().display()
+    );
+    let out = env
+        .warden()
+        .env("WARDEN_STATE_DIR", &unreachable)
+        .args(["run", "--agent", "rs-agent", "--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    // The probe's refused connect is its exit status 1.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = stdout(&out);
+    let mut lines = stdout.lines();
+    let pid: u64 = lines.next().unwrap().trim().parse().unwrap();
+    assert_eq!(
+        lines.next(),
+        Some(format!("errno={}", libc::EPERM).as_str()),
+        "the command ran as the agent: {}",
+        stderr(&out)
+    );
+    assert!(!unreachable.exists(), "the CLI made no state of its own");
+
+    let run = env.wait_for_evidence("the run", |e| e["kind"] == "run");
+    assert_eq!(run["agent"], "rs-agent", "{run}");
+    assert_eq!(run["owner"], "rs-agent-owner@example.com", "{run}");
+    assert_eq!(run["decision"], "started", "{run}");
+    assert_eq!(run["uid"], 0, "{run}");
+    assert_eq!(run["user"], "root", "{run}");
+    assert_eq!(
+        run["pid"], pid,
+        "the CLI's process, which became the command: {run}"
+    );
+    assert!(
+        run["exe"].as_str().unwrap().ends_with("warden"),
+        "recorded while the CLI waited, before its exec: {run}"
+    );
+    assert_eq!(run["details"]["argv"][0], "/bin/sh", "{run}");
+    assert_eq!(run["details"]["run_as"], "(caller)", "{run}");
+    assert_eq!(
+        run["details"]["confinement"]["landlock"]["applied"], true,
+        "{run}"
+    );
+    let denied = env.wait_for_evidence("the command's connect", |e| {
+        e["kind"] == "decision" && e["agent"] == "rs-agent" && e["decision"] == "deny"
+    });
+    assert_eq!(denied["pid"], pid, "{denied}");
+    assert!(
+        run["seq"].as_u64().unwrap() < denied["seq"].as_u64().unwrap(),
+        "the run is recorded before the command acts: {run} {denied}"
+    );
+    let verify = env.ok(&["log", "verify"]);
+    assert!(verify.contains("intact"), "{verify}");
+}
+
+/// A revoked agent: refused as before, and no `run ... started` entry.
+#[test]
+fn a_revoked_agent_is_refused_and_no_run_is_recorded() {
+    if !can_run("run_start_revoked") {
+        return;
+    }
+    let mut env = TestEnv::new_in("runstartrv", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.write_policy("p.yaml", POLICY);
+    env.start_daemon();
+    env.add_agent("rs-revoked", "p.yaml");
+    env.ok(&["kill", "rs-revoked", "--reason", "test"]);
+    let out = env.cli(&["run", "--agent", "rs-revoked", "--", "/bin/true"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    assert!(
+        !env.evidence()
+            .iter()
+            .any(|e| e["kind"] == "run" && e["decision"] == "started"),
+        "no run started"
+    );
+}
