@@ -106,3 +106,69 @@ fn a_revoked_agent_is_refused_and_no_run_is_recorded() {
         "no run started"
     );
 }
+
+/// The denial explainer `warden run` forks (it outlives the command by a
+/// grace period, to print kills recorded a moment later) holds only the
+/// run's stderr: a reader of the command's stdout sees its end when the
+/// command ends, not when the explainer does.
+#[test]
+fn the_explainer_does_not_hold_the_runs_stdout() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    if !can_run("run_start_explainer_fds") {
+        return;
+    }
+    let mut env = TestEnv::new_in("runstartfd", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.write_policy("p.yaml", POLICY);
+    env.start_daemon();
+    env.add_agent("rs-fds", "p.yaml");
+    // The shell (this run's process) lists its children, the explainer
+    // among them, then waits to be ended by this test.
+    let mut run = env
+        .warden()
+        .args([
+            "run",
+            "--agent",
+            "rs-fds",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/$$/task/$$/children; echo; exec sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let link = |pid: &str, fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let explainers: Vec<&str> = line
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("warden"))
+        })
+        .collect();
+    let fds: Vec<(String, String, String)> = explainers
+        .iter()
+        .map(|pid| (link(pid, 0), link(pid, 1), link(pid, 2)))
+        .collect();
+    // End the run (ours: the `warden run` process became the shell, then
+    // sleep) before asserting.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(fds.len(), 1, "one explainer among the children {line:?}");
+    let (stdin, stdout, stderr) = &fds[0];
+    assert_eq!(stdin, "/dev/null", "explainer stdin");
+    assert_eq!(stdout, "/dev/null", "explainer stdout");
+    assert!(
+        stderr.starts_with("pipe:"),
+        "explainer keeps stderr: {stderr}"
+    );
+}

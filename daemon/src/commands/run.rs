@@ -247,6 +247,19 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
     })? {
         ForkResult::Parent { .. } => Ok(()),
         ForkResult::Child => {
+            // It writes on stderr only: holding the run's stdin and stdout
+            // would keep a reader of the command's output (`$(warden run
+            // ...)`, a pipe) waiting for EXPLAIN_GRACE after the command
+            // ended (the workload bench's 0.5 s `run -- true`).
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::AsRawFd;
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+            }
             let mut after = after_seq;
             let mut ended: Option<std::time::Instant> = None;
             let store = open_store(paths).ok();
