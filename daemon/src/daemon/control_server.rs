@@ -387,7 +387,6 @@ pub(super) async fn dispatch(
                     message: format!("warden run needs root; caller is uid {uid}"),
                 };
             }
-            let received = std::time::Instant::now();
             let actor = Actor::of(uid, pid);
             let start = super::run_start::RunStart {
                 agent,
@@ -402,16 +401,10 @@ pub(super) async fn dispatch(
             })
             .await
             {
-                Some(Ok((state, seq))) => {
-                    tracing::info!(
-                        ms = received.elapsed().as_secs_f64() * 1e3,
-                        "run start answered"
-                    );
-                    Response::RunStarted {
-                        state: Box::new(state),
-                        seq,
-                    }
-                }
+                Some(Ok((state, seq))) => Response::RunStarted {
+                    state: Box::new(state),
+                    seq,
+                },
                 Some(Err(message)) => Response::Error { message },
                 None => gone(),
             }

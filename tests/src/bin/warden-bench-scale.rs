@@ -497,6 +497,30 @@ fn run_only() {
         );
     }
     strace(&env, &run, "idle");
+    // Until the output's end, as `$(warden run ...)` and `Command::output`
+    // see it: the denial explainer outlives the command by its grace.
+    let until_eof = |stderr_too: bool| {
+        median(
+            (0..RUNS)
+                .map(|_| {
+                    let mut cmd = env.warden();
+                    cmd.args(&run).stdout(Stdio::piped());
+                    if !stderr_too {
+                        cmd.stderr(Stdio::null());
+                    }
+                    let t = Instant::now();
+                    let out = cmd.output().unwrap();
+                    assert!(out.status.success(), "run");
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    println!(
+        "  run -- true (idle) until the end of its stdout {} ms, of stdout and stderr {} ms",
+        ms(until_eof(false)),
+        ms(until_eof(true))
+    );
     if std::env::var_os("WARDEN_BENCH_RUN_STRACE").is_some() {
         // The daemon's side of each start (its log at `info`).
         for l in env.daemon_log().lines().filter(|l| l.contains("run start")) {
@@ -504,7 +528,7 @@ fn run_only() {
         }
     }
     println!(
-        "  run --agent A -- /usr/bin/true, median of {} runs: idle {} ms, busy daemon {} ms; log {} entries",
+        "  run --agent A -- /usr/bin/true, median of {} runs: idle {} ms, busy daemon {} ms; log --count: {}",
         idle.len(),
         ms(median(idle)),
         ms(median(busy)),
