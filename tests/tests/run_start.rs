@@ -172,3 +172,50 @@ fn the_explainer_does_not_hold_the_runs_stdout() {
         "explainer keeps stderr: {stderr}"
     );
 }
+
+/// A process inside an agent that sends `run_start` itself (not through
+/// `warden run`, which asks for a delegation there) is refused, and the
+/// refusal is recorded; no run entry is written for it.
+#[test]
+fn run_start_from_inside_an_agent_is_refused_and_recorded() {
+    if !can_run("run_start_inside") {
+        return;
+    }
+    let mut env = TestEnv::new_in("runstartin", Path::new(env!("CARGO_TARGET_TMPDIR")));
+    env.write_policy("p.yaml", POLICY);
+    env.start_daemon();
+    env.add_agent("rs-in", "p.yaml");
+    let script = "import socket, sys\n\
+s = socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+s.sendall(b'{\"op\":\"run_start\",\"agent\":\"rs-in\",\"argv\":[\"forged\"],\"run_as\":null,\"confinement\":{}}\\n')\n\
+print(s.recv(8192).decode())\n";
+    let socket = env.socket();
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "rs-in",
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        script,
+        socket.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer = stdout(&out);
+    assert!(
+        answer.contains("\"error\"") && answer.contains("agents cannot change Warden"),
+        "{answer}"
+    );
+    let refused = env.wait_for_evidence("the refusal", |e| {
+        e["kind"] == "control_refused" && e["target"] == "run"
+    });
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    let runs: Vec<_> = env
+        .evidence()
+        .into_iter()
+        .filter(|e| e["kind"] == "run")
+        .collect();
+    assert_eq!(runs.len(), 1, "only the real run: {runs:#?}");
+    assert_ne!(runs[0]["target"], "forged", "{runs:#?}");
+}

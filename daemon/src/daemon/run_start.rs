@@ -38,6 +38,11 @@ impl Enforcer {
         actor: &Actor,
     ) -> Result<(AgentState, Option<u64>), String> {
         let asked = std::time::Instant::now();
+        // Only from outside every agent (a run from inside is a delegation,
+        // `DelegatedRun`): an agent's process may not write run entries.
+        if let Some(why) = self.refuse_agent_caller(actor, "run") {
+            return Err(why);
+        }
         let state = self
             .agent_state(&start.agent)
             .map_err(|e| crate::error_chain(&e))?;
