@@ -30,8 +30,7 @@ pub enum WriteError {
 pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
-    /// Answered with the sequence number of the job's last entry.
-    done: Option<oneshot::Sender<Result<u64, WriteError>>>,
+    done: Option<oneshot::Sender<Result<(), WriteError>>>,
 }
 
 /// How many jobs may wait for the writer. With the event reader's batches
@@ -100,12 +99,7 @@ impl EvidenceWriter {
     }
 
     /// Appends entries and returns once they are durably on disk.
-    pub fn write_durable(&self, entries: Vec<NewEntry>) -> Result<(), WriteError> {
-        self.write_durable_seq(entries).map(|_| ())
-    }
-
-    /// As `write_durable`, returning the sequence number of the last entry.
-    pub fn write_durable_seq(&self, mut entries: Vec<NewEntry>) -> Result<u64, WriteError> {
+    pub fn write_durable(&self, mut entries: Vec<NewEntry>) -> Result<(), WriteError> {
         crate::lineage::annotate(&mut entries);
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
@@ -298,12 +292,9 @@ pub(super) fn append_jobs(
             if let Some(s) = sentinel.as_deref_mut() {
                 s.observe(&all);
             }
-            let mut end = 0;
             for job in jobs {
-                end += job.entries.len();
                 if let Some(done) = job.done {
-                    let seq = written.get(end.wrapping_sub(1)).map_or(0, |e| e.seq);
-                    let _ = done.send(Ok(seq));
+                    let _ = done.send(Ok(()));
                 }
             }
             written.len() as u64
@@ -316,12 +307,9 @@ pub(super) fn append_jobs(
             for job in jobs {
                 let result = store
                     .append(&job.entries, durability)
-                    .map(|w| {
-                        count += w.len() as u64;
-                        w.last().map_or(0, |e| e.seq)
-                    })
+                    .map(|w| count += w.len() as u64)
                     .map_err(WriteError::Store);
-                if let (Ok(_), Some(s)) = (&result, sentinel.as_deref_mut()) {
+                if let (Ok(()), Some(s)) = (&result, sentinel.as_deref_mut()) {
                     s.observe(&job.entries);
                 }
                 if let Err(e) = &result {
