@@ -70,6 +70,18 @@ pub enum Request {
         #[serde(default)]
         options: bool,
     },
+    /// `warden run --agent AGENT` outside every agent: the daemon answers
+    /// the agent's state and, if it is enforced and not revoked, records
+    /// the run's start (attributed to the peer) durably before answering
+    /// (`RunStarted`), so the CLI opens no database on this path.
+    RunStart {
+        agent: String,
+        argv: Vec<String>,
+        /// `--user`, `None` for the caller.
+        run_as: Option<String>,
+        /// What `confine::prepare` built, as the entry records it.
+        confinement: serde_json::Value,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,6 +103,12 @@ pub enum Response {
     Delegated {
         started: bool,
         message: String,
+    },
+    /// The answer to `RunStart`: the agent's state and, when it was
+    /// recorded (enforced, not revoked), the `run` entry's sequence number.
+    RunStarted {
+        state: Box<AgentState>,
+        seq: Option<u64>,
     },
 }
 

@@ -18,7 +18,7 @@ use crate::{
     registry::Registry,
 };
 
-mod admin_event;
+pub(crate) mod admin_event;
 mod agent;
 mod approvals;
 mod evidence;

@@ -435,6 +435,26 @@ pub fn completeness(c: &Completeness) -> Result<String, String> {
                 a.individual_at_kernel + a.counted_at_kernel,
                 k
             );
+            // The firsts in flight at that sweep are written after it.
+            if c.archived {
+                put!(
+                    out,
+                    "agent {agent}: the log's beginning was archived; its whole totals are not compared"
+                );
+            } else {
+                // Fewer is not an error: a sweep can miss a repeat whose
+                // program found the key just before it was deleted.
+                put!(
+                    out,
+                    "agent {agent}: the whole log accounts for {} + {} + {} unrecorded = {} actions, {} the kernel's {} at its latest summary",
+                    a.individual,
+                    a.counted,
+                    a.unrecorded,
+                    a.whole_log(),
+                    if a.whole_log() >= k { "at least" } else { "fewer than" },
+                    k
+                );
+            }
         }
     }
     Ok(out)

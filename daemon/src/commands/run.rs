@@ -1,12 +1,8 @@
 //! `warden run`: start a command as an agent, inside its cgroup, confined.
 
-use super::{
-    admin_event::AdminEvent, open_registry, open_store, require_root, CommandError, Result,
-    DAEMON_TIMEOUT,
-};
-use crate::evidence::{Durability, Entry};
+use super::{open_store, require_root, CommandError, Result, DAEMON_TIMEOUT};
+use crate::evidence::Entry;
 use crate::{
-    actor::Actor,
     cgroup,
     config::Paths,
     control::{self, ControlError, Request, Response},
@@ -38,15 +34,32 @@ pub fn run(
     }
 
     require_root("warden run")?;
-    let agent = open_registry(paths)?.get(agent_name)?;
-    let state = match control::call(
-        &paths.socket,
-        &Request::AgentState {
-            agent: agent_name.into(),
-        },
-        DAEMON_TIMEOUT,
-    ) {
-        Ok(Response::AgentState(s)) => s,
+    let target_user = match user {
+        None => None,
+        Some(u) => Some(
+            nix::unistd::User::from_name(u)
+                .map_err(|source| CommandError::Sys {
+                    op: format!("look up user {u}"),
+                    source,
+                })?
+                .ok_or_else(|| CommandError::UnknownUser(u.into()))?,
+        ),
+    };
+    // Built now, while root and before the record (which it must appear in
+    // and which it would forbid); applied last before exec.
+    let confinement = crate::confine::prepare(paths, &inherited, keep_fds)?;
+    // The daemon answers the agent's state and, if the run may start,
+    // records it (attributed to this process, the socket's peer) durably
+    // before it answers: this process opens no database on its way to the
+    // command. No daemon: no run (the agent would not be enforced).
+    let request = Request::RunStart {
+        agent: agent_name.into(),
+        argv: cmd.to_vec(),
+        run_as: user.map(str::to_string),
+        confinement: confinement.describe(),
+    };
+    let (state, recorded) = match control::call(&paths.socket, &request, DAEMON_TIMEOUT) {
+        Ok(Response::RunStarted { state, seq }) => (*state, seq),
         Ok(Response::Error { message }) => return Err(CommandError::Daemon(message)),
         Ok(other) => return Err(CommandError::Daemon(format!("unexpected answer {other:?}"))),
         Err(e @ ControlError::NotRunning { .. }) => {
@@ -66,39 +79,12 @@ pub fn run(
             why: "its programs are not attached; see `warden status`".into(),
         });
     }
-    let target_user = match user {
-        None => None,
-        Some(u) => Some(
-            nix::unistd::User::from_name(u)
-                .map_err(|source| CommandError::Sys {
-                    op: format!("look up user {u}"),
-                    source,
-                })?
-                .ok_or_else(|| CommandError::UnknownUser(u.into()))?,
-        ),
-    };
-    // Built now, while root and before the record (which it must appear in
-    // and which it would forbid); applied last before exec.
-    let confinement = crate::confine::prepare(paths, &inherited, keep_fds)?;
-    let entry = AdminEvent::Run {
-        agent: &agent,
-        policy_snapshot: &state.policy_snapshot,
-        argv: cmd,
-        run_as: user,
-        cgroup: &state.cgroup,
-        confinement: confinement.describe(),
-    }
-    .entry(&Actor::current());
-    let entry = super::with_lineage(paths, entry);
-    let head = {
-        let mut store = open_store(paths)?;
-        store.append(&[entry], Durability::Fsync)?;
-        store.head()?.map_or(0, |(seq, _)| seq)
-    };
+    let head = recorded
+        .ok_or_else(|| CommandError::Daemon("the daemon did not record the run's start".into()))?;
     // Forked before this process joins the agent: the explainer stays
     // outside the agent's cgroup and confinement.
     explain_refusals(paths, agent_name, head)?;
-    cgroup::move_process(&agent.cgroup, 0)?;
+    cgroup::move_process(std::path::Path::new(&state.cgroup), 0)?;
 
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
@@ -261,6 +247,19 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
     })? {
         ForkResult::Parent { .. } => Ok(()),
         ForkResult::Child => {
+            // It writes on stderr only: holding the run's stdin and stdout
+            // would keep a reader of the command's output (`$(warden run
+            // ...)`, a pipe) waiting for EXPLAIN_GRACE after the command
+            // ended (the workload bench's 0.5 s `run -- true`).
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                use std::os::fd::AsRawFd;
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+            }
             let mut after = after_seq;
             let mut ended: Option<std::time::Instant> = None;
             let store = open_store(paths).ok();

@@ -376,6 +376,39 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+        Request::RunStart {
+            agent,
+            argv,
+            run_as,
+            confinement,
+        } => {
+            if uid != 0 {
+                return Response::Error {
+                    message: format!("warden run needs root; caller is uid {uid}"),
+                };
+            }
+            let actor = Actor::of(uid, pid);
+            let start = super::run_start::RunStart {
+                agent,
+                argv,
+                run_as,
+                confinement,
+            };
+            match ask(enforcer, |reply| Command::RunStart {
+                start,
+                actor,
+                reply,
+            })
+            .await
+            {
+                Some(Ok((state, seq))) => Response::RunStarted {
+                    state: Box::new(state),
+                    seq,
+                },
+                Some(Err(message)) => Response::Error { message },
+                None => gone(),
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

@@ -122,6 +122,13 @@ pub(super) enum Command {
         actor: Actor,
         reply: oneshot::Sender<Result<super::delegation::DelegatedRun, String>>,
     },
+    /// `warden run --agent A` outside every agent: state, and the run's
+    /// start recorded (`run_start`).
+    RunStart {
+        start: super::run_start::RunStart,
+        actor: Actor,
+        reply: oneshot::Sender<Result<(AgentState, Option<u64>), String>>,
+    },
     /// A process of an agent left the agent's subtree and the kernel could
     /// not kill it in place (it did not move itself): kill it here.
     KillEscaped {
@@ -181,6 +188,13 @@ impl Enforcer {
                     reply,
                 } => {
                     let _ = reply.send(self.delegated_run(&child, &argv, options, &actor));
+                }
+                Command::RunStart {
+                    start,
+                    actor,
+                    reply,
+                } => {
+                    let _ = reply.send(self.run_start(start, &actor));
                 }
                 Command::Reconcile { actor, reply } => {
                     let errors = self.reconcile(&actor);

@@ -19,6 +19,7 @@ mod events;
 pub mod evidence_cap;
 mod governance;
 mod reconcile;
+mod run_start;
 mod startup;
 mod status;
 mod summaries;

@@ -12,6 +12,15 @@
 //! decision counter as of the latest summary (`agent_kernel_decisions`).
 //! Summaries claiming more repeats than the kernel made decisions are an
 //! error.
+//!
+//! The figure at the latest summary lags the log's position there: records
+//! of firsts still in the ring buffer (or the daemon's queue) at that sweep
+//! are written after the summary, and when an agent's last actions were all
+//! firsts no later summary follows. So the whole log (entries, counted
+//! repeats, and the actions GAP entries name as unrecorded) is also set
+//! beside that figure (fewer than the kernel decided: repeats missed by a
+//! sweep, or evidence lost), unless `warden evidence archive` pruned the
+//! log's beginning.
 
 use std::collections::BTreeMap;
 
@@ -116,6 +125,17 @@ pub struct Accounting {
     /// summary: what the log accounts for of the kernel's figure.
     pub counted_at_kernel: u64,
     pub individual_at_kernel: u64,
+    /// Actions GAP entries name as unrecorded (`lost` and
+    /// `allowed_unrecorded`).
+    pub unrecorded: u64,
+}
+
+impl Accounting {
+    /// What the whole log accounts for: entries, counted repeats and the
+    /// actions GAP entries count.
+    pub fn whole_log(&self) -> u64 {
+        self.individual + self.counted + self.unrecorded
+    }
 }
 
 /// Result of checking a whole log.
@@ -126,6 +146,9 @@ pub struct Completeness {
     pub incomplete: Vec<(u64, Vec<&'static str>)>,
     /// Per agent, once the log has summaries.
     pub agents: BTreeMap<String, Accounting>,
+    /// `warden evidence archive` pruned the log's beginning: its whole
+    /// totals are no longer the agent's.
+    pub archived: bool,
 }
 
 impl Completeness {
@@ -134,6 +157,20 @@ impl Completeness {
         self.agents
             .iter()
             .filter(|(_, a)| a.kernel_decisions.is_some_and(|k| a.counted_at_kernel > k))
+            .map(|(n, a)| (n.as_str(), a))
+            .collect()
+    }
+
+    /// Agents whose whole log accounts for fewer actions than the kernel
+    /// had decided at their latest summary. Never on a log
+    /// whose beginning was archived.
+    pub fn underaccounted(&self) -> Vec<(&str, &Accounting)> {
+        if self.archived {
+            return Vec::new();
+        }
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.kernel_decisions.is_some_and(|k| a.whole_log() < k))
             .map(|(n, a)| (n.as_str(), a))
             .collect()
     }
@@ -155,6 +192,12 @@ impl Completeness {
                     a.individual_at_kernel = a.individual;
                 }
             }
+            "gap" => {
+                let a = self.agents.entry(e.agent.clone()).or_default();
+                let num = |k: &str| e.details.get(k).and_then(Value::as_u64).unwrap_or(0);
+                a.unrecorded += num("lost") + num("allowed_unrecorded");
+            }
+            crate::evidence::store::ARCHIVE_KIND => self.archived = true,
             _ => {}
         }
         if let Some(faults) = summary_faults(e) {
@@ -252,5 +295,41 @@ mod tests {
             json!({"count": 5, "first_ns": 1, "last_ns": 2, "agent_kernel_decisions": 1000}),
         ));
         assert_eq!(c.overcounted().len(), 1, "1004 repeats of 1000 decisions");
+    }
+
+    #[test]
+    fn the_whole_log_is_set_beside_the_latest_figure() {
+        // Issue #14: the agent's last actions were firsts, still in flight
+        // at its latest sweep; they are written after the summary.
+        let mut c = Completeness::default();
+        c.push(&entry("decision", "allow", json!({})));
+        c.push(&entry(
+            "summary",
+            "counted",
+            json!({"count": 10, "first_ns": 1, "last_ns": 2, "agent_kernel_decisions": 14}),
+        ));
+        assert_eq!(c.underaccounted().len(), 1, "11 of 14 so far");
+        c.push(&entry("decision", "allow", json!({})));
+        c.push(&entry("decision", "allow", json!({})));
+        assert_eq!(c.underaccounted().len(), 1, "13 of 14");
+        c.push(&entry(
+            "gap",
+            "n/a",
+            json!({"lost": 1, "allowed_unrecorded": 0}),
+        ));
+        assert!(c.underaccounted().is_empty(), "14 of 14, one as a GAP");
+        let a = &c.agents["a"];
+        assert_eq!((a.individual_at_kernel, a.whole_log()), (1, 14));
+        c.push(&entry(
+            "summary",
+            "counted",
+            json!({"count": 1, "first_ns": 3, "last_ns": 4, "agent_kernel_decisions": 20}),
+        ));
+        assert_eq!(c.underaccounted().len(), 1, "15 of 20");
+        c.push(&entry("archive", "n/a", json!({})));
+        assert!(
+            c.underaccounted().is_empty(),
+            "an archived log is not compared"
+        );
     }
 }

@@ -421,6 +421,142 @@ fn cli_only(n: u64) {
     println!("  load average at the end: {}", load());
 }
 
+/// `WARDEN_BENCH_SCALE_ONLY=run`: `warden run --agent A -- /usr/bin/true`
+/// (start to exit) with the daemon idle and with the daemon busy, in
+/// alternating rounds (`WARDEN_BENCH_RUN_ROUNDS`, default 4, of `RUNS`
+/// runs each): busy is a second agent reading one file in a loop under
+/// `evidence: { allowed: each }`, so the daemon's writer appends an entry
+/// per open the whole time. Prints each round's median, the median of all
+/// runs of each side and the log's size at the end.
+fn run_only() {
+    let rounds: usize = std::env::var("WARDEN_BENCH_RUN_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4);
+    let mut env = TestEnv::new("bench-scale-run");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let file = env.dir.path().join("flooded.txt");
+    std::fs::write(&file, "flood\n").unwrap();
+    env.write_policy(
+        "run.yaml",
+        "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
+    );
+    env.write_policy(
+        "flood.yaml",
+        &format!(
+            "version: 1\nevidence: {{ allowed: each }}\nrules:\n{}\n  - id: the-file\n    file: {{ path: {}, access: [read] }}\n    decision: allow\n",
+            warden_tests::RUNTIME_FILES.trim_end(),
+            file.display()
+        ),
+    );
+    env.start_daemon_quiet();
+    env.add_agent("bench-run", "run.yaml");
+    env.add_agent("bench-flood", "flood.yaml");
+    let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let run = s(&["run", "--agent", "bench-run", "--", "/usr/bin/true"]);
+    let count = |env: &TestEnv| env.ok(&["log", "--count"]).trim().to_string();
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let times = |into: &mut Vec<Duration>| {
+            let mut mine = Vec::new();
+            for _ in 0..RUNS {
+                let (t, _, ok) = run_once(&env, &run);
+                assert!(ok, "run");
+                mine.push(t);
+            }
+            into.extend(&mine);
+            median(mine)
+        };
+        let quiet = times(&mut idle);
+        let mut flood = env
+            .warden()
+            .args(["run", "--agent", "bench-flood", "--"])
+            .arg(warden_tests::probe_bin())
+            .args(["read-n", file.to_str().unwrap(), "1000000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Busy once the flood's entries are arriving.
+        let before = count(&env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&env) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let loaded = times(&mut busy);
+        if round + 1 == rounds {
+            strace(&env, &run, "busy");
+        }
+        flood.kill().unwrap();
+        flood.wait().unwrap();
+        println!(
+            "  round {round}: run -- true idle {:>9} ms, while another agent floods opens {:>9} ms; load average {}",
+            ms(quiet),
+            ms(loaded),
+            load()
+        );
+    }
+    strace(&env, &run, "idle");
+    // Until the output's end, as `$(warden run ...)` and `Command::output`
+    // see it: the denial explainer outlives the command by its grace.
+    let until_eof = |stderr_too: bool| {
+        median(
+            (0..RUNS)
+                .map(|_| {
+                    let mut cmd = env.warden();
+                    cmd.args(&run).stdout(Stdio::piped());
+                    if !stderr_too {
+                        cmd.stderr(Stdio::null());
+                    }
+                    let t = Instant::now();
+                    let out = cmd.output().unwrap();
+                    assert!(out.status.success(), "run");
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    println!(
+        "  run -- true (idle) until the end of its stdout {} ms, of stdout and stderr {} ms",
+        ms(until_eof(false)),
+        ms(until_eof(true))
+    );
+    if std::env::var_os("WARDEN_BENCH_RUN_STRACE").is_some() {
+        // The daemon's side of each start (its log at `info`).
+        for l in env.daemon_log().lines().filter(|l| l.contains("run start")) {
+            println!("    daemon: {l}");
+        }
+    }
+    println!(
+        "  run --agent A -- /usr/bin/true, median of {} runs: idle {} ms, busy daemon {} ms; log --count: {}",
+        idle.len(),
+        ms(median(idle)),
+        ms(median(busy)),
+        count(&env)
+    );
+}
+
+/// With `WARDEN_BENCH_RUN_STRACE=PREFIX`: one more `warden ARGS` under
+/// `strace -f -tt -T`, written to `PREFIX.WHAT` (where the start goes).
+fn strace(env: &TestEnv, args: &[String], what: &str) {
+    let Ok(prefix) = std::env::var("WARDEN_BENCH_RUN_STRACE") else {
+        return;
+    };
+    let warden = env.warden();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-tt", "-T", "-o", &format!("{prefix}.{what}")])
+        .arg(warden.get_program())
+        .args(args)
+        .stdout(Stdio::null());
+    for (k, v) in warden.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "strace {what}: {out:?}");
+}
+
 /// The median of `RUNS` runs of `warden ARGS`, each followed by `after`.
 fn timed(env: &TestEnv, args: &[String], what: &str, after: &dyn Fn()) -> Duration {
     median(
@@ -456,6 +592,10 @@ fn main() {
     }
     if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("cli") {
         cli_only(n);
+        return;
+    }
+    if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("run") {
+        run_only();
         return;
     }
     let mut sizes = vec![10_000u64, 1_000_000, n];
