@@ -392,17 +392,19 @@ fn membership_does_not_grow_with_forks() {
 
 /// A process of an adopted agent that an outside root process moves out
 /// (a write to another cgroup's `cgroup.procs`) is marked by the
-/// `cgroup_attach_task` program and killed by `sys_exit` when its current
-/// syscall returns: it never completes a syscall in the new cgroup. The
-/// daemon is stopped before the move, so the kernel's kill is the only
-/// one (the daemon's kill from the record would come later, and only with
-/// a daemon). The probe loops reading its own cgroup from
-/// `/proc/self/cgroup` and appending it to a marker file; no line may name
-/// the outside cgroup. Recorded twice, written when the daemon is back:
+/// `cgroup_attach_task` program and killed by `sys_exit` at the first
+/// syscall exit after the mark. The daemon is stopped before the move, so
+/// the kill can only be the kernel's (the probe loops forever otherwise).
+/// The kernel fires that tracepoint after the migration, in the mover's
+/// context, so a syscall the process completes in between is not
+/// prevented: the probe (reading its own cgroup from `/proc/self/cgroup`
+/// and appending it to a marker file) may write a line naming the outside
+/// cgroup (seen once in a CI run on this 2-core machine), which the test
+/// prints, not asserts. Recorded twice, written when the daemon is back:
 /// the move (`killed` empty: the mover is outside every agent) and the
 /// kill at the syscall exit, both with both cgroups.
 #[test]
-fn a_process_moved_out_by_an_outsider_dies_before_a_syscall_completes_outside() {
+fn a_process_moved_out_by_an_outsider_is_killed_by_the_kernel_with_no_daemon() {
     if !can_run("leave_doomed") {
         return;
     }
@@ -451,15 +453,13 @@ fn a_process_moved_out_by_an_outsider_dies_before_a_syscall_completes_outside() 
     // The last line may be cut short by the kill.
     let complete = &all[..all.len() - 1];
     assert!(complete.len() >= 9, "{all:?}");
-    assert!(
-        !all.iter().any(|l| l.ends_with("/outside")),
-        "a syscall completed in the outside cgroup: {:?}",
-        &all[all.len().saturating_sub(5)..]
-    );
-    assert!(
-        complete.iter().all(|l| l.ends_with("/adopted")),
-        "{:?}",
-        &complete[..complete.len().min(5)]
+    // Every line before the move names the agent's cgroup; after it, only
+    // what completed between the migration and the mark can follow.
+    let before = all.iter().take_while(|l| l.ends_with("/adopted")).count();
+    assert!(before >= 9, "{:?}", &all[..all.len().min(5)]);
+    eprintln!(
+        "lines after the move, before the kill: {}",
+        all.len() - before
     );
     s.env.start_daemon();
     let moved = escape_entry(&s, pid, "migrated");
