@@ -105,31 +105,22 @@ pub fn forget(tgid: u32) {
     }
 }
 
-/// Adds `delta` (wrapping: `u64::MAX` is -1) to `DOOMED_ANY[0]` by
-/// compare-and-swap, a few tries: a lost race leaves the count high (one
-/// lookup per syscall exit until the daemon restarts) or low (a mark not
-/// looked at: the daemon's kill from the record remains).
+/// Adds `delta` (wrapping: `u64::MAX` is -1) to `DOOMED_ANY[0]` with one
+/// atomic add, as `cache::bump_epoch` moves the epoch. Exact: callers add 1
+/// only for a mark they inserted (`BPF_NOEXIST`) and -1 only for one they
+/// removed, so the count is the number of marks.
 #[inline(always)]
 pub fn add_any(delta: u64) {
     let Some(ptr) = DOOMED_ANY.get_ptr_mut(0) else {
         return;
     };
-    for _ in 0..4 {
-        // SAFETY: an aligned u64 in an array map value, valid for the run
-        // (u64: the BPF target has compare-and-swap at 64 bits only).
-        unsafe {
-            let old = core::ptr::read_volatile(ptr);
-            if old == 0 && delta == u64::MAX {
-                return;
-            }
-            let (_, ok) = core::intrinsics::atomic_cxchg::<
-                u64,
-                { core::intrinsics::AtomicOrdering::SeqCst },
-                { core::intrinsics::AtomicOrdering::SeqCst },
-            >(ptr, old, old.wrapping_add(delta));
-            if ok {
-                return;
-            }
-        }
+    // SAFETY: an aligned u64 in an array map value, valid for the run. The
+    // result is unused, so this is BPF_ATOMIC_ADD without fetch.
+    unsafe {
+        let _ = core::intrinsics::atomic_xadd::<
+            u64,
+            u64,
+            { core::intrinsics::AtomicOrdering::SeqCst },
+        >(ptr, delta);
     }
 }
