@@ -276,35 +276,12 @@ pub(crate) fn decide_open(file: u64, previous: i32, deny: Method) -> i32 {
         return ALLOW;
     }
     // A repeat of an allow the decision cache still vouches for, whose
-    // record would only be counted: counted without the walk, as on the
-    // fallback (`fallback/file.rs`). The epoch moves on after renames and
-    // mount changes (`cache_epoch.rs`).
-    let mut state = 0;
-    let mut epoch = 0;
-    if let Some(p) = cache::probe(&agent, file, requested) {
-        state = cache_state::ON;
-        epoch = p.epoch;
-        if p.hit != 0 {
-            count_agent(agent.agent_id, agent_counter::DECISIONS);
-            state |= cache_state::COUNTED;
-            let repeat = summary_key(
-                &agent,
-                Decision::Allow,
-                EventKind::Open,
-                p.hit - 1,
-                requested,
-                p.dev,
-                p.ino,
-                [0; 16],
-            );
-            if counted_repeat(&repeat) {
-                count(counter::ALLOWED);
-                count(counter::CACHE_HITS);
-                return ALLOW;
-            }
-            // The first of this key: walked and recorded in full.
-        }
-    }
+    // record would only be counted: counted without the walk
+    // (`cache::serve`, shared with the fallback's open). The epoch moves on
+    // after renames and mount changes (`cache_epoch.rs`).
+    let Some((epoch, state)) = cache::serve(&agent, file, requested) else {
+        return ALLOW;
+    };
     let Some(s) = path::scratch() else {
         count(counter::DENIED);
         return DENY;

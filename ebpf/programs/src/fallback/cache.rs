@@ -10,12 +10,15 @@
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_ktime_get_boot_ns};
 use core::ptr::read_volatile;
 use warden_common::{
-    agent_flags, budget_class, decision_cache, syscalls, AgentInfo, CacheEntry, CacheKey,
+    agent_counter, agent_flags, budget_class, counter, decision_cache, syscalls, AgentInfo,
+    CacheEntry, CacheKey, Decision, EventKind,
 };
 
 use crate::{
+    counters::{count, count_agent},
+    events::{counted_repeat, summary_key},
     maps::{BUDGETS, DECISION_CACHE, DECISION_CACHE_CONF},
-    path::{self, off},
+    path::{self, cache_state, off},
 };
 
 /// `thread_info.status` bit set during an ia32 syscall (x86).
@@ -30,6 +33,43 @@ pub struct Probe {
     pub dev: u32,
     /// 0: no entry matched; else the cached rule + 1.
     pub hit: u32,
+}
+
+/// The cache's part of an open, before the walk (the fallback's open and
+/// the BPF LSM / `fmod_ret` `file_open`): a repeat of an allow the cache
+/// still vouches for, whose record would only be counted, is counted here
+/// without the walk (`None`: the open is allowed and done). Otherwise the
+/// epoch and `cache_state` bits the walk carries to `remember`
+/// (`path::park_cache`). The decision is counted before the repeat, so a
+/// sweep never sees more repeats than decisions.
+#[inline(always)]
+pub fn serve(agent: &AgentInfo, file: u64, requested: u32) -> Option<(u64, u32)> {
+    let Some(p) = probe(agent, file, requested) else {
+        return Some((0, 0));
+    };
+    let mut state = cache_state::ON;
+    if p.hit != 0 {
+        count_agent(agent.agent_id, agent_counter::DECISIONS);
+        state |= cache_state::COUNTED;
+        let repeat = summary_key(
+            agent,
+            Decision::Allow,
+            EventKind::Open,
+            p.hit - 1,
+            requested,
+            p.dev,
+            p.ino,
+            [0; 16],
+        );
+        if counted_repeat(&repeat) {
+            count(counter::ALLOWED);
+            count(counter::CACHE_HITS);
+            return None;
+        }
+        // The first of this key (another process, or after a sweep):
+        // walked and recorded in full.
+    }
+    Some((p.epoch, state))
 }
 
 /// The opened file's identity, as an entry would hold it.

@@ -144,35 +144,9 @@ pub fn decide(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
 
     // A repeat of an allow the cache still vouches for, whose record would
     // only be counted: counted without the walk.
-    let mut state = 0;
-    let mut epoch = 0;
-    if let Some(p) = cache::probe(&agent, file, requested) {
-        state = cache_state::ON;
-        epoch = p.epoch;
-        if p.hit != 0 {
-            // Counted before the repeat, as below, so a sweep never sees
-            // more repeats than decisions.
-            count_agent(agent.agent_id, agent_counter::DECISIONS);
-            state |= cache_state::COUNTED;
-            let repeat = summary_key(
-                &agent,
-                Decision::Allow,
-                EventKind::Open,
-                p.hit - 1,
-                requested,
-                p.dev,
-                p.ino,
-                [0; 16],
-            );
-            if counted_repeat(&repeat) {
-                count(counter::ALLOWED);
-                count(counter::CACHE_HITS);
-                return;
-            }
-            // The first of this key (another process, or after a sweep):
-            // walked and recorded in full.
-        }
-    }
+    let Some((epoch, state)) = cache::serve(&agent, file, requested) else {
+        return;
+    };
 
     let Some(s) = path::scratch() else {
         hold::kill_unrecorded();
