@@ -333,6 +333,40 @@ mod tests {
         }
     }
 
+    /// `summary_entry` where the first may be forgotten: agent `a` (owner
+    /// `o`), a policy `snapshot` whose only rule is `rule`, the process
+    /// read from /proc (gone in these tests).
+    fn summarised(
+        swept: &Swept,
+        first: &FirstSeen,
+        now_ns: i64,
+        snapshot: &str,
+        rule: &str,
+    ) -> NewEntry {
+        summary_entry(
+            swept,
+            first,
+            now_ns,
+            |b| b as i64,
+            |key| {
+                (
+                    AgentView {
+                        name: "a".into(),
+                        owner: "o".into(),
+                    },
+                    Arc::new(PolicyView {
+                        snapshot: snapshot.into(),
+                        rule_ids: vec![rule.into()],
+                        approvers: Default::default(),
+                        hold_timeout: std::time::Duration::from_secs(1),
+                        budget_ids: Vec::new(),
+                    }),
+                    ProcessFacts::read(key.pid(), "gone"),
+                )
+            },
+        )
+    }
+
     fn open_key() -> SummaryKey {
         SummaryKey {
             agent_id: 3,
@@ -395,28 +429,7 @@ mod tests {
         // file by identity.
         first.rotate();
         first.rotate();
-        let s = summary_entry(
-            &swept(k),
-            &first,
-            500,
-            |b| b as i64,
-            |key| {
-                (
-                    AgentView {
-                        name: "a".into(),
-                        owner: "o".into(),
-                    },
-                    Arc::new(PolicyView {
-                        snapshot: "s".into(),
-                        rule_ids: vec!["r".into()],
-                        budget_ids: Vec::new(),
-                        approvers: Default::default(),
-                        hold_timeout: std::time::Duration::from_secs(1),
-                    }),
-                    ProcessFacts::read(key.pid(), "gone"),
-                )
-            },
-        );
+        let s = summarised(&swept(k), &first, 500, "s", "r");
         assert_eq!((s.target.as_str(), s.rule_id.as_str()), ("2049:99", "r"));
         assert_eq!(s.action, "open");
     }
@@ -437,28 +450,7 @@ mod tests {
             ..k
         };
         assert_ne!(RepeatKey::of_kernel(&k), RepeatKey::of_kernel(&allow));
-        let s = summary_entry(
-            &swept(k),
-            &FirstSeen::default(),
-            5,
-            |b| b as i64,
-            |key| {
-                (
-                    AgentView {
-                        name: "a".into(),
-                        owner: "o".into(),
-                    },
-                    Arc::new(PolicyView {
-                        snapshot: "s".into(),
-                        rule_ids: vec!["default-deny".into()],
-                        approvers: Default::default(),
-                        hold_timeout: std::time::Duration::from_secs(1),
-                        budget_ids: Vec::new(),
-                    }),
-                    ProcessFacts::read(key.pid(), "gone"),
-                )
-            },
-        );
+        let s = summarised(&swept(k), &FirstSeen::default(), 5, "s", "default-deny");
         assert_eq!(
             (s.decision.as_str(), s.method.as_str()),
             ("deny", "counted")
@@ -472,28 +464,7 @@ mod tests {
             decision: warden_common::Decision::Allow as u32 | warden_common::SUMMARY_COUNT_ALL,
             ..open_key()
         };
-        let s = summary_entry(
-            &swept(k),
-            &FirstSeen::default(),
-            5,
-            |b| b as i64,
-            |key| {
-                (
-                    AgentView {
-                        name: "a".into(),
-                        owner: "o".into(),
-                    },
-                    Arc::new(PolicyView {
-                        snapshot: "s".into(),
-                        rule_ids: vec!["r".into()],
-                        approvers: Default::default(),
-                        hold_timeout: std::time::Duration::from_secs(1),
-                        budget_ids: Vec::new(),
-                    }),
-                    ProcessFacts::read(key.pid(), "gone"),
-                )
-            },
-        );
+        let s = summarised(&swept(k), &FirstSeen::default(), 5, "s", "r");
         assert_eq!(s.decision, "allow");
         assert_eq!(s.details["count_includes_first"], true);
         assert_eq!(s.details["evidence_cap"], true);
@@ -516,28 +487,7 @@ mod tests {
             addr,
             ..SummaryKey::default()
         };
-        let s = summary_entry(
-            &swept(k),
-            &FirstSeen::default(),
-            5,
-            |b| b as i64,
-            |key| {
-                (
-                    AgentView {
-                        name: "a".into(),
-                        owner: "o".into(),
-                    },
-                    Arc::new(PolicyView {
-                        snapshot: "candidate".into(),
-                        rule_ids: vec!["no-web".into()],
-                        approvers: Default::default(),
-                        hold_timeout: std::time::Duration::from_secs(1),
-                        budget_ids: Vec::new(),
-                    }),
-                    ProcessFacts::read(key.pid(), "gone"),
-                )
-            },
-        );
+        let s = summarised(&swept(k), &FirstSeen::default(), 5, "candidate", "no-web");
         assert_eq!(
             (s.kind.as_str(), s.decision.as_str(), s.method.as_str()),
             ("shadow", "would-deny", "counted")
