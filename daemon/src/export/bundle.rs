@@ -3,8 +3,13 @@
 //!
 //! Layout (format `warden-evidence-bundle/v2`; v1 bundles, whose entries
 //! carry no `v` and are all encoding version 1, still verify):
-//! - `entries.jsonl`, `entries.csv`: the chain from seq 1 to the end of the
-//!   window (the chain can only be verified from its start);
+//! - `entries.jsonl`, `entries.csv`: the chain up to the window's last
+//!   entry. A windowed export (`--from`/`--to`) starts it after the newest
+//!   signed checkpoint before the window's first entry (`manifest.json`
+//!   `base` and `chain_start`): what came before is vouched for by that
+//!   checkpoint's signature, not carried or re-verified, so the work is the
+//!   window plus at most one checkpoint interval. Without a window, or with
+//!   `--full-chain`, the chain from seq 1 (or the archive base);
 //! - `checkpoints.json`, `host.pub`: signed checkpoints within those entries;
 //! - `agents.json`, `capabilities.json`, `policy_versions.json`,
 //!   `approvals.json`, `kill_switch.json`: inventory, role/approver ->
@@ -121,12 +126,41 @@ pub struct Manifest {
     /// chain from seq 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BundleBase>,
+    /// A windowed export's start (see [`ChainStart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_start: Option<ChainStart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleBase {
     pub seq: u64,
     pub hash: String,
+}
+
+/// Where a windowed bundle's chain starts, and why (`manifest.json`
+/// `chain_start`; absent without a window or with `--full-chain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStart {
+    /// The chain in `entries.jsonl` starts after this seq (0: seq 1).
+    pub base_seq: u64,
+    /// The hash of entry `base_seq` (64 zeros for 0).
+    pub base_hash: String,
+    /// The signed checkpoint whose head is (`base_seq`, `base_hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_id: Option<u64>,
+    /// `checkpoint` (the newest signed checkpoint before the window's first
+    /// entry), `archive` (no such checkpoint after the archive base: the
+    /// stored chain's start) or `log-start` (none at all: seq 1).
+    pub reason: String,
+    /// The window's first and last entries (by time; `None`: the window
+    /// holds no entry, and the chain ends at the last entry before it).
+    /// Entries after the base and before `window_first_seq` are the carried
+    /// prefix: they link the window to the signed head, and the report
+    /// does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_first_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_last_seq: Option<u64>,
 }
 
 /// What `warden evidence verify` established. `problems` empty = valid.
@@ -137,6 +171,8 @@ pub struct BundleReport {
     pub checkpoints: u64,
     pub signed_size: u64,
     pub key_id: String,
+    /// A windowed bundle's start, as checked (see [`ChainStart`]).
+    pub chain_start: Option<ChainStart>,
     pub problems: Vec<String>,
 }
 
@@ -156,6 +192,8 @@ pub struct Contents {
     /// The bundle holds the chain from `base` (or seq 1) to this seq.
     pub end_seq: u64,
     pub base: Option<crate::evidence::store::ChainBase>,
+    /// A windowed export's start (`None`: the whole stored chain).
+    pub start: Option<ChainStart>,
     /// The window's aggregates, for the report.
     pub summary: Summary,
     /// Kill switch entries (kill, revive) up to `end_seq`.
@@ -348,35 +386,67 @@ fn describe_selector(s: &policy::Selector) -> String {
     }
 }
 
+/// How much of the chain an export carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainSpan {
+    /// A window (`--from`/`--to`) starts after the newest signed checkpoint
+    /// before its first entry; without a window, the whole stored chain.
+    Window,
+    /// `--full-chain`: the whole stored chain up to the window's end, and
+    /// the host verification of the whole log, whatever the window.
+    Full,
+}
+
 fn gather(
     paths: &Paths,
     window: &Window,
     through: Option<u64>,
+    span: ChainSpan,
 ) -> Result<(Contents, HostKey, EvidenceStore), BundleError> {
     let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
-    // No quick_check: the host verification below reads every entry anyway.
+    // No quick_check: the host verification reads the entries it vouches for.
     let store = EvidenceStore::open_with(&paths.database(), crate::db::Integrity::Trust)
         .map_err(|e| src(&e))?;
     let key = HostKey::load_or_create(&paths.state_dir).map_err(|e| src(&e))?;
-    let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[])
-    {
-        Ok((chain, signed)) => Ok(format!(
-            "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
-            chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
-        )),
-        Err(e) => Err(crate::error_chain(&e)),
+    let stored_base = store.base().map_err(|e| src(&e))?;
+    let all_checkpoints = checkpoint::read_all(store.connection()).map_err(|e| src(&e))?;
+    let windowed = through.is_none()
+        && span == ChainSpan::Window
+        && (window.from_ns.is_some() || window.to_ns.is_some());
+    let (end_seq, base, start, verification) = if windowed {
+        let (end_seq, start) =
+            windowed_start(&store, window, stored_base.as_ref(), &all_checkpoints)
+                .map_err(|e| src(&e))?;
+        let base = (start.base_seq > 0).then(|| crate::evidence::store::ChainBase {
+            seq: start.base_seq,
+            hash: start.base_hash.clone(),
+        });
+        // Verified while the entries are written (export_through).
+        (end_seq, base, Some(start), Ok(String::new()))
+    } else {
+        let verification = match crate::evidence::verify_store_signed(
+            &store,
+            &key.verifying_key(),
+            &[],
+        ) {
+            Ok((chain, signed)) => Ok(format!(
+                "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
+                chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
+            )),
+            Err(e) => Err(crate::error_chain(&e)),
+        };
+        let end_seq = match through {
+            Some(seq) => seq,
+            None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
+        };
+        (end_seq, stored_base, None, verification)
     };
-    let end_seq = match through {
-        Some(seq) => seq,
-        None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
-    };
-    let base = store.base().map_err(|e| src(&e))?;
-    let checkpoints = checkpoint::read_all(store.connection())
-        .map_err(|e| src(&e))?
+    let checkpoints = all_checkpoints
         .into_iter()
         .filter(|c| c.size <= end_seq)
         .collect();
-    let summary = summary::summarise(&store, window, end_seq).map_err(|e| src(&e))?;
+    let first_seq = base.as_ref().map_or(1, |b| b.seq + 1);
+    let summary = summary::summarise(&store, window, first_seq, end_seq).map_err(|e| src(&e))?;
     let mut kills = Vec::new();
     for kind in ["kill", "revive"] {
         let found = store
@@ -434,6 +504,7 @@ fn gather(
         key_id: checkpoint::key_id(&key.verifying_key()),
         end_seq,
         base,
+        start,
         summary,
         kills,
         checkpoints,
@@ -447,6 +518,93 @@ fn gather(
         alerts,
     };
     Ok((contents, key, store))
+}
+
+/// Where a windowed export's chain starts and ends: it ends at the
+/// window's last entry and starts after the newest signed checkpoint whose
+/// head is before the window's first entry (not before the stored chain's
+/// start). Both found through the time index over the window's entries
+/// only, so the cost is the window's, not the log's.
+fn windowed_start(
+    store: &EvidenceStore,
+    window: &Window,
+    stored_base: Option<&crate::evidence::store::ChainBase>,
+    checkpoints: &[Checkpoint],
+) -> Result<(u64, ChainStart), crate::evidence::StoreError> {
+    use rusqlite::OptionalExtension;
+    let sql_err = |op| {
+        let path = store.path().to_path_buf();
+        move |source| crate::evidence::StoreError::Sqlite { op, path, source }
+    };
+    let from = window.from_ns.unwrap_or(i64::MIN);
+    let to = window.to_ns.unwrap_or(i64::MAX);
+    let (first, last): (Option<u64>, Option<u64>) = store
+        .connection()
+        .query_row(
+            "SELECT min(seq), max(seq) FROM evidence INDEXED BY evidence_ts
+             WHERE ts_ns >= ?1 AND ts_ns < ?2",
+            [from, to],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(sql_err("find the export window's entries"))?;
+    // The chain must reach the window's first entry, or (an empty window)
+    // the last entry before it, one step down the time index.
+    let (anchor, end_seq) = match (first, last) {
+        (Some(f), Some(l)) => (f, l),
+        _ => {
+            let before: Option<u64> = if window.to_ns.is_some() {
+                store
+                    .connection()
+                    .query_row(
+                        "SELECT seq FROM evidence INDEXED BY evidence_ts WHERE ts_ns < ?1
+                         ORDER BY ts_ns DESC, seq DESC LIMIT 1",
+                        [to],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err("find the end of the export window"))?
+            } else {
+                store.head()?.map(|(seq, _)| seq)
+            };
+            let e = before.unwrap_or(0);
+            (e, e)
+        }
+    };
+    let floor = stored_base.map_or(0, |b| b.seq);
+    let signed = checkpoints
+        .iter()
+        .filter(|c| c.size >= floor && c.size < anchor.max(1))
+        .max_by_key(|c| (c.size, c.id));
+    let start = match (signed, stored_base) {
+        (Some(c), _) if c.size > 0 => ChainStart {
+            base_seq: c.size,
+            base_hash: c.head_hash.clone(),
+            checkpoint_id: Some(c.id),
+            reason: "checkpoint".into(),
+            window_first_seq: first,
+            window_last_seq: last,
+        },
+        (_, Some(b)) => ChainStart {
+            base_seq: b.seq,
+            base_hash: b.hash.clone(),
+            checkpoint_id: checkpoints
+                .iter()
+                .find(|c| c.size == b.seq && c.head_hash == b.hash)
+                .map(|c| c.id),
+            reason: "archive".into(),
+            window_first_seq: first,
+            window_last_seq: last,
+        },
+        _ => ChainStart {
+            base_seq: 0,
+            base_hash: crate::evidence::record::GENESIS_PREV_HASH.to_string(),
+            checkpoint_id: None,
+            reason: "log-start".into(),
+            window_first_seq: first,
+            window_last_seq: last,
+        },
+    };
+    Ok((end_seq, start))
 }
 
 /// The last seq of the bundle: the newest entry before `to_ns` (the chain
@@ -597,22 +755,54 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
 
 /// `warden evidence export --out DIR`: writes the bundle; returns its manifest.
 pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, BundleError> {
-    export_through(paths, out, window, None)
+    export_span(paths, out, window, ChainSpan::Window)
 }
 
-/// [`export`] of the chain up to seq `through` (the end of the window
-/// when `None`), every file synced to disk before it returns (an archive
-/// prunes what it holds).
+/// [`export`], `--full-chain` or not.
+pub fn export_span(
+    paths: &Paths,
+    out: &Path,
+    window: &Window,
+    span: ChainSpan,
+) -> Result<Manifest, BundleError> {
+    write_bundle(paths, out, window, None, span)
+}
+
+/// [`export`] of the whole stored chain up to seq `through`, every file
+/// synced to disk before it returns (an archive prunes what it holds).
 pub fn export_through(
     paths: &Paths,
     out: &Path,
     window: &Window,
     through: Option<u64>,
 ) -> Result<Manifest, BundleError> {
-    let (c, key, store) = gather(paths, window, through)?;
+    write_bundle(paths, out, window, through, ChainSpan::Full)
+}
+
+fn write_bundle(
+    paths: &Paths,
+    out: &Path,
+    window: &Window,
+    through: Option<u64>,
+    span: ChainSpan,
+) -> Result<Manifest, BundleError> {
+    let (mut c, key, store) = gather(paths, window, through, span)?;
     fs::create_dir_all(out).map_err(io_err("create", out))?;
 
-    // The chain from seq 1 to the end of the window, one row at a time.
+    // A windowed bundle's host verification is of what it carries: the
+    // chain from the signed base to its end, checked as it is written, and
+    // every checkpoint up to there (signatures, their chain, and those in
+    // the carried part against it). The rest of the log is not read.
+    let mut host_check = c.start.as_ref().map(|_| {
+        (
+            ChainVerifier::from_base(c.base.as_ref()),
+            None::<String>,
+            std::collections::HashMap::<u64, String>::new(),
+        )
+    });
+    let wanted: std::collections::HashSet<u64> = c.checkpoints.iter().map(|cp| cp.size).collect();
+
+    // The chain from its start to the end of the window, one row at a time.
     let path = out.join("entries.jsonl");
     let csv_path = out.join("entries.csv");
     let mut file = hashing_file(&path)?;
@@ -638,6 +828,15 @@ pub fn export_through(
             if let Err(err) = step {
                 return std::ops::ControlFlow::Break(err);
             }
+            if let Some((verifier, problem @ None, hashes)) = host_check.as_mut() {
+                match verifier.push(e) {
+                    Ok(()) if wanted.contains(&e.seq) => {
+                        hashes.insert(e.seq, e.hash.clone());
+                    }
+                    Ok(()) => {}
+                    Err(err) => *problem = Some(err.to_string()),
+                }
+            }
             written += 1;
             head_hash.clone_from(&e.hash);
             if written.is_multiple_of(4096) {
@@ -652,6 +851,17 @@ pub fn export_through(
     progress.tick(c.end_seq.max(written));
     file.flush().map_err(io_err("write", &path))?;
     csv.flush().map_err(io_err("write", &csv_path))?;
+    if let (Some((verifier, problem, mut hashes)), Some(start)) = (host_check, &c.start) {
+        c.verification = host_verification(
+            verifier,
+            problem,
+            &mut hashes,
+            start,
+            c.end_seq,
+            &c.checkpoints,
+            &key,
+        );
+    }
     let mut streamed = BTreeMap::new();
     streamed.insert("entries.jsonl", hex::encode(file.hash.finalize()));
     streamed.insert("entries.csv", hex::encode(csv.hash.finalize()));
@@ -716,6 +926,7 @@ pub fn export_through(
             seq: b.seq,
             hash: b.hash.clone(),
         }),
+        chain_start: c.start.clone(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|source| BundleError::Json {
         path: out.join("manifest.json"),
@@ -742,6 +953,70 @@ pub fn export_through(
             .map_err(io_err("sync", out))?;
     }
     Ok(manifest)
+}
+
+/// The host's verification of a windowed bundle's carried chain (see
+/// `write_bundle`), as `verification.json` and the report state it.
+fn host_verification(
+    verifier: ChainVerifier,
+    problem: Option<String>,
+    hashes: &mut std::collections::HashMap<u64, String>,
+    start: &ChainStart,
+    end_seq: u64,
+    checkpoints: &[Checkpoint],
+    key: &HostKey,
+) -> Result<String, String> {
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    let chain = verifier.finish();
+    if chain.head_seq != end_seq {
+        return Err(format!(
+            "expected the chain to reach seq {end_seq}, the stored rows end at seq {}",
+            chain.head_seq
+        ));
+    }
+    let base = (start.base_seq > 0).then(|| crate::evidence::store::ChainBase {
+        seq: start.base_seq,
+        hash: start.base_hash.clone(),
+    });
+    if let Some(b) = &base {
+        hashes.insert(b.seq, b.hash.clone());
+    }
+    let signed = checkpoint::verify_all_from(
+        checkpoints,
+        &key.verifying_key(),
+        start.base_seq,
+        chain.head_seq,
+        &|seq| hashes.get(&seq).cloned(),
+    )
+    .and_then(|r| checkpoint::base_is_signed(checkpoints, base.as_ref()).map(|()| r))
+    .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "carried chain intact: seq {}..={} ({} entries), head {}, starting {}; {} checkpoints valid, newest covers {} entries; the log outside the carried chain was not read at export (`warden log verify`, or export with --full-chain)",
+        start.base_seq + 1,
+        chain.head_seq,
+        chain.entries,
+        chain.head_hash,
+        describe_start(start),
+        signed.checkpoints,
+        signed.signed_size
+    ))
+}
+
+/// Where a windowed chain starts, in words (report, verify output).
+pub fn describe_start(start: &ChainStart) -> String {
+    match (start.reason.as_str(), start.checkpoint_id) {
+        ("log-start", _) => "at seq 1".to_string(),
+        (_, Some(id)) => format!(
+            "after seq {} (hash {}), the head signed by checkpoint {id}",
+            start.base_seq, start.base_hash
+        ),
+        (_, None) => format!(
+            "after seq {} (hash {}), the archive base",
+            start.base_seq, start.base_hash
+        ),
+    }
 }
 
 /// `warden evidence verify DIR`: checks a bundle with nothing but its files.
@@ -797,6 +1072,10 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     if let Some(b) = &base {
         hashes.insert(b.seq, b.hash.clone());
     }
+    let mut bounds = manifest
+        .chain_start
+        .as_ref()
+        .map(|start| WindowBounds::new(start, &manifest, &checkpoints));
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io_err("read", &entries_path))?;
         let entry: Entry = match serde_json::from_str(&line) {
@@ -809,6 +1088,9 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
         if let Err(e) = verifier.push(&entry) {
             problems.push(e.to_string());
             break;
+        }
+        if let Some(b) = bounds.as_mut() {
+            b.observe(&entry, &manifest.window);
         }
         if wanted.contains(&entry.seq) {
             hashes.insert(entry.seq, entry.hash);
@@ -831,6 +1113,11 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     } else {
         0
     };
+
+    // A windowed bundle: where its chain starts, and the window's bounds.
+    if let (Some(b), true) = (bounds, problems.is_empty()) {
+        problems.extend(b.finish(chain.head_seq));
+    }
 
     // Then the manifest: its signature, and every file against it.
     let sig = fs::read_to_string(dir.join("manifest.sig")).unwrap_or_default();
@@ -866,6 +1153,103 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
         checkpoints: checkpoints.len() as u64,
         signed_size: signed,
         key_id,
+        chain_start: manifest.chain_start,
         problems,
     })
 }
+
+/// The checks of a windowed bundle's start and window (`chain_start`):
+/// the base is the one the manifest names and the checkpoint it names
+/// signed it (its signature is checked with every other checkpoint), the
+/// window's first entry comes after the base, no carried entry before it
+/// is inside the window, and the chain ends at the window's last entry.
+struct WindowBounds {
+    start: ChainStart,
+    problems: Vec<String>,
+    last_in_window: Option<bool>,
+}
+
+impl WindowBounds {
+    fn new(start: &ChainStart, manifest: &Manifest, checkpoints: &[Checkpoint]) -> Self {
+        let mut problems = Vec::new();
+        let base = manifest.base.as_ref().map(|b| (b.seq, b.hash.as_str()));
+        let named = (start.base_seq > 0).then_some((start.base_seq, start.base_hash.as_str()));
+        if base != named {
+            problems.push(format!(
+                "manifest chain_start says the chain starts after seq {}, its base says {:?}",
+                start.base_seq,
+                manifest.base.as_ref().map(|b| b.seq)
+            ));
+        }
+        if let Some(id) = start.checkpoint_id {
+            if !checkpoints
+                .iter()
+                .any(|c| c.id == id && c.size == start.base_seq && c.head_hash == start.base_hash)
+            {
+                problems.push(format!(
+                    "manifest chain_start names checkpoint {id} as signing seq {}, but checkpoints.json has no such checkpoint",
+                    start.base_seq
+                ));
+            }
+        } else if start.base_seq > 0 && start.reason != "archive" {
+            problems.push(format!(
+                "manifest chain_start starts after seq {} without a checkpoint that signed it",
+                start.base_seq
+            ));
+        }
+        if let Some(first) = start.window_first_seq {
+            if first <= start.base_seq {
+                problems.push(format!(
+                    "the window's first entry (seq {first}) is not after the chain's base (seq {})",
+                    start.base_seq
+                ));
+            }
+        }
+        WindowBounds {
+            start: start.clone(),
+            problems,
+            last_in_window: None,
+        }
+    }
+
+    fn in_time(e: &Entry, w: &Window) -> bool {
+        w.from_ns.is_none_or(|f| e.ts_ns >= f) && w.to_ns.is_none_or(|t| e.ts_ns < t)
+    }
+
+    fn observe(&mut self, e: &Entry, w: &Window) {
+        let inside = Self::in_time(e, w);
+        match self.start.window_first_seq {
+            Some(first) if e.seq == first && !inside => self.problems.push(format!(
+                "seq {first}, the window's first entry, is not inside the window (ts_ns {})",
+                e.ts_ns
+            )),
+            first if first.is_none_or(|f| e.seq < f) && inside => {
+                self.problems.push(format!(
+                    "seq {} is inside the window (ts_ns {}) but before its first entry {:?}: the carried prefix must precede the window",
+                    e.seq, e.ts_ns, first
+                ));
+            }
+            _ => {}
+        }
+        self.last_in_window = Some(inside);
+    }
+
+    fn finish(mut self, head_seq: u64) -> Vec<String> {
+        if let Some(last) = self.start.window_last_seq {
+            if head_seq != last {
+                self.problems.push(format!(
+                    "the chain ends at seq {head_seq}, not at the window's last entry (seq {last})"
+                ));
+            } else if self.last_in_window == Some(false) {
+                self.problems.push(format!(
+                    "seq {last}, the window's last entry, is not inside the window"
+                ));
+            }
+        }
+        self.problems.truncate(10);
+        self.problems
+    }
+}
+
+#[cfg(test)]
+mod tests;
