@@ -424,17 +424,14 @@ fn gather(
         // Verified while the entries are written (export_through).
         (end_seq, base, Some(start), Ok(String::new()))
     } else {
-        let verification = match crate::evidence::verify_store_signed(
-            &store,
-            &key.verifying_key(),
-            &[],
-        ) {
-            Ok((chain, signed)) => Ok(format!(
+        let verification =
+            match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[]) {
+                Ok((chain, signed)) => Ok(format!(
                 "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
                 chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
             )),
-            Err(e) => Err(crate::error_chain(&e)),
-        };
+                Err(e) => Err(crate::error_chain(&e)),
+            };
         let end_seq = match through {
             Some(seq) => seq,
             None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
