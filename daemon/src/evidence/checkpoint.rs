@@ -377,7 +377,7 @@ pub fn base_is_signed(
         Err(CheckpointError::Invalid {
             id: 0,
             problem: format!(
-                "the chain starts after seq {} (archived), but no signed checkpoint has that head",
+                "the chain starts after seq {} (archived, or a windowed bundle's base), but no signed checkpoint has that head",
                 b.seq
             ),
         })

@@ -303,8 +303,13 @@ fn archive_only(n: u64) {
 /// bundles) and without (the chain from the newest checkpoint before the
 /// window), side by side, each with its peak RSS (wait4's `ru_maxrss`, the
 /// figure `/usr/bin/time -v` prints) and bundle size, and `evidence verify`
-/// of each bundle.
+/// of each bundle. `WARDEN_BENCH_EXPORT_FULL_MAX=N` skips the
+/// `--full-chain` side at sizes above N (at 10M it needs gigabytes of
+/// bundle and minutes).
 fn export_only(n: u64) {
+    let full_max: u64 = std::env::var("WARDEN_BENCH_EXPORT_FULL_MAX").map_or(u64::MAX, |s| {
+        s.parse().expect("WARDEN_BENCH_EXPORT_FULL_MAX: a number")
+    });
     let env = TestEnv::new("bench-export");
     std::fs::create_dir_all(env.state_dir()).unwrap();
     let key = warden::evidence::checkpoint::HostKey::load_or_create(&env.state_dir()).unwrap();
@@ -356,6 +361,10 @@ fn export_only(n: u64) {
                 &to.to_string(),
             ]);
             if extra {
+                if size > full_max {
+                    println!("    export {label:<22}: skipped (WARDEN_BENCH_EXPORT_FULL_MAX)");
+                    continue;
+                }
                 args.push("--full-chain".into());
             }
             let (wall, rss, ok) = run_once(&env, &args);
