@@ -559,6 +559,7 @@ fn a_windowed_export_starts_at_the_checkpoint_before_the_window() {
     assert_eq!(start["window_first_seq"], 30_501);
     assert_eq!(start["window_last_seq"], 40_000);
     assert_eq!(manifest["base"]["seq"], 30_000);
+    assert_eq!(manifest["format"], "warden-evidence-bundle/v3");
     let first: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(window.join("entries.jsonl"))
             .unwrap()
@@ -609,10 +610,15 @@ fn a_windowed_export_starts_at_the_checkpoint_before_the_window() {
     let path = d.join("checkpoints.json");
     let mut cps: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let sig = cps[29]["signature"].as_str().unwrap().to_string();
-    assert_eq!(cps[29]["size"], 30_000);
+    // Checkpoints 30 (the base) to 40 (the window's end); none before.
+    assert_eq!(cps.len(), 11, "{cps:#?}");
+    assert_eq!(
+        (&cps[0]["id"], &cps[0]["size"]),
+        (&30.into(), &30_000.into())
+    );
+    let sig = cps[0]["signature"].as_str().unwrap().to_string();
     let flipped = if sig.starts_with('0') { "1" } else { "0" };
-    cps[29]["signature"] = serde_json::json!(format!("{flipped}{}", &sig[1..]));
+    cps[0]["signature"] = serde_json::json!(format!("{flipped}{}", &sig[1..]));
     std::fs::write(&path, serde_json::to_string(&cps).unwrap()).unwrap();
     expect_problem(
         &env,

@@ -1,8 +1,10 @@
 //! The evidence bundle: everything an auditor needs to check this host's
 //! record on another machine, without the daemon or the database.
 //!
-//! Layout (format `warden-evidence-bundle/v2`; v1 bundles, whose entries
-//! carry no `v` and are all encoding version 1, still verify):
+//! Layout (format `warden-evidence-bundle/v2`, or v3 for a windowed bundle
+//! whose `checkpoints.json` starts at the checkpoint that signed its base;
+//! v1 bundles, whose entries carry no `v` and are all encoding version 1,
+//! still verify):
 //! - `entries.jsonl`, `entries.csv`: the chain up to the window's last
 //!   entry. A windowed export (`--from`/`--to`) starts it after the newest
 //!   signed checkpoint before the window's first entry (`manifest.json`
@@ -57,8 +59,13 @@ use crate::{
 /// verifier that predates it refuses the format instead of reporting every
 /// version 2 entry as tampered.
 pub const FORMAT: &str = "warden-evidence-bundle/v2";
+/// A windowed bundle whose `checkpoints.json` starts at the checkpoint
+/// that signed its base (`chain_start.checkpoint_id`), not at checkpoint
+/// 1: a verifier that predates it refuses the format instead of reporting
+/// the missing early checkpoints as removed.
+pub const FORMAT_WINDOWED: &str = "warden-evidence-bundle/v3";
 /// The formats `verify` accepts.
-pub const FORMATS: [&str; 2] = ["warden-evidence-bundle/v1", FORMAT];
+pub const FORMATS: [&str; 3] = ["warden-evidence-bundle/v1", FORMAT, FORMAT_WINDOWED];
 pub const DOMAIN_BUNDLE: &[u8] = b"warden/bundle/v1\0";
 
 #[derive(Debug, thiserror::Error)]
@@ -438,9 +445,12 @@ fn gather(
         };
         (end_seq, stored_base, None, verification)
     };
+    // A windowed bundle carries the checkpoints from the one that signed
+    // its base: the earlier ones sign only entries it does not carry.
+    let first_checkpoint = start.as_ref().and_then(|s| s.checkpoint_id).unwrap_or(0);
     let checkpoints = all_checkpoints
         .into_iter()
-        .filter(|c| c.size <= end_seq)
+        .filter(|c| c.size <= end_seq && c.id >= first_checkpoint)
         .collect();
     let first_seq = base.as_ref().map_or(1, |b| b.seq + 1);
     let summary = summary::summarise(&store, window, first_seq, end_seq).map_err(|e| src(&e))?;
@@ -811,7 +821,8 @@ fn write_bundle(
         |b| b.hash.clone(),
     );
     let first_seq = c.base.as_ref().map_or(1, |b| b.seq + 1);
-    let mut progress = Progress::new(c.end_seq);
+    let total = (c.end_seq + 1).saturating_sub(first_seq);
+    let mut progress = Progress::new(total);
     let flow = store
         .for_each_in_range(first_seq, c.end_seq, |e| {
             let step = (|| {
@@ -845,7 +856,7 @@ fn write_bundle(
     if let std::ops::ControlFlow::Break(err) = flow {
         return Err(err);
     }
-    progress.tick(c.end_seq.max(written));
+    progress.tick(total.max(written));
     file.flush().map_err(io_err("write", &path))?;
     csv.flush().map_err(io_err("write", &csv_path))?;
     if let (Some((verifier, problem, mut hashes)), Some(start)) = (host_check, &c.start) {
@@ -910,8 +921,12 @@ fn write_bundle(
         };
         files.insert(name.to_string(), hash);
     }
+    let format = match c.start.as_ref().and_then(|s| s.checkpoint_id) {
+        Some(_) => FORMAT_WINDOWED,
+        None => FORMAT,
+    };
     let manifest = Manifest {
-        format: FORMAT.into(),
+        format: format.into(),
         created_at_ns: c.created_at_ns,
         host: c.host.clone(),
         key_id: c.key_id.clone(),
@@ -980,7 +995,12 @@ fn host_verification(
     if let Some(b) = &base {
         hashes.insert(b.seq, b.hash.clone());
     }
-    let signed = checkpoint::verify_all_from(
+    let check = if start.checkpoint_id.is_some() {
+        checkpoint::verify_suffix
+    } else {
+        checkpoint::verify_all_from
+    };
+    let signed = check(
         checkpoints,
         &key.verifying_key(),
         start.base_seq,
@@ -1096,7 +1116,18 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     let chain = verifier.finish();
     let signed = if problems.is_empty() {
         let base_seq = base.as_ref().map_or(0, |b| b.seq);
-        match checkpoint::verify_all_from(&checkpoints, &key, base_seq, chain.head_seq, &|seq| {
+        // A windowed bundle's checkpoints start at the one that signed its
+        // base (format v3; WindowBounds checks that one is there).
+        let check = if manifest
+            .chain_start
+            .as_ref()
+            .is_some_and(|s| s.checkpoint_id.is_some())
+        {
+            checkpoint::verify_suffix
+        } else {
+            checkpoint::verify_all_from
+        };
+        match check(&checkpoints, &key, base_seq, chain.head_seq, &|seq| {
             hashes.get(&seq).cloned()
         })
         .and_then(|r| checkpoint::base_is_signed(&checkpoints, base.as_ref()).map(|()| r))

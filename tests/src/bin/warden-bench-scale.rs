@@ -296,7 +296,7 @@ fn archive_only(n: u64) {
 }
 
 /// `WARDEN_BENCH_SCALE_ONLY=export`: a log with a signed checkpoint every
-/// 1000 entries (as the daemon signs), grown to 1M and then `n` entries; at
+/// 1000 entries (as the daemon signs), grown to 1M, 3M and `n` entries; at
 /// each size `warden evidence export` of a small window near the head (the
 /// 10k entries ending 10k before it) with `--full-chain` (the chain from
 /// seq 1 and the whole log's verification: the behaviour before windowed
@@ -315,7 +315,8 @@ fn export_only(n: u64) {
     let key = warden::evidence::checkpoint::HostKey::load_or_create(&env.state_dir()).unwrap();
     let mut store = EvidenceStore::open(&env.database()).unwrap();
     let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
-    let mut sizes = vec![1_000_000u64.min(n), n];
+    let mut sizes = vec![1_000_000u64, 3_000_000, n];
+    sizes.retain(|s| *s <= n);
     sizes.dedup();
     let mut made = 0u64;
     let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -125,6 +125,15 @@ fn a_window_starts_at_the_newest_checkpoint_before_it_and_verifies() {
         (500, Some(5), "checkpoint", Some(551), Some(650))
     );
     assert_eq!(m.base.as_ref().map(|b| b.seq), Some(500));
+    assert_eq!(m.format, FORMAT_WINDOWED);
+    // The checkpoints from the one that signed the base to the window's end.
+    let cps: Vec<Checkpoint> =
+        serde_json::from_slice(&std::fs::read(out.join("checkpoints.json")).unwrap()).unwrap();
+    assert_eq!(
+        cps.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![5, 6],
+        "checkpoints 5 (the base) and 6 (seq 600, inside)"
+    );
     assert_eq!(
         m.entries, 150,
         "the carried prefix 501..=550 and the window"
@@ -230,6 +239,38 @@ fn tampering_in_the_window_the_prefix_or_the_base_checkpoint_is_caught() {
     });
     assert!(
         e.contains("checkpoint 5") && e.contains("signature does not verify"),
+        "{e}"
+    );
+    // The base checkpoint removed, or one after it.
+    let drop_checkpoint = |id: u64| {
+        let key = &key;
+        move |d: &Path| {
+            let path = d.join("checkpoints.json");
+            let mut cps: Vec<Checkpoint> =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            cps.retain(|c| c.id != id);
+            std::fs::write(&path, serde_json::to_vec_pretty(&cps).unwrap()).unwrap();
+            resign(d, key, |m| {
+                let sha = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+                m.files.insert("checkpoints.json".into(), sha);
+            });
+        }
+    };
+    let e = case("base-removed", &drop_checkpoint(5));
+    assert!(
+        e.contains("no signed checkpoint has that head") || e.contains("names checkpoint 5"),
+        "{e}"
+    );
+    // Checkpoint 6 replaced by a copy of 5: a replay.
+    let e = case("inside-replayed", &|d: &Path| {
+        let path = d.join("checkpoints.json");
+        let mut cps: Vec<Checkpoint> =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        cps[1] = cps[0].clone();
+        std::fs::write(&path, serde_json::to_vec_pretty(&cps).unwrap()).unwrap();
+    });
+    assert!(
+        e.contains("checkpoint 5") && e.contains("expected checkpoint id 6"),
         "{e}"
     );
     // The base's head moved to another hash (a forged starting point).
