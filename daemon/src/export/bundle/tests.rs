@@ -407,3 +407,48 @@ fn a_window_after_an_archive_starts_at_a_checkpoint_not_before_the_base() {
     assert_eq!(m.chain_start.unwrap().base_seq, 800);
     assert!(verify(&out, None).unwrap().is_valid());
 }
+
+#[test]
+fn the_host_verification_of_a_window_covers_what_it_carries() {
+    let (dir, p, _key) = setup(1000);
+    // An edit in the carried prefix, made past the append-only guards.
+    let conn = rusqlite::Connection::open(p.database()).unwrap();
+    conn.execute_batch("DROP TRIGGER evidence_no_update;")
+        .unwrap();
+    conn.execute("UPDATE evidence SET target = 'x' WHERE seq = 520", [])
+        .unwrap();
+    drop(conn);
+    let out = dir.path().join("w");
+    export(&p, &out, &window(Some(550), Some(650))).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("verification.json")).unwrap()).unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["problem"].as_str().unwrap().contains("seq 520"), "{v}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Verification FAILED on the host at export"));
+    assert!(problems(&out).contains("seq 520"));
+
+    // An edit before the base is outside what the window's bundle carries:
+    // it verifies, and says the rest of the log was not read.
+    let (dir, p, _key) = setup(1000);
+    let conn = rusqlite::Connection::open(p.database()).unwrap();
+    conn.execute_batch("DROP TRIGGER evidence_no_update;")
+        .unwrap();
+    conn.execute("UPDATE evidence SET target = 'x' WHERE seq = 100", [])
+        .unwrap();
+    drop(conn);
+    let out = dir.path().join("w");
+    export(&p, &out, &window(Some(550), Some(650))).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("verification.json")).unwrap()).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("not read"), "{v}");
+    assert!(verify(&out, None).unwrap().is_valid());
+    // --full-chain reads it, and says so.
+    let full = dir.path().join("full");
+    export_span(&p, &full, &window(Some(550), Some(650)), ChainSpan::Full).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("verification.json")).unwrap()).unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(v["problem"].as_str().unwrap().contains("seq 100"), "{v}");
+}
