@@ -304,6 +304,11 @@ pub enum EvidenceCmd {
         to: Option<String>,
         #[arg(long)]
         agent: Option<String>,
+        /// Carry the chain from seq 1 (or the archive base) and verify the
+        /// whole log, even with a window (which otherwise starts at the
+        /// newest signed checkpoint before it).
+        #[arg(long)]
+        full_chain: bool,
     },
     /// Export the entries before a time as a bundle, verify it, then prune
     /// them from the log, which stays verifiable from a signed checkpoint.

@@ -292,9 +292,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             agent,
+            full_chain,
         }) => {
-            let manifest =
-                commands::evidence_export(&paths, &out, from.as_deref(), to.as_deref(), agent)?;
+            let manifest = commands::evidence_export(
+                &paths,
+                &out,
+                from.as_deref(),
+                to.as_deref(),
+                agent,
+                full_chain,
+            )?;
             print!("{}", render::exported(&manifest, &out));
         }
         Cmd::Evidence(EvidenceCmd::Archive { before, out }) => {

@@ -499,3 +499,148 @@ fn export_streams_a_large_log_in_bounded_memory_and_the_bundle_verifies() {
         "{msg}"
     );
 }
+
+/// A window of a log with a signed checkpoint every 1000 entries: the
+/// bundle starts after the newest checkpoint before the window's first
+/// entry and verifies on its own (no state dir); `--full-chain` carries the
+/// chain from seq 1; an edit in the carried prefix or in the window, or a
+/// broken signature on the checkpoint that vouches for the rest, fails
+/// `evidence verify` naming it.
+#[test]
+fn a_windowed_export_starts_at_the_checkpoint_before_the_window() {
+    if !can_run("export_windowed") {
+        return;
+    }
+    const N: u64 = 50_000;
+    let env = TestEnv::new("exwindow");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    // Whole seconds; entries are 10 ms apart, so entry 100k starts second k.
+    let base_ns: i64 = 1_770_000_000_000_000_000;
+    {
+        let key = warden::evidence::checkpoint::HostKey::load_or_create(&env.state_dir()).unwrap();
+        let mut store = warden::evidence::EvidenceStore::open(&env.database()).unwrap();
+        for from in (0..N).step_by(1_000) {
+            let batch: Vec<_> = (from..from + 1_000)
+                .map(|i| warden_tests::synthetic_entry(i, base_ns))
+                .collect();
+            store
+                .append(&batch, warden::evidence::Durability::Batched)
+                .unwrap();
+            let (seq, head) = store.head().unwrap().unwrap();
+            warden::evidence::checkpoint::write(store.connection(), &key, seq, &head, base_ns)
+                .unwrap();
+        }
+    }
+    let secs = |entry: i64| (base_ns + entry * warden_tests::SYNTHETIC_SPACING_NS) / 1_000_000_000;
+    // Entries 30,500..40,000 are seqs 30,501..=40,000; checkpoint 30 signed 30,000.
+    let (from, to) = (secs(30_500).to_string(), secs(40_000).to_string());
+    let export = |name: &str, extra: &[&str]| {
+        let dir = env.dir.path().join(name);
+        let said = env.ok(&[
+            &["evidence", "export", "--out", dir.to_str().unwrap()],
+            &["--from", &from, "--to", &to][..],
+            extra,
+        ]
+        .concat());
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        (dir, said, manifest)
+    };
+    let (window, said, manifest) = export("window", &[]);
+    assert!(
+        said.contains("exported 10000 entries") && said.contains("signed by checkpoint 30"),
+        "{said}"
+    );
+    let start = &manifest["chain_start"];
+    assert_eq!(start["base_seq"], 30_000, "{manifest:#}");
+    assert_eq!(start["checkpoint_id"], 30);
+    assert_eq!(start["reason"], "checkpoint");
+    assert_eq!(start["window_first_seq"], 30_501);
+    assert_eq!(start["window_last_seq"], 40_000);
+    assert_eq!(manifest["base"]["seq"], 30_000);
+    assert_eq!(manifest["format"], "warden-evidence-bundle/v3");
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(window.join("entries.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["seq"], 30_001);
+    let key = std::fs::read_to_string(env.state_dir().join("host.pub")).unwrap();
+    let v = verify(&env, &window, &["--key", key.trim()]);
+    assert!(v.status.success(), "windowed bundle: {}", stderr(&v));
+    let out = String::from_utf8_lossy(&v.stdout).to_string();
+    assert!(
+        out.contains("bundle valid: 10000 entries")
+            && out.contains("chain starts after seq 30000")
+            && out.contains("checkpoint 30"),
+        "{out}"
+    );
+    let html = std::fs::read_to_string(window.join("report.html")).unwrap();
+    assert!(
+        html.contains("entries 30001–40000 · 9500 in this report's window"),
+        "the report counts the window only"
+    );
+    assert!(html.contains("seq 30001–30500 before them are the carried prefix"));
+
+    // Tampering: the prefix, the window, the vouching checkpoint.
+    let case = |name: &str| {
+        let dir = env.dir.path().join(name);
+        copy_bundle(&window, &dir);
+        dir
+    };
+    let edit_seq = |dir: &Path, seq: u64| {
+        tamper_lines(dir, |l| {
+            let i = (seq - 30_001) as usize;
+            let edited = l[i].replace("\"pid\":", "\"pid\":1");
+            assert_ne!(edited, l[i]);
+            l[i] = edited;
+        });
+    };
+    let d = case("prefix");
+    edit_seq(&d, 30_200);
+    expect_problem(&env, &d, "prefix edit", "seq 30200");
+    let d = case("inwindow");
+    edit_seq(&d, 35_000);
+    expect_problem(&env, &d, "window edit", "seq 35000");
+    let d = case("basesig");
+    let path = d.join("checkpoints.json");
+    let mut cps: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Checkpoints 30 (the base) to 40 (the window's end); none before.
+    assert_eq!(cps.len(), 11, "{cps:#?}");
+    assert_eq!(
+        (&cps[0]["id"], &cps[0]["size"]),
+        (&30.into(), &30_000.into())
+    );
+    let sig = cps[0]["signature"].as_str().unwrap().to_string();
+    let flipped = if sig.starts_with('0') { "1" } else { "0" };
+    cps[0]["signature"] = serde_json::json!(format!("{flipped}{}", &sig[1..]));
+    std::fs::write(&path, serde_json::to_string(&cps).unwrap()).unwrap();
+    expect_problem(
+        &env,
+        &d,
+        "base checkpoint signature",
+        "checkpoint 30: signature does not verify",
+    );
+
+    // --full-chain: from seq 1, and the whole log verified at export.
+    let (full, said, manifest) = export("full", &["--full-chain"]);
+    assert!(said.contains("exported 40000 entries"), "{said}");
+    assert!(manifest.get("chain_start").is_none() && manifest.get("base").is_none());
+    let v = verify(&env, &full, &[]);
+    assert!(v.status.success(), "full-chain bundle: {}", stderr(&v));
+    let verification: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("verification.json")).unwrap())
+            .unwrap();
+    assert!(
+        verification["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("chain intact: {N} entries")),
+        "{verification}"
+    );
+}

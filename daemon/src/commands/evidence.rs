@@ -9,21 +9,27 @@ use crate::{
     export::{self, BundleReport, Manifest, Window},
 };
 
-/// `warden evidence export --out DIR [--from T] [--to T] [--agent A]`;
-/// times are RFC 3339 UTC or unix seconds.
+/// `warden evidence export --out DIR [--from T] [--to T] [--agent A]
+/// [--full-chain]`; times are RFC 3339 UTC or unix seconds.
 pub fn evidence_export(
     paths: &Paths,
     out: &Path,
     from: Option<&str>,
     to: Option<&str>,
     agent: Option<String>,
+    full_chain: bool,
 ) -> Result<Manifest> {
     let window = Window {
         from_ns: from.map(clock::parse_time).transpose()?,
         to_ns: to.map(clock::parse_time).transpose()?,
         agent,
     };
-    Ok(export::export(paths, out, &window)?)
+    let span = if full_chain {
+        export::bundle::ChainSpan::Full
+    } else {
+        export::bundle::ChainSpan::Window
+    };
+    Ok(export::bundle::export_span(paths, out, &window, span)?)
 }
 
 /// `warden evidence archive --before T --out DIR`.

@@ -462,8 +462,14 @@ pub fn completeness(c: &Completeness) -> Result<String, String> {
 
 /// `warden evidence export`.
 pub fn exported(m: &Manifest, out: &Path) -> String {
+    let start = m.chain_start.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "; the chain starts {}",
+            crate::export::bundle::describe_start(s)
+        )
+    });
     format!(
-        "exported {} entries (head {}) signed by key {} to {}\n",
+        "exported {} entries (head {}) signed by key {} to {}{start}\n",
         m.entries,
         m.head_hash,
         m.key_id,
@@ -475,8 +481,14 @@ pub fn exported(m: &Manifest, out: &Path) -> String {
 /// for stderr (and a failed exit) with its problems when it does not.
 pub fn bundle(r: &BundleReport, dir: &Path) -> Result<String, String> {
     if r.is_valid() {
+        let start = r.chain_start.as_ref().map_or_else(String::new, |s| {
+            format!(
+                "; chain starts {}",
+                crate::export::bundle::describe_start(s)
+            )
+        });
         return Ok(format!(
-            "bundle valid: {} entries, head {}, {} checkpoints (newest covers {}), key {}\n",
+            "bundle valid: {} entries, head {}, {} checkpoints (newest covers {}), key {}{start}\n",
             r.entries, r.head_hash, r.checkpoints, r.signed_size, r.key_id
         ));
     }

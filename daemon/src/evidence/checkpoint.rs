@@ -326,10 +326,43 @@ pub fn verify_all_from(
     chain_len: u64,
     hash_at: &dyn Fn(u64) -> Option<String>,
 ) -> Result<CheckpointReport, CheckpointError> {
+    verify_checkpoints(checkpoints, key, base_seq, chain_len, hash_at, true)
+}
+
+/// [`verify_all_from`] for checkpoints that start at a later one than
+/// checkpoint 1 (a windowed bundle carries those from the one that signed
+/// its base on): the first is checked by its signature alone (its `prev`
+/// links to checkpoints not given), each later one as in
+/// [`verify_all_from`], and each against the chain from `base_seq` on.
+pub fn verify_suffix(
+    checkpoints: &[Checkpoint],
+    key: &VerifyingKey,
+    base_seq: u64,
+    chain_len: u64,
+    hash_at: &dyn Fn(u64) -> Option<String>,
+) -> Result<CheckpointReport, CheckpointError> {
+    verify_checkpoints(checkpoints, key, base_seq, chain_len, hash_at, false)
+}
+
+fn verify_checkpoints(
+    checkpoints: &[Checkpoint],
+    key: &VerifyingKey,
+    base_seq: u64,
+    chain_len: u64,
+    hash_at: &dyn Fn(u64) -> Option<String>,
+    from_first: bool,
+) -> Result<CheckpointReport, CheckpointError> {
     let mut prev: Option<&Checkpoint> = None;
-    for cp in checkpoints {
+    for (i, cp) in checkpoints.iter().enumerate() {
         let invalid = |problem: String| CheckpointError::Invalid { id: cp.id, problem };
         cp.verify_signature(key)?;
+        if i == 0 && !from_first {
+            if cp.size >= base_seq {
+                verify_against_chain(cp, chain_len, hash_at)?;
+            }
+            prev = Some(cp);
+            continue;
+        }
         let expected_id = prev.map_or(1, |p| p.id + 1);
         if cp.id != expected_id {
             return Err(invalid(format!(
@@ -377,7 +410,7 @@ pub fn base_is_signed(
         Err(CheckpointError::Invalid {
             id: 0,
             problem: format!(
-                "the chain starts after seq {} (archived), but no signed checkpoint has that head",
+                "the chain starts after seq {} (archived, or a windowed bundle's base), but no signed checkpoint has that head",
                 b.seq
             ),
         })

@@ -1,10 +1,17 @@
 //! The evidence bundle: everything an auditor needs to check this host's
 //! record on another machine, without the daemon or the database.
 //!
-//! Layout (format `warden-evidence-bundle/v2`; v1 bundles, whose entries
-//! carry no `v` and are all encoding version 1, still verify):
-//! - `entries.jsonl`, `entries.csv`: the chain from seq 1 to the end of the
-//!   window (the chain can only be verified from its start);
+//! Layout (format `warden-evidence-bundle/v2`, or v3 for a windowed bundle
+//! whose `checkpoints.json` starts at the checkpoint that signed its base;
+//! v1 bundles, whose entries carry no `v` and are all encoding version 1,
+//! still verify):
+//! - `entries.jsonl`, `entries.csv`: the chain up to the window's last
+//!   entry. A windowed export (`--from`/`--to`) starts it after the newest
+//!   signed checkpoint before the window's first entry (`manifest.json`
+//!   `base` and `chain_start`): what came before is vouched for by that
+//!   checkpoint's signature, not carried or re-verified, so the work is the
+//!   window plus at most one checkpoint interval. Without a window, or with
+//!   `--full-chain`, the chain from seq 1 (or the archive base);
 //! - `checkpoints.json`, `host.pub`: signed checkpoints within those entries;
 //! - `agents.json`, `capabilities.json`, `policy_versions.json`,
 //!   `approvals.json`, `kill_switch.json`: inventory, role/approver ->
@@ -19,7 +26,8 @@
 //!   `manifest.sig`: Ed25519 over `"warden/bundle/v1" || 0x00 || manifest`.
 //!
 //! (Over 600 lines: writing a bundle and verifying one offline share the
-//! format's types and stay side by side.)
+//! format's types and stay side by side; a windowed bundle's start and its
+//! checks are in `bundle/window.rs`.)
 
 use std::{
     collections::BTreeMap,
@@ -48,12 +56,21 @@ use crate::{
     registry::{Agent, PolicyVersion, Registry},
 };
 
+mod window;
+pub use window::{describe_start, ChainStart};
+use window::{host_verification, windowed_start, WindowBounds};
+
 /// The format written. v2 entries carry their encoding version `v`; a
 /// verifier that predates it refuses the format instead of reporting every
 /// version 2 entry as tampered.
 pub const FORMAT: &str = "warden-evidence-bundle/v2";
+/// A windowed bundle whose `checkpoints.json` starts at the checkpoint
+/// that signed its base (`chain_start.checkpoint_id`), not at checkpoint
+/// 1: a verifier that predates it refuses the format instead of reporting
+/// the missing early checkpoints as removed.
+pub const FORMAT_WINDOWED: &str = "warden-evidence-bundle/v3";
 /// The formats `verify` accepts.
-pub const FORMATS: [&str; 2] = ["warden-evidence-bundle/v1", FORMAT];
+pub const FORMATS: [&str; 3] = ["warden-evidence-bundle/v1", FORMAT, FORMAT_WINDOWED];
 pub const DOMAIN_BUNDLE: &[u8] = b"warden/bundle/v1\0";
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +138,9 @@ pub struct Manifest {
     /// chain from seq 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BundleBase>,
+    /// A windowed export's start (see [`ChainStart`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_start: Option<ChainStart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +157,8 @@ pub struct BundleReport {
     pub checkpoints: u64,
     pub signed_size: u64,
     pub key_id: String,
+    /// A windowed bundle's start, as checked (see [`ChainStart`]).
+    pub chain_start: Option<ChainStart>,
     pub problems: Vec<String>,
 }
 
@@ -156,6 +178,8 @@ pub struct Contents {
     /// The bundle holds the chain from `base` (or seq 1) to this seq.
     pub end_seq: u64,
     pub base: Option<crate::evidence::store::ChainBase>,
+    /// A windowed export's start (`None`: the whole stored chain).
+    pub start: Option<ChainStart>,
     /// The window's aggregates, for the report.
     pub summary: Summary,
     /// Kill switch entries (kill, revive) up to `end_seq`.
@@ -348,35 +372,67 @@ fn describe_selector(s: &policy::Selector) -> String {
     }
 }
 
+/// How much of the chain an export carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainSpan {
+    /// A window (`--from`/`--to`) starts after the newest signed checkpoint
+    /// before its first entry; without a window, the whole stored chain.
+    Window,
+    /// `--full-chain`: the whole stored chain up to the window's end, and
+    /// the host verification of the whole log, whatever the window.
+    Full,
+}
+
 fn gather(
     paths: &Paths,
     window: &Window,
     through: Option<u64>,
+    span: ChainSpan,
 ) -> Result<(Contents, HostKey, EvidenceStore), BundleError> {
     let src = |e: &dyn std::error::Error| BundleError::Source(crate::error_chain(e));
-    // No quick_check: the host verification below reads every entry anyway.
+    // No quick_check: the host verification reads the entries it vouches for.
     let store = EvidenceStore::open_with(&paths.database(), crate::db::Integrity::Trust)
         .map_err(|e| src(&e))?;
     let key = HostKey::load_or_create(&paths.state_dir).map_err(|e| src(&e))?;
-    let verification = match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[])
-    {
-        Ok((chain, signed)) => Ok(format!(
-            "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
-            chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
-        )),
-        Err(e) => Err(crate::error_chain(&e)),
+    let stored_base = store.base().map_err(|e| src(&e))?;
+    let all_checkpoints = checkpoint::read_all(store.connection()).map_err(|e| src(&e))?;
+    let windowed = through.is_none()
+        && span == ChainSpan::Window
+        && (window.from_ns.is_some() || window.to_ns.is_some());
+    let (end_seq, base, start, verification) = if windowed {
+        let (end_seq, start) =
+            windowed_start(&store, window, stored_base.as_ref(), &all_checkpoints)
+                .map_err(|e| src(&e))?;
+        let base = (start.base_seq > 0).then(|| crate::evidence::store::ChainBase {
+            seq: start.base_seq,
+            hash: start.base_hash.clone(),
+        });
+        // Verified while the entries are written (export_through).
+        (end_seq, base, Some(start), Ok(String::new()))
+    } else {
+        let verification =
+            match crate::evidence::verify_store_signed(&store, &key.verifying_key(), &[]) {
+                Ok((chain, signed)) => Ok(format!(
+                "chain intact: {} entries, head {}; {} checkpoints valid, newest covers {} entries",
+                chain.entries, chain.head_hash, signed.checkpoints, signed.signed_size
+            )),
+                Err(e) => Err(crate::error_chain(&e)),
+            };
+        let end_seq = match through {
+            Some(seq) => seq,
+            None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
+        };
+        (end_seq, stored_base, None, verification)
     };
-    let end_seq = match through {
-        Some(seq) => seq,
-        None => end_of_window(&store, window.to_ns).map_err(|e| src(&e))?,
-    };
-    let base = store.base().map_err(|e| src(&e))?;
-    let checkpoints = checkpoint::read_all(store.connection())
-        .map_err(|e| src(&e))?
+    // A windowed bundle carries the checkpoints from the one that signed
+    // its base: the earlier ones sign only entries it does not carry.
+    let first_checkpoint = start.as_ref().and_then(|s| s.checkpoint_id).unwrap_or(0);
+    let checkpoints = all_checkpoints
         .into_iter()
-        .filter(|c| c.size <= end_seq)
+        .filter(|c| c.size <= end_seq && c.id >= first_checkpoint)
         .collect();
-    let summary = summary::summarise(&store, window, end_seq).map_err(|e| src(&e))?;
+    let first_seq = base.as_ref().map_or(1, |b| b.seq + 1);
+    let summary = summary::summarise(&store, window, first_seq, end_seq).map_err(|e| src(&e))?;
     let mut kills = Vec::new();
     for kind in ["kill", "revive"] {
         let found = store
@@ -434,6 +490,7 @@ fn gather(
         key_id: checkpoint::key_id(&key.verifying_key()),
         end_seq,
         base,
+        start,
         summary,
         kills,
         checkpoints,
@@ -597,22 +654,54 @@ fn sha256_file(path: &Path) -> Result<String, BundleError> {
 
 /// `warden evidence export --out DIR`: writes the bundle; returns its manifest.
 pub fn export(paths: &Paths, out: &Path, window: &Window) -> Result<Manifest, BundleError> {
-    export_through(paths, out, window, None)
+    export_span(paths, out, window, ChainSpan::Window)
 }
 
-/// [`export`] of the chain up to seq `through` (the end of the window
-/// when `None`), every file synced to disk before it returns (an archive
-/// prunes what it holds).
+/// [`export`], `--full-chain` or not.
+pub fn export_span(
+    paths: &Paths,
+    out: &Path,
+    window: &Window,
+    span: ChainSpan,
+) -> Result<Manifest, BundleError> {
+    write_bundle(paths, out, window, None, span)
+}
+
+/// [`export`] of the whole stored chain up to seq `through`, every file
+/// synced to disk before it returns (an archive prunes what it holds).
 pub fn export_through(
     paths: &Paths,
     out: &Path,
     window: &Window,
     through: Option<u64>,
 ) -> Result<Manifest, BundleError> {
-    let (c, key, store) = gather(paths, window, through)?;
+    write_bundle(paths, out, window, through, ChainSpan::Full)
+}
+
+fn write_bundle(
+    paths: &Paths,
+    out: &Path,
+    window: &Window,
+    through: Option<u64>,
+    span: ChainSpan,
+) -> Result<Manifest, BundleError> {
+    let (mut c, key, store) = gather(paths, window, through, span)?;
     fs::create_dir_all(out).map_err(io_err("create", out))?;
 
-    // The chain from seq 1 to the end of the window, one row at a time.
+    // A windowed bundle's host verification is of what it carries: the
+    // chain from the signed base to its end, checked as it is written, and
+    // every checkpoint up to there (signatures, their chain, and those in
+    // the carried part against it). The rest of the log is not read.
+    let mut host_check = c.start.as_ref().map(|_| {
+        (
+            ChainVerifier::from_base(c.base.as_ref()),
+            None::<String>,
+            std::collections::HashMap::<u64, String>::new(),
+        )
+    });
+    let wanted: std::collections::HashSet<u64> = c.checkpoints.iter().map(|cp| cp.size).collect();
+
+    // The chain from its start to the end of the window, one row at a time.
     let path = out.join("entries.jsonl");
     let csv_path = out.join("entries.csv");
     let mut file = hashing_file(&path)?;
@@ -624,7 +713,8 @@ pub fn export_through(
         |b| b.hash.clone(),
     );
     let first_seq = c.base.as_ref().map_or(1, |b| b.seq + 1);
-    let mut progress = Progress::new(c.end_seq);
+    let total = (c.end_seq + 1).saturating_sub(first_seq);
+    let mut progress = Progress::new(total);
     let flow = store
         .for_each_in_range(first_seq, c.end_seq, |e| {
             let step = (|| {
@@ -638,6 +728,15 @@ pub fn export_through(
             if let Err(err) = step {
                 return std::ops::ControlFlow::Break(err);
             }
+            if let Some((verifier, problem @ None, hashes)) = host_check.as_mut() {
+                match verifier.push(e) {
+                    Ok(()) if wanted.contains(&e.seq) => {
+                        hashes.insert(e.seq, e.hash.clone());
+                    }
+                    Ok(()) => {}
+                    Err(err) => *problem = Some(err.to_string()),
+                }
+            }
             written += 1;
             head_hash.clone_from(&e.hash);
             if written.is_multiple_of(4096) {
@@ -649,9 +748,20 @@ pub fn export_through(
     if let std::ops::ControlFlow::Break(err) = flow {
         return Err(err);
     }
-    progress.tick(c.end_seq.max(written));
+    progress.tick(total.max(written));
     file.flush().map_err(io_err("write", &path))?;
     csv.flush().map_err(io_err("write", &csv_path))?;
+    if let (Some((verifier, problem, mut hashes)), Some(start)) = (host_check, &c.start) {
+        c.verification = host_verification(
+            verifier,
+            problem,
+            &mut hashes,
+            start,
+            c.end_seq,
+            &c.checkpoints,
+            &key,
+        );
+    }
     let mut streamed = BTreeMap::new();
     streamed.insert("entries.jsonl", hex::encode(file.hash.finalize()));
     streamed.insert("entries.csv", hex::encode(csv.hash.finalize()));
@@ -703,8 +813,12 @@ pub fn export_through(
         };
         files.insert(name.to_string(), hash);
     }
+    let format = match c.start.as_ref().and_then(|s| s.checkpoint_id) {
+        Some(_) => FORMAT_WINDOWED,
+        None => FORMAT,
+    };
     let manifest = Manifest {
-        format: FORMAT.into(),
+        format: format.into(),
         created_at_ns: c.created_at_ns,
         host: c.host.clone(),
         key_id: c.key_id.clone(),
@@ -716,6 +830,7 @@ pub fn export_through(
             seq: b.seq,
             hash: b.hash.clone(),
         }),
+        chain_start: c.start.clone(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|source| BundleError::Json {
         path: out.join("manifest.json"),
@@ -797,6 +912,10 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     if let Some(b) = &base {
         hashes.insert(b.seq, b.hash.clone());
     }
+    let mut bounds = manifest
+        .chain_start
+        .as_ref()
+        .map(|start| WindowBounds::new(start, &manifest, &checkpoints));
     for (n, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io_err("read", &entries_path))?;
         let entry: Entry = match serde_json::from_str(&line) {
@@ -810,6 +929,9 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
             problems.push(e.to_string());
             break;
         }
+        if let Some(b) = bounds.as_mut() {
+            b.observe(&entry, &manifest.window);
+        }
         if wanted.contains(&entry.seq) {
             hashes.insert(entry.seq, entry.hash);
         }
@@ -817,7 +939,18 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     let chain = verifier.finish();
     let signed = if problems.is_empty() {
         let base_seq = base.as_ref().map_or(0, |b| b.seq);
-        match checkpoint::verify_all_from(&checkpoints, &key, base_seq, chain.head_seq, &|seq| {
+        // A windowed bundle's checkpoints start at the one that signed its
+        // base (format v3; WindowBounds checks that one is there).
+        let check = if manifest
+            .chain_start
+            .as_ref()
+            .is_some_and(|s| s.checkpoint_id.is_some())
+        {
+            checkpoint::verify_suffix
+        } else {
+            checkpoint::verify_all_from
+        };
+        match check(&checkpoints, &key, base_seq, chain.head_seq, &|seq| {
             hashes.get(&seq).cloned()
         })
         .and_then(|r| checkpoint::base_is_signed(&checkpoints, base.as_ref()).map(|()| r))
@@ -831,6 +964,11 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
     } else {
         0
     };
+
+    // A windowed bundle: where its chain starts, and the window's bounds.
+    if let (Some(b), true) = (bounds, problems.is_empty()) {
+        problems.extend(b.finish(chain.head_seq));
+    }
 
     // Then the manifest: its signature, and every file against it.
     let sig = fs::read_to_string(dir.join("manifest.sig")).unwrap_or_default();
@@ -866,6 +1004,10 @@ pub fn verify(dir: &Path, expected_key: Option<&str>) -> Result<BundleReport, Bu
         checkpoints: checkpoints.len() as u64,
         signed_size: signed,
         key_id,
+        chain_start: manifest.chain_start,
         problems,
     })
 }
+
+#[cfg(test)]
+mod tests;

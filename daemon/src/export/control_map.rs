@@ -174,4 +174,12 @@ pub const CONTROL_MAP: &[ControlMapping] = &[
         iso27001: &["A.5.15", "A.5.18", "A.8.2"],
         nist_ai_rmf: &["GOVERN 2.1", "GOVERN 6.1"],
     },
+    ControlMapping {
+        control: "An export of a time window (--from/--to) carries the chain from the newest signed checkpoint before the window's first entry to the window's last entry: the window's entries are shown to be in the chain the host key signed at that checkpoint, and every checkpoint up to the window's end is checked; the entries before the checkpoint are vouched for by its signature, not carried or re-verified (an export with --full-chain, or the host's log verify, re-verifies them). The carried prefix between the checkpoint and the window links the two and is not counted in the report",
+        records: &["manifest.json chain_start", "manifest.json base", "checkpoints.json", "verification.json"],
+        fields: &["chain_start.base_seq", "chain_start.base_hash", "chain_start.checkpoint_id", "chain_start.reason", "chain_start.window_first_seq", "chain_start.window_last_seq"],
+        soc2: &["CC7.2"],
+        iso27001: &["A.8.15"],
+        nist_ai_rmf: &["MEASURE 2.7", "MANAGE 4.1"],
+    },
 ];

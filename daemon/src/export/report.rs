@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, fmt::Write};
 
 use super::{
-    bundle::Contents,
+    bundle::{ChainStart, Contents},
     control_map::CONTROL_MAP,
     summary::{AgentCounts, Chart, TopRow, TOP_N},
 };
@@ -116,6 +116,34 @@ fn top_table(h: &mut String, title: &str, rows: &[TopRow], none: &str) {
     h.push_str("</table>");
 }
 
+/// What a windowed bundle's chain proves, and what it does not.
+fn chain_start_note(start: &ChainStart, end_seq: u64) -> String {
+    let window = match (start.window_first_seq, start.window_last_seq) {
+        (Some(f), Some(l)) => format!("The window's entries are seq {f}–{l}"),
+        _ => "No entry falls in the window".to_string(),
+    };
+    let prefix = match start.window_first_seq {
+        Some(f) if f > start.base_seq + 1 => format!(
+            "; seq {}–{} before them are the carried prefix, there only to link the window to the signed head, and not counted in this report",
+            start.base_seq + 1,
+            f - 1
+        ),
+        _ => String::new(),
+    };
+    let vouched = if start.base_seq == 0 {
+        "The chain starts at seq 1, so the whole of it up to the window's end is here and re-verified.".to_string()
+    } else {
+        format!(
+            "Entries 1–{} are not in this bundle: they are vouched for by the host key's signature on that head (checked by <code>warden evidence verify</code> with every checkpoint up to seq {end_seq}), not re-verified; proving their content takes the host's <code>warden log verify</code> or an export with <code>--full-chain</code>.",
+            start.base_seq
+        )
+    };
+    format!(
+        "<p class=meta><b>Chain start:</b> this windowed bundle carries the chain {} to seq {end_seq}. {window}{prefix}. {vouched}</p>",
+        esc(&super::bundle::describe_start(start)),
+    )
+}
+
 pub fn render(c: &Contents) -> String {
     let s = &c.summary;
     let per_agent: BTreeMap<&str, &AgentCounts> =
@@ -129,14 +157,18 @@ pub fn render(c: &Contents) -> String {
     );
     let _ = write!(
         h,
-        "<h1>Warden evidence report</h1><p class=meta>Host <b>{}</b> · exported {} · signing key <code>{}</code> · entries 1–{} · {} in this report's window{}</p>",
+        "<h1>Warden evidence report</h1><p class=meta>Host <b>{}</b> · exported {} · signing key <code>{}</code> · entries {}–{} · {} in this report's window{}</p>",
         esc(&c.host),
         esc(&format_ns(c.created_at_ns)),
         esc(&c.key_id),
+        c.base.as_ref().map_or(1, |b| b.seq + 1),
         c.end_seq,
         s.window_entries,
         c.manifest_window.agent.as_ref().map(|a| format!(" · agent <b>{}</b>", esc(a))).unwrap_or_default()
     );
+    if let Some(start) = &c.start {
+        h.push_str(&chain_start_note(start, c.end_seq));
+    }
     match &c.verification {
         Ok(summary) => {
             let _ = write!(

@@ -62,14 +62,19 @@ pub struct Summary {
 }
 
 /// The window's WHERE clause over `?1` (last seq), `?2` (from), `?3` (to),
-/// `?4` (agent).
-const IN_WINDOW: &str = "seq <= ?1 AND (?2 IS NULL OR ts_ns >= ?2) \
+/// `?4` (agent), `?5` (first seq). The seq range bounds the scan to the
+/// carried chain (a windowed bundle's starts at a checkpoint near the
+/// window), whatever the time bounds.
+const IN_WINDOW: &str = "seq >= ?5 AND seq <= ?1 AND (?2 IS NULL OR ts_ns >= ?2) \
     AND (?3 IS NULL OR ts_ns < ?3) AND (?4 IS NULL OR agent = ?4)";
 
-/// Aggregates the window of the chain that ends at `end_seq`.
+/// Aggregates the window of the chain carried from `first_seq` to
+/// `end_seq` (a windowed bundle's carried prefix before the window is
+/// outside the window's times, so it is not counted).
 pub fn summarise(
     store: &EvidenceStore,
     window: &Window,
+    first_seq: u64,
     end_seq: u64,
 ) -> Result<Summary, StoreError> {
     let conn = store.connection();
@@ -77,7 +82,13 @@ pub fn summarise(
         let path = store.path().to_path_buf();
         move |source| StoreError::Sqlite { op, path, source }
     };
-    let w = params![end_seq, window.from_ns, window.to_ns, window.agent];
+    let w = params![
+        end_seq,
+        window.from_ns,
+        window.to_ns,
+        window.agent,
+        first_seq
+    ];
 
     let mut summary = Summary::default();
     let mut stmt = conn
@@ -125,7 +136,10 @@ pub fn summarise(
         until_ns: window.to_ns,
         ..Filter::default()
     })?;
-    let gaps: Vec<Entry> = gaps.into_iter().filter(|e| e.seq <= end_seq).collect();
+    let gaps: Vec<Entry> = gaps
+        .into_iter()
+        .filter(|e| (first_seq..=end_seq).contains(&e.seq))
+        .collect();
     summary.gaps_total = gaps.len() as u64;
     summary.gaps = gaps.into_iter().take(GAPS_LISTED).collect();
     Ok(summary)
@@ -147,14 +161,14 @@ fn chart(conn: &Connection, w: WindowParams<'_>) -> rusqlite::Result<Option<Char
     // Integer bucket width, rounded up so the newest decision is in the last bar.
     let width = ((end - start) / BUCKETS as i64 + 1).max(1);
     let mut stmt = conn.prepare(&format!(
-        "SELECT (ts_ns - ?5) / ?6 AS b,
+        "SELECT (ts_ns - ?6) / ?7 AS b,
             sum(decision IN ('allow', 'would-deny', 'would-hold')),
             sum(decision NOT IN ('allow', 'hold', 'would-deny', 'would-hold') AND kind <> 'hold'),
             sum(decision = 'hold' OR kind = 'hold')
          FROM evidence WHERE {IN_WINDOW} AND {decisions} GROUP BY b"
     ))?;
     let mut buckets = vec![[0u64; 3]; BUCKETS];
-    let mut rows = stmt.query(params![w[0], w[1], w[2], w[3], start, width])?;
+    let mut rows = stmt.query(params![w[0], w[1], w[2], w[3], w[4], start, width])?;
     while let Some(row) = rows.next()? {
         let b = usize::try_from(row.get::<_, i64>(0)?)
             .unwrap_or(0)

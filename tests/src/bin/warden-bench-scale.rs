@@ -295,6 +295,101 @@ fn archive_only(n: u64) {
     );
 }
 
+/// `WARDEN_BENCH_SCALE_ONLY=export`: a log with a signed checkpoint every
+/// 1000 entries (as the daemon signs), grown to 1M, 3M and `n` entries; at
+/// each size `warden evidence export` of a small window near the head (the
+/// 10k entries ending 10k before it) with `--full-chain` (the chain from
+/// seq 1 and the whole log's verification: the behaviour before windowed
+/// bundles) and without (the chain from the newest checkpoint before the
+/// window), side by side, each with its peak RSS (wait4's `ru_maxrss`, the
+/// figure `/usr/bin/time -v` prints) and bundle size, and `evidence verify`
+/// of each bundle. `WARDEN_BENCH_EXPORT_FULL_MAX=N` skips the
+/// `--full-chain` side at sizes above N (at 10M it needs gigabytes of
+/// bundle and minutes).
+fn export_only(n: u64) {
+    let full_max: u64 = std::env::var("WARDEN_BENCH_EXPORT_FULL_MAX").map_or(u64::MAX, |s| {
+        s.parse().expect("WARDEN_BENCH_EXPORT_FULL_MAX: a number")
+    });
+    let env = TestEnv::new("bench-export");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let key = warden::evidence::checkpoint::HostKey::load_or_create(&env.state_dir()).unwrap();
+    let mut store = EvidenceStore::open(&env.database()).unwrap();
+    let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
+    let mut sizes = vec![1_000_000u64, 3_000_000, n];
+    sizes.retain(|s| *s <= n);
+    sizes.dedup();
+    let mut made = 0u64;
+    let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let du = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|f| f.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    println!("evidence export of a small window against the size of the log (one run each)");
+    for size in sizes {
+        let t = Instant::now();
+        while made < size {
+            let upto = (made + 1_000).min(size);
+            let batch: Vec<NewEntry> = (made..upto).map(|i| entry(i, base_ns)).collect();
+            store.append(&batch, Durability::Batched).unwrap();
+            made = upto;
+            let (seq, head) = store.head().unwrap().unwrap();
+            let ts = base_ns + (made as i64 - 1) * SPACING_NS;
+            warden::evidence::checkpoint::write(store.connection(), &key, seq, &head, ts).unwrap();
+        }
+        let db = std::fs::metadata(env.database()).map_or(0, |m| m.len());
+        println!(
+            "  {}: generated to {made} entries (a checkpoint every 1000) in {:.1} s; warden.db {} MiB",
+            human(size),
+            t.elapsed().as_secs_f64(),
+            db >> 20
+        );
+        // Entries size-20k .. size-10k, in whole seconds (100 entries/s).
+        let from = (base_ns + (made as i64 - 20_000) * SPACING_NS) / 1_000_000_000;
+        let to = (base_ns + (made as i64 - 10_000) * SPACING_NS) / 1_000_000_000;
+        for (label, extra) in [("--full-chain (before)", true), ("windowed (after)", false)] {
+            let out = env.dir.path().join("bundle");
+            let out_s = out.to_str().unwrap().to_string();
+            let mut args = s(&[
+                "evidence",
+                "export",
+                "--out",
+                &out_s,
+                "--from",
+                &from.to_string(),
+                "--to",
+                &to.to_string(),
+            ]);
+            if extra {
+                if size > full_max {
+                    println!("    export {label:<22}: skipped (WARDEN_BENCH_EXPORT_FULL_MAX)");
+                    continue;
+                }
+                args.push("--full-chain".into());
+            }
+            let (wall, rss, ok) = run_once(&env, &args);
+            assert!(ok, "export {label}");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+            let bytes = du(&out);
+            let (vwall, vrss, vok) = run_once(&env, &s(&["evidence", "verify", &out_s]));
+            assert!(vok, "the bundle ({label}) verifies");
+            println!(
+                "    export {label:<22}: {:>9} ms, peak RSS {:>4} MiB, bundle {:>6} MiB, {:>8} entries carried; evidence verify {:>9} ms, peak RSS {:>4} MiB",
+                ms(wall),
+                rss / 1024,
+                bytes >> 20,
+                manifest["entries"],
+                ms(vwall),
+                vrss / 1024
+            );
+            std::fs::remove_dir_all(&out).unwrap();
+        }
+    }
+    drop(store);
+}
+
 /// `WARDEN_BENCH_SCALE_ONLY=cli`: the everyday verbs of issue #14 only, at
 /// 10k, 1M and `n` entries (no `log verify`, shadow or unwindowed export):
 /// `log --count`, `log --limit 20`, `kill` and `revive` of a registered
@@ -588,6 +683,10 @@ fn main() {
         .map_or(10_000_000, |s| s.parse().expect("entries: a number"));
     if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("archive") {
         archive_only(n);
+        return;
+    }
+    if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("export") {
+        export_only(n);
         return;
     }
     if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("cli") {
