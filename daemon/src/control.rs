@@ -82,6 +82,11 @@ pub enum Request {
         /// What `confine::prepare` built, as the entry records it.
         confinement: serde_json::Value,
     },
+    /// A barrier for `warden run`'s denial explainer, from outside every
+    /// agent: answered (`Ok`) once every record the kernel had queued when
+    /// the request arrived (ring buffer and parked records) is committed
+    /// to the evidence log.
+    Drained,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
