@@ -87,6 +87,22 @@ pub enum Request {
     /// the request arrived (ring buffer and parked records) is committed
     /// to the evidence log.
     Drained,
+    /// `warden kill` from outside every agent, after it set the kernel flag
+    /// and ended the agent's processes itself: the daemon marks the agent
+    /// revoked in the registry and appends the `kill` entry (attributed to
+    /// the peer) durably, through its evidence writer, before it answers
+    /// `Ok` (from the CLI's own connection both waited on the writer's
+    /// lock while an agent kept it busy).
+    KillRecord {
+        agent: String,
+        reason: String,
+        freeze: bool,
+        /// (pid, exe) of the processes that were in the cgroup.
+        processes: Vec<(u32, String)>,
+        /// The flag was set in the pinned maps (false: no programs loaded).
+        kernel_applied: bool,
+        to_kernel_us: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

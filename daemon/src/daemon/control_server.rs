@@ -424,6 +424,38 @@ pub(super) async fn dispatch(
             }
         }
         Request::Drained => drained(uid, pid, enforcer, barriers).await,
+        Request::KillRecord {
+            agent,
+            reason,
+            freeze,
+            processes,
+            kernel_applied,
+            to_kernel_us,
+        } => {
+            if uid != 0 {
+                return Response::Error {
+                    message: format!("warden kill needs root; caller is uid {uid}"),
+                };
+            }
+            let actor = Actor::of(uid, pid);
+            let kill = super::kill_record::KillRecord {
+                agent,
+                reason,
+                freeze,
+                processes,
+                kernel_applied,
+                to_kernel_us,
+            };
+            match ask(enforcer, |reply| Command::KillRecord { kill, actor, reply }).await {
+                Some(Ok(())) => Response::Ok {
+                    message: "kill recorded".into(),
+                },
+                Some(Err(message)) => Response::Error { message },
+                None => Response::Error {
+                    message: "daemon is shutting down".into(),
+                },
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {

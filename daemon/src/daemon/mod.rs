@@ -18,6 +18,7 @@ mod enforcer;
 mod events;
 pub mod evidence_cap;
 mod governance;
+mod kill_record;
 mod reconcile;
 mod run_start;
 mod startup;
