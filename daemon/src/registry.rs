@@ -279,7 +279,17 @@ impl Registry {
     }
 
     pub fn set_status(&mut self, name: &str, status: AgentStatus) -> Result<(), RegistryError> {
-        set_status_on(&self.conn, name, status)
+        let n = self
+            .conn
+            .execute(
+                "UPDATE agents SET status = ?2 WHERE name = ?1",
+                params![name, status.as_str()],
+            )
+            .map_err(sql("update agent status"))?;
+        if n == 0 {
+            return Err(RegistryError::UnknownAgent(name.to_string()));
+        }
+        Ok(())
     }
 
     /// Records that `agent` now runs under this policy content. Returns the
@@ -350,27 +360,6 @@ impl Registry {
 const SELECT_AGENT: &str =
     "SELECT id, name, owner, policy, cgroup, adopted, status, created_at_ns, created_by, \
      (SELECT parent FROM agent_parents WHERE child = agents.name) FROM agents";
-
-/// [`Registry::set_status`] on a connection that is not a `Registry`'s:
-/// the daemon's evidence writer revokes an agent for `warden kill` on its
-/// own connection, which holds the database's write lock while the writer
-/// is busy (another connection would wait on that lock).
-pub fn set_status_on(
-    conn: &Connection,
-    name: &str,
-    status: AgentStatus,
-) -> Result<(), RegistryError> {
-    let n = conn
-        .execute(
-            "UPDATE agents SET status = ?2 WHERE name = ?1",
-            params![name, status.as_str()],
-        )
-        .map_err(sql("update agent status"))?;
-    if n == 0 {
-        return Err(RegistryError::UnknownAgent(name.to_string()));
-    }
-    Ok(())
-}
 
 fn row_to_agent(r: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {

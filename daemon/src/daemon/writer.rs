@@ -25,8 +25,6 @@ pub enum WriteError {
     Gone,
     #[error("write evidence")]
     Store(#[source] StoreError),
-    #[error("change the agent's status before writing its evidence")]
-    Registry(#[source] crate::registry::RegistryError),
 }
 
 /// The reply to a `drained` barrier: sent once every record queued before
@@ -37,10 +35,6 @@ pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
     done: Option<oneshot::Sender<Result<(), WriteError>>>,
-    /// An agent's registry status, set on the writer's own connection just
-    /// before the entries are appended (`warden kill` through the daemon:
-    /// from any other connection it waits on the writer's lock).
-    status: Option<(String, crate::registry::AgentStatus)>,
 }
 
 /// How many jobs may wait for the writer. With the event reader's batches
@@ -82,7 +76,6 @@ impl EvidenceWriter {
             entries,
             durability: Durability::Batched,
             done: None,
-            status: None,
         };
         if self.tx.send(job).is_err() {
             tracing::error!("evidence writer is gone; entries lost");
@@ -98,7 +91,6 @@ impl EvidenceWriter {
             entries,
             durability: Durability::Batched,
             done: None,
-            status: None,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(()),
@@ -118,7 +110,6 @@ impl EvidenceWriter {
             entries: Vec::new(),
             durability: Durability::Batched,
             done: Some(done),
-            status: None,
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(()),
@@ -140,28 +131,6 @@ impl EvidenceWriter {
             entries,
             durability: Durability::Fsync,
             done: Some(done),
-            status: None,
-        };
-        self.tx.send(job).map_err(|_| WriteError::Gone)?;
-        wait.blocking_recv().map_err(|_| WriteError::Gone)?
-    }
-
-    /// Sets `agent`'s registry status, then appends `entries`; returns once
-    /// both are durably on disk (the status change is committed first: an
-    /// entry never says more than the registry).
-    pub(super) fn set_status_then_write_durable(
-        &self,
-        agent: String,
-        status: crate::registry::AgentStatus,
-        mut entries: Vec<NewEntry>,
-    ) -> Result<(), WriteError> {
-        crate::lineage::annotate(&mut entries);
-        let (done, wait) = oneshot::channel();
-        let job = WriteJob {
-            entries,
-            durability: Durability::Fsync,
-            done: Some(done),
-            status: Some((agent, status)),
         };
         self.tx.send(job).map_err(|_| WriteError::Gone)?;
         wait.blocking_recv().map_err(|_| WriteError::Gone)?
@@ -321,30 +290,12 @@ pub(super) fn append_jobs(
     stats: &Stats,
     mut sentinel: Option<&mut SentinelHook>,
 ) -> u64 {
-    let mut taken = vec![first];
-    while taken.len() < 256 {
+    let mut jobs = vec![first];
+    while jobs.len() < 256 {
         match rx.try_recv() {
-            Ok(job) => taken.push(job),
+            Ok(job) => jobs.push(job),
             Err(_) => break,
         }
-    }
-    // Registry status changes first, each committed on its own; a job
-    // whose change fails is answered with the failure, its entries unwritten.
-    let mut jobs = Vec::with_capacity(taken.len());
-    for mut job in taken {
-        if let Some((agent, status)) = job.status.take() {
-            if let Err(e) = crate::registry::set_status_on(store.connection(), &agent, status) {
-                tracing::error!(error = %crate::error_chain(&e), agent = %agent, "agent status not changed");
-                if let Some(done) = job.done {
-                    let _ = done.send(Err(WriteError::Registry(e)));
-                }
-                continue;
-            }
-        }
-        jobs.push(job);
-    }
-    if jobs.is_empty() {
-        return 0;
     }
     let durability = if jobs
         .iter()

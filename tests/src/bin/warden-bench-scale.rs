@@ -714,6 +714,16 @@ fn kill_only(n: u64) {
     }
     flood.kill().unwrap();
     flood.wait().unwrap();
+    if std::env::var_os("WARDEN_BENCH_RUN_STRACE").is_some() {
+        // The daemon's side of each kill (its log at `info`).
+        for l in env
+            .daemon_log()
+            .lines()
+            .filter(|l| l.contains("kill recorded"))
+        {
+            println!("    daemon: {l}");
+        }
+    }
     println!(
         "  kill at {} entries with a busy daemon, median of {} runs: this binary {} ms{}; log --count: {}",
         human(made),
