@@ -243,8 +243,9 @@ const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 /// The end is seen at once (a pidfd of this process, which stays valid
 /// across its exec and becomes readable when it exits); then the daemon's
 /// `drained` barrier says every record the kernel had queued is in the
-/// log, one last look prints them, and the run's stderr is let go. With no
-/// barrier answered (no daemon, or none within `EXPLAIN_BARRIER`), the
+/// log, one last look prints them, and the run's stderr is let go. A
+/// barrier not answered within `EXPLAIN_BARRIER` (the daemon's writer that
+/// far behind) ends it too, after one last look; with no daemon at all the
 /// explainer keeps looking for `EXPLAIN_GRACE` instead.
 fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -> Result<()> {
     use nix::unistd::{fork, ForkResult};
@@ -293,12 +294,15 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
                     break;
                 }
             }
-            if matches!(
-                control::call(&paths.socket, &Request::Drained, EXPLAIN_BARRIER),
-                Ok(Response::Ok { .. })
-            ) {
-                print();
-                std::process::exit(0);
+            match control::call(&paths.socket, &Request::Drained, EXPLAIN_BARRIER) {
+                // No daemon: the grace below.
+                Err(ControlError::NotRunning { .. }) => {}
+                // Answered, or waited for longer than the grace already
+                // (a daemon whose writer is that far behind): a last look.
+                _ => {
+                    print();
+                    std::process::exit(0);
+                }
             }
             let since = std::time::Instant::now();
             loop {

@@ -488,6 +488,31 @@ fn run_only() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let loaded = times(&mut busy);
+        // Until the end of stdout and stderr while the daemon is busy: the
+        // explainer's barrier waits for the writer's queue.
+        if let Some((bin, _)) = base(&env) {
+            let eof = |make: &dyn Fn() -> std::process::Command| {
+                median(
+                    (0..RUNS)
+                        .map(|_| {
+                            let mut cmd = make();
+                            cmd.args(&run).stdout(Stdio::piped());
+                            let t = Instant::now();
+                            let out = cmd.output().unwrap();
+                            assert!(out.status.success(), "run");
+                            t.elapsed()
+                        })
+                        .collect(),
+                )
+            };
+            let mine_eof = eof(&|| env.warden());
+            let base_eof = eof(&|| base(&env).unwrap().1);
+            println!(
+                "  round {round}: busy daemon, run -- true until the end of stdout and stderr: this binary {} ms, {bin} {} ms",
+                ms(mine_eof),
+                ms(base_eof)
+            );
+        }
         if round + 1 == rounds {
             strace(&env, &run, "busy");
         }
