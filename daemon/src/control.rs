@@ -310,6 +310,28 @@ mod tests {
     }
 
     #[test]
+    fn barrier_and_kill_record_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Drained).unwrap(),
+            r#"{"op":"drained"}"#
+        );
+        let kill = Request::KillRecord {
+            agent: "bot".into(),
+            reason: "r".into(),
+            freeze: false,
+            processes: vec![(7, "/bin/sh".into())],
+            kernel_applied: true,
+            to_kernel_us: 1200,
+        };
+        let text = serde_json::to_string(&kill).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"kill_record","agent":"bot","reason":"r","freeze":false,"processes":[[7,"/bin/sh"]],"kernel_applied":true,"to_kernel_us":1200}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), kill);
+    }
+
+    #[test]
     fn missing_socket_means_not_running() {
         let err = call(
             Path::new("/nonexistent/warden.sock"),
