@@ -1,6 +1,8 @@
 //! `warden kill|revive|uninstall`: the verbs that take enforcement away or
 //! give it back. They work with the daemon stopped (pinned maps, direct
-//! evidence appends) and only tell a running daemon afterwards.
+//! evidence appends) and only tell a running daemon afterwards; `kill`
+//! has a running daemon write its record (`kill_record`) once the kernel
+//! flag is set and the processes are ended.
 
 use std::time::Duration;
 
