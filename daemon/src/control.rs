@@ -82,6 +82,27 @@ pub enum Request {
         /// What `confine::prepare` built, as the entry records it.
         confinement: serde_json::Value,
     },
+    /// A barrier for `warden run`'s denial explainer, from outside every
+    /// agent: answered (`Ok`) once every record the kernel had queued when
+    /// the request arrived (ring buffer and parked records) is committed
+    /// to the evidence log.
+    Drained,
+    /// `warden kill` from outside every agent, after it set the kernel flag
+    /// and ended the agent's processes itself: the daemon marks the agent
+    /// revoked in the registry and appends the `kill` entry (attributed to
+    /// the peer) durably, through its evidence writer, before it answers
+    /// `Ok` (from the CLI's own connection both waited on the writer's
+    /// lock while an agent kept it busy).
+    KillRecord {
+        agent: String,
+        reason: String,
+        freeze: bool,
+        /// (pid, exe) of the processes that were in the cgroup.
+        processes: Vec<(u32, String)>,
+        /// The flag was set in the pinned maps (false: no programs loaded).
+        kernel_applied: bool,
+        to_kernel_us: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -286,6 +307,28 @@ mod tests {
             serde_json::to_string(&resp).unwrap(),
             r#"{"result":"error","message":"no"}"#
         );
+    }
+
+    #[test]
+    fn barrier_and_kill_record_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Drained).unwrap(),
+            r#"{"op":"drained"}"#
+        );
+        let kill = Request::KillRecord {
+            agent: "bot".into(),
+            reason: "r".into(),
+            freeze: false,
+            processes: vec![(7, "/bin/sh".into())],
+            kernel_applied: true,
+            to_kernel_us: 1200,
+        };
+        let text = serde_json::to_string(&kill).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"kill_record","agent":"bot","reason":"r","freeze":false,"processes":[[7,"/bin/sh"]],"kernel_applied":true,"to_kernel_us":1200}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), kill);
     }
 
     #[test]

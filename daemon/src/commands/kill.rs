@@ -1,6 +1,8 @@
 //! `warden kill|revive|uninstall`: the verbs that take enforcement away or
 //! give it back. They work with the daemon stopped (pinned maps, direct
-//! evidence appends) and only tell a running daemon afterwards.
+//! evidence appends) and only tell a running daemon afterwards; `kill`
+//! has a running daemon write its record (`kill_record`) once the kernel
+//! flag is set and the processes are ended.
 
 use std::time::Duration;
 
@@ -8,7 +10,13 @@ use super::{
     admin_event::AdminEvent, notify_daemon, open_registry, record_durably, require_root,
     CommandError, Result,
 };
-use crate::{actor::Actor, cgroup, config::Paths, registry::Agent};
+use crate::{
+    actor::Actor,
+    cgroup,
+    config::Paths,
+    control::{self, Request, Response},
+    registry::Agent,
+};
 
 /// What `warden kill` did.
 pub struct KillReport {
@@ -22,18 +30,25 @@ pub struct KillReport {
     pub daemon_notified: bool,
 }
 
+/// How long `warden kill` waits for the daemon to record it before it
+/// records the kill itself.
+const KILL_RECORD_BOUND: Duration = Duration::from_secs(2);
+
 /// `warden kill NAME --reason TEXT [--freeze]`: revokes the agent in one
 /// action. Works with the daemon stopped (pinned maps, direct append).
-/// Order: the registry first (so a daemon reconciling at the same moment
-/// keeps it revoked), then the kernel flag (every hook refuses from the next
-/// action), then the processes, then the durable evidence entry; only then
-/// does it return.
+/// Order: the kernel flag first (every hook refuses from the next action;
+/// it needs only a read of the registry, which never waits on a writer),
+/// then the processes, then the registry's `revoked` and the durable
+/// evidence entry: through the running daemon's writer when it answers
+/// within `KILL_RECORD_BOUND`, else directly; only then does it return.
+/// A daemon that reconciled between the flag and the registry's change
+/// wrote the old status back into the kernel: the flag is set again once
+/// the registry says revoked.
 pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<KillReport> {
     let start = std::time::Instant::now();
     require_root("warden kill")?;
     let mut registry = open_registry(paths)?;
     let agent = registry.get(name)?;
-    registry.set_status(name, crate::registry::AgentStatus::Revoked)?;
     let cgroup_id = cgroup::cgroup_id(&agent.cgroup)?;
     let kernel = crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, true)?;
     // Its delegated children, whose cgroups are below its own (cgroup.kill
@@ -63,16 +78,32 @@ pub fn kill(paths: &Paths, name: &str, reason: &str, freeze: bool) -> Result<Kil
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let entry = AdminEvent::Kill {
-        agent: &agent,
-        reason,
+    let request = Request::KillRecord {
+        agent: name.into(),
+        reason: reason.into(),
         freeze,
-        processes: &processes,
-        kernel: kernel.clone(),
-        to_kernel,
+        processes: processes.clone(),
+        kernel_applied: kernel == crate::kernel::Revocation::Applied,
+        to_kernel_us: to_kernel.as_micros() as u64,
+    };
+    let by_daemon = matches!(
+        control::call(&paths.socket, &request, KILL_RECORD_BOUND),
+        Ok(Response::Ok { .. })
+    );
+    if !by_daemon {
+        registry.set_status(name, crate::registry::AgentStatus::Revoked)?;
+        let entry = AdminEvent::Kill {
+            agent: &agent,
+            reason,
+            freeze,
+            processes: &processes,
+            kernel: kernel.clone(),
+            to_kernel,
+        }
+        .entry(&Actor::current());
+        record_durably(paths, entry)?;
     }
-    .entry(&Actor::current());
-    record_durably(paths, entry)?;
+    crate::kernel::set_revoked_pinned(&paths.pin_dir, cgroup_id, agent.id, true)?;
     let daemon_notified = notify_daemon(paths).unwrap_or(false);
     Ok(KillReport {
         agent,

@@ -224,10 +224,13 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
     }
 }
 
-/// How often the explainer looks for new refusals, and how long it keeps
-/// looking after the command has ended (the kernel's record of a kill
-/// reaches the log a moment after the process is gone).
+/// How often the explainer looks for new refusals while the command runs;
+/// how long it waits for the daemon's `drained` barrier once the command
+/// has ended; and how long it keeps looking after the end when no barrier
+/// is answered (the kernel's record of a kill reaches the log a moment
+/// after the process is gone).
 const EXPLAIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const EXPLAIN_BARRIER: std::time::Duration = std::time::Duration::from_secs(1);
 const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Denials explained where the agent sees them: forks a process that
@@ -236,21 +239,34 @@ const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 /// after its exec) has ended. It reads the evidence log, so what it says
 /// is what was recorded. Every process of the agent is reported, not only
 /// this run's (the log knows the agent, not the run).
+///
+/// The end is seen at once (a pidfd of this process, which stays valid
+/// across its exec and becomes readable when it exits); then the daemon's
+/// `drained` barrier says every record the kernel had queued is in the
+/// log, one last look prints them, and the run's stderr is let go. A
+/// barrier not answered within `EXPLAIN_BARRIER` (the daemon's writer that
+/// far behind) ends it too, after one last look; with no daemon at all the
+/// explainer keeps looking for `EXPLAIN_GRACE` instead.
 fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -> Result<()> {
-    use nix::unistd::{fork, getppid, ForkResult};
+    use nix::unistd::{fork, ForkResult};
     let parent = nix::unistd::getpid();
+    // Opened before the fork, close-on-exec: the command does not inherit
+    // it. None on a kernel without pidfd_open (5.3+): getppid() then.
+    let ended = pidfd_of(parent);
     // SAFETY: `warden run` is single-threaded (its control call is a
     // blocking socket), so the child may allocate and open files.
     match unsafe { fork() }.map_err(|source| CommandError::Sys {
         op: "fork the denial explainer".into(),
         source,
     })? {
-        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Parent { .. } => {
+            drop(ended);
+            Ok(())
+        }
         ForkResult::Child => {
             // It writes on stderr only: holding the run's stdin and stdout
             // would keep a reader of the command's output (`$(warden run
-            // ...)`, a pipe) waiting for EXPLAIN_GRACE after the command
-            // ended (the workload bench's 0.5 s `run -- true`).
+            // ...)`, a pipe) waiting until the explainer ends.
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -261,9 +277,8 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
                 let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
             }
             let mut after = after_seq;
-            let mut ended: Option<std::time::Instant> = None;
             let store = open_store(paths).ok();
-            loop {
+            let mut print = || {
                 if let Some(store) = &store {
                     if let Ok(entries) = store.refusals_after(agent, after, 1000) {
                         for e in &entries {
@@ -272,16 +287,68 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
                         }
                     }
                 }
-                if getppid() != parent {
-                    let since = *ended.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() > EXPLAIN_GRACE {
-                        std::process::exit(0);
-                    }
+            };
+            loop {
+                print();
+                if command_ended(ended.as_ref(), parent, EXPLAIN_POLL) {
+                    break;
+                }
+            }
+            match control::call(&paths.socket, &Request::Drained, EXPLAIN_BARRIER) {
+                // No daemon: the grace below.
+                Err(ControlError::NotRunning { .. }) => {}
+                // Answered, or waited for longer than the grace already
+                // (a daemon whose writer is that far behind): a last look.
+                _ => {
+                    print();
+                    std::process::exit(0);
+                }
+            }
+            let since = std::time::Instant::now();
+            loop {
+                print();
+                if since.elapsed() > EXPLAIN_GRACE {
+                    std::process::exit(0);
                 }
                 std::thread::sleep(EXPLAIN_POLL);
             }
         }
     }
+}
+
+/// A pidfd of `pid` (close-on-exec), or None where pidfd_open is missing.
+fn pidfd_of(pid: nix::unistd::Pid) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) with a pid and no flags; it returns a new
+    // descriptor (O_CLOEXEC) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just returned to us, owned by nothing else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits up to `timeout` for the command's end: true once `parent` (the
+/// command, after its exec) has exited.
+fn command_ended(
+    pidfd: Option<&std::os::fd::OwnedFd>,
+    parent: nix::unistd::Pid,
+    timeout: std::time::Duration,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = pidfd else {
+        std::thread::sleep(timeout);
+        return nix::unistd::getppid() != parent;
+    };
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a bounded timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
+    ready > 0
 }
 
 /// `warden: denied open /etc/shadow (rule default-deny, policy snapshot

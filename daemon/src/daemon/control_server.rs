@@ -130,7 +130,11 @@ fn peer_cgroup(pid: Option<i32>) -> PathBuf {
         .unwrap_or_default()
 }
 
-pub(super) async fn serve_control(listener: UnixListener, enforcer: mpsc::Sender<Command>) {
+pub(super) async fn serve_control(
+    listener: UnixListener,
+    enforcer: mpsc::Sender<Command>,
+    barriers: Barriers,
+) {
     let budget = Arc::new(Mutex::new(Budget::default()));
     let mut accept_errors = RateLimited::new("control socket accept");
     let mut refusals = RateLimited::new("control connection refused");
@@ -168,9 +172,10 @@ pub(super) async fn serve_control(listener: UnixListener, enforcer: mpsc::Sender
             }
         };
         let enforcer = enforcer.clone();
+        let barriers = barriers.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = handle_client(stream, enforcer).await {
+            if let Err(e) = handle_client(stream, enforcer, barriers).await {
                 tracing::debug!(error = %e, "control client");
             }
         });
@@ -198,6 +203,7 @@ async fn read_request<R: tokio::io::AsyncRead + Unpin>(read: R) -> Result<Vec<u8
 pub(super) async fn handle_client(
     stream: UnixStream,
     enforcer: mpsc::Sender<Command>,
+    barriers: Barriers,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
@@ -209,7 +215,7 @@ pub(super) async fn handle_client(
             },
             Ok(req) => {
                 let peer_pid = cred.pid().unwrap_or(0) as u32;
-                dispatch(req, cred.uid(), peer_pid, &enforcer).await
+                dispatch(req, cred.uid(), peer_pid, &enforcer, &barriers).await
             }
         },
     };
@@ -232,11 +238,19 @@ fn answer(reply: Option<Result<String, String>>) -> Response {
     }
 }
 
+/// Where `drained` barriers go: the event reader (`read_events`).
+pub(super) type Barriers = tokio::sync::mpsc::Sender<super::writer::Drained>;
+
+/// How long a `drained` barrier may take in the daemon before its answer
+/// is an error (the explainer waits 1 s, then falls back to its grace).
+const DRAIN_BOUND: Duration = Duration::from_secs(2);
+
 pub(super) async fn dispatch(
     req: Request,
     uid: u32,
     pid: u32,
     enforcer: &mpsc::Sender<Command>,
+    barriers: &Barriers,
 ) -> Response {
     let gone = || Response::Error {
         message: "daemon is shutting down".into(),
@@ -409,6 +423,39 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+        Request::Drained => drained(uid, pid, enforcer, barriers).await,
+        Request::KillRecord {
+            agent,
+            reason,
+            freeze,
+            processes,
+            kernel_applied,
+            to_kernel_us,
+        } => {
+            if uid != 0 {
+                return Response::Error {
+                    message: format!("warden kill needs root; caller is uid {uid}"),
+                };
+            }
+            let actor = Actor::of(uid, pid);
+            let kill = super::kill_record::KillRecord {
+                agent,
+                reason,
+                freeze,
+                processes,
+                kernel_applied,
+                to_kernel_us,
+            };
+            match ask(enforcer, |reply| Command::KillRecord { kill, actor, reply }).await {
+                Some(Ok(())) => Response::Ok {
+                    message: "kill recorded".into(),
+                },
+                Some(Err(message)) => Response::Error { message },
+                None => Response::Error {
+                    message: "daemon is shutting down".into(),
+                },
+            }
+        }
         Request::Reload => {
             if uid != 0 {
                 return Response::Error {
@@ -438,6 +485,70 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
+    }
+}
+
+/// `drained`: root, from outside every agent (each answer costs the reader
+/// a drain and the writer a commit, which an agent may not ask for in a
+/// loop); answered once the reader has handed every record queued before
+/// the request to the writer and the writer has committed them.
+async fn drained(
+    uid: u32,
+    pid: u32,
+    enforcer: &mpsc::Sender<Command>,
+    barriers: &Barriers,
+) -> Response {
+    let asked = Instant::now();
+    if uid != 0 {
+        return Response::Error {
+            message: format!("drained needs root; caller is uid {uid}"),
+        };
+    }
+    let actor = Actor::of(uid, pid);
+    match ask(enforcer, |reply| Command::RefuseAgentCaller {
+        actor,
+        verb: "drained",
+        reply,
+    })
+    .await
+    {
+        Some(None) => {}
+        Some(Some(message)) => return Response::Error { message },
+        None => {
+            return Response::Error {
+                message: "daemon is shutting down".into(),
+            }
+        }
+    }
+    let (done, wait) = tokio::sync::oneshot::channel();
+    if barriers.send(done).await.is_err() {
+        return Response::Error {
+            message: "the event reader has stopped".into(),
+        };
+    }
+    match tokio::time::timeout(DRAIN_BOUND, wait).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::debug!(
+                pid,
+                ms = asked.elapsed().as_secs_f64() * 1e3,
+                "drained: answered"
+            );
+            Response::Ok {
+                message: "every record queued before the request is in the log".into(),
+            }
+        }
+        Ok(Ok(Err(e))) => Response::Error {
+            message: crate::error_chain(&e),
+        },
+        Ok(Err(_)) => Response::Error {
+            message: "the event reader has stopped".into(),
+        },
+        Err(_) => Response::Error {
+            message: format!(
+                "the log did not catch up within {} s",
+                DRAIN_BOUND.as_secs()
+            ),
+        },
     }
 }
 

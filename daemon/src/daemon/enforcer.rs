@@ -129,6 +129,12 @@ pub(super) enum Command {
         actor: Actor,
         reply: oneshot::Sender<Result<(AgentState, Option<u64>), String>>,
     },
+    /// `warden kill` asks the daemon to record it (`kill_record.rs`).
+    KillRecord {
+        kill: super::kill_record::KillRecord,
+        actor: Actor,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A process of an agent left the agent's subtree and the kernel could
     /// not kill it in place (it did not move itself): kill it here.
     KillEscaped {
@@ -195,6 +201,9 @@ impl Enforcer {
                     reply,
                 } => {
                     let _ = reply.send(self.run_start(start, &actor));
+                }
+                Command::KillRecord { kill, actor, reply } => {
+                    let _ = reply.send(self.kill_record(kill, &actor));
                 }
                 Command::Reconcile { actor, reply } => {
                     let errors = self.reconcile(&actor);

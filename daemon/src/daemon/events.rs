@@ -10,7 +10,7 @@ use super::{
     enforcer::Command,
     summaries::{FirstSeen, RepeatKey},
     views::{Stats, Views},
-    writer::{EvidenceWriter, MAX_BATCH},
+    writer::{Drained, EvidenceWriter, MAX_BATCH},
 };
 use crate::{
     attribution::{self, AgentView, PolicyView, ProcessFacts, UserNames},
@@ -26,6 +26,10 @@ use crate::{
 /// agent does not wait for a dead one.
 const HEARTBEAT_STALE_NS: u64 = warden_common::limits::HEARTBEAT_STALE_NS;
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the reader's handles, each owned by the task it runs as"
+)]
 pub(super) async fn read_events(
     ring: RingBuf<MapData>,
     mut parked: Backpressure,
@@ -34,6 +38,7 @@ pub(super) async fn read_events(
     enforcer: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     first_seen: Arc<Mutex<FirstSeen>>,
+    mut barriers: tokio::sync::mpsc::Receiver<Drained>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
     // as long as the AsyncFd (which owns the RingBuf) exists.
@@ -47,6 +52,8 @@ pub(super) async fn read_events(
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backlog = false;
+    // `drained` barriers waiting for a drain that empties the ring buffer.
+    let mut waiting: Vec<Drained> = Vec::new();
     loop {
         let agent_ids: Vec<u32> = views
             .read()
@@ -75,6 +82,13 @@ pub(super) async fn read_events(
                     batch
                 }
                 _ = tick.tick() => {
+                    let ring = fd.get_mut();
+                    off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+                }
+                Some(barrier) = barriers.recv() => {
+                    // Whatever the kernel queued before the request is
+                    // taken now, not on the next tick.
+                    waiting.push(barrier);
                     let ring = fd.get_mut();
                     off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
                 }
@@ -114,6 +128,25 @@ pub(super) async fn read_events(
         // Recorded (queued to the writer in order): the threads go on.
         for (pid, tid) in resume {
             backpressure::resume(pid, tid);
+        }
+        // This drain emptied the ring buffer (and took the parked records):
+        // every record queued before a waiting barrier arrived is now with
+        // the writer, ahead of the barrier's marker.
+        while let Ok(barrier) = barriers.try_recv() {
+            waiting.push(barrier);
+            backlog = true;
+        }
+        if !backlog {
+            for barrier in std::mem::take(&mut waiting) {
+                let mut marker = barrier;
+                while let Err(back) = writer.try_mark(marker) {
+                    marker = back;
+                    if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
+                        tracing::warn!(error = %e, "heartbeat not written");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
         }
     }
 }

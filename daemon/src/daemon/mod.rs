@@ -18,6 +18,7 @@ mod enforcer;
 mod events;
 pub mod evidence_cap;
 mod governance;
+mod kill_record;
 mod reconcile;
 mod run_start;
 mod startup;
@@ -285,6 +286,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
 
     let _ = ask(&cmd_tx, |reply| Command::Replay { reply }).await;
 
+    // `drained` barriers: the control server hands them to the reader.
+    let (barrier_tx, barrier_rx) = tokio::sync::mpsc::channel(64);
     let reader = tokio::spawn(read_events(
         ring,
         parked,
@@ -293,6 +296,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
         cmd_tx.clone(),
         stats.clone(),
         first_seen,
+        barrier_rx,
     ));
     let expiry_tx = cmd_tx.clone();
     let expiry = tokio::spawn(async move {
@@ -322,7 +326,7 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> Result<(),
             }
         }
     });
-    let server = tokio::spawn(serve_control(listener, cmd_tx.clone()));
+    let server = tokio::spawn(serve_control(listener, cmd_tx.clone(), barrier_tx));
     tracing::info!(socket = %paths.socket.display(), "warden daemon ready");
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -85,7 +85,7 @@ impl Enforcer {
 /// Appends `entries` durably on the enforcer thread's run-start connection,
 /// opening it first if needed; a failed append drops it (the next run
 /// opens it again).
-fn append_run(
+pub(super) fn append_run(
     database: &std::path::Path,
     entries: &[crate::evidence::NewEntry],
 ) -> Result<Vec<crate::evidence::Entry>, String> {

@@ -27,6 +27,10 @@ pub enum WriteError {
     Store(#[source] StoreError),
 }
 
+/// The reply to a `drained` barrier: sent once every record queued before
+/// it is committed (or with the writer's failure).
+pub(super) type Drained = oneshot::Sender<Result<(), WriteError>>;
+
 pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
@@ -93,6 +97,27 @@ impl EvidenceWriter {
             Err(mpsc::TrySendError::Full(job)) => Err(job.entries),
             Err(mpsc::TrySendError::Disconnected(_)) => {
                 tracing::error!("evidence writer is gone; entries lost");
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues a marker with no entries if the writer has room now (gives
+    /// `done` back if not): `done` is answered once every job queued before
+    /// it is committed (the writer takes jobs in order, one thread).
+    pub(super) fn try_mark(&self, done: Drained) -> Result<(), Drained> {
+        let job = WriteJob {
+            entries: Vec::new(),
+            durability: Durability::Batched,
+            done: Some(done),
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(job)) => Err(job.done.expect("the marker's reply")),
+            Err(mpsc::TrySendError::Disconnected(job)) => {
+                if let Some(done) = job.done {
+                    let _ = done.send(Err(WriteError::Gone));
+                }
                 Ok(())
             }
         }

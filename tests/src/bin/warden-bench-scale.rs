@@ -27,7 +27,11 @@ const RUNS: usize = 5;
 /// Runs `warden ARGS` once; returns the wall time, the child's peak RSS
 /// (KiB, from wait4) and whether it succeeded.
 fn run_once(env: &TestEnv, args: &[String]) -> (Duration, u64, bool) {
-    let mut cmd = env.warden();
+    run_once_with(env.warden(), args)
+}
+
+/// [`run_once`] of a given `warden` command (another binary: see [`base`]).
+fn run_once_with(mut cmd: std::process::Command, args: &[String]) -> (Duration, u64, bool) {
     cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     let t = Instant::now();
     #[expect(
@@ -579,6 +583,31 @@ fn run_only() {
             std::thread::sleep(Duration::from_millis(200));
         }
         let loaded = times(&mut busy);
+        // Until the end of stdout and stderr while the daemon is busy: the
+        // explainer's barrier waits for the writer's queue.
+        if let Some((bin, _)) = base(&env) {
+            let eof = |make: &dyn Fn() -> std::process::Command| {
+                median(
+                    (0..RUNS)
+                        .map(|_| {
+                            let mut cmd = make();
+                            cmd.args(&run).stdout(Stdio::piped());
+                            let t = Instant::now();
+                            let out = cmd.output().unwrap();
+                            assert!(out.status.success(), "run");
+                            t.elapsed()
+                        })
+                        .collect(),
+                )
+            };
+            let mine_eof = eof(&|| env.warden());
+            let base_eof = eof(&|| base(&env).unwrap().1);
+            println!(
+                "  round {round}: busy daemon, run -- true until the end of stdout and stderr: this binary {} ms, {bin} {} ms",
+                ms(mine_eof),
+                ms(base_eof)
+            );
+        }
         if round + 1 == rounds {
             strace(&env, &run, "busy");
         }
@@ -594,11 +623,11 @@ fn run_only() {
     strace(&env, &run, "idle");
     // Until the output's end, as `$(warden run ...)` and `Command::output`
     // see it: the denial explainer outlives the command by its grace.
-    let until_eof = |stderr_too: bool| {
+    let until_eof_with = |stderr_too: bool, make: &dyn Fn() -> std::process::Command| {
         median(
             (0..RUNS)
                 .map(|_| {
-                    let mut cmd = env.warden();
+                    let mut cmd = make();
                     cmd.args(&run).stdout(Stdio::piped());
                     if !stderr_too {
                         cmd.stderr(Stdio::null());
@@ -611,11 +640,25 @@ fn run_only() {
                 .collect(),
         )
     };
+    let until_eof = |stderr_too: bool| until_eof_with(stderr_too, &|| env.warden());
     println!(
         "  run -- true (idle) until the end of its stdout {} ms, of stdout and stderr {} ms",
         ms(until_eof(false)),
         ms(until_eof(true))
     );
+    // With `WARDEN_BENCH_BASE_BIN`: that binary's CLI and this one's,
+    // alternating, on this daemon (its explainer's end is the CLI's).
+    if let Some((bin, _)) = base(&env) {
+        for round in 0..3 {
+            let base_eof = until_eof_with(true, &|| base(&env).unwrap().1);
+            let mine_eof = until_eof(true);
+            println!(
+                "  round {round}: run -- true until the end of stdout and stderr: this binary {} ms, {bin} {} ms",
+                ms(mine_eof),
+                ms(base_eof)
+            );
+        }
+    }
     if std::env::var_os("WARDEN_BENCH_RUN_STRACE").is_some() {
         // The daemon's side of each start (its log at `info`).
         for l in env.daemon_log().lines().filter(|l| l.contains("run start")) {
@@ -666,6 +709,155 @@ fn timed(env: &TestEnv, args: &[String], what: &str, after: &dyn Fn()) -> Durati
     )
 }
 
+/// `WARDEN_BENCH_BASE_BIN`: another `warden` binary (say, main's) whose
+/// CLI is timed against this one's, alternating, on the same daemon (this
+/// one's). `env.warden()`'s environment with that program.
+fn base(env: &TestEnv) -> Option<(String, std::process::Command)> {
+    let bin = std::env::var("WARDEN_BENCH_BASE_BIN").ok()?;
+    let mine = env.warden();
+    let mut cmd = std::process::Command::new(&bin);
+    for (k, v) in mine.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    Some((bin, cmd))
+}
+
+/// `WARDEN_BENCH_SCALE_ONLY=kill`: `warden kill` and `revive` of a
+/// registered agent (no process in it) at `n` entries (the first argument;
+/// default here 1M) with the daemon running and busy: a second agent reads
+/// one file in a loop under `evidence: { allowed: each }`, so the writer
+/// appends the whole time. `RUNS` kills per round, `WARDEN_BENCH_RUN_ROUNDS`
+/// rounds (default 3); with `WARDEN_BENCH_BASE_BIN`, each round also times
+/// that binary's kill, alternating. `WARDEN_BENCH_RUN_STRACE=PREFIX`: one
+/// more kill of each binary under `strace -f -tt -T`.
+fn kill_only(n: u64) {
+    let rounds: usize = std::env::var("WARDEN_BENCH_RUN_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut env = TestEnv::new("bench-scale-kill");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let file = env.dir.path().join("flooded.txt");
+    std::fs::write(&file, "flood\n").unwrap();
+    env.write_policy(
+        "kill.yaml",
+        "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
+    );
+    env.write_policy(
+        "flood.yaml",
+        &format!(
+            "version: 1\nevidence: {{ allowed: each }}\nrules:\n{}\n  - id: the-file\n    file: {{ path: {}, access: [read] }}\n    decision: allow\n",
+            warden_tests::RUNTIME_FILES.trim_end(),
+            file.display()
+        ),
+    );
+    let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
+    let t = Instant::now();
+    let mut store = EvidenceStore::open(&env.database()).unwrap();
+    let mut made = 0u64;
+    while made < n {
+        let upto = (made + 50_000).min(n);
+        let batch: Vec<NewEntry> = (made..upto).map(|i| entry(i, base_ns)).collect();
+        store.append(&batch, Durability::Batched).unwrap();
+        made = upto;
+    }
+    drop(store);
+    println!(
+        "  {} entries (grown in {:.1} s); load average {}",
+        human(made),
+        t.elapsed().as_secs_f64(),
+        load()
+    );
+    env.start_daemon_quiet();
+    env.add_agent(KILL_AGENT, "kill.yaml");
+    env.add_agent("bench-flood", "flood.yaml");
+    let s = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let kill = s(&["kill", KILL_AGENT, "--reason", "bench"]);
+    let revive = s(&["revive", KILL_AGENT, "--reason", "bench"]);
+    let count = |env: &TestEnv| env.ok(&["log", "--count"]).trim().to_string();
+    let mut flood = env
+        .warden()
+        .args(["run", "--agent", "bench-flood", "--"])
+        .arg(warden_tests::probe_bin())
+        .args(["read-n", file.to_str().unwrap(), "1000000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = count(&env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&env) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let other = base(&env);
+    let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+    let times = |cmd: &dyn Fn() -> std::process::Command, into: &mut Vec<Duration>| {
+        let mut round = Vec::new();
+        for _ in 0..RUNS {
+            let (k, _, ok) = run_once_with(cmd(), &kill);
+            assert!(ok, "kill");
+            round.push(k);
+            let (_, _, ok) = run_once_with(cmd(), &revive);
+            assert!(ok, "revive");
+        }
+        into.extend(&round);
+        median(round)
+    };
+    for round in 0..rounds {
+        let m = times(&|| env.warden(), &mut mine);
+        let b = other
+            .as_ref()
+            .map(|_| times(&|| base(&env).unwrap().1, &mut theirs));
+        println!(
+            "  round {round}: kill with a busy daemon: this binary {} ms{}; load average {}",
+            ms(m),
+            b.map_or(String::new(), |b| format!(", base {} ms", ms(b))),
+            load()
+        );
+    }
+    strace(&env, &kill, "kill");
+    strace(&env, &revive, "revive");
+    if let (Ok(prefix), Some((_, cmd))) = (std::env::var("WARDEN_BENCH_RUN_STRACE"), base(&env)) {
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-tt", "-T", "-o", &format!("{prefix}.kill-base")])
+            .arg(cmd.get_program())
+            .args(&kill)
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "strace base kill: {out:?}");
+        let _ = run_once_with(base(&env).unwrap().1, &revive);
+    }
+    flood.kill().unwrap();
+    flood.wait().unwrap();
+    if std::env::var_os("WARDEN_BENCH_RUN_STRACE").is_some() {
+        // The daemon's side of each kill (its log at `info`).
+        for l in env
+            .daemon_log()
+            .lines()
+            .filter(|l| l.contains("kill recorded"))
+        {
+            println!("    daemon: {l}");
+        }
+    }
+    println!(
+        "  kill at {} entries with a busy daemon, median of {} runs: this binary {} ms{}; log --count: {}",
+        human(made),
+        mine.len(),
+        ms(median(mine)),
+        if theirs.is_empty() {
+            String::new()
+        } else {
+            format!(", base {} ms", ms(median(theirs)))
+        },
+        count(&env)
+    );
+}
+
 /// The first three fields of /proc/loadavg (1, 5 and 15 minutes).
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -695,6 +887,15 @@ fn main() {
     }
     if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("run") {
         run_only();
+        return;
+    }
+    if std::env::var("WARDEN_BENCH_SCALE_ONLY").as_deref() == Ok("kill") {
+        kill_only(
+            std::env::args()
+                .nth(1)
+                .or_else(|| std::env::var("WARDEN_BENCH_SCALE_ENTRIES").ok())
+                .map_or(1_000_000, |s| s.parse().expect("entries: a number")),
+        );
         return;
     }
     let mut sizes = vec![10_000u64, 1_000_000, n];
