@@ -20,20 +20,16 @@
 //! same rules and fails the exec instead.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use warden_common::{
-    agent_counter, agent_flags, counter, held_state, AgentInfo, Decision, EventKind, ExecEvent,
-    Method,
-};
+use warden_common::{agent_flags, held_state, AgentInfo, EventKind, ExecEvent};
 
 use crate::{
     agent::governing_agent,
-    counters::{count, count_agent},
-    events::{
-        counted_repeat, fill_exec, first_recorded, park, submit_flags, summary_key, unrecorded,
+    events::fill_exec,
+    fallback::{
+        carry::{self, Verdict},
+        hold, shadow,
     },
-    fallback::{hold, shadow},
     judge::exec::{judge, Judged},
-    maps::EVENTS,
     path,
 };
 
@@ -76,71 +72,22 @@ fn decide(cgroup_id: u64, agent: &AgentInfo, bprm: u64) {
     }
 }
 
-/// Records and carries out a judged exec (its first, or a count).
+/// Records and carries out a judged exec (its first, or a count); a hold
+/// stops it before its first instruction.
 #[inline(always)]
-fn carry_out(agent: &AgentInfo, j: &Judged, s: &mut path::Scratch) {
-    let decision = j.decision;
-
-    // No exec without a record: reserve the event before allowing.
-    let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
-    count_agent(agent.agent_id, agent_counter::DECISIONS);
-    // A repeat of an allowed exec already recorded is counted, not copied.
-    let c = &j.carry;
-    let repeat = summary_key(
-        agent,
-        decision,
-        EventKind::Exec,
-        j.rule_idx,
-        0,
-        c.dev,
-        c.ino,
-        [0; 16],
-    );
-    if counted_repeat(&repeat) {
-        count(counter::ALLOWED);
-        return;
-    }
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        // An allowed exec waits, stopped before its first instruction, for
-        // its record to be drained (`park`) instead of being killed.
-        if decision == Decision::Allow
-            && park(core::mem::size_of::<ExecEvent>() as u32, true, |ev| {
-                fill_exec(ev.cast(), j, decision, Method::Allow, j.flags, s)
-            })
-        {
-            count(counter::ALLOWED);
-            return;
-        }
-        if unrecorded(
-            agent,
-            EventKind::Exec,
-            decision == Decision::Allow || record,
-        ) {
-            count(counter::ALLOWED);
-        } else {
-            hold::kill_unrecorded();
-        }
-        return;
+fn carry_out(agent: &AgentInfo, j: &Judged, s: &path::Scratch) {
+    let v = Verdict {
+        decision: j.decision,
+        rule_idx: j.rule_idx,
+        flags: j.flags,
+        kind: EventKind::Exec,
+        access: 0,
+        dev: j.carry.dev,
+        ino: j.carry.ino,
+        pause_state: held_state::EXEC_STOPPING,
+        count_decision: true,
     };
-    first_recorded(&repeat);
-    let (decision, method, kill_failed) = if record {
-        // Record mode: written down as judged, not carried out.
-        count(counter::ALLOWED);
-        (decision, Method::Recorded, 0)
-    } else {
-        hold::carry_out(decision, held_state::EXEC_STOPPING)
-    };
-    fill_exec(
-        entry.as_mut_ptr(),
-        j,
-        decision,
-        method,
-        j.flags | kill_failed,
-        s,
-    );
-    entry.submit(submit_flags(
-        decision == Decision::Allow || record,
-        core::mem::size_of::<ExecEvent>() as u64,
-    ));
-    count(counter::EVENTS);
+    carry::carry_out::<ExecEvent>(agent, &v, |ev, decision, method, flags| {
+        fill_exec(ev, j, decision, method, flags, s)
+    });
 }

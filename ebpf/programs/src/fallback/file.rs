@@ -26,19 +26,18 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{helpers::bpf_get_current_task_btf, programs::BtfTracePointContext};
 use warden_common::{
-    access, agent_counter, agent_flags, counter, held_state, syscalls, AgentInfo, Decision,
-    EventKind, Method, OpenEvent,
+    access, agent_flags, held_state, syscalls, AgentInfo, Decision, EventKind, OpenEvent,
 };
 
 use crate::{
     agent::governing_agent,
-    counters::{count, count_agent},
-    events::{
-        counted_repeat, fill_open, first_recorded, park, submit_flags, summary_key, unrecorded,
+    events::fill_open,
+    fallback::{
+        cache,
+        carry::{self, Verdict},
+        hold, shadow,
     },
-    fallback::{cache, hold, shadow},
     judge::file::{judge, Judged},
-    maps::EVENTS,
     path::{self, cache_state, off, Scratch},
 };
 
@@ -175,75 +174,23 @@ pub fn decide(ctx: &BtfTracePointContext, regs: *const u8, ret: i64) {
     shadow::dispatch_open(ctx, s);
 }
 
-/// Records and carries out a judged open (its first, or a count).
+/// Records and carries out a judged open (its first, or a count). A hold
+/// stops the thread with the fd in hand, before user space sees it: a
+/// human decides whether it gets it (continue) or not (kill).
 #[inline(always)]
-fn carry_out(agent: &AgentInfo, j: &Judged, state: u32, s: &mut Scratch) {
-    let decision = j.decision;
-
-    // No open without a record: reserve the event before allowing.
-    let record = crate::judge::recorded(agent.flags, decision, j.rule_idx);
-    if state & cache_state::COUNTED == 0 {
-        count_agent(agent.agent_id, agent_counter::DECISIONS);
-    }
-    // A repeat of an allowed open already recorded is counted, not copied.
-    let c = &j.carry;
-    let repeat = summary_key(
-        agent,
-        decision,
-        EventKind::Open,
-        j.rule_idx,
-        c.access,
-        c.dev,
-        c.ino,
-        [0; 16],
-    );
-    if counted_repeat(&repeat) {
-        count(counter::ALLOWED);
-        return;
-    }
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        // The open happened; an allowed one waits, stopped, for its record
-        // to be drained (`park`) instead of being killed for being busy.
-        if decision == Decision::Allow
-            && park(core::mem::size_of::<OpenEvent>() as u32, true, |ev| {
-                fill_open(ev.cast(), j, decision, Method::Allow, j.flags, s)
-            })
-        {
-            count(counter::ALLOWED);
-            return;
-        }
-        if unrecorded(
-            agent,
-            EventKind::Open,
-            decision == Decision::Allow || record,
-        ) {
-            count(counter::ALLOWED);
-        } else {
-            hold::kill_unrecorded();
-        }
-        return;
+fn carry_out(agent: &AgentInfo, j: &Judged, state: u32, s: &Scratch) {
+    let v = Verdict {
+        decision: j.decision,
+        rule_idx: j.rule_idx,
+        flags: j.flags,
+        kind: EventKind::Open,
+        access: j.carry.access,
+        dev: j.carry.dev,
+        ino: j.carry.ino,
+        pause_state: held_state::PAUSED,
+        count_decision: state & cache_state::COUNTED == 0,
     };
-    first_recorded(&repeat);
-    // A hold stops the thread with the fd in hand, before user space sees
-    // it: a human decides whether it gets it (continue) or not (kill).
-    let (decision, method, kill_failed) = if record {
-        // Record mode: written down as judged, not carried out.
-        count(counter::ALLOWED);
-        (decision, Method::Recorded, 0)
-    } else {
-        hold::carry_out(decision, held_state::PAUSED)
-    };
-    fill_open(
-        entry.as_mut_ptr(),
-        j,
-        decision,
-        method,
-        j.flags | kill_failed,
-        s,
-    );
-    entry.submit(submit_flags(
-        decision == Decision::Allow || record,
-        core::mem::size_of::<OpenEvent>() as u64,
-    ));
-    count(counter::EVENTS);
+    carry::carry_out::<OpenEvent>(agent, &v, |ev, decision, method, flags| {
+        fill_open(ev, j, decision, method, flags, s)
+    });
 }

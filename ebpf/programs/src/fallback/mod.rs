@@ -3,6 +3,7 @@
 //! effect, so a denial kills the process and a hold stops it (`hold`).
 
 pub mod cache;
+pub mod carry;
 pub mod doomed;
 pub mod exec;
 pub mod file;
