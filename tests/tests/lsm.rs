@@ -1866,12 +1866,16 @@ fn sys_exit_is_loaded_only_when_a_hold_mark_needs_it() {
     ]
     .map(kernel_name);
     let loaded = env.daemon_programs();
-    let open_prog = if fmod_ret() {
-        names::PROG_FMODRET_OPEN
-    } else {
-        names::PROG_LSM_OPEN
-    };
-    assert!(loaded.contains(&kernel_name(open_prog)), "{loaded:?}");
+    // What the daemon does hold: the network programs, and the fexit that
+    // stops held network actions here. (It keeps no fd of the fmod_ret
+    // programs it loads with bpf(2): their pinned links hold them.)
+    let mut held_here = vec![names::PROG_CONNECT4, names::PROG_HOLD_STOP];
+    if !fmod_ret() {
+        held_here.push(names::PROG_LSM_OPEN);
+    }
+    for p in held_here {
+        assert!(loaded.contains(&kernel_name(p)), "{p}: {loaded:?}");
+    }
     for p in &fallback {
         assert!(!loaded.contains(p), "{p} loaded at start: {loaded:?}");
     }
