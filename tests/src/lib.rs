@@ -213,6 +213,32 @@ impl TestEnv {
         self.daemon.as_ref().map(Child::id)
     }
 
+    /// The names of the BPF programs this test's daemon holds loaded: the
+    /// `prog_id` of each of its program and link fds (`/proc/PID/fdinfo`),
+    /// named by the kernel's own list. Only this daemon's, whatever other
+    /// daemons run on the machine.
+    pub fn daemon_programs(&self) -> Vec<String> {
+        let pid = self.daemon_pid().expect("daemon running");
+        let mut ids = std::collections::HashSet::new();
+        let dir = format!("/proc/{pid}/fdinfo");
+        for entry in std::fs::read_dir(&dir).expect("daemon fdinfo").flatten() {
+            let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in info.lines() {
+                if let Some(id) = line.strip_prefix("prog_id:") {
+                    ids.insert(id.trim().parse::<u32>().expect("prog_id"));
+                }
+            }
+        }
+        let mut names: Vec<String> = aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| ids.contains(&p.id()))
+            .map(|p| p.name_as_str().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Stops the daemon with `signal` (by the PID this test started) and
     /// waits for it to exit.
     pub fn stop_daemon_with(&mut self, signal: i32) {

@@ -558,6 +558,21 @@ fn sys_exit_is_attached_only_while_an_agent_needs_it() {
         "the exec hook is always on"
     );
     assert_eq!(tracepoint_links(&env, "sys_exit"), 0);
+    // Detached but loaded (and its tail programs with it) at start on the
+    // fallback: a policy's attach costs no verification, and a kernel that
+    // cannot load it says so at start-up.
+    let loaded = env.daemon_programs();
+    for p in [
+        "warden_sys_exit",
+        "warden_path_ops",
+        "warden_shadow_o",
+        "warden_exec",
+    ] {
+        assert!(
+            loaded.contains(&p.to_string()),
+            "{p} not loaded: {loaded:?}"
+        );
+    }
     env.add_agent("a", "p.yaml");
     assert_eq!(
         tracepoint_links(&env, "sys_exit"),

@@ -28,6 +28,7 @@ use std::{
 };
 
 use serde_json::Value;
+use warden_common::names;
 use warden_tests::{
     approvals, cache_hits, probe_path, state_of, stdout, wait_until, Files, Listener, Scripted,
     TestEnv, RUNTIME_FILES,
@@ -398,6 +399,20 @@ rules:
         text.contains("tp_btf/sched_process_exec (fallback"),
         "{text}"
     );
+    // The fallback's programs are loaded at start, as on a kernel without
+    // BPF trampolines.
+    let loaded = env.daemon_programs();
+    for p in [
+        names::PROG_SYS_EXIT,
+        names::PROG_PATH_OPS,
+        names::PROG_SHADOW_OPEN,
+        names::PROG_EXEC,
+    ] {
+        assert!(
+            loaded.contains(&kernel_name(p)),
+            "{p} not loaded: {loaded:?}"
+        );
+    }
     env.add_agent("fallback-agent", "exec.yaml");
     // The fallback (on this guest kernel's BTF offsets) kills the exec.
     let out = env.probe_as("fallback-agent", &["exec", &no_touch, &f.marker("fb")]);
@@ -1816,4 +1831,107 @@ fn repeated_open_and_exec_denials_are_a_first_and_a_counted_summary() {
         }
     }
     assert!(env.ok(&["log", "verify"]).contains("intact"));
+}
+
+/// A program name as the kernel keeps it (`BPF_OBJ_NAME_LEN`: 15 bytes).
+fn kernel_name(name: &str) -> String {
+    name.chars().take(15).collect()
+}
+
+/// Where BPF LSM or fmod_ret decides exec, opens, packet sockets and
+/// network holds, the daemon does not load the fallback's `sys_exit` and
+/// its tail programs at start (their verification was about half of a
+/// daemon start in the guest). A thread left marked in `HELD` (a hold
+/// mark the fexit has not consumed) still gets `sys_exit` attached: it is
+/// loaded then, attached while the mark lasts, detached after.
+#[test]
+fn sys_exit_is_loaded_only_when_a_hold_mark_needs_it() {
+    if !in_vm("lsm_sys_exit_on_demand") {
+        return;
+    }
+    let l = Listener::tcp4();
+    let mut env = TestEnv::new("lsmlazy");
+    env.write_policy(
+        "lazy.yaml",
+        &format!(
+            "version: 1\nrules:\n  - id: lo\n    connect: {{ to: 127.0.0.1, ports: [{}], protocol: tcp }}\n    decision: allow\n",
+            l.port
+        ),
+    );
+    env.start_daemon();
+    let fallback = [
+        names::PROG_SYS_EXIT,
+        names::PROG_PATH_OPS,
+        names::PROG_SHADOW_OPEN,
+    ]
+    .map(kernel_name);
+    let loaded = env.daemon_programs();
+    // What the daemon does hold: the network programs, and the fexit that
+    // stops held network actions here. (It keeps no fd of the fmod_ret
+    // programs it loads with bpf(2): their pinned links hold them.)
+    let mut held_here = vec![names::PROG_CONNECT4, names::PROG_HOLD_STOP];
+    if !fmod_ret() {
+        held_here.push(names::PROG_LSM_OPEN);
+    }
+    for p in held_here {
+        assert!(loaded.contains(&kernel_name(p)), "{p}: {loaded:?}");
+    }
+    for p in &fallback {
+        assert!(!loaded.contains(p), "{p} loaded at start: {loaded:?}");
+    }
+    assert!(!sys_exit_attached(&env));
+
+    // A stop mark for a thread id no thread can have (above the kernel's
+    // PID_MAX_LIMIT), as a hold leaves it until the fexit consumes it.
+    let held_pin = env.pin_dir().join("maps").join(names::HELD);
+    let held = || {
+        let data = aya::maps::MapData::from_pin(&held_pin).unwrap();
+        aya::maps::Map::HashMap(data)
+    };
+    const NO_THREAD: u32 = 4_194_305;
+    let mut mark = [0u8; 16];
+    mark[..4].copy_from_slice(&warden_common::held_state::STOP_AT_EXIT.to_ne_bytes());
+    {
+        let mut map = held();
+        let mut m: aya::maps::HashMap<_, u32, [u8; 16]> =
+            aya::maps::HashMap::try_from(&mut map).unwrap();
+        m.insert(NO_THREAD, mark, 0).unwrap();
+    }
+    // The next reconcile sees the mark: sys_exit is loaded and attached.
+    env.add_agent("lazy-agent", "lazy.yaml");
+    // Generous: verifying sys_exit under TCG takes tens of seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while !sys_exit_attached(&env) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sys_exit not attached for the mark:\n{}",
+            env.daemon_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let loaded = env.daemon_programs();
+    for p in &fallback {
+        assert!(
+            loaded.contains(p),
+            "{p} not loaded on first use: {loaded:?}"
+        );
+    }
+    assert!(env
+        .daemon_log()
+        .contains("tp_btf/sys_exit loaded on first use"));
+    // Decisions go on as before: the agent's connect to loopback passes.
+    let out = env.probe_as("lazy-agent", &["connect", &format!("127.0.0.1:{}", l.port)]);
+    assert_eq!(stdout(&out), "ok", "{}", warden_tests::stderr(&out));
+
+    // The mark gone, sys_exit is detached again.
+    {
+        let mut map = held();
+        let mut m: aya::maps::HashMap<_, u32, [u8; 16]> =
+            aya::maps::HashMap::try_from(&mut map).unwrap();
+        m.remove(&NO_THREAD).unwrap();
+    }
+    env.add_agent("lazy-agent-2", "lazy.yaml");
+    wait_until("sys_exit is detached once no thread is marked", || {
+        !sys_exit_attached(&env)
+    });
 }

@@ -42,6 +42,9 @@ impl Kernel {
             return Ok(());
         }
         if mode != 0 {
+            if !self.sys_exit_loaded {
+                self.load_sys_exit_now()?;
+            }
             self.write_sys_exit_mode(mode)?;
             if self.sys_exit.is_none() {
                 let pinned = self.attach_global(names::PROG_SYS_EXIT, "sys_exit", "sys_exit")?;
@@ -53,6 +56,19 @@ impl Kernel {
         }
         self.sys_exit_mode = mode;
         tracing::info!(mode, attached = self.sys_exit.is_some(), "tp_btf/sys_exit");
+        Ok(())
+    }
+
+    /// Loads `sys_exit` and its tail programs where start-up left them out
+    /// (BPF LSM or fmod_ret decides every class they serve).
+    fn load_sys_exit_now(&mut self) -> Result<(), KernelError> {
+        let btf = aya::Btf::from_sys_fs().map_err(KernelError::Btf)?;
+        let path_ops_unavailable = super::load::load_sys_exit(&mut self.bpf, &btf)?;
+        // Operations on names stay BPF LSM's or fmod_ret's; kept for the
+        // status all the same.
+        self.path_ops_unavailable = path_ops_unavailable;
+        self.sys_exit_loaded = true;
+        tracing::info!("tp_btf/sys_exit loaded on first use");
         Ok(())
     }
 

@@ -107,29 +107,6 @@ impl Kernel {
             .load()
             .map_err(|source| KernelError::ProgramLoad { name, source })?;
         let btf = Btf::from_sys_fs().map_err(KernelError::Btf)?;
-        let name = names::PROG_SYS_EXIT;
-        let sys_exit: &mut BtfTracePoint = bpf
-            .program_mut(name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(KernelError::Missing {
-                what: "tp_btf program",
-                name,
-            })?;
-        sys_exit
-            .load(names::SYS_EXIT_TRACEPOINT, &btf)
-            .map_err(|source| KernelError::ProgramLoad { name, source })?;
-        // Operations on one name, tail-called from `sys_exit`. Without it
-        // they are not decided (said at start-up), the rest still is.
-        let path_ops_unavailable = load_path_ops(&mut bpf, &btf).err();
-        if let Some(why) = &path_ops_unavailable {
-            tracing::warn!(reason = %why, "unlink, mkdir, chmod and other operations on names are not decided on the fallback");
-        }
-        // A `shadow:` candidate's opens, tail-called from `sys_exit`.
-        // Without it they are not compared (said at start-up); nothing
-        // enforced depends on it.
-        if let Err(why) = load_tail(&mut bpf, &btf, names::PROG_SHADOW_OPEN, names::SHADOW_TAIL) {
-            tracing::warn!(reason = %why, "a shadow candidate's file rules are not evaluated on the fallback");
-        }
         for name in [
             names::AGENTS,
             names::NET4_RULES,
@@ -163,7 +140,9 @@ impl Kernel {
             exec_unavailable,
             fault_guard_loaded,
             file_unavailable,
-        } = mechanism::select(&mut bpf, OBJECT, &btf, offsets_error);
+            sys_exit_loaded,
+            path_ops_unavailable,
+        } = mechanism::select(&mut bpf, OBJECT, &btf, offsets_error)?;
         let mut kernel = Self {
             bpf,
             pins: pins.to_path_buf(),
@@ -175,6 +154,7 @@ impl Kernel {
             count_all: false,
             sys_exit: None,
             sys_exit_mode: 0,
+            sys_exit_loaded,
             fault_guard_loaded,
             fault_guard: None,
             exec_unavailable,
@@ -264,6 +244,38 @@ impl Kernel {
         );
         Ok(())
     }
+}
+
+/// Loads the `sys_exit` program and the programs it tail-calls
+/// (`warden_path_ops`, `warden_shadow_open`): `mechanism::select` does
+/// where the fallback may decide something at start, `set_sys_exit_mode`
+/// on first use elsewhere (`Kernel::sys_exit_loaded`). Returns why
+/// operations on names are not decided on the fallback, if they are not.
+pub(super) fn load_sys_exit(bpf: &mut aya::Ebpf, btf: &Btf) -> Result<Option<String>, KernelError> {
+    let name = names::PROG_SYS_EXIT;
+    let sys_exit: &mut BtfTracePoint = bpf
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(KernelError::Missing {
+            what: "tp_btf program",
+            name,
+        })?;
+    sys_exit
+        .load(names::SYS_EXIT_TRACEPOINT, btf)
+        .map_err(|source| KernelError::ProgramLoad { name, source })?;
+    // Operations on one name, tail-called from `sys_exit`. Without it
+    // they are not decided (said at start-up), the rest still is.
+    let path_ops_unavailable = load_path_ops(bpf, btf).err();
+    if let Some(why) = &path_ops_unavailable {
+        tracing::warn!(reason = %why, "unlink, mkdir, chmod and other operations on names are not decided on the fallback");
+    }
+    // A `shadow:` candidate's opens, tail-called from `sys_exit`.
+    // Without it they are not compared (said at start-up); nothing
+    // enforced depends on it.
+    if let Err(why) = load_tail(bpf, btf, names::PROG_SHADOW_OPEN, names::SHADOW_TAIL) {
+        tracing::warn!(reason = %why, "a shadow candidate's file rules are not evaluated on the fallback");
+    }
+    Ok(path_ops_unavailable)
 }
 
 /// Loads `warden_path_ops` and puts it in `SYS_EXIT_TAIL`, where the

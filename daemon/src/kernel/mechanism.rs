@@ -63,18 +63,25 @@ pub(super) struct Selected {
     pub exec_unavailable: Option<String>,
     pub fault_guard_loaded: bool,
     pub file_unavailable: Option<String>,
+    /// Whether `sys_exit` and its tail programs are loaded (`load::load_sys_exit`):
+    /// not where BPF LSM or fmod_ret decides every class it serves.
+    pub sys_exit_loaded: bool,
+    /// Why operations on names are not decided on the fallback, if they
+    /// are not (`None` too when `sys_exit` is not loaded).
+    pub path_ops_unavailable: Option<String>,
 }
 
 /// Probes BPF LSM, then loads (and for exec attaches) the tracepoint
 /// fallback for the classes it does not decide. `offsets_error`: why the
 /// kernel struct offsets could not be read (then neither class can be
-/// decided).
+/// decided). Errors: the `sys_exit` program, where it is loaded, does not
+/// load.
 pub(super) fn select(
     bpf: &mut Ebpf,
     object: &[u8],
     btf: &Btf,
     offsets_error: Option<String>,
-) -> Selected {
+) -> Result<Selected, super::KernelError> {
     // An operator can keep the global tracepoint programs off a host
     // (policies that need them are then refused, like on a kernel that
     // cannot load them).
@@ -194,6 +201,19 @@ pub(super) fn select(
         }
     }
 
+    // `sys_exit` (~800k instructions to verify, its tail programs ~250k
+    // more) decides opens, packet sockets and the fallback's holds. Where
+    // BPF LSM or fmod_ret decides all of those it is only ever attached
+    // for a thread still marked in `HELD` (the fexit normally consumes the
+    // mark first): loaded then, on first use (`set_sys_exit_mode`).
+    let sys_exit_deferred = lsm.exec && lsm.file && lsm.packet && lsm.net_holds;
+    let path_ops_unavailable = if sys_exit_deferred {
+        tracing::info!("tp_btf/sys_exit not loaded: BPF LSM or fmod_ret decides every class it serves (loaded if a hold mark ever needs it)");
+        None
+    } else {
+        super::load::load_sys_exit(bpf, btf)?
+    };
+
     // Exec: load and attach now. It runs at every exec on the machine
     // and returns after one lookup for processes outside agents.
     let mut exec_link = None;
@@ -269,7 +289,7 @@ pub(super) fn select(
     if let Some(why) = &file_unavailable {
         tracing::warn!(reason = %why, "file rules cannot be enforced on this kernel");
     }
-    Selected {
+    Ok(Selected {
         lsm,
         lsm_links,
         fmod_ret_links,
@@ -280,7 +300,9 @@ pub(super) fn select(
         exec_unavailable,
         fault_guard_loaded,
         file_unavailable,
-    }
+        sys_exit_loaded: !sys_exit_deferred,
+        path_ops_unavailable,
+    })
 }
 
 /// Loads and attaches `fexit/__cgroup_bpf_run_filter_sock_addr`

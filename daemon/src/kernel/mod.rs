@@ -172,6 +172,9 @@ pub struct Kernel {
     /// force.
     sys_exit: Option<Pinned>,
     sys_exit_mode: u32,
+    /// Whether `sys_exit` and its tail programs are loaded: at start where
+    /// the fallback may need them, else on first attach (`mechanism::select`).
+    sys_exit_loaded: bool,
     /// The page-fault guard of held execs (`hold.rs`), loaded with the
     /// exec fallback, and its link while attached.
     fault_guard_loaded: bool,
