@@ -26,6 +26,18 @@ const INSERT: &str = "INSERT INTO evidence (seq, ts_ns, kind, agent, owner, uid,
     details, prev_hash, hash, v) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
+/// The selection of [`EvidenceStore::refusals_after`]. `warden run`'s
+/// explainer asks it every 100 ms with the seq of the run's start, so the
+/// entries since then grow with the run: the unary `+` keeps SQLite off
+/// the agent and kind indexes (and the seq range), which walk every
+/// decision since the run's start (1.7 ms per 5,000 allowed entries, every
+/// poll: a 43,000-file read run's explainer scanned them all ten times a
+/// second), and onto `evidence_decision` (decision = each refusal, seq >
+/// ?1): 0.02 ms.
+const REFUSALS_AFTER: &str = "FROM evidence WHERE seq > ?1 AND +agent = ?2 \
+    AND +kind = 'decision' AND decision IN ('deny', 'hold', 'rejected', 'expired') \
+    ORDER BY seq LIMIT ?3";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Opening the file: integrity, WAL, schema version, migration.
@@ -493,18 +505,16 @@ impl EvidenceStore {
 
     /// The decision entries of `agent` after `after_seq` that refused or
     /// held an action (what `warden run` explains on its stderr), oldest
-    /// first, at most `limit`. Walks the seq index from `after_seq`, so
-    /// its cost is the entries since then, not the log's size.
+    /// first, at most `limit`. Walks the decision index from `after_seq`
+    /// ([`REFUSALS_AFTER`]), so its cost is the refusals since then, not
+    /// the entries since then nor the log's size.
     pub fn refusals_after(
         &self,
         agent: &str,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM evidence WHERE seq > ?1 AND agent = ?2 AND kind = 'decision' \
-               AND decision IN ('deny', 'hold', 'rejected', 'expired') ORDER BY seq LIMIT ?3"
-        );
+        let sql = format!("SELECT {COLUMNS} {REFUSALS_AFTER}");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.collect(&sql, params![after_seq, agent, limit], "read refusals")
     }

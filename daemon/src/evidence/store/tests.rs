@@ -226,6 +226,47 @@ fn a_batch_sealed_in_place_with_an_invalid_entry_writes_nothing_and_gives_every_
 }
 
 #[test]
+fn refusals_after_walks_the_decision_index_not_every_entry_since() {
+    let (_dir, _path, mut store) = new_store();
+    let mut entries = batch(0, 40);
+    for (i, e) in entries.iter_mut().enumerate() {
+        e.agent = "explained".into();
+        e.kind = "decision".into();
+        e.decision = if i % 10 == 3 { "deny" } else { "allow" }.into();
+    }
+    store.append(&entries, Durability::Batched).unwrap();
+    let plan: Vec<String> = store
+        .connection()
+        .prepare(&format!("EXPLAIN QUERY PLAN SELECT seq {REFUSALS_AFTER}"))
+        .unwrap()
+        .query_map(params![0, "explained", 1000], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|p| p.contains("USING INDEX evidence_decision")),
+        "{plan:?}"
+    );
+    // The same answer: the refusals after the seq, oldest first.
+    let seqs: Vec<u64> = store
+        .refusals_after("explained", 5, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [14, 24, 34]);
+    let first: Vec<u64> = store
+        .refusals_after("explained", 0, 1)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(first, [4]);
+    assert!(store.refusals_after("other", 0, 1000).unwrap().is_empty());
+}
+
+#[test]
 fn for_each_entry_streams_in_order_and_stops_on_break() {
     let (_dir, _path, mut store) = new_store();
     store
