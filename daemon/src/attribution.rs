@@ -98,6 +98,45 @@ impl ProcessFacts {
     }
 }
 
+/// [`ProcessFacts`] of the processes one drain of the ring buffer names
+/// (at most `MAX_BATCH` records, read within milliseconds): read from /proc
+/// once per process and command name instead of once per record (a busy
+/// agent's thousands of opens come from a few processes, and each read is
+/// an open, a readlink, a stat and a read of /proc). A process's exec
+/// record reads afresh and forgets the process, so what follows its exec
+/// is read again. Facts were always read when the daemon got to the
+/// record, not when the kernel decided; within a drain that moment is now
+/// the process's first record in it.
+#[derive(Default)]
+pub struct FactsCache {
+    facts: HashMap<(u32, String), ProcessFacts>,
+}
+
+impl FactsCache {
+    /// The facts of `pid` (named `comm` by the record), from /proc.
+    pub fn get(&mut self, pid: u32, comm: &str, exec: bool) -> ProcessFacts {
+        self.get_with(pid, comm, exec, ProcessFacts::read)
+    }
+
+    /// As [`Self::get`], reading with `read` (tests).
+    pub fn get_with(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        exec: bool,
+        read: impl FnOnce(u32, &str) -> ProcessFacts,
+    ) -> ProcessFacts {
+        if exec {
+            self.facts.retain(|(p, _), _| *p != pid);
+            return read(pid, comm);
+        }
+        self.facts
+            .entry((pid, comm.to_string()))
+            .or_insert_with(|| read(pid, comm))
+            .clone()
+    }
+}
+
 /// uid -> user name, cached (names are resolved at record time and written
 /// into the entry, so later renames do not change history).
 #[derive(Default)]
@@ -369,6 +408,45 @@ mod tests {
         assert_eq!(p.rule_id(warden_common::rule::DEFAULT), "default-deny");
         assert_eq!(p.rule_id(warden_common::rule::REVOKED), "revoked");
         assert_eq!(p.rule_id(7), "rule#7");
+    }
+
+    #[test]
+    fn facts_are_read_once_per_process_and_name_and_again_after_an_exec() {
+        let mut cache = FactsCache::default();
+        let mut reads = Vec::new();
+        let mut get = |cache: &mut FactsCache, pid: u32, comm: &str, exec: bool| {
+            cache.get_with(pid, comm, exec, |p, c| {
+                reads.push((p, c.to_string()));
+                ProcessFacts {
+                    exe: format!("/bin/{c}{}", reads.len()),
+                    binary: "1:2".into(),
+                    loginuid: 7,
+                }
+            })
+        };
+        let first = get(&mut cache, 10, "cat", false);
+        assert_eq!(get(&mut cache, 10, "cat", false), first);
+        get(&mut cache, 11, "cat", false);
+        // Another command name of the same pid (a thread's prctl name, or
+        // a gone process described by its name) is read on its own.
+        get(&mut cache, 10, "sh", false);
+        // The exec record reads afresh and forgets the pid: what follows
+        // describes the new image.
+        let exec = get(&mut cache, 10, "cat", true);
+        assert_ne!(exec, first);
+        let after = get(&mut cache, 10, "cat", false);
+        assert_ne!(after, first);
+        assert_eq!(
+            reads,
+            [
+                (10, "cat"),
+                (11, "cat"),
+                (10, "sh"),
+                (10, "cat"),
+                (10, "cat")
+            ]
+            .map(|(p, c)| (p, c.to_string()))
+        );
     }
 
     #[test]

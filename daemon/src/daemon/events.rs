@@ -13,7 +13,7 @@ use super::{
     writer::{Drained, EvidenceWriter, MAX_BATCH},
 };
 use crate::{
-    attribution::{self, AgentView, PolicyView, ProcessFacts, UserNames},
+    attribution::{self, AgentView, FactsCache, PolicyView, UserNames},
     clock::BootClock,
     decode,
     evidence::NewEntry,
@@ -170,12 +170,13 @@ pub(super) fn drain(
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
+    let mut facts = FactsCache::default();
     while batch.len() < MAX_BATCH {
         let Some(item) = ring.next() else { break };
         let decoded = decode::decode(&item);
         drop(item);
         route(
-            decoded, &boot, views, enforcer, stats, users, &mut batch, firsts,
+            decoded, &boot, views, enforcer, stats, users, &mut facts, &mut batch, firsts,
         );
     }
     batch
@@ -196,6 +197,7 @@ pub(super) fn drain_parked(
     let boot = BootClock::now();
     let mut batch = Vec::new();
     let mut resume = Vec::new();
+    let mut facts = FactsCache::default();
     for rec in parked.drain() {
         let decoded = decode::decode(&rec.bytes);
         if rec.stopped {
@@ -204,7 +206,7 @@ pub(super) fn drain_parked(
         }
         stats.parked.fetch_add(1, Ordering::Relaxed);
         route(
-            decoded, &boot, views, enforcer, stats, users, &mut batch, firsts,
+            decoded, &boot, views, enforcer, stats, users, &mut facts, &mut batch, firsts,
         );
     }
     (batch, resume)
@@ -223,6 +225,7 @@ fn route(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
+    facts_cache: &mut FactsCache,
     batch: &mut Vec<NewEntry>,
     firsts: &mut Vec<(RepeatKey, NewEntry)>,
 ) {
@@ -285,7 +288,8 @@ fn route(
                 });
             }
         }
-        let facts = ProcessFacts::read(ev.pid, &ev.comm);
+        let exec = matches!(ev.action, decode::Action::Exec { .. });
+        let facts = facts_cache.get(ev.pid, &ev.comm, exec);
         let mut entry = attribution::decision_entry(
             &ev,
             boot.to_unix_ns(ev.boot_ns),

@@ -204,8 +204,9 @@ impl RepeatKey {
 /// summary can name what its first named.
 #[derive(Default)]
 pub struct FirstSeen {
-    current: HashMap<RepeatKey, NewEntry>,
-    previous: HashMap<RepeatKey, NewEntry>,
+    // Shared by a first's two keys (its process's and its agent's).
+    current: HashMap<RepeatKey, std::sync::Arc<NewEntry>>,
+    previous: HashMap<RepeatKey, std::sync::Arc<NewEntry>>,
 }
 
 impl FirstSeen {
@@ -214,6 +215,7 @@ impl FirstSeen {
     /// full.
     pub fn remember(&mut self, key: RepeatKey, entry: NewEntry) {
         if self.current.len() + 1 < limits::MAX_SUMMARY_KEYS as usize {
+            let entry = std::sync::Arc::new(entry);
             // Also as the first of the agent's (any process: pid 0), for
             // agents whose repeats are counted per agent; the first one
             // stays.
@@ -225,7 +227,10 @@ impl FirstSeen {
     }
 
     fn get(&self, key: &RepeatKey) -> Option<&NewEntry> {
-        self.current.get(key).or_else(|| self.previous.get(key))
+        self.current
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .map(|e| &**e)
     }
 
     /// After a sweep: the kernel deleted every key, so each first recorded

@@ -305,47 +305,109 @@ pub(super) fn append_jobs(
     } else {
         Durability::Batched
     };
-    let all: Vec<NewEntry> = jobs
-        .iter()
-        .flat_map(|j| j.entries.iter().cloned())
-        .collect();
-    match store.append(&all, durability) {
+    // The jobs' entries moved into one batch (not copied), each job's
+    // length kept to retry it alone.
+    let mut parts = Vec::with_capacity(jobs.len());
+    let mut all: Vec<NewEntry> = Vec::new();
+    for job in jobs {
+        parts.push((job.entries.len(), job.done));
+        if all.is_empty() {
+            all = job.entries;
+        } else {
+            all.extend(job.entries);
+        }
+    }
+    match store.append_batch(&mut all, durability) {
         Ok(written) => {
-            stats
-                .recorded
-                .fetch_add(written.len() as u64, Ordering::Relaxed);
+            stats.recorded.fetch_add(written as u64, Ordering::Relaxed);
             if let Some(s) = sentinel.as_deref_mut() {
                 s.observe(&all);
             }
-            for job in jobs {
-                if let Some(done) = job.done {
+            for (_, done) in parts {
+                if let Some(done) = done {
                     let _ = done.send(Ok(()));
                 }
             }
-            written.len() as u64
+            written as u64
         }
         // One bad entry must not cost the others their record: retry job by
         // job and report failures to whoever waits.
         Err(e) => {
             tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
             let mut count = 0;
-            for job in jobs {
+            let mut start = 0;
+            for (len, done) in parts {
+                let entries = &mut all[start..start + len];
+                start += len;
                 let result = store
-                    .append(&job.entries, durability)
-                    .map(|w| count += w.len() as u64)
+                    .append_batch(entries, durability)
+                    .map(|w| count += w as u64)
                     .map_err(WriteError::Store);
                 if let (Ok(()), Some(s)) = (&result, sentinel.as_deref_mut()) {
-                    s.observe(&job.entries);
+                    s.observe(entries);
                 }
                 if let Err(e) = &result {
-                    tracing::error!(error = %crate::error_chain(e), entries = job.entries.len(), "evidence lost");
+                    tracing::error!(error = %crate::error_chain(e), entries = len, "evidence lost");
                 }
-                if let Some(done) = job.done {
+                if let Some(done) = done {
                     let _ = done.send(result);
                 }
             }
             stats.recorded.fetch_add(count, Ordering::Relaxed);
             count
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(target: &str) -> NewEntry {
+        Actor::current().entry(Recorded {
+            kind: "run",
+            agent: "writer-test",
+            owner: "o@x",
+            action: "run",
+            target,
+            decision: "started",
+            policy_snapshot: "none",
+            details: serde_json::Map::new(),
+        })
+    }
+
+    #[test]
+    fn a_group_with_a_bad_job_writes_the_other_jobs_in_order_and_tells_each_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = EvidenceStore::open(&dir.path().join("warden.db")).expect("open");
+        let (tx, rx) = mpsc::sync_channel(8);
+        let job = |targets: &[&str], done| WriteJob {
+            entries: targets.iter().map(|t| entry(t)).collect(),
+            durability: Durability::Batched,
+            done,
+        };
+        let mut bad = job(&["b1", "b2"], None);
+        bad.entries[1].owner.clear();
+        let (bad_done, bad_wait) = oneshot::channel();
+        bad.done = Some(bad_done);
+        let (good_done, good_wait) = oneshot::channel();
+        tx.send(bad).expect("queue");
+        tx.send(job(&["c1"], Some(good_done))).expect("queue");
+        let stats = Stats::default();
+        let written = append_jobs(&mut store, job(&["a1", "a2"], None), &rx, &stats, None);
+        assert_eq!(written, 3);
+        assert_eq!(stats.recorded.load(Ordering::Relaxed), 3);
+        let targets: Vec<String> = store
+            .read_range(1, 10)
+            .expect("read")
+            .into_iter()
+            .map(|e| e.target)
+            .collect();
+        assert_eq!(targets, ["a1", "a2", "c1"]);
+        assert!(matches!(
+            bad_wait.blocking_recv().expect("answer"),
+            Err(WriteError::Store(StoreError::Seal { index: 1, .. }))
+        ));
+        assert!(good_wait.blocking_recv().expect("answer").is_ok());
     }
 }

@@ -258,12 +258,27 @@ impl Entry {
         prev_hash: String,
         new: NewEntry,
     ) -> Result<Entry, RecordError> {
-        new.validate()?;
+        Self::seal_or_return(hasher, seq, prev_hash, new).map_err(|b| b.0)
+    }
+
+    /// As [`Self::seal_with`], but an entry that cannot be sealed is given
+    /// back unchanged with the error (the store seals a batch in place,
+    /// moving each entry in and out instead of copying it, and retries the
+    /// batch's jobs one by one when one fails).
+    pub(super) fn seal_or_return(
+        hasher: &mut EntryHasher,
+        seq: u64,
+        prev_hash: String,
+        new: NewEntry,
+    ) -> Result<Entry, Box<(RecordError, NewEntry)>> {
+        if let Err(e) = new.validate() {
+            return Err(Box::new((e, new)));
+        }
         if seq == 0 {
-            return Err(RecordError::ZeroSeq);
+            return Err(Box::new((RecordError::ZeroSeq, new)));
         }
         if !is_sha256_hex(&prev_hash) {
-            return Err(RecordError::BadPrevHash { seq, prev_hash });
+            return Err(Box::new((RecordError::BadPrevHash { seq, prev_hash }, new)));
         }
         let NewEntry {
             ts_ns,
@@ -307,8 +322,36 @@ impl Entry {
             prev_hash,
             hash: String::new(),
         };
-        entry.hash = hex::encode(hasher.digest(&entry)?);
-        Ok(entry)
+        match hasher.digest(&entry) {
+            Ok(digest) => {
+                entry.hash = hex::encode(digest);
+                Ok(entry)
+            }
+            Err(e) => Err(Box::new((e, entry.into_new()))),
+        }
+    }
+
+    /// The fields an entry was sealed from, given back.
+    pub(super) fn into_new(self) -> NewEntry {
+        NewEntry {
+            ts_ns: self.ts_ns,
+            kind: self.kind,
+            agent: self.agent,
+            owner: self.owner,
+            uid: self.uid,
+            loginuid: self.loginuid,
+            user: self.user,
+            login_user: self.login_user,
+            pid: self.pid,
+            exe: self.exe,
+            action: self.action,
+            target: self.target,
+            decision: self.decision,
+            rule_id: self.rule_id,
+            policy_snapshot: self.policy_snapshot,
+            method: self.method,
+            details: self.details,
+        }
     }
 
     /// An all-empty entry, used as a reusable read buffer; never valid.

@@ -24,7 +24,7 @@
 //! sweeps every second here, and the bench waits for the log to settle
 //! before it counts; that wait is not timed).
 //!
-//!   warden-bench-workloads [--rounds R] [--files N]
+//!   warden-bench-workloads [--rounds R] [--files N] [--only NAME,...]
 
 use std::{
     path::{Path, PathBuf},
@@ -217,9 +217,15 @@ fn prepare(root: &Path, files: usize) -> Result<Vec<Workload>> {
                 .find(|c| c.is_file())
         })
         .context("no cargo on PATH")?;
+    // Its own CARGO_HOME: the shared one's package-cache lock and
+    // `.global-cache` database are taken by every other cargo on the host
+    // (other builds), and a side that waited for them measured the host.
+    let cargo_home = root.join("cargo-home");
+    std::fs::create_dir_all(&cargo_home)?;
     let cargo = format!(
-        "cd {} && rm -rf target && {} build --offline -q",
+        "cd {} && rm -rf target && CARGO_HOME={} {} build --offline -q",
         krate.display(),
+        cargo_home.display(),
         cargo_bin.display()
     );
     Ok(vec![
@@ -308,6 +314,59 @@ fn settled(db: &Path) -> Result<(u64, u64)> {
     Ok(last)
 }
 
+/// A side's run: wall time until the command exited, and until its
+/// stdout and stderr ended (which `warden run`'s denial explainer holds
+/// open a moment after the command), and the daemon's CPU time (user and
+/// system, all threads) while the command ran and until the log settled.
+#[derive(Clone, Copy, Default)]
+struct Timing {
+    exit: Duration,
+    eof: Duration,
+}
+
+/// The daemon's CPU time so far (utime + stime of /proc/PID/stat).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Runs `cmd` with its output piped and read to the end, timing both.
+fn timed_split(mut cmd: Command, what: &str) -> Result<Timing> {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut err = child.stderr.take().context("stderr")?;
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        let _ = out.read_to_end(&mut o);
+        o
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut e = Vec::new();
+        let _ = err.read_to_end(&mut e);
+        e
+    });
+    let status = child.wait()?;
+    let exit = t.elapsed();
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    let eof = t.elapsed();
+    if !status.success() {
+        bail!("{what}: {status}\n{}", String::from_utf8_lossy(&stderr));
+    }
+    Ok(Timing { exit, eof })
+}
+
 fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
     let t = Instant::now();
     let out = cmd.output()?;
@@ -324,14 +383,17 @@ fn timed(mut cmd: Command, what: &str) -> Result<Duration> {
 
 /// As `timed`, but a failed run (an agent killed because the ring buffer
 /// was full: issue #14 section 2) is reported and counted, not fatal.
-fn timed_or_killed(cmd: Command, what: &str, kills: &mut u64) -> Result<Duration> {
+fn timed_or_killed(cmd: Command, what: &str, kills: &mut u64) -> Result<Timing> {
     let t = Instant::now();
-    match timed(cmd, what) {
+    match timed_split(cmd, what) {
         Ok(d) => Ok(d),
         Err(e) => {
             eprintln!("{e:#}");
             *kills += 1;
-            Ok(t.elapsed())
+            Ok(Timing {
+                exit: t.elapsed(),
+                eof: t.elapsed(),
+            })
         }
     }
 }
@@ -352,7 +414,17 @@ fn run(args: &[String]) -> Result<()> {
     let work = tempfile::tempdir()?;
     let root: PathBuf = work.path().canonicalize()?;
     std::fs::create_dir_all(root.join("tmp"))?;
-    let workloads = prepare(&root, files)?;
+    let mut workloads = prepare(&root, files)?;
+    // `--only a,b`: those workloads alone (while looking into one).
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        let names: Vec<&str> = args
+            .get(i + 1)
+            .context("--only needs workload names")?
+            .split(',')
+            .collect();
+        workloads.retain(|w| names.contains(&w.name));
+        ensure!(!workloads.is_empty(), "--only: no workload named {names:?}");
+    }
     // Everything the workloads read, write and execute is allowed by file
     // and exec rules, so every open and exec is decided and recorded.
     let policy = |evidence: &str| {
@@ -373,7 +445,12 @@ fn run(args: &[String]) -> Result<()> {
     let db = env.database();
 
     struct Side {
+        /// Until the output's end (what the first table shows).
         wall: Vec<Duration>,
+        /// Until the command exited.
+        exit: Vec<Duration>,
+        /// The daemon's CPU from the start until the log settled.
+        cpu: Vec<Duration>,
         entries: Vec<u64>,
         bytes: Vec<u64>,
         failed: u64,
@@ -382,15 +459,19 @@ fn run(args: &[String]) -> Result<()> {
     }
     let new_side = || Side {
         wall: Vec::new(),
+        exit: Vec::new(),
+        cpu: Vec::new(),
         entries: Vec::new(),
         bytes: Vec::new(),
         failed: 0,
         keys: Vec::new(),
     };
-    let mut results: Vec<[Side; 4]> = workloads
+    let mut results: Vec<[Side; 5]> = workloads
         .iter()
-        .map(|_| [new_side(), new_side(), new_side(), new_side()])
+        .map(|_| [new_side(), new_side(), new_side(), new_side(), new_side()])
         .collect();
+    let daemon = env.daemon_pid().context("daemon pid")?;
+    let count_cgroup = env.agent_cgroup(COUNT);
     let mut starts = Vec::new();
     for round in 0..rounds {
         let mut start = env.warden();
@@ -412,11 +493,16 @@ fn run(args: &[String]) -> Result<()> {
                     .env("TMPDIR", root.join("tmp"));
                 timed(warm, w.name)?;
             }
+            // Side 4: the per-process agent's cgroup entered directly (the
+            // shell writes itself into cgroup.procs and execs the script),
+            // without `warden run`: the kernel's and the daemon's part
+            // alone, no run start, Landlock, seccomp or denial explainer.
             let mut order = [
                 (0usize, None),
                 (1, Some(EACH)),
                 (2, Some(COUNT)),
                 (3, Some(PER_AGENT)),
+                (4, None),
             ];
             if round % 2 == 1 {
                 order.reverse();
@@ -425,6 +511,17 @@ fn run(args: &[String]) -> Result<()> {
                 let before = settled(&db)?;
                 let before_seq = head_seq(&db)?;
                 let cmd = match agent {
+                    None if side == 4 => {
+                        let mut c = Command::new("sh");
+                        c.args([
+                            "-c",
+                            "echo $$ > \"$1/cgroup.procs\" && exec sh -c \"$2\"",
+                            "sh",
+                        ])
+                        .arg(&count_cgroup)
+                        .arg(&w.script);
+                        c
+                    }
                     None => {
                         let mut c = Command::new("sh");
                         c.args(["-c", &w.script]);
@@ -441,9 +538,12 @@ fn run(args: &[String]) -> Result<()> {
                 // agents may not create files beside it (self-protection).
                 cmd.current_dir(&root).env("TMPDIR", root.join("tmp"));
                 let s = &mut res[side];
+                let cpu_before = cpu_of(daemon);
                 let took = timed_or_killed(cmd, &format!("{} ({agent:?})", w.name), &mut s.failed)?;
                 let after = settled(&db)?;
-                s.wall.push(took);
+                s.cpu.push(cpu_of(daemon).saturating_sub(cpu_before));
+                s.wall.push(took.eof);
+                s.exit.push(took.exit);
                 s.entries.push(after.0 - before.0);
                 s.bytes.push(after.1 - before.1);
                 if agent == Some(EACH) {
@@ -478,12 +578,12 @@ fn run(args: &[String]) -> Result<()> {
             v[v.len() / 2]
         };
         let o = median(&mut res[0].wall);
-        let walls: Vec<f64> = res[1..]
+        let walls: Vec<f64> = res[1..4]
             .iter_mut()
             .map(|s| median(&mut s.wall).as_secs_f64() / o.as_secs_f64())
             .collect();
-        let ents: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.entries)).collect();
-        let bytes: Vec<u64> = res[1..].iter_mut().map(|s| med(&mut s.bytes)).collect();
+        let ents: Vec<u64> = res[1..4].iter_mut().map(|s| med(&mut s.entries)).collect();
+        let bytes: Vec<u64> = res[1..4].iter_mut().map(|s| med(&mut s.bytes)).collect();
         println!(
             "{:<11} {:>7.0}ms {:>6.2}x {:>6.2}x {:>6.2}x {:>9} {:>9} {:>9} {:>6.1}x {:>6.1}x {:>11} {:>11} {:>11}",
             w.name,
@@ -512,10 +612,59 @@ fn run(args: &[String]) -> Result<()> {
         let failed: Vec<u64> = res.iter().map(|s| s.failed).collect();
         if failed.iter().any(|f| *f > 0) {
             println!(
-                "{:<11} failed runs (killed): outside {}, each {}, proc {}, agent {}",
-                w.name, failed[0], failed[1], failed[2], failed[3]
+                "{:<11} failed runs (killed): outside {}, each {}, proc {}, agent {}, cgroup {}",
+                w.name, failed[0], failed[1], failed[2], failed[3], failed[4]
             );
         }
+    }
+    println!(
+        "until the command exited (not its output's end), medians; `cgroup`: the per-process \
+         agent's cgroup entered without `warden run`; daemon CPU (user+system) per run until the \
+         log settled, and per entry of the `each` side"
+    );
+    println!(
+        "{:<11} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "workload",
+        "outside",
+        "each/x",
+        "proc/x",
+        "agent/x",
+        "cgroup/x",
+        "cpu:each",
+        "cpu:proc",
+        "cpu:agent",
+        "cpu:cgrp",
+        "cpu:out",
+        "us/entry"
+    );
+    for (w, res) in workloads.iter().zip(results.iter_mut()) {
+        let o = median(&mut res[0].exit).as_secs_f64();
+        let x: Vec<f64> = res[1..]
+            .iter_mut()
+            .map(|s| median(&mut s.exit).as_secs_f64() / o)
+            .collect();
+        let cpu: Vec<f64> = res
+            .iter_mut()
+            .map(|s| median(&mut s.cpu).as_secs_f64() * 1e3)
+            .collect();
+        let mut each_entries = res[1].entries.clone();
+        each_entries.sort();
+        let per_entry = cpu[1] * 1e3 / each_entries[each_entries.len() / 2].max(1) as f64;
+        println!(
+            "{:<11} {:>7.0}ms {:>6.2}x {:>6.2}x {:>6.2}x {:>7.2}x {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>8.1}",
+            w.name,
+            o * 1e3,
+            x[0],
+            x[1],
+            x[2],
+            x[3],
+            cpu[1],
+            cpu[2],
+            cpu[3],
+            cpu[4],
+            cpu[0],
+            per_entry
+        );
     }
     println!(
         "`warden run --agent A -- /usr/bin/true` (in every agent side's wall time): median {:.1} ms \

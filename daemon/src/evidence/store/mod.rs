@@ -26,6 +26,18 @@ const INSERT: &str = "INSERT INTO evidence (seq, ts_ns, kind, agent, owner, uid,
     details, prev_hash, hash, v) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
+/// The selection of [`EvidenceStore::refusals_after`]. `warden run`'s
+/// explainer asks it every 100 ms with the seq of the run's start, so the
+/// entries since then grow with the run: the unary `+` keeps SQLite off
+/// the agent and kind indexes (and the seq range), which walk every
+/// decision since the run's start (1.7 ms per 5,000 allowed entries, every
+/// poll: a 43,000-file read run's explainer scanned them all ten times a
+/// second), and onto `evidence_decision` (decision = each refusal, seq >
+/// ?1): 0.02 ms.
+const REFUSALS_AFTER: &str = "FROM evidence WHERE seq > ?1 AND +agent = ?2 \
+    AND +kind = 'decision' AND decision IN ('deny', 'hold', 'rejected', 'expired') \
+    ORDER BY seq LIMIT ?3";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Opening the file: integrity, WAL, schema version, migration.
@@ -182,6 +194,45 @@ impl EvidenceStore {
         result
     }
 
+    /// As [`Self::append`], for the evidence writer's batches: `entries`
+    /// are sealed in place (moved, not copied; each slot holds its entry
+    /// again when this returns, written or not) and only their number is
+    /// returned.
+    pub fn append_batch(
+        &mut self,
+        entries: &mut [NewEntry],
+        durability: Durability,
+    ) -> Result<usize, StoreError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        if durability == Durability::Batched {
+            return self.append_batch_tx(entries);
+        }
+        self.set_synchronous("FULL")?;
+        let result = self.append_batch_tx(entries);
+        let _ = self.set_synchronous("NORMAL");
+        result
+    }
+
+    fn append_batch_tx(&mut self, entries: &mut [NewEntry]) -> Result<usize, StoreError> {
+        let path = &self.path;
+        let sql = |op| {
+            move |source| StoreError::Sqlite {
+                op,
+                path: path.clone(),
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("begin append"))?;
+        let written = seal_in_place(&tx, path, entries)?;
+        tx.commit().map_err(sql("commit append"))?;
+        Ok(written)
+    }
+
     fn append_tx(&mut self, entries: &[NewEntry]) -> Result<Vec<Entry>, StoreError> {
         let path = &self.path;
         let sql = |op| {
@@ -319,32 +370,7 @@ fn seal_into(
                 };
                 let entry =
                     Entry::seal_with(&mut hasher, seq, prev_hash, new.clone()).map_err(seal_err)?;
-                // serde_json only ever writes UTF-8, so this never replaces anything.
-                let details_text = String::from_utf8_lossy(hasher.details());
-                insert
-                    .execute(params![
-                        entry.seq,
-                        entry.ts_ns,
-                        entry.kind,
-                        entry.agent,
-                        entry.owner,
-                        entry.uid,
-                        entry.loginuid,
-                        entry.user,
-                        entry.login_user,
-                        entry.pid,
-                        entry.exe,
-                        entry.action,
-                        entry.target,
-                        entry.decision,
-                        entry.rule_id,
-                        entry.policy_snapshot,
-                        entry.method,
-                        details_text,
-                        entry.prev_hash,
-                        entry.hash,
-                        entry.v,
-                    ])
+                insert_row(&mut insert, &entry, hasher.details())
                     .map_err(sql("append evidence"))?;
                 prev_hash = entry.hash.clone();
                 sealed.push(entry);
@@ -352,6 +378,110 @@ fn seal_into(
         }
         Ok(sealed)
     }
+}
+
+/// Inserts one sealed entry, its `details` as `canonical` (the encoding
+/// the hasher wrote).
+fn insert_row(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    entry: &Entry,
+    canonical: &[u8],
+) -> rusqlite::Result<usize> {
+    // serde_json only ever writes UTF-8, so this never replaces anything.
+    let details_text = String::from_utf8_lossy(canonical);
+    insert.execute(params![
+        entry.seq,
+        entry.ts_ns,
+        entry.kind,
+        entry.agent,
+        entry.owner,
+        entry.uid,
+        entry.loginuid,
+        entry.user,
+        entry.login_user,
+        entry.pid,
+        entry.exe,
+        entry.action,
+        entry.target,
+        entry.decision,
+        entry.rule_id,
+        entry.policy_snapshot,
+        entry.method,
+        details_text,
+        entry.prev_hash,
+        entry.hash,
+        entry.v,
+    ])
+}
+
+/// A `NewEntry` with nothing in it (no allocation), left in a batch's slot
+/// while its entry is moved out to be sealed; never valid.
+fn vacant() -> NewEntry {
+    NewEntry {
+        ts_ns: 0,
+        kind: String::new(),
+        agent: String::new(),
+        owner: String::new(),
+        uid: 0,
+        loginuid: 0,
+        user: String::new(),
+        login_user: String::new(),
+        pid: 0,
+        exe: String::new(),
+        action: String::new(),
+        target: String::new(),
+        decision: String::new(),
+        rule_id: String::new(),
+        policy_snapshot: String::new(),
+        method: String::new(),
+        details: Map::new(),
+    }
+}
+
+/// As [`seal_into`], for the evidence writer's batches: each entry is
+/// moved out of its slot to be sealed and inserted and moved back, instead
+/// of copied (a decision entry is some 30 allocations), and the sealed
+/// entries are not returned. On an error every slot holds its entry as it
+/// came. Returns how many entries were inserted.
+fn seal_in_place(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    entries: &mut [NewEntry],
+) -> Result<usize, StoreError> {
+    let sql = |op| {
+        move |source| StoreError::Sqlite {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let (mut seq, mut prev_hash) = read_head(tx)
+        .map_err(sql("read evidence head"))?
+        .unwrap_or((0, GENESIS_PREV_HASH.to_string()));
+    let mut insert = tx.prepare_cached(INSERT).map_err(sql("prepare append"))?;
+    let mut hasher = EntryHasher::new();
+    for (index, slot) in entries.iter_mut().enumerate() {
+        seq += 1;
+        let new = std::mem::replace(slot, vacant());
+        let mut entry = match Entry::seal_or_return(&mut hasher, seq, prev_hash, new) {
+            Ok(entry) => entry,
+            Err(given_back) => {
+                let (source, new) = *given_back;
+                *slot = new;
+                return Err(StoreError::Seal {
+                    path: path.to_path_buf(),
+                    index,
+                    seq,
+                    source,
+                });
+            }
+        };
+        let inserted = insert_row(&mut insert, &entry, hasher.details());
+        prev_hash = std::mem::take(&mut entry.hash);
+        *slot = entry.into_new();
+        inserted.map_err(sql("append evidence"))?;
+    }
+    Ok(entries.len())
 }
 
 impl EvidenceStore {
@@ -375,18 +505,16 @@ impl EvidenceStore {
 
     /// The decision entries of `agent` after `after_seq` that refused or
     /// held an action (what `warden run` explains on its stderr), oldest
-    /// first, at most `limit`. Walks the seq index from `after_seq`, so
-    /// its cost is the entries since then, not the log's size.
+    /// first, at most `limit`. Walks the decision index from `after_seq`
+    /// ([`REFUSALS_AFTER`]), so its cost is the refusals since then, not
+    /// the entries since then nor the log's size.
     pub fn refusals_after(
         &self,
         agent: &str,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM evidence WHERE seq > ?1 AND agent = ?2 AND kind = 'decision' \
-               AND decision IN ('deny', 'hold', 'rejected', 'expired') ORDER BY seq LIMIT ?3"
-        );
+        let sql = format!("SELECT {COLUMNS} {REFUSALS_AFTER}");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.collect(&sql, params![after_seq, agent, limit], "read refusals")
     }

@@ -156,6 +156,117 @@ fn invalid_entry_aborts_the_whole_batch() {
 }
 
 #[test]
+fn a_batch_sealed_in_place_is_the_chain_append_writes_and_its_entries_stay() {
+    let (_a_dir, _a_path, mut copied) = new_store();
+    let (_b_dir, _b_path, mut in_place) = new_store();
+    let expected = copied
+        .append(&batch(0, 3), Durability::Batched)
+        .expect("append");
+    let more = copied
+        .append(&batch(3, 2), Durability::Fsync)
+        .expect("append fsync");
+    let mut entries = batch(0, 3);
+    assert_eq!(
+        in_place
+            .append_batch(&mut entries, Durability::Batched)
+            .expect("append_batch"),
+        3
+    );
+    // The caller still has its entries, unchanged.
+    assert_eq!(entries, batch(0, 3));
+    let mut entries = batch(3, 2);
+    assert_eq!(
+        in_place
+            .append_batch(&mut entries, Durability::Fsync)
+            .expect("append_batch fsync"),
+        2
+    );
+    let all: Vec<Entry> = expected.into_iter().chain(more).collect();
+    assert_eq!(in_place.read_range(1, 5).expect("range"), all);
+    let sync: i64 = in_place
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(sync, 1, "synchronous back to NORMAL after an Fsync append");
+}
+
+#[test]
+fn a_batch_sealed_in_place_with_an_invalid_entry_writes_nothing_and_gives_every_entry_back() {
+    let (_dir, _path, mut store) = new_store();
+    store
+        .append_batch(&mut batch(0, 2), Durability::Batched)
+        .expect("append");
+    let mut entries = batch(2, 3);
+    entries[2].owner.clear();
+    let before = entries.clone();
+    let err = store
+        .append_batch(&mut entries, Durability::Batched)
+        .expect_err("invalid");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Seal {
+                index: 2,
+                seq: 5,
+                source: RecordError::EmptyField { field: "owner" },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The two valid entries were sealed and moved back, the invalid one
+    // given back: a retry of each job sees them as they came.
+    assert_eq!(entries, before);
+    assert_eq!(store.count().expect("count"), 2);
+    let mut valid = entries[..2].to_vec();
+    store
+        .append_batch(&mut valid, Durability::Batched)
+        .expect("append after failure");
+    assert_eq!(store.head().expect("head").map(|h| h.0), Some(4));
+}
+
+#[test]
+fn refusals_after_walks_the_decision_index_not_every_entry_since() {
+    let (_dir, _path, mut store) = new_store();
+    let mut entries = batch(0, 40);
+    for (i, e) in entries.iter_mut().enumerate() {
+        e.agent = "explained".into();
+        e.kind = "decision".into();
+        e.decision = if i % 10 == 3 { "deny" } else { "allow" }.into();
+    }
+    store.append(&entries, Durability::Batched).unwrap();
+    let plan: Vec<String> = store
+        .connection()
+        .prepare(&format!("EXPLAIN QUERY PLAN SELECT seq {REFUSALS_AFTER}"))
+        .unwrap()
+        .query_map(params![0, "explained", 1000], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|p| p.contains("USING INDEX evidence_decision")),
+        "{plan:?}"
+    );
+    // The same answer: the refusals after the seq, oldest first.
+    let seqs: Vec<u64> = store
+        .refusals_after("explained", 5, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [14, 24, 34]);
+    let first: Vec<u64> = store
+        .refusals_after("explained", 0, 1)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(first, [4]);
+    assert!(store.refusals_after("other", 0, 1000).unwrap().is_empty());
+}
+
+#[test]
 fn for_each_entry_streams_in_order_and_stops_on_break() {
     let (_dir, _path, mut store) = new_store();
     store
