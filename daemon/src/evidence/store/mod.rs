@@ -182,16 +182,7 @@ impl EvidenceStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        if durability == Durability::Batched {
-            return self.append_tx(entries);
-        }
-        // SQLite refuses to change `synchronous` inside a transaction.
-        self.set_synchronous("FULL")?;
-        let result = self.append_tx(entries);
-        // A failure here leaves the connection at FULL, which is only slower;
-        // reporting it would make callers retry an append that succeeded.
-        let _ = self.set_synchronous("NORMAL");
-        result
+        self.append_with(durability, |tx, path| seal_into(tx, path, entries))
     }
 
     /// As [`Self::append`], for the evidence writer's batches: `entries`
@@ -206,16 +197,32 @@ impl EvidenceStore {
         if entries.is_empty() {
             return Ok(0);
         }
+        self.append_with(durability, |tx, path| seal_in_place(tx, path, entries))
+    }
+
+    /// Runs `seal` in one `BEGIN IMMEDIATE` transaction and commits it, at
+    /// `synchronous = FULL` for [`Durability::Fsync`].
+    fn append_with<T>(
+        &mut self,
+        durability: Durability,
+        seal: impl FnOnce(&rusqlite::Transaction<'_>, &PathBuf) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if durability == Durability::Batched {
-            return self.append_batch_tx(entries);
+            return self.append_tx(seal);
         }
+        // SQLite refuses to change `synchronous` inside a transaction.
         self.set_synchronous("FULL")?;
-        let result = self.append_batch_tx(entries);
+        let result = self.append_tx(seal);
+        // A failure here leaves the connection at FULL, which is only slower;
+        // reporting it would make callers retry an append that succeeded.
         let _ = self.set_synchronous("NORMAL");
         result
     }
 
-    fn append_batch_tx(&mut self, entries: &mut [NewEntry]) -> Result<usize, StoreError> {
+    fn append_tx<T>(
+        &mut self,
+        seal: impl FnOnce(&rusqlite::Transaction<'_>, &PathBuf) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let path = &self.path;
         let sql = |op| {
             move |source| StoreError::Sqlite {
@@ -228,25 +235,7 @@ impl EvidenceStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin append"))?;
-        let written = seal_in_place(&tx, path, entries)?;
-        tx.commit().map_err(sql("commit append"))?;
-        Ok(written)
-    }
-
-    fn append_tx(&mut self, entries: &[NewEntry]) -> Result<Vec<Entry>, StoreError> {
-        let path = &self.path;
-        let sql = |op| {
-            move |source| StoreError::Sqlite {
-                op,
-                path: path.clone(),
-                source,
-            }
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("begin append"))?;
-        let sealed = seal_into(&tx, path, entries)?;
+        let sealed = seal(&tx, path)?;
         tx.commit().map_err(sql("commit append"))?;
         Ok(sealed)
     }
