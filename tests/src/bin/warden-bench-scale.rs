@@ -520,24 +520,24 @@ fn cli_only(n: u64) {
     println!("  load average at the end: {}", load());
 }
 
-/// `WARDEN_BENCH_SCALE_ONLY=run`: `warden run --agent A -- /usr/bin/true`
-/// (start to exit) with the daemon idle and with the daemon busy, in
-/// alternating rounds (`WARDEN_BENCH_RUN_ROUNDS`, default 4, of `RUNS`
-/// runs each): busy is a second agent reading one file in a loop under
-/// `evidence: { allowed: each }`, so the daemon's writer appends an entry
-/// per open the whole time. Prints each round's median, the median of all
-/// runs of each side and the log's size at the end.
-fn run_only() {
-    let rounds: usize = std::env::var("WARDEN_BENCH_RUN_ROUNDS")
+/// `WARDEN_BENCH_RUN_ROUNDS`, or `default`.
+fn run_rounds(default: usize) -> usize {
+    std::env::var("WARDEN_BENCH_RUN_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(4);
-    let mut env = TestEnv::new("bench-scale-run");
+        .unwrap_or(default)
+}
+
+/// An environment for timing a verb against a busy daemon: `policy`, a
+/// connect-only policy for the agent timed, and `flood.yaml`, which allows
+/// reading one file (returned) under `evidence: { allowed: each }`.
+fn busy_env(name: &str, policy: &str) -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new(name);
     std::fs::create_dir_all(env.state_dir()).unwrap();
     let file = env.dir.path().join("flooded.txt");
     std::fs::write(&file, "flood\n").unwrap();
     env.write_policy(
-        "run.yaml",
+        policy,
         "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
     );
     env.write_policy(
@@ -548,6 +548,40 @@ fn run_only() {
             file.display()
         ),
     );
+    (env, file)
+}
+
+/// Starts agent `bench-flood` reading `file` in a loop, and returns once
+/// its entries are arriving in the log (or after 30 s).
+fn start_flood(env: &TestEnv, file: &std::path::Path) -> std::process::Child {
+    let count = || env.ok(&["log", "--count"]).trim().to_string();
+    let flood = env
+        .warden()
+        .args(["run", "--agent", "bench-flood", "--"])
+        .arg(warden_tests::probe_bin())
+        .args(["read-n", file.to_str().unwrap(), "1000000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    flood
+}
+
+/// `WARDEN_BENCH_SCALE_ONLY=run`: `warden run --agent A -- /usr/bin/true`
+/// (start to exit) with the daemon idle and with the daemon busy, in
+/// alternating rounds (`WARDEN_BENCH_RUN_ROUNDS`, default 4, of `RUNS`
+/// runs each): busy is a second agent reading one file in a loop under
+/// `evidence: { allowed: each }`, so the daemon's writer appends an entry
+/// per open the whole time. Prints each round's median, the median of all
+/// runs of each side and the log's size at the end.
+fn run_only() {
+    let rounds = run_rounds(4);
+    let (mut env, file) = busy_env("bench-scale-run", "run.yaml");
     env.start_daemon_quiet();
     env.add_agent("bench-run", "run.yaml");
     env.add_agent("bench-flood", "flood.yaml");
@@ -567,21 +601,7 @@ fn run_only() {
             median(mine)
         };
         let quiet = times(&mut idle);
-        let mut flood = env
-            .warden()
-            .args(["run", "--agent", "bench-flood", "--"])
-            .arg(warden_tests::probe_bin())
-            .args(["read-n", file.to_str().unwrap(), "1000000000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Busy once the flood's entries are arriving.
-        let before = count(&env);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while count(&env) == before && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let mut flood = start_flood(&env, &file);
         let loaded = times(&mut busy);
         // Until the end of stdout and stderr while the daemon is busy: the
         // explainer's barrier waits for the writer's queue.
@@ -734,26 +754,8 @@ fn base(env: &TestEnv) -> Option<(String, std::process::Command)> {
 /// that binary's kill, alternating. `WARDEN_BENCH_RUN_STRACE=PREFIX`: one
 /// more kill of each binary under `strace -f -tt -T`.
 fn kill_only(n: u64) {
-    let rounds: usize = std::env::var("WARDEN_BENCH_RUN_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let mut env = TestEnv::new("bench-scale-kill");
-    std::fs::create_dir_all(env.state_dir()).unwrap();
-    let file = env.dir.path().join("flooded.txt");
-    std::fs::write(&file, "flood\n").unwrap();
-    env.write_policy(
-        "kill.yaml",
-        "version: 1\ndescription: bench\nrules:\n  - id: local\n    connect: { to: 127.0.0.1, ports: [9], protocol: tcp }\n    decision: allow\n",
-    );
-    env.write_policy(
-        "flood.yaml",
-        &format!(
-            "version: 1\nevidence: {{ allowed: each }}\nrules:\n{}\n  - id: the-file\n    file: {{ path: {}, access: [read] }}\n    decision: allow\n",
-            warden_tests::RUNTIME_FILES.trim_end(),
-            file.display()
-        ),
-    );
+    let rounds = run_rounds(3);
+    let (mut env, file) = busy_env("bench-scale-kill", "kill.yaml");
     let base_ns = warden::clock::now_ns() - n as i64 * SPACING_NS;
     let t = Instant::now();
     let mut store = EvidenceStore::open(&env.database()).unwrap();
@@ -778,20 +780,7 @@ fn kill_only(n: u64) {
     let kill = s(&["kill", KILL_AGENT, "--reason", "bench"]);
     let revive = s(&["revive", KILL_AGENT, "--reason", "bench"]);
     let count = |env: &TestEnv| env.ok(&["log", "--count"]).trim().to_string();
-    let mut flood = env
-        .warden()
-        .args(["run", "--agent", "bench-flood", "--"])
-        .arg(warden_tests::probe_bin())
-        .args(["read-n", file.to_str().unwrap(), "1000000000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let before = count(&env);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&env) == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut flood = start_flood(&env, &file);
     let other = base(&env);
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
     let times = |cmd: &dyn Fn() -> std::process::Command, into: &mut Vec<Duration>| {
