@@ -31,7 +31,8 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("warden: error: {e:#}");
+            let cause: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("warden: error: {}", warden::commands::error_line(cause));
             ExitCode::FAILURE
         }
     }
