@@ -74,6 +74,8 @@ pub(super) async fn read_events(
     // `drained` barriers waiting for the records submitted before them to
     // be taken, each with the producer position when it arrived.
     let mut waiting: Vec<(Barrier, Option<usize>)> = Vec::new();
+    // Barriers that arrived after this iteration's drain.
+    let mut arrived: Vec<(Barrier, Option<usize>)> = Vec::new();
     let pending = writer.pending();
     // Records taken from the kernel and not yet queued to the writer, in
     // order (see `Taken`).
@@ -174,6 +176,18 @@ pub(super) async fn read_events(
                     if barrier_behind && stashed < MAX_STASHED {
                         break;
                     }
+                    // A barrier that arrives while the reader waits for the
+                    // writer does not wait with it: it is answered after
+                    // the next drain (of the ring buffer and the parked
+                    // records), the rest stays stashed.
+                    if positions.is_some() {
+                        while let Ok(barrier) = barriers.try_recv() {
+                            arrived.push((barrier, target()));
+                        }
+                        if !arrived.is_empty() && stashed < MAX_STASHED {
+                            break;
+                        }
+                    }
                     // Waits while the writer is behind (see `QUEUED_JOBS`),
                     // still beating: the daemon is alive and the parked
                     // threads will be continued, so the kernel should keep
@@ -255,6 +269,7 @@ pub(super) async fn read_events(
         }
         waiting = still;
         // Arrived during this drain: answered after the next one.
+        waiting.append(&mut arrived);
         while let Ok(barrier) = barriers.try_recv() {
             waiting.push((barrier, target()));
         }
