@@ -221,9 +221,9 @@ fn a_last_refusal_is_explained_while_another_agent_floods_the_writer() {
     let shell = format!("{probe} read {secret}; exit 0");
     let open_line = format!("warden: denied open {secret} (rule no-secret, policy snapshot ");
     // A refusal queued behind the flood's backlog waits for it to be
-    // committed: 2.7-9.2 s with a debug daemon on this loaded 2-core host
-    // (0.X s release), so the explainers here wait up to 30 s for their
-    // barrier rather than the default 10 s.
+    // committed: 2.6-9.2 s per barrier with a debug daemon on this loaded
+    // 2-core host (0.67-0.77 s with a release one), so the explainers here
+    // wait up to 30 s for their barrier rather than the default 10 s.
     let cli = |args: &[&str]| {
         env.warden()
             .env("WARDEN_EXPLAIN_BARRIER_SECS", "30")
