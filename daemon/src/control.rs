@@ -84,9 +84,15 @@ pub enum Request {
     },
     /// A barrier for `warden run`'s denial explainer, from outside every
     /// agent: answered (`Ok`) once every record the kernel had queued when
-    /// the request arrived (ring buffer and parked records) is committed
-    /// to the evidence log.
-    Drained,
+    /// the request arrived (ring buffer and parked records) has been taken
+    /// by the daemon and, with `agent`, once none of that agent's refusals
+    /// (what `EvidenceStore::refusals_after` returns) is still queued
+    /// before the writer's commit; without `agent` (`{"op":"drained"}`, as
+    /// before), once everything queued before it is committed.
+    Drained {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
     /// `warden kill` from outside every agent, after it set the kernel flag
     /// and ended the agent's processes itself: the daemon marks the agent
     /// revoked in the registry and appends the `kill` entry (attributed to
@@ -311,10 +317,23 @@ mod tests {
 
     #[test]
     fn barrier_and_kill_record_wire_format() {
+        // Without an agent: the request as it was (and as earlier CLIs
+        // send it).
+        let every = Request::Drained { agent: None };
         assert_eq!(
-            serde_json::to_string(&Request::Drained).unwrap(),
+            serde_json::to_string(&every).unwrap(),
             r#"{"op":"drained"}"#
         );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"drained"}"#).unwrap(),
+            every
+        );
+        let mine = Request::Drained {
+            agent: Some("bot".into()),
+        };
+        let text = serde_json::to_string(&mine).unwrap();
+        assert_eq!(text, r#"{"op":"drained","agent":"bot"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), mine);
         let kill = Request::KillRecord {
             agent: "bot".into(),
             reason: "r".into(),

@@ -426,6 +426,26 @@ fn read<T: Copy>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Whether a record not decoded yet may become a refusal entry of one of
+/// `agent_ids` (what an agent's `drained` barrier waits for): anything of
+/// those agents but a plain allow, and anything too short to tell.
+pub fn may_be_refusal_of(bytes: &[u8], agent_ids: &[u32]) -> bool {
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(agent), Some(decision), Some(method)) = (
+        word(std::mem::offset_of!(EventHeader, agent_id)),
+        word(std::mem::offset_of!(EventHeader, decision)),
+        word(std::mem::offset_of!(EventHeader, method)),
+    ) else {
+        return true;
+    };
+    agent_ids.contains(&agent)
+        && !(decision == Decision::Allow as u32 && method == Method::Allow as u32)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
     let header: EventHeader = read(bytes, "event header")?;
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
@@ -712,6 +732,26 @@ mod tests {
         // SAFETY: the ABI types are repr(C) plain data without padding.
         unsafe { std::slice::from_raw_parts((ev as *const T).cast::<u8>(), size_of::<T>()) }
             .to_vec()
+    }
+
+    #[test]
+    fn an_undecoded_record_may_be_a_refusal_unless_a_plain_allow_or_another_agents() {
+        let mut h = header(EventKind::Open, Decision::Allow, Method::Allow);
+        h.agent_id = 4;
+        assert!(!may_be_refusal_of(&raw(&h), &[4]));
+        assert!(!may_be_refusal_of(&raw(&h), &[5]));
+        for (decision, method) in [
+            (Decision::Deny, Method::Kill),
+            (Decision::Deny, Method::CgroupDeny),
+            (Decision::Hold, Method::Held),
+            (Decision::Allow, Method::Approved),
+        ] {
+            let mut h = header(EventKind::Open, decision, method);
+            h.agent_id = 4;
+            assert!(may_be_refusal_of(&raw(&h), &[4]), "{decision:?} {method:?}");
+            assert!(!may_be_refusal_of(&raw(&h), &[5, 6]));
+        }
+        assert!(may_be_refusal_of(&raw(&h)[..12], &[5]), "too short to tell");
     }
 
     fn path_field(s: &str) -> [u8; warden_common::EVENT_PATH_BYTES] {

@@ -228,9 +228,23 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
 /// how long it waits for the daemon's `drained` barrier once the command
 /// has ended; and how long it keeps looking after the end when no barrier
 /// is answered (the kernel's record of a kill reaches the log a moment
-/// after the process is gone).
+/// after the process is gone). The barrier names this agent, so the
+/// daemon answers it once the records before it are taken and none of
+/// this agent's refusals is still uncommitted: it waits long only for a
+/// refusal of this agent queued behind a backlog, which it then prints.
 const EXPLAIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-const EXPLAIN_BARRIER: std::time::Duration = std::time::Duration::from_secs(1);
+const EXPLAIN_BARRIER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `EXPLAIN_BARRIER`, or `WARDEN_EXPLAIN_BARRIER_SECS` (1 to 30: what the
+/// daemon waits at most) where a slow daemon is expected, such as a debug
+/// build under a flood in the tests.
+fn explain_barrier() -> std::time::Duration {
+    std::env::var("WARDEN_EXPLAIN_BARRIER_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| (1..=30).contains(s))
+        .map_or(EXPLAIN_BARRIER, std::time::Duration::from_secs)
+}
 const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Denials explained where the agent sees them: forks a process that
@@ -242,8 +256,9 @@ const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 ///
 /// The end is seen at once (a pidfd of this process, which stays valid
 /// across its exec and becomes readable when it exits); then the daemon's
-/// `drained` barrier says every record the kernel had queued is in the
-/// log, one last look prints them, and the run's stderr is let go. A
+/// `drained` barrier for this agent says every refusal of it the kernel
+/// had queued is in the log, one last look prints them, and the run's
+/// stderr is let go. A
 /// barrier not answered within `EXPLAIN_BARRIER` (the daemon's writer that
 /// far behind) ends it too, after one last look; with no daemon at all the
 /// explainer keeps looking for `EXPLAIN_GRACE` instead.
@@ -294,7 +309,11 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
                     break;
                 }
             }
-            match control::call(&paths.socket, &Request::Drained, EXPLAIN_BARRIER) {
+            // Only this agent's refusals: what it prints.
+            let barrier = Request::Drained {
+                agent: Some(agent.to_string()),
+            };
+            match control::call(&paths.socket, &barrier, explain_barrier()) {
                 // No daemon: the grace below.
                 Err(ControlError::NotRunning { .. }) => {}
                 // Answered, or waited for longer than the grace already

@@ -239,11 +239,14 @@ fn answer(reply: Option<Result<String, String>>) -> Response {
 }
 
 /// Where `drained` barriers go: the event reader (`read_events`).
-pub(super) type Barriers = tokio::sync::mpsc::Sender<super::writer::Drained>;
+pub(super) type Barriers = tokio::sync::mpsc::Sender<super::events::Barrier>;
 
 /// How long a `drained` barrier may take in the daemon before its answer
-/// is an error (the explainer waits 1 s, then falls back to its grace).
-const DRAIN_BOUND: Duration = Duration::from_secs(2);
+/// is an error: the most an explainer may wait (`WARDEN_EXPLAIN_BARRIER_SECS`
+/// up to 30 s; 10 s by default). An agent's barrier waits only for that
+/// agent's refusals, but those can be queued behind another agent's
+/// backlog: in a debug build under a flood, 2.7-9.2 s.
+const DRAIN_BOUND: Duration = Duration::from_secs(30);
 
 pub(super) async fn dispatch(
     req: Request,
@@ -423,7 +426,7 @@ pub(super) async fn dispatch(
                 None => gone(),
             }
         }
-        Request::Drained => drained(uid, pid, enforcer, barriers).await,
+        Request::Drained { agent } => drained(uid, pid, agent, enforcer, barriers).await,
         Request::KillRecord {
             agent,
             reason,
@@ -491,10 +494,14 @@ pub(super) async fn dispatch(
 /// `drained`: root, from outside every agent (each answer costs the reader
 /// a drain and the writer a commit, which an agent may not ask for in a
 /// loop); answered once the reader has handed every record queued before
-/// the request to the writer and the writer has committed them.
+/// the request to the writer (and the enforcer) and then, for `agent`,
+/// once none of its refusals is still queued before the writer's commit
+/// (`pending`), or without one, once the writer has committed everything
+/// queued before the request.
 async fn drained(
     uid: u32,
     pid: u32,
+    agent: Option<String>,
     enforcer: &mpsc::Sender<Command>,
     barriers: &Barriers,
 ) -> Response {
@@ -502,6 +509,11 @@ async fn drained(
     if uid != 0 {
         return Response::Error {
             message: format!("drained needs root; caller is uid {uid}"),
+        };
+    }
+    if agent.as_deref().is_some_and(str::is_empty) {
+        return Response::Error {
+            message: "drained: the agent's name is empty".into(),
         };
     }
     let actor = Actor::of(uid, pid);
@@ -521,7 +533,9 @@ async fn drained(
         }
     }
     let (done, wait) = tokio::sync::oneshot::channel();
-    if barriers.send(done).await.is_err() {
+    let for_agent = agent.is_some();
+    let barrier = super::events::Barrier { agent, done };
+    if barriers.send(barrier).await.is_err() {
         return Response::Error {
             message: "the event reader has stopped".into(),
         };
@@ -530,11 +544,17 @@ async fn drained(
         Ok(Ok(Ok(()))) => {
             tracing::debug!(
                 pid,
+                for_agent,
                 ms = asked.elapsed().as_secs_f64() * 1e3,
                 "drained: answered"
             );
+            let message = if for_agent {
+                "every refusal of the agent queued before the request is in the log"
+            } else {
+                "every record queued before the request is in the log"
+            };
             Response::Ok {
-                message: "every record queued before the request is in the log".into(),
+                message: message.into(),
             }
         }
         Ok(Ok(Err(e))) => Response::Error {

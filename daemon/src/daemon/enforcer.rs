@@ -62,6 +62,8 @@ pub(super) enum Command {
         agent: AgentView,
         policy: Arc<PolicyView>,
         facts: ProcessFacts,
+        /// `entry` counted as a pending refusal until it is written.
+        pending: Option<super::pending::Pending>,
     },
     /// The DNS proxy held a name (`dns::HoldRequest`).
     DnsHeld(crate::dns::HoldRequest),
@@ -69,6 +71,8 @@ pub(super) enum Command {
     Outcome {
         ev: KernelEvent,
         entry: NewEntry,
+        /// `entry` counted as a pending refusal until it is written.
+        pending: Option<super::pending::Pending>,
     },
     Decide {
         id: u64,
@@ -221,6 +225,7 @@ impl Enforcer {
                     agent,
                     policy,
                     facts,
+                    pending,
                 } => {
                     // First, before anything is written: the window in
                     // which a SIGCONT could continue a paused thread.
@@ -232,6 +237,8 @@ impl Enforcer {
                         }
                         Err(e) => tracing::error!(error = %crate::error_chain(&e), "record hold"),
                     }
+                    // Written (or not to be): the agent's barrier may go.
+                    drop(pending);
                 }
                 Command::DnsHeld(held) => {
                     let (cgroup_id, snapshot, name) =
@@ -245,12 +252,15 @@ impl Enforcer {
                         }
                     }
                 }
-                Command::Outcome { ev, entry } => match self.holds.on_outcome(&ev, entry) {
-                    Ok(entry) => self.record(entry),
-                    Err(e) => {
-                        tracing::error!(error = %crate::error_chain(&e), "record hold outcome")
+                Command::Outcome { ev, entry, pending } => {
+                    match self.holds.on_outcome(&ev, entry) {
+                        Ok(entry) => self.record(entry),
+                        Err(e) => {
+                            tracing::error!(error = %crate::error_chain(&e), "record hold outcome")
+                        }
                     }
-                },
+                    drop(pending);
+                }
                 Command::Decide {
                     id,
                     verdict,

@@ -8,6 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     enforcer::Command,
+    pending::{Pending, PendingRefusals},
     summaries::{FirstSeen, RepeatKey},
     views::{Stats, Views},
     writer::{Drained, EvidenceWriter, MAX_BATCH},
@@ -17,8 +18,19 @@ use crate::{
     clock::BootClock,
     decode,
     evidence::NewEntry,
-    kernel::backpressure::{self, Backpressure},
+    kernel::{
+        backpressure::{self, Backpressure},
+        ring_positions::RingPositions,
+    },
 };
+
+/// A `drained` barrier: its reply, and the agent whose refusals it waits
+/// for. `None` (the request without an agent): every record queued before
+/// it, through a marker behind the writer's whole queue.
+pub(super) struct Barrier {
+    pub(super) agent: Option<String>,
+    pub(super) done: Drained,
+}
 
 /// How long the daemon may go without draining before the kernel stops
 /// parking records for it (then `on_evidence_loss` decides): long enough
@@ -38,8 +50,15 @@ pub(super) async fn read_events(
     enforcer: mpsc::Sender<Command>,
     stats: Arc<Stats>,
     first_seen: Arc<Mutex<FirstSeen>>,
-    mut barriers: tokio::sync::mpsc::Receiver<Drained>,
+    mut barriers: tokio::sync::mpsc::Receiver<Barrier>,
 ) -> std::io::Result<()> {
+    // Where a barrier's records end: the producer position when it
+    // arrived (without the mappings, a drain that empties the ring buffer,
+    // which a flooding agent can put off indefinitely).
+    let positions = RingPositions::new(&ring)
+        .map_err(|e| tracing::warn!(error = %crate::error_chain(&e), "drained barriers wait for an empty ring buffer"))
+        .ok();
+    let target = || positions.as_ref().map(RingPositions::producer);
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for
     // as long as the AsyncFd (which owns the RingBuf) exists.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)? };
@@ -52,8 +71,15 @@ pub(super) async fn read_events(
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backlog = false;
-    // `drained` barriers waiting for a drain that empties the ring buffer.
-    let mut waiting: Vec<Drained> = Vec::new();
+    // `drained` barriers waiting for the records submitted before them to
+    // be taken, each with the producer position when it arrived.
+    let mut waiting: Vec<(Barrier, Option<usize>)> = Vec::new();
+    // Barriers that arrived after this iteration's drain.
+    let mut arrived: Vec<(Barrier, Option<usize>)> = Vec::new();
+    let pending = writer.pending();
+    // Records taken from the kernel and not yet queued to the writer, in
+    // order (see `Taken`).
+    let mut stash: std::collections::VecDeque<Taken> = std::collections::VecDeque::new();
     loop {
         let agent_ids: Vec<u32> = views
             .read()
@@ -71,26 +97,36 @@ pub(super) async fn read_events(
         // now rather than on the next wake-up.
         let mut batch = if backlog {
             let ring = fd.get_mut();
-            off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+            off_the_workers(|| {
+                drain(
+                    ring,
+                    &views,
+                    &enforcer,
+                    pending,
+                    &stats,
+                    &mut users,
+                    &mut firsts,
+                )
+            })
         } else {
             tokio::select! {
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
-                    let batch = off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts));
+                    let batch = off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts));
                     guard.clear_ready();
                     batch
                 }
                 _ = tick.tick() => {
                     let ring = fd.get_mut();
-                    off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+                    off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts))
                 }
                 Some(barrier) = barriers.recv() => {
                     // Whatever the kernel queued before the request is
                     // taken now, not on the next tick.
-                    waiting.push(barrier);
+                    waiting.push((barrier, target()));
                     let ring = fd.get_mut();
-                    off_the_workers(|| drain(ring, &views, &enforcer, &stats, &mut users, &mut firsts))
+                    off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts))
                 }
             }
         };
@@ -99,57 +135,166 @@ pub(super) async fn read_events(
             &mut parked,
             &views,
             &enforcer,
+            pending,
             &stats,
             &mut users,
             &mut firsts,
         );
         batch.extend(more);
-        if !batch.is_empty() {
-            // Waits while the writer is behind (see `QUEUED_JOBS`), still
-            // beating: the daemon is alive and the parked threads will be
-            // continued, so the kernel should keep parking, not give up.
-            let mut pending = batch;
-            while let Err(back) = writer.try_queue(pending) {
-                pending = back;
+        stash.push_back(Taken {
+            _pending: pending.of_entries(&batch),
+            entries: batch,
+            firsts,
+            resume,
+        });
+        // A barrier whose records are not all taken yet: the reader goes
+        // on draining rather than wait for the writer's room (up to
+        // `MAX_STASHED` entries), so the barrier does not wait for the
+        // writer's backlog of other records.
+        let barrier_behind = match &positions {
+            Some(p) => waiting
+                .iter()
+                .any(|(_, at)| at.is_some_and(|at| !p.consumed(at))),
+            None => false,
+        };
+        while let Some(front) = stash.pop_front() {
+            let Taken {
+                entries,
+                firsts,
+                resume,
+                _pending,
+            } = front;
+            if !entries.is_empty() {
+                if let Err(back) = writer.try_queue(entries) {
+                    stash.push_front(Taken {
+                        entries: back,
+                        firsts,
+                        resume,
+                        _pending,
+                    });
+                    let stashed: usize = stash.iter().map(|t| t.entries.len()).sum();
+                    if barrier_behind && stashed < MAX_STASHED {
+                        break;
+                    }
+                    // A barrier that arrives while the reader waits for the
+                    // writer does not wait with it: it is answered after
+                    // the next drain (of the ring buffer and the parked
+                    // records), the rest stays stashed.
+                    if positions.is_some() {
+                        while let Ok(barrier) = barriers.try_recv() {
+                            arrived.push((barrier, target()));
+                        }
+                        if !arrived.is_empty() && stashed < MAX_STASHED {
+                            break;
+                        }
+                    }
+                    // Waits while the writer is behind (see `QUEUED_JOBS`),
+                    // still beating: the daemon is alive and the parked
+                    // threads will be continued, so the kernel should keep
+                    // parking, not give up.
+                    if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
+                        tracing::warn!(error = %e, "heartbeat not written");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                }
+            }
+            // Queued (its refusals now counted by the writer): `_pending`
+            // goes. Remembered once queued, so a summary naming a first is
+            // always queued after it.
+            if !firsts.is_empty() {
+                let mut seen = first_seen.lock().expect("first-seen lock");
+                for (key, entry) in firsts {
+                    seen.remember(key, entry);
+                }
+            }
+            // Recorded (queued to the writer in order): the threads go on.
+            for (pid, tid) in resume {
+                backpressure::resume(pid, tid);
+            }
+        }
+        // A barrier is drained once the consumer position has passed the
+        // producer position it arrived at (every record submitted before
+        // it taken) and a drain of the parked records has run since it
+        // arrived: those records are now with the writer (its refusals
+        // counted as pending) or with the enforcer (counted too), ahead of
+        // the barrier.
+        let mut still = Vec::new();
+        for (Barrier { agent, done }, at) in std::mem::take(&mut waiting) {
+            let drained = match (at, &positions) {
+                (Some(at), Some(p)) => {
+                    p.consumed(at)
+                        || agent.as_deref().is_some_and(|agent| {
+                            // Or nothing of the agent's that may be a
+                            // refusal is among the records not taken yet:
+                            // the backlog before it need not be decoded.
+                            let ids: Vec<u32> = views
+                                .read()
+                                .expect("views lock")
+                                .agents
+                                .iter()
+                                .filter(|(_, v)| v.name == agent)
+                                .map(|(id, _)| *id)
+                                .collect();
+                            p.none_before(at, |rec| decode::may_be_refusal_of(rec, &ids))
+                        })
+                }
+                _ => !backlog,
+            } && (agent.is_some() || stash.is_empty());
+            if !drained {
+                still.push((Barrier { agent, done }, at));
+                continue;
+            }
+            if let Some(agent) = agent {
+                // Answered once none of the agent's refusals is still
+                // queued before the writer's commit: at once if none is,
+                // whatever else the writer has queued.
+                writer.pending().wait(
+                    &agent,
+                    Box::new(move || {
+                        let _ = done.send(Ok(()));
+                    }),
+                );
+                continue;
+            }
+            // Without an agent: a marker behind everything queued.
+            let mut marker = done;
+            while let Err(back) = writer.try_mark(marker) {
+                marker = back;
                 if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
                     tracing::warn!(error = %e, "heartbeat not written");
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
-        // Remembered once queued, so a summary naming a first is always
-        // queued after it.
-        if !firsts.is_empty() {
-            let mut seen = first_seen.lock().expect("first-seen lock");
-            for (key, entry) in firsts {
-                seen.remember(key, entry);
-            }
-        }
-        // Recorded (queued to the writer in order): the threads go on.
-        for (pid, tid) in resume {
-            backpressure::resume(pid, tid);
-        }
-        // This drain emptied the ring buffer (and took the parked records):
-        // every record queued before a waiting barrier arrived is now with
-        // the writer, ahead of the barrier's marker.
+        waiting = still;
+        // Arrived during this drain: answered after the next one.
+        waiting.append(&mut arrived);
         while let Ok(barrier) = barriers.try_recv() {
-            waiting.push(barrier);
-            backlog = true;
+            waiting.push((barrier, target()));
         }
-        if !backlog {
-            for barrier in std::mem::take(&mut waiting) {
-                let mut marker = barrier;
-                while let Err(back) = writer.try_mark(marker) {
-                    marker = back;
-                    if let Err(e) = parked.beat(HEARTBEAT_STALE_NS) {
-                        tracing::warn!(error = %e, "heartbeat not written");
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-            }
+        if !waiting.is_empty() {
+            // Drain again at once, letting the runtime's other tasks in.
+            backlog = true;
+            tokio::task::yield_now().await;
         }
     }
 }
+
+/// Records taken from the kernel, waiting for the writer's room: the
+/// entries, the firsts to remember and the parked threads to continue once
+/// they are queued, and their refusals counted as pending meanwhile.
+struct Taken {
+    entries: Vec<NewEntry>,
+    firsts: Vec<(RepeatKey, NewEntry)>,
+    resume: Vec<(u32, u32)>,
+    _pending: Vec<Pending>,
+}
+
+/// The most entries the reader holds while a barrier's records are still
+/// being taken (more than the 8 MiB ring buffer's ~22,000 records; past
+/// it, the reader waits for the writer's room as it does otherwise).
+const MAX_STASHED: usize = 8 * MAX_BATCH;
 
 /// Runs `f`, which reads /proc for every event (blocking file reads), where
 /// it does not hold up the runtime's other tasks (the control socket): the
@@ -164,6 +309,7 @@ pub(super) fn drain(
     ring: &mut RingBuf<MapData>,
     views: &RwLock<Views>,
     enforcer: &mpsc::Sender<Command>,
+    pending: &PendingRefusals,
     stats: &Stats,
     users: &mut UserNames,
     firsts: &mut Vec<(RepeatKey, NewEntry)>,
@@ -176,7 +322,7 @@ pub(super) fn drain(
         let decoded = decode::decode(&item);
         drop(item);
         route(
-            decoded, &boot, views, enforcer, stats, users, &mut facts, &mut batch, firsts,
+            decoded, &boot, views, enforcer, pending, stats, users, &mut facts, &mut batch, firsts,
         );
     }
     batch
@@ -190,6 +336,7 @@ pub(super) fn drain_parked(
     parked: &mut Backpressure,
     views: &RwLock<Views>,
     enforcer: &mpsc::Sender<Command>,
+    pending: &PendingRefusals,
     stats: &Stats,
     users: &mut UserNames,
     firsts: &mut Vec<(RepeatKey, NewEntry)>,
@@ -206,7 +353,7 @@ pub(super) fn drain_parked(
         }
         stats.parked.fetch_add(1, Ordering::Relaxed);
         route(
-            decoded, &boot, views, enforcer, stats, users, &mut facts, &mut batch, firsts,
+            decoded, &boot, views, enforcer, pending, stats, users, &mut facts, &mut batch, firsts,
         );
     }
     (batch, resume)
@@ -223,6 +370,7 @@ fn route(
     boot: &BootClock,
     views: &RwLock<Views>,
     enforcer: &mpsc::Sender<Command>,
+    pending: &PendingRefusals,
     stats: &Stats,
     users: &mut UserNames,
     facts_cache: &mut FactsCache,
@@ -322,9 +470,12 @@ fn route(
         tracing::debug!(agent = %entry.agent, pid = ev.pid, rule = %entry.rule_id, decision = %entry.decision, target = %entry.target, "decision");
         // Holds and their outcomes go to the enforcer, which owns the
         // approvals and the kernel's grants.
+        // A refusal the enforcer will write counts as pending from here,
+        // as the writer counts what it is given.
         let routed = match ev.method {
             warden_common::Method::Held => enforcer
                 .send(Command::Held {
+                    pending: pending_refusal(pending, &entry),
                     ev,
                     entry,
                     agent,
@@ -332,9 +483,13 @@ fn route(
                     facts,
                 })
                 .map_err(drop),
-            warden_common::Method::Approved | warden_common::Method::Rejected => {
-                enforcer.send(Command::Outcome { ev, entry }).map_err(drop)
-            }
+            warden_common::Method::Approved | warden_common::Method::Rejected => enforcer
+                .send(Command::Outcome {
+                    pending: pending_refusal(pending, &entry),
+                    ev,
+                    entry,
+                })
+                .map_err(drop),
             _ => {
                 // The decisions the kernel counts repeats of: plain allows,
                 // and denials refused without a kill (a cgroup hook; BPF
@@ -357,4 +512,11 @@ fn route(
             tracing::error!("enforcer is gone; hold event not recorded");
         }
     }
+}
+
+/// A guard counting `entry` as pending if it is a refusal the explainer
+/// prints (it travels with the entry to the enforcer, which writes it).
+fn pending_refusal(pending: &PendingRefusals, entry: &NewEntry) -> Option<Pending> {
+    let refusal = crate::evidence::is_explained_refusal(&entry.kind, &entry.decision);
+    pending.hold(&entry.agent, usize::from(refusal))
 }

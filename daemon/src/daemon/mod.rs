@@ -19,6 +19,7 @@ mod events;
 pub mod evidence_cap;
 mod governance;
 mod kill_record;
+mod pending;
 mod reconcile;
 mod run_start;
 mod startup;

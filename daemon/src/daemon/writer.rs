@@ -7,7 +7,10 @@ use std::sync::{atomic::Ordering, mpsc, Arc};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::views::Stats;
+use super::{
+    pending::{Pending, PendingRefusals},
+    views::Stats,
+};
 use crate::{
     actor::{Actor, Recorded},
     clock,
@@ -35,6 +38,9 @@ pub struct WriteJob {
     entries: Vec<NewEntry>,
     durability: Durability,
     done: Option<oneshot::Sender<Result<(), WriteError>>>,
+    /// The refusals among `entries`, counted until the job is committed
+    /// (or given up after its retry): an agent's barrier waits for them.
+    pending: Vec<Pending>,
 }
 
 /// How many jobs may wait for the writer. With the event reader's batches
@@ -50,6 +56,7 @@ pub(super) const MAX_BATCH: usize = 4096;
 #[derive(Clone)]
 pub struct EvidenceWriter {
     tx: mpsc::SyncSender<WriteJob>,
+    pending: PendingRefusals,
 }
 
 impl EvidenceWriter {
@@ -65,7 +72,14 @@ impl EvidenceWriter {
             .name("evidence-writer".into())
             .spawn(move || write_loop(store, rx, stats, key, checkpoints, sentinel))
             .expect("spawn evidence writer thread");
-        (Self { tx }, handle)
+        let pending = PendingRefusals::default();
+        (Self { tx, pending }, handle)
+    }
+
+    /// The refusals queued to this writer (or to be written through it),
+    /// per agent: what an agent's `drained` barrier waits for.
+    pub fn pending(&self) -> &PendingRefusals {
+        &self.pending
     }
 
     /// Queues entries for the next group commit; waits while the writer is
@@ -73,6 +87,7 @@ impl EvidenceWriter {
     pub(super) fn queue(&self, mut entries: Vec<NewEntry>) {
         crate::lineage::annotate(&mut entries);
         let job = WriteJob {
+            pending: self.pending.of_entries(&entries),
             entries,
             durability: Durability::Batched,
             done: None,
@@ -87,7 +102,11 @@ impl EvidenceWriter {
     /// event reader keeps its heartbeat) before trying again.
     pub(super) fn try_queue(&self, mut entries: Vec<NewEntry>) -> Result<(), Vec<NewEntry>> {
         crate::lineage::annotate(&mut entries);
+        // Counted before the writer can see the job, so its commit never
+        // gives back what was not yet taken; a job given back (writer
+        // full) gives its count back with it.
         let job = WriteJob {
+            pending: self.pending.of_entries(&entries),
             entries,
             durability: Durability::Batched,
             done: None,
@@ -110,6 +129,7 @@ impl EvidenceWriter {
             entries: Vec::new(),
             durability: Durability::Batched,
             done: Some(done),
+            pending: Vec::new(),
         };
         match self.tx.try_send(job) {
             Ok(()) => Ok(()),
@@ -128,6 +148,7 @@ impl EvidenceWriter {
         crate::lineage::annotate(&mut entries);
         let (done, wait) = oneshot::channel();
         let job = WriteJob {
+            pending: self.pending.of_entries(&entries),
             entries,
             durability: Durability::Fsync,
             done: Some(done),
@@ -310,7 +331,7 @@ pub(super) fn append_jobs(
     let mut parts = Vec::with_capacity(jobs.len());
     let mut all: Vec<NewEntry> = Vec::new();
     for job in jobs {
-        parts.push((job.entries.len(), job.done));
+        parts.push((job.entries.len(), job.done, job.pending));
         if all.is_empty() {
             all = job.entries;
         } else {
@@ -323,7 +344,10 @@ pub(super) fn append_jobs(
             if let Some(s) = sentinel.as_deref_mut() {
                 s.observe(&all);
             }
-            for (_, done) in parts {
+            // Committed: the refusals are in the log (their guards go
+            // with `parts`), and whoever waits is answered.
+            for (_, done, pending) in parts {
+                drop(pending);
                 if let Some(done) = done {
                     let _ = done.send(Ok(()));
                 }
@@ -336,7 +360,9 @@ pub(super) fn append_jobs(
             tracing::warn!(error = %e, "group append failed; retrying entries one job at a time");
             let mut count = 0;
             let mut start = 0;
-            for (len, done) in parts {
+            // Each job's refusals stay pending until its own retry has
+            // committed them (or lost them for good).
+            for (len, done, pending) in parts {
                 let entries = &mut all[start..start + len];
                 start += len;
                 let result = store
@@ -349,6 +375,7 @@ pub(super) fn append_jobs(
                 if let Err(e) = &result {
                     tracing::error!(error = %crate::error_chain(e), entries = len, "evidence lost");
                 }
+                drop(pending);
                 if let Some(done) = done {
                     let _ = done.send(result);
                 }
@@ -385,6 +412,7 @@ mod tests {
             entries: targets.iter().map(|t| entry(t)).collect(),
             durability: Durability::Batched,
             done,
+            pending: Vec::new(),
         };
         let mut bad = job(&["b1", "b2"], None);
         bad.entries[1].owner.clear();
@@ -409,5 +437,81 @@ mod tests {
             Err(WriteError::Store(StoreError::Seal { index: 1, .. }))
         ));
         assert!(good_wait.blocking_recv().expect("answer").is_ok());
+    }
+
+    /// A group that fails is retried job by job: its refusals stay pending
+    /// through the failure and the retry, and the agent's barrier is woken
+    /// (it looks at the log that moment, on the writer's own call stack)
+    /// only once every one of them is committed or lost for good.
+    #[test]
+    fn a_refusal_of_a_failed_group_stays_pending_until_its_retry_commits_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warden.db");
+        let mut store = EvidenceStore::open(&path).expect("open");
+        let (tx, rx) = mpsc::sync_channel(8);
+        let set = PendingRefusals::default();
+        let refusal = |target: &str| {
+            let mut e = entry(target);
+            e.kind = "decision".into();
+            e.decision = "deny".into();
+            e.agent = "barrier-agent".into();
+            e
+        };
+        let job = |entries: Vec<NewEntry>| WriteJob {
+            pending: set.of_entries(&entries),
+            entries,
+            durability: Durability::Batched,
+            done: None,
+        };
+        let first = job(vec![refusal("r1"), entry("allowed")]);
+        let mut bad = vec![refusal("lost"), entry("b2")];
+        bad[1].owner.clear();
+        tx.send(job(bad)).expect("queue");
+        tx.send(job(vec![refusal("r3")])).expect("queue");
+        assert_eq!(set.count("barrier-agent"), 3);
+        let seen: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
+        let look = seen.clone();
+        set.wait(
+            "barrier-agent",
+            Box::new(move || {
+                let conn = rusqlite::Connection::open(&path).expect("second connection");
+                let targets = conn
+                    .prepare("SELECT target FROM evidence WHERE decision = 'deny' ORDER BY seq")
+                    .expect("prepare")
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .expect("query")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("rows");
+                *look.lock().expect("lock") = Some(targets);
+            }),
+        );
+        assert!(
+            seen.lock().expect("lock").is_none(),
+            "woken before any commit"
+        );
+        let stats = Stats::default();
+        assert_eq!(append_jobs(&mut store, first, &rx, &stats, None), 3);
+        assert_eq!(
+            seen.lock().expect("lock").as_deref(),
+            Some(&["r1".to_string(), "r3".to_string()][..]),
+            "woken once both committed refusals were in the log"
+        );
+        assert_eq!(set.tracked(), 0);
+    }
+
+    /// A job the writer had no room for gives its count back with it: the
+    /// reader queues it again, counted again.
+    #[test]
+    fn a_job_given_back_by_a_full_writer_gives_its_count_back() {
+        let (tx, _rx) = mpsc::sync_channel(0);
+        let writer = EvidenceWriter {
+            tx,
+            pending: PendingRefusals::default(),
+        };
+        let mut e = entry("r");
+        (e.kind, e.decision, e.agent) = ("decision".into(), "deny".into(), "a".into());
+        let back = writer.try_queue(vec![e]).expect_err("no room");
+        assert_eq!(back.len(), 1);
+        assert_eq!(writer.pending().count("a"), 0);
     }
 }

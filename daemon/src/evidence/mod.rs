@@ -12,7 +12,7 @@ pub mod store;
 pub mod verify;
 
 pub use record::{Entry, NewEntry, RecordError, KINDS};
-pub use store::{Counted, Durability, EvidenceStore, Filter, StoreError};
+pub use store::{is_explained_refusal, Counted, Durability, EvidenceStore, Filter, StoreError};
 pub use verify::{
     verify_store, verify_store_signed, ChainError, ChainVerifier, TamperKind, VerifyError,
     VerifyReport,

@@ -215,6 +215,11 @@ impl Holds {
         let final_status = if go { "executed" } else { "refused" };
         // Before the kill: the entry reads the process's facts.
         let outcome = paused_outcome(a, go, final_status, &how);
+        // A refusal from the kill on, until it is written: the command may
+        // end with the kill, and its explainer's barrier waits for this.
+        let pending = (!go)
+            .then(|| self.writer.pending().hold(&a.job.agent, 1))
+            .flatten();
         if go {
             // Out of `HELD` first, so the guards let it be.
             if let Err(e) = kernel.forget_held(tid) {
@@ -235,5 +240,6 @@ impl Holds {
             tracing::error!(id = a.id, error = %crate::error_chain(&e), "mark approval applied");
         }
         self.record(outcome, a.id, "record hold outcome");
+        drop(pending);
     }
 }

@@ -75,6 +75,7 @@ mod load;
 pub mod lsm;
 mod mechanism;
 mod pinned;
+pub mod ring_positions;
 mod rules;
 mod summaries;
 

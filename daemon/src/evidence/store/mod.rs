@@ -38,6 +38,17 @@ const REFUSALS_AFTER: &str = "FROM evidence WHERE seq > ?1 AND +agent = ?2 \
     AND +kind = 'decision' AND decision IN ('deny', 'hold', 'rejected', 'expired') \
     ORDER BY seq LIMIT ?3";
 
+/// The decisions [`REFUSALS_AFTER`] selects.
+const REFUSAL_DECISIONS: [&str; 4] = ["deny", "hold", "rejected", "expired"];
+
+/// Whether an entry of this kind and decision is one that
+/// [`EvidenceStore::refusals_after`] returns (what `warden run` explains):
+/// the daemon counts such entries of each agent while they are queued, so
+/// an agent's `drained` barrier waits for them and nothing else.
+pub fn is_explained_refusal(kind: &str, decision: &str) -> bool {
+    kind == "decision" && REFUSAL_DECISIONS.contains(&decision)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Opening the file: integrity, WAL, schema version, migration.

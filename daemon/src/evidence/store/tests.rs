@@ -664,3 +664,43 @@ fn log_verify_checks_the_maintained_totals() {
         Err(crate::evidence::verify::VerifyError::Totals { .. })
     ));
 }
+
+#[test]
+fn the_refusal_predicate_is_what_refusals_after_returns() {
+    let (_dir, _path, mut store) = new_store();
+    let kinds = ["decision", "summary", "gap", "hold"];
+    let decisions = [
+        "allow",
+        "deny",
+        "hold",
+        "rejected",
+        "expired",
+        "would-deny",
+        "denied",
+        "approved",
+    ];
+    let mut entries = Vec::new();
+    for kind in kinds {
+        for decision in decisions {
+            for agent in ["mine", "other"] {
+                let mut e = sample(entries.len() as u64);
+                (e.kind, e.decision, e.agent) = (kind.into(), decision.into(), agent.into());
+                entries.push(e);
+            }
+        }
+    }
+    store.append(&entries, Durability::Batched).unwrap();
+    let returned: Vec<(String, String)> = store
+        .refusals_after("mine", 0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.decision))
+        .collect();
+    let predicted: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e.agent == "mine" && is_explained_refusal(&e.kind, &e.decision))
+        .map(|e| (e.kind.clone(), e.decision.clone()))
+        .collect();
+    assert_eq!(returned, predicted);
+    assert_eq!(predicted.len(), 4, "{predicted:?}");
+}
