@@ -568,8 +568,9 @@ impl Enforcer {
                 )
             })
             .collect();
-        first.rotate();
+        let forgotten = first.rotate();
         drop(first);
+        drop(forgotten);
         drop(views);
         {
             let mut views = self.views.write().expect("views lock");

@@ -8,7 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     enforcer::Command,
-    summaries::{FirstSeen, RepeatKey},
+    summaries::{FirstSeen, PackedFirst, RepeatKey},
     views::{Stats, Views},
     writer::{Drained, EvidenceWriter, MAX_BATCH},
 };
@@ -122,7 +122,7 @@ pub(super) async fn read_events(
         if !firsts.is_empty() {
             let mut seen = first_seen.lock().expect("first-seen lock");
             for (key, entry) in firsts {
-                seen.remember(key, entry);
+                seen.remember_packed(key, entry);
             }
         }
         // Recorded (queued to the writer in order): the threads go on.
@@ -166,7 +166,7 @@ pub(super) fn drain(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -192,7 +192,7 @@ pub(super) fn drain_parked(
     enforcer: &mpsc::Sender<Command>,
     stats: &Stats,
     users: &mut UserNames,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) -> (Vec<NewEntry>, Vec<(u32, u32)>) {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -227,7 +227,7 @@ fn route(
     users: &mut UserNames,
     facts_cache: &mut FactsCache,
     batch: &mut Vec<NewEntry>,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) {
     {
         let ev = match decoded {
@@ -347,7 +347,7 @@ fn route(
                         | warden_common::Method::FmodRetDeny
                         | warden_common::Method::Shadow
                 ) {
-                    firsts.push((RepeatKey::of_event(&ev), entry.clone()));
+                    firsts.push((RepeatKey::of_event(&ev), PackedFirst::pack(&entry)));
                 }
                 batch.push(entry);
                 Ok(())
