@@ -565,7 +565,11 @@ fn unfiltered_count_uses_the_indexes_and_equals_a_full_count() {
             .expect("plan rows");
         rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("\n")
     };
-    for sql in [SUMMARY_COUNT_SQL, CHAIN_LENGTH_SQL] {
+    for sql in [
+        SUMMARY_COUNT_SQL,
+        CHAIN_LENGTH_SQL,
+        crate::db::schema::COUNTED_CATCH_UP,
+    ] {
         let p = plan(&store, sql);
         assert!(!p.contains("SCAN evidence"), "{sql}: {p}");
     }
