@@ -480,3 +480,87 @@ fn per_agent_short_processes_across_sweeps_are_all_accounted_for() {
         "the log accounts for every decision of {allowed} (at most {slack} missed by sweeps): {checked}"
     );
 }
+
+/// The sweep takes the kernel's counts in batches of a few thousand keys
+/// (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`): a sweep of more keys than one
+/// batch holds (10,000 distinct files read twice by one process, all
+/// swept at once by the daemon's stop) writes one summary per key, each
+/// naming its first, and every repeat is accounted for.
+#[test]
+fn a_sweep_of_more_keys_than_one_batch_writes_every_summary() {
+    if !can_run("summaries") {
+        return;
+    }
+    const FILES: usize = 10_000;
+    let mut env = TestEnv::new("summbatch");
+    let f = Files::new(&env);
+    std::fs::create_dir_all(f.path("public/tail")).unwrap();
+    for i in 0..FILES {
+        f.write(&format!("public/tail/t{i}"), "T");
+    }
+    env.write_policy(
+        "p.yaml",
+        &format!(
+            "version: 1\nrules:\n{RUNTIME_FILES}  - id: public\n    file: {{ prefix: {}/, access: [read] }}\n    decision: allow\n  - id: null\n    file: {{ path: /dev/null, access: [read, write] }}\n    decision: allow\n  - id: locale-alias\n    file: {{ path: /etc/locale.alias, access: [read] }}\n    decision: allow\n",
+            f.path("public")
+        ),
+    );
+    env.start_daemon_with(&LONG_SWEEP);
+    env.add_agent("batch", "p.yaml");
+
+    // One `cat`: each file's first open and its repeat are one key.
+    let script = format!(
+        "cd {} && cat tail/* tail/* > /dev/null && echo done",
+        f.path("public")
+    );
+    let out = env.cli(&["run", "--agent", "batch", "--", "/bin/sh", "-c", &script]);
+    assert_eq!(stdout(&out).trim(), "done", "{}", stderr(&out));
+    let in_tail = |e: &Value| {
+        e["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("/public/tail/t"))
+    };
+    // Every first in the log (so remembered) before the stop sweeps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let firsts = env
+            .evidence()
+            .iter()
+            .filter(|e| e["kind"] == "decision" && in_tail(e))
+            .count();
+        if firsts == FILES {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{firsts} of {FILES} firsts in the log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    env.stop_daemon();
+
+    let log = env.evidence();
+    let summaries: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["kind"] == "summary" && in_tail(e))
+        .collect();
+    assert_eq!(summaries.len(), FILES, "one summary per key");
+    assert!(
+        summaries.iter().all(|s| s["details"]["count"] == 1
+            && s["rule_id"] == "public"
+            && s["details"]["first_entry"].is_null()),
+        "each counts the one repeat and names its first"
+    );
+    let mut targets: Vec<&str> = summaries
+        .iter()
+        .map(|s| s["target"].as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    assert_eq!(targets.len(), FILES, "every file once");
+    assert!(env.ok(&["log", "verify"]).contains("intact"));
+    let checked = env.ok(&["log", "verify", "--completeness"]);
+    let (individual, counted, total, _) = accounting(&checked, "batch");
+    assert_eq!(individual + counted, total, "{checked}");
+    assert!(counted >= FILES as u64, "{checked}");
+}

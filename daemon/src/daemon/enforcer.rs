@@ -578,8 +578,9 @@ impl Enforcer {
                 )
             })
             .collect();
-        first.rotate();
+        let forgotten = first.rotate();
         drop(first);
+        drop(forgotten);
         drop(views);
         {
             let mut views = self.views.write().expect("views lock");

@@ -9,7 +9,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     enforcer::Command,
     pending::{Pending, PendingRefusals},
-    summaries::{FirstSeen, RepeatKey},
+    summaries::{FirstSeen, PackedFirst, RepeatKey},
     views::{Stats, Views},
     writer::{Drained, EvidenceWriter, MAX_BATCH},
 };
@@ -205,7 +205,7 @@ pub(super) async fn read_events(
             if !firsts.is_empty() {
                 let mut seen = first_seen.lock().expect("first-seen lock");
                 for (key, entry) in firsts {
-                    seen.remember(key, entry);
+                    seen.remember_packed(key, entry);
                 }
             }
             // Recorded (queued to the writer in order): the threads go on.
@@ -286,7 +286,7 @@ pub(super) async fn read_events(
 /// they are queued, and their refusals counted as pending meanwhile.
 struct Taken {
     entries: Vec<NewEntry>,
-    firsts: Vec<(RepeatKey, NewEntry)>,
+    firsts: Vec<(RepeatKey, PackedFirst)>,
     resume: Vec<(u32, u32)>,
     _pending: Vec<Pending>,
 }
@@ -312,7 +312,7 @@ pub(super) fn drain(
     pending: &PendingRefusals,
     stats: &Stats,
     users: &mut UserNames,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) -> Vec<NewEntry> {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -339,7 +339,7 @@ pub(super) fn drain_parked(
     pending: &PendingRefusals,
     stats: &Stats,
     users: &mut UserNames,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) -> (Vec<NewEntry>, Vec<(u32, u32)>) {
     let boot = BootClock::now();
     let mut batch = Vec::new();
@@ -375,7 +375,7 @@ fn route(
     users: &mut UserNames,
     facts_cache: &mut FactsCache,
     batch: &mut Vec<NewEntry>,
-    firsts: &mut Vec<(RepeatKey, NewEntry)>,
+    firsts: &mut Vec<(RepeatKey, PackedFirst)>,
 ) {
     {
         let ev = match decoded {
@@ -502,7 +502,7 @@ fn route(
                         | warden_common::Method::FmodRetDeny
                         | warden_common::Method::Shadow
                 ) {
-                    firsts.push((RepeatKey::of_event(&ev), entry.clone()));
+                    firsts.push((RepeatKey::of_event(&ev), PackedFirst::pack(&entry)));
                 }
                 batch.push(entry);
                 Ok(())

@@ -47,6 +47,12 @@ pub enum DbError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("open evidence database {path}: migrate evidence schema 2 to 3 (count summaries per append, not per row); the file is unchanged")]
+    MigrateCounted {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
 }
 
 /// Whether [`open`] reads the whole file to check it before using it.
@@ -96,8 +102,8 @@ pub fn bytes_in_use(conn: &Connection) -> rusqlite::Result<u64> {
 ///
 /// Several processes (daemon, CLI) may have it open at once: WAL and a busy
 /// timeout serialise writers. A file whose evidence schema is newer than this
-/// build's is refused before anything is written to it; a version 1 file is
-/// migrated in one transaction.
+/// build's is refused before anything is written to it; an older file is
+/// migrated one version at a time, each in one transaction.
 pub fn open(path: &Path, integrity: Integrity) -> Result<Database, DbError> {
     let open_err = |source| DbError::Open {
         path: path.to_path_buf(),
@@ -155,6 +161,13 @@ pub fn open(path: &Path, integrity: Integrity) -> Result<Database, DbError> {
     let mut found = schema::schema_version(&conn).map_err(open_err)?;
     if found == 1 {
         schema::migrate_1_to_2(&mut conn).map_err(|source| DbError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        found = schema::schema_version(&conn).map_err(open_err)?;
+    }
+    if found == 2 {
+        schema::migrate_2_to_3(&mut conn).map_err(|source| DbError::MigrateCounted {
             path: path.to_path_buf(),
             source,
         })?;

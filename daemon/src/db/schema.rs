@@ -4,9 +4,11 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 /// Version of the `evidence` table layout, kept in `evidence_meta`.
-/// Version 2 added the `v` column (each entry's encoding version); opening
-/// migrates a version 1 database in place.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added the `v` column (each entry's encoding version); version
+/// 3 keeps the summaries' total per append instead of per row (no insert
+/// trigger on `evidence`, `evidence_counted.through_seq`). Opening migrates
+/// an older database in place.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The delete guard of `EVIDENCE`, which `warden evidence archive` lifts
 /// and restores inside its pruning transaction (the same text: checked by
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS evidence_meta (
     key   TEXT PRIMARY KEY,
     value ANY  NOT NULL
 ) STRICT;
-INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 2);
+INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('schema_version', 3);
 INSERT OR IGNORE INTO evidence_meta (key, value) VALUES ('entry_encoding', 'warden/entry/v2');
 ";
 
@@ -142,24 +144,35 @@ CREATE INDEX IF NOT EXISTS evidence_decision ON evidence (decision, seq);
 CREATE INDEX IF NOT EXISTS evidence_ts ON evidence (ts_ns);
 
 -- The repeats every `summary` entry counts, summed, for `warden log
--- --count` without a filter (a maintained total instead of a scan). Kept by
--- triggers, so every writer (append, archive's prune) keeps it; seeded from
--- the log the first time this build opens an older file, after the
--- triggers exist, so no entry is missed or counted twice.
+-- --count` without a filter (a maintained total instead of a scan):
+-- `counted` sums the summaries with seq <= `through_seq`. The store adds
+-- each batch's summaries in the batch's transaction (`COUNTED_CATCH_UP`,
+-- one statement per batch: a per-row insert trigger would make every
+-- insert open a statement journal); readers add the few summaries after
+-- `through_seq` (none once a writer of this build appended), so rows any
+-- other writer inserted are counted too. A trigger keeps it on delete
+-- (archive's prune, which first appends, so everything pruned is at or
+-- below `through_seq`). Seeded from the log the first time this build
+-- opens a file that has none.
 CREATE TABLE IF NOT EXISTS evidence_counted (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    counted NUMERIC NOT NULL
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    counted     NUMERIC NOT NULL,
+    through_seq INTEGER NOT NULL DEFAULT 0
 );
-CREATE TRIGGER IF NOT EXISTS evidence_counted_insert AFTER INSERT ON evidence
-WHEN NEW.kind = 'summary'
-BEGIN UPDATE evidence_counted SET counted = counted + coalesce(json_extract(NEW.details, '$.count'), 0) WHERE id = 1; END;
 CREATE TRIGGER IF NOT EXISTS evidence_counted_delete AFTER DELETE ON evidence
 WHEN OLD.kind = 'summary'
 BEGIN UPDATE evidence_counted SET counted = counted - coalesce(json_extract(OLD.details, '$.count'), 0) WHERE id = 1; END;
-INSERT OR IGNORE INTO evidence_counted (id, counted)
-SELECT 1, total(json_extract(details, '$.count')) FROM evidence
+INSERT OR IGNORE INTO evidence_counted (id, counted, through_seq)
+SELECT 1, total(json_extract(details, '$.count')), coalesce(max(seq), 0) FROM evidence
 WHERE kind = 'summary' AND NOT EXISTS (SELECT 1 FROM evidence_counted);
 ";
+
+/// Adds the summaries appended after `through_seq` (through the kind
+/// index) to `evidence_counted`, inside the appending transaction.
+pub(crate) const COUNTED_CATCH_UP: &str = "UPDATE evidence_counted SET \
+    counted = counted + (SELECT total(json_extract(details, '$.count')) FROM evidence \
+    WHERE kind = 'summary' AND seq > through_seq), \
+    through_seq = (SELECT coalesce(max(seq), 0) FROM evidence) WHERE id = 1";
 
 /// The sentinel's new-behaviour memory (`sentinel::novelty`): what each
 /// agent executed, connected to and wrote below, and when it was last
@@ -228,6 +241,34 @@ ALTER TABLE evidence ADD COLUMN v INTEGER NOT NULL DEFAULT 1 CHECK (v IN (1, 2))
 UPDATE evidence_meta SET value = 2 WHERE key = 'schema_version';
 UPDATE evidence_meta SET value = 'warden/entry/v2' WHERE key = 'entry_encoding';
 ";
+
+/// Schema version 2 to 3, in one transaction under the write lock: the
+/// insert trigger had counted every summary stored so far, so the total
+/// is complete through the last seq; from now on the store adds each
+/// batch's summaries itself. No entry is touched. A version 2 file that
+/// had no total yet got one (with `through_seq`) when it was opened.
+pub(crate) fn migrate_2_to_3(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if schema_version(&tx)? == 2 {
+        let has_through: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('evidence_counted') \
+             WHERE name = 'through_seq'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_through {
+            tx.execute_batch(
+                "ALTER TABLE evidence_counted ADD COLUMN through_seq INTEGER NOT NULL DEFAULT 0;
+                 UPDATE evidence_counted SET through_seq = (SELECT coalesce(max(seq), 0) FROM evidence);",
+            )?;
+        }
+        tx.execute_batch(
+            "DROP TRIGGER IF EXISTS evidence_counted_insert;
+             UPDATE evidence_meta SET value = 3 WHERE key = 'schema_version';",
+        )?;
+    }
+    tx.commit()
+}
 
 pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row(

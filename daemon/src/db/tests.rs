@@ -47,21 +47,148 @@ fn a_schema_1_database_is_migrated_and_keeps_its_entries() {
     assert_eq!(encoding, "warden/entry/v2");
 }
 
+/// `batch(from, n)` with every third entry a `summary` counting 5.
+fn with_summaries(from: u64, n: u64) -> Vec<crate::evidence::NewEntry> {
+    let mut entries = batch(from, n);
+    for e in entries.iter_mut().step_by(3) {
+        e.kind = "summary".into();
+        e.details.insert("count".into(), serde_json::json!(5));
+    }
+    entries
+}
+
+/// A database as schema version 2 left it: the summaries' total kept by
+/// a per-row insert trigger, no `through_seq`, and `n` entries (every
+/// third a summary) sealed and counted as that build did.
+fn v2_database(path: &std::path::Path, n: u64) -> Vec<record::Entry> {
+    let store = EvidenceStore::open(path).expect("open");
+    store
+        .connection()
+        .execute_batch(
+            "ALTER TABLE evidence_counted DROP COLUMN through_seq;
+             CREATE TRIGGER evidence_counted_insert AFTER INSERT ON evidence
+             WHEN NEW.kind = 'summary'
+             BEGIN UPDATE evidence_counted SET counted = counted + coalesce(json_extract(NEW.details, '$.count'), 0) WHERE id = 1; END;
+             UPDATE evidence_meta SET value = 2 WHERE key = 'schema_version';",
+        )
+        .expect("schema 2");
+    let mut prev = record::GENESIS_PREV_HASH.to_string();
+    let mut entries = Vec::new();
+    for new in with_summaries(0, n) {
+        let e = record::Entry::seal(entries.len() as u64 + 1, prev, new).expect("seal");
+        crate::evidence::store::tests::insert_raw(store.connection(), &e, true);
+        prev = e.hash.clone();
+        entries.push(e);
+    }
+    entries
+}
+
+/// What `warden log --count` answers without a filter, and the same
+/// figures counted from every row.
+fn quick_and_full(store: &EvidenceStore) -> (crate::evidence::Counted, crate::evidence::Counted) {
+    store.totals_and_recount().expect("totals")
+}
+
+/// Schema 2 kept the summaries' total with a per-row insert trigger;
+/// opening migrates it to the per-batch total: the trigger is gone, the
+/// entries and the total unchanged, the old chain verifies, appends
+/// (with summaries) keep the total equal to a recount, a batch that fails
+/// changes nothing, and rows a writer without the total inserted (an
+/// older build still running) are counted too.
+#[test]
+fn a_schema_2_database_is_migrated_to_the_per_batch_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v2.db");
+    let old = v2_database(&path, 30);
+    let mut store = EvidenceStore::open(&path).expect("open migrates");
+    assert_eq!(
+        schema::schema_version(store.connection()).expect("version"),
+        SCHEMA_VERSION
+    );
+    let insert_triggers: i64 = store
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' \
+             AND tbl_name = 'evidence' AND sql LIKE '%INSERT ON evidence%'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("triggers");
+    assert_eq!(insert_triggers, 0, "no per-row trigger on inserts");
+    assert_eq!(
+        store.read_range(1, 30).expect("read"),
+        old,
+        "entries unchanged"
+    );
+    let (quick, full) = quick_and_full(&store);
+    assert_eq!(quick, full);
+    assert_eq!(full.counted, 10 * 5);
+    let through: i64 = store
+        .connection()
+        .query_row("SELECT through_seq FROM evidence_counted", [], |r| r.get(0))
+        .expect("through_seq");
+    assert_eq!(through, 30, "the trigger had counted every stored summary");
+    crate::evidence::verify_store(&store).expect("the old chain verifies");
+
+    store
+        .append(&with_summaries(30, 9), Durability::Batched)
+        .expect("append after migration");
+    let (quick, full) = quick_and_full(&store);
+    assert_eq!(quick, full);
+    assert_eq!(full.counted, 13 * 5);
+
+    // A failing batch (its last entry is invalid) leaves the total as it was.
+    let mut bad = with_summaries(39, 4);
+    bad[3].owner.clear();
+    store
+        .append_batch(&mut bad, Durability::Batched)
+        .expect_err("invalid entry");
+    assert_eq!(quick_and_full(&store), (quick, full));
+
+    // Summaries inserted by a writer that does not keep the total.
+    let head = store.read_range(39, 39).expect("head").remove(0);
+    let mut e = record::Entry::seal(40, head.hash, with_summaries(39, 1).remove(0)).expect("seal");
+    e.details.insert("count".into(), serde_json::json!(7));
+    e.hash = record::compute_hash(&e).expect("hash");
+    crate::evidence::store::tests::insert_raw(store.connection(), &e, true);
+    let (quick, full) = quick_and_full(&store);
+    assert_eq!(quick, full, "counted by the reader");
+    assert_eq!(full.counted, 13 * 5 + 7);
+    store
+        .append(&batch(40, 2), Durability::Batched)
+        .expect("append without summaries");
+    store
+        .append(&with_summaries(42, 1), Durability::Batched)
+        .expect("append a summary");
+    assert_eq!(quick_and_full(&store).0.counted, 13 * 5 + 7 + 5);
+    let through: i64 = store
+        .connection()
+        .query_row("SELECT through_seq FROM evidence_counted", [], |r| r.get(0))
+        .expect("through_seq");
+    assert_eq!(through, 43, "caught up by the next append with a summary");
+    let report = crate::evidence::verify_store(&store).expect("verifies");
+    assert_eq!(report.entries, 43);
+    drop(store);
+    let store = EvidenceStore::open(&path).expect("reopen: already migrated");
+    let (quick, full) = quick_and_full(&store);
+    assert_eq!(quick, full);
+}
+
 #[test]
 fn a_newer_schema_is_refused_without_touching_the_file() {
     let (_dir, path, store) = new_store();
     store
         .connection()
         .execute(
-            "UPDATE evidence_meta SET value = 3 WHERE key = 'schema_version'",
-            [],
+            "UPDATE evidence_meta SET value = ?1 WHERE key = 'schema_version'",
+            [SCHEMA_VERSION + 1],
         )
         .expect("bump");
     drop(store);
     let before = std::fs::read(&path).expect("read");
     let err = open(&path, Integrity::QuickCheck).err().expect("refused");
     assert!(
-        matches!(err, DbError::SchemaVersion { found: 3, .. }),
+        matches!(err, DbError::SchemaVersion { found, .. } if found == SCHEMA_VERSION + 1),
         "{err}"
     );
     assert_eq!(std::fs::read(&path).expect("read"), before);
@@ -202,7 +329,7 @@ fn settings(conn: &rusqlite::Connection) -> (String, i64, i64, i64, Vec<String>)
 
 #[test]
 fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
-    const ALL_OBJECTS: [&str; 18] = [
+    const ALL_OBJECTS: [&str; 17] = [
         "index approvals_pending",
         "index evidence_agent",
         "index evidence_decision",
@@ -218,7 +345,6 @@ fn every_constructor_in_any_order_gives_the_same_pragmas_and_all_tables() {
         "table evidence_meta",
         "table policy_versions",
         "trigger evidence_counted_delete",
-        "trigger evidence_counted_insert",
         "trigger evidence_no_delete",
         "trigger evidence_no_update",
     ];

@@ -462,7 +462,7 @@ fn put_int(buf: &mut Vec<u8>, digits: &mut itoa::Buffer, key: &[u8], n: Option<i
 }
 
 /// Lowercase hex, as stored (`hex::encode_to_slice` is several times slower).
-fn hex_lower(digest: &[u8; 32]) -> [u8; 64] {
+pub(super) fn hex_lower(digest: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {

@@ -116,8 +116,8 @@ impl Kernel {
         }
     }
 
-    /// Reads and deletes every key of `EGRESS_DROPS` (one
-    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` each, as `sweep_summaries`): a drop
+    /// Reads and deletes every key of `EGRESS_DROPS` (as `sweep_summaries`,
+    /// through `take_per_cpu`): a drop
     /// is either in what this returns or counted afresh under a new key.
     pub fn sweep_egress_drops(&mut self) -> Result<Vec<EgressSwept>, KernelError> {
         let mut out = Vec::new();

@@ -193,7 +193,10 @@ impl EvidenceStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        self.append_with(durability, |tx, path| seal_into(tx, path, entries))
+        let summaries = has_summary(entries);
+        self.append_with(durability, summaries, |tx, path| {
+            seal_into(tx, path, entries)
+        })
     }
 
     /// As [`Self::append`], for the evidence writer's batches: `entries`
@@ -208,22 +211,28 @@ impl EvidenceStore {
         if entries.is_empty() {
             return Ok(0);
         }
-        self.append_with(durability, |tx, path| seal_in_place(tx, path, entries))
+        let summaries = has_summary(entries);
+        self.append_with(durability, summaries, |tx, path| {
+            seal_in_place(tx, path, entries)
+        })
     }
 
     /// Runs `seal` in one `BEGIN IMMEDIATE` transaction and commits it, at
-    /// `synchronous = FULL` for [`Durability::Fsync`].
+    /// `synchronous = FULL` for [`Durability::Fsync`]. With `summaries`
+    /// (the batch holds a `summary` entry) the summaries' total
+    /// (`evidence_counted`) is brought up to date in the same transaction.
     fn append_with<T>(
         &mut self,
         durability: Durability,
+        summaries: bool,
         seal: impl FnOnce(&rusqlite::Transaction<'_>, &PathBuf) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         if durability == Durability::Batched {
-            return self.append_tx(seal);
+            return self.append_tx(summaries, seal);
         }
         // SQLite refuses to change `synchronous` inside a transaction.
         self.set_synchronous("FULL")?;
-        let result = self.append_tx(seal);
+        let result = self.append_tx(summaries, seal);
         // A failure here leaves the connection at FULL, which is only slower;
         // reporting it would make callers retry an append that succeeded.
         let _ = self.set_synchronous("NORMAL");
@@ -232,6 +241,7 @@ impl EvidenceStore {
 
     fn append_tx<T>(
         &mut self,
+        summaries: bool,
         seal: impl FnOnce(&rusqlite::Transaction<'_>, &PathBuf) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let path = &self.path;
@@ -247,6 +257,9 @@ impl EvidenceStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql("begin append"))?;
         let sealed = seal(&tx, path)?;
+        if summaries {
+            count_summaries(&tx).map_err(sql("count the appended summaries"))?;
+        }
         tx.commit().map_err(sql("commit append"))?;
         Ok(sealed)
     }
@@ -301,6 +314,9 @@ impl EvidenceStore {
             });
         }
         let mut sealed = seal_into(&tx, path, &[entry])?;
+        // Every summary to be pruned must be in the total the delete
+        // trigger subtracts it from.
+        count_summaries(&tx).map_err(sql("count the summaries before pruning"))?;
         // The append-only guard (`db::schema`) is lifted for this delete
         // only, inside the transaction: it is back when the prune commits.
         tx.execute_batch("DROP TRIGGER IF EXISTS evidence_no_delete")
@@ -335,6 +351,23 @@ impl EvidenceStore {
             })
         }))
     }
+}
+
+/// `kind` of the entries whose `details.count` the total in
+/// `evidence_counted` sums.
+const SUMMARY_KIND: &str = "summary";
+
+fn has_summary(entries: &[NewEntry]) -> bool {
+    entries.iter().any(|e| e.kind == SUMMARY_KIND)
+}
+
+/// Adds the summaries stored after `evidence_counted.through_seq` to the
+/// total, inside the caller's transaction: once per batch, where a per-row
+/// trigger would make every insert open a statement journal.
+fn count_summaries(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.prepare_cached(crate::db::schema::COUNTED_CATCH_UP)?
+        .execute([])
+        .map(drop)
 }
 
 /// Seals `entries` after the stored head and inserts them, inside the
@@ -387,8 +420,14 @@ fn insert_row(
     entry: &Entry,
     canonical: &[u8],
 ) -> rusqlite::Result<usize> {
-    // serde_json only ever writes UTF-8, so this never replaces anything.
-    let details_text = String::from_utf8_lossy(canonical);
+    // The canonical writer only ever writes UTF-8, so the lossy path never
+    // runs; `from_utf8` checks it several times faster than
+    // `from_utf8_lossy` does (which walked it chunk by chunk, ~1% of the
+    // daemon's CPU on a busy agent).
+    let details_text = match std::str::from_utf8(canonical) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(canonical),
+    };
     insert.execute(params![
         entry.seq,
         entry.ts_ns,
@@ -568,8 +607,8 @@ impl EvidenceStore {
     /// `query` without materialising a row. Without a filter the entries
     /// are the stored chain's length (its last seq minus its first, two
     /// primary-key lookups: the chain is contiguous from its base, which
-    /// `log verify` checks) and the repeats are the total the schema's
-    /// triggers keep (`evidence_counted`), so the cost does not grow with
+    /// `log verify` checks) and the repeats are the total the store keeps
+    /// (`evidence_counted`), so the cost does not grow with
     /// the log. With a filter the entries are counted in the
     /// filter's index and the repeats over its summaries only.
     pub fn count_matching(&self, filter: &Filter) -> Result<Counted, StoreError> {
@@ -783,15 +822,18 @@ impl EvidenceStore {
     }
 }
 
-/// The SELECT for `filter` and its parameters, newest first.
-/// The repeats every `summary` entry counts, as the `evidence_counted`
-/// triggers (`db::schema`) keep them.
 /// The stored chain's length from its two ends (primary-key lookups).
 pub(crate) const CHAIN_LENGTH_SQL: &str = "SELECT coalesce((SELECT max(seq) FROM evidence) - \
      (SELECT min(seq) FROM evidence) + 1, 0)";
 
-pub(crate) const SUMMARY_COUNT_SQL: &str = "SELECT counted FROM evidence_counted WHERE id = 1";
+/// The repeats every `summary` entry counts: the total `evidence_counted`
+/// keeps (`db::schema`) plus the summaries stored after it (through the
+/// kind index; none once a writer of this build appended).
+pub(crate) const SUMMARY_COUNT_SQL: &str = "SELECT counted + \
+     (SELECT total(json_extract(details, '$.count')) FROM evidence \
+     WHERE kind = 'summary' AND seq > through_seq) FROM evidence_counted WHERE id = 1";
 
+/// The SELECT for `filter` and its parameters, newest first.
 pub(crate) fn query_sql(filter: &Filter) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut terms: Vec<String> = Vec::new();
