@@ -54,7 +54,12 @@ fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
 
 /// Waits for the held connect to be pending and the thread to be stopped.
 fn wait_held(env: &TestEnv, child: &Child) -> Value {
-    warden_tests::wait_held(env, child.id(), &['T'], "the connect is held")
+    warden_tests::wait_held(
+        env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the connect is held",
+    )
 }
 
 fn finish(child: Child) -> (String, Option<i32>) {
@@ -81,7 +86,7 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     let child = spawn_probe(&env, "payer", &target);
     let pending = wait_held(&env, &child);
     assert_eq!(pending["job"]["target"], format!("{target}/tcp"));
-    assert_eq!(pending["job"]["pid"], child.id());
+    assert_eq!(pending["job"]["pid"], warden_tests::command_of(child.id()));
     assert_eq!(pending["job_hash"].as_str().unwrap().len(), 64);
     assert_eq!(pending["status"], "pending");
     let id = pending["id"].as_u64().unwrap().to_string();
@@ -143,9 +148,11 @@ fn rejected_hold_fails_with_eperm_and_sigcont_never_lets_it_through() {
 
     // A SIGCONT from anyone just re-enters the hook: it is held again.
     // SAFETY: kill(2) on the probe this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(warden_tests::command_of(child.id()) as i32, libc::SIGCONT) };
     thread::sleep(Duration::from_millis(300));
-    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    wait_until("the probe is stopped again", || {
+        state_of(warden_tests::command_of(child.id())) == 'T'
+    });
     assert_eq!(
         approvals(&env, false).len(),
         1,
@@ -262,7 +269,7 @@ fn only_named_approvers_outside_agents_may_decide() {
     );
 
     assert_eq!(approvals(&env, false).len(), 1, "still pending");
-    assert_eq!(state_of(child.id()), 'T');
+    assert_eq!(state_of(warden_tests::command_of(child.id())), 'T');
     env.ok(&["reject", &id]);
     finish(child);
 }
@@ -278,7 +285,7 @@ fn a_hold_survives_a_daemon_killed_with_sigkill() {
     env.stop_daemon_with(libc::SIGKILL);
     thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        state_of(child.id()),
+        state_of(warden_tests::command_of(child.id())),
         'T',
         "still stopped while the daemon is down"
     );

@@ -1,6 +1,6 @@
 //! `warden run`: start a command as an agent, inside its cgroup, confined.
 
-use super::{open_store, require_root, CommandError, Result, DAEMON_TIMEOUT};
+use super::{open_store, require_root, run_child, CommandError, Result, DAEMON_TIMEOUT};
 use crate::evidence::Entry;
 use crate::{
     cgroup,
@@ -9,7 +9,10 @@ use crate::{
 };
 
 /// `warden run`: starts CMD as the agent. Returns only on error; on success
-/// this process becomes CMD (so its exit status is CMD's).
+/// CMD runs as this process's child, born in the agent's cgroup
+/// (`run_child`), and this process ends as CMD ends (same exit code or
+/// signal). Where the kernel cannot clone into a cgroup, this process
+/// moves into it and becomes CMD (`exec_in_place`).
 pub fn run(
     paths: &Paths,
     agent_name: &str,
@@ -81,10 +84,79 @@ pub fn run(
     }
     let head = recorded
         .ok_or_else(|| CommandError::Daemon("the daemon did not record the run's start".into()))?;
-    // Forked before this process joins the agent: the explainer stays
-    // outside the agent's cgroup and confinement.
+    // Forked before the command starts: the explainer stays outside the
+    // agent's cgroup and confinement.
     explain_refusals(paths, agent_name, head)?;
-    cgroup::move_process(std::path::Path::new(&state.cgroup), 0)?;
+
+    let cgroup = std::path::Path::new(&state.cgroup);
+    let argv = cmd
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| CommandError::Exec {
+            cmd: cmd[0].clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+    let switch = match &target_user {
+        None => None,
+        Some(u) => {
+            let name = std::ffi::CString::new(u.name.clone())
+                .map_err(|_| CommandError::UnknownUser(u.name.clone()))?;
+            let groups =
+                nix::unistd::getgrouplist(&name, u.gid).map_err(|source| CommandError::Sys {
+                    op: format!("list the groups of {}", u.name),
+                    source,
+                })?;
+            // The command's environment is this process's: set here, while
+            // single-threaded, inherited by the child.
+            std::env::set_var("HOME", &u.dir);
+            std::env::set_var("USER", &u.name);
+            std::env::set_var("LOGNAME", &u.name);
+            Some(run_child::Switch {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                groups: groups.iter().map(|g| g.as_raw()).collect(),
+            })
+        }
+    };
+    let plan = run_child::Plan {
+        argv,
+        user: switch,
+        confinement,
+    };
+    // The forwarded signals are blocked before the command exists: one
+    // sent while it starts waits for `supervise`.
+    let set = block_forwarded()?;
+    match run_child::start(cgroup, plan, &cmd[0])? {
+        run_child::Started::Child(pid) => {
+            // The supervisor keeps no descriptor the agent could write to
+            // or read from but its stderr (for its own errors).
+            forget_stdio();
+            supervise(pid, &set, &cmd[0])
+        }
+        run_child::Started::Unsupported(plan) => {
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+                Some(&set),
+                None,
+            );
+            exec_in_place(cgroup, target_user, plan.confinement, cmd)
+        }
+    }
+}
+
+/// Without `clone3(CLONE_INTO_CGROUP)` (kernels before 5.7): this process
+/// moves into the agent's cgroup and becomes the command (the command keeps
+/// `warden run`'s pid), or, when it cannot start a session, spawns it and
+/// supervises it.
+fn exec_in_place(
+    cgroup: &std::path::Path,
+    target_user: Option<nix::unistd::User>,
+    confinement: crate::confine::Confinement,
+    cmd: &[String],
+) -> Result<std::convert::Infallible> {
+    use std::os::unix::process::CommandExt;
+    cgroup::move_process(cgroup, 0)?;
 
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
@@ -122,13 +194,34 @@ pub fn run(
                 Ok(())
             })
         };
-        return supervise(&mut command, &cmd[0]);
+        let set = block_forwarded()?;
+        let child = command.spawn().map_err(|source| CommandError::Exec {
+            cmd: cmd[0].clone(),
+            source,
+        })?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        return supervise(pid, &set, &cmd[0]);
     }
     let source = command.exec();
     Err(CommandError::Exec {
         cmd: cmd[0].clone(),
         source,
     })
+}
+
+/// Points the supervisor's stdin and stdout at /dev/null: the command has
+/// its own copies, and a reader of the command's output sees its end when
+/// the command ends.
+fn forget_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
 }
 
 /// Asks the daemon whether this process runs inside an agent and, if it
@@ -165,51 +258,51 @@ const FORWARDED: [nix::sys::signal::Signal; 3] = [
     nix::sys::signal::Signal::SIGQUIT,
 ];
 
-/// Runs `command` as a child (in its own session, see `run`), passes
-/// `FORWARDED` signals on to it, and ends as it ended: same exit code, or
-/// the same signal.
-fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::convert::Infallible> {
-    use nix::sys::{
-        signal::{kill, raise, signal, SigHandler, SigSet, SigmaskHow},
-        wait::{waitpid, WaitPidFlag, WaitStatus},
-    };
+/// Blocks the `FORWARDED` signals and SIGCHLD (taken with sigtimedwait by
+/// `supervise`); the set blocked. A child started afterwards unblocks them
+/// before its exec (std's spawn, `run_child`).
+fn block_forwarded() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
-    // Blocked here and taken with sigtimedwait below; std unblocks every
-    // signal in the child before exec.
+    set.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|source| {
         CommandError::Sys {
             op: "block signals to forward".into(),
             source,
         }
     })?;
-    let child = command.spawn().map_err(|source| CommandError::Exec {
-        cmd: name.into(),
-        source,
-    })?;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    Ok(set)
+}
+
+/// Waits for the command `pid` (a child, in its own session), passes
+/// `FORWARDED` signals on to it, and ends as it ended: same exit code, or
+/// the same signal. `set` is `block_forwarded`'s: SIGCHLD among them wakes
+/// this loop as soon as the command ends. It only waits and signals: it
+/// reads nothing the agent wrote.
+fn supervise(
+    pid: nix::unistd::Pid,
+    set: &nix::sys::signal::SigSet,
+    name: &str,
+) -> Result<std::convert::Infallible> {
+    use nix::sys::{
+        signal::{kill, raise, signal, SigHandler, SigmaskHow, Signal},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    };
     let timeout = libc::timespec {
         tv_sec: 0,
         tv_nsec: 100_000_000,
     };
     loop {
-        // SAFETY: sigtimedwait with a valid set, no info wanted, a valid
-        // timeout.
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
-        if sig > 0 {
-            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                let _ = kill(pid, s);
-            }
-        }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
             Ok(WaitStatus::Signaled(_, s, _)) => {
                 // End the same way: default action, unblocked, raised.
                 // SAFETY: restoring the default disposition.
                 let _ = unsafe { signal(s, SigHandler::SigDfl) };
-                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(set), None);
                 let _ = raise(s);
                 std::process::exit(128 + s as i32);
             }
@@ -219,6 +312,14 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
                     op: format!("wait for {name}"),
                     source,
                 })
+            }
+        }
+        // SAFETY: sigtimedwait with a valid set, no info wanted, a valid
+        // timeout.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = kill(pid, s);
             }
         }
     }

@@ -1,0 +1,286 @@
+//! `warden run`'s command born inside the agent's cgroup: `clone3` with
+//! `CLONE_INTO_CGROUP` places the child there from its first instruction.
+//! Writing a pid to `cgroup.procs` instead (what `warden run` did before)
+//! takes `cgroup_threadgroup_rwsem` for writing, which on kernels whose
+//! cgroup2 is mounted without `favordynmods` waits for an RCU grace period:
+//! 5-16 ms of a 6 ms `warden run -- true` on this host. A clone into the
+//! cgroup takes it only for reading.
+//!
+//! The child sets itself up (session, user, parent-death signal,
+//! confinement) and execs; `warden run` stays outside the agent as its
+//! supervisor (`run::supervise`). A failure before the exec comes back over
+//! a close-on-exec pipe, so `warden run` reports it as it did when it was
+//! the one exec'ing.
+
+use std::{
+    ffi::CString,
+    io::Read,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+};
+
+use nix::unistd::Pid;
+
+use super::{CommandError, Result};
+use crate::confine::Confinement;
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7, include/uapi/linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
+
+/// The user the command runs as (`--user`), resolved by the parent: the
+/// child only makes system calls (no NSS lookup, whose file opens would be
+/// the agent's).
+pub(super) struct Switch {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<libc::gid_t>,
+}
+
+/// What the child needs, prepared before the clone.
+pub(super) struct Plan {
+    pub argv: Vec<CString>,
+    pub user: Option<Switch>,
+    pub confinement: Confinement,
+}
+
+/// The outcome of [`start`].
+pub(super) enum Started {
+    /// The command runs (its exec succeeded) as this child.
+    Child(Pid),
+    /// No clone into a cgroup here (kernel before 5.7, or this process is
+    /// not single-threaded): the caller moves itself instead. The plan is
+    /// handed back unused.
+    Unsupported(Box<Plan>),
+}
+
+/// Starts `plan` as a child inside `cgroup`. On success the command has
+/// exec'd; an error of the child before its exec (user switch,
+/// confinement, exec) is returned here after the child is reaped.
+pub(super) fn start(cgroup: &Path, plan: Plan, name: &str) -> Result<Started> {
+    // The child runs on a copy of this process: with one thread it holds no
+    // lock another thread held (allocator, stdio).
+    if !single_threaded() {
+        return Ok(Started::Unsupported(Box::new(plan)));
+    }
+    let dir = std::fs::File::open(cgroup).map_err(|source| CommandError::Exec {
+        cmd: format!("(open cgroup {})", cgroup.display()),
+        source,
+    })?;
+    let (status_read, status_write) = pipe()?;
+    let parent = nix::unistd::getpid();
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 with a valid `clone_args` of the size given, no stack
+    // (fork semantics: the child continues on a copy of this stack), no
+    // shared memory. This process is single-threaded (checked above).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        let errno = nix::errno::Errno::last();
+        return match errno {
+            // No clone3, or no CLONE_INTO_CGROUP (before 5.7).
+            nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL | nix::errno::Errno::E2BIG => {
+                Ok(Started::Unsupported(Box::new(plan)))
+            }
+            source => Err(CommandError::Sys {
+                op: format!("clone3 into {}", cgroup.display()),
+                source,
+            }),
+        };
+    }
+    if ret == 0 {
+        drop(status_read);
+        child(plan, parent, status_write);
+    }
+    let pid = Pid::from_raw(ret as i32);
+    drop(status_write);
+    drop(dir);
+    drop(plan);
+    // EOF: the exec happened (the pipe is close-on-exec). Anything else is
+    // the child's report of why it did not.
+    let mut report = Vec::new();
+    let _ = std::fs::File::from(status_read).read_to_end(&mut report);
+    if report.is_empty() {
+        return Ok(Started::Child(pid));
+    }
+    let _ = nix::sys::wait::waitpid(pid, None);
+    Err(decode_failure(&report, name))
+}
+
+/// A failure report: `E` and the exec's errno, or `M` and a message.
+fn decode_failure(report: &[u8], name: &str) -> CommandError {
+    match report.split_first() {
+        Some((b'E', errno)) if errno.len() == 4 => {
+            let errno = i32::from_ne_bytes([errno[0], errno[1], errno[2], errno[3]]);
+            CommandError::Exec {
+                cmd: name.into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            }
+        }
+        Some((_, message)) => CommandError::ChildSetup {
+            cmd: name.into(),
+            message: String::from_utf8_lossy(message).into_owned(),
+        },
+        None => CommandError::ChildSetup {
+            cmd: name.into(),
+            message: "no report".into(),
+        },
+    }
+}
+
+/// The child: never returns. Only system calls and the confinement's own
+/// setup happen here; on any failure it reports on `status` and exits 127.
+fn child(plan: Plan, parent: Pid, status: OwnedFd) -> ! {
+    let fail = |report: &[u8]| -> ! {
+        // SAFETY: write(2) of a valid buffer to our own pipe, then _exit(2)
+        // (no destructors, no atexit handlers of the parent's copy).
+        unsafe {
+            libc::write(status.as_raw_fd(), report.as_ptr().cast(), report.len());
+            libc::_exit(127)
+        }
+    };
+    let sys = |what: &str, ret: libc::c_long| {
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            fail(format!("M{what}: {e}").as_bytes());
+        }
+    };
+    // Its own session: a stopped agent (a hold, backpressure) is never in
+    // an orphaned process group. A new child is no group leader, so this
+    // cannot fail with EPERM.
+    // SAFETY: setsid(2).
+    sys("setsid", unsafe { libc::setsid() } as libc::c_long);
+    if let Some(u) = &plan.user {
+        // Raw system calls: glibc's wrappers would try to change the
+        // credentials of every thread its (copied) list names.
+        // SAFETY: setgroups/setresgid/setresuid with valid arguments.
+        unsafe {
+            sys(
+                "setgroups",
+                libc::syscall(libc::SYS_setgroups, u.groups.len(), u.groups.as_ptr()),
+            );
+            sys(
+                "setgid",
+                libc::syscall(libc::SYS_setresgid, u.gid, u.gid, u.gid),
+            );
+            sys(
+                "setuid",
+                libc::syscall(libc::SYS_setresuid, u.uid, u.uid, u.uid),
+            );
+        }
+    }
+    // Killing `warden run` (its pid is what the caller knows) ends the
+    // command, as when that pid was the command. After the user switch,
+    // which clears the parent-death signal; then a parent already gone is
+    // caught by its pid.
+    // SAFETY: prctl(2) with an int argument.
+    sys(
+        "prctl(PR_SET_PDEATHSIG)",
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } as libc::c_long,
+    );
+    // SAFETY: getppid(2).
+    if unsafe { libc::getppid() } != parent.as_raw() {
+        fail(b"Mwarden run ended before its command started");
+    }
+    // The command starts as `exec` would have started it: no signal
+    // blocked (the supervisor blocks the ones it forwards), SIGPIPE at its
+    // default (Rust's runtime ignores it).
+    // SAFETY: sigprocmask with an empty set; signal(2) with SIG_DFL.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let Plan {
+        argv, confinement, ..
+    } = plan;
+    if let Err(e) = confinement.apply() {
+        fail(format!("Mconfine the agent: {}", crate::error_chain(&e)).as_bytes());
+    }
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: a NUL-terminated argv of valid C strings that outlive the call.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut report = vec![b'E'];
+    report.extend_from_slice(&errno.to_ne_bytes());
+    fail(&report)
+}
+
+/// True when this process has one thread (`/proc/self/task`).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(CommandError::Sys {
+            op: "pipe for the command's start".into(),
+            source: nix::errno::Errno::last(),
+        });
+    }
+    // SAFETY: two descriptors just returned to us, owned by nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    #[test]
+    fn an_exec_failure_reads_back_as_the_exec_error() {
+        let mut report = vec![b'E'];
+        report.extend_from_slice(&libc::ENOENT.to_ne_bytes());
+        let e = decode_failure(&report, "nope");
+        assert_eq!(
+            e.to_string(),
+            format!("start nope: {}", std::io::Error::from_raw_os_error(2))
+        );
+        let e = decode_failure(b"Msetuid: Operation not permitted", "x");
+        assert!(
+            e.to_string().contains("setuid: Operation not permitted"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_test_harness_is_not_single_threaded_but_a_fork_is() {
+        // cargo test runs tests on threads: the check must see them.
+        let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert!(!single_threaded());
+        t.join().unwrap();
+    }
+}
