@@ -347,12 +347,18 @@ fn a_held_agent_outlives_the_shell_that_started_it() {
     let pidfile = dir.join("agent.pid");
     let outfile = dir.join("agent.out");
     // A shell in its own session (like a login shell) starts the agent in
-    // the background and exits while the agent is held.
+    // the background and exits while the agent (the child of `warden run`)
+    // is held.
     let script = format!(
         "{warden} run --agent payer -- {probe} connect {target} > {out} 2>&1 &\n\
          echo $! > {pidfile}\n\
-         while ! grep -q '^State:.*T' /proc/$!/status 2>/dev/null; do sleep 0.05; done\n\
-         exit 0",
+         while [ -d /proc/$! ]; do\n\
+           for c in $(cat /proc/$!/task/$!/children); do\n\
+             grep -q '^State:.*T' /proc/$c/status 2>/dev/null && exit 0\n\
+           done\n\
+           sleep 0.05\n\
+         done\n\
+         exit 1",
         warden = warden_tests::warden_bin().display(),
         probe = probe_bin().display(),
         out = outfile.display(),
@@ -367,11 +373,12 @@ fn a_held_agent_outlives_the_shell_that_started_it() {
         .status()
         .unwrap();
     assert!(status.success());
-    let pid: u32 = std::fs::read_to_string(&pidfile)
+    let run: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    let pid = warden_tests::command_of(run);
     assert_eq!(session_of(pid), pid, "the agent leads its own session");
     let pending = warden_tests::wait_held(&env, pid, &['T'], "the orphaned agent is held");
     // Its starting shell is gone: still there, still stopped, a while on.

@@ -265,3 +265,33 @@ fn the_agent_cannot_use_its_supervisor() {
     // supervisor's is the one the agent was given, nothing more.
     assert!(said.contains("same-environ=0"), "{said}");
 }
+
+/// After `warden kill` and `warden revive` the agent runs again. This
+/// kernel kills a child cloned into a cgroup that `cgroup.kill` was ever
+/// written to (the kill count it compares is the caller's cgroup's):
+/// `warden run` sees its command die before its first instruction and
+/// enters that cgroup the old way.
+#[test]
+fn an_agent_killed_and_revived_runs_again() {
+    if !can_run("run_command_revived") {
+        return;
+    }
+    let env = setup("runcmdrev", "rc-rev");
+    env.ok(&["kill", "rc-rev", "--reason", "drill"]);
+    env.ok(&["revive", "rc-rev", "--reason", "drill over"]);
+    for _ in 0..3 {
+        let out = env.cli(&["run", "--agent", "rc-rev", "--", "/bin/sh", "-c", "exit 5"]);
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    }
+    let out = env.cli(&[
+        "run",
+        "--agent",
+        "rc-rev",
+        "--",
+        "/usr/bin/cat",
+        "/proc/self/cgroup",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = proc_cgroup_line(&env, "rc-rev");
+    assert!(stdout(&out).lines().any(|l| l == want), "{}", stdout(&out));
+}

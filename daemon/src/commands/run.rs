@@ -132,7 +132,7 @@ pub fn run(
             // The supervisor keeps no descriptor the agent could write to
             // or read from but its stderr (for its own errors).
             forget_stdio();
-            supervise(pid, &set, &cmd[0])
+            supervise(pid, &set, &cmd[0], Some(&paths.socket))
         }
         run_child::Started::Unsupported(plan) => {
             let _ = nix::sys::signal::sigprocmask(
@@ -200,7 +200,7 @@ fn exec_in_place(
             source,
         })?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        return supervise(pid, &set, &cmd[0]);
+        return supervise(pid, &set, &cmd[0], None);
     }
     let source = command.exec();
     Err(CommandError::Exec {
@@ -282,10 +282,18 @@ fn block_forwarded() -> Result<nix::sys::signal::SigSet> {
 /// the same signal. `set` is `block_forwarded`'s: SIGCHLD among them wakes
 /// this loop as soon as the command ends. It only waits and signals: it
 /// reads nothing the agent wrote.
+///
+/// With `socket`, the ended command is left a zombie until the daemon's
+/// `drained` barrier is answered (at most `EXPLAIN_BARRIER`): the records
+/// of its last actions are attributed from its /proc entry (its login uid),
+/// which reaping would remove. When `warden run` was the command, its
+/// caller reaped it only after the explainer's barrier had closed the
+/// run's stderr.
 fn supervise(
     pid: nix::unistd::Pid,
     set: &nix::sys::signal::SigSet,
     name: &str,
+    socket: Option<&std::path::Path>,
 ) -> Result<std::convert::Infallible> {
     use nix::sys::{
         signal::{kill, raise, signal, SigHandler, SigmaskHow, Signal},
@@ -296,6 +304,11 @@ fn supervise(
         tv_nsec: 100_000_000,
     };
     loop {
+        if let Some(socket) = socket {
+            if ended(pid) {
+                let _ = control::call(socket, &Request::Drained, EXPLAIN_BARRIER);
+            }
+        }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
             Ok(WaitStatus::Signaled(_, s, _)) => {
@@ -323,6 +336,23 @@ fn supervise(
             }
         }
     }
+}
+
+/// True once `pid` (a child) has ended, leaving it unreaped.
+fn ended(pid: nix::unistd::Pid) -> bool {
+    // SAFETY: an all-zero siginfo is valid; waitid on our own child with
+    // WNOWAIT (the child stays waitable).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid (0 when no child has changed state).
+    ret == 0 && unsafe { info.si_pid() } == pid.as_raw()
 }
 
 /// How often the explainer looks for new refusals while the command runs;

@@ -24,27 +24,6 @@ use nix::unistd::Pid;
 use super::{CommandError, Result};
 use crate::confine::Confinement;
 
-/// `CLONE_INTO_CGROUP` (Linux 5.7, include/uapi/linux/sched.h).
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
-
 /// The user the command runs as (`--user`), resolved by the parent: the
 /// child only makes system calls (no NSS lookup, whose file opens would be
 /// the agent's).
@@ -65,9 +44,9 @@ pub(super) struct Plan {
 pub(super) enum Started {
     /// The command runs (its exec succeeded) as this child.
     Child(Pid),
-    /// No clone into a cgroup here (kernel before 5.7, or this process is
-    /// not single-threaded): the caller moves itself instead. The plan is
-    /// handed back unused.
+    /// No clone into this cgroup here (kernel before 5.7, this process not
+    /// single-threaded, or a child killed at birth: see `start`): the
+    /// caller moves itself instead. The plan is handed back unused.
     Unsupported(Box<Plan>),
 }
 
@@ -86,52 +65,61 @@ pub(super) fn start(cgroup: &Path, plan: Plan, name: &str) -> Result<Started> {
     })?;
     let (status_read, status_write) = pipe()?;
     let parent = nix::unistd::getpid();
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: dir.as_raw_fd() as u64,
-        ..Default::default()
-    };
-    // SAFETY: clone3 with a valid `clone_args` of the size given, no stack
-    // (fork semantics: the child continues on a copy of this stack), no
-    // shared memory. This process is single-threaded (checked above).
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if ret < 0 {
-        let errno = nix::errno::Errno::last();
-        return match errno {
-            // No clone3, or no CLONE_INTO_CGROUP (before 5.7).
-            nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL | nix::errno::Errno::E2BIG => {
-                Ok(Started::Unsupported(Box::new(plan)))
-            }
-            source => Err(CommandError::Sys {
+    // SAFETY: this process is single-threaded (checked above).
+    let ret = match unsafe { crate::cgroup::clone_into(&dir) } {
+        Ok(pid) => pid,
+        // No clone3, or no CLONE_INTO_CGROUP (before 5.7).
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG)
+            ) =>
+        {
+            return Ok(Started::Unsupported(Box::new(plan)))
+        }
+        Err(e) => {
+            return Err(CommandError::Sys {
                 op: format!("clone3 into {}", cgroup.display()),
-                source,
-            }),
-        };
-    }
+                source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            })
+        }
+    };
     if ret == 0 {
         drop(status_read);
         child(plan, parent, status_write);
     }
-    let pid = Pid::from_raw(ret as i32);
+    let pid = Pid::from_raw(ret);
     drop(status_write);
     drop(dir);
-    drop(plan);
     // EOF: the exec happened (the pipe is close-on-exec). Anything else is
     // the child's report of why it did not.
     let mut report = Vec::new();
     let _ = std::fs::File::from(status_read).read_to_end(&mut report);
-    if report.is_empty() {
-        return Ok(Started::Child(pid));
+    match report.split_first() {
+        // Born, then exec'd.
+        Some((b'B', [])) => Ok(Started::Child(pid)),
+        Some((b'B', failure)) => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(decode_failure(failure, name))
+        }
+        // Killed before its first instruction. This kernel (6.18) does so
+        // to every clone into a cgroup on which (or on an ancestor of
+        // which) `cgroup.kill` was ever written, as `warden kill` does: its
+        // fork compares the destination's kill count with the one of the
+        // caller's cgroup (cgroup_css_set_fork takes it before it knows
+        // the destination). Measured: `warden kill`, `warden revive`, then
+        // every `warden run` died of SIGKILL at birth. That cgroup is
+        // entered the old way.
+        _ => match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::SIGKILL, _)) => {
+                Ok(Started::Unsupported(Box::new(plan)))
+            }
+            other => Err(CommandError::ChildSetup {
+                cmd: name.into(),
+                message: format!("ended before it could report: {other:?}"),
+            }),
+        },
     }
-    let _ = nix::sys::wait::waitpid(pid, None);
-    Err(decode_failure(&report, name))
 }
 
 /// A failure report: `E` and the exec's errno, or `M` and a message.
@@ -166,6 +154,9 @@ fn child(plan: Plan, parent: Pid, status: OwnedFd) -> ! {
             libc::_exit(127)
         }
     };
+    // Alive: its first instruction ran (see `start`).
+    // SAFETY: write(2) of one byte to our own pipe.
+    unsafe { libc::write(status.as_raw_fd(), b"B".as_ptr().cast(), 1) };
     let sys = |what: &str, ret: libc::c_long| {
         if ret < 0 {
             let e = std::io::Error::last_os_error();
