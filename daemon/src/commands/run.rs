@@ -366,13 +366,14 @@ const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 
 /// Denials explained where the agent sees them: forks a process that
 /// prints one line on this run's stderr for every action of the agent
-/// refused, killed or held from now on, until the command (this process,
-/// after its exec) has ended. It reads the evidence log, so what it says
+/// refused, killed or held from now on, until this process (the command's
+/// supervisor, or the command itself after its exec on the old path) has
+/// ended. It reads the evidence log, so what it says
 /// is what was recorded. Every process of the agent is reported, not only
 /// this run's (the log knows the agent, not the run).
 ///
 /// The end is seen at once (a pidfd of this process, which stays valid
-/// across its exec and becomes readable when it exits); then the daemon's
+/// across an exec and becomes readable when it exits); then the daemon's
 /// `drained` barrier says every record the kernel had queued is in the
 /// log, one last look prints them, and the run's stderr is let go. A
 /// barrier not answered within `EXPLAIN_BARRIER` (the daemon's writer that
@@ -460,8 +461,8 @@ fn pidfd_of(pid: nix::unistd::Pid) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits up to `timeout` for the command's end: true once `parent` (the
-/// command, after its exec) has exited.
+/// Waits up to `timeout` for the command's end: true once `parent` (its
+/// supervisor, or the command on the old path) has exited.
 fn command_ended(
     pidfd: Option<&std::os::fd::OwnedFd>,
     parent: nix::unistd::Pid,

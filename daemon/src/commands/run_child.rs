@@ -268,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn the_test_harness_is_not_single_threaded_but_a_fork_is() {
+    fn the_single_thread_check_sees_other_threads() {
         // cargo test runs tests on threads: the check must see them.
         let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
         assert!(!single_threaded());
