@@ -145,7 +145,8 @@ pub fn run(
     }
 }
 
-/// Without `clone3(CLONE_INTO_CGROUP)` (kernels before 5.7): this process
+/// Without `clone3(CLONE_INTO_CGROUP)` (kernels before 5.7, or a clone
+/// killed at birth: `run_child::start`): this process
 /// moves into the agent's cgroup and becomes the command (the command keeps
 /// `warden run`'s pid), or, when it cannot start a session, spawns it and
 /// supervises it.
