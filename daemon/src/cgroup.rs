@@ -168,6 +168,61 @@ pub fn move_process(path: &Path, pid: u32) -> Result<(), CgroupError> {
     write_file(path, "cgroup.procs", &pid.to_string())
 }
 
+/// `CLONE_INTO_CGROUP` (Linux 5.7, include/uapi/linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
+
+/// Forks (`clone3`, SIGCHLD on exit) a child born in the cgroup `dir` (an
+/// open cgroup directory): 0 in the child, its pid in the parent. Unlike a
+/// write to `cgroup.procs` it does not take `cgroup_threadgroup_rwsem` for
+/// writing, which waits for an RCU grace period (milliseconds) on kernels
+/// whose cgroup2 is mounted without `favordynmods`. ENOSYS, EINVAL or E2BIG:
+/// a kernel without it (before 5.7).
+///
+/// # Safety
+/// As fork(2): the child runs on a copy of the caller's memory with only the
+/// calling thread, so if the caller has other threads the child may only
+/// make async-signal-safe calls (raw system calls, then exec or `_exit`).
+pub unsafe fn clone_into(dir: &fs::File) -> io::Result<libc::pid_t> {
+    use std::os::fd::AsRawFd;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 with a valid `clone_args` of the size given and no
+    // stack (fork semantics); the caller answers for the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret as libc::pid_t)
+}
+
 /// The pids in the cgroup (not its descendants).
 pub fn procs(path: &Path) -> Result<Vec<u32>, CgroupError> {
     let file = path.join("cgroup.procs");

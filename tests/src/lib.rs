@@ -492,6 +492,31 @@ pub fn state_of(pid: u32) -> char {
         .unwrap_or('?')
 }
 
+/// The pid of the command a `warden run` process (`run`, a pid this test
+/// started) runs: its child born in the agent's cgroup (the run's denial
+/// explainer, its other child, stays in the run's cgroup). Where the kernel
+/// cannot clone into a cgroup the run moves itself and execs, so its own
+/// pid is the command's. Waits up to 15 s for the command to exist.
+pub fn command_of(run: u32) -> u32 {
+    let cgroup = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok();
+    let ours = cgroup(std::process::id());
+    let mut found = None;
+    wait_until("warden run's command starts", || {
+        if cgroup(run) != ours {
+            found = Some(run);
+            return true;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{run}/task/{run}/children")).unwrap_or_default();
+        found = children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|&p| cgroup(p).is_some_and(|c| Some(&c) != ours.as_ref()));
+        found.is_some()
+    });
+    found.expect("the command's pid")
+}
+
 /// Polls `f` until it holds, failing the test after 15 s.
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);

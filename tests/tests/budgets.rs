@@ -193,7 +193,12 @@ fn a_hold_budget_holds_the_21st_until_a_human_approves_one_more() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the 21st connect is held");
+    let pending = warden_tests::wait_held(
+        &env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the 21st connect is held",
+    );
     assert_eq!(pending["job"]["target"], format!("{addr}/tcp"), "{pending}");
     assert_eq!(pending["rule_id"], "budget:api-calls", "{pending}");
     let id = pending["id"].as_u64().unwrap().to_string();

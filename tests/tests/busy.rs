@@ -330,6 +330,7 @@ rules:
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let flood_pid = warden_tests::command_of(flood.id());
     let out = reader.wait_with_output().unwrap();
     let elapsed = started.elapsed();
     let grown = db_bytes(&env).saturating_sub(before);
@@ -381,8 +382,7 @@ rules:
     let throttled = throttled.expect("an evidence.throttled entry for the flood");
     assert_eq!(throttled["details"]["class"], "sendmsg", "{throttled}");
     assert_eq!(
-        throttled["details"]["last_process"]["pid"],
-        flood.id(),
+        throttled["details"]["last_process"]["pid"], flood_pid,
         "{throttled}"
     );
     assert!(

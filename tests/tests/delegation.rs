@@ -604,8 +604,12 @@ fn a_nested_agent_is_decided_once_and_its_approved_hold_completes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn warden run");
-    let pending =
-        warden_tests::wait_held(&env, running.id(), &['T'], "the child's connect is held");
+    let pending = warden_tests::wait_held(
+        &env,
+        warden_tests::command_of(running.id()),
+        &['T'],
+        "the child's connect is held",
+    );
     let id = pending["id"].as_u64().unwrap().to_string();
     env.ok(&["approve", &id, "--reason", "nested"]);
     let out = running.wait_with_output().expect("wait probe");

@@ -323,7 +323,12 @@ fn a_process_descended_from_an_agent_never_approves() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pending = wait_held(&env, held.id(), &['T'], "the connect is held");
+    let pending = wait_held(
+        &env,
+        warden_tests::command_of(held.id()),
+        &['T'],
+        "the connect is held",
+    );
     let id = pending["id"].as_u64().unwrap().to_string();
 
     // A shell in the agent starts a child that leaves for another cgroup

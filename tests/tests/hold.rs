@@ -54,7 +54,12 @@ fn spawn_probe(env: &TestEnv, agent: &str, target: &str) -> Child {
 
 /// Waits for the held connect to be pending and the thread to be stopped.
 fn wait_held(env: &TestEnv, child: &Child) -> Value {
-    warden_tests::wait_held(env, child.id(), &['T'], "the connect is held")
+    warden_tests::wait_held(
+        env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the connect is held",
+    )
 }
 
 fn finish(child: Child) -> (String, Option<i32>) {
@@ -81,7 +86,7 @@ fn approved_hold_resumes_the_syscall_which_succeeds() {
     let child = spawn_probe(&env, "payer", &target);
     let pending = wait_held(&env, &child);
     assert_eq!(pending["job"]["target"], format!("{target}/tcp"));
-    assert_eq!(pending["job"]["pid"], child.id());
+    assert_eq!(pending["job"]["pid"], warden_tests::command_of(child.id()));
     assert_eq!(pending["job_hash"].as_str().unwrap().len(), 64);
     assert_eq!(pending["status"], "pending");
     let id = pending["id"].as_u64().unwrap().to_string();
@@ -143,9 +148,11 @@ fn rejected_hold_fails_with_eperm_and_sigcont_never_lets_it_through() {
 
     // A SIGCONT from anyone just re-enters the hook: it is held again.
     // SAFETY: kill(2) on the probe this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(warden_tests::command_of(child.id()) as i32, libc::SIGCONT) };
     thread::sleep(Duration::from_millis(300));
-    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    wait_until("the probe is stopped again", || {
+        state_of(warden_tests::command_of(child.id())) == 'T'
+    });
     assert_eq!(
         approvals(&env, false).len(),
         1,
@@ -262,7 +269,7 @@ fn only_named_approvers_outside_agents_may_decide() {
     );
 
     assert_eq!(approvals(&env, false).len(), 1, "still pending");
-    assert_eq!(state_of(child.id()), 'T');
+    assert_eq!(state_of(warden_tests::command_of(child.id())), 'T');
     env.ok(&["reject", &id]);
     finish(child);
 }
@@ -278,7 +285,7 @@ fn a_hold_survives_a_daemon_killed_with_sigkill() {
     env.stop_daemon_with(libc::SIGKILL);
     thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        state_of(child.id()),
+        state_of(warden_tests::command_of(child.id())),
         'T',
         "still stopped while the daemon is down"
     );
@@ -340,12 +347,18 @@ fn a_held_agent_outlives_the_shell_that_started_it() {
     let pidfile = dir.join("agent.pid");
     let outfile = dir.join("agent.out");
     // A shell in its own session (like a login shell) starts the agent in
-    // the background and exits while the agent is held.
+    // the background and exits while the agent (the child of `warden run`)
+    // is held.
     let script = format!(
         "{warden} run --agent payer -- {probe} connect {target} > {out} 2>&1 &\n\
          echo $! > {pidfile}\n\
-         while ! grep -q '^State:.*T' /proc/$!/status 2>/dev/null; do sleep 0.05; done\n\
-         exit 0",
+         while [ -d /proc/$! ]; do\n\
+           for c in $(cat /proc/$!/task/$!/children); do\n\
+             grep -q '^State:.*T' /proc/$c/status 2>/dev/null && exit 0\n\
+           done\n\
+           sleep 0.05\n\
+         done\n\
+         exit 1",
         warden = warden_tests::warden_bin().display(),
         probe = probe_bin().display(),
         out = outfile.display(),
@@ -360,11 +373,12 @@ fn a_held_agent_outlives_the_shell_that_started_it() {
         .status()
         .unwrap();
     assert!(status.success());
-    let pid: u32 = std::fs::read_to_string(&pidfile)
+    let run: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    let pid = warden_tests::command_of(run);
     assert_eq!(session_of(pid), pid, "the agent leads its own session");
     let pending = warden_tests::wait_held(&env, pid, &['T'], "the orphaned agent is held");
     // Its starting shell is gone: still there, still stopped, a while on.

@@ -477,7 +477,12 @@ fn spawn_probe(env: &TestEnv, agent: &str, args: &[&str]) -> Child {
 }
 
 fn wait_held(env: &TestEnv, child: &Child) -> Value {
-    warden_tests::wait_held(env, child.id(), &['T'], "the exec is held")
+    warden_tests::wait_held(
+        env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the exec is held",
+    )
 }
 
 /// Starts the daemon with `hold-agent` under a policy of `rules` (YAML list
@@ -719,9 +724,11 @@ fn held_connect_stops_without_sys_exit_approved_and_rejected() {
     // A SIGCONT from anyone restarts the connect: the cgroup hook holds it
     // again and the fexit stops it again, no new hold.
     // SAFETY: kill(2) on the probe this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    unsafe { libc::kill(warden_tests::command_of(child.id()) as i32, libc::SIGCONT) };
     std::thread::sleep(std::time::Duration::from_millis(300));
-    wait_until("the probe is stopped again", || state_of(child.id()) == 'T');
+    wait_until("the probe is stopped again", || {
+        state_of(warden_tests::command_of(child.id())) == 'T'
+    });
     assert_eq!(approvals(&env, false).len(), 1, "re-entry holds once");
     let id = pending["id"].as_u64().unwrap().to_string();
     env.ok(&["approve", &id]);
@@ -1036,7 +1043,12 @@ fn held_rename_proceeds_when_approved_and_fails_with_eperm_when_rejected() {
     // Approved: the stopped rename restarts and moves the file.
     let to = f.path("held/first");
     let child = spawn(&first, &to);
-    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the rename is held");
+    let pending = warden_tests::wait_held(
+        &env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the rename is held",
+    );
     assert_eq!(pending["job"]["action"], "rename", "{pending}");
     assert_eq!(pending["job"]["target"], to.as_str(), "{pending}");
     assert!(
@@ -1065,7 +1077,12 @@ fn held_rename_proceeds_when_approved_and_fails_with_eperm_when_rejected() {
     // Rejected: the restarted rename fails with EPERM; nothing moved.
     let to = f.path("held/second");
     let child = spawn(&second, &to);
-    let pending = warden_tests::wait_held(&env, child.id(), &['T'], "the rename is held");
+    let pending = warden_tests::wait_held(
+        &env,
+        warden_tests::command_of(child.id()),
+        &['T'],
+        "the rename is held",
+    );
     let id = pending["id"].as_u64().unwrap().to_string();
     assert!(env.ok(&["reject", &id]).contains("rejected"));
     let out = child.wait_with_output().unwrap();

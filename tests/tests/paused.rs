@@ -84,16 +84,22 @@ fn spawn(env: &TestEnv, cmd: &[&str]) -> Child {
 /// in a ptrace stop ('t'); returns the pending approval.
 fn wait_paused(env: &TestEnv, child: &Child, traced: bool) -> Value {
     let states: &[char] = if traced { &['t'] } else { &['t', 'T'] };
-    let pending = warden_tests::wait_held(env, child.id(), states, "the action is held");
-    assert_eq!(pending["job"]["pid"], child.id());
+    let pending = warden_tests::wait_held(
+        env,
+        warden_tests::command_of(child.id()),
+        states,
+        "the action is held",
+    );
+    assert_eq!(pending["job"]["pid"], warden_tests::command_of(child.id()));
     pending
 }
 
 /// SIGCONT, several times, to the process this test started.
 fn sigcont(child: &Child) {
+    let command = warden_tests::command_of(child.id());
     for _ in 0..5 {
         // SAFETY: kill(2) on a process this test started.
-        unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        unsafe { libc::kill(command as i32, libc::SIGCONT) };
         thread::sleep(Duration::from_millis(40));
     }
 }
@@ -132,7 +138,11 @@ fn held_exec_never_runs_until_approved_and_never_runs_when_rejected() {
     assert_eq!(pending["job"]["target"], held_touch);
     // SIGCONT cannot continue a paused exec: it stays stopped, unrun.
     sigcont(&child);
-    assert_eq!(state_of(child.id()), 't', "still paused after SIGCONT");
+    assert_eq!(
+        state_of(warden_tests::command_of(child.id())),
+        't',
+        "still paused after SIGCONT"
+    );
     assert!(!Path::new(&marker).exists(), "the held program ran");
     assert!(decide(&env, "approve", &pending).contains("approved"));
     let out = finish(child);
@@ -174,7 +184,11 @@ fn held_open_gets_its_bytes_only_when_approved() {
     assert_eq!(pending["job"]["action"], "open");
     assert_eq!(pending["job"]["target"], held_file);
     sigcont(&child);
-    assert_eq!(state_of(child.id()), 't', "still paused after SIGCONT");
+    assert_eq!(
+        state_of(warden_tests::command_of(child.id())),
+        't',
+        "still paused after SIGCONT"
+    );
     assert!(decide(&env, "approve", &pending).contains("approved"));
     let out = finish(child);
     assert_eq!(stdout(&out), "ok HELD-CONTENT", "{out:?}");
@@ -233,10 +247,12 @@ fn a_paused_exec_survives_a_daemon_killed_with_sigkill() {
     env.stop_daemon_with(libc::SIGKILL);
     // The trace ended with the daemon: stopped, not continued.
     wait_until("the stop outlives the tracer", || {
-        state_of(child.id()) == 'T'
+        state_of(warden_tests::command_of(child.id())) == 'T'
     });
     env.start_daemon();
-    wait_until("the new daemon seizes it", || state_of(child.id()) == 't');
+    wait_until("the new daemon seizes it", || {
+        state_of(warden_tests::command_of(child.id())) == 't'
+    });
     assert!(!Path::new(&marker).exists(), "the held program ran");
     assert!(decide(&env, "approve", &pending).contains("approved"));
     let out = finish(child);
@@ -258,7 +274,11 @@ fn without_ptrace_a_continued_paused_exec_is_killed_before_it_runs() {
     let marker = f.marker("continued");
     let child = spawn(&env, &[&held_touch, &marker]);
     let pending = wait_paused(&env, &child, false);
-    assert_eq!(state_of(child.id()), 'T', "stopped, not traced");
+    assert_eq!(
+        state_of(warden_tests::command_of(child.id())),
+        'T',
+        "stopped, not traced"
+    );
     sigcont(&child);
     let out = finish(child);
     assert!(killed(&out), "continued without approval: killed: {out:?}");

@@ -15,8 +15,9 @@ const POLICY: &str = "version: 1\nrules:\n  - id: api\n    connect: { to: 127.0.
 
 /// The CLI is given a state directory it cannot create or open (under a
 /// regular file): the run still starts, and its `run` entry, written by the
-/// daemon, is attributed to the CLI's process (the command's pid: `warden
-/// run` execs it) and comes before the command's first decision.
+/// daemon, is attributed to the CLI's process (the command's parent: `warden
+/// run` starts it as a child in the agent's cgroup and waits for it) and
+/// comes before the command's first decision.
 #[test]
 fn the_daemon_records_the_run_the_cli_could_not_have_written() {
     if !can_run("run_start_by_daemon") {
@@ -31,7 +32,7 @@ fn the_daemon_records_the_run_the_cli_could_not_have_written() {
     std::fs::write(&blocker, "").unwrap();
     let unreachable = blocker.join("state");
     let script = format!(
-        "echo $$; exec {} connect 127.0.0.1:1",
+        "echo $$ $PPID; exec {} connect 127.0.0.1:1",
         probe_bin().display()
     );
     let out = env
@@ -44,7 +45,9 @@ fn the_daemon_records_the_run_the_cli_could_not_have_written() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let stdout = stdout(&out);
     let mut lines = stdout.lines();
-    let pid: u64 = lines.next().unwrap().trim().parse().unwrap();
+    let (pid, parent) = lines.next().unwrap().trim().split_once(' ').unwrap();
+    let pid: u64 = pid.parse().unwrap();
+    let parent: u64 = parent.parse().unwrap();
     assert_eq!(
         lines.next(),
         Some(format!("errno={}", libc::EPERM).as_str()),
@@ -60,8 +63,8 @@ fn the_daemon_records_the_run_the_cli_could_not_have_written() {
     assert_eq!(run["uid"], 0, "{run}");
     assert_eq!(run["user"], "root", "{run}");
     assert_eq!(
-        run["pid"], pid,
-        "the CLI's process, which became the command: {run}"
+        run["pid"], parent,
+        "the CLI's process, the command's parent: {run}"
     );
     assert!(
         run["exe"].as_str().unwrap().ends_with("warden"),
@@ -122,8 +125,9 @@ fn the_explainer_does_not_hold_the_runs_stdout() {
     env.write_policy("p.yaml", POLICY);
     env.start_daemon();
     env.add_agent("rs-fds", "p.yaml");
-    // The shell (this run's process) lists its children, the explainer
-    // among them, then waits to be ended by this test.
+    // The shell (this run's command) lists the children of its parent (the
+    // `warden run` process), the explainer among them, then waits to be
+    // ended by this test.
     let mut run = env
         .warden()
         .args([
@@ -133,7 +137,7 @@ fn the_explainer_does_not_hold_the_runs_stdout() {
             "--",
             "/bin/sh",
             "-c",
-            "cat /proc/$$/task/$$/children; echo; exec sleep 60",
+            "cat /proc/$PPID/task/$PPID/children; echo; exec sleep 60",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -159,8 +163,8 @@ fn the_explainer_does_not_hold_the_runs_stdout() {
         .iter()
         .map(|pid| (link(pid, 0), link(pid, 1), link(pid, 2)))
         .collect();
-    // End the run (ours: the `warden run` process became the shell, then
-    // sleep) before asserting.
+    // End the run (ours: the `warden run` process, whose death ends its
+    // command, the shell become sleep) before asserting.
     run.kill().unwrap();
     run.wait().unwrap();
     assert_eq!(fds.len(), 1, "one explainer among the children {line:?}");

@@ -29,6 +29,7 @@ mod policy;
 pub mod render;
 pub mod review;
 mod run;
+mod run_child;
 
 pub use admin_event::AdminEvent;
 pub use agent::{agent_add, agent_list, agent_remove, agent_show, AddAgent};
@@ -114,6 +115,8 @@ pub enum CommandError {
         #[source]
         source: std::io::Error,
     },
+    #[error("start {cmd} in the agent's cgroup: {message}")]
+    ChildSetup { cmd: String, message: String },
     #[error(transparent)]
     Time(#[from] crate::clock::TimeError),
     #[error(transparent)]

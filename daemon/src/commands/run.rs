@@ -1,6 +1,6 @@
 //! `warden run`: start a command as an agent, inside its cgroup, confined.
 
-use super::{open_store, require_root, CommandError, Result, DAEMON_TIMEOUT};
+use super::{open_store, require_root, run_child, CommandError, Result, DAEMON_TIMEOUT};
 use crate::evidence::Entry;
 use crate::{
     cgroup,
@@ -9,7 +9,10 @@ use crate::{
 };
 
 /// `warden run`: starts CMD as the agent. Returns only on error; on success
-/// this process becomes CMD (so its exit status is CMD's).
+/// CMD runs as this process's child, born in the agent's cgroup
+/// (`run_child`), and this process ends as CMD ends (same exit code or
+/// signal). Where the kernel cannot clone into a cgroup, this process
+/// moves into it and becomes CMD (`exec_in_place`).
 pub fn run(
     paths: &Paths,
     agent_name: &str,
@@ -81,10 +84,80 @@ pub fn run(
     }
     let head = recorded
         .ok_or_else(|| CommandError::Daemon("the daemon did not record the run's start".into()))?;
-    // Forked before this process joins the agent: the explainer stays
-    // outside the agent's cgroup and confinement.
+    // Forked before the command starts: the explainer stays outside the
+    // agent's cgroup and confinement.
     explain_refusals(paths, agent_name, head)?;
-    cgroup::move_process(std::path::Path::new(&state.cgroup), 0)?;
+
+    let cgroup = std::path::Path::new(&state.cgroup);
+    let argv = cmd
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| CommandError::Exec {
+            cmd: cmd[0].clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        })?;
+    let switch = match &target_user {
+        None => None,
+        Some(u) => {
+            let name = std::ffi::CString::new(u.name.clone())
+                .map_err(|_| CommandError::UnknownUser(u.name.clone()))?;
+            let groups =
+                nix::unistd::getgrouplist(&name, u.gid).map_err(|source| CommandError::Sys {
+                    op: format!("list the groups of {}", u.name),
+                    source,
+                })?;
+            // The command's environment is this process's: set here, while
+            // single-threaded, inherited by the child.
+            std::env::set_var("HOME", &u.dir);
+            std::env::set_var("USER", &u.name);
+            std::env::set_var("LOGNAME", &u.name);
+            Some(run_child::Switch {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                groups: groups.iter().map(|g| g.as_raw()).collect(),
+            })
+        }
+    };
+    let plan = run_child::Plan {
+        argv,
+        user: switch,
+        confinement,
+    };
+    // The forwarded signals are blocked before the command exists: one
+    // sent while it starts waits for `supervise`.
+    let set = block_forwarded()?;
+    match run_child::start(cgroup, plan, &cmd[0])? {
+        run_child::Started::Child(pid) => {
+            // The supervisor keeps no descriptor the agent could write to
+            // or read from but its stderr (for its own errors).
+            forget_stdio();
+            supervise(pid, &set, &cmd[0], Some((&paths.socket, agent_name)))
+        }
+        run_child::Started::Unsupported(plan) => {
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+                Some(&set),
+                None,
+            );
+            exec_in_place(cgroup, target_user, plan.confinement, cmd)
+        }
+    }
+}
+
+/// Without `clone3(CLONE_INTO_CGROUP)` (kernels before 5.7, or a clone
+/// killed at birth: `run_child::start`): this process
+/// moves into the agent's cgroup and becomes the command (the command keeps
+/// `warden run`'s pid), or, when it cannot start a session, spawns it and
+/// supervises it.
+fn exec_in_place(
+    cgroup: &std::path::Path,
+    target_user: Option<nix::unistd::User>,
+    confinement: crate::confine::Confinement,
+    cmd: &[String],
+) -> Result<std::convert::Infallible> {
+    use std::os::unix::process::CommandExt;
+    cgroup::move_process(cgroup, 0)?;
 
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
@@ -122,13 +195,34 @@ pub fn run(
                 Ok(())
             })
         };
-        return supervise(&mut command, &cmd[0]);
+        let set = block_forwarded()?;
+        let child = command.spawn().map_err(|source| CommandError::Exec {
+            cmd: cmd[0].clone(),
+            source,
+        })?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        return supervise(pid, &set, &cmd[0], None);
     }
     let source = command.exec();
     Err(CommandError::Exec {
         cmd: cmd[0].clone(),
         source,
     })
+}
+
+/// Points the supervisor's stdin and stdout at /dev/null: the command has
+/// its own copies, and a reader of the command's output sees its end when
+/// the command ends.
+fn forget_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
 }
 
 /// Asks the daemon whether this process runs inside an agent and, if it
@@ -165,42 +259,64 @@ const FORWARDED: [nix::sys::signal::Signal; 3] = [
     nix::sys::signal::Signal::SIGQUIT,
 ];
 
-/// Runs `command` as a child (in its own session, see `run`), passes
-/// `FORWARDED` signals on to it, and ends as it ended: same exit code, or
-/// the same signal.
-fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::convert::Infallible> {
-    use nix::sys::{
-        signal::{kill, raise, signal, SigHandler, SigSet, SigmaskHow},
-        wait::{waitpid, WaitPidFlag, WaitStatus},
-    };
+/// Blocks the `FORWARDED` signals and SIGCHLD (taken with sigtimedwait by
+/// `supervise`); the set blocked. A child started afterwards unblocks them
+/// before its exec (std's spawn, `run_child`).
+fn block_forwarded() -> Result<nix::sys::signal::SigSet> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
     }
-    // Blocked here and taken with sigtimedwait below; std unblocks every
-    // signal in the child before exec.
+    set.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|source| {
         CommandError::Sys {
             op: "block signals to forward".into(),
             source,
         }
     })?;
-    let child = command.spawn().map_err(|source| CommandError::Exec {
-        cmd: name.into(),
-        source,
-    })?;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    Ok(set)
+}
+
+/// How long the supervisor keeps the ended command unreaped for the
+/// daemon's barrier: the command's exit waits for it, so it is short
+/// (the explainer waits longer, holding only stderr).
+const SUPERVISE_BARRIER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits for the command `pid` (a child, in its own session), passes
+/// `FORWARDED` signals on to it, and ends as it ended: same exit code, or
+/// the same signal. `set` is `block_forwarded`'s: SIGCHLD among them wakes
+/// this loop as soon as the command ends. It only waits and signals: it
+/// reads nothing the agent wrote.
+///
+/// With `barrier` (the socket and the agent), the ended command is left a
+/// zombie until the daemon's `drained` barrier for the agent is answered
+/// (at most `SUPERVISE_BARRIER`): the records
+/// of its last actions are attributed from its /proc entry (its login uid),
+/// which reaping would remove. When `warden run` was the command, its
+/// caller reaped it only after the explainer's barrier had closed the
+/// run's stderr.
+fn supervise(
+    pid: nix::unistd::Pid,
+    set: &nix::sys::signal::SigSet,
+    name: &str,
+    barrier: Option<(&std::path::Path, &str)>,
+) -> Result<std::convert::Infallible> {
+    use nix::sys::{
+        signal::{kill, raise, signal, SigHandler, SigmaskHow, Signal},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
+    };
     let timeout = libc::timespec {
         tv_sec: 0,
         tv_nsec: 100_000_000,
     };
     loop {
-        // SAFETY: sigtimedwait with a valid set, no info wanted, a valid
-        // timeout.
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
-        if sig > 0 {
-            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                let _ = kill(pid, s);
+        if let Some((socket, agent)) = barrier {
+            if ended(pid) {
+                let request = Request::Drained {
+                    agent: Some(agent.to_string()),
+                };
+                let _ = control::call(socket, &request, SUPERVISE_BARRIER);
             }
         }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -209,7 +325,7 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
                 // End the same way: default action, unblocked, raised.
                 // SAFETY: restoring the default disposition.
                 let _ = unsafe { signal(s, SigHandler::SigDfl) };
-                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+                let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(set), None);
                 let _ = raise(s);
                 std::process::exit(128 + s as i32);
             }
@@ -221,7 +337,32 @@ fn supervise(command: &mut std::process::Command, name: &str) -> Result<std::con
                 })
             }
         }
+        // SAFETY: sigtimedwait with a valid set, no info wanted, a valid
+        // timeout.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            if let Ok(s) = Signal::try_from(sig) {
+                let _ = kill(pid, s);
+            }
+        }
     }
+}
+
+/// True once `pid` (a child) has ended, leaving it unreaped.
+fn ended(pid: nix::unistd::Pid) -> bool {
+    // SAFETY: an all-zero siginfo is valid; waitid on our own child with
+    // WNOWAIT (the child stays waitable).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid (0 when no child has changed state).
+    ret == 0 && unsafe { info.si_pid() } == pid.as_raw()
 }
 
 /// How often the explainer looks for new refusals while the command runs;
@@ -249,13 +390,14 @@ const EXPLAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(300)
 
 /// Denials explained where the agent sees them: forks a process that
 /// prints one line on this run's stderr for every action of the agent
-/// refused, killed or held from now on, until the command (this process,
-/// after its exec) has ended. It reads the evidence log, so what it says
+/// refused, killed or held from now on, until this process (the command's
+/// supervisor, or the command itself after its exec on the old path) has
+/// ended. It reads the evidence log, so what it says
 /// is what was recorded. Every process of the agent is reported, not only
 /// this run's (the log knows the agent, not the run).
 ///
 /// The end is seen at once (a pidfd of this process, which stays valid
-/// across its exec and becomes readable when it exits); then the daemon's
+/// across an exec and becomes readable when it exits); then the daemon's
 /// `drained` barrier for this agent says every refusal of it the kernel
 /// had queued is in the log, one last look prints them, and the run's
 /// stderr is let go. A
@@ -348,8 +490,8 @@ fn pidfd_of(pid: nix::unistd::Pid) -> Option<std::os::fd::OwnedFd> {
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits up to `timeout` for the command's end: true once `parent` (the
-/// command, after its exec) has exited.
+/// Waits up to `timeout` for the command's end: true once `parent` (its
+/// supervisor, or the command on the old path) has exited.
 fn command_ended(
     pidfd: Option<&std::os::fd::OwnedFd>,
     parent: nix::unistd::Pid,

@@ -3,8 +3,9 @@
 //!
 //! `warden run` calls [`prepare`] while it is still root (it has to open and
 //! list the protected paths' parents), records [`Confinement::describe`] in
-//! the `run` evidence entry, moves into the agent's cgroup, drops to
-//! `--user`, and calls [`Confinement::apply`] just before `exec`. Both
+//! the `run` evidence entry, starts the command's process in the agent's
+//! cgroup, which drops to `--user` and calls [`Confinement::apply`] just
+//! before `exec`. Both
 //! mechanisms are inherited by every descendant and cannot be lifted:
 //!
 //! - **Landlock** (file system, and signals with ABI >= 6). The agent may
@@ -214,11 +215,16 @@ fn build_landlock(protected: &Protected) -> Result<(RulesetCreated, usize), Conf
         let Some(fd) = open_beneath(&rule.path).map_err(io_err("open", &rule.path))? else {
             continue;
         };
-        let meta = std::fs::File::from(fd.try_clone().map_err(io_err("dup", &rule.path))?)
-            .metadata()
-            .map_err(io_err("stat", &rule.path))?;
-        // Decide on what was opened, not on what was listed.
-        let access = if meta.is_dir() {
+        // Decide on what was opened, not on what was listed. fstat of the
+        // descriptor itself: a duplicate to wrap in a File cost a dup and a
+        // close for every sibling of a protected path (368 under /tmp here).
+        let meta = {
+            use std::os::fd::AsRawFd;
+            nix::sys::stat::fstat(fd.as_raw_fd())
+                .map_err(|e| io_err("stat", &rule.path)(e.into()))?
+        };
+        let is_dir = meta.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let access = if is_dir {
             rule.access
         } else {
             rule.access & file_rights()

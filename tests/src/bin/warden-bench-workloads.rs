@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("read-list") => read_list(args.get(1).map(String::as_str).unwrap_or("")),
+        Some("in-cgroup") => in_cgroup(&args[1..]),
         _ => run(&args),
     };
     match result {
@@ -52,6 +53,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `in-cgroup DIR CMD ARGS...`: runs CMD as a child born in the cgroup DIR
+/// (`clone3(CLONE_INTO_CGROUP)`, as `warden run` starts its command), waits
+/// for it and ends as it ended. A write to `cgroup.procs` instead would
+/// wait for an RCU grace period, a cost that side would not share with
+/// `warden run`.
+fn in_cgroup(args: &[String]) -> Result<()> {
+    use std::ffi::CString;
+    ensure!(args.len() >= 2, "in-cgroup DIR CMD [ARGS...]");
+    let dir = std::fs::File::open(&args[0]).with_context(|| format!("open {}", args[0]))?;
+    let argv: Vec<CString> = args[1..]
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: this process is single-threaded (no thread is started on this
+    // path); the child only execs or exits.
+    let pid = unsafe { warden::cgroup::clone_into(&dir) }.context("clone3 into the cgroup")?;
+    if pid == 0 {
+        // SAFETY: a NUL-terminated argv of C strings alive until the exec.
+        unsafe {
+            libc::execvp(ptrs[0], ptrs.as_ptr());
+            libc::_exit(127)
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    ensure!(
+        unsafe { libc::waitpid(pid, &mut status, 0) } == pid,
+        "waitpid"
+    );
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        return Ok(());
+    }
+    bail!("{} ended with status {status:#x}", args[1])
 }
 
 /// Reads every file named in `list` (one path a line).
@@ -493,10 +531,11 @@ fn run(args: &[String]) -> Result<()> {
                     .env("TMPDIR", root.join("tmp"));
                 timed(warm, w.name)?;
             }
-            // Side 4: the per-process agent's cgroup entered directly (the
-            // shell writes itself into cgroup.procs and execs the script),
-            // without `warden run`: the kernel's and the daemon's part
-            // alone, no run start, Landlock, seccomp or denial explainer.
+            // Side 4: the per-process agent's cgroup entered directly (this
+            // binary's `in-cgroup` starts the script's shell born in it, as
+            // `warden run` starts its command), without `warden run`: the
+            // kernel's and the daemon's part alone, no run start, Landlock,
+            // seccomp or denial explainer.
             let mut order = [
                 (0usize, None),
                 (1, Some(EACH)),
@@ -512,14 +551,10 @@ fn run(args: &[String]) -> Result<()> {
                 let before_seq = head_seq(&db)?;
                 let cmd = match agent {
                     None if side == 4 => {
-                        let mut c = Command::new("sh");
-                        c.args([
-                            "-c",
-                            "echo $$ > \"$1/cgroup.procs\" && exec sh -c \"$2\"",
-                            "sh",
-                        ])
-                        .arg(&count_cgroup)
-                        .arg(&w.script);
+                        let mut c = Command::new(std::env::current_exe()?);
+                        c.arg("in-cgroup")
+                            .arg(&count_cgroup)
+                            .args(["sh", "-c", &w.script]);
                         c
                     }
                     None => {
