@@ -67,3 +67,41 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("read policy file {file}: {source}")]
+        Named {
+            file: String,
+            #[source]
+            source: std::io::Error,
+        },
+        #[error("load the policy")]
+        Plain(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Outer::Named {
+            file: "/p/a".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "read policy file /p/a: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_appended() {
+        let e = Outer::Plain(std::io::Error::from_raw_os_error(13));
+        assert_eq!(
+            error_chain(&e),
+            "load the policy: Permission denied (os error 13)"
+        );
+    }
+}

@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let cause: &(dyn std::error::Error + 'static) = e.as_ref();
-            eprintln!("warden: error: {}", warden::commands::error_line(cause));
+            // Each cause once: many errors name theirs in their message.
+            eprintln!("warden: error: {}", warden::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -42,7 +42,7 @@ pub use policy::{
     freeze_override, policy_check, policy_history, policy_proposals, policy_propose, policy_reload,
     policy_review, policy_shadow, policy_suggest, resolve_policy,
 };
-pub use render::{error_line, format_entry, LOG_HEADER};
+pub use render::{format_entry, LOG_HEADER};
 pub use run::run;
 
 #[derive(Debug, thiserror::Error)]

@@ -25,24 +25,6 @@ macro_rules! put {
     }};
 }
 
-/// The CLI's error line: the error and its causes joined by `: `, each
-/// cause left out when the text so far already ends with it (many errors
-/// name their cause in their own message, and `anyhow`'s `{:#}` would
-/// print it twice).
-pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line
-}
-
 /// `--json` of the listing verbs: one pretty document.
 pub fn json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
@@ -767,42 +749,4 @@ pub fn alerts(entries: &[Entry]) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod error_line_tests {
-    use super::error_line;
-
-    #[derive(Debug, thiserror::Error)]
-    enum Outer {
-        #[error("read policy file {file}: {source}")]
-        Named {
-            file: String,
-            #[source]
-            source: std::io::Error,
-        },
-        #[error("load the policy")]
-        Plain(#[source] std::io::Error),
-    }
-
-    #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
-        let e = Outer::Named {
-            file: "/p/a".into(),
-            source: std::io::Error::from_raw_os_error(2),
-        };
-        assert_eq!(
-            error_line(&e),
-            "read policy file /p/a: No such file or directory (os error 2)"
-        );
-    }
-
-    #[test]
-    fn a_cause_not_in_the_message_is_appended() {
-        let e = Outer::Plain(std::io::Error::from_raw_os_error(13));
-        assert_eq!(
-            error_line(&e),
-            "load the policy: Permission denied (os error 13)"
-        );
-    }
 }

@@ -210,9 +210,9 @@ fn exec_in_place(
     })
 }
 
-/// Points the supervisor's stdin and stdout at /dev/null: the command has
-/// its own copies, and a reader of the command's output sees its end when
-/// the command ends.
+/// Points this process's stdin and stdout at /dev/null (the supervisor's
+/// and the explainer's): the command has its own copies, and a reader of
+/// the command's output sees its end when the command ends.
 fn forget_stdio() {
     use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -424,15 +424,7 @@ fn explain_refusals(paths: &crate::config::Paths, agent: &str, after_seq: u64) -
             // It writes on stderr only: holding the run's stdin and stdout
             // would keep a reader of the command's output (`$(warden run
             // ...)`, a pipe) waiting until the explainer ends.
-            if let Ok(null) = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-            {
-                use std::os::fd::AsRawFd;
-                let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
-                let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
-            }
+            forget_stdio();
             let mut after = after_seq;
             let store = open_store(paths).ok();
             let mut print = || {
