@@ -312,46 +312,22 @@ fn fds() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `struct clone_args` of clone3(2), as far as `cgroup` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+/// Forks a child born in the cgroup directory `cgroup` (opened `O_PATH`)
+/// with Warden's own `clone3(CLONE_INTO_CGROUP)`: 0 in the child, its pid
+/// in the parent.
+fn clone3_child(cgroup: &str) -> io::Result<libc::pid_t> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(cgroup)?;
+    // SAFETY: the probe is single-threaded; the children below only read
+    // or write a file, print, sleep and leave with _exit.
+    unsafe { warden::cgroup::clone_into(&dir) }
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
 fn clone3_into(cgroup: &str) -> io::Result<()> {
-    // SAFETY: a valid C string; the fd is closed below.
-    let fd = unsafe { libc::open(c(cgroup).as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-    check(fd.into())?;
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: fd as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM is a fork; the child only reads a
-    // file, prints and exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    close(fd.into());
-    check(pid)?;
+    let pid = clone3_child(cgroup)?;
     if pid == 0 {
         let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let line = cg.lines().find(|l| l.starts_with("0::")).unwrap_or("");
@@ -361,32 +337,13 @@ fn clone3_into(cgroup: &str) -> io::Result<()> {
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &mut status, 0) };
     Ok(())
 }
 
 /// As `clone3_into`, but the child stays (the escape tests watch it die).
 fn clone3_stay(cgroup: &str, pid_file: &str) -> io::Result<()> {
-    // SAFETY: a valid C string; the fd is closed below.
-    let fd = unsafe { libc::open(c(cgroup).as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
-    check(fd.into())?;
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: fd as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM is a fork; the child writes a file,
-    // sleeps and exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    close(fd.into());
-    check(pid)?;
+    let pid = clone3_child(cgroup)?;
     if pid == 0 {
         let _ = std::fs::write(pid_file, std::process::id().to_string());
         std::thread::sleep(std::time::Duration::from_secs(60));
@@ -395,7 +352,7 @@ fn clone3_stay(cgroup: &str, pid_file: &str) -> io::Result<()> {
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &mut status, 0) };
     Ok(())
 }
 
