@@ -93,10 +93,8 @@ pub(super) async fn read_events(
             tracing::warn!(error = %e, "heartbeat not written");
         }
         let mut firsts = Vec::new();
-        // A drain that stopped at `MAX_BATCH` left records behind: take them
-        // now rather than on the next wake-up.
-        let mut batch = if backlog {
-            let ring = fd.get_mut();
+        // Takes what the ring buffer holds, off the runtime's workers.
+        let mut take = |ring: &mut RingBuf<MapData>| {
             off_the_workers(|| {
                 drain(
                     ring,
@@ -108,25 +106,28 @@ pub(super) async fn read_events(
                     &mut firsts,
                 )
             })
+        };
+        // A drain that stopped at `MAX_BATCH` left records behind: take them
+        // now rather than on the next wake-up.
+        let mut batch = if backlog {
+            take(fd.get_mut())
         } else {
             tokio::select! {
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
                     let ring = guard.get_inner_mut();
-                    let batch = off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts));
+                    let batch = take(ring);
                     guard.clear_ready();
                     batch
                 }
                 _ = tick.tick() => {
-                    let ring = fd.get_mut();
-                    off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts))
+                    take(fd.get_mut())
                 }
                 Some(barrier) = barriers.recv() => {
                     // Whatever the kernel queued before the request is
                     // taken now, not on the next tick.
                     waiting.push((barrier, target()));
-                    let ring = fd.get_mut();
-                    off_the_workers(|| drain(ring, &views, &enforcer, pending, &stats, &mut users, &mut firsts))
+                    take(fd.get_mut())
                 }
             }
         };
