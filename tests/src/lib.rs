@@ -140,6 +140,25 @@ impl TestEnv {
         cmd
     }
 
+    /// `warden run --agent AGENT -- /bin/sh -c SCRIPT` with stdout and
+    /// stderr piped; returns once the script printed its first line (and
+    /// that line, trimmed).
+    pub fn start_shell(&self, agent: &str, script: &str) -> (Child, String) {
+        use std::io::BufRead;
+        let mut run = self
+            .warden()
+            .args(["run", "--agent", agent, "--", "/bin/sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warden run");
+        let mut line = String::new();
+        std::io::BufReader::new(run.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the script's first line");
+        (run, line.trim().to_string())
+    }
+
     /// Runs `warden ARGS` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.warden().args(args).output().expect("run warden")

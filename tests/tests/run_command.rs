@@ -12,10 +12,8 @@
     reason = "test helpers: a panic is the failure report"
 )]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 use warden_tests::{can_run, command_of, stderr, stdout, wait_until, TestEnv};
 
@@ -27,23 +25,6 @@ fn setup(name: &str, agent: &str) -> TestEnv {
     env.start_daemon();
     env.add_agent(agent, "p.yaml");
     env
-}
-
-/// `warden run --agent AGENT -- /bin/sh -c SCRIPT`, stdout piped; returns
-/// once the script printed its first line.
-fn start_shell(env: &TestEnv, agent: &str, script: &str) -> (Child, String) {
-    let mut run = env
-        .warden()
-        .args(["run", "--agent", agent, "--", "/bin/sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(run.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (run, line.trim().to_string())
 }
 
 /// A pidfd of `pid` (a process this test started, directly or through
@@ -125,7 +106,7 @@ fn the_command_is_the_agents_from_its_first_instruction() {
 
     // While it runs: the command is in the agent's cgroup, `warden run`
     // (its parent) is not.
-    let (mut run, _) = start_shell(&env, "rc-cg", "echo up; exec sleep 60");
+    let (mut run, _) = env.start_shell("rc-cg", "echo up; exec sleep 60");
     let command = command_of(run.id());
     let cgroup_of = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroup_of(command).lines().any(|l| l == want));
@@ -145,7 +126,7 @@ fn sigkill_of_the_run_ends_the_command() {
         return;
     }
     let env = setup("runcmdkill", "rc-kill");
-    let (mut run, _) = start_shell(&env, "rc-kill", "echo up; exec sleep 600");
+    let (mut run, _) = env.start_shell("rc-kill", "echo up; exec sleep 600");
     let command = command_of(run.id());
     let command_fd = pidfd(command);
     // SAFETY: kill(2) on the `warden run` this test started.
@@ -168,8 +149,7 @@ fn sigterm_is_passed_on_and_the_commands_end_comes_back() {
         return;
     }
     let env = setup("runcmdterm", "rc-term");
-    let (run, _) = start_shell(
-        &env,
+    let (run, _) = env.start_shell(
         "rc-term",
         "trap 'exit 7' TERM; echo up; while :; do sleep 0.1; done",
     );
@@ -178,7 +158,7 @@ fn sigterm_is_passed_on_and_the_commands_end_comes_back() {
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
 
-    let (mut run, _) = start_shell(&env, "rc-term", "echo up; exec sleep 600");
+    let (mut run, _) = env.start_shell("rc-term", "echo up; exec sleep 600");
     let command_fd = pidfd(command_of(run.id()));
     // SAFETY: as above.
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
@@ -218,7 +198,7 @@ fn warden_kill_ends_the_command_and_its_run() {
         return;
     }
     let env = setup("runcmdwk", "rc-wk");
-    let (run, _) = start_shell(&env, "rc-wk", "echo up; exec sleep 600");
+    let (run, _) = env.start_shell("rc-wk", "echo up; exec sleep 600");
     let command = command_of(run.id());
     env.ok(&["kill", "rc-wk", "--reason", "drill"]);
     let out = run.wait_with_output().unwrap();

@@ -116,8 +116,6 @@ fn a_revoked_agent_is_refused_and_no_run_is_recorded() {
 /// command ends, not when the explainer does.
 #[test]
 fn the_explainer_does_not_hold_the_runs_stdout() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     if !can_run("run_start_explainer_fds") {
         return;
     }
@@ -128,25 +126,10 @@ fn the_explainer_does_not_hold_the_runs_stdout() {
     // The shell (this run's command) lists the children of its parent (the
     // `warden run` process), the explainer among them, then waits to be
     // ended by this test.
-    let mut run = env
-        .warden()
-        .args([
-            "run",
-            "--agent",
-            "rs-fds",
-            "--",
-            "/bin/sh",
-            "-c",
-            "cat /proc/$PPID/task/$PPID/children; echo; exec sleep 60",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(run.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut run, line) = env.start_shell(
+        "rs-fds",
+        "cat /proc/$PPID/task/$PPID/children; echo; exec sleep 60",
+    );
     let link = |pid: &str, fd: u32| {
         std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
             .map(|p| p.display().to_string())
